@@ -1,0 +1,65 @@
+# Ketter — `make` lists the targets. Everything runs from ./.venv, built by
+# `make install` from pyproject.toml + constraints.txt (idempotent: it only
+# reinstalls when one of them changed).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Ops targets use the installed Ketter when there is one, else the checkout's.
+KETTER ?= $(shell test -x /opt/ketter/bin/ketter && echo /opt/ketter/bin/ketter || echo $(VENV)/bin/ketter)
+CONFIG ?= $(or $(KETTER_CONFIG),/etc/ketter/ketter.yaml)
+DEMO_CONFIG := configs/demo.yaml
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast lint format bench clean \
+        status history requeue-failed requeue audit-verify health
+
+help: ## list the targets
+	@echo "Ketter make targets:"
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "} {printf "  make %-16s %s\n", $$1, $$2}'
+	@echo "Ops targets take CONFIG=/path/to/ketter.yaml (default $(CONFIG))."
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Ketter needs Python 3.11+"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install Ketter with its test tools
+
+run: install ## run the demo (configs/demo.yaml, everything under ./var/demo/)
+	@mkdir -p var/demo/ingest/outbox var/demo/dub/inbox var/demo/dub/outbox var/demo/qc/inbox
+	$(VENV)/bin/ketter --config $(DEMO_CONFIG) config check
+	$(VENV)/bin/ketter --config $(DEMO_CONFIG) db upgrade
+	@echo "The job store is ready: sqlite3 var/demo/ketter.db 'select * from job_history'"
+	@echo "Transfers do not run from 'make run' yet: the watcher and workers are not built."
+
+test: install ## run the whole test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install ## run the suite without the slow tests
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check ketter workers migrations tests benchmarks
+	$(VENV)/bin/ruff format --check ketter workers migrations benchmarks
+	$(VENV)/bin/mypy
+
+format: install ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix ketter workers migrations tests benchmarks
+	$(VENV)/bin/ruff format ketter workers migrations benchmarks
+
+bench: install ## benchmarks against cp/rsync/rclone (see docs/performance.md)
+	$(PY) benchmarks/run.py
+
+status: ## job counts per state and route, paused routes, heartbeats
+	$(KETTER) --config $(CONFIG) status
+
+history: ## the last 50 jobs from the job_history view
+	$(KETTER) --config $(CONFIG) jobs --limit 50
+
+clean: ## remove the venv and the demo's state
+	rm -rf $(VENV) var build *.egg-info

@@ -1,0 +1,1 @@
+"""The audit trail: hash-chained events in the job store, shipped as JSON lines."""

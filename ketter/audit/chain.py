@@ -1,0 +1,118 @@
+"""Writing audit events as a hash chain inside the caller's transaction.
+
+Each ``events`` row carries the previous row's hash and its own:
+``hash = SHA-256(prev_hash + "\\n" + canonical_json(record))`` (HMAC-SHA-256
+with the key from ``audit.hmac_key_file`` when one is configured). The
+sequence number is the row id, assigned here inside the transaction that
+changes the job, so SQLite's write lock orders the events of every process
+(watcher, workers, CLI) into one chain. Canonical JSON: keys sorted, no
+spaces, UTF-8 (``ensure_ascii=False``), floats in Python's shortest repr —
+for the strings, integers and floats Ketter writes this is byte-identical to
+RFC 8785.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import hmac
+import json
+import os
+import socket
+from typing import Any
+
+from ketter.audit.vocabulary import EVENTS
+from ketter.store.models import Event, database
+
+GENESIS = "0" * 64
+
+_key: bytes | None = None
+_node: str | None = None
+
+
+def configure(*, node: str | None = None, hmac_key: bytes | None = None) -> None:
+    """Set the node name and the optional HMAC key for this process's events."""
+    global _key, _node
+    _key = hmac_key
+    _node = node
+
+
+def canonical_json(value: Any) -> str:
+    """The canonical JSON text that is hashed (see module docstring)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def record_hash(prev_hash: str, record: dict[str, Any], key: bytes | None = None) -> str:
+    """The chain hash of ``record`` following ``prev_hash``."""
+    payload = (prev_hash + "\n" + canonical_json(record)).encode("utf-8")
+    if key:
+        return hmac.new(key, payload, hashlib.sha256).hexdigest()
+    return hashlib.sha256(payload).hexdigest()
+
+
+def hashed_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The part of an events row covered by its hash."""
+    return {
+        "seq": row["id"],
+        "job_id": row["job_id"],
+        "ts": row["ts"],
+        "event": row["event"],
+        "route": row["route"],
+        "from_state": row["from_state"],
+        "to_state": row["to_state"],
+        "attempt": row["attempt"],
+        "node": row["node"],
+        "pid": row["pid"],
+        "user": row["user"],
+        "details": json.loads(row["details"]),
+    }
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid with no passwd entry (containers)
+        return str(os.getuid())
+
+
+def record_event(
+    event: str,
+    *,
+    now: float,
+    job_id: int | None = None,
+    route: str | None = None,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    attempt: int | None = None,
+    details: dict[str, Any] | None = None,
+) -> int:
+    """Append one event to the chain; returns its sequence number.
+
+    Must run inside the caller's write transaction (the one that changes the
+    state it describes), so the event and the change commit together.
+    """
+    if event not in EVENTS:
+        raise ValueError(f"unknown audit event {event!r}; add it to ketter.audit.vocabulary")
+    db = database.obj
+    if not db.in_transaction():
+        raise RuntimeError("record_event() must run inside the state change's transaction")
+    last = db.execute_sql("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
+    seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
+    row = {
+        "id": seq,
+        "job_id": job_id,
+        "ts": now,
+        "event": event,
+        "route": route,
+        "from_state": from_state,
+        "to_state": to_state,
+        "attempt": attempt,
+        "node": _node or socket.gethostname(),
+        "pid": os.getpid(),
+        "user": _user(),
+        "details": canonical_json(details or {}),
+    }
+    row["prev_hash"] = prev_hash
+    row["hash"] = record_hash(prev_hash, hashed_fields(row), _key)
+    Event.insert(**row).execute()
+    return seq

@@ -1,0 +1,14 @@
+"""The closed vocabulary of audit event names (``events.event``)."""
+
+from __future__ import annotations
+
+EVENTS: frozenset[str] = frozenset(
+    {
+        "detect", "enqueue", "claim", "prepare", "package", "copy", "verify", "place",
+        "complete", "retry", "fail", "rollback", "delete_source", "delete_marker",
+        "requeue", "skip", "resume", "recover", "stalled", "release",
+        "route_paused", "route_resumed", "watcher_started", "watcher_stopped",
+        "watch_lost", "watch_restored", "config_loaded", "workers_started",
+        "workers_stopped", "warning",
+    }
+)

@@ -1,0 +1,54 @@
+"""``ketter`` entry point: builds the argument parser from the command modules.
+
+Exit codes: 0 success, 1 a command failed (a transfer failed, the audit
+chain is broken, unhealthy), 2 bad usage or an invalid config (systemd's
+``RestartPreventExitStatus=2`` stops a restart loop on a bad config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ketter import __version__
+from ketter.cli import admin, inspect
+from ketter.errors import ConfigError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+COMMAND_MODULES = (admin, inspect)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ketter",
+        description="Verified, audited file transfers between studio network zones.",
+    )
+    parser.add_argument("--version", action="version", version=f"ketter {__version__}")
+    parser.add_argument("--config", metavar="PATH",
+                        help="config file (default: $KETTER_CONFIG, else "
+                             "/etc/ketter/ketter.yaml)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    for module in COMMAND_MODULES:
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"ketter: invalid config:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""The configuration schema: frozen dataclasses whose field defaults are the
+one table of defaults.
+
+Each field carries a ``kind`` in its metadata telling the loader how to parse
+and check the YAML value (see :mod:`ketter.config.loader`). Paths are kept as
+``str`` here and resolved to absolute paths by the loader; the engine works on
+``os.fsencode`` of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ketter.config.units import FreeSpace
+
+
+def spec(kind: str, default: Any = None, *, choices: tuple[str, ...] = (),
+         required: bool = False, secret: bool = False, factory: Any = None) -> Any:
+    """Declare a config field: its parser ``kind`` and its default."""
+    meta = {"kind": kind, "choices": choices, "required": required, "secret": secret}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+DEFAULT_EXCLUDE = (
+    "**/.*",
+    "**/.*/**",
+    "**/*.part",
+    "**/*.tmp",
+    "**/~$*",
+    "**/Thumbs.db",
+)
+
+#: Ketter's own temporaries; excluded on every route whatever ``exclude`` says.
+KETTER_TEMP_PATTERNS = ("**/.ketter-*", ".ketter-*")
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    max_attempts: int = spec("int", 6)
+    base_delay: float = spec("duration", 5.0)
+    max_delay: float = spec("duration", 900.0)
+    jitter: bool = spec("bool", True)
+
+
+@dataclass(frozen=True)
+class LeaseConfig:
+    ttl: float = spec("duration", 30.0)
+    heartbeat: float = spec("duration", 5.0)
+    sweep_interval: float = spec("duration", 10.0)
+    stall_timeout: float = spec("duration", 600.0)
+
+
+@dataclass(frozen=True)
+class HashesConfig:
+    md5: bool = spec("bool", False)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    log_file: str = spec("state_path", "logs/audit.jsonl")
+    rotate_max_bytes: int = spec("size", 100 * 10**6)
+    rotate_when: str | None = spec("enum", None, choices=("midnight", "daily"))
+    rotate_backups: int = spec("int", 400)
+    hmac_key_file: str | None = spec("path", None)
+
+
+@dataclass(frozen=True)
+class RouteFailuresConfig:
+    count: int = spec("int", 10)
+    window: float = spec("duration", 900.0)
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    urls: tuple[str, ...] = spec("str_list", (), secret=True)
+    min_interval: float = spec("duration", 300.0)
+    route_failures: RouteFailuresConfig = spec("section", factory=RouteFailuresConfig)
+    watch_lost_after: float = spec("duration", 300.0)
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    min_free: FreeSpace = spec("free_space", FreeSpace(percent=5.0))
+    heartbeat_stale: float = spec("duration", 60.0)
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    name: str = spec("name", "", required=True)
+    source: str = spec("path", "", required=True)
+    destination: str = spec("path", "", required=True)
+    source_mount: str | None = spec("path", None)
+    destination_mount: str | None = spec("path", None)
+    mode: str = spec("enum", "copy", choices=("copy", "move"))
+    watch: str = spec("enum", "auto", choices=("auto", "native", "polling"))
+    poll_interval: float = spec("duration", 5.0)
+    rescan_interval: float = spec("duration", 600.0)
+    stable_seconds: float = spec("duration", 10.0)
+    ready_marker: str | None = spec("str", None)
+    include: tuple[str, ...] = spec("str_list", ("**/*",))
+    exclude: tuple[str, ...] = spec("str_list", DEFAULT_EXCLUDE)
+    folders: str = spec("enum", "per_file", choices=("per_file", "as_unit"))
+    package_min_files: int = spec("int", 200)
+    conflict: str = spec("enum", "fail",
+                         choices=("fail", "skip_identical", "rename", "overwrite"))
+    verify: str = spec("enum", "sha256", choices=("sha256", "xxh128"))
+    mhl: bool = spec("bool", True)
+    max_parallel: int = spec("int", 0)
+    priority: int = spec("signed_int", 0)
+    min_free: FreeSpace = spec("free_space", FreeSpace(percent=2.0))
+    same_fs_move: str = spec("enum", "copy", choices=("copy", "rename"))
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated Ketter configuration (see docs/configuration.md)."""
+
+    state_dir: str = spec("path", "/var/lib/ketter")
+    node: str = spec("str", "")  # "" = the host name, filled in by the loader
+    workers: int = spec("positive_int", 4)
+    shutdown_timeout: float = spec("duration", 60.0)
+    retry: RetryConfig = spec("section", factory=RetryConfig)
+    lease: LeaseConfig = spec("section", factory=LeaseConfig)
+    resume_min_bytes: int = spec("size", 256 * 2**20)
+    hashes: HashesConfig = spec("section", factory=HashesConfig)
+    audit: AuditConfig = spec("section", factory=AuditConfig)
+    alerts: AlertsConfig = spec("section", factory=AlertsConfig)
+    health: HealthConfig = spec("section", factory=HealthConfig)
+    routes: tuple[RouteConfig, ...] = spec("routes", ())
+    #: The file this config was read from ("" for a config built in code).
+    path: str = field(default="", metadata={"kind": "internal"})
+
+    def route(self, name: str) -> RouteConfig:
+        """The route called ``name``; KeyError naming the known routes otherwise."""
+        for route in self.routes:
+            if route.name == name:
+                return route
+        known = ", ".join(r.name for r in self.routes) or "none"
+        raise KeyError(f"no route named {name!r} in the config (routes: {known})")
+
+    @property
+    def db_path(self) -> str:
+        return f"{self.state_dir}/ketter.db"
+
+    @property
+    def queue_path(self) -> str:
+        return f"{self.state_dir}/queue.db"

@@ -1,0 +1,87 @@
+"""Ketter's exception tree, split by what the system should do next.
+
+* :class:`TransientError` — the job goes to ``retry_wait`` and is tried
+  again after a backoff (disk full, share gone, source still changing).
+* :class:`PermanentError` — retrying cannot help; the job is rolled back and
+  fails now (bad config, path outside a route, a checksum that mismatches
+  again).
+* :class:`RouteUnavailable` — a transient error of the *route*, not of the
+  job: the route is paused and its jobs wait without using up attempts.
+
+Each class docstring doubles as its default message, so ``raise
+ChecksumMismatch()`` still says something useful.
+"""
+
+from __future__ import annotations
+
+
+class KetterError(Exception):
+    """Ketter failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip().splitlines()[0])
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class TransientError(KetterError):
+    """A temporary failure; the job will be retried after a backoff."""
+
+
+class PermanentError(KetterError):
+    """A failure that retrying cannot fix; the job fails now."""
+
+
+class RouteUnavailable(TransientError):
+    """A route root is not reachable (unmounted share, missing folder, low
+    space); the route is paused until it comes back."""
+
+
+class SourceChanged(TransientError):
+    """The source changed or vanished while it was being copied; it will be
+    copied again once it is stable."""
+
+
+class ChecksumMismatch(TransientError):
+    """The destination does not read back with the checksum of the source;
+    the copy is discarded and retried (repeated mismatches fail the job)."""
+
+
+class ConfigError(PermanentError):
+    """The configuration is invalid; fix the file and start again."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        if isinstance(problems, str):
+            problems = [problems]
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class PathOutsideRoute(PermanentError):
+    """A path resolves outside its route's roots; Ketter never follows it."""
+
+
+class DestinationConflict(PermanentError):
+    """The destination name already exists and the route's conflict policy
+    forbids replacing it (``conflict: fail``)."""
+
+
+class InvalidTransition(KetterError):
+    """A job state change was refused: the job is not in the expected state,
+    the transition is not allowed, or the caller no longer holds the claim."""
+
+
+class LostClaim(InvalidTransition):
+    """This worker's claim on the job was taken over (lease expired and the
+    sweep handed it to another worker); stop without touching anything."""
+
+
+class ShutdownRequested(BaseException):
+    """Raised inside a copy loop when the process is asked to stop.
+
+    Derives from :class:`BaseException` so that no ``except Exception``
+    on the way up swallows it: the job must be checkpointed and released,
+    not marked failed.
+    """

@@ -1,0 +1,1 @@
+"""Transfer jobs: states, transitions, creation, claiming, retries."""

@@ -1,0 +1,116 @@
+"""Creating job rows, idempotently on the source's identity.
+
+The ``source_key`` names one *version* of one source: for a file, route +
+relative path + size + mtime_ns + inode; for a folder, route + relative path
++ SHA-256 of its sorted (relpath, size, mtime_ns) listing. The partial unique
+index ``jobs_active_source_key`` allows one active job per key, so the same
+file enqueued twice (watcher rescan, a duplicate ``ketter enqueue``) yields
+one job and one delivery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from peewee import IntegrityError
+
+from ketter.audit.chain import record_event
+from ketter.jobs.states import State
+from ketter.paths import readable
+from ketter.store.models import Job, database
+
+
+def file_source_key(route: str, relpath: bytes, size: int, mtime_ns: int, inode: int) -> str:
+    """Identity of one version of a file on a route."""
+    return _key(b"file", route.encode(), relpath, b"%d" % size, b"%d" % mtime_ns, b"%d" % inode)
+
+
+def folder_source_key(route: str, relpath: bytes, listing_sha256: str) -> str:
+    """Identity of one version of a folder (its listing's SHA-256) on a route."""
+    return _key(b"folder", route.encode(), relpath, listing_sha256.encode())
+
+
+def _key(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        # Length-prefixed so that no two different part lists hash alike.
+        digest.update(b"%d:" % len(part) + part)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What the watcher (or ``ketter enqueue`` / ``ketter transfer``) knows."""
+
+    route: str
+    mode: str
+    kind: str
+    source_path: bytes
+    source_key: str
+    size: int
+    file_count: int = 1
+    source_size: int | None = None
+    source_mtime_ns: int | None = None
+    source_inode: int | None = None
+    source_dev: int | None = None
+    source_owner: str | None = None
+    dest_path: bytes | None = None
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class Created:
+    """The outcome of :func:`create_job`."""
+
+    job_id: int
+    created: bool  # False: an active job already had this source_key
+    state: str
+
+
+def create_job(new: NewJob, *, node: str, now: float, event_details: dict | None = None,
+               claim: str | None = None) -> Created:
+    """Insert a ``detected`` job with its ``detect`` event, or return the
+    active job that already has the same ``source_key``."""
+    db = database.obj
+    with db.atomic():
+        existing = active_job(new.source_key)
+        if existing is not None:
+            return Created(existing.id, False, existing.state)
+        try:
+            with db.atomic():  # savepoint: a racing insert loses cleanly
+                job_id = Job.insert(
+                    route=new.route, mode=new.mode, kind=new.kind,
+                    source_path=new.source_path, source_display=readable(new.source_path),
+                    dest_path=new.dest_path,
+                    dest_display=readable(new.dest_path) if new.dest_path else None,
+                    source_key=new.source_key, size=new.size, file_count=new.file_count,
+                    source_size=new.source_size, source_mtime_ns=new.source_mtime_ns,
+                    source_inode=new.source_inode, source_dev=new.source_dev,
+                    source_owner=new.source_owner, state=State.DETECTED.value,
+                    priority=new.priority, node=node, created_at=now, updated_at=now,
+                    next_attempt_at=now, claim=claim,
+                ).execute()
+        except IntegrityError:
+            existing = active_job(new.source_key)
+            assert existing is not None
+            return Created(existing.id, False, existing.state)
+        details = {"source": readable(new.source_path), "size": new.size,
+                   "kind": new.kind, "files": new.file_count}
+        details.update(event_details or {})
+        record_event("detect", now=now, job_id=job_id, route=new.route,
+                     to_state=State.DETECTED.value, attempt=0, details=details)
+        return Created(job_id, True, State.DETECTED.value)
+
+
+def active_job(source_key: str) -> Job | None:
+    """The non-terminal job with this ``source_key``, if any."""
+    return (Job.select()
+            .where((Job.source_key == source_key)
+                   & Job.state.not_in([State.COMPLETED.value, State.FAILED.value]))
+            .first())
+
+
+def last_job(source_key: str) -> Job | None:
+    """The newest job with this ``source_key`` in any state."""
+    return Job.select().where(Job.source_key == source_key).order_by(Job.id.desc()).first()

@@ -1,0 +1,88 @@
+"""Job states and the transitions allowed between them (data, not code).
+
+A job is created ``detected`` and normally walks
+``detected → validated → (packaged) → transferring → verifying → completed``.
+Failures take it to ``retry_wait`` (transient: tried again after a backoff) or
+through ``rolling_back`` to ``failed`` (permanent, or attempts exhausted).
+Once a job's delivery is placed (``placed_at`` set) it only moves forward: the
+transition function refuses ``rolling_back`` for it, whatever this table says.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class State(StrEnum):
+    """The life cycle of a transfer job (``jobs.state``)."""
+
+    #: Found by the watcher (or submitted by hand); waiting for a worker.
+    DETECTED = "detected"
+    #: The source still matches its identity, paths are inside the route, the
+    #: destination has room and the conflict policy allows the delivery.
+    VALIDATED = "validated"
+    #: A folder's manifest is recorded (``job_files``) and it is ready to
+    #: travel (as a stored ZIP at or above ``package_min_files``).
+    PACKAGED = "packaged"
+    #: Bytes are being written to a hidden temporary name at the destination.
+    TRANSFERRING = "transferring"
+    #: The copy is being re-read from the destination disk and compared; the
+    #: placement under the final name and (move) the source deletion happen
+    #: in this state.
+    VERIFYING = "verifying"
+    #: Delivered and verified (and, for a move, the source deleted). Terminal.
+    COMPLETED = "completed"
+    #: Waiting for ``next_attempt_at`` after a transient error.
+    RETRY_WAIT = "retry_wait"
+    #: Undoing a failed attempt: removing temporaries, restoring a set-aside
+    #: old version. Resumable: a crash here finishes the undo on restart.
+    ROLLING_BACK = "rolling_back"
+    #: Given up; the last error is on the row. Terminal until re-queued.
+    FAILED = "failed"
+
+
+S = State
+
+#: Every allowed ``from → to`` pair. Anything else raises InvalidTransition.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    S.DETECTED: frozenset({S.VALIDATED, S.RETRY_WAIT, S.ROLLING_BACK}),
+    S.VALIDATED: frozenset(
+        {S.PACKAGED, S.TRANSFERRING, S.COMPLETED, S.RETRY_WAIT, S.ROLLING_BACK}
+    ),
+    S.PACKAGED: frozenset({S.TRANSFERRING, S.RETRY_WAIT, S.ROLLING_BACK}),
+    S.TRANSFERRING: frozenset({S.VERIFYING, S.RETRY_WAIT, S.ROLLING_BACK}),
+    # verifying → failed: attempts ran out after placement; the delivery is
+    # kept and the job never rolls back (it only moves forward).
+    S.VERIFYING: frozenset({S.COMPLETED, S.RETRY_WAIT, S.ROLLING_BACK, S.FAILED}),
+    # retry_wait → verifying: a placed job resumes the work left after its
+    # placement (source deletion, completion); → failed: the same, out of
+    # attempts. Unplaced jobs start again from detected.
+    S.RETRY_WAIT: frozenset({S.DETECTED, S.VERIFYING, S.ROLLING_BACK, S.FAILED}),
+    # rolling_back → retry_wait: a transient failure's undo is done; → failed:
+    # a permanent one's.
+    S.ROLLING_BACK: frozenset({S.RETRY_WAIT, S.FAILED}),
+    S.COMPLETED: frozenset(),
+    # failed → detected: re-queued by an operator (`ketter requeue`).
+    S.FAILED: frozenset({S.DETECTED}),
+}
+
+TERMINAL: frozenset[State] = frozenset({S.COMPLETED, S.FAILED})
+ACTIVE: frozenset[State] = frozenset(State) - TERMINAL
+
+#: The audit event written with each transition when the caller names none.
+DEFAULT_EVENT: dict[State, str] = {
+    S.DETECTED: "requeue",
+    S.VALIDATED: "prepare",
+    S.PACKAGED: "package",
+    S.TRANSFERRING: "copy",
+    S.VERIFYING: "verify",
+    S.COMPLETED: "complete",
+    S.RETRY_WAIT: "retry",
+    S.ROLLING_BACK: "rollback",
+    S.FAILED: "fail",
+}
+
+
+def is_allowed(from_state: State | str, to_state: State | str) -> bool:
+    """True when the table allows ``from_state → to_state``."""
+    return State(to_state) in TRANSITIONS[State(from_state)]

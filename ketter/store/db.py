@@ -1,0 +1,120 @@
+"""Opening the job store and applying its migrations.
+
+Durability rules (docs/guarantees.md):
+
+* The database runs in WAL mode with ``synchronous=NORMAL``: a commit survives
+  the death of the *process* (kill -9) because it is in the WAL file, but the
+  last commits may be lost on *power loss*. That is fine for ordinary steps:
+  redoing them is idempotent.
+* Commits that record a placement, and those that precede an irreversible
+  step (deleting a source, ``completed``), go through :func:`durable`, which
+  switches the connection to ``synchronous=FULL`` so the WAL is fsynced
+  before the commit returns.
+* ``lock_type='IMMEDIATE'``: every transaction takes the write lock at BEGIN,
+  so a read-then-write transaction never fails half-way with "database is
+  locked" when the watcher, the workers and the CLI write at once; they queue
+  on the busy timeout instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.resources
+import os
+from collections.abc import Iterator
+
+from peewee import SqliteDatabase
+from playhouse.migrations import Runner
+
+from ketter.store.models import database
+
+#: Seconds a writer waits for the SQLite write lock before giving up.
+BUSY_TIMEOUT = 60.0
+
+PRAGMAS = {
+    "journal_mode": "wal",
+    "synchronous": 1,  # NORMAL; see module docstring and durable()
+    "foreign_keys": 1,
+}
+
+
+def connect(path: str | os.PathLike[str]) -> SqliteDatabase:
+    """A peewee database for the job store at ``path`` (not yet migrated)."""
+    path = os.fspath(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    db = SqliteDatabase(path, pragmas=PRAGMAS, timeout=BUSY_TIMEOUT, lock_type="IMMEDIATE")
+    return db
+
+
+def open_store(path: str | os.PathLike[str], *, migrate: bool = True) -> SqliteDatabase:
+    """Open the job store, apply pending migrations, and bind the models to it."""
+    db = connect(path)
+    if migrate:
+        upgrade(db)
+    database.initialize(db)
+    return db
+
+
+def open_readonly(path: str | os.PathLike[str]) -> SqliteDatabase:
+    """Open the job store for reading only (status, history, health).
+
+    No migration and no write: usable by an operator account that may read
+    the files but not write the state directory.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no job store at {path}; run `ketter db upgrade` first")
+    db = SqliteDatabase(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
+    database.initialize(db)
+    return db
+
+
+@contextlib.contextmanager
+def migration_lock(db_path: str) -> Iterator[None]:
+    """An exclusive lock next to the database so that two processes starting
+    together do not both apply the same migration."""
+    lock_path = db_path + ".migrate.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def upgrade(db: SqliteDatabase) -> list[str]:
+    """Apply every pending migration under :func:`migration_lock`; returns the
+    names applied (empty when the schema is current)."""
+    with migration_lock(db.database), importlib.resources.as_file(
+        importlib.resources.files("migrations")
+    ) as directory:
+        runner = Runner(db, directory=str(directory))
+        return list(runner.up())
+
+
+def pending_migrations(db: SqliteDatabase) -> list[str]:
+    """Names of the migrations not applied yet."""
+    with importlib.resources.as_file(importlib.resources.files("migrations")) as directory:
+        runner = Runner(db, directory=str(directory))
+        return [m.name for m in runner.status() if m.path is not None and not m.applied]
+
+
+@contextlib.contextmanager
+def durable(db: SqliteDatabase) -> Iterator[None]:
+    """A transaction whose commit is fsynced (``synchronous=FULL``).
+
+    Use it for the commit that records a placement and for any commit that
+    precedes an irreversible step (deleting a source, ``completed``): power
+    loss right after it must not forget that the file is in place.
+    """
+    if db.in_transaction():
+        raise RuntimeError("durable() must open its own transaction, not nest in one")
+    db.execute_sql("PRAGMA synchronous = FULL")
+    try:
+        with db.atomic():
+            yield
+    finally:
+        db.execute_sql("PRAGMA synchronous = NORMAL")

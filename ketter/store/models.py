@@ -1,0 +1,166 @@
+"""peewee models of the job store (``state_dir/ketter.db``).
+
+The schema is created by the numbered migrations in ``migrations/``, never by
+``create_tables`` in production; ``tests/unit/test_migrations.py`` proves the
+two agree. Times are REAL seconds since the Unix epoch (UTC); the
+``job_history`` view shows them as ISO 8601. Paths are BLOBs holding the exact
+bytes, each with a ``*_display`` TEXT column for people (see
+:mod:`ketter.paths`).
+"""
+
+from __future__ import annotations
+
+from peewee import (
+    AutoField,
+    BigIntegerField,
+    BlobField,
+    DatabaseProxy,
+    DoubleField,
+    IntegerField,
+    Model,
+    ModelIndex,
+    TextField,
+)
+
+#: Bound to the real database by :func:`ketter.store.db.open_store`; nothing is
+#: opened at import time.
+database = DatabaseProxy()
+
+#: States after which a job never changes again (its ``source_key`` may then be
+#: used by a new job: the partial unique index only covers active jobs).
+TERMINAL_STATES = ("completed", "failed")
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Job(BaseModel):
+    """One transfer of one file or one folder; the row is the truth."""
+
+    id = AutoField()
+    route = TextField()
+    mode = TextField()  # copy | move
+    kind = TextField()  # file | folder
+    source_path = BlobField()
+    source_display = TextField()
+    dest_path = BlobField(null=True)
+    dest_display = TextField(null=True)
+    source_key = TextField()
+    source_size = BigIntegerField(null=True)
+    source_mtime_ns = BigIntegerField(null=True)
+    source_inode = BigIntegerField(null=True)
+    source_dev = BigIntegerField(null=True)
+    source_owner = TextField(null=True)
+    dest_dev = BigIntegerField(null=True)
+    size = BigIntegerField(default=0)
+    file_count = IntegerField(default=1)
+    state = TextField()
+    attempt = IntegerField(default=0)
+    next_attempt_at = DoubleField(null=True)
+    priority = IntegerField(default=0)
+    lease_owner = TextField(null=True)
+    lease_expires_at = DoubleField(null=True)
+    claim = TextField(null=True)
+    bytes_done = BigIntegerField(default=0)
+    progress_at = DoubleField(null=True)
+    placed_at = DoubleField(null=True)
+    placed_inode = BigIntegerField(null=True)
+    sha256 = TextField(null=True)
+    xxh128 = TextField(null=True)
+    xxh64 = TextField(null=True)
+    md5 = TextField(null=True)
+    error = TextField(null=True)
+    node = TextField()
+    created_at = DoubleField()
+    updated_at = DoubleField()
+    started_at = DoubleField(null=True)
+    completed_at = DoubleField(null=True)
+
+    class Meta:
+        table_name = "jobs"
+
+
+Job.add_index(ModelIndex(Job, (Job.state, Job.next_attempt_at), name="jobs_state_due"))
+Job.add_index(ModelIndex(Job, (Job.route, Job.state), name="jobs_route_state"))
+Job.add_index(ModelIndex(Job, (Job.source_key,), name="jobs_source_key"))
+# At most one active job per source identity: the watcher's idempotent insert
+# relies on it, so a file detected twice is delivered once.
+Job.add_index(ModelIndex(Job, (Job.source_key,), unique=True, name="jobs_active_source_key",
+                         where=Job.state.not_in(TERMINAL_STATES)))
+
+
+class Event(BaseModel):
+    """Append-only audit events; ``id`` is the sequence number of the chain."""
+
+    id = AutoField()
+    job_id = IntegerField(null=True, index=True)
+    ts = DoubleField()
+    event = TextField()
+    route = TextField(null=True)
+    from_state = TextField(null=True)
+    to_state = TextField(null=True)
+    attempt = IntegerField(null=True)
+    node = TextField()
+    pid = IntegerField()
+    user = TextField()
+    details = TextField()  # canonical JSON
+    prev_hash = TextField()
+    hash = TextField()
+
+    class Meta:
+        table_name = "events"
+
+
+class JobFile(BaseModel):
+    """Per-file manifest of a folder job (and its checksums once copied)."""
+
+    id = AutoField()
+    job_id = IntegerField(index=True)
+    relpath = BlobField()
+    relpath_display = TextField()
+    size = BigIntegerField()
+    mtime_ns = BigIntegerField()
+    mode = IntegerField()
+    inode = BigIntegerField(null=True)
+    sha256 = TextField(null=True)
+    xxh128 = TextField(null=True)
+    xxh64 = TextField(null=True)
+
+    class Meta:
+        table_name = "job_files"
+
+
+class RouteStatus(BaseModel):
+    """Whether a route is paused (share down, disk full) and why."""
+
+    route = TextField(primary_key=True)
+    paused = IntegerField(default=0)
+    reason = TextField(null=True)
+    since = DoubleField(null=True)
+    updated_at = DoubleField()
+
+    class Meta:
+        table_name = "route_status"
+
+
+class Heartbeat(BaseModel):
+    """Liveness of a process (watcher, workers) or of a route's watch."""
+
+    id = AutoField()
+    component = TextField()  # watcher | workers | route:<name>
+    node = TextField()
+    pid = IntegerField()
+    ts = DoubleField()
+    details = TextField()  # JSON
+
+    class Meta:
+        table_name = "heartbeats"
+
+
+Heartbeat.add_index(ModelIndex(Heartbeat, (Heartbeat.component, Heartbeat.node),
+                               unique=True, name="heartbeats_component_node"))
+
+MODELS = (Job, Event, JobFile, RouteStatus, Heartbeat)
