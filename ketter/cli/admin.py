@@ -9,7 +9,7 @@ from ketter.cli.common import add_config_arg, config_from
 from ketter.config import check_roots, redacted
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: argparse._SubParsersAction) -> None:
     config = commands.add_parser("config", help="check the config file")
     config_cmds = config.add_subparsers(dest="config_command", metavar="ACTION")
     config_cmds.required = True

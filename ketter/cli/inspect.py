@@ -20,7 +20,7 @@ HISTORY_COLUMNS = ["job_id", "route", "state", "attempt", "source", "destination
                    "updated", "error"]
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: argparse._SubParsersAction) -> None:
     jobs = commands.add_parser("jobs", help="list jobs, newest first")
     add_config_arg(jobs)
     jobs.add_argument("--state", choices=[s.value for s in State])

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ketter import __version__
 from ketter.cli import admin, inspect
-from ketter.errors import ConfigError
+from ketter.errors import ConfigError, KetterError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -46,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ketter: invalid config:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (KetterError, FileNotFoundError, PermissionError) as exc:
+        print(f"ketter: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
 

@@ -68,7 +68,7 @@ def parse_config(text: str, *, path: str = "<config>", base_dir: str | None = No
     assert isinstance(config, Config)
     config = dataclasses.replace(config, path=path, node=config.node or socket.gethostname())
     config = _resolve_state_paths(config)
-    problems = _check_routes(config, walker.route_lines, path)
+    problems = _check_routes(config, walker.route_lines, walker.key_lines, path)
     if problems:
         raise ConfigError(problems)
     return config
@@ -82,6 +82,8 @@ class _Walker:
         self.base_dir = base_dir
         self.problems: list[str] = []
         self.route_lines: list[int] = []
+        #: line of every key seen, by dotted name (for cross-key checks)
+        self.key_lines: dict[str, int] = {}
 
     def problem(self, node: yaml.Node, key: str, reason: str) -> None:
         line = node.start_mark.line + 1
@@ -104,6 +106,7 @@ class _Walker:
                              f"{seen[key].start_mark.line + 1})")
                 continue
             seen[key] = key_node
+            self.key_lines[dotted] = key_node.start_mark.line + 1
             if key not in fields:
                 hint = difflib.get_close_matches(key, list(fields), n=1)
                 tip = f"; did you mean {hint[0]!r}?" if hint else \
@@ -126,7 +129,7 @@ class _Walker:
     def value(self, f: dataclasses.Field[Any], node: yaml.Node, key: str) -> Any:
         kind = f.metadata["kind"]
         if kind == "section":
-            return self.section(f.default_factory, node, key)  # type: ignore[misc]
+            return self.section(f.default_factory, node, key)  # type: ignore[arg-type]
         if kind == "routes":
             return self.routes(node, key)
         if kind == "str_list":
@@ -235,7 +238,8 @@ def _inside(child: str, parent: str) -> bool:
     return child == parent or child.startswith(parent.rstrip("/") + "/")
 
 
-def _check_routes(config: Config, lines: list[int], path: str) -> list[str]:
+def _check_routes(config: Config, lines: list[int], key_lines: dict[str, int],
+                  path: str) -> list[str]:
     """Cross-route rules that no single key can check."""
     problems: list[str] = []
     names: dict[str, int] = {}
@@ -275,9 +279,11 @@ def _check_routes(config: Config, lines: list[int], path: str) -> list[str]:
                     f"overlaps the source of route {other.name!r} ({other.source}); the move "
                     "would delete files the other route has not copied yet")
     if config.retry.max_attempts < 1:
-        problems.append(f"{path}: retry.max_attempts: must be at least 1")
+        line = key_lines.get("retry.max_attempts", 1)
+        problems.append(f"{path}:{line}: retry.max_attempts: must be at least 1")
     if config.lease.heartbeat >= config.lease.ttl:
-        problems.append(f"{path}: lease.heartbeat ({config.lease.heartbeat:g}s) must be "
+        line = key_lines.get("lease.heartbeat", key_lines.get("lease.ttl", 1))
+        problems.append(f"{path}:{line}: lease.heartbeat ({config.lease.heartbeat:g}s) must be "
                         f"shorter than lease.ttl ({config.lease.ttl:g}s)")
     return problems
 

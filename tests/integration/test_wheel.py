@@ -1,0 +1,39 @@
+"""The wheel ships ketter/, workers/ and migrations/, and works from `/`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_upgrades_a_new_state_dir(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation",
+                    "--outdir", str(dist), str(ROOT)], check=True, capture_output=True,
+                   timeout=300)
+    (wheel,) = dist.glob("ketter-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "migrations/0001_initial.py" in names
+    assert "workers/__init__.py" in names
+    assert "ketter/cli/main.py" in names
+    assert not any(n.startswith("tests/") for n in names)
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet",
+                    "--disable-pip-version-check", "-c", str(ROOT / "constraints.txt"),
+                    str(wheel)], check=True, capture_output=True, timeout=600)
+    config = tmp_path / "ketter.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\n")
+    result = subprocess.run([str(venv / "bin" / "ketter"), "--config", str(config), "db",
+                             "upgrade"], cwd="/", capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "applied 0001_initial" in result.stdout
+    assert (tmp_path / "state" / "ketter.db").exists()

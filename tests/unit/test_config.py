@@ -1,0 +1,188 @@
+"""Config loading: defaults, units, path resolution and every validation error."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ketter.config import load_config, parse_config, redacted
+from ketter.config.units import FreeSpace, parse_duration, parse_free_space, parse_size
+from ketter.errors import ConfigError
+
+GOOD = """
+state_dir: state
+routes:
+  - name: ingest-to-dub
+    source: /mnt/ingest/outbox
+    destination: /mnt/dub/inbox
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        (30, 30.0),  # a bare number is seconds
+        ("0.5s", 0.5),  # fractions allowed
+        ("5s", 5.0),
+        ("15m", 900.0),
+        ("1h", 3600.0),
+        ("1.5h", 5400.0),
+        ("250ms", 0.25),
+    ],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["5 parsecs", "-3s", "", "1h30"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        (4096, 4096),
+        ("100MB", 100 * 10**6),  # SI
+        ("1GiB", 2**30),  # binary
+        ("256MiB", 256 * 2**20),
+        ("1.5KiB", 1536),
+    ],
+)
+def test_sizes(text: object, size: int) -> None:
+    assert parse_size(text) == size
+
+
+def test_free_space() -> None:
+    assert parse_free_space("5%") == FreeSpace(percent=5.0)
+    assert parse_free_space("10GiB") == FreeSpace(bytes=10 * 2**30)
+    assert FreeSpace(percent=5.0).required(1000) == 50
+    with pytest.raises(ValueError):
+        parse_free_space("150%")
+
+
+def test_defaults_and_resolution(write_config) -> None:
+    path = write_config(GOOD)
+    config = load_config(path)
+    folder = str(path.parent)
+    assert config.state_dir == os.path.join(folder, "state")
+    assert config.audit.log_file == os.path.join(folder, "state", "logs", "audit.jsonl")
+    assert config.db_path == os.path.join(folder, "state", "ketter.db")
+    assert config.node  # defaults to the host name
+    route = config.route("ingest-to-dub")
+    assert (route.mode, route.conflict, route.verify, route.watch) == (
+        "copy", "fail", "sha256", "auto")
+    assert route.stable_seconds == 10.0 and route.package_min_files == 200
+    assert config.retry.max_delay == 900.0 and config.lease.ttl == 30.0
+    assert config.resume_min_bytes == 256 * 2**20
+    with pytest.raises(KeyError, match="ingest-to-dub"):
+        config.route("nope")
+
+
+def test_relative_route_paths_resolve_against_config_folder(write_config) -> None:
+    path = write_config("routes:\n  - {name: r, source: in, destination: out}\n")
+    route = load_config(path).routes[0]
+    assert route.source == str(path.parent / "in")
+    assert route.destination == str(path.parent / "out")
+
+
+def test_shared_destination_is_allowed(write_config) -> None:
+    config = load_config(write_config("""
+        routes:
+          - {name: a, source: /a, destination: /shared}
+          - {name: b, source: /b, destination: /shared}
+        """))
+    assert [r.name for r in config.routes] == ["a", "b"]
+
+
+def test_secrets_are_redacted(write_config) -> None:
+    config = load_config(write_config("""
+        alerts:
+          urls: ["slack://T000/B000/XXXXSECRET", "mailtos://user:pass@example.com"]
+        """))
+    shown = str(redacted(config))
+    assert "SECRET" not in shown and "pass@" not in shown
+    assert "slack://***" in shown
+
+
+# Each broken config: (YAML, the line the error must name, a fragment of the
+# message). Every message must be distinct and say file:line.
+BROKEN = [
+    ("state_dirr: x\n", 1, "unknown key; did you mean 'state_dir'?"),
+    ("workers: many\n", 1, "workers: expected a whole number, got 'many'"),
+    ("workers: 0\n", 1, "workers: must be at least 1"),
+    ("retry:\n  base_delay: soon\n", 2, "retry.base_delay: expected a duration"),
+    ("retry:\n  max_attempts: -2\n", 2, "retry.max_attempts: must not be negative"),
+    ("resume_min_bytes: lots\n", 1, "resume_min_bytes: expected a size"),
+    ("routes:\n  - name: a\n    source: /a\n", 2, "routes[0].destination: required key is missing"),
+    ("routes:\n  - {name: a, source: /a, destination: /b, mode: moov}\n", 2,
+     "invalid value 'moov': choose one of copy, move; did you mean 'move'?"),
+    ("routes:\n  - {name: a, source: /a, destination: /b, conflict: clobber}\n", 2,
+     "routes[0].conflict: invalid value 'clobber'"),
+    ("routes:\n  - {name: a, source: /a, destination: /b}\n"
+     "  - {name: a, source: /c, destination: /d}\n", 3, "duplicate route name 'a'"),
+    ("routes:\n  - {name: a, source: /a, destination: /a/out}\n", 2,
+     "destination /a/out is inside source /a"),
+    ("routes:\n  - {name: a, source: /x/in, destination: /x}\n", 2,
+     "source /x/in is inside destination /x"),
+    ("routes:\n  - {name: a, source: /a, destination: /b, mode: move}\n"
+     "  - {name: b, source: /a/sub, destination: /c}\n", 2,
+     "move route source /a overlaps the source of route 'b'"),
+    ("routes:\n  - {name: a, source: /a, destination: /b, stable_seconds: -1}\n", 2,
+     "a duration cannot be negative"),
+    ("routes:\n  - {name: a, source: /a, destination: /b, package_min_files: -5}\n", 2,
+     "routes[0].package_min_files: must not be negative"),
+    ("routes:\n  - {name: a, source: /a, destination: /b, include: '**/*'}\n", 2,
+     "routes[0].include: expected a list of text values"),
+    ("routes: {name: a}\n", 1, "routes: expected a list of routes"),
+    ("hashes:\n  md5: sometimes\n", 2, "hashes.md5: expected true or false"),
+    ("workers: 2\nworkers: 3\n", 2, "duplicate key (first on line 1)"),
+    ("workers: 2\n\tnode: x\n", 2, "YAML syntax error"),
+    ("lease:\n  ttl: 5s\n  heartbeat: 10s\n", 3, "lease.heartbeat (10s) must be shorter"),
+    ("retry:\n  max_attempts: 0\n", 2, "retry.max_attempts: must be at least 1"),
+    ("health:\n  min_free: 120%\n", 2, "health.min_free: a percentage must be between"),
+    ("routes:\n  - {name: a, source: /a, destination: /b, routez: 1}\n", 2,
+     "routes[0].routez: unknown key"),
+    ("audit:\n  rotate_when: weekly\n", 2, "audit.rotate_when: invalid value 'weekly'"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "fragment"), BROKEN)
+def test_broken_configs_name_file_line_and_reason(write_config, text: str, line: int,
+                                                  fragment: str) -> None:
+    path = write_config(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert fragment in message
+    assert f"{path}:{line}: " in message
+
+
+def test_broken_config_messages_are_distinct(write_config) -> None:
+    messages = set()
+    for index, (text, _, _) in enumerate(BROKEN):
+        with pytest.raises(ConfigError) as info:
+            load_config(write_config(text, name=f"c{index}.yaml"))
+        messages.add(str(info.value).split(": ", 1)[1])
+    assert len(messages) == len(BROKEN)
+
+
+def test_all_problems_reported_at_once(write_config) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config("workers: x\nnode: [1]\nroutes:\n  - {name: a}\n"))
+    assert len(info.value.problems) == 4  # workers, node, source, destination
+
+
+def test_missing_and_empty_files(tmp_path: Path, write_config) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match=":1: the config file is empty"):
+        load_config(write_config("# only a comment\n"))
+
+
+def test_parse_config_without_file() -> None:
+    config = parse_config(GOOD, base_dir="/srv")
+    assert config.state_dir == "/srv/state"

@@ -1,0 +1,119 @@
+"""The job store: byte-exact paths, idempotent creation, migrations, the view."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import time
+from pathlib import Path
+
+from peewee import SqliteDatabase
+
+from ketter.jobs.create import NewJob, create_job, file_source_key, folder_source_key
+from ketter.paths import readable
+from ketter.store import open_store
+from ketter.store.db import connect, pending_migrations, upgrade
+from ketter.store.models import MODELS, Job, database
+
+ODD_NAMES = [
+    b"/mnt/in/caf\xe9-latin1.mov",  # not valid UTF-8
+    "/mnt/in/Ame\u0301lie NFD.wav".encode(),
+    "/mnt/in/Am\u00e9lie NFC.wav".encode(),
+    b"/mnt/in/line\nbreak and  spaces .mxf",
+    b"/mnt/in/" + b"x" * 255,
+]
+
+
+def test_invalid_utf8_paths_round_trip(store) -> None:
+    for index, path in enumerate(ODD_NAMES):
+        key = file_source_key("r", path, 1, 2, index)
+        created = create_job(NewJob("r", "copy", "file", path, key, 1, dest_path=path),
+                             node="n", now=time.time())
+        job = Job.get_by_id(created.job_id)
+        assert bytes(job.source_path) == path
+        assert bytes(job.dest_path) == path
+        assert job.source_display == readable(path)
+    shown = store.execute_sql("SELECT source FROM job_history ORDER BY job_id").fetchall()
+    assert shown[0][0] == "/mnt/in/caf\\xe9-latin1.mov"
+
+
+def test_create_is_idempotent_on_source_key(store) -> None:
+    key = file_source_key("r", b"a.mov", 10, 20, 30)
+    first = create_job(NewJob("r", "copy", "file", b"/in/a.mov", key, 10), node="n", now=1.0)
+    again = create_job(NewJob("r", "copy", "file", b"/in/a.mov", key, 10), node="n", now=2.0)
+    assert first.created and not again.created and first.job_id == again.job_id
+    # Once terminal, the same identity may start a new job (requeue by change).
+    Job.update(state="completed").where(Job.id == first.job_id).execute()
+    third = create_job(NewJob("r", "copy", "file", b"/in/a.mov", key, 10), node="n", now=3.0)
+    assert third.created and third.job_id != first.job_id
+
+
+def test_source_keys_distinguish_versions() -> None:
+    base = file_source_key("r", b"a", 1, 2, 3)
+    assert base != file_source_key("r", b"a", 1, 2, 4)  # another inode
+    assert base != file_source_key("r2", b"a", 1, 2, 3)
+    assert file_source_key("r", b"a1", 1, 2, 3) != file_source_key("r", b"a", 11, 2, 3)
+    assert folder_source_key("r", b"f", "aa") != folder_source_key("r", b"f", "ab")
+
+
+def _schema(db: SqliteDatabase) -> dict[str, object]:
+    """Tables, columns and indexes, normalised for comparison."""
+    out: dict[str, object] = {}
+    tables = [r[0] for r in db.execute_sql(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
+        "AND name != 'schema_migration'")]
+    for table in sorted(tables):
+        columns = db.execute_sql(f'PRAGMA table_info("{table}")').fetchall()
+        indexes = {}
+        for _, name, unique, _origin, partial in db.execute_sql(
+                f'PRAGMA index_list("{table}")').fetchall():
+            cols = [c[2] for c in db.execute_sql(f'PRAGMA index_info("{name}")')]
+            sql = db.execute_sql("SELECT sql FROM sqlite_master WHERE name=?",
+                                 (name,)).fetchone()[0]
+            indexes[name] = (unique, partial, cols, sql)
+        out[table] = (columns, indexes)
+    return out
+
+
+def test_migrations_equal_models(tmp_path: Path) -> None:
+    migrated = connect(tmp_path / "migrated.db")
+    assert upgrade(migrated) == ["0001_initial"]
+    assert pending_migrations(migrated) == []
+    modelled = connect(tmp_path / "modelled.db")
+    database.initialize(modelled)
+    modelled.create_tables(MODELS)
+    assert _schema(migrated) == _schema(modelled)
+    views = migrated.execute_sql("SELECT name FROM sqlite_master WHERE type='view'").fetchall()
+    assert views == [("job_history",)]
+    assert upgrade(migrated) == []  # idempotent
+
+
+def _upgrade_in_child(path: str, barrier) -> None:  # type: ignore[no-untyped-def]
+    barrier.wait()
+    db = connect(path)
+    upgrade(db)
+    db.close()
+
+
+def test_concurrent_upgrades_are_safe(tmp_path: Path) -> None:
+    path = str(tmp_path / "ketter.db")
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(3)
+    children = [ctx.Process(target=_upgrade_in_child, args=(path, barrier)) for _ in range(3)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(60)
+        assert child.exitcode == 0
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT name FROM schema_migration").fetchall() == [("0001_initial",)]
+    con.close()
+
+
+def test_wal_and_sqlite3_cli_readable(tmp_path: Path) -> None:
+    db = open_store(tmp_path / "ketter.db")
+    assert db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    con = sqlite3.connect(tmp_path / "ketter.db")
+    assert con.execute("SELECT COUNT(*) FROM job_history").fetchone() == (0,)
+    con.close()
+    db.close()
