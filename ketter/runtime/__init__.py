@@ -1,0 +1,1 @@
+"""Process plumbing shared by the long-running commands: signals, logging."""

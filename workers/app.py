@@ -1,0 +1,71 @@
+"""The Huey app: a SQLite queue that carries job ids, nothing else.
+
+Huey is only a doorbell. Its SQLite storage deletes a message the moment a
+worker takes it (there is no ack: huey #253, #418), so a worker killed right
+after would lose the message. Nothing depends on a message surviving: the job
+row in ``ketter.db`` is the truth, a message only says "there is work, job N
+may be ready", and the recovery sweep rings again for any due job that no
+message covers. Duplicate messages are harmless: claiming is a
+compare-and-set on the job row.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from huey import SqliteHuey
+
+from ketter.config import Config
+
+TASK_NAME = "ketter.run_job"
+
+
+@dataclass
+class Queue:
+    """The doorbell: ``ring(job_id)`` enqueues a message for a job."""
+
+    huey: SqliteHuey
+    task: Any
+
+    def ring(self, job_id: int, *, delay: float | None = None) -> None:
+        """Enqueue ``job_id`` now, or after ``delay`` seconds (a retry)."""
+        if delay and delay > 0:
+            self.task.schedule(args=(job_id,), delay=delay)
+        else:
+            self.task(job_id)
+
+    def pending(self) -> int:
+        """Messages waiting in the queue (not counting scheduled ones)."""
+        return int(self.huey.pending_count())
+
+    def close(self) -> None:
+        self.huey.storage.close()
+
+
+def _not_here(job_id: int) -> None:
+    raise RuntimeError(f"job {job_id}: this process only enqueues; run `ketter workers`")
+
+
+def build_queue(config: Config, handler: Callable[[int], None] | None = None) -> Queue:
+    """The Huey app on ``state_dir/queue.db``, results off.
+
+    ``handler`` runs a job id in the workers process; the watcher and the CLI
+    build the queue without one (they only enqueue).
+    """
+    os.makedirs(config.state_dir, exist_ok=True)
+    huey = SqliteHuey(
+        name="ketter",
+        filename=config.queue_path,
+        results=False,
+        store_none=False,
+        utc=True,
+        # A message is small and redundant (see module docstring); the WAL
+        # with synchronous=NORMAL survives a killed process, which is enough.
+        journal_mode="wal",
+        timeout=60,
+    )
+    task = huey.task(name=TASK_NAME, retries=0)(handler or _not_here)
+    return Queue(huey=huey, task=task)
