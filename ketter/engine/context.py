@@ -1,0 +1,79 @@
+"""The caller's side of a transfer: naming tag, progress, faults, warnings.
+
+The engine is free of the job store; everything it must tell the caller (or
+ask of it) goes through a :class:`TransferContext`. The job pipeline
+subclasses it: ``progress`` renews the lease and raises ``LostClaim`` or
+``ShutdownRequested`` to stop a copy at a safe point.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import uuid
+from typing import Any
+
+#: Job ids and claim tokens appear in temporary names and are parsed back by
+#: the orphan sweep, so they must not contain '-' (the separator) or '/'.
+_TOKEN = re.compile(r"[A-Za-z0-9_.]{1,64}")
+
+FAULT_POINTS = frozenset(
+    {"mid-copy", "after-fsync-before-place", "after-place", "between-source-deletes",
+     "mid-rollback"}
+)
+
+
+class TransferContext:
+    """Identity of the attempt plus hooks the engine calls; defaults are no-ops.
+
+    ``tag`` is ``"<job_id>-<claim>"``; every temporary carries it
+    (``.ketter-<tag>-<name>.part``) so a later claim of the same job can find
+    and resume or remove it (via :attr:`job_prefix`), and the orphan sweep can
+    tell whose it is.
+    """
+
+    def __init__(
+        self,
+        job_id: str | None = None,
+        claim: str | None = None,
+        *,
+        expected_devs: dict[str, int] | None = None,
+    ) -> None:
+        job_id = job_id if job_id is not None else "t" + uuid.uuid4().hex[:12]
+        claim = claim if claim is not None else uuid.uuid4().hex[:8]
+        for label, token in (("job_id", job_id), ("claim", claim)):
+            if not _TOKEN.fullmatch(token):
+                raise ValueError(f"{label} {token!r} must match [A-Za-z0-9_.]{{1,64}}")
+        self.job_id = job_id
+        self.claim = claim
+        #: st_dev of each route root recorded at job start (mount guard);
+        #: filled by :func:`ketter.engine.transfer` when left ``None``.
+        self.expected_devs = expected_devs
+        self.warnings: list[tuple[str, dict[str, Any]]] = []
+
+    @property
+    def tag(self) -> str:
+        return f"{self.job_id}-{self.claim}"
+
+    @property
+    def job_prefix(self) -> str:
+        """Prefix of every temporary of this job, whatever the claim."""
+        return f".ketter-{self.job_id}-"
+
+    def progress(self, bytes_done: int, phase: str) -> None:
+        """Called at every checkpoint (throttled to about 10 per second).
+
+        ``phase`` is ``copy``, ``verify``, ``package``, ``extract``,
+        ``resume-check`` or ``hash``. Raise :class:`ketter.errors.LostClaim`
+        or :class:`ketter.errors.ShutdownRequested` to abort at a safe point.
+        """
+
+    def fault(self, point: str) -> None:
+        """Fault injection for crash tests: SIGKILL self at ``$KETTER_FAULT``."""
+        if os.environ.get("KETTER_FAULT") == point:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def warn(self, event: str, **details: Any) -> None:
+        """Something the operator should know that does not fail the job."""
+        self.warnings.append((event, details))

@@ -1,0 +1,283 @@
+"""Copy one file: one read of the source, every checksum, durable temporary.
+
+The main thread reads and writes (both release the GIL); a hasher thread
+feeds every checksum from the same buffers; a :class:`TrailingVerifier`
+re-reads written-back windows from the disk. Buffers come from a fixed
+pool, so memory stays bounded whatever the file size.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import stat
+import threading
+import time
+from dataclasses import dataclass
+
+from ketter.errors import SourceChanged
+from ketter.paths import readable
+
+from .context import TransferContext
+from .hashing import BUF_SIZE, MultiHash, evict
+from .oserrors import classify_oserror
+from .source import FileEntry
+from .spec import TransferSpec
+from .verify import TrailingVerifier, compare
+
+N_BUFFERS = 6  # 24 MiB in flight: enough to keep the hasher busy, bounded RSS
+SMALL_FILE = 1024 * 1024
+
+
+@dataclass
+class FileCopy:
+    size: int
+    hashes: dict[str, str]
+    #: True when the bytes were already re-read from disk and compared.
+    verified: bool
+    resumed_from: int = 0
+
+
+class Progress:
+    """Throttles ``ctx.progress``: at most ~10 calls/s, at least once a second."""
+
+    def __init__(self, ctx: TransferContext, base: int = 0) -> None:
+        self.ctx = ctx
+        self.base = base
+        self.last = 0.0
+
+    def __call__(self, done: int, phase: str, *, checkpoint: bool = False) -> None:
+        now = time.monotonic()
+        if (checkpoint and now - self.last >= 0.1) or now - self.last >= 1.0:
+            self.last = now
+            self.ctx.progress(self.base + done, phase)
+
+
+def same_identity(st: os.stat_result, e: FileEntry) -> bool:
+    return (st.st_size, st.st_mtime_ns, st.st_ino) == (e.size, e.mtime_ns, e.ino)
+
+
+def open_source(path: bytes, e: FileEntry) -> int:
+    """Open a source file and check it is still the one in the plan."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise classify_oserror(exc, path, "open the source") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or not same_identity(st, e):
+        os.close(fd)
+        raise SourceChanged(f"source {readable(path)!r} changed since it was inspected "
+                            "(size, mtime or inode); it is copied again once stable")
+    return fd
+
+
+def check_source_final(path: bytes, fd: int, e: FileEntry) -> None:
+    """Source still identical after the copy: fstat of our fd, then a fresh
+    open()+fstat() so an NFS/SMB client revalidates instead of answering
+    from its attribute cache."""
+    if not same_identity(os.fstat(fd), e):
+        raise SourceChanged(f"source {readable(path)!r} was modified while it was being "
+                            "copied; it is copied again once stable")
+    try:
+        fd2 = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise classify_oserror(exc, path, "re-open the source") from exc
+    try:
+        st = os.fstat(fd2)
+    finally:
+        os.close(fd2)
+    if not same_identity(st, e):
+        raise SourceChanged(f"source {readable(path)!r} was replaced or modified while it "
+                            "was being copied; it is copied again once stable")
+
+
+def apply_metadata(fd: int, e: FileEntry) -> None:
+    """Preserve mtime and permission bits (not setuid/setgid: least privilege)."""
+    os.fchmod(fd, stat.S_IMODE(e.mode) & ~(stat.S_ISUID | stat.S_ISGID))
+    os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
+
+
+def create_temp(path: bytes) -> int:
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                       | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise  # a name the destination merged (case/unicode) or a stale temporary
+    except OSError as exc:
+        raise classify_oserror(exc, path, "create the temporary file") from exc
+
+
+def write_all(fd: int, data: memoryview, path: bytes) -> None:
+    try:
+        while data:
+            n = os.write(fd, data)
+            data = data[n:]
+    except OSError as exc:
+        raise classify_oserror(exc, path, "write the temporary file") from exc
+
+
+def copy_small(src: bytes, e: FileEntry, out: bytes, algos: tuple[str, ...]) -> FileCopy:
+    """In-thread copy for small folder members; not fsynced (the folder is
+    flushed once with syncfs) and verified later in a batch from disk."""
+    sfd = open_source(src, e)
+    try:
+        ofd = create_temp(out)
+        try:
+            mh = MultiHash(algos)
+            total = 0
+            while True:
+                chunk = os.read(sfd, SMALL_FILE)
+                if not chunk:
+                    break
+                total += len(chunk)
+                mh.update(chunk)
+                write_all(ofd, memoryview(chunk), out)
+            if total != e.size:
+                raise SourceChanged(f"source {readable(src)!r} changed size while copied")
+            check_source_final(src, sfd, e)
+            apply_metadata(ofd, e)
+        finally:
+            os.close(ofd)
+    finally:
+        os.close(sfd)
+    return FileCopy(total, mh.hexdigests(), verified=False)
+
+
+class _HashThread:
+    """Consumes filled buffers, updates every checksum, returns the buffers."""
+
+    def __init__(self, mh: MultiHash) -> None:
+        self.mh = mh
+        self.free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(N_BUFFERS):
+            self.free.put(bytearray(BUF_SIZE))
+        self.work: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="ketter-hash", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.work.get()
+            if item is None:
+                return
+            buf, n = item
+            if self.error is None:
+                try:
+                    self.mh.update(memoryview(buf)[:n])
+                except BaseException as e:
+                    self.error = e
+            self.free.put(buf)
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.work.put(None)
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def copy_durable(
+    spec: TransferSpec, ctx: TransferContext, src: bytes, e: FileEntry, out: bytes, *,
+    progress: Progress, resume: bool = False,
+) -> FileCopy:
+    """Copy with checkpoints and the trailing verification; fsynced and
+    compared from disk on return. ``out`` may hold a partial to resume."""
+    from .resume import adopt_prefix  # local: resume imports this module
+
+    sfd = open_source(src, e)
+    ofd = -1
+    verifier: TrailingVerifier | None = None
+    hasher: _HashThread | None = None
+    try:
+        mh = MultiHash(spec.algorithms)
+        pos = 0
+        if resume and os.path.lexists(out):
+            ofd = os.open(out, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            pos, vh = adopt_prefix(spec, ctx, src, sfd, e, out, ofd, mh, progress)
+            if pos == 0:
+                mh = MultiHash(spec.algorithms)
+            verifier = TrailingVerifier(out, spec.verify, hasher=vh, pos=pos)
+        else:
+            ofd = create_temp(out)
+            verifier = TrailingVerifier(out, spec.verify)
+        resumed_from = pos
+        os.lseek(sfd, pos, os.SEEK_SET)
+        os.lseek(ofd, pos, os.SEEK_SET)
+        hasher = _HashThread(mh)
+        window = pos
+        faulted = False
+        src_f = os.fdopen(os.dup(sfd), "rb", buffering=0)
+        with src_f:
+            while True:
+                buf = hasher.free.get()
+                try:
+                    n = src_f.readinto(buf) or 0
+                except OSError as exc:
+                    hasher.free.put(buf)
+                    raise classify_oserror(exc, src, "read the source") from exc
+                if n == 0:
+                    hasher.free.put(buf)
+                    break
+                if pos + n > e.size:
+                    hasher.free.put(buf)
+                    raise SourceChanged(f"source {readable(src)!r} grew while it was being "
+                                        "copied; it is copied again once stable")
+                write_all(ofd, memoryview(buf)[:n], out)
+                hasher.work.put((buf, n))
+                pos += n
+                if pos - window >= spec.checkpoint_bytes:
+                    _checkpoint(ofd, out, window, pos, verifier)
+                    window = pos
+                    st = os.fstat(sfd)
+                    if (st.st_size, st.st_mtime_ns) != (e.size, e.mtime_ns):
+                        raise SourceChanged(f"source {readable(src)!r} was modified while "
+                                            "it was being copied")
+                    if not faulted:
+                        faulted = True
+                        ctx.fault("mid-copy")
+                    progress(pos, "copy", checkpoint=True)
+                else:
+                    progress(pos, "copy")
+        if pos != e.size:
+            raise SourceChanged(f"source {readable(src)!r} shrank while it was being copied")
+        if not faulted:
+            ctx.fault("mid-copy")
+        hasher.close()
+        check_source_final(src, sfd, e)
+        apply_metadata(ofd, e)
+        try:
+            os.fsync(ofd)
+        except OSError as exc:
+            raise classify_oserror(exc, out, "flush the temporary file") from exc
+        evict(ofd, window, pos - window)
+        verifier.submit(window, pos)
+        while not verifier.wait(0.5):
+            progress(verifier.pos, "verify", checkpoint=True)
+        digest = verifier.finish()
+        if os.fstat(ofd).st_size != e.size:
+            compare(out, "size", str(e.size), str(os.fstat(ofd).st_size))
+        hashes = mh.hexdigests()
+        compare(out, spec.verify, hashes[spec.verify], digest)
+        progress(pos, "verify", checkpoint=True)
+        return FileCopy(pos, hashes, verified=True, resumed_from=resumed_from)
+    finally:
+        if hasher is not None and hasher.thread.is_alive():
+            hasher.work.put(None)
+            hasher.thread.join()
+        if verifier is not None:
+            verifier.close()
+        if ofd >= 0:
+            os.close(ofd)
+        os.close(sfd)
+
+
+def _checkpoint(ofd: int, out: bytes, start: int, end: int, verifier: TrailingVerifier) -> None:
+    """Make ``[start, end)`` durable, drop it from the cache, hand it to the
+    verifier: a crash after this point can resume from ``end``."""
+    try:
+        os.fdatasync(ofd)
+    except OSError as exc:
+        raise classify_oserror(exc, out, "flush the temporary file") from exc
+    evict(ofd, start, end - start)
+    verifier.submit(start, end)

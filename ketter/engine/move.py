@@ -1,0 +1,148 @@
+"""MOVE: deleting sources only after a verified, recorded placement (R-T1).
+
+A source file is deleted only if its size, mtime_ns and inode still match
+what was copied; a file changed since is kept (and reported) so the watcher
+picks it up as new work. The delivery itself must still be where the
+placement says, or nothing is deleted.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from ketter.errors import PermanentError
+from ketter.paths import readable
+
+from .context import TransferContext
+from .copyfile import open_source
+from .existing import plan_entry
+from .hashing import BUF_SIZE, MultiHash, fsync_dir
+from .mounts import check_mounts
+from .oserrors import classify_oserror
+from .paths import join, split
+from .results import CopyResult, DeleteResult, FileHashes, Placement
+from .source import FileEntry, SourcePlan, check_unchanged
+from .spec import TransferSpec
+
+
+def _delete_file(path: bytes, e: FileEntry, res: DeleteResult, ctx: TransferContext) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        res.already_gone.append(path)
+        return
+    if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns, st.st_ino) != (
+        e.size, e.mtime_ns, e.ino
+    ):
+        res.kept.append(path)
+        ctx.warn("source_kept_changed", path=readable(path))
+        return
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        res.already_gone.append(path)
+        return
+    except OSError as exc:
+        raise classify_oserror(exc, path, "delete the source") from exc
+    res.deleted.append(path)
+
+
+def delete_source(spec: TransferSpec, plan: SourcePlan, placement: Placement,
+                  ctx: TransferContext) -> DeleteResult:
+    """Delete what was moved (idempotent); call only after recording ``placement``."""
+    if spec.mode != "move":
+        raise PermanentError("delete_source is only for mode 'move'")
+    check_mounts(spec, ctx.expected_devs)
+    try:
+        st = os.lstat(placement.final_path)
+    except FileNotFoundError:
+        st = None
+    if st is None or (st.st_ino, st.st_dev) != (placement.ino, placement.dev):
+        raise PermanentError(
+            f"the delivery {readable(placement.final_path)!r} is no longer where it was "
+            "placed; the source is kept — check the destination by hand")
+    res = DeleteResult()
+    if plan.kind == "file":
+        _delete_file(plan.path, plan_entry(plan), res, ctx)
+    else:
+        for i, e in enumerate(plan.files):
+            if i:
+                ctx.fault("between-source-deletes")
+            _delete_file(plan.entry_path(e), e, res, ctx)
+        root = os.path.realpath(spec.source_root) if spec.source_root else None
+        for d in sorted(plan.dirs, key=lambda d: -d.relpath.count(b"/")):
+            _rmdir_if_empty(plan.entry_path(d), root)
+        _rmdir_if_empty(plan.path, root)
+    parent = split(plan.path)[0]
+    if spec.ready_marker and not res.kept:
+        marker = plan.path + spec.ready_marker.encode()
+        try:
+            os.unlink(marker)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise classify_oserror(exc, marker, "delete the ready marker") from exc
+    try:
+        fsync_dir(parent)
+    except OSError:
+        pass  # deletions not yet durable only means a source may reappear: re-detected
+    return res
+
+
+def _rmdir_if_empty(path: bytes, route_root: bytes | None) -> None:
+    if route_root is not None and os.path.realpath(path) == route_root:
+        return  # the route root is never removed
+    try:
+        os.rmdir(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
+            raise classify_oserror(exc, path, "remove an emptied source folder") from exc
+
+
+def same_filesystem(src: bytes, final: bytes) -> bool:
+    try:
+        return os.lstat(src).st_dev == os.stat(split(final)[0]).st_dev
+    except OSError:
+        return False
+
+
+def hash_source(spec: TransferSpec, plan: SourcePlan) -> CopyResult:
+    """One read of the source for the record, without copying (same-fs rename)."""
+    def one(path: bytes, e: FileEntry) -> FileHashes:
+        mh = MultiHash(spec.algorithms)
+        fd = open_source(path, e)
+        try:
+            while chunk := os.read(fd, BUF_SIZE):
+                mh.update(chunk)
+        finally:
+            os.close(fd)
+        return FileHashes(e.relpath, e.size, mh.hexdigests())
+
+    if plan.kind == "file":
+        fh = one(plan.path, plan_entry(plan))
+        return CopyResult(plan, b"", plan.path, spec.verify, hashes=fh.hashes,
+                          bytes_copied=0)
+    files = [one(plan.entry_path(e), e) for e in plan.files]
+    check_unchanged(plan)
+    return CopyResult(plan, b"", plan.path, spec.verify, files=files)
+
+
+def move_by_rename(spec: TransferSpec, plan: SourcePlan, final_path: bytes,
+                   ctx: TransferContext) -> tuple[CopyResult, Placement]:
+    """``same_fs_move: rename``: hash once, then rename the source itself into
+    place with the same no-replace placement (nothing is copied)."""
+    from .placement import place  # placement imports move's siblings
+
+    check_mounts(spec, ctx.expected_devs)
+    result = hash_source(spec, plan)
+    result.final_path = final_path
+    placement = place(spec, result, ctx, own_temp=False)
+    if placement.skipped:
+        return result, placement
+    return result, Placement(placement.final_path, placement.ino, placement.dev, False,
+                             "moved:" + placement.mode, placement.replaced)
+
+
+__all__ = ["delete_source", "hash_source", "move_by_rename", "same_filesystem", "join"]

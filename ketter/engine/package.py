@@ -1,0 +1,219 @@
+"""Big folders as one stored ZIP (R-T8): stream, verify, extract, verify.
+
+Members are stored under index names (``000001`` …), never under their real
+names: ``zipfile`` cannot store names that are not UTF-8, restores neither
+mode nor mtime, and rejects mtimes before 1980. Real byte names, modes and
+mtimes come from the manifest, so zip-slip cannot arise from names at all;
+the extractor still refuses anything that is not exactly a manifest member.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import zipfile
+from collections.abc import Sequence
+
+from ketter.errors import PermanentError, SourceChanged
+from ketter.paths import readable
+
+from .context import TransferContext
+from .copyfile import (
+    Progress,
+    apply_metadata,
+    check_source_final,
+    create_temp,
+    open_source,
+    write_all,
+)
+from .folders import (
+    apply_dir_metadata,
+    check_collisions,
+    flush_tree,
+    make_dirs,
+    safe_relpath,
+    verify_tree,
+)
+from .hashing import BUF_SIZE, MultiHash, hash_fd_from_disk
+from .oserrors import classify_oserror
+from .results import FileHashes
+from .source import FileEntry, SourcePlan, check_unchanged
+from .spec import TransferSpec
+from .verify import compare
+
+_INDEX = re.compile(r"[0-9]{6,9}")
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def member_name(index: int) -> str:
+    return f"{index:06d}"
+
+
+class _StreamWriter:
+    """A write-only, non-seekable sink that hashes what ``zipfile`` writes.
+
+    Being non-seekable makes ``zipfile`` stream (data descriptors) instead
+    of seeking back to patch headers, so the running hash is the hash of
+    the file's bytes, in order.
+    """
+
+    def __init__(self, fd: int, path: bytes, mh: MultiHash) -> None:
+        self.fd, self.path, self.mh, self.pos = fd, path, mh, 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        mv = memoryview(data)
+        self.mh.update(mv)
+        write_all(self.fd, mv, self.path)
+        self.pos += len(mv)
+        return len(mv)
+
+    def tell(self) -> int:
+        return self.pos
+
+    def flush(self) -> None:
+        pass
+
+
+def write_package(spec: TransferSpec, plan: SourcePlan, zip_path: bytes,
+                  ctx: TransferContext, progress: Progress) -> tuple[list[FileHashes],
+                                                                     dict[str, str]]:
+    """Stream the manifest into a stored zip64 archive; fsync and verify it
+    from disk. Returns (per-file hashes, archive hashes)."""
+    algos = tuple(dict.fromkeys((spec.verify, "sha256")))
+    zh = MultiHash(algos)
+    fd = create_temp(zip_path)
+    files: list[FileHashes] = []
+    try:
+        sink = _StreamWriter(fd, zip_path, zh)
+        done = 0
+        with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:  # type: ignore[arg-type]
+            for i, e in enumerate(plan.files, 1):
+                files.append(_add_member(spec, zf, i, plan.entry_path(e), e))
+                done += e.size
+                if i == 1:
+                    ctx.fault("mid-copy")
+                progress(done, "package")
+        os.fsync(fd)
+        rfd = os.open(zip_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            got, _n = hash_fd_from_disk(rfd, (spec.verify,))
+        finally:
+            os.close(rfd)
+        compare(zip_path, spec.verify, zh.hexdigests()[spec.verify], got[spec.verify])
+    except OSError as exc:
+        raise classify_oserror(exc, zip_path, "write the package") from exc
+    finally:
+        os.close(fd)
+    return files, zh.hexdigests()
+
+
+def _add_member(spec: TransferSpec, zf: zipfile.ZipFile, index: int, src: bytes,
+                e: FileEntry) -> FileHashes:
+    zi = zipfile.ZipInfo(member_name(index), date_time=_EPOCH)
+    zi.compress_type = zipfile.ZIP_STORED
+    zi.file_size = e.size
+    zi.external_attr = (stat.S_IFREG | 0o600) << 16
+    mh = MultiHash(spec.algorithms)
+    sfd = open_source(src, e)
+    try:
+        total = 0
+        with zf.open(zi, "w", force_zip64=e.size >= zipfile.ZIP64_LIMIT) as w:
+            while True:
+                try:
+                    chunk = os.read(sfd, BUF_SIZE)
+                except OSError as exc:
+                    raise classify_oserror(exc, src, "read the source") from exc
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total > e.size:
+                    break
+                mh.update(chunk)
+                w.write(chunk)
+        if total != e.size:
+            raise SourceChanged(f"source {readable(src)!r} changed size while packaged")
+        check_source_final(src, sfd, e)
+    finally:
+        os.close(sfd)
+    return FileHashes(e.relpath, total, mh.hexdigests())
+
+
+def _reject(zip_path: bytes, why: str) -> PermanentError:
+    return PermanentError(f"package {readable(zip_path)!r} refused: {why}; it was not "
+                          "produced by this job (tampering or a bug) — nothing was extracted "
+                          "outside the temporary folder")
+
+
+def extract_package(zip_path: bytes, manifest: Sequence[FileEntry], target: bytes,
+                    progress: Progress | None = None) -> None:
+    """Extract exactly the manifest's members into the existing ``target``.
+
+    Refuses (permanent error) any member that is not an index name of the
+    manifest — absolute paths, ``..``, links, folders, duplicates, extras,
+    wrong sizes, compression — and any manifest member that is missing.
+    Real names, modes and mtimes are applied from the manifest.
+    """
+    seen: set[int] = set()
+    try:
+        raw = open(zip_path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise classify_oserror(exc, zip_path, "open the package") from exc
+    try:
+        zf = zipfile.ZipFile(raw)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raw.close()
+        raise _reject(zip_path, f"not a readable zip ({exc})") from exc
+    with raw, zf:
+        infos = zf.infolist()
+        for info in infos:
+            name = info.orig_filename
+            if not _INDEX.fullmatch(name) or info.filename != name:
+                raise _reject(zip_path, f"member {name!r} is not a manifest index name")
+            idx = int(name)
+            if not 1 <= idx <= len(manifest) or idx in seen:
+                raise _reject(zip_path, f"member {name!r} is not in the manifest (or repeated)")
+            seen.add(idx)
+            ftype = stat.S_IFMT(info.external_attr >> 16)
+            if info.is_dir() or ftype not in (0, stat.S_IFREG):
+                raise _reject(zip_path, f"member {name!r} is a link or special file")
+            e = manifest[idx - 1]
+            if info.compress_type != zipfile.ZIP_STORED or info.file_size != e.size:
+                raise _reject(zip_path, f"member {name!r} has the wrong size or compression")
+        if len(seen) != len(manifest):
+            raise _reject(zip_path, f"{len(manifest) - len(seen)} manifest member(s) missing")
+        done = 0
+        for info in infos:
+            e = manifest[int(info.orig_filename) - 1]
+            out = os.path.join(target, safe_relpath(e.relpath))
+            fd = create_temp(out)
+            try:
+                with zf.open(info) as r:  # CRC-32 checked by zipfile at EOF
+                    while chunk := r.read(BUF_SIZE):
+                        write_all(fd, memoryview(chunk), out)
+                apply_metadata(fd, e)
+            except zipfile.BadZipFile as exc:
+                raise _reject(zip_path, f"member {info.orig_filename!r} is corrupt") from exc
+            finally:
+                os.close(fd)
+            done += e.size
+            if progress is not None:
+                progress(done, "extract")
+
+
+def copy_packaged(spec: TransferSpec, plan: SourcePlan, zip_path: bytes, tmpdir: bytes,
+                  ctx: TransferContext, progress: Progress
+                  ) -> tuple[list[FileHashes], dict[str, str], int]:
+    """ZIP to the destination, verify it, extract, verify every member
+    against the manifest's SHA-256 from disk, remove the ZIP."""
+    files, zip_hashes = write_package(spec, plan, zip_path, ctx, progress)
+    os.mkdir(tmpdir, 0o700)
+    check_collisions(tmpdir, [e.relpath for e in (*plan.dirs, *plan.files)])
+    make_dirs(tmpdir, plan.dirs)
+    extract_package(zip_path, plan.files, tmpdir, progress)
+    apply_dir_metadata(tmpdir, plan.dirs)
+    flush_tree(tmpdir, plan.files, plan.dirs)
+    verify_tree(tmpdir, files, "sha256", set(), progress)
+    check_unchanged(plan)
+    os.unlink(zip_path)
+    return files, zip_hashes, sum(f.size for f in files)

@@ -1,0 +1,168 @@
+"""Inspecting a source: identity of a file, manifest of a folder.
+
+The identity (size, mtime_ns, inode) taken here is what every later step
+compares against: a copy whose source no longer matches is discarded, and
+MOVE deletes only files that still match (rsync #359 deleted sources it
+should not have).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ketter.errors import PermanentError, SourceChanged
+from ketter.paths import readable
+
+from .oserrors import classify_oserror
+from .paths import TEMP_PREFIX, check_contained, check_no_overlap, join, split
+from .spec import TransferSpec
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file (or folder, in :attr:`SourcePlan.dirs`) of a folder manifest."""
+
+    relpath: bytes
+    size: int
+    mtime_ns: int
+    mode: int
+    ino: int
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    """What was found at the source when the job started."""
+
+    path: bytes
+    kind: Literal["file", "folder"]
+    size: int  # file size, or the sum of the manifest's file sizes
+    mtime_ns: int
+    ino: int
+    dev: int
+    mode: int
+    files: tuple[FileEntry, ...] = ()
+    dirs: tuple[FileEntry, ...] = ()
+    listing_sha256: str = ""
+    #: (relpath, reason) of entries left out: symlinks, devices, our temporaries.
+    skipped: tuple[tuple[bytes, str], ...] = field(default=())
+
+    @property
+    def name(self) -> bytes:
+        return split(self.path)[1]
+
+    def entry_path(self, entry: FileEntry) -> bytes:
+        return join(self.path, entry.relpath)
+
+
+def listing_digest(files: tuple[FileEntry, ...] | list[FileEntry]) -> str:
+    """SHA-256 of the sorted (relpath, size, mtime_ns) listing."""
+    h = hashlib.sha256()
+    for e in files:
+        h.update(e.relpath + b"\0" + f"{e.size}:{e.mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def inspect_source(spec: TransferSpec, src: bytes) -> SourcePlan:
+    """Identity of ``src`` and, for a folder, its manifest (symlinks skipped).
+
+    Refuses a symlink source and a path outside ``spec.source_root``.
+    """
+    if not isinstance(src, bytes):
+        raise TypeError("paths are bytes (os.fsencode)")
+    src = src.rstrip(b"/") or b"/"
+    check_contained(src, spec.source_root, "source")
+    try:
+        st = os.lstat(src)
+    except OSError as e:
+        raise classify_oserror(e, src, "inspect the source") from e
+    if stat.S_ISLNK(st.st_mode):
+        raise PermanentError(f"source {readable(src)!r} is a symbolic link; Ketter never "
+                             "follows links out of a source: transfer its target instead")
+    if spec.mode == "move" and spec.source_root is not None:
+        if os.path.realpath(src) == os.path.realpath(spec.source_root):
+            raise PermanentError(f"refusing to move the route root {readable(src)!r} itself")
+    base = dict(path=src, size=st.st_size, mtime_ns=st.st_mtime_ns, ino=st.st_ino,
+                dev=st.st_dev, mode=st.st_mode)
+    if stat.S_ISREG(st.st_mode):
+        return SourcePlan(kind="file", **base)  # type: ignore[arg-type]
+    if not stat.S_ISDIR(st.st_mode):
+        raise PermanentError(f"source {readable(src)!r} is neither a file nor a folder")
+    files, dirs, skipped = scan_tree(src)
+    base["size"] = sum(e.size for e in files)
+    return SourcePlan(kind="folder", files=tuple(files), dirs=tuple(dirs),
+                      listing_sha256=listing_digest(files), skipped=tuple(skipped),
+                      **base)  # type: ignore[arg-type]
+
+
+def scan_tree(root: bytes) -> tuple[list[FileEntry], list[FileEntry], list[tuple[bytes, str]]]:
+    """Files, folders and skipped entries below ``root``, sorted by relpath."""
+    files: list[FileEntry] = []
+    dirs: list[FileEntry] = []
+    skipped: list[tuple[bytes, str]] = []
+    stack = [b""]
+    while stack:
+        rel = stack.pop()
+        here = join(root, rel) if rel else root
+        try:
+            with os.scandir(here) as it:
+                entries = list(it)
+        except OSError as e:
+            raise classify_oserror(e, here, "list the source folder") from e
+        for de in entries:
+            relpath = join(rel, de.name) if rel else de.name
+            if de.name.startswith(TEMP_PREFIX):
+                skipped.append((relpath, "ketter temporary"))
+                continue
+            try:
+                st = de.stat(follow_symlinks=False)
+            except OSError as e:
+                raise classify_oserror(e, join(root, relpath), "inspect the source") from e
+            entry = FileEntry(relpath, st.st_size, st.st_mtime_ns, st.st_mode, st.st_ino)
+            if stat.S_ISREG(st.st_mode):
+                files.append(entry)
+            elif stat.S_ISDIR(st.st_mode):
+                dirs.append(FileEntry(relpath, 0, st.st_mtime_ns, st.st_mode, st.st_ino))
+                stack.append(relpath)
+            elif stat.S_ISLNK(st.st_mode):
+                skipped.append((relpath, "symbolic link (never followed)"))
+            else:
+                skipped.append((relpath, "special file (device, fifo or socket)"))
+    files.sort(key=lambda e: e.relpath)
+    dirs.sort(key=lambda e: e.relpath)
+    return files, dirs, skipped
+
+
+def check_unchanged(plan: SourcePlan) -> None:
+    """Fail before placement when the folder changed since its manifest."""
+    try:
+        st = os.lstat(plan.path)
+        files, _dirs, _skipped = scan_tree(plan.path)
+    except (OSError, SourceChanged) as e:
+        raise SourceChanged(f"source folder {readable(plan.path)!r} vanished or became "
+                            "unreadable during the transfer") from e
+    if st.st_ino != plan.ino or listing_digest(files) != plan.listing_sha256 or [
+        e.ino for e in files
+    ] != [e.ino for e in plan.files]:
+        raise SourceChanged(
+            f"source folder {readable(plan.path)!r} changed after its manifest was taken "
+            "(a file was added, removed or modified); it is transferred again once stable"
+        )
+
+
+def resolve_destination(spec: TransferSpec, plan: SourcePlan, dst: bytes) -> bytes:
+    """The final path, with ``cp`` semantics: into ``dst`` if it is a folder.
+
+    Also refuses a destination outside ``spec.destination_root`` and one that
+    is or overlaps the source.
+    """
+    if not isinstance(dst, bytes):
+        raise TypeError("paths are bytes (os.fsencode)")
+    dst = dst.rstrip(b"/") or b"/"
+    final = join(dst, plan.name) if os.path.isdir(dst) else dst
+    check_contained(final, spec.destination_root, "destination")
+    check_no_overlap(plan.path, final)
+    return final

@@ -1,0 +1,179 @@
+"""The engine's steps glued together: ``copy_and_verify`` and ``transfer``.
+
+The job pipeline calls the steps one by one and commits its state between
+them; :func:`transfer` runs them all for ``ketter transfer`` and tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+
+from ketter.errors import LostClaim, ShutdownRequested
+
+from .context import TransferContext
+from .copyfile import Progress, copy_durable
+from .existing import compare_existing, plan_entry
+from .folders import apply_dir_metadata, copy_folder, safe_relpath
+from .mounts import check_mounts
+from .move import delete_source, move_by_rename, same_filesystem
+from .oserrors import classify_oserror
+from .package import copy_packaged
+from .cleanup import remove_path
+from .paths import join, split, temp_name
+from .placement import place
+from .resume import adopt_partial
+from .results import CopyResult, DeleteResult, Placement, TransferOutcome
+from .source import SourcePlan, inspect_source, resolve_destination
+from .spec import TransferSpec
+
+#: Stop signals keep the partial (a later claim may resume it); every other
+#: failure removes the temporaries so nothing half-done is left behind.
+_KEEP_PARTIAL = (LostClaim, ShutdownRequested)
+
+
+def copy_and_verify(spec: TransferSpec, plan: SourcePlan, final_path: bytes,
+                    ctx: TransferContext, *, resume: bool = False) -> CopyResult:
+    """Copy ``plan`` beside ``final_path`` under a temporary name, durable and
+    verified from disk. Folders need ``folders: as_unit`` (per-file folders
+    are one transfer per file: see :func:`per_file_items`)."""
+    t0 = time.monotonic()
+    check_mounts(spec, ctx.expected_devs)
+    parent, name = split(final_path)
+    progress = Progress(ctx)
+    if plan.kind == "file":
+        tmp = join(parent, temp_name(ctx.tag, name, "part"))
+        resumed = adopt_partial(spec, ctx, tmp, name) if resume else False
+        if not resumed:
+            remove_path(tmp)
+        try:
+            fc = copy_durable(spec, ctx, plan.path, plan_entry(plan), tmp,
+                              progress=progress, resume=resumed)
+        except _KEEP_PARTIAL:
+            raise
+        except BaseException as exc:
+            remove_path(tmp)
+            if isinstance(exc, OSError):
+                raise classify_oserror(exc, tmp, "copy to the temporary file") from exc
+            raise
+        ctx.fault("after-fsync-before-place")
+        return CopyResult(plan, final_path, tmp, spec.verify, hashes=fc.hashes,
+                          bytes_copied=fc.size - fc.resumed_from,
+                          resumed_from=fc.resumed_from, seconds=time.monotonic() - t0)
+    if spec.folders != "as_unit":
+        raise ValueError("a per_file folder is one transfer per file: use per_file_items()")
+    tmpdir = join(parent, temp_name(ctx.tag, name, "dir"))
+    zip_path = join(parent, temp_name(ctx.tag, name, "zip"))
+    for stale in (tmpdir, zip_path):
+        remove_path(stale)
+    packaged = 0 < spec.package_min_files <= len(plan.files)
+    try:
+        if packaged:
+            files, zip_hashes, size = copy_packaged(spec, plan, zip_path, tmpdir, ctx, progress)
+        else:
+            (files, size), zip_hashes = copy_folder(spec, plan, tmpdir, ctx, progress), {}
+    except BaseException as exc:
+        if not isinstance(exc, _KEEP_PARTIAL):
+            remove_path(tmpdir)
+            remove_path(zip_path)
+        if isinstance(exc, OSError):
+            raise classify_oserror(exc, tmpdir, "copy the folder") from exc
+        raise
+    ctx.fault("after-fsync-before-place")
+    return CopyResult(plan, final_path, tmpdir, spec.verify, files=files, packaged=packaged,
+                      package_hashes=zip_hashes, bytes_copied=size,
+                      seconds=time.monotonic() - t0)
+
+
+def identical_result(spec: TransferSpec, plan: SourcePlan,
+                     final_path: bytes) -> CopyResult | None:
+    """A skipped result when ``skip_identical`` finds the same content at the
+    destination (source hashed once, destination not touched), else None."""
+    state, hashes, files = compare_existing(spec, plan, final_path)
+    if state != "identical":
+        return None
+    return CopyResult(plan, final_path, b"", spec.verify, hashes=hashes, files=files,
+                      skipped=True)
+
+
+def per_file_items(plan: SourcePlan, final_root: bytes) -> list[tuple[SourcePlan, bytes]]:
+    """``folders: per_file``: one (file plan, final path) per manifest file;
+    the relative tree is kept, never flattened."""
+    items = []
+    for e in plan.files:
+        sub = SourcePlan(path=plan.entry_path(e), kind="file", size=e.size,
+                         mtime_ns=e.mtime_ns, ino=e.ino, dev=plan.dev, mode=e.mode)
+        items.append((sub, join(final_root, safe_relpath(e.relpath))))
+    return items
+
+
+OnPlaced = Callable[[Placement, CopyResult], None]
+
+
+def _one(spec: TransferSpec, plan: SourcePlan, final: bytes, ctx: TransferContext,
+         on_placed: OnPlaced | None) -> tuple[CopyResult, Placement, DeleteResult | None]:
+    result: CopyResult | None = None
+    if spec.mode == "move" and spec.same_fs_move == "rename" and same_filesystem(
+        plan.path, final
+    ):
+        result, placement = move_by_rename(spec, plan, final, ctx)
+    else:
+        if spec.conflict == "skip_identical":
+            result = identical_result(spec, plan, final)
+        if result is None:
+            result = copy_and_verify(spec, plan, final, ctx, resume=True)
+        placement = place(spec, result, ctx)
+    if on_placed is not None:
+        on_placed(placement, result)
+    deleted = delete_source(spec, plan, placement, ctx) if spec.mode == "move" else None
+    return result, placement, deleted
+
+
+def transfer(spec: TransferSpec, src: bytes, dst: bytes, ctx: TransferContext, *,
+             on_placed: OnPlaced | None = None) -> TransferOutcome:
+    """Run every step for one source; ``on_placed(placement, result)`` runs
+    before any source is deleted so the caller can record the placement."""
+    t0 = time.monotonic()
+    devs = check_mounts(spec, ctx.expected_devs)
+    if ctx.expected_devs is None:
+        ctx.expected_devs = devs
+    plan = inspect_source(spec, src)
+    for rel, why in plan.skipped:
+        ctx.warn("source_entry_skipped", path=rel, reason=why)
+    final = resolve_destination(spec, plan, dst)
+    if plan.kind == "file" or spec.folders == "as_unit":
+        result, placement, deleted = _one(spec, plan, final, ctx, on_placed)
+        return TransferOutcome(plan, placement.final_path, [result], [placement], deleted,
+                               result.bytes_copied, time.monotonic() - t0)
+    results, placements = [], []
+    deleted = DeleteResult() if spec.mode == "move" else None
+    sub_spec = dataclasses.replace(spec, ready_marker=None)
+    check_mounts(spec, ctx.expected_devs)
+    try:
+        os.makedirs(final, exist_ok=True)
+        for d in plan.dirs:
+            os.makedirs(join(final, safe_relpath(d.relpath)), exist_ok=True)
+    except OSError as exc:
+        raise classify_oserror(exc, final, "create the destination folders") from exc
+    for sub, sub_final in per_file_items(plan, final):
+        r, p, d = _one(sub_spec, sub, sub_final, ctx, on_placed)
+        results.append(r)
+        placements.append(p)
+        if deleted is not None and d is not None:
+            for f in dataclasses.fields(d):
+                getattr(deleted, f.name).extend(getattr(d, f.name))
+    try:
+        apply_dir_metadata(final, plan.dirs)
+        os.utime(final, ns=(plan.mtime_ns, plan.mtime_ns))
+    except OSError as exc:
+        ctx.warn("folder_metadata_not_applied", path=final, error=str(exc))
+    if spec.mode == "move":
+        st = os.lstat(final)
+        root_placement = Placement(final, st.st_ino, st.st_dev, False, "per_file")
+        d = delete_source(spec, plan, root_placement, ctx)
+        assert deleted is not None
+        deleted.kept.extend(d.kept)
+    return TransferOutcome(plan, final, results, placements, deleted,
+                           sum(r.bytes_copied for r in results), time.monotonic() - t0)
