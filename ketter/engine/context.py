@@ -33,6 +33,11 @@ class TransferContext:
     tell whose it is.
     """
 
+    #: Checkpoint progress calls closer together than this (seconds) are
+    #: skipped, so a fast local copy does not hammer the job store with lease
+    #: renewals; tests set it to 0 to see every checkpoint.
+    progress_interval: float = 0.1
+
     def __init__(
         self,
         job_id: str | None = None,

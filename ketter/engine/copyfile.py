@@ -48,7 +48,8 @@ class Progress:
 
     def __call__(self, done: int, phase: str, *, checkpoint: bool = False) -> None:
         now = time.monotonic()
-        if (checkpoint and now - self.last >= 0.1) or now - self.last >= 1.0:
+        gap = now - self.last
+        if (checkpoint and gap >= self.ctx.progress_interval) or gap >= 1.0:
             self.last = now
             self.ctx.progress(self.base + done, phase)
 

@@ -63,6 +63,8 @@ def ketter_names(root: bytes) -> list[bytes]:
 class RecordingContext(TransferContext):
     """Records progress calls; runs an optional hook on progress/fault."""
 
+    progress_interval = 0.0  # see every checkpoint: tests must be deterministic
+
     def __init__(self, *a: Any, on_progress: Any = None, on_fault: Any = None,
                  **kw: Any) -> None:
         super().__init__(*a, **kw)
