@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass
 
 from ketter.errors import SourceChanged
-from ketter.paths import readable
 
 from .context import TransferContext
 from .hashing import BUF_SIZE, MultiHash, evict
 from .oserrors import classify_oserror
+from .paths import show
 from .source import FileEntry
 from .spec import TransferSpec
 from .verify import TrailingVerifier, compare
@@ -67,7 +67,7 @@ def open_source(path: bytes, e: FileEntry) -> int:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or not same_identity(st, e):
         os.close(fd)
-        raise SourceChanged(f"source {readable(path)!r} changed since it was inspected "
+        raise SourceChanged(f"source {show(path)} changed since it was inspected "
                             "(size, mtime or inode); it is copied again once stable")
     return fd
 
@@ -77,7 +77,7 @@ def check_source_final(path: bytes, fd: int, e: FileEntry) -> None:
     open()+fstat() so an NFS/SMB client revalidates instead of answering
     from its attribute cache."""
     if not same_identity(os.fstat(fd), e):
-        raise SourceChanged(f"source {readable(path)!r} was modified while it was being "
+        raise SourceChanged(f"source {show(path)} was modified while it was being "
                             "copied; it is copied again once stable")
     try:
         fd2 = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -88,7 +88,7 @@ def check_source_final(path: bytes, fd: int, e: FileEntry) -> None:
     finally:
         os.close(fd2)
     if not same_identity(st, e):
-        raise SourceChanged(f"source {readable(path)!r} was replaced or modified while it "
+        raise SourceChanged(f"source {show(path)} was replaced or modified while it "
                             "was being copied; it is copied again once stable")
 
 
@@ -134,7 +134,7 @@ def copy_small(src: bytes, e: FileEntry, out: bytes, algos: tuple[str, ...]) -> 
                 mh.update(chunk)
                 write_all(ofd, memoryview(chunk), out)
             if total != e.size:
-                raise SourceChanged(f"source {readable(src)!r} changed size while copied")
+                raise SourceChanged(f"source {show(src)} changed size while copied")
             check_source_final(src, sfd, e)
             apply_metadata(ofd, e)
         finally:
@@ -222,7 +222,7 @@ def copy_durable(
                     break
                 if pos + n > e.size:
                     hasher.free.put(buf)
-                    raise SourceChanged(f"source {readable(src)!r} grew while it was being "
+                    raise SourceChanged(f"source {show(src)} grew while it was being "
                                         "copied; it is copied again once stable")
                 write_all(ofd, memoryview(buf)[:n], out)
                 hasher.work.put((buf, n))
@@ -232,7 +232,7 @@ def copy_durable(
                     window = pos
                     st = os.fstat(sfd)
                     if (st.st_size, st.st_mtime_ns) != (e.size, e.mtime_ns):
-                        raise SourceChanged(f"source {readable(src)!r} was modified while "
+                        raise SourceChanged(f"source {show(src)} was modified while "
                                             "it was being copied")
                     if not faulted:
                         faulted = True
@@ -241,7 +241,7 @@ def copy_durable(
                 else:
                     progress(pos, "copy")
         if pos != e.size:
-            raise SourceChanged(f"source {readable(src)!r} shrank while it was being copied")
+            raise SourceChanged(f"source {show(src)} shrank while it was being copied")
         if not faulted:
             ctx.fault("mid-copy")
         hasher.close()

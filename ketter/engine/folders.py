@@ -16,13 +16,12 @@ import uuid
 from collections.abc import Sequence
 
 from ketter.errors import ChecksumMismatch, PermanentError
-from ketter.paths import readable
 
 from .context import TransferContext
 from .copyfile import SMALL_FILE, Progress, copy_durable, copy_small
 from .hashing import BUF_SIZE, fsync_dir, hash_fd_from_disk, syncfs
 from .oserrors import classify_oserror
-from .paths import join, split
+from .paths import join, show, split
 from .results import FileHashes
 from .source import FileEntry, SourcePlan, check_unchanged
 from .spec import TransferSpec
@@ -36,7 +35,7 @@ def safe_relpath(rel: bytes) -> bytes:
     parts = rel.split(b"/")
     if not rel or rel.startswith(b"/") or any(p in (b"", b".", b"..") for p in parts) \
             or b"\0" in rel:
-        raise PermanentError(f"manifest path {readable(rel)!r} is not a plain relative path")
+        raise PermanentError(f"manifest path {show(rel)} is not a plain relative path")
     return rel
 
 
@@ -79,7 +78,7 @@ def check_collisions(folder: bytes, relpaths: Sequence[bytes]) -> None:
         key = text.encode("utf-8", "surrogateescape")
         if key in seen:
             raise PermanentError(
-                f"{readable(seen[key])!r} and {readable(rel)!r} would become the same name on "
+                f"{show(seen[key])} and {show(rel)} would become the same name on "
                 f"the destination filesystem ({'case-insensitive' if case else ''}"
                 f"{' and ' if case and norm else ''}{'unicode-normalizing' if norm else ''}); "
                 "rename one at the source")
@@ -94,7 +93,7 @@ def make_dirs(target: bytes, dirs: Sequence[FileEntry]) -> None:
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:
-            raise PermanentError(f"folder {readable(d.relpath)!r} collides with another name "
+            raise PermanentError(f"folder {show(d.relpath)} collides with another name "
                                  "on the destination filesystem (case or unicode "
                                  "normalization)") from None
         except OSError as e:
@@ -143,7 +142,7 @@ def verify_tree(target: bytes, files: Sequence[FileHashes], algo: str,
         finally:
             os.close(fd)
         if n != f.size or digests[algo] != f.hashes[algo]:
-            raise ChecksumMismatch(f"{readable(path)!r} reads back from disk differently from "
+            raise ChecksumMismatch(f"{show(path)} reads back from disk differently from "
                                    f"the source ({algo}); the copy is discarded and retried")
         done += n
         progress(done, "verify")
@@ -171,7 +170,7 @@ def copy_folder(spec: TransferSpec, plan: SourcePlan, tmpdir: bytes, ctx: Transf
             try:
                 fc = copy_small(src, e, dst, spec.algorithms)
             except FileExistsError:
-                raise PermanentError(f"{readable(e.relpath)!r} collides with another name on "
+                raise PermanentError(f"{show(e.relpath)} collides with another name on "
                                      "the destination filesystem") from None
         out.append(FileHashes(e.relpath, fc.size, fc.hashes))
         done += fc.size

@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 
 from ketter.errors import RouteUnavailable
-from ketter.paths import readable
 
-from .paths import is_within, real
+from .paths import is_within, real, show
 from .spec import TransferSpec
 
 
@@ -69,7 +68,7 @@ def check_mounts(spec: TransferSpec, expected: dict[str, int] | None = None) -> 
         if mount is not None:
             if not is_mount_point(mount):
                 raise RouteUnavailable(
-                    f"{side} mount {readable(mount)!r} is not mounted; nothing was written "
+                    f"{side} mount {show(mount)} is not mounted; nothing was written "
                     "or deleted: mount the share, the route resumes by itself")
             dev = os.stat(mount).st_dev
         if root is not None:
@@ -77,19 +76,19 @@ def check_mounts(spec: TransferSpec, expected: dict[str, int] | None = None) -> 
                 st = os.stat(root)
             except OSError as e:
                 raise RouteUnavailable(
-                    f"{side} root {readable(root)!r} is not reachable ({e.strerror}); check "
+                    f"{side} root {show(root)} is not reachable ({e.strerror}); check "
                     "the share") from e
             if mount is not None and (
                 st.st_dev != dev or not is_within(real(root), real(mount))
             ):
                 raise RouteUnavailable(
-                    f"{side} root {readable(root)!r} is not on the mounted share "
-                    f"{readable(mount)!r}; nothing was written or deleted")
+                    f"{side} root {show(root)} is not on the mounted share "
+                    f"{show(mount)}; nothing was written or deleted")
             dev = st.st_dev
         assert dev is not None
         if expected is not None and side in expected and expected[side] != dev:
             raise RouteUnavailable(
-                f"{side} root {readable(root or mount or b'')!r} is on another filesystem "
+                f"{side} root {show(root or mount or b'')} is on another filesystem "
                 "than when the job started (share remounted or unmounted?); nothing was "
                 "written or deleted")
         devs[side] = dev

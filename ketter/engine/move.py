@@ -21,7 +21,7 @@ from .existing import plan_entry
 from .hashing import BUF_SIZE, MultiHash, fsync_dir
 from .mounts import check_mounts
 from .oserrors import classify_oserror
-from .paths import join, split
+from .paths import join, show, split
 from .results import CopyResult, DeleteResult, FileHashes, Placement
 from .source import FileEntry, SourcePlan, check_unchanged
 from .spec import TransferSpec
@@ -61,7 +61,7 @@ def delete_source(spec: TransferSpec, plan: SourcePlan, placement: Placement,
         st = None
     if st is None or (st.st_ino, st.st_dev) != (placement.ino, placement.dev):
         raise PermanentError(
-            f"the delivery {readable(placement.final_path)!r} is no longer where it was "
+            f"the delivery {show(placement.final_path)} is no longer where it was "
             "placed; the source is kept — check the destination by hand")
     res = DeleteResult()
     if plan.kind == "file":

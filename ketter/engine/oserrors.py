@@ -17,7 +17,8 @@ from ketter.errors import (
     SourceChanged,
     TransientError,
 )
-from ketter.paths import readable
+
+from .paths import show
 
 #: errno -> (class, cause, how to fix). The source-side ENOENT is special-cased.
 _TABLE: dict[int, tuple[type[KetterError], str, str]] = {
@@ -67,14 +68,14 @@ def classify_oserror(exc: OSError, path: bytes, action: str) -> KetterError:
     Use as ``raise classify_oserror(e, path, "…") from e``.
     """
     code = exc.errno if exc.errno is not None else -1
-    shown = readable(path)
+    shown = show(path)
     if code == errno.ENOENT and "source" in action:
         return SourceChanged(
-            f"cannot {action} {shown!r}: the source vanished during the transfer; "
+            f"cannot {action} {shown}: the source vanished during the transfer (ENOENT); "
             "it is transferred again if it comes back"
         )
     cls, cause, fix = _TABLE.get(
         code, (TransientError, exc.strerror or "unexpected error", "the job is retried")
     )
     name = errno.errorcode.get(code, str(code))
-    return cls(f"cannot {action} {shown!r}: {cause} ({name}); {fix}")
+    return cls(f"cannot {action} {shown}: {cause} ({name}); {fix}")

@@ -16,7 +16,6 @@ import zipfile
 from collections.abc import Sequence
 
 from ketter.errors import PermanentError, SourceChanged
-from ketter.paths import readable
 
 from .context import TransferContext
 from .copyfile import (
@@ -37,6 +36,7 @@ from .folders import (
 )
 from .hashing import BUF_SIZE, MultiHash, hash_fd_from_disk
 from .oserrors import classify_oserror
+from .paths import show
 from .results import FileHashes
 from .source import FileEntry, SourcePlan, check_unchanged
 from .spec import TransferSpec
@@ -132,7 +132,7 @@ def _add_member(spec: TransferSpec, zf: zipfile.ZipFile, index: int, src: bytes,
                 mh.update(chunk)
                 w.write(chunk)
         if total != e.size:
-            raise SourceChanged(f"source {readable(src)!r} changed size while packaged")
+            raise SourceChanged(f"source {show(src)} changed size while packaged")
         check_source_final(src, sfd, e)
     finally:
         os.close(sfd)
@@ -140,7 +140,7 @@ def _add_member(spec: TransferSpec, zf: zipfile.ZipFile, index: int, src: bytes,
 
 
 def _reject(zip_path: bytes, why: str) -> PermanentError:
-    return PermanentError(f"package {readable(zip_path)!r} refused: {why}; it was not "
+    return PermanentError(f"package {show(zip_path)} refused: {why}; it was not "
                           "produced by this job (tampering or a bug) — nothing was extracted "
                           "outside the temporary folder")
 

@@ -66,12 +66,12 @@ def check_contained(path: bytes, root: bytes | None, what: str) -> bytes:
     refuse it when it leaves ``root``; returns the resolved path."""
     parent, name = split(path)
     if name in (b".", b".."):
-        raise PathOutsideRoute(f"{what} {readable(path)!r} must name a file or folder")
+        raise PathOutsideRoute(f"{what} {show(path)} must name a file or folder")
     resolved = join(real(parent), name)
     if root is not None and not is_within(resolved, real(root)):
         raise PathOutsideRoute(
-            f"{what} {readable(path)!r} resolves to {readable(resolved)!r}, outside its "
-            f"route root {readable(root)!r}; fix the route or the path"
+            f"{what} {show(path)} resolves to {show(resolved)}, outside its "
+            f"route root {show(root)}; fix the route or the path"
         )
     return resolved
 
@@ -85,7 +85,7 @@ def check_no_overlap(src: bytes, final: bytes) -> None:
     a, b = check_contained(src, None, "source"), check_contained(final, None, "destination")
     if a == b or is_within(a, b) or is_within(b, a):
         raise PermanentError(
-            f"source {readable(src)!r} and destination {readable(final)!r} overlap "
+            f"source {show(src)} and destination {show(final)} overlap "
             "(one is or contains the other); choose another destination"
         )
     try:
@@ -94,7 +94,7 @@ def check_no_overlap(src: bytes, final: bytes) -> None:
         return
     if (s.st_dev, s.st_ino) == (d.st_dev, d.st_ino):
         raise PermanentError(
-            f"source {readable(src)!r} and destination {readable(final)!r} are the "
+            f"source {show(src)} and destination {show(final)} are the "
             "same file (hard link or bind mount); choose another destination"
         )
 
@@ -116,3 +116,11 @@ def rename_candidate(name: bytes, n: int, is_dir: bool) -> bytes:
 
 def is_regular(mode: int) -> bool:
     return stat.S_ISREG(mode)
+
+
+def show(path: bytes) -> str:
+    """A quoted, one-line readable path for messages: invalid bytes as
+    ``\\xNN``, control characters (a newline in a name) escaped."""
+    text = readable(path)
+    text = text.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    return f"'{text}'"

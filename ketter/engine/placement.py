@@ -23,17 +23,16 @@ import uuid
 from typing import Literal
 
 from ketter.errors import DestinationConflict, PermanentError
-from ketter.paths import readable
 
+from .cleanup import remove_path
 from .context import TransferContext
+from .existing import matches_result
 from .hashing import _lib, fsync_dir
 from .mounts import check_mounts
 from .oserrors import classify_oserror
-from .paths import join, rename_candidate, split, temp_name
+from .paths import join, rename_candidate, show, split, temp_name
 from .results import CopyResult, Placement
 from .spec import TransferSpec
-from .existing import matches_result
-from .cleanup import remove_path
 
 MODES = ("renameat2", "link", "rename")
 _RENAME_NOREPLACE = 1
@@ -146,7 +145,7 @@ def place_noreplace(tmp: bytes, final: bytes, mode: str, is_dir: bool,
             raise FileExistsError(errno.EEXIST, "exists", final) from e
         raise
     if is_dir and os.lstat(final).st_ino != ino:
-        raise PermanentError(f"after renaming into {readable(final)!r} the name does not "
+        raise PermanentError(f"after renaming into {show(final)} the name does not "
                              "hold our folder; another writer raced us: check it by hand")
     return "rename"
 
@@ -181,14 +180,14 @@ def place(spec: TransferSpec, result: CopyResult, ctx: TransferContext, *,
                 except FileExistsError:
                     continue
             else:
-                raise DestinationConflict(f"no free name like {readable(final)!r} (10,000 tried)")
+                raise DestinationConflict(f"no free name like {show(final)} (10,000 tried)")
         else:
             try:
                 mode = place_noreplace(tmp, final, mode, is_dir, ctx)
             except FileExistsError:
                 if spec.conflict == "fail":
                     raise DestinationConflict(
-                        f"destination {readable(final)!r} already exists and the route's "
+                        f"destination {show(final)} already exists and the route's "
                         "conflict policy is 'fail'; remove it or change the policy, then "
                         "re-queue the job") from None
                 if spec.conflict == "skip_identical":
@@ -197,14 +196,14 @@ def place(spec: TransferSpec, result: CopyResult, ctx: TransferContext, *,
                             remove_path(tmp)
                         return _stat_placement(final, True, "none", False)
                     raise DestinationConflict(
-                        f"destination {readable(final)!r} already exists with different "
+                        f"destination {show(final)} already exists with different "
                         "content (policy 'skip_identical'); resolve it by hand") from None
                 old_dir = _set_aside(final, ctx)
                 try:
                     mode = place_noreplace(tmp, final, mode, is_dir, ctx)
                 except FileExistsError:
                     raise DestinationConflict(
-                        f"destination {readable(final)!r} was re-created by another writer "
+                        f"destination {show(final)} was re-created by another writer "
                         "while it was being replaced; the old version is kept") from None
                 replaced = True
     except (DestinationConflict, OSError) as e:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from ketter.errors import LostClaim, ShutdownRequested
 
+from .cleanup import remove_path
 from .context import TransferContext
 from .copyfile import Progress, copy_durable
 from .existing import compare_existing, plan_entry
@@ -21,11 +22,10 @@ from .mounts import check_mounts
 from .move import delete_source, move_by_rename, same_filesystem
 from .oserrors import classify_oserror
 from .package import copy_packaged
-from .cleanup import remove_path
 from .paths import join, split, temp_name
 from .placement import place
-from .resume import adopt_partial
 from .results import CopyResult, DeleteResult, Placement, TransferOutcome
+from .resume import adopt_partial
 from .source import SourcePlan, inspect_source, resolve_destination
 from .spec import TransferSpec
 

@@ -16,9 +16,9 @@ import queue
 import threading
 
 from ketter.errors import ChecksumMismatch
-from ketter.paths import readable
 
 from .hashing import BUF_SIZE, _Hasher, evict, new_hasher
+from .paths import show
 
 
 class TrailingVerifier:
@@ -66,7 +66,7 @@ class TrailingVerifier:
                     n = os.preadv(self._fd, [mv[: min(len(buf), end - pos)]], pos)
                     if n == 0:
                         raise ChecksumMismatch(
-                            f"{readable(self.path)!r} reads back shorter than written "
+                            f"{show(self.path)} reads back shorter than written "
                             f"({pos} < {end} bytes)")
                     self.hasher.update(mv[:n])
                     pos += n
@@ -104,6 +104,6 @@ class TrailingVerifier:
 def compare(path: bytes, algo: str, expected: str, got: str) -> None:
     if expected != got:
         raise ChecksumMismatch(
-            f"{readable(path)!r} reads back from disk with {algo} {got}, but the source "
+            f"{show(path)} reads back from disk with {algo} {got}, but the source "
             f"has {expected}; the copy is discarded and retried"
         )
