@@ -67,5 +67,12 @@ def build_queue(config: Config, handler: Callable[[int], None] | None = None) ->
         journal_mode="wal",
         timeout=60,
     )
-    task = huey.task(name=TASK_NAME, retries=0)(handler or _not_here)
+    target = handler or _not_here
+
+    # Huey registers a task under "<function's module>.<name>": the wrapper
+    # lives here so that the watcher's and the workers' registries agree.
+    def run_job(job_id: int) -> None:
+        target(job_id)
+
+    task = huey.task(name=TASK_NAME, retries=0)(run_job)
     return Queue(huey=huey, task=task)

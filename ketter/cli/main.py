@@ -12,14 +12,14 @@ import sys
 from collections.abc import Sequence
 
 from ketter import __version__
-from ketter.cli import admin, inspect
+from ketter.cli import admin, inspect, ops
 from ketter.errors import ConfigError, KetterError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-COMMAND_MODULES = (admin, inspect)
+COMMAND_MODULES = (admin, inspect, ops)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `ketter jobs | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

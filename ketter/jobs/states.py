@@ -45,7 +45,9 @@ S = State
 
 #: Every allowed ``from → to`` pair. Anything else raises InvalidTransition.
 TRANSITIONS: dict[State, frozenset[State]] = {
-    S.DETECTED: frozenset({S.VALIDATED, S.RETRY_WAIT, S.ROLLING_BACK}),
+    # detected → verifying: a re-queued job whose delivery was already placed
+    # resumes after its placement (it never copies or rolls back again).
+    S.DETECTED: frozenset({S.VALIDATED, S.VERIFYING, S.RETRY_WAIT, S.ROLLING_BACK}),
     S.VALIDATED: frozenset(
         {S.PACKAGED, S.TRANSFERRING, S.COMPLETED, S.RETRY_WAIT, S.ROLLING_BACK}
     ),

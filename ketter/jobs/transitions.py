@@ -81,3 +81,32 @@ def _refusal(job_id: int, from_state: State, to_state: State,
     return InvalidTransition(f"job {job_id} is placed (placed_at set) and only moves "
                              f"forward; refused {from_state} → {to_state}")
 
+
+
+def mark(
+    job_id: int,
+    state: State | str,
+    *,
+    claim: str | None,
+    now: float,
+    event: str,
+    details: dict[str, Any] | None = None,
+    fsync: bool = False,
+    **fields: Any,
+) -> None:
+    """Record a step that does not change the state (``place``,
+    ``delete_source``, ``skip``…): the same compare-and-set on the claim and
+    state, the same event in the same transaction."""
+    state = State(state)
+    db = database.obj
+    ctx = durable(db) if fsync else db.atomic()
+    with ctx:
+        updated = (Job.update(updated_at=now, **fields)
+                   .where((Job.id == job_id) & (Job.state == state.value)
+                          & (Job.claim == claim))
+                   .execute())
+        if updated != 1:
+            raise _refusal(job_id, state, state, claim)
+        row = Job.select(Job.route, Job.attempt).where(Job.id == job_id).get()
+        record_event(event, now=now, job_id=job_id, route=row.route, from_state=state.value,
+                     to_state=state.value, attempt=row.attempt, details=details)

@@ -78,6 +78,8 @@ class Job(BaseModel):
     updated_at = DoubleField()
     started_at = DoubleField(null=True)
     completed_at = DoubleField(null=True)
+    #: Where a job in ``rolling_back`` goes when the undo is done (0002).
+    rollback_to = TextField(null=True)
 
     class Meta:
         table_name = "jobs"

@@ -77,7 +77,7 @@ def _schema(db: SqliteDatabase) -> dict[str, object]:
 
 def test_migrations_equal_models(tmp_path: Path) -> None:
     migrated = connect(tmp_path / "migrated.db")
-    assert upgrade(migrated) == ["0001_initial"]
+    assert upgrade(migrated) == ["0001_initial", "0002_rollback_outcome"]
     assert pending_migrations(migrated) == []
     modelled = connect(tmp_path / "modelled.db")
     database.initialize(modelled)
@@ -106,7 +106,8 @@ def test_concurrent_upgrades_are_safe(tmp_path: Path) -> None:
         child.join(60)
         assert child.exitcode == 0
     con = sqlite3.connect(path)
-    assert con.execute("SELECT name FROM schema_migration").fetchall() == [("0001_initial",)]
+    assert con.execute("SELECT name FROM schema_migration ORDER BY name").fetchall() == [
+        ("0001_initial",), ("0002_rollback_outcome",)]
     con.close()
 
 

@@ -1,0 +1,150 @@
+"""Claiming, renewing and releasing jobs: leases with fencing tokens.
+
+A worker owns a job only while its lease is live and the job's ``claim``
+column holds the worker's token. Every later write (transition, placement,
+source deletion) is conditional on that token (``… WHERE id=? AND claim=?``),
+so a worker that stalled past its lease and was replaced stops at its next
+step instead of racing the new owner.
+
+The message that woke the worker is a *hint*: the worker claims the hinted
+job if it is claimable, else the best due job (highest ``priority``, then
+oldest). Each message thus yields at most one claim and no due job is left
+without a doorbell as long as messages ≥ due jobs (the sweep keeps it so).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+
+from ketter.audit.chain import record_event
+from ketter.config import Config
+from ketter.jobs.states import TERMINAL, State
+from ketter.store.models import Job, RouteStatus, database
+
+_TERMINAL = [s.value for s in TERMINAL]
+#: States in which a claim starts a new attempt (as opposed to taking over an
+#: attempt that a crashed or stopped worker left in flight).
+_FRESH = (State.DETECTED.value, State.RETRY_WAIT.value)
+
+
+def owner_name(node: str) -> str:
+    """``node/pid/thread`` of the caller: who holds a lease."""
+    return f"{node}/{os.getpid()}/{threading.current_thread().name}"
+
+
+def new_token() -> str:
+    """A fresh claim token (also part of the job's temporary file names)."""
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A job this worker now owns."""
+
+    job_id: int
+    claim: str
+    state: str
+    #: The previous owner died holding the lease (crash recovery).
+    recovered: bool
+    #: The previous owner released the job on a graceful stop.
+    released: bool
+    attempt: int
+
+
+def _claimable(now: float) -> object:
+    return (
+        Job.state.not_in(_TERMINAL)
+        & (Job.lease_expires_at.is_null() | (Job.lease_expires_at <= now))
+        & (Job.next_attempt_at.is_null() | (Job.next_attempt_at <= now))
+    )
+
+
+def paused_routes() -> set[str]:
+    return {r.route for r in RouteStatus.select(RouteStatus.route).where(RouteStatus.paused == 1)}
+
+
+def claim_job(config: Config, *, hint: int | None, owner: str, now: float) -> Claimed | None:
+    """Claim the hinted job or the best due job; ``None`` when nothing is due.
+
+    One IMMEDIATE transaction: the candidate query, the ``max_parallel``
+    check and the compare-and-set cannot interleave with another worker's.
+    """
+    db = database.obj
+    routes = {r.name: r for r in config.routes}
+    with db.atomic():
+        paused = paused_routes()
+        running: dict[str, int] = {}
+        for route, _job_id in (Job.select(Job.route, Job.id)
+                             .where(Job.state.not_in(_TERMINAL)
+                                    & (Job.lease_expires_at > now))
+                             .tuples()):
+            running[route] = running.get(route, 0) + 1
+        candidates: list[Job] = []
+        if hint is not None:
+            candidates += list(Job.select().where((Job.id == hint) & _claimable(now)))
+        candidates += list(Job.select().where(_claimable(now) & Job.route.not_in(paused))
+                           .order_by(Job.priority.desc(), Job.id).limit(64))
+        for job in candidates:
+            route = routes.get(job.route)
+            if route is None or job.route in paused:
+                continue  # route removed from the config, or paused: leave the job be
+            if route.max_parallel and running.get(job.route, 0) >= route.max_parallel:
+                continue
+            return _take(job, owner, now, config.lease.ttl)
+    return None
+
+
+def _take(job: Job, owner: str, now: float, ttl: float) -> Claimed | None:
+    token = new_token()
+    fresh = job.state in _FRESH
+    recovered = not fresh and job.lease_owner is not None
+    released = not fresh and job.lease_owner is None
+    # A graceful release does not use up an attempt; a crash does (a job that
+    # kills its worker every time must end up failed, not loop forever).
+    attempt = job.attempt + (0 if released else 1)
+    updated = (Job.update(claim=token, lease_owner=owner, lease_expires_at=now + ttl,
+                          attempt=attempt, progress_at=now, updated_at=now,
+                          started_at=job.started_at or now)
+               .where((Job.id == job.id) & (Job.claim == job.claim)
+                      & (Job.state == job.state))
+               .execute())
+    if updated != 1:  # pragma: no cover - impossible inside the IMMEDIATE transaction
+        return None
+    event = "recover" if recovered else ("resume" if released else "claim")
+    record_event(event, now=now, job_id=job.id, route=job.route, from_state=job.state,
+                 to_state=job.state, attempt=attempt,
+                 details={"owner": owner, "claim": token,
+                          "previous_owner": job.lease_owner})
+    return Claimed(job.id, token, job.state, recovered, released, attempt)
+
+
+def renew(job_id: int, claim: str, *, now: float, ttl: float, bytes_done: int | None = None,
+          progress_at: float | None = None) -> bool:
+    """Extend the lease; ``False`` when the claim is no longer ours."""
+    fields: dict[str, object] = {"lease_expires_at": now + ttl}
+    if bytes_done is not None:
+        fields["bytes_done"] = bytes_done
+    if progress_at is not None:
+        fields["progress_at"] = progress_at
+    return Job.update(**fields).where((Job.id == job_id) & (Job.claim == claim)).execute() == 1
+
+
+def release(job_id: int, claim: str, *, now: float, reason: str) -> bool:
+    """Give the job back without using up an attempt (graceful stop).
+
+    The state is kept: the next claim resumes the job from where it stopped.
+    """
+    db = database.obj
+    with db.atomic():
+        job = Job.get_or_none((Job.id == job_id) & (Job.claim == claim))
+        if job is None:
+            return False
+        Job.update(claim=None, lease_owner=None, lease_expires_at=None, next_attempt_at=now,
+                   updated_at=now).where((Job.id == job_id) & (Job.claim == claim)).execute()
+        record_event("release", now=now, job_id=job_id, route=job.route,
+                     from_state=job.state, to_state=job.state, attempt=job.attempt,
+                     details={"reason": reason, "bytes_done": job.bytes_done})
+    return True

@@ -1,0 +1,142 @@
+"""Keeping leases alive while bytes move, and noticing when they stop moving.
+
+One :class:`LeaseKeeper` thread per workers process renews the lease of every
+job the process runs, every ``lease.heartbeat`` seconds, but only while the
+job's copy loop reports progress: a job with no progress for
+``lease.stall_timeout`` (a hung NFS mount) is marked ``stalled`` (event and
+alert) and its lease is left to expire, instead of being renewed forever.
+
+A renewal that finds the claim gone (the sweep handed the job to another
+worker after this process was paused) flags the job as lost; the copy loop
+sees the flag at its next progress call and stops with
+:class:`~ketter.errors.LostClaim`, touching nothing but its own temporaries.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ketter.audit.chain import record_event
+from ketter.config import Config
+from ketter.engine.context import TransferContext
+from ketter.errors import LostClaim, ShutdownRequested
+from ketter.jobs.claim import renew
+from ketter.runtime.signals import Shutdown
+from ketter.store.models import database
+
+log = logging.getLogger("ketter.lease")
+
+
+@dataclass
+class ActiveJob:
+    """What the keeper knows of one running job (shared with its worker thread)."""
+
+    job_id: int
+    claim: str
+    route: str
+    attempt: int
+    bytes_done: int = 0
+    phase: str = "start"
+    last_progress: float = field(default_factory=time.monotonic)
+    lost: bool = False
+    stalled: bool = False
+
+
+class JobContext(TransferContext):
+    """The engine's context for a job run by a worker: progress feeds the
+    lease keeper; a stop request or a lost claim aborts at a safe point."""
+
+    def __init__(self, active: ActiveJob, shutdown: Shutdown,
+                 on_warning: Callable[[str, dict], None] | None = None) -> None:
+        super().__init__(str(active.job_id), active.claim)
+        self.active = active
+        self.shutdown = shutdown
+        self._on_warning = on_warning
+
+    def progress(self, bytes_done: int, phase: str) -> None:
+        active = self.active
+        if bytes_done != active.bytes_done or phase != active.phase:
+            active.last_progress = time.monotonic()
+        active.bytes_done = bytes_done
+        active.phase = phase
+        if active.lost:
+            raise LostClaim(f"job {active.job_id}: the claim was taken over; stopping")
+        if self.shutdown.requested:
+            raise ShutdownRequested()
+
+    def warn(self, event: str, **details: object) -> None:
+        super().warn(event, **details)
+        if self._on_warning is not None:
+            self._on_warning(event, dict(details))
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews the leases of this process's running jobs (see module doc)."""
+
+    def __init__(self, config: Config, shutdown: Shutdown,
+                 on_stalled: Callable[[ActiveJob], None] | None = None) -> None:
+        super().__init__(name="lease-keeper", daemon=True)
+        self.config = config
+        self.shutdown = shutdown
+        self.on_stalled = on_stalled
+        self._jobs: dict[int, ActiveJob] = {}
+        self._lock = threading.Lock()
+        self._stop_keeper = threading.Event()
+
+    def add(self, active: ActiveJob) -> None:
+        with self._lock:
+            self._jobs[active.job_id] = active
+
+    def remove(self, active: ActiveJob) -> None:
+        with self._lock:
+            self._jobs.pop(active.job_id, None)
+
+    def running(self) -> list[ActiveJob]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def stop(self) -> None:
+        self._stop_keeper.set()
+
+    def run(self) -> None:
+        interval = self.config.lease.heartbeat
+        while not self._stop_keeper.wait(interval):
+            try:
+                self.renew_all(now=time.time(), mono=time.monotonic())
+            except Exception:  # keep renewing; a DB hiccup must not kill the thread
+                log.exception("lease renewal failed")
+        database.obj.close()
+
+    def renew_all(self, *, now: float, mono: float) -> None:
+        """One renewal round (also called directly by tests with a fake clock)."""
+        lease = self.config.lease
+        for active in self.running():
+            if active.lost:
+                continue
+            if mono - active.last_progress > lease.stall_timeout:
+                if not active.stalled:
+                    active.stalled = True
+                    self._record_stall(active, now, mono - active.last_progress)
+                continue
+            if active.stalled:  # progress came back
+                active.stalled = False
+            ok = renew(active.job_id, active.claim, now=now, ttl=lease.ttl,
+                       bytes_done=active.bytes_done, progress_at=now)
+            if not ok:
+                active.lost = True
+                log.warning("lease lost", extra={"ketter.job_id": active.job_id})
+
+    def _record_stall(self, active: ActiveJob, now: float, idle: float) -> None:
+        with database.obj.atomic():
+            record_event("stalled", now=now, job_id=active.job_id, route=active.route,
+                         attempt=active.attempt,
+                         details={"idle_s": round(idle, 1), "phase": active.phase,
+                                  "bytes_done": active.bytes_done})
+        log.warning("job stalled: no progress", extra={"ketter.job_id": active.job_id,
+                                                     "ketter.route": active.route})
+        if self.on_stalled is not None:
+            self.on_stalled(active)

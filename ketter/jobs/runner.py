@@ -1,0 +1,212 @@
+"""The worker's side of a job: claim it, run its steps, decide what an error means.
+
+Error policy (docs/guarantees.md):
+
+* :class:`RouteUnavailable` — the route is paused (one event and alert per
+  outage); the job waits in ``retry_wait`` *without* using up an attempt.
+* A transient error — ``retry_wait`` with an exponential backoff, after a
+  rollback of anything half-done; out of attempts, ``failed``.
+* A permanent error — ``rolling_back`` then ``failed`` with the error kept.
+* After the placement a job never rolls back: errors retry the remaining
+  work, and running out of attempts fails it with the delivery kept.
+* A stop request (SIGTERM) releases the job without using up an attempt; a
+  lost claim stops the worker without touching anything but its own
+  temporaries.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from ketter.config import Config
+from ketter.engine.cleanup import rollback
+from ketter.engine.oserrors import classify_oserror
+from ketter.errors import (
+    KetterError,
+    LostClaim,
+    PermanentError,
+    RouteUnavailable,
+    ShutdownRequested,
+    TransientError,
+)
+from ketter.jobs.backoff import compute_backoff
+from ketter.jobs.claim import Claimed, claim_job, owner_name, release
+from ketter.jobs.lease import ActiveJob, JobContext, LeaseKeeper
+from ketter.jobs.routes import pause_route
+from ketter.jobs.spec import spec_for
+from ketter.jobs.states import State
+from ketter.jobs.steps import Attempt
+from ketter.jobs.transitions import transition
+from ketter.paths import readable
+from ketter.runtime.signals import Shutdown
+from ketter.store.models import Job
+
+log = logging.getLogger("ketter.jobs")
+S = State
+
+
+class Notifier(Protocol):
+    """Where alerts go (apprise in production; a list in tests)."""
+
+    def notify(self, kind: str, route: str | None, message: str) -> None: ...
+
+
+class LogNotifier:
+    """Default notifier: a warning in the operational log."""
+
+    def notify(self, kind: str, route: str | None, message: str) -> None:
+        log.warning("alert: %s", message, extra={"alert.kind": kind, "ketter.route": route})
+
+
+class JobRunner:
+    """Runs claimed jobs for one workers process (thread-safe: no shared state
+    but the lease keeper's registry)."""
+
+    def __init__(self, config: Config, *, shutdown: Shutdown, keeper: LeaseKeeper,
+                 ring: Callable[[int, float], None] | None = None,
+                 notifier: Notifier | None = None, clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None) -> None:
+        self.config = config
+        self.shutdown = shutdown
+        self.keeper = keeper
+        self._ring = ring
+        self.notifier = notifier or LogNotifier()
+        self.clock = clock
+        self.rng = rng
+
+    # -- entry points --------------------------------------------------------
+
+    def handle(self, hint: int | None) -> int | None:
+        """The queue task: claim the hinted (or best due) job and run it.
+        Returns the id of the job run, if any."""
+        if self.shutdown.requested:
+            return None  # the sweep re-rings after restart
+        claimed = claim_job(self.config, hint=hint, owner=owner_name(self.config.node),
+                            now=self.clock())
+        if claimed is None:
+            return None
+        self.run(claimed)
+        return claimed.job_id
+
+    def run(self, claimed: Claimed) -> None:
+        job = Job.get_by_id(claimed.job_id)
+        active = ActiveJob(job.id, claimed.claim, job.route, claimed.attempt)
+        ctx = JobContext(active, self.shutdown)
+        self.keeper.add(active)
+        attempt: Attempt | None = None
+        try:
+            route = self.config.route(job.route)
+            attempt = Attempt(self, job, claimed, route, spec_for(route, self.config), ctx)
+            attempt.drive()
+        except ShutdownRequested:
+            release(job.id, claimed.claim, now=self.clock(), reason="shutdown")
+            log.info("released on shutdown", extra={"ketter.job_id": job.id})
+        except LostClaim as exc:
+            # Another worker owns the job now: remove only our own temporaries.
+            if attempt is not None:
+                rollback(attempt.dest_dir, ctx.tag)
+            log.warning("stopped: %s", exc, extra={"ketter.job_id": job.id})
+        except KeyError as exc:  # route removed from the config
+            self._on_error(job.id, claimed, attempt, PermanentError(str(exc.args[0])))
+        except KetterError as exc:
+            self._on_error(job.id, claimed, attempt, exc)
+        except OSError as exc:
+            where = attempt.source if attempt else bytes(job.source_path)
+            self._on_error(job.id, claimed, attempt,
+                           classify_oserror(exc, where, "transfer"))
+        except Exception as exc:  # a bug: retried (bounded), loudly logged
+            log.exception("unexpected error", extra={"ketter.job_id": job.id})
+            self._on_error(job.id, claimed, attempt,
+                           TransientError(f"unexpected error: {exc!r}"))
+        finally:
+            self.keeper.remove(active)
+
+    # -- error policy --------------------------------------------------------
+
+    def _on_error(self, job_id: int, claimed: Claimed, attempt: Attempt | None,
+                  exc: KetterError) -> None:
+        job = Job.get_by_id(job_id)
+        if job.claim != claimed.claim:
+            return  # lost meanwhile; the new owner decides
+        state = attempt.state if attempt is not None else State(job.state)
+        message = exc.message
+        now = self.clock()
+        log.warning("job error: %s", message,
+                    extra={"ketter.job_id": job_id, "ketter.route": job.route,
+                           "error.type": type(exc).__name__})
+        if isinstance(exc, RouteUnavailable):
+            if attempt is not None and job.placed_at is None:
+                try:
+                    rollback(attempt.dest_dir, attempt.ctx.tag)
+                except OSError:
+                    pass  # the share is gone; the orphan sweep cleans up later
+            if pause_route(job.route, message, now=now):
+                self.notifier.notify("route_paused", job.route,
+                                     f"route {job.route} paused: {message}")
+            self._to(job_id, state, S.RETRY_WAIT, claimed, error=message,
+                     attempt=max(job.attempt - 1, 0), next_attempt_at=now,
+                     lease_owner=None, lease_expires_at=None,
+                     details={"error": message, "route_paused": True})
+            return
+        placed = job.placed_at is not None
+        permanent = isinstance(exc, PermanentError)
+        exhausted = job.attempt >= self.config.retry.max_attempts
+        if placed:
+            if permanent or exhausted:
+                self._to(job_id, state, S.FAILED, claimed, error=message, completed_at=now,
+                         lease_owner=None, lease_expires_at=None,
+                         details={"error": message, "delivery_kept": True})
+                self.job_failed(job, f"{message} (the delivery is in place and kept)")
+            else:
+                delay = self.backoff(job.attempt)
+                self._to(job_id, state, S.RETRY_WAIT, claimed, error=message,
+                         next_attempt_at=now + delay, lease_owner=None, lease_expires_at=None,
+                         details={"error": message, "delay_s": round(delay, 3)})
+                self.ring_later(job_id, delay)
+            return
+        target = S.FAILED if (permanent or exhausted) else S.RETRY_WAIT
+        if exhausted and not permanent:
+            message = f"{message} (gave up after {job.attempt} attempts)"
+        if state is S.ROLLING_BACK:
+            Job.update(error=message).where(Job.id == job_id).execute()
+        else:
+            self._to(job_id, state, S.ROLLING_BACK, claimed, error=message,
+                     rollback_to=target.value, details={"error": message,
+                                                       "permanent": permanent})
+        if attempt is not None:
+            attempt.state = S.ROLLING_BACK
+            attempt.finish_rollback()
+        else:  # no attempt object (route gone): nothing was written
+            self._to(job_id, S.ROLLING_BACK, target, claimed, rollback_to=None,
+                     completed_at=now if target is S.FAILED else None, next_attempt_at=now,
+                     details={"error": message})
+            if target is S.FAILED:
+                self.job_failed(job, message)
+
+    def _to(self, job_id: int, state: State, new: State, claimed: Claimed,
+            details: dict | None = None, **fields: object) -> None:
+        transition(job_id, state, new, claim=claimed.claim, now=self.clock(),
+                   details=details, **fields)
+
+    # -- helpers used by the steps --------------------------------------------
+
+    def backoff(self, attempt: int) -> float:
+        retry = self.config.retry
+        return compute_backoff(max(attempt, 1), base_delay=retry.base_delay,
+                               max_delay=retry.max_delay, jitter=retry.jitter, rng=self.rng)
+
+    def ring_later(self, job_id: int, delay: float) -> None:
+        if self._ring is not None:
+            self._ring(job_id, delay)
+
+    def job_failed(self, job: Job, error: str) -> None:
+        log.error("job failed: %s", error, extra={"ketter.job_id": job.id,
+                                                  "ketter.route": job.route,
+                                                  "file.path": readable(job.source_path)})
+        self.notifier.notify("job_failed", job.route,
+                             f"job {job.id} on route {job.route} failed: "
+                             f"{readable(job.source_path)}: {error}")

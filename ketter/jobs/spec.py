@@ -1,0 +1,31 @@
+"""From a configured route to the engine's :class:`TransferSpec`."""
+
+from __future__ import annotations
+
+import os
+
+from ketter.config import Config, RouteConfig
+from ketter.engine.spec import TransferSpec
+
+
+def _b(path: str | None) -> bytes | None:
+    return os.fsencode(path) if path is not None else None
+
+
+def spec_for(route: RouteConfig, config: Config) -> TransferSpec:
+    """The engine settings of ``route`` (roots confine every path to it)."""
+    return TransferSpec(
+        mode=route.mode,  # type: ignore[arg-type]
+        verify=route.verify,  # type: ignore[arg-type]
+        conflict=route.conflict,  # type: ignore[arg-type]
+        folders=route.folders,  # type: ignore[arg-type]
+        package_min_files=route.package_min_files,
+        md5=config.hashes.md5,
+        same_fs_move=route.same_fs_move,  # type: ignore[arg-type]
+        source_root=_b(route.source),
+        destination_root=_b(route.destination),
+        source_mount=_b(route.source_mount),
+        destination_mount=_b(route.destination_mount),
+        resume_min_bytes=config.resume_min_bytes,
+        ready_marker=route.ready_marker,
+    )

@@ -1,0 +1,351 @@
+"""The steps of one claimed attempt of a job, each committed before the next.
+
+``detected → validated → (packaged) → transferring → verifying → completed``;
+the placement (``placed_at``) is recorded durably inside ``verifying`` and is
+the point of no return: after it the job only moves forward. A job claimed
+in flight (its worker died or stopped) resumes from its state: a placed job
+finishes its remaining work, a big enough partial file resumes, anything
+else is rolled back and started again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import TYPE_CHECKING, Any
+
+from ketter.config import RouteConfig
+from ketter.engine.cleanup import rollback
+from ketter.engine.mounts import check_mounts
+from ketter.engine.move import delete_source
+from ketter.engine.oserrors import classify_oserror
+from ketter.engine.paths import join, split, temp_name
+from ketter.engine.placement import place
+from ketter.engine.results import CopyResult, Placement
+from ketter.engine.resume import find_partials
+from ketter.engine.source import FileEntry, SourcePlan, inspect_source, scan_tree
+from ketter.engine.spec import TransferSpec
+from ketter.engine.transfer import copy_and_verify, identical_result
+from ketter.errors import DestinationConflict, PermanentError, RouteUnavailable, TransientError
+from ketter.jobs.claim import Claimed
+from ketter.jobs.create import file_source_key, folder_source_key
+from ketter.jobs.lease import JobContext
+from ketter.jobs.states import State
+from ketter.jobs.transitions import mark, transition
+from ketter.paths import readable
+from ketter.store.models import Job, JobFile, database
+
+if TYPE_CHECKING:
+    from ketter.jobs.runner import JobRunner
+
+S = State
+IN_FLIGHT = (S.VALIDATED.value, S.PACKAGED.value, S.TRANSFERRING.value, S.VERIFYING.value)
+
+
+class Attempt:
+    """One claimed run of a job (see module docstring)."""
+
+    def __init__(self, runner: JobRunner, job: Job, claimed: Claimed, route: RouteConfig,
+                 spec: TransferSpec, ctx: JobContext) -> None:
+        self.runner = runner
+        self.job = job
+        self.claim = claimed.claim
+        self.claimed = claimed
+        self.route = route
+        self.spec = spec
+        self.ctx = ctx
+        self.state = State(job.state)
+        self.plan: SourcePlan | None = None
+        self.source = bytes(job.source_path)
+        self.final = self._final_path()
+        if job.source_dev is not None or job.dest_dev is not None:
+            ctx.expected_devs = {k: v for k, v in (("source", job.source_dev),
+                                                   ("destination", job.dest_dev))
+                                 if v is not None}
+
+    # -- bookkeeping -------------------------------------------------------
+
+    def now(self) -> float:
+        return self.runner.clock()
+
+    def to(self, new: State, *, event: str | None = None, details: dict | None = None,
+           fsync: bool = False, **fields: Any) -> None:
+        transition(self.job.id, self.state, new, claim=self.claim, now=self.now(),
+                   event=event, details=details, fsync=fsync, **fields)
+        self.state = new
+
+    def note(self, event: str, *, details: dict | None = None, fsync: bool = False,
+             **fields: Any) -> None:
+        mark(self.job.id, self.state, claim=self.claim, now=self.now(), event=event,
+             details=details, fsync=fsync, **fields)
+
+    def _final_path(self) -> bytes:
+        if self.job.dest_path is not None:
+            return bytes(self.job.dest_path)
+        root = os.fsencode(self.route.source)
+        rel = os.path.relpath(self.source, root)
+        if rel.startswith(b".."):
+            raise PermanentError(f"source {readable(self.source)!r} is not under the route's "
+                                 f"source {self.route.source}")
+        return join(os.fsencode(self.route.destination), rel)
+
+    @property
+    def dest_dir(self) -> bytes:
+        return split(self.final)[0]
+
+    # -- driving -----------------------------------------------------------
+
+    def drive(self) -> None:
+        job, state = self.job, self.state
+        if state is S.ROLLING_BACK:
+            self.finish_rollback()
+            if self.state is not S.RETRY_WAIT:
+                return
+            state = self.state
+        if job.placed_at is not None:
+            if state in (S.RETRY_WAIT, S.DETECTED):
+                self.to(S.VERIFYING, event="retry", details={"after": "placement"})
+            self.after_placement()
+            return
+        max_attempts = self.runner.config.retry.max_attempts
+        if self.claimed.attempt > max_attempts:
+            raise PermanentError(f"gave up after {max_attempts} attempts (the last ones "
+                                 "were interrupted: the worker died while running it)")
+        if state.value in IN_FLIGHT:
+            if state is S.VERIFYING and self._own_copy_in_place():
+                self.note("recover", fsync=True, placed_at=self.now(),
+                          details={"found": readable(self.final),
+                                   "inode": self.job.placed_inode})
+                self.after_placement()
+                return
+            if self.job.kind == "file" and self._resumable_partial():
+                self.resume_copy()
+                return
+            self.to(S.ROLLING_BACK, rollback_to=S.RETRY_WAIT.value,
+                    details={"reason": f"interrupted in {state}; starting again"})
+            self.finish_rollback(delay=0.0)
+        if self.state is S.RETRY_WAIT:
+            self.to(S.DETECTED, event="retry", details={"attempt": self.claimed.attempt})
+        self.validate()
+        if self.state is S.COMPLETED:
+            return
+        self.copy(resume=False)
+
+    # -- steps ---------------------------------------------------------------
+
+    def inspect(self) -> SourcePlan:
+        """The source as it is now; refuses one that is not the detected version."""
+        plan = inspect_source(self.spec, self.source)
+        job = self.job
+        if plan.kind != job.kind:
+            raise PermanentError(f"source {readable(self.source)!r} is now a {plan.kind}, "
+                                 f"not the {job.kind} that was detected")
+        rel = os.path.relpath(self.source, os.fsencode(self.route.source))
+        if plan.kind == "file":
+            key = file_source_key(job.route, rel, plan.size, plan.mtime_ns, plan.ino)
+            if job.source_size is None:
+                pass  # submitted without an identity (one-shot transfer)
+            elif key != job.source_key:
+                raise PermanentError(
+                    f"source {readable(self.source)!r} changed since it was detected "
+                    f"(size/mtime/inode differ); the new version is a new job")
+        else:
+            if self.route.folders != "as_unit":
+                raise PermanentError("a folder job needs a route with folders: as_unit")
+            key = folder_source_key(job.route, rel, plan.listing_sha256)
+            if job.source_size is not None and key != job.source_key:
+                raise PermanentError(
+                    f"source folder {readable(self.source)!r} changed since it was detected; "
+                    "the new version is a new job")
+        for relpath, why in plan.skipped:
+            self.ctx.warn("skip", path=readable(relpath), reason=why)
+        self.plan = plan
+        return plan
+
+    def validate(self) -> None:
+        plan = self.inspect()
+        devs = check_mounts(self.spec, self.ctx.expected_devs)
+        self.ctx.expected_devs = devs
+        try:
+            os.makedirs(self.dest_dir, exist_ok=True)
+        except OSError as exc:
+            raise classify_oserror(exc, self.dest_dir,
+                                          "create the destination folder") from exc
+        if self.spec.conflict == "fail" and os.path.lexists(self.final):
+            raise DestinationConflict(
+                f"destination {readable(self.final)!r} already exists and the route's "
+                "conflict policy is 'fail'; remove it or change the policy, then re-queue")
+        self._check_space(plan.size)
+        if plan.kind == "folder":
+            self._record_manifest(plan)
+        self.to(S.VALIDATED, dest_path=self.final, dest_display=readable(self.final),
+                size=plan.size, file_count=len(plan.files) if plan.kind == "folder" else 1,
+                source_dev=devs.get("source"), dest_dev=devs.get("destination"),
+                source_size=plan.size if plan.kind == "file" else self.job.source_size,
+                details={"source": readable(self.source), "destination": readable(self.final),
+                         "size": plan.size, "kind": plan.kind})
+
+    def _check_space(self, size: int) -> None:
+        try:
+            usage = shutil.disk_usage(self.dest_dir)
+        except OSError as exc:
+            raise classify_oserror(exc, self.dest_dir, "check free space") from exc
+        needed = self.route.min_free.required(usage.total)
+        if usage.free < needed:
+            raise RouteUnavailable(f"destination {self.route.destination} has {usage.free} "
+                                   f"bytes free, below min_free {self.route.min_free}")
+        if usage.free - size < needed:
+            raise TransientError(f"{readable(self.source)!r} ({size} bytes) does not fit in "
+                                 f"{self.route.destination} ({usage.free} bytes free, "
+                                 f"min_free {self.route.min_free}); retried later")
+
+    def _record_manifest(self, plan: SourcePlan) -> None:
+        with database.obj.atomic():
+            JobFile.delete().where(JobFile.job_id == self.job.id).execute()
+            rows = [dict(job_id=self.job.id, relpath=e.relpath,
+                         relpath_display=readable(e.relpath), size=e.size,
+                         mtime_ns=e.mtime_ns, mode=e.mode, inode=e.ino) for e in plan.files]
+            for start in range(0, len(rows), 500):
+                JobFile.insert_many(rows[start:start + 500]).execute()
+
+    def copy(self, *, resume: bool) -> None:
+        assert self.plan is not None
+        plan = self.plan
+        result: CopyResult | None = None
+        if self.spec.conflict == "skip_identical":
+            result = identical_result(self.spec, plan, self.final)
+        packaged = (plan.kind == "folder"
+                    and 0 < self.spec.package_min_files <= len(plan.files))
+        if self.state is S.VALIDATED and packaged and result is None:
+            self.to(S.PACKAGED, details={"files": len(plan.files), "bytes": plan.size})
+        if self.state in (S.VALIDATED, S.PACKAGED):
+            self.to(S.TRANSFERRING, details={"resume": resume, "skipped": result is not None})
+        if result is None:
+            result = copy_and_verify(self.spec, plan, self.final, self.ctx, resume=resume)
+        self.verified(result)
+
+    def resume_copy(self) -> None:
+        self.inspect()
+        check_mounts(self.spec, self.ctx.expected_devs)
+        if self.state in (S.VALIDATED, S.PACKAGED):
+            self.to(S.TRANSFERRING, details={"resume": True})
+        else:
+            self.note("resume", details={"state": self.state.value})
+        self.copy(resume=True)
+
+    def verified(self, result: CopyResult) -> None:
+        temp_ino = None
+        if result.temp_path:
+            temp_ino = os.lstat(result.temp_path).st_ino
+        hashes = result.hashes
+        if result.files:
+            with database.obj.atomic():
+                for fh in result.files:
+                    (JobFile.update(sha256=fh.hashes.get("sha256"),
+                                    xxh128=fh.hashes.get("xxh128"),
+                                    xxh64=fh.hashes.get("xxh64"))
+                     .where((JobFile.job_id == self.job.id) & (JobFile.relpath == fh.relpath))
+                     .execute())
+            hashes = result.package_hashes or {}
+        details = {"algorithm": result.verify, "verified": True, "skipped": result.skipped,
+                   "bytes": result.bytes_copied, "resumed_from": result.resumed_from,
+                   "seconds": round(result.seconds, 3), "packaged": result.packaged,
+                   **{k: v for k, v in result.hashes.items()}}
+        if self.state is S.TRANSFERRING:
+            self.to(S.VERIFYING, details=details, placed_inode=temp_ino,
+                    sha256=hashes.get("sha256"), xxh128=hashes.get("xxh128"),
+                    xxh64=hashes.get("xxh64"), md5=hashes.get("md5"),
+                    bytes_done=result.bytes_copied + result.resumed_from)
+        else:
+            self.note("verify", details=details, placed_inode=temp_ino,
+                      sha256=hashes.get("sha256"), xxh128=hashes.get("xxh128"),
+                      xxh64=hashes.get("xxh64"))
+        placement = place(self.spec, result, self.ctx)
+        self.placed(placement)
+        self.after_placement(placement)
+
+    def placed(self, placement: Placement) -> None:
+        self.final = placement.final_path
+        event = "skip" if placement.skipped else "place"
+        details = {"destination": readable(placement.final_path), "mode": placement.mode,
+                   "replaced": placement.replaced}
+        if placement.skipped:
+            details["reason"] = "identical file already at the destination"
+        # Durable: power loss after this commit must not forget the delivery.
+        self.note(event, fsync=True, placed_at=self.now(), placed_inode=placement.ino,
+                  dest_path=placement.final_path,
+                  dest_display=readable(placement.final_path), details=details)
+
+    def after_placement(self, placement: Placement | None = None) -> None:
+        job = Job.get_by_id(self.job.id)
+        if placement is None:
+            final = bytes(job.dest_path)
+            st = os.lstat(final) if os.path.lexists(final) else None
+            placement = Placement(final, job.placed_inode or 0, st.st_dev if st else 0,
+                                  False, "recorded")
+        if self.spec.mode == "move":
+            plan = self.plan or self._plan_from_row(job)
+            result = delete_source(self.spec, plan, placement, self.ctx)
+            self.note("delete_source", fsync=True, details={
+                "source": readable(self.source), "deleted": len(result.deleted),
+                "already_gone": len(result.already_gone),
+                "kept_changed": [readable(p) for p in result.kept],
+                "marker": self.spec.ready_marker})
+        self.to(S.COMPLETED, fsync=True, completed_at=self.now(), error=None,
+                lease_owner=None, lease_expires_at=None, bytes_done=job.size,
+                details={"destination": readable(placement.final_path), "size": job.size,
+                         "sha256": job.sha256, "xxh128": job.xxh128,
+                         "files": job.file_count})
+
+    def _plan_from_row(self, job: Job) -> SourcePlan:
+        files = tuple(FileEntry(bytes(f.relpath), f.size, f.mtime_ns, f.mode, f.inode or 0)
+                      for f in JobFile.select().where(JobFile.job_id == job.id)
+                      .order_by(JobFile.relpath))
+        dirs: tuple[FileEntry, ...] = ()
+        if job.kind == "folder" and os.path.isdir(self.source):
+            dirs = tuple(scan_tree(self.source)[1])
+        return SourcePlan(path=self.source, kind=job.kind, size=job.size,
+                          mtime_ns=job.source_mtime_ns or 0, ino=job.source_inode or 0,
+                          dev=job.source_dev or 0, mode=0, files=files, dirs=dirs)
+
+    def _own_copy_in_place(self) -> bool:
+        """Crash between the rename and its record: our inode is under the final name."""
+        if self.job.placed_inode is None:
+            return False
+        try:
+            return os.lstat(self.final).st_ino == self.job.placed_inode
+        except OSError:
+            return False
+
+    def _resumable_partial(self) -> bool:
+        parent, name = split(self.final)
+        out = join(parent, temp_name(self.ctx.tag, name, "part"))
+        for partial in find_partials(out, name, self.ctx):
+            try:
+                if os.lstat(partial).st_size >= max(self.spec.resume_min_bytes, 1):
+                    return True
+            except OSError:
+                continue
+        return False
+
+    # -- undo -----------------------------------------------------------------
+
+    def finish_rollback(self, delay: float | None = None) -> None:
+        """Idempotent undo: every temporary of this job, any claim; never a source."""
+        self.ctx.fault("mid-rollback")
+        removed = rollback(self.dest_dir, self.ctx.job_prefix)
+        job = Job.get_by_id(self.job.id)
+        target = State(job.rollback_to or S.FAILED.value)
+        details = {"removed": [readable(p) for p in removed]}
+        if target is S.RETRY_WAIT:
+            if delay is None:
+                delay = self.runner.backoff(job.attempt)
+            self.to(S.RETRY_WAIT, next_attempt_at=self.now() + delay, rollback_to=None,
+                    lease_owner=None, lease_expires_at=None,
+                    details={**details, "delay_s": round(delay, 3)})
+            if delay > 0:
+                self.runner.ring_later(self.job.id, delay)
+        else:
+            self.to(S.FAILED, rollback_to=None, lease_owner=None, lease_expires_at=None,
+                    completed_at=self.now(), details={**details, "error": job.error})
+            self.runner.job_failed(job, job.error or "failed")

@@ -1,0 +1,92 @@
+"""Submitting a path by hand (``ketter enqueue``) under the watcher's identity rules.
+
+An in-flight version is not enqueued twice; on a copy route an already
+delivered version is not delivered again (the file must change first).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from dataclasses import dataclass
+
+from ketter.config import Config, RouteConfig
+from ketter.engine.paths import join
+from ketter.engine.source import inspect_source, scan_tree
+from ketter.errors import PathOutsideRoute, PermanentError
+from ketter.jobs.create import (
+    NewJob,
+    active_job,
+    create_job,
+    file_source_key,
+    folder_source_key,
+    last_job,
+)
+from ketter.jobs.spec import spec_for
+from ketter.jobs.states import State
+from ketter.paths import readable
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job_id: int
+    created: bool
+    message: str
+
+
+def owner_of(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def submit_path(config: Config, route: RouteConfig, path: bytes, *,
+                now: float) -> list[Submitted]:
+    """Create the job(s) for ``path`` on ``route``: one for a file or an
+    ``as_unit`` folder, one per file for a folder on a ``per_file`` route."""
+    root = os.fsencode(route.source)
+    rel = os.path.relpath(path, root)
+    if rel == b".":  # the whole route: every top-level entry
+        out: list[Submitted] = []
+        for name in sorted(os.listdir(path)):
+            if not name.startswith(b".") and not os.path.islink(join(path, name)):
+                out += submit_path(config, route, join(path, name), now=now)
+        return out
+    if rel.startswith(b".."):
+        raise PathOutsideRoute(f"{readable(path)!r} is not inside route {route.name}'s "
+                               f"source {route.source}")
+    spec = spec_for(route, config)
+    plan = inspect_source(spec, path)
+    if plan.kind == "folder" and route.folders == "per_file":
+        files, _dirs, _skipped = scan_tree(path)
+        found: list[Submitted] = []
+        for entry in files:
+            found += submit_path(config, route, join(path, entry.relpath), now=now)
+        return found
+    if plan.kind == "folder":
+        key = folder_source_key(route.name, rel, plan.listing_sha256)
+    else:
+        key = file_source_key(route.name, rel, plan.size, plan.mtime_ns, plan.ino)
+    shown = readable(path)
+    running = active_job(key)
+    if running is not None:
+        return [Submitted(running.id, False, f"{shown}: already queued as job {running.id} "
+                                             f"({running.state})")]
+    previous = last_job(key)
+    if previous is not None and previous.state == State.COMPLETED.value \
+            and route.mode == "copy":
+        return [Submitted(previous.id, False, f"{shown}: this version was delivered by job "
+                                              f"{previous.id}; change the file to send it "
+                                              "again")]
+    if plan.kind == "folder" and not plan.files:
+        raise PermanentError(f"{shown}: the folder holds no files")
+    st = os.lstat(path)
+    created = create_job(NewJob(
+        route=route.name, mode=route.mode, kind=plan.kind, source_path=path, source_key=key,
+        size=plan.size, file_count=len(plan.files) if plan.kind == "folder" else 1,
+        source_size=plan.size, source_mtime_ns=plan.mtime_ns, source_inode=plan.ino,
+        source_dev=None, source_owner=owner_of(st.st_uid), priority=route.priority,
+    ), node=config.node, now=now, event_details={"by": "ketter enqueue"})
+    return [Submitted(created.job_id, created.created,
+                      f"{shown}: queued as job {created.job_id}")]

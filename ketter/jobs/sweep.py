@@ -1,0 +1,103 @@
+"""The recovery sweep: no due job is left without a doorbell.
+
+Runs at worker start and every ``lease.sweep_interval``. It covers every way
+a message can be lost — the watcher killed after committing a row but before
+enqueueing it, a worker killed after Huey handed it a message but before the
+claim, a worker killed mid-job (its lease expires) — by counting the jobs
+that are due and unowned and ringing for those the queue does not cover
+(rq's ``StartedJobRegistry.cleanup()`` in spirit). It also resumes paused
+routes whose share came back and removes orphaned temporaries.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ketter.config import Config
+from ketter.engine.cleanup import find_orphans
+from ketter.jobs.claim import paused_routes
+from ketter.jobs.routes import resume_route, unavailable_reason
+from ketter.jobs.states import TERMINAL
+from ketter.store.models import Job, RouteStatus
+
+log = logging.getLogger("ketter.sweep")
+_TERMINAL = [s.value for s in TERMINAL]
+
+
+@dataclass
+class SweepReport:
+    due: int = 0
+    pending: int = 0
+    rung: list[int] = field(default_factory=list)
+    expired_leases: int = 0
+    resumed_routes: list[str] = field(default_factory=list)
+    orphans_removed: int = 0
+
+
+def due_jobs(config: Config, now: float, limit: int) -> list[int]:
+    """Ids of unowned jobs that are due, on running routes, best first."""
+    known = [r.name for r in config.routes]
+    paused = paused_routes()
+    query = (Job.select(Job.id)
+             .where(Job.state.not_in(_TERMINAL)
+                    & (Job.lease_expires_at.is_null() | (Job.lease_expires_at <= now))
+                    & (Job.next_attempt_at.is_null() | (Job.next_attempt_at <= now))
+                    & Job.route.in_(known) & Job.route.not_in(list(paused)))
+             .order_by(Job.priority.desc(), Job.id)
+             .limit(limit))
+    return [job.id for job in query]
+
+
+def sweep(config: Config, *, now: float, pending: Callable[[], int],
+          ring: Callable[[int], None], cleanup_orphans: bool = False) -> SweepReport:
+    """One sweep (pure of time: ``now`` is passed in, so tests need no sleeps)."""
+    report = SweepReport()
+    for status in RouteStatus.select().where(RouteStatus.paused == 1):
+        try:
+            route = config.route(status.route)
+        except KeyError:
+            continue
+        if unavailable_reason(route) is None and resume_route(route.name, now=now):
+            report.resumed_routes.append(route.name)
+    report.expired_leases = (Job.select()
+                             .where(Job.state.not_in(_TERMINAL)
+                                    & Job.lease_owner.is_null(False)
+                                    & (Job.lease_expires_at <= now))
+                             .count())
+    report.pending = pending()
+    # Ring only for due jobs beyond what the queue already holds; a message
+    # is a doorbell for "the best due job", so which ids we ring for matters
+    # less than how many (duplicates are harmless, just wasted wake-ups).
+    window = max(report.pending + 1000, 1000)
+    due = due_jobs(config, now, window)
+    report.due = len(due)
+    for job_id in due[report.pending:]:
+        ring(job_id)
+        report.rung.append(job_id)
+    if cleanup_orphans:
+        report.orphans_removed = remove_orphans(config)
+    if report.rung or report.resumed_routes or report.orphans_removed:
+        log.info("sweep", extra={"ketter.due": report.due, "ketter.pending": report.pending,
+                                 "ketter.rung": len(report.rung),
+                                 "ketter.expired_leases": report.expired_leases,
+                                 "ketter.resumed_routes": report.resumed_routes,
+                                 "ketter.orphans_removed": report.orphans_removed})
+    return report
+
+
+def remove_orphans(config: Config) -> int:
+    """Remove temporaries (``.ketter-<job>-…``) of jobs that are no longer active."""
+    active = {str(j.id) for j in Job.select(Job.id).where(Job.state.not_in(_TERMINAL))}
+    removed = 0
+    for route in config.routes:
+        if not os.path.isdir(route.destination) or unavailable_reason(route) is not None:
+            continue
+        try:
+            removed += len(find_orphans(os.fsencode(route.destination),
+                                        lambda job: job in active))
+        except OSError as exc:
+            log.warning("orphan sweep failed: %s", exc, extra={"ketter.route": route.name})
+    return removed

@@ -1,0 +1,163 @@
+"""``ketter workers``: the Huey consumer running transfer jobs, plus the
+threads that keep it honest (lease keeper, recovery sweep, heartbeat).
+
+Huey's thread workers execute the task body, :meth:`JobRunner.handle`. Huey
+3.5 makes only one of SIGINT/SIGTERM graceful and cannot interrupt thread
+workers, so its signal handlers are replaced by Ketter's (see
+:mod:`ketter.runtime.signals`): the first SIGTERM or SIGINT stops claiming,
+the copy loops notice within a second, release their jobs (no attempt used)
+and the process exits 0 within ``shutdown_timeout``; a second signal exits
+at once and the next start's sweep recovers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+
+from ketter.audit import chain
+from ketter.config import Config, load_config
+from ketter.jobs.lease import ActiveJob, LeaseKeeper
+from ketter.jobs.runner import JobRunner, LogNotifier, Notifier
+from ketter.jobs.sweep import sweep
+from ketter.runtime.signals import Shutdown
+from ketter.store.db import open_store
+from ketter.store.models import Heartbeat, database
+from workers.app import Queue, build_queue
+
+log = logging.getLogger("ketter.workers")
+
+#: How often the orphan sweep walks the destinations (it is a full walk).
+ORPHAN_SWEEP_EVERY = 600.0
+
+
+def read_hmac_key(config: Config) -> bytes | None:
+    path = config.audit.hmac_key_file
+    if not path:
+        return None
+    with open(path, "rb") as fh:
+        return fh.read().strip() or None
+
+
+def write_heartbeat(component: str, node: str, details: dict, *, now: float) -> None:
+    with database.obj.atomic():
+        (Heartbeat.insert(component=component, node=node, pid=os.getpid(), ts=now,
+                          details=json.dumps(details, ensure_ascii=False))
+         .on_conflict(conflict_target=[Heartbeat.component, Heartbeat.node],
+                      update={Heartbeat.pid: os.getpid(), Heartbeat.ts: now,
+                              Heartbeat.details: json.dumps(details, ensure_ascii=False)})
+         .execute())
+
+
+class WorkersProcess:
+    """Everything ``ketter workers`` runs, built from the config in one place."""
+
+    def __init__(self, config: Config, *, workers: int | None = None,
+                 shutdown: Shutdown | None = None, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.workers = workers or config.workers
+        self.shutdown = shutdown or Shutdown()
+        self.notifier = notifier or LogNotifier()
+        self.queue: Queue | None = None
+
+    def _stalled(self, active: ActiveJob) -> None:
+        self.notifier.notify("stalled", active.route,
+                             f"job {active.job_id} on route {active.route} stalled: no "
+                             f"progress for {self.config.lease.stall_timeout:g}s "
+                             f"(phase {active.phase}); is the share hung?")
+
+    def run(self, *, install_signals: bool = True) -> int:
+        config = self.config
+        open_store(config.db_path)
+        chain.configure(node=config.node, hmac_key=read_hmac_key(config))
+        keeper = LeaseKeeper(config, self.shutdown, on_stalled=self._stalled)
+        runner = JobRunner(config, shutdown=self.shutdown, keeper=keeper,
+                           ring=lambda job_id, delay: queue.ring(job_id, delay=delay),
+                           notifier=self.notifier)
+        queue = self.queue = build_queue(config, handler=runner.handle)
+        consumer = queue.huey.create_consumer(
+            workers=self.workers, worker_type="thread", periodic=False,
+            initial_delay=0.05, backoff=1.5, max_delay=1.0,
+            check_worker_health=True, shutdown_timeout=config.shutdown_timeout)
+        now = time.time()
+        with database.obj.atomic():
+            chain.record_event("workers_started", now=now, details={
+                "workers": self.workers, "pid": os.getpid(), "config": config.path,
+                "routes": [r.name for r in config.routes]})
+        consumer.start()
+        if install_signals:
+            # After consumer.start(): it installs huey's own handlers; ours win.
+            self.shutdown.install()
+        keeper.start()
+        log.info("workers started", extra={"ketter.workers": self.workers})
+        try:
+            self._loop(queue, runner, keeper)
+        finally:
+            log.info("stopping: waiting for running transfers to checkpoint")
+            consumer.stop(graceful=True)
+            keeper.stop()
+            with database.obj.atomic():
+                chain.record_event("workers_stopped", now=time.time(),
+                                   details={"pid": os.getpid()})
+            write_heartbeat("workers", config.node, {"stopped": True}, now=time.time())
+            queue.close()
+            log.info("workers stopped")
+        return 0
+
+    def _loop(self, queue: Queue, runner: JobRunner, keeper: LeaseKeeper) -> None:
+        next_sweep = 0.0
+        next_orphans = 0.0
+        next_beat = 0.0
+        while not self.shutdown.requested:
+            mono = time.monotonic()
+            now = time.time()
+            if self.shutdown.reload.is_set():
+                self.shutdown.reload.clear()
+                self._reload(runner, keeper)
+            if mono >= next_sweep:
+                orphans = mono >= next_orphans
+                try:
+                    sweep(self.config, now=now, pending=queue.pending, ring=queue.ring,
+                          cleanup_orphans=orphans)
+                except Exception:
+                    log.exception("sweep failed")
+                next_sweep = mono + self.config.lease.sweep_interval
+                if orphans:
+                    next_orphans = mono + ORPHAN_SWEEP_EVERY
+            if mono >= next_beat:
+                running = [{"job_id": a.job_id, "phase": a.phase, "bytes": a.bytes_done}
+                           for a in keeper.running()]
+                write_heartbeat("workers", self.config.node,
+                                {"workers": self.workers, "running": running}, now=now)
+                next_beat = mono + self.config.lease.heartbeat
+            self.shutdown.wait(min(0.5, self.config.lease.sweep_interval))
+
+    def _reload(self, runner: JobRunner, keeper: LeaseKeeper) -> None:
+        """SIGHUP: load the config again and apply it between jobs, unless the
+        change needs filesystem access the service was not started with."""
+        try:
+            new = load_config(self.config.path)
+        except Exception as exc:
+            log.error("reload refused: %s", exc)
+            return
+        old_roots = {(r.source, r.destination) for r in self.config.routes}
+        new_roots = {(r.source, r.destination) for r in new.routes}
+        if not new_roots <= old_roots or new.state_dir != self.config.state_dir:
+            log.error("reload refused: new route folders or a new state_dir need new "
+                      "filesystem permissions; restart the service (systemctl restart "
+                      "ketter-workers) after updating the units (ketter deploy units)")
+            return
+        new = dataclasses.replace(new, path=self.config.path)
+        self.config = runner.config = keeper.config = new
+        log.info("config reloaded", extra={"ketter.routes": [r.name for r in new.routes]})
+
+
+def run_workers(config: Config, workers: int | None = None) -> int:
+    """Entry point of ``ketter workers``."""
+    return WorkersProcess(config, workers=workers).run()
+
+
+__all__ = ["WorkersProcess", "run_workers"]
