@@ -7,6 +7,7 @@ them can itself be killed half-way (fault point ``mid-rollback``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -29,17 +30,13 @@ def remove_path(path: bytes) -> None:
         # A copied read-only folder cannot be emptied until it is writable.
         for root, dirs, _files in os.walk(path):
             for d in dirs:
-                try:
+                with contextlib.suppress(OSError):
                     os.chmod(join(root, d), 0o700, follow_symlinks=False)
-                except OSError:
-                    pass
         os.chmod(path, 0o700)
         shutil.rmtree(path, ignore_errors=False, onerror=_missing_ok)
     else:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
 
 
 def _missing_ok(func: object, path: object, exc_info: object) -> None:
@@ -100,12 +97,17 @@ def temp_job_id(name: bytes) -> str | None:
     """Job id of a ``.ketter-<job>-<claim>-<name>.<kind>`` temporary."""
     if not name.startswith(TEMP_PREFIX) or name.startswith(PROBE_PREFIX):
         return None
-    job = name[len(TEMP_PREFIX):].split(b"-", 1)[0]
+    job = name[len(TEMP_PREFIX) :].split(b"-", 1)[0]
     return job.decode("ascii", "replace") or None
 
 
-def find_orphans(dest_root: bytes, is_active: Callable[[str], bool], *,
-                 remove: bool = True, probe_age: float = 3600.0) -> list[bytes]:
+def find_orphans(
+    dest_root: bytes,
+    is_active: Callable[[str], bool],
+    *,
+    remove: bool = True,
+    probe_age: float = 3600.0,
+) -> list[bytes]:
     """Temporaries below ``dest_root`` whose job is not active (removed
     unless ``remove=False``); stale placement probes go too."""
     found: list[bytes] = []
@@ -129,7 +131,11 @@ def find_orphans(dest_root: bytes, is_active: Callable[[str], bool], *,
                 continue
             found.append(path)
             if remove:
-                rollback(root, TEMP_PREFIX.decode() + name[len(TEMP_PREFIX):].split(b"-", 1)[0]
-                         .decode("ascii", "replace") + "-")
+                rollback(
+                    root,
+                    TEMP_PREFIX.decode()
+                    + name[len(TEMP_PREFIX) :].split(b"-", 1)[0].decode("ascii", "replace")
+                    + "-",
+                )
         dirs[:] = [d for d in dirs if not d.startswith(TEMP_PREFIX)]
     return found

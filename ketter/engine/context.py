@@ -19,8 +19,13 @@ from typing import Any
 _TOKEN = re.compile(r"[A-Za-z0-9_.]{1,64}")
 
 FAULT_POINTS = frozenset(
-    {"mid-copy", "after-fsync-before-place", "after-place", "between-source-deletes",
-     "mid-rollback"}
+    {
+        "mid-copy",
+        "after-fsync-before-place",
+        "after-place",
+        "between-source-deletes",
+        "mid-rollback",
+    }
 )
 
 

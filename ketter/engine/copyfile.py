@@ -67,8 +67,10 @@ def open_source(path: bytes, e: FileEntry) -> int:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or not same_identity(st, e):
         os.close(fd)
-        raise SourceChanged(f"source {show(path)} changed since it was inspected "
-                            "(size, mtime or inode); it is copied again once stable")
+        raise SourceChanged(
+            f"source {show(path)} changed since it was inspected "
+            "(size, mtime or inode); it is copied again once stable"
+        )
     return fd
 
 
@@ -77,8 +79,10 @@ def check_source_final(path: bytes, fd: int, e: FileEntry) -> None:
     open()+fstat() so an NFS/SMB client revalidates instead of answering
     from its attribute cache."""
     if not same_identity(os.fstat(fd), e):
-        raise SourceChanged(f"source {show(path)} was modified while it was being "
-                            "copied; it is copied again once stable")
+        raise SourceChanged(
+            f"source {show(path)} was modified while it was being "
+            "copied; it is copied again once stable"
+        )
     try:
         fd2 = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
@@ -88,8 +92,10 @@ def check_source_final(path: bytes, fd: int, e: FileEntry) -> None:
     finally:
         os.close(fd2)
     if not same_identity(st, e):
-        raise SourceChanged(f"source {show(path)} was replaced or modified while it "
-                            "was being copied; it is copied again once stable")
+        raise SourceChanged(
+            f"source {show(path)} was replaced or modified while it "
+            "was being copied; it is copied again once stable"
+        )
 
 
 def apply_metadata(fd: int, e: FileEntry) -> None:
@@ -100,8 +106,9 @@ def apply_metadata(fd: int, e: FileEntry) -> None:
 
 def create_temp(path: bytes) -> int:
     try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                       | os.O_CLOEXEC, 0o600)
+        return os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
     except FileExistsError:
         raise  # a name the destination merged (case/unicode) or a stale temporary
     except OSError as exc:
@@ -179,8 +186,14 @@ class _HashThread:
 
 
 def copy_durable(
-    spec: TransferSpec, ctx: TransferContext, src: bytes, e: FileEntry, out: bytes, *,
-    progress: Progress, resume: bool = False,
+    spec: TransferSpec,
+    ctx: TransferContext,
+    src: bytes,
+    e: FileEntry,
+    out: bytes,
+    *,
+    progress: Progress,
+    resume: bool = False,
 ) -> FileCopy:
     """Copy with checkpoints and the trailing verification; fsynced and
     compared from disk on return. ``out`` may hold a partial to resume."""
@@ -222,8 +235,10 @@ def copy_durable(
                     break
                 if pos + n > e.size:
                     hasher.free.put(buf)
-                    raise SourceChanged(f"source {show(src)} grew while it was being "
-                                        "copied; it is copied again once stable")
+                    raise SourceChanged(
+                        f"source {show(src)} grew while it was being "
+                        "copied; it is copied again once stable"
+                    )
                 write_all(ofd, memoryview(buf)[:n], out)
                 hasher.work.put((buf, n))
                 pos += n
@@ -232,8 +247,9 @@ def copy_durable(
                     window = pos
                     st = os.fstat(sfd)
                     if (st.st_size, st.st_mtime_ns) != (e.size, e.mtime_ns):
-                        raise SourceChanged(f"source {show(src)} was modified while "
-                                            "it was being copied")
+                        raise SourceChanged(
+                            f"source {show(src)} was modified while it was being copied"
+                        )
                     if not faulted:
                         faulted = True
                         ctx.fault("mid-copy")

@@ -38,8 +38,9 @@ def _hash_source(path: bytes, e: FileEntry, algos: tuple[str, ...]) -> dict[str,
         os.close(fd)
 
 
-def _same_pair(src: bytes, e: FileEntry, dst: bytes, algo: str,
-               algos: tuple[str, ...] = ()) -> tuple[bool, dict[str, str]]:
+def _same_pair(
+    src: bytes, e: FileEntry, dst: bytes, algo: str, algos: tuple[str, ...] = ()
+) -> tuple[bool, dict[str, str]]:
     """Hash source (every algorithm: this is its one read) and destination
     side by side in two threads."""
     out: dict[str, str] = {}
@@ -72,8 +73,9 @@ def check_existing(spec: TransferSpec, plan: SourcePlan, final_path: bytes) -> S
     return compare_existing(spec, plan, final_path)[0]
 
 
-def compare_existing(spec: TransferSpec, plan: SourcePlan, final_path: bytes
-                     ) -> tuple[State, dict[str, str], list[FileHashes]]:
+def compare_existing(
+    spec: TransferSpec, plan: SourcePlan, final_path: bytes
+) -> tuple[State, dict[str, str], list[FileHashes]]:
     """:func:`check_existing` plus the source checksums when identical."""
     try:
         st = os.lstat(final_path)
@@ -82,8 +84,9 @@ def compare_existing(spec: TransferSpec, plan: SourcePlan, final_path: bytes
     if plan.kind == "file":
         if not stat.S_ISREG(st.st_mode) or st.st_size != plan.size:
             return "different", {}, []
-        same, hashes = _same_pair(plan.path, plan_entry(plan), final_path, spec.verify,
-                                  spec.algorithms)
+        same, hashes = _same_pair(
+            plan.path, plan_entry(plan), final_path, spec.verify, spec.algorithms
+        )
         return ("identical" if same else "different"), hashes, []
     if not stat.S_ISDIR(st.st_mode):
         return "different", {}, []
@@ -92,8 +95,9 @@ def compare_existing(spec: TransferSpec, plan: SourcePlan, final_path: bytes
         return "different", {}, []
     out = []
     for e in plan.files:
-        same, hashes = _same_pair(plan.entry_path(e), e, join(final_path, e.relpath),
-                                  spec.verify, spec.algorithms)
+        same, hashes = _same_pair(
+            plan.entry_path(e), e, join(final_path, e.relpath), spec.verify, spec.algorithms
+        )
         if not same:
             return "different", {}, []
         out.append(FileHashes(e.relpath, e.size, hashes))
@@ -112,8 +116,6 @@ def matches_result(final: bytes, result: CopyResult) -> bool:
         files, _dirs, _skipped = scan_tree(final)
         if [f.relpath for f in files] != [f.relpath for f in result.files]:
             return False
-        return all(
-            _hash_path(join(final, f.relpath), algo) == f.hashes[algo] for f in result.files
-        )
+        return all(_hash_path(join(final, f.relpath), algo) == f.hashes[algo] for f in result.files)
     except OSError:
         return False

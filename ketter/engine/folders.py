@@ -9,6 +9,7 @@ is then evicted and read back from the disk, so "verified" still means
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import unicodedata
@@ -33,8 +34,12 @@ BIG_FILE = 8 * SMALL_FILE
 def safe_relpath(rel: bytes) -> bytes:
     """Refuse manifest paths that could leave the target folder."""
     parts = rel.split(b"/")
-    if not rel or rel.startswith(b"/") or any(p in (b"", b".", b"..") for p in parts) \
-            or b"\0" in rel:
+    if (
+        not rel
+        or rel.startswith(b"/")
+        or any(p in (b"", b".", b"..") for p in parts)
+        or b"\0" in rel
+    ):
         raise PermanentError(f"manifest path {show(rel)} is not a plain relative path")
     return rel
 
@@ -56,10 +61,8 @@ def name_folding(folder: bytes) -> tuple[bool, bool]:
         norm = os.path.lexists(base + b"-" + unicodedata.normalize("NFD", "\u00e9").encode())
     finally:
         for suffix in (b"-Aa", b"-" + "\u00e9".encode()):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(base + suffix)
-            except FileNotFoundError:
-                pass
     return case, norm
 
 
@@ -81,7 +84,8 @@ def check_collisions(folder: bytes, relpaths: Sequence[bytes]) -> None:
                 f"{show(seen[key])} and {show(rel)} would become the same name on "
                 f"the destination filesystem ({'case-insensitive' if case else ''}"
                 f"{' and ' if case and norm else ''}{'unicode-normalizing' if norm else ''}); "
-                "rename one at the source")
+                "rename one at the source"
+            )
         seen[key] = rel
 
 
@@ -93,9 +97,11 @@ def make_dirs(target: bytes, dirs: Sequence[FileEntry]) -> None:
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:
-            raise PermanentError(f"folder {show(d.relpath)} collides with another name "
-                                 "on the destination filesystem (case or unicode "
-                                 "normalization)") from None
+            raise PermanentError(
+                f"folder {show(d.relpath)} collides with another name "
+                "on the destination filesystem (case or unicode "
+                "normalization)"
+            ) from None
         except OSError as e:
             raise classify_oserror(e, path, "create a folder in the destination") from e
 
@@ -127,8 +133,9 @@ def flush_tree(target: bytes, files: Sequence[FileEntry], dirs: Sequence[FileEnt
         fsync_dir(join(target, d.relpath) if d.relpath else target)
 
 
-def verify_tree(target: bytes, files: Sequence[FileHashes], algo: str,
-                skip: set[bytes], progress: Progress) -> None:
+def verify_tree(
+    target: bytes, files: Sequence[FileHashes], algo: str, skip: set[bytes], progress: Progress
+) -> None:
     """Read every (flushed) file back from disk and compare its checksum."""
     buf = bytearray(BUF_SIZE)
     done = 0
@@ -142,14 +149,17 @@ def verify_tree(target: bytes, files: Sequence[FileHashes], algo: str,
         finally:
             os.close(fd)
         if n != f.size or digests[algo] != f.hashes[algo]:
-            raise ChecksumMismatch(f"{show(path)} reads back from disk differently from "
-                                   f"the source ({algo}); the copy is discarded and retried")
+            raise ChecksumMismatch(
+                f"{show(path)} reads back from disk differently from "
+                f"the source ({algo}); the copy is discarded and retried"
+            )
         done += n
         progress(done, "verify")
 
 
-def copy_folder(spec: TransferSpec, plan: SourcePlan, tmpdir: bytes, ctx: TransferContext,
-                progress: Progress) -> tuple[list[FileHashes], int]:
+def copy_folder(
+    spec: TransferSpec, plan: SourcePlan, tmpdir: bytes, ctx: TransferContext, progress: Progress
+) -> tuple[list[FileHashes], int]:
     """Copy the manifest into ``tmpdir`` (created here), flush, verify from
     disk and check the source did not change. Returns (hashes, bytes)."""
     os.mkdir(tmpdir, 0o700)
@@ -170,8 +180,9 @@ def copy_folder(spec: TransferSpec, plan: SourcePlan, tmpdir: bytes, ctx: Transf
             try:
                 fc = copy_small(src, e, dst, spec.algorithms)
             except FileExistsError:
-                raise PermanentError(f"{show(e.relpath)} collides with another name on "
-                                     "the destination filesystem") from None
+                raise PermanentError(
+                    f"{show(e.relpath)} collides with another name on the destination filesystem"
+                ) from None
         out.append(FileHashes(e.relpath, fc.size, fc.hashes))
         done += fc.size
         if i == 0:

@@ -8,6 +8,7 @@ second thread overlaps the I/O of the first.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -73,10 +74,10 @@ def evict(fd: int, offset: int = 0, length: int = 0) -> None:
     (fdatasync / sync_file_range with WAIT_AFTER), or it is a silent no-op
     and the "verification" would read the page cache (doublecmd #923).
     """
-    try:
+    # Advisory; a filesystem may not support it (some FUSE), then the re-read
+    # test in tests/integration/engine/test_disk_reread.py is what notices.
+    with contextlib.suppress(OSError):
         os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
-    except OSError:
-        pass  # advisory; the filesystem may not support it (FUSE)
 
 
 _SYNC_FILE_RANGE_WAIT_BEFORE = 1
@@ -140,7 +141,11 @@ def fsync_dir(path: bytes) -> None:
 
 
 def hash_fd_from_disk(
-    fd: int, algos: Iterable[str], *, start: int = 0, length: int | None = None,
+    fd: int,
+    algos: Iterable[str],
+    *,
+    start: int = 0,
+    length: int | None = None,
     buf: bytearray | None = None,
 ) -> tuple[dict[str, str], int]:
     """Hash an already-written-back file from storage; returns (digests, bytes).

@@ -21,8 +21,8 @@ def _unescape(field: bytes) -> bytes:
     out = bytearray()
     i = 0
     while i < len(field):
-        if field[i] == 0x5C and field[i + 1:i + 4].isdigit():
-            out.append(int(field[i + 1:i + 4], 8))
+        if field[i] == 0x5C and field[i + 1 : i + 4].isdigit():
+            out.append(int(field[i + 1 : i + 4], 8))
             i += 4
         else:
             out.append(field[i])
@@ -69,27 +69,28 @@ def check_mounts(spec: TransferSpec, expected: dict[str, int] | None = None) -> 
             if not is_mount_point(mount):
                 raise RouteUnavailable(
                     f"{side} mount {show(mount)} is not mounted; nothing was written "
-                    "or deleted: mount the share, the route resumes by itself")
+                    "or deleted: mount the share, the route resumes by itself"
+                )
             dev = os.stat(mount).st_dev
         if root is not None:
             try:
                 st = os.stat(root)
             except OSError as e:
                 raise RouteUnavailable(
-                    f"{side} root {show(root)} is not reachable ({e.strerror}); check "
-                    "the share") from e
-            if mount is not None and (
-                st.st_dev != dev or not is_within(real(root), real(mount))
-            ):
+                    f"{side} root {show(root)} is not reachable ({e.strerror}); check the share"
+                ) from e
+            if mount is not None and (st.st_dev != dev or not is_within(real(root), real(mount))):
                 raise RouteUnavailable(
                     f"{side} root {show(root)} is not on the mounted share "
-                    f"{show(mount)}; nothing was written or deleted")
+                    f"{show(mount)}; nothing was written or deleted"
+                )
             dev = st.st_dev
         assert dev is not None
         if expected is not None and side in expected and expected[side] != dev:
             raise RouteUnavailable(
                 f"{side} root {show(root or mount or b'')} is on another filesystem "
                 "than when the job started (share remounted or unmounted?); nothing was "
-                "written or deleted")
+                "written or deleted"
+            )
         devs[side] = dev
     return devs

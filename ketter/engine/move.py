@@ -8,6 +8,7 @@ placement says, or nothing is deleted.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -34,7 +35,9 @@ def _delete_file(path: bytes, e: FileEntry, res: DeleteResult, ctx: TransferCont
         res.already_gone.append(path)
         return
     if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns, st.st_ino) != (
-        e.size, e.mtime_ns, e.ino
+        e.size,
+        e.mtime_ns,
+        e.ino,
     ):
         res.kept.append(path)
         ctx.warn("source_kept_changed", path=readable(path))
@@ -49,8 +52,9 @@ def _delete_file(path: bytes, e: FileEntry, res: DeleteResult, ctx: TransferCont
     res.deleted.append(path)
 
 
-def delete_source(spec: TransferSpec, plan: SourcePlan, placement: Placement,
-                  ctx: TransferContext) -> DeleteResult:
+def delete_source(
+    spec: TransferSpec, plan: SourcePlan, placement: Placement, ctx: TransferContext
+) -> DeleteResult:
     """Delete what was moved (idempotent); call only after recording ``placement``."""
     if spec.mode != "move":
         raise PermanentError("delete_source is only for mode 'move'")
@@ -62,7 +66,8 @@ def delete_source(spec: TransferSpec, plan: SourcePlan, placement: Placement,
     if st is None or (st.st_ino, st.st_dev) != (placement.ino, placement.dev):
         raise PermanentError(
             f"the delivery {show(placement.final_path)} is no longer where it was "
-            "placed; the source is kept — check the destination by hand")
+            "placed; the source is kept — check the destination by hand"
+        )
     res = DeleteResult()
     if plan.kind == "file":
         _delete_file(plan.path, plan_entry(plan), res, ctx)
@@ -84,10 +89,10 @@ def delete_source(spec: TransferSpec, plan: SourcePlan, placement: Placement,
             pass
         except OSError as exc:
             raise classify_oserror(exc, marker, "delete the ready marker") from exc
-    try:
+    # Deletions not yet durable only mean a source may reappear after a power
+    # loss: it is then re-detected and resolved by the conflict policy.
+    with contextlib.suppress(OSError):
         fsync_dir(parent)
-    except OSError:
-        pass  # deletions not yet durable only means a source may reappear: re-detected
     return res
 
 
@@ -110,6 +115,7 @@ def same_filesystem(src: bytes, final: bytes) -> bool:
 
 def hash_source(spec: TransferSpec, plan: SourcePlan) -> CopyResult:
     """One read of the source for the record, without copying (same-fs rename)."""
+
     def one(path: bytes, e: FileEntry) -> FileHashes:
         mh = MultiHash(spec.algorithms)
         fd = open_source(path, e)
@@ -122,15 +128,15 @@ def hash_source(spec: TransferSpec, plan: SourcePlan) -> CopyResult:
 
     if plan.kind == "file":
         fh = one(plan.path, plan_entry(plan))
-        return CopyResult(plan, b"", plan.path, spec.verify, hashes=fh.hashes,
-                          bytes_copied=0)
+        return CopyResult(plan, b"", plan.path, spec.verify, hashes=fh.hashes, bytes_copied=0)
     files = [one(plan.entry_path(e), e) for e in plan.files]
     check_unchanged(plan)
     return CopyResult(plan, b"", plan.path, spec.verify, files=files)
 
 
-def move_by_rename(spec: TransferSpec, plan: SourcePlan, final_path: bytes,
-                   ctx: TransferContext) -> tuple[CopyResult, Placement]:
+def move_by_rename(
+    spec: TransferSpec, plan: SourcePlan, final_path: bytes, ctx: TransferContext
+) -> tuple[CopyResult, Placement]:
     """``same_fs_move: rename``: hash once, then rename the source itself into
     place with the same no-replace placement (nothing is copied)."""
     from .placement import place  # placement imports move's siblings
@@ -141,8 +147,14 @@ def move_by_rename(spec: TransferSpec, plan: SourcePlan, final_path: bytes,
     placement = place(spec, result, ctx, own_temp=False)
     if placement.skipped:
         return result, placement
-    return result, Placement(placement.final_path, placement.ino, placement.dev, False,
-                             "moved:" + placement.mode, placement.replaced)
+    return result, Placement(
+        placement.final_path,
+        placement.ino,
+        placement.dev,
+        False,
+        "moved:" + placement.mode,
+        placement.replaced,
+    )
 
 
-__all__ = ["delete_source", "hash_source", "move_by_rename", "same_filesystem", "join"]
+__all__ = ["delete_source", "hash_source", "join", "move_by_rename", "same_filesystem"]

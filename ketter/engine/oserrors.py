@@ -22,39 +22,78 @@ from .paths import show
 
 #: errno -> (class, cause, how to fix). The source-side ENOENT is special-cased.
 _TABLE: dict[int, tuple[type[KetterError], str, str]] = {
-    errno.ENOSPC: (RouteUnavailable, "no space left on the device",
-                   "free space on the destination; the route resumes by itself"),
-    errno.EDQUOT: (RouteUnavailable, "disk quota exceeded",
-                   "raise the quota or free space; the route resumes by itself"),
+    errno.ENOSPC: (
+        RouteUnavailable,
+        "no space left on the device",
+        "free space on the destination; the route resumes by itself",
+    ),
+    errno.EDQUOT: (
+        RouteUnavailable,
+        "disk quota exceeded",
+        "raise the quota or free space; the route resumes by itself",
+    ),
     # EIO is usually a flaky disk or a network share hiccup; a bad sector
     # that keeps failing shows up as repeated attempts and ends the job.
-    errno.EIO: (TransientError, "input/output error",
-                "check the disk or share (dmesg); the job is retried"),
-    errno.ESTALE: (RouteUnavailable, "stale network file handle (share remounted?)",
-                   "check the share mount; the route resumes when it is back"),
-    errno.ENOTCONN: (RouteUnavailable, "share not connected",
-                     "check the share mount; the route resumes when it is back"),
-    errno.EHOSTDOWN: (RouteUnavailable, "file server is down",
-                      "check the file server; the route resumes when it is back"),
-    errno.ETIMEDOUT: (RouteUnavailable, "file server timed out",
-                      "check the network path to the share"),
-    errno.ENOENT: (TransientError, "no such file or folder",
-                   "check that the folder exists (and the share is mounted)"),
+    errno.EIO: (
+        TransientError,
+        "input/output error",
+        "check the disk or share (dmesg); the job is retried",
+    ),
+    errno.ESTALE: (
+        RouteUnavailable,
+        "stale network file handle (share remounted?)",
+        "check the share mount; the route resumes when it is back",
+    ),
+    errno.ENOTCONN: (
+        RouteUnavailable,
+        "share not connected",
+        "check the share mount; the route resumes when it is back",
+    ),
+    errno.EHOSTDOWN: (
+        RouteUnavailable,
+        "file server is down",
+        "check the file server; the route resumes when it is back",
+    ),
+    errno.ETIMEDOUT: (
+        RouteUnavailable,
+        "file server timed out",
+        "check the network path to the share",
+    ),
+    errno.ENOENT: (
+        TransientError,
+        "no such file or folder",
+        "check that the folder exists (and the share is mounted)",
+    ),
     # Permissions do not fix themselves: failing now and re-queueing after
     # the operator fixes the ACL beats burning retries for hours.
-    errno.EACCES: (PermanentError, "permission denied",
-                   "give the Ketter service user access, then re-queue the job"),
-    errno.EPERM: (PermanentError, "operation not permitted",
-                  "give the Ketter service user access, then re-queue the job"),
-    errno.ENAMETOOLONG: (PermanentError, "name too long for the destination filesystem",
-                         "shorten the name at the source"),
+    errno.EACCES: (
+        PermanentError,
+        "permission denied",
+        "give the Ketter service user access, then re-queue the job",
+    ),
+    errno.EPERM: (
+        PermanentError,
+        "operation not permitted",
+        "give the Ketter service user access, then re-queue the job",
+    ),
+    errno.ENAMETOOLONG: (
+        PermanentError,
+        "name too long for the destination filesystem",
+        "shorten the name at the source",
+    ),
     # Debatable: a share can go read-only after an error and come back, but
     # a read-only route is far more often a mount option; failing loudly gets
     # a human to look, and re-queueing is one command.
-    errno.EROFS: (PermanentError, "read-only filesystem",
-                  "remount the destination read-write, then re-queue the job"),
-    errno.EEXIST: (TransientError, "the name already exists",
-                   "another writer used the same name; the job is retried"),
+    errno.EROFS: (
+        PermanentError,
+        "read-only filesystem",
+        "remount the destination read-write, then re-queue the job",
+    ),
+    errno.EEXIST: (
+        TransientError,
+        "the name already exists",
+        "another writer used the same name; the job is retried",
+    ),
     errno.EMFILE: (TransientError, "too many open files", "raise LimitNOFILE"),
 }
 

@@ -75,9 +75,9 @@ class _StreamWriter:
         pass
 
 
-def write_package(spec: TransferSpec, plan: SourcePlan, zip_path: bytes,
-                  ctx: TransferContext, progress: Progress) -> tuple[list[FileHashes],
-                                                                     dict[str, str]]:
+def write_package(
+    spec: TransferSpec, plan: SourcePlan, zip_path: bytes, ctx: TransferContext, progress: Progress
+) -> tuple[list[FileHashes], dict[str, str]]:
     """Stream the manifest into a stored zip64 archive; fsync and verify it
     from disk. Returns (per-file hashes, archive hashes)."""
     algos = tuple(dict.fromkeys((spec.verify, "sha256")))
@@ -87,7 +87,7 @@ def write_package(spec: TransferSpec, plan: SourcePlan, zip_path: bytes,
     try:
         sink = _StreamWriter(fd, zip_path, zh)
         done = 0
-        with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:  # type: ignore[arg-type]
+        with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:  # type: ignore[call-overload]
             for i, e in enumerate(plan.files, 1):
                 files.append(_add_member(spec, zf, i, plan.entry_path(e), e))
                 done += e.size
@@ -108,8 +108,9 @@ def write_package(spec: TransferSpec, plan: SourcePlan, zip_path: bytes,
     return files, zh.hexdigests()
 
 
-def _add_member(spec: TransferSpec, zf: zipfile.ZipFile, index: int, src: bytes,
-                e: FileEntry) -> FileHashes:
+def _add_member(
+    spec: TransferSpec, zf: zipfile.ZipFile, index: int, src: bytes, e: FileEntry
+) -> FileHashes:
     zi = zipfile.ZipInfo(member_name(index), date_time=_EPOCH)
     zi.compress_type = zipfile.ZIP_STORED
     zi.file_size = e.size
@@ -140,13 +141,16 @@ def _add_member(spec: TransferSpec, zf: zipfile.ZipFile, index: int, src: bytes,
 
 
 def _reject(zip_path: bytes, why: str) -> PermanentError:
-    return PermanentError(f"package {show(zip_path)} refused: {why}; it was not "
-                          "produced by this job (tampering or a bug) — nothing was extracted "
-                          "outside the temporary folder")
+    return PermanentError(
+        f"package {show(zip_path)} refused: {why}; it was not "
+        "produced by this job (tampering or a bug) — nothing was extracted "
+        "outside the temporary folder"
+    )
 
 
-def extract_package(zip_path: bytes, manifest: Sequence[FileEntry], target: bytes,
-                    progress: Progress | None = None) -> None:
+def extract_package(
+    zip_path: bytes, manifest: Sequence[FileEntry], target: bytes, progress: Progress | None = None
+) -> None:
     """Extract exactly the manifest's members into the existing ``target``.
 
     Refuses (permanent error) any member that is not an index name of the
@@ -201,9 +205,14 @@ def extract_package(zip_path: bytes, manifest: Sequence[FileEntry], target: byte
                 progress(done, "extract")
 
 
-def copy_packaged(spec: TransferSpec, plan: SourcePlan, zip_path: bytes, tmpdir: bytes,
-                  ctx: TransferContext, progress: Progress
-                  ) -> tuple[list[FileHashes], dict[str, str], int]:
+def copy_packaged(
+    spec: TransferSpec,
+    plan: SourcePlan,
+    zip_path: bytes,
+    tmpdir: bytes,
+    ctx: TransferContext,
+    progress: Progress,
+) -> tuple[list[FileHashes], dict[str, str], int]:
     """ZIP to the destination, verify it, extract, verify every member
     against the manifest's SHA-256 from disk, remove the ZIP."""
     files, zip_hashes = write_package(spec, plan, zip_path, ctx, progress)

@@ -14,6 +14,7 @@ for the best primitive it supports:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -47,16 +48,21 @@ def renameat2_noreplace(old: bytes, new: bytes) -> None:
     lib = _lib()
     fn = getattr(lib, "renameat2", None)
     if fn is not None:
-        fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                       ctypes.c_uint)
+        fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
         rc = fn(_AT_FDCWD, old, _AT_FDCWD, new, _RENAME_NOREPLACE)
     else:  # glibc < 2.28
         nr = _SYSCALL_RENAMEAT2.get(platform.machine())
         if nr is None:
             raise OSError(errno.ENOSYS, "renameat2 unavailable")
         lib.syscall.restype = ctypes.c_long
-        rc = lib.syscall(ctypes.c_long(nr), _AT_FDCWD, ctypes.c_char_p(old), _AT_FDCWD,
-                         ctypes.c_char_p(new), ctypes.c_uint(_RENAME_NOREPLACE))
+        rc = lib.syscall(
+            ctypes.c_long(nr),
+            _AT_FDCWD,
+            ctypes.c_char_p(old),
+            _AT_FDCWD,
+            ctypes.c_char_p(new),
+            ctypes.c_uint(_RENAME_NOREPLACE),
+        )
     if rc != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), old, None, new)
@@ -98,14 +104,11 @@ def _probe(parent: bytes, is_dir: bool) -> str:
             return "rename"
     finally:
         for p in (a, b):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(p)
-            except FileNotFoundError:
-                pass
 
 
-def place_noreplace(tmp: bytes, final: bytes, mode: str, is_dir: bool,
-                    ctx: TransferContext) -> str:
+def place_noreplace(tmp: bytes, final: bytes, mode: str, is_dir: bool, ctx: TransferContext) -> str:
     """Move ``tmp`` to ``final``; ``FileExistsError`` if ``final`` exists.
 
     Returns the mode actually used (a refused primitive falls back).
@@ -145,13 +148,16 @@ def place_noreplace(tmp: bytes, final: bytes, mode: str, is_dir: bool,
             raise FileExistsError(errno.EEXIST, "exists", final) from e
         raise
     if is_dir and os.lstat(final).st_ino != ino:
-        raise PermanentError(f"after renaming into {show(final)} the name does not "
-                             "hold our folder; another writer raced us: check it by hand")
+        raise PermanentError(
+            f"after renaming into {show(final)} the name does not "
+            "hold our folder; another writer raced us: check it by hand"
+        )
     return "rename"
 
 
-def place(spec: TransferSpec, result: CopyResult, ctx: TransferContext, *,
-          own_temp: bool = True) -> Placement:
+def place(
+    spec: TransferSpec, result: CopyResult, ctx: TransferContext, *, own_temp: bool = True
+) -> Placement:
     """Put a verified copy under its final name, following ``spec.conflict``.
 
     On a conflict that fails the job the temporary is removed, so nothing is
@@ -189,7 +195,8 @@ def place(spec: TransferSpec, result: CopyResult, ctx: TransferContext, *,
                     raise DestinationConflict(
                         f"destination {show(final)} already exists and the route's "
                         "conflict policy is 'fail'; remove it or change the policy, then "
-                        "re-queue the job") from None
+                        "re-queue the job"
+                    ) from None
                 if spec.conflict == "skip_identical":
                     if matches_result(final, result):
                         if own_temp:
@@ -197,14 +204,16 @@ def place(spec: TransferSpec, result: CopyResult, ctx: TransferContext, *,
                         return _stat_placement(final, True, "none", False)
                     raise DestinationConflict(
                         f"destination {show(final)} already exists with different "
-                        "content (policy 'skip_identical'); resolve it by hand") from None
+                        "content (policy 'skip_identical'); resolve it by hand"
+                    ) from None
                 old_dir = _set_aside(final, ctx)
                 try:
                     mode = place_noreplace(tmp, final, mode, is_dir, ctx)
                 except FileExistsError:
                     raise DestinationConflict(
                         f"destination {show(final)} was re-created by another writer "
-                        "while it was being replaced; the old version is kept") from None
+                        "while it was being replaced; the old version is kept"
+                    ) from None
                 replaced = True
     except (DestinationConflict, OSError) as e:
         if old_dir is not None and not replaced:
@@ -243,10 +252,8 @@ def _set_aside(final: bytes, ctx: TransferContext) -> bytes:
     """Move an existing ``final`` into ``.ketter-<tag>-<name>.old/<name>``."""
     parent, name = split(final)
     old_dir = join(parent, temp_name(ctx.tag, name, "old"))
-    try:
+    with contextlib.suppress(FileExistsError):
         os.mkdir(old_dir, 0o700)
-    except FileExistsError:
-        pass
     os.rename(final, join(old_dir, name))
     return old_dir
 

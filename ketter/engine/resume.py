@@ -9,6 +9,7 @@ does not match is thrown away and the copy starts over.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -33,7 +34,7 @@ def find_partials(out: bytes, name: bytes, ctx: TransferContext) -> list[bytes]:
     for entry in entries:
         if not (entry.startswith(prefix) and entry.endswith(b".part")):
             continue
-        claim = entry[len(prefix):].split(b"-", 1)[0].decode("ascii", "replace")
+        claim = entry[len(prefix) :].split(b"-", 1)[0].decode("ascii", "replace")
         if entry == temp_name(f"{ctx.job_id}-{claim}", name, "part"):
             found.append(join(parent, entry))
     return found
@@ -68,15 +69,20 @@ def adopt_partial(spec: TransferSpec, ctx: TransferContext, out: bytes, name: by
 
 
 def _unlink(p: bytes) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(p)
-    except FileNotFoundError:
-        pass
 
 
 def adopt_prefix(
-    spec: TransferSpec, ctx: TransferContext, src: bytes, sfd: int, e: FileEntry,
-    out: bytes, ofd: int, mh: MultiHash, progress: object,
+    spec: TransferSpec,
+    ctx: TransferContext,
+    src: bytes,
+    sfd: int,
+    e: FileEntry,
+    out: bytes,
+    ofd: int,
+    mh: MultiHash,
+    progress: object,
 ) -> tuple[int, _Hasher]:
     """Check the partial's prefix against the source; returns (offset, hasher
     of the verify algorithm over the partial prefix read from disk).

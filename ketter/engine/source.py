@@ -79,22 +79,34 @@ def inspect_source(spec: TransferSpec, src: bytes) -> SourcePlan:
     except OSError as e:
         raise classify_oserror(e, src, "inspect the source") from e
     if stat.S_ISLNK(st.st_mode):
-        raise PermanentError(f"source {show(src)} is a symbolic link; Ketter never "
-                             "follows links out of a source: transfer its target instead")
-    if spec.mode == "move" and spec.source_root is not None:
-        if os.path.realpath(src) == os.path.realpath(spec.source_root):
-            raise PermanentError(f"refusing to move the route root {show(src)} itself")
-    base = dict(path=src, size=st.st_size, mtime_ns=st.st_mtime_ns, ino=st.st_ino,
-                dev=st.st_dev, mode=st.st_mode)
+        raise PermanentError(
+            f"source {show(src)} is a symbolic link; Ketter never "
+            "follows links out of a source: transfer its target instead"
+        )
+    if (
+        spec.mode == "move"
+        and spec.source_root is not None
+        and os.path.realpath(src) == os.path.realpath(spec.source_root)
+    ):
+        raise PermanentError(f"refusing to move the route root {show(src)} itself")
     if stat.S_ISREG(st.st_mode):
-        return SourcePlan(kind="file", **base)  # type: ignore[arg-type]
+        return SourcePlan(src, "file", st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_mode)
     if not stat.S_ISDIR(st.st_mode):
         raise PermanentError(f"source {show(src)} is neither a file nor a folder")
     files, dirs, skipped = scan_tree(src)
-    base["size"] = sum(e.size for e in files)
-    return SourcePlan(kind="folder", files=tuple(files), dirs=tuple(dirs),
-                      listing_sha256=listing_digest(files), skipped=tuple(skipped),
-                      **base)  # type: ignore[arg-type]
+    return SourcePlan(
+        src,
+        "folder",
+        sum(e.size for e in files),
+        st.st_mtime_ns,
+        st.st_ino,
+        st.st_dev,
+        st.st_mode,
+        files=tuple(files),
+        dirs=tuple(dirs),
+        listing_sha256=listing_digest(files),
+        skipped=tuple(skipped),
+    )
 
 
 def scan_tree(root: bytes) -> tuple[list[FileEntry], list[FileEntry], list[tuple[bytes, str]]]:
@@ -141,11 +153,14 @@ def check_unchanged(plan: SourcePlan) -> None:
         st = os.lstat(plan.path)
         files, _dirs, _skipped = scan_tree(plan.path)
     except (OSError, SourceChanged) as e:
-        raise SourceChanged(f"source folder {show(plan.path)} vanished or became "
-                            "unreadable during the transfer") from e
-    if st.st_ino != plan.ino or listing_digest(files) != plan.listing_sha256 or [
-        e.ino for e in files
-    ] != [e.ino for e in plan.files]:
+        raise SourceChanged(
+            f"source folder {show(plan.path)} vanished or became unreadable during the transfer"
+        ) from e
+    if (
+        st.st_ino != plan.ino
+        or listing_digest(files) != plan.listing_sha256
+        or [e.ino for e in files] != [e.ino for e in plan.files]
+    ):
         raise SourceChanged(
             f"source folder {show(plan.path)} changed after its manifest was taken "
             "(a file was added, removed or modified); it is transferred again once stable"

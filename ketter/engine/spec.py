@@ -71,9 +71,7 @@ class TransferSpec:
             value = getattr(self, name)
             if value is not None and not isinstance(value, bytes):
                 raise TypeError(f"{name} must be bytes (os.fsencode), not {type(value).__name__}")
-        if self.ready_marker is not None and (
-            not self.ready_marker or "/" in self.ready_marker
-        ):
+        if self.ready_marker is not None and (not self.ready_marker or "/" in self.ready_marker):
             raise ValueError("ready_marker must be a non-empty suffix without '/'")
 
     @property

@@ -34,8 +34,14 @@ from .spec import TransferSpec
 _KEEP_PARTIAL = (LostClaim, ShutdownRequested)
 
 
-def copy_and_verify(spec: TransferSpec, plan: SourcePlan, final_path: bytes,
-                    ctx: TransferContext, *, resume: bool = False) -> CopyResult:
+def copy_and_verify(
+    spec: TransferSpec,
+    plan: SourcePlan,
+    final_path: bytes,
+    ctx: TransferContext,
+    *,
+    resume: bool = False,
+) -> CopyResult:
     """Copy ``plan`` beside ``final_path`` under a temporary name, durable and
     verified from disk. Folders need ``folders: as_unit`` (per-file folders
     are one transfer per file: see :func:`per_file_items`)."""
@@ -49,8 +55,9 @@ def copy_and_verify(spec: TransferSpec, plan: SourcePlan, final_path: bytes,
         if not resumed:
             remove_path(tmp)
         try:
-            fc = copy_durable(spec, ctx, plan.path, plan_entry(plan), tmp,
-                              progress=progress, resume=resumed)
+            fc = copy_durable(
+                spec, ctx, plan.path, plan_entry(plan), tmp, progress=progress, resume=resumed
+            )
         except _KEEP_PARTIAL:
             raise
         except BaseException as exc:
@@ -59,9 +66,16 @@ def copy_and_verify(spec: TransferSpec, plan: SourcePlan, final_path: bytes,
                 raise classify_oserror(exc, tmp, "copy to the temporary file") from exc
             raise
         ctx.fault("after-fsync-before-place")
-        return CopyResult(plan, final_path, tmp, spec.verify, hashes=fc.hashes,
-                          bytes_copied=fc.size - fc.resumed_from,
-                          resumed_from=fc.resumed_from, seconds=time.monotonic() - t0)
+        return CopyResult(
+            plan,
+            final_path,
+            tmp,
+            spec.verify,
+            hashes=fc.hashes,
+            bytes_copied=fc.size - fc.resumed_from,
+            resumed_from=fc.resumed_from,
+            seconds=time.monotonic() - t0,
+        )
     if spec.folders != "as_unit":
         raise ValueError("a per_file folder is one transfer per file: use per_file_items()")
     tmpdir = join(parent, temp_name(ctx.tag, name, "dir"))
@@ -82,20 +96,26 @@ def copy_and_verify(spec: TransferSpec, plan: SourcePlan, final_path: bytes,
             raise classify_oserror(exc, tmpdir, "copy the folder") from exc
         raise
     ctx.fault("after-fsync-before-place")
-    return CopyResult(plan, final_path, tmpdir, spec.verify, files=files, packaged=packaged,
-                      package_hashes=zip_hashes, bytes_copied=size,
-                      seconds=time.monotonic() - t0)
+    return CopyResult(
+        plan,
+        final_path,
+        tmpdir,
+        spec.verify,
+        files=files,
+        packaged=packaged,
+        package_hashes=zip_hashes,
+        bytes_copied=size,
+        seconds=time.monotonic() - t0,
+    )
 
 
-def identical_result(spec: TransferSpec, plan: SourcePlan,
-                     final_path: bytes) -> CopyResult | None:
+def identical_result(spec: TransferSpec, plan: SourcePlan, final_path: bytes) -> CopyResult | None:
     """A skipped result when ``skip_identical`` finds the same content at the
     destination (source hashed once, destination not touched), else None."""
     state, hashes, files = compare_existing(spec, plan, final_path)
     if state != "identical":
         return None
-    return CopyResult(plan, final_path, b"", spec.verify, hashes=hashes, files=files,
-                      skipped=True)
+    return CopyResult(plan, final_path, b"", spec.verify, hashes=hashes, files=files, skipped=True)
 
 
 def per_file_items(plan: SourcePlan, final_root: bytes) -> list[tuple[SourcePlan, bytes]]:
@@ -103,8 +123,15 @@ def per_file_items(plan: SourcePlan, final_root: bytes) -> list[tuple[SourcePlan
     the relative tree is kept, never flattened."""
     items = []
     for e in plan.files:
-        sub = SourcePlan(path=plan.entry_path(e), kind="file", size=e.size,
-                         mtime_ns=e.mtime_ns, ino=e.ino, dev=plan.dev, mode=e.mode)
+        sub = SourcePlan(
+            path=plan.entry_path(e),
+            kind="file",
+            size=e.size,
+            mtime_ns=e.mtime_ns,
+            ino=e.ino,
+            dev=plan.dev,
+            mode=e.mode,
+        )
         items.append((sub, join(final_root, safe_relpath(e.relpath))))
     return items
 
@@ -112,12 +139,15 @@ def per_file_items(plan: SourcePlan, final_root: bytes) -> list[tuple[SourcePlan
 OnPlaced = Callable[[Placement, CopyResult], None]
 
 
-def _one(spec: TransferSpec, plan: SourcePlan, final: bytes, ctx: TransferContext,
-         on_placed: OnPlaced | None) -> tuple[CopyResult, Placement, DeleteResult | None]:
+def _one(
+    spec: TransferSpec,
+    plan: SourcePlan,
+    final: bytes,
+    ctx: TransferContext,
+    on_placed: OnPlaced | None,
+) -> tuple[CopyResult, Placement, DeleteResult | None]:
     result: CopyResult | None = None
-    if spec.mode == "move" and spec.same_fs_move == "rename" and same_filesystem(
-        plan.path, final
-    ):
+    if spec.mode == "move" and spec.same_fs_move == "rename" and same_filesystem(plan.path, final):
         result, placement = move_by_rename(spec, plan, final, ctx)
     else:
         if spec.conflict == "skip_identical":
@@ -131,8 +161,14 @@ def _one(spec: TransferSpec, plan: SourcePlan, final: bytes, ctx: TransferContex
     return result, placement, deleted
 
 
-def transfer(spec: TransferSpec, src: bytes, dst: bytes, ctx: TransferContext, *,
-             on_placed: OnPlaced | None = None) -> TransferOutcome:
+def transfer(
+    spec: TransferSpec,
+    src: bytes,
+    dst: bytes,
+    ctx: TransferContext,
+    *,
+    on_placed: OnPlaced | None = None,
+) -> TransferOutcome:
     """Run every step for one source; ``on_placed(placement, result)`` runs
     before any source is deleted so the caller can record the placement."""
     t0 = time.monotonic()
@@ -145,16 +181,23 @@ def transfer(spec: TransferSpec, src: bytes, dst: bytes, ctx: TransferContext, *
     final = resolve_destination(spec, plan, dst)
     if plan.kind == "file" or spec.folders == "as_unit":
         result, placement, deleted = _one(spec, plan, final, ctx, on_placed)
-        return TransferOutcome(plan, placement.final_path, [result], [placement], deleted,
-                               result.bytes_copied, time.monotonic() - t0)
+        return TransferOutcome(
+            plan,
+            placement.final_path,
+            [result],
+            [placement],
+            deleted,
+            result.bytes_copied,
+            time.monotonic() - t0,
+        )
     results, placements = [], []
     deleted = DeleteResult() if spec.mode == "move" else None
     sub_spec = dataclasses.replace(spec, ready_marker=None)
     check_mounts(spec, ctx.expected_devs)
     try:
         os.makedirs(final, exist_ok=True)
-        for d in plan.dirs:
-            os.makedirs(join(final, safe_relpath(d.relpath)), exist_ok=True)
+        for entry in plan.dirs:
+            os.makedirs(join(final, safe_relpath(entry.relpath)), exist_ok=True)
     except OSError as exc:
         raise classify_oserror(exc, final, "create the destination folders") from exc
     for sub, sub_final in per_file_items(plan, final):
@@ -175,5 +218,12 @@ def transfer(spec: TransferSpec, src: bytes, dst: bytes, ctx: TransferContext, *
         d = delete_source(spec, plan, root_placement, ctx)
         assert deleted is not None
         deleted.kept.extend(d.kept)
-    return TransferOutcome(plan, final, results, placements, deleted,
-                           sum(r.bytes_copied for r in results), time.monotonic() - t0)
+    return TransferOutcome(
+        plan,
+        final,
+        results,
+        placements,
+        deleted,
+        sum(r.bytes_copied for r in results),
+        time.monotonic() - t0,
+    )

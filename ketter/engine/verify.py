@@ -11,6 +11,7 @@ run side by side instead of one after the other.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -24,8 +25,9 @@ from .paths import show
 class TrailingVerifier:
     """Hashes written-back ranges of a file, in order, from the disk."""
 
-    def __init__(self, path: bytes, algo: str, *, hasher: _Hasher | None = None,
-                 pos: int = 0) -> None:
+    def __init__(
+        self, path: bytes, algo: str, *, hasher: _Hasher | None = None, pos: int = 0
+    ) -> None:
         self.path = path
         self.algo = algo
         self.hasher = hasher if hasher is not None else new_hasher(algo)
@@ -34,10 +36,8 @@ class TrailingVerifier:
         self._queue: queue.Queue[tuple[int, int] | None] = queue.Queue()
         self._error: BaseException | None = None
         self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        try:
+        with contextlib.suppress(OSError):
             os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        except OSError:
-            pass
         self._thread = threading.Thread(target=self._run, name="ketter-verify", daemon=True)
         self._thread.start()
 
@@ -67,7 +67,8 @@ class TrailingVerifier:
                     if n == 0:
                         raise ChecksumMismatch(
                             f"{show(self.path)} reads back shorter than written "
-                            f"({pos} < {end} bytes)")
+                            f"({pos} < {end} bytes)"
+                        )
                     self.hasher.update(mv[:n])
                     pos += n
                     self.pos = pos
@@ -78,9 +79,7 @@ class TrailingVerifier:
         """Block up to ``timeout`` s for all submitted ranges; True when done."""
         self._queue.put(None)
         self._thread.join(timeout)
-        if self._thread.is_alive():
-            return False
-        return True
+        return not self._thread.is_alive()
 
     def finish(self) -> str:
         """Wait for every queued range; the hex digest of all bytes verified."""

@@ -30,6 +30,11 @@ def write(path: bytes, data: bytes, mtime_ns: int | None = None, mode: int = 0o6
         os.utime(path, ns=(mtime_ns, mtime_ns))
 
 
+def read(path: bytes) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def snapshot(root: bytes) -> dict[bytes, tuple[Any, ...]]:
     """relpath -> (kind, content or None, mode, mtime_ns) for a whole tree."""
     out: dict[bytes, tuple[Any, ...]] = {}
@@ -65,8 +70,7 @@ class RecordingContext(TransferContext):
 
     progress_interval = 0.0  # see every checkpoint: tests must be deterministic
 
-    def __init__(self, *a: Any, on_progress: Any = None, on_fault: Any = None,
-                 **kw: Any) -> None:
+    def __init__(self, *a: Any, on_progress: Any = None, on_fault: Any = None, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.calls: list[tuple[int, str]] = []
         self.on_progress = on_progress
@@ -91,8 +95,9 @@ def tmpfs(path: bytes, size: str = "1m", extra: str = "") -> Iterator[bytes]:
 
     os.makedirs(path, exist_ok=True)
     opts = f"size={size}" + (f",{extra}" if extra else "")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", path],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", path], capture_output=True, text=True
+    )
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}); needs root")
     try:

@@ -29,8 +29,12 @@ FOLDER_MODES = [
 
 def make_folder(root: bytes) -> None:
     for i, name in enumerate(ODD_NAMES):
-        write(root + b"/" + name, name * (i + 1), mtime_ns=1_000_000_123 * (i + 1),
-              mode=0o640 if i % 2 else 0o600)
+        write(
+            root + b"/" + name,
+            name * (i + 1),
+            mtime_ns=1_000_000_123 * (i + 1),
+            mode=0o640 if i % 2 else 0o600,
+        )
     write(root + b"/sub dir/deeper/\xff.bin", os.urandom(3 * 1024 * 1024), mode=0o444)
     os.makedirs(root + b"/empty folder")
     os.utime(root + b"/sub dir", ns=(5, 5))
@@ -114,8 +118,7 @@ def test_move_deletes_ready_marker_after_source_and_never_the_root(bt: bytes) ->
     root = bt + b"/src"
     write(root + b"/pkg/a", b"a")
     write(root + b"/pkg.done", b"")
-    spec = TransferSpec(mode="move", folders="as_unit", ready_marker=".done",
-                        source_root=root)
+    spec = TransferSpec(mode="move", folders="as_unit", ready_marker=".done", source_root=root)
     transfer(spec, root + b"/pkg", bt + b"/dst", TransferContext())
     assert os.listdir(root) == []
     assert os.path.isdir(root)
@@ -149,8 +152,7 @@ def test_refuses_overlap_symlink_and_outside_root(bt: bytes) -> None:
     with pytest.raises(PathOutsideRoute):
         inspect_source(TransferSpec(source_root=bt + b"/dst"), bt + b"/src/d")
     with pytest.raises(PathOutsideRoute):
-        resolve_destination(TransferSpec(destination_root=bt + b"/dst"), plan,
-                            bt + b"/dst/../x")
+        resolve_destination(TransferSpec(destination_root=bt + b"/dst"), plan, bt + b"/dst/../x")
     os.link(bt + b"/src/d/f", bt + b"/dst/hard")
     fplan = inspect_source(spec, bt + b"/src/d/f")
     with pytest.raises(PermanentError, match="same file"):

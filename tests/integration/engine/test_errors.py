@@ -14,7 +14,7 @@ import pytest
 from ketter.engine import TransferContext, TransferSpec, check_mounts, transfer
 from ketter.errors import RouteUnavailable, SourceChanged
 
-from .helpers import RecordingContext, ketter_names, tmpfs, write
+from .helpers import RecordingContext, ketter_names, read, tmpfs, write
 
 MiB = 1024 * 1024
 
@@ -33,13 +33,18 @@ def test_disk_full_in_a_folder_leaves_nothing(bt: bytes) -> None:
         write(bt + b"/src/d/f%d" % i, os.urandom(MiB // 3))
     with tmpfs(bt + b"/small", "1m") as dst:
         with pytest.raises(RouteUnavailable):
-            transfer(TransferSpec(folders="as_unit", package_min_files=0), bt + b"/src/d",
-                     dst, TransferContext())
+            transfer(
+                TransferSpec(folders="as_unit", package_min_files=0),
+                bt + b"/src/d",
+                dst,
+                TransferContext(),
+            )
         assert os.listdir(dst) == []
 
 
-def test_permission_denied_as_an_unprivileged_user(tmp_path_factory: pytest.TempPathFactory
-                                                   ) -> None:
+def test_permission_denied_as_an_unprivileged_user(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to drop to an unprivileged user")
     # pytest's own temp root is 0700: use a world-traversable folder instead.
@@ -64,8 +69,7 @@ def test_permission_denied_as_an_unprivileged_user(tmp_path_factory: pytest.Temp
             sys.exit(3)
         """)
         env = dict(os.environ, PYTHONPATH=os.getcwd())
-        r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                           env=env)
+        r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
         if r.returncode == 1 and "ketter" not in r.stderr:
             pytest.skip(f"cannot run the engine as nobody here: {r.stderr[-200:]}")
         assert r.returncode == 0, r.stderr
@@ -114,8 +118,12 @@ def test_folder_changed_after_manifest_fails_before_placement(bt: bytes) -> None
             write(bt + b"/src/d/late", b"late")
 
     with pytest.raises(SourceChanged, match="manifest"):
-        transfer(TransferSpec(folders="as_unit"), bt + b"/src/d", bt + b"/dst",
-                 RecordingContext(on_fault=add_file))
+        transfer(
+            TransferSpec(folders="as_unit"),
+            bt + b"/src/d",
+            bt + b"/dst",
+            RecordingContext(on_fault=add_file),
+        )
     assert os.listdir(bt + b"/dst") == []
 
 
@@ -134,10 +142,14 @@ def test_mount_guard_destination_that_stops_being_a_mount(bt: bytes) -> None:
     with pytest.raises(RouteUnavailable, match="not mounted"):
         transfer(spec, bt + b"/src/b", mnt + b"/share", TransferContext(expected_devs=devs))
     assert os.listdir(mnt + b"/share") == []
-    assert open(bt + b"/src/b", "rb").read() == b"second"  # source not deleted
+    assert read(bt + b"/src/b") == b"second"  # source not deleted
     # Without a *_mount, the device recorded at job start still catches it.
     spec2 = TransferSpec(mode="move", destination_root=mnt + b"/share")
     with pytest.raises(RouteUnavailable, match="another filesystem"):
-        transfer(spec2, bt + b"/src/b", mnt + b"/share",
-                 TransferContext(expected_devs={"destination": devs["destination"]}))
+        transfer(
+            spec2,
+            bt + b"/src/b",
+            mnt + b"/share",
+            TransferContext(expected_devs={"destination": devs["destination"]}),
+        )
     assert ketter_names(bt) == [] and os.path.exists(bt + b"/src/b")

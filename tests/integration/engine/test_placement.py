@@ -19,7 +19,7 @@ from ketter.engine import (
 )
 from ketter.errors import DestinationConflict
 
-from .helpers import RecordingContext, ketter_names, write
+from .helpers import RecordingContext, ketter_names, read, write
 
 MODES = ["renameat2", "link", "rename"]
 
@@ -49,7 +49,7 @@ def test_fail_policy_never_overwrites(bt: bytes, forced: str, kind: str) -> None
     with pytest.raises(DestinationConflict):
         transfer(spec, src, bt + b"/dst", TransferContext())
     path = bt + b"/dst/item" + (b"" if kind == "file" else b"/a")
-    assert open(path, "rb").read() == b"old"
+    assert read(path) == b"old"
     assert ketter_names(bt) == []
 
 
@@ -66,10 +66,11 @@ def test_rename_policy_numbers_names(bt: bytes) -> None:
     write(bt + b"/src/take.mov", b"new")
     write(bt + b"/dst/take.mov", b"old")
     write(bt + b"/dst/take (1).mov", b"old1")
-    out = transfer(TransferSpec(conflict="rename"), bt + b"/src/take.mov", bt + b"/dst",
-                   TransferContext())
+    out = transfer(
+        TransferSpec(conflict="rename"), bt + b"/src/take.mov", bt + b"/dst", TransferContext()
+    )
     assert out.final_path == bt + b"/dst/take (2).mov"
-    assert open(bt + b"/dst/take.mov", "rb").read() == b"old"
+    assert read(bt + b"/dst/take.mov") == b"old"
 
 
 def test_skip_identical_touches_nothing(bt: bytes) -> None:
@@ -86,18 +87,21 @@ def test_skip_identical_touches_nothing(bt: bytes) -> None:
     assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
     write(bt + b"/src/b", b"new!")
     write(bt + b"/dst/b", b"old!")
-    assert check_existing(spec, inspect_source(spec, bt + b"/src/b"), bt + b"/dst/b") \
-        == "different"
+    assert check_existing(spec, inspect_source(spec, bt + b"/src/b"), bt + b"/dst/b") == "different"
     with pytest.raises(DestinationConflict):
         transfer(spec, bt + b"/src/b", bt + b"/dst", TransferContext())
-    assert open(bt + b"/dst/b", "rb").read() == b"old!"
+    assert read(bt + b"/dst/b") == b"old!"
 
 
 def test_skip_identical_move_deletes_the_source(bt: bytes) -> None:
     write(bt + b"/src/a", b"same")
     write(bt + b"/dst/a", b"same")
-    transfer(TransferSpec(mode="move", conflict="skip_identical"), bt + b"/src/a",
-             bt + b"/dst", TransferContext())
+    transfer(
+        TransferSpec(mode="move", conflict="skip_identical"),
+        bt + b"/src/a",
+        bt + b"/dst",
+        TransferContext(),
+    )
     assert not os.path.exists(bt + b"/src/a")
 
 
@@ -112,13 +116,17 @@ def test_overwrite_replaces_after_the_new_one_is_in_place(bt: bytes, kind: str) 
         if point == "after-place":  # new in place, old still set aside
             seen.append(sorted(os.listdir(bt + b"/dst")))
 
-    out = transfer(TransferSpec(conflict="overwrite", folders="as_unit"), src,
-                   bt + b"/dst", RecordingContext("7", "c", on_fault=at))
+    out = transfer(
+        TransferSpec(conflict="overwrite", folders="as_unit"),
+        src,
+        bt + b"/dst",
+        RecordingContext("7", "c", on_fault=at),
+    )
     assert out.placements[0].replaced
     assert seen == [[b".ketter-7-c-x.old", b"x"]]
     assert os.listdir(bt + b"/dst") == [b"x"]
     path = bt + b"/dst/x" + (b"" if kind == "file" else b"/n")
-    assert open(path, "rb").read() == b"new"
+    assert read(path) == b"new"
 
 
 @pytest.mark.parametrize("mode", ["renameat2", "link"])
@@ -148,8 +156,8 @@ def test_race_another_writer_creates_the_name_before_our_rename(
     else:
         p = place(spec, result, ctx)
         assert p.final_path == bt + b"/dst/race (1)"
-        assert open(p.final_path, "rb").read() == b"ours"
-    assert open(final, "rb").read() == b"theirs"  # never overwritten
+        assert read(p.final_path) == b"ours"
+    assert read(final) == b"theirs"  # never overwritten
     assert ketter_names(bt) == []
 
 
@@ -164,7 +172,11 @@ def test_folder_race_with_check_then_rename_keeps_a_non_empty_folder(
             write(bt + b"/dst/d/theirs", b"theirs")
 
     with pytest.raises(DestinationConflict):
-        transfer(TransferSpec(folders="as_unit"), bt + b"/src/d", bt + b"/dst",
-                 RecordingContext(on_fault=other_writer))
+        transfer(
+            TransferSpec(folders="as_unit"),
+            bt + b"/src/d",
+            bt + b"/dst",
+            RecordingContext(on_fault=other_writer),
+        )
     assert os.listdir(bt + b"/dst/d") == [b"theirs"]
     assert ketter_names(bt) == []

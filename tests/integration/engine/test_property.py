@@ -18,15 +18,17 @@ from .helpers import ketter_names, snapshot, write
 # spaces, NFC/NFD pairs; never '.', '..' or our own temporary prefix.
 name = st.one_of(
     st.binary(min_size=1, max_size=40).map(lambda b: b.replace(b"/", b"_").replace(b"\0", b"_")),
-    st.sampled_from(["caf\u00e9", "cafe\u0301", "a b", "new\nline", "\u00c5ngstr\u00f6m"])
-    .map(str.encode),
+    st.sampled_from(["caf\u00e9", "cafe\u0301", "a b", "new\nline", "\u00c5ngstr\u00f6m"]).map(
+        str.encode
+    ),
     st.just(b"N" * 255),
 ).filter(lambda n: n not in (b".", b"..") and not n.startswith(b".ketter-"))
 
 tree = st.dictionaries(
     st.lists(name, min_size=1, max_size=3).map(tuple),
     st.tuples(st.binary(max_size=3000), st.integers(0, 2**40), st.sampled_from([0o600, 0o644])),
-    min_size=1, max_size=12,
+    min_size=1,
+    max_size=12,
 )
 
 
@@ -45,10 +47,14 @@ def _materialize(root: bytes, files: dict[tuple[bytes, ...], tuple[bytes, int, i
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(files=tree, folders=st.sampled_from(["as_unit", "packaged", "per_file"]),
-       mode=st.sampled_from(["copy", "move"]))
-def test_random_trees_round_trip(files: dict[tuple[bytes, ...], tuple[bytes, int, int]],
-                                 folders: str, mode: str) -> None:
+@given(
+    files=tree,
+    folders=st.sampled_from(["as_unit", "packaged", "per_file"]),
+    mode=st.sampled_from(["copy", "move"]),
+)
+def test_random_trees_round_trip(
+    files: dict[tuple[bytes, ...], tuple[bytes, int, int]], folders: str, mode: str
+) -> None:
     base = os.fsencode(tempfile.mkdtemp(prefix="ketter-prop-"))
     try:
         src, dst = base + b"/src/tree", base + b"/dst"
@@ -69,10 +75,14 @@ def test_random_trees_round_trip(files: dict[tuple[bytes, ...], tuple[bytes, int
             after = {k: v for k, v in after.items() if v[0] == "file"}
         assert after == before
         manifest = out.plan.files
-        assert [e.relpath for e in manifest] == sorted(k for k, v in before.items()
-                                                        if v[0] == "file")
-        hashes = ([f.hashes["sha256"] for f in out.results[0].files] if folders != "per_file"
-                  else [r.hashes["sha256"] for r in out.results])
+        assert [e.relpath for e in manifest] == sorted(
+            k for k, v in before.items() if v[0] == "file"
+        )
+        hashes = (
+            [f.hashes["sha256"] for f in out.results[0].files]
+            if folders != "per_file"
+            else [r.hashes["sha256"] for r in out.results]
+        )
         assert hashes == [hashlib.sha256(before[e.relpath][1]).hexdigest() for e in manifest]
         assert os.path.exists(src) == (mode == "copy")
         assert ketter_names(base) == []

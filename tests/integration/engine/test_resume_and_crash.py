@@ -24,7 +24,7 @@ from ketter.engine import (
 from ketter.engine.paths import temp_name
 from ketter.errors import ShutdownRequested
 
-from .helpers import RecordingContext, ketter_names, write
+from .helpers import RecordingContext, ketter_names, read, write
 
 MiB = 1024 * 1024
 SPEC = TransferSpec(checkpoint_bytes=MiB, resume_min_bytes=2 * MiB)
@@ -34,6 +34,7 @@ def _stop_after(n: int):  # type: ignore[no-untyped-def]
     def hook(done: int, phase: str) -> None:
         if phase == "copy" and done >= n:
             raise ShutdownRequested()
+
     return hook
 
 
@@ -59,9 +60,10 @@ def test_resume_adopts_an_older_claims_partial(bt: bytes) -> None:
     assert result.resumed_from >= 4 * MiB and result.resumed_from % MiB == 0
     assert result.temp_path.endswith(temp_name("9-new", b"big.mov", "part"))
     place(SPEC, result, ctx)
-    assert open(final, "rb").read() == data
+    assert read(final) == data
     assert ketter_names(bt) == []
     import hashlib
+
     assert result.hashes["sha256"] == hashlib.sha256(data).hexdigest()
 
 
@@ -76,7 +78,7 @@ def test_a_partial_that_does_not_match_restarts_from_zero(bt: bytes) -> None:
     result = copy_and_verify(SPEC, inspect_source(SPEC, src), final, ctx, resume=True)
     assert result.resumed_from == 0
     place(SPEC, result, ctx)
-    assert open(final, "rb").read() == data
+    assert read(final) == data
 
 
 def test_small_partials_are_removed_not_resumed(bt: bytes) -> None:
@@ -84,16 +86,20 @@ def test_small_partials_are_removed_not_resumed(bt: bytes) -> None:
     write(src, b"s" * 1000)
     write(bt + b"/dst/" + temp_name("9-old", b"s", "part"), b"s" * 10)
     ctx = TransferContext("9", "new")
-    result = copy_and_verify(SPEC, inspect_source(SPEC, src), bt + b"/dst/s", ctx,
-                             resume=True)
+    result = copy_and_verify(SPEC, inspect_source(SPEC, src), bt + b"/dst/s", ctx, resume=True)
     assert result.resumed_from == 0
     assert sorted(os.listdir(bt + b"/dst")) == [os.path.basename(result.temp_path)]
 
 
 def _run_with_fault(point: str, code: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, KETTER_FAULT=point, PYTHONPATH=os.getcwd())
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 STEPS = """
@@ -105,8 +111,9 @@ STEPS = """
 """
 
 
-@pytest.mark.parametrize("point", ["mid-copy", "after-fsync-before-place", "after-place",
-                                   "between-source-deletes"])
+@pytest.mark.parametrize(
+    "point", ["mid-copy", "after-fsync-before-place", "after-place", "between-source-deletes"]
+)
 @pytest.mark.parametrize("pmf", [0, 2])
 def test_sigkill_at_each_fault_point_then_recover(bt: bytes, point: str, pmf: int) -> None:
     src = bt + b"/src/pkg"
@@ -119,18 +126,19 @@ def test_sigkill_at_each_fault_point_then_recover(bt: bytes, point: str, pmf: in
     if point in ("mid-copy", "after-fsync-before-place"):
         # Not placed: nothing under the final name, sources intact; rollback cleans.
         assert not os.path.exists(final)
-        assert all(open(src + b"/" + rel, "rb").read() == d for rel, d in files.items())
+        assert all(read(src + b"/" + rel) == d for rel, d in files.items())
         assert ketter_names(bt + b"/dst")
         rollback(bt + b"/dst", TransferContext("5", "x").job_prefix)
         rollback(bt + b"/dst", TransferContext("5", "x").job_prefix)  # idempotent
         assert ketter_names(bt) == []
     else:
         # Placed: the job only moves forward — finish deleting the sources.
-        assert all(open(final + b"/" + rel, "rb").read() == d for rel, d in files.items())
+        assert all(read(final + b"/" + rel) == d for rel, d in files.items())
         spec = TransferSpec(mode="move", folders="as_unit")
         ctx = TransferContext("5", "c2")
         st = os.lstat(final)
         from ketter.engine import Placement
+
         plan_files = inspect_source(spec, final)  # same names as the manifest
         plan = inspect_source(spec, src) if os.path.exists(src) else None
         if plan is not None:
@@ -159,4 +167,4 @@ def test_rollback_restores_a_set_aside_version(bt: bytes) -> None:
     write(dst + b"/" + temp_name("4-a", b"final.mov", "part"), b"new partial")
     rollback(dst, "4-a")
     assert os.listdir(dst) == [b"final.mov"]
-    assert open(dst + b"/final.mov", "rb").read() == b"old version"
+    assert read(dst + b"/final.mov") == b"old version"

@@ -13,8 +13,10 @@ import pytest
 from ketter.engine import FileEntry, extract_package, member_name
 from ketter.errors import PermanentError
 
-MANIFEST = [FileEntry(b"a/\xff name", 3, 1_000_000_000, 0o100640, 1),
-            FileEntry(b"b", 2, 2_000_000_000, 0o100600, 2)]
+MANIFEST = [
+    FileEntry(b"a/\xff name", 3, 1_000_000_000, 0o100640, 1),
+    FileEntry(b"b", 2, 2_000_000_000, 0o100600, 2),
+]
 
 
 def _zip(path: Path, members: list[tuple[str, bytes, int]]) -> bytes:
@@ -41,24 +43,29 @@ def test_good_package_gets_real_names_modes_and_mtimes(tmp_path: Path) -> None:
     target = _target(tmp_path)
     extract_package(z, MANIFEST, target)
     st = os.stat(target + b"/a/\xff name")
-    assert open(target + b"/a/\xff name", "rb").read() == b"abc"
+    with open(target + b"/a/\xff name", "rb") as f:
+        assert f.read() == b"abc"
     assert (stat.S_IMODE(st.st_mode), st.st_mtime_ns) == (0o640, 1_000_000_000)
 
 
-@pytest.mark.parametrize("members", [
-    pytest.param([("/etc/evil", b"abc", stat.S_IFREG), GOOD[1]], id="absolute"),
-    pytest.param([("../evil", b"abc", stat.S_IFREG), GOOD[1]], id="dotdot"),
-    pytest.param([("000001/../../x", b"abc", stat.S_IFREG), GOOD[1]], id="index-dotdot"),
-    pytest.param([(member_name(1), b"/etc/passwd", stat.S_IFLNK), GOOD[1]], id="symlink"),
-    pytest.param([*GOOD, (member_name(3), b"x", stat.S_IFREG)], id="extra-member"),
-    pytest.param([*GOOD, (member_name(2), b"de", stat.S_IFREG)], id="duplicate"),
-    pytest.param([GOOD[0]], id="missing-member"),
-    pytest.param([(member_name(1), b"abcd", stat.S_IFREG), GOOD[1]], id="wrong-size"),
-    pytest.param([("000001/", b"", stat.S_IFDIR), GOOD[1]], id="directory"),
-    pytest.param([("a/é name", b"abc", stat.S_IFREG), GOOD[1]], id="real-name"),
-])
-def test_malicious_packages_are_refused(tmp_path: Path,
-                                        members: list[tuple[str, bytes, int]]) -> None:
+@pytest.mark.parametrize(
+    "members",
+    [
+        pytest.param([("/etc/evil", b"abc", stat.S_IFREG), GOOD[1]], id="absolute"),
+        pytest.param([("../evil", b"abc", stat.S_IFREG), GOOD[1]], id="dotdot"),
+        pytest.param([("000001/../../x", b"abc", stat.S_IFREG), GOOD[1]], id="index-dotdot"),
+        pytest.param([(member_name(1), b"/etc/passwd", stat.S_IFLNK), GOOD[1]], id="symlink"),
+        pytest.param([*GOOD, (member_name(3), b"x", stat.S_IFREG)], id="extra-member"),
+        pytest.param([*GOOD, (member_name(2), b"de", stat.S_IFREG)], id="duplicate"),
+        pytest.param([GOOD[0]], id="missing-member"),
+        pytest.param([(member_name(1), b"abcd", stat.S_IFREG), GOOD[1]], id="wrong-size"),
+        pytest.param([("000001/", b"", stat.S_IFDIR), GOOD[1]], id="directory"),
+        pytest.param([("a/é name", b"abc", stat.S_IFREG), GOOD[1]], id="real-name"),
+    ],
+)
+def test_malicious_packages_are_refused(
+    tmp_path: Path, members: list[tuple[str, bytes, int]]
+) -> None:
     try:
         z = _zip(tmp_path / "evil.zip", members)
     except (UnicodeEncodeError, ValueError):

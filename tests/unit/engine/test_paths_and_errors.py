@@ -21,29 +21,35 @@ def test_temp_names_fit_and_stay_distinct() -> None:
     assert temp_job_id(ta) == "1"
 
 
-@pytest.mark.parametrize("name,n,is_dir,expected", [
-    (b"take.mov", 1, False, b"take (1).mov"),       # extension kept last
-    (b".bashrc", 2, False, b".bashrc (2)"),         # a leading dot is no extension
-    (b"reel.v2", 1, True, b"reel.v2 (1)"),          # folders have no extension
-    (b"take.mov", 0, False, b"take.mov"),           # 0 is the name itself
-    (b"y" * 255, 3, False, b"y" * 251 + b" (3)"),   # still fits in 255 bytes
-])
+@pytest.mark.parametrize(
+    "name,n,is_dir,expected",
+    [
+        (b"take.mov", 1, False, b"take (1).mov"),  # extension kept last
+        (b".bashrc", 2, False, b".bashrc (2)"),  # a leading dot is no extension
+        (b"reel.v2", 1, True, b"reel.v2 (1)"),  # folders have no extension
+        (b"take.mov", 0, False, b"take.mov"),  # 0 is the name itself
+        (b"y" * 255, 3, False, b"y" * 251 + b" (3)"),  # still fits in 255 bytes
+    ],
+)
 def test_rename_candidates(name: bytes, n: int, is_dir: bool, expected: bytes) -> None:
     assert rename_candidate(name, n, is_dir) == expected
 
 
-@pytest.mark.parametrize("code,action,cls", [
-    (errno.ENOSPC, "write the temporary file", RouteUnavailable),   # route pauses
-    (errno.EDQUOT, "write the temporary file", RouteUnavailable),   # same as full
-    (errno.EIO, "read the source", TransientError),                 # may be a hiccup
-    (errno.ESTALE, "read the source", RouteUnavailable),            # share remounted
-    (errno.ENOENT, "read the source", SourceChanged),               # source vanished
-    (errno.ENOENT, "create the temporary file", TransientError),    # dest folder gone
-    (errno.EACCES, "create the temporary file", PermanentError),    # fix ACLs first
-    (errno.EPERM, "delete the source", PermanentError),
-    (errno.ENAMETOOLONG, "create the temporary file", PermanentError),
-    (errno.EROFS, "create the temporary file", PermanentError),
-])
+@pytest.mark.parametrize(
+    "code,action,cls",
+    [
+        (errno.ENOSPC, "write the temporary file", RouteUnavailable),  # route pauses
+        (errno.EDQUOT, "write the temporary file", RouteUnavailable),  # same as full
+        (errno.EIO, "read the source", TransientError),  # may be a hiccup
+        (errno.ESTALE, "read the source", RouteUnavailable),  # share remounted
+        (errno.ENOENT, "read the source", SourceChanged),  # source vanished
+        (errno.ENOENT, "create the temporary file", TransientError),  # dest folder gone
+        (errno.EACCES, "create the temporary file", PermanentError),  # fix ACLs first
+        (errno.EPERM, "delete the source", PermanentError),
+        (errno.ENAMETOOLONG, "create the temporary file", PermanentError),
+        (errno.EROFS, "create the temporary file", PermanentError),
+    ],
+)
 def test_classification(code: int, action: str, cls: type) -> None:
     err = classify_oserror(OSError(code, "x"), b"/mnt/dub/bad\xff name", action)
     assert type(err) is cls
