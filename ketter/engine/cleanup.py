@@ -14,6 +14,7 @@ import stat
 import time
 from collections.abc import Callable
 
+from .context import env_fault
 from .hashing import fsync_dir
 from .paths import TEMP_PREFIX, join
 
@@ -66,7 +67,9 @@ def _restore_old(dest_dir: bytes, old_dir: bytes) -> None:
     os.rmdir(old_dir)
 
 
-def rollback(dest_dir: bytes, tag_or_job_prefix: str) -> list[bytes]:
+def rollback(
+    dest_dir: bytes, tag_or_job_prefix: str, fault: Callable[[str], None] = env_fault
+) -> list[bytes]:
     """Remove this job's temporaries in ``dest_dir``; restore set-aside versions.
 
     ``tag_or_job_prefix`` is a context's ``tag`` (one claim) or its
@@ -74,7 +77,7 @@ def rollback(dest_dir: bytes, tag_or_job_prefix: str) -> list[bytes]:
     """
     key = tag_or_job_prefix.encode()
     prefix = key if key.startswith(TEMP_PREFIX) else TEMP_PREFIX + key + b"-"
-    handled = []
+    handled: list[bytes] = []
     try:
         entries = os.listdir(dest_dir)
     except FileNotFoundError:
@@ -83,6 +86,8 @@ def rollback(dest_dir: bytes, tag_or_job_prefix: str) -> list[bytes]:
         if not name.startswith(prefix):
             continue
         path = join(dest_dir, name)
+        if handled:
+            fault("mid-rollback")
         if name.endswith(b".old") and os.path.isdir(path):
             _restore_old(dest_dir, path)
         else:

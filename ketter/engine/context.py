@@ -25,8 +25,15 @@ FAULT_POINTS = frozenset(
         "after-place",
         "between-source-deletes",
         "mid-rollback",
+        "before-rename",
     }
 )
+
+
+def env_fault(point: str) -> None:
+    """SIGKILL this process when ``$KETTER_FAULT`` names ``point``."""
+    if os.environ.get("KETTER_FAULT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class TransferContext:
@@ -81,8 +88,7 @@ class TransferContext:
 
     def fault(self, point: str) -> None:
         """Fault injection for crash tests: SIGKILL self at ``$KETTER_FAULT``."""
-        if os.environ.get("KETTER_FAULT") == point:
-            os.kill(os.getpid(), signal.SIGKILL)
+        env_fault(point)
 
     def warn(self, event: str, **details: Any) -> None:
         """Something the operator should know that does not fail the job."""

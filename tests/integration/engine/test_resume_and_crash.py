@@ -168,3 +168,18 @@ def test_rollback_restores_a_set_aside_version(bt: bytes) -> None:
     rollback(dst, "4-a")
     assert os.listdir(dst) == [b"final.mov"]
     assert read(dst + b"/final.mov") == b"old version"
+
+
+def test_sigkill_mid_rollback_then_rollback_again(bt: bytes) -> None:
+    dst = bt + b"/dst"
+    for n in (b"a", b"b", b"c"):
+        write(dst + b"/" + temp_name("6-a", n, "part"), b"p")
+    code = f"""
+        from ketter.engine import rollback
+        rollback({dst!r}, ".ketter-6-")
+    """
+    r = _run_with_fault("mid-rollback", code)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert 0 < len(ketter_names(dst)) < 3
+    rollback(dst, ".ketter-6-")
+    assert ketter_names(dst) == []
