@@ -10,6 +10,7 @@ import time
 
 from ketter.cli.common import add_config_arg, config_from
 from ketter.config import parse_duration
+from ketter.runtime.faults import fault
 from ketter.runtime.logs import setup_logging
 
 
@@ -105,6 +106,7 @@ def enqueue_path(args: argparse.Namespace) -> int:
                           now=time.time())
     for result in results:
         if result.created:
+            fault("after-commit-before-enqueue")
             queue.ring(result.job_id)
         print(result.message)
     return 0 if results else 1

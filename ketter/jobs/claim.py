@@ -100,7 +100,8 @@ def claim_job(config: Config, *, hint: int | None, owner: str, now: float) -> Cl
 def _take(job: Job, owner: str, now: float, ttl: float) -> Claimed | None:
     token = new_token()
     fresh = job.state in _FRESH
-    recovered = not fresh and job.lease_owner is not None
+    # The previous holder died with the lease (crash), whatever the state.
+    recovered = job.lease_owner is not None
     released = not fresh and job.lease_owner is None
     # A graceful release does not use up an attempt; a crash does (a job that
     # kills its worker every time must end up failed, not loop forever).

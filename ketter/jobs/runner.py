@@ -42,6 +42,7 @@ from ketter.jobs.states import State
 from ketter.jobs.steps import Attempt
 from ketter.jobs.transitions import transition
 from ketter.paths import readable
+from ketter.runtime.faults import fault
 from ketter.runtime.signals import Shutdown
 from ketter.store.models import Job
 
@@ -85,10 +86,12 @@ class JobRunner:
         Returns the id of the job run, if any."""
         if self.shutdown.requested:
             return None  # the sweep re-rings after restart
+        fault("after-dequeue")
         claimed = claim_job(self.config, hint=hint, owner=owner_name(self.config.node),
                             now=self.clock())
         if claimed is None:
             return None
+        fault("after-claim")
         self.run(claimed)
         return claimed.job_id
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ketter.config import Config, RouteConfig
-from ketter.engine.spec import TransferSpec
+from ketter.engine.spec import MiB, TransferSpec
 
 
 def _b(path: str | None) -> bytes | None:
@@ -28,4 +28,11 @@ def spec_for(route: RouteConfig, config: Config) -> TransferSpec:
         destination_mount=_b(route.destination_mount),
         resume_min_bytes=config.resume_min_bytes,
         ready_marker=route.ready_marker,
+        checkpoint_bytes=checkpoint_bytes(config.resume_min_bytes),
     )
+
+
+def checkpoint_bytes(resume_min_bytes: int) -> int:
+    """fsync + progress interval: a quarter of the resume threshold, within
+    [1 MiB, 64 MiB], so a partial worth resuming has been checkpointed."""
+    return max(MiB, min(64 * MiB, resume_min_bytes // 4))

@@ -29,7 +29,7 @@ class _Formatter(JsonFormatter):
         log_record.pop("levelname", None)
         log_record.pop("name", None)
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         import time
 
         return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + (

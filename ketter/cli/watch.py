@@ -1,0 +1,44 @@
+"""``ketter watcher``: the detection service (one systemd unit).
+
+Loads the config, opens the job store, and runs
+:class:`ketter.watcher.Watcher` until SIGTERM/SIGINT (exit 0). A second
+signal exits at once (see :mod:`ketter.runtime.signals`); nothing is lost
+either way: the next start's full scan catches up.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ketter.cli.common import add_config_arg, config_from
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    watcher = commands.add_parser(
+        "watcher", help="watch the route sources and enqueue finished files (service)")
+    add_config_arg(watcher)
+    watcher.set_defaults(func=run_watcher)
+
+
+def run_watcher(args: argparse.Namespace) -> int:
+    # Imported here: `ketter --help` must not pay for watchdog and huey.
+    from ketter.audit import chain
+    from ketter.runtime.logs import setup_logging
+    from ketter.runtime.signals import Shutdown
+    from ketter.store import open_store
+    from ketter.watcher import Watcher
+    from workers.app import build_queue
+    from workers.consumer import read_hmac_key  # the same key reading as the workers
+
+    setup_logging()
+    config = config_from(args)
+    db = open_store(config.db_path)
+    chain.configure(node=config.node, hmac_key=read_hmac_key(config))
+    queue = build_queue(config)
+    shutdown = Shutdown().install()
+    try:
+        Watcher(config, queue=queue).run(shutdown.event)
+    finally:
+        queue.close()
+        db.close()
+    return 0
