@@ -1,0 +1,109 @@
+"""Turning ready candidates into ``detected`` jobs and queue messages (R-W6).
+
+The watcher only inserts the job row (idempotent on ``source_key``) and
+rings the queue with its id: no copy, no hash, no delete. The job store
+answers "was this version already handled?": any job with the key — active,
+completed, or failed — means the version is settled. A completed copy is not
+delivered again; a failed one waits for ``ketter requeue`` or for the file
+to change (a new version, a new key); a moved-away source that reappears has
+a new inode/mtime and so a new key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ketter.config.schema import RouteConfig
+from ketter.jobs.create import NewJob, create_job, file_source_key, folder_source_key
+from ketter.paths import readable
+from ketter.runtime.logs import job_fields
+from ketter.store.models import Job, database
+from ketter.watcher.identity import Version, owner_name
+
+log = logging.getLogger(__name__)
+
+#: Keys per ``IN (...)`` query (SQLite's default variable limit is 32766;
+#: smaller batches keep each query short).
+KEY_BATCH = 500
+#: Jobs created per transaction: one commit (one WAL write) per batch, short
+#: enough that the workers are not kept off the write lock.
+JOB_BATCH = 200
+
+
+class Ringer(Protocol):
+    def ring(self, job_id: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """A candidate found ready: what the job row needs."""
+
+    relpath: bytes
+    kind: str
+    version: Version
+
+    def key(self, route: str) -> str:
+        if self.kind == "folder":
+            assert self.version.listing_sha256 is not None
+            return folder_source_key(route, self.relpath, self.version.listing_sha256)
+        v = self.version
+        return file_source_key(route, self.relpath, v.size, v.mtime_ns, v.inode)
+
+
+def settled_keys(keys: Iterable[str]) -> set[str]:
+    """The keys that already have a job, in any state."""
+    keys = list(keys)
+    found: set[str] = set()
+    for i in range(0, len(keys), KEY_BATCH):
+        chunk = keys[i:i + KEY_BATCH]
+        query = Job.select(Job.source_key).where(Job.source_key.in_(chunk)).distinct()
+        found.update(row.source_key for row in query)
+    return found
+
+
+def enqueue_ready(route: RouteConfig, root: bytes, ready: Sequence[Ready], *, queue: Ringer,
+                  node: str, now: float | None = None) -> list[int]:
+    """Create the jobs of ``ready`` candidates not settled yet and ring the
+    queue for each; returns the new job ids."""
+    if not ready:
+        return []
+    keyed = [(item, item.key(route.name)) for item in ready]
+    settled = settled_keys(key for _, key in keyed)
+    todo = [(item, key) for item, key in keyed if key not in settled]
+    created: list[int] = []
+    db = database.obj
+    for i in range(0, len(todo), JOB_BATCH):
+        batch: list[tuple[int, Ready]] = []
+        stamp = time.time() if now is None else now
+        with db.atomic():
+            for item, key in todo[i:i + JOB_BATCH]:
+                result = create_job(_new_job(route, root, item, key), node=node, now=stamp)
+                if result.created:
+                    batch.append((result.job_id, item))
+        # Ring only after the commit: a worker woken earlier would not find
+        # the row. If the watcher dies between the two, the job sits in
+        # `detected` without a message; the workers' recovery sweep rings
+        # for it (the row is the truth, the message only a doorbell).
+        for job_id, item in batch:
+            queue.ring(job_id)
+            log.info("detected", **job_fields(job_id, route.name, **{
+                "file.path": readable(os.path.join(root, item.relpath)),
+                "file.size": item.version.size, "ketter.kind": item.kind}))
+        created.extend(job_id for job_id, _ in batch)
+    return created
+
+
+def _new_job(route: RouteConfig, root: bytes, item: Ready, key: str) -> NewJob:
+    v = item.version
+    return NewJob(
+        route=route.name, mode=route.mode, kind=item.kind,
+        source_path=os.path.join(root, item.relpath), source_key=key,
+        size=v.size, file_count=v.file_count, source_size=v.size,
+        source_mtime_ns=v.mtime_ns, source_inode=v.inode, source_dev=v.dev,
+        source_owner=owner_name(v.uid), dest_path=None, priority=route.priority,
+    )

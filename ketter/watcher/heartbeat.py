@@ -1,0 +1,30 @@
+"""Heartbeat rows (``heartbeats`` table) of the watcher and of each route.
+
+One row per (component, node), replaced in place: ``watcher`` for the
+process and ``route:<name>`` for each route's watch (last scan, files
+watched, pending candidates, lost or not). ``ketter status`` shows them; a
+row older than ``health.heartbeat_stale`` means the watcher is not running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from ketter.store.models import Heartbeat, database
+
+
+def beat(node: str, rows: dict[str, dict[str, Any]], *, now: float | None = None) -> None:
+    """Upsert one heartbeat row per ``component → details`` in one commit."""
+    stamp = time.time() if now is None else now
+    pid = os.getpid()
+    with database.obj.atomic():
+        for component, details in rows.items():
+            (Heartbeat
+             .insert(component=component, node=node, pid=pid, ts=stamp,
+                     details=json.dumps(details, sort_keys=True, default=str))
+             .on_conflict(conflict_target=[Heartbeat.component, Heartbeat.node],
+                          preserve=[Heartbeat.pid, Heartbeat.ts, Heartbeat.details])
+             .execute())

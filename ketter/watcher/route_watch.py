@@ -1,0 +1,397 @@
+"""Watching one route: availability (lost/restored), scans, events,
+readiness, enqueue.
+
+A route whose root is missing, unreadable or not on its ``source_mount`` is
+*lost* (R-W7): its observer is stopped, its candidates forgotten, and the
+root is checked again with exponential backoff. Nothing is ever concluded
+from a lost root's contents — an unmounted share is an empty folder, and
+the watcher does not act on disappearances at all. Other routes carry on.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from watchdog.observers.api import BaseObserver
+
+from ketter.audit.chain import record_event
+from ketter.config.schema import RouteConfig
+from ketter.paths import readable
+from ketter.runtime.logs import job_fields
+from ketter.store.models import database
+from ketter.watcher import mounts
+from ketter.watcher.enqueue import KEY_BATCH, Ready, Ringer, enqueue_ready, settled_keys
+from ketter.watcher.identity import Version, folder_version, stat_path
+from ketter.watcher.observers import (
+    Hints,
+    WatchLimitReached,
+    default_observer_factory,
+    observer_alive,
+    start_native,
+    stop_observer,
+)
+from ketter.watcher.patterns import RoutePatterns
+from ketter.watcher.readiness import StabilityTracker
+from ketter.watcher.scanner import Found, Scanner
+
+log = logging.getLogger(__name__)
+
+#: Longest wait between two checks of a lost root.
+MAX_BACKOFF = 60.0
+
+
+def audit(event: str, route: str | None, details: dict[str, Any]) -> None:
+    """Record a watcher audit event in its own transaction."""
+    with database.obj.atomic():
+        record_event(event, now=time.time(), route=route, details=details)
+
+
+class RouteWatch:
+    """The watch of one route; driven by :meth:`tick` from the watcher loop.
+
+    ``clock`` is monotonic seconds (readiness and schedules); rows and
+    events carry wall-clock time.
+    """
+
+    def __init__(self, route: RouteConfig, *, queue: Ringer, node: str,
+                 clock: Callable[[], float] = time.monotonic,
+                 observer_factory: Callable[[], BaseObserver] = default_observer_factory,
+                 max_backoff: float = MAX_BACKOFF, alert_after: float = 300.0,
+                 pending_capacity: int = 100_000) -> None:
+        self.route = route
+        self.root = os.fsencode(route.source)
+        self.queue = queue
+        self.node = node
+        self.clock = clock
+        self.observer_factory = observer_factory
+        self.max_backoff = max(max_backoff, route.poll_interval)
+        self.alert_after = alert_after
+        self.patterns = RoutePatterns.for_route(route)
+        self.as_unit = route.folders == "as_unit"
+        self.tracker = StabilityTracker(stable_seconds=route.stable_seconds,
+                                        poll_interval=route.poll_interval,
+                                        capacity=pending_capacity)
+        self.hints = Hints()
+        self.scanner: Scanner | None = None
+        self.observer: BaseObserver | None = None
+        self.mode: str | None = None  # native | polling, while watching
+        self.mode_reason = ""
+        self.revalidate = False
+        # availability
+        self.watching = False
+        self.lost_reason: str | None = None
+        self.lost_since: float | None = None  # wall clock
+        self.alerted = False
+        self.attempts = 0
+        self.retry_at = 0.0
+        self.next_check = 0.0
+        # schedules (clock) and facts for the heartbeat (wall clock)
+        self.next_poll = 0.0
+        self.next_full_scan = 0.0
+        self.last_scan: float | None = None
+        self.last_full_scan: float | None = None
+        self.jobs_created = 0
+
+    # -- lifecycle -------------------------------------------------------
+
+    def stop(self) -> None:
+        stop_observer(self.observer)
+        self.observer = None
+
+    def request_rescan(self) -> None:
+        """Thread-safe: the next tick walks the whole tree (overflow)."""
+        self.hints.request_rescan()
+
+    def tick(self) -> list[int]:
+        """One step: check the root, scan what is due, observe candidates,
+        enqueue the ready ones. Returns the ids of the jobs created."""
+        now = self.clock()
+        if not self._available(now):
+            return []
+        try:
+            self._scan(now)
+            ready = self._observe(now)
+        except OSError as exc:
+            # The root went away mid-scan (unmount, removal): a lost watch.
+            if self.root_problem() is not None:
+                self._lose(self.root_problem() or str(exc), now)
+                return []
+            raise
+        if not ready:
+            return []
+        created = enqueue_ready(self.route, self.root, ready, queue=self.queue, node=self.node)
+        for item in ready:
+            self.tracker.discard(item.relpath)
+        self.jobs_created += len(created)
+        return created
+
+    def next_wakeup(self) -> float:
+        """Clock time at which :meth:`tick` has something to do."""
+        if not self.watching:
+            return self.retry_at
+        times = [self.next_full_scan, self.next_check]
+        if self.mode == "polling":
+            times.append(self.next_poll)
+        due = self.tracker.next_due()
+        if due is not None:
+            times.append(due)
+        if len(self.hints):
+            times.append(self.clock())
+        return min(times)
+
+    # -- availability ----------------------------------------------------
+
+    def root_problem(self) -> str | None:
+        return mounts.check_root(self.route, self.root)
+
+    def _available(self, now: float) -> bool:
+        if not self.watching:
+            if now < self.retry_at:
+                self._maybe_alert()
+                return False
+            problem = self.root_problem()
+            if problem is not None:
+                self._lose(problem, now)
+                return False
+            self._start_watching(now)
+            return True
+        if now >= self.next_check:
+            self.next_check = now + self.route.poll_interval
+            problem = self.root_problem()
+            if problem is not None:
+                self._lose(problem, now)
+                return False
+            if self.observer is not None and not observer_alive(self.observer):
+                # e.g. the root was removed and re-created between two checks:
+                # the old inotify watch died with the old folder.
+                log.warning("native watch stopped; restarting it and rescanning",
+                            **job_fields(route=self.route.name))
+                self.stop()
+                self._start_observer()
+                self.next_full_scan = now
+        return True
+
+    def _lose(self, reason: str, now: float) -> None:
+        first = self.lost_reason is None
+        self.stop()
+        self.watching = False
+        self.tracker = StabilityTracker(stable_seconds=self.route.stable_seconds,
+                                        poll_interval=self.route.poll_interval,
+                                        capacity=self.tracker.capacity)
+        self.hints.drain()
+        self.scanner = None
+        delay = min(self.max_backoff, self.route.poll_interval * 2 ** min(self.attempts, 16))
+        self.attempts += 1
+        self.retry_at = now + delay
+        if first or reason != self.lost_reason:
+            self.lost_since = self.lost_since or time.time()
+            self.lost_reason = reason
+            log.error("watch lost: %s", reason,
+                      **job_fields(route=self.route.name, **{"ketter.retry_in": delay}))
+            if first:
+                audit("watch_lost", self.route.name, {"reason": reason})
+        self._maybe_alert()
+
+    def _maybe_alert(self) -> None:
+        if self.alerted or self.lost_since is None:
+            return
+        if time.time() - self.lost_since >= self.alert_after:
+            self.alerted = True
+            log.error("watch lost for %.0f s: %s", time.time() - self.lost_since,
+                      self.lost_reason, **job_fields(route=self.route.name,
+                                                     **{"ketter.alert": "watch_lost"}))
+
+    def _start_watching(self, now: float) -> None:
+        self.mode, self.mode_reason = mounts.choose_watch(self.route, self.root)
+        self.revalidate = mounts.is_network(self.root)
+        if self.mode == "native":
+            self._start_observer()
+        self.scanner = Scanner(self.root, self.patterns, as_unit=self.as_unit,
+                               track_dirs=self.mode == "polling")
+        was_lost = self.lost_reason is not None
+        self.watching = True
+        self.next_full_scan = now  # catch up on whatever arrived meanwhile (R-W1)
+        self.next_check = now + self.route.poll_interval
+        if was_lost:
+            down = time.time() - (self.lost_since or time.time())
+            audit("watch_restored", self.route.name,
+                  {"after_seconds": round(down, 3), "mode": self.mode})
+            log.warning("watch restored after %.1f s", down,
+                        **job_fields(route=self.route.name))
+        self.lost_reason = self.lost_since = None
+        self.alerted = False
+        self.attempts = 0
+        log.info("watching %s (%s: %s)", readable(self.root), self.mode, self.mode_reason,
+                 **job_fields(route=self.route.name))
+
+    def _start_observer(self) -> None:
+        try:
+            self.observer = start_native(self.root, self.hints, self.observer_factory)
+        except WatchLimitReached as exc:
+            log.error(str(exc), **job_fields(route=self.route.name,
+                                             **{"ketter.sysctl": exc.sysctl}))
+            self._fall_back_to_polling(str(exc))
+
+    def _fall_back_to_polling(self, reason: str) -> None:
+        self.observer = None
+        self.mode, self.mode_reason = "polling", reason
+        if self.scanner is not None:
+            self.scanner.track_dirs = True
+        self.next_full_scan = self.clock()  # builds the folder mtimes
+
+    # -- scanning --------------------------------------------------------
+
+    def _scan(self, now: float) -> None:
+        assert self.scanner is not None
+        files, dirs, rescan = self.hints.drain()
+        if self.tracker.overflowed and self.tracker.room():
+            self.tracker.overflowed = False
+            rescan = True
+        if rescan or now >= self.next_full_scan:
+            self._consider(self.scanner.full_scan(), now)
+            self.next_full_scan = now + self.route.rescan_interval
+            self.next_poll = now + self.route.poll_interval
+            self.last_scan = self.last_full_scan = time.time()
+            return  # the walk covered every hint
+        if self.mode == "polling" and now >= self.next_poll:
+            for rel_dir in self.scanner.changed_dirs():
+                self._consider(self.scanner.list_dir(rel_dir), now)
+            self.next_poll = now + self.route.poll_interval
+            self.last_scan = time.time()
+        if files or dirs:
+            self._consider(self._from_hints(files, dirs), now)
+
+    def _from_hints(self, files: Iterable[bytes], dirs: Iterable[bytes]) -> Iterable[Found]:
+        assert self.scanner is not None
+        for path in dirs:
+            rel = self._relative(path)
+            if rel:
+                yield from self.scanner.walk_new(rel)
+        for path in files:
+            rel = self._relative(path)
+            if not rel:
+                continue
+            if self.patterns.is_marker(rel):
+                # A marker appeared: look at the file (or folder) it speaks for.
+                rel = self.patterns.marked_path(rel)
+                self.tracker.poke(rel, self.clock())
+            found = self.scanner.stat_candidate(rel)
+            if found is not None:
+                yield found
+
+    def _relative(self, path: bytes) -> bytes | None:
+        prefix = self.root.rstrip(b"/") + b"/"
+        return path[len(prefix):] if path.startswith(prefix) else None
+
+    def _consider(self, found: Iterable[Found], now: float) -> None:
+        """Track the found candidates that are neither tracked nor settled."""
+        batch: list[tuple[Found, Version | None, str | None]] = []
+        for item in found:
+            if item.relpath in self.tracker:
+                self.tracker.poke(item.relpath, now)
+                continue
+            version, key = self._discovery_key(item)
+            batch.append((item, version, key))
+            if len(batch) >= KEY_BATCH:
+                self._track(batch, now)
+                batch = []
+        self._track(batch, now)
+
+    def _discovery_key(self, item: Found) -> tuple[Version | None, str | None]:
+        if item.kind == "folder":
+            try:
+                version = folder_version(os.path.join(self.root, item.relpath),
+                                         revalidate=False)
+            except OSError:
+                return None, None
+        else:
+            version = item.version
+        if version is None:
+            return None, None
+        return version, Ready(item.relpath, item.kind, version).key(self.route.name)
+
+    def _track(self, batch: list[tuple[Found, Version | None, str | None]],
+               now: float) -> None:
+        if not batch:
+            return
+        settled = settled_keys(key for _, _, key in batch if key is not None)
+        for item, version, key in batch:
+            if key is not None and key in settled:
+                continue  # this version already has a job (any state)
+            # On a network mount the scan's stat may come from the client's
+            # attribute cache: do not count it as an observation.
+            first = None if self.revalidate else version
+            self.tracker.add(item.relpath, item.kind, now, first)
+
+    # -- readiness -------------------------------------------------------
+
+    def _observe(self, now: float) -> list[Ready]:
+        ready: list[Ready] = []
+        for relpath, pending in self.tracker.due(now):
+            path = os.path.join(self.root, relpath)
+            try:
+                if pending.kind == "folder":
+                    version = folder_version(path, revalidate=self.revalidate)
+                else:
+                    st = stat_path(path, revalidate=self.revalidate)
+                    if not stat.S_ISREG(st.st_mode):
+                        self.tracker.discard(relpath)
+                        continue
+                    version = Version(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev,
+                                      st.st_uid)
+            except FileNotFoundError:
+                self.tracker.discard(relpath)  # gone: nothing to do, ever
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                    self.tracker.discard(relpath)
+                    continue
+                # Busy or locked (an SMB writer's share mode): not ready yet.
+                self.tracker.defer(relpath, now + self.route.poll_interval)
+                continue
+            if not self.tracker.observe(relpath, version, now):
+                continue
+            if pending.kind == "folder" and version.file_count == 0:
+                # An empty folder may be about to receive files: not a
+                # delivery. A file arriving in it brings it back.
+                self.tracker.discard(relpath)
+                continue
+            if self._marker_ok(relpath, version):
+                ready.append(Ready(relpath, pending.kind, version))
+        return ready
+
+    def _marker_ok(self, relpath: bytes, version: Version) -> bool:
+        """Without ``ready_marker``: always. With it: ``NAME<marker>`` exists
+        and is not older than the newest content (a stale marker from an
+        older version does not count)."""
+        marker = self.patterns.marker_for(relpath)
+        if marker is None:
+            return True
+        try:
+            st = stat_path(os.path.join(self.root, marker), revalidate=self.revalidate)
+        except OSError:
+            return False
+        return st.st_mtime_ns >= version.mtime_ns
+
+    # -- status ----------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Heartbeat details of this route."""
+        return {
+            "lost": not self.watching,
+            "reason": self.lost_reason,
+            "lost_since": self.lost_since,
+            "mode": self.mode,
+            "mode_reason": self.mode_reason,
+            "last_scan": self.last_scan,
+            "last_full_scan": self.last_full_scan,
+            "files_watched": self.scanner.files_seen if self.scanner else 0,
+            "pending": len(self.tracker),
+            "jobs_created": self.jobs_created,
+        }

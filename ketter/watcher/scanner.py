@@ -1,0 +1,219 @@
+"""Listing a route source: full walks and incremental (changed-folder) scans.
+
+Full scan (at start, after a restored watch or an inotify overflow, and every
+``rescan_interval``): walks the whole tree. It is the reconciliation that
+finds whatever events missed — including files that arrived while the
+watcher was down (R-W1).
+
+Incremental scan (polling routes, every ``poll_interval``): stats only the
+known folders and lists those whose mtime changed, because creating,
+renaming or deleting an entry changes its folder's mtime. A file modified in
+place does not; pending candidates are re-observed anyway, and a delivered
+file changed in place is found by the next full scan. watchdog's
+``PollingObserver`` is not used: it re-stats every file of the tree and
+keeps a snapshot of all of them in memory at every interval, which over
+100,000 files on NFS is both slow and heavy.
+
+Paths are bytes throughout; symbolic links are never followed (R-O4).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ketter.watcher.identity import Version, file_version
+from ketter.watcher.patterns import RoutePatterns
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A candidate seen by a scan: a file, or an ``as_unit`` top-level folder.
+
+    ``version`` is the file's ``lstat`` version; None for folders (their
+    listing is computed by the readiness observation).
+    """
+
+    relpath: bytes
+    kind: str
+    version: Version | None
+
+
+class Scanner:
+    """Scans one route source. ``track_dirs`` keeps folder mtimes for
+    incremental polling (only polling routes need them)."""
+
+    def __init__(self, root: bytes, patterns: RoutePatterns, *, as_unit: bool,
+                 track_dirs: bool) -> None:
+        self.root = root
+        self.patterns = patterns
+        self.as_unit = as_unit
+        self.track_dirs = track_dirs
+        #: relpath of every folder scanned (b"" = the root) → its mtime_ns
+        self.dir_mtimes: dict[bytes, int] = {}
+        #: candidate files (and folders) matched by the last full scan
+        self.files_seen = 0
+
+    def abspath(self, relpath: bytes) -> bytes:
+        return os.path.join(self.root, relpath) if relpath else self.root
+
+    def top_level(self, relpath: bytes) -> bytes:
+        return relpath.split(b"/", 1)[0]
+
+    # -- full scan -------------------------------------------------------
+
+    def full_scan(self) -> Iterator[Found]:
+        """Every candidate under the root (raises OSError if the root
+        cannot be listed: the caller treats that as a lost watch)."""
+        self.dir_mtimes = {}
+        count = 0
+        for found in self._walk(b"", top=True):
+            count += 1
+            yield found
+        self.files_seen = count
+
+    def _walk(self, rel_dir: bytes, *, top: bool = False) -> Iterator[Found]:
+        """Depth-first walk below ``rel_dir``. Only the root may fail loudly;
+        a sub-folder that vanishes or cannot be read mid-walk is skipped."""
+        stack = [rel_dir]
+        while stack:
+            rel = stack.pop()
+            path = self.abspath(rel)
+            try:
+                mtime = os.lstat(path).st_mtime_ns
+                entries = list(os.scandir(path))
+            except OSError:
+                if top and rel == rel_dir:
+                    raise
+                continue
+            if self.track_dirs:
+                self.dir_mtimes[rel] = mtime
+            for entry in entries:
+                child = rel + b"/" + entry.name if rel else entry.name
+                found = self._classify(entry, child, stack)
+                if found is not None:
+                    yield found
+
+    def _classify(self, entry: os.DirEntry[bytes], child: bytes,
+                  stack: list[bytes]) -> Found | None:
+        """A Found for a candidate entry; pushes folders to walk on ``stack``."""
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+            is_file = not is_dir and entry.is_file(follow_symlinks=False)
+        except OSError:
+            return None
+        in_folder = self.as_unit and b"/" in child
+        if is_dir:
+            if self.as_unit and not in_folder:
+                if not self.patterns.is_candidate(child):
+                    return None
+                if self.track_dirs:
+                    stack.append(child)  # its mtimes show changes inside it
+                return Found(child, "folder", None)
+            if in_folder or not self.patterns.prune_dir(child):
+                if in_folder and not self.track_dirs:
+                    return None
+                stack.append(child)
+            return None
+        if not is_file or in_folder or not self.patterns.is_candidate(child):
+            return None
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            return None  # vanished between listing and stat
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return Found(child, "file", file_version(st))
+
+    # -- incremental -----------------------------------------------------
+
+    def changed_dirs(self) -> list[bytes]:
+        """Known folders whose mtime changed (the root included); vanished
+        folders are forgotten with their descendants."""
+        changed: list[bytes] = []
+        gone: list[bytes] = []
+        for rel, mtime in self.dir_mtimes.items():
+            try:
+                now_mtime = os.lstat(self.abspath(rel)).st_mtime_ns
+            except OSError:
+                gone.append(rel)
+                continue
+            if now_mtime != mtime:
+                changed.append(rel)
+        for rel in gone:
+            self.forget_dir(rel)
+        return [rel for rel in changed if rel in self.dir_mtimes]
+
+    def forget_dir(self, rel: bytes) -> None:
+        prefix = rel + b"/"
+        for key in [k for k in self.dir_mtimes if k == rel or k.startswith(prefix)]:
+            del self.dir_mtimes[key]
+
+    def list_dir(self, rel_dir: bytes) -> Iterator[Found]:
+        """Candidates directly in ``rel_dir``, plus everything below the
+        sub-folders not seen before (new folders, or folders moved in)."""
+        if self.as_unit and rel_dir:
+            # A change inside a top-level folder: the folder is the candidate.
+            top = self.top_level(rel_dir)
+            if self.patterns.is_candidate(top):
+                self.forget_dir(top)
+                for _ in self._walk(top):  # re-record its sub-folders' mtimes
+                    pass
+                yield Found(top, "folder", None)
+            return
+        path = self.abspath(rel_dir)
+        try:
+            mtime = os.lstat(path).st_mtime_ns
+            entries = list(os.scandir(path))
+        except OSError:
+            return
+        if self.track_dirs:
+            self.dir_mtimes[rel_dir] = mtime
+        new_dirs: list[bytes] = []
+        names = set()
+        for entry in entries:
+            child = rel_dir + b"/" + entry.name if rel_dir else entry.name
+            names.add(child)
+            stack: list[bytes] = []
+            found = self._classify(entry, child, stack)
+            new_dirs.extend(d for d in stack if d not in self.dir_mtimes)
+            if found is not None:
+                yield found
+        if self.track_dirs:
+            # Sub-folders deleted or renamed away: forget them.
+            prefix = rel_dir + b"/" if rel_dir else b""
+            for rel in [k for k in self.dir_mtimes if k and k.startswith(prefix)
+                        and b"/" not in k[len(prefix):] and k not in names]:
+                self.forget_dir(rel)
+        for rel in new_dirs:
+            yield from self._walk(rel)
+
+    def walk_new(self, rel_dir: bytes) -> Iterator[Found]:
+        """Everything below a folder an event reported as created/moved in."""
+        if self.as_unit:
+            top = self.top_level(rel_dir)
+            if self.patterns.is_candidate(top):
+                yield Found(top, "folder", None)
+            return
+        if self.patterns.prune_dir(rel_dir):
+            return
+        yield from self._walk(rel_dir)
+
+    def stat_candidate(self, relpath: bytes) -> Found | None:
+        """A Found for one path an event named (None: not a candidate now)."""
+        if self.as_unit and b"/" in relpath:
+            top = self.top_level(relpath)
+            return Found(top, "folder", None) if self.patterns.is_candidate(top) else None
+        if not self.patterns.is_candidate(relpath):
+            return None
+        try:
+            st = os.lstat(self.abspath(relpath))
+        except OSError:
+            return None
+        if stat.S_ISDIR(st.st_mode) and self.as_unit:
+            return Found(relpath, "folder", None)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return Found(relpath, "file", file_version(st))

@@ -1,0 +1,159 @@
+"""The watcher service: every route's watch, driven by one loop.
+
+Threads: the loop runs in the caller's thread (``ketter watcher``'s main
+thread, or a thread of ``ketter run``); watchdog's inotify threads only add
+hints to thread-safe sets. Only the loop touches the job store and the
+queue, so there is no locking beyond SQLite's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from watchdog.observers.api import BaseObserver
+
+from ketter import __version__
+from ketter.config.schema import Config
+from ketter.runtime.logs import job_fields
+from ketter.watcher.enqueue import Ringer
+from ketter.watcher.heartbeat import beat
+from ketter.watcher.observers import OverflowHook, default_observer_factory
+from ketter.watcher.route_watch import MAX_BACKOFF, RouteWatch, audit
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two heartbeat rows.
+HEARTBEAT_INTERVAL = 5.0
+#: Bounds of one wait of the loop: short enough to notice a stop request
+#: and new hints promptly, long enough not to spin.
+MIN_WAIT, MAX_WAIT = 0.02, 1.0
+
+
+class Watcher:
+    """Detects finished files on every route and enqueues their jobs.
+
+    The job store must be open (:func:`ketter.store.open_store`) and the
+    audit chain configured (:func:`ketter.audit.chain.configure`) by the
+    caller. ``queue`` defaults to :func:`workers.app.build_queue`.
+
+    Use :meth:`run` for the service (returns when ``stop`` is set), or
+    :meth:`start` / :meth:`tick` / :meth:`scan_once` / :meth:`close` to
+    drive it step by step (tests).
+    """
+
+    def __init__(self, config: Config, *, queue: Ringer | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 observer_factory: Callable[[], BaseObserver] = default_observer_factory,
+                 heartbeat_interval: float = HEARTBEAT_INTERVAL,
+                 max_backoff: float = MAX_BACKOFF) -> None:
+        self.config = config
+        if queue is None:
+            from workers.app import build_queue
+
+            queue = build_queue(config)
+        self.queue = queue
+        self.clock = clock
+        self.heartbeat_interval = heartbeat_interval
+        self.routes = [
+            RouteWatch(route, queue=queue, node=config.node, clock=clock,
+                       observer_factory=observer_factory, max_backoff=max_backoff,
+                       alert_after=config.alerts.watch_lost_after)
+            for route in config.routes
+        ]
+        self._overflow = OverflowHook(self._on_overflow)
+        self._started = False
+        self._next_beat = 0.0
+        self._started_at = time.time()
+
+    # -- the service -----------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Watch until ``stop`` is set, then stop cleanly."""
+        self.start()
+        try:
+            while not stop.is_set():
+                self.tick()
+                stop.wait(self._wait())
+        finally:
+            self.close()
+
+    def start(self) -> None:
+        """Record ``watcher_started`` and hook watchdog's overflow warning."""
+        if self._started:
+            return
+        self._started = True
+        self._overflow.install()
+        audit("watcher_started", None, {
+            "version": __version__,
+            "routes": [r.route.name for r in self.routes],
+        })
+        log.info("watcher started", extra={"ketter.routes": [r.route.name for r in self.routes]})
+
+    def tick(self) -> list[int]:
+        """One pass over every route; returns the ids of the jobs created."""
+        created: list[int] = []
+        for route in self.routes:
+            try:
+                created.extend(route.tick())
+            except Exception:
+                # One route's failure (database busy beyond the timeout, a bug)
+                # must not stop the others; the next tick tries again.
+                log.exception("route tick failed", **job_fields(route=route.route.name))
+        if self.clock() >= self._next_beat:
+            self.heartbeat()
+        return created
+
+    def scan_once(self) -> list[int]:
+        """Force a full scan of every route now, then tick."""
+        for route in self.routes:
+            route.request_rescan()
+        return self.tick()
+
+    def heartbeat(self) -> None:
+        self._next_beat = self.clock() + self.heartbeat_interval
+        rows: dict[str, dict[str, Any]] = {
+            f"route:{r.route.name}": r.status() for r in self.routes}
+        rows["watcher"] = {
+            "version": __version__,
+            "started_at": self._started_at,
+            "routes": len(self.routes),
+            "routes_lost": sum(1 for r in self.routes if not r.watching),
+            "pending": sum(len(r.tracker) for r in self.routes),
+        }
+        try:
+            beat(self.config.node, rows)
+        except Exception:
+            log.exception("heartbeat failed")
+
+    def close(self) -> None:
+        """Stop the observers and record ``watcher_stopped``."""
+        if not self._started:
+            return
+        self._started = False
+        self._overflow.remove()
+        for route in self.routes:
+            route.stop()
+        try:
+            self.heartbeat()
+            audit("watcher_stopped", None, {
+                "jobs_created": sum(r.jobs_created for r in self.routes)})
+        except Exception:
+            log.exception("could not record the watcher's stop")
+        log.info("watcher stopped")
+
+    # -- helpers ---------------------------------------------------------
+
+    def _on_overflow(self) -> None:
+        # Called from watchdog's inotify thread: only set flags.
+        for route in self.routes:
+            if route.mode == "native":
+                route.request_rescan()
+
+    def _wait(self) -> float:
+        now = self.clock()
+        wake = min([r.next_wakeup() for r in self.routes] + [self._next_beat])
+        return min(MAX_WAIT, max(MIN_WAIT, wake - now))
