@@ -87,11 +87,12 @@ class WorkersProcess:
             chain.record_event("workers_started", now=now, details={
                 "workers": self.workers, "pid": os.getpid(), "config": config.path,
                 "routes": [r.name for r in config.routes]})
-        consumer.start()
+        with self.shutdown.spawn_threads_without_signals():
+            consumer.start()
+            keeper.start()
         if install_signals:
             # After consumer.start(): it installs huey's own handlers; ours win.
             self.shutdown.install()
-        keeper.start()
         log.info("workers started", extra={"ketter.workers": self.workers})
         try:
             self._loop(queue, runner, keeper)
@@ -133,7 +134,7 @@ class WorkersProcess:
                 write_heartbeat("workers", self.config.node,
                                 {"workers": self.workers, "running": running}, now=now)
                 next_beat = mono + self.config.lease.heartbeat
-            self.shutdown.wait(min(0.5, self.config.lease.sweep_interval))
+            self.shutdown.wait(min(0.2, self.config.lease.sweep_interval))
 
     def _reload(self, runner: JobRunner, keeper: LeaseKeeper) -> None:
         """SIGHUP: load the config again and apply it between jobs, unless the

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from ketter.audit.chain import record_event
 from ketter.config import Config
+from ketter.errors import LostClaim
 from ketter.jobs.states import TERMINAL, State
 from ketter.store.models import Job, RouteStatus, database
 
@@ -52,6 +53,38 @@ class Claimed:
     #: The previous owner released the job on a graceful stop.
     released: bool
     attempt: int
+    #: ``node/pid/thread`` of the previous lease holder, if any.
+    previous_owner: str | None = None
+
+    def previous_owner_gone(self, node: str) -> bool:
+        """True when no earlier holder can still be writing this job's files:
+        it released the job, or it was a process of this node that is dead.
+        A holder that is alive but stalled (SIGSTOP, hung mount) may wake up
+        and write into its partial, so its partial must not be adopted."""
+        if self.previous_owner is None:
+            return True
+        owner_node, _, rest = self.previous_owner.partition("/")
+        pid_text = rest.split("/", 1)[0]
+        if owner_node != node or not pid_text.isdigit():
+            return False
+        pid = int(pid_text)
+        if pid == os.getpid():
+            return False  # a thread of ours that lost its lease may still run
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _claimable(now: float) -> object:
@@ -64,6 +97,15 @@ def _claimable(now: float) -> object:
 
 def paused_routes() -> set[str]:
     return {r.route for r in RouteStatus.select(RouteStatus.route).where(RouteStatus.paused == 1)}
+
+
+def ensure_claim(job_id: int, claim: str) -> None:
+    """Raise :class:`LostClaim` unless ``claim`` still holds the job: checked
+    right before the irreversible steps (placement, source deletion)."""
+    current = Job.select(Job.claim).where(Job.id == job_id).scalar()
+    if current != claim:
+        raise LostClaim(f"job {job_id}: claim {claim} was taken over by {current}; this "
+                        "worker neither places nor deletes anything")
 
 
 def claim_job(config: Config, *, hint: int | None, owner: str, now: float) -> Claimed | None:
@@ -119,7 +161,7 @@ def _take(job: Job, owner: str, now: float, ttl: float) -> Claimed | None:
                  to_state=job.state, attempt=attempt,
                  details={"owner": owner, "claim": token,
                           "previous_owner": job.lease_owner})
-    return Claimed(job.id, token, job.state, recovered, released, attempt)
+    return Claimed(job.id, token, job.state, recovered, released, attempt, job.lease_owner)
 
 
 def renew(job_id: int, claim: str, *, now: float, ttl: float, bytes_done: int | None = None,

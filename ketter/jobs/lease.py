@@ -25,6 +25,7 @@ from ketter.config import Config
 from ketter.engine.context import TransferContext
 from ketter.errors import LostClaim, ShutdownRequested
 from ketter.jobs.claim import renew
+from ketter.runtime.faults import fault
 from ketter.runtime.signals import Shutdown
 from ketter.store.models import database
 
@@ -67,6 +68,9 @@ class JobContext(TransferContext):
             raise LostClaim(f"job {active.job_id}: the claim was taken over; stopping")
         if self.shutdown.requested:
             raise ShutdownRequested()
+
+    def fault(self, point: str) -> None:
+        fault(point)
 
     def warn(self, event: str, **details: object) -> None:
         super().warn(event, **details)

@@ -27,7 +27,7 @@ from ketter.engine.source import FileEntry, SourcePlan, inspect_source, scan_tre
 from ketter.engine.spec import TransferSpec
 from ketter.engine.transfer import copy_and_verify, identical_result
 from ketter.errors import DestinationConflict, PermanentError, RouteUnavailable, TransientError
-from ketter.jobs.claim import Claimed
+from ketter.jobs.claim import Claimed, ensure_claim
 from ketter.jobs.create import file_source_key, folder_source_key
 from ketter.jobs.lease import JobContext
 from ketter.jobs.states import State
@@ -118,7 +118,8 @@ class Attempt:
                                    "inode": self.job.placed_inode})
                 self.after_placement()
                 return
-            if self.job.kind == "file" and self._resumable_partial():
+            if (self.job.kind == "file" and self._resumable_partial()
+                    and self.claimed.previous_owner_gone(self.runner.config.node)):
                 self.resume_copy()
                 return
             self.to(S.ROLLING_BACK, rollback_to=S.RETRY_WAIT.value,
@@ -260,6 +261,7 @@ class Attempt:
             self.note("verify", details=details, placed_inode=temp_ino,
                       sha256=hashes.get("sha256"), xxh128=hashes.get("xxh128"),
                       xxh64=hashes.get("xxh64"))
+        ensure_claim(self.job.id, self.claim)
         placement = place(self.spec, result, self.ctx)
         self.placed(placement)
         self.after_placement(placement)
@@ -285,6 +287,7 @@ class Attempt:
                                   False, "recorded")
         if self.spec.mode == "move":
             plan = self.plan or self._plan_from_row(job)
+            ensure_claim(self.job.id, self.claim)
             result = delete_source(self.spec, plan, placement, self.ctx)
             self.note("delete_source", fsync=True, details={
                 "source": readable(self.source), "deleted": len(result.deleted),

@@ -11,6 +11,14 @@ import signal
 POINTS = frozenset({"after-commit-before-enqueue", "after-dequeue", "after-claim"})
 
 
+_stopped: set[str] = set()
+
+
 def fault(point: str) -> None:
+    """SIGKILL at ``$KETTER_FAULT``; SIGSTOP (once per process) at
+    ``$KETTER_FAULT_STOP``, to play a worker that hangs past its lease."""
     if os.environ.get("KETTER_FAULT") == point:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("KETTER_FAULT_STOP") == point and point not in _stopped:
+        _stopped.add(point)
+        os.kill(os.getpid(), signal.SIGSTOP)

@@ -44,6 +44,19 @@ class Shutdown:
     def _handle_hup(self, signum: int, frame: FrameType | None) -> None:
         self.reload.set()
 
+    @staticmethod
+    def spawn_threads_without_signals() -> _SignalMask:
+        """Threads started inside this block never receive SIGTERM/SIGINT/SIGHUP.
+
+        The kernel delivers a process signal to any thread that does not
+        block it. If a copy thread takes it, the main thread — the only one
+        that runs Python signal handlers — keeps sleeping in its wait and the
+        stop flag is set late. Threads inherit the mask of their creator, so
+        blocking the signals while the worker threads are created sends every
+        signal to the main thread, which wakes at once.
+        """
+        return _SignalMask()
+
     def request(self) -> None:
         """Ask for a graceful stop from code (tests, `ketter run` children)."""
         self.event.set()
@@ -54,3 +67,14 @@ class Shutdown:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.event.wait(timeout)
+
+
+_HANDLED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+class _SignalMask:
+    def __enter__(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+
+    def __exit__(self, *exc: object) -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
