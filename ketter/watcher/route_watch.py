@@ -193,7 +193,7 @@ class RouteWatch:
             self.lost_since = self.lost_since or time.time()
             self.lost_reason = reason
             log.error("watch lost: %s", reason,
-                      **job_fields(route=self.route.name, **{"ketter.retry_in": delay}))
+                      extra={"ketter.route": self.route.name, "ketter.retry_in": delay})
             if first:
                 audit("watch_lost", self.route.name, {"reason": reason})
         self._maybe_alert()
@@ -204,8 +204,8 @@ class RouteWatch:
         if time.time() - self.lost_since >= self.alert_after:
             self.alerted = True
             log.error("watch lost for %.0f s: %s", time.time() - self.lost_since,
-                      self.lost_reason, **job_fields(route=self.route.name,
-                                                     **{"ketter.alert": "watch_lost"}))
+                      self.lost_reason,
+                      extra={"ketter.route": self.route.name, "ketter.alert": "watch_lost"})
 
     def _start_watching(self, now: float) -> None:
         self.mode, self.mode_reason = mounts.choose_watch(self.route, self.root)
@@ -234,8 +234,8 @@ class RouteWatch:
         try:
             self.observer = start_native(self.root, self.hints, self.observer_factory)
         except WatchLimitReached as exc:
-            log.error(str(exc), **job_fields(route=self.route.name,
-                                             **{"ketter.sysctl": exc.sysctl}))
+            log.error(str(exc), extra={"ketter.route": self.route.name,
+                                       "ketter.sysctl": exc.sysctl})
             self._fall_back_to_polling(str(exc))
 
     def _fall_back_to_polling(self, reason: str) -> None:
@@ -304,6 +304,7 @@ class RouteWatch:
         self._track(batch, now)
 
     def _discovery_key(self, item: Found) -> tuple[Version | None, str | None]:
+        version: Version | None
         if item.kind == "folder":
             try:
                 version = folder_version(os.path.join(self.root, item.relpath),
