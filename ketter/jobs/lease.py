@@ -52,11 +52,13 @@ class JobContext(TransferContext):
     lease keeper; a stop request or a lost claim aborts at a safe point."""
 
     def __init__(self, active: ActiveJob, shutdown: Shutdown,
-                 on_warning: Callable[[str, dict], None] | None = None) -> None:
+                 on_warning: Callable[[str, dict], None] | None = None,
+                 on_progress: Callable[[ActiveJob], None] | None = None) -> None:
         super().__init__(str(active.job_id), active.claim)
         self.active = active
         self.shutdown = shutdown
         self._on_warning = on_warning
+        self._on_progress = on_progress
 
     def progress(self, bytes_done: int, phase: str) -> None:
         active = self.active
@@ -64,6 +66,8 @@ class JobContext(TransferContext):
             active.last_progress = time.monotonic()
         active.bytes_done = bytes_done
         active.phase = phase
+        if self._on_progress is not None:
+            self._on_progress(active)
         if active.lost:
             raise LostClaim(f"job {active.job_id}: the claim was taken over; stopping")
         if self.shutdown.requested:

@@ -70,7 +70,8 @@ class JobRunner:
     def __init__(self, config: Config, *, shutdown: Shutdown, keeper: LeaseKeeper,
                  ring: Callable[[int, float], None] | None = None,
                  notifier: Notifier | None = None, clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 on_progress: Callable[[ActiveJob], None] | None = None) -> None:
         self.config = config
         self.shutdown = shutdown
         self.keeper = keeper
@@ -78,6 +79,7 @@ class JobRunner:
         self.notifier = notifier or LogNotifier()
         self.clock = clock
         self.rng = rng
+        self.on_progress = on_progress
 
     # -- entry points --------------------------------------------------------
 
@@ -98,7 +100,7 @@ class JobRunner:
     def run(self, claimed: Claimed) -> None:
         job = Job.get_by_id(claimed.job_id)
         active = ActiveJob(job.id, claimed.claim, job.route, claimed.attempt)
-        ctx = JobContext(active, self.shutdown)
+        ctx = JobContext(active, self.shutdown, on_progress=self.on_progress)
         self.keeper.add(active)
         attempt: Attempt | None = None
         try:
