@@ -58,10 +58,15 @@ class SourcePlan:
 
 
 def listing_digest(files: tuple[FileEntry, ...] | list[FileEntry]) -> str:
-    """SHA-256 of the sorted (relpath, size, mtime_ns) listing."""
+    """SHA-256 of the sorted (relpath, size, mtime_ns) listing.
+
+    Byte-identical to the watcher's folder identity
+    (:func:`ketter.watcher.identity.folder_listing`): the worker recomputes
+    it to check that the folder it copies is the version that was detected.
+    """
     h = hashlib.sha256()
     for e in files:
-        h.update(e.relpath + b"\0" + f"{e.size}:{e.mtime_ns}\n".encode())
+        h.update(e.relpath + b"\0" + b"%d" % e.size + b"\0" + b"%d" % e.mtime_ns + b"\n")
     return h.hexdigest()
 
 
