@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 
 #: Longest wait between two checks of a lost root.
 MAX_BACKOFF = 60.0
+#: Ready candidates enqueued per tick (about 1 s of job creation): a burst of
+#: 10,000 files is spread over several ticks so that heartbeats and a stop
+#: request are not held up; the rest stay due and go at the next tick.
+MAX_READY_PER_TICK = 500
 
 
 def audit(event: str, route: str | None, details: dict[str, Any]) -> None:
@@ -66,6 +70,7 @@ class RouteWatch:
                  pending_capacity: int = 100_000) -> None:
         self.route = route
         self.root = os.fsencode(route.source)
+        self.watch_root = self.root
         self.queue = queue
         self.node = node
         self.clock = clock
@@ -231,8 +236,11 @@ class RouteWatch:
                  **job_fields(route=self.route.name))
 
     def _start_observer(self) -> None:
+        # inotify does not follow a symlinked root (IN_DONT_FOLLOW): watch the
+        # folder it points to; _relative() accepts paths under either name.
+        self.watch_root = os.path.realpath(self.root)
         try:
-            self.observer = start_native(self.root, self.hints, self.observer_factory)
+            self.observer = start_native(self.watch_root, self.hints, self.observer_factory)
         except WatchLimitReached as exc:
             log.error(str(exc), extra={"ketter.route": self.route.name,
                                        "ketter.sysctl": exc.sysctl})
@@ -286,8 +294,11 @@ class RouteWatch:
                 yield found
 
     def _relative(self, path: bytes) -> bytes | None:
-        prefix = self.root.rstrip(b"/") + b"/"
-        return path[len(prefix):] if path.startswith(prefix) else None
+        for root in (self.root, self.watch_root):
+            prefix = root.rstrip(b"/") + b"/"
+            if path.startswith(prefix):
+                return path[len(prefix):]
+        return None
 
     def _consider(self, found: Iterable[Found], now: float) -> None:
         """Track the found candidates that are neither tracked nor settled."""
@@ -335,6 +346,8 @@ class RouteWatch:
     def _observe(self, now: float) -> list[Ready]:
         ready: list[Ready] = []
         for relpath, pending in self.tracker.due(now):
+            if len(ready) >= MAX_READY_PER_TICK:
+                break
             path = os.path.join(self.root, relpath)
             try:
                 if pending.kind == "folder":

@@ -173,3 +173,16 @@ def test_symlinks_are_not_candidates(make_env, tmp_path: Path) -> None:
         wait_for(lambda: env.jobs())
         time.sleep(0.8)
     assert env.job_paths() == [os.fsencode(src / "real.mov")]
+
+
+def test_symlinked_root_is_watched_natively(make_env, tmp_path: Path) -> None:
+    real = tmp_path / "real-src"
+    real.mkdir()
+    link = tmp_path / "linked-src"
+    os.symlink(real, link)
+    env = make_env(ingest={"source": link, "watch": "native"})
+    with running(env.watcher()) as watcher:
+        wait_for(lambda: watcher.routes[0].last_full_scan is not None)
+        write(link / "a.mov")
+        wait_for(env.jobs, message="job through a symlinked root")
+    assert env.job_paths() == [os.fsencode(link / "a.mov")]
