@@ -179,6 +179,11 @@ class Scanner:
             stack: list[bytes] = []
             found = self._classify(entry, child, stack)
             new_dirs.extend(d for d in stack if d not in self.dir_mtimes)
+            if found is not None and found.kind == "folder" and child in self.dir_mtimes:
+                # A known as_unit folder: changes inside it show in its own
+                # folders' mtimes; re-walking every folder whenever the root
+                # changes would cost a full listing of each.
+                continue
             if found is not None:
                 yield found
         if self.track_dirs:
