@@ -9,6 +9,6 @@ EVENTS: frozenset[str] = frozenset(
         "requeue", "skip", "resume", "recover", "stalled", "release",
         "route_paused", "route_resumed", "watcher_started", "watcher_stopped",
         "watch_lost", "watch_restored", "config_loaded", "workers_started",
-        "workers_stopped", "warning",
+        "workers_stopped", "warning", "rotate",
     }
 )

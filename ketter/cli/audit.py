@@ -1,0 +1,112 @@
+"""``ketter audit verify`` and ``ketter audit ship``.
+
+``verify`` checks the hash chain of the audit log (every file of
+``audit.log_file`` unless FILES are named, oldest first) and compares it with
+the job store: exit 0 and "N records checked, OK", or exit 1 naming the first
+broken, missing, reordered or truncated record. ``--db`` checks the chain in
+the job store alone. See docs/audit.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from ketter.audit.logfile import AuditFiles
+from ketter.audit.shipper import AuditShipper, log_path
+from ketter.audit.verify import Report, verify_db, verify_files
+from ketter.cli.common import add_config_arg, config_from, print_json
+from ketter.config import Config
+from ketter.store import open_readonly
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    audit = commands.add_parser("audit", help="audit trail: verify the chain, ship the log")
+    sub = audit.add_subparsers(dest="audit_command", metavar="ACTION")
+    sub.required = True
+
+    verify = sub.add_parser("verify", help="check the audit chain (exit 1 on any break)")
+    add_config_arg(verify)
+    verify.add_argument("files", nargs="*", metavar="FILES",
+                        help="log files, oldest first (default: every file of "
+                             "audit.log_file, rotated ones included)")
+    verify.add_argument("--db", action="store_true",
+                        help="check the chain in the job store alone")
+    verify.add_argument("--no-db", action="store_true",
+                        help="check the files alone (a copy from the SIEM, no job store)")
+    verify.add_argument("--key-file", metavar="PATH",
+                        help="HMAC key of a keyed chain (default: audit.hmac_key_file)")
+    verify.add_argument("--lag", type=float, default=300.0, metavar="SECONDS",
+                        help="records younger than this may be missing from the log "
+                             "(not shipped yet); older ones are a break (default 300)")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(func=run_verify)
+
+    ship = sub.add_parser("ship", help="ship pending events to the audit log now (the "
+                                       "workers do it continuously)")
+    add_config_arg(ship)
+    ship.set_defaults(func=run_ship)
+
+
+def read_key(path: str | None) -> bytes | None:
+    """The HMAC key (stripped), or None when the chain is not keyed."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            return fh.read().strip() or None
+    except OSError as exc:
+        raise SystemExit(f"ketter: cannot read the audit HMAC key {path}: {exc.strerror}; "
+                         "run as a user that may read it, or pass --key-file") from exc
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    key = read_key(args.key_file or config.audit.hmac_key_file)
+    db = None
+    if not args.no_db and (args.db or os.path.exists(config.db_path)):
+        db = open_readonly(config.db_path)
+    if args.db:
+        report = verify_db(db, key=key)
+    else:
+        files = list(args.files) or AuditFiles(log_path(config)).all_files()
+        if not files:
+            print(f"ketter: no audit log at {log_path(config)}", file=sys.stderr)
+            return 1
+        report = verify_files(files, key=key, db=db, lag=args.lag, now=time.time())
+    return _print(report, args.json)
+
+
+def _print(report: Report, as_json: bool) -> int:
+    if as_json:
+        print_json({"ok": report.ok, "checked": report.checked, "problems": report.problems,
+                    "notes": report.notes})
+        return 0 if report.ok else 1
+    for note in report.notes:
+        print(f"note: {note}")
+    if report.ok:
+        print(f"{report.checked} records checked, OK")
+        return 0
+    print(f"BROKEN: {report.problems[0]}")
+    for problem in report.problems[1:]:
+        print(f"  also: {problem}")
+    print(f"{report.checked} records checked, {len(report.problems)} problem(s)")
+    return 1
+
+
+def run_ship(args: argparse.Namespace) -> int:
+    config: Config = config_from(args)
+    from ketter.audit import chain
+    from ketter.store import open_store
+
+    open_store(config.db_path)
+    chain.configure(node=config.node, hmac_key=read_key(config.audit.hmac_key_file))
+    shipper = AuditShipper(config)
+    try:
+        shipped = shipper.drain()
+    finally:
+        shipper.close()
+    print(f"{shipped} records shipped to {log_path(config)}")
+    return 0
