@@ -79,7 +79,7 @@ class AuditShipper:
             data = (format_line(to_line(text, row["prev_hash"], row["hash"], job)) + "\n"
                     ).encode("utf-8")
             day = iso_ms(row["ts"])[:10]
-            if self._rotation_due(pending_size + len(data), day):
+            if self._rotation_due(pending_size, len(data), day):
                 self._write(pending)
                 pending, pending_size = [], 0
                 self._rotate()
@@ -179,10 +179,11 @@ class AuditShipper:
             self._size += len(data)
         os.fsync(self._fd)
 
-    def _rotation_due(self, incoming: int, day: str) -> bool:
-        if self._size == 0:
+    def _rotation_due(self, pending: int, incoming: int, day: str) -> bool:
+        current = self._size + pending
+        if current == 0:  # never rotate an empty file (a line bigger than the limit)
             return False
-        if self.audit.rotate_max_bytes and self._size + incoming > self.audit.rotate_max_bytes:
+        if self.audit.rotate_max_bytes and current + incoming > self.audit.rotate_max_bytes:
             return True
         return bool(self.audit.rotate_when) and self._day is not None and day != self._day
 

@@ -11,7 +11,7 @@ import pytest
 
 from ketter.audit import chain
 from ketter.audit.shipper import AuditShipper
-from ketter.config import Config, parse_config
+from ketter.config import Config, load_config
 from ketter.jobs.lease import LeaseKeeper
 from ketter.jobs.runner import JobRunner
 from ketter.jobs.submit import submit_path
@@ -33,6 +33,10 @@ class Env:
     config: Config
     clock: Clock
     runner: JobRunner
+
+    @property
+    def config_path(self) -> str:
+        return str(self.root / "ketter.yaml")
 
     @property
     def log(self) -> Path:
@@ -67,7 +71,9 @@ audit: {audit}
 routes:
   - {{name: r, source: r_in, destination: r_out}}
 """
-    config = parse_config(text, base_dir=str(tmp_path))
+    path = tmp_path / "ketter.yaml"
+    path.write_text(text, encoding="utf-8")
+    config = load_config(str(path))
     open_store(config.db_path)
     chain.configure(node=config.node, hmac_key=None)
     clock = Clock(time.time())
