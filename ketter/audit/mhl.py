@@ -1,0 +1,147 @@
+"""ASC MHL v2 delivery manifests for ``as_unit`` folder jobs (route option ``mhl``).
+
+A new generation (process ``transfer``, hash formats xxh64 and xxh128 from
+the copy — MHL has no SHA-256, and the files are never read a second time)
+is written into the verified temporary folder's ``ascmhl/`` before the
+folder is renamed into place. A source folder that already carries an
+``ascmhl/`` history (camera media, dailies) arrives with it (the engine
+copies it as part of the folder) and the history is continued; otherwise
+generation 1 is created.
+
+Built on the ``ascmhl`` library (pinned 1.2; its model, history rules and
+XML writer — never its CLI, which contacts the internet). Ketter names the
+generation after the *final* folder name and ``now`` (the library would use
+the hidden temporary name and the wall clock) and fsyncs what it wrote
+(the library does not).
+
+Names that are not valid UTF-8 cannot be written in the XML; such files are
+left out of the generation and listed in the log (their exact bytes and
+checksums are in the job store and the audit log).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from datetime import UTC, datetime
+from typing import Any
+
+from ascmhl import errors as mhl_errors
+from ascmhl.generator import MHLGenerationCreationSession
+from ascmhl.hashlist import MHLCreatorInfo, MHLProcess, MHLProcessInfo, MHLTool
+from ascmhl.history import MHLHistory
+from ascmhl.utils import datetime_isostring
+
+from ketter import __version__
+from ketter.engine.paths import split
+from ketter.engine.results import CopyResult
+from ketter.errors import PermanentError
+from ketter.paths import readable
+
+log = logging.getLogger("ketter.mhl")
+
+FOLDER = "ascmhl"
+FORMATS = ("xxh64", "xxh128")
+
+
+class MHLHistoryDamaged(PermanentError):
+    """The source folder's ascmhl/ history is damaged (a generation is missing or
+    was modified); repair it, or turn ``mhl`` off on the route, then re-queue."""
+
+
+class MHLMismatch(PermanentError):
+    """Files of the folder do not match the checksums its own ascmhl/ history
+    recorded earlier (changed since the original offload); nothing was delivered."""
+
+
+class _DeliveryHistory(MHLHistory):
+    """A history whose new generation is named after the final folder and ``now``."""
+
+    folder_name = ""
+    stamp = ""
+
+    def _new_generation_filename(self) -> tuple[str, int]:
+        index = self.latest_generation_number() + 1
+        return f"{index:04d}_{self.folder_name}_{self.stamp}.mhl", index
+
+
+def write_mhl_generation(temp_dir: bytes, source_dir: bytes, result: CopyResult, *,
+                         now: float, node: str) -> bytes:
+    """Write a new ASC MHL generation into ``temp_dir/ascmhl/``; returns its path.
+
+    ``temp_dir`` is the verified copy (``result.temp_path``) not yet placed;
+    ``source_dir`` is only read when the copy lacks the source's ``ascmhl/``.
+    Raises :class:`MHLHistoryDamaged` or :class:`MHLMismatch` (permanent: the
+    job is rolled back, nothing is delivered).
+    """
+    root = os.fsdecode(temp_dir)
+    source_history = os.path.join(source_dir, FOLDER.encode())
+    if not os.path.isdir(os.path.join(root, FOLDER)) and os.path.isdir(source_history):
+        shutil.copytree(source_history, os.path.join(temp_dir, FOLDER.encode()))
+    try:
+        history = _DeliveryHistory.load_from_path(root)
+    except (mhl_errors.NoMHLChainException, mhl_errors.ModifiedMHLManifestFileException,
+            mhl_errors.MissingMHLManifestException) as exc:
+        raise MHLHistoryDamaged(
+            f"the ascmhl/ history of {readable(source_dir)!r} is damaged ({exc}); repair "
+            "it, or turn mhl off on the route, then re-queue") from exc
+    history.folder_name = split(result.final_path)[1].decode("utf-8", "backslashreplace")
+    history.stamp = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d_%H%M%SZ")
+    when = datetime.fromtimestamp(now)  # the library writes local time with its offset
+    session = MHLGenerationCreationSession(history)
+    mtimes = {entry.relpath: entry.mtime_ns for entry in result.plan.files}
+    skipped: list[str] = []
+    failed: list[str] = []
+    for fh in result.files:
+        if FOLDER.encode() in fh.relpath.split(b"/"):
+            continue  # the history itself is not part of the media
+        try:
+            rel = fh.relpath.decode("utf-8")
+        except UnicodeDecodeError:
+            skipped.append(readable(fh.relpath))
+            continue
+        mtime = datetime.fromtimestamp(mtimes.get(fh.relpath, 0) / 1e9)
+        # One call per format: 1.2's append_multiple_format_file_hashes puts the
+        # MHLHashEntry class itself into the list and fails at commit.
+        ok = [session.append_file_hash(os.path.join(root, rel), fh.size, mtime, fmt,
+                                       fh.hashes[fmt], hash_date=when) for fmt in FORMATS]
+        if not all(ok):
+            failed.append(rel)
+    if failed:
+        shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5
+                                         else "")
+        raise MHLMismatch(f"{len(failed)} file(s) of {readable(source_dir)!r} do not match "
+                          f"their ascmhl/ history: {shown}")
+    if skipped:
+        log.warning("left out of the MHL generation (names not valid UTF-8): %s",
+                    ", ".join(skipped[:20]), extra={"ketter.mhl_skipped": len(skipped)})
+    creator = MHLCreatorInfo()
+    creator.host_name = node
+    creator.tool = MHLTool("ketter", __version__)
+    creator.creation_date = datetime_isostring(when)
+    process = MHLProcessInfo()
+    process.process = MHLProcess("transfer")
+    session.commit(creator, process)
+    _fsync_histories(history)
+    latest = history.hash_lists[-1]
+    return os.fsencode(latest.file_path)
+
+
+def _fsync_histories(history: Any) -> None:
+    """The library closes its files without fsync; the placement rename must not
+    publish a folder whose manifest is still only in the page cache."""
+    for h in MHLHistory.walk_child_histories(history):
+        folder = h.asc_mhl_path
+        for name in os.listdir(folder):
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for path in (folder, os.path.dirname(folder)):
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
