@@ -261,6 +261,11 @@ class Attempt:
             self.note("verify", details=details, placed_inode=temp_ino,
                       sha256=hashes.get("sha256"), xxh128=hashes.get("xxh128"),
                       xxh64=hashes.get("xxh64"))
+        if self.route.mhl and result.plan.kind == "folder" and result.temp_path:
+            from ketter.audit.mhl import write_mhl_generation  # ascmhl loads only when used
+
+            write_mhl_generation(result.temp_path, self.source, result, now=self.now(),
+                                 node=self.runner.config.node)
         ensure_claim(self.job.id, self.claim)
         placement = place(self.spec, result, self.ctx)
         self.placed(placement)
