@@ -78,7 +78,7 @@ def write_mhl_generation(temp_dir: bytes, source_dir: bytes, result: CopyResult,
     root = os.fsdecode(temp_dir)
     source_history = os.path.join(source_dir, FOLDER.encode())
     if not os.path.isdir(os.path.join(root, FOLDER)) and os.path.isdir(source_history):
-        shutil.copytree(source_history, os.path.join(temp_dir, FOLDER.encode()))
+        shutil.copytree(os.fsdecode(source_history), os.path.join(root, FOLDER))
     try:
         history = _DeliveryHistory.load_from_path(root)
     except (mhl_errors.NoMHLChainException, mhl_errors.ModifiedMHLManifestFileException,

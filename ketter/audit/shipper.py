@@ -11,12 +11,14 @@ workers process) from interleaving lines. See docs/audit.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Any, cast
 
 from ketter.audit.chain import GENESIS, hashed_fields, record_event
 from ketter.audit.chain import canonical_json as _canonical
@@ -51,7 +53,7 @@ class AuditShipper:
         self._last_seq = 0
         self._last_hash = GENESIS
         self._identities: dict[int, JobIdentity | None] = {}
-        self._lock_cm = None
+        self._lock_cm: contextlib.AbstractContextManager[bool] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warned_locked = False
@@ -62,8 +64,9 @@ class AuditShipper:
         """Write every event not shipped yet (up to ``batch``); returns how many."""
         if self._fd is None and not self._open():
             return 0
-        rows = list(Event.select().where(Event.id > self._last_seq).order_by(Event.id)
-                    .limit(self.batch).dicts())
+        query = (Event.select().where(Event.id > self._last_seq).order_by(Event.id)
+                 .limit(self.batch).dicts())
+        rows = cast(list[dict[str, Any]], list(query))
         if not rows:
             return 0
         self._load_identities(rows)
@@ -209,7 +212,7 @@ class AuditShipper:
             last = last_line(path)
             with open(path, "rb") as fh:
                 first = fh.readline()
-            first_seq = int(_json_field(first, "event.sequence")) if first else None
+            first_seq = json.loads(first)["event.sequence"] if first.endswith(b"\n") else None
             # The anchor first, then the deletion: a crash between the two
             # leaves the file and an anchor (harmless), never a gap without one.
             with database.obj.atomic():
@@ -222,7 +225,7 @@ class AuditShipper:
             fsync_dir(self.files.directory)
             log.info("audit log pruned", extra={"file.path": path})
 
-    def _load_identities(self, rows: list[dict]) -> None:
+    def _load_identities(self, rows: list[dict[str, Any]]) -> None:
         if len(self._identities) > 50_000:
             self._identities.clear()
         wanted = {r["job_id"] for r in rows
@@ -234,7 +237,3 @@ class AuditShipper:
             .where(Job.id.in_(list(wanted)))}
         for job_id in wanted:
             self._identities[job_id] = found.get(job_id)
-
-
-def _json_field(line: bytes, key: str) -> object:
-    return json.loads(line)[key]
