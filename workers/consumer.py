@@ -71,6 +71,9 @@ class WorkersProcess:
 
     def run(self, *, install_signals: bool = True) -> int:
         config = self.config
+        if install_signals:
+            # First thing: a SIGTERM during start-up must be graceful too.
+            self.shutdown.install()
         open_store(config.db_path)
         chain.configure(node=config.node, hmac_key=read_hmac_key(config))
         keeper = LeaseKeeper(config, self.shutdown, on_stalled=self._stalled)
@@ -87,12 +90,12 @@ class WorkersProcess:
             chain.record_event("workers_started", now=now, details={
                 "workers": self.workers, "pid": os.getpid(), "config": config.path,
                 "routes": [r.name for r in config.routes]})
+        # Huey's consumer would install its own handlers (only one of SIGINT
+        # and SIGTERM graceful, acted on by a loop we do not run): keep ours.
+        consumer._set_signal_handlers = lambda: None  # type: ignore[method-assign]
         with self.shutdown.spawn_threads_without_signals():
             consumer.start()
             keeper.start()
-        if install_signals:
-            # After consumer.start(): it installs huey's own handlers; ours win.
-            self.shutdown.install()
         log.info("workers started", extra={"ketter.workers": self.workers})
         try:
             self._loop(queue, runner, keeper)

@@ -25,7 +25,7 @@ from ketter.config import Config
 from ketter.engine.context import TransferContext
 from ketter.errors import LostClaim, ShutdownRequested
 from ketter.jobs.claim import renew
-from ketter.runtime.faults import fault
+from ketter.runtime.faults import delay, fault
 from ketter.runtime.signals import Shutdown
 from ketter.store.models import database
 
@@ -68,6 +68,7 @@ class JobContext(TransferContext):
         active.phase = phase
         if self._on_progress is not None:
             self._on_progress(active)
+        delay(f"{phase}-progress")
         if active.lost:
             raise LostClaim(f"job {active.job_id}: the claim was taken over; stopping")
         if self.shutdown.requested:

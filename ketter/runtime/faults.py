@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 #: Points outside the engine (the engine's are in ketter.engine.context).
 POINTS = frozenset({"after-commit-before-enqueue", "after-dequeue", "after-claim"})
@@ -22,3 +23,11 @@ def fault(point: str) -> None:
     if os.environ.get("KETTER_FAULT_STOP") == point and point not in _stopped:
         _stopped.add(point)
         os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def delay(point: str) -> None:
+    """Sleep at ``point`` when ``$KETTER_FAULT_DELAY`` is ``point=SECONDS``: a
+    crash campaign widens the window in which a kill lands mid-copy."""
+    spec = os.environ.get("KETTER_FAULT_DELAY")
+    if spec and spec.partition("=")[0] == point:
+        time.sleep(float(spec.partition("=")[2] or 0))

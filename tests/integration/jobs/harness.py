@@ -66,6 +66,20 @@ class Node:
         self.procs.append(proc)
         return proc
 
+    def wait_ready(self, proc: subprocess.Popen, timeout: float = 60) -> None:
+        """Until the workers process has started (its heartbeat row names it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                rows = self.query("SELECT pid FROM heartbeats WHERE component='workers'")
+            except sqlite3.OperationalError:
+                rows = []
+            if rows and rows[0][0] == proc.pid:
+                return
+            assert proc.poll() is None, f"workers exited with {proc.returncode}"
+            assert time.monotonic() < deadline, "workers did not start"
+            time.sleep(0.05)
+
     def stop(self, proc: subprocess.Popen, timeout: float = 60) -> int:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
