@@ -18,7 +18,9 @@ import logging
 import os
 import time
 
+from ketter.alerts import build_notifier
 from ketter.audit import chain
+from ketter.audit.shipper import AuditShipper
 from ketter.config import Config, load_config
 from ketter.jobs.lease import ActiveJob, LeaseKeeper
 from ketter.jobs.runner import JobRunner, LogNotifier, Notifier
@@ -74,7 +76,8 @@ class WorkersProcess:
         if install_signals:
             # First thing: a SIGTERM during start-up must be graceful too.
             self.shutdown.install()
-        open_store(config.db_path)
+        if database.obj is None or database.obj.database != config.db_path:
+            open_store(config.db_path)
         chain.configure(node=config.node, hmac_key=read_hmac_key(config))
         keeper = LeaseKeeper(config, self.shutdown, on_stalled=self._stalled)
         runner = JobRunner(config, shutdown=self.shutdown, keeper=keeper,
@@ -93,9 +96,11 @@ class WorkersProcess:
         # Huey's consumer would install its own handlers (only one of SIGINT
         # and SIGTERM graceful, acted on by a loop we do not run): keep ours.
         consumer._set_signal_handlers = lambda: None  # type: ignore[method-assign]
+        shipper = AuditShipper(config)
         with self.shutdown.spawn_threads_without_signals():
             consumer.start()
             keeper.start()
+            shipper.start()
         log.info("workers started", extra={"ketter.workers": self.workers})
         try:
             self._loop(queue, runner, keeper)
@@ -106,6 +111,7 @@ class WorkersProcess:
             with database.obj.atomic():
                 chain.record_event("workers_stopped", now=time.time(),
                                    details={"pid": os.getpid()})
+            shipper.stop()  # after the last event: it ships everything first
             write_heartbeat("workers", config.node, {"stopped": True}, now=time.time())
             queue.close()
             log.info("workers stopped")
@@ -161,7 +167,11 @@ class WorkersProcess:
 
 def run_workers(config: Config, workers: int | None = None) -> int:
     """Entry point of ``ketter workers``."""
-    return WorkersProcess(config, workers=workers).run()
+    notifier = build_notifier(config)
+    try:
+        return WorkersProcess(config, workers=workers, notifier=notifier).run()
+    finally:
+        notifier.stop()
 
 
 __all__ = ["WorkersProcess", "run_workers"]

@@ -22,6 +22,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_watcher(args: argparse.Namespace) -> int:
     # Imported here: `ketter --help` must not pay for watchdog and huey.
+    from ketter.alerts import build_notifier
     from ketter.audit import chain
     from ketter.runtime.logs import setup_logging
     from ketter.runtime.signals import Shutdown
@@ -30,15 +31,18 @@ def run_watcher(args: argparse.Namespace) -> int:
     from workers.app import build_queue
     from workers.consumer import read_hmac_key  # the same key reading as the workers
 
+    # First: a SIGTERM during start-up must be graceful too.
+    shutdown = Shutdown().install()
     setup_logging()
     config = config_from(args)
     db = open_store(config.db_path)
     chain.configure(node=config.node, hmac_key=read_hmac_key(config))
     queue = build_queue(config)
-    shutdown = Shutdown().install()
+    notifier = build_notifier(config)
     try:
-        Watcher(config, queue=queue).run(shutdown.event)
+        Watcher(config, queue=queue, notifier=notifier).run(shutdown.event)
     finally:
+        notifier.stop()
         queue.close()
         db.close()
     return 0

@@ -26,6 +26,7 @@ from ketter.config import Config
 from ketter.engine.cleanup import rollback
 from ketter.engine.oserrors import classify_oserror
 from ketter.errors import (
+    ChecksumMismatch,
     KetterError,
     LostClaim,
     PermanentError,
@@ -157,6 +158,10 @@ class JobRunner:
                      lease_owner=None, lease_expires_at=None,
                      details={"error": message, "route_paused": True})
             return
+        if isinstance(exc, ChecksumMismatch) or type(exc).__name__ == "MHLMismatch":
+            self.notifier.notify("verify_mismatch", job.route,
+                                 f"job {job.id} on route {job.route}: verification failed: "
+                                 f"{message}")
         placed = job.placed_at is not None
         permanent = isinstance(exc, PermanentError)
         exhausted = job.attempt >= self.config.retry.max_attempts

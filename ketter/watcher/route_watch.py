@@ -67,8 +67,9 @@ class RouteWatch:
                  clock: Callable[[], float] = time.monotonic,
                  observer_factory: Callable[[], BaseObserver] = default_observer_factory,
                  max_backoff: float = MAX_BACKOFF, alert_after: float = 300.0,
-                 pending_capacity: int = 100_000) -> None:
+                 pending_capacity: int = 100_000, notifier: Any = None) -> None:
         self.route = route
+        self.notifier = notifier
         self.root = os.fsencode(route.source)
         self.watch_root = self.root
         self.queue = queue
@@ -211,6 +212,11 @@ class RouteWatch:
             log.error("watch lost for %.0f s: %s", time.time() - self.lost_since,
                       self.lost_reason,
                       extra={"ketter.route": self.route.name, "ketter.alert": "watch_lost"})
+            if self.notifier is not None:
+                self.notifier.notify(
+                    "watch_lost", self.route.name,
+                    f"route {self.route.name}: watch lost for "
+                    f"{time.time() - self.lost_since:.0f} s: {self.lost_reason}")
 
     def _start_watching(self, now: float) -> None:
         self.mode, self.mode_reason = mounts.choose_watch(self.route, self.root)

@@ -49,7 +49,7 @@ class Watcher:
                  clock: Callable[[], float] = time.monotonic,
                  observer_factory: Callable[[], BaseObserver] = default_observer_factory,
                  heartbeat_interval: float = HEARTBEAT_INTERVAL,
-                 max_backoff: float = MAX_BACKOFF) -> None:
+                 max_backoff: float = MAX_BACKOFF, notifier: Any = None) -> None:
         self.config = config
         if queue is None:
             from workers.app import build_queue
@@ -61,7 +61,7 @@ class Watcher:
         self.routes = [
             RouteWatch(route, queue=queue, node=config.node, clock=clock,
                        observer_factory=observer_factory, max_backoff=max_backoff,
-                       alert_after=config.alerts.watch_lost_after)
+                       alert_after=config.alerts.watch_lost_after, notifier=notifier)
             for route in config.routes
         ]
         self._overflow = OverflowHook(self._on_overflow)

@@ -151,7 +151,7 @@ def test_media_that_disagrees_with_its_history_is_not_delivered(tmp_path: Path,
     assert job.state == "failed"
     assert "do not match their ascmhl/ history: A001C001.mov" in job.error
     assert not (tmp_path / "out" / "A002").exists()
-    assert [k for k, _, _ in deliver.alerts.sent] == ["job_failed"]
+    assert [k for k, _, _ in deliver.alerts.sent] == ["verify_mismatch", "job_failed"]
 
 
 def test_route_option_off_writes_no_mhl(tmp_path: Path) -> None:

@@ -142,10 +142,13 @@ def temporaries(root: Path) -> list[str]:
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    """Relative path → content of every file under ``root``."""
+    """Relative path → content of every file under ``root``, leaving out the
+    ASC MHL manifests Ketter adds to delivered folders (``…/ascmhl/…``)."""
     out = {}
     for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
             path = Path(dirpath) / name
-            out[str(path.relative_to(root))] = path.read_bytes()
+            rel = str(path.relative_to(root))
+            if "ascmhl" not in Path(rel).parts:
+                out[rel] = path.read_bytes()
     return out
