@@ -162,8 +162,11 @@ class _Walker:
             if not isinstance(raw, bool):
                 raise ValueError(f"expected true or false, got {raw!r}")
             return raw
-        if kind == "duration":
-            return units.parse_duration(raw)
+        if kind in ("duration", "positive_duration"):
+            seconds = units.parse_duration(raw)
+            if kind == "positive_duration" and seconds <= 0:
+                raise ValueError(f"must be longer than zero, got {raw!r}")
+            return seconds
         if kind == "size":
             return units.parse_size(raw)
         if kind == "free_space":
@@ -263,6 +266,13 @@ def _check_routes(config: Config, lines: list[int], key_lines: dict[str, int],
                                                    route.destination_mount):
             problems.append(f"{where}: destination {route.destination} is not under its "
                             f"destination_mount {route.destination_mount}")
+        both = sorted(set(route.include) & set(route.exclude))
+        if both:
+            problems.append(f"{where}: pattern(s) {', '.join(both)} are in both include and "
+                            "exclude; keep each pattern in one list")
+        if not route.include:
+            problems.append(f"{where}: include is empty, so nothing would ever be picked up; "
+                            "use ['**/*'] for everything")
         if route.ready_marker is not None and (not route.ready_marker
                                                or "/" in route.ready_marker):
             problems.append(f"{where}: ready_marker must be a file suffix such as '.done', "
@@ -314,9 +324,12 @@ def check_roots(config: Config) -> tuple[list[str], list[str]]:
 
 def redacted(config: Config) -> dict[str, Any]:
     """The config as plain data with secrets (alert URLs) masked."""
-    data = dataclasses.asdict(config)
+    data = _plain(dataclasses.asdict(config))
     data["alerts"]["urls"] = [_redact_url(u) for u in config.alerts.urls]
-    return _plain(data)
+    data["health"]["min_free"] = str(config.health.min_free)
+    for shown, route in zip(data["routes"], config.routes, strict=True):
+        shown["min_free"] = str(route.min_free)
+    return data
 
 
 def _redact_url(url: str) -> str:

@@ -34,7 +34,7 @@ DEFAULT_EXCLUDE = (
 )
 
 #: Ketter's own temporaries; excluded on every route whatever ``exclude`` says.
-KETTER_TEMP_PATTERNS = ("**/.ketter-*", ".ketter-*")
+KETTER_TEMP_PATTERNS = ("**/.ketter-*", ".ketter-*", "**/.ketter-*/**", ".ketter-*/**")
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,10 @@ class RetryConfig:
 
 @dataclass(frozen=True)
 class LeaseConfig:
-    ttl: float = spec("duration", 30.0)
-    heartbeat: float = spec("duration", 5.0)
-    sweep_interval: float = spec("duration", 10.0)
-    stall_timeout: float = spec("duration", 600.0)
+    ttl: float = spec("positive_duration", 30.0)
+    heartbeat: float = spec("positive_duration", 5.0)
+    sweep_interval: float = spec("positive_duration", 10.0)
+    stall_timeout: float = spec("positive_duration", 600.0)
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,8 @@ class RouteConfig:
     destination_mount: str | None = spec("path", None)
     mode: str = spec("enum", "copy", choices=("copy", "move"))
     watch: str = spec("enum", "auto", choices=("auto", "native", "polling"))
-    poll_interval: float = spec("duration", 5.0)
-    rescan_interval: float = spec("duration", 600.0)
+    poll_interval: float = spec("positive_duration", 5.0)
+    rescan_interval: float = spec("positive_duration", 600.0)
     stable_seconds: float = spec("duration", 10.0)
     ready_marker: str | None = spec("str", None)
     include: tuple[str, ...] = spec("str_list", ("**/*",))
@@ -121,7 +121,7 @@ class Config:
     state_dir: str = spec("path", "/var/lib/ketter")
     node: str = spec("str", "")  # "" = the host name, filled in by the loader
     workers: int = spec("positive_int", 4)
-    shutdown_timeout: float = spec("duration", 60.0)
+    shutdown_timeout: float = spec("positive_duration", 60.0)
     retry: RetryConfig = spec("section", factory=RetryConfig)
     lease: LeaseConfig = spec("section", factory=LeaseConfig)
     resume_min_bytes: int = spec("size", 256 * 2**20)

@@ -106,6 +106,7 @@ def test_secrets_are_redacted(write_config) -> None:
     shown = str(redacted(config))
     assert "SECRET" not in shown and "pass@" not in shown
     assert "slack://***" in shown
+    assert redacted(config)["health"]["min_free"] == "5%"
 
 
 # Each broken config: (YAML, the line the error must name, a fragment of the
@@ -147,6 +148,12 @@ BROKEN = [
     ("routes:\n  - {name: a, source: /a, destination: /b, routez: 1}\n", 2,
      "routes[0].routez: unknown key"),
     ("audit:\n  rotate_when: weekly\n", 2, "audit.rotate_when: invalid value 'weekly'"),
+    ("routes:\n  - {name: a, source: /a, destination: /b, poll_interval: 0}\n", 2,
+     "routes[0].poll_interval: must be longer than zero"),
+    ("routes:\n  - {name: a, source: /a, destination: /b, include: ['*.mov'],\n"
+     "     exclude: ['*.mov']}\n", 2, "are in both include and exclude"),
+    ("routes:\n  - {name: a, source: /a, destination: /b, include: []}\n", 2,
+     "include is empty"),
 ]
 
 
