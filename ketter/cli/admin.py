@@ -29,8 +29,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def config_check(args: argparse.Namespace) -> int:
+    from ketter.watcher.mounts import stable_seconds_warnings
+
     config = config_from(args)
     errors, warnings = check_roots(config)
+    warnings += stable_seconds_warnings(config)
     for warning in warnings:
         print(f"warning: {warning}")
     for error in errors:
