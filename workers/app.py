@@ -49,7 +49,7 @@ def _not_here(job_id: int) -> None:
     raise RuntimeError(f"job {job_id}: this process only enqueues; run `ketter workers`")
 
 
-def build_queue(config: Config, handler: Callable[[int], None] | None = None) -> Queue:
+def build_queue(config: Config, handler: Callable[[int], object] | None = None) -> Queue:
     """The Huey app on ``state_dir/queue.db``, results off.
 
     ``handler`` runs a job id in the workers process; the watcher and the CLI

@@ -25,6 +25,7 @@ from ketter.config import Config, load_config
 from ketter.jobs.lease import ActiveJob, LeaseKeeper
 from ketter.jobs.runner import JobRunner, LogNotifier, Notifier
 from ketter.jobs.sweep import sweep
+from ketter.runtime import sdnotify
 from ketter.runtime.signals import Shutdown
 from ketter.store.db import open_store
 from ketter.store.models import Heartbeat, database
@@ -95,16 +96,20 @@ class WorkersProcess:
                 "routes": [r.name for r in config.routes]})
         # Huey's consumer would install its own handlers (only one of SIGINT
         # and SIGTERM graceful, acted on by a loop we do not run): keep ours.
-        consumer._set_signal_handlers = lambda: None  # type: ignore[method-assign]
+        consumer._set_signal_handlers = lambda: None
         shipper = AuditShipper(config)
         with self.shutdown.spawn_threads_without_signals():
             consumer.start()
             keeper.start()
             shipper.start()
         log.info("workers started", extra={"ketter.workers": self.workers})
+        # systemd (Type=notify): started only now, with the consumer running.
+        sdnotify.ready(f"{self.workers} workers")
         try:
             self._loop(queue, runner, keeper)
         finally:
+            # systemd: the unit shows "deactivating" while transfers checkpoint.
+            sdnotify.stopping()
             log.info("stopping: waiting for running transfers to checkpoint")
             consumer.stop(graceful=True)
             keeper.stop()
@@ -143,6 +148,9 @@ class WorkersProcess:
                 write_heartbeat("workers", self.config.node,
                                 {"workers": self.workers, "running": running}, now=now)
                 next_beat = mono + self.config.lease.heartbeat
+            # systemd's WatchdogSec: only a loop that keeps turning feeds it,
+            # so a sweep hung on a dead mount gets the unit restarted.
+            sdnotify.watchdog()
             self.shutdown.wait(min(0.2, self.config.lease.sweep_interval))
 
     def _reload(self, runner: JobRunner, keeper: LeaseKeeper) -> None:

@@ -119,11 +119,10 @@ def claim_job(config: Config, *, hint: int | None, owner: str, now: float) -> Cl
     with db.atomic():
         paused = paused_routes()
         running: dict[str, int] = {}
-        for route, _job_id in (Job.select(Job.route, Job.id)
-                             .where(Job.state.not_in(_TERMINAL)
-                                    & (Job.lease_expires_at > now))
-                             .tuples()):
-            running[route] = running.get(route, 0) + 1
+        leased = (Job.select(Job.route)
+                  .where(Job.state.not_in(_TERMINAL) & (Job.lease_expires_at > now)))
+        for row in leased:
+            running[row.route] = running.get(row.route, 0) + 1
         candidates: list[Job] = []
         if hint is not None:
             candidates += list(Job.select().where((Job.id == hint) & _claimable(now)))

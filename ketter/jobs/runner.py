@@ -20,7 +20,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from ketter.config import Config
 from ketter.engine.cleanup import rollback
@@ -198,7 +198,7 @@ class JobRunner:
                 self.job_failed(job, message)
 
     def _to(self, job_id: int, state: State, new: State, claimed: Claimed,
-            details: dict | None = None, **fields: object) -> None:
+            details: dict | None = None, **fields: Any) -> None:
         transition(job_id, state, new, claim=claimed.claim, now=self.clock(),
                    details=details, **fields)
 

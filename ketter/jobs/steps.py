@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ketter.config import RouteConfig
 from ketter.engine.cleanup import rollback
@@ -286,7 +286,7 @@ class Attempt:
     def after_placement(self, placement: Placement | None = None) -> None:
         job = Job.get_by_id(self.job.id)
         if placement is None:
-            final = bytes(job.dest_path)
+            final = bytes(job.dest_path or self.final)
             st = os.lstat(final) if os.path.lexists(final) else None
             placement = Placement(final, job.placed_inode or 0, st.st_dev if st else 0,
                                   False, "recorded")
@@ -312,7 +312,8 @@ class Attempt:
         dirs: tuple[FileEntry, ...] = ()
         if job.kind == "folder" and os.path.isdir(self.source):
             dirs = tuple(scan_tree(self.source)[1])
-        return SourcePlan(path=self.source, kind=job.kind, size=job.size,
+        kind: Literal["file", "folder"] = "folder" if job.kind == "folder" else "file"
+        return SourcePlan(path=self.source, kind=kind, size=job.size,
                           mtime_ns=job.source_mtime_ns or 0, ino=job.source_inode or 0,
                           dev=job.source_dev or 0, mode=0, files=files, dirs=dirs)
 
