@@ -18,6 +18,7 @@ from watchdog.observers.api import BaseObserver
 
 from ketter import __version__
 from ketter.config.schema import Config
+from ketter.runtime import sdnotify
 from ketter.runtime.logs import job_fields
 from ketter.watcher.enqueue import Ringer
 from ketter.watcher.heartbeat import beat
@@ -74,11 +75,16 @@ class Watcher:
     def run(self, stop: threading.Event) -> None:
         """Watch until ``stop`` is set, then stop cleanly."""
         self.start()
+        sdnotify.ready("watching")  # systemd (Type=notify): started
         try:
             while not stop.is_set():
                 self.tick()
+                # systemd's WatchdogSec: fed only while the loop turns, so a
+                # tick stuck on a hung share gets the unit restarted.
+                sdnotify.watchdog()
                 stop.wait(self._wait())
         finally:
+            sdnotify.stopping()  # systemd: "deactivating" while we close
             self.close()
 
     def start(self) -> None:
