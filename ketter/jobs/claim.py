@@ -18,6 +18,7 @@ import os
 import threading
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from ketter.audit.chain import record_event
 from ketter.config import Config
@@ -25,7 +26,7 @@ from ketter.errors import LostClaim
 from ketter.jobs.states import TERMINAL, State
 from ketter.store.models import Job, RouteStatus, database
 
-_TERMINAL = [s.value for s in TERMINAL]
+ACTIVE = [s.value for s in State if s not in TERMINAL]
 #: States in which a claim starts a new attempt (as opposed to taking over an
 #: attempt that a crashed or stopped worker left in flight).
 _FRESH = (State.DETECTED.value, State.RETRY_WAIT.value)
@@ -87,9 +88,11 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
-def _claimable(now: float) -> object:
+def _claimable(now: float) -> Any:
+    # state IN (active states), not NOT IN (terminal): the former uses the
+    # (state, next_attempt_at) index, the latter scans every job ever run.
     return (
-        Job.state.not_in(_TERMINAL)
+        Job.state.in_(ACTIVE)
         & (Job.lease_expires_at.is_null() | (Job.lease_expires_at <= now))
         & (Job.next_attempt_at.is_null() | (Job.next_attempt_at <= now))
     )
@@ -118,23 +121,27 @@ def claim_job(config: Config, *, hint: int | None, owner: str, now: float) -> Cl
     routes = {r.name: r for r in config.routes}
     with db.atomic():
         paused = paused_routes()
-        running: dict[str, int] = {}
-        leased = (Job.select(Job.route)
-                  .where(Job.state.not_in(_TERMINAL) & (Job.lease_expires_at > now)))
-        for row in leased:
-            running[row.route] = running.get(row.route, 0) + 1
-        candidates: list[Job] = []
-        if hint is not None:
-            candidates += list(Job.select().where((Job.id == hint) & _claimable(now)))
-        candidates += list(Job.select().where(_claimable(now) & Job.route.not_in(paused))
-                           .order_by(Job.priority.desc(), Job.id).limit(64))
-        for job in candidates:
+
+        def eligible(job: Job) -> bool:
             route = routes.get(job.route)
             if route is None or job.route in paused:
-                continue  # route removed from the config, or paused: leave the job be
-            if route.max_parallel and running.get(job.route, 0) >= route.max_parallel:
-                continue
-            return _take(job, owner, now, config.lease.ttl)
+                return False  # route removed from the config, or paused: leave it be
+            if not route.max_parallel:
+                return True
+            running = (Job.select().where((Job.route == job.route) & Job.state.in_(ACTIVE)
+                                          & (Job.lease_expires_at > now)).count())
+            return bool(running < route.max_parallel)
+
+        # The hint first, by primary key: the common case costs one lookup.
+        if hint is not None:
+            job = Job.get_or_none((Job.id == hint) & _claimable(now))
+            if job is not None and eligible(job):
+                return _take(job, owner, now, config.lease.ttl)
+        candidates = (Job.select().where(_claimable(now) & Job.route.not_in(list(paused)))
+                      .order_by(Job.priority.desc(), Job.id).limit(64))
+        for job in candidates:
+            if eligible(job):
+                return _take(job, owner, now, config.lease.ttl)
     return None
 
 

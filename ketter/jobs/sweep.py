@@ -18,13 +18,11 @@ from dataclasses import dataclass, field
 
 from ketter.config import Config
 from ketter.engine.cleanup import find_orphans
-from ketter.jobs.claim import paused_routes
+from ketter.jobs.claim import ACTIVE, paused_routes
 from ketter.jobs.routes import resume_route, unavailable_reason
-from ketter.jobs.states import TERMINAL
 from ketter.store.models import Job, RouteStatus
 
 log = logging.getLogger("ketter.sweep")
-_TERMINAL = [s.value for s in TERMINAL]
 
 
 @dataclass
@@ -42,7 +40,7 @@ def due_jobs(config: Config, now: float, limit: int) -> list[int]:
     known = [r.name for r in config.routes]
     paused = paused_routes()
     query = (Job.select(Job.id)
-             .where(Job.state.not_in(_TERMINAL)
+             .where(Job.state.in_(ACTIVE)
                     & (Job.lease_expires_at.is_null() | (Job.lease_expires_at <= now))
                     & (Job.next_attempt_at.is_null() | (Job.next_attempt_at <= now))
                     & Job.route.in_(known) & Job.route.not_in(list(paused)))
@@ -63,7 +61,7 @@ def sweep(config: Config, *, now: float, pending: Callable[[], int],
         if unavailable_reason(route) is None and resume_route(route.name, now=now):
             report.resumed_routes.append(route.name)
     report.expired_leases = (Job.select()
-                             .where(Job.state.not_in(_TERMINAL)
+                             .where(Job.state.in_(ACTIVE)
                                     & Job.lease_owner.is_null(False)
                                     & (Job.lease_expires_at <= now))
                              .count())
@@ -90,7 +88,7 @@ def sweep(config: Config, *, now: float, pending: Callable[[], int],
 
 def remove_orphans(config: Config) -> int:
     """Remove temporaries (``.ketter-<job>-…``) of jobs that are no longer active."""
-    active = {str(j.id) for j in Job.select(Job.id).where(Job.state.not_in(_TERMINAL))}
+    active = {str(j.id) for j in Job.select(Job.id).where(Job.state.in_(ACTIVE))}
     removed = 0
     for route in config.routes:
         if not os.path.isdir(route.destination) or unavailable_reason(route) is not None:
