@@ -10,6 +10,7 @@ It needs only a ``state_dir``: ``--config`` (or $KETTER_CONFIG, or
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -152,10 +153,9 @@ def run_transfer(args: argparse.Namespace) -> int:
 def _remove_empty_dirs(root: bytes) -> None:
     """After a per-file move, the emptied folders of the source go too."""
     for dirpath, _dirnames, _filenames in sorted(os.walk(root), key=lambda w: -len(w[0])):
-        try:
+        # Not empty: something was kept (a changed file) or added; leave it.
+        with contextlib.suppress(OSError):
             os.rmdir(dirpath)
-        except OSError:
-            pass  # not empty: something was kept (a changed file) or added
 
 
 def _report(jobs: list[Any], seconds: float, as_json: bool) -> int:

@@ -16,6 +16,7 @@ Error policy (docs/guarantees.md):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -146,10 +147,9 @@ class JobRunner:
                            "error.type": type(exc).__name__})
         if isinstance(exc, RouteUnavailable):
             if attempt is not None and job.placed_at is None:
-                try:
+                # The share may be gone: then the orphan sweep cleans up later.
+                with contextlib.suppress(OSError):
                     rollback(attempt.dest_dir, attempt.ctx.tag)
-                except OSError:
-                    pass  # the share is gone; the orphan sweep cleans up later
             if pause_route(job.route, message, now=now):
                 self.notifier.notify("route_paused", job.route,
                                      f"route {job.route} paused: {message}")
