@@ -1,0 +1,1 @@
+"""Deployment: the systemd units rendered from the config (see docs/operations.md)."""

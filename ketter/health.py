@@ -1,0 +1,212 @@
+"""``ketter health``: is this node doing its job right now?
+
+Healthy means all of:
+
+* the job store and the queue database open (read-only);
+* the workers and the watcher recorded a heartbeat within
+  ``health.heartbeat_stale``, did not record a stop, and their process is
+  alive (checked when the heartbeat comes from this node);
+* every configured route is available: not paused (``route_status``: share
+  down, destination full) and not lost by the watcher (its ``route:<name>``
+  heartbeat);
+* every destination has more free space than ``health.min_free``.
+
+Everything is read, nothing written: a monitoring account that may read the
+state directory (group ``ketter``) and the config can run it while the
+services run. SQLite needs the ``-wal``/``-shm`` files of a WAL database to
+read it without write access to the folder; once the services have stopped
+cleanly those files are gone, and the store is then opened ``immutable``
+(nothing is writing it, which the missing ``-wal`` file shows).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import time
+import urllib.parse
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ketter.config import Config
+
+#: The two service processes and the name of their heartbeat row.
+SERVICES = ("workers", "watcher")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class HealthReport:
+    """All checks; healthy when every one passed."""
+
+    node: str
+    checked_at: float
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def add(self, name: str, ok: bool, detail: str) -> None:
+        self.checks.append(Check(name, ok, detail))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "healthy": self.healthy,
+            "node": self.node,
+            "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.checked_at)),
+            "problems": sum(1 for c in self.checks if not c.ok),
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+    def text(self) -> str:
+        lines = [f"{'ok  ' if c.ok else 'FAIL'}  {c.name}: {c.detail}" for c in self.checks]
+        problems = sum(1 for c in self.checks if not c.ok)
+        lines.append("healthy" if not problems else f"UNHEALTHY: {problems} problem(s)")
+        return "\n".join(lines)
+
+
+def connect_readonly(path: str) -> tuple[sqlite3.Connection, str]:
+    """A read-only connection to the SQLite file at ``path`` and how it was opened.
+
+    Raises ``sqlite3.Error`` or ``FileNotFoundError`` when it cannot be read.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist (run `ketter db upgrade`)")
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path))
+    conn = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=5.0)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return conn, "read-only"
+    except sqlite3.OperationalError:
+        conn.close()
+        if os.path.exists(path + "-wal"):
+            raise  # a writer is (or was, until a crash) active: no safe fallback
+    # No -wal file: no writer, and a reader without write access to the folder
+    # cannot create the -shm file. Nothing changes under us: read it as is.
+    conn = sqlite3.connect(uri + "?immutable=1", uri=True, timeout=5.0)
+    conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    return conn, "immutable (no writer running)"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process (ketter's): alive
+    return True
+
+
+def _heartbeats(conn: sqlite3.Connection, node: str) -> dict[str, tuple[int, float, dict]]:
+    rows = conn.execute("SELECT component, pid, ts, details FROM heartbeats WHERE node = ?",
+                        (node,)).fetchall()
+    beats = {}
+    for component, pid, ts, details in rows:
+        try:
+            parsed = json.loads(details) if details else {}
+        except ValueError:
+            parsed = {}
+        beats[component] = (int(pid), float(ts), parsed if isinstance(parsed, dict) else {})
+    return beats
+
+
+def _check_service(report: HealthReport, name: str, beat: tuple[int, float, dict] | None,
+                   *, stale: float, now: float) -> None:
+    if beat is None:
+        report.add(name, False, "no heartbeat recorded: the service has never run on this "
+                                f"node (systemctl status ketter-{name})")
+        return
+    pid, ts, details = beat
+    age = now - ts
+    if details.get("stopped"):
+        report.add(name, False, f"stopped {age:.0f}s ago (pid {pid})")
+    elif age > stale:
+        report.add(name, False, f"last heartbeat {age:.0f}s ago, more than heartbeat_stale "
+                                f"{stale:g}s (pid {pid}): stopped or hung")
+    elif not _process_alive(pid):
+        # The state directory is local (SQLite on a share is not supported),
+        # so the heartbeat's writer was a process of this machine.
+        report.add(name, False, f"pid {pid} of the last heartbeat ({age:.0f}s ago) is not "
+                                "running")
+    else:
+        report.add(name, True, f"heartbeat {age:.1f}s ago (pid {pid})")
+
+
+def _check_routes(report: HealthReport, conn: sqlite3.Connection, config: Config,
+                  beats: dict[str, tuple[int, float, dict]]) -> None:
+    paused = {route: (reason, since) for route, reason, since in conn.execute(
+        "SELECT route, reason, since FROM route_status WHERE paused = 1")}
+    for route in config.routes:
+        name = f"route {route.name}"
+        if route.name in paused:
+            reason, since = paused[route.name]
+            when = f" since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(since))}" \
+                if since else ""
+            report.add(name, False, f"paused{when}: {reason}")
+            continue
+        beat = beats.get(f"route:{route.name}")
+        if beat is None:
+            report.add(name, False, "the watcher has not reported this route (restart the "
+                                    "watcher after adding a route)")
+        elif beat[2].get("lost"):
+            report.add(name, False, f"source not watchable: {beat[2].get('reason') or 'lost'}")
+        else:
+            report.add(name, True, "available")
+
+
+def _check_space(report: HealthReport, config: Config) -> None:
+    for dest in dict.fromkeys(r.destination for r in config.routes):
+        name = f"free space {dest}"
+        try:
+            usage = shutil.disk_usage(dest)
+        except OSError as exc:
+            report.add(name, False, f"cannot stat: {exc.strerror}")
+            continue
+        needed = config.health.min_free.required(usage.total)
+        ok = usage.free > needed
+        report.add(name, ok, f"{usage.free / 1e9:.1f} GB free, {'above' if ok else 'NOT above'}"
+                             f" health.min_free {config.health.min_free} ({needed / 1e9:.1f} GB)")
+
+
+def check_health(config: Config, *, now: float | None = None) -> HealthReport:
+    """Run every check against ``config``'s node; never writes anything."""
+    now = time.time() if now is None else now
+    report = HealthReport(node=config.node, checked_at=now)
+    try:
+        queue, how = connect_readonly(config.queue_path)
+        queue.close()
+        report.add("queue database", True, f"{config.queue_path} opens ({how})")
+    except (sqlite3.Error, OSError) as exc:
+        report.add("queue database", False, f"{config.queue_path}: {exc}")
+    try:
+        conn, how = connect_readonly(config.db_path)
+    except (sqlite3.Error, OSError) as exc:
+        report.add("job store", False, f"{config.db_path}: {exc} (is this account in the "
+                                       "ketter group?)")
+        return report
+    try:
+        beats = _heartbeats(conn, config.node)
+        report.add("job store", True, f"{config.db_path} opens ({how})")
+        for service in SERVICES:
+            _check_service(report, service, beats.get(service),
+                           stale=config.health.heartbeat_stale, now=now)
+        _check_routes(report, conn, config, beats)
+    except sqlite3.Error as exc:
+        report.add("job store", False, f"{config.db_path}: {exc}")
+    finally:
+        conn.close()
+    _check_space(report, config)
+    return report
+
