@@ -1,0 +1,145 @@
+"""The rendered units: sandbox paths follow the routes, every directive is
+explained, the committed examples are current."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ketter.config import load_config
+from ketter.deploy.units import exec_start, render_units, workers_sandbox
+from tests.conftest import KETTER, ROOT, cli_env
+
+EXAMPLE = ROOT / "configs" / "ketter.example.yaml"
+
+
+def _values(unit: str, key: str) -> list[str]:
+    return [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith(key + "=")]
+
+
+@pytest.fixture
+def config(write_config, tmp_path: Path):
+    path = write_config("""
+        state_dir: /var/lib/ketter
+        shutdown_timeout: 42s
+        routes:
+          - {name: ingest, source: /mnt/ingest/out, destination: /mnt/dub/in}
+          - {name: dub, source: /mnt/dub/out, destination: /mnt/qc/in, mode: move}
+          - {name: stage, source: /mnt/dub/in/stems, destination: /mnt/qc/stems}
+        """)
+    return load_config(path)
+
+
+def test_committed_examples_are_rendered_from_the_example_config() -> None:
+    units = render_units(load_config(EXAMPLE), config_path="/etc/ketter/ketter.yaml")
+    for name, text in units.items():
+        committed = (ROOT / "deploy" / name).read_text(encoding="utf-8")
+        assert committed == text, (
+            f"deploy/{name} is stale: run `ketter --config configs/ketter.example.yaml "
+            "deploy units --config-path /etc/ketter/ketter.yaml --out deploy`")
+
+
+def test_every_directive_is_preceded_by_its_reason(config) -> None:
+    for name, text in render_units(config).items():
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            if line and not line.startswith(("#", "[")):
+                assert lines[i - 1].startswith("#"), f"{name}: no comment above {line!r}"
+
+
+def test_workers_write_destinations_and_move_sources_only(config) -> None:
+    sandbox = workers_sandbox(config)
+    # the stage route's copy source lies inside the ingest destination: it
+    # stays writable there (ingest delivers into it), so it is not made RO
+    assert sandbox.read_write == ("/var/lib/ketter", "/mnt/dub/in", "/mnt/qc/in",
+                                  "/mnt/dub/out", "/mnt/qc/stems")
+    assert sandbox.read_only == ("/mnt/ingest/out",)
+    unit = render_units(config)["ketter-workers.service"]
+    assert _values(unit, "ReadWritePaths") == [
+        "-/var/lib/ketter -/mnt/dub/in -/mnt/qc/in -/mnt/dub/out -/mnt/qc/stems"]
+    assert _values(unit, "ReadOnlyPaths") == ["-/mnt/ingest/out"]
+    assert _values(unit, "ProtectSystem") == ["strict"]
+    assert _values(unit, "StateDirectory") == ["ketter"]
+
+
+def test_watcher_writes_the_state_directory_only(config) -> None:
+    unit = render_units(config)["ketter-watcher.service"]
+    assert _values(unit, "ReadWritePaths") == ["-/var/lib/ketter"]
+    assert _values(unit, "ReadOnlyPaths") == [
+        "-/mnt/ingest/out -/mnt/dub/out -/mnt/dub/in/stems"]
+    assert "After=ketter-workers.service" in unit.splitlines()
+    assert not _values(unit, "ExecStartPre")
+
+
+def test_service_settings(config) -> None:
+    units = render_units(config, python="/opt/ketter/bin/python",
+                         config_path="/etc/ketter/ketter.yaml")
+    workers = units["ketter-workers.service"]
+    for unit in (workers, units["ketter-watcher.service"]):
+        assert _values(unit, "TimeoutStopSec") == ["57"]  # 42 s + 15 s
+        assert _values(unit, "Type") == ["notify"]
+        assert _values(unit, "WatchdogSec")
+        assert _values(unit, "Restart") == ["on-failure"]
+        assert _values(unit, "RestartPreventExitStatus") == ["2"]
+        assert _values(unit, "KillSignal") == ["SIGTERM"]
+        assert _values(unit, "ExecReload") == ["/bin/kill -HUP $MAINPID"]
+        assert _values(unit, "User") == ["ketter"]
+        assert _values(unit, "UMask") == ["0027"]
+        assert _values(unit, "CapabilityBoundingSet") == [""]
+        assert _values(unit, "RestrictAddressFamilies") == ["AF_UNIX"]
+        assert _values(unit, "PrivateNetwork") == ["yes"]
+        assert not _values(unit, "LoadCredential")
+    assert _values(workers, "ExecStartPre") == [
+        "/opt/ketter/bin/python -I -m ketter --config /etc/ketter/ketter.yaml db upgrade"]
+    assert exec_start(workers) == ["/opt/ketter/bin/python", "-I", "-m", "ketter",
+                                   "--config", "/etc/ketter/ketter.yaml", "workers"]
+    target = units["ketter.target"]
+    assert "Wants=ketter-workers.service ketter-watcher.service" in target
+    assert "WantedBy=multi-user.target" in target
+
+
+def test_alerts_open_ip_and_the_hmac_key_is_a_credential(write_config) -> None:
+    path = write_config("""
+        state_dir: /var/lib/ketter
+        audit: {hmac_key_file: /etc/ketter/audit-hmac.key}
+        alerts: {urls: ["json://10.1.2.3:8080/ketter"]}
+        routes:
+          - {name: a, source: /mnt/a/out, destination: /mnt/b/in}
+        """)
+    unit = render_units(load_config(path))["ketter-workers.service"]
+    assert _values(unit, "RestrictAddressFamilies") == ["AF_UNIX AF_INET AF_INET6"]
+    assert not _values(unit, "PrivateNetwork")
+    assert _values(unit, "LoadCredential") == ["audit-hmac-key:/etc/ketter/audit-hmac.key"]
+    assert _values(unit, "BindReadOnlyPaths") == [
+        "%d/audit-hmac-key:/etc/ketter/audit-hmac.key"]
+
+
+def test_odd_paths_survive_systemd_quoting(write_config, tmp_path: Path) -> None:
+    path = write_config("""
+        state_dir: /srv/ketter state
+        routes:
+          - {name: a, source: "/mnt/a/100% out", destination: "/mnt/b/in $HOME"}
+        """, name="my config.yaml")
+    config = load_config(path)
+    unit = render_units(config)["ketter-workers.service"]
+    assert exec_start(unit)[-2:] == [str(path), "workers"]
+    assert _values(unit, "WorkingDirectory") == ["/srv/ketter state"]
+    assert "-'/mnt/b/in $$HOME'" in _values(unit, "ReadWritePaths")[0]
+    assert _values(unit, "ReadOnlyPaths") == ["-'/mnt/a/100%% out'"]
+    assert not _values(unit, "StateDirectory")  # not under /var/lib: install.sh makes it
+
+
+def test_cli_prints_or_writes(tmp_path: Path) -> None:
+    out = subprocess.run([*KETTER, "--config", str(EXAMPLE), "deploy", "units"],
+                         env=cli_env(), capture_output=True, text=True, check=True).stdout
+    assert "# ===== ketter-workers.service =====" in out
+    assert "# ===== ketter.target =====" in out
+    subprocess.run([*KETTER, "--config", str(EXAMPLE), "deploy", "units", "--out",
+                    str(tmp_path / "units"), "--python", "/usr/bin/python3"],
+                   env=cli_env(), capture_output=True, check=True)
+    names = sorted(p.name for p in (tmp_path / "units").iterdir())
+    assert names == ["ketter-watcher.service", "ketter-workers.service", "ketter.target"]
+    assert "ExecStart=/usr/bin/python3 -I -m ketter" in (
+        tmp_path / "units" / "ketter-workers.service").read_text()
