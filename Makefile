@@ -11,10 +11,12 @@ KETTER ?= $(shell test -x /opt/ketter/bin/ketter && echo /opt/ketter/bin/ketter 
 CONFIG ?= $(or $(KETTER_CONFIG),/etc/ketter/ketter.yaml)
 DEMO_CONFIG := configs/demo.yaml
 PYTEST_ARGS ?=
+# `make wheelhouse` writes here; deploy/install.sh --wheelhouse reads it.
+WHEELHOUSE ?= dist/wheelhouse
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-fast lint format bench clean \
-        status history requeue-failed requeue audit-verify health
+        status history requeue-failed requeue audit-verify health wheelhouse
 
 help: ## list the targets
 	@echo "Ketter make targets:"
@@ -65,6 +67,28 @@ status: ## job counts per state and route, paused routes, heartbeats
 
 history: ## the last 50 jobs from the job_history view
 	$(KETTER) --config $(CONFIG) jobs --limit 50
+
+requeue-failed: ## re-queue every failed job (narrow with ROUTE=name, SINCE=2h)
+	$(KETTER) --config $(CONFIG) requeue --failed $(if $(ROUTE),--route '$(ROUTE)') \
+	  $(if $(SINCE),--since '$(SINCE)')
+
+requeue: ## re-queue jobs by id: make requeue JOB=42 (or JOB="42 43")
+	@test -n "$(JOB)" || { echo 'usage: make requeue JOB=<id> [CONFIG=...]' >&2; exit 2; }
+	$(KETTER) --config $(CONFIG) requeue $(JOB)
+
+audit-verify: ## check the audit chain (log files against the job store); exit 1 on a break
+	$(KETTER) --config $(CONFIG) audit verify
+
+health: ## exit 0 when watcher, workers, routes and free space are healthy
+	$(KETTER) --config $(CONFIG) health
+
+wheelhouse: install ## every wheel Ketter needs, for an offline install: $(WHEELHOUSE)/
+	rm -rf $(WHEELHOUSE) && mkdir -p $(WHEELHOUSE)
+	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-build-isolation \
+	  -c constraints.txt -w $(WHEELHOUSE) .
+	cp constraints.txt $(WHEELHOUSE)/
+	@ls $(WHEELHOUSE)/*.whl | wc -l | xargs echo "wheels in $(WHEELHOUSE):"
+	@echo "Copy $(WHEELHOUSE)/ and deploy/ to the node, then: sudo deploy/install.sh --wheelhouse DIR"
 
 clean: ## remove the venv and the demo's state
 	rm -rf $(VENV) var build *.egg-info
