@@ -89,6 +89,7 @@ def run_transfer(args: argparse.Namespace) -> int:
     from ketter.jobs.claim import claim_job, owner_name
     from ketter.jobs.create import NewJob, create_job
     from ketter.jobs.lease import LeaseKeeper
+    from ketter.jobs.routes import resume_route
     from ketter.jobs.runner import JobRunner
     from ketter.runtime.signals import Shutdown
     from ketter.store import Job, open_store
@@ -111,6 +112,8 @@ def run_transfer(args: argparse.Namespace) -> int:
     config = dataclasses.replace(base, routes=(route,))
     open_store(config.db_path)
     chain.configure(node=config.node)
+    # A one-off route is never paused for the next run: each run checks anew.
+    resume_route(ROUTE, now=time.time())
     os.makedirs(route.destination, exist_ok=True)
 
     # A folder on a per_file route is one job per file (the tree is kept).
@@ -137,10 +140,16 @@ def run_transfer(args: argparse.Namespace) -> int:
             event_details={"by": "ketter transfer"})
         claimed = claim_job(config, hint=created.job_id, owner=owner_name(config.node),
                             now=time.time())
-        assert claimed is not None and claimed.job_id == created.job_id
+        if claimed is None or claimed.job_id != created.job_id:
+            print(f"ketter: job {created.job_id} could not be claimed", file=sys.stderr)
+            return 1
         runner.run(claimed)
-        outcomes.append(Job.get_by_id(created.job_id))
-        if outcomes[-1].state != "completed":
+        job = Job.get_by_id(created.job_id)
+        if job.state != "completed":
+            reason = "interrupted" if shutdown.requested else (job.error or job.state)
+            job = _abandon(job, reason)
+        outcomes.append(job)
+        if job.state != "completed":
             break
     line.done()
     if args.mode == "move" and len(items) > 1 and all(j.state == "completed"
@@ -148,6 +157,34 @@ def run_transfer(args: argparse.Namespace) -> int:
         _remove_empty_dirs(src)
     seconds = time.monotonic() - t0
     return _report(outcomes, seconds, args.json)
+
+
+def _abandon(job: Any, reason: str) -> Any:
+    """A one-shot transfer that did not complete fails now (nobody would retry
+    it): its temporaries go, and the row says why. A placed delivery is kept."""
+    from ketter.engine.cleanup import rollback
+    from ketter.jobs.states import State
+    from ketter.jobs.transitions import transition
+    from ketter.store import Job
+
+    now = time.time()
+    if job.dest_path is not None and job.placed_at is None:
+        rollback(os.path.dirname(bytes(job.dest_path)), f".ketter-{job.id}-")
+    state = State(job.state)
+    if state in (State.COMPLETED, State.FAILED):
+        return job
+    error = f"{reason} (ketter transfer does not retry; run it again)"
+    fields: dict[str, Any] = {"error": error, "lease_owner": None, "lease_expires_at": None,
+              "completed_at": now}
+    if job.placed_at is None and state is not State.ROLLING_BACK:
+        transition(job.id, state, State.ROLLING_BACK, claim=job.claim, now=now,
+                   rollback_to=State.FAILED.value, details={"error": error})
+        state = State.ROLLING_BACK
+    if state is State.DETECTED:  # placed and re-queued: cannot happen here
+        return Job.get_by_id(job.id)
+    transition(job.id, state, State.FAILED, claim=job.claim, now=now, rollback_to=None,
+               details={"error": error}, **fields)
+    return Job.get_by_id(job.id)
 
 
 def _remove_empty_dirs(root: bytes) -> None:

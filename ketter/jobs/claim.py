@@ -137,7 +137,8 @@ def claim_job(config: Config, *, hint: int | None, owner: str, now: float) -> Cl
             job = Job.get_or_none((Job.id == hint) & _claimable(now))
             if job is not None and eligible(job):
                 return _take(job, owner, now, config.lease.ttl)
-        candidates = (Job.select().where(_claimable(now) & Job.route.not_in(list(paused)))
+        running_routes = [name for name in routes if name not in paused]
+        candidates = (Job.select().where(_claimable(now) & Job.route.in_(running_routes))
                       .order_by(Job.priority.desc(), Job.id).limit(64))
         for job in candidates:
             if eligible(job):

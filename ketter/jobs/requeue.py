@@ -11,6 +11,7 @@ import getpass
 import os
 
 from ketter.audit.chain import record_event
+from ketter.jobs.create import active_job
 from ketter.jobs.states import State
 from ketter.jobs.transitions import transition
 from ketter.store.models import Job, database
@@ -34,6 +35,10 @@ def requeue_job(job_id: int, *, now: float, who: str | None = None) -> str:
     if job is None:
         return f"job {job_id}: no such job"
     if job.state == State.FAILED.value:
+        newer = active_job(job.source_key)
+        if newer is not None:
+            return (f"job {job_id}: not re-queued, job {newer.id} is already working on the "
+                    f"same version ({newer.state})")
         transition(job_id, State.FAILED, State.DETECTED, claim=job.claim, now=now,
                    event="requeue", attempt=0, next_attempt_at=now, completed_at=None,
                    details={"by": who, "last_error": job.error})

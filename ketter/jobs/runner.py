@@ -17,6 +17,7 @@ Error policy (docs/guarantees.md):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -38,7 +39,7 @@ from ketter.errors import (
 from ketter.jobs.backoff import compute_backoff
 from ketter.jobs.claim import Claimed, claim_job, owner_name, release
 from ketter.jobs.lease import ActiveJob, JobContext, LeaseKeeper
-from ketter.jobs.routes import pause_route
+from ketter.jobs.routes import pause_route, unavailable_reason
 from ketter.jobs.spec import spec_for
 from ketter.jobs.states import State
 from ketter.jobs.steps import Attempt
@@ -107,7 +108,11 @@ class JobRunner:
         attempt: Attempt | None = None
         try:
             route = self.config.route(job.route)
-            attempt = Attempt(self, job, claimed, route, spec_for(route, self.config), ctx)
+            # The job runs under the mode it was created with: a reload that turns a
+            # copy route into a move route must not delete sources of copy jobs.
+            spec = dataclasses.replace(spec_for(route, self.config),
+                                       mode="move" if job.mode == "move" else "copy")
+            attempt = Attempt(self, job, claimed, route, spec, ctx)
             attempt.drive()
         except ShutdownRequested:
             release(job.id, claimed.claim, now=self.clock(), reason="shutdown")
@@ -145,6 +150,13 @@ class JobRunner:
         log.warning("job error: %s", message,
                     extra={"ketter.job_id": job_id, "ketter.route": job.route,
                            "error.type": type(exc).__name__})
+        if isinstance(exc, RouteUnavailable) and attempt is not None \
+                and unavailable_reason(attempt.route) is None:
+            # The route looks fine from outside (mounted, room to spare): the
+            # cause is this job's (a file that does not fit, a nested mount),
+            # so it uses attempts like any transient error instead of pausing
+            # the route again and again.
+            exc = TransientError(message)
         if isinstance(exc, RouteUnavailable):
             if attempt is not None and job.placed_at is None:
                 # The share may be gone: then the orphan sweep cleans up later.
@@ -189,7 +201,17 @@ class JobRunner:
                                                        "permanent": permanent})
         if attempt is not None:
             attempt.state = S.ROLLING_BACK
-            attempt.finish_rollback()
+            try:
+                attempt.finish_rollback()
+            except Exception as undo_error:  # e.g. EACCES on a temporary
+                # Stay in rolling_back, let go of the job, try again after a
+                # backoff; after max_attempts drive() fails it for good.
+                delay = self.backoff(job.attempt)
+                log.warning("rollback failed: %s", undo_error, extra={"ketter.job_id": job_id})
+                Job.update(lease_owner=None, lease_expires_at=None,
+                           next_attempt_at=now + delay).where(
+                    (Job.id == job_id) & (Job.claim == claimed.claim)).execute()
+                self.ring_later(job_id, delay)
         else:  # no attempt object (route gone): nothing was written
             self._to(job_id, S.ROLLING_BACK, target, claimed, rollback_to=None,
                      completed_at=now if target is S.FAILED else None, next_attempt_at=now,

@@ -58,10 +58,6 @@ class Attempt:
         self.plan: SourcePlan | None = None
         self.source = bytes(job.source_path)
         self.final = self._final_path()
-        if job.source_dev is not None or job.dest_dev is not None:
-            ctx.expected_devs = {k: v for k, v in (("source", job.source_dev),
-                                                   ("destination", job.dest_dev))
-                                 if v is not None}
 
     # -- bookkeeping -------------------------------------------------------
 
@@ -97,34 +93,53 @@ class Attempt:
 
     def drive(self) -> None:
         job, state = self.job, self.state
+        max_attempts = self.runner.config.retry.max_attempts
+        exhausted = self.claimed.attempt > max_attempts
         if state is S.ROLLING_BACK:
-            self.finish_rollback()
-            if self.state is not S.RETRY_WAIT:
+            if exhausted:
+                # The undo itself keeps failing or crashing: stop trying. What is
+                # left is a temporary of a terminal job: the orphan sweep's.
+                self.to(S.FAILED, rollback_to=None, lease_owner=None, lease_expires_at=None,
+                        completed_at=self.now(),
+                        details={"error": job.error, "rollback": "incomplete"})
+                self.runner.job_failed(job, f"{job.error} (rollback incomplete)")
                 return
-            state = self.state
+            # A rollback interrupted by a crash: finish it, then wait out the
+            # backoff it records like any other retry.
+            self.finish_rollback()
+            return
+        # The mount guard holds within one attempt; a share remounted between
+        # attempts may have a new device number, which is not an outage.
+        self.ctx.expected_devs = check_mounts(self.spec, None)
         if job.placed_at is not None:
             if state in (S.RETRY_WAIT, S.DETECTED):
                 self.to(S.VERIFYING, event="retry", details={"after": "placement"})
+            if exhausted:
+                raise PermanentError(f"gave up after {max_attempts} attempts at the work "
+                                     "left after the placement")
             self.after_placement()
             return
-        max_attempts = self.runner.config.retry.max_attempts
-        if self.claimed.attempt > max_attempts:
+        if state is S.VERIFYING:
+            found = self._own_copy_in_place()
+            if found is not None:
+                # Killed between the rename and its record: the delivery is ours.
+                self.final = found
+                self.note("recover", fsync=True, placed_at=self.now(), dest_path=found,
+                          dest_display=readable(found),
+                          details={"found": readable(found), "inode": self.job.placed_inode})
+                self.after_placement()
+                return
+        if exhausted:
             raise PermanentError(f"gave up after {max_attempts} attempts (the last ones "
                                  "were interrupted: the worker died while running it)")
         if state.value in IN_FLIGHT:
-            if state is S.VERIFYING and self._own_copy_in_place():
-                self.note("recover", fsync=True, placed_at=self.now(),
-                          details={"found": readable(self.final),
-                                   "inode": self.job.placed_inode})
-                self.after_placement()
-                return
             if (self.job.kind == "file" and self._resumable_partial()
                     and self.claimed.previous_owner_gone(self.runner.config.node)):
                 self.resume_copy()
                 return
             self.to(S.ROLLING_BACK, rollback_to=S.RETRY_WAIT.value,
                     details={"reason": f"interrupted in {state}; starting again"})
-            self.finish_rollback(delay=0.0)
+            self.finish_rollback(delay=0.0, keep_lease=True)
         if self.state is S.RETRY_WAIT:
             self.to(S.DETECTED, event="retry", details={"attempt": self.claimed.attempt})
         self.validate()
@@ -167,6 +182,8 @@ class Attempt:
         plan = self.inspect()
         devs = check_mounts(self.spec, self.ctx.expected_devs)
         self.ctx.expected_devs = devs
+        packaged = (plan.kind == "folder"
+                    and 0 < self.spec.package_min_files <= len(plan.files))
         try:
             os.makedirs(self.dest_dir, exist_ok=True)
         except OSError as exc:
@@ -176,7 +193,8 @@ class Attempt:
             raise DestinationConflict(
                 f"destination {readable(self.final)!r} already exists and the route's "
                 "conflict policy is 'fail'; remove it or change the policy, then re-queue")
-        self._check_space(plan.size)
+        # A packaged folder needs room for the ZIP and the extracted tree at once.
+        self._check_space(plan.size * (2 if packaged else 1))
         if plan.kind == "folder":
             self._record_manifest(plan)
         self.to(S.VALIDATED, dest_path=self.final, dest_display=readable(self.final),
@@ -317,14 +335,25 @@ class Attempt:
                           mtime_ns=job.source_mtime_ns or 0, ino=job.source_inode or 0,
                           dev=job.source_dev or 0, mode=0, files=files, dirs=dirs)
 
-    def _own_copy_in_place(self) -> bool:
-        """Crash between the rename and its record: our inode is under the final name."""
-        if self.job.placed_inode is None:
-            return False
+    def _own_copy_in_place(self) -> bytes | None:
+        """Killed between the rename and its record: the final name that holds
+        our inode (under ``conflict: rename`` it may be ``name (1).ext``)."""
+        inode = self.job.placed_inode
+        if inode is None:
+            return None
         try:
-            return os.lstat(self.final).st_ino == self.job.placed_inode
+            if os.lstat(self.final).st_ino == inode:
+                return self.final
         except OSError:
-            return False
+            pass
+        try:
+            with os.scandir(self.dest_dir) as entries:
+                for entry in entries:
+                    if entry.inode() == inode and not entry.name.startswith(b".ketter-"):
+                        return join(self.dest_dir, entry.name)
+        except OSError:
+            return None
+        return None
 
     def _resumable_partial(self) -> bool:
         parent, name = split(self.final)
@@ -339,8 +368,12 @@ class Attempt:
 
     # -- undo -----------------------------------------------------------------
 
-    def finish_rollback(self, delay: float | None = None) -> None:
-        """Idempotent undo: every temporary of this job, any claim; never a source."""
+    def finish_rollback(self, delay: float | None = None, *, keep_lease: bool = False) -> None:
+        """Idempotent undo: every temporary of this job, any claim; never a source.
+
+        ``keep_lease``: this attempt goes on right after the undo (recovery of
+        an interrupted job), so the job stays ours instead of being released.
+        """
         self.ctx.fault("mid-rollback")
         removed = rollback(self.dest_dir, self.ctx.job_prefix)
         job = Job.get_by_id(self.job.id)
@@ -349,10 +382,11 @@ class Attempt:
         if target is S.RETRY_WAIT:
             if delay is None:
                 delay = self.runner.backoff(job.attempt)
+            lease: dict[str, Any] = {} if keep_lease else {"lease_owner": None,
+                                                           "lease_expires_at": None}
             self.to(S.RETRY_WAIT, next_attempt_at=self.now() + delay, rollback_to=None,
-                    lease_owner=None, lease_expires_at=None,
-                    details={**details, "delay_s": round(delay, 3)})
-            if delay > 0:
+                    details={**details, "delay_s": round(delay, 3)}, **lease)
+            if delay > 0 and not keep_lease:
                 self.runner.ring_later(self.job.id, delay)
         else:
             self.to(S.FAILED, rollback_to=None, lease_owner=None, lease_expires_at=None,

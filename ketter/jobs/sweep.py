@@ -36,17 +36,31 @@ class SweepReport:
 
 
 def due_jobs(config: Config, now: float, limit: int) -> list[int]:
-    """Ids of unowned jobs that are due, on running routes, best first."""
-    known = [r.name for r in config.routes]
+    """Ids of unowned jobs that are due, on running routes, best first; a
+    route with ``max_parallel`` contributes only as many as it has free slots
+    (ringing for the others would only wake workers that cannot take them)."""
     paused = paused_routes()
-    query = (Job.select(Job.id)
-             .where(Job.state.in_(ACTIVE)
-                    & (Job.lease_expires_at.is_null() | (Job.lease_expires_at <= now))
-                    & (Job.next_attempt_at.is_null() | (Job.next_attempt_at <= now))
-                    & Job.route.in_(known) & Job.route.not_in(list(paused)))
-             .order_by(Job.priority.desc(), Job.id)
-             .limit(limit))
-    return [job.id for job in query]
+    routes = [r for r in config.routes if r.name not in paused]
+    unlimited = [r.name for r in routes if not r.max_parallel]
+    due = (Job.state.in_(ACTIVE)
+           & (Job.lease_expires_at.is_null() | (Job.lease_expires_at <= now))
+           & (Job.next_attempt_at.is_null() | (Job.next_attempt_at <= now)))
+    picked: list[tuple[int, int]] = [
+        (job.priority, job.id) for job in Job.select(Job.id, Job.priority)
+        .where(due & Job.route.in_(unlimited)).order_by(Job.priority.desc(), Job.id)
+        .limit(limit)]
+    for route in routes:
+        if not route.max_parallel:
+            continue
+        running = (Job.select().where((Job.route == route.name) & Job.state.in_(ACTIVE)
+                                      & (Job.lease_expires_at > now)).count())
+        free = max(route.max_parallel - running, 0)
+        if free:
+            picked += [(job.priority, job.id) for job in Job.select(Job.id, Job.priority)
+                       .where(due & (Job.route == route.name))
+                       .order_by(Job.priority.desc(), Job.id).limit(free)]
+    picked.sort(key=lambda pair: (-pair[0], pair[1]))
+    return [job_id for _, job_id in picked[:limit]]
 
 
 def sweep(config: Config, *, now: float, pending: Callable[[], int],
@@ -87,15 +101,24 @@ def sweep(config: Config, *, now: float, pending: Callable[[], int],
 
 
 def remove_orphans(config: Config) -> int:
-    """Remove temporaries (``.ketter-<job>-…``) of jobs that are no longer active."""
-    active = {str(j.id) for j in Job.select(Job.id).where(Job.state.in_(ACTIVE))}
+    """Remove temporaries (``.ketter-<job>-…``) of jobs that are no longer active.
+
+    Each candidate's job is looked up when it is found, not from a list taken
+    before a walk that may last minutes: a job created meanwhile keeps its
+    temporaries.
+    """
+
+    def is_active(job: str) -> bool:
+        if not job.isdigit():
+            return False
+        return bool(Job.select().where((Job.id == int(job)) & Job.state.in_(ACTIVE)).exists())
+
     removed = 0
     for route in config.routes:
         if not os.path.isdir(route.destination) or unavailable_reason(route) is not None:
             continue
         try:
-            removed += len(find_orphans(os.fsencode(route.destination),
-                                        lambda job: job in active))
+            removed += len(find_orphans(os.fsencode(route.destination), is_active))
         except OSError as exc:
             log.warning("orphan sweep failed: %s", exc, extra={"ketter.route": route.name})
     return removed

@@ -66,3 +66,33 @@ def test_folder_move_keeps_the_tree(tmp_path: Path, folders: str) -> None:
         with open(os.path.join(os.fsencode(tmp_path / "delivered"), rel), "rb") as fh:
             assert fh.read() == data
     assert not src.exists()
+
+
+def test_interrupted_transfer_fails_cleanly_and_can_be_run_again(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    data = os.urandom(8 * 2**20) * 24  # long enough to still be copying after the stop
+    (tmp_path / "reel.mxf").write_bytes(data)
+    (tmp_path / "out").mkdir()
+    argv = [*KETTER, "transfer", "--state-dir", str(tmp_path / "state"),
+            str(tmp_path / "reel.mxf"), str(tmp_path / "out")]
+    env = cli_env(KETTER_FAULT_STOP="mid-copy")
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    while open(f"/proc/{proc.pid}/stat", "rb").read().rsplit(b")", 1)[1].split()[0] != b"T":
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C, delivered when it runs again
+    proc.send_signal(signal.SIGCONT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "interrupted" in err
+    assert os.listdir(tmp_path / "out") == []  # no partial left behind
+    con = sqlite3.connect(tmp_path / "state" / "ketter.db")
+    assert con.execute("SELECT state FROM jobs").fetchall() == [("failed",)]
+    con.close()
+    again = transfer(tmp_path, str(tmp_path / "reel.mxf"), str(tmp_path / "out"))
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "out" / "reel.mxf").read_bytes() == data

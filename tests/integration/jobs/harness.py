@@ -28,6 +28,8 @@ routes:
      stable_seconds: 0.5, poll_interval: 0.2s}}
   - {{name: move, source: src/move, destination: dst/move, mode: move,
      stable_seconds: 0.5, poll_interval: 0.2s}}
+  - {{name: renames, source: src/renames, destination: dst/renames, mode: move,
+     conflict: rename, stable_seconds: 0.5, poll_interval: 0.2s}}
   - {{name: units, source: src/units, destination: dst/units, mode: move, folders: as_unit,
      package_min_files: 20, stable_seconds: 0.5, poll_interval: 0.2s}}
 """
@@ -38,7 +40,7 @@ class Node:
 
     def __init__(self, root: Path, *, max_attempts: int = 6) -> None:
         self.root = root
-        for route in ("copy", "move", "units"):
+        for route in ("copy", "move", "renames", "units"):
             (root / "src" / route).mkdir(parents=True, exist_ok=True)
             (root / "dst" / route).mkdir(parents=True, exist_ok=True)
         self.config = root / "ketter.yaml"

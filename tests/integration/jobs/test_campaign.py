@@ -78,6 +78,7 @@ def test_random_kill_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                 now=time.time())
                 batch += 1
             worker = node.start_workers(env=slow)
+            node.wait_ready(worker)  # the kill window starts once it is running
             time.sleep(rng.uniform(0.5, 3.0))
             now = time.time()
             live = node.query("SELECT COUNT(*) FROM jobs WHERE lease_expires_at > ? AND "

@@ -118,3 +118,21 @@ def test_kill_during_rollback_finishes_it(node: Node) -> None:
     assert temporaries(node.root) == []
     events = node.events(1)
     assert events.count("rollback") == 1 and "retry" in events
+
+
+def test_kill_after_rename_under_rename_policy_delivers_once(node: Node) -> None:
+    """The rename policy picked ``clip (1).mov``; recovery must find our inode
+    there instead of copying again to ``clip (2).mov``."""
+    (node.root / "dst" / "renames" / "clip.mov").write_bytes(b"an older delivery")
+    (node.root / "src" / "renames" / "clip.mov").write_bytes(SMALL)
+    node.ketter("enqueue", str(node.root / "src/renames/clip.mov"), "--route", "renames",
+                check=True)
+    assert node.start_workers(fault="after-place").wait(60) == -signal.SIGKILL
+    workers = node.start_workers()
+    node.wait_for(node.all_done, what="the job to finish", proc=workers)
+    assert node.stop(workers) == 0
+    assert node.states() == {1: "completed"}
+    assert tree(node.root / "dst" / "renames") == {"clip.mov": b"an older delivery",
+                                                   "clip (1).mov": SMALL}
+    assert tree(node.root / "src" / "renames") == {}
+    assert "recover" in node.events(1)

@@ -197,3 +197,19 @@ def test_lease_keeper_renews_only_while_bytes_move(env) -> None:
     active.last_progress = 179.0
     env.keeper.renew_all(now=env.clock.now + 81, mono=181.0)
     assert active.lost
+
+
+def test_requeue_refuses_when_a_newer_job_has_the_same_version(env) -> None:
+    from ketter.jobs.requeue import requeue_job
+
+    job_id = env.add("b", "clash.mov")
+    (env.root / "b_out" / "clash.mov").write_bytes(b"in the way")
+    env.runner.handle(job_id)
+    assert Job.get_by_id(job_id).state == "failed"
+    (env.root / "b_out" / "clash.mov").unlink()
+    # The same version is submitted again while the failed job waits.
+    newer = env.add("b", "clash.mov", data=b"x" * 1000)
+    Job.update(source_key=Job.get_by_id(job_id).source_key).where(Job.id == newer).execute()
+    message = requeue_job(job_id, now=env.clock.now, who="ops")
+    assert f"job {newer} is already working on the same version" in message
+    assert Job.get_by_id(job_id).state == "failed"
