@@ -82,13 +82,13 @@ audit-verify: ## check the audit chain (log files against the job store); exit 1
 health: ## exit 0 when watcher, workers, routes and free space are healthy
 	$(KETTER) --config $(CONFIG) health
 
-wheelhouse: install ## every wheel Ketter needs, for an offline install: $(WHEELHOUSE)/
+wheelhouse: install ## every wheel Ketter needs, for deploy/install.sh (into WHEELHOUSE=dist/wheelhouse)
 	rm -rf $(WHEELHOUSE) && mkdir -p $(WHEELHOUSE)
 	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-build-isolation \
 	  -c constraints.txt -w $(WHEELHOUSE) .
 	cp constraints.txt $(WHEELHOUSE)/
 	@ls $(WHEELHOUSE)/*.whl | wc -l | xargs echo "wheels in $(WHEELHOUSE):"
-	@echo "Copy $(WHEELHOUSE)/ and deploy/ to the node, then: sudo deploy/install.sh --wheelhouse DIR"
+	@echo "Take it to the node with deploy/ configs/ docs/, then: sudo deploy/install.sh --wheelhouse DIR"
 
 clean: ## remove the venv and the demo's state
 	rm -rf $(VENV) var build *.egg-info
