@@ -110,8 +110,9 @@ def _process_alive(pid: int) -> bool:
 
 
 def _heartbeats(conn: sqlite3.Connection, node: str) -> dict[str, tuple[int, float, dict]]:
-    rows = conn.execute("SELECT component, pid, ts, details FROM heartbeats WHERE node = ?",
-                        (node,)).fetchall()
+    rows = conn.execute(
+        "SELECT component, pid, ts, details FROM heartbeats WHERE node = ?", (node,)
+    ).fetchall()
     beats = {}
     for component, pid, ts, details in rows:
         try:
@@ -122,44 +123,70 @@ def _heartbeats(conn: sqlite3.Connection, node: str) -> dict[str, tuple[int, flo
     return beats
 
 
-def _check_service(report: HealthReport, name: str, beat: tuple[int, float, dict] | None,
-                   *, stale: float, now: float) -> None:
+def _check_service(
+    report: HealthReport,
+    name: str,
+    beat: tuple[int, float, dict] | None,
+    *,
+    stale: float,
+    now: float,
+) -> None:
     if beat is None:
-        report.add(name, False, "no heartbeat recorded: the service has never run on this "
-                                f"node (systemctl status ketter-{name})")
+        report.add(
+            name,
+            False,
+            "no heartbeat recorded: the service has never run on this "
+            f"node (systemctl status ketter-{name})",
+        )
         return
     pid, ts, details = beat
     age = now - ts
     if details.get("stopped"):
         report.add(name, False, f"stopped {age:.0f}s ago (pid {pid})")
     elif age > stale:
-        report.add(name, False, f"last heartbeat {age:.0f}s ago, more than heartbeat_stale "
-                                f"{stale:g}s (pid {pid}): stopped or hung")
+        report.add(
+            name,
+            False,
+            f"last heartbeat {age:.0f}s ago, more than heartbeat_stale "
+            f"{stale:g}s (pid {pid}): stopped or hung",
+        )
     elif not _process_alive(pid):
         # The state directory is local (SQLite on a share is not supported),
         # so the heartbeat's writer was a process of this machine.
-        report.add(name, False, f"pid {pid} of the last heartbeat ({age:.0f}s ago) is not "
-                                "running")
+        report.add(name, False, f"pid {pid} of the last heartbeat ({age:.0f}s ago) is not running")
     else:
         report.add(name, True, f"heartbeat {age:.1f}s ago (pid {pid})")
 
 
-def _check_routes(report: HealthReport, conn: sqlite3.Connection, config: Config,
-                  beats: dict[str, tuple[int, float, dict]]) -> None:
-    paused = {route: (reason, since) for route, reason, since in conn.execute(
-        "SELECT route, reason, since FROM route_status WHERE paused = 1")}
+def _check_routes(
+    report: HealthReport,
+    conn: sqlite3.Connection,
+    config: Config,
+    beats: dict[str, tuple[int, float, dict]],
+) -> None:
+    paused = {
+        route: (reason, since)
+        for route, reason, since in conn.execute(
+            "SELECT route, reason, since FROM route_status WHERE paused = 1"
+        )
+    }
     for route in config.routes:
         name = f"route {route.name}"
         if route.name in paused:
             reason, since = paused[route.name]
-            when = f" since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(since))}" \
-                if since else ""
+            when = (
+                f" since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(since))}" if since else ""
+            )
             report.add(name, False, f"paused{when}: {reason}")
             continue
         beat = beats.get(f"route:{route.name}")
         if beat is None:
-            report.add(name, False, "the watcher has not reported this route (restart the "
-                                    "watcher after adding a route)")
+            report.add(
+                name,
+                False,
+                "the watcher has not reported this route (restart the "
+                "watcher after adding a route)",
+            )
         elif beat[2].get("lost"):
             report.add(name, False, f"source not watchable: {beat[2].get('reason') or 'lost'}")
         else:
@@ -176,8 +203,12 @@ def _check_space(report: HealthReport, config: Config) -> None:
             continue
         needed = config.health.min_free.required(usage.total)
         ok = usage.free > needed
-        report.add(name, ok, f"{usage.free / 1e9:.1f} GB free, {'above' if ok else 'NOT above'}"
-                             f" health.min_free {config.health.min_free} ({needed / 1e9:.1f} GB)")
+        report.add(
+            name,
+            ok,
+            f"{usage.free / 1e9:.1f} GB free, {'above' if ok else 'NOT above'}"
+            f" health.min_free {config.health.min_free} ({needed / 1e9:.1f} GB)",
+        )
 
 
 def check_health(config: Config, *, now: float | None = None) -> HealthReport:
@@ -193,15 +224,17 @@ def check_health(config: Config, *, now: float | None = None) -> HealthReport:
     try:
         conn, how = connect_readonly(config.db_path)
     except (sqlite3.Error, OSError) as exc:
-        report.add("job store", False, f"{config.db_path}: {exc} (is this account in the "
-                                       "ketter group?)")
+        report.add(
+            "job store", False, f"{config.db_path}: {exc} (is this account in the ketter group?)"
+        )
         return report
     try:
         beats = _heartbeats(conn, config.node)
         report.add("job store", True, f"{config.db_path} opens ({how})")
         for service in SERVICES:
-            _check_service(report, service, beats.get(service),
-                           stale=config.health.heartbeat_stale, now=now)
+            _check_service(
+                report, service, beats.get(service), stale=config.health.heartbeat_stale, now=now
+            )
         _check_routes(report, conn, config, beats)
     except sqlite3.Error as exc:
         report.add("job store", False, f"{config.db_path}: {exc}")
@@ -209,4 +242,3 @@ def check_health(config: Config, *, now: float | None = None) -> HealthReport:
         conn.close()
     _check_space(report, config)
     return report
-

@@ -15,19 +15,31 @@ def register(commands: argparse._SubParsersAction) -> None:
     sub = deploy.add_subparsers(dest="deploy_command", metavar="ACTION")
     sub.required = True
     units = sub.add_parser(
-        "units", help="render ketter-workers.service, ketter-watcher.service and "
-                      "ketter.target from the config (sandbox paths = the routes)")
+        "units",
+        help="render ketter-workers.service, ketter-watcher.service and "
+        "ketter.target from the config (sandbox paths = the routes)",
+    )
     add_config_arg(units)
-    units.add_argument("--out", metavar="DIR",
-                       help="write the units into DIR (e.g. /etc/systemd/system); "
-                            "default: print them")
-    units.add_argument("--python", default=DEFAULT_PYTHON, metavar="PATH",
-                       help=f"the venv's interpreter in ExecStart (default {DEFAULT_PYTHON})")
-    units.add_argument("--config-path", metavar="PATH",
-                       help="config path written into the units (default: the --config "
-                            "file); for rendering a staged copy")
-    units.add_argument("--user", default=DEFAULT_USER,
-                       help=f"service account and group (default {DEFAULT_USER})")
+    units.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write the units into DIR (e.g. /etc/systemd/system); default: print them",
+    )
+    units.add_argument(
+        "--python",
+        default=DEFAULT_PYTHON,
+        metavar="PATH",
+        help=f"the venv's interpreter in ExecStart (default {DEFAULT_PYTHON})",
+    )
+    units.add_argument(
+        "--config-path",
+        metavar="PATH",
+        help="config path written into the units (default: the --config "
+        "file); for rendering a staged copy",
+    )
+    units.add_argument(
+        "--user", default=DEFAULT_USER, help=f"service account and group (default {DEFAULT_USER})"
+    )
     units.set_defaults(func=deploy_units)
 
 
@@ -35,8 +47,7 @@ def deploy_units(args: argparse.Namespace) -> int:
     from ketter.deploy.units import render_units, warnings, write_units
 
     config = config_from(args)
-    units = render_units(config, python=args.python, config_path=args.config_path,
-                         user=args.user)
+    units = render_units(config, python=args.python, config_path=args.config_path, user=args.user)
     for warning in warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
     if args.out:

@@ -13,8 +13,10 @@ from ketter.cli.common import add_config_arg, config_from, print_json
 
 def register(commands: argparse._SubParsersAction) -> None:
     health = commands.add_parser(
-        "health", help="exit 0 if watcher and workers heartbeat, the databases open, "
-                       "every route is available and destinations have space")
+        "health",
+        help="exit 0 if watcher and workers heartbeat, the databases open, "
+        "every route is available and destinations have space",
+    )
     add_config_arg(health)
     health.add_argument("--json", action="store_true")
     health.set_defaults(func=run_health)

@@ -87,8 +87,7 @@ def workers_sandbox(config: Config) -> Sandbox:
         if route.mode == "move":
             rw.append(route.source)
     read_write = _outermost(rw)
-    ro = [r.source for r in config.routes
-          if not any(_inside(r.source, w) for w in read_write)]
+    ro = [r.source for r in config.routes if not any(_inside(r.source, w) for w in read_write)]
     return Sandbox(read_write, _unique(ro))
 
 
@@ -101,8 +100,7 @@ def _outermost(paths: Iterable[str]) -> tuple[str, ...]:
 def watcher_sandbox(config: Config) -> Sandbox:
     """Watcher: reads every source, writes the state directory only."""
     read_write = _unique([config.state_dir])
-    ro = [r.source for r in config.routes
-          if not any(_inside(r.source, w) for w in read_write)]
+    ro = [r.source for r in config.routes if not any(_inside(r.source, w) for w in read_write)]
     return Sandbox(read_write, _unique(ro))
 
 
@@ -111,12 +109,16 @@ def warnings(config: Config) -> list[str]:
     found = []
     paths = [("state_dir", config.state_dir)]
     for route in config.routes:
-        paths += [(f"route {route.name} source", route.source),
-                  (f"route {route.name} destination", route.destination)]
+        paths += [
+            (f"route {route.name} source", route.source),
+            (f"route {route.name} destination", route.destination),
+        ]
     for label, path in paths:
         if any(_inside(path, d) for d in TMP_DIRS):
-            found.append(f"{label} {path} is under a temporary folder: the service has "
-                         "a private /tmp (PrivateTmp=yes) and will not see it")
+            found.append(
+                f"{label} {path} is under a temporary folder: the service has "
+                "a private /tmp (PrivateTmp=yes) and will not see it"
+            )
     return found
 
 
@@ -145,12 +147,12 @@ def _uses_home(config: Config) -> bool:
 
 
 def _command(python: str, config_path: str, *args: str) -> str:
-    return " ".join([_quote(python), "-I", "-m", "ketter", "--config", _quote(config_path),
-                     *args])
+    return " ".join([_quote(python), "-I", "-m", "ketter", "--config", _quote(config_path), *args])
 
 
-def _service(config: Config, *, kind: str, python: str, config_path: str, user: str,
-             group: str) -> str:
+def _service(
+    config: Config, *, kind: str, python: str, config_path: str, user: str, group: str
+) -> str:
     workers = kind == "workers"
     sandbox = workers_sandbox(config) if workers else watcher_sandbox(config)
     alerts = bool(config.alerts.urls)
@@ -162,11 +164,15 @@ def _service(config: Config, *, kind: str, python: str, config_path: str, user: 
         "[Unit]",
     ]
     if workers:
-        lines += ["# Runs the transfer jobs (copy, verify, place, delete moved sources).",
-                  "Description=Ketter workers: verified transfers between network zones"]
+        lines += [
+            "# Runs the transfer jobs (copy, verify, place, delete moved sources).",
+            "Description=Ketter workers: verified transfers between network zones",
+        ]
     else:
-        lines += ["# Only detects finished files and enqueues jobs; never copies or deletes.",
-                  "Description=Ketter watcher: detects new files on the route sources"]
+        lines += [
+            "# Only detects finished files and enqueues jobs; never copies or deletes.",
+            "Description=Ketter watcher: detects new files on the route sources",
+        ]
     lines += [
         "# The runbook for whoever is on call.",
         "Documentation=file:///opt/ketter/share/doc/ketter/operations.md",
@@ -230,8 +236,7 @@ def _service(config: Config, *, kind: str, python: str, config_path: str, user: 
     ]
     if statedir is not None:
         lines += [
-            f"# /var/lib/{statedir}: created and owned by {user}, writable despite "
-            "ProtectSystem.",
+            f"# /var/lib/{statedir}: created and owned by {user}, writable despite ProtectSystem.",
             f"StateDirectory={statedir}",
             "# Group may read (sqlite3 -readonly, ketter health); others nothing.",
             "StateDirectoryMode=0750",
@@ -243,8 +248,7 @@ def _service(config: Config, *, kind: str, python: str, config_path: str, user: 
     if config.audit.hmac_key_file:
         key = config.audit.hmac_key_file
         lines += [
-            "# The audit HMAC key stays root-only on disk; systemd hands the service a "
-            "copy.",
+            "# The audit HMAC key stays root-only on disk; systemd hands the service a copy.",
             f"LoadCredential={HMAC_CREDENTIAL}:{_literal(key)}",
             "# ...shown at the path the config names (%d = the credentials folder).",
             "BindReadOnlyPaths=" + shlex.quote(f"%d/{HMAC_CREDENTIAL}:{_literal(key)}"),
@@ -259,8 +263,7 @@ def _service(config: Config, *, kind: str, python: str, config_path: str, user: 
     ]
     if sandbox.read_only:
         lines += [
-            "# Route sources this service only reads (copy routes; every source for the "
-            "watcher).",
+            "# Route sources this service only reads (copy routes; every source for the watcher).",
             "ReadOnlyPaths=" + _path_list(sandbox.read_only),
         ]
     lines += [
@@ -354,29 +357,36 @@ def _service(config: Config, *, kind: str, python: str, config_path: str, user: 
 
 
 def _target(config_path: str) -> str:
-    return "\n".join([
-        f"# Ketter — rendered by `ketter deploy units` from {config_path}.",
-        "# `systemctl enable --now ketter.target` starts the node now and at boot.",
-        "[Unit]",
-        "# Both services; stopping or restarting the target acts on both (PartOf=).",
-        "Description=Ketter transfer node (watcher and workers)",
-        "# The runbook.",
-        "Documentation=file:///opt/ketter/share/doc/ketter/operations.md",
-        "# Pulls in the two services.",
-        "Wants=ketter-workers.service ketter-watcher.service",
-        "# Reached once both are up.",
-        "After=ketter-workers.service ketter-watcher.service",
-        "",
-        "[Install]",
-        "# Part of the normal boot.",
-        "WantedBy=multi-user.target",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# Ketter — rendered by `ketter deploy units` from {config_path}.",
+            "# `systemctl enable --now ketter.target` starts the node now and at boot.",
+            "[Unit]",
+            "# Both services; stopping or restarting the target acts on both (PartOf=).",
+            "Description=Ketter transfer node (watcher and workers)",
+            "# The runbook.",
+            "Documentation=file:///opt/ketter/share/doc/ketter/operations.md",
+            "# Pulls in the two services.",
+            "Wants=ketter-workers.service ketter-watcher.service",
+            "# Reached once both are up.",
+            "After=ketter-workers.service ketter-watcher.service",
+            "",
+            "[Install]",
+            "# Part of the normal boot.",
+            "WantedBy=multi-user.target",
+            "",
+        ]
+    )
 
 
-def render_units(config: Config, *, python: str = DEFAULT_PYTHON,
-                 config_path: str | None = None, user: str = DEFAULT_USER,
-                 group: str | None = None) -> dict[str, str]:
+def render_units(
+    config: Config,
+    *,
+    python: str = DEFAULT_PYTHON,
+    config_path: str | None = None,
+    user: str = DEFAULT_USER,
+    group: str | None = None,
+) -> dict[str, str]:
     """The three unit files, name → text, for ``config``.
 
     ``config_path`` is the path written into the units (default: the file
