@@ -81,7 +81,7 @@ def test_interrupted_transfer_fails_cleanly_and_can_be_run_again(tmp_path: Path)
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.monotonic() + 60
-    while open(f"/proc/{proc.pid}/stat", "rb").read().rsplit(b")", 1)[1].split()[0] != b"T":
+    while Path(f"/proc/{proc.pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"T":
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)  # Ctrl-C, delivered when it runs again

@@ -23,7 +23,7 @@ from tests.integration.jobs.harness import Node, temporaries, tree
 MIN_EFFECTIVE_KILLS = 15
 MAX_KILLS = 120
 BATCHES = 8
-MAX_BATCHES = 40
+MAX_BATCHES = 60
 
 
 def _drop(rng: random.Random, root: Path, batch: int) -> list[tuple[str, Path]]:
@@ -65,7 +65,11 @@ def test_random_kill_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
     try:
         while True:
-            if batch < MAX_BATCHES and (batch < BATCHES or effective < MIN_EFFECTIVE_KILLS):
+            backlog = node.query("SELECT COUNT(*) FROM jobs WHERE state NOT IN "
+                                 "('completed','failed')")[0][0]
+            while batch < MAX_BATCHES and backlog < 12 and (
+                    batch < BATCHES or effective < MIN_EFFECTIVE_KILLS):
+                # Keep a backlog so that most kills land on a worker mid-job.
                 for route, path in _drop(rng, tmp_path, batch):
                     base = tmp_path / "src" / route
                     for rel, data in tree(path.parent if path.is_file() else base).items():
@@ -76,6 +80,7 @@ def test_random_kill_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                         expected[route][rel] = data
                     submit_path(config, config.route(route), os.fsencode(path),
                                 now=time.time())
+                    backlog += 1
                 batch += 1
             worker = node.start_workers(env=slow)
             node.wait_ready(worker)  # the kill window starts once it is running
