@@ -210,14 +210,26 @@ def _service(
     lines += [
         "# The venv's Python directly, isolated (-I): no wrapper, no stray modules.",
         "ExecStart=" + _command(python, config_path, kind),
-        "# SIGHUP re-reads the config (route folders may not change without restart).",
+        (
+            "# SIGHUP re-reads the config (route folders may not change without restart)."
+            if workers
+            else "# SIGHUP is accepted; detection settings apply at restart (which is safe)."
+        ),
         "ExecReload=/bin/kill -HUP $MAINPID",
-        "# Ketter's handler makes SIGTERM graceful: transfers checkpoint and release.",
+        (
+            "# Ketter's handler makes SIGTERM graceful: transfers checkpoint and release."
+            if workers
+            else "# Ketter's handler makes SIGTERM graceful: the watcher records its stop."
+        ),
         "KillSignal=SIGTERM",
         f"# shutdown_timeout ({config.shutdown_timeout:g}s) + {STOP_MARGIN:g}s to record "
         "the stop; then SIGKILL.",
         f"TimeoutStopSec={stop_timeout}",
-        "# A crash (or a watchdog kill) restarts the service; the sweep recovers jobs.",
+        (
+            "# A crash (or a watchdog kill) restarts the service; the sweep recovers jobs."
+            if workers
+            else "# A crash (or a watchdog kill) restarts it; a full scan catches up."
+        ),
         "Restart=on-failure",
         "# Give a share or the disk a moment before trying again.",
         "RestartSec=5",
