@@ -66,7 +66,14 @@ def open_readonly(path: str | os.PathLike[str]) -> SqliteDatabase:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no job store at {path}; run `ketter db upgrade` first")
-    db = SqliteDatabase(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
+    uri = f"file:{path}?mode=ro"
+    if not os.path.exists(path + "-wal") and not os.access(os.path.dirname(path) or ".",
+                                                            os.W_OK):
+        # Cleanly stopped (no WAL) and we may not create the -shm file: SQLite
+        # cannot open a WAL database read-only then, unless told that nothing
+        # writes it. A writer that starts meanwhile is not seen by this read.
+        uri += "&immutable=1"
+    db = SqliteDatabase(uri, uri=True, timeout=BUSY_TIMEOUT)
     database.initialize(db)
     return db
 

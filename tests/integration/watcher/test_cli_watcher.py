@@ -7,6 +7,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+from peewee import OperationalError
+
 from ketter.store import open_readonly
 from tests.conftest import KETTER, cli_env
 from tests.integration.watcher.support import make_config, wait_for, write
@@ -14,9 +16,12 @@ from workers.app import build_queue
 
 
 def _count(db_path: str, sql: str) -> int:
+    """0 until the process has created the schema (it migrates at start)."""
     db = open_readonly(db_path)
     try:
         return int(db.execute_sql(sql).fetchone()[0])
+    except OperationalError:  # "no such table": the migration is not done yet
+        return 0
     finally:
         db.close()
 
