@@ -14,9 +14,16 @@ import signal
 import uuid
 from typing import Any
 
+from ketter.errors import LostClaim, ShutdownRequested
+
 #: Job ids and claim tokens appear in temporary names and are parsed back by
 #: the orphan sweep, so they must not contain '-' (the separator) or '/'.
 _TOKEN = re.compile(r"[A-Za-z0-9_.]{1,64}")
+
+#: What ``ctx.progress`` raises to stop a step at a safe point. A resumable
+#: file partial survives them (a later claim picks it up); every other
+#: temporary is removed.
+STOP_SIGNALS = (LostClaim, ShutdownRequested)
 
 FAULT_POINTS = frozenset(
     {
@@ -79,11 +86,14 @@ class TransferContext:
         return f".ketter-{self.job_id}-"
 
     def progress(self, bytes_done: int, phase: str) -> None:
-        """Called at every checkpoint (throttled to about 10 per second).
+        """Called at every checkpoint (throttled to about 10 per second) and
+        at least once a second while a step reads or hashes data.
 
         ``phase`` is ``copy``, ``verify``, ``package``, ``extract``,
-        ``resume-check`` or ``hash``. Raise :class:`ketter.errors.LostClaim`
-        or :class:`ketter.errors.ShutdownRequested` to abort at a safe point.
+        ``resume-check``, ``hash`` (same-filesystem move) or ``compare``
+        (``skip_identical`` hashing an existing destination). Raise
+        :class:`ketter.errors.LostClaim` or
+        :class:`ketter.errors.ShutdownRequested` to abort at a safe point.
         """
 
     def fault(self, point: str) -> None:

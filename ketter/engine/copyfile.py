@@ -13,6 +13,7 @@ import queue
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ketter.errors import SourceChanged
@@ -27,6 +28,8 @@ from .verify import TrailingVerifier, compare
 
 N_BUFFERS = 6  # 24 MiB in flight: enough to keep the hasher busy, bounded RSS
 SMALL_FILE = 1024 * 1024
+#: Default progress step for long reads (the default ``checkpoint_bytes``).
+DEFAULT_STEP = 64 * SMALL_FILE
 
 
 @dataclass
@@ -39,11 +42,19 @@ class FileCopy:
 
 
 class Progress:
-    """Throttles ``ctx.progress``: at most ~10 calls/s, at least once a second."""
+    """Throttles ``ctx.progress``: at most ~10 calls/s, at least once a second.
 
-    def __init__(self, ctx: TransferContext, base: int = 0) -> None:
+    ``step`` is the checkpoint size: long reads (hashing, re-reading from
+    disk) report through :meth:`reads`, which makes a checkpoint call every
+    ``step`` bytes, so a healthy job never looks stalled to the lease keeper.
+    Only call it from the thread that runs the engine step (the job context
+    talks to the job store); reader threads publish counters instead.
+    """
+
+    def __init__(self, ctx: TransferContext, base: int = 0, *, step: int = DEFAULT_STEP) -> None:
         self.ctx = ctx
         self.base = base
+        self.step = step
         self.last = 0.0
 
     def __call__(self, done: int, phase: str, *, checkpoint: bool = False) -> None:
@@ -52,6 +63,40 @@ class Progress:
         if (checkpoint and gap >= self.ctx.progress_interval) or gap >= 1.0:
             self.last = now
             self.ctx.progress(self.base + done, phase)
+
+    def reads(self, phase: str, start: int = 0) -> ReadProgress:
+        """A ``report(done)`` callback for one long read loop."""
+        return ReadProgress(self, phase, start)
+
+
+class ReadProgress:
+    """Reports a long read: a checkpoint call each ``progress.step`` bytes,
+    otherwise the time-based call (at least once a second)."""
+
+    def __init__(self, progress: Progress, phase: str, start: int = 0) -> None:
+        self.progress = progress
+        self.phase = phase
+        self.mark = start
+
+    def __call__(self, done: int) -> None:
+        if done - self.mark >= self.progress.step:
+            self.mark = done
+            self.progress(done, self.phase, checkpoint=True)
+        else:
+            self.progress(done, self.phase)
+
+
+def shifted(report: Callable[[int], None] | None, base: int) -> Callable[[int], None] | None:
+    """``report`` for one member of a folder: adds the bytes done before it."""
+    if report is None:
+        return None
+    r = report
+    return lambda n: r(base + n)
+
+
+def progress_for(ctx: TransferContext | None, step: int = DEFAULT_STEP) -> Progress | None:
+    """A :class:`Progress` for ``ctx``, or None when the caller passed none."""
+    return Progress(ctx, step=step) if ctx is not None else None
 
 
 def same_identity(st: os.stat_result, e: FileEntry) -> bool:

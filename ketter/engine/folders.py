@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import stat
 import threading
 import unicodedata
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from ketter.errors import ChecksumMismatch, PermanentError
 
 from .context import TransferContext
 from .copyfile import SMALL_FILE, Progress, copy_durable, copy_small
-from .hashing import fsync_dir, hash_fd_from_disk, syncfs
+from .hashing import ReadCancelled, fsync_dir, hash_fd_from_disk, syncfs
 from .oserrors import classify_oserror
 from .paths import join, show, split
 from .results import FileHashes
@@ -148,17 +149,44 @@ def verify_tree(
     Eight reader threads: thousands of small files are bound by the disk's
     latency, not by hashing, so overlapping the reads is what makes the
     batch fast (``preadv`` and the hashes release the GIL).
+
+    The readers count the bytes they read (inside a file too, so one huge
+    member still reports); this thread reports them as phase ``verify``
+    every ``progress.step`` bytes and at least once a second. A stop signal
+    raised there cancels the readers and waits for them before it leaves.
     """
     local = threading.local()
+    stop = threading.Event()
+    lock = threading.Lock()
+    read = 0
+    mark = progress.step
+    #: Finished futures, and the byte count each time the readers pass
+    #: another step (reported one by one: a busy main thread coalesces none).
+    events: queue.Queue[Future[int] | int] = queue.Queue()
 
     def check(f: FileHashes) -> int:
         buf = getattr(local, "buf", None)
         if buf is None:
             buf = local.buf = bytearray(SMALL_FILE)
+        last = 0
+
+        def tick(n: int) -> None:
+            nonlocal read, last, mark
+            with lock:
+                read += n - last
+                if read >= mark:
+                    mark = read + progress.step
+                    events.put(read)
+            last = n
+            if stop.is_set():
+                raise ReadCancelled()
+
+        if stop.is_set():
+            raise ReadCancelled()
         path = join(target, f.relpath)
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            digests, n = hash_fd_from_disk(fd, (algo,), buf=buf)
+            digests, n = hash_fd_from_disk(fd, (algo,), buf=buf, progress=tick)
         finally:
             os.close(fd)
         if n != f.size or digests[algo] != f.hashes[algo]:
@@ -169,12 +197,27 @@ def verify_tree(
         return n
 
     todo = [f for f in files if f.relpath not in skip]
-    done = 0
+    report = progress.reads("verify")
     pool = ThreadPoolExecutor(max_workers=VERIFY_THREADS, thread_name_prefix="ketter-vfy")
     try:
-        for n in pool.map(check, todo):
-            done += n
-            progress(done, "verify")
+        for f in todo:
+            pool.submit(check, f).add_done_callback(events.put)
+        remaining = len(todo)
+        high = 0
+        while remaining:
+            try:
+                item = events.get(timeout=0.25)
+            except queue.Empty:
+                item = read
+            if isinstance(item, int):
+                high = max(high, item)
+            else:
+                remaining -= 1
+                item.result()  # a mismatch or a read error ends the batch
+            report(high)
+    except BaseException:
+        stop.set()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -14,12 +14,17 @@ import ctypes.util
 import errno
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import xxhash
 
 BUF_SIZE = 4 * 1024 * 1024
+
+
+class ReadCancelled(Exception):
+    """Raised inside a reader thread whose caller has stopped (a stop signal
+    from ``ctx.progress``, or a failure on the other side): ends the read."""
 
 
 class _Hasher(Protocol):
@@ -147,10 +152,13 @@ def hash_fd_from_disk(
     start: int = 0,
     length: int | None = None,
     buf: bytearray | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, str], int]:
     """Hash an already-written-back file from storage; returns (digests, bytes).
 
     Evicts the range first so the read is served by the disk, not the cache.
+    ``progress(bytes_so_far)`` is called after every buffer; whatever it
+    raises (a stop signal, a cancellation) ends the read.
     """
     mh = MultiHash(algos)
     evict(fd, start, length or 0)
@@ -166,4 +174,6 @@ def hash_fd_from_disk(
         mh.update(mv[:n])
         pos += n
         total += n
+        if progress is not None:
+            progress(total)
     return mh.hexdigests(), total

@@ -17,7 +17,7 @@ from ketter.errors import PermanentError
 from ketter.paths import readable
 
 from .context import TransferContext
-from .copyfile import open_source
+from .copyfile import open_source, progress_for
 from .existing import plan_entry
 from .hashing import BUF_SIZE, MultiHash, fsync_dir
 from .mounts import check_mounts
@@ -113,15 +113,29 @@ def same_filesystem(src: bytes, final: bytes) -> bool:
         return False
 
 
-def hash_source(spec: TransferSpec, plan: SourcePlan) -> CopyResult:
-    """One read of the source for the record, without copying (same-fs rename)."""
+def hash_source(
+    spec: TransferSpec, plan: SourcePlan, *, ctx: TransferContext | None = None
+) -> CopyResult:
+    """One read of the source for the record, without copying (same-fs rename).
+
+    With a ``ctx`` the bytes hashed are reported as phase ``hash`` (every
+    ``spec.checkpoint_bytes``, at least once a second); a stop signal raised
+    there ends the read (nothing has been written).
+    """
+    progress = progress_for(ctx, spec.checkpoint_bytes)
+    report = progress.reads("hash") if progress is not None else None
+    done = 0
 
     def one(path: bytes, e: FileEntry) -> FileHashes:
+        nonlocal done
         mh = MultiHash(spec.algorithms)
         fd = open_source(path, e)
         try:
             while chunk := os.read(fd, BUF_SIZE):
                 mh.update(chunk)
+                done += len(chunk)
+                if report is not None:
+                    report(done)
         finally:
             os.close(fd)
         return FileHashes(e.relpath, e.size, mh.hexdigests())
@@ -142,7 +156,7 @@ def move_by_rename(
     from .placement import place  # placement imports move's siblings
 
     check_mounts(spec, ctx.expected_devs)
-    result = hash_source(spec, plan)
+    result = hash_source(spec, plan, ctx=ctx)
     result.final_path = final_path
     placement = place(spec, result, ctx, own_temp=False)
     if placement.skipped:

@@ -13,7 +13,7 @@ import os
 import re
 import stat
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ketter.errors import PermanentError, SourceChanged
 
@@ -24,6 +24,7 @@ from .copyfile import (
     check_source_final,
     create_temp,
     open_source,
+    shifted,
     write_all,
 )
 from .folders import (
@@ -87,9 +88,10 @@ def write_package(
     try:
         sink = _StreamWriter(fd, zip_path, zh)
         done = 0
+        report = progress.reads("package")
         with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:  # type: ignore[call-overload]
             for i, e in enumerate(plan.files, 1):
-                files.append(_add_member(spec, zf, i, plan.entry_path(e), e))
+                files.append(_add_member(spec, zf, i, plan.entry_path(e), e, shifted(report, done)))
                 done += e.size
                 if i == 1:
                     ctx.fault("mid-copy")
@@ -97,7 +99,7 @@ def write_package(
         os.fsync(fd)
         rfd = os.open(zip_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            got, _n = hash_fd_from_disk(rfd, (spec.verify,))
+            got, _n = hash_fd_from_disk(rfd, (spec.verify,), progress=progress.reads("verify"))
         finally:
             os.close(rfd)
         compare(zip_path, spec.verify, zh.hexdigests()[spec.verify], got[spec.verify])
@@ -109,7 +111,12 @@ def write_package(
 
 
 def _add_member(
-    spec: TransferSpec, zf: zipfile.ZipFile, index: int, src: bytes, e: FileEntry
+    spec: TransferSpec,
+    zf: zipfile.ZipFile,
+    index: int,
+    src: bytes,
+    e: FileEntry,
+    report: Callable[[int], None] | None = None,
 ) -> FileHashes:
     zi = zipfile.ZipInfo(member_name(index), date_time=_EPOCH)
     zi.compress_type = zipfile.ZIP_STORED
@@ -132,6 +139,8 @@ def _add_member(
                     break
                 mh.update(chunk)
                 w.write(chunk)
+                if report is not None:
+                    report(total)
         if total != e.size:
             raise SourceChanged(f"source {show(src)} changed size while packaged")
         check_source_final(src, sfd, e)
@@ -187,14 +196,19 @@ def extract_package(
         if len(seen) != len(manifest):
             raise _reject(zip_path, f"{len(manifest) - len(seen)} manifest member(s) missing")
         done = 0
+        report = progress.reads("extract") if progress is not None else None
         for info in infos:
             e = manifest[int(info.orig_filename) - 1]
             out = os.path.join(target, safe_relpath(e.relpath))
             fd = create_temp(out)
             try:
+                member = 0
                 with zf.open(info) as r:  # CRC-32 checked by zipfile at EOF
                     while chunk := r.read(BUF_SIZE):
                         write_all(fd, memoryview(chunk), out)
+                        member += len(chunk)
+                        if report is not None:
+                            report(done + member)
                 apply_metadata(fd, e)
             except zipfile.BadZipFile as exc:
                 raise _reject(zip_path, f"member {info.orig_filename!r} is corrupt") from exc

@@ -26,7 +26,7 @@ from typing import Literal
 from ketter.errors import DestinationConflict, PermanentError
 
 from .cleanup import remove_path
-from .context import TransferContext
+from .context import STOP_SIGNALS, TransferContext
 from .existing import matches_result
 from .hashing import _lib, fsync_dir
 from .mounts import check_mounts
@@ -198,7 +198,7 @@ def place(
                         "re-queue the job"
                     ) from None
                 if spec.conflict == "skip_identical":
-                    if matches_result(final, result):
+                    if matches_result(final, result, ctx=ctx, step=spec.checkpoint_bytes):
                         if own_temp:
                             remove_path(tmp)
                         return _stat_placement(final, True, "none", False)
@@ -215,6 +215,14 @@ def place(
                         "while it was being replaced; the old version is kept"
                     ) from None
                 replaced = True
+    except STOP_SIGNALS:
+        # Stopped while comparing with an existing destination: a file
+        # temporary is a complete partial a later claim resumes; a folder
+        # one cannot be resumed, so it goes.
+        if is_dir and own_temp:
+            with contextlib.suppress(OSError):
+                remove_path(tmp)
+        raise
     except (DestinationConflict, OSError) as e:
         if old_dir is not None and not replaced:
             _restore(old_dir, final)

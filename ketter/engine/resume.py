@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 
 from ketter.paths import readable
 
 from .context import TransferContext
-from .hashing import BUF_SIZE, MultiHash, _Hasher, evict, new_hasher
+from .copyfile import Progress
+from .hashing import BUF_SIZE, MultiHash, ReadCancelled, _Hasher, evict, new_hasher
 from .paths import TEMP_PREFIX, join, split, temp_name
 from .source import FileEntry
 from .spec import TransferSpec
@@ -82,13 +84,19 @@ def adopt_prefix(
     out: bytes,
     ofd: int,
     mh: MultiHash,
-    progress: object,
+    progress: Progress | None,
 ) -> tuple[int, _Hasher]:
     """Check the partial's prefix against the source; returns (offset, hasher
     of the verify algorithm over the partial prefix read from disk).
 
     ``mh`` is fed the source prefix; on a mismatch the partial is emptied
     and (0, fresh hasher) is returned — the caller must reset ``mh``.
+
+    Both prefixes are read in full (the source in a second thread), so the
+    mean of the bytes read on both sides is reported as ``resume-check``
+    every ``progress.step`` bytes and at least once a second. A stop signal
+    raised there cancels the source reader; the partial, already cut back to
+    its last checkpoint, is kept for the next claim.
     """
     size = os.fstat(ofd).st_size
     keep = size if size == e.size else size - size % spec.checkpoint_bytes
@@ -102,10 +110,27 @@ def adopt_prefix(
     evict(ofd, 0, keep)
     src_check = new_hasher("xxh128")
     errors: list[BaseException] = []
+    stop = threading.Event()
+    src_done = part_done = 0
+    report = progress.reads("resume-check") if progress is not None else None
+
+    def src_tick(n: int) -> None:
+        nonlocal src_done
+        src_done = n
+        if stop.is_set():
+            raise ReadCancelled()
+
+    def part_tick(n: int) -> None:
+        nonlocal part_done
+        part_done = n
+        if report is not None:
+            report((src_done + part_done) // 2)
 
     def read_source() -> None:
         try:
-            _read_range(sfd, keep, (mh, src_check))
+            _read_range(sfd, keep, (mh, src_check), src_tick)
+        except ReadCancelled:
+            pass
         except BaseException as exc:
             errors.append(exc)
 
@@ -113,7 +138,14 @@ def adopt_prefix(
     t.start()
     part_check = new_hasher("xxh128")
     try:
-        _read_range(ofd, keep, (part_check, vh) if spec.verify != "xxh128" else (vh,))
+        _read_range(ofd, keep, (part_check, vh) if spec.verify != "xxh128" else (vh,), part_tick)
+        while t.is_alive():
+            t.join(0.25)
+            if report is not None and not errors:
+                report((src_done + part_done) // 2)
+    except BaseException:
+        stop.set()
+        raise
     finally:
         t.join()
     if errors:
@@ -124,13 +156,15 @@ def adopt_prefix(
         ctx.warn("resume_mismatch", partial=readable(out), bytes=keep)
         os.ftruncate(ofd, 0)
         return 0, new_hasher(spec.verify)
-    if callable(progress):
+    if progress is not None:
         progress(keep, "resume-check", checkpoint=True)
     ctx.warn("resumed", partial=readable(out), offset=keep)
     return keep, vh
 
 
-def _read_range(fd: int, length: int, sinks: tuple[object, ...]) -> None:
+def _read_range(
+    fd: int, length: int, sinks: tuple[object, ...], tick: Callable[[int], None] | None = None
+) -> None:
     buf = bytearray(BUF_SIZE)
     mv = memoryview(buf)
     pos = 0
@@ -141,6 +175,8 @@ def _read_range(fd: int, length: int, sinks: tuple[object, ...]) -> None:
         for s in sinks:
             s.update(mv[:n])  # type: ignore[attr-defined]
         pos += n
+        if tick is not None:
+            tick(pos)
 
 
 __all__ = ["TEMP_PREFIX", "adopt_partial", "adopt_prefix", "find_partials"]

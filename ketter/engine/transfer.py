@@ -6,15 +6,14 @@ them; :func:`transfer` runs them all for ``ketter transfer`` and tests.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
 from collections.abc import Callable
 
-from ketter.errors import LostClaim, ShutdownRequested
-
 from .cleanup import remove_path
-from .context import TransferContext
+from .context import STOP_SIGNALS, TransferContext
 from .copyfile import Progress, copy_durable
 from .existing import compare_existing, plan_entry
 from .folders import apply_dir_metadata, copy_folder, safe_relpath
@@ -29,9 +28,10 @@ from .resume import adopt_partial
 from .source import SourcePlan, inspect_source, resolve_destination
 from .spec import TransferSpec
 
-#: Stop signals keep the partial (a later claim may resume it); every other
-#: failure removes the temporaries so nothing half-done is left behind.
-_KEEP_PARTIAL = (LostClaim, ShutdownRequested)
+#: Stop signals keep a file's partial (a later claim may resume it); every
+#: other failure, and any stop of a folder (which cannot be resumed), removes
+#: the temporaries so nothing half-done is left behind.
+_KEEP_PARTIAL = STOP_SIGNALS
 
 
 def copy_and_verify(
@@ -48,7 +48,7 @@ def copy_and_verify(
     t0 = time.monotonic()
     check_mounts(spec, ctx.expected_devs)
     parent, name = split(final_path)
-    progress = Progress(ctx)
+    progress = Progress(ctx, step=spec.checkpoint_bytes)
     if plan.kind == "file":
         tmp = join(parent, temp_name(ctx.tag, name, "part"))
         resumed = adopt_partial(spec, ctx, tmp, name) if resume else False
@@ -88,10 +88,16 @@ def copy_and_verify(
             files, zip_hashes, size = copy_packaged(spec, plan, zip_path, tmpdir, ctx, progress)
         else:
             (files, size), zip_hashes = copy_folder(spec, plan, tmpdir, ctx, progress), {}
+    except _KEEP_PARTIAL:
+        # A folder cannot be resumed. Another claim may be rolling the job
+        # back at the same time: a cleanup error must not hide the signal.
+        for stale in (tmpdir, zip_path):
+            with contextlib.suppress(OSError):
+                remove_path(stale)
+        raise
     except BaseException as exc:
-        if not isinstance(exc, _KEEP_PARTIAL):
-            remove_path(tmpdir)
-            remove_path(zip_path)
+        remove_path(tmpdir)
+        remove_path(zip_path)
         if isinstance(exc, OSError):
             raise classify_oserror(exc, tmpdir, "copy the folder") from exc
         raise
@@ -109,10 +115,20 @@ def copy_and_verify(
     )
 
 
-def identical_result(spec: TransferSpec, plan: SourcePlan, final_path: bytes) -> CopyResult | None:
+def identical_result(
+    spec: TransferSpec,
+    plan: SourcePlan,
+    final_path: bytes,
+    *,
+    ctx: TransferContext | None = None,
+) -> CopyResult | None:
     """A skipped result when ``skip_identical`` finds the same content at the
-    destination (source hashed once, destination not touched), else None."""
-    state, hashes, files = compare_existing(spec, plan, final_path)
+    destination (source hashed once, destination not touched), else None.
+
+    Pass the job's ``ctx``: both sides are read in full, reported as phase
+    ``compare``; ``LostClaim``/``ShutdownRequested`` raised by its progress
+    stop the comparison (nothing is written, so nothing is left behind)."""
+    state, hashes, files = compare_existing(spec, plan, final_path, ctx=ctx)
     if state != "identical":
         return None
     return CopyResult(plan, final_path, b"", spec.verify, hashes=hashes, files=files, skipped=True)
@@ -151,7 +167,7 @@ def _one(
         result, placement = move_by_rename(spec, plan, final, ctx)
     else:
         if spec.conflict == "skip_identical":
-            result = identical_result(spec, plan, final)
+            result = identical_result(spec, plan, final, ctx=ctx)
         if result is None:
             result = copy_and_verify(spec, plan, final, ctx, resume=True)
         placement = place(spec, result, ctx)
