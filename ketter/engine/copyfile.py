@@ -27,6 +27,7 @@ from .spec import TransferSpec
 from .verify import TrailingVerifier, compare
 
 N_BUFFERS = 6  # 24 MiB in flight: enough to keep the hasher busy, bounded RSS
+MIN_BUF_SIZE = 64 * 1024  # xxhash releases the GIL from 64 KiB
 SMALL_FILE = 1024 * 1024
 #: Default progress step for long reads (the default ``checkpoint_bytes``).
 DEFAULT_STEP = 64 * SMALL_FILE
@@ -199,11 +200,18 @@ def copy_small(src: bytes, e: FileEntry, out: bytes, algos: tuple[str, ...]) -> 
 class _HashThread:
     """Consumes filled buffers, updates every checksum, returns the buffers."""
 
-    def __init__(self, mh: MultiHash) -> None:
+    def __init__(self, mh: MultiHash, remaining: int | None = None) -> None:
         self.mh = mh
         self.free: queue.Queue[bytearray] = queue.Queue()
-        for _ in range(N_BUFFERS):
-            self.free.put(bytearray(BUF_SIZE))
+        # Small files get small buffers: zeroing 6 × 4 MiB per file cost more
+        # than copying a 64 KiB file (fresh pages are slow on this kind of VM).
+        size, count = BUF_SIZE, N_BUFFERS
+        if remaining is not None:
+            # +1: one more byte than expected shows a source that grew.
+            size = min(BUF_SIZE, max(MIN_BUF_SIZE, remaining + 1))
+            count = min(N_BUFFERS, 2 + remaining // size)
+        for _ in range(count):
+            self.free.put(bytearray(size))
         self.work: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="ketter-hash", daemon=True)
@@ -263,7 +271,7 @@ def copy_durable(
         resumed_from = pos
         os.lseek(sfd, pos, os.SEEK_SET)
         os.lseek(ofd, pos, os.SEEK_SET)
-        hasher = _HashThread(mh)
+        hasher = _HashThread(mh, remaining=e.size - pos)
         window = pos
         faulted = False
         src_f = os.fdopen(os.dup(sfd), "rb", buffering=0)

@@ -232,7 +232,7 @@ class Attempt:
         plan = self.plan
         result: CopyResult | None = None
         if self.spec.conflict == "skip_identical":
-            result = identical_result(self.spec, plan, self.final)
+            result = identical_result(self.spec, plan, self.final, ctx=self.ctx)
         packaged = (plan.kind == "folder"
                     and 0 < self.spec.package_min_files <= len(plan.files))
         if self.state is S.VALIDATED and packaged and result is None:
