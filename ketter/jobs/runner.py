@@ -101,7 +101,7 @@ class JobRunner:
         return claimed.job_id
 
     def run(self, claimed: Claimed) -> None:
-        job = Job.get_by_id(claimed.job_id)
+        job = claimed.row if claimed.row is not None else Job.get_by_id(claimed.job_id)
         active = ActiveJob(job.id, claimed.claim, job.route, claimed.attempt)
         ctx = JobContext(active, self.shutdown, on_progress=self.on_progress)
         self.keeper.add(active)
