@@ -219,13 +219,14 @@ class Attempt:
                                  f"min_free {self.route.min_free}); retried later")
 
     def _record_manifest(self, plan: SourcePlan) -> None:
-        with database.obj.atomic():
-            JobFile.delete().where(JobFile.job_id == self.job.id).execute()
-            rows = [dict(job_id=self.job.id, relpath=e.relpath,
-                         relpath_display=readable(e.relpath), size=e.size,
-                         mtime_ns=e.mtime_ns, mode=e.mode, inode=e.ino) for e in plan.files]
-            for start in range(0, len(rows), 500):
-                JobFile.insert_many(rows[start:start + 500]).execute()
+        db = database.obj
+        with db.atomic():
+            db.execute_sql("DELETE FROM job_files WHERE job_id = ?", (self.job.id,))
+            db.cursor().executemany(
+                "INSERT INTO job_files (job_id, relpath, relpath_display, size, mtime_ns, mode, "
+                "inode) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(self.job.id, e.relpath, readable(e.relpath), e.size, e.mtime_ns, e.mode,
+                  e.ino) for e in plan.files])
 
     def copy(self, *, resume: bool) -> None:
         assert self.plan is not None
@@ -258,13 +259,16 @@ class Attempt:
             temp_ino = os.lstat(result.temp_path).st_ino
         hashes = result.hashes
         if result.files:
-            with database.obj.atomic():
-                for fh in result.files:
-                    (JobFile.update(sha256=fh.hashes.get("sha256"),
-                                    xxh128=fh.hashes.get("xxh128"),
-                                    xxh64=fh.hashes.get("xxh64"))
-                     .where((JobFile.job_id == self.job.id) & (JobFile.relpath == fh.relpath))
-                     .execute())
+            db = database.obj
+            with db.atomic():
+                # One pass, by row id: a per-file UPDATE … WHERE relpath = ? would
+                # scan the job's manifest for each file (quadratic on 10,000 files).
+                ids = {bytes(rel): row_id for row_id, rel in db.execute_sql(
+                    "SELECT id, relpath FROM job_files WHERE job_id = ?", (self.job.id,))}
+                db.cursor().executemany(
+                    "UPDATE job_files SET sha256 = ?, xxh128 = ?, xxh64 = ? WHERE id = ?",
+                    [(fh.hashes.get("sha256"), fh.hashes.get("xxh128"),
+                      fh.hashes.get("xxh64"), ids[fh.relpath]) for fh in result.files])
             hashes = result.package_hashes or {}
         details = {"algorithm": result.verify, "verified": True, "skipped": result.skipped,
                    "bytes": result.bytes_copied, "resumed_from": result.resumed_from,
