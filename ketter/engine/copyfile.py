@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ketter.errors import SourceChanged
 
 from .context import TransferContext
-from .hashing import BUF_SIZE, MultiHash, evict
+from .hashing import BUF_SIZE, MultiHash, evict, write_back
 from .oserrors import classify_oserror
 from .paths import show
 from .source import FileEntry
@@ -273,6 +273,7 @@ def copy_durable(
         os.lseek(ofd, pos, os.SEEK_SET)
         hasher = _HashThread(mh, remaining=e.size - pos)
         window = pos
+        pending: tuple[int, int] | None = None
         faulted = False
         src_f = os.fdopen(os.dup(sfd), "rb", buffering=0)
         with src_f:
@@ -296,7 +297,7 @@ def copy_durable(
                 hasher.work.put((buf, n))
                 pos += n
                 if pos - window >= spec.checkpoint_bytes:
-                    _checkpoint(ofd, out, window, pos, verifier)
+                    pending = _checkpoint(ofd, out, window, pos, verifier, pending)
                     window = pos
                     st = os.fstat(sfd)
                     if (st.st_size, st.st_mtime_ns) != (e.size, e.mtime_ns):
@@ -320,6 +321,9 @@ def copy_durable(
             os.fsync(ofd)
         except OSError as exc:
             raise classify_oserror(exc, out, "flush the temporary file") from exc
+        if pending is not None:
+            evict(ofd, pending[0], pending[1] - pending[0])
+            verifier.submit(*pending)
         evict(ofd, window, pos - window)
         verifier.submit(window, pos)
         while not verifier.wait(0.5):
@@ -342,12 +346,25 @@ def copy_durable(
         os.close(sfd)
 
 
-def _checkpoint(ofd: int, out: bytes, start: int, end: int, verifier: TrailingVerifier) -> None:
-    """Make ``[start, end)`` durable, drop it from the cache, hand it to the
-    verifier: a crash after this point can resume from ``end``."""
+def _checkpoint(ofd: int, out: bytes, start: int, end: int, verifier: TrailingVerifier,
+                pending: tuple[int, int] | None) -> tuple[int, int]:
+    """Start writing ``[start, end)`` back and finish the window before it:
+    wait for its write-back, drop it from the cache, hand it to the verifier.
+
+    The disk writes one window while the copy fills the next, instead of the
+    copy stalling on an fdatasync per window. Durability does not rest on
+    these checkpoints: the whole file is fsynced before placement, and a
+    resume checks the partial's prefix against the source, so a window that
+    had not reached the disk at a power cut only costs a shorter resume.
+    Returns the window now pending.
+    """
     try:
-        os.fdatasync(ofd)
+        write_back(ofd, start, end - start, wait=False)
+        if pending is not None:
+            write_back(ofd, pending[0], pending[1] - pending[0], wait=True)
     except OSError as exc:
         raise classify_oserror(exc, out, "flush the temporary file") from exc
-    evict(ofd, start, end - start)
-    verifier.submit(start, end)
+    if pending is not None:
+        evict(ofd, pending[0], pending[1] - pending[0])
+        verifier.submit(*pending)
+    return (start, end)
