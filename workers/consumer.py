@@ -47,19 +47,37 @@ def read_hmac_key(config: Config) -> bytes | None:
 
 def write_heartbeat(component: str, node: str, details: dict, *, now: float) -> None:
     with database.obj.atomic():
-        (Heartbeat.insert(component=component, node=node, pid=os.getpid(), ts=now,
-                          details=json.dumps(details, ensure_ascii=False))
-         .on_conflict(conflict_target=[Heartbeat.component, Heartbeat.node],
-                      update={Heartbeat.pid: os.getpid(), Heartbeat.ts: now,
-                              Heartbeat.details: json.dumps(details, ensure_ascii=False)})
-         .execute())
+        (
+            Heartbeat.insert(
+                component=component,
+                node=node,
+                pid=os.getpid(),
+                ts=now,
+                details=json.dumps(details, ensure_ascii=False),
+            )
+            .on_conflict(
+                conflict_target=[Heartbeat.component, Heartbeat.node],
+                update={
+                    Heartbeat.pid: os.getpid(),
+                    Heartbeat.ts: now,
+                    Heartbeat.details: json.dumps(details, ensure_ascii=False),
+                },
+            )
+            .execute()
+        )
 
 
 class WorkersProcess:
     """Everything ``ketter workers`` runs, built from the config in one place."""
 
-    def __init__(self, config: Config, *, workers: int | None = None,
-                 shutdown: Shutdown | None = None, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        workers: int | None = None,
+        shutdown: Shutdown | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
         self.config = config
         self.workers = workers or config.workers
         self.shutdown = shutdown or Shutdown()
@@ -67,10 +85,13 @@ class WorkersProcess:
         self.queue: Queue | None = None
 
     def _stalled(self, active: ActiveJob) -> None:
-        self.notifier.notify("stalled", active.route,
-                             f"job {active.job_id} on route {active.route} stalled: no "
-                             f"progress for {self.config.lease.stall_timeout:g}s "
-                             f"(phase {active.phase}); is the share hung?")
+        self.notifier.notify(
+            "stalled",
+            active.route,
+            f"job {active.job_id} on route {active.route} stalled: no "
+            f"progress for {self.config.lease.stall_timeout:g}s "
+            f"(phase {active.phase}); is the share hung?",
+        )
 
     def run(self, *, install_signals: bool = True) -> int:
         config = self.config
@@ -81,19 +102,36 @@ class WorkersProcess:
             open_store(config.db_path)
         chain.configure(node=config.node, hmac_key=read_hmac_key(config))
         keeper = LeaseKeeper(config, self.shutdown, on_stalled=self._stalled)
-        runner = JobRunner(config, shutdown=self.shutdown, keeper=keeper,
-                           ring=lambda job_id, delay: queue.ring(job_id, delay=delay),
-                           notifier=self.notifier)
+        runner = JobRunner(
+            config,
+            shutdown=self.shutdown,
+            keeper=keeper,
+            ring=lambda job_id, delay: queue.ring(job_id, delay=delay),
+            notifier=self.notifier,
+        )
         queue = self.queue = build_queue(config, handler=runner.handle)
         consumer = queue.huey.create_consumer(
-            workers=self.workers, worker_type="thread", periodic=False,
-            initial_delay=0.05, backoff=1.5, max_delay=1.0,
-            check_worker_health=True, shutdown_timeout=config.shutdown_timeout)
+            workers=self.workers,
+            worker_type="thread",
+            periodic=False,
+            initial_delay=0.05,
+            backoff=1.5,
+            max_delay=1.0,
+            check_worker_health=True,
+            shutdown_timeout=config.shutdown_timeout,
+        )
         now = time.time()
         with database.obj.atomic():
-            chain.record_event("workers_started", now=now, details={
-                "workers": self.workers, "pid": os.getpid(), "config": config.path,
-                "routes": [r.name for r in config.routes]})
+            chain.record_event(
+                "workers_started",
+                now=now,
+                details={
+                    "workers": self.workers,
+                    "pid": os.getpid(),
+                    "config": config.path,
+                    "routes": [r.name for r in config.routes],
+                },
+            )
         # Huey's consumer would install its own handlers (only one of SIGINT
         # and SIGTERM graceful, acted on by a loop we do not run): keep ours.
         consumer._set_signal_handlers = lambda: None
@@ -114,8 +152,7 @@ class WorkersProcess:
             consumer.stop(graceful=True)
             keeper.stop()
             with database.obj.atomic():
-                chain.record_event("workers_stopped", now=time.time(),
-                                   details={"pid": os.getpid()})
+                chain.record_event("workers_stopped", now=time.time(), details={"pid": os.getpid()})
             shipper.stop()  # after the last event: it ships everything first
             write_heartbeat("workers", config.node, {"stopped": True}, now=time.time())
             queue.close()
@@ -135,18 +172,29 @@ class WorkersProcess:
             if mono >= next_sweep:
                 orphans = mono >= next_orphans
                 try:
-                    sweep(self.config, now=now, pending=queue.pending, ring=queue.ring,
-                          cleanup_orphans=orphans)
+                    sweep(
+                        self.config,
+                        now=now,
+                        pending=queue.pending,
+                        ring=queue.ring,
+                        cleanup_orphans=orphans,
+                    )
                 except Exception:
                     log.exception("sweep failed")
                 next_sweep = mono + self.config.lease.sweep_interval
                 if orphans:
                     next_orphans = mono + ORPHAN_SWEEP_EVERY
             if mono >= next_beat:
-                running = [{"job_id": a.job_id, "phase": a.phase, "bytes": a.bytes_done}
-                           for a in keeper.running()]
-                write_heartbeat("workers", self.config.node,
-                                {"workers": self.workers, "running": running}, now=now)
+                running = [
+                    {"job_id": a.job_id, "phase": a.phase, "bytes": a.bytes_done}
+                    for a in keeper.running()
+                ]
+                write_heartbeat(
+                    "workers",
+                    self.config.node,
+                    {"workers": self.workers, "running": running},
+                    now=now,
+                )
                 next_beat = mono + self.config.lease.heartbeat
             # systemd's WatchdogSec: only a loop that keeps turning feeds it,
             # so a sweep hung on a dead mount gets the unit restarted.
@@ -164,9 +212,11 @@ class WorkersProcess:
         old_roots = {(r.source, r.destination) for r in self.config.routes}
         new_roots = {(r.source, r.destination) for r in new.routes}
         if not new_roots <= old_roots or new.state_dir != self.config.state_dir:
-            log.error("reload refused: new route folders or a new state_dir need new "
-                      "filesystem permissions; restart the service (systemctl restart "
-                      "ketter-workers) after updating the units (ketter deploy units)")
+            log.error(
+                "reload refused: new route folders or a new state_dir need new "
+                "filesystem permissions; restart the service (systemctl restart "
+                "ketter-workers) after updating the units (ketter deploy units)"
+            )
             return
         new = dataclasses.replace(new, path=self.config.path)
         self.config = runner.config = keeper.config = new

@@ -81,9 +81,17 @@ def redact(text: str, secrets: list[str]) -> str:
 class AppriseNotifier:
     """A :class:`ketter.jobs.runner.Notifier` sending through apprise."""
 
-    def __init__(self, urls: tuple[str, ...], *, node: str, min_interval: float,
-                 failures_count: int, failures_window: float,
-                 clock: Callable[[], float] = time.time, queue_size: int = QUEUE_SIZE) -> None:
+    def __init__(
+        self,
+        urls: tuple[str, ...],
+        *,
+        node: str,
+        min_interval: float,
+        failures_count: int,
+        failures_window: float,
+        clock: Callable[[], float] = time.time,
+        queue_size: int = QUEUE_SIZE,
+    ) -> None:
         self.node = node
         self.clock = clock
         self.throttle = Throttle(min_interval, failures_count, failures_window)
@@ -94,11 +102,16 @@ class AppriseNotifier:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_config(cls, config: Config, **kw: object) -> AppriseNotifier:
+    def from_config(cls, config: Config, **kw: Any) -> AppriseNotifier:
         a = config.alerts
-        return cls(a.urls, node=config.node or socket.gethostname(),
-                   min_interval=a.min_interval, failures_count=a.route_failures.count,
-                   failures_window=a.route_failures.window, **kw)  # type: ignore[arg-type]
+        return cls(
+            a.urls,
+            node=config.node or socket.gethostname(),
+            min_interval=a.min_interval,
+            failures_count=a.route_failures.count,
+            failures_window=a.route_failures.window,
+            **kw,
+        )
 
     def _build(self, urls: tuple[str, ...]) -> object:
         apprise = _apprise()
@@ -119,8 +132,12 @@ class AppriseNotifier:
         for i, (url, ok) in enumerate(zip(urls, added, strict=True)):
             if not ok:
                 scheme = url.split("://", 1)[0] if "://" in url else "?"
-                log.error("alerts.urls[%d] (%s://…) is not a URL apprise understands; "
-                          "alerts will not go there", i, scheme)
+                log.error(
+                    "alerts.urls[%d] (%s://…) is not a URL apprise understands; "
+                    "alerts will not go there",
+                    i,
+                    scheme,
+                )
         return app
 
     # -- the Notifier protocol ------------------------------------------------
@@ -170,8 +187,9 @@ class AppriseNotifier:
         try:
             self._queue.put_nowait(alert)
         except queue.Full:
-            log.warning("alert queue full (%d waiting): %s alert dropped",
-                        self._queue.qsize(), alert.kind)
+            log.warning(
+                "alert queue full (%d waiting): %s alert dropped", self._queue.qsize(), alert.kind
+            )
 
     def _run(self) -> None:
         while True:
@@ -200,14 +218,22 @@ class AppriseNotifier:
         body = f"{alert.body}\n\nnode {self.node}, {when}"
         kind = apprise.NotifyType.FAILURE if alert.failure else apprise.NotifyType.WARNING
         try:
-            ok = bool(self._apprise.notify(body=body, title=title,  # type: ignore[attr-defined]
-                                           notify_type=kind))
+            ok = bool(
+                self._apprise.notify(  # type: ignore[attr-defined]
+                    body=body,
+                    title=title,
+                    notify_type=kind,
+                )
+            )
         except Exception as exc:  # a plugin bug must not kill the sender
             ok = False
             log.warning("alert delivery raised %s", redact(repr(exc), self._secrets))
         if not ok:
-            log.warning("alert delivery failed (%s on %s); apprise logged why",
-                        alert.kind, alert.route or "-")
+            log.warning(
+                "alert delivery failed (%s on %s); apprise logged why",
+                alert.kind,
+                alert.route or "-",
+            )
         return ok
 
 

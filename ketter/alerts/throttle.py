@@ -67,8 +67,14 @@ class Throttle:
         out: list[Alert] = []
         key = self._keys.setdefault((kind, route), _Key())
         if key.last_sent is None or now - key.last_sent >= self.min_interval:
-            out.append(Alert(kind, route, message + self._summary(key, kind),
-                             failure=kind in FAILURE_KINDS or kind == "route_failures"))
+            out.append(
+                Alert(
+                    kind,
+                    route,
+                    message + self._summary(key, kind),
+                    failure=kind in FAILURE_KINDS or kind == "route_failures",
+                )
+            )
             key.last_sent = now
         else:
             if key.held == 0:
@@ -84,11 +90,15 @@ class Throttle:
             if len(recent) > self.failures_count:
                 n = len(recent)
                 recent.clear()
-                out += self.offer("route_failures", route,
-                                  f"{n} failures on route {route} within "
-                                  f"{self.failures_window:g} s (more than "
-                                  f"{self.failures_count}); look at the share and the "
-                                  "failed jobs (ketter jobs --state failed)", now)
+                out += self.offer(
+                    "route_failures",
+                    route,
+                    f"{n} failures on route {route} within "
+                    f"{self.failures_window:g} s (more than "
+                    f"{self.failures_count}); look at the share and the "
+                    "failed jobs (ketter jobs --state failed)",
+                    now,
+                )
         return out
 
     def due(self, now: float) -> list[Alert]:
@@ -97,16 +107,17 @@ class Throttle:
         for (kind, route), key in self._keys.items():
             if key.held and key.last_sent is not None and now - key.last_sent >= self.min_interval:
                 body = self._summary(key, kind).lstrip()
-                out.append(Alert(kind, route, body, failure=kind in FAILURE_KINDS,
-                                 summary=True))
+                out.append(Alert(kind, route, body, failure=kind in FAILURE_KINDS, summary=True))
                 key.last_sent = now
         return out
 
     def _summary(self, key: _Key, kind: str) -> str:
         if not key.held:
             return ""
-        lines = [f"\n\n{key.held} more '{kind}' alert(s) were held back since "
-                 f"{_clock_text(key.held_since)} (at most one per {self.min_interval:g} s):"]
+        lines = [
+            f"\n\n{key.held} more '{kind}' alert(s) were held back since "
+            f"{_clock_text(key.held_since)} (at most one per {self.min_interval:g} s):"
+        ]
         lines += [f"- {sample}" for sample in key.samples]
         if key.held > len(key.samples):
             lines.append(f"- … and {key.held - len(key.samples)} more")

@@ -122,7 +122,22 @@ def record_event(
     return seq
 
 
-_EVENT_COLUMNS = ("id", "job_id", "ts", "event", "route", "from_state", "to_state", "attempt",
-                  "node", "pid", "user", "details", "prev_hash", "hash")
+_EVENT_COLUMNS = (
+    "id",
+    "job_id",
+    "ts",
+    "event",
+    "route",
+    "from_state",
+    "to_state",
+    "attempt",
+    "node",
+    "pid",
+    "user",
+    "details",
+    "prev_hash",
+    "hash",
+)
 _INSERT = "INSERT INTO events ({}) VALUES ({})".format(
-    ", ".join(f'"{name}"' for name in _EVENT_COLUMNS), ", ".join("?" for _ in _EVENT_COLUMNS))
+    ", ".join(f'"{name}"' for name in _EVENT_COLUMNS), ", ".join("?" for _ in _EVENT_COLUMNS)
+)

@@ -28,14 +28,24 @@ ECS_VERSION = "8.11.0"
 #: Events whose outcome is a failure whatever their details say.
 FAILURE_EVENTS = frozenset({"fail", "stalled", "watch_lost", "route_paused"})
 #: Events that describe the service, not an operation that can succeed.
-INFO_EVENTS = frozenset({"workers_started", "workers_stopped", "watcher_started",
-                         "watcher_stopped", "config_loaded", "rotate", "warning"})
+INFO_EVENTS = frozenset(
+    {
+        "workers_started",
+        "workers_stopped",
+        "watcher_started",
+        "watcher_stopped",
+        "config_loaded",
+        "rotate",
+        "warning",
+    }
+)
 
 #: Keys taken from the job's identity when the event's details lack them;
 #: checked against the job store by ``ketter audit verify`` (not from the file
 #: alone).
-ENRICHED_KEYS = frozenset({"file.path", "file.owner", "ketter.path_b64", "ketter.kind",
-                           "ketter.mode"})
+ENRICHED_KEYS = frozenset(
+    {"file.path", "file.owner", "ketter.path_b64", "ketter.kind", "ketter.mode"}
+)
 
 
 @dataclass(frozen=True)
@@ -50,8 +60,7 @@ class JobIdentity:
 
     @classmethod
     def from_row(cls, row: Any) -> JobIdentity:
-        return cls(bytes(row.source_path), row.source_display, row.source_owner, row.kind,
-                   row.mode)
+        return cls(bytes(row.source_path), row.source_display, row.source_owner, row.kind, row.mode)
 
 
 def iso_ms(ts: float) -> str:
@@ -89,8 +98,9 @@ def _message(record: dict[str, Any], path: str | None) -> str:
     return text
 
 
-def to_line(record_text: str, prev: str, digest: str,
-            job: JobIdentity | None = None) -> dict[str, Any]:
+def to_line(
+    record_text: str, prev: str, digest: str, job: JobIdentity | None = None
+) -> dict[str, Any]:
     """The ECS line of one event (see module docstring for the contract)."""
     record = json.loads(record_text)
     d = record["details"]
@@ -123,9 +133,13 @@ def to_line(record_text: str, prev: str, digest: str,
             job.source_path.decode("utf-8")
         except UnicodeDecodeError:
             line["ketter.path_b64"] = base64.b64encode(job.source_path).decode("ascii")
-    for key, target in (("destination", "destination.path"), ("sha256", "file.hash.sha256"),
-                        ("xxh128", "ketter.xxh128"), ("xxh64", "ketter.xxh64"),
-                        ("error", "error.message")):
+    for key, target in (
+        ("destination", "destination.path"),
+        ("sha256", "file.hash.sha256"),
+        ("xxh128", "ketter.xxh128"),
+        ("xxh64", "ketter.xxh64"),
+        ("error", "error.message"),
+    ):
         value = d.get(key)
         if isinstance(value, str) and value:
             line[target] = value
@@ -135,14 +149,19 @@ def to_line(record_text: str, prev: str, digest: str,
     nbytes = d.get("bytes")
     if isinstance(nbytes, int) and not isinstance(nbytes, bool):
         line["ketter.bytes"] = nbytes
-    for key, target in (("job_id", "ketter.job_id"), ("route", "ketter.route"),
-                        ("attempt", "ketter.attempt"), ("to_state", "ketter.state"),
-                        ("from_state", "ketter.from_state")):
+    for key, target in (
+        ("job_id", "ketter.job_id"),
+        ("route", "ketter.route"),
+        ("attempt", "ketter.attempt"),
+        ("to_state", "ketter.state"),
+        ("from_state", "ketter.from_state"),
+    ):
         if record.get(key) is not None:
             line[target] = record[key]
     # From the record alone, so the line can be checked without the job store.
-    shown = next((d[k] for k in ("source", "destination", "found")
-                  if isinstance(d.get(k), str)), None)
+    shown = next(
+        (d[k] for k in ("source", "destination", "found") if isinstance(d.get(k), str)), None
+    )
     line["message"] = _message(record, shown)
     line["ketter.prev"] = prev
     line["ketter.hash"] = digest

@@ -31,8 +31,9 @@ class _LineFormatter(JsonFormatter):
     """python-json-logger, writing exactly the fields it is given (no logger
     name, level or time of the *logging* call: those belong to the ops log)."""
 
-    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord,
-                   message_dict: dict[str, Any]) -> None:
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
         log_data.update(message_dict)
 
 
@@ -77,7 +78,7 @@ class AuditFiles:
         for name in names:
             if not (name.startswith(self.stem) and name.endswith(self.ext)):
                 continue
-            middle = name[len(self.stem):len(name) - len(self.ext)]
+            middle = name[len(self.stem) : len(name) - len(self.ext)]
             m = _ROTATED.match(middle)
             if m:
                 found.append((int(m.group(2)), m.group(1), name))

@@ -66,8 +66,9 @@ class _DeliveryHistory(MHLHistory):
         return f"{index:04d}_{self.folder_name}_{self.stamp}.mhl", index
 
 
-def write_mhl_generation(temp_dir: bytes, source_dir: bytes, result: CopyResult, *,
-                         now: float, node: str) -> bytes:
+def write_mhl_generation(
+    temp_dir: bytes, source_dir: bytes, result: CopyResult, *, now: float, node: str
+) -> bytes:
     """Write a new ASC MHL generation into ``temp_dir/ascmhl/``; returns its path.
 
     ``temp_dir`` is the verified copy (``result.temp_path``) not yet placed;
@@ -81,11 +82,15 @@ def write_mhl_generation(temp_dir: bytes, source_dir: bytes, result: CopyResult,
         shutil.copytree(os.fsdecode(source_history), os.path.join(root, FOLDER))
     try:
         history = _DeliveryHistory.load_from_path(root)
-    except (mhl_errors.NoMHLChainException, mhl_errors.ModifiedMHLManifestFileException,
-            mhl_errors.MissingMHLManifestException) as exc:
+    except (
+        mhl_errors.NoMHLChainException,
+        mhl_errors.ModifiedMHLManifestFileException,
+        mhl_errors.MissingMHLManifestException,
+    ) as exc:
         raise MHLHistoryDamaged(
             f"the ascmhl/ history of {readable(source_dir)!r} is damaged ({exc}); repair "
-            "it, or turn mhl off on the route, then re-queue") from exc
+            "it, or turn mhl off on the route, then re-queue"
+        ) from exc
     history.folder_name = split(result.final_path)[1].decode("utf-8", "backslashreplace")
     history.stamp = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d_%H%M%SZ")
     when = datetime.fromtimestamp(now)  # the library writes local time with its offset
@@ -104,18 +109,26 @@ def write_mhl_generation(temp_dir: bytes, source_dir: bytes, result: CopyResult,
         mtime = datetime.fromtimestamp(mtimes.get(fh.relpath, 0) / 1e9)
         # One call per format: 1.2's append_multiple_format_file_hashes puts the
         # MHLHashEntry class itself into the list and fails at commit.
-        ok = [session.append_file_hash(os.path.join(root, rel), fh.size, mtime, fmt,
-                                       fh.hashes[fmt], hash_date=when) for fmt in FORMATS]
+        ok = [
+            session.append_file_hash(
+                os.path.join(root, rel), fh.size, mtime, fmt, fh.hashes[fmt], hash_date=when
+            )
+            for fmt in FORMATS
+        ]
         if not all(ok):
             failed.append(rel)
     if failed:
-        shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5
-                                         else "")
-        raise MHLMismatch(f"{len(failed)} file(s) of {readable(source_dir)!r} do not match "
-                          f"their ascmhl/ history: {shown}")
+        shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        raise MHLMismatch(
+            f"{len(failed)} file(s) of {readable(source_dir)!r} do not match "
+            f"their ascmhl/ history: {shown}"
+        )
     if skipped:
-        log.warning("left out of the MHL generation (names not valid UTF-8): %s",
-                    ", ".join(skipped[:20]), extra={"ketter.mhl_skipped": len(skipped)})
+        log.warning(
+            "left out of the MHL generation (names not valid UTF-8): %s",
+            ", ".join(skipped[:20]),
+            extra={"ketter.mhl_skipped": len(skipped)},
+        )
     creator = MHLCreatorInfo()
     creator.host_name = node
     creator.tool = MHLTool("ketter", __version__)

@@ -40,8 +40,14 @@ class AuditShipper:
     """Ships events to the audit log; :meth:`ship_once` for tests, :meth:`start`
     / :meth:`stop` for the workers process."""
 
-    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time,
-                 interval: float = 0.5, batch: int = 1000) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        interval: float = 0.5,
+        batch: int = 1000,
+    ) -> None:
         self.audit = config.audit
         self.files = AuditFiles(log_path(config))
         self.clock = clock
@@ -64,8 +70,13 @@ class AuditShipper:
         """Write every event not shipped yet (up to ``batch``); returns how many."""
         if self._fd is None and not self._open():
             return 0
-        query = (Event.select().where(Event.id > self._last_seq).order_by(Event.id)
-                 .limit(self.batch).dicts())
+        query = (
+            Event.select()
+            .where(Event.id > self._last_seq)
+            .order_by(Event.id)
+            .limit(self.batch)
+            .dicts()
+        )
         rows = cast(list[dict[str, Any]], list(query))
         if not rows:
             return 0
@@ -74,13 +85,18 @@ class AuditShipper:
         pending_size = 0
         for row in rows:
             if row["id"] != self._last_seq + 1 or row["prev_hash"] != self._last_hash:
-                log.error("audit chain break in the job store before seq %d (expected seq %d "
-                          "after hash %s); shipped as found, `ketter audit verify` names it",
-                          row["id"], self._last_seq + 1, self._last_hash[:12])
+                log.error(
+                    "audit chain break in the job store before seq %d (expected seq %d "
+                    "after hash %s); shipped as found, `ketter audit verify` names it",
+                    row["id"],
+                    self._last_seq + 1,
+                    self._last_hash[:12],
+                )
             text = _canonical(hashed_fields(row))
             job = self._identities.get(row["job_id"]) if row["job_id"] is not None else None
-            data = (format_line(to_line(text, row["prev_hash"], row["hash"], job)) + "\n"
-                    ).encode("utf-8")
+            data = (format_line(to_line(text, row["prev_hash"], row["hash"], job)) + "\n").encode(
+                "utf-8"
+            )
             day = iso_ms(row["ts"])[:10]
             if self._rotation_due(pending_size, len(data), day):
                 self._write(pending)
@@ -107,8 +123,7 @@ class AuditShipper:
 
     def start(self) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="ketter-audit-shipper",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="ketter-audit-shipper", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -197,8 +212,9 @@ class AuditShipper:
         self._fd = None
         target = self.files.rotated_name(self.clock(), self._last_seq)
         os.rename(self.files.path, target)
-        self._fd = os.open(self.files.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                           0o640)
+        self._fd = os.open(
+            self.files.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640
+        )
         fsync_dir(self.files.directory)
         self._size = 0
         self._day = None
@@ -216,11 +232,17 @@ class AuditShipper:
             # The anchor first, then the deletion: a crash between the two
             # leaves the file and an anchor (harmless), never a gap without one.
             with database.obj.atomic():
-                record_event("rotate", now=self.clock(), details={
-                    "pruned_file": os.path.basename(path), "first_seq": first_seq,
-                    "last_seq": last.seq if last else None,
-                    "last_hash": last.digest if last else None,
-                    "rotate_backups": keep})
+                record_event(
+                    "rotate",
+                    now=self.clock(),
+                    details={
+                        "pruned_file": os.path.basename(path),
+                        "first_seq": first_seq,
+                        "last_seq": last.seq if last else None,
+                        "last_hash": last.digest if last else None,
+                        "rotate_backups": keep,
+                    },
+                )
             os.unlink(path)
             fsync_dir(self.files.directory)
             log.info("audit log pruned", extra={"file.path": path})
@@ -228,12 +250,18 @@ class AuditShipper:
     def _load_identities(self, rows: list[dict[str, Any]]) -> None:
         if len(self._identities) > 50_000:
             self._identities.clear()
-        wanted = {r["job_id"] for r in rows
-                  if r["job_id"] is not None and r["job_id"] not in self._identities}
+        wanted = {
+            r["job_id"]
+            for r in rows
+            if r["job_id"] is not None and r["job_id"] not in self._identities
+        }
         if not wanted:
             return
-        found = {j.id: JobIdentity.from_row(j) for j in Job.select(
-            Job.id, Job.source_path, Job.source_display, Job.source_owner, Job.kind, Job.mode)
-            .where(Job.id.in_(list(wanted)))}
+        found = {
+            j.id: JobIdentity.from_row(j)
+            for j in Job.select(
+                Job.id, Job.source_path, Job.source_display, Job.source_owner, Job.kind, Job.mode
+            ).where(Job.id.in_(list(wanted)))
+        }
         for job_id in wanted:
             self._identities[job_id] = found.get(job_id)

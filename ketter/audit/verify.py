@@ -82,8 +82,9 @@ class _Db:
     def hash_of(self, seq: int, span: int = 5000) -> str | None:
         base = seq - seq % span
         if base != self._base:
-            rows = self.db.execute_sql("SELECT id, hash FROM events WHERE id >= ? AND id < ?",
-                                       (base, base + span)).fetchall()
+            rows = self.db.execute_sql(
+                "SELECT id, hash FROM events WHERE id >= ? AND id < ?", (base, base + span)
+            ).fetchall()
             self._hashes = dict(rows)
             self._base = base
         return self._hashes.get(seq)
@@ -98,19 +99,28 @@ class _Db:
 
     def head(self) -> tuple[int, str, float] | None:
         row = self.db.execute_sql(
-            "SELECT id, hash, ts FROM events ORDER BY id DESC LIMIT 1").fetchone()
+            "SELECT id, hash, ts FROM events ORDER BY id DESC LIMIT 1"
+        ).fetchone()
         return (row[0], row[1], row[2]) if row else None
 
 
-def verify_files(files: list[str], *, key: bytes | None = None, db: Any = None,
-                 lag: float = 300.0, now: float | None = None) -> Report:
+def verify_files(
+    files: list[str],
+    *,
+    key: bytes | None = None,
+    db: Any = None,
+    lag: float = 300.0,
+    now: float | None = None,
+) -> Report:
     """Check the chain across ``files`` (oldest first) and, when ``db`` is given,
     against the job store: every record, its head, the jobs' states."""
     report = Report()
     store = _Db(db) if db is not None else None
     if store is None:
-        report.notes.append("job store not available: not checked against its head; "
-                            "file.path/file.owner not checked against the jobs")
+        report.notes.append(
+            "job store not available: not checked against its head; "
+            "file.path/file.owner not checked against the jobs"
+        )
     prev_seq: int | None = None
     prev_hash = GENESIS
     first: tuple[int, str, str] | None = None
@@ -128,14 +138,20 @@ def verify_files(files: list[str], *, key: bytes | None = None, db: Any = None,
             first = (seq, prev, line.where)
         elif seq == prev_seq + 1:
             if prev != prev_hash:
-                report.problem(f"{line.where}: record seq {seq} does not link to seq "
-                               f"{prev_seq} (its prev hash is not that record's hash)")
+                report.problem(
+                    f"{line.where}: record seq {seq} does not link to seq "
+                    f"{prev_seq} (its prev hash is not that record's hash)"
+                )
         elif seq > prev_seq + 1:
-            report.problem(f"{line.where}: records {_span(prev_seq + 1, seq - 1)} are missing "
-                           f"before record seq {seq} (deleted lines)")
+            report.problem(
+                f"{line.where}: records {_span(prev_seq + 1, seq - 1)} are missing "
+                f"before record seq {seq} (deleted lines)"
+            )
         else:
-            report.problem(f"{line.where}: record seq {seq} is out of order (after seq "
-                           f"{prev_seq}: lines moved or swapped)")
+            report.problem(
+                f"{line.where}: record seq {seq} is out of order (after seq "
+                f"{prev_seq}: lines moved or swapped)"
+            )
         if record["event"] == "rotate":
             d = record["details"]
             if isinstance(d.get("last_seq"), int) and isinstance(d.get("last_hash"), str):
@@ -151,21 +167,26 @@ def verify_files(files: list[str], *, key: bytes | None = None, db: Any = None,
         if prev != GENESIS:
             report.problem(f"{where}: record seq 1 does not start from the genesis hash")
     elif (seq - 1, prev) in anchors:
-        report.notes.append(f"the oldest record is seq {seq}; records before it were pruned "
-                            f"by rotation (anchored by rotate record seq "
-                            f"{anchors[(seq - 1, prev)]})")
+        report.notes.append(
+            f"the oldest record is seq {seq}; records before it were pruned "
+            f"by rotation (anchored by rotate record seq "
+            f"{anchors[(seq - 1, prev)]})"
+        )
     else:
-        report.problem(f"{where}: records {_span(1, seq - 1)} are missing: the oldest file "
-                       f"starts at seq {seq} and no rotate record anchors it (a rotated file "
-                       "removed by hand?)")
+        report.problem(
+            f"{where}: records {_span(1, seq - 1)} are missing: the oldest file "
+            f"starts at seq {seq} and no rotate record anchors it (a rotated file "
+            "removed by hand?)"
+        )
     if store is not None and prev_seq is not None:
         _check_head(report, store, prev_seq, lag, time.time() if now is None else now)
         check_job_states(report, store.db)
     return report
 
 
-def _check_line(line: Line, report: Report, key: bytes | None,
-                store: _Db | None) -> tuple[int, str, str, dict[str, Any]] | None:
+def _check_line(
+    line: Line, report: Report, key: bytes | None, store: _Db | None
+) -> tuple[int, str, str, dict[str, Any]] | None:
     f = line.fields
     assert f is not None
     text, prev, digest = f.get("ketter.record"), f.get("ketter.prev"), f.get("ketter.hash")
@@ -182,9 +203,10 @@ def _check_line(line: Line, report: Report, key: bytes | None,
         report.problem(f"{line.where}: ketter.record is not in canonical form (edited)")
         return None
     if record_hash(prev, record, key) != digest:
-        report.problem(f"{line.where}: record seq {seq} was altered: its content does not "
-                       "hash to its ketter.hash" + ("" if key else
-                                                    " (or the chain is keyed: --key-file)"))
+        report.problem(
+            f"{line.where}: record seq {seq} was altered: its content does not "
+            "hash to its ketter.hash" + ("" if key else " (or the chain is keyed: --key-file)")
+        )
         return seq, prev, digest, record
     job = None
     if store is not None and record.get("job_id") is not None:
@@ -194,14 +216,18 @@ def _check_line(line: Line, report: Report, key: bytes | None,
         if store is None and name in ENRICHED_KEYS and name not in expected:
             continue
         if f.get(name) != expected.get(name):
-            report.problem(f"{line.where}: record seq {seq}: field {name!r} does not match "
-                           "the chained record (edited)")
+            report.problem(
+                f"{line.where}: record seq {seq}: field {name!r} does not match "
+                "the chained record (edited)"
+            )
             break
     if store is not None:
         stored = store.hash_of(seq)
         if stored is None:
-            report.problem(f"{line.where}: record seq {seq} is in the log but not in the job "
-                           "store (deleted from the database)")
+            report.problem(
+                f"{line.where}: record seq {seq} is in the log but not in the job "
+                "store (deleted from the database)"
+            )
         elif stored != digest:
             report.problem(f"{line.where}: record seq {seq} differs from the job store's")
     return seq, prev, digest, record
@@ -211,22 +237,28 @@ def _check_head(report: Report, store: _Db, last_seq: int, lag: float, now: floa
     head = store.head()
     if head is None or head[0] < last_seq:
         top = head[0] if head else 0
-        report.problem(f"the job store ends at seq {top} but the log goes on to seq "
-                       f"{last_seq}: records {_span(top + 1, last_seq)} were deleted from "
-                       "the job store")
+        report.problem(
+            f"the job store ends at seq {top} but the log goes on to seq "
+            f"{last_seq}: records {_span(top + 1, last_seq)} were deleted from "
+            "the job store"
+        )
         return
     if head[0] == last_seq:
         return
-    oldest = store.db.execute_sql("SELECT ts FROM events WHERE id > ? ORDER BY id LIMIT 1",
-                                  (last_seq,)).fetchone()
+    oldest = store.db.execute_sql(
+        "SELECT ts FROM events WHERE id > ? ORDER BY id LIMIT 1", (last_seq,)
+    ).fetchone()
     missing = _span(last_seq + 1, head[0])
     if oldest is not None and now - oldest[0] > lag:
-        report.problem(f"records {missing} are in the job store but not in the log: the newest "
-                       f"lines were deleted, or the shipper has not run for {now - oldest[0]:.0f}"
-                       " s (is `ketter workers` running?)")
+        report.problem(
+            f"records {missing} are in the job store but not in the log: the newest "
+            f"lines were deleted, or the shipper has not run for {now - oldest[0]:.0f}"
+            " s (is `ketter workers` running?)"
+        )
     else:
-        report.notes.append(f"records {missing} are not shipped yet (recorded within the last "
-                            f"{lag:g} s)")
+        report.notes.append(
+            f"records {missing} are not shipped yet (recorded within the last {lag:g} s)"
+        )
 
 
 def check_job_states(report: Report, db: Any) -> None:
@@ -238,14 +270,18 @@ def check_job_states(report: Report, db: Any) -> None:
         "           WHERE job_id IS NOT NULL AND to_state IS NOT NULL GROUP BY job_id) m "
         "  ON m.job_id = j.id "
         "LEFT JOIN events e ON e.id = m.mid "
-        "WHERE e.to_state IS NULL OR e.to_state != j.state ORDER BY j.id LIMIT 20").fetchall()
+        "WHERE e.to_state IS NULL OR e.to_state != j.state ORDER BY j.id LIMIT 20"
+    ).fetchall()
     for job_id, state, seq, to_state in rows:
         if seq is None:
-            report.problem(f"job {job_id} ({state}) has no event in the chain: its events were "
-                           "deleted")
+            report.problem(
+                f"job {job_id} ({state}) has no event in the chain: its events were deleted"
+            )
         else:
-            report.problem(f"job {job_id} is {state!r} but its last event (seq {seq}) leaves "
-                           f"it {to_state!r}: newer events were deleted")
+            report.problem(
+                f"job {job_id} is {state!r} but its last event (seq {seq}) leaves "
+                f"it {to_state!r}: newer events were deleted"
+            )
 
 
 def verify_db(db: Any, *, key: bytes | None = None, chunk: int = 5000) -> Report:
@@ -253,21 +289,45 @@ def verify_db(db: Any, *, key: bytes | None = None, chunk: int = 5000) -> Report
     report = Report()
     prev_seq, prev_hash = 0, GENESIS
     while True:
-        rows = list(db.execute_sql(
-            "SELECT id, job_id, ts, event, route, from_state, to_state, attempt, node, pid, "
-            "user, details, prev_hash, hash FROM events WHERE id > ? ORDER BY id LIMIT ?",
-            (prev_seq, chunk)).fetchall())
+        rows = list(
+            db.execute_sql(
+                "SELECT id, job_id, ts, event, route, from_state, to_state, attempt, node, pid, "
+                "user, details, prev_hash, hash FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                (prev_seq, chunk),
+            ).fetchall()
+        )
         if not rows:
             break
         for values in rows:
-            row = dict(zip(("id", "job_id", "ts", "event", "route", "from_state", "to_state",
-                            "attempt", "node", "pid", "user", "details", "prev_hash", "hash"),
-                           values, strict=True))
+            row = dict(
+                zip(
+                    (
+                        "id",
+                        "job_id",
+                        "ts",
+                        "event",
+                        "route",
+                        "from_state",
+                        "to_state",
+                        "attempt",
+                        "node",
+                        "pid",
+                        "user",
+                        "details",
+                        "prev_hash",
+                        "hash",
+                    ),
+                    values,
+                    strict=True,
+                )
+            )
             seq = row["id"]
             where = f"events seq {seq}"
             if seq != prev_seq + 1:
-                report.problem(f"{where}: records {_span(prev_seq + 1, seq - 1)} are missing "
-                               "from the job store")
+                report.problem(
+                    f"{where}: records {_span(prev_seq + 1, seq - 1)} are missing "
+                    "from the job store"
+                )
             elif row["prev_hash"] != prev_hash:
                 report.problem(f"{where}: does not link to seq {prev_seq}")
             try:

@@ -14,10 +14,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     config_cmds = config.add_subparsers(dest="config_command", metavar="ACTION")
     config_cmds.required = True
     check = config_cmds.add_parser(
-        "check", help="validate the config and the route roots on this machine")
+        "check", help="validate the config and the route roots on this machine"
+    )
     add_config_arg(check)
-    check.add_argument("--show", action="store_true",
-                       help="print the resolved config (secrets redacted) as JSON")
+    check.add_argument(
+        "--show", action="store_true", help="print the resolved config (secrets redacted) as JSON"
+    )
     check.set_defaults(func=config_check)
 
     db = commands.add_parser("db", help="job store maintenance")
@@ -59,6 +61,3 @@ def db_upgrade(args: argparse.Namespace) -> int:
     else:
         print(f"{config.db_path}: schema is up to date")
     return 0
-
-
-

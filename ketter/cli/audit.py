@@ -29,23 +29,38 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     verify = sub.add_parser("verify", help="check the audit chain (exit 1 on any break)")
     add_config_arg(verify)
-    verify.add_argument("files", nargs="*", metavar="FILES",
-                        help="log files, oldest first (default: every file of "
-                             "audit.log_file, rotated ones included)")
-    verify.add_argument("--db", action="store_true",
-                        help="check the chain in the job store alone")
-    verify.add_argument("--no-db", action="store_true",
-                        help="check the files alone (a copy from the SIEM, no job store)")
-    verify.add_argument("--key-file", metavar="PATH",
-                        help="HMAC key of a keyed chain (default: audit.hmac_key_file)")
-    verify.add_argument("--lag", type=float, default=300.0, metavar="SECONDS",
-                        help="records younger than this may be missing from the log "
-                             "(not shipped yet); older ones are a break (default 300)")
+    verify.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILES",
+        help="log files, oldest first (default: every file of "
+        "audit.log_file, rotated ones included)",
+    )
+    verify.add_argument("--db", action="store_true", help="check the chain in the job store alone")
+    verify.add_argument(
+        "--no-db",
+        action="store_true",
+        help="check the files alone (a copy from the SIEM, no job store)",
+    )
+    verify.add_argument(
+        "--key-file",
+        metavar="PATH",
+        help="HMAC key of a keyed chain (default: audit.hmac_key_file)",
+    )
+    verify.add_argument(
+        "--lag",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="records younger than this may be missing from the log "
+        "(not shipped yet); older ones are a break (default 300)",
+    )
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(func=run_verify)
 
-    ship = sub.add_parser("ship", help="ship pending events to the audit log now (the "
-                                       "workers do it continuously)")
+    ship = sub.add_parser(
+        "ship", help="ship pending events to the audit log now (the workers do it continuously)"
+    )
     add_config_arg(ship)
     ship.set_defaults(func=run_ship)
 
@@ -58,8 +73,10 @@ def read_key(path: str | None) -> bytes | None:
         with open(path, "rb") as fh:
             return fh.read().strip() or None
     except OSError as exc:
-        raise SystemExit(f"ketter: cannot read the audit HMAC key {path}: {exc.strerror}; "
-                         "run as a user that may read it, or pass --key-file") from exc
+        raise SystemExit(
+            f"ketter: cannot read the audit HMAC key {path}: {exc.strerror}; "
+            "run as a user that may read it, or pass --key-file"
+        ) from exc
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -81,8 +98,14 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def _print(report: Report, as_json: bool) -> int:
     if as_json:
-        print_json({"ok": report.ok, "checked": report.checked, "problems": report.problems,
-                    "notes": report.notes})
+        print_json(
+            {
+                "ok": report.ok,
+                "checked": report.checked,
+                "problems": report.problems,
+                "notes": report.notes,
+            }
+        )
         return 0 if report.ok else 1
     for note in report.notes:
         print(f"note: {note}")

@@ -12,9 +12,12 @@ from ketter.config import Config, find_config_path, load_config
 
 def add_config_arg(parser: argparse.ArgumentParser) -> None:
     """Accept ``--config`` after the sub-command too (``ketter jobs --config X``)."""
-    parser.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
-                        help="config file (default: $KETTER_CONFIG, else "
-                             "/etc/ketter/ketter.yaml)")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="config file (default: $KETTER_CONFIG, else /etc/ketter/ketter.yaml)",
+    )
 
 
 def config_from(args: argparse.Namespace) -> Config:

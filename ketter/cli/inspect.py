@@ -16,8 +16,17 @@ from ketter.cli.common import add_config_arg, config_from, print_json, table
 from ketter.jobs.states import State
 from ketter.store import open_readonly
 
-HISTORY_COLUMNS = ["job_id", "route", "state", "attempt", "source", "destination", "bytes",
-                   "updated", "error"]
+HISTORY_COLUMNS = [
+    "job_id",
+    "route",
+    "state",
+    "attempt",
+    "source",
+    "destination",
+    "bytes",
+    "updated",
+    "error",
+]
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -35,8 +44,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     job.add_argument("--json", action="store_true")
     job.set_defaults(func=show_job)
 
-    status = commands.add_parser("status", help="job counts per state and route, "
-                                               "paused routes, heartbeats")
+    status = commands.add_parser(
+        "status", help="job counts per state and route, paused routes, heartbeats"
+    )
     add_config_arg(status)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=show_status)
@@ -75,14 +85,20 @@ def show_job(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no job {args.job_id}")
         return 1
-    events = _rows(db, "SELECT id AS seq, ts, event, from_state, to_state, attempt, node, "
-                       "pid, user, details FROM events WHERE job_id = ? ORDER BY id",
-                   (args.job_id,))
+    events = _rows(
+        db,
+        "SELECT id AS seq, ts, event, from_state, to_state, attempt, node, "
+        "pid, user, details FROM events WHERE job_id = ? ORDER BY id",
+        (args.job_id,),
+    )
     for event in events:
         event["time"] = _iso(event.pop("ts"))
         event["details"] = json.loads(event["details"])
-    files = _rows(db, "SELECT relpath_display AS path, size, sha256 FROM job_files "
-                      "WHERE job_id = ? ORDER BY id", (args.job_id,))
+    files = _rows(
+        db,
+        "SELECT relpath_display AS path, size, sha256 FROM job_files WHERE job_id = ? ORDER BY id",
+        (args.job_id,),
+    )
     if args.json:
         print_json({"job": rows[0], "events": events, "files": files})
         return 0
@@ -95,21 +111,28 @@ def show_job(args: argparse.Namespace) -> int:
     for event in events:
         move = f"{event['from_state'] or ''}→{event['to_state']}" if event["to_state"] else ""
         detail = json.dumps(event["details"], ensure_ascii=False) if event["details"] else ""
-        print(f"  #{event['seq']} {event['time']} {event['event']:<13} {move:<26} "
-              f"attempt={event['attempt']} {detail}")
+        print(
+            f"  #{event['seq']} {event['time']} {event['event']:<13} {move:<26} "
+            f"attempt={event['attempt']} {detail}"
+        )
     return 0
 
 
 def show_status(args: argparse.Namespace) -> int:
     config = config_from(args)
     db = open_readonly(config.db_path)
-    by_state = _rows(db, "SELECT state, COUNT(*) AS jobs, SUM(size) AS bytes FROM jobs "
-                         "GROUP BY state ORDER BY state")
-    by_route = _rows(db, "SELECT route, state, COUNT(*) AS jobs FROM jobs "
-                         "GROUP BY route, state ORDER BY route, state")
+    by_state = _rows(
+        db,
+        "SELECT state, COUNT(*) AS jobs, SUM(size) AS bytes FROM jobs "
+        "GROUP BY state ORDER BY state",
+    )
+    by_route = _rows(
+        db,
+        "SELECT route, state, COUNT(*) AS jobs FROM jobs "
+        "GROUP BY route, state ORDER BY route, state",
+    )
     paused = _rows(db, "SELECT route, reason, since FROM route_status WHERE paused = 1")
-    beats = _rows(db, "SELECT component, node, pid, ts, details FROM heartbeats "
-                      "ORDER BY component")
+    beats = _rows(db, "SELECT component, node, pid, ts, details FROM heartbeats ORDER BY component")
     now = time.time()
     for beat in beats:
         beat["age_s"] = round(now - beat.pop("ts"), 1)
@@ -117,8 +140,7 @@ def show_status(args: argparse.Namespace) -> int:
     for row in paused:
         row["since"] = _iso(row["since"])
     if args.json:
-        print_json({"states": by_state, "routes": by_route, "paused": paused,
-                    "heartbeats": beats})
+        print_json({"states": by_state, "routes": by_route, "paused": paused, "heartbeats": beats})
         return 0
     print("jobs by state:")
     print(table(by_state, ["state", "jobs", "bytes"]))

@@ -28,9 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Verified, audited file transfers between studio network zones.",
     )
     parser.add_argument("--version", action="version", version=f"ketter {__version__}")
-    parser.add_argument("--config", metavar="PATH",
-                        help="config file (default: $KETTER_CONFIG, else "
-                             "/etc/ketter/ketter.yaml)")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $KETTER_CONFIG, else /etc/ketter/ketter.yaml)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     for module in COMMAND_MODULES:

@@ -15,11 +15,13 @@ from ketter.runtime.logs import setup_logging
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    workers = commands.add_parser("workers", help="run the worker pool (systemd: "
-                                                  "ketter-workers.service)")
+    workers = commands.add_parser(
+        "workers", help="run the worker pool (systemd: ketter-workers.service)"
+    )
     add_config_arg(workers)
-    workers.add_argument("-w", "--workers", type=int, help="worker threads (default: "
-                                                          "`workers` in the config)")
+    workers.add_argument(
+        "-w", "--workers", type=int, help="worker threads (default: `workers` in the config)"
+    )
     workers.set_defaults(func=run_workers)
 
     requeue = commands.add_parser("requeue", help="re-queue failed jobs (or jobs by id)")
@@ -27,8 +29,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     requeue.add_argument("job_ids", nargs="*", type=int, metavar="ID")
     requeue.add_argument("--failed", action="store_true", help="every failed job")
     requeue.add_argument("--route", help="only this route (with --failed)")
-    requeue.add_argument("--since", help="only jobs that failed since: a duration ago "
-                                         "(2h, 1d) or an ISO date/time")
+    requeue.add_argument(
+        "--since", help="only jobs that failed since: a duration ago (2h, 1d) or an ISO date/time"
+    )
     requeue.set_defaults(func=requeue_jobs)
 
     enqueue = commands.add_parser("enqueue", help="submit a path on a route by hand")
@@ -59,8 +62,10 @@ def _since(text: str | None) -> float | None:
     try:
         moment = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise SystemExit(f"ketter: --since {text!r}: give a duration (2h, 1d) or an ISO "
-                         "date (2026-11-24 or 2026-11-24T08:00)") from None
+        raise SystemExit(
+            f"ketter: --since {text!r}: give a duration (2h, 1d) or an ISO "
+            "date (2026-11-24 or 2026-11-24T08:00)"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return moment.timestamp()
@@ -102,8 +107,7 @@ def enqueue_path(args: argparse.Namespace) -> int:
     open_store(config.db_path)
     chain.configure(node=config.node)
     queue = build_queue(config)
-    results = submit_path(config, route, os.fsencode(os.path.abspath(args.path)),
-                          now=time.time())
+    results = submit_path(config, route, os.fsencode(os.path.abspath(args.path)), now=time.time())
     for result in results:
         if result.created:
             fault("after-commit-before-enqueue")

@@ -16,8 +16,9 @@ from ketter.cli.common import add_config_arg, config_from
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    run = commands.add_parser("run", help="watcher and workers in one foreground process "
-                                          "(demo, small set-ups)")
+    run = commands.add_parser(
+        "run", help="watcher and workers in one foreground process (demo, small set-ups)"
+    )
     add_config_arg(run)
     run.add_argument("-w", "--workers", type=int, help="worker threads")
     run.set_defaults(func=run_both)
@@ -33,18 +34,30 @@ def explain(config: object) -> str:
     from ketter.config import Config
 
     assert isinstance(config, Config)
-    lines = [f"Ketter is running: {len(config.routes)} route(s), job store "
-             f"{_rel(config.db_path)}, audit log {_rel(config.audit.log_file)}.", ""]
+    lines = [
+        f"Ketter is running: {len(config.routes)} route(s), job store "
+        f"{_rel(config.db_path)}, audit log {_rel(config.audit.log_file)}.",
+        "",
+    ]
     for r in config.routes:
         what = "folders travel whole" if r.folders == "as_unit" else "each file on its own"
-        verb = "copied (the source stays)" if r.mode == "copy" else \
-            "moved (the source is deleted once the copy is verified)"
+        verb = (
+            "copied (the source stays)"
+            if r.mode == "copy"
+            else "moved (the source is deleted once the copy is verified)"
+        )
         lines.append(f"  {r.name}: drop files into {_rel(r.source)}/")
-        lines.append(f"      → {verb} to {_rel(r.destination)}/, {what}, "
-                     f"verified by {r.verify}, ready after {r.stable_seconds:g}s unchanged")
-    lines += ["", f"Watch it: ketter --config {_rel(config.path)} jobs",
-              f"      or: sqlite3 {_rel(config.db_path)} 'select * from job_history'",
-              "Stop with Ctrl-C (running copies checkpoint and resume next time).", ""]
+        lines.append(
+            f"      → {verb} to {_rel(r.destination)}/, {what}, "
+            f"verified by {r.verify}, ready after {r.stable_seconds:g}s unchanged"
+        )
+    lines += [
+        "",
+        f"Watch it: ketter --config {_rel(config.path)} jobs",
+        f"      or: sqlite3 {_rel(config.db_path)} 'select * from job_history'",
+        "Stop with Ctrl-C (running copies checkpoint and resume next time).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -77,8 +90,9 @@ def run_both(args: argparse.Namespace) -> int:
         thread = threading.Thread(target=watcher.run, args=(shutdown.event,), name="watcher")
         thread.start()
     try:
-        code = WorkersProcess(config, workers=args.workers, shutdown=shutdown,
-                              notifier=notifier).run(install_signals=False)
+        code = WorkersProcess(
+            config, workers=args.workers, shutdown=shutdown, notifier=notifier
+        ).run(install_signals=False)
     finally:
         shutdown.request()
         thread.join(config.shutdown_timeout)

@@ -31,12 +31,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("transfer", help="copy or move one file or folder now, verified")
     add_config_arg(p)
     p.add_argument("src", metavar="SRC")
-    p.add_argument("dst", metavar="DST", help="an existing folder (SRC keeps its name "
-                                               "inside it) or the new path itself")
+    p.add_argument(
+        "dst",
+        metavar="DST",
+        help="an existing folder (SRC keeps its name inside it) or the new path itself",
+    )
     p.add_argument("--mode", choices=("copy", "move"), default="copy")
     p.add_argument("--verify", choices=("sha256", "xxh128"), default="sha256")
-    p.add_argument("--conflict", choices=("fail", "skip_identical", "rename", "overwrite"),
-                   default="fail")
+    p.add_argument(
+        "--conflict", choices=("fail", "skip_identical", "rename", "overwrite"), default="fail"
+    )
     p.add_argument("--folders", choices=("per_file", "as_unit"), default="as_unit")
     p.add_argument("--package-min-files", type=int, default=200)
     p.add_argument("--state-dir", help="job store folder when there is no config file")
@@ -46,8 +50,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _config(args: argparse.Namespace) -> Config:
     if args.state_dir:
-        return parse_config(f"state_dir: {json.dumps(os.path.abspath(args.state_dir))}\n",
-                            base_dir=os.getcwd())
+        return parse_config(
+            f"state_dir: {json.dumps(os.path.abspath(args.state_dir))}\n", base_dir=os.getcwd()
+        )
     return load_config(find_config_path(getattr(args, "config", None)))
 
 
@@ -74,8 +79,10 @@ class _ProgressLine:
         done = active.bytes_done
         rate = done / max(now - self.start, 1e-6)
         eta = (self.total - done) / rate if rate > 0 and active.phase == "copy" else 0
-        sys.stdout.write(f"\r{active.phase:>7}  {done / 1e6:10.1f} / {self.total / 1e6:.1f} MB"
-                         f"  {rate / 1e6:7.1f} MB/s  ETA {eta:5.0f}s ")
+        sys.stdout.write(
+            f"\r{active.phase:>7}  {done / 1e6:10.1f} / {self.total / 1e6:.1f} MB"
+            f"  {rate / 1e6:7.1f} MB/s  ETA {eta:5.0f}s "
+        )
         sys.stdout.flush()
 
     def done(self) -> None:
@@ -104,10 +111,15 @@ def run_transfer(args: argparse.Namespace) -> int:
     final = _final(src, dst)
     base = _config(args)
     route = RouteConfig(
-        name=ROUTE, source=os.fsdecode(os.path.dirname(src)),
-        destination=os.fsdecode(os.path.dirname(final)), mode=args.mode, verify=args.verify,
-        conflict=args.conflict, folders=args.folders,
-        package_min_files=args.package_min_files, min_free=FreeSpace(),
+        name=ROUTE,
+        source=os.fsdecode(os.path.dirname(src)),
+        destination=os.fsdecode(os.path.dirname(final)),
+        mode=args.mode,
+        verify=args.verify,
+        conflict=args.conflict,
+        folders=args.folders,
+        package_min_files=args.package_min_files,
+        min_free=FreeSpace(),
     )
     config = dataclasses.replace(base, routes=(route,))
     open_store(config.db_path)
@@ -120,8 +132,9 @@ def run_transfer(args: argparse.Namespace) -> int:
     items: list[tuple[bytes, bytes, str]] = []
     if os.path.isdir(src) and args.folders == "per_file":
         for entry in scan_tree(src)[0]:
-            items.append((os.path.join(src, entry.relpath), os.path.join(final, entry.relpath),
-                          "file"))
+            items.append(
+                (os.path.join(src, entry.relpath), os.path.join(final, entry.relpath), "file")
+            )
     else:
         items.append((src, final, "folder" if os.path.isdir(src) else "file"))
     total = sum(os.lstat(s).st_size for s, _, k in items if k == "file") or 0
@@ -133,13 +146,23 @@ def run_transfer(args: argparse.Namespace) -> int:
     outcomes = []
     for source, destination, kind in items:
         now = time.time()
-        created = create_job(NewJob(
-            route=ROUTE, mode=args.mode, kind=kind, source_path=source,
-            source_key=f"transfer:{os.getpid()}:{time.time_ns()}", size=0,
-            dest_path=destination), node=config.node, now=now,
-            event_details={"by": "ketter transfer"})
-        claimed = claim_job(config, hint=created.job_id, owner=owner_name(config.node),
-                            now=time.time())
+        created = create_job(
+            NewJob(
+                route=ROUTE,
+                mode=args.mode,
+                kind=kind,
+                source_path=source,
+                source_key=f"transfer:{os.getpid()}:{time.time_ns()}",
+                size=0,
+                dest_path=destination,
+            ),
+            node=config.node,
+            now=now,
+            event_details={"by": "ketter transfer"},
+        )
+        claimed = claim_job(
+            config, hint=created.job_id, owner=owner_name(config.node), now=time.time()
+        )
         if claimed is None or claimed.job_id != created.job_id:
             print(f"ketter: job {created.job_id} could not be claimed", file=sys.stderr)
             return 1
@@ -152,8 +175,7 @@ def run_transfer(args: argparse.Namespace) -> int:
         if job.state != "completed":
             break
     line.done()
-    if args.mode == "move" and len(items) > 1 and all(j.state == "completed"
-                                                      for j in outcomes):
+    if args.mode == "move" and len(items) > 1 and all(j.state == "completed" for j in outcomes):
         _remove_empty_dirs(src)
     seconds = time.monotonic() - t0
     return _report(outcomes, seconds, args.json)
@@ -174,16 +196,35 @@ def _abandon(job: Any, reason: str) -> Any:
     if state in (State.COMPLETED, State.FAILED):
         return job
     error = f"{reason} (ketter transfer does not retry; run it again)"
-    fields: dict[str, Any] = {"error": error, "lease_owner": None, "lease_expires_at": None,
-              "completed_at": now}
+    fields: dict[str, Any] = {
+        "error": error,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "completed_at": now,
+    }
     if job.placed_at is None and state is not State.ROLLING_BACK:
-        transition(job.id, state, State.ROLLING_BACK, claim=job.claim, now=now,
-                   rollback_to=State.FAILED.value, details={"error": error})
+        transition(
+            job.id,
+            state,
+            State.ROLLING_BACK,
+            claim=job.claim,
+            now=now,
+            rollback_to=State.FAILED.value,
+            details={"error": error},
+        )
         state = State.ROLLING_BACK
     if state is State.DETECTED:  # placed and re-queued: cannot happen here
         return Job.get_by_id(job.id)
-    transition(job.id, state, State.FAILED, claim=job.claim, now=now, rollback_to=None,
-               details={"error": error}, **fields)
+    transition(
+        job.id,
+        state,
+        State.FAILED,
+        claim=job.claim,
+        now=now,
+        rollback_to=None,
+        details={"error": error},
+        **fields,
+    )
     return Job.get_by_id(job.id)
 
 
@@ -198,22 +239,42 @@ def _remove_empty_dirs(root: bytes) -> None:
 def _report(jobs: list[Any], seconds: float, as_json: bool) -> int:
     ok = all(j.state == "completed" for j in jobs)
     size = sum(j.size for j in jobs)
-    rows = [{"job_id": j.id, "state": j.state, "source": j.source_display,
-             "destination": j.dest_display, "bytes": j.size, "files": j.file_count,
-             "sha256": j.sha256, "xxh128": j.xxh128, "xxh64": j.xxh64, "error": j.error}
-            for j in jobs]
-    summary = {"ok": ok, "bytes": size, "seconds": round(seconds, 3),
-               "mb_per_s": round(size / seconds / 1e6, 1) if seconds > 0 else None,
-               "jobs": rows}
+    rows = [
+        {
+            "job_id": j.id,
+            "state": j.state,
+            "source": j.source_display,
+            "destination": j.dest_display,
+            "bytes": j.size,
+            "files": j.file_count,
+            "sha256": j.sha256,
+            "xxh128": j.xxh128,
+            "xxh64": j.xxh64,
+            "error": j.error,
+        }
+        for j in jobs
+    ]
+    summary = {
+        "ok": ok,
+        "bytes": size,
+        "seconds": round(seconds, 3),
+        "mb_per_s": round(size / seconds / 1e6, 1) if seconds > 0 else None,
+        "jobs": rows,
+    }
     if as_json:
         print(json.dumps(summary, ensure_ascii=False, indent=2))
     else:
         for row in rows:
             if row["state"] == "completed":
-                print(f"{row['destination']}\n  sha256 {row['sha256']}\n  xxh128 {row['xxh128']}"
-                      f"  xxh64 {row['xxh64']}\n  {row['bytes']} bytes, {row['files']} file(s)")
-        print(f"{size} bytes in {seconds:.2f} s ({summary['mb_per_s']} MB/s)"
-              if ok else "transfer failed")
+                print(
+                    f"{row['destination']}\n  sha256 {row['sha256']}\n  xxh128 {row['xxh128']}"
+                    f"  xxh64 {row['xxh64']}\n  {row['bytes']} bytes, {row['files']} file(s)"
+                )
+        print(
+            f"{size} bytes in {seconds:.2f} s ({summary['mb_per_s']} MB/s)"
+            if ok
+            else "transfer failed"
+        )
     if not ok:
         failed = jobs[-1]
         print(f"ketter: job {failed.id} {failed.state}: {failed.error}", file=sys.stderr)

@@ -15,7 +15,8 @@ from ketter.cli.common import add_config_arg, config_from
 
 def register(commands: argparse._SubParsersAction) -> None:
     watcher = commands.add_parser(
-        "watcher", help="watch the route sources and enqueue finished files (service)")
+        "watcher", help="watch the route sources and enqueue finished files (service)"
+    )
     add_config_arg(watcher)
     watcher.set_defaults(func=run_watcher)
 

@@ -36,11 +36,13 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         with open(path, "rb") as fh:
             text = fh.read().decode("utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found (pass --config PATH "
-                          "or set KETTER_CONFIG)") from None
+        raise ConfigError(
+            f"{path}: config file not found (pass --config PATH or set KETTER_CONFIG)"
+        ) from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: the config file is not UTF-8 ({exc.reason} at byte "
-                          f"{exc.start})") from None
+        raise ConfigError(
+            f"{path}: the config file is not UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
     return parse_config(text, path=path)
@@ -60,8 +62,9 @@ def parse_config(text: str, *, path: str = "<config>", base_dir: str | None = No
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{path}:{line}: YAML syntax error: {problem}") from None
     if root is None:
-        raise ConfigError(f"{path}:1: the config file is empty (see "
-                          "configs/ketter.example.yaml for every key)")
+        raise ConfigError(
+            f"{path}:1: the config file is empty (see configs/ketter.example.yaml for every key)"
+        )
     config = walker.section(Config, root, "")
     if walker.problems:
         raise ConfigError(walker.problems)
@@ -94,23 +97,30 @@ class _Walker:
         if not isinstance(node, yaml.MappingNode):
             self.problem(node, prefix, f"expected a mapping of keys, got {_describe(node)}")
             return cls()
-        fields = {f.name: f for f in dataclasses.fields(cls)
-                  if f.metadata.get("kind") != "internal"}
+        fields = {
+            f.name: f for f in dataclasses.fields(cls) if f.metadata.get("kind") != "internal"
+        }
         values: dict[str, Any] = {}
         seen: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
             dotted = f"{prefix}.{key}" if prefix else key
             if key in seen:
-                self.problem(key_node, dotted, f"duplicate key (first on line "
-                             f"{seen[key].start_mark.line + 1})")
+                self.problem(
+                    key_node,
+                    dotted,
+                    f"duplicate key (first on line {seen[key].start_mark.line + 1})",
+                )
                 continue
             seen[key] = key_node
             self.key_lines[dotted] = key_node.start_mark.line + 1
             if key not in fields:
                 hint = difflib.get_close_matches(key, list(fields), n=1)
-                tip = f"; did you mean {hint[0]!r}?" if hint else \
-                    f"; known keys: {', '.join(sorted(fields))}"
+                tip = (
+                    f"; did you mean {hint[0]!r}?"
+                    if hint
+                    else f"; known keys: {', '.join(sorted(fields))}"
+                )
                 self.problem(key_node, dotted, f"unknown key{tip}")
                 continue
             parsed = self.value(fields[key], value_node, dotted)
@@ -176,15 +186,16 @@ class _Walker:
             if raw not in choices:
                 hint = difflib.get_close_matches(str(raw), choices, n=1)
                 tip = f"; did you mean {hint[0]!r}?" if hint else ""
-                raise ValueError(f"invalid value {raw!r}: choose one of "
-                                 f"{', '.join(choices)}{tip}")
+                raise ValueError(f"invalid value {raw!r}: choose one of {', '.join(choices)}{tip}")
             return raw
         if kind in ("str", "name"):
             if not isinstance(raw, str):
                 raise ValueError(f"expected text, got {raw!r}")
             if kind == "name" and (not raw or "/" in raw or raw.strip() != raw):
-                raise ValueError(f"a route name must be non-empty text without '/' or "
-                                 f"surrounding spaces, got {raw!r}")
+                raise ValueError(
+                    f"a route name must be non-empty text without '/' or "
+                    f"surrounding spaces, got {raw!r}"
+                )
             return raw
         if kind in ("path", "state_path"):
             if not isinstance(raw, str) or not raw:
@@ -241,42 +252,56 @@ def _inside(child: str, parent: str) -> bool:
     return child == parent or child.startswith(parent.rstrip("/") + "/")
 
 
-def _check_routes(config: Config, lines: list[int], key_lines: dict[str, int],
-                  path: str) -> list[str]:
+def _check_routes(
+    config: Config, lines: list[int], key_lines: dict[str, int], path: str
+) -> list[str]:
     """Cross-route rules that no single key can check."""
     problems: list[str] = []
     names: dict[str, int] = {}
     for route, line in zip(config.routes, lines, strict=False):
         where = f"{path}:{line}: routes[{route.name}]"
         if route.name in names:
-            problems.append(f"{where}: duplicate route name {route.name!r} (first on line "
-                            f"{names[route.name]}); route names must be unique")
+            problems.append(
+                f"{where}: duplicate route name {route.name!r} (first on line "
+                f"{names[route.name]}); route names must be unique"
+            )
         names.setdefault(route.name, line)
         if _inside(route.destination, route.source):
-            problems.append(f"{where}: destination {route.destination} is inside source "
-                            f"{route.source}; Ketter would pick up its own deliveries")
+            problems.append(
+                f"{where}: destination {route.destination} is inside source "
+                f"{route.source}; Ketter would pick up its own deliveries"
+            )
         elif _inside(route.source, route.destination):
-            problems.append(f"{where}: source {route.source} is inside destination "
-                            f"{route.destination}; choose folders that do not contain "
-                            "each other")
+            problems.append(
+                f"{where}: source {route.source} is inside destination "
+                f"{route.destination}; choose folders that do not contain "
+                "each other"
+            )
         if route.source_mount and not _inside(route.source, route.source_mount):
-            problems.append(f"{where}: source {route.source} is not under its source_mount "
-                            f"{route.source_mount}")
-        if route.destination_mount and not _inside(route.destination,
-                                                   route.destination_mount):
-            problems.append(f"{where}: destination {route.destination} is not under its "
-                            f"destination_mount {route.destination_mount}")
+            problems.append(
+                f"{where}: source {route.source} is not under its source_mount {route.source_mount}"
+            )
+        if route.destination_mount and not _inside(route.destination, route.destination_mount):
+            problems.append(
+                f"{where}: destination {route.destination} is not under its "
+                f"destination_mount {route.destination_mount}"
+            )
         both = sorted(set(route.include) & set(route.exclude))
         if both:
-            problems.append(f"{where}: pattern(s) {', '.join(both)} are in both include and "
-                            "exclude; keep each pattern in one list")
+            problems.append(
+                f"{where}: pattern(s) {', '.join(both)} are in both include and "
+                "exclude; keep each pattern in one list"
+            )
         if not route.include:
-            problems.append(f"{where}: include is empty, so nothing would ever be picked up; "
-                            "use ['**/*'] for everything")
-        if route.ready_marker is not None and (not route.ready_marker
-                                               or "/" in route.ready_marker):
-            problems.append(f"{where}: ready_marker must be a file suffix such as '.done', "
-                            f"got {route.ready_marker!r}")
+            problems.append(
+                f"{where}: include is empty, so nothing would ever be picked up; "
+                "use ['**/*'] for everything"
+            )
+        if route.ready_marker is not None and (not route.ready_marker or "/" in route.ready_marker):
+            problems.append(
+                f"{where}: ready_marker must be a file suffix such as '.done', "
+                f"got {route.ready_marker!r}"
+            )
     for route, line in zip(config.routes, lines, strict=False):
         if route.mode != "move":
             continue
@@ -287,14 +312,17 @@ def _check_routes(config: Config, lines: list[int], key_lines: dict[str, int],
                 problems.append(
                     f"{path}:{line}: routes[{route.name}]: move route source {route.source} "
                     f"overlaps the source of route {other.name!r} ({other.source}); the move "
-                    "would delete files the other route has not copied yet")
+                    "would delete files the other route has not copied yet"
+                )
     if config.retry.max_attempts < 1:
         line = key_lines.get("retry.max_attempts", 1)
         problems.append(f"{path}:{line}: retry.max_attempts: must be at least 1")
     if config.lease.heartbeat >= config.lease.ttl:
         line = key_lines.get("lease.heartbeat", key_lines.get("lease.ttl", 1))
-        problems.append(f"{path}:{line}: lease.heartbeat ({config.lease.heartbeat:g}s) must be "
-                        f"shorter than lease.ttl ({config.lease.ttl:g}s)")
+        problems.append(
+            f"{path}:{line}: lease.heartbeat ({config.lease.heartbeat:g}s) must be "
+            f"shorter than lease.ttl ({config.lease.ttl:g}s)"
+        )
     return problems
 
 
@@ -305,18 +333,21 @@ def check_roots(config: Config) -> tuple[list[str], list[str]]:
     errors: list[str] = []
     warnings: list[str] = []
     for route in config.routes:
-        for label, root, mount in (("source", route.source, route.source_mount),
-                                   ("destination", route.destination,
-                                    route.destination_mount)):
+        for label, root, mount in (
+            ("source", route.source, route.source_mount),
+            ("destination", route.destination, route.destination_mount),
+        ):
             if not os.path.isdir(root):
-                errors.append(f"route {route.name!r}: {label} {root} does not exist or is "
-                              "not a folder")
+                errors.append(
+                    f"route {route.name!r}: {label} {root} does not exist or is not a folder"
+                )
                 continue
             if mount is None and os.stat(root).st_dev == os.stat("/").st_dev:
                 warnings.append(
                     f"route {route.name!r}: {label} {root} is on the root filesystem and no "
                     f"{label}_mount is set; if a share should be mounted there, set "
-                    f"{label}_mount so an unmounted share pauses the route")
+                    f"{label}_mount so an unmounted share pauses the route"
+                )
             if mount is not None and not os.path.ismount(mount):
                 errors.append(f"route {route.name!r}: {label}_mount {mount} is not mounted")
     return errors, warnings

@@ -15,8 +15,15 @@ from typing import Any
 from ketter.config.units import FreeSpace
 
 
-def spec(kind: str, default: Any = None, *, choices: tuple[str, ...] = (),
-         required: bool = False, secret: bool = False, factory: Any = None) -> Any:
+def spec(
+    kind: str,
+    default: Any = None,
+    *,
+    choices: tuple[str, ...] = (),
+    required: bool = False,
+    secret: bool = False,
+    factory: Any = None,
+) -> Any:
     """Declare a config field: its parser ``kind`` and its default."""
     meta = {"kind": kind, "choices": choices, "required": required, "secret": secret}
     if factory is not None:
@@ -104,8 +111,7 @@ class RouteConfig:
     exclude: tuple[str, ...] = spec("str_list", DEFAULT_EXCLUDE)
     folders: str = spec("enum", "per_file", choices=("per_file", "as_unit"))
     package_min_files: int = spec("int", 200)
-    conflict: str = spec("enum", "fail",
-                         choices=("fail", "skip_identical", "rename", "overwrite"))
+    conflict: str = spec("enum", "fail", choices=("fail", "skip_identical", "rename", "overwrite"))
     verify: str = spec("enum", "sha256", choices=("sha256", "xxh128"))
     mhl: bool = spec("bool", True)
     max_parallel: int = spec("int", 0)

@@ -346,8 +346,14 @@ def copy_durable(
         os.close(sfd)
 
 
-def _checkpoint(ofd: int, out: bytes, start: int, end: int, verifier: TrailingVerifier,
-                pending: tuple[int, int] | None) -> tuple[int, int]:
+def _checkpoint(
+    ofd: int,
+    out: bytes,
+    start: int,
+    end: int,
+    verifier: TrailingVerifier,
+    pending: tuple[int, int] | None,
+) -> tuple[int, int]:
     """Start writing ``[start, end)`` back and finish the window before it:
     wait for its write-back, drop it from the cache, hand it to the verifier.
 

@@ -111,8 +111,10 @@ def ensure_claim(job_id: int, claim: str) -> None:
     row = database.obj.execute_sql("SELECT claim FROM jobs WHERE id = ?", (job_id,)).fetchone()
     current = row[0] if row else None
     if current != claim:
-        raise LostClaim(f"job {job_id}: claim {claim} was taken over by {current}; this "
-                        "worker neither places nor deletes anything")
+        raise LostClaim(
+            f"job {job_id}: claim {claim} was taken over by {current}; this "
+            "worker neither places nor deletes anything"
+        )
 
 
 def claim_job(config: Config, *, hint: int | None, owner: str, now: float) -> Claimed | None:
@@ -132,8 +134,13 @@ def claim_job(config: Config, *, hint: int | None, owner: str, now: float) -> Cl
                 return False  # route removed from the config, or paused: leave it be
             if not route.max_parallel:
                 return True
-            running = (Job.select().where((Job.route == job.route) & Job.state.in_(ACTIVE)
-                                          & (Job.lease_expires_at > now)).count())
+            running = (
+                Job.select()
+                .where(
+                    (Job.route == job.route) & Job.state.in_(ACTIVE) & (Job.lease_expires_at > now)
+                )
+                .count()
+            )
             return bool(running < route.max_parallel)
 
         # The hint first, by primary key: the common case costs one lookup.
@@ -142,8 +149,12 @@ def claim_job(config: Config, *, hint: int | None, owner: str, now: float) -> Cl
             if job is not None and eligible(job):
                 return _take(job, owner, now, config.lease.ttl)
         running_routes = [name for name in routes if name not in paused]
-        candidates = (Job.select().where(_claimable(now) & Job.route.in_(running_routes))
-                      .order_by(Job.priority.desc(), Job.id).limit(64))
+        candidates = (
+            Job.select()
+            .where(_claimable(now) & Job.route.in_(running_routes))
+            .order_by(Job.priority.desc(), Job.id)
+            .limit(64)
+        )
         for job in candidates:
             if eligible(job):
                 return _take(job, owner, now, config.lease.ttl)
@@ -165,22 +176,46 @@ def _take(job: Job, owner: str, now: float, ttl: float) -> Claimed | None:
         "UPDATE jobs SET claim = ?, lease_owner = ?, lease_expires_at = ?, attempt = ?, "
         "progress_at = ?, updated_at = ?, started_at = ? "
         "WHERE id = ? AND claim IS ? AND state = ?",
-        (token, owner, now + ttl, attempt, now, now, job.started_at or now,
-         job.id, job.claim, job.state)).rowcount
+        (
+            token,
+            owner,
+            now + ttl,
+            attempt,
+            now,
+            now,
+            job.started_at or now,
+            job.id,
+            job.claim,
+            job.state,
+        ),
+    ).rowcount
     if updated != 1:  # pragma: no cover - impossible inside the IMMEDIATE transaction
         return None
     event = "recover" if recovered else ("resume" if released else "claim")
-    record_event(event, now=now, job_id=job.id, route=job.route, from_state=job.state,
-                 to_state=job.state, attempt=attempt,
-                 details={"owner": owner, "claim": token,
-                          "previous_owner": job.lease_owner})
+    record_event(
+        event,
+        now=now,
+        job_id=job.id,
+        route=job.route,
+        from_state=job.state,
+        to_state=job.state,
+        attempt=attempt,
+        details={"owner": owner, "claim": token, "previous_owner": job.lease_owner},
+    )
     job.claim, job.lease_owner, job.attempt = token, owner, attempt
     job.lease_expires_at, job.started_at = now + ttl, job.started_at or now
     return Claimed(job.id, token, job.state, recovered, released, attempt, previous, job)
 
 
-def renew(job_id: int, claim: str, *, now: float, ttl: float, bytes_done: int | None = None,
-          progress_at: float | None = None) -> bool:
+def renew(
+    job_id: int,
+    claim: str,
+    *,
+    now: float,
+    ttl: float,
+    bytes_done: int | None = None,
+    progress_at: float | None = None,
+) -> bool:
     """Extend the lease; ``False`` when the claim is no longer ours."""
     fields: dict[str, object] = {"lease_expires_at": now + ttl}
     if bytes_done is not None:
@@ -200,9 +235,17 @@ def release(job_id: int, claim: str, *, now: float, reason: str) -> bool:
         job = Job.get_or_none((Job.id == job_id) & (Job.claim == claim))
         if job is None:
             return False
-        Job.update(claim=None, lease_owner=None, lease_expires_at=None, next_attempt_at=now,
-                   updated_at=now).where((Job.id == job_id) & (Job.claim == claim)).execute()
-        record_event("release", now=now, job_id=job_id, route=job.route,
-                     from_state=job.state, to_state=job.state, attempt=job.attempt,
-                     details={"reason": reason, "bytes_done": job.bytes_done})
+        Job.update(
+            claim=None, lease_owner=None, lease_expires_at=None, next_attempt_at=now, updated_at=now
+        ).where((Job.id == job_id) & (Job.claim == claim)).execute()
+        record_event(
+            "release",
+            now=now,
+            job_id=job_id,
+            route=job.route,
+            from_state=job.state,
+            to_state=job.state,
+            attempt=job.attempt,
+            details={"reason": reason, "bytes_done": job.bytes_done},
+        )
     return True

@@ -68,8 +68,14 @@ class Created:
     state: str
 
 
-def create_job(new: NewJob, *, node: str, now: float, event_details: dict | None = None,
-               claim: str | None = None) -> Created:
+def create_job(
+    new: NewJob,
+    *,
+    node: str,
+    now: float,
+    event_details: dict | None = None,
+    claim: str | None = None,
+) -> Created:
     """Insert a ``detected`` job with its ``detect`` event, or return the
     active job that already has the same ``source_key``."""
     db = database.obj
@@ -80,35 +86,62 @@ def create_job(new: NewJob, *, node: str, now: float, event_details: dict | None
         try:
             with db.atomic():  # savepoint: a racing insert loses cleanly
                 job_id = Job.insert(
-                    route=new.route, mode=new.mode, kind=new.kind,
-                    source_path=new.source_path, source_display=readable(new.source_path),
+                    route=new.route,
+                    mode=new.mode,
+                    kind=new.kind,
+                    source_path=new.source_path,
+                    source_display=readable(new.source_path),
                     dest_path=new.dest_path,
                     dest_display=readable(new.dest_path) if new.dest_path else None,
-                    source_key=new.source_key, size=new.size, file_count=new.file_count,
-                    source_size=new.source_size, source_mtime_ns=new.source_mtime_ns,
-                    source_inode=new.source_inode, source_dev=new.source_dev,
-                    source_owner=new.source_owner, state=State.DETECTED.value,
-                    priority=new.priority, node=node, created_at=now, updated_at=now,
-                    next_attempt_at=now, claim=claim,
+                    source_key=new.source_key,
+                    size=new.size,
+                    file_count=new.file_count,
+                    source_size=new.source_size,
+                    source_mtime_ns=new.source_mtime_ns,
+                    source_inode=new.source_inode,
+                    source_dev=new.source_dev,
+                    source_owner=new.source_owner,
+                    state=State.DETECTED.value,
+                    priority=new.priority,
+                    node=node,
+                    created_at=now,
+                    updated_at=now,
+                    next_attempt_at=now,
+                    claim=claim,
                 ).execute()
         except IntegrityError:
             existing = active_job(new.source_key)
             assert existing is not None
             return Created(existing.id, False, existing.state)
-        details = {"source": readable(new.source_path), "size": new.size,
-                   "kind": new.kind, "files": new.file_count}
+        details = {
+            "source": readable(new.source_path),
+            "size": new.size,
+            "kind": new.kind,
+            "files": new.file_count,
+        }
         details.update(event_details or {})
-        record_event("detect", now=now, job_id=job_id, route=new.route,
-                     to_state=State.DETECTED.value, attempt=0, details=details)
+        record_event(
+            "detect",
+            now=now,
+            job_id=job_id,
+            route=new.route,
+            to_state=State.DETECTED.value,
+            attempt=0,
+            details=details,
+        )
         return Created(job_id, True, State.DETECTED.value)
 
 
 def active_job(source_key: str) -> Job | None:
     """The non-terminal job with this ``source_key``, if any."""
-    return (Job.select()
-            .where((Job.source_key == source_key)
-                   & Job.state.not_in([State.COMPLETED.value, State.FAILED.value]))
-            .first())
+    return (
+        Job.select()
+        .where(
+            (Job.source_key == source_key)
+            & Job.state.not_in([State.COMPLETED.value, State.FAILED.value])
+        )
+        .first()
+    )
 
 
 def last_job(source_key: str) -> Job | None:

@@ -51,9 +51,13 @@ class JobContext(TransferContext):
     """The engine's context for a job run by a worker: progress feeds the
     lease keeper; a stop request or a lost claim aborts at a safe point."""
 
-    def __init__(self, active: ActiveJob, shutdown: Shutdown,
-                 on_warning: Callable[[str, dict], None] | None = None,
-                 on_progress: Callable[[ActiveJob], None] | None = None) -> None:
+    def __init__(
+        self,
+        active: ActiveJob,
+        shutdown: Shutdown,
+        on_warning: Callable[[str, dict], None] | None = None,
+        on_progress: Callable[[ActiveJob], None] | None = None,
+    ) -> None:
         super().__init__(str(active.job_id), active.claim)
         self.active = active
         self.shutdown = shutdown
@@ -86,8 +90,12 @@ class JobContext(TransferContext):
 class LeaseKeeper(threading.Thread):
     """Renews the leases of this process's running jobs (see module doc)."""
 
-    def __init__(self, config: Config, shutdown: Shutdown,
-                 on_stalled: Callable[[ActiveJob], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        shutdown: Shutdown,
+        on_stalled: Callable[[ActiveJob], None] | None = None,
+    ) -> None:
         super().__init__(name="lease-keeper", daemon=True)
         self.config = config
         self.shutdown = shutdown
@@ -133,19 +141,35 @@ class LeaseKeeper(threading.Thread):
                 continue
             if active.stalled:  # progress came back
                 active.stalled = False
-            ok = renew(active.job_id, active.claim, now=now, ttl=lease.ttl,
-                       bytes_done=active.bytes_done, progress_at=now)
+            ok = renew(
+                active.job_id,
+                active.claim,
+                now=now,
+                ttl=lease.ttl,
+                bytes_done=active.bytes_done,
+                progress_at=now,
+            )
             if not ok:
                 active.lost = True
                 log.warning("lease lost", extra={"ketter.job_id": active.job_id})
 
     def _record_stall(self, active: ActiveJob, now: float, idle: float) -> None:
         with database.obj.atomic():
-            record_event("stalled", now=now, job_id=active.job_id, route=active.route,
-                         attempt=active.attempt,
-                         details={"idle_s": round(idle, 1), "phase": active.phase,
-                                  "bytes_done": active.bytes_done})
-        log.warning("job stalled: no progress", extra={"ketter.job_id": active.job_id,
-                                                     "ketter.route": active.route})
+            record_event(
+                "stalled",
+                now=now,
+                job_id=active.job_id,
+                route=active.route,
+                attempt=active.attempt,
+                details={
+                    "idle_s": round(idle, 1),
+                    "phase": active.phase,
+                    "bytes_done": active.bytes_done,
+                },
+            )
+        log.warning(
+            "job stalled: no progress",
+            extra={"ketter.job_id": active.job_id, "ketter.route": active.route},
+        )
         if self.on_stalled is not None:
             self.on_stalled(active)

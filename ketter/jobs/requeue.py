@@ -37,19 +37,38 @@ def requeue_job(job_id: int, *, now: float, who: str | None = None) -> str:
     if job.state == State.FAILED.value:
         newer = active_job(job.source_key)
         if newer is not None:
-            return (f"job {job_id}: not re-queued, job {newer.id} is already working on the "
-                    f"same version ({newer.state})")
-        transition(job_id, State.FAILED, State.DETECTED, claim=job.claim, now=now,
-                   event="requeue", attempt=0, next_attempt_at=now, completed_at=None,
-                   details={"by": who, "last_error": job.error})
+            return (
+                f"job {job_id}: not re-queued, job {newer.id} is already working on the "
+                f"same version ({newer.state})"
+            )
+        transition(
+            job_id,
+            State.FAILED,
+            State.DETECTED,
+            claim=job.claim,
+            now=now,
+            event="requeue",
+            attempt=0,
+            next_attempt_at=now,
+            completed_at=None,
+            details={"by": who, "last_error": job.error},
+        )
         return f"job {job_id}: re-queued (was failed: {job.error})"
     if job.state == State.RETRY_WAIT.value:
         with database.obj.atomic():
             Job.update(next_attempt_at=now, attempt=0, updated_at=now).where(
-                Job.id == job_id).execute()
-            record_event("requeue", now=now, job_id=job_id, route=job.route,
-                         from_state=job.state, to_state=job.state, attempt=0,
-                         details={"by": who, "was_due_at": job.next_attempt_at})
+                Job.id == job_id
+            ).execute()
+            record_event(
+                "requeue",
+                now=now,
+                job_id=job_id,
+                route=job.route,
+                from_state=job.state,
+                to_state=job.state,
+                attempt=0,
+                details={"by": who, "was_due_at": job.next_attempt_at},
+            )
         return f"job {job_id}: due now (was waiting to retry)"
     return f"job {job_id}: not re-queued, it is {job.state}"
 

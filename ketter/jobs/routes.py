@@ -28,8 +28,11 @@ def pause_route(route: str, reason: str, *, now: float) -> bool:
         status = RouteStatus.get_or_none(RouteStatus.route == route)
         if status is not None and status.paused:
             return False
-        (RouteStatus.insert(route=route, paused=1, reason=reason, since=now, updated_at=now)
-         .on_conflict_replace().execute())
+        (
+            RouteStatus.insert(route=route, paused=1, reason=reason, since=now, updated_at=now)
+            .on_conflict_replace()
+            .execute()
+        )
         record_event("route_paused", now=now, route=route, details={"reason": reason})
     return True
 
@@ -42,18 +45,27 @@ def resume_route(route: str, *, now: float) -> bool:
         if status is None or not status.paused:
             return False
         outage = now - (status.since or now)
-        (RouteStatus.update(paused=0, reason=None, since=None, updated_at=now)
-         .where(RouteStatus.route == route).execute())
-        record_event("route_resumed", now=now, route=route,
-                     details={"paused_for_s": round(outage, 3), "reason_was": status.reason})
+        (
+            RouteStatus.update(paused=0, reason=None, since=None, updated_at=now)
+            .where(RouteStatus.route == route)
+            .execute()
+        )
+        record_event(
+            "route_resumed",
+            now=now,
+            route=route,
+            details={"paused_for_s": round(outage, 3), "reason_was": status.reason},
+        )
     return True
 
 
 def unavailable_reason(route: RouteConfig) -> str | None:
     """Why ``route`` cannot run now (roots missing or unmounted, destination
     below ``min_free``), or ``None`` when it can."""
-    for label, root, mount in (("source", route.source, route.source_mount),
-                               ("destination", route.destination, route.destination_mount)):
+    for label, root, mount in (
+        ("source", route.source, route.source_mount),
+        ("destination", route.destination, route.destination_mount),
+    ):
         if mount is not None:
             if not os.path.ismount(mount):
                 return f"{label}_mount {mount} is not mounted"
@@ -72,6 +84,8 @@ def unavailable_reason(route: RouteConfig) -> str | None:
         return f"destination {route.destination}: {exc.strerror}"
     needed = route.min_free.required(usage.total)
     if usage.free < needed:
-        return (f"destination {route.destination} has {usage.free} bytes free, below "
-                f"min_free {route.min_free} ({needed} bytes)")
+        return (
+            f"destination {route.destination} has {usage.free} bytes free, below "
+            f"min_free {route.min_free} ({needed} bytes)"
+        )
     return None

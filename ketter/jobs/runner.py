@@ -70,11 +70,18 @@ class JobRunner:
     """Runs claimed jobs for one workers process (thread-safe: no shared state
     but the lease keeper's registry)."""
 
-    def __init__(self, config: Config, *, shutdown: Shutdown, keeper: LeaseKeeper,
-                 ring: Callable[[int, float], None] | None = None,
-                 notifier: Notifier | None = None, clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None,
-                 on_progress: Callable[[ActiveJob], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        shutdown: Shutdown,
+        keeper: LeaseKeeper,
+        ring: Callable[[int, float], None] | None = None,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        on_progress: Callable[[ActiveJob], None] | None = None,
+    ) -> None:
         self.config = config
         self.shutdown = shutdown
         self.keeper = keeper
@@ -92,8 +99,9 @@ class JobRunner:
         if self.shutdown.requested:
             return None  # the sweep re-rings after restart
         fault("after-dequeue")
-        claimed = claim_job(self.config, hint=hint, owner=owner_name(self.config.node),
-                            now=self.clock())
+        claimed = claim_job(
+            self.config, hint=hint, owner=owner_name(self.config.node), now=self.clock()
+        )
         if claimed is None:
             return None
         fault("after-claim")
@@ -110,8 +118,9 @@ class JobRunner:
             route = self.config.route(job.route)
             # The job runs under the mode it was created with: a reload that turns a
             # copy route into a move route must not delete sources of copy jobs.
-            spec = dataclasses.replace(spec_for(route, self.config),
-                                       mode="move" if job.mode == "move" else "copy")
+            spec = dataclasses.replace(
+                spec_for(route, self.config), mode="move" if job.mode == "move" else "copy"
+            )
             attempt = Attempt(self, job, claimed, route, spec, ctx)
             attempt.drive()
         except ShutdownRequested:
@@ -128,30 +137,38 @@ class JobRunner:
             self._on_error(job.id, claimed, attempt, exc)
         except OSError as exc:
             where = attempt.source if attempt else bytes(job.source_path)
-            self._on_error(job.id, claimed, attempt,
-                           classify_oserror(exc, where, "transfer"))
+            self._on_error(job.id, claimed, attempt, classify_oserror(exc, where, "transfer"))
         except Exception as exc:  # a bug: retried (bounded), loudly logged
             log.exception("unexpected error", extra={"ketter.job_id": job.id})
-            self._on_error(job.id, claimed, attempt,
-                           TransientError(f"unexpected error: {exc!r}"))
+            self._on_error(job.id, claimed, attempt, TransientError(f"unexpected error: {exc!r}"))
         finally:
             self.keeper.remove(active)
 
     # -- error policy --------------------------------------------------------
 
-    def _on_error(self, job_id: int, claimed: Claimed, attempt: Attempt | None,
-                  exc: KetterError) -> None:
+    def _on_error(
+        self, job_id: int, claimed: Claimed, attempt: Attempt | None, exc: KetterError
+    ) -> None:
         job = Job.get_by_id(job_id)
         if job.claim != claimed.claim:
             return  # lost meanwhile; the new owner decides
         state = attempt.state if attempt is not None else State(job.state)
         message = exc.message
         now = self.clock()
-        log.warning("job error: %s", message,
-                    extra={"ketter.job_id": job_id, "ketter.route": job.route,
-                           "error.type": type(exc).__name__})
-        if isinstance(exc, RouteUnavailable) and attempt is not None \
-                and unavailable_reason(attempt.route) is None:
+        log.warning(
+            "job error: %s",
+            message,
+            extra={
+                "ketter.job_id": job_id,
+                "ketter.route": job.route,
+                "error.type": type(exc).__name__,
+            },
+        )
+        if (
+            isinstance(exc, RouteUnavailable)
+            and attempt is not None
+            and unavailable_reason(attempt.route) is None
+        ):
             # The route looks fine from outside (mounted, room to spare): the
             # cause is this job's (a file that does not fit, a nested mount),
             # so it uses attempts like any transient error instead of pausing
@@ -163,31 +180,58 @@ class JobRunner:
                 with contextlib.suppress(OSError):
                     rollback(attempt.dest_dir, attempt.ctx.tag)
             if pause_route(job.route, message, now=now):
-                self.notifier.notify("route_paused", job.route,
-                                     f"route {job.route} paused: {message}")
-            self._to(job_id, state, S.RETRY_WAIT, claimed, error=message,
-                     attempt=max(job.attempt - 1, 0), next_attempt_at=now,
-                     lease_owner=None, lease_expires_at=None,
-                     details={"error": message, "route_paused": True})
+                self.notifier.notify(
+                    "route_paused", job.route, f"route {job.route} paused: {message}"
+                )
+            self._to(
+                job_id,
+                state,
+                S.RETRY_WAIT,
+                claimed,
+                error=message,
+                attempt=max(job.attempt - 1, 0),
+                next_attempt_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+                details={"error": message, "route_paused": True},
+            )
             return
         if isinstance(exc, ChecksumMismatch) or type(exc).__name__ == "MHLMismatch":
-            self.notifier.notify("verify_mismatch", job.route,
-                                 f"job {job.id} on route {job.route}: verification failed: "
-                                 f"{message}")
+            self.notifier.notify(
+                "verify_mismatch",
+                job.route,
+                f"job {job.id} on route {job.route}: verification failed: {message}",
+            )
         placed = job.placed_at is not None
         permanent = isinstance(exc, PermanentError)
         exhausted = job.attempt >= self.config.retry.max_attempts
         if placed:
             if permanent or exhausted:
-                self._to(job_id, state, S.FAILED, claimed, error=message, completed_at=now,
-                         lease_owner=None, lease_expires_at=None,
-                         details={"error": message, "delivery_kept": True})
+                self._to(
+                    job_id,
+                    state,
+                    S.FAILED,
+                    claimed,
+                    error=message,
+                    completed_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    details={"error": message, "delivery_kept": True},
+                )
                 self.job_failed(job, f"{message} (the delivery is in place and kept)")
             else:
                 delay = self.backoff(job.attempt)
-                self._to(job_id, state, S.RETRY_WAIT, claimed, error=message,
-                         next_attempt_at=now + delay, lease_owner=None, lease_expires_at=None,
-                         details={"error": message, "delay_s": round(delay, 3)})
+                self._to(
+                    job_id,
+                    state,
+                    S.RETRY_WAIT,
+                    claimed,
+                    error=message,
+                    next_attempt_at=now + delay,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    details={"error": message, "delay_s": round(delay, 3)},
+                )
                 self.ring_later(job_id, delay)
             return
         target = S.FAILED if (permanent or exhausted) else S.RETRY_WAIT
@@ -196,9 +240,15 @@ class JobRunner:
         if state is S.ROLLING_BACK:
             Job.update(error=message).where(Job.id == job_id).execute()
         else:
-            self._to(job_id, state, S.ROLLING_BACK, claimed, error=message,
-                     rollback_to=target.value, details={"error": message,
-                                                       "permanent": permanent})
+            self._to(
+                job_id,
+                state,
+                S.ROLLING_BACK,
+                claimed,
+                error=message,
+                rollback_to=target.value,
+                details={"error": message, "permanent": permanent},
+            )
         if attempt is not None:
             attempt.state = S.ROLLING_BACK
             try:
@@ -208,37 +258,65 @@ class JobRunner:
                 # backoff; after max_attempts drive() fails it for good.
                 delay = self.backoff(job.attempt)
                 log.warning("rollback failed: %s", undo_error, extra={"ketter.job_id": job_id})
-                Job.update(lease_owner=None, lease_expires_at=None,
-                           next_attempt_at=now + delay).where(
-                    (Job.id == job_id) & (Job.claim == claimed.claim)).execute()
+                Job.update(
+                    lease_owner=None, lease_expires_at=None, next_attempt_at=now + delay
+                ).where((Job.id == job_id) & (Job.claim == claimed.claim)).execute()
                 self.ring_later(job_id, delay)
         else:  # no attempt object (route gone): nothing was written
-            self._to(job_id, S.ROLLING_BACK, target, claimed, rollback_to=None,
-                     completed_at=now if target is S.FAILED else None, next_attempt_at=now,
-                     details={"error": message})
+            self._to(
+                job_id,
+                S.ROLLING_BACK,
+                target,
+                claimed,
+                rollback_to=None,
+                completed_at=now if target is S.FAILED else None,
+                next_attempt_at=now,
+                details={"error": message},
+            )
             if target is S.FAILED:
                 self.job_failed(job, message)
 
-    def _to(self, job_id: int, state: State, new: State, claimed: Claimed,
-            details: dict | None = None, **fields: Any) -> None:
-        transition(job_id, state, new, claim=claimed.claim, now=self.clock(),
-                   details=details, **fields)
+    def _to(
+        self,
+        job_id: int,
+        state: State,
+        new: State,
+        claimed: Claimed,
+        details: dict | None = None,
+        **fields: Any,
+    ) -> None:
+        transition(
+            job_id, state, new, claim=claimed.claim, now=self.clock(), details=details, **fields
+        )
 
     # -- helpers used by the steps --------------------------------------------
 
     def backoff(self, attempt: int) -> float:
         retry = self.config.retry
-        return compute_backoff(max(attempt, 1), base_delay=retry.base_delay,
-                               max_delay=retry.max_delay, jitter=retry.jitter, rng=self.rng)
+        return compute_backoff(
+            max(attempt, 1),
+            base_delay=retry.base_delay,
+            max_delay=retry.max_delay,
+            jitter=retry.jitter,
+            rng=self.rng,
+        )
 
     def ring_later(self, job_id: int, delay: float) -> None:
         if self._ring is not None:
             self._ring(job_id, delay)
 
     def job_failed(self, job: Job, error: str) -> None:
-        log.error("job failed: %s", error, extra={"ketter.job_id": job.id,
-                                                  "ketter.route": job.route,
-                                                  "file.path": readable(job.source_path)})
-        self.notifier.notify("job_failed", job.route,
-                             f"job {job.id} on route {job.route} failed: "
-                             f"{readable(job.source_path)}: {error}")
+        log.error(
+            "job failed: %s",
+            error,
+            extra={
+                "ketter.job_id": job.id,
+                "ketter.route": job.route,
+                "file.path": readable(job.source_path),
+            },
+        )
+        self.notifier.notify(
+            "job_failed",
+            job.route,
+            f"job {job.id} on route {job.route} failed: {readable(job.source_path)}: {error}",
+        )

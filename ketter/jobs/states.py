@@ -48,9 +48,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     # detected → verifying: a re-queued job whose delivery was already placed
     # resumes after its placement (it never copies or rolls back again).
     S.DETECTED: frozenset({S.VALIDATED, S.VERIFYING, S.RETRY_WAIT, S.ROLLING_BACK}),
-    S.VALIDATED: frozenset(
-        {S.PACKAGED, S.TRANSFERRING, S.COMPLETED, S.RETRY_WAIT, S.ROLLING_BACK}
-    ),
+    S.VALIDATED: frozenset({S.PACKAGED, S.TRANSFERRING, S.COMPLETED, S.RETRY_WAIT, S.ROLLING_BACK}),
     S.PACKAGED: frozenset({S.TRANSFERRING, S.RETRY_WAIT, S.ROLLING_BACK}),
     S.TRANSFERRING: frozenset({S.VERIFYING, S.RETRY_WAIT, S.ROLLING_BACK}),
     # verifying → failed: attempts ran out after placement; the delivery is

@@ -45,8 +45,15 @@ IN_FLIGHT = (S.VALIDATED.value, S.PACKAGED.value, S.TRANSFERRING.value, S.VERIFY
 class Attempt:
     """One claimed run of a job (see module docstring)."""
 
-    def __init__(self, runner: JobRunner, job: Job, claimed: Claimed, route: RouteConfig,
-                 spec: TransferSpec, ctx: JobContext) -> None:
+    def __init__(
+        self,
+        runner: JobRunner,
+        job: Job,
+        claimed: Claimed,
+        route: RouteConfig,
+        spec: TransferSpec,
+        ctx: JobContext,
+    ) -> None:
         self.runner = runner
         self.job = job
         self.claim = claimed.claim
@@ -64,16 +71,41 @@ class Attempt:
     def now(self) -> float:
         return self.runner.clock()
 
-    def to(self, new: State, *, event: str | None = None, details: dict | None = None,
-           fsync: bool = False, **fields: Any) -> None:
-        transition(self.job.id, self.state, new, claim=self.claim, now=self.now(),
-                   event=event, details=details, fsync=fsync, **fields)
+    def to(
+        self,
+        new: State,
+        *,
+        event: str | None = None,
+        details: dict | None = None,
+        fsync: bool = False,
+        **fields: Any,
+    ) -> None:
+        transition(
+            self.job.id,
+            self.state,
+            new,
+            claim=self.claim,
+            now=self.now(),
+            event=event,
+            details=details,
+            fsync=fsync,
+            **fields,
+        )
         self.state = new
 
-    def note(self, event: str, *, details: dict | None = None, fsync: bool = False,
-             **fields: Any) -> None:
-        mark(self.job.id, self.state, claim=self.claim, now=self.now(), event=event,
-             details=details, fsync=fsync, **fields)
+    def note(
+        self, event: str, *, details: dict | None = None, fsync: bool = False, **fields: Any
+    ) -> None:
+        mark(
+            self.job.id,
+            self.state,
+            claim=self.claim,
+            now=self.now(),
+            event=event,
+            details=details,
+            fsync=fsync,
+            **fields,
+        )
 
     def _final_path(self) -> bytes:
         if self.job.dest_path is not None:
@@ -81,8 +113,10 @@ class Attempt:
         root = os.fsencode(self.route.source)
         rel = os.path.relpath(self.source, root)
         if rel.startswith(b".."):
-            raise PermanentError(f"source {readable(self.source)!r} is not under the route's "
-                                 f"source {self.route.source}")
+            raise PermanentError(
+                f"source {readable(self.source)!r} is not under the route's "
+                f"source {self.route.source}"
+            )
         return join(os.fsencode(self.route.destination), rel)
 
     @property
@@ -99,9 +133,14 @@ class Attempt:
             if exhausted:
                 # The undo itself keeps failing or crashing: stop trying. What is
                 # left is a temporary of a terminal job: the orphan sweep's.
-                self.to(S.FAILED, rollback_to=None, lease_owner=None, lease_expires_at=None,
-                        completed_at=self.now(),
-                        details={"error": job.error, "rollback": "incomplete"})
+                self.to(
+                    S.FAILED,
+                    rollback_to=None,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    completed_at=self.now(),
+                    details={"error": job.error, "rollback": "incomplete"},
+                )
                 self.runner.job_failed(job, f"{job.error} (rollback incomplete)")
                 return
             # A rollback interrupted by a crash: finish it, then wait out the
@@ -115,8 +154,9 @@ class Attempt:
             if state in (S.RETRY_WAIT, S.DETECTED):
                 self.to(S.VERIFYING, event="retry", details={"after": "placement"})
             if exhausted:
-                raise PermanentError(f"gave up after {max_attempts} attempts at the work "
-                                     "left after the placement")
+                raise PermanentError(
+                    f"gave up after {max_attempts} attempts at the work left after the placement"
+                )
             self.after_placement()
             return
         if state is S.VERIFYING:
@@ -124,21 +164,34 @@ class Attempt:
             if found is not None:
                 # Killed between the rename and its record: the delivery is ours.
                 self.final = found
-                self.note("recover", fsync=True, placed_at=self.now(), dest_path=found,
-                          dest_display=readable(found),
-                          details={"found": readable(found), "inode": self.job.placed_inode})
+                self.note(
+                    "recover",
+                    fsync=True,
+                    placed_at=self.now(),
+                    dest_path=found,
+                    dest_display=readable(found),
+                    details={"found": readable(found), "inode": self.job.placed_inode},
+                )
                 self.after_placement()
                 return
         if exhausted:
-            raise PermanentError(f"gave up after {max_attempts} attempts (the last ones "
-                                 "were interrupted: the worker died while running it)")
+            raise PermanentError(
+                f"gave up after {max_attempts} attempts (the last ones "
+                "were interrupted: the worker died while running it)"
+            )
         if state.value in IN_FLIGHT:
-            if (self.job.kind == "file" and self._resumable_partial()
-                    and self.claimed.previous_owner_gone(self.runner.config.node)):
+            if (
+                self.job.kind == "file"
+                and self._resumable_partial()
+                and self.claimed.previous_owner_gone(self.runner.config.node)
+            ):
                 self.resume_copy()
                 return
-            self.to(S.ROLLING_BACK, rollback_to=S.RETRY_WAIT.value,
-                    details={"reason": f"interrupted in {state}; starting again"})
+            self.to(
+                S.ROLLING_BACK,
+                rollback_to=S.RETRY_WAIT.value,
+                details={"reason": f"interrupted in {state}; starting again"},
+            )
             self.finish_rollback(delay=0.0, keep_lease=True)
         if self.state is S.RETRY_WAIT:
             self.to(S.DETECTED, event="retry", details={"attempt": self.claimed.attempt})
@@ -154,8 +207,10 @@ class Attempt:
         plan = inspect_source(self.spec, self.source)
         job = self.job
         if plan.kind != job.kind:
-            raise PermanentError(f"source {readable(self.source)!r} is now a {plan.kind}, "
-                                 f"not the {job.kind} that was detected")
+            raise PermanentError(
+                f"source {readable(self.source)!r} is now a {plan.kind}, "
+                f"not the {job.kind} that was detected"
+            )
         rel = os.path.relpath(self.source, os.fsencode(self.route.source))
         if plan.kind == "file":
             key = file_source_key(job.route, rel, plan.size, plan.mtime_ns, plan.ino)
@@ -164,7 +219,8 @@ class Attempt:
             elif key != job.source_key:
                 raise PermanentError(
                     f"source {readable(self.source)!r} changed since it was detected "
-                    f"(size/mtime/inode differ); the new version is a new job")
+                    f"(size/mtime/inode differ); the new version is a new job"
+                )
         else:
             if self.route.folders != "as_unit":
                 raise PermanentError("a folder job needs a route with folders: as_unit")
@@ -172,7 +228,8 @@ class Attempt:
             if job.source_size is not None and key != job.source_key:
                 raise PermanentError(
                     f"source folder {readable(self.source)!r} changed since it was detected; "
-                    "the new version is a new job")
+                    "the new version is a new job"
+                )
         for relpath, why in plan.skipped:
             self.ctx.warn("skip", path=readable(relpath), reason=why)
         self.plan = plan
@@ -182,27 +239,36 @@ class Attempt:
         plan = self.inspect()
         devs = check_mounts(self.spec, self.ctx.expected_devs)
         self.ctx.expected_devs = devs
-        packaged = (plan.kind == "folder"
-                    and 0 < self.spec.package_min_files <= len(plan.files))
+        packaged = plan.kind == "folder" and 0 < self.spec.package_min_files <= len(plan.files)
         try:
             os.makedirs(self.dest_dir, exist_ok=True)
         except OSError as exc:
-            raise classify_oserror(exc, self.dest_dir,
-                                          "create the destination folder") from exc
+            raise classify_oserror(exc, self.dest_dir, "create the destination folder") from exc
         if self.spec.conflict == "fail" and os.path.lexists(self.final):
             raise DestinationConflict(
                 f"destination {readable(self.final)!r} already exists and the route's "
-                "conflict policy is 'fail'; remove it or change the policy, then re-queue")
+                "conflict policy is 'fail'; remove it or change the policy, then re-queue"
+            )
         # A packaged folder needs room for the ZIP and the extracted tree at once.
         self._check_space(plan.size * (2 if packaged else 1))
         if plan.kind == "folder":
             self._record_manifest(plan)
-        self.to(S.VALIDATED, dest_path=self.final, dest_display=readable(self.final),
-                size=plan.size, file_count=len(plan.files) if plan.kind == "folder" else 1,
-                source_dev=devs.get("source"), dest_dev=devs.get("destination"),
-                source_size=plan.size if plan.kind == "file" else self.job.source_size,
-                details={"source": readable(self.source), "destination": readable(self.final),
-                         "size": plan.size, "kind": plan.kind})
+        self.to(
+            S.VALIDATED,
+            dest_path=self.final,
+            dest_display=readable(self.final),
+            size=plan.size,
+            file_count=len(plan.files) if plan.kind == "folder" else 1,
+            source_dev=devs.get("source"),
+            dest_dev=devs.get("destination"),
+            source_size=plan.size if plan.kind == "file" else self.job.source_size,
+            details={
+                "source": readable(self.source),
+                "destination": readable(self.final),
+                "size": plan.size,
+                "kind": plan.kind,
+            },
+        )
 
     def _check_space(self, size: int) -> None:
         try:
@@ -211,12 +277,16 @@ class Attempt:
             raise classify_oserror(exc, self.dest_dir, "check free space") from exc
         needed = self.route.min_free.required(usage.total)
         if usage.free < needed:
-            raise RouteUnavailable(f"destination {self.route.destination} has {usage.free} "
-                                   f"bytes free, below min_free {self.route.min_free}")
+            raise RouteUnavailable(
+                f"destination {self.route.destination} has {usage.free} "
+                f"bytes free, below min_free {self.route.min_free}"
+            )
         if usage.free - size < needed:
-            raise TransientError(f"{readable(self.source)!r} ({size} bytes) does not fit in "
-                                 f"{self.route.destination} ({usage.free} bytes free, "
-                                 f"min_free {self.route.min_free}); retried later")
+            raise TransientError(
+                f"{readable(self.source)!r} ({size} bytes) does not fit in "
+                f"{self.route.destination} ({usage.free} bytes free, "
+                f"min_free {self.route.min_free}); retried later"
+            )
 
     def _record_manifest(self, plan: SourcePlan) -> None:
         db = database.obj
@@ -225,8 +295,11 @@ class Attempt:
             db.cursor().executemany(
                 "INSERT INTO job_files (job_id, relpath, relpath_display, size, mtime_ns, mode, "
                 "inode) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(self.job.id, e.relpath, readable(e.relpath), e.size, e.mtime_ns, e.mode,
-                  e.ino) for e in plan.files])
+                [
+                    (self.job.id, e.relpath, readable(e.relpath), e.size, e.mtime_ns, e.mode, e.ino)
+                    for e in plan.files
+                ],
+            )
 
     def copy(self, *, resume: bool) -> None:
         assert self.plan is not None
@@ -234,8 +307,7 @@ class Attempt:
         result: CopyResult | None = None
         if self.spec.conflict == "skip_identical":
             result = identical_result(self.spec, plan, self.final, ctx=self.ctx)
-        packaged = (plan.kind == "folder"
-                    and 0 < self.spec.package_min_files <= len(plan.files))
+        packaged = plan.kind == "folder" and 0 < self.spec.package_min_files <= len(plan.files)
         if self.state is S.VALIDATED and packaged and result is None:
             self.to(S.PACKAGED, details={"files": len(plan.files), "bytes": plan.size})
         if self.state in (S.VALIDATED, S.PACKAGED):
@@ -263,31 +335,61 @@ class Attempt:
             with db.atomic():
                 # One pass, by row id: a per-file UPDATE … WHERE relpath = ? would
                 # scan the job's manifest for each file (quadratic on 10,000 files).
-                ids = {bytes(rel): row_id for row_id, rel in db.execute_sql(
-                    "SELECT id, relpath FROM job_files WHERE job_id = ?", (self.job.id,))}
+                ids = {
+                    bytes(rel): row_id
+                    for row_id, rel in db.execute_sql(
+                        "SELECT id, relpath FROM job_files WHERE job_id = ?", (self.job.id,)
+                    )
+                }
                 db.cursor().executemany(
                     "UPDATE job_files SET sha256 = ?, xxh128 = ?, xxh64 = ? WHERE id = ?",
-                    [(fh.hashes.get("sha256"), fh.hashes.get("xxh128"),
-                      fh.hashes.get("xxh64"), ids[fh.relpath]) for fh in result.files])
+                    [
+                        (
+                            fh.hashes.get("sha256"),
+                            fh.hashes.get("xxh128"),
+                            fh.hashes.get("xxh64"),
+                            ids[fh.relpath],
+                        )
+                        for fh in result.files
+                    ],
+                )
             hashes = result.package_hashes or {}
-        details = {"algorithm": result.verify, "verified": True, "skipped": result.skipped,
-                   "bytes": result.bytes_copied, "resumed_from": result.resumed_from,
-                   "seconds": round(result.seconds, 3), "packaged": result.packaged,
-                   **{k: v for k, v in result.hashes.items()}}
+        details = {
+            "algorithm": result.verify,
+            "verified": True,
+            "skipped": result.skipped,
+            "bytes": result.bytes_copied,
+            "resumed_from": result.resumed_from,
+            "seconds": round(result.seconds, 3),
+            "packaged": result.packaged,
+            **{k: v for k, v in result.hashes.items()},
+        }
         if self.state is S.TRANSFERRING:
-            self.to(S.VERIFYING, details=details, placed_inode=temp_ino,
-                    sha256=hashes.get("sha256"), xxh128=hashes.get("xxh128"),
-                    xxh64=hashes.get("xxh64"), md5=hashes.get("md5"),
-                    bytes_done=result.bytes_copied + result.resumed_from)
+            self.to(
+                S.VERIFYING,
+                details=details,
+                placed_inode=temp_ino,
+                sha256=hashes.get("sha256"),
+                xxh128=hashes.get("xxh128"),
+                xxh64=hashes.get("xxh64"),
+                md5=hashes.get("md5"),
+                bytes_done=result.bytes_copied + result.resumed_from,
+            )
         else:
-            self.note("verify", details=details, placed_inode=temp_ino,
-                      sha256=hashes.get("sha256"), xxh128=hashes.get("xxh128"),
-                      xxh64=hashes.get("xxh64"))
+            self.note(
+                "verify",
+                details=details,
+                placed_inode=temp_ino,
+                sha256=hashes.get("sha256"),
+                xxh128=hashes.get("xxh128"),
+                xxh64=hashes.get("xxh64"),
+            )
         if self.route.mhl and result.plan.kind == "folder" and result.temp_path:
             from ketter.audit.mhl import write_mhl_generation  # ascmhl loads only when used
 
-            write_mhl_generation(result.temp_path, self.source, result, now=self.now(),
-                                 node=self.runner.config.node)
+            write_mhl_generation(
+                result.temp_path, self.source, result, now=self.now(), node=self.runner.config.node
+            )
         ensure_claim(self.job.id, self.claim)
         placement = place(self.spec, result, self.ctx)
         self.placed(placement)
@@ -296,48 +398,84 @@ class Attempt:
     def placed(self, placement: Placement) -> None:
         self.final = placement.final_path
         event = "skip" if placement.skipped else "place"
-        details = {"destination": readable(placement.final_path), "mode": placement.mode,
-                   "replaced": placement.replaced}
+        details = {
+            "destination": readable(placement.final_path),
+            "mode": placement.mode,
+            "replaced": placement.replaced,
+        }
         if placement.skipped:
             details["reason"] = "identical file already at the destination"
         # Durable: power loss after this commit must not forget the delivery.
-        self.note(event, fsync=True, placed_at=self.now(), placed_inode=placement.ino,
-                  dest_path=placement.final_path,
-                  dest_display=readable(placement.final_path), details=details)
+        self.note(
+            event,
+            fsync=True,
+            placed_at=self.now(),
+            placed_inode=placement.ino,
+            dest_path=placement.final_path,
+            dest_display=readable(placement.final_path),
+            details=details,
+        )
 
     def after_placement(self, placement: Placement | None = None) -> None:
         job = Job.get_by_id(self.job.id)
         if placement is None:
             final = bytes(job.dest_path or self.final)
             st = os.lstat(final) if os.path.lexists(final) else None
-            placement = Placement(final, job.placed_inode or 0, st.st_dev if st else 0,
-                                  False, "recorded")
+            placement = Placement(
+                final, job.placed_inode or 0, st.st_dev if st else 0, False, "recorded"
+            )
         if self.spec.mode == "move":
             plan = self.plan or self._plan_from_row(job)
             ensure_claim(self.job.id, self.claim)
             result = delete_source(self.spec, plan, placement, self.ctx)
-            self.note("delete_source", fsync=True, details={
-                "source": readable(self.source), "deleted": len(result.deleted),
-                "already_gone": len(result.already_gone),
-                "kept_changed": [readable(p) for p in result.kept],
-                "marker": self.spec.ready_marker})
-        self.to(S.COMPLETED, fsync=True, completed_at=self.now(), error=None,
-                lease_owner=None, lease_expires_at=None, bytes_done=job.size,
-                details={"destination": readable(placement.final_path), "size": job.size,
-                         "sha256": job.sha256, "xxh128": job.xxh128,
-                         "files": job.file_count})
+            self.note(
+                "delete_source",
+                fsync=True,
+                details={
+                    "source": readable(self.source),
+                    "deleted": len(result.deleted),
+                    "already_gone": len(result.already_gone),
+                    "kept_changed": [readable(p) for p in result.kept],
+                    "marker": self.spec.ready_marker,
+                },
+            )
+        self.to(
+            S.COMPLETED,
+            fsync=True,
+            completed_at=self.now(),
+            error=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            bytes_done=job.size,
+            details={
+                "destination": readable(placement.final_path),
+                "size": job.size,
+                "sha256": job.sha256,
+                "xxh128": job.xxh128,
+                "files": job.file_count,
+            },
+        )
 
     def _plan_from_row(self, job: Job) -> SourcePlan:
-        files = tuple(FileEntry(bytes(f.relpath), f.size, f.mtime_ns, f.mode, f.inode or 0)
-                      for f in JobFile.select().where(JobFile.job_id == job.id)
-                      .order_by(JobFile.relpath))
+        files = tuple(
+            FileEntry(bytes(f.relpath), f.size, f.mtime_ns, f.mode, f.inode or 0)
+            for f in JobFile.select().where(JobFile.job_id == job.id).order_by(JobFile.relpath)
+        )
         dirs: tuple[FileEntry, ...] = ()
         if job.kind == "folder" and os.path.isdir(self.source):
             dirs = tuple(scan_tree(self.source)[1])
         kind: Literal["file", "folder"] = "folder" if job.kind == "folder" else "file"
-        return SourcePlan(path=self.source, kind=kind, size=job.size,
-                          mtime_ns=job.source_mtime_ns or 0, ino=job.source_inode or 0,
-                          dev=job.source_dev or 0, mode=0, files=files, dirs=dirs)
+        return SourcePlan(
+            path=self.source,
+            kind=kind,
+            size=job.size,
+            mtime_ns=job.source_mtime_ns or 0,
+            ino=job.source_inode or 0,
+            dev=job.source_dev or 0,
+            mode=0,
+            files=files,
+            dirs=dirs,
+        )
 
     def _own_copy_in_place(self) -> bytes | None:
         """Killed between the rename and its record: the final name that holds
@@ -386,13 +524,25 @@ class Attempt:
         if target is S.RETRY_WAIT:
             if delay is None:
                 delay = self.runner.backoff(job.attempt)
-            lease: dict[str, Any] = {} if keep_lease else {"lease_owner": None,
-                                                           "lease_expires_at": None}
-            self.to(S.RETRY_WAIT, next_attempt_at=self.now() + delay, rollback_to=None,
-                    details={**details, "delay_s": round(delay, 3)}, **lease)
+            lease: dict[str, Any] = (
+                {} if keep_lease else {"lease_owner": None, "lease_expires_at": None}
+            )
+            self.to(
+                S.RETRY_WAIT,
+                next_attempt_at=self.now() + delay,
+                rollback_to=None,
+                details={**details, "delay_s": round(delay, 3)},
+                **lease,
+            )
             if delay > 0 and not keep_lease:
                 self.runner.ring_later(self.job.id, delay)
         else:
-            self.to(S.FAILED, rollback_to=None, lease_owner=None, lease_expires_at=None,
-                    completed_at=self.now(), details={**details, "error": job.error})
+            self.to(
+                S.FAILED,
+                rollback_to=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                completed_at=self.now(),
+                details={**details, "error": job.error},
+            )
             self.runner.job_failed(job, job.error or "failed")

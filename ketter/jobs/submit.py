@@ -41,8 +41,7 @@ def owner_of(uid: int) -> str:
         return str(uid)
 
 
-def submit_path(config: Config, route: RouteConfig, path: bytes, *,
-                now: float) -> list[Submitted]:
+def submit_path(config: Config, route: RouteConfig, path: bytes, *, now: float) -> list[Submitted]:
     """Create the job(s) for ``path`` on ``route``: one for a file or an
     ``as_unit`` folder, one per file for a folder on a ``per_file`` route."""
     root = os.fsencode(route.source)
@@ -54,8 +53,9 @@ def submit_path(config: Config, route: RouteConfig, path: bytes, *,
                 out += submit_path(config, route, join(path, name), now=now)
         return out
     if rel.startswith(b".."):
-        raise PathOutsideRoute(f"{readable(path)!r} is not inside route {route.name}'s "
-                               f"source {route.source}")
+        raise PathOutsideRoute(
+            f"{readable(path)!r} is not inside route {route.name}'s source {route.source}"
+        )
     spec = spec_for(route, config)
     plan = inspect_source(spec, path)
     if plan.kind == "folder" and route.folders == "per_file":
@@ -71,22 +71,43 @@ def submit_path(config: Config, route: RouteConfig, path: bytes, *,
     shown = readable(path)
     running = active_job(key)
     if running is not None:
-        return [Submitted(running.id, False, f"{shown}: already queued as job {running.id} "
-                                             f"({running.state})")]
+        return [
+            Submitted(
+                running.id, False, f"{shown}: already queued as job {running.id} ({running.state})"
+            )
+        ]
     previous = last_job(key)
-    if previous is not None and previous.state == State.COMPLETED.value \
-            and route.mode == "copy":
-        return [Submitted(previous.id, False, f"{shown}: this version was delivered by job "
-                                              f"{previous.id}; change the file to send it "
-                                              "again")]
+    if previous is not None and previous.state == State.COMPLETED.value and route.mode == "copy":
+        return [
+            Submitted(
+                previous.id,
+                False,
+                f"{shown}: this version was delivered by job "
+                f"{previous.id}; change the file to send it "
+                "again",
+            )
+        ]
     if plan.kind == "folder" and not plan.files:
         raise PermanentError(f"{shown}: the folder holds no files")
     st = os.lstat(path)
-    created = create_job(NewJob(
-        route=route.name, mode=route.mode, kind=plan.kind, source_path=path, source_key=key,
-        size=plan.size, file_count=len(plan.files) if plan.kind == "folder" else 1,
-        source_size=plan.size, source_mtime_ns=plan.mtime_ns, source_inode=plan.ino,
-        source_dev=None, source_owner=owner_of(st.st_uid), priority=route.priority,
-    ), node=config.node, now=now, event_details={"by": "ketter enqueue"})
-    return [Submitted(created.job_id, created.created,
-                      f"{shown}: queued as job {created.job_id}")]
+    created = create_job(
+        NewJob(
+            route=route.name,
+            mode=route.mode,
+            kind=plan.kind,
+            source_path=path,
+            source_key=key,
+            size=plan.size,
+            file_count=len(plan.files) if plan.kind == "folder" else 1,
+            source_size=plan.size,
+            source_mtime_ns=plan.mtime_ns,
+            source_inode=plan.ino,
+            source_dev=None,
+            source_owner=owner_of(st.st_uid),
+            priority=route.priority,
+        ),
+        node=config.node,
+        now=now,
+        event_details={"by": "ketter enqueue"},
+    )
+    return [Submitted(created.job_id, created.created, f"{shown}: queued as job {created.job_id}")]

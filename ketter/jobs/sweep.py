@@ -42,29 +42,47 @@ def due_jobs(config: Config, now: float, limit: int) -> list[int]:
     paused = paused_routes()
     routes = [r for r in config.routes if r.name not in paused]
     unlimited = [r.name for r in routes if not r.max_parallel]
-    due = (Job.state.in_(ACTIVE)
-           & (Job.lease_expires_at.is_null() | (Job.lease_expires_at <= now))
-           & (Job.next_attempt_at.is_null() | (Job.next_attempt_at <= now)))
+    due = (
+        Job.state.in_(ACTIVE)
+        & (Job.lease_expires_at.is_null() | (Job.lease_expires_at <= now))
+        & (Job.next_attempt_at.is_null() | (Job.next_attempt_at <= now))
+    )
     picked: list[tuple[int, int]] = [
-        (job.priority, job.id) for job in Job.select(Job.id, Job.priority)
-        .where(due & Job.route.in_(unlimited)).order_by(Job.priority.desc(), Job.id)
-        .limit(limit)]
+        (job.priority, job.id)
+        for job in Job.select(Job.id, Job.priority)
+        .where(due & Job.route.in_(unlimited))
+        .order_by(Job.priority.desc(), Job.id)
+        .limit(limit)
+    ]
     for route in routes:
         if not route.max_parallel:
             continue
-        running = (Job.select().where((Job.route == route.name) & Job.state.in_(ACTIVE)
-                                      & (Job.lease_expires_at > now)).count())
+        running = (
+            Job.select()
+            .where((Job.route == route.name) & Job.state.in_(ACTIVE) & (Job.lease_expires_at > now))
+            .count()
+        )
         free = max(route.max_parallel - running, 0)
         if free:
-            picked += [(job.priority, job.id) for job in Job.select(Job.id, Job.priority)
-                       .where(due & (Job.route == route.name))
-                       .order_by(Job.priority.desc(), Job.id).limit(free)]
+            picked += [
+                (job.priority, job.id)
+                for job in Job.select(Job.id, Job.priority)
+                .where(due & (Job.route == route.name))
+                .order_by(Job.priority.desc(), Job.id)
+                .limit(free)
+            ]
     picked.sort(key=lambda pair: (-pair[0], pair[1]))
     return [job_id for _, job_id in picked[:limit]]
 
 
-def sweep(config: Config, *, now: float, pending: Callable[[], int],
-          ring: Callable[[int], None], cleanup_orphans: bool = False) -> SweepReport:
+def sweep(
+    config: Config,
+    *,
+    now: float,
+    pending: Callable[[], int],
+    ring: Callable[[int], None],
+    cleanup_orphans: bool = False,
+) -> SweepReport:
     """One sweep (pure of time: ``now`` is passed in, so tests need no sleeps)."""
     report = SweepReport()
     for status in RouteStatus.select().where(RouteStatus.paused == 1):
@@ -74,11 +92,13 @@ def sweep(config: Config, *, now: float, pending: Callable[[], int],
             continue
         if unavailable_reason(route) is None and resume_route(route.name, now=now):
             report.resumed_routes.append(route.name)
-    report.expired_leases = (Job.select()
-                             .where(Job.state.in_(ACTIVE)
-                                    & Job.lease_owner.is_null(False)
-                                    & (Job.lease_expires_at <= now))
-                             .count())
+    report.expired_leases = (
+        Job.select()
+        .where(
+            Job.state.in_(ACTIVE) & Job.lease_owner.is_null(False) & (Job.lease_expires_at <= now)
+        )
+        .count()
+    )
     report.pending = pending()
     # Ring only for due jobs beyond what the queue already holds; a message
     # is a doorbell for "the best due job", so which ids we ring for matters
@@ -86,17 +106,23 @@ def sweep(config: Config, *, now: float, pending: Callable[[], int],
     window = max(report.pending + 1000, 1000)
     due = due_jobs(config, now, window)
     report.due = len(due)
-    for job_id in due[report.pending:]:
+    for job_id in due[report.pending :]:
         ring(job_id)
         report.rung.append(job_id)
     if cleanup_orphans:
         report.orphans_removed = remove_orphans(config)
     if report.rung or report.resumed_routes or report.orphans_removed:
-        log.info("sweep", extra={"ketter.due": report.due, "ketter.pending": report.pending,
-                                 "ketter.rung": len(report.rung),
-                                 "ketter.expired_leases": report.expired_leases,
-                                 "ketter.resumed_routes": report.resumed_routes,
-                                 "ketter.orphans_removed": report.orphans_removed})
+        log.info(
+            "sweep",
+            extra={
+                "ketter.due": report.due,
+                "ketter.pending": report.pending,
+                "ketter.rung": len(report.rung),
+                "ketter.expired_leases": report.expired_leases,
+                "ketter.resumed_routes": report.resumed_routes,
+                "ketter.orphans_removed": report.orphans_removed,
+            },
+        )
     return report
 
 

@@ -25,21 +25,24 @@ _COLUMNS = frozenset(Job._meta.fields)
 # CPU, more than the SQLite statement itself.
 
 
-def _update(job_id: int, state: str, claim: str | None, values: dict[str, Any],
-            *, not_placed: bool = False) -> int:
+def _update(
+    job_id: int, state: str, claim: str | None, values: dict[str, Any], *, not_placed: bool = False
+) -> int:
     unknown = set(values) - _COLUMNS
     if unknown:
         raise ValueError(f"not a jobs column: {', '.join(sorted(unknown))}")
     assignments = ", ".join(f'"{name}" = ?' for name in values)
-    sql = (f"UPDATE jobs SET {assignments} WHERE id = ? AND state = ? AND claim IS ?"
-           + (" AND placed_at IS NULL" if not_placed else ""))
+    sql = f"UPDATE jobs SET {assignments} WHERE id = ? AND state = ? AND claim IS ?" + (
+        " AND placed_at IS NULL" if not_placed else ""
+    )
     cursor = database.obj.execute_sql(sql, (*values.values(), job_id, state, claim))
     return int(cursor.rowcount)
 
 
 def _route_and_attempt(job_id: int) -> tuple[str, int]:
-    row = database.obj.execute_sql("SELECT route, attempt FROM jobs WHERE id = ?",
-                                   (job_id,)).fetchone()
+    row = database.obj.execute_sql(
+        "SELECT route, attempt FROM jobs WHERE id = ?", (job_id,)
+    ).fetchone()
     return row[0], row[1]
 
 
@@ -64,15 +67,20 @@ def transition(
     """
     from_state, to_state = State(from_state), State(to_state)
     if not is_allowed(from_state, to_state):
-        raise InvalidTransition(f"job {job_id}: {from_state} → {to_state} is not an allowed "
-                                "transition")
+        raise InvalidTransition(
+            f"job {job_id}: {from_state} → {to_state} is not an allowed transition"
+        )
     db = database.obj
     ctx = durable(db) if fsync else db.atomic()
     with ctx:
         values = {"state": to_state.value, "updated_at": now, **fields}
         # A placed delivery is never rolled back: it only moves forward.
-        if _update(job_id, from_state.value, claim, values,
-                   not_placed=to_state is State.ROLLING_BACK) != 1:
+        if (
+            _update(
+                job_id, from_state.value, claim, values, not_placed=to_state is State.ROLLING_BACK
+            )
+            != 1
+        ):
             raise _refusal(job_id, from_state, to_state, claim)
         route, attempt = _route_and_attempt(job_id)
         record_event(
@@ -87,21 +95,27 @@ def transition(
         )
 
 
-def _refusal(job_id: int, from_state: State, to_state: State,
-             claim: str | None) -> InvalidTransition:
+def _refusal(
+    job_id: int, from_state: State, to_state: State, claim: str | None
+) -> InvalidTransition:
     """Explain why the compare-and-set matched no row."""
     job = Job.get_or_none(Job.id == job_id)
     if job is None:
         return InvalidTransition(f"job {job_id} does not exist")
     if job.claim != claim:
-        return LostClaim(f"job {job_id}: claim {claim} is no longer held (now "
-                         f"{job.claim or 'unclaimed'}, state {job.state}); another worker "
-                         "took the job over after this one's lease expired")
+        return LostClaim(
+            f"job {job_id}: claim {claim} is no longer held (now "
+            f"{job.claim or 'unclaimed'}, state {job.state}); another worker "
+            "took the job over after this one's lease expired"
+        )
     if job.state != from_state.value:
-        return InvalidTransition(f"job {job_id} is {job.state}, not {from_state}; refused "
-                                 f"{from_state} → {to_state}")
-    return InvalidTransition(f"job {job_id} is placed (placed_at set) and only moves "
-                             f"forward; refused {from_state} → {to_state}")
+        return InvalidTransition(
+            f"job {job_id} is {job.state}, not {from_state}; refused {from_state} → {to_state}"
+        )
+    return InvalidTransition(
+        f"job {job_id} is placed (placed_at set) and only moves "
+        f"forward; refused {from_state} → {to_state}"
+    )
 
 
 def mark(
@@ -125,5 +139,13 @@ def mark(
         if _update(job_id, state.value, claim, {"updated_at": now, **fields}) != 1:
             raise _refusal(job_id, state, state, claim)
         route, attempt = _route_and_attempt(job_id)
-        record_event(event, now=now, job_id=job_id, route=route, from_state=state.value,
-                     to_state=state.value, attempt=attempt, details=details)
+        record_event(
+            event,
+            now=now,
+            job_id=job_id,
+            route=route,
+            from_state=state.value,
+            to_state=state.value,
+            attempt=attempt,
+            details=details,
+        )

@@ -33,7 +33,8 @@ class _Formatter(JsonFormatter):
         import time
 
         return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + (
-            f".{int(record.msecs):03d}Z")
+            f".{int(record.msecs):03d}Z"
+        )
 
 
 _HOST = socket.gethostname()

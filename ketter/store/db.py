@@ -67,8 +67,7 @@ def open_readonly(path: str | os.PathLike[str]) -> SqliteDatabase:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no job store at {path}; run `ketter db upgrade` first")
     uri = f"file:{path}?mode=ro"
-    if not os.path.exists(path + "-wal") and not os.access(os.path.dirname(path) or ".",
-                                                            os.W_OK):
+    if not os.path.exists(path + "-wal") and not os.access(os.path.dirname(path) or ".", os.W_OK):
         # Cleanly stopped (no WAL) and we may not create the -shm file: SQLite
         # cannot open a WAL database read-only then, unless told that nothing
         # writes it. A writer that starts meanwhile is not seen by this read.
@@ -95,9 +94,10 @@ def migration_lock(db_path: str) -> Iterator[None]:
 def upgrade(db: SqliteDatabase) -> list[str]:
     """Apply every pending migration under :func:`migration_lock`; returns the
     names applied (empty when the schema is current)."""
-    with migration_lock(db.database), importlib.resources.as_file(
-        importlib.resources.files("migrations")
-    ) as directory:
+    with (
+        migration_lock(db.database),
+        importlib.resources.as_file(importlib.resources.files("migrations")) as directory,
+    ):
         runner = Runner(db, directory=str(directory))
         return list(runner.up())
 

@@ -90,8 +90,15 @@ Job.add_index(ModelIndex(Job, (Job.route, Job.state), name="jobs_route_state"))
 Job.add_index(ModelIndex(Job, (Job.source_key,), name="jobs_source_key"))
 # At most one active job per source identity: the watcher's idempotent insert
 # relies on it, so a file detected twice is delivered once.
-Job.add_index(ModelIndex(Job, (Job.source_key,), unique=True, name="jobs_active_source_key",
-                         where=Job.state.not_in(TERMINAL_STATES)))
+Job.add_index(
+    ModelIndex(
+        Job,
+        (Job.source_key,),
+        unique=True,
+        name="jobs_active_source_key",
+        where=Job.state.not_in(TERMINAL_STATES),
+    )
+)
 
 
 class Event(BaseModel):
@@ -162,7 +169,13 @@ class Heartbeat(BaseModel):
         table_name = "heartbeats"
 
 
-Heartbeat.add_index(ModelIndex(Heartbeat, (Heartbeat.component, Heartbeat.node),
-                               unique=True, name="heartbeats_component_node"))
+Heartbeat.add_index(
+    ModelIndex(
+        Heartbeat,
+        (Heartbeat.component, Heartbeat.node),
+        unique=True,
+        name="heartbeats_component_node",
+    )
+)
 
 MODELS = (Job, Event, JobFile, RouteStatus, Heartbeat)

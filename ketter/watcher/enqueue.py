@@ -60,14 +60,21 @@ def settled_keys(keys: Iterable[str]) -> set[str]:
     keys = list(keys)
     found: set[str] = set()
     for i in range(0, len(keys), KEY_BATCH):
-        chunk = keys[i:i + KEY_BATCH]
+        chunk = keys[i : i + KEY_BATCH]
         query = Job.select(Job.source_key).where(Job.source_key.in_(chunk)).distinct()
         found.update(row.source_key for row in query)
     return found
 
 
-def enqueue_ready(route: RouteConfig, root: bytes, ready: Sequence[Ready], *, queue: Ringer,
-                  node: str, now: float | None = None) -> list[int]:
+def enqueue_ready(
+    route: RouteConfig,
+    root: bytes,
+    ready: Sequence[Ready],
+    *,
+    queue: Ringer,
+    node: str,
+    now: float | None = None,
+) -> list[int]:
     """Create the jobs of ``ready`` candidates not settled yet and ring the
     queue for each; returns the new job ids."""
     if not ready:
@@ -81,7 +88,7 @@ def enqueue_ready(route: RouteConfig, root: bytes, ready: Sequence[Ready], *, qu
         batch: list[tuple[int, Ready]] = []
         stamp = time.time() if now is None else now
         with db.atomic():
-            for item, key in todo[i:i + JOB_BATCH]:
+            for item, key in todo[i : i + JOB_BATCH]:
                 result = create_job(_new_job(route, root, item, key), node=node, now=stamp)
                 if result.created:
                     batch.append((result.job_id, item))
@@ -91,9 +98,18 @@ def enqueue_ready(route: RouteConfig, root: bytes, ready: Sequence[Ready], *, qu
         # for it (the row is the truth, the message only a doorbell).
         for job_id, item in batch:
             queue.ring(job_id)
-            log.info("detected", **job_fields(job_id, route.name, **{
-                "file.path": readable(os.path.join(root, item.relpath)),
-                "file.size": item.version.size, "ketter.kind": item.kind}))
+            log.info(
+                "detected",
+                **job_fields(
+                    job_id,
+                    route.name,
+                    **{
+                        "file.path": readable(os.path.join(root, item.relpath)),
+                        "file.size": item.version.size,
+                        "ketter.kind": item.kind,
+                    },
+                ),
+            )
         created.extend(job_id for job_id, _ in batch)
     return created
 
@@ -101,9 +117,18 @@ def enqueue_ready(route: RouteConfig, root: bytes, ready: Sequence[Ready], *, qu
 def _new_job(route: RouteConfig, root: bytes, item: Ready, key: str) -> NewJob:
     v = item.version
     return NewJob(
-        route=route.name, mode=route.mode, kind=item.kind,
-        source_path=os.path.join(root, item.relpath), source_key=key,
-        size=v.size, file_count=v.file_count, source_size=v.size,
-        source_mtime_ns=v.mtime_ns, source_inode=v.inode, source_dev=v.dev,
-        source_owner=owner_name(v.uid), dest_path=None, priority=route.priority,
+        route=route.name,
+        mode=route.mode,
+        kind=item.kind,
+        source_path=os.path.join(root, item.relpath),
+        source_key=key,
+        size=v.size,
+        file_count=v.file_count,
+        source_size=v.size,
+        source_mtime_ns=v.mtime_ns,
+        source_inode=v.inode,
+        source_dev=v.dev,
+        source_owner=owner_name(v.uid),
+        dest_path=None,
+        priority=route.priority,
     )

@@ -22,9 +22,17 @@ def beat(node: str, rows: dict[str, dict[str, Any]], *, now: float | None = None
     pid = os.getpid()
     with database.obj.atomic():
         for component, details in rows.items():
-            (Heartbeat
-             .insert(component=component, node=node, pid=pid, ts=stamp,
-                     details=json.dumps(details, sort_keys=True, default=str))
-             .on_conflict(conflict_target=[Heartbeat.component, Heartbeat.node],
-                          preserve=[Heartbeat.pid, Heartbeat.ts, Heartbeat.details])
-             .execute())
+            (
+                Heartbeat.insert(
+                    component=component,
+                    node=node,
+                    pid=pid,
+                    ts=stamp,
+                    details=json.dumps(details, sort_keys=True, default=str),
+                )
+                .on_conflict(
+                    conflict_target=[Heartbeat.component, Heartbeat.node],
+                    preserve=[Heartbeat.pid, Heartbeat.ts, Heartbeat.details],
+                )
+                .execute()
+            )

@@ -46,7 +46,11 @@ class Version:
     def same_as(self, other: Version) -> bool:
         """Unchanged between two observations (the readiness test, R-W3)."""
         return (self.size, self.mtime_ns, self.inode, self.listing_sha256) == (
-            other.size, other.mtime_ns, other.inode, other.listing_sha256)
+            other.size,
+            other.mtime_ns,
+            other.inode,
+            other.listing_sha256,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +84,9 @@ def stat_path(path: bytes, *, revalidate: bool) -> os.stat_result:
 
 
 def file_version(st: os.stat_result) -> Version:
-    return Version(size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino,
-                   dev=st.st_dev, uid=st.st_uid)
+    return Version(
+        size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino, dev=st.st_dev, uid=st.st_uid
+    )
 
 
 def folder_listing(path: bytes, *, revalidate: bool = False) -> Listing:
@@ -101,8 +106,11 @@ def folder_listing(path: bytes, *, revalidate: bool = False) -> Listing:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(rel)
                 elif entry.is_file(follow_symlinks=False):
-                    st = (stat_path(entry.path, revalidate=True) if revalidate
-                          else entry.stat(follow_symlinks=False))
+                    st = (
+                        stat_path(entry.path, revalidate=True)
+                        if revalidate
+                        else entry.stat(follow_symlinks=False)
+                    )
                     if stat.S_ISREG(st.st_mode):
                         entries.append((rel, st.st_size, st.st_mtime_ns))
     entries.sort()
@@ -125,9 +133,15 @@ def folder_listing_sha256(path: bytes) -> tuple[str, int, int]:
 def folder_version(path: bytes, *, revalidate: bool) -> Version:
     st = os.lstat(path)
     listing = folder_listing(path, revalidate=revalidate)
-    return Version(size=listing.total_size, mtime_ns=listing.newest_mtime_ns,
-                   inode=st.st_ino, dev=st.st_dev, uid=st.st_uid,
-                   listing_sha256=listing.sha256, file_count=listing.file_count)
+    return Version(
+        size=listing.total_size,
+        mtime_ns=listing.newest_mtime_ns,
+        inode=st.st_ino,
+        dev=st.st_dev,
+        uid=st.st_uid,
+        listing_sha256=listing.sha256,
+        file_count=listing.file_count,
+    )
 
 
 @functools.lru_cache(maxsize=256)

@@ -17,18 +17,49 @@ from ketter.config.schema import Config, RouteConfig
 
 #: Local filesystems whose changes all go through this kernel, so inotify
 #: sees every write. Anything not listed is polled.
-LOCAL_FS_TYPES = frozenset({
-    "ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "tmpfs", "overlay", "f2fs",
-    "jfs", "reiserfs", "bcachefs", "nilfs2", "ramfs", "vfat", "exfat", "ntfs3",
-    "hfsplus",
-})
+LOCAL_FS_TYPES = frozenset(
+    {
+        "ext2",
+        "ext3",
+        "ext4",
+        "xfs",
+        "btrfs",
+        "zfs",
+        "tmpfs",
+        "overlay",
+        "f2fs",
+        "jfs",
+        "reiserfs",
+        "bcachefs",
+        "nilfs2",
+        "ramfs",
+        "vfat",
+        "exfat",
+        "ntfs3",
+        "hfsplus",
+    }
+)
 
 #: Network filesystems: attributes are cached by the client, so readiness
 #: observations stat through open()+fstat() (see identity.stat_path).
-NETWORK_FS_TYPES = frozenset({
-    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "9p", "afs",
-    "fuse.sshfs", "fuse.glusterfs", "fuse.cephfs", "davfs", "fuse.rclone",
-})
+NETWORK_FS_TYPES = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "ceph",
+        "glusterfs",
+        "9p",
+        "afs",
+        "fuse.sshfs",
+        "fuse.glusterfs",
+        "fuse.cephfs",
+        "davfs",
+        "fuse.rclone",
+    }
+)
 
 MOUNTINFO = "/proc/self/mountinfo"
 
@@ -53,8 +84,11 @@ class Mount:
 
     @property
     def is_network(self) -> bool:
-        return self.fs_type in NETWORK_FS_TYPES or self.fs_type.startswith("fuse.") \
+        return (
+            self.fs_type in NETWORK_FS_TYPES
+            or self.fs_type.startswith("fuse.")
             or self.fs_type == "autofs"
+        )
 
 
 def _unescape(field: bytes) -> bytes:
@@ -62,8 +96,8 @@ def _unescape(field: bytes) -> bytes:
     out = bytearray()
     i = 0
     while i < len(field):
-        if field[i] == 0x5C and field[i + 1:i + 4].isdigit():
-            out.append(int(field[i + 1:i + 4], 8))
+        if field[i] == 0x5C and field[i + 1 : i + 4].isdigit():
+            out.append(int(field[i + 1 : i + 4], 8))
             i += 4
         else:
             out.append(field[i])
@@ -81,15 +115,17 @@ def parse_mountinfo(text: bytes) -> list[Mount]:
         if len(fields) < 10 or b"-" not in fields[6:]:
             continue
         sep = fields.index(b"-", 6)
-        tail = fields[sep + 1:]
+        tail = fields[sep + 1 :]
         if len(tail) < 3:
             continue
-        mounts.append(Mount(
-            mount_point=_unescape(fields[4]),
-            fs_type=tail[0].decode(errors="replace"),
-            source=_unescape(tail[1]).decode(errors="replace"),
-            options=fields[5].decode(errors="replace") + "," + tail[2].decode(errors="replace"),
-        ))
+        mounts.append(
+            Mount(
+                mount_point=_unescape(fields[4]),
+                fs_type=tail[0].decode(errors="replace"),
+                source=_unescape(tail[1]).decode(errors="replace"),
+                options=fields[5].decode(errors="replace") + "," + tail[2].decode(errors="replace"),
+            )
+        )
     return mounts
 
 
@@ -109,7 +145,8 @@ def mount_of(path: bytes, mounts: list[Mount] | None = None) -> Mount | None:
     best: Mount | None = None
     for mount in read_mounts() if mounts is None else mounts:
         if _under(real, mount.mount_point) and (
-                best is None or len(mount.mount_point) >= len(best.mount_point)):
+            best is None or len(mount.mount_point) >= len(best.mount_point)
+        ):
             best = mount
     return best
 
@@ -203,7 +240,8 @@ def stable_seconds_warnings(config: Config) -> list[str]:
                 f"route {route.name!r}: stable_seconds ({route.stable_seconds:g}s) is shorter "
                 f"than the attribute cache of {mount.fs_type} mount "
                 f"{os.fsdecode(mount.mount_point)} ({cache:g}s, acregmax/actimeo); raise "
-                f"stable_seconds to at least {cache:g}s")
+                f"stable_seconds to at least {cache:g}s"
+            )
     return warnings
 
 
@@ -231,8 +269,10 @@ def check_root(route: RouteConfig, root: bytes) -> str | None:
         except OSError as exc:
             return f"cannot read {MOUNTINFO}: {exc.strerror}"
         if not is_mount_point(mount_path, mounts):
-            return (f"source_mount {route.source_mount} is not mounted (an unmounted "
-                    "share is an empty local folder)")
+            return (
+                f"source_mount {route.source_mount} is not mounted (an unmounted "
+                "share is an empty local folder)"
+            )
         holder = mount_of(root, mounts)
         real_mount = os.path.realpath(mount_path)
         if holder is None or not _under(holder.mount_point, real_mount):

@@ -35,8 +35,12 @@ OVERFLOW_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify"
 #: Only these events are asked from the kernel: open/close-nowrite/attrib
 #: would wake the watcher for every read of every file.
 EVENT_FILTER: list[type[FileSystemEvent]] = [
-    FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent,
-    DirCreatedEvent, DirMovedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
 ]
 
 
@@ -52,7 +56,8 @@ class WatchLimitReached(Exception):
             f"inotify limit reached while watching {os.fsdecode(root)} ({exc.strerror}); "
             f"falling back to polling for this route. Raise {sysctl} (e.g. "
             f"`sysctl -w {sysctl}=524288`, and persist it in /etc/sysctl.d/) to watch "
-            "natively")
+            "natively"
+        )
         self.sysctl = sysctl
 
 
@@ -129,8 +134,9 @@ def default_observer_factory() -> BaseObserver:
     return InotifyObserver()
 
 
-def start_native(root: bytes, hints: Hints,
-                 factory: Callable[[], BaseObserver] = default_observer_factory) -> BaseObserver:
+def start_native(
+    root: bytes, hints: Hints, factory: Callable[[], BaseObserver] = default_observer_factory
+) -> BaseObserver:
     """Start an inotify observer on ``root`` (recursive, links not followed).
 
     Raises :class:`WatchLimitReached` when the kernel refuses the watches
@@ -138,8 +144,12 @@ def start_native(root: bytes, hints: Hints,
     """
     observer = factory()
     try:
-        observer.schedule(HintHandler(hints), root,  # type: ignore[arg-type]
-                          recursive=True, event_filter=EVENT_FILTER)
+        observer.schedule(
+            HintHandler(hints),
+            root,  # type: ignore[arg-type]
+            recursive=True,
+            event_filter=EVENT_FILTER,
+        )
         observer.start()
     except OSError as exc:
         stop_observer(observer)

@@ -27,8 +27,10 @@ log = logging.getLogger(__name__)
 
 
 def _compile(patterns: Iterable[str]) -> re.Pattern[str] | None:
-    regexes = [translate(str(PurePosixPath(p)), recursive=True, include_hidden=True, seps="/")
-               for p in patterns]
+    regexes = [
+        translate(str(PurePosixPath(p)), recursive=True, include_hidden=True, seps="/")
+        for p in patterns
+    ]
     if not regexes:
         return None
     # translate() yields "(?s:...)\Z" pieces; one alternation scans a path once.
@@ -44,16 +46,18 @@ class RoutePatterns:
     signal about another file, never something to deliver.
     """
 
-    def __init__(self, include: Iterable[str], exclude: Iterable[str],
-                 marker: str | None = None) -> None:
+    def __init__(
+        self, include: Iterable[str], exclude: Iterable[str], marker: str | None = None
+    ) -> None:
         include_set = set(include) or {"**"}
         exclude_set = set(exclude) | set(KETTER_TEMP_PATTERNS)
         common = include_set & exclude_set
         if common:
             # watchdog raises ValueError on a pattern both included and
             # excluded; a config that says both means "not this", so exclude wins.
-            log.warning("patterns both included and excluded are excluded: %s",
-                        ", ".join(sorted(common)))
+            log.warning(
+                "patterns both included and excluded are excluded: %s", ", ".join(sorted(common))
+            )
             include_set -= common
         self.include = tuple(sorted(include_set))
         self.exclude = tuple(sorted(exclude_set))
@@ -62,8 +66,9 @@ class RoutePatterns:
         self._exclude = _compile(self.exclude)
         # A folder matching "X" of an exclude "X/**" has every descendant
         # excluded: the scan need not enter it.
-        self._prune = _compile([p[:-3] for p in self.exclude if p.endswith("/**")]
-                               + list(KETTER_TEMP_PATTERNS))
+        self._prune = _compile(
+            [p[:-3] for p in self.exclude if p.endswith("/**")] + list(KETTER_TEMP_PATTERNS)
+        )
 
     @classmethod
     def for_route(cls, route: RouteConfig) -> RoutePatterns:
@@ -79,8 +84,11 @@ class RoutePatterns:
         return not (self._exclude is not None and self._exclude.match(text))
 
     def is_marker(self, relpath: bytes) -> bool:
-        return self.marker is not None and relpath.endswith(self.marker) \
+        return (
+            self.marker is not None
+            and relpath.endswith(self.marker)
             and len(os.path.basename(relpath)) > len(self.marker)
+        )
 
     def is_candidate(self, relpath: bytes) -> bool:
         """A path that may become a job: matches the patterns, not a marker."""
@@ -99,4 +107,4 @@ class RoutePatterns:
     def marked_path(self, marker_relpath: bytes) -> bytes:
         """The candidate a marker speaks for (its name without the suffix)."""
         assert self.marker is not None
-        return marker_relpath[:-len(self.marker)]
+        return marker_relpath[: -len(self.marker)]

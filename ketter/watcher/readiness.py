@@ -34,14 +34,23 @@ class StabilityTracker:
     make a growing file look old.
     """
 
-    def __init__(self, *, stable_seconds: float, poll_interval: float,
-                 folder_interval: float | None = None, capacity: int = 100_000) -> None:
+    def __init__(
+        self,
+        *,
+        stable_seconds: float,
+        poll_interval: float,
+        folder_interval: float | None = None,
+        capacity: int = 100_000,
+    ) -> None:
         self.stable_seconds = stable_seconds
         self.poll_interval = poll_interval
         # Re-walking a big folder every poll is costly (every file is stat'ed);
         # observations at stable_seconds/2 still prove a full quiet period.
-        self.folder_interval = folder_interval if folder_interval is not None else max(
-            poll_interval, stable_seconds / 2)
+        self.folder_interval = (
+            folder_interval
+            if folder_interval is not None
+            else max(poll_interval, stable_seconds / 2)
+        )
         self.capacity = capacity
         self._pending: dict[bytes, Pending] = {}
         #: set when a candidate could not be tracked because the tracker was
@@ -54,8 +63,7 @@ class StabilityTracker:
     def __contains__(self, relpath: bytes) -> bool:
         return relpath in self._pending
 
-    def add(self, relpath: bytes, kind: str, now: float,
-            version: Version | None = None) -> bool:
+    def add(self, relpath: bytes, kind: str, now: float, version: Version | None = None) -> bool:
         """Track ``relpath`` (no-op if tracked); False when full."""
         if relpath in self._pending:
             return True

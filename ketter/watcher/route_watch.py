@@ -63,11 +63,19 @@ class RouteWatch:
     events carry wall-clock time.
     """
 
-    def __init__(self, route: RouteConfig, *, queue: Ringer, node: str,
-                 clock: Callable[[], float] = time.monotonic,
-                 observer_factory: Callable[[], BaseObserver] = default_observer_factory,
-                 max_backoff: float = MAX_BACKOFF, alert_after: float = 300.0,
-                 pending_capacity: int = 100_000, notifier: Any = None) -> None:
+    def __init__(
+        self,
+        route: RouteConfig,
+        *,
+        queue: Ringer,
+        node: str,
+        clock: Callable[[], float] = time.monotonic,
+        observer_factory: Callable[[], BaseObserver] = default_observer_factory,
+        max_backoff: float = MAX_BACKOFF,
+        alert_after: float = 300.0,
+        pending_capacity: int = 100_000,
+        notifier: Any = None,
+    ) -> None:
         self.route = route
         self.notifier = notifier
         self.root = os.fsencode(route.source)
@@ -80,9 +88,11 @@ class RouteWatch:
         self.alert_after = alert_after
         self.patterns = RoutePatterns.for_route(route)
         self.as_unit = route.folders == "as_unit"
-        self.tracker = StabilityTracker(stable_seconds=route.stable_seconds,
-                                        poll_interval=route.poll_interval,
-                                        capacity=pending_capacity)
+        self.tracker = StabilityTracker(
+            stable_seconds=route.stable_seconds,
+            poll_interval=route.poll_interval,
+            capacity=pending_capacity,
+        )
         self.hints = Hints()
         self.scanner: Scanner | None = None
         self.observer: BaseObserver | None = None
@@ -176,8 +186,10 @@ class RouteWatch:
             if self.observer is not None and not observer_alive(self.observer):
                 # e.g. the root was removed and re-created between two checks:
                 # the old inotify watch died with the old folder.
-                log.warning("native watch stopped; restarting it and rescanning",
-                            **job_fields(route=self.route.name))
+                log.warning(
+                    "native watch stopped; restarting it and rescanning",
+                    **job_fields(route=self.route.name),
+                )
                 self.stop()
                 self._start_observer()
                 self.next_full_scan = now
@@ -187,9 +199,11 @@ class RouteWatch:
         first = self.lost_reason is None
         self.stop()
         self.watching = False
-        self.tracker = StabilityTracker(stable_seconds=self.route.stable_seconds,
-                                        poll_interval=self.route.poll_interval,
-                                        capacity=self.tracker.capacity)
+        self.tracker = StabilityTracker(
+            stable_seconds=self.route.stable_seconds,
+            poll_interval=self.route.poll_interval,
+            capacity=self.tracker.capacity,
+        )
         self.hints.drain()
         self.scanner = None
         delay = min(self.max_backoff, self.route.poll_interval * 2 ** min(self.attempts, 16))
@@ -198,8 +212,11 @@ class RouteWatch:
         if first or reason != self.lost_reason:
             self.lost_since = self.lost_since or time.time()
             self.lost_reason = reason
-            log.error("watch lost: %s", reason,
-                      extra={"ketter.route": self.route.name, "ketter.retry_in": delay})
+            log.error(
+                "watch lost: %s",
+                reason,
+                extra={"ketter.route": self.route.name, "ketter.retry_in": delay},
+            )
             if first:
                 audit("watch_lost", self.route.name, {"reason": reason})
         self._maybe_alert()
@@ -209,37 +226,50 @@ class RouteWatch:
             return
         if time.time() - self.lost_since >= self.alert_after:
             self.alerted = True
-            log.error("watch lost for %.0f s: %s", time.time() - self.lost_since,
-                      self.lost_reason,
-                      extra={"ketter.route": self.route.name, "ketter.alert": "watch_lost"})
+            log.error(
+                "watch lost for %.0f s: %s",
+                time.time() - self.lost_since,
+                self.lost_reason,
+                extra={"ketter.route": self.route.name, "ketter.alert": "watch_lost"},
+            )
             if self.notifier is not None:
                 self.notifier.notify(
-                    "watch_lost", self.route.name,
+                    "watch_lost",
+                    self.route.name,
                     f"route {self.route.name}: watch lost for "
-                    f"{time.time() - self.lost_since:.0f} s: {self.lost_reason}")
+                    f"{time.time() - self.lost_since:.0f} s: {self.lost_reason}",
+                )
 
     def _start_watching(self, now: float) -> None:
         self.mode, self.mode_reason = mounts.choose_watch(self.route, self.root)
         self.revalidate = mounts.is_network(self.root)
         if self.mode == "native":
             self._start_observer()
-        self.scanner = Scanner(self.root, self.patterns, as_unit=self.as_unit,
-                               track_dirs=self.mode == "polling")
+        self.scanner = Scanner(
+            self.root, self.patterns, as_unit=self.as_unit, track_dirs=self.mode == "polling"
+        )
         was_lost = self.lost_reason is not None
         self.watching = True
         self.next_full_scan = now  # catch up on whatever arrived meanwhile (R-W1)
         self.next_check = now + self.route.poll_interval
         if was_lost:
             down = time.time() - (self.lost_since or time.time())
-            audit("watch_restored", self.route.name,
-                  {"after_seconds": round(down, 3), "mode": self.mode})
-            log.warning("watch restored after %.1f s", down,
-                        **job_fields(route=self.route.name))
+            audit(
+                "watch_restored",
+                self.route.name,
+                {"after_seconds": round(down, 3), "mode": self.mode},
+            )
+            log.warning("watch restored after %.1f s", down, **job_fields(route=self.route.name))
         self.lost_reason = self.lost_since = None
         self.alerted = False
         self.attempts = 0
-        log.info("watching %s (%s: %s)", readable(self.root), self.mode, self.mode_reason,
-                 **job_fields(route=self.route.name))
+        log.info(
+            "watching %s (%s: %s)",
+            readable(self.root),
+            self.mode,
+            self.mode_reason,
+            **job_fields(route=self.route.name),
+        )
 
     def _start_observer(self) -> None:
         # inotify does not follow a symlinked root (IN_DONT_FOLLOW): watch the
@@ -248,8 +278,9 @@ class RouteWatch:
         try:
             self.observer = start_native(self.watch_root, self.hints, self.observer_factory)
         except WatchLimitReached as exc:
-            log.error(str(exc), extra={"ketter.route": self.route.name,
-                                       "ketter.sysctl": exc.sysctl})
+            log.error(
+                str(exc), extra={"ketter.route": self.route.name, "ketter.sysctl": exc.sysctl}
+            )
             self._fall_back_to_polling(str(exc))
 
     def _fall_back_to_polling(self, reason: str) -> None:
@@ -303,7 +334,7 @@ class RouteWatch:
         for root in (self.root, self.watch_root):
             prefix = root.rstrip(b"/") + b"/"
             if path.startswith(prefix):
-                return path[len(prefix):]
+                return path[len(prefix) :]
         return None
 
     def _consider(self, found: Iterable[Found], now: float) -> None:
@@ -324,8 +355,7 @@ class RouteWatch:
         version: Version | None
         if item.kind == "folder":
             try:
-                version = folder_version(os.path.join(self.root, item.relpath),
-                                         revalidate=False)
+                version = folder_version(os.path.join(self.root, item.relpath), revalidate=False)
             except OSError:
                 return None, None
         else:
@@ -334,8 +364,7 @@ class RouteWatch:
             return None, None
         return version, Ready(item.relpath, item.kind, version).key(self.route.name)
 
-    def _track(self, batch: list[tuple[Found, Version | None, str | None]],
-               now: float) -> None:
+    def _track(self, batch: list[tuple[Found, Version | None, str | None]], now: float) -> None:
         if not batch:
             return
         settled = settled_keys(key for _, _, key in batch if key is not None)
@@ -363,8 +392,7 @@ class RouteWatch:
                     if not stat.S_ISREG(st.st_mode):
                         self.tracker.discard(relpath)
                         continue
-                    version = Version(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev,
-                                      st.st_uid)
+                    version = Version(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_uid)
             except FileNotFoundError:
                 self.tracker.discard(relpath)  # gone: nothing to do, ever
                 continue

@@ -45,8 +45,9 @@ class Scanner:
     """Scans one route source. ``track_dirs`` keeps folder mtimes for
     incremental polling (only polling routes need them)."""
 
-    def __init__(self, root: bytes, patterns: RoutePatterns, *, as_unit: bool,
-                 track_dirs: bool) -> None:
+    def __init__(
+        self, root: bytes, patterns: RoutePatterns, *, as_unit: bool, track_dirs: bool
+    ) -> None:
         self.root = root
         self.patterns = patterns
         self.as_unit = as_unit
@@ -96,8 +97,9 @@ class Scanner:
                 if found is not None:
                     yield found
 
-    def _classify(self, entry: os.DirEntry[bytes], child: bytes,
-                  stack: list[bytes]) -> Found | None:
+    def _classify(
+        self, entry: os.DirEntry[bytes], child: bytes, stack: list[bytes]
+    ) -> Found | None:
         """A Found for a candidate entry; pushes folders to walk on ``stack``."""
         try:
             is_dir = entry.is_dir(follow_symlinks=False)
@@ -189,8 +191,11 @@ class Scanner:
         if self.track_dirs:
             # Sub-folders deleted or renamed away: forget them.
             prefix = rel_dir + b"/" if rel_dir else b""
-            for rel in [k for k in self.dir_mtimes if k and k.startswith(prefix)
-                        and b"/" not in k[len(prefix):] and k not in names]:
+            for rel in [
+                k
+                for k in self.dir_mtimes
+                if k and k.startswith(prefix) and b"/" not in k[len(prefix) :] and k not in names
+            ]:
                 self.forget_dir(rel)
         for rel in new_dirs:
             yield from self._walk(rel)

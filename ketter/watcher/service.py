@@ -46,11 +46,17 @@ class Watcher:
     drive it step by step (tests).
     """
 
-    def __init__(self, config: Config, *, queue: Ringer | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 observer_factory: Callable[[], BaseObserver] = default_observer_factory,
-                 heartbeat_interval: float = HEARTBEAT_INTERVAL,
-                 max_backoff: float = MAX_BACKOFF, notifier: Any = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        queue: Ringer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        observer_factory: Callable[[], BaseObserver] = default_observer_factory,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        max_backoff: float = MAX_BACKOFF,
+        notifier: Any = None,
+    ) -> None:
         self.config = config
         if queue is None:
             from workers.app import build_queue
@@ -60,9 +66,16 @@ class Watcher:
         self.clock = clock
         self.heartbeat_interval = heartbeat_interval
         self.routes = [
-            RouteWatch(route, queue=queue, node=config.node, clock=clock,
-                       observer_factory=observer_factory, max_backoff=max_backoff,
-                       alert_after=config.alerts.watch_lost_after, notifier=notifier)
+            RouteWatch(
+                route,
+                queue=queue,
+                node=config.node,
+                clock=clock,
+                observer_factory=observer_factory,
+                max_backoff=max_backoff,
+                alert_after=config.alerts.watch_lost_after,
+                notifier=notifier,
+            )
             for route in config.routes
         ]
         self._overflow = OverflowHook(self._on_overflow)
@@ -93,10 +106,14 @@ class Watcher:
             return
         self._started = True
         self._overflow.install()
-        audit("watcher_started", None, {
-            "version": __version__,
-            "routes": [r.route.name for r in self.routes],
-        })
+        audit(
+            "watcher_started",
+            None,
+            {
+                "version": __version__,
+                "routes": [r.route.name for r in self.routes],
+            },
+        )
         log.info("watcher started", extra={"ketter.routes": [r.route.name for r in self.routes]})
 
     def tick(self) -> list[int]:
@@ -121,8 +138,7 @@ class Watcher:
 
     def heartbeat(self) -> None:
         self._next_beat = self.clock() + self.heartbeat_interval
-        rows: dict[str, dict[str, Any]] = {
-            f"route:{r.route.name}": r.status() for r in self.routes}
+        rows: dict[str, dict[str, Any]] = {f"route:{r.route.name}": r.status() for r in self.routes}
         rows["watcher"] = {
             "version": __version__,
             "started_at": self._started_at,
@@ -145,8 +161,9 @@ class Watcher:
             route.stop()
         try:
             self.heartbeat()
-            audit("watcher_stopped", None, {
-                "jobs_created": sum(r.jobs_created for r in self.routes)})
+            audit(
+                "watcher_stopped", None, {"jobs_created": sum(r.jobs_created for r in self.routes)}
+            )
         except Exception:
             log.exception("could not record the watcher's stop")
         log.info("watcher stopped")
