@@ -64,6 +64,7 @@ def explain(config: object) -> str:
 def run_both(args: argparse.Namespace) -> int:
     from ketter.alerts import build_notifier
     from ketter.audit import chain
+    from ketter.audit.shipper import AuditShipper
     from ketter.runtime.logs import setup_logging
     from ketter.runtime.signals import Shutdown
     from ketter.store import open_store
@@ -96,6 +97,12 @@ def run_both(args: argparse.Namespace) -> int:
     finally:
         shutdown.request()
         thread.join(config.shutdown_timeout)
+        # The watcher's last events came after the workers' shipper stopped.
+        shipper = AuditShipper(config)
+        try:
+            shipper.drain()
+        finally:
+            shipper.close()
         notifier.stop()
         queue.close()
     print("Ketter stopped.")
