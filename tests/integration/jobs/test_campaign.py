@@ -23,7 +23,8 @@ from tests.integration.jobs.harness import Node, temporaries, tree
 MIN_EFFECTIVE_KILLS = 15
 MAX_KILLS = 120
 BATCHES = 8
-MAX_BATCHES = 60
+MAX_BATCHES = 120
+BACKLOG = 40  # jobs kept waiting, so that most kills land on a busy worker
 
 
 def _drop(rng: random.Random, root: Path, batch: int) -> list[tuple[str, Path]]:
@@ -31,7 +32,7 @@ def _drop(rng: random.Random, root: Path, batch: int) -> list[tuple[str, Path]]:
     out = []
     for i in range(rng.randint(2, 5)):
         route = rng.choice(["copy", "move"])
-        size = rng.choice([rng.randint(1, 300_000), rng.randint(2, 6) * 2**20 + 17])
+        size = rng.choice([rng.randint(1, 300_000), rng.randint(2, 4) * 2**20 + 17])
         path = root / "src" / route / f"b{batch:03d}_{i}.mov"
         path.write_bytes(rng.randbytes(size))
         out.append((route, path))
@@ -55,7 +56,7 @@ def test_random_kill_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     db = open_store(config.db_path)
     expected: dict[str, dict[str, bytes]] = {"copy": {}, "move": {}, "units": {}}
     # Widen the window in which a kill lands mid-copy (see runtime/faults.py).
-    slow = {"KETTER_FAULT_DELAY": "copy-progress=0.15"}
+    slow = {"KETTER_FAULT_DELAY": "copy-progress=0.25"}
     kills = effective = 0
     started = time.monotonic()
     batch = 0
@@ -67,7 +68,7 @@ def test_random_kill_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         while True:
             backlog = node.query("SELECT COUNT(*) FROM jobs WHERE state NOT IN "
                                  "('completed','failed')")[0][0]
-            while batch < MAX_BATCHES and backlog < 12 and (
+            while batch < MAX_BATCHES and backlog < BACKLOG and (
                     batch < BATCHES or effective < MIN_EFFECTIVE_KILLS):
                 # Keep a backlog so that most kills land on a worker mid-job.
                 for route, path in _drop(rng, tmp_path, batch):
