@@ -30,8 +30,10 @@ from .results import FileHashes
 from .source import FileEntry, SourcePlan, check_unchanged
 from .spec import TransferSpec
 
-#: Members at least this big get their own fsync and trailing verification.
-BIG_FILE = 8 * SMALL_FILE
+#: Members at least this big get their own fsync and trailing verification;
+#: smaller ones share one syncfs and the parallel read-back (measured: 200 × 8 MiB
+#: copied 1.6× faster in the shared path than one by one, docs/performance.md).
+BIG_FILE = 64 * SMALL_FILE
 VERIFY_THREADS = 8
 
 
