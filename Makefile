@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 WHEELHOUSE ?= dist/wheelhouse
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format bench clean \
+.PHONY: help install run test test-fast lint format bench bench-watcher clean \
         status history requeue-failed requeue audit-verify health wheelhouse
 
 help: ## list the targets
@@ -61,6 +61,9 @@ format: install ## apply ruff's fixes and formatting
 
 bench: install ## benchmarks against cp/rsync/rclone (see docs/performance.md)
 	$(PY) benchmarks/run.py
+
+bench-watcher: install ## watcher and end-to-end benchmark (docs/performance-watcher.md)
+	$(PY) benchmarks/watcher.py
 
 status: ## job counts per state and route, paused routes, heartbeats
 	$(KETTER) --config $(CONFIG) status
