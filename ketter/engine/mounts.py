@@ -16,7 +16,7 @@ from .paths import is_within, real, show
 from .spec import TransferSpec
 
 
-def _unescape(field: bytes) -> bytes:
+def unescape_mountinfo(field: bytes) -> bytes:
     """mountinfo escapes space, tab, newline and backslash as \\ooo."""
     out = bytearray()
     i = 0
@@ -34,7 +34,7 @@ def mount_points() -> set[bytes]:
     """Mount points of this mount namespace (bind mounts included)."""
     try:
         with open("/proc/self/mountinfo", "rb") as f:
-            return {_unescape(line.split(b" ")[4]) for line in f if line.strip()}
+            return {unescape_mountinfo(line.split(b" ")[4]) for line in f if line.strip()}
     except OSError:
         return set()
 

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 
 from ketter.config.schema import Config, RouteConfig
+from ketter.engine.mounts import unescape_mountinfo
 
 #: Local filesystems whose changes all go through this kernel, so inotify
 #: sees every write. Anything not listed is polled.
@@ -91,20 +92,6 @@ class Mount:
         )
 
 
-def _unescape(field: bytes) -> bytes:
-    """mountinfo writes space, tab, newline and backslash as ``\\ooo``."""
-    out = bytearray()
-    i = 0
-    while i < len(field):
-        if field[i] == 0x5C and field[i + 1 : i + 4].isdigit():
-            out.append(int(field[i + 1 : i + 4], 8))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return bytes(out)
-
-
 def parse_mountinfo(text: bytes) -> list[Mount]:
     """Parse mountinfo (proc(5)): ``ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS
     [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS``; in file order, which is mount
@@ -120,9 +107,9 @@ def parse_mountinfo(text: bytes) -> list[Mount]:
             continue
         mounts.append(
             Mount(
-                mount_point=_unescape(fields[4]),
+                mount_point=unescape_mountinfo(fields[4]),
                 fs_type=tail[0].decode(errors="replace"),
-                source=_unescape(tail[1]).decode(errors="replace"),
+                source=unescape_mountinfo(tail[1]).decode(errors="replace"),
                 options=fields[5].decode(errors="replace") + "," + tail[2].decode(errors="replace"),
             )
         )
