@@ -8,7 +8,9 @@ are shown as ``\\xNN``.
 
 from __future__ import annotations
 
+import functools
 import os
+import pwd
 
 
 def to_bytes(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> bytes:
@@ -31,3 +33,13 @@ def is_utf8(path: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+@functools.lru_cache(maxsize=256)
+def owner_name(uid: int) -> str:
+    """The user name of ``uid``, or the number when it has no passwd entry
+    (the audit's ``file.owner``; on CIFS mounts, the mount's uid)."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)

@@ -118,11 +118,12 @@ def record_event(
     row["hash"] = record_hash(prev_hash, hashed_fields(row), _key)
     # Raw SQL: this runs in every state change, peewee's builder costs more
     # than the insert itself.
-    db.execute_sql(_INSERT, tuple(row[name] for name in _EVENT_COLUMNS))
+    db.execute_sql(_INSERT, tuple(row[name] for name in EVENT_COLUMNS))
     return seq
 
 
-_EVENT_COLUMNS = (
+#: Columns of ``events``, in the order Ketter reads and writes them.
+EVENT_COLUMNS = (
     "id",
     "job_id",
     "ts",
@@ -139,5 +140,5 @@ _EVENT_COLUMNS = (
     "hash",
 )
 _INSERT = "INSERT INTO events ({}) VALUES ({})".format(
-    ", ".join(f'"{name}"' for name in _EVENT_COLUMNS), ", ".join("?" for _ in _EVENT_COLUMNS)
+    ", ".join(f'"{name}"' for name in EVENT_COLUMNS), ", ".join("?" for _ in EVENT_COLUMNS)
 )

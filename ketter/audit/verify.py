@@ -19,7 +19,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ketter.audit.chain import GENESIS, canonical_json, hashed_fields, record_hash
+from ketter.audit.chain import (
+    EVENT_COLUMNS,
+    GENESIS,
+    canonical_json,
+    hashed_fields,
+    record_hash,
+)
 from ketter.audit.ecs import ENRICHED_KEYS, JobIdentity, to_line
 from ketter.store.models import Job
 
@@ -301,22 +307,7 @@ def verify_db(db: Any, *, key: bytes | None = None, chunk: int = 5000) -> Report
         for values in rows:
             row = dict(
                 zip(
-                    (
-                        "id",
-                        "job_id",
-                        "ts",
-                        "event",
-                        "route",
-                        "from_state",
-                        "to_state",
-                        "attempt",
-                        "node",
-                        "pid",
-                        "user",
-                        "details",
-                        "prev_hash",
-                        "hash",
-                    ),
+                    EVENT_COLUMNS,
                     values,
                     strict=True,
                 )

@@ -7,7 +7,6 @@ delivered version is not delivered again (the file must change first).
 from __future__ import annotations
 
 import os
-import pwd
 from dataclasses import dataclass
 
 from ketter.config import Config, RouteConfig
@@ -24,7 +23,7 @@ from ketter.jobs.create import (
 )
 from ketter.jobs.spec import spec_for
 from ketter.jobs.states import State
-from ketter.paths import readable
+from ketter.paths import owner_name, readable
 
 
 @dataclass(frozen=True)
@@ -32,13 +31,6 @@ class Submitted:
     job_id: int
     created: bool
     message: str
-
-
-def owner_of(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
 
 
 def submit_path(config: Config, route: RouteConfig, path: bytes, *, now: float) -> list[Submitted]:
@@ -103,7 +95,7 @@ def submit_path(config: Config, route: RouteConfig, path: bytes, *, now: float) 
             source_mtime_ns=plan.mtime_ns,
             source_inode=plan.ino,
             source_dev=None,
-            source_owner=owner_of(st.st_uid),
+            source_owner=owner_name(st.st_uid),
             priority=route.priority,
         ),
         node=config.node,

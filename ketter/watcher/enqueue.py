@@ -20,10 +20,10 @@ from typing import Protocol
 
 from ketter.config.schema import RouteConfig
 from ketter.jobs.create import NewJob, create_job, file_source_key, folder_source_key
-from ketter.paths import readable
+from ketter.paths import owner_name, readable
 from ketter.runtime.logs import job_fields
 from ketter.store.models import Job, database
-from ketter.watcher.identity import Version, owner_name
+from ketter.watcher.identity import Version
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,8 @@ empty folders (one just created may be about to receive files).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
-import pwd
 import stat
 from dataclasses import dataclass
 
@@ -142,12 +140,3 @@ def folder_version(path: bytes, *, revalidate: bool) -> Version:
         listing_sha256=listing.sha256,
         file_count=listing.file_count,
     )
-
-
-@functools.lru_cache(maxsize=256)
-def owner_name(uid: int) -> str:
-    """The user name of ``uid``, or the number when it has no passwd entry."""
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
