@@ -29,7 +29,7 @@ def _read_bytes() -> int:
         return int(next(line for line in f if line.startswith("read_bytes")).split()[1])
 
 
-@pytest.mark.parametrize("size", [40 * MiB, 3 * MiB])
+@pytest.mark.parametrize("size", [40 * MiB, 3 * MiB, 64 * 1024])  # threaded, inline, tiny
 def test_verification_reads_every_byte_from_disk(bt: bytes, size: int) -> None:
     kind = _fstype(os.path.realpath(bt))
     if kind in ("tmpfs", "overlay", "ramfs", "zfs", "9p", "fuse"):
