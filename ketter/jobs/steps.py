@@ -31,9 +31,9 @@ from ketter.jobs.claim import Claimed, ensure_claim
 from ketter.jobs.create import file_source_key, folder_source_key
 from ketter.jobs.lease import JobContext
 from ketter.jobs.states import State
-from ketter.jobs.transitions import mark, transition
+from ketter.jobs.transitions import Step, advance, mark, transition
 from ketter.paths import readable
-from ketter.store.models import Job, JobFile, database
+from ketter.store.models import Job, JobFile, database, load_job
 
 if TYPE_CHECKING:
     from ketter.jobs.runner import JobRunner
@@ -92,6 +92,12 @@ class Attempt:
             **fields,
         )
         self.state = new
+
+    def advance(self, steps: list[Step], *, fsync: bool = False) -> None:
+        """Several steps in one commit (see :func:`ketter.jobs.transitions.advance`)."""
+        self.state = advance(
+            self.job.id, self.state, steps, claim=self.claim, now=self.now(), fsync=fsync
+        )
 
     def note(
         self, event: str, *, details: dict | None = None, fsync: bool = False, **fields: Any
@@ -195,10 +201,7 @@ class Attempt:
             self.finish_rollback(delay=0.0, keep_lease=True)
         if self.state is S.RETRY_WAIT:
             self.to(S.DETECTED, event="retry", details={"attempt": self.claimed.attempt})
-        self.validate()
-        if self.state is S.COMPLETED:
-            return
-        self.copy(resume=False)
+        self.copy(resume=False, validated=self.validate())
 
     # -- steps ---------------------------------------------------------------
 
@@ -235,7 +238,10 @@ class Attempt:
         self.plan = plan
         return plan
 
-    def validate(self) -> None:
+    def validate(self) -> Step:
+        """Check the source, the destination and the room; returns the
+        ``validated`` step, which :meth:`copy` commits together with the
+        ``transferring`` one (nothing is written in between)."""
         plan = self.inspect()
         devs = check_mounts(self.spec, self.ctx.expected_devs)
         self.ctx.expected_devs = devs
@@ -253,20 +259,22 @@ class Attempt:
         self._check_space(plan.size * (2 if packaged else 1))
         if plan.kind == "folder":
             self._record_manifest(plan)
-        self.to(
+        return Step(
             S.VALIDATED,
-            dest_path=self.final,
-            dest_display=readable(self.final),
-            size=plan.size,
-            file_count=len(plan.files) if plan.kind == "folder" else 1,
-            source_dev=devs.get("source"),
-            dest_dev=devs.get("destination"),
-            source_size=plan.size if plan.kind == "file" else self.job.source_size,
             details={
                 "source": readable(self.source),
                 "destination": readable(self.final),
                 "size": plan.size,
                 "kind": plan.kind,
+            },
+            fields={
+                "dest_path": self.final,
+                "dest_display": readable(self.final),
+                "size": plan.size,
+                "file_count": len(plan.files) if plan.kind == "folder" else 1,
+                "source_dev": devs.get("source"),
+                "dest_dev": devs.get("destination"),
+                "source_size": plan.size if plan.kind == "file" else self.job.source_size,
             },
         )
 
@@ -301,17 +309,24 @@ class Attempt:
                 ],
             )
 
-    def copy(self, *, resume: bool) -> None:
+    def copy(self, *, resume: bool, validated: Step | None = None) -> None:
         assert self.plan is not None
         plan = self.plan
         result: CopyResult | None = None
         if self.spec.conflict == "skip_identical":
             result = identical_result(self.spec, plan, self.final, ctx=self.ctx)
         packaged = plan.kind == "folder" and 0 < self.spec.package_min_files <= len(plan.files)
-        if self.state is S.VALIDATED and packaged and result is None:
-            self.to(S.PACKAGED, details={"files": len(plan.files), "bytes": plan.size})
-        if self.state in (S.VALIDATED, S.PACKAGED):
-            self.to(S.TRANSFERRING, details={"resume": resume, "skipped": result is not None})
+        steps = [validated] if validated is not None else []
+        state = S.VALIDATED if validated is not None else self.state
+        if state is S.VALIDATED and packaged and result is None:
+            steps.append(Step(S.PACKAGED, details={"files": len(plan.files), "bytes": plan.size}))
+            state = S.PACKAGED
+        if state in (S.VALIDATED, S.PACKAGED):
+            steps.append(
+                Step(S.TRANSFERRING, details={"resume": resume, "skipped": result is not None})
+            )
+        if steps:
+            self.advance(steps)
         if result is None:
             result = copy_and_verify(self.spec, plan, self.final, self.ctx, resume=resume)
         self.verified(result)
@@ -392,10 +407,19 @@ class Attempt:
             )
         ensure_claim(self.job.id, self.claim)
         placement = place(self.spec, result, self.ctx)
-        self.placed(placement)
-        self.after_placement(placement)
+        if self.spec.mode == "move":
+            # Durable before any source is deleted.
+            self.advance([self.placed(placement)], fsync=True)
+            self.after_placement(placement)
+        else:
+            # One durable commit for ``place`` and ``completed``: a crash
+            # between the rename and this commit is recovered from the
+            # temporary's inode recorded in ``verifying`` (drive()).
+            self.after_placement(placement, placed=self.placed(placement))
 
-    def placed(self, placement: Placement) -> None:
+    def placed(self, placement: Placement) -> Step:
+        """The ``place`` (or ``skip``) note; the caller commits it durably:
+        power loss after that commit must not forget the delivery."""
         self.final = placement.final_path
         event = "skip" if placement.skipped else "place"
         details = {
@@ -405,19 +429,25 @@ class Attempt:
         }
         if placement.skipped:
             details["reason"] = "identical file already at the destination"
-        # Durable: power loss after this commit must not forget the delivery.
-        self.note(
+        return Step(
+            None,
             event,
-            fsync=True,
-            placed_at=self.now(),
-            placed_inode=placement.ino,
-            dest_path=placement.final_path,
-            dest_display=readable(placement.final_path),
-            details=details,
+            details,
+            {
+                "placed_at": self.now(),
+                "placed_inode": placement.ino,
+                "dest_path": placement.final_path,
+                "dest_display": readable(placement.final_path),
+            },
         )
 
-    def after_placement(self, placement: Placement | None = None) -> None:
-        job = Job.get_by_id(self.job.id)
+    def after_placement(
+        self, placement: Placement | None = None, *, placed: Step | None = None
+    ) -> None:
+        """The work left after the placement: the source deletion of a move,
+        then ``completed`` (committed with ``placed``, when given, and with
+        the ``delete_source`` note)."""
+        job = load_job(self.job.id)
         if placement is None:
             final = bytes(job.dest_path or self.final)
             st = os.lstat(final) if os.path.lexists(final) else None
@@ -427,34 +457,46 @@ class Attempt:
         if self.spec.mode == "move":
             plan = self.plan or self._plan_from_row(job)
             ensure_claim(self.job.id, self.claim)
+        steps = [placed] if placed is not None else []
+        if self.spec.mode == "move":
+            plan = self.plan or self._plan_from_row(job)
+            ensure_claim(self.job.id, self.claim)
             result = delete_source(self.spec, plan, placement, self.ctx)
-            self.note(
-                "delete_source",
-                fsync=True,
+            # Recorded with ``completed``: a crash before this commit runs the
+            # deletion again, which finds the sources gone ("already_gone").
+            steps.append(
+                Step(
+                    None,
+                    "delete_source",
+                    {
+                        "source": readable(self.source),
+                        "deleted": len(result.deleted),
+                        "already_gone": len(result.already_gone),
+                        "kept_changed": [readable(p) for p in result.kept],
+                        "marker": self.spec.ready_marker,
+                    },
+                )
+            )
+        steps.append(
+            Step(
+                S.COMPLETED,
                 details={
-                    "source": readable(self.source),
-                    "deleted": len(result.deleted),
-                    "already_gone": len(result.already_gone),
-                    "kept_changed": [readable(p) for p in result.kept],
-                    "marker": self.spec.ready_marker,
+                    "destination": readable(placement.final_path),
+                    "size": job.size,
+                    "sha256": job.sha256,
+                    "xxh128": job.xxh128,
+                    "files": job.file_count,
+                },
+                fields={
+                    "completed_at": self.now(),
+                    "error": None,
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                    "bytes_done": job.size,
                 },
             )
-        self.to(
-            S.COMPLETED,
-            fsync=True,
-            completed_at=self.now(),
-            error=None,
-            lease_owner=None,
-            lease_expires_at=None,
-            bytes_done=job.size,
-            details={
-                "destination": readable(placement.final_path),
-                "size": job.size,
-                "sha256": job.sha256,
-                "xxh128": job.xxh128,
-                "files": job.file_count,
-            },
         )
+        self.advance(steps, fsync=True)
 
     def _plan_from_row(self, job: Job) -> SourcePlan:
         files = tuple(
@@ -518,7 +560,7 @@ class Attempt:
         """
         self.ctx.fault("mid-rollback")
         removed = rollback(self.dest_dir, self.ctx.job_prefix)
-        job = Job.get_by_id(self.job.id)
+        job = load_job(self.job.id)
         target = State(job.rollback_to or S.FAILED.value)
         details = {"removed": [readable(p) for p in removed]}
         if target is S.RETRY_WAIT:

@@ -9,6 +9,7 @@ something the job store does not, nor the other way round.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from ketter.audit.chain import record_event
@@ -43,7 +44,20 @@ def _route_and_attempt(job_id: int) -> tuple[str, int]:
     row = database.obj.execute_sql(
         "SELECT route, attempt FROM jobs WHERE id = ?", (job_id,)
     ).fetchone()
+    if row is None:
+        raise InvalidTransition(f"job {job_id} does not exist")
     return row[0], row[1]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One change of a job for :func:`advance`: a transition to ``to``, or a
+    note (``to=None``: the state stays, ``event`` is required)."""
+
+    to: State | None
+    event: str | None = None
+    details: dict[str, Any] | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 def transition(
@@ -65,34 +79,73 @@ def transition(
     :func:`ketter.store.db.durable`): use it for the commit that records a
     placement and for those that precede an irreversible step.
     """
-    from_state, to_state = State(from_state), State(to_state)
-    if not is_allowed(from_state, to_state):
-        raise InvalidTransition(
-            f"job {job_id}: {from_state} → {to_state} is not an allowed transition"
-        )
+    advance(
+        job_id,
+        from_state,
+        [Step(State(to_state), event, details, fields)],
+        claim=claim,
+        now=now,
+        fsync=fsync,
+    )
+
+
+def advance(
+    job_id: int,
+    state: State | str,
+    steps: list[Step],
+    *,
+    claim: str | None,
+    now: float,
+    fsync: bool = False,
+) -> State:
+    """Apply ``steps`` in order, in one transaction (one commit, one fsync at
+    most): each is the same compare-and-set as :func:`transition` or
+    :func:`mark`, with its own audit event. All or none of them commit.
+    Returns the state after the last step.
+
+    For consecutive steps that a crash may not separate in a way that
+    matters: e.g. ``validated`` and ``transferring`` (nothing is written in
+    between), or ``place`` and ``completed`` on a copy route (a crash between
+    the rename and the commit is recovered from the temporary's inode).
+    """
+    current = State(state)
+    for step in steps:  # checked before anything is written
+        if step.to is None and not step.event:
+            raise ValueError("a note needs an event")
+        if step.to is not None:
+            if not is_allowed(current, step.to):
+                raise InvalidTransition(
+                    f"job {job_id}: {current} → {step.to} is not an allowed transition"
+                )
+            current = step.to
+    current = State(state)
     db = database.obj
     ctx = durable(db) if fsync else db.atomic()
     with ctx:
-        values = {"state": to_state.value, "updated_at": now, **fields}
-        # A placed delivery is never rolled back: it only moves forward.
-        if (
-            _update(
-                job_id, from_state.value, claim, values, not_placed=to_state is State.ROLLING_BACK
-            )
-            != 1
-        ):
-            raise _refusal(job_id, from_state, to_state, claim)
         route, attempt = _route_and_attempt(job_id)
-        record_event(
-            event or DEFAULT_EVENT[to_state],
-            now=now,
-            job_id=job_id,
-            route=route,
-            from_state=from_state.value,
-            to_state=to_state.value,
-            attempt=attempt,
-            details=details,
-        )
+        for step in steps:
+            new = current if step.to is None else step.to
+            values = {"updated_at": now, **step.fields}
+            if step.to is not None:
+                values["state"] = new.value
+            # A placed delivery is never rolled back: it only moves forward.
+            if (
+                _update(job_id, current.value, claim, values, not_placed=new is State.ROLLING_BACK)
+                != 1
+            ):
+                raise _refusal(job_id, current, new, claim)
+            record_event(
+                step.event or DEFAULT_EVENT[new],
+                now=now,
+                job_id=job_id,
+                route=route,
+                from_state=current.value,
+                to_state=new.value,
+                attempt=int(values.get("attempt", attempt)),
+                details=step.details,
+            )
+            current, attempt = new, int(values.get("attempt", attempt))
+    return current
 
 
 def _refusal(
@@ -132,20 +185,11 @@ def mark(
     """Record a step that does not change the state (``place``,
     ``delete_source``, ``skip``…): the same compare-and-set on the claim and
     state, the same event in the same transaction."""
-    state = State(state)
-    db = database.obj
-    ctx = durable(db) if fsync else db.atomic()
-    with ctx:
-        if _update(job_id, state.value, claim, {"updated_at": now, **fields}) != 1:
-            raise _refusal(job_id, state, state, claim)
-        route, attempt = _route_and_attempt(job_id)
-        record_event(
-            event,
-            now=now,
-            job_id=job_id,
-            route=route,
-            from_state=state.value,
-            to_state=state.value,
-            attempt=attempt,
-            details=details,
-        )
+    advance(
+        job_id,
+        state,
+        [Step(None, event, details, fields)],
+        claim=claim,
+        now=now,
+        fsync=fsync,
+    )

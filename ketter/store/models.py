@@ -101,6 +101,15 @@ Job.add_index(
 )
 
 
+def load_job(job_id: int) -> Job:
+    """``Job.get_by_id`` without building the query: the hot paths read a
+    job several times per transfer, and peewee's builder costs more than
+    the read. Raises ``Job.DoesNotExist`` like ``get_by_id``."""
+    for job in Job.raw("SELECT * FROM jobs WHERE id = ?", job_id):
+        return job
+    raise Job.DoesNotExist(f"job {job_id} does not exist")  # type: ignore[attr-defined]
+
+
 class Event(BaseModel):
     """Append-only audit events; ``id`` is the sequence number of the chain."""
 

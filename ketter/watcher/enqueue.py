@@ -22,7 +22,7 @@ from ketter.config.schema import RouteConfig
 from ketter.jobs.create import NewJob, create_job, file_source_key, folder_source_key
 from ketter.paths import owner_name, readable
 from ketter.runtime.logs import job_fields
-from ketter.store.models import Job, database
+from ketter.store.models import database
 from ketter.watcher.identity import Version
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,11 @@ def settled_keys(keys: Iterable[str]) -> set[str]:
     found: set[str] = set()
     for i in range(0, len(keys), KEY_BATCH):
         chunk = keys[i : i + KEY_BATCH]
-        query = Job.select(Job.source_key).where(Job.source_key.in_(chunk)).distinct()
-        found.update(row.source_key for row in query)
+        marks = ", ".join("?" for _ in chunk)
+        rows = database.obj.execute_sql(
+            f"SELECT DISTINCT source_key FROM jobs WHERE source_key IN ({marks})", chunk
+        )
+        found.update(row[0] for row in rows)
     return found
 
 
