@@ -22,7 +22,9 @@ import contextlib
 import fcntl
 import importlib.resources
 import os
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 from peewee import SqliteDatabase
 from playhouse.migrations import Runner
@@ -39,13 +41,59 @@ PRAGMAS = {
 }
 
 
+class StoreDatabase(SqliteDatabase):
+    """``SqliteDatabase`` whose transactions in one process queue on a mutex.
+
+    SQLite's busy handler does not wake a waiting writer when the lock is
+    released: it sleeps and retries (1, 2, 5, 10, 15, 20, 25… ms). With two
+    or more worker threads committing several times per transfer, those
+    sleeps were most of the time a small file took. Threads of one process
+    now wait for each other on a ``threading.Lock`` taken at ``BEGIN`` and
+    released at ``COMMIT``/``ROLLBACK``, and wake up at once; only writers in
+    other processes (the watcher, the CLI) still meet the busy handler.
+    Statements outside a transaction (autocommit) are not affected.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._writer = threading.Lock()
+        self._holds = threading.local()
+
+    def begin(self, lock_type: str | None = None) -> None:
+        self._writer.acquire()
+        self._holds.lock = True
+        try:
+            super().begin(lock_type)
+        except BaseException:
+            self._release()
+            raise
+
+    def commit(self) -> None:
+        # Released even when COMMIT fails (peewee then rolls back): the mutex
+        # only spares the busy handler's sleeps, SQLite's lock stays the truth.
+        try:
+            super().commit()
+        finally:
+            self._release()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if getattr(self._holds, "lock", False):
+            self._holds.lock = False
+            self._writer.release()
+
+
 def connect(path: str | os.PathLike[str]) -> SqliteDatabase:
     """A peewee database for the job store at ``path`` (not yet migrated)."""
     path = os.fspath(path)
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    db = SqliteDatabase(path, pragmas=PRAGMAS, timeout=BUSY_TIMEOUT, lock_type="IMMEDIATE")
-    return db
+    return StoreDatabase(path, pragmas=PRAGMAS, timeout=BUSY_TIMEOUT, lock_type="IMMEDIATE")
 
 
 def open_store(path: str | os.PathLike[str], *, migrate: bool = True) -> SqliteDatabase:
