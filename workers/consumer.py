@@ -114,9 +114,11 @@ class WorkersProcess:
             workers=self.workers,
             worker_type="thread",
             periodic=False,
+            # An idle worker polls the queue at most every 0.25 s (a cheap
+            # read of queue.db): a burst after a quiet spell starts at once.
             initial_delay=0.05,
             backoff=1.5,
-            max_delay=1.0,
+            max_delay=0.25,
             check_worker_health=True,
             shutdown_timeout=config.shutdown_timeout,
         )

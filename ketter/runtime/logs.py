@@ -50,6 +50,11 @@ def setup_logging(level: str | int = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter("%(message)s"))
     root.handlers[:] = [handler]
+    # Huey logs two lines per task ("Executing …", "… executed in"): noise
+    # next to the audit trail, and a JSON line each per transfer. Its
+    # consumer's start/stop lines and every warning stay.
+    logging.getLogger("huey").setLevel(logging.WARNING)
+    logging.getLogger("huey.consumer").setLevel(logging.INFO)
     _installed = True
 
 
