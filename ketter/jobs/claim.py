@@ -24,7 +24,7 @@ from ketter.audit.chain import record_event
 from ketter.config import Config
 from ketter.errors import LostClaim
 from ketter.jobs.states import TERMINAL, State
-from ketter.store.models import Job, database
+from ketter.store.models import Job, database, select_jobs
 
 ACTIVE = [s.value for s in State if s not in TERMINAL]
 #: States in which a claim starts a new attempt (as opposed to taking over an
@@ -124,7 +124,7 @@ def claim_job(config: Config, *, hint: int | None, owner: str, now: float) -> Cl
     """
     db = database.obj
     routes = {r.name: r for r in config.routes}
-    # Raw SQL (Job.raw): one claim per transfer, and building these queries
+    # Raw SQL (select_jobs): one claim per transfer, and building these queries
     # with peewee cost more than running them.
     with db.atomic():
         paused = paused_routes()
@@ -144,16 +144,15 @@ def claim_job(config: Config, *, hint: int | None, owner: str, now: float) -> Cl
 
         # The hint first, by primary key: the common case costs one lookup.
         if hint is not None:
-            for job in Job.raw(f"SELECT * FROM jobs WHERE id = ? AND {_CLAIMABLE}", hint, now, now):
+            for job in select_jobs(f"id = ? AND {_CLAIMABLE}", hint, now, now):
                 if eligible(job):
                     return _take(job, owner, now, config.lease.ttl)
         running_routes = [name for name in routes if name not in paused]
         if not running_routes:
             return None
         marks = ", ".join("?" for _ in running_routes)
-        candidates = Job.raw(
-            f"SELECT * FROM jobs WHERE {_CLAIMABLE} AND route IN ({marks}) "
-            "ORDER BY priority DESC, id LIMIT 64",
+        candidates = select_jobs(
+            f"{_CLAIMABLE} AND route IN ({marks}) ORDER BY priority DESC, id LIMIT 64",
             now,
             now,
             *running_routes,
