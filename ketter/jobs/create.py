@@ -10,6 +10,7 @@ one job and one delivery.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 from dataclasses import dataclass
@@ -80,7 +81,10 @@ def create_job(
     """Insert a ``detected`` job with its ``detect`` event, or return the
     active job that already has the same ``source_key``."""
     db = database.obj
-    with db.atomic():
+    # Inside the caller's transaction when there is one (the watcher creates
+    # a batch per transaction): no savepoint per job. Transactions are
+    # IMMEDIATE, so nobody can insert the same key between check and insert.
+    with contextlib.nullcontext() if db.in_transaction() else db.atomic():
         existing = _active(new.source_key)
         if existing is not None:
             return Created(existing[0], False, existing[1])
@@ -111,10 +115,10 @@ def create_job(
             "bytes_done": 0,
         }
         try:
-            with db.atomic():  # savepoint: a racing insert loses cleanly
-                # Raw SQL: the watcher creates thousands of jobs in a burst and
-                # peewee's builder cost more than the insert.
-                job_id = db.execute_sql(_insert_sql(tuple(row)), tuple(row.values())).lastrowid
+            # Raw SQL: the watcher creates thousands of jobs in a burst and
+            # peewee's builder cost more than the insert. A failed INSERT
+            # aborts only itself in SQLite, not the transaction.
+            job_id = db.execute_sql(_insert_sql(tuple(row)), tuple(row.values())).lastrowid
         except IntegrityError:
             existing = _active(new.source_key)
             assert existing is not None
