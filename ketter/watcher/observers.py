@@ -69,8 +69,12 @@ class Hints:
     instead: an event storm costs a walk, not unbounded memory (R-W4).
     """
 
-    def __init__(self, capacity: int = 50_000) -> None:
+    def __init__(self, capacity: int = 50_000, wake: threading.Event | None = None) -> None:
         self.capacity = capacity
+        #: set on every new hint: the watcher loop wakes up at once instead
+        #: of finishing a wait of up to a second (the first files of a burst
+        #: were observed up to 1 s late).
+        self.wake = wake
         self._lock = threading.Lock()
         self._files: set[bytes] = set()
         self._dirs: set[bytes] = set()
@@ -86,6 +90,8 @@ class Hints:
                 self._rescan = True
                 return
             (self._dirs if is_dir else self._files).add(path)
+        if self.wake is not None:
+            self.wake.set()
 
     def request_rescan(self) -> None:
         with self._lock:
@@ -108,9 +114,8 @@ class Hints:
 class HintHandler(FileSystemEventHandler):
     """Records the paths that events name (absolute bytes paths)."""
 
-    def __init__(self, hints: Hints, wake: threading.Event | None = None) -> None:
+    def __init__(self, hints: Hints) -> None:
         self.hints = hints
-        self.wake = wake
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("created", "modified", "closed"):

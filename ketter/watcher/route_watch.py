@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -75,6 +76,7 @@ class RouteWatch:
         alert_after: float = 300.0,
         pending_capacity: int = 100_000,
         notifier: Any = None,
+        wake: threading.Event | None = None,
     ) -> None:
         self.route = route
         self.notifier = notifier
@@ -93,7 +95,7 @@ class RouteWatch:
             poll_interval=route.poll_interval,
             capacity=pending_capacity,
         )
-        self.hints = Hints()
+        self.hints = Hints(wake=wake)
         self.scanner: Scanner | None = None
         self.observer: BaseObserver | None = None
         self.mode: str | None = None  # native | polling, while watching

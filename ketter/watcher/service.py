@@ -32,6 +32,8 @@ HEARTBEAT_INTERVAL = 5.0
 #: Bounds of one wait of the loop: short enough to notice a stop request
 #: and new hints promptly, long enough not to spin.
 MIN_WAIT, MAX_WAIT = 0.02, 1.0
+#: Longest a stop request waits while the loop sleeps.
+STOP_CHECK = 0.2
 
 
 class Watcher:
@@ -65,6 +67,7 @@ class Watcher:
         self.queue = queue
         self.clock = clock
         self.heartbeat_interval = heartbeat_interval
+        self._wake = threading.Event()
         self.routes = [
             RouteWatch(
                 route,
@@ -75,6 +78,7 @@ class Watcher:
                 max_backoff=max_backoff,
                 alert_after=config.alerts.watch_lost_after,
                 notifier=notifier,
+                wake=self._wake,
             )
             for route in config.routes
         ]
@@ -91,11 +95,12 @@ class Watcher:
         sdnotify.ready("watching")  # systemd (Type=notify): started
         try:
             while not stop.is_set():
+                self._wake.clear()
                 self.tick()
                 # systemd's WatchdogSec: fed only while the loop turns, so a
                 # tick stuck on a hung share gets the unit restarted.
                 sdnotify.watchdog()
-                stop.wait(self._wait())
+                self._sleep(stop)
         finally:
             sdnotify.stopping()  # systemd: "deactivating" while we close
             self.close()
@@ -175,6 +180,18 @@ class Watcher:
         for route in self.routes:
             if route.mode == "native":
                 route.request_rescan()
+
+    def _sleep(self, stop: threading.Event) -> None:
+        """Until the next thing to do, a new hint, or ``stop``; never less
+        than ``MIN_WAIT`` (an event storm must not make the loop spin)."""
+        if stop.wait(MIN_WAIT):
+            return
+        deadline = time.monotonic() + self._wait() - MIN_WAIT
+        while not stop.is_set() and not self._wake.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._wake.wait(min(left, STOP_CHECK))
 
     def _wait(self) -> float:
         now = self.clock()

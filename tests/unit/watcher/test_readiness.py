@@ -71,6 +71,28 @@ def test_hints_are_bounded() -> None:
     assert hints.drain() == ({b"/x/a"}, set(), False)
 
 
+def test_a_hint_wakes_the_sleeping_watcher_loop() -> None:
+    """The first file of a burst is observed at once, not after the loop's
+    current wait (up to a second) runs out."""
+    import threading
+    import types
+
+    from ketter.watcher.service import Watcher
+
+    wake, stop = threading.Event(), threading.Event()
+    hints = Hints(wake=wake)
+    # A loop with nothing to do for an hour: only the hint can end its sleep.
+    loop = types.SimpleNamespace(_wake=wake, _wait=lambda: 3600.0)
+    sleeper = threading.Thread(target=Watcher._sleep, args=(loop, stop), daemon=True)
+    sleeper.start()
+    hints.add(b"/x/new.mxf", is_dir=False)
+    sleeper.join(60)
+    alive = sleeper.is_alive()
+    stop.set()
+    assert not alive, "the hint did not wake the loop"
+    assert hints.drain() == ({b"/x/new.mxf"}, set(), False)
+
+
 def test_overflow_hook_calls_back_and_uninstalls() -> None:
     import logging
 
