@@ -38,6 +38,21 @@ class Queue:
         else:
             self.task(job_id)
 
+    def ring_many(self, job_ids: list[int]) -> None:
+        """Enqueue one message per job in a single queue transaction: a burst
+        of new jobs costs one commit, not one per job (each commit also made
+        a worker's dequeue wait on SQLite's sleeping busy handler)."""
+        if not job_ids:
+            return
+        storage = self.huey.storage
+        if not isinstance(storage, _QueueStorage):  # pragma: no cover - another backend
+            for job_id in job_ids:
+                self.ring(job_id)
+            return
+        storage.enqueue_many(
+            [(self.huey.serialize_task(self.task.s(job_id)), 0) for job_id in job_ids]
+        )
+
     def pending(self) -> int:
         """Messages waiting in the queue (not counting scheduled ones)."""
         return int(self.huey.pending_count())
@@ -57,6 +72,14 @@ class _QueueStorage(SqliteStorage):
         conn = super()._create_connection()
         conn.execute("pragma synchronous=1")
         return conn
+
+    def enqueue_many(self, items: list[tuple[bytes, float]]) -> None:
+        """``enqueue`` for many messages, in one transaction."""
+        with self.db(commit=True) as curs:
+            curs.executemany(
+                "insert into task (queue, data, priority) values (?, ?, ?)",
+                [(self.name, self.to_blob(data), priority or 0) for data, priority in items],
+            )
 
 
 def _not_here(job_id: int) -> None:

@@ -37,6 +37,7 @@ JOB_BATCH = 200
 
 class Ringer(Protocol):
     def ring(self, job_id: int) -> None: ...
+    def ring_many(self, job_ids: list[int]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +100,8 @@ def enqueue_ready(
         # the row. If the watcher dies between the two, the job sits in
         # `detected` without a message; the workers' recovery sweep rings
         # for it (the row is the truth, the message only a doorbell).
+        queue.ring_many([job_id for job_id, _ in batch])
         for job_id, item in batch:
-            queue.ring(job_id)
             log.info(
                 "detected",
                 **job_fields(
