@@ -1,8 +1,14 @@
-"""The steps of one claimed attempt of a job, each committed before the next.
+"""The steps of one claimed attempt of a job, each committed before the work
+that depends on it.
 
 ``detected → validated → (packaged) → transferring → verifying → completed``;
 the placement (``placed_at``) is recorded durably inside ``verifying`` and is
-the point of no return: after it the job only moves forward. A job claimed
+the point of no return: after it the job only moves forward. Steps that no
+crash can usefully separate share one commit, each with its own audit event:
+``validated`` + ``transferring`` (nothing is written in between); on copy
+routes ``place`` + ``completed``; on move routes ``delete_source`` +
+``completed``. A small file thus costs four job-store commits: the claim,
+validated+transferring, verifying, and the durable place+completed. A job claimed
 in flight (its worker died or stopped) resumes from its state: a placed job
 finishes its remaining work, a big enough partial file resumes, anything
 else is rolled back and started again.
