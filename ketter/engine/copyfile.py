@@ -179,13 +179,24 @@ def copy_small(src: bytes, e: FileEntry, out: bytes, algos: tuple[str, ...]) -> 
         try:
             mh = MultiHash(algos)
             total = 0
-            while True:
-                chunk = os.read(sfd, SMALL_FILE)
-                if not chunk:
-                    break
-                total += len(chunk)
+            if e.size < SMALL_FILE:
+                # One read of the expected size plus one byte (a regular file
+                # reads short only at its end): no second read for the EOF.
+                try:
+                    chunk = os.pread(sfd, e.size + 1, 0)
+                except OSError as exc:
+                    raise classify_oserror(exc, src, "read the source") from exc
+                total = len(chunk)
                 mh.update(chunk)
                 write_all(ofd, memoryview(chunk), out)
+            else:
+                while True:
+                    chunk = os.read(sfd, SMALL_FILE)
+                    if not chunk:
+                        break
+                    total += len(chunk)
+                    mh.update(chunk)
+                    write_all(ofd, memoryview(chunk), out)
             if total != e.size:
                 raise SourceChanged(f"source {show(src)} changed size while copied")
             check_source_final(src, sfd, e)
