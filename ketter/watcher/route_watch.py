@@ -344,7 +344,12 @@ class RouteWatch:
         batch: list[tuple[Found, Version | None, str | None]] = []
         for item in found:
             if item.relpath in self.tracker:
-                self.tracker.poke(item.relpath, now)
+                if item.version is not None and not self.revalidate:
+                    # The scan's lstat is an observation (local disk): no
+                    # second stat of every tracked file at every poll.
+                    self.tracker.observe(item.relpath, item.version, now)
+                else:
+                    self.tracker.poke(item.relpath, now)
                 continue
             version, key = self._discovery_key(item)
             batch.append((item, version, key))
