@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import sqlite3
 import time
@@ -118,3 +119,44 @@ def test_wal_and_sqlite3_cli_readable(tmp_path: Path) -> None:
     assert con.execute("SELECT COUNT(*) FROM job_history").fetchone() == (0,)
     con.close()
     db.close()
+
+
+def test_writer_threads_take_turns_and_a_failed_transaction_lets_go(store) -> None:
+    """StoreDatabase: threads of one process queue on a mutex for the write
+    lock; a transaction that raises or commits releases it for the next."""
+    import threading
+
+    db = database.obj
+    with contextlib.suppress(RuntimeError), db.atomic():
+        db.execute_sql("CREATE TABLE IF NOT EXISTS t (n INTEGER)")
+        raise RuntimeError("rolled back")
+    inside = threading.Event()
+    release = threading.Event()
+    order: list[str] = []
+
+    def holder() -> None:
+        with db.atomic():
+            db.execute_sql("CREATE TABLE IF NOT EXISTS t (n INTEGER)")
+            order.append("holder in")
+            inside.set()
+            release.wait(60)
+            order.append("holder out")
+
+    def waiter() -> None:
+        with db.atomic():
+            order.append("waiter in")
+            db.execute_sql("INSERT INTO t VALUES (1)")
+
+    a = threading.Thread(target=holder)
+    a.start()
+    assert inside.wait(60)
+    b = threading.Thread(target=waiter)
+    b.start()
+    b.join(0.5)  # it cannot get in while the holder's transaction is open
+    assert b.is_alive() and order == ["holder in"]
+    release.set()
+    a.join(60)
+    b.join(60)
+    assert not a.is_alive() and not b.is_alive()
+    assert order == ["holder in", "holder out", "waiter in"]
+    assert db.execute_sql("SELECT count(*) FROM t").fetchone()[0] == 1
