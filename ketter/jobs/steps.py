@@ -37,7 +37,7 @@ from ketter.jobs.claim import Claimed, ensure_claim
 from ketter.jobs.create import file_source_key, folder_source_key
 from ketter.jobs.lease import JobContext
 from ketter.jobs.states import State
-from ketter.jobs.transitions import Step, advance, mark, transition
+from ketter.jobs.transitions import Step, advance
 from ketter.paths import readable
 from ketter.store.models import Job, JobFile, database, load_job
 
@@ -86,38 +86,27 @@ class Attempt:
         fsync: bool = False,
         **fields: Any,
     ) -> None:
-        transition(
-            self.job.id,
-            self.state,
-            new,
-            claim=self.claim,
-            now=self.now(),
-            event=event,
-            details=details,
-            fsync=fsync,
-            **fields,
-        )
-        self.state = new
+        """One transition (see :func:`ketter.jobs.transitions.transition`)."""
+        self.advance([Step(new, event, details, fields)], fsync=fsync)
 
     def advance(self, steps: list[Step], *, fsync: bool = False) -> None:
         """Several steps in one commit (see :func:`ketter.jobs.transitions.advance`)."""
         self.state = advance(
-            self.job.id, self.state, steps, claim=self.claim, now=self.now(), fsync=fsync
+            self.job.id,
+            self.state,
+            steps,
+            claim=self.claim,
+            now=self.now(),
+            fsync=fsync,
+            route=self.job.route,
+            attempt=self.claimed.attempt,
         )
 
     def note(
         self, event: str, *, details: dict | None = None, fsync: bool = False, **fields: Any
     ) -> None:
-        mark(
-            self.job.id,
-            self.state,
-            claim=self.claim,
-            now=self.now(),
-            event=event,
-            details=details,
-            fsync=fsync,
-            **fields,
-        )
+        """A step that keeps the state (see :func:`ketter.jobs.transitions.mark`)."""
+        self.advance([Step(None, event, details, fields)], fsync=fsync)
 
     def _final_path(self) -> bytes:
         if self.job.dest_path is not None:

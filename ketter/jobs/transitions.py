@@ -97,11 +97,15 @@ def advance(
     claim: str | None,
     now: float,
     fsync: bool = False,
+    route: str | None = None,
+    attempt: int | None = None,
 ) -> State:
     """Apply ``steps`` in order, in one transaction (one commit, one fsync at
     most): each is the same compare-and-set as :func:`transition` or
     :func:`mark`, with its own audit event. All or none of them commit.
-    Returns the state after the last step.
+    Returns the state after the last step. ``route`` and ``attempt``, when
+    the caller knows them (the claim's), spare a read: they cannot have
+    changed while ``claim`` is still held, which each step's update checks.
 
     For consecutive steps that a crash may not separate in a way that
     matters: e.g. ``validated`` and ``transferring`` (nothing is written in
@@ -122,7 +126,8 @@ def advance(
     db = database.obj
     ctx = durable(db) if fsync else db.atomic()
     with ctx:
-        route, attempt = _route_and_attempt(job_id)
+        if route is None or attempt is None:
+            route, attempt = _route_and_attempt(job_id)
         for step in steps:
             new = current if step.to is None else step.to
             values = {"updated_at": now, **step.fields}
