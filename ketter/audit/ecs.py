@@ -99,10 +99,19 @@ def _message(record: dict[str, Any], path: str | None) -> str:
 
 
 def to_line(
-    record_text: str, prev: str, digest: str, job: JobIdentity | None = None
+    record_text: str,
+    prev: str,
+    digest: str,
+    job: JobIdentity | None = None,
+    record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ECS line of one event (see module docstring for the contract)."""
-    record = json.loads(record_text)
+    """The ECS line of one event (see module docstring for the contract).
+
+    ``record``: ``record_text`` already parsed, when the caller has it (the
+    shipper built the text from it), so it is not parsed again.
+    """
+    if record is None:
+        record = json.loads(record_text)
     d = record["details"]
     line: dict[str, Any] = {
         "@timestamp": iso_ms(record["ts"]),

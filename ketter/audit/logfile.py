@@ -41,9 +41,10 @@ _FORMATTER = _LineFormatter(json_ensure_ascii=False)
 
 
 def format_line(fields: dict[str, Any]) -> str:
-    """One JSON line (without its newline) for ``fields``."""
-    record = logging.LogRecord("ketter.audit", logging.INFO, __file__, 0, fields, None, None)
-    return _FORMATTER.format(record)
+    """One JSON line (without its newline) for ``fields``: python-json-logger's
+    serializer, without building a ``LogRecord`` per line (the shipper
+    writes one line per event)."""
+    return _FORMATTER.serialize_log_record(fields)
 
 
 @dataclass(frozen=True)

@@ -92,11 +92,11 @@ class AuditShipper:
                     self._last_seq + 1,
                     self._last_hash[:12],
                 )
-            text = _canonical(hashed_fields(row))
+            record = hashed_fields(row)
+            text = _canonical(record)
             job = self._identities.get(row["job_id"]) if row["job_id"] is not None else None
-            data = (format_line(to_line(text, row["prev_hash"], row["hash"], job)) + "\n").encode(
-                "utf-8"
-            )
+            line = to_line(text, row["prev_hash"], row["hash"], job, record)
+            data = (format_line(line) + "\n").encode("utf-8")
             day = iso_ms(row["ts"])[:10]
             if self._rotation_due(pending_size, len(data), day):
                 self._write(pending)
