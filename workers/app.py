@@ -82,6 +82,15 @@ class _QueueStorage(SqliteStorage):
             )
 
 
+class _DoorbellHuey(SqliteHuey):
+    """SqliteHuey without revocation: Ketter never revokes a message (a job
+    is stopped in the job store, not in the queue), and huey's revocation
+    check was one more read of queue.db before every task."""
+
+    def is_revoked(self, task: Any, timestamp: Any = None, peek: bool = True) -> bool:
+        return False
+
+
 def _not_here(job_id: int) -> None:
     raise RuntimeError(f"job {job_id}: this process only enqueues; run `ketter workers`")
 
@@ -93,7 +102,7 @@ def build_queue(config: Config, handler: Callable[[int], object] | None = None) 
     build the queue without one (they only enqueue).
     """
     os.makedirs(config.state_dir, exist_ok=True)
-    huey = SqliteHuey(
+    huey = _DoorbellHuey(
         name="ketter",
         storage_class=_QueueStorage,
         filename=config.queue_path,
