@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -160,3 +161,37 @@ def test_writer_threads_take_turns_and_a_failed_transaction_lets_go(store) -> No
     assert not a.is_alive() and not b.is_alive()
     assert order == ["holder in", "holder out", "waiter in"]
     assert db.execute_sql("SELECT count(*) FROM t").fetchone()[0] == 1
+
+
+def test_durable_commit_fsyncs_the_wal_after_releasing_the_write_lock(store, monkeypatch) -> None:
+    """durable(): the commit is flushed (the WAL file is fsynced) before the
+    block is left, and the flush happens after SQLite's write lock is
+    released, so another writer is not held up by it."""
+    from ketter.store import db as store_db
+
+    db = database.obj
+    wal = os.path.realpath(db.database + "-wal")
+    seen: list[tuple[str, bool]] = []
+    real_fsync = os.fsync
+
+    def spying_fsync(fd: int) -> None:
+        path = os.path.realpath(f"/proc/self/fd/{fd}")
+        other = sqlite3.connect(db.database, timeout=0)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # fails at once if the lock is held
+            other.execute("ROLLBACK")
+            free = True
+        except sqlite3.OperationalError:
+            free = False
+        finally:
+            other.close()
+        seen.append((path, free))
+        real_fsync(fd)
+
+    monkeypatch.setattr(store_db.os, "fsync", spying_fsync)
+    with store_db.durable(db):
+        db.execute_sql("CREATE TABLE IF NOT EXISTS d (n INTEGER)")
+        db.execute_sql("INSERT INTO d VALUES (1)")
+        assert seen == []  # nothing is flushed before the commit
+    assert seen == [(wal, True)]
+    assert not db.in_transaction()
