@@ -8,7 +8,8 @@ crash can usefully separate share one commit, each with its own audit event:
 ``validated`` + ``transferring`` (nothing is written in between); on copy
 routes ``place`` + ``completed``; on move routes ``delete_source`` +
 ``completed``. A small file thus costs four job-store commits: the claim,
-validated+transferring, verifying, and the durable place+completed. A job claimed
+validated+transferring, verifying (durable: it records the temporary's
+inode before the rename), and the durable place+completed. A job claimed
 in flight (its worker died or stopped) resumes from its state: a placed job
 finishes its remaining work, a big enough partial file resumes, anything
 else is rolled back and started again.
@@ -374,9 +375,15 @@ class Attempt:
             "packaged": result.packaged,
             **{k: v for k, v in result.hashes.items()},
         }
+        # Durable before the rename: after a power cut that kept the rename
+        # (its folder is fsynced) the job must still know the temporary's
+        # inode, or it would not recognise its own delivery under the final
+        # name (conflict: fail would then fail it, rename deliver it twice).
+        durable = bool(result.temp_path)
         if self.state is S.TRANSFERRING:
             self.to(
                 S.VERIFYING,
+                fsync=durable,
                 details=details,
                 placed_inode=temp_ino,
                 sha256=hashes.get("sha256"),
@@ -388,6 +395,7 @@ class Attempt:
         else:
             self.note(
                 "verify",
+                fsync=durable,
                 details=details,
                 placed_inode=temp_ino,
                 sha256=hashes.get("sha256"),

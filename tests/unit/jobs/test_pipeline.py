@@ -17,7 +17,7 @@ from ketter.jobs.submit import submit_path
 from ketter.jobs.sweep import sweep
 from ketter.runtime.signals import Shutdown
 from ketter.store import open_store
-from ketter.store.models import Event, Job, RouteStatus
+from ketter.store.models import Event, Job, RouteStatus, database
 
 
 class Clock:
@@ -213,3 +213,32 @@ def test_requeue_refuses_when_a_newer_job_has_the_same_version(env) -> None:
     message = requeue_job(job_id, now=env.clock.now, who="ops")
     assert f"job {newer} is already working on the same version" in message
     assert Job.get_by_id(job_id).state == "failed"
+
+
+def test_the_temporary_inode_is_on_disk_before_the_rename(env, monkeypatch) -> None:
+    """A power cut that keeps the rename must not lose the ``verifying``
+    record (the temporary's inode): the WAL is fsynced after that commit and
+    before the placement, and again before ``completed`` is reported."""
+    from ketter.jobs import steps
+    from ketter.store import db as store_db
+
+    order: list[str] = []
+    real_fsync, real_place = os.fsync, steps.place
+    wal = os.path.realpath(database.obj.database + "-wal")
+
+    def spying_fsync(fd: int) -> None:
+        if os.path.realpath(f"/proc/self/fd/{fd}") == wal:
+            state = database.obj.execute_sql("SELECT state FROM jobs").fetchone()[0]
+            order.append(f"wal fsync ({state})")
+        real_fsync(fd)
+
+    def spying_place(*args, **kwargs):
+        order.append("rename")
+        return real_place(*args, **kwargs)
+
+    monkeypatch.setattr(store_db.os, "fsync", spying_fsync)
+    monkeypatch.setattr(steps, "place", spying_place)
+    job_id = env.add("b", "take.mov")
+    env.runner.handle(job_id)
+    assert Job.get_by_id(job_id).state == "completed"
+    assert order == ["wal fsync (verifying)", "rename", "wal fsync (completed)"]
