@@ -24,7 +24,8 @@ def _first_line(argv: list[str]) -> str:
     return text.splitlines()[0] if text else "unknown"
 
 
-def _read(path: str) -> str:
+def read_text(path: str) -> str:
+    """A /proc or /sys file's text, stripped; "?" when unreadable."""
     try:
         with open(path) as f:
             return f.read().strip()
@@ -52,15 +53,15 @@ def _disk(device: str) -> dict[str, str]:
     name = os.path.basename(device)
     base = re.sub(r"p?\d+$", "", name) if not os.path.exists(f"/sys/block/{name}") else name
     sysdir = f"/sys/block/{base}"
-    size = _read(f"{sysdir}/size")
+    size = read_text(f"{sysdir}/size")
     return {
         "device": device,
-        "model": _read(f"{sysdir}/device/model")
+        "model": read_text(f"{sysdir}/device/model")
         if os.path.exists(f"{sysdir}/device/model")
         else ("virtio block device" if base.startswith("vd") else "?"),
         "size_gib": f"{int(size) * 512 / 2**30:.0f}" if size.isdigit() else "?",
-        "rotational": _read(f"{sysdir}/queue/rotational"),
-        "scheduler": _read(f"{sysdir}/queue/scheduler"),
+        "rotational": read_text(f"{sysdir}/queue/rotational"),
+        "scheduler": read_text(f"{sysdir}/queue/scheduler"),
     }
 
 
@@ -76,7 +77,7 @@ def _ext4_features(device: str) -> str:
 
 def _ext4_journal(device: str) -> str:
     """ "yes"/"no" from sysfs (no superblock access needed), else tune2fs."""
-    task = _read(f"/sys/fs/ext4/{os.path.basename(device)}/journal_task")
+    task = read_text(f"/sys/fs/ext4/{os.path.basename(device)}/journal_task")
     if task != "?":
         return "no" if task == "<none>" else "yes"
     features = _ext4_features(device)

@@ -53,6 +53,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import harness
+from harness import can_drop_caches, touch_memory
+from machine import read_text
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(REPO, "var", "bench-watcher")
 WORK = os.path.join(BENCH, "work")
@@ -62,7 +66,6 @@ KETTER = os.path.join(VENV_BIN, "ketter")
 KiB, MiB, GiB = 2**10, 2**20, 2**30
 STABLE, POLL = 1.0, 0.5
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-DROP_CACHES = "/proc/sys/vm/drop_caches"
 #: Targets of the Watcher issue (2 cores, SHA-256 verification).
 TARGET_FPS, WANT_FPS = 200.0, 500.0
 TARGET_RSS_MB, TARGET_IDLE_CPU = 150.0, 5.0
@@ -81,38 +84,13 @@ ALLOW_DROP = True
 
 
 def is_root() -> bool:
-    return ALLOW_DROP and os.geteuid() == 0 and os.access(DROP_CACHES, os.W_OK)
+    return ALLOW_DROP and can_drop_caches()
 
 
 def drop_caches(level: int) -> None:
     """``sync; echo LEVEL > drop_caches`` (root only; a no-op otherwise)."""
-    if not is_root():
-        return
-    os.sync()
-    with open(DROP_CACHES, "w") as f:
-        f.write(f"{level}\n")
-
-
-_TOUCH = """
-import mmap, sys
-populate = getattr(mmap, "MAP_POPULATE", 0x8000)
-held = [mmap.mmap(-1, 1 << 28, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
-        for _ in range(int(sys.argv[1]) >> 28)]
-"""
-
-
-def touch_memory(nbytes: int = GiB) -> None:
-    """Fault in and free memory, untimed, so the balloon driver's ~1 s/GiB
-    is not billed to the run (BENCHMARKING.md #2)."""
-    subprocess.run([sys.executable, "-c", _TOUCH, str(nbytes)], check=True)
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return "?"
+    if is_root():
+        harness.drop_caches(level)
 
 
 def mount_of(path: str) -> dict[str, str]:
@@ -133,7 +111,7 @@ def mount_of(path: str) -> dict[str, str]:
                     "options": f"{fields[5]},{sopts}",
                 }
     dev = os.path.basename(best["device"])
-    journal = _read(f"/sys/fs/ext4/{dev}/journal_task")
+    journal = read_text(f"/sys/fs/ext4/{dev}/journal_task")
     best["journal"] = "?" if journal == "?" else ("no" if journal in ("", "0", "<none>") else "yes")
     return best
 
@@ -163,7 +141,7 @@ def describe() -> dict[str, Any]:
         ).stdout.strip(),
         "fs": mount_of(BENCH),
         "inotify": {
-            k: _read(f"/proc/sys/fs/inotify/{k}")
+            k: read_text(f"/proc/sys/fs/inotify/{k}")
             for k in ("max_user_watches", "max_user_instances", "max_queued_events")
         },
         "root": is_root(),
@@ -689,6 +667,21 @@ def scale_run(
                 return hb[2]
             return None
 
+        def wait_settled(what: str, proc: subprocess.Popen[bytes]) -> None:
+            """Until a heartbeat written from now on says nothing is pending."""
+            since = time.time()
+            wait_for(
+                what,
+                lambda: (
+                    (b := route_beat(proc.pid)) is not None
+                    and b["pending"] == 0
+                    and store.heartbeats()["route:bench"][1] > since
+                ),
+                120,
+                [proc],
+                0.5,
+            )
+
         def started(pid: int) -> float:
             row = store.one(
                 "SELECT max(ts) FROM events WHERE event = 'watcher_started' AND pid = ?", pid
@@ -710,18 +703,7 @@ def scale_run(
         )
         rec["jobs_seconds"] = round(store.one("SELECT max(created_at) FROM jobs")[0] - t_start, 3)
         rec["jobs_cpu_seconds"] = round(cpu_seconds(proc.pid), 2)
-        since = time.time()
-        wait_for(
-            "nothing pending",
-            lambda: (
-                (b := route_beat(proc.pid)) is not None
-                and b["pending"] == 0
-                and store.heartbeats()["route:bench"][1] > since
-            ),
-            120,
-            [proc],
-            0.5,
-        )
+        wait_settled("nothing pending", proc)
         time.sleep(5)  # let the last commit, WAL checkpoint and heartbeat pass
         c0, m0 = cpu_seconds(proc.pid), time.monotonic()
         time.sleep(idle)
@@ -738,18 +720,7 @@ def scale_run(
         proc = start([KETTER, "--config", cfg, "watcher"], f"{root}/watcher.log")
         beat = wait_for("restart scan", lambda: route_beat(proc.pid), 600, [proc], 0.2)
         rec["restart_scan_seconds"] = round(beat["last_full_scan"] - started(proc.pid), 3)
-        since = time.time()
-        wait_for(
-            "restart settled",
-            lambda: (
-                (b := route_beat(proc.pid)) is not None
-                and b["pending"] == 0
-                and store.heartbeats()["route:bench"][1] > since
-            ),
-            120,
-            [proc],
-            0.5,
-        )
+        wait_settled("restart settled", proc)
         rec["restart_peak_rss_mib"] = round(status_kb(proc.pid, "VmHWM") / KiB, 1)
         rec["restart_jobs"] = store.one("SELECT count(*) FROM jobs")[0]
         rec["restart_exit_code"] = stop(proc)

@@ -44,12 +44,7 @@ class Queue:
         a worker's dequeue wait on SQLite's sleeping busy handler)."""
         if not job_ids:
             return
-        storage = self.huey.storage
-        if not isinstance(storage, _QueueStorage):  # pragma: no cover - another backend
-            for job_id in job_ids:
-                self.ring(job_id)
-            return
-        storage.enqueue_many(
+        self.huey.storage.enqueue_many(
             [(self.huey.serialize_task(self.task.s(job_id)), 0) for job_id in job_ids]
         )
 

@@ -20,7 +20,7 @@ from peewee import IntegrityError
 from ketter.audit.chain import record_event
 from ketter.jobs.states import State
 from ketter.paths import readable
-from ketter.store.models import Job, database
+from ketter.store.models import TERMINAL_STATES, Job, database, select_jobs
 
 
 def file_source_key(route: str, relpath: bytes, size: int, mtime_ns: int, inode: int) -> str:
@@ -85,9 +85,9 @@ def create_job(
     # a batch per transaction): no savepoint per job. Transactions are
     # IMMEDIATE, so nobody can insert the same key between check and insert.
     with contextlib.nullcontext() if db.in_transaction() else db.atomic():
-        existing = _active(new.source_key)
+        existing = active_job(new.source_key)
         if existing is not None:
-            return Created(existing[0], False, existing[1])
+            return Created(existing.id, False, existing.state)
         row = {
             "route": new.route,
             "mode": new.mode,
@@ -120,9 +120,9 @@ def create_job(
             # aborts only itself in SQLite, not the transaction.
             job_id = db.execute_sql(_insert_sql(tuple(row)), tuple(row.values())).lastrowid
         except IntegrityError:
-            existing = _active(new.source_key)
+            existing = active_job(new.source_key)
             assert existing is not None
-            return Created(existing[0], False, existing[1])
+            return Created(existing.id, False, existing.state)
         details = {
             "source": readable(new.source_path),
             "size": new.size,
@@ -142,25 +142,14 @@ def create_job(
         return Created(job_id, True, State.DETECTED.value)
 
 
-_TERMINAL = (State.COMPLETED.value, State.FAILED.value)
-
-
 def active_job(source_key: str) -> Job | None:
-    """The non-terminal job with this ``source_key``, if any."""
-    return (
-        Job.select()
-        .where((Job.source_key == source_key) & Job.state.not_in(list(_TERMINAL)))
-        .first()
+    """The non-terminal job with this ``source_key``, if any (raw SQL: the
+    watcher asks once per new job)."""
+    marks = ", ".join("?" for _ in TERMINAL_STATES)
+    found = select_jobs(
+        f"source_key = ? AND state NOT IN ({marks}) LIMIT 1", source_key, *TERMINAL_STATES
     )
-
-
-def _active(source_key: str) -> tuple[int, str] | None:
-    """(id, state) of :func:`active_job`, in raw SQL (the watcher's hot path)."""
-    row = database.obj.execute_sql(
-        "SELECT id, state FROM jobs WHERE source_key = ? AND state NOT IN (?, ?) LIMIT 1",
-        (source_key, *_TERMINAL),
-    ).fetchone()
-    return (int(row[0]), str(row[1])) if row else None
+    return found[0] if found else None
 
 
 @functools.lru_cache(maxsize=4)

@@ -135,15 +135,11 @@ class Attempt:
             if exhausted:
                 # The undo itself keeps failing or crashing: stop trying. What is
                 # left is a temporary of a terminal job: the orphan sweep's.
-                self.to(
-                    S.FAILED,
-                    rollback_to=None,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    completed_at=self.now(),
-                    details={"error": job.error, "rollback": "incomplete"},
+                self._fail(
+                    job,
+                    {"error": job.error, "rollback": "incomplete"},
+                    f"{job.error} (rollback incomplete)",
                 )
-                self.runner.job_failed(job, f"{job.error} (rollback incomplete)")
                 return
             # A rollback interrupted by a crash: finish it, then wait out the
             # backoff it records like any other retry.
@@ -380,28 +376,19 @@ class Attempt:
         # inode, or it would not recognise its own delivery under the final
         # name (conflict: fail would then fail it, rename deliver it twice).
         durable = bool(result.temp_path)
+        recorded = {
+            "placed_inode": temp_ino,
+            "sha256": hashes.get("sha256"),
+            "xxh128": hashes.get("xxh128"),
+            "xxh64": hashes.get("xxh64"),
+        }
         if self.state is S.TRANSFERRING:
-            self.to(
-                S.VERIFYING,
-                fsync=durable,
-                details=details,
-                placed_inode=temp_ino,
-                sha256=hashes.get("sha256"),
-                xxh128=hashes.get("xxh128"),
-                xxh64=hashes.get("xxh64"),
-                md5=hashes.get("md5"),
-                bytes_done=result.bytes_copied + result.resumed_from,
-            )
+            recorded["md5"] = hashes.get("md5")
+            recorded["bytes_done"] = result.bytes_copied + result.resumed_from
+            step = Step(S.VERIFYING, details=details, fields=recorded)
         else:
-            self.note(
-                "verify",
-                fsync=durable,
-                details=details,
-                placed_inode=temp_ino,
-                sha256=hashes.get("sha256"),
-                xxh128=hashes.get("xxh128"),
-                xxh64=hashes.get("xxh64"),
-            )
+            step = Step(None, "verify", details, recorded)
+        self.advance([step], fsync=durable)
         if self.route.mhl and result.plan.kind == "folder" and result.temp_path:
             from ketter.audit.mhl import write_mhl_generation  # ascmhl loads only when used
 
@@ -582,12 +569,16 @@ class Attempt:
             if delay > 0 and not keep_lease:
                 self.runner.ring_later(self.job.id, delay)
         else:
-            self.to(
-                S.FAILED,
-                rollback_to=None,
-                lease_owner=None,
-                lease_expires_at=None,
-                completed_at=self.now(),
-                details={**details, "error": job.error},
-            )
-            self.runner.job_failed(job, job.error or "failed")
+            self._fail(job, {**details, "error": job.error}, job.error or "failed")
+
+    def _fail(self, job: Job, details: dict[str, Any], message: str) -> None:
+        """``failed`` for good: the lease let go, the failure alerted."""
+        self.to(
+            S.FAILED,
+            rollback_to=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            completed_at=self.now(),
+            details=details,
+        )
+        self.runner.job_failed(job, message)

@@ -36,7 +36,6 @@ JOB_BATCH = 200
 
 
 class Ringer(Protocol):
-    def ring(self, job_id: int) -> None: ...
     def ring_many(self, job_ids: list[int]) -> None: ...
 
 
