@@ -1,13 +1,19 @@
 """Copy one file: one read of the source, every checksum, durable temporary.
 
-The main thread reads and writes (both release the GIL); a hasher thread
-feeds every checksum from the same buffers; a :class:`TrailingVerifier`
-re-reads written-back windows from the disk. Buffers come from a fixed
-pool, so memory stays bounded whatever the file size.
+Large files take the ``O_DIRECT`` path where the filesystems allow it
+(:mod:`.direct`): reader and writer threads move aligned buffers from the
+source to the temporary, this thread hashes them in order, and a
+:class:`DirectVerifier` re-reads written windows with direct reads. Otherwise
+(refused, or a source already in the page cache) the buffered path: the main
+thread reads and writes (both release the GIL), a hasher thread feeds every
+checksum from the same buffers, and a :class:`TrailingVerifier` re-reads
+written-back, evicted windows from the disk. Buffers come from fixed pools,
+so memory stays bounded whatever the file size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import stat
@@ -18,7 +24,9 @@ from dataclasses import dataclass
 
 from ketter.errors import SourceChanged
 
+from . import direct
 from .context import TransferContext
+from .direct import DirectPipe, DirectVerifier
 from .hashing import BUF_SIZE, MultiHash, evict, new_hasher, write_back
 from .oserrors import classify_oserror
 from .paths import show
@@ -267,24 +275,178 @@ def copy_durable(
         return copy_inline(spec, ctx, src, e, out, progress=progress)
     sfd = open_source(src, e)
     ofd = -1
-    verifier: TrailingVerifier | None = None
-    hasher: _HashThread | None = None
+    verifier: TrailingVerifier | DirectVerifier | None = None
+    pipe: DirectPipe | None = None
+    copied = False
     try:
         mh = MultiHash(spec.algorithms)
         pos = 0
+        vh = None
         if resume and os.path.lexists(out):
             ofd = os.open(out, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
             pos, vh = adopt_prefix(spec, ctx, src, sfd, e, out, ofd, mh, progress)
             if pos == 0:
                 mh = MultiHash(spec.algorithms)
-            verifier = TrailingVerifier(out, spec.verify, hasher=vh, pos=pos)
         else:
             ofd = create_temp(out)
-            verifier = TrailingVerifier(out, spec.verify)
         resumed_from = pos
-        os.lseek(sfd, pos, os.SEEK_SET)
-        os.lseek(ofd, pos, os.SEEK_SET)
-        hasher = _HashThread(mh, remaining=e.size - pos)
+        pipe = _direct_pipe(sfd, ofd, src, out, pos, e.size)
+        if pipe is not None:
+            try:
+                verifier = DirectVerifier(
+                    out, spec.verify, vh if vh is not None else new_hasher(spec.verify), pos=pos
+                )
+            except OSError:
+                verifier = None
+        if verifier is None:
+            verifier = TrailingVerifier(out, spec.verify, hasher=vh, pos=pos)
+        if pipe is not None:
+            windows, pos, faulted = _copy_direct(
+                spec, ctx, pipe, src, sfd, e, mh, verifier, progress
+            )
+        else:
+            windows, pos, faulted = _copy_buffered(
+                spec, ctx, src, sfd, e, out, ofd, mh, pos, verifier, progress
+            )
+        if not faulted:
+            ctx.fault("mid-copy")
+        check_source_final(src, sfd, e)
+        apply_metadata(ofd, e)
+        try:
+            os.fsync(ofd)
+        except OSError as exc:
+            raise classify_oserror(exc, out, "flush the temporary file") from exc
+        for a, b in windows:
+            evict(ofd, a, b - a)
+            verifier.submit(a, b)
+        while not verifier.wait(0.5):
+            progress(verifier.pos, "verify", checkpoint=True)
+        digest = verifier.finish()
+        if os.fstat(ofd).st_size != e.size:
+            compare(out, "size", str(e.size), str(os.fstat(ofd).st_size))
+        hashes = mh.hexdigests()
+        compare(out, spec.verify, hashes[spec.verify], digest)
+        progress(pos, "verify", checkpoint=True)
+        copied = True
+        return FileCopy(pos, hashes, verified=True, resumed_from=resumed_from)
+    finally:
+        if pipe is not None:
+            pipe.close()
+            pipe.close_fds()
+            if not copied:
+                # Direct writes finish out of order: a partial kept for a
+                # resume must not hide a hole, so cut it to what was written.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(ofd, pipe.contiguous())
+        if verifier is not None:
+            verifier.close()
+        if ofd >= 0:
+            os.close(ofd)
+        os.close(sfd)
+
+
+def _direct_pipe(
+    sfd: int, ofd: int, src: bytes, out: bytes, pos: int, size: int
+) -> DirectPipe | None:
+    """A started :class:`DirectPipe` for ``[pos, size)``, or None where the
+    buffered path is used: O_DIRECT off or refused by either filesystem,
+    an unaligned resume offset, nothing left to copy, or a source whose data
+    is already in the page cache (reading it from there is faster)."""
+    if not direct.enabled() or pos % direct.ALIGN or pos >= size:
+        return None
+    if direct.cached(sfd, pos) and direct.cached(sfd, size - 1):
+        return None
+    sdfd = direct.open_direct(sfd, os.O_RDONLY)
+    if sdfd is None:
+        return None
+    odfd = direct.open_direct(ofd, os.O_WRONLY)
+    if odfd is None:
+        os.close(sdfd)
+        return None
+    pipe = DirectPipe(sdfd, odfd, ofd, src, out, pos, size)
+    try:
+        pipe.start()
+    except direct.Unsupported:
+        pipe.close_fds()
+        os.ftruncate(ofd, pos)  # nothing was written; the buffered path takes over
+        return None
+    except BaseException:
+        pipe.close_fds()
+        raise
+    return pipe
+
+
+def _copy_direct(
+    spec: TransferSpec,
+    ctx: TransferContext,
+    pipe: DirectPipe,
+    src: bytes,
+    sfd: int,
+    e: FileEntry,
+    mh: MultiHash,
+    verifier: TrailingVerifier | DirectVerifier,
+    progress: Progress,
+) -> tuple[list[tuple[int, int]], int, bool]:
+    """The copy loop over a started :class:`DirectPipe`: hashes its chunks in
+    order in this thread and hands each window to the verifier once all of it
+    is written (direct writes bypass the page cache: nothing to write back or
+    evict first). The window that ends the file is left to the caller, which
+    submits it after the final fsync (its unaligned tail went through the
+    page cache). Returns (windows not yet verified, end offset, faulted)."""
+    window = pos = pipe.begin
+    faulted = False
+    windows: list[tuple[int, int]] = []
+    for i in range(pipe.count):
+        mv = pipe.get(i)
+        try:
+            mh.update(mv)
+            n = len(mv)
+        finally:
+            mv.release()
+            pipe.done(i)
+        pos += n
+        if pos - window >= spec.checkpoint_bytes:
+            windows.append((window, pos))
+            window = pos
+            st = os.fstat(sfd)
+            if (st.st_size, st.st_mtime_ns) != (e.size, e.mtime_ns):
+                raise SourceChanged(f"source {show(src)} was modified while it was being copied")
+            if not faulted:
+                faulted = True
+                ctx.fault("mid-copy")
+            progress(pos, "copy", checkpoint=True)
+        else:
+            progress(pos, "copy")
+        while windows and windows[0][1] < e.size and windows[0][1] <= pipe.written_to():
+            verifier.submit(*windows.pop(0))
+    pipe.finish()
+    if pos != e.size:  # cannot happen: the pipe checks every read's length
+        raise SourceChanged(f"source {show(src)} shrank while it was being copied")
+    if window < pos:
+        windows.append((window, pos))
+    return windows, pos, faulted
+
+
+def _copy_buffered(
+    spec: TransferSpec,
+    ctx: TransferContext,
+    src: bytes,
+    sfd: int,
+    e: FileEntry,
+    out: bytes,
+    ofd: int,
+    mh: MultiHash,
+    pos: int,
+    verifier: TrailingVerifier | DirectVerifier,
+    progress: Progress,
+) -> tuple[list[tuple[int, int]], int, bool]:
+    """The buffered copy loop: read, write, hash in a second thread; each
+    window is written back and evicted before the verifier reads it.
+    Returns (windows not yet verified, end offset, faulted)."""
+    os.lseek(sfd, pos, os.SEEK_SET)
+    os.lseek(ofd, pos, os.SEEK_SET)
+    hasher = _HashThread(mh, remaining=e.size - pos)
+    try:
         window = pos
         pending: tuple[int, int] | None = None
         faulted = False
@@ -325,38 +487,13 @@ def copy_durable(
                     progress(pos, "copy")
         if pos != e.size:
             raise SourceChanged(f"source {show(src)} shrank while it was being copied")
-        if not faulted:
-            ctx.fault("mid-copy")
         hasher.close()
-        check_source_final(src, sfd, e)
-        apply_metadata(ofd, e)
-        try:
-            os.fsync(ofd)
-        except OSError as exc:
-            raise classify_oserror(exc, out, "flush the temporary file") from exc
-        if pending is not None:
-            evict(ofd, pending[0], pending[1] - pending[0])
-            verifier.submit(*pending)
-        evict(ofd, window, pos - window)
-        verifier.submit(window, pos)
-        while not verifier.wait(0.5):
-            progress(verifier.pos, "verify", checkpoint=True)
-        digest = verifier.finish()
-        if os.fstat(ofd).st_size != e.size:
-            compare(out, "size", str(e.size), str(os.fstat(ofd).st_size))
-        hashes = mh.hexdigests()
-        compare(out, spec.verify, hashes[spec.verify], digest)
-        progress(pos, "verify", checkpoint=True)
-        return FileCopy(pos, hashes, verified=True, resumed_from=resumed_from)
     finally:
-        if hasher is not None and hasher.thread.is_alive():
+        if hasher.thread.is_alive():
             hasher.work.put(None)
             hasher.thread.join()
-        if verifier is not None:
-            verifier.close()
-        if ofd >= 0:
-            os.close(ofd)
-        os.close(sfd)
+    windows = [pending] if pending is not None else []
+    return [*windows, (window, pos)], pos, faulted
 
 
 def copy_inline(
@@ -421,7 +558,7 @@ def _checkpoint(
     out: bytes,
     start: int,
     end: int,
-    verifier: TrailingVerifier,
+    verifier: TrailingVerifier | DirectVerifier,
     pending: tuple[int, int] | None,
 ) -> tuple[int, int]:
     """Start writing ``[start, end)`` back and finish the window before it:

@@ -1,0 +1,197 @@
+"""The O_DIRECT path of large files (ketter/engine/direct.py) and its fallbacks.
+
+A source that is already in the page cache takes the buffered path (faster
+there), so every test here forces the direct path by declaring the source
+cold; the other engine tests, whose sources were just written, cover the
+buffered path.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+import threading
+
+import pytest
+
+from ketter.engine import (
+    TransferContext,
+    TransferSpec,
+    copy_and_verify,
+    copyfile,
+    direct,
+    inspect_source,
+)
+from ketter.engine.paths import temp_name
+from ketter.engine.results import CopyResult
+from ketter.errors import ShutdownRequested, SourceChanged
+
+from .helpers import RecordingContext, ketter_names, read, write
+
+MiB = 1024 * 1024
+SPEC = TransferSpec(checkpoint_bytes=4 * MiB, resume_min_bytes=2 * MiB)
+
+
+@pytest.fixture
+def paths(bt: bytes, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Forces the direct path (the source counts as cold) and counts which
+    path and which verifier each copy used."""
+    probe = bt + b"/probe"
+    fd = os.open(probe, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        dfd = direct.open_direct(fd, os.O_RDONLY)
+    finally:
+        os.close(fd)
+    if dfd is None:
+        pytest.skip("this filesystem refuses O_DIRECT")
+    os.close(dfd)
+    os.unlink(probe)
+    monkeypatch.setattr(direct, "cached", lambda fd, pos: False)
+    monkeypatch.delenv("KETTER_DIRECT_IO", raising=False)
+    used = {"direct": 0, "buffered": 0, "direct_verify": 0}
+    for name, key in (("_copy_direct", "direct"), ("_copy_buffered", "buffered")):
+        orig = getattr(copyfile, name)
+
+        def counted(*a, _orig=orig, _key=key, **kw):  # type: ignore[no-untyped-def]
+            used[_key] += 1
+            return _orig(*a, **kw)
+
+        monkeypatch.setattr(copyfile, name, counted)
+    orig_verifier = direct.DirectVerifier.__init__
+
+    def verifier_init(self, *a, **kw):  # type: ignore[no-untyped-def]
+        used["direct_verify"] += 1
+        orig_verifier(self, *a, **kw)
+
+    monkeypatch.setattr(direct.DirectVerifier, "__init__", verifier_init)
+    return used
+
+
+def _copy(bt: bytes, data: bytes, ctx: TransferContext | None = None) -> CopyResult:
+    src = bt + b"/src/reel.mov"
+    write(src, data, mtime_ns=1_600_000_000_123_456_789, mode=0o640)
+    plan = inspect_source(SPEC, src)
+    return copy_and_verify(SPEC, plan, bt + b"/dst/reel.mov", ctx or TransferContext())
+
+
+@pytest.mark.parametrize(
+    "size",
+    [9 * MiB + 1234, 8 * MiB, 4 * MiB + 1, 13 * MiB + 4096],  # unaligned tail, whole chunks, …
+)
+def test_direct_copy_is_byte_identical(bt: bytes, paths: dict[str, int], size: int) -> None:
+    data = os.urandom(size)
+    result = _copy(bt, data)
+    assert paths == {"direct": 1, "buffered": 0, "direct_verify": 1}
+    assert read(result.temp_path) == data
+    assert result.hashes["sha256"] == hashlib.sha256(data).hexdigest()
+    st = os.stat(result.temp_path)
+    assert st.st_size == size
+    assert st.st_mtime_ns == 1_600_000_000_123_456_789
+    assert stat.S_IMODE(st.st_mode) == 0o640
+
+
+def test_xxh128_route(bt: bytes, paths: dict[str, int]) -> None:
+    data = os.urandom(6 * MiB + 7)
+    src = bt + b"/src/a"
+    write(src, data)
+    spec = TransferSpec(checkpoint_bytes=4 * MiB, verify="xxh128")
+    result = copy_and_verify(spec, inspect_source(spec, src), bt + b"/dst/a", TransferContext())
+    assert paths["direct"] == 1 and read(result.temp_path) == data
+
+
+def test_switched_off_by_the_environment(
+    bt: bytes, paths: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KETTER_DIRECT_IO", "0")
+    data = os.urandom(5 * MiB + 3)
+    result = _copy(bt, data)
+    assert paths == {"direct": 0, "buffered": 1, "direct_verify": 0}
+    assert read(result.temp_path) == data
+
+
+@pytest.mark.parametrize("side", ["read", "write"])
+def test_a_refused_first_request_falls_back_to_buffered(
+    bt: bytes, paths: dict[str, int], monkeypatch: pytest.MonkeyPatch, side: str
+) -> None:
+    """Some filesystems accept O_DIRECT at open and refuse the first request."""
+    name = "_read_chunk" if side == "read" else "_write_chunk"
+    orig = getattr(direct.DirectPipe, name)
+
+    def refuse(self, i, *a):  # type: ignore[no-untyped-def]
+        if i == 0:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return orig(self, i, *a)
+
+    monkeypatch.setattr(direct.DirectPipe, name, refuse)
+    data = os.urandom(7 * MiB + 11)
+    result = _copy(bt, data)
+    assert paths == {"direct": 0, "buffered": 1, "direct_verify": 0}
+    assert read(result.temp_path) == data
+
+
+def test_refused_at_open_falls_back(
+    bt: bytes, paths: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(direct, "open_direct", lambda fd, flags: None)  # tmpfs before 6.6
+    data = os.urandom(5 * MiB)
+    result = _copy(bt, data)
+    assert paths["buffered"] == 1 and paths["direct"] == 0
+    assert read(result.temp_path) == data
+
+
+def test_a_cached_source_takes_the_buffered_path(
+    bt: bytes, paths: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(direct, "cached", lambda fd, pos: True)
+    data = os.urandom(5 * MiB)
+    result = _copy(bt, data)
+    assert read(result.temp_path) == data
+    assert paths["buffered"] == 1 and paths["direct"] == 0
+
+
+def test_a_growing_source_is_detected(bt: bytes, paths: dict[str, int]) -> None:
+    src = bt + b"/src/reel.mov"
+    data = os.urandom(10 * MiB + 5)
+    grown = threading.Event()
+
+    def grow(done: int, phase: str) -> None:
+        if not grown.is_set():
+            grown.set()
+            with open(src, "ab") as f:
+                f.write(b"more")
+
+    with pytest.raises(SourceChanged):
+        _copy(bt, data, RecordingContext(on_progress=grow))
+    assert paths["direct"] == 1
+    assert ketter_names(bt) == []  # the temporary is removed
+
+
+def test_a_stop_keeps_a_resumable_partial(bt: bytes, paths: dict[str, int]) -> None:
+    data = os.urandom(20 * MiB + 99)
+
+    def stop(done: int, phase: str) -> None:
+        if phase == "copy" and done >= 9 * MiB:
+            raise ShutdownRequested()
+
+    before = set(threading.enumerate())
+    src = bt + b"/src/reel.mov"
+    with pytest.raises(ShutdownRequested):
+        _copy(bt, data, RecordingContext("9", "old", on_progress=stop))
+    assert [
+        t.name for t in threading.enumerate() if t not in before and t.name.startswith("ketter-")
+    ] == []  # readers, writers and verifier readers are joined
+    part = bt + b"/dst/" + temp_name("9-old", b"reel.mov", "part")
+    size = os.path.getsize(part)
+    # Chunks are written out of order: the partial is cut to what was written
+    # without a hole (at least the first chunk, written before the threads).
+    assert size >= direct.CHUNK and size % direct.CHUNK == 0
+    assert read(part) == data[:size]
+    plan = inspect_source(SPEC, src)
+    result = copy_and_verify(
+        SPEC, plan, bt + b"/dst/reel.mov", TransferContext("9", "new"), resume=True
+    )
+    assert result.resumed_from >= 4 * MiB
+    assert paths["direct"] == 2  # the resumed remainder too
+    assert read(result.temp_path) == data
