@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 import xxhash
 
+from ketter.runtime.flush import grouped_fsync
+
 BUF_SIZE = 4 * 1024 * 1024
 
 
@@ -132,7 +134,12 @@ def syncfs(fd: int) -> bool:
 
 
 def fsync_dir(path: bytes) -> None:
-    """Make a rename or unlink in ``path`` durable."""
+    """Make a rename or unlink in ``path`` durable. Concurrent calls for one
+    folder share a flush (group commit, :mod:`ketter.runtime.flush`)."""
+    grouped_fsync(path, lambda: _fsync_dir(path))
+
+
+def _fsync_dir(path: bytes) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -156,14 +156,22 @@ def place_noreplace(tmp: bytes, final: bytes, mode: str, is_dir: bool, ctx: Tran
 
 
 def place(
-    spec: TransferSpec, result: CopyResult, ctx: TransferContext, *, own_temp: bool = True
+    spec: TransferSpec,
+    result: CopyResult,
+    ctx: TransferContext,
+    *,
+    own_temp: bool = True,
+    sync_later: set[bytes] | None = None,
 ) -> Placement:
     """Put a verified copy under its final name, following ``spec.conflict``.
 
     On a conflict that fails the job the temporary is removed, so nothing is
     left behind; a placed delivery is fsynced in its folder before returning.
     ``own_temp=False`` (the same-filesystem rename, whose "temporary" is the
-    source itself) never removes it.
+    source itself) never removes it. ``sync_later``: a file placed without
+    setting an old version aside adds its folder to this set instead, and
+    the caller fsyncs each folder once before recording the placements (a
+    batch of small files, one flush per folder).
     """
     final = result.final_path
     if result.skipped:
@@ -232,7 +240,10 @@ def place(
             raise classify_oserror(e, final, "place the delivery") from e
         raise
     try:
-        fsync_dir(parent)
+        if sync_later is not None and not is_dir and old_dir is None:
+            sync_later.add(parent)
+        else:
+            fsync_dir(parent)
         if is_dir:
             _apply_root_dir_meta(final, result.plan.mode, result.plan.mtime_ns)
             fsync_dir(final)

@@ -163,6 +163,56 @@ def claim_job(config: Config, *, hint: int | None, owner: str, now: float) -> Cl
     return None
 
 
+def claim_more(
+    config: Config,
+    route_name: str,
+    *,
+    owner: str,
+    now: float,
+    limit: int,
+    max_size: int,
+    mode: str,
+) -> list[Claimed]:
+    """Claim up to ``limit`` more fresh file jobs of ``route_name`` (state
+    ``detected``, never claimed, at most ``max_size`` bytes, created under
+    ``mode``) for a batch (:mod:`ketter.jobs.batch`): one transaction, a
+    token, a lease and a ``claim`` event each. Respects the route's
+    ``max_parallel`` and pauses."""
+    route = next((r for r in config.routes if r.name == route_name), None)
+    if route is None or limit <= 0:
+        return []
+    db = database.obj
+    taken: list[Claimed] = []
+    with db.atomic():
+        if route_name in paused_routes():
+            return []
+        if route.max_parallel:
+            running = db.execute_sql(
+                f"SELECT count(*) FROM jobs WHERE route = ? AND {_ACTIVE_SQL} "
+                "AND lease_expires_at > ?",
+                (route_name, now),
+            ).fetchone()[0]
+            limit = min(limit, route.max_parallel - running)
+        if limit <= 0:
+            return []
+        for job in select_jobs(
+            f"{_CLAIMABLE} AND route = ? AND state = ? AND lease_owner IS NULL "
+            "AND kind = 'file' AND mode = ? AND source_size <= ? "
+            "ORDER BY priority DESC, id LIMIT ?",
+            now,
+            now,
+            route_name,
+            State.DETECTED.value,
+            mode,
+            max_size,
+            limit,
+        ):
+            claimed = _take(job, owner, now, config.lease.ttl)
+            if claimed is not None:
+                taken.append(claimed)
+    return taken
+
+
 def _take(job: Job, owner: str, now: float, ttl: float) -> Claimed | None:
     token = new_token()
     previous = job.lease_owner

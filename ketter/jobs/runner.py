@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from ketter.config import Config
 from ketter.engine.cleanup import rollback
+from ketter.engine.copyfile import INLINE_MAX
 from ketter.engine.oserrors import classify_oserror
 from ketter.errors import (
     ChecksumMismatch,
@@ -37,7 +38,8 @@ from ketter.errors import (
     TransientError,
 )
 from ketter.jobs.backoff import compute_backoff
-from ketter.jobs.claim import Claimed, claim_job, owner_name, release
+from ketter.jobs.batch import BATCH_MAX, Batch, batchable
+from ketter.jobs.claim import Claimed, claim_job, claim_more, owner_name, release
 from ketter.jobs.lease import ActiveJob, JobContext, LeaseKeeper
 from ketter.jobs.routes import pause_route, unavailable_reason
 from ketter.jobs.spec import spec_for
@@ -105,44 +107,83 @@ class JobRunner:
         if claimed is None:
             return None
         fault("after-claim")
-        self.run(claimed)
+        mates = self._batch_mates(claimed)
+        if mates:
+            Batch(self, [claimed, *mates]).run()
+        else:
+            self.run(claimed)
         return claimed.job_id
+
+    def _batch_mates(self, claimed: Claimed) -> list[Claimed]:
+        """More fresh small files of the same route, when ``claimed`` is one
+        (see :mod:`ketter.jobs.batch`)."""
+        job = claimed.row
+        route = next((r for r in self.config.routes if job and r.name == job.route), None)
+        if job is None or route is None or not batchable(job, claimed, route):
+            return []
+        return claim_more(
+            self.config,
+            job.route,
+            owner=owner_name(self.config.node),
+            now=self.clock(),
+            limit=BATCH_MAX - 1,
+            max_size=INLINE_MAX,
+            mode=job.mode,
+        )
 
     def run(self, claimed: Claimed) -> None:
         job = claimed.row if claimed.row is not None else Job.get_by_id(claimed.job_id)
+        active, ctx = self.start(job, claimed)
+        attempt: Attempt | None = None
+        try:
+            attempt = self.attempt(job, claimed, ctx)
+            attempt.drive()
+        except BaseException as exc:
+            self.stopped(job, claimed, attempt, exc)
+        finally:
+            self.keeper.remove(active)
+
+    def start(self, job: Job, claimed: Claimed) -> tuple[ActiveJob, JobContext]:
+        """The lease of a claimed job is kept alive from here on (until
+        ``keeper.remove``)."""
         active = ActiveJob(job.id, claimed.claim, job.route, claimed.attempt)
         ctx = JobContext(active, self.shutdown, on_progress=self.on_progress)
         self.keeper.add(active)
-        attempt: Attempt | None = None
-        try:
-            route = self.config.route(job.route)
-            # The job runs under the mode it was created with: a reload that turns a
-            # copy route into a move route must not delete sources of copy jobs.
-            spec = dataclasses.replace(
-                spec_for(route, self.config), mode="move" if job.mode == "move" else "copy"
-            )
-            attempt = Attempt(self, job, claimed, route, spec, ctx)
-            attempt.drive()
-        except ShutdownRequested:
+        return active, ctx
+
+    def attempt(self, job: Job, claimed: Claimed, ctx: JobContext) -> Attempt:
+        route = self.config.route(job.route)
+        # The job runs under the mode it was created with: a reload that turns a
+        # copy route into a move route must not delete sources of copy jobs.
+        spec = dataclasses.replace(
+            spec_for(route, self.config), mode="move" if job.mode == "move" else "copy"
+        )
+        return Attempt(self, job, claimed, route, spec, ctx)
+
+    def stopped(
+        self, job: Job, claimed: Claimed, attempt: Attempt | None, exc: BaseException
+    ) -> None:
+        """What an exception out of a job's steps means (module docstring)."""
+        if isinstance(exc, ShutdownRequested):
             release(job.id, claimed.claim, now=self.clock(), reason="shutdown")
             log.info("released on shutdown", extra={"ketter.job_id": job.id})
-        except LostClaim as exc:
+        elif isinstance(exc, LostClaim):
             # Another worker owns the job now: remove only our own temporaries.
             if attempt is not None:
-                rollback(attempt.dest_dir, ctx.tag)
+                rollback(attempt.dest_dir, attempt.ctx.tag)
             log.warning("stopped: %s", exc, extra={"ketter.job_id": job.id})
-        except KeyError as exc:  # route removed from the config
+        elif isinstance(exc, KeyError):  # route removed from the config
             self._on_error(job.id, claimed, attempt, PermanentError(str(exc.args[0])))
-        except KetterError as exc:
+        elif isinstance(exc, KetterError):
             self._on_error(job.id, claimed, attempt, exc)
-        except OSError as exc:
+        elif isinstance(exc, OSError):
             where = attempt.source if attempt else bytes(job.source_path)
             self._on_error(job.id, claimed, attempt, classify_oserror(exc, where, "transfer"))
-        except Exception as exc:  # a bug: retried (bounded), loudly logged
-            log.exception("unexpected error", extra={"ketter.job_id": job.id})
+        elif isinstance(exc, Exception):  # a bug: retried (bounded), loudly logged
+            log.error("unexpected error", exc_info=exc, extra={"ketter.job_id": job.id})
             self._on_error(job.id, claimed, attempt, TransientError(f"unexpected error: {exc!r}"))
-        finally:
-            self.keeper.remove(active)
+        else:  # KeyboardInterrupt, SystemExit: not a job error
+            raise exc
 
     # -- error policy --------------------------------------------------------
 

@@ -333,6 +333,33 @@ class Attempt:
         self.copy(resume=True)
 
     def verified(self, result: CopyResult) -> None:
+        # Durable before the rename: after a power cut that kept the rename
+        # (its folder is fsynced) the job must still know the temporary's
+        # inode, or it would not recognise its own delivery under the final
+        # name (conflict: fail would then fail it, rename deliver it twice).
+        self.advance([self.verifying(result)], fsync=bool(result.temp_path))
+        if self.route.mhl and result.plan.kind == "folder" and result.temp_path:
+            from ketter.audit.mhl import write_mhl_generation  # ascmhl loads only when used
+
+            write_mhl_generation(
+                result.temp_path, self.source, result, now=self.now(), node=self.runner.config.node
+            )
+        ensure_claim(self.job.id, self.claim)
+        placement = place(self.spec, result, self.ctx)
+        if self.spec.mode == "move":
+            # Durable before any source is deleted.
+            self.advance([self.placed(placement)], fsync=True)
+            self.after_placement(placement)
+        else:
+            # One durable commit for ``place`` and ``completed``: a crash
+            # between the rename and this commit is recovered from the
+            # temporary's inode recorded in ``verifying`` (drive()).
+            self.after_placement(placement, placed=self.placed(placement))
+
+    def verifying(self, result: CopyResult) -> Step:
+        """The ``verifying`` step (or ``verify`` note) that records the
+        hashes and the temporary's inode; the caller commits it durably
+        before the rename (see :meth:`verified`)."""
         temp_ino = None
         if result.temp_path:
             temp_ino = os.lstat(result.temp_path).st_ino
@@ -371,11 +398,6 @@ class Attempt:
             "packaged": result.packaged,
             **{k: v for k, v in result.hashes.items()},
         }
-        # Durable before the rename: after a power cut that kept the rename
-        # (its folder is fsynced) the job must still know the temporary's
-        # inode, or it would not recognise its own delivery under the final
-        # name (conflict: fail would then fail it, rename deliver it twice).
-        durable = bool(result.temp_path)
         recorded = {
             "placed_inode": temp_ino,
             "sha256": hashes.get("sha256"),
@@ -385,27 +407,8 @@ class Attempt:
         if self.state is S.TRANSFERRING:
             recorded["md5"] = hashes.get("md5")
             recorded["bytes_done"] = result.bytes_copied + result.resumed_from
-            step = Step(S.VERIFYING, details=details, fields=recorded)
-        else:
-            step = Step(None, "verify", details, recorded)
-        self.advance([step], fsync=durable)
-        if self.route.mhl and result.plan.kind == "folder" and result.temp_path:
-            from ketter.audit.mhl import write_mhl_generation  # ascmhl loads only when used
-
-            write_mhl_generation(
-                result.temp_path, self.source, result, now=self.now(), node=self.runner.config.node
-            )
-        ensure_claim(self.job.id, self.claim)
-        placement = place(self.spec, result, self.ctx)
-        if self.spec.mode == "move":
-            # Durable before any source is deleted.
-            self.advance([self.placed(placement)], fsync=True)
-            self.after_placement(placement)
-        else:
-            # One durable commit for ``place`` and ``completed``: a crash
-            # between the rename and this commit is recovered from the
-            # temporary's inode recorded in ``verifying`` (drive()).
-            self.after_placement(placement, placed=self.placed(placement))
+            return Step(S.VERIFYING, details=details, fields=recorded)
+        return Step(None, "verify", details, recorded)
 
     def placed(self, placement: Placement) -> Step:
         """The ``place`` (or ``skip``) note; the caller commits it durably:
@@ -432,11 +435,16 @@ class Attempt:
         )
 
     def after_placement(
-        self, placement: Placement | None = None, *, placed: Step | None = None
+        self,
+        placement: Placement | None = None,
+        *,
+        placed: Step | None = None,
+        fsync: bool = True,
     ) -> None:
         """The work left after the placement: the source deletion of a move,
         then ``completed`` (committed with ``placed``, when given, and with
-        the ``delete_source`` note)."""
+        the ``delete_source`` note). ``fsync=False``: the caller flushes the
+        job store before it reports the job done (a batch, one flush)."""
         job = load_job(self.job.id)
         if placement is None:
             final = bytes(job.dest_path or self.final)
@@ -486,7 +494,7 @@ class Attempt:
                 },
             )
         )
-        self.advance(steps, fsync=True)
+        self.advance(steps, fsync=fsync)
 
     def _plan_from_row(self, job: Job) -> SourcePlan:
         files = tuple(

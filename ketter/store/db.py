@@ -29,6 +29,7 @@ from typing import Any
 from peewee import SqliteDatabase
 from playhouse.migrations import Runner
 
+from ketter.runtime.flush import FlushGroup
 from ketter.store.models import database
 
 #: Seconds a writer waits for the SQLite write lock before giving up.
@@ -58,6 +59,8 @@ class StoreDatabase(SqliteDatabase):
         super().__init__(*args, **kwargs)
         self._writer = threading.Lock()
         self._holds = threading.local()
+        #: Group commit of the WAL flushes (see :func:`sync_wal`).
+        self.wal_flush = FlushGroup()
 
     def begin(self, lock_type: str | None = None) -> None:
         self._writer.acquire()
@@ -73,8 +76,15 @@ class StoreDatabase(SqliteDatabase):
         # only spares the busy handler's sleeps, SQLite's lock stays the truth.
         try:
             super().commit()
+            # Numbered after the frames are in the WAL file: a flush that
+            # starts later covers this commit.
+            self._holds.ticket = self.wal_flush.ticket()
         finally:
             self._release()
+
+    def last_commit_ticket(self) -> int | None:
+        """The flush ticket of this thread's last commit."""
+        return getattr(self._holds, "ticket", None)
 
     def rollback(self) -> None:
         try:
@@ -169,7 +179,9 @@ def durable(db: SqliteDatabase) -> Iterator[None]:
     not flushed), then the WAL file is fsynced *after* the write lock is
     released: the guarantee of ``synchronous=FULL`` (which fsyncs the WAL
     inside COMMIT, holding the lock), without holding up other writers for
-    the flush; concurrent workers' flushes merge in the kernel. If a
+    the flush. Concurrent durable commits share one flush (group commit,
+    :class:`FlushGroup`): a thread whose commit an fsync that started after
+    it already covers does not fsync again. If a
     checkpoint copied our frames into the database file before our fsync,
     SQLite synced the WAL before and the database file after that
     checkpoint (it does so in WAL mode at NORMAL), so the commit is on the
@@ -184,7 +196,15 @@ def durable(db: SqliteDatabase) -> Iterator[None]:
 
 def sync_wal(db: SqliteDatabase) -> None:
     """fsync the job store's WAL (see :func:`durable`); a full checkpoint
-    when there is none (not in WAL mode)."""
+    when there is none (not in WAL mode). On a :class:`StoreDatabase`, the
+    flush is shared with the other threads' (:class:`FlushGroup`)."""
+    if not isinstance(db, StoreDatabase) or (ticket := db.last_commit_ticket()) is None:
+        _fsync_wal(db)
+    else:
+        db.wal_flush.flush(ticket, lambda: _fsync_wal(db))
+
+
+def _fsync_wal(db: SqliteDatabase) -> None:
     try:
         fd = os.open(db.database + "-wal", os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:

@@ -189,9 +189,15 @@ def test_durable_commit_fsyncs_the_wal_after_releasing_the_write_lock(store, mon
         real_fsync(fd)
 
     monkeypatch.setattr(store_db.os, "fsync", spying_fsync)
+    flushes = db.wal_flush.flushes
     with store_db.durable(db):
         db.execute_sql("CREATE TABLE IF NOT EXISTS d (n INTEGER)")
         db.execute_sql("INSERT INTO d VALUES (1)")
         assert seen == []  # nothing is flushed before the commit
     assert seen == [(wal, True)]
     assert not db.in_transaction()
+    # A lone durable commit runs its own flush (through the group commit).
+    assert db.wal_flush.flushes == flushes + 1
+    with store_db.durable(db):
+        db.execute_sql("INSERT INTO d VALUES (2)")
+    assert len(seen) == 2 and db.wal_flush.flushes == flushes + 2

@@ -1,0 +1,198 @@
+"""Small files in batches: each job keeps its own steps, commits and audit
+events; the flushes are shared.
+
+A small file costs little to copy, and most of its time went to waiting on
+four flushes in a row: its temporary, the job store after ``verifying``, its
+folder after the rename, the job store after ``completed``. A worker that
+claims a fresh small file also claims up to ``BATCH_MAX - 1`` more fresh
+small files of the same route (one claim transaction, one claim token and
+lease each) and walks them through the steps side by side:
+
+1. each job: validate, ``validated`` + ``transferring``, copy to its
+   temporary, fsync it, evict and re-read it from the disk;
+2. each job: its ``verifying`` commit; then **one** job-store flush;
+3. each job: the rename (no-replace); then **one** fsync per folder;
+4. each job: ``place`` + ``completed`` (a move: ``place``, one flush, the
+   source deletion, then ``delete_source`` + ``completed``); then **one**
+   job-store flush before the batch is reported done.
+
+Every ordering the single-job path guarantees still holds per job (the
+temporary's inode is on the disk before its rename, the rename before the
+record of the placement, the placement record before a source deletion):
+only the flushes are shared. A job whose step fails leaves the batch and
+goes through the usual error policy (:meth:`JobRunner.stopped`) on its own;
+the others go on. A crash leaves each job in its own state under its own
+claim, recovered one by one like any other (docs/guarantees.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ketter.engine.copyfile import INLINE_MAX
+from ketter.engine.hashing import fsync_dir
+from ketter.engine.mounts import check_mounts
+from ketter.engine.oserrors import classify_oserror
+from ketter.engine.paths import split
+from ketter.engine.placement import place
+from ketter.engine.results import CopyResult, Placement
+from ketter.engine.transfer import copy_and_verify
+from ketter.errors import ShutdownRequested
+from ketter.jobs.claim import Claimed, ensure_claim
+from ketter.jobs.lease import ActiveJob
+from ketter.jobs.states import State
+from ketter.jobs.steps import Attempt
+from ketter.jobs.transitions import Step
+from ketter.store.db import sync_wal
+from ketter.store.models import Job, database
+
+if TYPE_CHECKING:
+    from ketter.config import RouteConfig
+    from ketter.jobs.runner import JobRunner
+
+S = State
+
+#: Jobs walked side by side by one worker thread.
+BATCH_MAX = 16
+#: Conflict policies whose placement needs no look at an existing file
+#: before the copy (``skip_identical`` compares first: single-job path).
+_POLICIES = ("fail", "rename", "overwrite")
+
+
+def batchable(job: Job, claimed: Claimed, route: RouteConfig) -> bool:
+    """A fresh small file on a route whose steps the batch path runs."""
+    return (
+        claimed.state == State.DETECTED.value
+        and not claimed.recovered
+        and not claimed.released
+        and job.kind == "file"
+        and job.source_size is not None
+        and job.source_size <= INLINE_MAX
+        and route.conflict in _POLICIES
+        and not (job.mode == "move" and route.same_fs_move == "rename")
+    )
+
+
+@dataclass
+class _Member:
+    job: Job
+    claimed: Claimed
+    active: ActiveJob
+    attempt: Attempt | None = None
+    result: CopyResult | None = None
+    placement: Placement | None = None
+    done: bool = False
+    #: Steps of the next shared commit.
+    steps: list[Step] = field(default_factory=list)
+
+
+class Batch:
+    """One worker thread's batch (see module docstring)."""
+
+    def __init__(self, runner: JobRunner, claims: list[Claimed]) -> None:
+        self.runner = runner
+        self.members: list[_Member] = []
+        for claimed in claims:
+            job = claimed.row if claimed.row is not None else Job.get_by_id(claimed.job_id)
+            active, ctx = runner.start(job, claimed)
+            member = _Member(job, claimed, active)
+            self.members.append(member)
+            try:
+                member.attempt = runner.attempt(job, claimed, ctx)
+            except BaseException as exc:
+                self._stop(member, exc)
+
+    def run(self) -> None:
+        try:
+            self._each(self._transfer)
+            self._flush_store()
+            dirs: set[bytes] = set()
+            self._each(lambda m: self._place(m, dirs))
+            self._flush_dirs(dirs)
+            if any(m.attempt is not None and m.attempt.spec.mode == "move" for m in self.members):
+                self._each(self._record_move_placement)
+                self._flush_store()
+            self._each(self._complete)
+            self._flush_store()
+        finally:
+            for m in self.members:
+                self.runner.keeper.remove(m.active)
+
+    # -- the steps, per job -------------------------------------------------
+
+    def _transfer(self, m: _Member) -> None:
+        a = m.attempt
+        assert a is not None
+        a.ctx.expected_devs = check_mounts(a.spec, None)
+        validated = a.validate()
+        a.advance([validated, Step(S.TRANSFERRING, details={"resume": False, "skipped": False})])
+        assert a.plan is not None
+        m.result = copy_and_verify(a.spec, a.plan, a.final, a.ctx, resume=False)
+        # Committed now, flushed with the others' before any rename.
+        a.advance([a.verifying(m.result)])
+
+    def _place(self, m: _Member, dirs: set[bytes]) -> None:
+        a = m.attempt
+        assert a is not None and m.result is not None
+        ensure_claim(a.job.id, a.claim)
+        m.placement = place(a.spec, m.result, a.ctx, sync_later=dirs)
+
+    def _record_move_placement(self, m: _Member) -> None:
+        a = m.attempt
+        assert a is not None and m.placement is not None
+        if a.spec.mode == "move":
+            # Flushed with the others' before any source is deleted.
+            a.advance([a.placed(m.placement)])
+
+    def _complete(self, m: _Member) -> None:
+        a = m.attempt
+        assert a is not None and m.placement is not None
+        placed = None if a.spec.mode == "move" else a.placed(m.placement)
+        a.after_placement(m.placement, placed=placed, fsync=False)
+        m.done = True
+
+    # -- shared flushes -----------------------------------------------------
+
+    def _flush_store(self) -> None:
+        """One flush of the job store for every commit made so far. If it
+        fails, no job of the batch may go on to a step that relies on it."""
+        if not self._live():
+            return
+        try:
+            sync_wal(database.obj)
+        except BaseException as exc:
+            for m in self._live():
+                self._stop(m, exc)
+
+    def _flush_dirs(self, dirs: set[bytes]) -> None:
+        for parent in sorted(dirs):
+            try:
+                fsync_dir(parent)
+            except OSError as exc:
+                error = classify_oserror(exc, parent, "flush the destination folder")
+                for m in self._live():
+                    if m.placement is not None and split(m.placement.final_path)[0] == parent:
+                        self._stop(m, error)
+
+    # -- bookkeeping --------------------------------------------------------
+
+    def _live(self) -> list[_Member]:
+        return [m for m in self.members if m.attempt is not None and not m.done]
+
+    def _each(self, step: Callable[[_Member], None]) -> None:
+        for m in self._live():
+            if self.runner.shutdown.requested and m.placement is None:
+                # Not placed yet: given back now, resumed after the restart.
+                self._stop(m, ShutdownRequested("stopping: released, resumed after the restart"))
+                continue
+            try:
+                step(m)
+            except BaseException as exc:
+                self._stop(m, exc)
+
+    def _stop(self, m: _Member, exc: BaseException) -> None:
+        """The job leaves the batch through the usual error policy."""
+        attempt, m.attempt, m.done = m.attempt, None, True
+        self.runner.stopped(m.job, m.claimed, attempt, exc)

@@ -1,0 +1,93 @@
+"""Small files in batches (ketter.jobs.batch): one worker thread walks several
+fresh small files side by side and shares their flushes. Real `ketter
+workers` processes, real files, kill -9 in the middle of a batch."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.integration.jobs.harness import Node, temporaries, tree
+
+FILES = 8
+
+
+@pytest.fixture
+def node(tmp_path: Path):
+    n = Node(tmp_path)
+    yield n
+    n.cleanup()
+
+
+def _drop(node: Node, route: str, files: int = FILES) -> dict[str, bytes]:
+    content = {}
+    for i in range(files):
+        data = os.urandom(20_000 + i)
+        (node.root / "src" / route / f"take_{i}.wav").write_bytes(data)
+        content[f"take_{i}.wav"] = data
+        node.ketter("enqueue", str(node.root / "src" / route / f"take_{i}.wav"),
+                    "--route", route, check=True)
+    return content
+
+
+def _run_to_the_end(node: Node) -> None:
+    workers = node.start_workers(extra=("-w", "1"))
+    node.wait_for(node.all_done, what="every job to finish", proc=workers)
+    assert node.stop(workers) == 0
+
+
+@pytest.mark.parametrize("route", ["copy", "move"])
+def test_one_thread_walks_small_files_side_by_side(node: Node, route: str) -> None:
+    expected = _drop(node, route)
+    _run_to_the_end(node)
+    assert set(node.states().values()) == {"completed"}
+    assert tree(node.root / "dst" / route) == expected
+    assert tree(node.root / "src" / route) == (expected if route == "copy" else {})
+    assert temporaries(node.root) == []
+    # Side by side: every job of the batch is verified before the first is
+    # placed (a job at a time would alternate verify, place, verify, …).
+    trail = [e for e in node.events() if e in ("verify", "place")]
+    assert trail == ["verify"] * FILES + ["place"] * FILES, trail
+    # Each job keeps its own full trail.
+    for job_id in node.states():
+        events = node.events(job_id)
+        assert events[0] == "detect" and events[-1] == "complete", events
+        for step in ("claim", "prepare", "copy", "verify", "place"):
+            assert events.count(step) == 1, (step, events)
+
+
+@pytest.mark.parametrize("route", ["copy", "move"])
+def test_kill_in_the_middle_of_a_batch_delivers_every_file_once(node: Node, route: str) -> None:
+    """Killed right after the first rename of the batch: that job is placed
+    but not recorded, the others are verified and not placed. A new worker
+    recovers each one on its own."""
+    expected = _drop(node, route)
+    first = node.start_workers(fault="after-place", extra=("-w", "1"))
+    assert first.wait(60) == -signal.SIGKILL, "the fault point was not reached"
+    assert "verifying" in node.states().values()
+    _run_to_the_end(node)
+    assert set(node.states().values()) == {"completed"}
+    assert tree(node.root / "dst" / route) == expected  # byte-identical, once each
+    assert tree(node.root / "src" / route) == (expected if route == "copy" else {})
+    assert temporaries(node.root) == []
+    assert "recover" in node.events()
+
+
+def test_a_failing_job_leaves_the_batch_and_the_others_complete(node: Node) -> None:
+    """conflict: fail on one file; the rest of the batch is delivered."""
+    (node.root / "dst" / "copy" / "take_3.wav").write_bytes(b"someone else's file")
+    expected = _drop(node, "copy")
+    _run_to_the_end(node)
+    states = node.states()
+    failed = [j for j, s in states.items() if s == "failed"]
+    assert len(failed) == 1 and sorted(states.values()).count("completed") == FILES - 1
+    got = tree(node.root / "dst" / "copy")
+    assert got.pop("take_3.wav") == b"someone else's file"  # never overwritten
+    del expected["take_3.wav"]
+    assert got == expected
+    assert temporaries(node.root) == []
+    (error,) = node.query("SELECT error FROM jobs WHERE id = ?", (failed[0],))[0]
+    assert "already exists" in error
