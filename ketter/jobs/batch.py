@@ -27,8 +27,10 @@ claim, recovered one by one like any other (docs/guarantees.md).
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ketter.engine.copyfile import INLINE_MAX
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from ketter.jobs.runner import JobRunner
 
 S = State
+log = logging.getLogger("ketter.jobs")
 
 #: Jobs walked side by side by one worker thread.
 BATCH_MAX = 16
@@ -83,9 +86,8 @@ class _Member:
     attempt: Attempt | None = None
     result: CopyResult | None = None
     placement: Placement | None = None
+    #: Out of the batch: completed (``attempt`` kept) or stopped (``None``).
     done: bool = False
-    #: Steps of the next shared commit.
-    steps: list[Step] = field(default_factory=list)
 
 
 class Batch:
@@ -115,7 +117,7 @@ class Batch:
                 self._each(self._record_move_placement)
                 self._flush_store()
             self._each(self._complete)
-            self._flush_store()
+            self._flush_completed()
         finally:
             for m in self.members:
                 self.runner.keeper.remove(m.active)
@@ -166,6 +168,19 @@ class Batch:
             for m in self._live():
                 self._stop(m, exc)
 
+    def _flush_completed(self) -> None:
+        """The last flush: the ``completed`` commits are on the disk before
+        the batch is reported done. A failure here cannot undo a completed
+        job; it is logged, and a power cut before the next flush leaves
+        those jobs to be recovered from their recorded placement."""
+        done = [m.job.id for m in self.members if m.done and m.attempt is not None]
+        if not done:
+            return
+        try:
+            sync_wal(database.obj)
+        except OSError as exc:
+            log.error("job store flush failed after completing jobs %s: %s", done, exc)
+
     def _flush_dirs(self, dirs: set[bytes]) -> None:
         for parent in sorted(dirs):
             try:
@@ -183,6 +198,12 @@ class Batch:
 
     def _each(self, step: Callable[[_Member], None]) -> None:
         for m in self._live():
+            # The jobs waiting for their turn progress with the batch: the
+            # lease keeper must not take them for stalled (a job that hangs
+            # stops the touching, so they all stall together, as they should).
+            now = time.monotonic()
+            for other in self._live():
+                other.active.last_progress = now
             if self.runner.shutdown.requested and m.placement is None:
                 # Not placed yet: given back now, resumed after the restart.
                 self._stop(m, ShutdownRequested("stopping: released, resumed after the restart"))

@@ -242,3 +242,32 @@ def test_the_temporary_inode_is_on_disk_before_the_rename(env, monkeypatch) -> N
     env.runner.handle(job_id)
     assert Job.get_by_id(job_id).state == "completed"
     assert order == ["wal fsync (verifying)", "rename", "wal fsync (completed)"]
+
+
+def test_a_batch_of_small_files_shares_its_flushes(env) -> None:
+    """One message, five fresh small files of route b: one worker thread
+    walks them side by side; the job store is flushed twice (after the
+    ``verifying`` commits, after the ``completed`` ones) and the destination
+    folder once, instead of 2 and 1 per file."""
+    from ketter.runtime.flush import group_for
+
+    ids = [env.add("b", f"take_{i}.wav", os.urandom(5000 + i)) for i in range(5)]
+    wal = database.obj.wal_flush
+    folder = group_for(os.fsencode(env.root / "b_out"))
+    wal_before, folder_before = wal.flushes, folder.flushes
+    assert env.runner.handle(ids[0]) == ids[0]
+    assert {Job.get_by_id(i).state for i in ids} == {"completed"}
+    for i in ids:
+        name = f"take_{i - ids[0]}.wav"
+        assert (env.root / "b_out" / name).read_bytes() == (env.root / "b_in" / name).read_bytes()
+        assert events(i) == ["detect", "claim", "prepare", "copy", "verify", "place", "complete"]
+    assert wal.flushes - wal_before == 2
+    assert folder.flushes - folder_before == 1
+    assert env.keeper.running() == []
+
+
+def test_a_batch_respects_max_parallel(env) -> None:
+    """Route a runs one job at a time: no batch mates are claimed."""
+    ids = [env.add("a", f"take_{i}.wav") for i in range(3)]
+    env.runner.handle(ids[0])
+    assert [Job.get_by_id(i).state for i in ids] == ["completed", "detected", "detected"]
