@@ -63,11 +63,19 @@ class JobIdentity:
         return cls(bytes(row.source_path), row.source_display, row.source_owner, row.kind, row.mode)
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def iso_ms(ts: float) -> str:
     """``@timestamp``: UTC, RFC 3339, milliseconds."""
+    global _second
     ms = round(ts * 1000)
     secs, ms = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ms:03d}Z"
+    cached_secs, text = _second  # events come in time order: one strftime per second
+    if secs != cached_secs:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+        _second = (secs, text)
+    return f"{text}.{ms:03d}Z"
 
 
 def outcome(record: dict[str, Any]) -> str:

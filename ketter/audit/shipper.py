@@ -18,16 +18,18 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
-from ketter.audit.chain import GENESIS, hashed_fields, record_event
+from ketter.audit.chain import EVENT_COLUMNS, GENESIS, hashed_fields, record_event
 from ketter.audit.chain import canonical_json as _canonical
 from ketter.audit.ecs import JobIdentity, iso_ms, to_line
 from ketter.audit.logfile import AuditFiles, first_timestamp, format_line, fsync_dir, last_line
 from ketter.config import Config
-from ketter.store.models import Event, Job, database
+from ketter.store.models import Job, database
 
 log = logging.getLogger("ketter.audit")
+
+_SELECT_EVENTS = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE id > ? ORDER BY id LIMIT ?"
 
 
 def log_path(config: Config) -> str:
@@ -70,14 +72,9 @@ class AuditShipper:
         """Write every event not shipped yet (up to ``batch``); returns how many."""
         if self._fd is None and not self._open():
             return 0
-        query = (
-            Event.select()
-            .where(Event.id > self._last_seq)
-            .order_by(Event.id)
-            .limit(self.batch)
-            .dicts()
-        )
-        rows = cast(list[dict[str, Any]], list(query))
+        # Raw SQL: peewee's row building was a quarter of the shipper's time.
+        cursor = database.obj.execute_sql(_SELECT_EVENTS, (self._last_seq, self.batch))
+        rows = [dict(zip(EVENT_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
         if not rows:
             return 0
         self._load_identities(rows)
