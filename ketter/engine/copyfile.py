@@ -257,6 +257,17 @@ class _HashThread:
             raise self.error
 
 
+def seal_temp(src: bytes, sfd: int, e: FileEntry, ofd: int, out: bytes) -> None:
+    """The copy is whole: the source did not change meanwhile, the
+    temporary gets the source's mode and mtime, then it is fsynced."""
+    check_source_final(src, sfd, e)
+    apply_metadata(ofd, e)
+    try:
+        os.fsync(ofd)
+    except OSError as exc:
+        raise classify_oserror(exc, out, "flush the temporary file") from exc
+
+
 def copy_durable(
     spec: TransferSpec,
     ctx: TransferContext,
@@ -310,12 +321,7 @@ def copy_durable(
             )
         if not faulted:
             ctx.fault("mid-copy")
-        check_source_final(src, sfd, e)
-        apply_metadata(ofd, e)
-        try:
-            os.fsync(ofd)
-        except OSError as exc:
-            raise classify_oserror(exc, out, "flush the temporary file") from exc
+        seal_temp(src, sfd, e, ofd, out)
         for a, b in windows:
             evict(ofd, a, b - a)
             verifier.submit(a, b)
@@ -408,12 +414,7 @@ def _copy_direct(
         if pos - window >= spec.checkpoint_bytes:
             windows.append((window, pos))
             window = pos
-            st = os.fstat(sfd)
-            if (st.st_size, st.st_mtime_ns) != (e.size, e.mtime_ns):
-                raise SourceChanged(f"source {show(src)} was modified while it was being copied")
-            if not faulted:
-                faulted = True
-                ctx.fault("mid-copy")
+            faulted = _source_checkpoint(ctx, src, sfd, e, faulted)
             progress(pos, "copy", checkpoint=True)
         else:
             progress(pos, "copy")
@@ -425,6 +426,20 @@ def _copy_direct(
     if window < pos:
         windows.append((window, pos))
     return windows, pos, faulted
+
+
+def _source_checkpoint(
+    ctx: TransferContext, src: bytes, sfd: int, e: FileEntry, faulted: bool
+) -> bool:
+    """At a checkpoint: the source must still be the version being copied
+    (size, mtime). The ``mid-copy`` fault point fires at the first one;
+    returns True once it has."""
+    st = os.fstat(sfd)
+    if (st.st_size, st.st_mtime_ns) != (e.size, e.mtime_ns):
+        raise SourceChanged(f"source {show(src)} was modified while it was being copied")
+    if not faulted:
+        ctx.fault("mid-copy")
+    return True
 
 
 def _copy_buffered(
@@ -474,14 +489,7 @@ def _copy_buffered(
                 if pos - window >= spec.checkpoint_bytes:
                     pending = _checkpoint(ofd, out, window, pos, verifier, pending)
                     window = pos
-                    st = os.fstat(sfd)
-                    if (st.st_size, st.st_mtime_ns) != (e.size, e.mtime_ns):
-                        raise SourceChanged(
-                            f"source {show(src)} was modified while it was being copied"
-                        )
-                    if not faulted:
-                        faulted = True
-                        ctx.fault("mid-copy")
+                    faulted = _source_checkpoint(ctx, src, sfd, e, faulted)
                     progress(pos, "copy", checkpoint=True)
                 else:
                     progress(pos, "copy")
@@ -527,12 +535,7 @@ def copy_inline(
         write_all(ofd, memoryview(data), out)
         progress(e.size, "copy")
         ctx.fault("mid-copy")
-        check_source_final(src, sfd, e)
-        apply_metadata(ofd, e)
-        try:
-            os.fsync(ofd)
-        except OSError as exc:
-            raise classify_oserror(exc, out, "flush the temporary file") from exc
+        seal_temp(src, sfd, e, ofd, out)
         del data
         evict(ofd)  # written back by the fsync: the re-read below comes from the disk
         try:

@@ -40,13 +40,11 @@ from ketter.engine.oserrors import classify_oserror
 from ketter.engine.paths import split
 from ketter.engine.placement import place
 from ketter.engine.results import CopyResult, Placement
-from ketter.engine.transfer import copy_and_verify
 from ketter.errors import ShutdownRequested
 from ketter.jobs.claim import Claimed, ensure_claim
 from ketter.jobs.lease import ActiveJob
 from ketter.jobs.states import State
 from ketter.jobs.steps import Attempt
-from ketter.jobs.transitions import Step
 from ketter.store.db import sync_wal
 from ketter.store.models import Job, database
 
@@ -54,7 +52,6 @@ if TYPE_CHECKING:
     from ketter.config import RouteConfig
     from ketter.jobs.runner import JobRunner
 
-S = State
 log = logging.getLogger("ketter.jobs")
 
 #: Jobs walked side by side by one worker thread.
@@ -128,10 +125,7 @@ class Batch:
         a = m.attempt
         assert a is not None
         a.ctx.expected_devs = check_mounts(a.spec, None)
-        validated = a.validate()
-        a.advance([validated, Step(S.TRANSFERRING, details={"resume": False, "skipped": False})])
-        assert a.plan is not None
-        m.result = copy_and_verify(a.spec, a.plan, a.final, a.ctx, resume=False)
+        m.result = a.transfer(resume=False, validated=a.validate())
         # Committed now, flushed with the others' before any rename.
         a.advance([a.verifying(m.result)])
 

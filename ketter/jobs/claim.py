@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ketter.audit.chain import record_event
-from ketter.config import Config
+from ketter.config import Config, RouteConfig
 from ketter.errors import LostClaim
 from ketter.jobs.states import TERMINAL, State
 from ketter.store.models import Job, database, select_jobs
@@ -133,14 +133,7 @@ def claim_job(config: Config, *, hint: int | None, owner: str, now: float) -> Cl
             route = routes.get(job.route)
             if route is None or job.route in paused:
                 return False  # route removed from the config, or paused: leave it be
-            if not route.max_parallel:
-                return True
-            running = db.execute_sql(
-                f"SELECT count(*) FROM jobs WHERE route = ? AND {_ACTIVE_SQL} "
-                "AND lease_expires_at > ?",
-                (job.route, now),
-            ).fetchone()[0]
-            return bool(running < route.max_parallel)
+            return not route.max_parallel or _running(job.route, now) < route.max_parallel
 
         # The hint first, by primary key: the common case costs one lookup.
         if hint is not None:
@@ -163,9 +156,19 @@ def claim_job(config: Config, *, hint: int | None, owner: str, now: float) -> Cl
     return None
 
 
+def _running(route_name: str, now: float) -> int:
+    """Jobs of the route under a live lease (for ``max_parallel``)."""
+    return int(
+        database.obj.execute_sql(
+            f"SELECT count(*) FROM jobs WHERE route = ? AND {_ACTIVE_SQL} AND lease_expires_at > ?",
+            (route_name, now),
+        ).fetchone()[0]
+    )
+
+
 def claim_more(
     config: Config,
-    route_name: str,
+    route: RouteConfig,
     *,
     owner: str,
     now: float,
@@ -173,26 +176,18 @@ def claim_more(
     max_size: int,
     mode: str,
 ) -> list[Claimed]:
-    """Claim up to ``limit`` more fresh file jobs of ``route_name`` (state
+    """Claim up to ``limit`` more fresh file jobs of ``route`` (state
     ``detected``, never claimed, at most ``max_size`` bytes, created under
     ``mode``) for a batch (:mod:`ketter.jobs.batch`): one transaction, a
     token, a lease and a ``claim`` event each. Respects the route's
     ``max_parallel`` and pauses."""
-    route = next((r for r in config.routes if r.name == route_name), None)
-    if route is None or limit <= 0:
-        return []
-    db = database.obj
+    route_name = route.name
     taken: list[Claimed] = []
-    with db.atomic():
+    with database.obj.atomic():
         if route_name in paused_routes():
             return []
         if route.max_parallel:
-            running = db.execute_sql(
-                f"SELECT count(*) FROM jobs WHERE route = ? AND {_ACTIVE_SQL} "
-                "AND lease_expires_at > ?",
-                (route_name, now),
-            ).fetchone()[0]
-            limit = min(limit, route.max_parallel - running)
+            limit = min(limit, route.max_parallel - _running(route_name, now))
         if limit <= 0:
             return []
         for job in select_jobs(

@@ -118,12 +118,15 @@ class JobRunner:
         """More fresh small files of the same route, when ``claimed`` is one
         (see :mod:`ketter.jobs.batch`)."""
         job = claimed.row
-        route = next((r for r in self.config.routes if job and r.name == job.route), None)
+        try:
+            route = self.config.route(job.route) if job is not None else None
+        except KeyError:  # route removed from the config: run() reports it
+            return []
         if job is None or route is None or not batchable(job, claimed, route):
             return []
         return claim_more(
             self.config,
-            job.route,
+            route,
             owner=owner_name(self.config.node),
             now=self.clock(),
             limit=BATCH_MAX - 1,

@@ -302,6 +302,11 @@ class Attempt:
             )
 
     def copy(self, *, resume: bool, validated: Step | None = None) -> None:
+        self.verified(self.transfer(resume=resume, validated=validated))
+
+    def transfer(self, *, resume: bool, validated: Step | None = None) -> CopyResult:
+        """``transferring`` (with ``validated``, when given, in one commit),
+        then the verified copy to the temporary; nothing placed yet."""
         assert self.plan is not None
         plan = self.plan
         result: CopyResult | None = None
@@ -321,7 +326,7 @@ class Attempt:
             self.advance(steps)
         if result is None:
             result = copy_and_verify(self.spec, plan, self.final, self.ctx, resume=resume)
-        self.verified(result)
+        return result
 
     def resume_copy(self) -> None:
         self.inspect()
