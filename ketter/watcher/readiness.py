@@ -101,8 +101,12 @@ class StabilityTracker:
             entry.seen += 1
         else:
             entry.version, entry.since, entry.seen = version, now, 1
-        entry.due = self._next_due(entry, now)
-        return entry.seen >= 2 and now - entry.since >= self.stable_seconds
+        stable = entry.seen >= 2 and now - entry.since >= self.stable_seconds
+        # Stable: due at once. A polling scan's lstat is an observation too;
+        # without this the scan that completes the quiet period would push
+        # the readiness check a whole poll_interval further.
+        entry.due = now if stable else self._next_due(entry, now)
+        return stable
 
     def _next_due(self, entry: Pending, now: float) -> float:
         interval = self.folder_interval if entry.kind == "folder" else self.poll_interval

@@ -186,7 +186,7 @@ class Watcher:
         than ``MIN_WAIT`` (an event storm must not make the loop spin)."""
         if stop.wait(MIN_WAIT):
             return
-        deadline = time.monotonic() + self._wait() - MIN_WAIT
+        deadline = time.monotonic() + self._wait()  # measured after the MIN_WAIT
         while not stop.is_set() and not self._wake.is_set():
             left = deadline - time.monotonic()
             if left <= 0:

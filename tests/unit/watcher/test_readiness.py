@@ -50,6 +50,18 @@ def test_next_observation_is_at_the_end_of_the_quiet_period_or_the_poll() -> Non
     assert t2.next_due() == 2.0
 
 
+def test_an_observation_that_completes_the_quiet_period_makes_it_due_now() -> None:
+    """A polling scan's lstat counts as an observation; when it is the one
+    that completes the quiet period, the candidate is due at once, not a
+    poll later (this cost up to poll_interval of detection latency)."""
+    t = tracker(stable=1.0, poll=0.5)
+    t.add(b"f", "file", 0.0, v())
+    assert not t.observe(b"f", v(), 0.5)
+    assert t.next_due() == 1.0
+    assert t.observe(b"f", v(), 1.0)  # the scan at 1.0 sees it stable
+    assert [k for k, _ in t.due(1.0)] == [b"f"]
+
+
 def test_capacity_is_bounded_and_asks_for_a_rescan() -> None:
     t = tracker(capacity=4)
     for i in range(6):
