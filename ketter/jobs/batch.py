@@ -1,28 +1,35 @@
-"""Small files in batches: each job keeps its own steps, commits and audit
-events; the flushes are shared.
+"""Small files in batches: each job keeps its own steps and audit events;
+the commits and the flushes are shared.
 
 A small file costs little to copy, and most of its time went to waiting on
-four flushes in a row: its temporary, the job store after ``verifying``, its
-folder after the rename, the job store after ``completed``. A worker that
-claims a fresh small file also claims up to ``BATCH_MAX - 1`` more fresh
-small files of the same route (one claim transaction, one claim token and
-lease each) and walks them through the steps side by side:
+four flushes in a row (its temporary, the job store after ``verifying``,
+its folder after the rename, the job store after ``completed``) and on
+three job-store transactions. A worker that claims a fresh small file also
+claims up to ``BATCH_MAX - 1`` more fresh small files of the same route
+(one claim transaction, one claim token and lease each) and walks them
+through the steps side by side:
 
-1. each job: validate, ``validated`` + ``transferring``, copy to its
-   temporary, fsync it, evict and re-read it from the disk;
-2. each job: its ``verifying`` commit; then **one** job-store flush;
+1. each job: validate; then **one** transaction for every job's
+   ``validated`` + ``transferring``;
+2. each job: copy to its temporary, fsync it, evict and re-read it from
+   the disk; then **one** transaction for every job's ``verifying``, and
+   **one** job-store flush;
 3. each job: the rename (no-replace); then **one** fsync per folder;
-4. each job: ``place`` + ``completed`` (a move: ``place``, one flush, the
-   source deletion, then ``delete_source`` + ``completed``); then **one**
+4. each job: ``place`` + ``completed`` (a move: ``place`` in one
+   transaction and one flush, then each source deletion, then
+   ``delete_source`` + ``completed``), in **one** transaction; then **one**
    job-store flush before the batch is reported done.
 
-Every ordering the single-job path guarantees still holds per job (the
+A shared transaction runs each job's steps in a savepoint: its
+compare-and-set on the job's claim and state and its audit events are
+exactly those of the single-job path, only committed together. Every
+ordering the single-job path guarantees still holds per job (the
 temporary's inode is on the disk before its rename, the rename before the
-record of the placement, the placement record before a source deletion):
-only the flushes are shared. A job whose step fails leaves the batch and
-goes through the usual error policy (:meth:`JobRunner.stopped`) on its own;
-the others go on. A crash leaves each job in its own state under its own
-claim, recovered one by one like any other (docs/guarantees.md).
+record of the placement, the placement record before a source deletion).
+A job whose step fails leaves the batch and goes through the usual error
+policy (:meth:`JobRunner.stopped`) on its own; the others go on. A crash
+leaves each job in its own state under its own claim, recovered one by one
+like any other (docs/guarantees.md).
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from ketter.jobs.claim import Claimed, ensure_claim
 from ketter.jobs.lease import ActiveJob
 from ketter.jobs.states import State
 from ketter.jobs.steps import Attempt
+from ketter.jobs.transitions import Step
 from ketter.store.db import sync_wal
 from ketter.store.models import Job, database
 
@@ -83,6 +91,8 @@ class _Member:
     attempt: Attempt | None = None
     result: CopyResult | None = None
     placement: Placement | None = None
+    #: Prepared by the current step, committed by :meth:`Batch._commit`.
+    steps: list[Step] | None = None
     #: Out of the batch: completed (``attempt`` kept) or stopped (``None``).
     done: bool = False
 
@@ -105,29 +115,38 @@ class Batch:
 
     def run(self) -> None:
         try:
-            self._each(self._transfer)
+            self._each(self._open)
+            self._commit()
+            self._each(self._copy)
+            self._commit()
             self._flush_store()
             dirs: set[bytes] = set()
             self._each(lambda m: self._place(m, dirs))
             self._flush_dirs(dirs)
             if any(m.attempt is not None and m.attempt.spec.mode == "move" for m in self.members):
                 self._each(self._record_move_placement)
+                self._commit()
                 self._flush_store()
-            self._each(self._complete)
+            self._each(self._finish)
+            self._commit(completes=True)
             self._flush_completed()
         finally:
             for m in self.members:
                 self.runner.keeper.remove(m.active)
 
-    # -- the steps, per job -------------------------------------------------
+    # -- the steps, per job (their commits: see _commit) ------------------
 
-    def _transfer(self, m: _Member) -> None:
+    def _open(self, m: _Member) -> None:
         a = m.attempt
         assert a is not None
         a.ctx.expected_devs = check_mounts(a.spec, None)
-        m.result = a.transfer(resume=False, validated=a.validate())
-        # Committed now, flushed with the others' before any rename.
-        a.advance([a.verifying(m.result)])
+        m.steps, _ = a.transfer_steps(resume=False, validated=a.validate())
+
+    def _copy(self, m: _Member) -> None:
+        a = m.attempt
+        assert a is not None
+        m.result = a.copy_to_temp(resume=False)
+        m.steps = [a.verifying(m.result)]
 
     def _place(self, m: _Member, dirs: set[bytes]) -> None:
         a = m.attempt
@@ -139,15 +158,49 @@ class Batch:
         a = m.attempt
         assert a is not None and m.placement is not None
         if a.spec.mode == "move":
-            # Flushed with the others' before any source is deleted.
-            a.advance([a.placed(m.placement)])
+            m.steps = [a.placed(m.placement)]
 
-    def _complete(self, m: _Member) -> None:
+    def _finish(self, m: _Member) -> None:
         a = m.attempt
         assert a is not None and m.placement is not None
         placed = None if a.spec.mode == "move" else a.placed(m.placement)
-        a.after_placement(m.placement, placed=placed, fsync=False)
-        m.done = True
+        m.steps = a.finishing_steps(m.placement, placed=placed)
+
+    def _commit(self, *, completes: bool = False) -> None:
+        """The steps each job prepared, in **one** transaction for the batch
+        (one BEGIN, one WAL append, instead of one per job). Each job's
+        steps run in their own savepoint: a job whose compare-and-set is
+        refused (its claim was lost) leaves the batch, the others commit.
+        If the commit itself fails, no job's steps hold and every job
+        leaves the batch through the error policy, from the state it had."""
+        todo = [m for m in self._live() if m.steps]
+        before = [(m, m.attempt.state) for m in todo if m.attempt is not None]
+        refused: list[tuple[_Member, Exception]] = []
+        db = database.obj
+        try:
+            with db.atomic():
+                for m in todo:
+                    assert m.attempt is not None and m.steps is not None
+                    try:
+                        with db.atomic():  # a savepoint
+                            m.attempt.advance(m.steps)
+                    except Exception as refusal:
+                        refused.append((m, refusal))
+        except BaseException as exc:
+            for m, state in before:
+                if m.attempt is not None:
+                    m.attempt.state = state
+            for m in todo:
+                self._stop(m, exc)
+            return
+        finally:
+            for m in todo:
+                m.steps = None
+        for m, error in refused:
+            self._stop(m, error)
+        if completes:
+            for m in todo:
+                m.done = m.done or m.attempt is not None
 
     # -- shared flushes -----------------------------------------------------
 

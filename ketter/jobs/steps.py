@@ -307,6 +307,18 @@ class Attempt:
     def transfer(self, *, resume: bool, validated: Step | None = None) -> CopyResult:
         """``transferring`` (with ``validated``, when given, in one commit),
         then the verified copy to the temporary; nothing placed yet."""
+        steps, result = self.transfer_steps(resume=resume, validated=validated)
+        if steps:
+            self.advance(steps)
+        return result if result is not None else self.copy_to_temp(resume=resume)
+
+    def transfer_steps(
+        self, *, resume: bool, validated: Step | None = None
+    ) -> tuple[list[Step], CopyResult | None]:
+        """The steps that open the transfer (``validated`` when given, then
+        ``packaged`` and ``transferring`` as the plan needs), to be committed
+        before anything is written; and, under ``skip_identical``, the
+        result of a destination that is already identical (no copy)."""
         assert self.plan is not None
         plan = self.plan
         result: CopyResult | None = None
@@ -322,11 +334,12 @@ class Attempt:
             steps.append(
                 Step(S.TRANSFERRING, details={"resume": resume, "skipped": result is not None})
             )
-        if steps:
-            self.advance(steps)
-        if result is None:
-            result = copy_and_verify(self.spec, plan, self.final, self.ctx, resume=resume)
-        return result
+        return steps, result
+
+    def copy_to_temp(self, *, resume: bool) -> CopyResult:
+        """The verified copy to the temporary (state ``transferring``)."""
+        assert self.plan is not None
+        return copy_and_verify(self.spec, self.plan, self.final, self.ctx, resume=resume)
 
     def resume_copy(self) -> None:
         self.inspect()
@@ -444,12 +457,19 @@ class Attempt:
         placement: Placement | None = None,
         *,
         placed: Step | None = None,
-        fsync: bool = True,
     ) -> None:
         """The work left after the placement: the source deletion of a move,
-        then ``completed`` (committed with ``placed``, when given, and with
-        the ``delete_source`` note). ``fsync=False``: the caller flushes the
-        job store before it reports the job done (a batch, one flush)."""
+        then ``completed`` (committed durably with ``placed``, when given,
+        and with the ``delete_source`` note)."""
+        self.advance(self.finishing_steps(placement, placed=placed), fsync=True)
+
+    def finishing_steps(
+        self, placement: Placement | None = None, *, placed: Step | None = None
+    ) -> list[Step]:
+        """:meth:`after_placement` up to its commit: deletes the source of a
+        move and returns the steps to commit (``placed`` when given, the
+        ``delete_source`` note, ``completed``). A batch commits several
+        jobs' steps together."""
         job = load_job(self.job.id)
         if placement is None:
             final = bytes(job.dest_path or self.final)
@@ -457,9 +477,6 @@ class Attempt:
             placement = Placement(
                 final, job.placed_inode or 0, st.st_dev if st else 0, False, "recorded"
             )
-        if self.spec.mode == "move":
-            plan = self.plan or self._plan_from_row(job)
-            ensure_claim(self.job.id, self.claim)
         steps = [placed] if placed is not None else []
         if self.spec.mode == "move":
             plan = self.plan or self._plan_from_row(job)
@@ -499,7 +516,7 @@ class Attempt:
                 },
             )
         )
-        self.advance(steps, fsync=fsync)
+        return steps
 
     def _plan_from_row(self, job: Job) -> SourcePlan:
         files = tuple(

@@ -26,11 +26,12 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from peewee import SqliteDatabase
+from peewee import OperationalError, SqliteDatabase
 from playhouse.migrations import Runner
 
 from ketter.runtime.flush import FlushGroup
 from ketter.store.models import database
+from ketter.store.writers import WriterTurns
 
 #: Seconds a writer waits for the SQLite write lock before giving up.
 BUSY_TIMEOUT = 60.0
@@ -61,15 +62,44 @@ class StoreDatabase(SqliteDatabase):
         self._holds = threading.local()
         #: Group commit of the WAL flushes (see :func:`sync_wal`).
         self.wal_flush = FlushGroup()
+        #: Fair turns at the write lock with other processes.
+        self.turns = WriterTurns(self.database)
+
+    def close(self) -> bool:
+        # Not while another thread is inside a transaction (it uses the file).
+        if self._writer.acquire(blocking=False):
+            try:
+                self.turns.close()
+            finally:
+                self._writer.release()
+        return bool(super().close())
 
     def begin(self, lock_type: str | None = None) -> None:
         self._writer.acquire()
         self._holds.lock = True
         try:
-            super().begin(lock_type)
+            self._begin_in_turn(lock_type)
         except BaseException:
             self._release()
             raise
+
+    def _begin_in_turn(self, lock_type: str | None) -> None:
+        """``BEGIN``, taking turns with the other processes' writers
+        (:mod:`ketter.store.writers`): step back while one waits; if the
+        lock is taken, wait for it announced as a waiter."""
+        self.turns.step_back()
+        conn = self.connection()
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            super().begin(lock_type)
+            return
+        except OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        with self.turns.waiting():
+            super().begin(lock_type)
 
     def commit(self) -> None:
         # Released even when COMMIT fails (peewee then rolls back): the mutex

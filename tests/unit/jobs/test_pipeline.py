@@ -266,6 +266,61 @@ def test_a_batch_of_small_files_shares_its_flushes(env) -> None:
     assert env.keeper.running() == []
 
 
+def test_a_batch_shares_its_transactions(env, monkeypatch) -> None:
+    """The jobs' steps are committed together: a batch of six opens as many
+    write transactions as a batch of two (claims, then one per step)."""
+    from ketter.store.db import StoreDatabase
+
+    begins: list[int] = []
+    real_begin = StoreDatabase.begin
+
+    def counting_begin(self, lock_type=None) -> None:
+        begins.append(1)
+        real_begin(self, lock_type)
+
+    monkeypatch.setattr(StoreDatabase, "begin", counting_begin)
+    counts = []
+    for size in (2, 6):
+        ids = [env.add("b", f"n{size}_{i}.wav", os.urandom(3000 + i)) for i in range(size)]
+        del begins[:]
+        env.runner.handle(ids[0])
+        assert {Job.get_by_id(i).state for i in ids} == {"completed"}
+        steps = ["detect", "claim", "prepare", "copy", "verify", "place", "complete"]
+        assert all(events(i) == steps for i in ids)
+        counts.append(len(begins))
+    assert counts[0] == counts[1] <= 6
+
+
+def test_a_job_whose_claim_is_lost_leaves_the_batch_alone(env, monkeypatch) -> None:
+    """Another worker takes one job over while the batch copies: that job's
+    step is refused in the shared commit (its savepoint), it keeps the new
+    owner's state, and the other jobs commit and complete."""
+    from ketter.jobs.lease import JobContext
+
+    ids = [env.add("b", f"take_{i}.wav", os.urandom(4000 + i)) for i in range(4)]
+    stolen = ids[2]
+    real_fault = JobContext.fault
+
+    def take_over(self, point: str) -> None:
+        if point == "mid-copy" and self.active.job_id == stolen:
+            database.obj.execute_sql(
+                "UPDATE jobs SET claim = 'other-worker' WHERE id = ?", (stolen,)
+            )
+        real_fault(self, point)
+
+    monkeypatch.setattr(JobContext, "fault", take_over)
+    env.runner.handle(ids[0])
+    for i in ids:
+        job = Job.get_by_id(i)
+        if i == stolen:
+            assert (job.state, job.claim) == ("transferring", "other-worker")
+            assert events(i)[-1] == "copy"
+        else:
+            assert job.state == "completed"
+    out = env.root / "b_out"
+    assert sorted(p.name for p in out.iterdir()) == ["take_0.wav", "take_1.wav", "take_3.wav"]
+
+
 def test_a_batch_respects_max_parallel(env) -> None:
     """Route a runs one job at a time: no batch mates are claimed."""
     ids = [env.add("a", f"take_{i}.wav") for i in range(3)]
