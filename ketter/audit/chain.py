@@ -38,9 +38,13 @@ def configure(*, node: str | None = None, hmac_key: bytes | None = None) -> None
     _node = node
 
 
+#: ``json.dumps`` with these arguments builds a new encoder at every call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
     """The canonical JSON text that is hashed (see module docstring)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def record_hash(prev_hash: str, record: dict[str, Any], key: bytes | None = None) -> str:

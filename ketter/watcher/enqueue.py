@@ -100,19 +100,19 @@ def enqueue_ready(
         # `detected` without a message; the workers' recovery sweep rings
         # for it (the row is the truth, the message only a doorbell).
         queue.ring_many([job_id for job_id, _ in batch])
-        for job_id, item in batch:
-            log.info(
-                "detected",
-                **job_fields(
-                    job_id,
-                    route.name,
-                    **{
-                        "file.path": readable(os.path.join(root, item.relpath)),
-                        "file.size": item.version.size,
-                        "ketter.kind": item.kind,
-                    },
-                ),
-            )
+        if batch:
+            # One line per batch: a line per file cost a fifth of the time to
+            # enqueue a burst. Each file's path is in its ``detect`` audit
+            # event (and in this log at DEBUG).
+            ids = [job_id for job_id, _ in batch]
+            log.info("detected", extra={"ketter.route": route.name, "ketter.job_ids": ids})
+            if log.isEnabledFor(logging.DEBUG):
+                for job_id, item in batch:
+                    log.debug(
+                        "detected %s",
+                        readable(os.path.join(root, item.relpath)),
+                        **job_fields(job_id, route.name, **{"file.size": item.version.size}),
+                    )
         created.extend(job_id for job_id, _ in batch)
     return created
 
