@@ -169,7 +169,9 @@ def test_a_growing_source_is_detected(bt: bytes, paths: dict[str, int]) -> None:
 
 
 def test_a_stop_keeps_a_resumable_partial(bt: bytes, paths: dict[str, int]) -> None:
-    data = os.urandom(20 * MiB + 99)
+    # Longer than the pipeline can run ahead of the hashing (N_BUFFERS
+    # chunks): stopped at 12 MiB hashed, the writers cannot have finished.
+    data = os.urandom(12 * MiB + direct.N_BUFFERS * direct.CHUNK + 8 * MiB + 99)
 
     def stop(done: int, phase: str) -> None:
         if phase == "copy" and done >= 9 * MiB:
