@@ -13,7 +13,8 @@ Two benchmarks (``--only e2e,scale``), results in ``docs/performance-watcher.md`
   latency beyond ``stable_seconds`` (job ``created_at`` − file mtime −
   ``stable_seconds``) and completion latency (``completed_at`` − mtime),
   p50/p99, and the CPU seconds each Ketter process used. The variants
-  (launch × watch mode × workers) run interleaved, round after round, each
+  (launch × watch mode × workers, ``split/auto/w2x2`` for two workers
+  processes of two threads) run interleaved, round after round, each
   run with a fresh state dir, source and destination; the old run's tree is
   moved aside, not deleted, before the next one (BENCHMARKING.md #3).
 * **scale** — 100,000 files of 1 KiB in 100 folders already present;
@@ -170,11 +171,25 @@ def fsync_probe(n: int = 50) -> float:
 # -- processes ---------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of every thread of ``pid`` (``/proc/PID/stat``)."""
+def _stat(pid: int | str) -> list[str]:
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread of ``pid`` and of its live children
+    (``ketter workers --processes N``), from ``/proc/PID/stat``."""
+    fields = _stat(pid)
+    total = int(fields[11]) + int(fields[12])
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                child = _stat(entry)
+            except OSError:
+                continue
+            if int(child[1]) == pid:
+                total += int(child[11]) + int(child[12])
+    return total / CLK_TCK
 
 
 def status_kb(pid: int, key: str) -> int:
@@ -291,10 +306,12 @@ class Variant:
     launch: str  # run | split
     watch: str  # auto | polling
     workers: int
+    processes: int = 1  # split only: ``ketter workers --processes``
 
     @property
     def name(self) -> str:
-        return f"{self.launch}/{self.watch}/w{self.workers}"
+        more = f"x{self.processes}" if self.processes > 1 else ""
+        return f"{self.launch}/{self.watch}/w{self.workers}{more}"
 
     @property
     def slug(self) -> str:
@@ -315,7 +332,10 @@ def launch(v: Variant, cfg: str, root: str) -> dict[str, subprocess.Popen[bytes]
         return {"run": start([*base, "run", "-w", str(v.workers)], f"{root}/run.log")}
     return {
         "watcher": start([*base, "watcher"], f"{root}/watcher.log"),
-        "workers": start([*base, "workers", "-w", str(v.workers)], f"{root}/workers.log"),
+        "workers": start(
+            [*base, "workers", "-w", str(v.workers), "--processes", str(v.processes)],
+            f"{root}/workers.log",
+        ),
     }
 
 
@@ -947,7 +967,11 @@ def main(argv: list[str] | None = None) -> int:
         variants = []
         for name in args.variants.split(","):
             launch_, watch, w = name.split("/")
-            variants.append(by_name.get(name) or Variant(launch_, watch, int(w.lstrip("w"))))
+            threads, _, procs = w.lstrip("w").partition("x")
+            v = by_name.get(name) or Variant(launch_, watch, int(threads), int(procs or 1))
+            if v.launch == "run" and v.processes > 1:
+                raise SystemExit(f"bench-watcher: {name}: `ketter run` has one workers process")
+            variants.append(v)
     if not os.access(KETTER, os.X_OK):
         raise SystemExit(f"bench-watcher: {KETTER} missing; run `make install`")
     os.makedirs(BENCH, exist_ok=True)

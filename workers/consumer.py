@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 
 from ketter.alerts import build_notifier
 from ketter.audit import chain
@@ -30,6 +31,7 @@ from ketter.runtime.signals import Shutdown
 from ketter.store.db import open_store
 from ketter.store.models import Heartbeat, database
 from workers.app import Queue, build_queue
+from workers.processes import Children
 
 log = logging.getLogger("ketter.workers")
 
@@ -77,8 +79,12 @@ class WorkersProcess:
         workers: int | None = None,
         shutdown: Shutdown | None = None,
         notifier: Notifier | None = None,
+        on_reload: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
+        #: Called after a SIGHUP was handled (the main process passes it on
+        #: to its children, :mod:`workers.processes`).
+        self.on_reload = on_reload
         self.workers = workers or config.workers
         self.shutdown = shutdown or Shutdown()
         self.notifier = notifier or LogNotifier()
@@ -171,6 +177,8 @@ class WorkersProcess:
             if self.shutdown.reload.is_set():
                 self.shutdown.reload.clear()
                 self._reload(runner, keeper)
+                if self.on_reload is not None:
+                    self.on_reload()
             if mono >= next_sweep:
                 orphans = mono >= next_orphans
                 try:
@@ -225,13 +233,32 @@ class WorkersProcess:
         log.info("config reloaded", extra={"ketter.routes": [r.name for r in new.routes]})
 
 
-def run_workers(config: Config, workers: int | None = None) -> int:
-    """Entry point of ``ketter workers``."""
+def run_workers(config: Config, workers: int | None = None, processes: int | None = None) -> int:
+    """Entry point of ``ketter workers``: this process, and as many more as
+    ``worker_processes`` asks for (:mod:`workers.processes`)."""
+    # First thing: a SIGTERM during start-up must be graceful too.
+    shutdown = Shutdown().install()
+    count = processes or config.worker_processes
+    children = Children(config, count - 1, threads=workers) if count > 1 else None
+    if children is not None:
+        children.start()  # before this process starts any thread
     notifier = build_notifier(config)
     try:
-        return WorkersProcess(config, workers=workers, notifier=notifier).run()
+        if children is not None:
+            children.watch(shutdown)
+        code = WorkersProcess(
+            config,
+            workers=workers,
+            shutdown=shutdown,
+            notifier=notifier,
+            on_reload=children.reload if children is not None else None,
+        ).run(install_signals=False)
     finally:
         notifier.stop()
+        if children is not None:
+            shutdown.request()  # also when this process failed: the children stop too
+            children.stop(config.shutdown_timeout + 30)
+    return 1 if children is not None and children.failed else code
 
 
 __all__ = ["WorkersProcess", "run_workers"]

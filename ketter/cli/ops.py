@@ -22,6 +22,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     workers.add_argument(
         "-w", "--workers", type=int, help="worker threads (default: `workers` in the config)"
     )
+    workers.add_argument(
+        "-p",
+        "--processes",
+        type=int,
+        help="workers processes, each with that many threads "
+        "(default: `worker_processes` in the config)",
+    )
     workers.set_defaults(func=run_workers)
 
     requeue = commands.add_parser("requeue", help="re-queue failed jobs (or jobs by id)")
@@ -46,10 +53,11 @@ def run_workers(args: argparse.Namespace) -> int:
 
     setup_logging()
     config = config_from(args)
-    if args.workers is not None and args.workers < 1:
-        print("ketter: --workers must be at least 1", file=sys.stderr)
-        return 2
-    return run(config, workers=args.workers)
+    for name in ("workers", "processes"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            print(f"ketter: --{name} must be at least 1", file=sys.stderr)
+            return 2
+    return run(config, workers=args.workers, processes=args.processes)
 
 
 def _since(text: str | None) -> float | None:

@@ -127,6 +127,7 @@ class Config:
     state_dir: str = spec("path", "/var/lib/ketter")
     node: str = spec("str", "")  # "" = the host name, filled in by the loader
     workers: int = spec("positive_int", 4)
+    worker_processes: int = spec("positive_int", 1)
     shutdown_timeout: float = spec("positive_duration", 60.0)
     retry: RetryConfig = spec("section", factory=RetryConfig)
     lease: LeaseConfig = spec("section", factory=LeaseConfig)

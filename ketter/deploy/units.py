@@ -222,6 +222,15 @@ def _service(
             else "# Ketter's handler makes SIGTERM graceful: the watcher records its stop."
         ),
         "KillSignal=SIGTERM",
+        *(
+            [
+                "# SIGTERM to the main process only: it passes one on to its",
+                "# children (worker_processes > 1); a second would stop them at once.",
+                "KillMode=mixed",
+            ]
+            if workers
+            else []
+        ),
         f"# shutdown_timeout ({config.shutdown_timeout:g}s) + {STOP_MARGIN:g}s to record "
         "the stop; then SIGKILL.",
         f"TimeoutStopSec={stop_timeout}",

@@ -1,0 +1,95 @@
+"""``ketter workers --processes N``: one main process and N-1 children that
+share the queue, stop together, and die with the main process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from .harness import Node
+
+
+@pytest.fixture
+def node(tmp_path: Path):
+    n = Node(tmp_path)
+    yield n
+    n.cleanup()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _started(node: Node) -> set[int]:
+    rows = node.query("SELECT details FROM events WHERE event = 'workers_started'")
+    return {json.loads(r[0])["pid"] for r in rows}
+
+
+def _wait(predicate, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_two_processes_run_the_queue_and_stop_together(node: Node) -> None:
+    for i in range(6):
+        path = node.root / "src" / "copy" / f"take_{i}.wav"
+        path.write_bytes(os.urandom(10_000 + i))
+        node.ketter("enqueue", str(path), "--route", "copy", check=True)
+    main = node.start_workers(extra=("--processes", "2", "-w", "1"))
+    _wait(lambda: len(_started(node)) == 2, "both workers processes to start")
+    (child,) = _children(main.pid)
+    assert _started(node) == {main.pid, child}
+    node.wait_for(node.all_done, what="every job to finish", proc=main)
+    for i in range(6):
+        name = f"take_{i}.wav"
+        assert (node.root / "dst" / "copy" / name).read_bytes() == (
+            node.root / "src" / "copy" / name
+        ).read_bytes()
+    main.send_signal(signal.SIGTERM)  # systemd's KillMode=mixed: the main process only
+    assert main.wait(60) == 0
+    _wait(lambda: not _alive(child), "the child to stop")
+    stopped = node.query("SELECT details FROM events WHERE event = 'workers_stopped'")
+    assert len(stopped) == 2  # each stopped gracefully, once
+
+
+def test_the_children_die_with_the_main_process(node: Node) -> None:
+    main = node.start_workers(extra=("--processes", "2", "-w", "1"))
+    _wait(lambda: len(_started(node)) == 2, "both workers processes to start")
+    (child,) = _children(main.pid)
+    main.send_signal(signal.SIGKILL)
+    main.wait(30)
+    _wait(lambda: not _alive(child), "the child to die with its parent")
+
+
+def test_a_child_that_dies_stops_the_main_process(node: Node) -> None:
+    main = node.start_workers(extra=("--processes", "2", "-w", "1"))
+    _wait(lambda: len(_started(node)) == 2, "both workers processes to start")
+    (child,) = _children(main.pid)
+    os.kill(child, signal.SIGKILL)
+    assert main.wait(60) == 1  # systemd restarts the unit (Restart=on-failure)

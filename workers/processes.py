@@ -1,0 +1,130 @@
+"""More than one workers process under one ``ketter workers``
+(``worker_processes`` in the config, ``--processes`` on the command line).
+
+Why: the threads of one process share one interpreter lock, and with many
+small files the workers are bound by Python CPU per file. A second process
+on the second core delivered 15–20 % more files per second end to end
+(docs/performance-watcher.md). Several workers processes on one node are
+safe as they are: claims, leases and fencing tokens are per thread, and the
+audit log has one writer at a time (its lock).
+
+The main process starts the others as children (``ketter workers
+--processes 1``) before it starts any thread, each in its own session (a
+Ctrl-C on the terminal reaches only the main process) and with
+``PR_SET_PDEATHSIG``: if the main process dies, even by SIGKILL, so do they,
+as its threads would. When the main process is asked to stop, it sends
+each child one SIGTERM (a second would make it exit at once, without its
+checkpoint) and waits for them. A child that exits on its own stops the
+main process, which then exits 1 and is restarted by systemd; the unit
+uses ``KillMode=mixed`` so that systemd's SIGTERM reaches the main process
+only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from ketter.config import Config
+from ketter.runtime.signals import Shutdown
+
+log = logging.getLogger("ketter.workers")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """In the child, before exec: SIGKILL when the parent dies."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+class Children:
+    """The extra workers processes of one ``ketter workers``."""
+
+    def __init__(self, config: Config, count: int, *, threads: int | None) -> None:
+        if not config.path:
+            raise ValueError("worker_processes > 1 needs a config file (the children read it)")
+        self.config = config
+        self.count = count
+        self.threads = threads
+        self.procs: list[subprocess.Popen[bytes]] = []
+        #: A child exited without being asked to.
+        self.failed = False
+
+    def start(self) -> None:
+        """Start the children; call before this process starts any thread."""
+        argv = [sys.executable, "-m", "ketter.cli.main", "--config", self.config.path]
+        argv += ["workers", "--processes", "1"]
+        if self.threads:
+            argv += ["--workers", str(self.threads)]
+        env = dict(os.environ)
+        env.pop("NOTIFY_SOCKET", None)  # only the main process talks to systemd
+        parent = os.getpid()
+        for _ in range(self.count):
+            self.procs.append(
+                subprocess.Popen(
+                    argv,
+                    env=env,
+                    start_new_session=True,
+                    preexec_fn=lambda: _die_with(parent),
+                )
+            )
+        log.info(
+            "workers processes started",
+            extra={"ketter.pids": [os.getpid(), *(p.pid for p in self.procs)]},
+        )
+
+    def watch(self, shutdown: Shutdown) -> threading.Thread:
+        """A thread that stops this process when a child exits on its own,
+        and asks every child to stop once this process is asked to."""
+        thread = threading.Thread(
+            target=self._watch, args=(shutdown,), name="ketter-children", daemon=True
+        )
+        with shutdown.spawn_threads_without_signals():
+            thread.start()
+        return thread
+
+    def _watch(self, shutdown: Shutdown) -> None:
+        while not shutdown.wait(0.5):
+            gone = [p for p in self.procs if p.poll() is not None]
+            if gone:
+                self.failed = True
+                log.error(
+                    "a workers process exited on its own; stopping the others",
+                    extra={"ketter.pids": [p.pid for p in gone]},
+                )
+                shutdown.request()
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    def reload(self) -> None:
+        """Pass a SIGHUP (re-read the config) on to every child."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGHUP)
+
+    def stop(self, timeout: float) -> None:
+        """Wait for the children (asked to stop by :meth:`watch`); SIGKILL
+        what is left after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    p.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    log.error("a workers process did not stop in time", extra={"ketter.pid": p.pid})
+                    p.kill()
+                    p.wait()
+            if p.returncode not in (0, None):
+                self.failed = True
