@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import signal
@@ -76,7 +77,7 @@ class Children:
                     argv,
                     env=env,
                     start_new_session=True,
-                    preexec_fn=lambda: _die_with(parent),
+                    preexec_fn=functools.partial(_die_with, parent),
                 )
             )
         log.info(

@@ -174,7 +174,7 @@ class Batch:
         If the commit itself fails, no job's steps hold and every job
         leaves the batch through the error policy, from the state it had."""
         todo = [m for m in self._live() if m.steps]
-        before = [(m, m.attempt.state) for m in todo if m.attempt is not None]
+        before = [(m.attempt, m.attempt.state) for m in todo if m.attempt is not None]
         refused: list[tuple[_Member, Exception]] = []
         db = database.obj
         try:
@@ -187,9 +187,8 @@ class Batch:
                     except Exception as refusal:
                         refused.append((m, refusal))
         except BaseException as exc:
-            for m, state in before:
-                if m.attempt is not None:
-                    m.attempt.state = state
+            for attempt, state in before:
+                attempt.state = state
             for m in todo:
                 self._stop(m, exc)
             return
@@ -200,7 +199,7 @@ class Batch:
             self._stop(m, error)
         if completes:
             for m in todo:
-                m.done = m.done or m.attempt is not None
+                m.done = True  # completed (a refused one is done already: stopped)
 
     # -- shared flushes -----------------------------------------------------
 

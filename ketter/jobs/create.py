@@ -82,11 +82,10 @@ def create_job(
     active job that already has the same ``source_key``."""
     db = database.obj
     # Inside the caller's transaction when there is one (the watcher creates
-    # a batch per transaction): no savepoint per job. Transactions are
-    # IMMEDIATE, so nobody can insert the same key between check and insert.
+    # a batch per transaction): no savepoint per job. No look first: the
+    # partial unique index refuses a second active job with this key
+    # (IntegrityError below, which then returns that job).
     with contextlib.nullcontext() if db.in_transaction() else db.atomic():
-        # No look first: the partial unique index refuses a second active job
-        # with this key (IntegrityError below), a query per job less.
         row = {
             "route": new.route,
             "mode": new.mode,
@@ -142,8 +141,7 @@ def create_job(
 
 
 def active_job(source_key: str) -> Job | None:
-    """The non-terminal job with this ``source_key``, if any (raw SQL: the
-    watcher asks once per new job)."""
+    """The non-terminal job with this ``source_key``, if any (raw SQL)."""
     marks = ", ".join("?" for _ in TERMINAL_STATES)
     found = select_jobs(
         f"source_key = ? AND state NOT IN ({marks}) LIMIT 1", source_key, *TERMINAL_STATES
