@@ -4,7 +4,8 @@ hidden temporary folder, flushed once, verified from disk, renamed whole.
 Small files are not fsynced one by one (about 1,500 fsyncs/s caps a stream
 here); the whole filesystem is flushed once with ``syncfs`` and every file
 is then evicted and read back from the disk, so "verified" still means
-"on the disk".
+"on the disk". Members of 1 MiB and more are read back while the copy goes
+on (:mod:`.members`).
 """
 
 from __future__ import annotations
@@ -22,34 +23,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from ketter.errors import ChecksumMismatch, PermanentError
 
 from .context import TransferContext
-from .copyfile import SMALL_FILE, Progress, copy_durable, copy_small
+from .copyfile import SMALL_FILE, Progress
 from .hashing import ReadCancelled, evict, fsync_dir, hash_fd_from_disk, new_hasher, syncfs
+from .members import MemberCopy
 from .oserrors import classify_oserror
-from .paths import join, show, split
+from .paths import join, safe_relpath, show, split
 from .results import FileHashes
 from .source import FileEntry, SourcePlan, check_unchanged
 from .spec import TransferSpec
 
-#: Members at least this big get their own fsync and trailing verification;
-#: smaller ones share one syncfs and the parallel read-back (measured: 200 × 8 MiB
-#: copied 1.6× faster in the shared path than one by one, docs/performance.md).
-BIG_FILE = 64 * SMALL_FILE
 VERIFY_THREADS = 8
 #: Files per read-back task (fewer when they add up to 1 MiB).
 VERIFY_BATCH_FILES = 32
-
-
-def safe_relpath(rel: bytes) -> bytes:
-    """Refuse manifest paths that could leave the target folder."""
-    parts = rel.split(b"/")
-    if (
-        not rel
-        or rel.startswith(b"/")
-        or any(p in (b"", b".", b"..") for p in parts)
-        or b"\0" in rel
-    ):
-        raise PermanentError(f"manifest path {show(rel)} is not a plain relative path")
-    return rel
 
 
 def name_folding(folder: bytes) -> tuple[bool, bool]:
@@ -263,34 +248,17 @@ def copy_folder(
     os.mkdir(tmpdir, 0o700)
     check_collisions(tmpdir, [e.relpath for e in (*plan.dirs, *plan.files)])
     make_dirs(tmpdir, plan.dirs)
-    out: list[FileHashes] = []
-    verified: set[bytes] = set()
-    done = 0
-    for i, e in enumerate(plan.files):
-        dst = join(tmpdir, safe_relpath(e.relpath))
-        src = plan.entry_path(e)
-        if e.size >= BIG_FILE:
-            progress.base = done
-            fc = copy_durable(spec, ctx, src, e, dst, progress=progress)
-            progress.base = 0
-            verified.add(e.relpath)
-        else:
-            try:
-                fc = copy_small(src, e, dst, spec.algorithms)
-            except FileExistsError:
-                raise PermanentError(
-                    f"{show(e.relpath)} collides with another name on the destination filesystem"
-                ) from None
-        out.append(FileHashes(e.relpath, fc.size, fc.hashes))
-        done += fc.size
-        if i == 0:
-            ctx.fault("mid-copy")
-        progress(done, "copy")
-    apply_dir_metadata(tmpdir, plan.dirs)
-    flush_tree(tmpdir, plan.files, plan.dirs)
-    verify_tree(tmpdir, out, spec.verify, verified, progress)
+    members = MemberCopy(spec, ctx, plan, tmpdir, progress)
+    try:
+        members.run()
+        apply_dir_metadata(tmpdir, plan.dirs)
+        flush_tree(tmpdir, plan.files, plan.dirs)
+        members.finish()
+    finally:
+        members.close()
+    verify_tree(tmpdir, members.out, spec.verify, members.verified, progress)
     check_unchanged(plan)
-    return out, done
+    return members.out, members.done
 
 
 def temp_parent(final: bytes) -> bytes:

@@ -32,12 +32,11 @@ from .folders import (
     check_collisions,
     flush_tree,
     make_dirs,
-    safe_relpath,
     verify_tree,
 )
 from .hashing import BUF_SIZE, MultiHash, hash_fd_from_disk
 from .oserrors import classify_oserror
-from .paths import show
+from .paths import safe_relpath, show
 from .results import FileHashes
 from .source import FileEntry, SourcePlan, check_unchanged
 from .spec import TransferSpec

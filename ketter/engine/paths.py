@@ -124,3 +124,16 @@ def show(path: bytes) -> str:
     text = readable(path)
     text = text.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
     return f"'{text}'"
+
+
+def safe_relpath(rel: bytes) -> bytes:
+    """Refuse manifest paths that could leave the target folder."""
+    parts = rel.split(b"/")
+    if (
+        not rel
+        or rel.startswith(b"/")
+        or any(p in (b"", b".", b"..") for p in parts)
+        or b"\0" in rel
+    ):
+        raise PermanentError(f"manifest path {show(rel)} is not a plain relative path")
+    return rel

@@ -16,12 +16,12 @@ from .cleanup import remove_path
 from .context import STOP_SIGNALS, TransferContext
 from .copyfile import Progress, copy_durable
 from .existing import compare_existing, plan_entry
-from .folders import apply_dir_metadata, copy_folder, safe_relpath
+from .folders import apply_dir_metadata, copy_folder
 from .mounts import check_mounts
 from .move import delete_source, move_by_rename, same_filesystem
 from .oserrors import classify_oserror
 from .package import copy_packaged
-from .paths import join, split, temp_name
+from .paths import join, safe_relpath, split, temp_name
 from .placement import place
 from .results import CopyResult, DeleteResult, Placement, TransferOutcome
 from .resume import adopt_partial
