@@ -342,6 +342,8 @@ def copy_durable(
             )
         if not faulted:
             ctx.fault("mid-copy")
+        if pipe is not None:
+            windows = _verify_direct_part(windows, e.size, verifier)
         seal_temp(src, sfd, e, ofd, out)
         for a, b in windows:
             evict(ofd, a, b - a)
@@ -447,6 +449,20 @@ def _copy_direct(
     if window < pos:
         windows.append((window, pos))
     return windows, pos, faulted
+
+
+def _verify_direct_part(
+    windows: list[tuple[int, int]], size: int, verifier: TrailingVerifier | DirectVerifier
+) -> list[tuple[int, int]]:
+    """Hand the verifier every byte the direct writes put on the device, so
+    its read-back overlaps the final fsync; returns what is left: the
+    file's unaligned tail, written through the page cache, which is read
+    back only after the fsync."""
+    tail = size - size % direct.ALIGN
+    for a, b in windows:
+        if a < tail:
+            verifier.submit(a, min(b, tail))
+    return [(tail, size)] if tail < size else []
 
 
 def _source_checkpoint(

@@ -197,3 +197,28 @@ def test_a_stop_keeps_a_resumable_partial(bt: bytes, paths: dict[str, int]) -> N
     assert result.resumed_from >= 4 * MiB
     assert paths["direct"] == 2  # the resumed remainder too
     assert read(result.temp_path) == data
+
+
+def test_the_direct_read_back_reaches_the_disk(bt: bytes, paths: dict[str, int]) -> None:
+    """The source and the read-back are both direct reads: storage serves
+    twice the file (the part verified before the final fsync and the tail
+    after it included)."""
+    if not os.path.exists("/proc/self/io"):
+        pytest.skip("no /proc/self/io here")
+    size = 9 * MiB + 1234
+    data = os.urandom(size)
+    src = bt + b"/src/reel.mov"
+    write(src, data)
+    plan = inspect_source(SPEC, src)
+
+    def read_bytes() -> int:
+        with open("/proc/self/io") as f:
+            return int(next(line for line in f if line.startswith("read_bytes")).split()[1])
+
+    before = read_bytes()
+    copy_and_verify(SPEC, plan, bt + b"/dst/reel.mov", TransferContext())
+    delta = read_bytes() - before
+    if delta == 0:
+        pytest.skip("this filesystem does not account direct reads in read_bytes")
+    assert paths["direct"] == 1
+    assert delta >= 2 * size - 4096, f"{delta} bytes read from storage for 2 × {size}"
