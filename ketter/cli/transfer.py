@@ -42,7 +42,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--conflict", choices=("fail", "skip_identical", "rename", "overwrite"), default="fail"
     )
     p.add_argument("--folders", choices=("per_file", "as_unit"), default="as_unit")
-    p.add_argument("--package-min-files", type=int, default=200)
+    p.add_argument(
+        "--package-min-files",
+        type=int,
+        default=0,
+        help="as_unit folders with at least this many files travel as one stored ZIP "
+        "(default 0: never)",
+    )
     p.add_argument("--state-dir", help="job store folder when there is no config file")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run_transfer)

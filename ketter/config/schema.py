@@ -110,7 +110,7 @@ class RouteConfig:
     include: tuple[str, ...] = spec("str_list", ("**/*",))
     exclude: tuple[str, ...] = spec("str_list", DEFAULT_EXCLUDE)
     folders: str = spec("enum", "per_file", choices=("per_file", "as_unit"))
-    package_min_files: int = spec("int", 200)
+    package_min_files: int = spec("int", 0)
     conflict: str = spec("enum", "fail", choices=("fail", "skip_identical", "rename", "overwrite"))
     verify: str = spec("enum", "sha256", choices=("sha256", "xxh128"))
     mhl: bool = spec("bool", True)

@@ -41,7 +41,7 @@ class TransferSpec:
     conflict: Conflict = "fail"
     folders: Folders = "per_file"
     #: Folders with at least this many files travel as one stored ZIP; 0 = never.
-    package_min_files: int = 200
+    package_min_files: int = 0
     md5: bool = False
     same_fs_move: SameFsMove = "copy"
     source_root: bytes | None = None

@@ -75,7 +75,7 @@ def test_defaults_and_resolution(write_config) -> None:
     route = config.route("ingest-to-dub")
     assert (route.mode, route.conflict, route.verify, route.watch) == (
         "copy", "fail", "sha256", "auto")
-    assert route.stable_seconds == 10.0 and route.package_min_files == 200
+    assert route.stable_seconds == 10.0 and route.package_min_files == 0
     assert config.retry.max_delay == 900.0 and config.lease.ttl == 30.0
     assert config.resume_min_bytes == 256 * 2**20
     with pytest.raises(KeyError, match="ingest-to-dub"):
