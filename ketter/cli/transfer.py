@@ -16,8 +16,12 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
-from typing import Any, NamedTuple
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, NamedTuple, TypeVar
 
 from ketter.cli.common import add_config_arg
 from ketter.config import Config, RouteConfig, find_config_path, load_config, parse_config
@@ -69,20 +73,27 @@ def _final(src: bytes, dst: bytes) -> bytes:
 
 
 class _ProgressLine:
-    """A live progress line on a terminal: bytes, MB/s, ETA, phase."""
+    """A live progress line on a terminal: bytes, MB/s, ETA, phase. With
+    several jobs (a per_file folder), the bytes of the finished ones and of
+    those running add up."""
 
     def __init__(self, total: int, enabled: bool) -> None:
         self.total = max(total, 1)
         self.enabled = enabled
         self.start = time.monotonic()
         self.last = 0.0
+        self._lock = threading.Lock()
+        self._finished = 0
+        self._running: dict[int, int] = {}
 
     def __call__(self, active: Any) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self.last < 0.2:
-            return
-        self.last = now
-        done = active.bytes_done
+        with self._lock:
+            self._running[active.job_id] = active.bytes_done
+            now = time.monotonic()
+            if not self.enabled or now - self.last < 0.2:
+                return
+            self.last = now
+            done = self._finished + sum(self._running.values())
         rate = done / max(now - self.start, 1e-6)
         eta = (self.total - done) / rate if rate > 0 and active.phase == "copy" else 0
         sys.stdout.write(
@@ -91,13 +102,68 @@ class _ProgressLine:
         )
         sys.stdout.flush()
 
+    def finished(self, job_id: int, size: int) -> None:
+        with self._lock:
+            self._running.pop(job_id, None)
+            self._finished += size
+
     def done(self) -> None:
         if self.enabled:
             sys.stdout.write("\r" + " " * 72 + "\r")
 
 
+#: Jobs of a per_file folder run side by side (up to this many) while their
+#: copy buffers fit in :data:`BUFFER_BUDGET`: one file's final fsync (the
+#: disk flushing its cache, ~20 ms for 8 MiB here) overlaps the next
+#: file's copy. 200 × 8 MiB, two at a time: docs/performance.md.
+PER_FILE_JOBS = 4
+#: Keeps the peak RSS of ``ketter transfer`` under 100 MB (a 2 GiB file
+#: alone takes 44 MiB of buffers and runs alone).
+BUFFER_BUDGET = 64 * 1024 * 1024
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _side_by_side(
+    items: list[T], run: Callable[[T], R], jobs: int, weight: Callable[[T], int], budget: int
+) -> Iterator[R]:
+    """``run`` over ``items``, results in order, at most ``jobs`` at a time
+    and, beyond the first, only while the running items' ``weight`` adds up
+    to at most ``budget``. No new item starts after one whose result is not
+    a completed outcome (a failure, an interruption); the ones already
+    running finish first."""
+    with ThreadPoolExecutor(max(jobs, 1), thread_name_prefix="ketter-transfer") as pool:
+        pending: deque[tuple[int, Future[R]]] = deque()
+        todo = iter(items)
+        nxt: list[T] = []
+        held = 0
+        stop = False
+        while True:
+            while not stop and len(pending) < jobs:
+                if not nxt:
+                    try:
+                        nxt.append(next(todo))
+                    except StopIteration:
+                        break
+                w = weight(nxt[0])
+                if pending and held + w > budget:
+                    break
+                pending.append((w, pool.submit(run, nxt.pop())))
+                held += w
+            if not pending:
+                return
+            w, fut = pending.popleft()
+            held -= w
+            out = fut.result()
+            if getattr(out, "state", None) != "completed":
+                stop = True
+            yield out
+
+
 def run_transfer(args: argparse.Namespace) -> int:
     from ketter.audit import chain
+    from ketter.engine.copyfile import buffer_bytes
     from ketter.engine.source import scan_tree
     from ketter.jobs.claim import claim_job, owner_name
     from ketter.jobs.create import NewJob, create_job
@@ -148,10 +214,10 @@ def run_transfer(args: argparse.Namespace) -> int:
     shutdown = Shutdown().install()
     keeper = LeaseKeeper(config, shutdown)
     runner = JobRunner(config, shutdown=shutdown, keeper=keeper, on_progress=line)
-    t0 = time.monotonic()
-    outcomes = []
-    for source, destination, kind in items:
-        now = time.time()
+
+    def run_one(item: tuple[bytes, bytes, str]) -> _Outcome | int:
+        """One job, start to end; its id when it could not be claimed."""
+        source, destination, kind = item
         created = create_job(
             NewJob(
                 route=ROUTE,
@@ -163,37 +229,48 @@ def run_transfer(args: argparse.Namespace) -> int:
                 dest_path=destination,
             ),
             node=config.node,
-            now=now,
+            now=time.time(),
             event_details={"by": "ketter transfer"},
         )
         claimed = claim_job(
             config, hint=created.job_id, owner=owner_name(config.node), now=time.time()
         )
         if claimed is None or claimed.job_id != created.job_id:
-            print(f"ketter: job {created.job_id} could not be claimed", file=sys.stderr)
-            return 1
+            return created.job_id
         runner.run(claimed)
         job = Job.get_by_id(created.job_id)
         if job.state != "completed":
             reason = "interrupted" if shutdown.requested else (job.error or job.state)
             job = _abandon(job, reason)
+        line.finished(job.id, job.size)
         # A light copy: 10,000 peewee rows held to the end weigh tens of MiB.
-        outcomes.append(
-            _Outcome(
-                job.id,
-                job.state,
-                job.source_display,
-                job.dest_display,
-                job.size,
-                job.file_count,
-                job.sha256,
-                job.xxh128,
-                job.xxh64,
-                job.error,
-            )
+        return _Outcome(
+            job.id,
+            job.state,
+            job.source_display,
+            job.dest_display,
+            job.size,
+            job.file_count,
+            job.sha256,
+            job.xxh128,
+            job.xxh64,
+            job.error,
         )
-        if job.state != "completed":
-            break
+
+    t0 = time.monotonic()
+    outcomes = []
+
+    def weight(item: tuple[bytes, bytes, str]) -> int:
+        try:
+            return buffer_bytes(os.lstat(item[0]).st_size)
+        except OSError:  # gone: it runs alone and its job says why
+            return BUFFER_BUDGET
+
+    for out in _side_by_side(items, run_one, PER_FILE_JOBS, weight, BUFFER_BUDGET):
+        if isinstance(out, int):
+            print(f"ketter: job {out} could not be claimed", file=sys.stderr)
+            return 1
+        outcomes.append(out)
     line.done()
     if args.mode == "move" and len(items) > 1 and all(j.state == "completed" for j in outcomes):
         _remove_empty_dirs(src)

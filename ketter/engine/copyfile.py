@@ -110,6 +110,19 @@ def progress_for(ctx: TransferContext | None, step: int = DEFAULT_STEP) -> Progr
     return Progress(ctx, step=step) if ctx is not None else None
 
 
+def buffer_bytes(size: int) -> int:
+    """The most copy-buffer memory :func:`copy_durable` holds for a file of
+    ``size`` bytes, whichever path it takes: a caller that runs several
+    copies side by side keeps the sum under a budget (peak RSS)."""
+    if size <= INLINE_MAX:
+        return 2 * size  # the data and its read-back
+    chunks = -(-size // direct.CHUNK)
+    direct_path = (min(direct.N_BUFFERS, chunks + 1) + direct.N_VERIFY_READERS + 1) * direct.CHUNK
+    buf = min(BUF_SIZE, max(MIN_BUF_SIZE, size + 1))
+    buffered = min(N_BUFFERS, 2 + size // buf) * buf + BUF_SIZE  # + the verifier's
+    return max(direct_path, buffered)
+
+
 def same_identity(st: os.stat_result, e: FileEntry) -> bool:
     return (st.st_size, st.st_mtime_ns, st.st_ino) == (e.size, e.mtime_ns, e.ino)
 

@@ -1,0 +1,93 @@
+"""How `ketter transfer` runs the jobs of a per_file folder: in order, a few
+at a time within a memory budget, and no new one after a failure."""
+
+from __future__ import annotations
+
+import threading
+from typing import NamedTuple
+
+from ketter.cli.transfer import _side_by_side
+from ketter.engine.copyfile import INLINE_MAX, buffer_bytes
+
+MiB = 1024 * 1024
+
+
+class Out(NamedTuple):
+    name: str
+    state: str
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+        self.started: list[tuple[str, int]] = []  # (item, others running then)
+
+    def __call__(self, item: tuple[str, int]) -> Out:
+        name, _ = item
+        with self.lock:
+            self.started.append((name, self.running))
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            return Out(name, "failed" if name.startswith("bad") else "completed")
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def weight(item: tuple[str, int]) -> int:
+    return item[1]
+
+
+def test_results_come_in_order_and_at_most_jobs_run_at_once() -> None:
+    items = [(f"f{i}", 1) for i in range(40)]
+    rec = Recorder()
+    out = list(_side_by_side(items, rec, 3, weight, 100))
+    assert [o.name for o in out] == [name for name, _ in items]
+    assert rec.most <= 3
+
+
+def test_light_items_do_run_side_by_side() -> None:
+    both = threading.Barrier(2, timeout=30)  # passes only if two run at once
+
+    def run(item: tuple[str, int]) -> Out:
+        both.wait()
+        return Out(item[0], "completed")
+
+    out = list(_side_by_side([("a", 1), ("b", 1)], run, 2, weight, 100))
+    assert [o.name for o in out] == ["a", "b"]
+
+
+def test_an_item_over_the_budget_runs_alone() -> None:
+    items = [("a", 10), ("b", 10), ("big", 90), ("c", 10), ("d", 10)]
+    rec = Recorder()
+    list(_side_by_side(items, rec, 4, weight, 50))
+    assert ("big", 0) in rec.started  # nothing else was running when it started
+    assert dict(rec.started)["c"] <= 1  # at most "d"; never beside "big"
+
+
+def test_nothing_new_starts_after_a_failure() -> None:
+    items = [("f0", 1), ("bad", 1), *[(f"f{i}", 1) for i in range(2, 30)]]
+    rec = Recorder()
+    out = list(_side_by_side(items, rec, 2, weight, 100))
+    assert [o.state for o in out][:2] == ["completed", "failed"]
+    assert len(out) <= 3  # the one already running when "bad" ended, at most
+    assert len(rec.started) == len(out)
+
+
+def test_one_at_a_time_stops_right_after_the_failure() -> None:
+    rec = Recorder()
+    out = list(_side_by_side([("f0", 1), ("bad", 1), ("f2", 1)], rec, 1, weight, 100))
+    assert [o.name for o in out] == ["f0", "bad"]
+    assert [name for name, _ in rec.started] == ["f0", "bad"]
+
+
+def test_buffer_estimate_covers_the_copy_paths() -> None:
+    assert buffer_bytes(1000) == 2000
+    assert buffer_bytes(INLINE_MAX) == 2 * INLINE_MAX
+    # 8 MiB: 3 source buffers and 3 read-back buffers of 4 MiB (direct path)
+    assert buffer_bytes(8 * MiB) == 24 * MiB
+    # any size: never more than 8 + 3 buffers of 4 MiB
+    assert buffer_bytes(2 << 30) == 44 * MiB
