@@ -18,15 +18,15 @@ import os
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, NamedTuple, TypeVar
 
 from ketter.cli.common import add_config_arg
 from ketter.config import Config, RouteConfig, find_config_path, load_config, parse_config
 from ketter.config.units import FreeSpace
 from ketter.paths import readable
+from ketter.runtime.signals import Shutdown
 
 ROUTE = "cli-transfer"
 
@@ -126,39 +126,59 @@ R = TypeVar("R")
 
 
 def _side_by_side(
-    items: list[T], run: Callable[[T], R], jobs: int, weight: Callable[[T], int], budget: int
+    items: list[T],
+    run: Callable[[T], R],
+    jobs: int,
+    weight: Callable[[T], int],
+    budget: int,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> Iterator[R]:
     """``run`` over ``items``, results in order, at most ``jobs`` at a time
     and, beyond the first, only while the running items' ``weight`` adds up
-    to at most ``budget``. No new item starts after one whose result is not
-    a completed outcome (a failure, an interruption); the ones already
-    running finish first."""
+    to at most ``budget``. No new item starts once any result is not a
+    completed outcome (a failure, an interruption) or ``stopping()`` says
+    so; the ones already running finish, and their results come too. An
+    exception out of ``run`` also stops new starts; it is raised in its
+    turn, after the running ones have finished."""
+    results: dict[int, Future[R]] = {}
+    running: dict[Future[R], tuple[int, int]] = {}
+    todo = list(items)
+    started = emitted = held = 0
+    stop = False
     with ThreadPoolExecutor(max(jobs, 1), thread_name_prefix="ketter-transfer") as pool:
-        pending: deque[tuple[int, Future[R]]] = deque()
-        todo = iter(items)
-        nxt: list[T] = []
-        held = 0
-        stop = False
         while True:
-            while not stop and len(pending) < jobs:
-                if not nxt:
-                    try:
-                        nxt.append(next(todo))
-                    except StopIteration:
-                        break
-                w = weight(nxt[0])
-                if pending and held + w > budget:
+            stop = stop or stopping()
+            while not stop and started < len(todo) and len(running) < jobs:
+                w = weight(todo[started])
+                if running and held + w > budget:
                     break
-                pending.append((w, pool.submit(run, nxt.pop())))
+                # Signals go to the main thread, which waits below (see
+                # Shutdown.spawn_threads_without_signals).
+                with Shutdown.spawn_threads_without_signals():
+                    fut = pool.submit(run, todo[started])
+                results[started] = fut
+                running[fut] = (started, w)
+                started += 1
                 held += w
-            if not pending:
-                return
-            w, fut = pending.popleft()
-            held -= w
-            out = fut.result()
-            if getattr(out, "state", None) != "completed":
-                stop = True
-            yield out
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                held -= running.pop(fut)[1]
+                if fut.exception() is not None or not _completed(fut.result()):
+                    stop = True
+            while emitted < started and results[emitted].done():
+                if results[emitted] in running:
+                    break
+                yield results.pop(emitted).result()
+                emitted += 1
+        while emitted < started:
+            yield results.pop(emitted).result()
+            emitted += 1
+
+
+def _completed(out: Any) -> bool:
+    return getattr(out, "state", None) == "completed"
 
 
 def run_transfer(args: argparse.Namespace) -> int:
@@ -170,7 +190,6 @@ def run_transfer(args: argparse.Namespace) -> int:
     from ketter.jobs.lease import LeaseKeeper
     from ketter.jobs.routes import resume_route
     from ketter.jobs.runner import JobRunner
-    from ketter.runtime.signals import Shutdown
     from ketter.store import Job, open_store
 
     # The result is printed; operational log lines would only repeat it.
@@ -215,8 +234,8 @@ def run_transfer(args: argparse.Namespace) -> int:
     keeper = LeaseKeeper(config, shutdown)
     runner = JobRunner(config, shutdown=shutdown, keeper=keeper, on_progress=line)
 
-    def run_one(item: tuple[bytes, bytes, str]) -> _Outcome | int:
-        """One job, start to end; its id when it could not be claimed."""
+    def run_one(item: tuple[bytes, bytes, str]) -> _Outcome:
+        """One job, start to end."""
         source, destination, kind = item
         created = create_job(
             NewJob(
@@ -236,9 +255,15 @@ def run_transfer(args: argparse.Namespace) -> int:
             config, hint=created.job_id, owner=owner_name(config.node), now=time.time()
         )
         if claimed is None or claimed.job_id != created.job_id:
-            return created.job_id
-        runner.run(claimed)
-        job = Job.get_by_id(created.job_id)
+            # The route was paused by a job that failed meanwhile (a share
+            # gone): this one fails too, rather than wait for nobody.
+            job = _abandon(
+                Job.get_by_id(created.job_id),
+                "not started: an earlier file of this transfer failed and paused the route",
+            )
+        else:
+            runner.run(claimed)
+            job = Job.get_by_id(created.job_id)
         if job.state != "completed":
             reason = "interrupted" if shutdown.requested else (job.error or job.state)
             job = _abandon(job, reason)
@@ -258,7 +283,6 @@ def run_transfer(args: argparse.Namespace) -> int:
         )
 
     t0 = time.monotonic()
-    outcomes = []
 
     def weight(item: tuple[bytes, bytes, str]) -> int:
         try:
@@ -266,11 +290,16 @@ def run_transfer(args: argparse.Namespace) -> int:
         except OSError:  # gone: it runs alone and its job says why
             return BUFFER_BUDGET
 
-    for out in _side_by_side(items, run_one, PER_FILE_JOBS, weight, BUFFER_BUDGET):
-        if isinstance(out, int):
-            print(f"ketter: job {out} could not be claimed", file=sys.stderr)
-            return 1
-        outcomes.append(out)
+    outcomes = list(
+        _side_by_side(
+            items,
+            run_one,
+            PER_FILE_JOBS,
+            weight,
+            BUFFER_BUDGET,
+            stopping=lambda: shutdown.requested,
+        )
+    )
     line.done()
     if args.mode == "move" and len(items) > 1 and all(j.state == "completed" for j in outcomes):
         _remove_empty_dirs(src)

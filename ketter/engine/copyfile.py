@@ -356,7 +356,7 @@ def copy_durable(
         if not faulted:
             ctx.fault("mid-copy")
         if pipe is not None:
-            windows = _verify_direct_part(windows, e.size, verifier)
+            windows = _verify_direct_part(windows, e.size, ofd, out, verifier)
         seal_temp(src, sfd, e, ofd, out)
         for a, b in windows:
             evict(ofd, a, b - a)
@@ -455,7 +455,7 @@ def _copy_direct(
         else:
             progress(pos, "copy")
         while windows and windows[0][1] < e.size and windows[0][1] <= pipe.written_to():
-            verifier.submit(*windows.pop(0))
+            _submit_written(pipe.ofd, pipe.out, verifier, *windows.pop(0))
     pipe.finish()
     if pos != e.size:  # cannot happen: the pipe checks every read's length
         raise SourceChanged(f"source {show(src)} shrank while it was being copied")
@@ -464,8 +464,29 @@ def _copy_direct(
     return windows, pos, faulted
 
 
+def _submit_written(
+    fd: int, out: bytes, verifier: TrailingVerifier | DirectVerifier, a: int, b: int
+) -> None:
+    """Hand ``[a, b)`` of the temporary, written with ``O_DIRECT``, to the
+    verifier. Real direct writes leave nothing in the page cache, and the
+    write-back and eviction here cost nothing; but a filesystem may accept
+    ``O_DIRECT`` and cache the writes anyway (ext4 ``data=journal``,
+    encrypted or inline-data files): its dirty pages would then serve the
+    read-back, which must come from the disk."""
+    try:
+        write_back(fd, a, b - a, wait=True)
+    except OSError as exc:
+        raise classify_oserror(exc, out, "flush the temporary file") from exc
+    evict(fd, a, b - a)
+    verifier.submit(a, b)
+
+
 def _verify_direct_part(
-    windows: list[tuple[int, int]], size: int, verifier: TrailingVerifier | DirectVerifier
+    windows: list[tuple[int, int]],
+    size: int,
+    fd: int,
+    out: bytes,
+    verifier: TrailingVerifier | DirectVerifier,
 ) -> list[tuple[int, int]]:
     """Hand the verifier every byte the direct writes put on the device, so
     its read-back overlaps the final fsync; returns what is left: the
@@ -474,7 +495,7 @@ def _verify_direct_part(
     tail = size - size % direct.ALIGN
     for a, b in windows:
         if a < tail:
-            verifier.submit(a, min(b, tail))
+            _submit_written(fd, out, verifier, a, min(b, tail))
     return [(tail, size)] if tail < size else []
 
 

@@ -32,12 +32,13 @@ from ketter.errors import ChecksumMismatch, PermanentError
 from .context import TransferContext
 from .copyfile import SMALL_FILE, FileCopy, Progress, copy_durable, copy_small
 from .hashing import ReadCancelled, hash_fd_from_disk, write_back
+from .oserrors import classify_oserror
 from .paths import join, safe_relpath, show
 from .results import FileHashes
 from .source import FileEntry, SourcePlan
 from .spec import TransferSpec
 
-#: Members from this size up are copied in parallel and verified trailing.
+#: Members from this size up are read back while the copy goes on.
 MID_FILE = SMALL_FILE
 #: Members at least this big get their own fsync and trailing verification.
 BIG_FILE = 64 * SMALL_FILE
@@ -56,6 +57,9 @@ class FileTrail:
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(TRAIL_THREADS, thread_name_prefix="ketter-trail")
         self._futures: deque[Future[int]] = deque()
+        self._lock = threading.Lock()
+        #: Bytes read back so far (reported while the caller waits).
+        self.read = 0
 
     def submit(self, f: FileHashes) -> None:
         while self._futures and self._futures[0].done():
@@ -74,14 +78,19 @@ class FileTrail:
                 raise ReadCancelled()
 
         path = join(self.target, f.relpath)
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            # Only written-back pages can be evicted: wait for it first, or
-            # the re-read would come from the page cache.
-            write_back(fd, 0, 0, wait=True)
-            digests, n = hash_fd_from_disk(fd, (self.algo,), buf=buf, progress=cancel)
-        finally:
-            os.close(fd)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                # Only written-back pages can be evicted: wait for it first, or
+                # the re-read would come from the page cache.
+                write_back(fd, 0, 0, wait=True)
+                digests, n = hash_fd_from_disk(fd, (self.algo,), buf=buf, progress=cancel)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise classify_oserror(exc, path, "read the copy back") from exc
+        with self._lock:
+            self.read += n
         if n != f.size or digests[self.algo] != f.hashes[self.algo]:
             raise ChecksumMismatch(
                 f"{show(path)} reads back from disk differently from "
@@ -143,7 +152,7 @@ class MemberCopy:
     def finish(self) -> None:
         """After the tree is flushed: the trailing read-backs all passed."""
         while not self.trail.wait(0.5):
-            self.progress(self.done, "verify")
+            self.progress(self.trail.read, "verify")
         self.trail.finish()
 
     def close(self) -> None:

@@ -61,20 +61,74 @@ def test_light_items_do_run_side_by_side() -> None:
 
 
 def test_an_item_over_the_budget_runs_alone() -> None:
-    items = [("a", 10), ("b", 10), ("big", 90), ("c", 10), ("d", 10)]
-    rec = Recorder()
-    list(_side_by_side(items, rec, 4, weight, 50))
-    assert ("big", 0) in rec.started  # nothing else was running when it started
-    assert dict(rec.started)["c"] <= 1  # at most "d"; never beside "big"
+    """"a" and "b" wait (2 s at most) for a third item to run beside them:
+    within the budget only they may; "big" must wait until they are done."""
+    meet = threading.Barrier(3, timeout=2)
+    met: list[str] = []
+
+    def run(item: tuple[str, int]) -> Out:
+        if item[0] in ("a", "b", "big"):
+            try:
+                meet.wait()
+                met.append(item[0])
+            except threading.BrokenBarrierError:
+                pass
+        return Out(item[0], "completed")
+
+    items = [("a", 10), ("b", 10), ("big", 90), ("c", 10)]
+    out = list(_side_by_side(items, run, 4, weight, 50))
+    assert [o.name for o in out] == ["a", "b", "big", "c"]
+    assert met == []  # "big" never ran beside "a" and "b"
 
 
-def test_nothing_new_starts_after_a_failure() -> None:
-    items = [("f0", 1), ("bad", 1), *[(f"f{i}", 1) for i in range(2, 30)]]
+def test_nothing_new_starts_after_a_failure_even_behind_a_slow_one() -> None:
+    """"bad" fails while "slow" (started before it) still runs: "f2" must
+    not start, although results are reported in order."""
+    bad_ended = threading.Event()
+    started: list[str] = []
+
+    def run(item: tuple[str, int]) -> Out:
+        started.append(item[0])
+        if item[0] == "slow":
+            bad_ended.wait(30)
+        if item[0] == "bad":
+            bad_ended.set()
+            return Out("bad", "failed")
+        return Out(item[0], "completed")
+
+    items = [("slow", 1), ("bad", 1), ("f2", 1), ("f3", 1)]
+    out = list(_side_by_side(items, run, 2, weight, 100))
+    assert [o.name for o in out] == ["slow", "bad"]
+    assert sorted(started) == ["bad", "slow"]
+
+
+def test_a_stop_request_starts_nothing_new() -> None:
     rec = Recorder()
-    out = list(_side_by_side(items, rec, 2, weight, 100))
-    assert [o.state for o in out][:2] == ["completed", "failed"]
-    assert len(out) <= 3  # the one already running when "bad" ended, at most
-    assert len(rec.started) == len(out)
+    items = [(f"f{i}", 1) for i in range(10)]
+    out = list(_side_by_side(items, rec, 1, weight, 100, stopping=lambda: bool(rec.started)))
+    assert [o.name for o in out] == ["f0"]
+
+
+def test_an_exception_is_raised_in_its_turn_and_stops_new_starts() -> None:
+    started: list[str] = []
+
+    def run(item: tuple[str, int]) -> Out:
+        started.append(item[0])
+        if item[0] == "boom":
+            raise OSError("disk gone")
+        return Out(item[0], "completed")
+
+    items = [("f0", 1), ("boom", 1), *[(f"f{i}", 1) for i in range(2, 20)]]
+    got: list[str] = []
+    try:
+        for o in _side_by_side(items, run, 1, weight, 100):
+            got.append(o.name)
+    except OSError as e:
+        assert "disk gone" in str(e)
+    else:
+        raise AssertionError("the exception was swallowed")
+    assert got == ["f0"]
+    assert started == ["f0", "boom"]
 
 
 def test_one_at_a_time_stops_right_after_the_failure() -> None:

@@ -12,7 +12,9 @@ import errno
 import hashlib
 import os
 import stat
+import subprocess
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -222,3 +224,46 @@ def test_the_direct_read_back_reaches_the_disk(bt: bytes, paths: dict[str, int])
         pytest.skip("this filesystem does not account direct reads in read_bytes")
     assert paths["direct"] == 1
     assert delta >= 2 * size - 4096, f"{delta} bytes read from storage for 2 × {size}"
+
+
+@pytest.fixture
+def journalled(bt: bytes) -> Iterator[bytes]:
+    """An ext4 with ``data=journal`` on a loop device: it accepts O_DIRECT
+    but caches the writes anyway (the kernel falls back to buffered I/O)."""
+    image, mnt = bt + b"/ext4.img", bt + b"/mnt"
+    with open(image, "wb") as f:
+        f.truncate(64 * MiB)
+    mkfs = subprocess.run(["mkfs.ext4", "-q", "-F", image], capture_output=True, text=True)
+    if mkfs.returncode != 0:
+        pytest.skip(f"mkfs.ext4 unavailable: {mkfs.stderr.strip()[:200]}")
+    os.mkdir(mnt)
+    r = subprocess.run(
+        ["mount", "-o", "loop,data=journal", image, mnt], capture_output=True, text=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot loop-mount an ext4 here ({r.stderr.strip()[:200]}); needs root")
+    try:
+        os.mkdir(mnt + b"/src")
+        os.mkdir(mnt + b"/dst")
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", mnt], check=False)
+
+
+def test_a_filesystem_that_caches_direct_writes_is_still_read_back_from_disk(
+    journalled: bytes, paths: dict[str, int]
+) -> None:
+    """The read-back would otherwise find the written data in the page cache."""
+    size = 9 * MiB + 1234
+    data = os.urandom(size)
+    src = journalled + b"/src/reel.mov"
+    write(src, data)  # and still in the page cache: only the read-back reads the disk
+    plan = inspect_source(SPEC, src)
+    with open("/proc/self/io") as f:
+        before = int(next(line for line in f if line.startswith("read_bytes")).split()[1])
+    result = copy_and_verify(SPEC, plan, journalled + b"/dst/reel.mov", TransferContext())
+    with open("/proc/self/io") as f:
+        delta = int(next(line for line in f if line.startswith("read_bytes")).split()[1]) - before
+    assert paths["direct"] == 1
+    assert read(result.temp_path) == data
+    assert delta >= size - 4096, f"only {delta} of {size} bytes were read back from the disk"
