@@ -337,6 +337,27 @@ def test_unpackaged_folder_stop_in_verify_removes_the_dir(
     assert ketter_names(bt) == []
 
 
+@pytest.mark.parametrize("exc", [LostClaim, ShutdownRequested])
+def test_mid_size_members_stop_with_their_read_backs(
+    bt: bytes, exc: type[BaseException], engine_threads: Callable[[], list[str]]
+) -> None:
+    """A stop during the copy of 1-64 MiB members (at the first report, after
+    the first member, whose read-back is then queued or running) also ends
+    the read-backs that trail it (FileTrail): no thread left, no temporary."""
+    spec = _spec(folders="as_unit", package_min_files=0)
+    for i in range(12):
+        write(bt + b"/src/reel/f%02d.dpx" % i, os.urandom(2 * MiB + i))
+    plan = inspect_source(spec, bt + b"/src/reel")
+    final = resolve_destination(spec, plan, bt + b"/dst")
+
+    ctx = RecordingContext(on_progress=_stop_at("copy", exc))
+    with pytest.raises(exc):
+        copy_and_verify(spec, plan, final, ctx)
+    _stopped_at_first_call(ctx, "copy")
+    assert engine_threads() == []
+    assert ketter_names(bt) == []
+
+
 # --- hash: same-filesystem move by rename (hash_source) -------------------
 
 
