@@ -41,16 +41,26 @@ def test_a_member_that_reads_back_differently_fails_naming_it(bt: bytes, algo: s
         trail.close()
 
 
-def test_a_member_that_reads_back_shorter_fails(bt: bytes) -> None:
-    data = os.urandom(2 * MiB)
-    write(bt + b"/dst/f", data[:-1])
+def _read_back_one(
+    bt: bytes, on_disk: bytes, source: bytes, exc: type[BaseException], *, stopped: bool = False
+) -> None:
+    """Write ``on_disk``, read it back against ``source``'s checksums:
+    :meth:`FileTrail.finish` must raise ``exc``."""
+    write(bt + b"/dst/f", on_disk)
     trail = FileTrail(bt + b"/dst", "sha256")
+    if stopped:
+        trail.stop.set()  # what close() does when the copy fails or is stopped
     try:
-        trail.submit(_hashes(b"f", data))
-        with pytest.raises(ChecksumMismatch):
+        trail.submit(_hashes(b"f", source))
+        with pytest.raises(exc):
             trail.finish()
     finally:
         trail.close()
+
+
+def test_a_member_that_reads_back_shorter_fails(bt: bytes) -> None:
+    data = os.urandom(2 * MiB)
+    _read_back_one(bt, data[:-1], data, ChecksumMismatch)
 
 
 def test_identical_members_pass(bt: bytes) -> None:
@@ -67,12 +77,4 @@ def test_identical_members_pass(bt: bytes) -> None:
 
 def test_a_stopped_trail_reads_nothing_more(bt: bytes) -> None:
     data = os.urandom(MiB)
-    write(bt + b"/dst/f", data)
-    trail = FileTrail(bt + b"/dst", "sha256")
-    trail.stop.set()  # what close() does when the copy fails or is stopped
-    try:
-        trail.submit(_hashes(b"f", data))
-        with pytest.raises(ReadCancelled):
-            trail.finish()
-    finally:
-        trail.close()
+    _read_back_one(bt, data, data, ReadCancelled, stopped=True)
