@@ -185,7 +185,7 @@ def run_transfer(args: argparse.Namespace) -> int:
     from ketter.audit import chain
     from ketter.engine.copyfile import buffer_bytes
     from ketter.engine.source import scan_tree
-    from ketter.jobs.claim import claim_job, owner_name
+    from ketter.jobs.claim import claim_job, owner_name, release
     from ketter.jobs.create import NewJob, create_job
     from ketter.jobs.lease import LeaseKeeper
     from ketter.jobs.routes import resume_route
@@ -251,19 +251,26 @@ def run_transfer(args: argparse.Namespace) -> int:
             now=time.time(),
             event_details={"by": "ketter transfer"},
         )
-        claimed = claim_job(
-            config, hint=created.job_id, owner=owner_name(config.node), now=time.time()
-        )
-        if claimed is None or claimed.job_id != created.job_id:
-            # The route was paused by a job that failed meanwhile (a share
-            # gone): this one fails too, rather than wait for nobody.
-            job = _abandon(
-                Job.get_by_id(created.job_id),
-                "not started: an earlier file of this transfer failed and paused the route",
+        try:
+            claimed = claim_job(
+                config, hint=created.job_id, owner=owner_name(config.node), now=time.time()
             )
-        else:
-            runner.run(claimed)
-            job = Job.get_by_id(created.job_id)
+            if claimed is not None and claimed.job_id != created.job_id:
+                # Another file's job (its own thread claims it): give it back.
+                release(claimed.job_id, claimed.claim, now=time.time(), reason="not this file")
+                claimed = None
+            if claimed is None:
+                # The route was paused by a job that failed meanwhile (a share
+                # gone): this one fails too, rather than wait for nobody.
+                job = _abandon(
+                    Job.get_by_id(created.job_id),
+                    "not started: another file of this transfer failed and paused the route",
+                )
+            else:
+                runner.run(claimed)
+                job = Job.get_by_id(created.job_id)
+        except Exception as exc:  # the job store itself failed: say so on the job
+            job = _abandon(Job.get_by_id(created.job_id), f"{type(exc).__name__}: {exc}")
         if job.state != "completed":
             reason = "interrupted" if shutdown.requested else (job.error or job.state)
             job = _abandon(job, reason)
@@ -304,7 +311,7 @@ def run_transfer(args: argparse.Namespace) -> int:
     if args.mode == "move" and len(items) > 1 and all(j.state == "completed" for j in outcomes):
         _remove_empty_dirs(src)
     seconds = time.monotonic() - t0
-    return _report(outcomes, seconds, args.json)
+    return _report(outcomes, seconds, args.json, not_started=len(items) - len(outcomes))
 
 
 def _abandon(job: Any, reason: str) -> Any:
@@ -375,8 +382,10 @@ class _Outcome(NamedTuple):
     error: str | None
 
 
-def _report(jobs: list[Any], seconds: float, as_json: bool) -> int:
-    ok = all(j.state == "completed" for j in jobs)
+def _report(jobs: list[Any], seconds: float, as_json: bool, *, not_started: int = 0) -> int:
+    """Print the outcome; 1 unless every job completed and none was left
+    out (a failure or a stop ends a per_file folder before its last file)."""
+    ok = all(j.state == "completed" for j in jobs) and not not_started
     size = sum(j.size for j in jobs)
     rows = [
         {
@@ -395,6 +404,7 @@ def _report(jobs: list[Any], seconds: float, as_json: bool) -> int:
     ]
     summary = {
         "ok": ok,
+        "not_started": not_started,
         "bytes": size,
         "seconds": round(seconds, 3),
         "mb_per_s": round(size / seconds / 1e6, 1) if seconds > 0 else None,
@@ -415,7 +425,11 @@ def _report(jobs: list[Any], seconds: float, as_json: bool) -> int:
             else "transfer failed"
         )
     if not ok:
-        failed = jobs[-1]
-        print(f"ketter: job {failed.id} {failed.state}: {failed.error}", file=sys.stderr)
+        failed = next((j for j in jobs if j.state != "completed"), None)
+        if failed is not None:
+            print(f"ketter: job {failed.id} {failed.state}: {failed.error}", file=sys.stderr)
+        if not_started:
+            why = "after a failure" if failed is not None else "interrupted"
+            print(f"ketter: {not_started} file(s) not started ({why})", file=sys.stderr)
         return 1
     return 0

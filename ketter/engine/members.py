@@ -144,10 +144,11 @@ class MemberCopy:
                 self.verified.add(e.relpath)
                 self._record(e, fc)
                 continue
-            fh = self._record(e, self._copy_small(e))
+            fc = self._copy_small(e)
             if e.size >= MID_FILE:
-                self.trail.submit(fh)
+                self.trail.submit(FileHashes(e.relpath, fc.size, fc.hashes))
                 self.verified.add(e.relpath)
+            self._record(e, fc)
 
     def finish(self) -> None:
         """After the tree is flushed: the trailing read-backs all passed."""
@@ -173,11 +174,9 @@ class MemberCopy:
                 f"{show(e.relpath)} collides with another name on the destination filesystem"
             ) from None
 
-    def _record(self, e: FileEntry, fc: FileCopy) -> FileHashes:
-        fh = FileHashes(e.relpath, fc.size, fc.hashes)
-        self.out.append(fh)
+    def _record(self, e: FileEntry, fc: FileCopy) -> None:
+        self.out.append(FileHashes(e.relpath, fc.size, fc.hashes))
         self.done += fc.size
         if len(self.out) == 1:
             self.ctx.fault("mid-copy")
         self.progress(self.done, "copy")
-        return fh

@@ -4,10 +4,12 @@ what kill -9 or a power cut does to the process)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
 import time
+from collections.abc import Iterator
 
 #: Points outside the engine (the engine's are in ketter.engine.context).
 POINTS = frozenset({"after-commit-before-enqueue", "after-dequeue", "after-claim"})
@@ -23,34 +25,45 @@ def fault(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if os.environ.get("KETTER_FAULT_STOP") == point and point not in _stopped:
         _stopped.add(point)
-        _wait_until_store_idle()
-        os.kill(os.getpid(), signal.SIGSTOP)
+        with _store_idle():
+            os.kill(os.getpid(), signal.SIGSTOP)  # stops as the call returns
 
 
-def _wait_until_store_idle() -> None:
+@contextlib.contextmanager
+def _store_idle() -> Iterator[None]:
     """Stop only between two writes of this process's other threads.
 
     A process frozen while one of its threads holds SQLite's write lock
     blocks every other writer of the job store (a limit of SQLite, see
     docs/guarantees.md). The crash tests want a worker frozen mid-copy, not
-    that: take and release the write lock once, then stop at once.
+    that. So hold the store's in-process writer mutex (every write
+    transaction of this process takes it first: none can be open or start)
+    and check that the lock is free (an autocommit write of another thread
+    may just hold it); the mutex is given back once the process runs again.
     """
     from ketter.store.models import database  # only in a process with a store
 
-    path = getattr(database.obj, "database", None)
-    if not path:
-        return
-    con = sqlite3.connect(path, timeout=0, isolation_level=None)
+    db = database.obj
+    path = getattr(db, "database", None)
+    mutex = getattr(db, "_writer", None)
+    held = mutex.acquire(timeout=10) if mutex is not None else False
     try:
-        for _ in range(2000):
+        if path:
+            con = sqlite3.connect(path, timeout=0, isolation_level=None)
             try:
-                con.execute("BEGIN IMMEDIATE")
-                con.execute("ROLLBACK")
-                return
-            except sqlite3.OperationalError:
-                time.sleep(0.005)
+                for _ in range(2000):
+                    try:
+                        con.execute("BEGIN IMMEDIATE")
+                        con.execute("ROLLBACK")
+                        break
+                    except sqlite3.OperationalError:
+                        time.sleep(0.005)
+            finally:
+                con.close()
+        yield
     finally:
-        con.close()
+        if held and mutex is not None:
+            mutex.release()
 
 
 def delay(point: str) -> None:

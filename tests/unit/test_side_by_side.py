@@ -4,9 +4,12 @@ at a time within a memory budget, and no new one after a failure."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import NamedTuple
 
-from ketter.cli.transfer import _side_by_side
+import pytest
+
+from ketter.cli.transfer import _Outcome, _report, _side_by_side
 from ketter.engine.copyfile import INLINE_MAX, buffer_bytes
 
 MiB = 1024 * 1024
@@ -91,6 +94,9 @@ def test_nothing_new_starts_after_a_failure_even_behind_a_slow_one() -> None:
         started.append(item[0])
         if item[0] == "slow":
             bad_ended.wait(30)
+            # "bad" has returned; give the loop ample time to see its
+            # result before this one ends (it would see both at once anyway).
+            time.sleep(1)
         if item[0] == "bad":
             bad_ended.set()
             return Out("bad", "failed")
@@ -145,3 +151,24 @@ def test_buffer_estimate_covers_the_copy_paths() -> None:
     assert buffer_bytes(8 * MiB) == 24 * MiB
     # any size: never more than 8 + 3 buffers of 4 MiB
     assert buffer_bytes(2 << 30) == 44 * MiB
+
+
+def _outcome(job_id: int, state: str, error: str | None = None) -> _Outcome:
+    return _Outcome(job_id, state, f"/in/{job_id}", f"/out/{job_id}", 1, 1, "s", "x", "x", error)
+
+
+def test_files_left_out_by_a_stop_make_the_transfer_fail(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert _report([_outcome(1, "completed")], 1.0, True, not_started=3) == 1
+    out, err = capsys.readouterr()
+    assert '"ok": false' in out and '"not_started": 3' in out
+    assert "3 file(s) not started (interrupted)" in err
+
+
+def test_the_reason_names_the_job_that_failed(capsys: pytest.CaptureFixture[str]) -> None:
+    jobs = [_outcome(1, "completed"), _outcome(2, "failed", "disk full"), _outcome(3, "completed")]
+    assert _report(jobs, 1.0, False, not_started=5) == 1
+    err = capsys.readouterr().err
+    assert "job 2 failed: disk full" in err
+    assert "5 file(s) not started (after a failure)" in err

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
 import stat
 import subprocess
 import threading
@@ -233,12 +234,16 @@ def journalled(bt: bytes) -> Iterator[bytes]:
     image, mnt = bt + b"/ext4.img", bt + b"/mnt"
     with open(image, "wb") as f:
         f.truncate(64 * MiB)
-    mkfs = subprocess.run(["mkfs.ext4", "-q", "-F", image], capture_output=True, text=True)
+    tools = [shutil.which(t, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+             for t in ("mkfs.ext4", "mount")]
+    if None in tools:
+        pytest.skip("mkfs.ext4 or mount is not installed")
+    mkfs = subprocess.run([tools[0], "-q", "-F", image], capture_output=True, text=True)
     if mkfs.returncode != 0:
         pytest.skip(f"mkfs.ext4 unavailable: {mkfs.stderr.strip()[:200]}")
     os.mkdir(mnt)
     r = subprocess.run(
-        ["mount", "-o", "loop,data=journal", image, mnt], capture_output=True, text=True
+        [tools[1], "-o", "loop,data=journal", image, mnt], capture_output=True, text=True
     )
     if r.returncode != 0:
         pytest.skip(f"cannot loop-mount an ext4 here ({r.stderr.strip()[:200]}); needs root")

@@ -32,6 +32,7 @@ from ketter.engine import (
 )
 from ketter.engine.copyfile import Progress
 from ketter.engine.folders import verify_tree
+from ketter.engine.members import FileTrail
 from ketter.engine.paths import temp_name
 from ketter.engine.results import CopyResult, FileHashes
 from ketter.errors import LostClaim, ShutdownRequested
@@ -339,7 +340,10 @@ def test_unpackaged_folder_stop_in_verify_removes_the_dir(
 
 @pytest.mark.parametrize("exc", [LostClaim, ShutdownRequested])
 def test_mid_size_members_stop_with_their_read_backs(
-    bt: bytes, exc: type[BaseException], engine_threads: Callable[[], list[str]]
+    bt: bytes,
+    exc: type[BaseException],
+    engine_threads: Callable[[], list[str]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A stop during the copy of 1-64 MiB members (at the first report, after
     the first member, whose read-back is then queued or running) also ends
@@ -350,10 +354,19 @@ def test_mid_size_members_stop_with_their_read_backs(
     plan = inspect_source(spec, bt + b"/src/reel")
     final = resolve_destination(spec, plan, bt + b"/dst")
 
+    submitted: list[bytes] = []
+    submit = FileTrail.submit
+
+    def counted(self: FileTrail, f: FileHashes) -> None:
+        submitted.append(f.relpath)
+        submit(self, f)
+
+    monkeypatch.setattr(FileTrail, "submit", counted)
     ctx = RecordingContext(on_progress=_stop_at("copy", exc))
     with pytest.raises(exc):
         copy_and_verify(spec, plan, final, ctx)
     _stopped_at_first_call(ctx, "copy")
+    assert submitted == [b"f00.dpx"]  # its read-back was queued or running
     assert engine_threads() == []
     assert ketter_names(bt) == []
 
