@@ -142,20 +142,19 @@ def _side_by_side(
     turn, after the running ones have finished."""
     results: dict[int, Future[R]] = {}
     running: dict[Future[R], tuple[int, int]] = {}
-    todo = list(items)
     started = emitted = held = 0
     stop = False
     with ThreadPoolExecutor(max(jobs, 1), thread_name_prefix="ketter-transfer") as pool:
         while True:
             stop = stop or stopping()
-            while not stop and started < len(todo) and len(running) < jobs:
-                w = weight(todo[started])
+            while not stop and started < len(items) and len(running) < jobs:
+                w = weight(items[started])
                 if running and held + w > budget:
                     break
                 # Signals go to the main thread, which waits below (see
                 # Shutdown.spawn_threads_without_signals).
                 with Shutdown.spawn_threads_without_signals():
-                    fut = pool.submit(run, todo[started])
+                    fut = pool.submit(run, items[started])
                 results[started] = fut
                 running[fut] = (started, w)
                 started += 1

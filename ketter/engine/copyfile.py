@@ -27,7 +27,7 @@ from ketter.errors import SourceChanged
 from . import direct
 from .context import TransferContext
 from .direct import DirectPipe, DirectVerifier
-from .hashing import BUF_SIZE, MultiHash, evict, new_hasher, write_back
+from .hashing import BUF_SIZE, MultiHash, evict, new_hasher, thread_buffer, write_back
 from .oserrors import classify_oserror
 from .paths import show
 from .source import FileEntry
@@ -117,10 +117,22 @@ def buffer_bytes(size: int) -> int:
     if size <= INLINE_MAX:
         return 2 * size  # the data and its read-back
     chunks = -(-size // direct.CHUNK)
-    direct_path = (min(direct.N_BUFFERS, chunks + 1) + direct.N_VERIFY_READERS + 1) * direct.CHUNK
-    buf = min(BUF_SIZE, max(MIN_BUF_SIZE, size + 1))
-    buffered = min(N_BUFFERS, 2 + size // buf) * buf + BUF_SIZE  # + the verifier's
-    return max(direct_path, buffered)
+    direct_path = (direct.pipe_buffers(chunks) + direct.N_VERIFY_READERS + 1) * direct.CHUNK
+    buf, count = _hash_buffers(size)
+    return max(direct_path, count * buf + BUF_SIZE)  # + the buffered verifier's
+
+
+def _hash_buffers(remaining: int | None) -> tuple[int, int]:
+    """(size, count) of the buffered path's buffers for ``remaining`` bytes.
+
+    Small files get small buffers: zeroing 6 × 4 MiB per file cost more
+    than copying a 64 KiB file (fresh pages are slow on this kind of VM).
+    """
+    if remaining is None:
+        return BUF_SIZE, N_BUFFERS
+    # +1: one more byte than expected shows a source that grew.
+    size = min(BUF_SIZE, max(MIN_BUF_SIZE, remaining + 1))
+    return size, min(N_BUFFERS, 2 + remaining // size)
 
 
 def same_identity(st: os.stat_result, e: FileEntry) -> bool:
@@ -191,18 +203,6 @@ def write_all(fd: int, data: memoryview, path: bytes) -> None:
         raise classify_oserror(exc, path, "write the temporary file") from exc
 
 
-_local = threading.local()
-
-
-def _copy_buffer() -> bytearray:
-    """This thread's reusable copy buffer (a fresh 1 MiB per read costs page
-    faults and zeroing in the kernel)."""
-    buf = getattr(_local, "buf", None)
-    if buf is None:
-        buf = _local.buf = bytearray(SMALL_FILE)
-    return buf
-
-
 def copy_small(
     src: bytes, e: FileEntry, out: bytes, algos: tuple[str, ...], *, start_write_back: bool = False
 ) -> FileCopy:
@@ -225,7 +225,7 @@ def copy_small(
                 mh.update(chunk)
                 write_all(ofd, memoryview(chunk), out)
             else:
-                buf = _copy_buffer()
+                buf = thread_buffer()
                 mv = memoryview(buf)
                 while True:
                     try:
@@ -256,13 +256,7 @@ class _HashThread:
     def __init__(self, mh: MultiHash, remaining: int | None = None) -> None:
         self.mh = mh
         self.free: queue.Queue[bytearray] = queue.Queue()
-        # Small files get small buffers: zeroing 6 × 4 MiB per file cost more
-        # than copying a 64 KiB file (fresh pages are slow on this kind of VM).
-        size, count = BUF_SIZE, N_BUFFERS
-        if remaining is not None:
-            # +1: one more byte than expected shows a source that grew.
-            size = min(BUF_SIZE, max(MIN_BUF_SIZE, remaining + 1))
-            count = min(N_BUFFERS, 2 + remaining // size)
+        size, count = _hash_buffers(remaining)
         for _ in range(count):
             self.free.put(bytearray(size))
         self.work: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()

@@ -48,6 +48,11 @@ N_VERIFY_READERS = 2
 _UNSUPPORTED = (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP)
 
 
+def pipe_buffers(chunks: int) -> int:
+    """Source buffers a :class:`DirectPipe` of ``chunks`` chunks allocates."""
+    return min(N_BUFFERS, chunks + 1)
+
+
 class Unsupported(Exception):
     """The filesystem refused a direct request before anything was copied."""
 
@@ -134,7 +139,7 @@ class DirectPipe:
         self.begin, self.end = start, end
         self.count = (end - start + CHUNK - 1) // CHUNK
         self._free: queue.Queue[memoryview] = queue.Queue()
-        for _ in range(min(N_BUFFERS, self.count + 1)):
+        for _ in range(pipe_buffers(self.count)):
             self._free.put(_aligned_buffer(CHUNK))
         self._cv = threading.Condition()
         self._claim = threading.Lock()  # chunk index and buffer, taken in order

@@ -20,17 +20,18 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from ketter.errors import ChecksumMismatch, PermanentError
+from ketter.errors import PermanentError
 
 from .context import TransferContext
 from .copyfile import SMALL_FILE, Progress
-from .hashing import ReadCancelled, evict, fsync_dir, hash_fd_from_disk, new_hasher, syncfs
+from .hashing import ReadCancelled, fsync_dir, syncfs, thread_buffer
 from .members import MemberCopy
 from .oserrors import classify_oserror
 from .paths import join, safe_relpath, show, split
 from .results import FileHashes
 from .source import FileEntry, SourcePlan, check_unchanged
 from .spec import TransferSpec
+from .verify import read_back_file
 
 VERIFY_THREADS = 8
 #: Files per read-back task (fewer when they add up to 1 MiB).
@@ -144,7 +145,6 @@ def verify_tree(
     every ``progress.step`` bytes and at least once a second. A stop signal
     raised there cancels the readers and waits for them before it leaves.
     """
-    local = threading.local()
     stop = threading.Event()
     lock = threading.Lock()
     read = 0
@@ -154,9 +154,6 @@ def verify_tree(
     events: queue.Queue[Future[int] | int] = queue.Queue()
 
     def check(f: FileHashes) -> int:
-        buf = getattr(local, "buf", None)
-        if buf is None:
-            buf = local.buf = bytearray(SMALL_FILE)
         last = 0
 
         def tick(n: int) -> None:
@@ -170,31 +167,7 @@ def verify_tree(
             if stop.is_set():
                 raise ReadCancelled()
 
-        path = join(target, f.relpath)
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            if f.size < len(buf):
-                # One read (and no MultiHash) for a small file: one more byte
-                # than expected shows a file that reads back longer.
-                evict(fd)
-                # One call: a regular file reads short only at its end.
-                mv = memoryview(buf)
-                n = os.preadv(fd, [mv[: f.size + 1]], 0)
-                h = new_hasher(algo)
-                h.update(mv[:n])
-                tick(n)
-                digest = h.hexdigest()
-            else:
-                digests, n = hash_fd_from_disk(fd, (algo,), buf=buf, progress=tick)
-                digest = digests[algo]
-        finally:
-            os.close(fd)
-        if n != f.size or digest != f.hashes[algo]:
-            raise ChecksumMismatch(
-                f"{show(path)} reads back from disk differently from "
-                f"the source ({algo}); the copy is discarded and retried"
-            )
-        return n
+        return read_back_file(join(target, f.relpath), f, algo, thread_buffer(), tick)
 
     def check_batch(batch: Sequence[FileHashes]) -> int:
         total = 0

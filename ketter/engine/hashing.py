@@ -14,6 +14,7 @@ import ctypes.util
 import errno
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -22,6 +23,18 @@ import xxhash
 from ketter.runtime.flush import grouped_fsync
 
 BUF_SIZE = 4 * 1024 * 1024
+
+
+_local = threading.local()
+
+
+def thread_buffer() -> bytearray:
+    """This thread's reusable 1 MiB buffer for whole small files (a fresh
+    buffer per file costs page faults and zeroing in the kernel)."""
+    buf = getattr(_local, "buf", None)
+    if buf is None:
+        buf = _local.buf = bytearray(1024 * 1024)
+    return buf
 
 
 class ReadCancelled(Exception):

@@ -22,21 +22,21 @@ the early write-back only moves the disk work forward.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
-from ketter.errors import ChecksumMismatch, PermanentError
+from ketter.errors import PermanentError
 
 from .context import TransferContext
 from .copyfile import SMALL_FILE, FileCopy, Progress, copy_durable, copy_small
-from .hashing import ReadCancelled, hash_fd_from_disk, write_back
+from .hashing import ReadCancelled, thread_buffer
 from .oserrors import classify_oserror
 from .paths import join, safe_relpath, show
 from .results import FileHashes
 from .source import FileEntry, SourcePlan
 from .spec import TransferSpec
+from .verify import read_back_file
 
 #: Members from this size up are read back while the copy goes on.
 MID_FILE = SMALL_FILE
@@ -54,7 +54,6 @@ class FileTrail:
         self.target = target
         self.algo = algo
         self.stop = threading.Event()
-        self._local = threading.local()
         self._pool = ThreadPoolExecutor(TRAIL_THREADS, thread_name_prefix="ketter-trail")
         self._futures: deque[Future[int]] = deque()
         self._lock = threading.Lock()
@@ -69,9 +68,6 @@ class FileTrail:
     def _check(self, f: FileHashes) -> int:
         if self.stop.is_set():
             raise ReadCancelled()
-        buf = getattr(self._local, "buf", None)
-        if buf is None:
-            buf = self._local.buf = bytearray(SMALL_FILE)
 
         def cancel(_: int) -> None:
             if self.stop.is_set():
@@ -79,23 +75,11 @@ class FileTrail:
 
         path = join(self.target, f.relpath)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                # Only written-back pages can be evicted: wait for it first, or
-                # the re-read would come from the page cache.
-                write_back(fd, 0, 0, wait=True)
-                digests, n = hash_fd_from_disk(fd, (self.algo,), buf=buf, progress=cancel)
-            finally:
-                os.close(fd)
+            n = read_back_file(path, f, self.algo, thread_buffer(), cancel, wait_write_back=True)
         except OSError as exc:
             raise classify_oserror(exc, path, "read the copy back") from exc
         with self._lock:
             self.read += n
-        if n != f.size or digests[self.algo] != f.hashes[self.algo]:
-            raise ChecksumMismatch(
-                f"{show(path)} reads back from disk differently from "
-                f"the source ({self.algo}); the copy is discarded and retried"
-            )
         return n
 
     def wait(self, timeout: float) -> bool:

@@ -15,11 +15,13 @@ import contextlib
 import os
 import queue
 import threading
+from collections.abc import Callable
 
 from ketter.errors import ChecksumMismatch
 
-from .hashing import BUF_SIZE, _Hasher, evict, new_hasher
+from .hashing import BUF_SIZE, _Hasher, evict, hash_fd_from_disk, new_hasher, write_back
 from .paths import show
+from .results import FileHashes
 
 
 class TrailingVerifier:
@@ -106,3 +108,45 @@ def compare(path: bytes, algo: str, expected: str, got: str) -> None:
             f"{show(path)} reads back from disk with {algo} {got}, but the source "
             f"has {expected}; the copy is discarded and retried"
         )
+
+
+def read_back_file(
+    path: bytes,
+    f: FileHashes,
+    algo: str,
+    buf: bytearray,
+    progress: Callable[[int], None],
+    *,
+    wait_write_back: bool = False,
+) -> int:
+    """Re-read one copied file from the disk and compare it with the
+    source's checksum (``f``); returns its size. The file must be written
+    back already, or ``wait_write_back`` waits for it: only clean pages can
+    be evicted, and the re-read must not come from the page cache.
+    ``progress(bytes_so_far)`` may raise to cancel the read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if wait_write_back:
+            write_back(fd, 0, 0, wait=True)
+        if f.size < len(buf):
+            # One read (and no MultiHash) for a small file: one more byte
+            # than expected shows a file that reads back longer.
+            evict(fd)
+            # One call: a regular file reads short only at its end.
+            mv = memoryview(buf)
+            n = os.preadv(fd, [mv[: f.size + 1]], 0)
+            h = new_hasher(algo)
+            h.update(mv[:n])
+            progress(n)
+            digest = h.hexdigest()
+        else:
+            digests, n = hash_fd_from_disk(fd, (algo,), buf=buf, progress=progress)
+            digest = digests[algo]
+    finally:
+        os.close(fd)
+    if n != f.size or digest != f.hashes[algo]:
+        raise ChecksumMismatch(
+            f"{show(path)} reads back from disk differently from "
+            f"the source ({algo}); the copy is discarded and retried"
+        )
+    return n

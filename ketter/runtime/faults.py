@@ -44,26 +44,31 @@ def _store_idle() -> Iterator[None]:
     from ketter.store.models import database  # only in a process with a store
 
     db = database.obj
-    path = getattr(db, "database", None)
     mutex = getattr(db, "_writer", None)
     held = mutex.acquire(timeout=10) if mutex is not None else False
     try:
-        if path:
-            con = sqlite3.connect(path, timeout=0, isolation_level=None)
-            try:
-                for _ in range(2000):
-                    try:
-                        con.execute("BEGIN IMMEDIATE")
-                        con.execute("ROLLBACK")
-                        break
-                    except sqlite3.OperationalError:
-                        time.sleep(0.005)
-            finally:
-                con.close()
+        _wait_for_write_lock(getattr(db, "database", None))
         yield
     finally:
         if held and mutex is not None:
             mutex.release()
+
+
+def _wait_for_write_lock(path: str | None) -> None:
+    """Take and release the job store's write lock once (up to 10 s)."""
+    if not path:
+        return
+    con = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        for _ in range(2000):
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                con.execute("ROLLBACK")
+                return
+            except sqlite3.OperationalError:
+                time.sleep(0.005)
+    finally:
+        con.close()
 
 
 def delay(point: str) -> None:
