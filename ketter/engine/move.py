@@ -23,6 +23,7 @@ from .hashing import BUF_SIZE, MultiHash, fsync_dir
 from .mounts import check_mounts
 from .oserrors import classify_oserror
 from .paths import join, show, split
+from .prune import prune_empty_parents
 from .results import CopyResult, DeleteResult, FileHashes, Placement
 from .source import FileEntry, SourcePlan, check_unchanged
 from .spec import TransferSpec
@@ -71,6 +72,7 @@ def delete_source(
     res = DeleteResult()
     if plan.kind == "file":
         _delete_file(plan.path, plan_entry(plan), res, ctx)
+        prune_empty_parents(plan.path, spec.source_root, ctx.warn)  # per-file routes
     else:
         for i, e in enumerate(plan.files):
             if i:
