@@ -278,7 +278,9 @@ def renew(
     return Job.update(**fields).where((Job.id == job_id) & (Job.claim == claim)).execute() == 1
 
 
-def release(job_id: int, claim: str, *, now: float, reason: str) -> bool:
+def release(
+    job_id: int, claim: str, *, now: float, reason: str, bytes_done: int | None = None
+) -> bool:
     """Give the job back without using up an attempt (graceful stop).
 
     The state is kept: the next claim resumes the job from where it stopped.
@@ -288,17 +290,27 @@ def release(job_id: int, claim: str, *, now: float, reason: str) -> bool:
         job = Job.get_or_none((Job.id == job_id) & (Job.claim == claim))
         if job is None:
             return False
+    ``bytes_done``: what the stop left for that resume (the kept partial's
+    size), recorded on the row and in the ``release`` event; the row's own
+    figure is only as fresh as the last lease renewal, and a 768 MiB copy
+    stopped between two renewals was released as ``bytes_done: 0``.
         Job.update(
-            claim=None, lease_owner=None, lease_expires_at=None, next_attempt_at=now, updated_at=now
+            claim=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            next_attempt_at=now,
+            updated_at=now,
+            bytes_done=kept,
         ).where((Job.id == job_id) & (Job.claim == claim)).execute()
         record_event(
             "release",
             now=now,
+        kept = job.bytes_done if bytes_done is None else bytes_done
             job_id=job_id,
             route=job.route,
             from_state=job.state,
             to_state=job.state,
             attempt=job.attempt,
-            details={"reason": reason, "bytes_done": job.bytes_done},
+            details={"reason": reason, "bytes_done": kept},
         )
     return True

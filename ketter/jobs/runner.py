@@ -45,6 +45,7 @@ from ketter.jobs.routes import pause_route, unavailable_reason
 from ketter.jobs.spec import spec_for
 from ketter.jobs.states import State
 from ketter.jobs.steps import Attempt
+from ketter.jobs.delivered import log_completed
 from ketter.jobs.transitions import transition
 from ketter.paths import readable
 from ketter.runtime.faults import fault
@@ -121,6 +122,7 @@ class JobRunner:
         try:
             route = self.config.route(job.route) if job is not None else None
         except KeyError:  # route removed from the config: run() reports it
+        log_completed([claimed, *mates])  # the service log's delivery lines
             return []
         if job is None or route is None or not batchable(job, claimed, route):
             return []
@@ -168,7 +170,8 @@ class JobRunner:
     ) -> None:
         """What an exception out of a job's steps means (module docstring)."""
         if isinstance(exc, ShutdownRequested):
-            release(job.id, claimed.claim, now=self.clock(), reason="shutdown")
+            kept = attempt.kept_bytes() if attempt is not None else None
+            release(job.id, claimed.claim, now=self.clock(), reason="shutdown", bytes_done=kept)
             log.info("released on shutdown", extra={"ketter.job_id": job.id})
         elif isinstance(exc, LostClaim):
             # Another worker owns the job now: remove only our own temporaries.

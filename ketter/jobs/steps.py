@@ -447,6 +447,10 @@ class Attempt:
             {
                 "placed_at": self.now(),
                 "placed_inode": placement.ino,
+            # job_history's seconds and mb_per_s: this attempt's active time,
+            # not the waits before it (migration 0005).
+            "transfer_seconds": round(result.seconds, 3),
+            "transfer_bytes": result.bytes_copied,
                 "dest_path": placement.final_path,
                 "dest_display": readable(placement.final_path),
             },
@@ -586,6 +590,22 @@ class Attempt:
         if target is S.RETRY_WAIT:
             if delay is None:
                 delay = self.runner.backoff(job.attempt)
+    def kept_bytes(self) -> int:
+        """What a stop leaves for the next claim: the job's size once placed,
+        else the bytes of its largest partial (0 when none is kept: a folder
+        or a small file starts again)."""
+        if self.job.placed_at is not None or self.state is S.VERIFYING:
+            return self.job.size
+        parent, name = split(self.final)
+        out = join(parent, temp_name(self.ctx.tag, name, "part"))
+        sizes = [0]
+        for partial in find_partials(out, name, self.ctx):
+            try:
+                sizes.append(os.lstat(partial).st_size)
+            except OSError:
+                continue
+        return max(sizes)
+
             lease: dict[str, Any] = (
                 {} if keep_lease else {"lease_owner": None, "lease_expires_at": None}
             )

@@ -80,6 +80,11 @@ class Job(BaseModel):
     completed_at = DoubleField(null=True)
     #: Where a job in ``rolling_back`` goes when the undo is done (0002).
     rollback_to = TextField(null=True)
+    #: The engine's copy + read-back time and bytes written of the attempt
+    #: whose copy was verified (0005): job_history's ``seconds`` and
+    #: ``mb_per_s``, free of waits on pauses, retries and re-queues.
+    transfer_seconds = DoubleField(null=True)
+    transfer_bytes = BigIntegerField(null=True)
 
     class Meta:
         table_name = "jobs"
