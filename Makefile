@@ -34,7 +34,7 @@ install: $(STAMP) ## create .venv and install Ketter with its test tools
 
 run: install ## run the demo: watcher + workers on configs/demo.yaml, all under ./var/demo/
 	@mkdir -p var/demo/ingest/outbox var/demo/dub/inbox var/demo/dub/outbox var/demo/qc/inbox
-	@$(VENV)/bin/ketter --config $(DEMO_CONFIG) config check | grep -v '^warning: .*root filesystem' || true
+	@$(VENV)/bin/ketter --config $(DEMO_CONFIG) config check 2>&1 | grep -v '^warning: .*root filesystem' || true
 	@$(VENV)/bin/ketter --config $(DEMO_CONFIG) db upgrade
 	@test -n "$$(ls -A var/demo/ingest/outbox)" || { \
 	  mkdir -p var/demo/ingest/outbox/REEL_01 && \

@@ -13,6 +13,7 @@ at once and the next start's sweep recovers.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from ketter.jobs.sweep import sweep
 from ketter.runtime import sdnotify
 from ketter.runtime.signals import Shutdown
 from ketter.store.db import open_store
+from ketter.store.guard import StoreGuard, guard_of, is_unwritable_error
 from ketter.store.models import Heartbeat, database
 from workers.app import Queue, build_queue
 from workers.processes import Children
@@ -40,11 +42,15 @@ ORPHAN_SWEEP_EVERY = 600.0
 
 
 def read_hmac_key(config: Config) -> bytes | None:
-    path = config.audit.hmac_key_file
-    if not path:
-        return None
-    with open(path, "rb") as fh:
-        return fh.read().strip() or None
+    # A missing or unreadable key is a ConfigError (exit 2, no restart loop)
+    # with the config line, not a raw [Errno 2] (see ketter.config.credentials).
+    from ketter.config.credentials import read_hmac_key as read_key
+
+    return read_key(
+        config.audit.hmac_key_file,
+        config_path=config.path,
+        line=config.line_of("audit.hmac_key_file"),
+    )
 
 
 def write_heartbeat(component: str, node: str, details: dict, *, now: float) -> None:
@@ -89,6 +95,9 @@ class WorkersProcess:
         self.shutdown = shutdown or Shutdown()
         self.notifier = notifier or LogNotifier()
         self.queue: Queue | None = None
+        #: Store problems already alerted (one alert per outage).
+        self._alerted_unwritable = False
+        self._alerted_lost = False
 
     def _stalled(self, active: ActiveJob) -> None:
         self.notifier.notify(
@@ -105,7 +114,10 @@ class WorkersProcess:
             # First thing: a SIGTERM during start-up must be graceful too.
             self.shutdown.install()
         if database.obj is None or database.obj.database != config.db_path:
-            open_store(config.db_path)
+            # Never silently a new, empty store where the node has run before.
+            open_store(config.db_path, evidence=[config.audit.log_file])
+        guard = guard_of(database.obj) or StoreGuard(config.db_path)
+        guard.start_publishing("workers")
         chain.configure(node=config.node, hmac_key=read_hmac_key(config))
         keeper = LeaseKeeper(config, self.shutdown, on_stalled=self._stalled)
         runner = JobRunner(
@@ -129,17 +141,22 @@ class WorkersProcess:
             shutdown_timeout=config.shutdown_timeout,
         )
         now = time.time()
-        with database.obj.atomic():
-            chain.record_event(
-                "workers_started",
-                now=now,
-                details={
-                    "workers": self.workers,
-                    "pid": os.getpid(),
-                    "config": config.path,
-                    "routes": [r.name for r in config.routes],
-                },
-            )
+
+        def started() -> None:
+            with database.obj.atomic():
+                chain.record_event(
+                    "workers_started",
+                    now=now,
+                    details={
+                        "workers": self.workers,
+                        "pid": os.getpid(),
+                        "config": config.path,
+                        "routes": [r.name for r in config.routes],
+                    },
+                )
+
+        # A full or read-only state disk at start: up and paused, not exit 1.
+        self._store_write(guard, started)
         # Huey's consumer would install its own handlers (only one of SIGINT
         # and SIGTERM graceful, acted on by a loop we do not run): keep ours.
         consumer._set_signal_handlers = lambda: None
@@ -152,22 +169,75 @@ class WorkersProcess:
         # systemd (Type=notify): started only now, with the consumer running.
         sdnotify.ready(f"{self.workers} workers")
         try:
-            self._loop(queue, runner, keeper)
+            self._loop(queue, runner, keeper, guard)
         finally:
             # systemd: the unit shows "deactivating" while transfers checkpoint.
             sdnotify.stopping()
             log.info("stopping: waiting for running transfers to checkpoint")
             consumer.stop(graceful=True)
             keeper.stop()
-            with database.obj.atomic():
-                chain.record_event("workers_stopped", now=time.time(), details={"pid": os.getpid()})
+
+            def stopped() -> None:
+                with database.obj.atomic():
+                    chain.record_event(
+                        "workers_stopped", now=time.time(), details={"pid": os.getpid()}
+                    )
+
+            if not guard.problem:
+                self._store_write(guard, stopped)
             shipper.stop()  # after the last event: it ships everything first
-            write_heartbeat("workers", config.node, {"stopped": True}, now=time.time())
+            if not guard.problem:
+                self._store_write(
+                    guard,
+                    lambda: write_heartbeat(
+                        "workers", config.node, {"stopped": True}, now=time.time()
+                    ),
+                )
+            guard.stop_publishing()
             queue.close()
             log.info("workers stopped")
         return 0
 
-    def _loop(self, queue: Queue, runner: JobRunner, keeper: LeaseKeeper) -> None:
+    def _store_write(self, guard: StoreGuard, write: Callable[[], object]) -> bool:
+        """Run one write of the job store; a store that cannot be written
+        (disk full, read-only, immutable) pauses the node instead of
+        killing it (issue #14 finding 8). True when the write landed."""
+        try:
+            write()
+        except Exception as exc:
+            if not is_unwritable_error(exc):
+                raise
+            guard.write_failed(exc)
+            self._store_alerts(guard)
+            return False
+        if guard.write_ok():
+            self._store_alerts(guard)
+        return True
+
+    def _store_alerts(self, guard: StoreGuard) -> None:
+        """One alert when the store is lost, one when it stops being writable,
+        one when it is writable again (the notifier throttles on top)."""
+        if guard.lost and not self._alerted_lost:
+            self._alerted_lost = True
+            self.notifier.notify("store_lost", None, f"node {self.config.node}: {guard.lost}")
+        if guard.unwritable and not self._alerted_unwritable:
+            self._alerted_unwritable = True
+            self.notifier.notify(
+                "store_unwritable",
+                None,
+                f"node {self.config.node}: every route paused: {guard.unwritable}; "
+                "retrying with a backoff, resumes by itself (free space in the "
+                f"state dir {self.config.state_dir} or make the store writable)",
+            )
+        elif not guard.unwritable and self._alerted_unwritable:
+            self._alerted_unwritable = False
+            self.notifier.notify(
+                "store_writable", None, f"node {self.config.node}: state store writable again"
+            )
+
+    def _loop(
+        self, queue: Queue, runner: JobRunner, keeper: LeaseKeeper, guard: StoreGuard
+    ) -> None:
         next_sweep = 0.0
         next_orphans = 0.0
         next_beat = 0.0
@@ -179,6 +249,25 @@ class WorkersProcess:
                 self._reload(runner, keeper)
                 if self.on_reload is not None:
                     self.on_reload()
+            # Every turn (a stat): a deleted or replaced store stops every
+            # running copy at its next checkpoint (JobContext.progress).
+            guard.check_identity()
+            self._store_alerts(guard)
+            if guard.problem:
+                # Paused: nothing is claimed (JobRunner.handle); only a probe
+                # write, on a backoff, tells when the store is writable again.
+                if not guard.lost and guard.probe_due():
+                    beat = {"workers": self.workers, "running": [], "paused": guard.problem}
+                    if self._store_write(
+                        guard,
+                        functools.partial(
+                            write_heartbeat, "workers", self.config.node, beat, now=now
+                        ),
+                    ):
+                        next_sweep = 0.0  # re-ring what waited, now
+                sdnotify.watchdog()
+                self.shutdown.wait(0.2)
+                continue
             if mono >= next_sweep:
                 orphans = mono >= next_orphans
                 try:
@@ -189,8 +278,11 @@ class WorkersProcess:
                         ring=queue.ring,
                         cleanup_orphans=orphans,
                     )
-                except Exception:
-                    log.exception("sweep failed")
+                except Exception as exc:
+                    if is_unwritable_error(exc):
+                        guard.write_failed(exc)
+                    else:
+                        log.exception("sweep failed")
                 next_sweep = mono + self.config.lease.sweep_interval
                 if orphans:
                     next_orphans = mono + ORPHAN_SWEEP_EVERY
@@ -199,11 +291,15 @@ class WorkersProcess:
                     {"job_id": a.job_id, "phase": a.phase, "bytes": a.bytes_done}
                     for a in keeper.running()
                 ]
-                write_heartbeat(
-                    "workers",
-                    self.config.node,
-                    {"workers": self.workers, "running": running},
-                    now=now,
+                self._store_write(
+                    guard,
+                    functools.partial(
+                        write_heartbeat,
+                        "workers",
+                        self.config.node,
+                        {"workers": self.workers, "running": running},
+                        now=now,
+                    ),
                 )
                 next_beat = mono + self.config.lease.heartbeat
             # systemd's WatchdogSec: only a loop that keeps turning feeds it,

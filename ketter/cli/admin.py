@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 
 from ketter.cli.common import add_config_arg, config_from
 from ketter.config import check_roots, redacted
@@ -27,35 +29,67 @@ def register(commands: argparse._SubParsersAction) -> None:
     db_cmds.required = True
     up = db_cmds.add_parser("upgrade", help="create the job store or apply pending migrations")
     add_config_arg(up)
+    up.add_argument(
+        "--new-store",
+        action="store_true",
+        help="create an empty job store although this node has run before "
+        "(its store was lost): history, jobs and the audit chain start over",
+    )
     up.set_defaults(func=db_upgrade)
 
 
 def config_check(args: argparse.Namespace) -> int:
+    from ketter.config.credentials import check_hmac_key
     from ketter.watcher.mounts import stable_seconds_warnings
 
     config = config_from(args)
     errors, warnings = check_roots(config)
     warnings += stable_seconds_warnings(config)
+    key_errors, key_warnings = check_hmac_key(
+        config.audit.hmac_key_file,
+        config_path=config.path,
+        line=config.line_of("audit.hmac_key_file"),
+    )
+    errors += key_errors
+    warnings += key_warnings
+    # Diagnostics go to stderr, so `config check --show` prints JSON alone
+    # on stdout (a warning mixed in broke `config check --show | jq`).
     for warning in warnings:
-        print(f"warning: {warning}")
+        print(f"warning: {warning}", file=sys.stderr)
     for error in errors:
-        print(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
     if args.show:
         print(json.dumps(redacted(config), indent=2, ensure_ascii=False))
+    summary = sys.stderr if args.show else sys.stdout
     if errors:
-        print(f"{config.path}: {len(errors)} error(s); fix them before starting Ketter")
+        print(
+            f"{config.path}: {len(errors)} error(s); fix them before starting Ketter",
+            file=sys.stderr,
+        )
         return 2
-    print(f"{config.path}: OK ({len(config.routes)} route(s), state_dir {config.state_dir})")
+    print(
+        f"{config.path}: OK ({len(config.routes)} route(s), state_dir {config.state_dir})",
+        file=summary,
+    )
     return 0
 
 
 def db_upgrade(args: argparse.Namespace) -> int:
     from ketter.store.db import connect, upgrade
+    from ketter.store.guard import ensure_may_create, write_marker
 
     config = config_from(args)
+    existed = os.path.exists(config.db_path)
+    # Never silently a new, empty store where the node has run before.
+    ensure_may_create(
+        config.db_path, evidence=[config.audit.log_file], new_store=args.new_store
+    )
     db = connect(config.db_path)
     applied = upgrade(db)
     db.close()
+    write_marker(config.db_path)
+    if not existed and args.new_store:
+        print(f"{config.db_path}: new, empty job store created on purpose (--new-store)")
     if applied:
         print(f"{config.db_path}: applied {', '.join(applied)}")
     else:

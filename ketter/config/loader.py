@@ -17,9 +17,11 @@ from typing import Any
 
 import yaml
 
-from ketter.config import units
+from ketter.config import credentials, units
+from ketter.config import text as config_text
 from ketter.config.schema import Config, RouteConfig
 from ketter.errors import ConfigError
+from ketter.mounts import mount_problem
 
 DEFAULT_CONFIG_PATH = "/etc/ketter/ketter.yaml"
 
@@ -57,19 +59,24 @@ def parse_config(text: str, *, path: str = "<config>", base_dir: str | None = No
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}:{line}: YAML syntax error: {problem}") from None
+        raise ConfigError(_syntax_error(exc, text, path)) from None
     if root is None:
         raise ConfigError(
             f"{path}:1: the config file is empty (see configs/ketter.example.yaml for every key)"
         )
+    walker.find_tags(root, "")
     config = walker.section(Config, root, "")
     if walker.problems:
         raise ConfigError(walker.problems)
     assert isinstance(config, Config)
-    config = dataclasses.replace(config, path=path, node=config.node or socket.gethostname())
+    config = dataclasses.replace(
+        config,
+        path=path,
+        node=config.node or socket.gethostname(),
+        lines=tuple(
+            (key, line) for key, line in walker.key_lines.items() if not key.startswith("routes[")
+        ),
+    )
     config = _resolve_state_paths(config)
     problems = _check_routes(config, walker.route_lines, walker.key_lines, path)
     if problems:
@@ -87,6 +94,31 @@ class _Walker:
         self.route_lines: list[int] = []
         #: line of every key seen, by dotted name (for cross-key checks)
         self.key_lines: dict[str, int] = {}
+        #: nodes with a tag the loader does not construct (reported once by find_tags)
+        self.bad_tags: set[int] = set()
+
+    def find_tags(self, node: yaml.Node, key: str) -> None:
+        """Report every explicit tag the safe loader cannot construct
+        (``!foo``, ``!!python/name:os.system``): constructing one raises a
+        ConstructorError that used to escape as a traceback with exit 1, so
+        systemd's RestartPreventExitStatus=2 did not stop the restart loop."""
+        if node.tag not in yaml.SafeLoader.yaml_constructors:
+            self.bad_tags.add(id(node))
+            self.problem(
+                node,
+                key,
+                f"unsupported tag {_show_tag(node.tag)} (the config takes plain YAML "
+                "values: remove the tag)",
+            )
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+                dotted = f"{key}.{name}" if key else str(name)
+                self.find_tags(key_node, dotted)
+                self.find_tags(value_node, dotted)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self.find_tags(item, f"{key}[{index}]")
 
     def problem(self, node: yaml.Node, key: str, reason: str) -> None:
         line = node.start_mark.line + 1
@@ -103,6 +135,8 @@ class _Walker:
         values: dict[str, Any] = {}
         seen: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
+            if id(key_node) in self.bad_tags:
+                continue
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
             dotted = f"{prefix}.{key}" if prefix else key
             if key in seen:
@@ -137,6 +171,8 @@ class _Walker:
             return cls()
 
     def value(self, f: dataclasses.Field[Any], node: yaml.Node, key: str) -> Any:
+        if id(node) in self.bad_tags:
+            return _INVALID
         kind = f.metadata["kind"]
         if kind == "section":
             return self.section(f.default_factory, node, key)  # type: ignore[arg-type]
@@ -146,6 +182,18 @@ class _Walker:
             return self.str_list(node, key)
         if not isinstance(node, yaml.ScalarNode):
             self.problem(node, key, f"expected a single value, got {_describe(node)}")
+            return _INVALID
+        if node.style is None and ":" in node.value and node.tag in (_INT_TAG, _FLOAT_TAG):
+            # YAML 1.1 reads 1:30 as the base-60 number 90: a delay written
+            # as a clock time would silently mean something else.
+            number = yaml.constructor.SafeConstructor().construct_object(node)
+            self.problem(
+                node,
+                key,
+                f"{node.value!r} is read by YAML as the base-60 number {number}; write "
+                f"one number with its unit (e.g. {number}s for a duration), or quote it "
+                "if you mean text",
+            )
             return _INVALID
         raw = yaml.constructor.SafeConstructor().construct_object(node)
         if raw is None:
@@ -191,15 +239,18 @@ class _Walker:
         if kind in ("str", "name"):
             if not isinstance(raw, str):
                 raise ValueError(f"expected text, got {raw!r}")
-            if kind == "name" and (not raw or "/" in raw or raw.strip() != raw):
-                raise ValueError(
-                    f"a route name must be non-empty text without '/' or "
-                    f"surrounding spaces, got {raw!r}"
-                )
+            if kind == "name":
+                problem = config_text.name_problem(raw)
+                if problem is not None:
+                    raise ValueError(problem)
+            _refuse_control(raw)
             return raw
-        if kind in ("path", "state_path"):
+        if kind in ("path", "state_path", "key_path"):
             if not isinstance(raw, str) or not raw:
                 raise ValueError(f"expected a path, got {raw!r}")
+            _refuse_control(raw)
+            if kind == "key_path":
+                return credentials.resolve(raw, self.base_dir)
             if kind == "path":
                 return os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(raw)))
             return raw  # resolved against state_dir once state_dir is known
@@ -213,8 +264,14 @@ class _Walker:
             return _INVALID
         items = []
         for item in node.value:
+            if id(item) in self.bad_tags:
+                continue
             if not isinstance(item, yaml.ScalarNode) or item.tag != "tag:yaml.org,2002:str":
                 self.problem(item, key, f"expected text in this list, got {_describe(item)}")
+                continue
+            bad = config_text.control_char(item.value)
+            if bad is not None:
+                self.problem(item, key, _control_message(bad))
                 continue
             items.append(item.value)
         return tuple(items)
@@ -225,12 +282,63 @@ class _Walker:
             return _INVALID
         routes = []
         for index, item in enumerate(node.value):
-            routes.append(self.section(RouteConfig, item, f"routes[{index}]"))
+            route = self.section(RouteConfig, item, f"routes[{index}]")
+            prefix = f"routes[{index}]."
+            lines = [("", item.start_mark.line + 1)] + [
+                (k.removeprefix(prefix), v)
+                for k, v in self.key_lines.items()
+                if k.startswith(prefix)
+            ]
+            routes.append(dataclasses.replace(route, lines=tuple(lines)))
             self.route_lines.append(item.start_mark.line + 1)
         return tuple(routes)
 
 
 _INVALID = object()
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+
+
+def _show_tag(tag: str) -> str:
+    prefix = "tag:yaml.org,2002:"
+    return "!!" + tag.removeprefix(prefix) if tag.startswith(prefix) else tag
+
+
+def _control_message(where: str) -> str:
+    return (
+        f"contains {where}; paths, names and patterns may not contain newlines, "
+        "tabs or other control characters (they would end up in the systemd units "
+        "and the logs as new lines)"
+    )
+
+
+def _refuse_control(value: str) -> None:
+    bad = config_text.control_char(value)
+    if bad is not None:
+        raise ValueError(_control_message(bad))
+
+
+_SYNTAX_HINT = (
+    "check the indentation of this line and the ones above it: keys of one "
+    "mapping start in the same column, a nested key is indented further than its "
+    "parent, list items start with '- ', and YAML indents with spaces only"
+)
+
+
+def _syntax_error(exc: yaml.YAMLError, text: str, path: str) -> str:
+    """FILE:LINE, the parser's words, the line itself and a hint: the raw
+    parser message ("expected <block end>, but found '<block mapping
+    start>'") does not tell a new user that the indentation is off."""
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else 1
+    problem = getattr(exc, "problem", None) or str(exc)
+    lines = text.splitlines()
+    shown = lines[line - 1] if 0 < line <= len(lines) else ""
+    hint = _SYNTAX_HINT
+    if "\t" in shown or "'\\t'" in problem:
+        hint = "this line holds a tab: YAML indents with spaces only"
+    quoted = f" in {shown.strip()!r}" if shown.strip() else ""
+    return f"{path}:{line}: YAML syntax error{quoted}: {problem} ({hint})"
 
 
 def _describe(node: yaml.Node) -> str:
@@ -314,6 +422,7 @@ def _check_routes(
                     f"overlaps the source of route {other.name!r} ({other.source}); the move "
                     "would delete files the other route has not copied yet"
                 )
+    problems += _check_state_paths(config, lines, key_lines, path)
     if config.retry.max_attempts < 1:
         line = key_lines.get("retry.max_attempts", 1)
         problems.append(f"{path}:{line}: retry.max_attempts: must be at least 1")
@@ -323,6 +432,48 @@ def _check_routes(
             f"{path}:{line}: lease.heartbeat ({config.lease.heartbeat:g}s) must be "
             f"shorter than lease.ttl ({config.lease.ttl:g}s)"
         )
+    return problems
+
+
+def _overlap(a: str, b: str) -> str | None:
+    """How ``a`` and ``b`` overlap ("is", "is inside", "contains"), by their
+    written and their resolved paths (a symlinked state_dir counts), else None."""
+    for x, y in ((a, b), (os.path.realpath(a), os.path.realpath(b))):
+        if x == y:
+            return "is"
+        if _inside(x, y):
+            return "is inside"
+        if _inside(y, x):
+            return "contains"
+    return None
+
+
+def _check_state_paths(
+    config: Config, lines: list[int], key_lines: dict[str, int], path: str
+) -> list[str]:
+    """Ketter's own files may not share a folder tree with a route: a move
+    route over the state dir once moved ``ketter.db`` to the destination and
+    left its WAL behind; a destination over it lets a delivery replace the
+    job store or the audit log."""
+    problems: list[str] = []
+    owned = (
+        ("state_dir", config.state_dir, key_lines.get("state_dir")),
+        ("audit.log_file", config.audit.log_file, key_lines.get("audit.log_file")),
+    )
+    for route, route_line in zip(config.routes, lines, strict=False):
+        for label, own, own_line in owned:
+            for side in ("source", "destination"):
+                root = getattr(route, side)
+                how = _overlap(own, root)
+                if how is None:
+                    continue
+                line = own_line or route.line_of(side) or route_line
+                problems.append(
+                    f"{path}:{line}: {label}: {own} {how} the {side} of route "
+                    f"{route.name!r} ({root}); Ketter would transfer, overwrite or "
+                    "delete its own job store and audit log: keep state_dir and "
+                    "the audit log outside every route folder"
+                )
     return problems
 
 
@@ -338,8 +489,11 @@ def check_roots(config: Config) -> tuple[list[str], list[str]]:
             ("destination", route.destination, route.destination_mount),
         ):
             if not os.path.isdir(root):
+                line = route.line_of(label)
+                where = f"{config.path}:{line}: " if line else ""
                 errors.append(
-                    f"route {route.name!r}: {label} {root} does not exist or is not a folder"
+                    f"{where}route {route.name!r}: {label} {root} does not exist or is "
+                    "not a folder; create it, mount the share, or correct the path"
                 )
                 continue
             if mount is None and os.stat(root).st_dev == os.stat("/").st_dev:
@@ -348,14 +502,21 @@ def check_roots(config: Config) -> tuple[list[str], list[str]]:
                     f"{label}_mount is set; if a share should be mounted there, set "
                     f"{label}_mount so an unmounted share pauses the route"
                 )
-            if mount is not None and not os.path.ismount(mount):
-                errors.append(f"route {route.name!r}: {label}_mount {mount} is not mounted")
+            # The watcher's, the job guard's and the resume sweep's mount
+            # check (mountinfo): os.path.ismount called a mounted same-device
+            # bind mount "not mounted" (issue #14, finding 5).
+            problem = mount_problem(label, root, mount)
+            if problem is not None:
+                errors.append(f"route {route.name!r}: {problem}")
     return errors, warnings
 
 
 def redacted(config: Config) -> dict[str, Any]:
     """The config as plain data with secrets (alert URLs) masked."""
     data = _plain(dataclasses.asdict(config))
+    data.pop("lines", None)
+    for shown in data["routes"]:
+        shown.pop("lines", None)
     data["alerts"]["urls"] = [_redact_url(u) for u in config.alerts.urls]
     data["health"]["min_free"] = str(config.health.min_free)
     for shown, route in zip(data["routes"], config.routes, strict=True):

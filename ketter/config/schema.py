@@ -71,7 +71,7 @@ class AuditConfig:
     rotate_max_bytes: int = spec("size", 100 * 10**6)
     rotate_when: str | None = spec("enum", None, choices=("midnight", "daily"))
     rotate_backups: int = spec("int", 400)
-    hmac_key_file: str | None = spec("path", None)
+    hmac_key_file: str | None = spec("key_path", None)
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,17 @@ class RouteConfig:
     priority: int = spec("signed_int", 0)
     min_free: FreeSpace = spec("free_space", FreeSpace(percent=2.0))
     same_fs_move: str = spec("enum", "copy", choices=("copy", "rename"))
+    #: Line of each key in the config file (and "" = the route's own line),
+    #: so checks made after loading (``config check``'s route roots) can say
+    #: FILE:LINE like every other config error. Empty for a route built in code.
+    lines: tuple[tuple[str, int], ...] = field(
+        default=(), compare=False, repr=False, metadata={"kind": "internal"}
+    )
+
+    def line_of(self, key: str = "") -> int | None:
+        """The config file line of ``key`` (or of the route), None if unknown."""
+        found = dict(self.lines)
+        return found.get(key, found.get(""))
 
 
 @dataclass(frozen=True)
@@ -139,6 +150,14 @@ class Config:
     routes: tuple[RouteConfig, ...] = spec("routes", ())
     #: The file this config was read from ("" for a config built in code).
     path: str = field(default="", metadata={"kind": "internal"})
+    #: Line of each top-level and section key, by dotted name ("audit.hmac_key_file").
+    lines: tuple[tuple[str, int], ...] = field(
+        default=(), compare=False, repr=False, metadata={"kind": "internal"}
+    )
+
+    def line_of(self, key: str) -> int | None:
+        """The config file line of the dotted ``key``, None if not in the file."""
+        return dict(self.lines).get(key)
 
     def route(self, name: str) -> RouteConfig:
         """The route called ``name``; KeyError naming the known routes otherwise."""

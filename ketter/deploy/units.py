@@ -28,6 +28,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ketter.config import Config
+from ketter.config.credentials import credential_name
+from ketter.config.text import control_char
+from ketter.errors import ConfigError
 
 #: Where deploy/install.sh puts the venv.
 DEFAULT_PYTHON = "/opt/ketter/bin/python"
@@ -266,7 +269,14 @@ def _service(
         "# The state directory: relative paths and core dumps stay there.",
         f"WorkingDirectory={_literal(config.state_dir)}",
     ]
-    if config.audit.hmac_key_file:
+    credential = credential_name(config.audit.hmac_key_file)
+    if credential is not None:
+        lines += [
+            "# The audit HMAC key: systemd loads this credential from its store",
+            f"# (/etc/credstore/{credential}, root-only) and shows it in $CREDENTIALS_DIRECTORY.",
+            f"LoadCredential={credential}",
+        ]
+    elif config.audit.hmac_key_file:
         key = config.audit.hmac_key_file
         lines += [
             "# The audit HMAC key stays root-only on disk; systemd hands the service a copy.",
@@ -416,12 +426,34 @@ def render_units(
     """
     path = config_path or os.path.abspath(config.path)
     group = group or user
+    _refuse_control_characters(config, python=python, config_path=path, user=user, group=group)
     common = {"python": python, "config_path": path, "user": user, "group": group}
     return {
         "ketter-workers.service": _service(config, kind="workers", **common),
         "ketter-watcher.service": _service(config, kind="watcher", **common),
         "ketter.target": _target(path),
     }
+
+
+def _refuse_control_characters(config: Config, **settings: str) -> None:
+    """A newline in any value written into a unit would start a directive of
+    its author's choosing (``ExecStartPre=…``): the loader refuses them, and
+    so does the renderer, for a config built in code or a bad option."""
+    values = dict(settings)
+    values["state_dir"] = config.state_dir
+    values["audit.log_file"] = config.audit.log_file
+    values["audit.hmac_key_file"] = config.audit.hmac_key_file or ""
+    for route in config.routes:
+        values[f"route {route.name!r} name"] = route.name
+        for side in ("source", "destination", "source_mount", "destination_mount"):
+            values[f"route {route.name!r} {side}"] = getattr(route, side) or ""
+    for label, value in values.items():
+        bad = control_char(value)
+        if bad is not None:
+            raise ConfigError(
+                f"{label} {value!r} contains {bad}: refusing to write it into a "
+                "systemd unit (it would start a new directive)"
+            )
 
 
 def exec_start(unit_text: str) -> list[str]:

@@ -46,7 +46,9 @@ def test_config_check_reports_missing_root(tmp_path: Path) -> None:
     (tmp_path / "out").rmdir()
     result = run("config", "check", config=path)
     assert result.returncode == 2
-    assert "destination" in result.stdout and "does not exist" in result.stdout
+    # with its line, like every other config error (issue #14 finding 19)
+    assert (f"error: {path}:3: route 'r1': destination {tmp_path / 'out'} does not exist"
+            in result.stderr)
 
 
 def test_config_check_show_redacts_secrets(tmp_path: Path) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
-from ketter.config import load_config, parse_config, redacted
+from ketter.config import check_roots, credentials, load_config, parse_config, redacted
 from ketter.config.units import FreeSpace, parse_duration, parse_free_space, parse_size
 from ketter.errors import ConfigError
 
@@ -193,3 +194,187 @@ def test_missing_and_empty_files(tmp_path: Path, write_config) -> None:
 def test_parse_config_without_file() -> None:
     config = parse_config(GOOD, base_dir="/srv")
     assert config.state_dir == "/srv/state"
+
+
+# --- issue #14: findings 3, 6, 11, 18, 19 -------------------------------------
+
+
+@pytest.mark.parametrize(("text", "line", "key", "tag"), [
+    ("workers: !foo 3\n", 1, "workers", "!foo"),
+    ("node: !!python/name:os.system x\n", 1, "node", "!!python/name:os.system"),
+    ("routes:\n  - {name: a, source: /a, destination: !!python/object:x {}}\n", 2,
+     "routes[0].destination", "!!python/object:x"),
+    ("routes:\n  - {name: a, source: /a, destination: /b, include: [!bad '*.mov']}\n", 2,
+     "routes[0].include[0]", "!bad"),
+    ("audit: !secret\n  rotate_backups: 3\n", 1, "audit", "!secret"),
+])
+def test_unsupported_tags_are_config_errors(write_config, text: str, line: int, key: str,
+                                            tag: str) -> None:
+    # Finding 11: a tag used to escape as a ConstructorError traceback (exit 1).
+    path = write_config(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert f"{path}:{line}: {key}: unsupported tag {tag}" in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "line", "number"), [
+    ("retry:\n  base_delay: 1:30\n", 2, 90),
+    ("routes:\n  - {name: a, source: /a, destination: /b, stable_seconds: 2:30}\n", 2, 150),
+    ("lease: {ttl: 1:00:00}\n", 1, 3600),
+    ("workers: 1:2\n", 1, 62),
+])
+def test_sexagesimal_numbers_are_refused(write_config, text: str, line: int,
+                                          number: int) -> None:
+    # `1:30` is YAML 1.1's base-60 90: it was silently taken as 90 seconds.
+    path = write_config(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert f"{path}:{line}: " in str(info.value)
+    assert f"is read by YAML as the base-60 number {number}" in str(info.value)
+
+
+def test_a_quoted_clock_time_is_still_not_a_duration(write_config) -> None:
+    with pytest.raises(ConfigError, match="expected a duration"):
+        load_config(write_config("retry:\n  base_delay: '1:30'\n"))
+
+
+def test_indentation_errors_name_the_line_and_hint(write_config) -> None:
+    path = write_config("routes:\n  - name: a\n   source: /a\n    destination: /b\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert f"{path}:3: YAML syntax error in 'source: /a'" in message
+    assert "check the indentation of this line" in message
+    tab = write_config("workers: 2\n\tnode: x\n", name="tab.yaml")
+    with pytest.raises(ConfigError, match=r"tab.yaml:2: .*YAML indents with spaces only"):
+        load_config(tab)
+
+
+@pytest.mark.parametrize(("text", "line", "key"), [
+    ('state_dir: "/srv/k\\nExecStartPre=/bin/sh -c id"\n', 1, "state_dir"),
+    ('routes:\n  - {name: a, source: "/a\\nExecStartPre=/bin/true", destination: /b}\n', 2,
+     "routes[0].source"),
+    ('routes:\n  - {name: a, source: /a, destination: "/b\\r"}\n', 2, "routes[0].destination"),
+    ('routes:\n  - {name: a, source: /a, destination: /b, source_mount: "/\\x7f"}\n', 2,
+     "routes[0].source_mount"),
+    ('node: "n\\x00"\n', 1, "node"),
+    ('audit: {log_file: "a\\tb.jsonl"}\n', 1, "audit.log_file"),
+    ('audit: {hmac_key_file: "/k\\ney"}\n', 1, "audit.hmac_key_file"),
+    ('routes:\n  - {name: a, source: /a, destination: /b, exclude: ["x\\ny"]}\n', 2,
+     "routes[0].exclude"),
+    ('routes:\n  - {name: a, source: /a, destination: /b, ready_marker: ".do\\u0085ne"}\n', 2,
+     "routes[0].ready_marker"),
+])
+def test_control_characters_are_refused_in_paths_and_names(write_config, text: str, line: int,
+                                                           key: str) -> None:
+    # Finding 6: a newline in a path became a directive in the rendered units.
+    path = write_config(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert f"{path}:{line}: {key}: contains " in str(info.value)
+    assert "control characters" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["a\nb", "a;b", "$(id)", "x`y`", "a/b", " a", "tab\there"])
+def test_route_name_error_names_every_rule(write_config, name: str) -> None:
+    path = write_config(
+        f"routes:\n  - {{name: {json.dumps(name)}, source: /a, destination: /b}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert f"{path}:2: routes[0].name: a route name must be" in message
+    for rule in ("'/'", "surrounding spaces", "control characters", "shell characters"):
+        assert rule in message
+
+
+def test_route_names_with_dashes_dots_and_spaces_inside_are_fine(write_config) -> None:
+    config = load_config(write_config(
+        "routes:\n  - {name: 'ingest to-dub_2.x', source: /a, destination: /b}\n"))
+    assert config.routes[0].name == "ingest to-dub_2.x"
+
+
+@pytest.mark.parametrize(("text", "line", "fragment"), [
+    # The job store inside a move route's source: Ketter moved its own ketter.db.
+    ("state_dir: /data/in/state\nroutes:\n  - {name: a, source: /data/in, destination: /out,"
+     " mode: move}\n", 1, "state_dir: /data/in/state is inside the source of route 'a'"),
+    ("state_dir: /out\nroutes:\n  - {name: a, source: /in, destination: /out}\n", 1,
+     "state_dir: /out is the destination of route 'a'"),
+    ("state_dir: /srv\nroutes:\n  - {name: a, source: /srv/in, destination: /out}\n", 1,
+     "state_dir: /srv contains the source of route 'a'"),
+    ("state_dir: /var/lib/k\naudit: {log_file: /out/audit.jsonl}\nroutes:\n"
+     "  - {name: a, source: /in, destination: /out}\n", 2,
+     "audit.log_file: /out/audit.jsonl is inside the destination of route 'a'"),
+    # state_dir left at its default: the line of the route's folder.
+    ("routes:\n  - name: a\n    source: /in\n    destination: /var/lib/ketter/out\n", 4,
+     "state_dir: /var/lib/ketter contains the destination of route 'a'"),
+])
+def test_state_dir_and_audit_log_outside_every_route(write_config, text: str, line: int,
+                                                     fragment: str) -> None:
+    path = write_config(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert f"{path}:{line}: {fragment}" in str(info.value)
+
+
+def test_state_dir_reached_through_a_symlink_is_refused(tmp_path: Path, write_config) -> None:
+    (tmp_path / "in" / "state").mkdir(parents=True)
+    (tmp_path / "state").symlink_to(tmp_path / "in" / "state")
+    path = write_config("state_dir: state\nroutes:\n"
+                        "  - {name: a, source: in, destination: out, mode: move}\n")
+    with pytest.raises(ConfigError, match=r":1: state_dir: .* is inside the source of route 'a'"):
+        load_config(path)
+
+
+def test_hmac_key_file_expands_the_credentials_directory(write_config, monkeypatch) -> None:
+    text = "audit: {hmac_key_file: '${CREDENTIALS_DIRECTORY}/audit-key'}\n"
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", "/run/credentials/ketter-workers.service")
+    config = load_config(write_config(text))
+    assert config.audit.hmac_key_file == "/run/credentials/ketter-workers.service/audit-key"
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    config = load_config(write_config(text))
+    assert config.audit.hmac_key_file == "${CREDENTIALS_DIRECTORY}/audit-key"
+    assert credentials.credential_name(config.audit.hmac_key_file) == "audit-key"
+    unset = r"ketter.yaml:1: audit.hmac_key_file: .*CREDENTIALS_DIRECTORY is not set"
+    with pytest.raises(ConfigError, match=unset):
+        credentials.read_hmac_key(config.audit.hmac_key_file, config_path=config.path,
+                                  line=config.line_of("audit.hmac_key_file"))
+
+
+def test_hmac_key_file_other_variables_are_refused(write_config) -> None:
+    path = write_config("audit:\n  hmac_key_file: $HOME/key\n")
+    only = r":2: audit.hmac_key_file: only \$\{CREDENTIALS_DIRECTORY\}/NAME"
+    with pytest.raises(ConfigError, match=only):
+        load_config(path)
+
+
+def test_hmac_key_read_errors_are_config_errors(tmp_path: Path, write_config) -> None:
+    config = load_config(write_config("state_dir: st\naudit: {hmac_key_file: audit.key}\n"))
+    key = tmp_path / "audit.key"
+
+    def read() -> bytes | None:
+        return credentials.read_hmac_key(config.audit.hmac_key_file, config_path=config.path,
+                                         line=config.line_of("audit.hmac_key_file"))
+
+    missing = rf"ketter.yaml:2: audit.hmac_key_file: the key file {key} does not exist"
+    with pytest.raises(ConfigError, match=missing):
+        read()
+    key.write_bytes(b"\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        read()
+    key.write_bytes(b"c2VjcmV0\n")
+    assert read() == b"c2VjcmV0"
+    errors, warnings = credentials.check_hmac_key(
+        config.audit.hmac_key_file, config_path=config.path, line=2)
+    assert (errors, warnings) == ([], [])
+
+
+def test_route_lines_are_kept_for_later_checks(tmp_path: Path, write_config) -> None:
+    # `config check` names the line of a missing root like every other error.
+    (tmp_path / "out").mkdir()
+    path = write_config("state_dir: st\nroutes:\n  - name: beta\n    source: nothere\n"
+                        "    destination: out\n")
+    config = load_config(path)
+    errors, _ = check_roots(config)
+    assert errors == [f"{path}:4: route 'beta': source {tmp_path / 'nothere'} does not exist "
+                      "or is not a folder; create it, mount the share, or correct the path"]
+    assert "lines" not in redacted(config) and "lines" not in redacted(config)["routes"][0]

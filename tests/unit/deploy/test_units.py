@@ -3,6 +3,7 @@ explained, the committed examples are current."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from ketter.config import load_config
 from ketter.deploy.units import exec_start, render_units, workers_sandbox
+from ketter.errors import ConfigError
 from tests.conftest import KETTER, ROOT, cli_env
 
 EXAMPLE = ROOT / "configs" / "ketter.example.yaml"
@@ -143,3 +145,37 @@ def test_cli_prints_or_writes(tmp_path: Path) -> None:
     assert names == ["ketter-watcher.service", "ketter-workers.service", "ketter.target"]
     assert "ExecStart=/usr/bin/python3 -I -m ketter" in (
         tmp_path / "units" / "ketter-workers.service").read_text()
+
+
+def test_credentials_directory_key_renders_a_credential_from_the_store(write_config,
+                                                                       monkeypatch) -> None:
+    # Issue #14 finding 18: docs/audit.md's `${CREDENTIALS_DIRECTORY}/audit-key`
+    # was joined to the config folder and rendered as a bogus LoadCredential=.
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    config = load_config(write_config("""
+        state_dir: /var/lib/ketter
+        audit: {hmac_key_file: '${CREDENTIALS_DIRECTORY}/audit-key'}
+        routes:
+          - {name: a, source: /mnt/a, destination: /mnt/b}
+        """))
+    for unit in list(render_units(config).values())[:2]:
+        assert _values(unit, "LoadCredential") == ["audit-key"]
+        assert not _values(unit, "BindReadOnlyPaths")
+
+
+@pytest.mark.parametrize("field", ["state_dir", "source", "destination", "name", "config_path",
+                                   "python", "user"])
+def test_renderer_refuses_control_characters(config, field: str) -> None:
+    # Issue #14 finding 6: a newline wrote `ExecStartPre=` into both units. The
+    # loader refuses it; the renderer refuses it too for a config built in code.
+    evil = "/x\nExecStartPre=/bin/sh -c 'id > /tmp/owned'"
+    options: dict[str, str] = {}
+    if field == "state_dir":
+        config = dataclasses.replace(config, state_dir=evil)
+    elif field in ("source", "destination", "name"):
+        route = dataclasses.replace(config.routes[0], **{field: evil})
+        config = dataclasses.replace(config, routes=(route, *config.routes[1:]))
+    else:
+        options[field] = evil
+    with pytest.raises(ConfigError, match="contains a newline"):
+        render_units(config, **options)
