@@ -63,6 +63,12 @@ class PathOutsideRoute(PermanentError):
     """A path resolves outside its route's roots; Ketter never follows it."""
 
 
+class DestinationLinkError(PathOutsideRoute):
+    """A folder on the way to a destination name is a symbolic link; Ketter
+    does not follow links in a destination (a link planted there could make
+    it write outside the route)."""
+
+
 class DestinationConflict(PermanentError):
     """The destination name already exists and the route's conflict policy
     forbids replacing it (``conflict: fail``)."""

@@ -29,15 +29,35 @@ def remove_path(path: bytes) -> None:
         return
     if stat.S_ISDIR(st.st_mode):
         # A copied read-only folder cannot be emptied until it is writable.
+        # Links are removed as links, never followed: ``os.walk`` lists a
+        # link to a folder among the folders, and ``chmod(follow_symlinks=
+        # False)`` of it raised NotImplementedError on Linux (issue #14
+        # finding 13: an overwrite over a link to a folder failed).
         for root, dirs, _files in os.walk(path):
             for d in dirs:
-                with contextlib.suppress(OSError):
-                    os.chmod(join(root, d), 0o700, follow_symlinks=False)
-        os.chmod(path, 0o700)
+                _make_writable(join(root, d))
+        _make_writable(path)
         shutil.rmtree(path, ignore_errors=False, onerror=_missing_ok)
     else:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+def _make_writable(path: bytes) -> None:
+    """chmod 0700 a real folder through a descriptor opened without
+    following a link; a link (or anything gone or odd) is left alone."""
+    # O_PATH: a folder without read permission (mode 000) still opens;
+    # chmod goes through the descriptor's /proc entry, which names the
+    # opened inode itself, not a path that could be swapped meanwhile.
+    try:
+        fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.chmod(f"/proc/self/fd/{fd}", 0o700)
+    finally:
+        os.close(fd)
 
 
 def _missing_ok(func: object, path: object, exc_info: object) -> None:

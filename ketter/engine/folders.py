@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from ketter.errors import PermanentError
 
+from .beneath import open_dir
 from .context import TransferContext
 from .copyfile import SMALL_FILE, Progress
 from .hashing import ReadCancelled, fsync_dir, syncfs, thread_buffer
@@ -104,9 +105,15 @@ def apply_dir_metadata(target: bytes, dirs: Sequence[FileEntry]) -> None:
     """Modes and mtimes of sub-folders, deepest first (creating entries
     inside a folder would change its mtime again)."""
     for d in sorted(dirs, key=lambda d: -d.relpath.count(b"/")):
-        path = join(target, d.relpath)
-        os.utime(path, ns=(d.mtime_ns, d.mtime_ns), follow_symlinks=False)
-        os.chmod(path, stat.S_IMODE(d.mode) & ~(stat.S_ISUID | stat.S_ISGID))
+        # Each folder reached from ``target`` without following a link: a
+        # chmod by path would change the target of a link planted in a
+        # per_file destination tree since its folders were made.
+        fd = open_dir(target, join(target, d.relpath))
+        try:
+            os.utime(fd, ns=(d.mtime_ns, d.mtime_ns))
+            os.fchmod(fd, stat.S_IMODE(d.mode) & ~(stat.S_ISUID | stat.S_ISGID))
+        finally:
+            os.close(fd)
 
 
 def flush_tree(target: bytes, files: Sequence[FileEntry], dirs: Sequence[FileEntry]) -> None:

@@ -23,12 +23,13 @@ import stat
 import uuid
 from typing import Literal
 
-from ketter.errors import DestinationConflict, PermanentError
+from ketter.errors import DestinationConflict, PathOutsideRoute, PermanentError
 
+from .beneath import open_parent, step
 from .cleanup import remove_path
 from .context import STOP_SIGNALS, TransferContext
 from .existing import matches_result
-from .hashing import _lib, fsync_dir
+from .hashing import _lib
 from .mounts import check_mounts
 from .oserrors import classify_oserror
 from .paths import join, rename_candidate, show, split, temp_name
@@ -43,13 +44,18 @@ _UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP)
 _probe_cache: dict[tuple[int, bool], str] = {}
 
 
-def renameat2_noreplace(old: bytes, new: bytes) -> None:
-    """rename(2) that fails with EEXIST instead of replacing ``new``."""
+def renameat2_noreplace(
+    old: bytes, new: bytes, old_dir: int | None = None, new_dir: int | None = None
+) -> None:
+    """rename(2) that fails with EEXIST instead of replacing ``new``; names
+    relative to the folder descriptors ``old_dir``/``new_dir`` when given."""
+    ofd = _AT_FDCWD if old_dir is None else old_dir
+    nfd = _AT_FDCWD if new_dir is None else new_dir
     lib = _lib()
     fn = getattr(lib, "renameat2", None)
     if fn is not None:
         fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
-        rc = fn(_AT_FDCWD, old, _AT_FDCWD, new, _RENAME_NOREPLACE)
+        rc = fn(ofd, old, nfd, new, _RENAME_NOREPLACE)
     else:  # glibc < 2.28
         nr = _SYSCALL_RENAMEAT2.get(platform.machine())
         if nr is None:
@@ -57,9 +63,9 @@ def renameat2_noreplace(old: bytes, new: bytes) -> None:
         lib.syscall.restype = ctypes.c_long
         rc = lib.syscall(
             ctypes.c_long(nr),
-            _AT_FDCWD,
+            ofd,
             ctypes.c_char_p(old),
-            _AT_FDCWD,
+            nfd,
             ctypes.c_char_p(new),
             ctypes.c_uint(_RENAME_NOREPLACE),
         )
@@ -108,15 +114,27 @@ def _probe(parent: bytes, is_dir: bool) -> str:
                 os.unlink(p)
 
 
-def place_noreplace(tmp: bytes, final: bytes, mode: str, is_dir: bool, ctx: TransferContext) -> str:
+def place_noreplace(
+    tmp: bytes,
+    final: bytes,
+    mode: str,
+    is_dir: bool,
+    ctx: TransferContext,
+    *,
+    at: tuple[int | None, bytes, int | None, bytes] | None = None,
+) -> str:
     """Move ``tmp`` to ``final``; ``FileExistsError`` if ``final`` exists.
 
+    ``at`` = (tmp's folder fd, tmp name, final's folder fd, final name): the
+    syscalls then work relative to folders reached without following a link
+    (:mod:`.beneath`); ``tmp``/``final`` stay the paths shown in messages.
     Returns the mode actually used (a refused primitive falls back).
     """
+    sfd, sname, dfd, dname = at if at is not None else (None, tmp, None, final)
     if mode == "renameat2":
         ctx.fault("before-rename")
         try:
-            renameat2_noreplace(tmp, final)
+            renameat2_noreplace(sname, dname, sfd, dfd)
             return mode
         except OSError as e:
             if e.errno == errno.EEXIST or e.errno == errno.ENOTEMPTY:
@@ -127,32 +145,40 @@ def place_noreplace(tmp: bytes, final: bytes, mode: str, is_dir: bool, ctx: Tran
     if mode == "link" and not is_dir:
         ctx.fault("before-rename")
         try:
-            os.link(tmp, final)
+            os.link(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
         except FileExistsError:
             raise
         except OSError as e:
             if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
                 raise
         else:
-            os.unlink(tmp)
+            os.unlink(sname, dir_fd=sfd)
             return "link"
     # check-then-rename: the residual race is between lexists() and rename().
-    if os.path.lexists(final):
+    if _lexists(dname, dfd):
         raise FileExistsError(errno.EEXIST, "exists", final)
-    ino = os.lstat(tmp).st_ino
+    ino = os.lstat(sname, dir_fd=sfd).st_ino
     ctx.fault("before-rename")
     try:
-        os.rename(tmp, final)
+        os.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
     except OSError as e:
         if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
             raise FileExistsError(errno.EEXIST, "exists", final) from e
         raise
-    if is_dir and os.lstat(final).st_ino != ino:
+    if is_dir and os.lstat(dname, dir_fd=dfd).st_ino != ino:
         raise PermanentError(
             f"after renaming into {show(final)} the name does not "
             "hold our folder; another writer raced us: check it by hand"
         )
     return "rename"
+
+
+def _lexists(name: bytes, dir_fd: int | None) -> bool:
+    try:
+        os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def place(
@@ -172,32 +198,75 @@ def place(
     setting an old version aside adds its folder to this set instead, and
     the caller fsyncs each folder once before recording the placements (a
     batch of small files, one flush per folder).
+
+    The final folder is reached from ``spec.destination_root`` without
+    following a link (:mod:`.beneath`) and every rename, link and flush is
+    done relative to it, so a link planted in the destination tree fails the
+    job (:class:`~ketter.errors.DestinationLinkError`) instead of moving the
+    delivery (or an old version set aside) outside the route.
     """
     final = result.final_path
     if result.skipped:
         return _stat_placement(final, True, "none", False)
     check_mounts(spec, ctx.expected_devs)
+    parent, name = split(final)
+    try:
+        pfd, _ = open_parent(spec.destination_root, final)
+    except OSError as e:
+        if own_temp:
+            remove_path(result.temp_path)
+        raise classify_oserror(e, parent, "open the destination folder") from e
+    except PathOutsideRoute:
+        if own_temp:
+            remove_path(result.temp_path)
+        raise
+    try:
+        return _place_at(spec, result, ctx, pfd, parent, name, own_temp, sync_later)
+    finally:
+        os.close(pfd)
+
+
+def _place_at(
+    spec: TransferSpec,
+    result: CopyResult,
+    ctx: TransferContext,
+    pfd: int,
+    parent: bytes,
+    name: bytes,
+    own_temp: bool,
+    sync_later: set[bytes] | None,
+) -> Placement:
+    final = result.final_path
     is_dir = result.plan.kind == "folder"
     tmp = result.temp_path
-    parent, name = split(final)
+    tmp_parent, tmp_name = split(tmp)
+    # A temporary beside the final name is renamed by its name in the same
+    # descriptor: if the folder was swapped for a link while copying, the
+    # temporary is not found there and nothing is placed.
+    sfd: int | None = pfd if tmp_parent == parent else None
+    sname = tmp_name if sfd is not None else tmp
     mode = placement_mode(parent, is_dir)
     replaced = False
     old_dir: bytes | None = None
     try:
         if spec.conflict == "rename":
             for n in range(10_000):
-                cand = join(parent, rename_candidate(name, n, is_dir))
+                cand_name = rename_candidate(name, n, is_dir)
+                cand = join(parent, cand_name)
                 try:
-                    mode = place_noreplace(tmp, cand, mode, is_dir, ctx)
-                    final = cand
+                    mode = place_noreplace(
+                        tmp, cand, mode, is_dir, ctx, at=(sfd, sname, pfd, cand_name)
+                    )
+                    final, name = cand, cand_name
                     break
                 except FileExistsError:
                     continue
             else:
                 raise DestinationConflict(f"no free name like {show(final)} (10,000 tried)")
         else:
+            at = (sfd, sname, pfd, name)
             try:
-                mode = place_noreplace(tmp, final, mode, is_dir, ctx)
+                mode = place_noreplace(tmp, final, mode, is_dir, ctx, at=at)
             except FileExistsError:
                 if spec.conflict == "fail":
                     raise DestinationConflict(
@@ -214,9 +283,9 @@ def place(
                         f"destination {show(final)} already exists with different "
                         "content (policy 'skip_identical'); resolve it by hand"
                     ) from None
-                old_dir = _set_aside(final, ctx)
+                old_dir = _set_aside(pfd, final, ctx)
                 try:
-                    mode = place_noreplace(tmp, final, mode, is_dir, ctx)
+                    mode = place_noreplace(tmp, final, mode, is_dir, ctx, at=at)
                 except FileExistsError:
                     raise DestinationConflict(
                         f"destination {show(final)} was re-created by another writer "
@@ -231,9 +300,9 @@ def place(
             with contextlib.suppress(OSError):
                 remove_path(tmp)
         raise
-    except (DestinationConflict, OSError) as e:
+    except (DestinationConflict, PathOutsideRoute, OSError) as e:
         if old_dir is not None and not replaced:
-            _restore(old_dir, final)
+            _restore(pfd, old_dir, final)
         if own_temp:
             remove_path(tmp)
         if isinstance(e, OSError):
@@ -243,38 +312,50 @@ def place(
         if sync_later is not None and not is_dir and old_dir is None:
             sync_later.add(parent)
         else:
-            fsync_dir(parent)
+            os.fsync(pfd)
         if is_dir:
-            _apply_root_dir_meta(final, result.plan.mode, result.plan.mtime_ns)
-            fsync_dir(final)
+            _apply_root_dir_meta(pfd, name, parent, result.plan.mode, result.plan.mtime_ns)
     except OSError as e:
         raise classify_oserror(e, final, "flush the destination folder") from e
-    placement = _stat_placement(final, False, mode, replaced)
+    st = os.lstat(name, dir_fd=pfd)
+    placement = Placement(final, st.st_ino, st.st_dev, False, mode, replaced)
     ctx.fault("after-place")
     if old_dir is not None:
         # The new version is in place and durable: only now does the old go.
+        # The old version may be a link or hold links: they are removed as
+        # links, never followed (finding 13).
         remove_path(old_dir)
-        fsync_dir(parent)
+        os.fsync(pfd)
     return placement
 
 
-def _restore(old_dir: bytes, final: bytes) -> None:
-    name = split(final)[1]
+def _restore(pfd: int, old_dir: bytes, final: bytes) -> None:
+    old_name, name = split(old_dir)[1], split(final)[1]
     try:
-        renameat2_noreplace(join(old_dir, name), final)
-        os.rmdir(old_dir)
-    except OSError:
+        ofd = step(pfd, old_name, split(final)[0], create=False)
+        try:
+            renameat2_noreplace(name, name, ofd, pfd)
+        finally:
+            os.close(ofd)
+        os.rmdir(old_name, dir_fd=pfd)
+    except (OSError, PathOutsideRoute):
         pass  # left for rollback / the orphan sweep, which retry the restore
 
 
-def _set_aside(final: bytes, ctx: TransferContext) -> bytes:
-    """Move an existing ``final`` into ``.ketter-<tag>-<name>.old/<name>``."""
+def _set_aside(pfd: int, final: bytes, ctx: TransferContext) -> bytes:
+    """Move an existing ``final`` (a link as the link itself) into
+    ``.ketter-<tag>-<name>.old/<name>``, all relative to its folder ``pfd``."""
     parent, name = split(final)
-    old_dir = join(parent, temp_name(ctx.tag, name, "old"))
+    old_name = temp_name(ctx.tag, name, "old")
     with contextlib.suppress(FileExistsError):
-        os.mkdir(old_dir, 0o700)
-    os.rename(final, join(old_dir, name))
-    return old_dir
+        os.mkdir(old_name, 0o700, dir_fd=pfd)
+    # A link planted under the set-aside name must not carry the old version away.
+    ofd = step(pfd, old_name, parent, create=False)
+    try:
+        os.rename(name, name, src_dir_fd=pfd, dst_dir_fd=ofd)
+    finally:
+        os.close(ofd)
+    return join(parent, old_name)
 
 
 Kind = Literal["file", "folder"]
@@ -285,8 +366,15 @@ def _stat_placement(final: bytes, skipped: bool, mode: str, replaced: bool) -> P
     return Placement(final, st.st_ino, st.st_dev, skipped, mode, replaced)
 
 
-def _apply_root_dir_meta(final: bytes, mode: int, mtime_ns: int) -> None:
+def _apply_root_dir_meta(pfd: int, name: bytes, parent: bytes, mode: int, mtime_ns: int) -> None:
     # Applied after the rename: a read-only folder mode would otherwise make
     # the rename itself fail for a non-root service user (".." update).
-    os.chmod(final, stat.S_IMODE(mode) & ~(stat.S_ISUID | stat.S_ISGID))
-    os.utime(final, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+    # Through a descriptor opened without following a link: chmod on a path
+    # would change the target of a link swapped in since the rename.
+    fd = step(pfd, name, parent, create=False)
+    try:
+        os.fchmod(fd, stat.S_IMODE(mode) & ~(stat.S_ISUID | stat.S_ISGID))
+        os.utime(fd, ns=(mtime_ns, mtime_ns))
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable
 
+from .beneath import check_parent, make_dirs, parent_fd
 from .cleanup import remove_path
 from .context import STOP_SIGNALS, TransferContext
 from .copyfile import Progress, copy_durable
@@ -48,6 +49,12 @@ def copy_and_verify(
     t0 = time.monotonic()
     check_mounts(spec, ctx.expected_devs)
     parent, name = split(final_path)
+    try:
+        # A link swapped in for a destination folder since the job was
+        # validated fails here, before a temporary is written through it.
+        check_parent(spec.destination_root, final_path)
+    except OSError as exc:
+        raise classify_oserror(exc, parent, "open the destination folder") from exc
     progress = Progress(ctx, step=spec.checkpoint_bytes)
     if plan.kind == "file":
         tmp = join(parent, temp_name(ctx.tag, name, "part"))
@@ -211,9 +218,10 @@ def transfer(
     sub_spec = dataclasses.replace(spec, ready_marker=None)
     check_mounts(spec, ctx.expected_devs)
     try:
-        os.makedirs(final, exist_ok=True)
+        # Never through a link planted in the destination tree (#14 finding 1).
+        make_dirs(spec.destination_root, final)
         for entry in plan.dirs:
-            os.makedirs(join(final, safe_relpath(entry.relpath)), exist_ok=True)
+            make_dirs(spec.destination_root or final, join(final, safe_relpath(entry.relpath)))
     except OSError as exc:
         raise classify_oserror(exc, final, "create the destination folders") from exc
     for sub, sub_final in per_file_items(plan, final):
@@ -225,7 +233,8 @@ def transfer(
                 getattr(deleted, f.name).extend(getattr(d, f.name))
     try:
         apply_dir_metadata(final, plan.dirs)
-        os.utime(final, ns=(plan.mtime_ns, plan.mtime_ns))
+        with parent_fd(spec.destination_root, join(final, b"x")) as fd:
+            os.utime(fd, ns=(plan.mtime_ns, plan.mtime_ns))
     except OSError as exc:
         ctx.warn("folder_metadata_not_applied", path=final, error=str(exc))
     if spec.mode == "move":

@@ -22,6 +22,7 @@ import shutil
 from typing import TYPE_CHECKING, Any, Literal
 
 from ketter.config import RouteConfig
+from ketter.engine.beneath import make_dirs
 from ketter.engine.cleanup import rollback
 from ketter.engine.mounts import check_mounts
 from ketter.engine.move import delete_source
@@ -239,7 +240,8 @@ class Attempt:
         self.ctx.expected_devs = devs
         packaged = plan.kind == "folder" and 0 < self.spec.package_min_files <= len(plan.files)
         try:
-            os.makedirs(self.dest_dir, exist_ok=True)
+            # Never through a link planted in the destination tree (#14 finding 1).
+            make_dirs(self.spec.destination_root, self.dest_dir)
         except OSError as exc:
             raise classify_oserror(exc, self.dest_dir, "create the destination folder") from exc
         if self.spec.conflict == "fail" and os.path.lexists(self.final):
@@ -447,10 +449,6 @@ class Attempt:
             {
                 "placed_at": self.now(),
                 "placed_inode": placement.ino,
-            # job_history's seconds and mb_per_s: this attempt's active time,
-            # not the waits before it (migration 0005).
-            "transfer_seconds": round(result.seconds, 3),
-            "transfer_bytes": result.bytes_copied,
                 "dest_path": placement.final_path,
                 "dest_display": readable(placement.final_path),
             },
@@ -590,22 +588,6 @@ class Attempt:
         if target is S.RETRY_WAIT:
             if delay is None:
                 delay = self.runner.backoff(job.attempt)
-    def kept_bytes(self) -> int:
-        """What a stop leaves for the next claim: the job's size once placed,
-        else the bytes of its largest partial (0 when none is kept: a folder
-        or a small file starts again)."""
-        if self.job.placed_at is not None or self.state is S.VERIFYING:
-            return self.job.size
-        parent, name = split(self.final)
-        out = join(parent, temp_name(self.ctx.tag, name, "part"))
-        sizes = [0]
-        for partial in find_partials(out, name, self.ctx):
-            try:
-                sizes.append(os.lstat(partial).st_size)
-            except OSError:
-                continue
-        return max(sizes)
-
             lease: dict[str, Any] = (
                 {} if keep_lease else {"lease_owner": None, "lease_expires_at": None}
             )
