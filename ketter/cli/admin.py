@@ -7,8 +7,8 @@ import json
 import os
 import sys
 
-from ketter.cli.common import add_config_arg, config_from
-from ketter.config import check_roots, redacted
+from ketter.cli.common import add_config_arg, check_config, config_from
+from ketter.config import redacted
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -39,19 +39,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def config_check(args: argparse.Namespace) -> int:
-    from ketter.config.credentials import check_hmac_key
-    from ketter.watcher.mounts import stable_seconds_warnings
-
     config = config_from(args)
-    errors, warnings = check_roots(config)
-    warnings += stable_seconds_warnings(config)
-    key_errors, key_warnings = check_hmac_key(
-        config.audit.hmac_key_file,
-        config_path=config.path,
-        line=config.line_of("audit.hmac_key_file"),
-    )
-    errors += key_errors
-    warnings += key_warnings
+    errors, warnings = check_config(config)
     # Diagnostics go to stderr, so `config check --show` prints JSON alone
     # on stdout (a warning mixed in broke `config check --show | jq`).
     for warning in warnings:

@@ -25,6 +25,24 @@ def config_from(args: argparse.Namespace) -> Config:
     return load_config(find_config_path(getattr(args, "config", None)))
 
 
+def check_config(config: Config) -> tuple[list[str], list[str]]:
+    """What ``ketter config check`` reports beyond loading: the route roots
+    on this machine, the audit key, readiness settings. Errors and warnings;
+    ``ketter run`` refuses to start on any error too."""
+    from ketter.config import check_roots
+    from ketter.config.credentials import check_hmac_key
+    from ketter.watcher.mounts import stable_seconds_warnings
+
+    errors, warnings = check_roots(config)
+    warnings += stable_seconds_warnings(config)
+    key_errors, key_warnings = check_hmac_key(
+        config.audit.hmac_key_file,
+        config_path=config.path,
+        line=config.line_of("audit.hmac_key_file"),
+    )
+    return errors + key_errors, warnings + key_warnings
+
+
 def print_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2, ensure_ascii=False, default=str)
     sys.stdout.write("\n")

@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 
-from ketter.cli.common import add_config_arg, config_from
+from ketter.cli.common import add_config_arg, check_config, config_from
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -20,7 +20,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         "run", help="watcher and workers in one foreground process (demo, small set-ups)"
     )
     add_config_arg(run)
-    run.add_argument("-w", "--workers", type=int, help="worker threads")
+    run.add_argument(
+        "-w", "--workers", type=int, help="worker threads (default: `workers` in the config)"
+    )
+    run.add_argument(
+        "--create-folders",
+        action="store_true",
+        help="create missing route folders that have no source_mount/destination_mount "
+        "(a first try); without it, a missing folder stops the start like `config check`",
+    )
     run.set_defaults(func=run_both)
 
 
@@ -75,11 +83,25 @@ def run_both(args: argparse.Namespace) -> int:
     shutdown = Shutdown().install()
     setup_logging()
     config = config_from(args)
-    for route in config.routes:  # the demo's folders; a real share is never created
-        if route.source_mount is None:
-            os.makedirs(route.source, exist_ok=True)
-        if route.destination_mount is None:
-            os.makedirs(route.destination, exist_ok=True)
+    if args.create_folders:  # asked for: a typo'd or unmounted root is never created silently
+        for route in config.routes:
+            if route.source_mount is None:
+                os.makedirs(route.source, exist_ok=True)
+            if route.destination_mount is None:
+                os.makedirs(route.destination, exist_ok=True)
+    # What `config check` rejects, `run` does not start on (it used to create
+    # a typo'd source, or a share's unmounted mount point, on the local disk).
+    errors, _ = check_config(config)
+    if errors:
+        for error in errors:
+            print(f"error: {error}", file=sys.stderr)
+        print(
+            f"ketter: {config.path}: {len(errors)} error(s) (see `ketter config check`); "
+            "not starting. --create-folders creates missing route folders that have "
+            "no *_mount (a first try, the demo)",
+            file=sys.stderr,
+        )
+        return 2
     open_store(config.db_path)
     chain.configure(node=config.node, hmac_key=read_hmac_key(config))
     sys.stdout.write(explain(config) + "\n")

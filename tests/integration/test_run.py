@@ -34,7 +34,8 @@ def _wait(predicate, what: str, proc: subprocess.Popen, timeout: float = 60.0) -
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_run_delivers_and_stops_cleanly(tmp_path: Path, stop: signal.Signals) -> None:
     (tmp_path / "ketter.yaml").write_text(CONFIG)
-    proc = subprocess.Popen([*KETTER, "--config", str(tmp_path / "ketter.yaml"), "run"],
+    proc = subprocess.Popen([*KETTER, "--config", str(tmp_path / "ketter.yaml"), "run",
+                             "--create-folders"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env=cli_env(), cwd=tmp_path)
     try:
