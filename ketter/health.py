@@ -142,7 +142,14 @@ def _check_service(
     pid, ts, details = beat
     age = now - ts
     if details.get("stopped"):
-        report.add(name, False, f"stopped {age:.0f}s ago (pid {pid})")
+        # Recorded by the process itself on a graceful stop: not hung, not
+        # running (still a failed check: nothing watches or transfers).
+        report.add(
+            name,
+            False,
+            f"stopped cleanly {age:.0f}s ago (pid {pid}); start it with "
+            f"systemctl start ketter-{name}",
+        )
     elif age > stale:
         report.add(
             name,

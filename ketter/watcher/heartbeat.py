@@ -36,3 +36,12 @@ def beat(node: str, rows: dict[str, dict[str, Any]], *, now: float | None = None
                 )
                 .execute()
             )
+
+
+def beat_stopped(node: str, component: str, *, now: float | None = None) -> None:
+    """Record that ``component`` stopped cleanly (its last act on a graceful
+    stop): ``health`` then says "stopped cleanly" instead of calling the aging
+    row "stopped or hung" (issue #14 finding 19). A process that dies writes
+    nothing, so a row without ``stopped`` that ages still reads as hung."""
+    stamp = time.time() if now is None else now
+    beat(node, {component: {"stopped": True, "clean": True, "stopped_at": stamp}}, now=stamp)

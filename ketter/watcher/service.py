@@ -21,7 +21,7 @@ from ketter.config.schema import Config
 from ketter.runtime import sdnotify
 from ketter.runtime.logs import job_fields
 from ketter.watcher.enqueue import Ringer
-from ketter.watcher.heartbeat import beat
+from ketter.watcher.heartbeat import beat, beat_stopped
 from ketter.watcher.observers import OverflowHook, default_observer_factory
 from ketter.watcher.route_watch import MAX_BACKOFF, RouteWatch, audit
 
@@ -197,3 +197,4 @@ class Watcher:
         now = self.clock()
         wake = min([r.next_wakeup() for r in self.routes] + [self._next_beat])
         return min(MAX_WAIT, max(MIN_WAIT, wake - now))
+            beat_stopped(self.config.node, "watcher")  # health: "stopped cleanly"
