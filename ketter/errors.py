@@ -39,6 +39,17 @@ class RouteUnavailable(TransientError):
     space); the route is paused until it comes back."""
 
 
+class DestinationFull(RouteUnavailable):
+    """The destination has no room for the job (ENOSPC, EDQUOT, or below
+    ``min_free``); the route is paused and resumes by itself once space
+    returns. ``room_needed`` is the bytes the job needs free on top of
+    ``min_free`` (None when the job's size is not known here)."""
+
+    def __init__(self, message: str | None = None, *, room_needed: int | None = None) -> None:
+        super().__init__(message)
+        self.room_needed = room_needed
+
+
 class SourceChanged(TransientError):
     """The source changed or vanished while it was being copied; it will be
     copied again once it is stable."""

@@ -180,6 +180,9 @@ class RouteStatus(BaseModel):
         table_name = "route_status"
 
 
+    #: Paused for a full destination: the bytes the job that did not fit needs
+    #: free on top of ``min_free``; the route resumes once they are.
+    room_needed = BigIntegerField(null=True)
 class Heartbeat(BaseModel):
     """Liveness of a process (watcher, workers) or of a route's watch."""
 

@@ -1,5 +1,6 @@
-"""The mount table: which filesystem a route root is on, and whether the
-route's ``source_mount`` is really mounted (R-W2, R-W7).
+"""How to watch a route root: which filesystem it is on (R-W2), and whether
+the route's ``source_mount`` is really mounted (R-W7, decided by
+:mod:`ketter.mounts`, the one mount check).
 
 inotify only reports changes made through the local kernel: a file written
 to an NFS/SMB share by another host produces no event on this node
@@ -11,10 +12,34 @@ an untriggered ``autofs``) is polled.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from ketter.config.schema import Config, RouteConfig
-from ketter.engine.mounts import unescape_mountinfo
+from ketter.mounts import (
+    MOUNTINFO,
+    Mount,
+    is_mount_point,
+    mount_of,
+    mount_problem,
+    parse_mountinfo,
+    read_mounts,
+)
+
+__all__ = [
+    "LOCAL_FS_TYPES",
+    "MOUNTINFO",
+    "NETWORK_FS_TYPES",
+    "Mount",
+    "attribute_cache_seconds",
+    "check_root",
+    "choose_watch",
+    "is_mount_point",
+    "is_network",
+    "is_network_mount",
+    "mount_of",
+    "parse_mountinfo",
+    "read_mounts",
+    "stable_seconds_warnings",
+]
 
 #: Local filesystems whose changes all go through this kernel, so inotify
 #: sees every write. Anything not listed is polled.
@@ -62,93 +87,14 @@ NETWORK_FS_TYPES = frozenset(
     }
 )
 
-MOUNTINFO = "/proc/self/mountinfo"
 
-
-@dataclass(frozen=True, slots=True)
-class Mount:
-    """One line of ``/proc/self/mountinfo``."""
-
-    mount_point: bytes
-    fs_type: str
-    source: str
-    options: str  # per-mount options followed by the superblock options
-
-    def option(self, name: str) -> str | None:
-        """The value of ``name=value`` among the options (last one wins)."""
-        value = None
-        for item in self.options.split(","):
-            key, _, val = item.partition("=")
-            if key == name:
-                value = val
-        return value
-
-    @property
-    def is_network(self) -> bool:
-        return (
-            self.fs_type in NETWORK_FS_TYPES
-            or self.fs_type.startswith("fuse.")
-            or self.fs_type == "autofs"
-        )
-
-
-def parse_mountinfo(text: bytes) -> list[Mount]:
-    """Parse mountinfo (proc(5)): ``ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS
-    [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS``; in file order, which is mount
-    order (a later mount on the same point hides an earlier one)."""
-    mounts = []
-    for line in text.splitlines():
-        fields = line.split(b" ")
-        if len(fields) < 10 or b"-" not in fields[6:]:
-            continue
-        sep = fields.index(b"-", 6)
-        tail = fields[sep + 1 :]
-        if len(tail) < 3:
-            continue
-        mounts.append(
-            Mount(
-                mount_point=unescape_mountinfo(fields[4]),
-                fs_type=tail[0].decode(errors="replace"),
-                source=unescape_mountinfo(tail[1]).decode(errors="replace"),
-                options=fields[5].decode(errors="replace") + "," + tail[2].decode(errors="replace"),
-            )
-        )
-    return mounts
-
-
-def read_mounts(path: str = MOUNTINFO) -> list[Mount]:
-    with open(path, "rb") as fh:
-        return parse_mountinfo(fh.read())
-
-
-def _under(path: bytes, mount_point: bytes) -> bool:
-    return mount_point == b"/" or path == mount_point or path.startswith(mount_point + b"/")
-
-
-def mount_of(path: bytes, mounts: list[Mount] | None = None) -> Mount | None:
-    """The mount holding ``path`` (resolved): the longest mount point above
-    it, the last mounted when several share that point."""
-    real = os.path.realpath(path)
-    best: Mount | None = None
-    for mount in read_mounts() if mounts is None else mounts:
-        if _under(real, mount.mount_point) and (
-            best is None or len(mount.mount_point) >= len(best.mount_point)
-        ):
-            best = mount
-    return best
-
-
-def is_mount_point(path: bytes, mounts: list[Mount] | None = None) -> bool:
-    """``path`` is a mount point: listed in mountinfo (which also catches a
-    bind mount on the same device) or on another device than its parent."""
-    real = os.path.realpath(path)
-    listed = read_mounts() if mounts is None else mounts
-    if any(m.mount_point == real for m in listed):
-        return True
-    try:
-        return os.path.ismount(real)
-    except OSError:
-        return False
+def is_network_mount(mount: Mount) -> bool:
+    """A network (or unknown remote: FUSE, an untriggered autofs) filesystem."""
+    return (
+        mount.fs_type in NETWORK_FS_TYPES
+        or mount.fs_type.startswith("fuse.")
+        or mount.fs_type == "autofs"
+    )
 
 
 def trigger_automount(root: bytes) -> None:
@@ -242,26 +188,17 @@ def check_root(route: RouteConfig, root: bytes) -> str | None:
     try:
         os.stat(root)  # also triggers an automount
     except FileNotFoundError:
-        return f"source {os.fsdecode(root)} does not exist"
+        # An unmounted share is the likelier cause: say so when it is.
+        return mount_problem("source", root, route.source_mount) or (
+            f"source {os.fsdecode(root)} does not exist"
+        )
     except OSError as exc:
         return f"source {os.fsdecode(root)} cannot be read: {exc.strerror}"
     if not os.path.isdir(root):
         return f"source {os.fsdecode(root)} is not a folder"
     if not os.access(root, os.R_OK | os.X_OK):
         return f"source {os.fsdecode(root)} is not readable by this user"
-    if route.source_mount:
-        mount_path = os.fsencode(route.source_mount)
-        try:
-            mounts = read_mounts()
-        except OSError as exc:
-            return f"cannot read {MOUNTINFO}: {exc.strerror}"
-        if not is_mount_point(mount_path, mounts):
-            return (
-                f"source_mount {route.source_mount} is not mounted (an unmounted "
-                "share is an empty local folder)"
-            )
-        holder = mount_of(root, mounts)
-        real_mount = os.path.realpath(mount_path)
-        if holder is None or not _under(holder.mount_point, real_mount):
-            return f"source {os.fsdecode(root)} is not on source_mount {route.source_mount}"
-    return None
+    # The same check as the job's mount guard and the resume sweep
+    # (ketter.mounts): a same-device bind mount is mounted, an unmounted
+    # share is not, whichever asks.
+    return mount_problem("source", root, route.source_mount)

@@ -122,3 +122,52 @@ def test_watch_limit_falls_back_to_polling(make_env, caplog: pytest.LogCaptureFi
         write(env.source("ingest") / "a.mov")
         wait_for(env.jobs, message="detection by polling")
     assert any("fs.inotify.max_user_watches" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.root
+def test_same_device_bind_mount_destination_pauses_and_resumes(tmp_path: Path) -> None:
+    """Issue #14 finding 5: a destination share that is a bind mount on the
+    same device, unmounted and mounted again while the watcher and workers
+    run. The route pauses, then resumes by itself and delivers; `config
+    check` agrees with the workers both times (one mount check: mountinfo).
+    ``os.path.ismount`` called the mounted bind mount "not mounted", so the
+    route never resumed and `config check` refused a good config."""
+    from tests.integration.jobs.pausing import Node, mount, umount, unmounted_at_exit
+
+    backing, share, src = tmp_path / "backing", tmp_path / "share", tmp_path / "src"
+    for folder in (backing / "in", share, src):
+        folder.mkdir(parents=True)
+    with unmounted_at_exit(share):
+        mount("--bind", str(backing), str(share))
+        assert os.stat(share).st_dev == os.stat(tmp_path).st_dev  # same device
+        node = Node(tmp_path, src, share / "in", destination_mount=str(share))
+        check = node.ketter("config", "check")
+        assert check.returncode == 0, check.stdout + check.stderr
+        node.start("watcher")
+        node.start("workers")
+        try:
+            (src / "a.mov").write_bytes(b"a" * 4096)
+            node.wait_for(lambda: (node.job("a.mov") or ())[1:2] == ("completed",), "a.mov")
+            assert (backing / "in" / "a.mov").read_bytes() == b"a" * 4096
+
+            umount(share)
+            (src / "b.mov").write_bytes(b"b" * 4096)
+            node.wait_for(node.paused, "the route to pause for the unmounted share")
+            assert "not mounted" in node.route_status()[1]
+            node.wait_for(lambda: (node.job("b.mov") or ())[1:3] == ("retry_wait", 0),
+                          "b.mov to wait without using an attempt")
+            check = node.ketter("config", "check")
+            # The root is gone with the share: config check says so, and to mount it.
+            assert check.returncode != 0 and "mount the share" in check.stderr, check.stderr
+            assert not (share / "in").exists()  # nothing written to the bare folder
+
+            mount("--bind", str(backing), str(share))
+            node.wait_for(lambda: not node.paused(), "the route to resume by itself")
+            node.wait_for(lambda: (node.job("b.mov") or ())[1:2] == ("completed",), "b.mov")
+            assert (backing / "in" / "b.mov").read_bytes() == b"b" * 4096
+            check = node.ketter("config", "check")
+            assert check.returncode == 0, check.stdout + check.stderr
+            assert len(node.events("route_paused")) == 1
+            assert len(node.events("route_resumed")) == 1
+        finally:
+            node.stop()

@@ -4,6 +4,8 @@ import dataclasses
 import os
 from pathlib import Path
 
+import pytest
+
 from ketter.config.schema import RouteConfig
 from ketter.watcher import mounts
 
@@ -40,7 +42,8 @@ def test_attribute_cache_seconds() -> None:
     assert mounts.attribute_cache_seconds(tmp) is None
     bare = dataclasses.replace(nfs, options="rw,hard")
     assert mounts.attribute_cache_seconds(bare) == 60  # the NFS default
-    assert not mounts.parse_mountinfo(SAMPLE)[0].is_network and nfs.is_network
+    assert not mounts.is_network_mount(mounts.parse_mountinfo(SAMPLE)[0])
+    assert mounts.is_network_mount(nfs)
 
 
 def test_choose_watch(tmp_path: Path) -> None:
@@ -70,3 +73,58 @@ def test_root_mount_point_is_a_mount() -> None:
     assert mounts.is_mount_point(b"/")
     route = RouteConfig(name="r", source="/", destination="/x", source_mount="/")
     assert mounts.check_root(route, b"/") is None
+
+
+@pytest.mark.root
+def test_one_mount_check_for_a_same_device_bind_mount(tmp_path: Path) -> None:
+    """Issue #14 finding 5: the watcher, the job guard, the resume check and
+    `config check` give the same answer for a bind mount on the same device,
+    mounted (it is) and unmounted (it is not). ``os.path.ismount`` said "not
+    mounted" for the mounted one."""
+    from ketter.config import parse_config
+    from ketter.config.loader import check_roots
+    from ketter.engine.mounts import check_mounts
+    from ketter.engine.spec import TransferSpec
+    from ketter.errors import RouteUnavailable
+    from ketter.jobs.routes import unavailable_reason
+    from tests.integration.jobs.pausing import mount, umount, unmounted_at_exit
+
+    backing, share = tmp_path / "backing", tmp_path / "share"
+    # The roots exist under the bare folder too: only the mount check can tell.
+    for top in (backing, share):
+        (top / "in").mkdir(parents=True)
+        (top / "out").mkdir()
+    config = parse_config(
+        f"state_dir: {tmp_path}/state\nroutes:\n"
+        f"  - {{name: r, source: {share}/in, destination: {share}/out, "
+        f"source_mount: {share}, destination_mount: {share}}}\n",
+        base_dir=str(tmp_path),
+    )
+    route = config.route("r")
+    root = os.fsencode(share / "in")
+    spec = TransferSpec(source_root=root, destination_root=os.fsencode(share / "out"),
+                        source_mount=os.fsencode(share), destination_mount=os.fsencode(share))
+
+    def answers() -> list[bool]:
+        try:
+            check_mounts(spec)
+            guard = True
+        except RouteUnavailable:
+            guard = False
+        return [
+            mounts.is_mount_point(share),
+            mounts.check_root(route, root) is None,
+            guard,
+            unavailable_reason(route) is None,
+            check_roots(config)[0] == [],
+        ]
+
+    assert answers() == [False] * 5  # a plain folder: not mounted, whoever asks
+    with unmounted_at_exit(share):
+        mount("--bind", str(backing), str(share))
+        assert os.stat(share).st_dev == os.stat(tmp_path).st_dev
+        assert answers() == [True] * 5
+        umount(share)
+        assert answers() == [False] * 5
+        assert "is not mounted" in (unavailable_reason(route) or "")
+        assert any("is not mounted" in e for e in check_roots(config)[0])
