@@ -284,16 +284,17 @@ def release(
     """Give the job back without using up an attempt (graceful stop).
 
     The state is kept: the next claim resumes the job from where it stopped.
+    ``bytes_done``: what the stop left for that resume (the kept partial's
+    size), recorded on the row and in the ``release`` event; the row's own
+    figure is only as fresh as the last lease renewal, and a 768 MiB copy
+    stopped between two renewals was released as ``bytes_done: 0``.
     """
     db = database.obj
     with db.atomic():
         job = Job.get_or_none((Job.id == job_id) & (Job.claim == claim))
         if job is None:
             return False
-    ``bytes_done``: what the stop left for that resume (the kept partial's
-    size), recorded on the row and in the ``release`` event; the row's own
-    figure is only as fresh as the last lease renewal, and a 768 MiB copy
-    stopped between two renewals was released as ``bytes_done: 0``.
+        kept = job.bytes_done if bytes_done is None else bytes_done
         Job.update(
             claim=None,
             lease_owner=None,
@@ -305,7 +306,6 @@ def release(
         record_event(
             "release",
             now=now,
-        kept = job.bytes_done if bytes_done is None else bytes_done
             job_id=job_id,
             route=job.route,
             from_state=job.state,

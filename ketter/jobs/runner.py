@@ -40,12 +40,12 @@ from ketter.errors import (
 from ketter.jobs.backoff import compute_backoff
 from ketter.jobs.batch import BATCH_MAX, Batch, batchable
 from ketter.jobs.claim import Claimed, claim_job, claim_more, owner_name, release
+from ketter.jobs.delivered import log_completed
 from ketter.jobs.lease import ActiveJob, JobContext, LeaseKeeper
 from ketter.jobs.routes import pause_route, unavailable_reason
 from ketter.jobs.spec import spec_for
 from ketter.jobs.states import State
 from ketter.jobs.steps import Attempt
-from ketter.jobs.delivered import log_completed
 from ketter.jobs.transitions import transition
 from ketter.paths import readable
 from ketter.runtime.faults import fault
@@ -113,6 +113,7 @@ class JobRunner:
             Batch(self, [claimed, *mates]).run()
         else:
             self.run(claimed)
+        log_completed([claimed, *mates])  # the service log's delivery lines
         return claimed.job_id
 
     def _batch_mates(self, claimed: Claimed) -> list[Claimed]:
@@ -122,7 +123,6 @@ class JobRunner:
         try:
             route = self.config.route(job.route) if job is not None else None
         except KeyError:  # route removed from the config: run() reports it
-        log_completed([claimed, *mates])  # the service log's delivery lines
             return []
         if job is None or route is None or not batchable(job, claimed, route):
             return []

@@ -423,6 +423,10 @@ class Attempt:
             "sha256": hashes.get("sha256"),
             "xxh128": hashes.get("xxh128"),
             "xxh64": hashes.get("xxh64"),
+            # job_history's seconds and mb_per_s: this attempt's active time,
+            # not the waits before it (migration 0005).
+            "transfer_seconds": round(result.seconds, 3),
+            "transfer_bytes": result.bytes_copied,
         }
         if self.state is S.TRANSFERRING:
             recorded["md5"] = hashes.get("md5")
@@ -560,6 +564,22 @@ class Attempt:
         except OSError:
             return None
         return None
+
+    def kept_bytes(self) -> int:
+        """What a stop leaves for the next claim: the job's size once placed,
+        else the bytes of its largest partial (0 when none is kept: a folder
+        or a small file starts again)."""
+        if self.job.placed_at is not None or self.state is S.VERIFYING:
+            return self.job.size
+        parent, name = split(self.final)
+        out = join(parent, temp_name(self.ctx.tag, name, "part"))
+        sizes = [0]
+        for partial in find_partials(out, name, self.ctx):
+            try:
+                sizes.append(os.lstat(partial).st_size)
+            except OSError:
+                continue
+        return max(sizes)
 
     def _resumable_partial(self) -> bool:
         parent, name = split(self.final)

@@ -166,6 +166,7 @@ class Watcher:
             route.stop()
         try:
             self.heartbeat()
+            beat_stopped(self.config.node, "watcher")  # health: "stopped cleanly"
             audit(
                 "watcher_stopped", None, {"jobs_created": sum(r.jobs_created for r in self.routes)}
             )
@@ -197,4 +198,3 @@ class Watcher:
         now = self.clock()
         wake = min([r.next_wakeup() for r in self.routes] + [self._next_beat])
         return min(MAX_WAIT, max(MIN_WAIT, wake - now))
-            beat_stopped(self.config.node, "watcher")  # health: "stopped cleanly"

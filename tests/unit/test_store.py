@@ -108,13 +108,13 @@ def test_concurrent_upgrades_are_safe(tmp_path: Path) -> None:
         child.join(60)
         assert child.exitcode == 0
     con = sqlite3.connect(path)
-    assert con.execute("SELECT name FROM schema_migration ORDER BY name").fetchall() == [
-        (name,) for name in shipped]
-    con.close()
     # Every migration in the folder, each applied once (several are added in
     # parallel: the list is read from the folder, not pinned here).
     shipped = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "migrations")
                      .glob("[0-9][0-9][0-9][0-9]_*.py"))
+    assert con.execute("SELECT name FROM schema_migration ORDER BY name").fetchall() == [
+        (name,) for name in shipped]
+    con.close()
 
 
 def test_wal_and_sqlite3_cli_readable(tmp_path: Path) -> None:
