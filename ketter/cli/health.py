@@ -18,7 +18,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "every route is available and destinations have space",
     )
     add_config_arg(health)
-    health.add_argument("--json", action="store_true")
+    health.add_argument("--json", action="store_true", help="print JSON instead of text")
     health.set_defaults(func=run_health)
 
 

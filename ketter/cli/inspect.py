@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 import time
 from typing import Any
 
@@ -33,23 +34,23 @@ HISTORY_COLUMNS = [
 def register(commands: argparse._SubParsersAction) -> None:
     jobs = commands.add_parser("jobs", help="list jobs, newest first")
     add_config_arg(jobs)
-    jobs.add_argument("--state", choices=[s.value for s in State])
-    jobs.add_argument("--route")
-    jobs.add_argument("--limit", type=int, default=50)
-    jobs.add_argument("--json", action="store_true")
+    jobs.add_argument("--state", choices=[s.value for s in State], help="only jobs in this state")
+    jobs.add_argument("--route", metavar="NAME", help="only jobs of this route")
+    jobs.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    jobs.add_argument("--json", action="store_true", help="print JSON instead of a table")
     jobs.set_defaults(func=list_jobs)
 
     job = commands.add_parser("job", help="one job with its events")
     add_config_arg(job)
-    job.add_argument("job_id", type=int, metavar="ID")
-    job.add_argument("--json", action="store_true")
+    job.add_argument("job_id", type=int, metavar="ID", help="the job id (see ketter jobs)")
+    job.add_argument("--json", action="store_true", help="print JSON instead of text")
     job.set_defaults(func=show_job)
 
     status = commands.add_parser(
         "status", help="job counts per state and route, paused routes, heartbeats"
     )
     add_config_arg(status)
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="print JSON instead of tables")
     status.set_defaults(func=show_status)
 
 
@@ -60,7 +61,8 @@ def _rows(db: Any, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any
 
 
 def list_jobs(args: argparse.Namespace) -> int:
-    db = open_readonly(config_from(args).db_path)
+    config = config_from(args)
+    db = open_readonly(config.db_path)
     where, params = [], []
     if args.state:
         where.append("state = ?")
@@ -73,6 +75,16 @@ def list_jobs(args: argparse.Namespace) -> int:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY job_id DESC LIMIT ?"
     rows = _rows(db, sql, (*params, args.limit))
+    if args.route and args.route not in {r.name for r in config.routes}:
+        # `(none)` alone read as "no jobs yet" for a mistyped route name.
+        known = ", ".join(r.name for r in config.routes) or "none"
+        print(
+            f"ketter: --route: no route named {args.route!r} in {config.path} (routes: {known})"
+            + ("; showing the jobs it had before it was removed" if rows else ""),
+            file=sys.stderr,
+        )
+        if not rows:
+            return 2
     if args.json:
         print_json(rows)
     else:

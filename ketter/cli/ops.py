@@ -9,7 +9,7 @@ import sys
 import time
 
 from ketter.cli.common import add_config_arg, config_from
-from ketter.config import parse_duration
+from ketter.config import Config, parse_duration
 from ketter.runtime.faults import fault
 from ketter.runtime.logs import setup_logging
 
@@ -33,9 +33,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     requeue = commands.add_parser("requeue", help="re-queue failed jobs (or jobs by id)")
     add_config_arg(requeue)
-    requeue.add_argument("job_ids", nargs="*", type=int, metavar="ID")
+    requeue.add_argument(
+        "job_ids", nargs="*", type=int, metavar="ID", help="job ids to re-queue (see ketter jobs)"
+    )
     requeue.add_argument("--failed", action="store_true", help="every failed job")
-    requeue.add_argument("--route", help="only this route (with --failed)")
+    requeue.add_argument("--route", metavar="NAME", help="only this route (with --failed)")
     requeue.add_argument(
         "--since", help="only jobs that failed since: a duration ago (2h, 1d) or an ISO date/time"
     )
@@ -43,8 +45,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     enqueue = commands.add_parser("enqueue", help="submit a path on a route by hand")
     add_config_arg(enqueue)
-    enqueue.add_argument("path")
-    enqueue.add_argument("--route", required=True)
+    enqueue.add_argument("path", help="a file or folder inside the route's source")
+    enqueue.add_argument(
+        "--route", required=True, metavar="NAME", help="the route to submit it on (see the config)"
+    )
     enqueue.set_defaults(func=enqueue_path)
 
 
@@ -79,6 +83,11 @@ def _since(text: str | None) -> float | None:
     return moment.timestamp()
 
 
+def _unknown_route(config: Config, name: str) -> str:
+    known = ", ".join(r.name for r in config.routes) or "none"
+    return f"no route named {name!r} in {config.path} (routes: {known})"
+
+
 def requeue_jobs(args: argparse.Namespace) -> int:
     from ketter.jobs.requeue import failed_jobs, requeue_job
     from ketter.store import open_store
@@ -88,20 +97,32 @@ def requeue_jobs(args: argparse.Namespace) -> int:
     if not args.failed and not args.job_ids:
         print("ketter: name job ids or use --failed", file=sys.stderr)
         return 2
+    if args.route is not None and args.route not in {r.name for r in config.routes}:
+        print(f"ketter: --route: {_unknown_route(config, args.route)}", file=sys.stderr)
+        return 2
     open_store(config.db_path)
     ids = list(args.job_ids)
     if args.failed:
         ids += failed_jobs(route=args.route, since=_since(args.since))
     queue = build_queue(config)
     count = 0
+    refused = 0
     for job_id in ids:
         outcome = requeue_job(job_id, now=time.time())
-        print(outcome)
-        if "re-queued" in outcome or "due now" in outcome:
+        # "job 7: not re-queued, it is completed" also holds "re-queued":
+        # look at what the outcome starts with, not at what it contains.
+        what = outcome.split(": ", 1)[1] if ": " in outcome else outcome
+        if what.startswith(("re-queued", "due now")):
+            print(outcome)
             queue.ring(job_id)
             count += 1
-    print(f"{count} job(s) re-queued")
-    return 0
+        else:
+            print(outcome, file=sys.stderr)
+            refused += 1
+    print(f"{count} job(s) re-queued" + (f", {refused} not" if refused else ""))
+    # A job named on the command line that could not be re-queued (no such
+    # job, completed, running) is a failed request: exit 1 for scripts.
+    return 1 if refused else 0
 
 
 def enqueue_path(args: argparse.Namespace) -> int:
@@ -111,11 +132,20 @@ def enqueue_path(args: argparse.Namespace) -> int:
     from workers.app import build_queue
 
     config = config_from(args)
-    route = config.route(args.route)
+    try:
+        route = config.route(args.route)
+    except KeyError as exc:
+        print(f"ketter: --route: {exc.args[0]}", file=sys.stderr)
+        return 2
+    path = os.path.abspath(args.path)
+    if not os.path.lexists(path):
+        # submit_path would call it "vanished during the transfer"
+        print(f"ketter: {path} does not exist", file=sys.stderr)
+        return 1
     open_store(config.db_path)
     chain.configure(node=config.node)
     queue = build_queue(config)
-    results = submit_path(config, route, os.fsencode(os.path.abspath(args.path)), now=time.time())
+    results = submit_path(config, route, os.fsencode(path), now=time.time())
     for result in results:
         if result.created:
             fault("after-commit-before-enqueue")

@@ -34,18 +34,36 @@ ROUTE = "cli-transfer"
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("transfer", help="copy or move one file or folder now, verified")
     add_config_arg(p)
-    p.add_argument("src", metavar="SRC")
+    p.add_argument("src", metavar="SRC", help="the file or folder to transfer")
     p.add_argument(
         "dst",
         metavar="DST",
         help="an existing folder (SRC keeps its name inside it) or the new path itself",
     )
-    p.add_argument("--mode", choices=("copy", "move"), default="copy")
-    p.add_argument("--verify", choices=("sha256", "xxh128"), default="sha256")
     p.add_argument(
-        "--conflict", choices=("fail", "skip_identical", "rename", "overwrite"), default="fail"
+        "--mode",
+        choices=("copy", "move"),
+        default="copy",
+        help="move deletes SRC once the copy is verified (default copy)",
     )
-    p.add_argument("--folders", choices=("per_file", "as_unit"), default="as_unit")
+    p.add_argument(
+        "--verify",
+        choices=("sha256", "xxh128"),
+        default="sha256",
+        help="the checksum the read-back is compared with (default sha256)",
+    )
+    p.add_argument(
+        "--conflict",
+        choices=("fail", "skip_identical", "rename", "overwrite"),
+        default="fail",
+        help="when the destination exists (default fail; see docs/configuration.md)",
+    )
+    p.add_argument(
+        "--folders",
+        choices=("per_file", "as_unit"),
+        default="as_unit",
+        help="a folder travels whole (as_unit, the default) or file by file",
+    )
     p.add_argument(
         "--package-min-files",
         type=int,

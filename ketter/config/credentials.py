@@ -21,6 +21,7 @@ the workers died on a raw ``[Errno 2]`` with exit 1, restarted five times.
 from __future__ import annotations
 
 import os
+import stat
 
 from ketter.errors import ConfigError
 
@@ -62,6 +63,8 @@ def credential_name(path: str | None) -> str | None:
 
 
 def _where(config_path: str, line: int | None) -> str:
+    if not config_path:
+        return KEY
     return f"{config_path}:{line}: {KEY}" if line else f"{config_path}: {KEY}"
 
 
@@ -83,7 +86,11 @@ def read_hmac_key(
             f"credential {name!r}, or name the key file's own path"
         )
     try:
-        with open(path, "rb") as fh:
+        # O_NONBLOCK + fstat: a FIFO named as the key must not block the start.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise IsADirectoryError(path)
             key = fh.read().strip()
     except FileNotFoundError:
         raise ConfigError(
@@ -91,7 +98,7 @@ def read_hmac_key(
             "/dev/urandom | base64 > FILE, mode 0600) or correct the path"
         ) from None
     except IsADirectoryError:
-        raise ConfigError(f"{where}: {path} is a folder, not a key file") from None
+        raise ConfigError(f"{where}: {path} is not a regular file") from None
     except PermissionError:
         raise ConfigError(
             f"{where}: the key file {path} cannot be read by {_user()}; start the "
@@ -133,15 +140,21 @@ def check_hmac_key(
             "starts)"
         ]
     try:
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    except PermissionError:
+        # The runbook checks as the service account, which a root-only key
+        # (or its folder) keeps out: the rendered units hand systemd's copy over.
+        return [], [
+            f"{where}: {_user()} may not read the key file {path} (permission "
+            "denied); the services started from the rendered units get a copy "
+            "through LoadCredential= (read by systemd as root): run this check "
+            "as root to check the key itself"
+        ]
+    except OSError:
+        pass  # read_hmac_key below says what is wrong
+    try:
         read_hmac_key(path, config_path=config_path, line=line)
     except ConfigError as exc:
-        if os.path.isfile(path) and not os.access(path, os.R_OK):
-            return [], [
-                f"{where}: the key file {path} exists but {_user()} cannot read it; "
-                "the services started from the rendered units get a copy through "
-                "LoadCredential= (read by systemd as root), so run this check as "
-                "root to check its content"
-            ]
         return [str(exc)], []
     return [], []
 

@@ -378,3 +378,34 @@ def test_route_lines_are_kept_for_later_checks(tmp_path: Path, write_config) -> 
     assert errors == [f"{path}:4: route 'beta': source {tmp_path / 'nothere'} does not exist "
                       "or is not a folder; create it, mount the share, or correct the path"]
     assert "lines" not in redacted(config) and "lines" not in redacted(config)["routes"][0]
+
+
+def test_root_only_key_checked_as_another_user_is_a_warning(tmp_path: Path,
+                                                             write_config) -> None:
+    # The runbook checks as the service account; the units hand systemd's copy
+    # of a root-only key over, so `config check` warns and says so.
+    if os.geteuid() != 0:
+        pytest.skip("needs root to check the key file as another user")
+    config = load_config(write_config("audit: {hmac_key_file: audit.key}\n"))
+    (tmp_path / "audit.key").write_text("c2VjcmV0\n")
+    os.chmod(tmp_path / "audit.key", 0o600)
+    os.chmod(tmp_path, 0o755)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child drops to nobody; everything it needs is imported
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            result = credentials.check_hmac_key(config.audit.hmac_key_file,
+                                                config_path=config.path, line=1)
+            os.write(write_end, json.dumps(result).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as fh:
+        errors, warnings = json.loads(fh.read())
+    os.waitpid(pid, 0)
+    assert errors == []
+    assert len(warnings) == 1 and "user 'nobody' may not read the key file" in warnings[0]
