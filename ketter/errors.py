@@ -95,6 +95,21 @@ class LostClaim(InvalidTransition):
     sweep handed it to another worker); stop without touching anything."""
 
 
+class StoreLost(LostClaim):
+    """The job store file was deleted or replaced while this process had it
+    open: every claim recorded in it is lost, and nothing irreversible (a
+    placement, a source deletion) may run until the node is restarted on a
+    real store."""
+
+
+class StoreMissing(ConfigError):
+    """The job store is missing on a node that has run before; Ketter does not
+    silently start over with an empty one."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip().splitlines()[0])
+
+
 class ShutdownRequested(BaseException):
     """Raised inside a copy loop when the process is asked to stop.
 

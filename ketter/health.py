@@ -170,7 +170,15 @@ def _check_routes(
     conn: sqlite3.Connection,
     config: Config,
     beats: dict[str, tuple[int, float, dict]],
+    *,
+    store_problem: str | None = None,
 ) -> None:
+    if store_problem is not None:
+        # Every route is paused in the services' memory (the store cannot
+        # record a pause): say so instead of the rows' stale view.
+        for route in config.routes:
+            report.add(f"route {route.name}", False, f"paused: {store_problem}")
+        return
     paused = {
         route: (reason, since)
         for route, reason, since in conn.execute(
@@ -198,6 +206,32 @@ def _check_routes(
             report.add(name, False, f"source not watchable: {beat[2].get('reason') or 'lost'}")
         else:
             report.add(name, True, "available")
+
+
+def _check_store_guard(report: HealthReport, config: Config) -> str | None:
+    """What the running services know about their job store and cannot write
+    into it (:mod:`ketter.store.guard`): deleted or replaced under them, or
+    not writable (disk full, read-only, immutable). Returns the problem."""
+    from ketter.store.guard import read_status
+
+    problem = None
+    for status in read_status(config.db_path):
+        who = f"{status.get('component') or 'service'} pid {status.get('pid')}"
+        reason = status.get("lost") or status.get("unwritable")
+        if reason is None and status.get("ino") is not None:
+            try:
+                st = os.stat(config.db_path)
+                moved = (st.st_dev, st.st_ino) != (status.get("dev"), status.get("ino"))
+            except FileNotFoundError:
+                moved = True
+            if moved:
+                reason = f"job store {config.db_path} is not the file the {who} has open"
+        if reason is not None and problem is None:
+            problem = str(reason)
+            since = status.get("since")
+            when = f" for {time.time() - since:.0f}s" if since else ""
+            report.add("state store", False, f"{who}, paused{when}: {reason}")
+    return problem
 
 
 def _check_space(report: HealthReport, config: Config) -> None:
@@ -228,6 +262,7 @@ def check_health(config: Config, *, now: float | None = None) -> HealthReport:
         report.add("queue database", True, f"{config.queue_path} opens ({how})")
     except (sqlite3.Error, OSError) as exc:
         report.add("queue database", False, f"{config.queue_path}: {exc}")
+    store_problem = _check_store_guard(report, config)
     try:
         conn, how = connect_readonly(config.db_path)
     except (sqlite3.Error, OSError) as exc:
@@ -242,7 +277,7 @@ def check_health(config: Config, *, now: float | None = None) -> HealthReport:
             _check_service(
                 report, service, beats.get(service), stale=config.health.heartbeat_stale, now=now
             )
-        _check_routes(report, conn, config, beats)
+        _check_routes(report, conn, config, beats, store_problem=store_problem)
     except sqlite3.Error as exc:
         report.add("job store", False, f"{config.db_path}: {exc}")
     finally:

@@ -258,7 +258,7 @@ class WorkersProcess:
                 # write, on a backoff, tells when the store is writable again.
                 if not guard.lost and guard.probe_due():
                     beat = {"workers": self.workers, "running": [], "paused": guard.problem}
-                    if self._store_write(
+                    if guard.probe() and self._store_write(
                         guard,
                         functools.partial(
                             write_heartbeat, "workers", self.config.node, beat, now=now
@@ -291,6 +291,9 @@ class WorkersProcess:
                     {"job_id": a.job_id, "phase": a.phase, "bytes": a.bytes_done}
                     for a in keeper.running()
                 ]
+                if not guard.probe():
+                    self._store_alerts(guard)
+                    continue
                 self._store_write(
                     guard,
                     functools.partial(

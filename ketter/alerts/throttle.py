@@ -22,6 +22,9 @@ KINDS: dict[str, str] = {
     "route_paused": "route paused",
     "watch_lost": "watch lost",
     "route_failures": "repeated failures on a route",
+    "store_unwritable": "state store not writable, node paused",
+    "store_lost": "job store deleted or replaced, node paused",
+    "store_writable": "state store writable again",
 }
 #: Kinds that count towards ``route_failures``.
 FAILURE_KINDS = frozenset({"job_failed", "verify_mismatch"})

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ketter import __version__
 from ketter.cli import admin, audit, deploy, health, inspect, ops, run, transfer, watch
-from ketter.errors import ConfigError, KetterError
+from ketter.errors import ConfigError, KetterError, StoreMissing
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -45,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except StoreMissing as exc:  # not the config's fault; still exit 2 (no restart loop)
+        print(f"ketter: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ConfigError as exc:
         print(f"ketter: invalid config:\n{exc}", file=sys.stderr)
         return EXIT_USAGE

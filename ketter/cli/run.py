@@ -102,7 +102,8 @@ def run_both(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    open_store(config.db_path)
+    # Never silently a new, empty store where the node has run before.
+    open_store(config.db_path, evidence=[config.audit.log_file])
     chain.configure(node=config.node, hmac_key=read_hmac_key(config))
     sys.stdout.write(explain(config) + "\n")
     sys.stdout.flush()

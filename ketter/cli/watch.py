@@ -36,7 +36,8 @@ def run_watcher(args: argparse.Namespace) -> int:
     shutdown = Shutdown().install()
     setup_logging()
     config = config_from(args)
-    db = open_store(config.db_path)
+    # Never silently a new, empty store where the node has run before.
+    db = open_store(config.db_path, evidence=[config.audit.log_file])
     chain.configure(node=config.node, hmac_key=read_hmac_key(config))
     queue = build_queue(config)
     notifier = build_notifier(config)

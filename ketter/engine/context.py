@@ -96,6 +96,11 @@ class TransferContext:
         :class:`ketter.errors.ShutdownRequested` to abort at a safe point.
         """
 
+    def before_irreversible(self, what: str) -> None:
+        """Called right before each irreversible step of the engine (each
+        source deletion of a move); raise to stop it. The job pipeline stops
+        there when its job store was deleted or replaced (issue #14 finding 9)."""
+
     def fault(self, point: str) -> None:
         """Fault injection for crash tests: SIGKILL self at ``$KETTER_FAULT``."""
         env_fault(point)

@@ -43,6 +43,7 @@ def _delete_file(path: bytes, e: FileEntry, res: DeleteResult, ctx: TransferCont
         res.kept.append(path)
         ctx.warn("source_kept_changed", path=readable(path))
         return
+    ctx.before_irreversible(f"delete the source {show(path)}")
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -24,6 +24,7 @@ from ketter.audit.chain import record_event
 from ketter.config import Config, RouteConfig
 from ketter.errors import LostClaim
 from ketter.jobs.states import TERMINAL, State
+from ketter.store.guard import ensure_store_intact
 from ketter.store.models import Job, database, select_jobs
 
 ACTIVE = [s.value for s in State if s not in TERMINAL]
@@ -106,7 +107,12 @@ def paused_routes() -> set[str]:
 
 def ensure_claim(job_id: int, claim: str) -> None:
     """Raise :class:`LostClaim` unless ``claim`` still holds the job: checked
-    right before the irreversible steps (placement, source deletion)."""
+    right before the irreversible steps (placement, source deletion).
+
+    Raises :class:`ketter.errors.StoreLost` first when the job store was
+    deleted or replaced under this process: the claim is then recorded
+    nowhere that counts (issue #14 finding 9)."""
+    ensure_store_intact(database.obj, f"job {job_id}")
     row = database.obj.execute_sql("SELECT claim FROM jobs WHERE id = ?", (job_id,)).fetchone()
     current = row[0] if row else None
     if current != claim:

@@ -27,6 +27,7 @@ from ketter.errors import LostClaim, ShutdownRequested
 from ketter.jobs.claim import renew
 from ketter.runtime.faults import delay, fault
 from ketter.runtime.signals import Shutdown
+from ketter.store.guard import ensure_store_intact, is_unwritable_error
 from ketter.store.models import database
 
 log = logging.getLogger("ketter.lease")
@@ -75,8 +76,15 @@ class JobContext(TransferContext):
         delay(f"{phase}-progress")
         if active.lost:
             raise LostClaim(f"job {active.job_id}: the claim was taken over; stopping")
+        if getattr(database.obj, "guard", None) is not None and database.obj.guard.lost:
+            # Set by the workers loop's periodic check: stop the copy now.
+            ensure_store_intact(database.obj, f"job {active.job_id}")
         if self.shutdown.requested:
             raise ShutdownRequested()
+
+    def before_irreversible(self, what: str) -> None:
+        # A deleted or replaced job store would never learn of the step.
+        ensure_store_intact(database.obj, f"job {self.active.job_id}: {what}")
 
     def fault(self, point: str) -> None:
         fault(point)
@@ -124,8 +132,9 @@ class LeaseKeeper(threading.Thread):
         while not self._stop_keeper.wait(interval):
             try:
                 self.renew_all(now=time.time(), mono=time.monotonic())
-            except Exception:  # keep renewing; a DB hiccup must not kill the thread
-                log.exception("lease renewal failed")
+            except Exception as exc:  # keep renewing; a DB hiccup must not kill the thread
+                if not is_unwritable_error(exc):  # that one the workers loop reports
+                    log.exception("lease renewal failed")
         database.obj.close()
 
     def renew_all(self, *, now: float, mono: float) -> None:

@@ -50,7 +50,8 @@ from ketter.jobs.transitions import transition
 from ketter.paths import readable
 from ketter.runtime.faults import fault
 from ketter.runtime.signals import Shutdown
-from ketter.store.models import Job
+from ketter.store.guard import guard_of, is_unwritable_error
+from ketter.store.models import Job, database
 
 log = logging.getLogger("ketter.jobs")
 S = State
@@ -101,6 +102,9 @@ class JobRunner:
         Returns the id of the job run, if any."""
         if self.shutdown.requested:
             return None  # the sweep re-rings after restart
+        guard = guard_of(database.obj)
+        if guard is not None and guard.problem:
+            return None  # every route paused: store lost or not writable (sweep re-rings)
         fault("after-dequeue")
         claimed = claim_job(
             self.config, hint=hint, owner=owner_name(self.config.node), now=self.clock()
@@ -177,6 +181,15 @@ class JobRunner:
             # Another worker owns the job now: remove only our own temporaries.
             if attempt is not None:
                 rollback(attempt.dest_dir, attempt.ctx.tag)
+            log.warning("stopped: %s", exc, extra={"ketter.job_id": job.id})
+        elif is_unwritable_error(exc) and not isinstance(exc, OSError):
+            # The job store cannot record anything now (disk full, read-only):
+            # leave the job as a crash would; its lease runs out and the sweep
+            # re-rings it once the store is writable. The workers loop pauses
+            # every route and alerts (ketter.store.guard).
+            guard = guard_of(database.obj)
+            if guard is not None:
+                guard.write_failed(exc)
             log.warning("stopped: %s", exc, extra={"ketter.job_id": job.id})
         elif isinstance(exc, KeyError):  # route removed from the config
             self._on_error(job.id, claimed, attempt, PermanentError(str(exc.args[0])))

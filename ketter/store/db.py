@@ -22,14 +22,16 @@ import contextlib
 import fcntl
 import importlib.resources
 import os
+import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from peewee import OperationalError, SqliteDatabase
 from playhouse.migrations import Runner
 
 from ketter.runtime.flush import FlushGroup
+from ketter.store.guard import StoreGuard, ensure_may_create, write_marker
 from ketter.store.models import database
 from ketter.store.writers import WriterTurns
 
@@ -64,6 +66,8 @@ class StoreDatabase(SqliteDatabase):
         self.wal_flush = FlushGroup()
         #: Fair turns at the write lock with other processes.
         self.turns = WriterTurns(self.database)
+        #: Identity and writability of the store file (set by open_store).
+        self.guard: StoreGuard | None = None
 
     def close(self) -> bool:
         # Not while another thread is inside a transaction (it uses the file).
@@ -118,6 +122,12 @@ class StoreDatabase(SqliteDatabase):
 
     def rollback(self) -> None:
         try:
+            conn = self.connection()
+            if isinstance(conn, sqlite3.Connection) and not conn.in_transaction:
+                # SQLite rolled back by itself (SQLITE_FULL or an I/O error in
+                # COMMIT): a ROLLBACK now would only hide that error behind
+                # "cannot rollback - no transaction is active".
+                return
             super().rollback()
         finally:
             self._release()
@@ -136,11 +146,29 @@ def connect(path: str | os.PathLike[str]) -> SqliteDatabase:
     return StoreDatabase(path, pragmas=PRAGMAS, timeout=BUSY_TIMEOUT, lock_type="IMMEDIATE")
 
 
-def open_store(path: str | os.PathLike[str], *, migrate: bool = True) -> SqliteDatabase:
-    """Open the job store, apply pending migrations, and bind the models to it."""
+def open_store(
+    path: str | os.PathLike[str],
+    *,
+    migrate: bool = True,
+    new_store: bool = False,
+    evidence: Iterable[str] = (),
+) -> SqliteDatabase:
+    """Open the job store, apply pending migrations, and bind the models to it.
+
+    Refuses (:class:`ketter.errors.StoreMissing`) to create a store where the
+    node has run before (the marker next to every store, or ``evidence`` such
+    as the audit log) unless ``new_store``; see :mod:`ketter.store.guard`.
+    """
+    path = os.fspath(path)
+    ensure_may_create(path, evidence=evidence, new_store=new_store)
     db = connect(path)
     if migrate:
         upgrade(db)
+    else:
+        db.connect(reuse_if_open=True)  # the file exists from here on
+    write_marker(path)
+    assert isinstance(db, StoreDatabase)
+    db.guard = StoreGuard(path)
     database.initialize(db)
     return db
 

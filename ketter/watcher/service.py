@@ -20,6 +20,8 @@ from ketter import __version__
 from ketter.config.schema import Config
 from ketter.runtime import sdnotify
 from ketter.runtime.logs import job_fields
+from ketter.store.guard import guard_of, is_unwritable_error
+from ketter.store.models import database
 from ketter.watcher.enqueue import Ringer
 from ketter.watcher.heartbeat import beat, beat_stopped
 from ketter.watcher.observers import OverflowHook, default_observer_factory
@@ -84,6 +86,7 @@ class Watcher:
         ]
         self._overflow = OverflowHook(self._on_overflow)
         self._started = False
+        self._publishes = False
         self._next_beat = 0.0
         self._started_at = time.time()
 
@@ -111,23 +114,43 @@ class Watcher:
             return
         self._started = True
         self._overflow.install()
-        audit(
-            "watcher_started",
-            None,
-            {
-                "version": __version__,
-                "routes": [r.route.name for r in self.routes],
-            },
-        )
+        guard = guard_of(database.obj)
+        if guard is not None and not guard.publishing:
+            guard.start_publishing("watcher")  # `ketter watcher`; `run` shares the workers'
+            self._publishes = True
+        try:
+            audit(
+                "watcher_started",
+                None,
+                {
+                    "version": __version__,
+                    "routes": [r.route.name for r in self.routes],
+                },
+            )
+        except Exception as exc:
+            # A full or read-only state disk: up and paused, not a traceback.
+            if guard is None or not is_unwritable_error(exc):
+                raise
+            guard.write_failed(exc)
         log.info("watcher started", extra={"ketter.routes": [r.route.name for r in self.routes]})
 
     def tick(self) -> list[int]:
         """One pass over every route; returns the ids of the jobs created."""
         created: list[int] = []
+        guard = guard_of(database.obj)
+        if guard is not None and (guard.check_identity() or guard.unwritable):
+            # Store lost or not writable: every route paused (no job could be
+            # recorded); the heartbeat is the probe that resumes them.
+            if self.clock() >= self._next_beat and guard.probe_due():
+                self.heartbeat()
+            return created
         for route in self.routes:
             try:
                 created.extend(route.tick())
-            except Exception:
+            except Exception as exc:
+                if guard is not None and is_unwritable_error(exc):
+                    guard.write_failed(exc)
+                    break
                 # One route's failure (database busy beyond the timeout, a bug)
                 # must not stop the others; the next tick tries again.
                 log.exception("route tick failed", **job_fields(route=route.route.name))
@@ -151,10 +174,20 @@ class Watcher:
             "routes_lost": sum(1 for r in self.routes if not r.watching),
             "pending": sum(len(r.tracker) for r in self.routes),
         }
+        guard = guard_of(database.obj)
+        if guard is not None and not guard.probe():
+            return  # an immutable or read-only store: paused (tick)
         try:
             beat(self.config.node, rows)
-        except Exception:
+        except Exception as exc:
+            if guard is not None and is_unwritable_error(exc):
+                guard.write_failed(exc)
+                return
             log.exception("heartbeat failed")
+            return
+        if guard is not None and guard.write_ok():
+            for route in self.routes:  # catch up on what arrived while paused
+                route.request_rescan()
 
     def close(self) -> None:
         """Stop the observers and record ``watcher_stopped``."""
@@ -164,6 +197,13 @@ class Watcher:
         self._overflow.remove()
         for route in self.routes:
             route.stop()
+        guard = guard_of(database.obj)
+        if guard is not None and self._publishes:
+            self._publishes = False
+            guard.stop_publishing()
+        if guard is not None and guard.problem:
+            log.info("watcher stopped (store %s)", "lost" if guard.lost else "not writable")
+            return
         try:
             self.heartbeat()
             beat_stopped(self.config.node, "watcher")  # health: "stopped cleanly"

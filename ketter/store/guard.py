@@ -1,0 +1,384 @@
+"""Is the job store still the file we opened, and can we write it?
+
+Two failures of the state disk used to go unnoticed or kill the node (issue
+#14, findings 8 and 9):
+
+* **The store deleted or replaced while running.** SQLite keeps writing
+  into the open, unlinked file without an error, so the workers went on
+  placing files and deleting sources while every record of it went into a
+  file nobody will ever read again. :class:`StoreGuard` remembers the
+  store's ``(st_dev, st_ino)`` when it is opened; :meth:`StoreGuard.ensure_intact`
+  compares it with what is at the path right before every irreversible step
+  (each placement, each source deletion: :func:`ketter.jobs.claim.ensure_claim`
+  and the job context's ``before_irreversible``) and the service loops check
+  it periodically. Once lost, it stays lost: nothing irreversible runs again
+  in this process.
+* **The store not writable** (state disk full, read-only, ``chattr +i``):
+  the services used to exit with a raw traceback until systemd gave up.
+  They now stay up, paused, and probe with a backoff until a write works
+  again (:meth:`StoreGuard.write_failed`, :meth:`StoreGuard.write_ok`).
+
+Since the store itself cannot record either problem, each service process
+publishes its view in a small status file, ``<state_dir>/run/store-<pid>.json``,
+that ``ketter health`` reads. The file is written once at full size when the
+process starts and then only rewritten in place (``pwrite`` of as many bytes),
+so updating it needs no new block on a full disk.
+
+At start, :func:`ensure_may_create` refuses to create an empty store where
+the node has run before (the marker file :data:`MARKER` written next to
+every store, or an audit log), unless ``ketter db upgrade --new-store`` says
+so on purpose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from peewee import DatabaseError
+
+from ketter.errors import StoreLost, StoreMissing
+
+log = logging.getLogger("ketter.store")
+
+#: Marker left next to the job store once one has been created: its
+#: presence without a store means the store was lost, not never made.
+MARKER = ".ketter-node"
+#: Folder (under the state dir) of the per-process status files.
+STATUS_DIR = "run"
+#: Size of a status file; always rewritten whole, in place.
+STATUS_SIZE = 4096
+#: Backoff of the write probes while the store is not writable.
+PROBE_FIRST, PROBE_MAX = 1.0, 60.0
+
+#: SQLite's words for "this write cannot land" (as opposed to "busy").
+_UNWRITABLE = (
+    "database or disk is full",
+    "readonly database",
+    "disk i/o error",
+    "unable to open database file",
+)
+_UNWRITABLE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EPERM, errno.EACCES, errno.EIO}
+
+
+def marker_path(db_path: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(db_path)), MARKER)
+
+
+def status_dir(db_path: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(db_path)), STATUS_DIR)
+
+
+def is_unwritable_error(exc: BaseException) -> bool:
+    """True when ``exc`` says the job store cannot be written (disk full,
+    read-only, immutable), not that it is merely busy. The cause may sit
+    down the chain (a failed COMMIT, then a failed ROLLBACK)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError):
+            if seen.errno in _UNWRITABLE_ERRNOS:
+                return True
+        elif isinstance(seen, DatabaseError | sqlite3.DatabaseError):
+            text = str(seen).lower()
+            if any(word in text for word in _UNWRITABLE):
+                return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def diagnose(db_path: str, exc: BaseException | None = None) -> str:
+    """``state store not writable: <errno>``: the operating system's reason
+    where it can be found (SQLite's messages carry no errno)."""
+    detail: str | None = None
+    for path in (db_path, db_path + "-wal"):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            detail = f"[Errno {err.errno}] {err.strerror}: {path}"
+            break
+        os.close(fd)
+    if detail is None:
+        folder = os.path.dirname(os.path.abspath(db_path))
+        with contextlib.suppress(OSError):
+            vfs = os.statvfs(folder)
+            if vfs.f_flag & os.ST_RDONLY:
+                detail = f"[Errno {errno.EROFS}] {os.strerror(errno.EROFS)}: {folder}"
+            elif vfs.f_bavail == 0 or vfs.f_favail == 0:
+                detail = f"[Errno {errno.ENOSPC}] {os.strerror(errno.ENOSPC)}: {folder}"
+    if detail is None:
+        detail = str(exc) if exc is not None else "unknown reason"
+    return f"state store not writable: {detail}"
+
+
+# -- start: never silently a new store --------------------------------------
+
+
+def evidence_of_past_runs(db_path: str, extra: Iterable[str] = ()) -> list[str]:
+    """Files that show the node ran before with a store at ``db_path``."""
+    found = []
+    for path in (marker_path(db_path), *extra):
+        with contextlib.suppress(OSError):
+            if os.path.isfile(path) and (path == marker_path(db_path) or os.path.getsize(path)):
+                found.append(path)
+    return found
+
+
+def ensure_may_create(
+    db_path: str, *, evidence: Iterable[str] = (), new_store: bool = False
+) -> None:
+    """Raise :class:`StoreMissing` when there is no store at ``db_path`` but the
+    node has run before (``evidence``: e.g. the audit log), unless ``new_store``."""
+    if new_store or os.path.exists(db_path):
+        return
+    found = evidence_of_past_runs(db_path, evidence)
+    if found:
+        raise StoreMissing(
+            f"no job store at {db_path}, but this node has run before "
+            f"({', '.join(found)} exist): the store was deleted or its disk is "
+            "not mounted. Restore it from a backup (jobs, events and the audit "
+            "chain are in it) and start again; or, to start over with an empty "
+            "store on purpose, run `ketter db upgrade --new-store`"
+        )
+
+
+def write_marker(db_path: str) -> None:
+    """Leave :data:`MARKER` next to an existing store (idempotent)."""
+    path = marker_path(db_path)
+    if os.path.exists(path):
+        return
+    body = json.dumps({"store": os.path.abspath(db_path), "created_at": time.time()})
+    try:
+        with open(path, "x", encoding="utf-8") as fh:
+            fh.write(body + "\n")
+    except FileExistsError:
+        pass
+    except OSError as exc:  # read-only state dir (an operator's CLI): not fatal
+        log.debug("no store marker written at %s: %s", path, exc)
+
+
+# -- running: the open store's identity and writability ----------------------
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+class StoreGuard:
+    """One process's watch over its job store (thread-safe)."""
+
+    def __init__(self, db_path: str, *, clock: Any = time.monotonic) -> None:
+        self.path = os.path.abspath(db_path)
+        self.identity = _identity(self.path)
+        self.clock = clock
+        #: Why the store is lost (deleted/replaced); sticky for the process.
+        self.lost: str | None = None
+        #: Why the store cannot be written now; cleared by a working write.
+        self.unwritable: str | None = None
+        self.since: float | None = None
+        self._delay = PROBE_FIRST
+        self._next_probe = 0.0
+        self._lock = threading.Lock()
+        self._status_fd: int | None = None
+        self._component = ""
+
+    # -- identity ------------------------------------------------------------
+
+    def check_identity(self) -> str | None:
+        """The reason the store is lost, or None while the path still names
+        the file this process opened. A stat: cheap enough for every step."""
+        if self.lost is not None or self.identity is None:
+            return self.lost
+        now_at_path = _identity(self.path)
+        if now_at_path == self.identity:
+            return None
+        what = "deleted" if now_at_path is None else "replaced by another file"
+        with self._lock:
+            if self.lost is None:
+                self.lost = (
+                    f"job store {self.path} was {what} while this process had it "
+                    "open; every placement and source deletion is stopped. Restore "
+                    "the store and restart the services (or start over on purpose "
+                    "with `ketter db upgrade --new-store`)"
+                )
+                self.since = time.time()
+                log.critical("%s", self.lost)
+        self.publish()
+        return self.lost
+
+    def ensure_intact(self, what: str) -> None:
+        """Raise :class:`StoreLost` (before ``what``, an irreversible step)
+        unless the store is still the file this process opened."""
+        reason = self.check_identity()
+        if reason is not None:
+            raise StoreLost(f"{what}: not done: {reason}")
+
+    # -- writability -----------------------------------------------------------
+
+    @property
+    def problem(self) -> str | None:
+        """Why this process must not claim work now (lost or not writable)."""
+        return self.lost or self.unwritable
+
+    def write_failed(self, exc: BaseException) -> bool:
+        """Record a failed write; True when the store was fine until now (the
+        caller alerts once per outage). Schedules the next probe."""
+        reason = diagnose(self.path, exc)
+        with self._lock:
+            first = self.unwritable is None
+            self.unwritable = reason
+            if first:
+                self.since = time.time()
+                self._delay = PROBE_FIRST
+            else:
+                self._delay = min(self._delay * 2, PROBE_MAX)
+            self._next_probe = self.clock() + self._delay
+        if first:
+            log.error("%s; routes paused, retrying with a backoff", reason)
+        self.publish()
+        return first
+
+    def write_ok(self) -> bool:
+        """Record a working write; True when it ends an outage."""
+        with self._lock:
+            if self.unwritable is None:
+                return False
+            self.unwritable = None
+            self.since = None if self.lost is None else self.since
+        log.warning("state store writable again; routes resumed")
+        self.publish()
+        return True
+
+    def probe(self) -> bool:
+        """Can the store file be opened for writing (an immutable or read-only
+        store)? SQLite would keep appending to the WAL and fail only at the
+        next checkpoint or start; say it now. False (and recorded) when not."""
+        for path in (self.path, self.path + "-wal"):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EPERM, errno.EACCES, errno.EROFS):
+                    self.write_failed(exc)
+                    return False
+                raise
+            os.close(fd)
+        return True
+
+    def probe_due(self) -> bool:
+        """While not writable: whether the backoff allows another try now."""
+        return self.unwritable is None or self.clock() >= self._next_probe
+
+    # -- the status file that `ketter health` reads --------------------------------
+
+    def start_publishing(self, component: str) -> None:
+        """Create this process's status file at full size (on a disk with
+        room: the start) so that later updates never need a new block."""
+        self._component = component
+        if self._status_fd is not None:
+            return
+        folder = status_dir(self.path)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            path = os.path.join(folder, f"store-{os.getpid()}.json")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            log.warning("no store status file for `ketter health`: %s", exc)
+            return
+        self._status_fd = fd
+        self.publish()
+
+    @property
+    def publishing(self) -> bool:
+        return self._status_fd is not None
+
+    def publish(self) -> None:
+        fd = self._status_fd
+        if fd is None:
+            return
+        body = json.dumps(
+            {
+                "pid": os.getpid(),
+                "component": self._component,
+                "store": self.path,
+                "ino": self.identity[1] if self.identity else None,
+                "dev": self.identity[0] if self.identity else None,
+                "lost": self.lost,
+                "unwritable": self.unwritable,
+                "since": self.since,
+                "updated_at": time.time(),
+            },
+            ensure_ascii=True,
+        ).encode()
+        data = body[:STATUS_SIZE].ljust(STATUS_SIZE, b" ")
+        try:
+            os.pwrite(fd, data, 0)
+        except OSError as exc:
+            log.debug("store status file not updated: %s", exc)
+
+    def stop_publishing(self) -> None:
+        fd, self._status_fd = self._status_fd, None
+        if fd is None:
+            return
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(status_dir(self.path), f"store-{os.getpid()}.json"))
+
+
+def read_status(db_path: str) -> list[dict[str, Any]]:
+    """The status files of the live service processes (for ``ketter health``);
+    a file whose process is gone is left out."""
+    folder = status_dir(db_path)
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        if not (name.startswith("store-") and name.endswith(".json")):
+            continue
+        try:
+            with open(os.path.join(folder, name), "rb") as fh:
+                status = json.loads(fh.read().strip() or b"{}")
+            pid = int(status["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # torn or foreign: the next run of health reads it again
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            pass
+        found.append(status)
+    return found
+
+
+def ensure_store_intact(db: Any, what: str) -> None:
+    """:meth:`StoreGuard.ensure_intact` of ``db``'s guard; a no-op for a
+    store opened without one (tests, the read-only CLI)."""
+    guard = getattr(db, "guard", None)
+    if guard is not None:
+        guard.ensure_intact(what)
+
+
+def guard_of(db: Any) -> StoreGuard | None:
+    """The :class:`StoreGuard` of an open store (None for a store opened
+    read-only or by a test without :func:`ketter.store.db.open_store`)."""
+    guard = getattr(db, "guard", None)
+    return guard if isinstance(guard, StoreGuard) else None
