@@ -79,7 +79,9 @@ def _schema(db: SqliteDatabase) -> dict[str, object]:
 
 def test_migrations_equal_models(tmp_path: Path) -> None:
     migrated = connect(tmp_path / "migrated.db")
-    assert upgrade(migrated) == ["0001_initial", "0002_rollback_outcome"]
+    # Later numbers (other changes) may follow; each is checked by the schema
+    # comparison below.
+    assert upgrade(migrated)[:2] == ["0001_initial", "0002_rollback_outcome"]
     assert pending_migrations(migrated) == []
     modelled = connect(tmp_path / "modelled.db")
     database.initialize(modelled)
