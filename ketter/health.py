@@ -174,10 +174,7 @@ def _check_routes(
     store_problem: str | None = None,
 ) -> None:
     if store_problem is not None:
-        # Every route is paused in the services' memory (the store cannot
-        # record a pause): say so instead of the rows' stale view.
-        for route in config.routes:
-            report.add(f"route {route.name}", False, f"paused: {store_problem}")
+        _routes_paused(report, config, store_problem)
         return
     paused = {
         route: (reason, since)
@@ -206,6 +203,51 @@ def _check_routes(
             report.add(name, False, f"source not watchable: {beat[2].get('reason') or 'lost'}")
         else:
             report.add(name, True, "available")
+
+
+def _check_audit(
+    report: HealthReport, beats: dict[str, tuple[int, float, dict]], *, stale: float, now: float
+) -> None:
+    """The audit shipper's heartbeat (``audit`` row, :mod:`ketter.audit.shipper`):
+    unhealthy while shipping fails (an immutable or unwritable log), or when the
+    workers run but their shipper thread stopped beating."""
+    beat = beats.get("audit")
+    if beat is None:
+        return  # nothing shipped on this node yet (the workers check covers a stopped node)
+    pid, ts, details = beat
+    error = details.get("error")
+    if error:
+        since = details.get("failing_since") or ts
+        report.add(
+            "audit log",
+            False,
+            f"shipping to {details.get('log')} has failed for {now - since:.0f}s: {error} "
+            "(the events wait in the job store; fix the log file, e.g. chattr -i, permissions)",
+        )
+        return
+    workers = beats.get("workers")
+    if (
+        workers is not None
+        and workers[0] == pid
+        and not workers[2].get("stopped")
+        and now - workers[1] <= stale
+        and now - ts > stale
+    ):
+        report.add(
+            "audit log",
+            False,
+            f"the workers (pid {pid}) run but their audit shipper last reported "
+            f"{now - ts:.0f}s ago: shipping stopped",
+        )
+        return
+    report.add("audit log", True, f"shipped to seq {details.get('shipped_seq')}")
+
+
+def _routes_paused(report: HealthReport, config: Config, problem: str) -> None:
+    # Every route is paused in the services' memory (the store cannot record
+    # a pause): say so instead of the rows' stale view.
+    for route in config.routes:
+        report.add(f"route {route.name}", False, f"paused: {problem}")
 
 
 def _check_store_guard(report: HealthReport, config: Config) -> str | None:
@@ -269,6 +311,8 @@ def check_health(config: Config, *, now: float | None = None) -> HealthReport:
         report.add(
             "job store", False, f"{config.db_path}: {exc} (is this account in the ketter group?)"
         )
+        if store_problem is not None:
+            _routes_paused(report, config, store_problem)
         return report
     try:
         beats = _heartbeats(conn, config.node)
@@ -278,6 +322,7 @@ def check_health(config: Config, *, now: float | None = None) -> HealthReport:
                 report, service, beats.get(service), stale=config.health.heartbeat_stale, now=now
             )
         _check_routes(report, conn, config, beats, store_problem=store_problem)
+        _check_audit(report, beats, stale=config.health.heartbeat_stale, now=now)
     except sqlite3.Error as exc:
         report.add("job store", False, f"{config.db_path}: {exc}")
     finally:

@@ -37,6 +37,7 @@ INFO_EVENTS = frozenset(
         "config_loaded",
         "rotate",
         "warning",
+        "audit_log_reopened",
     }
 )
 

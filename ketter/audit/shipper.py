@@ -6,7 +6,15 @@ change it describes); the log is its append-only, SIEM-readable copy. The
 shipper resumes after the last whole line of the log, so a SIGKILL loses no
 record (it is re-read from the database) and a crash mid-line is repaired.
 An exclusive lock on ``<log_file>.lock`` keeps a second shipper (a second
-workers process) from interleaving lines. See docs/audit.md.
+workers process) from interleaving lines.
+
+Each pass checks that the log's path still names the open file (same
+``st_dev``/``st_ino``): a log deleted or replaced while the workers run is
+reopened at once (an ``audit_log_reopened`` event records it) instead of
+being written unlinked until a restart. Each shipment raises the high-water
+mark (:mod:`ketter.audit.highwater`) and writes the ``audit`` heartbeat row,
+which carries the last error while shipping fails (``ketter health`` fails
+then). See docs/audit.md.
 """
 
 from __future__ import annotations
@@ -20,22 +28,41 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ketter.audit import highwater
 from ketter.audit.chain import EVENT_COLUMNS, GENESIS, hashed_fields, record_event
 from ketter.audit.chain import canonical_json as _canonical
 from ketter.audit.ecs import JobIdentity, iso_ms, to_line
 from ketter.audit.logfile import AuditFiles, first_timestamp, format_line, fsync_dir, last_line
 from ketter.config import Config
-from ketter.store.models import Job, database
+from ketter.store.models import Heartbeat, Job, database
 
 log = logging.getLogger("ketter.audit")
 
 _SELECT_EVENTS = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE id > ? ORDER BY id LIMIT ?"
+
+#: The ``audit`` heartbeat is written at least this often while idle (so
+#: ``ketter health`` can tell a shipper thread that died from an idle one).
+BEAT_EVERY = 10.0
 
 
 def log_path(config: Config) -> str:
     """The audit log's path (``audit.log_file`` is relative to ``state_dir``)."""
     path = config.audit.log_file
     return path if os.path.isabs(path) else os.path.join(config.state_dir, path)
+
+
+def ship_now(config: Config) -> str | None:
+    """Ship what is pending, once (the end of a one-shot ``ketter transfer``):
+    None when done, or when another process holds the log (it ships them);
+    else why not (the events wait in the job store)."""
+    shipper = AuditShipper(config)
+    try:
+        shipper.drain()
+    except Exception as exc:  # reported by the caller; the transfer itself is done
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        shipper.close()
+    return None
 
 
 class AuditShipper:
@@ -65,11 +92,24 @@ class AuditShipper:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warned_locked = False
+        self.node = config.node
+        self._hwm_path = highwater.highwater_path(config.state_dir)
+        self._hwm_seq = -1  # the file's mark, read at the first shipment
+        self._beat_at = 0.0
+        self._beat_seq = -1
+        #: The last shipping error and since when (None while shipping works).
+        self.error: str | None = None
+        self.failing_since: float | None = None
+        #: A deletion/replacement seen but not recorded in the chain yet.
+        self._reopen: dict[str, Any] | None = None
 
     # -- one pass ------------------------------------------------------------
 
     def ship_once(self) -> int:
         """Write every event not shipped yet (up to ``batch``); returns how many."""
+        self._check_path()
+        if self._reopen is not None:
+            self._record_reopen()
         if self._fd is None and not self._open():
             return 0
         # Raw SQL: peewee's row building was a quarter of the shipper's time.
@@ -105,16 +145,149 @@ class AuditShipper:
                 self._day = day
             self._last_seq, self._last_hash = row["id"], row["hash"]
         self._write(pending)
+        self._raise_mark()
         return len(rows)
 
     def drain(self) -> int:
-        """Ship until nothing is left; returns how many."""
+        """Ship until nothing is left; returns how many. A failure is recorded
+        in the ``audit`` heartbeat (``ketter health``) and raised."""
         total = 0
-        while True:
-            n = self.ship_once()
-            total += n
-            if n < self.batch:
-                return total
+        try:
+            while True:
+                n = self.ship_once()
+                total += n
+                if n < self.batch:
+                    break
+        except Exception as exc:
+            self._failed(exc)
+            raise
+        # Only the shipper holding the log writes the heartbeat (a second
+        # one, locked out, knows nothing of what was shipped).
+        if self._fd is not None and (self.error is not None or self._beat_seq != self._last_seq):
+            self.error = self.failing_since = None
+            self._beat()
+        return total
+
+    # -- the log's path, the mark, the heartbeat -------------------------------
+
+    def _check_path(self) -> None:
+        """Notice a log deleted or replaced under the open file: writing on
+        into an unlinked inode would lose every line until a restart."""
+        if self._fd is None:
+            return
+        opened = os.fstat(self._fd)
+        try:
+            now_there = os.stat(self.files.path)
+        except FileNotFoundError:
+            reason = "deleted"
+        else:
+            if (now_there.st_dev, now_there.st_ino) == (opened.st_dev, opened.st_ino):
+                return
+            reason = "replaced"
+        log.error(
+            "the audit log %s was %s while open; reopening it (the chain records it)",
+            self.files.path,
+            reason,
+        )
+        self._reopen = {
+            "path": self.files.path,
+            "reason": reason,
+            "inode": opened.st_ino,
+            "shipped_seq": self._last_seq,
+            "shipped_hash": self._last_hash,
+        }
+        self.close()
+
+    def _record_reopen(self) -> None:
+        # Kept until it is in the chain: a store that cannot be written now
+        # (full disk) still gets the record on a later pass.
+        assert self._reopen is not None
+        with database.obj.atomic():
+            record_event("audit_log_reopened", now=self.clock(), details=self._reopen)
+        self._reopen = None
+
+    def _mark_holds(self, seq: int, digest: str | None) -> bool:
+        """Whether the chain still has the record a mark names. A chain cut
+        and written on past the mark has another record there: the mark is
+        then the evidence and is never replaced (verify names it)."""
+        if seq <= 0 or digest is None:
+            return True
+        row = database.obj.execute_sql("SELECT hash FROM events WHERE id = ?", (seq,)).fetchone()
+        return row is not None and row[0] == digest
+
+    def _raise_mark(self) -> None:
+        """The high-water file follows the log (only ever raised)."""
+        if self._hwm_seq < 0:
+            try:
+                mark = highwater.read_file(self._hwm_path)
+            except ValueError as exc:
+                log.error("%s; writing a new one", exc)
+                mark = None
+            self._hwm_seq = mark.seq if mark else 0
+            if mark is not None and not self._mark_holds(mark.seq, mark.digest):
+                log.error(
+                    "the audit chain differs from its high-water mark %s at seq %d "
+                    "(cut and rewritten?); the mark is kept as evidence, see "
+                    "`ketter audit verify`",
+                    self._hwm_path,
+                    mark.seq,
+                )
+                self._hwm_seq = 1 << 62  # never replaced by this process
+        if self._last_seq > self._hwm_seq:
+            highwater.write_file(self._hwm_path, self._last_seq, self._last_hash, self.clock())
+            self._hwm_seq = self._last_seq
+
+    def _failed(self, exc: BaseException) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        if self.error is None:
+            self.failing_since = self.clock()
+        changed = text != self.error
+        self.error = text
+        if changed or time.monotonic() - self._beat_at >= BEAT_EVERY:
+            self._beat()
+
+    def _beat(self) -> None:
+        """The ``audit`` heartbeat row: the last shipped sequence and hash,
+        and the error while shipping fails. Its own failure (a store that
+        cannot be written) is logged: shipping does not depend on it."""
+        now = self.clock()
+        try:
+            with database.obj.atomic():
+                details = {
+                    "shipped_seq": self._last_seq,
+                    "shipped_hash": self._last_hash,
+                    "log": self.files.path,
+                    "error": self.error,
+                    "failing_since": self.failing_since,
+                }
+                # The mark is never lowered (a failure before the log was
+                # read knows no sequence): keep the higher one already there.
+                row = Heartbeat.get_or_none(
+                    (Heartbeat.component == highwater.COMPONENT) & (Heartbeat.node == self.node)
+                )
+                if row is not None:
+                    with contextlib.suppress(ValueError, TypeError, AttributeError):
+                        old = json.loads(row.details)
+                        seq, digest = int(old.get("shipped_seq") or 0), old.get("shipped_hash")
+                        if seq > self._last_seq or not self._mark_holds(seq, digest):
+                            details["shipped_seq"] = seq
+                            details["shipped_hash"] = digest
+                text = json.dumps(details, ensure_ascii=False)
+                Heartbeat.insert(
+                    component=highwater.COMPONENT,
+                    node=self.node,
+                    pid=os.getpid(),
+                    ts=now,
+                    details=text,
+                ).on_conflict(
+                    conflict_target=[Heartbeat.component, Heartbeat.node],
+                    update={Heartbeat.pid: os.getpid(), Heartbeat.ts: now, Heartbeat.details: text},
+                ).execute()
+        except Exception:
+            log.exception("cannot write the audit heartbeat")
+            return
+        self._beat_at = time.monotonic()
+        self._beat_seq = self._last_seq
 
     # -- the thread ----------------------------------------------------------
 
@@ -136,9 +309,12 @@ class AuditShipper:
                 stopping = self._stop.is_set()
                 try:
                     self.drain()
+                    if self._fd is not None and time.monotonic() - self._beat_at >= BEAT_EVERY:
+                        self._beat()
                 except Exception:
                     # Nothing is lost (the events stay in the job store); the
                     # next pass starts again from the log's last whole line.
+                    # drain() put the error in the heartbeat: health fails.
                     log.exception("audit shipping failed; retrying")
                     self.close()
                 if stopping:

@@ -7,13 +7,19 @@ matches its record), a deleted line (a gap in ``event.sequence``), swapped
 lines (out of order), a truncated last line (not a whole JSON record), the
 newest records deleted from the log (the job store holds newer ones) or from
 the job store (the log holds records it lacks; jobs whose state is newer
-than their last event), and a rotated file removed without the ``rotate``
-record that anchors the oldest file left.
+than their last event), a rotated file removed without the ``rotate``
+record that anchors the oldest file left, or cut short (its name carries its
+last sequence); an empty chain on a node that has run (jobs, heartbeats, a
+high-water mark say so); and a tail cut consistently from the log and the
+job store, when the chain ends before a high-water mark
+(:mod:`ketter.audit.highwater`) or differs from it at the mark.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +33,7 @@ from ketter.audit.chain import (
     record_hash,
 )
 from ketter.audit.ecs import ENRICHED_KEYS, JobIdentity, to_line
+from ketter.audit.highwater import COMPONENT, Mark, beat_marks, highwater_path, read_file
 from ketter.store.models import Job
 
 #: Problems listed before the report stops collecting (the first one matters).
@@ -55,6 +62,27 @@ class Line:
     where: str  # "file:line" for messages
     fields: dict[str, Any] | None  # None: not a whole JSON record
     error: str = ""
+    path: str = ""
+
+
+#: A rotated file's name: ``<stem>.<UTC stamp>.<last seq><ext>``.
+_ROTATED_NAME = re.compile(r"\.\d{8}T\d{6}Z\.(\d+)(\.[^./]*)?$")
+
+
+def node_marks(state_dir: str, db: Any, report: Report) -> list[Mark]:
+    """The high-water marks of this node: its ``audit.highwater`` file and the
+    job store's ``audit`` heartbeat rows. A damaged file is a problem."""
+    marks: list[Mark] = []
+    try:
+        mark = read_file(highwater_path(state_dir))
+    except ValueError as exc:
+        report.problem(str(exc))
+    else:
+        if mark is not None:
+            marks.append(mark)
+    if db is not None:
+        marks.extend(beat_marks(db))
+    return marks
 
 
 def read_lines(files: Iterable[str]) -> Iterator[Line]:
@@ -63,17 +91,17 @@ def read_lines(files: Iterable[str]) -> Iterator[Line]:
             for number, raw in enumerate(fh, start=1):
                 where = f"{path}:{number}"
                 if not raw.endswith(b"\n"):
-                    yield Line(where, None, "the last line is truncated (no newline)")
+                    yield Line(where, None, "the last line is truncated (no newline)", path)
                     continue
                 try:
                     value = json.loads(raw)
                 except ValueError:
-                    yield Line(where, None, "not a whole JSON record (truncated or edited)")
+                    yield Line(where, None, "not a whole JSON record (truncated or edited)", path)
                     continue
                 if not isinstance(value, dict):
-                    yield Line(where, None, "not a JSON object")
+                    yield Line(where, None, "not a JSON object", path)
                     continue
-                yield Line(where, value)
+                yield Line(where, value, path=path)
 
 
 class _Db:
@@ -117,10 +145,15 @@ def verify_files(
     db: Any = None,
     lag: float = 300.0,
     now: float | None = None,
+    marks: list[Mark] | None = None,
+    report: Report | None = None,
 ) -> Report:
     """Check the chain across ``files`` (oldest first) and, when ``db`` is given,
-    against the job store: every record, its head, the jobs' states."""
-    report = Report()
+    against the job store: every record, its head, the jobs' states; and that
+    it reaches every high-water mark in ``marks`` (:func:`node_marks`)."""
+    report = Report() if report is None else report
+    marks = marks or []
+    now = time.time() if now is None else now
     store = _Db(db) if db is not None else None
     if store is None:
         report.notes.append(
@@ -131,6 +164,9 @@ def verify_files(
     prev_hash = GENESIS
     first: tuple[int, str, str] | None = None
     anchors: dict[tuple[int, str], int] = {}
+    last_in_file: dict[str, int] = {}
+    wanted = {m.seq for m in marks}
+    log_hashes: dict[int, str] = {}
     for line in read_lines(files):
         if line.fields is None:
             report.problem(f"{line.where}: {line.error}")
@@ -140,6 +176,9 @@ def verify_files(
             continue
         seq, prev, digest, record = checked
         report.checked += 1
+        last_in_file[line.path] = seq
+        if seq in wanted:
+            log_hashes[seq] = digest
         if prev_seq is None:
             first = (seq, prev, line.where)
         elif seq == prev_seq + 1:
@@ -164,9 +203,24 @@ def verify_files(
                 anchors[(d["last_seq"], d["last_hash"])] = seq
         if prev_seq is None or seq > prev_seq:
             prev_seq, prev_hash = seq, digest
+    _check_rotated_names(report, files, last_in_file)
+    head = store.head() if store is not None else None
+    end = max(prev_seq or 0, head[0] if head else 0)
+
+    def hash_at(seq: int) -> str | None:
+        return store.hash_of(seq) if store is not None else log_hashes.get(seq)
+
     if first is None:
-        if store is not None and store.head() is not None:
-            report.problem("the log holds no record but the job store has events")
+        if head is not None:
+            assert store is not None
+            # Nothing shipped yet (a one-shot transfer whose log could not be
+            # written) is a note while young, a deleted log once older.
+            _check_head(report, store, 0, lag, now)
+        else:
+            check_empty_chain(report, db, marks)
+        if store is not None:
+            check_job_states(report, store.db)
+        check_marks(report, marks, end, hash_at)
         return report
     seq, prev, where = first
     if seq == 1:
@@ -185,9 +239,74 @@ def verify_files(
             "removed by hand?)"
         )
     if store is not None and prev_seq is not None:
-        _check_head(report, store, prev_seq, lag, time.time() if now is None else now)
+        _check_head(report, store, prev_seq, lag, now)
         check_job_states(report, store.db)
+    check_marks(report, marks, end, hash_at)
     return report
+
+
+def _check_rotated_names(report: Report, files: list[str], last_in_file: dict[str, int]) -> None:
+    """A rotated file's name says which sequence it ends at: lines cut from
+    its end (a tail cut reaching back into rotated files) are caught."""
+    for path in files:
+        m = _ROTATED_NAME.search(os.path.basename(path))
+        if m is None:
+            continue
+        named, last = int(m.group(1)), last_in_file.get(path)
+        if last is None:
+            report.problem(f"{path}: holds no record, but its name says it ends at seq {named}")
+        elif last != named:
+            report.problem(
+                f"{path}: its name says it ends at seq {named} but its last record is "
+                f"seq {last}: lines were cut from a rotated file"
+            )
+
+
+def check_empty_chain(report: Report, db: Any, marks: list[Mark]) -> None:
+    """An empty chain is only right on a node that has never run."""
+    ran: list[str] = []
+    if db is not None:
+        jobs = db.execute_sql("SELECT COUNT(*) FROM jobs").fetchone()[0]
+        if jobs:
+            ran.append(f"{jobs} job(s) in the job store")
+        services = [
+            row[0]
+            for row in db.execute_sql(
+                "SELECT DISTINCT component FROM heartbeats WHERE component != ? "
+                "AND component NOT LIKE 'route:%' ORDER BY component",
+                (COMPONENT,),
+            ).fetchall()
+        ]
+        if services:
+            ran.append(f"heartbeats of {', '.join(services)}")
+    ran.extend(f"{m.where} says seq {m.seq} was reached" for m in marks if m.seq > 0)
+    if ran:
+        report.problem(
+            "the audit chain is empty (no record in the log or the job store) but this "
+            f"node has run ({'; '.join(ran)}): the events and the log were emptied"
+        )
+    else:
+        report.notes.append("the audit chain is empty: nothing has run on this node yet")
+
+
+def check_marks(report: Report, marks: list[Mark], end: int, hash_at: Any) -> None:
+    """The chain must reach every high-water mark, with the same record there:
+    a tail cut from both the log and the job store ends it earlier (or, with
+    new events written after the cut, puts another record at the mark)."""
+    for mark in marks:
+        if mark.seq > end:
+            report.problem(
+                f"the audit chain ends at seq {end} but {mark.where} says this node "
+                f"reached seq {mark.seq}: records {_span(end + 1, mark.seq)} were cut "
+                "from the log and the job store"
+            )
+            continue
+        found = hash_at(mark.seq) if mark.digest else None
+        if found is not None and found != mark.digest:
+            report.problem(
+                f"record seq {mark.seq} is not the one {mark.where} recorded: the chain "
+                "was cut and rewritten after it"
+            )
 
 
 def _check_line(
@@ -290,9 +409,17 @@ def check_job_states(report: Report, db: Any) -> None:
             )
 
 
-def verify_db(db: Any, *, key: bytes | None = None, chunk: int = 5000) -> Report:
+def verify_db(
+    db: Any,
+    *,
+    key: bytes | None = None,
+    chunk: int = 5000,
+    marks: list[Mark] | None = None,
+    report: Report | None = None,
+) -> Report:
     """Check the chain in the job store alone (``ketter audit verify --db``)."""
-    report = Report()
+    report = Report() if report is None else report
+    marks = marks or []
     prev_seq, prev_hash = 0, GENESIS
     while True:
         rows = list(
@@ -330,7 +457,11 @@ def verify_db(db: Any, *, key: bytes | None = None, chunk: int = 5000) -> Report
                     report.problem(f"{where}: altered: its content does not hash to its hash")
             report.checked += 1
             prev_seq, prev_hash = seq, row["hash"]
+    if not report.checked:
+        check_empty_chain(report, db, marks)
     check_job_states(report, db)
+    store = _Db(db)
+    check_marks(report, marks, prev_seq, store.hash_of)
     return report
 
 

@@ -15,6 +15,7 @@ EVENTS: frozenset[str] = frozenset(
         "complete",
         "retry",
         "fail",
+        "supersede",
         "rollback",
         "delete_source",
         "delete_marker",
@@ -35,5 +36,6 @@ EVENTS: frozenset[str] = frozenset(
         "workers_stopped",
         "warning",
         "rotate",
+        "audit_log_reopened",
     }
 )

@@ -3,8 +3,10 @@
 ``verify`` checks the hash chain of the audit log (every file of
 ``audit.log_file`` unless FILES are named, oldest first) and compares it with
 the job store: exit 0 and "N records checked, OK", or exit 1 naming the first
-broken, missing, reordered or truncated record. ``--db`` checks the chain in
-the job store alone. See docs/audit.md.
+broken, missing, reordered or truncated record. A missing job store, an empty
+chain on a node that has run and a chain that ends before the node's
+high-water mark are failures too. ``--db`` checks the chain in the job store
+alone. See docs/audit.md.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 
 from ketter.audit.logfile import AuditFiles
 from ketter.audit.shipper import AuditShipper, log_path
-from ketter.audit.verify import Report, verify_db, verify_files
+from ketter.audit.verify import Report, node_marks, verify_db, verify_files
 from ketter.cli.common import add_config_arg, config_from, print_json
 from ketter.config import Config
 from ketter.store import open_readonly
@@ -82,17 +84,32 @@ def read_key(path: str | None) -> bytes | None:
 def run_verify(args: argparse.Namespace) -> int:
     config = config_from(args)
     key = read_key(args.key_file or config.audit.hmac_key_file)
+    report = Report()
     db = None
-    if not args.no_db and (args.db or os.path.exists(config.db_path)):
-        db = open_readonly(config.db_path)
+    if not args.no_db:
+        if os.path.exists(config.db_path):
+            db = open_readonly(config.db_path)
+        else:
+            # The source of truth is gone: the log alone cannot say whether
+            # its newest lines were cut, so this is never OK.
+            report.problem(
+                f"the job store {config.db_path} does not exist: deleted or moved? "
+                "(its events are the chain's source of truth; `--no-db FILES` checks "
+                "a log copy alone)"
+            )
     if args.db:
-        report = verify_db(db, key=key)
-    else:
-        files = list(args.files) or AuditFiles(log_path(config)).all_files()
-        if not files:
-            print(f"ketter: no audit log at {log_path(config)}", file=sys.stderr)
-            return 1
-        report = verify_files(files, key=key, db=db, lag=args.lag, now=time.time())
+        if db is None:
+            return _print(report, args.json)
+        marks = node_marks(config.state_dir, db, report)
+        verify_db(db, key=key, marks=marks, report=report)
+        return _print(report, args.json)
+    # The node's own log: its high-water marks apply. Named FILES (a copy, a
+    # subset) are checked as they are.
+    marks = [] if args.files else node_marks(config.state_dir, db, report)
+    files = list(args.files) or AuditFiles(log_path(config)).all_files()
+    if not files and db is None and not args.no_db:
+        print(f"ketter: no audit log at {log_path(config)}", file=sys.stderr)
+    verify_files(files, key=key, db=db, lag=args.lag, now=time.time(), marks=marks, report=report)
     return _print(report, args.json)
 
 

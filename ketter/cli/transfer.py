@@ -328,6 +328,17 @@ def run_transfer(args: argparse.Namespace) -> int:
     if args.mode == "move" and len(items) > 1 and all(j.state == "completed" for j in outcomes):
         _remove_empty_dirs(src)
     seconds = time.monotonic() - t0
+    # A one-shot transfer is a transfer: its events reach the audit log now,
+    # not when `ketter workers` next runs (`ketter audit verify` right after).
+    from ketter.audit.shipper import ship_now
+
+    unshipped = ship_now(config)
+    if unshipped is not None:
+        print(
+            f"ketter: the audit events are in the job store but not in the audit log "
+            f"({unshipped}); `ketter audit ship` or the workers ship them",
+            file=sys.stderr,
+        )
     return _report(outcomes, seconds, args.json, not_started=len(items) - len(outcomes))
 
 

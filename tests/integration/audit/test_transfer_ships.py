@@ -1,0 +1,37 @@
+"""A one-shot ``ketter transfer`` is a transfer: its events reach the audit
+log before it exits, so ``ketter audit verify`` right after it passes
+(issue #14 finding 19)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.conftest import KETTER, cli_env
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*KETTER, *args], env=cli_env(), capture_output=True, text=True, timeout=120
+    )
+
+
+def test_one_shot_transfer_events_reach_the_log(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "src" / "a.mov").write_bytes(b"a" * 4096)
+    config = tmp_path / "ketter.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\nnode: n1\n", encoding="utf-8")
+    done = run(
+        "transfer", "--config", str(config), str(tmp_path / "src" / "a.mov"), str(tmp_path / "out")
+    )
+    assert done.returncode == 0, done.stderr
+    log = tmp_path / "state" / "logs" / "audit.jsonl"
+    assert log.exists(), "the transfer's events were not shipped to the audit log"
+    lines = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    assert lines[-1]["event.action"] == "complete"
+    verified = run("audit", "verify", "--config", str(config))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.strip().endswith(f"{len(lines)} records checked, OK")
+    assert "not shipped" not in verified.stdout
