@@ -38,6 +38,11 @@ def configure(*, node: str | None = None, hmac_key: bytes | None = None) -> None
     _node = node
 
 
+def keyed() -> bool:
+    """Whether this process writes keyed (HMAC) hashes."""
+    return _key is not None
+
+
 #: ``json.dumps`` with these arguments builds a new encoder at every call.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ketter.audit import highwater
+from ketter.audit import chain, highwater
 from ketter.audit.chain import EVENT_COLUMNS, GENESIS, hashed_fields, record_event
 from ketter.audit.chain import canonical_json as _canonical
 from ketter.audit.ecs import JobIdentity, iso_ms, to_line
@@ -102,6 +102,10 @@ class AuditShipper:
         self.failing_since: float | None = None
         #: A deletion/replacement seen but not recorded in the chain yet.
         self._reopen: dict[str, Any] | None = None
+        # A process without the HMAC key of a keyed chain (a CLI user who may
+        # not read it) copies lines but writes no event of its own: an
+        # unkeyed record would break the chain. The workers' shipper prunes.
+        self._may_record = chain.keyed() or not config.audit.hmac_key_file
 
     # -- one pass ------------------------------------------------------------
 
@@ -189,6 +193,10 @@ class AuditShipper:
             self.files.path,
             reason,
         )
+        if not self._may_record:
+            log.error("not recorded in the chain: this process does not hold the HMAC key")
+            self.close()
+            return
         self._reopen = {
             "path": self.files.path,
             "reason": reason,
@@ -392,7 +400,8 @@ class AuditShipper:
         self._size = 0
         self._day = None
         log.info("audit log rotated", extra={"file.path": target})
-        self._prune()
+        if self._may_record:
+            self._prune()
 
     def _prune(self) -> None:
         rotated = self.files.rotated()

@@ -5,6 +5,7 @@ log before it exits, so ``ketter audit verify`` right after it passes
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -35,3 +36,33 @@ def test_one_shot_transfer_events_reach_the_log(tmp_path: Path) -> None:
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert verified.stdout.strip().endswith(f"{len(lines)} records checked, OK")
     assert "not shipped" not in verified.stdout
+
+
+def test_a_shipper_without_the_key_writes_no_event(tmp_path: Path) -> None:
+    """A CLI process that may not read the HMAC key of a keyed chain ships the
+    lines but records nothing itself (an unkeyed record would break the
+    chain): pruning waits for a shipper that holds the key."""
+    from ketter.audit import chain
+    from ketter.store.models import database
+
+    from .conftest import make_env
+
+    key = tmp_path / "audit.key"
+    key.write_bytes(b"k" * 32)
+    env = make_env(
+        tmp_path, audit=f"{{hmac_key_file: {key}, rotate_max_bytes: 6000, rotate_backups: 1}}"
+    )
+    try:
+        for i in range(3):
+            env.transfer(f"take{i}.mov")
+        env.ship()
+        rotated = len(os.listdir(env.log.parent))
+        assert rotated > 3  # rotated, but nothing pruned
+        count = "SELECT COUNT(*) FROM events WHERE event = 'rotate'"
+        assert database.obj.execute_sql(count).fetchone()[0] == 0
+        chain.configure(node="test-node", hmac_key=b"k" * 32)
+        env.transfer("more.mov")
+        env.ship()
+        assert database.obj.execute_sql(count).fetchone()[0] > 0
+    finally:
+        chain.configure()
