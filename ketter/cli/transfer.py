@@ -304,6 +304,7 @@ def run_transfer(args: argparse.Namespace) -> int:
             job.xxh128,
             job.xxh64,
             job.error,
+            job.kind,
         )
 
     t0 = time.monotonic()
@@ -339,7 +340,13 @@ def run_transfer(args: argparse.Namespace) -> int:
             f"({unshipped}); `ketter audit ship` or the workers ship them",
             file=sys.stderr,
         )
-    return _report(outcomes, seconds, args.json, not_started=len(items) - len(outcomes))
+    return _report(
+        outcomes,
+        seconds,
+        args.json,
+        not_started=len(items) - len(outcomes),
+        store=config.db_path,
+    )
 
 
 def _abandon(job: Any, reason: str) -> Any:
@@ -397,6 +404,24 @@ def _remove_empty_dirs(root: bytes) -> None:
             os.rmdir(dirpath)
 
 
+def _delivered_text(row: dict[str, Any], store: str | None) -> str:
+    """One delivery for people. A folder has no checksum of its own (each
+    file has its own, in the job's manifest): printing its ``sha256`` gave
+    ``sha256 None`` (issue #14 finding 19)."""
+    if row["kind"] == "folder":
+        where = f" in {store}" if store else ""
+        return (
+            f"{row['destination']}\n  folder: {row['files']} file(s), {row['bytes']} bytes, "
+            "each file's checksums verified\n"
+            f"  manifest: `ketter job {row['job_id']}` lists each file with its sha256 "
+            f"(job store{where})"
+        )
+    return (
+        f"{row['destination']}\n  sha256 {row['sha256']}\n  xxh128 {row['xxh128']}"
+        f"  xxh64 {row['xxh64']}\n  {row['bytes']} bytes, {row['files']} file(s)"
+    )
+
+
 class _Outcome(NamedTuple):
     id: int
     state: str
@@ -408,9 +433,17 @@ class _Outcome(NamedTuple):
     xxh128: str | None
     xxh64: str | None
     error: str | None
+    kind: str = "file"
 
 
-def _report(jobs: list[Any], seconds: float, as_json: bool, *, not_started: int = 0) -> int:
+def _report(
+    jobs: list[Any],
+    seconds: float,
+    as_json: bool,
+    *,
+    not_started: int = 0,
+    store: str | None = None,
+) -> int:
     """Print the outcome; 1 unless every job completed and none was left
     out (a failure or a stop ends a per_file folder before its last file)."""
     ok = all(j.state == "completed" for j in jobs) and not not_started
@@ -427,6 +460,7 @@ def _report(jobs: list[Any], seconds: float, as_json: bool, *, not_started: int 
             "xxh128": j.xxh128,
             "xxh64": j.xxh64,
             "error": j.error,
+            "kind": getattr(j, "kind", "file"),
         }
         for j in jobs
     ]
@@ -443,10 +477,7 @@ def _report(jobs: list[Any], seconds: float, as_json: bool, *, not_started: int 
     else:
         for row in rows:
             if row["state"] == "completed":
-                print(
-                    f"{row['destination']}\n  sha256 {row['sha256']}\n  xxh128 {row['xxh128']}"
-                    f"  xxh64 {row['xxh64']}\n  {row['bytes']} bytes, {row['files']} file(s)"
-                )
+                print(_delivered_text(row, store))
         print(
             f"{size} bytes in {seconds:.2f} s ({summary['mb_per_s']} MB/s)"
             if ok
