@@ -9,6 +9,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import KETTER, cli_env
 
 
@@ -66,3 +68,28 @@ def test_a_shipper_without_the_key_writes_no_event(tmp_path: Path) -> None:
         assert database.obj.execute_sql(count).fetchone()[0] > 0
     finally:
         chain.configure()
+
+
+@pytest.mark.root
+def test_another_account_leaves_the_log_to_the_service(tmp_path: Path) -> None:
+    """``ketter transfer`` run by an account that does not own the state dir
+    (here root, the dir belonging to the service account) creates no log
+    file that would lock the service out of its own log; verify says the
+    events are not shipped yet (exit 0 while young)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the state dir to another account")
+    for name in ("src", "out", "state"):
+        (tmp_path / name).mkdir()
+    os.chown(tmp_path / "state", 65534, 65534)  # the service account's
+    (tmp_path / "src" / "a.mov").write_bytes(b"a" * 100)
+    config = tmp_path / "ketter.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\nnode: n1\n", encoding="utf-8")
+    done = run(
+        "transfer", "--config", str(config), str(tmp_path / "src" / "a.mov"), str(tmp_path / "out")
+    )
+    assert done.returncode == 0, done.stderr
+    assert "does not own" in done.stderr and "not in the audit log" in done.stderr
+    assert not (tmp_path / "state" / "logs").exists()
+    verified = run("audit", "verify", "--config", str(config))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "not shipped yet" in verified.stdout
