@@ -104,6 +104,8 @@ class AuditShipper:
         self._hwm_path = highwater.highwater_path(config.state_dir)
         self._hwm_seq = -1  # the file's mark, read at the first shipment
         self._beat_at = 0.0
+        # Well inside health.heartbeat_stale, which health compares it with.
+        self._beat_every = min(BEAT_EVERY, config.health.heartbeat_stale / 3)
         self._beat_seq = -1
         #: The last shipping error and since when (None while shipping works).
         self.error: str | None = None
@@ -259,7 +261,7 @@ class AuditShipper:
             self.failing_since = self.clock()
         changed = text != self.error
         self.error = text
-        if changed or time.monotonic() - self._beat_at >= BEAT_EVERY:
+        if changed or time.monotonic() - self._beat_at >= self._beat_every:
             self._beat()
 
     def _beat(self) -> None:
@@ -325,7 +327,8 @@ class AuditShipper:
                 stopping = self._stop.is_set()
                 try:
                     self.drain()
-                    if self._fd is not None and time.monotonic() - self._beat_at >= BEAT_EVERY:
+                    due = time.monotonic() - self._beat_at >= self._beat_every
+                    if self._fd is not None and due:
                         self._beat()
                 except Exception:
                     # Nothing is lost (the events stay in the job store); the
