@@ -507,7 +507,9 @@ def check_roots(config: Config) -> tuple[list[str], list[str]]:
             # bind mount "not mounted" (issue #14, finding 5).
             problem = mount_problem(label, root, mount)
             if problem is not None:
-                errors.append(f"route {route.name!r}: {problem}")
+                line = route.line_of(f"{label}_mount")
+                where = f"{config.path}:{line}: " if line else ""
+                errors.append(f"{where}route {route.name!r}: {problem}")
     return errors, warnings
 
 

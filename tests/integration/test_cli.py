@@ -223,3 +223,24 @@ def test_workers_missing_key_file_exit_2_with_the_line(tmp_path: Path) -> None:
     assert (f"{path}:4: audit.hmac_key_file: the key file /nonexistent/audit.key does not "
             "exist") in workers.stderr
     assert "Errno" not in workers.stderr
+
+
+def test_unsupported_tag_exits_2_not_a_traceback(tmp_path: Path) -> None:
+    # Issue #14 finding 11: exit 1 with a ConstructorError traceback, so
+    # systemd's RestartPreventExitStatus=2 did not stop the restart loop.
+    path = make_config(tmp_path, "workers: !!python/name:os.system 3\n")
+    for command in (["config", "check"], ["workers"], ["watcher"]):
+        result = run(*command, config=path)
+        assert result.returncode == 2, (command, result.stderr)
+        assert f"{path}:4: workers: unsupported tag !!python/name:os.system" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_config_check_names_the_line_of_an_unmounted_mount(tmp_path: Path) -> None:
+    path = make_config(tmp_path)
+    path.write_text(path.read_text().replace(
+        "destination: out}", f"destination: out, destination_mount: {tmp_path}}}"))
+    result = run("config", "check", config=path)
+    assert result.returncode == 2
+    assert f"error: {path}:3: route 'r1': destination_mount {tmp_path} is not mounted" \
+        in result.stderr
