@@ -55,6 +55,23 @@ class SourceChanged(TransientError):
     copied again once it is stable."""
 
 
+class SpecialSourceFile(PermanentError):
+    """A source is a FIFO, socket or device, not a regular file; Ketter never
+    reads one (it could block a worker forever)."""
+
+
+class SourceInUse(TransientError):
+    """A source is still open for writing by another process; it is not
+    deleted (nor, by the watcher, considered ready) until it is closed. The
+    job waits without using up its attempts."""
+
+
+class SourceSuperseded(PermanentError):
+    """The detected version of the source no longer exists (replaced,
+    rewritten or removed before or while it was copied); the newer version
+    is a job of its own, so this one ends ``superseded`` without an alert."""
+
+
 class ChecksumMismatch(TransientError):
     """The destination does not read back with the checksum of the source;
     the copy is discarded and retried (repeated mismatches fail the job)."""

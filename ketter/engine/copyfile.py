@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ketter.errors import SourceChanged
+from ketter.errors import SourceChanged, SpecialSourceFile
 
 from . import direct
 from .context import TransferContext
@@ -30,7 +30,7 @@ from .direct import DirectPipe, DirectVerifier
 from .hashing import BUF_SIZE, MultiHash, evict, new_hasher, thread_buffer, write_back
 from .oserrors import classify_oserror
 from .paths import show
-from .source import FileEntry
+from .source import FileEntry, same_identity
 from .spec import TransferSpec
 from .verify import TrailingVerifier, compare
 
@@ -135,22 +135,43 @@ def _hash_buffers(remaining: int | None) -> tuple[int, int]:
     return size, min(N_BUFFERS, 2 + remaining // size)
 
 
-def same_identity(st: os.stat_result, e: FileEntry) -> bool:
-    return (st.st_size, st.st_mtime_ns, st.st_ino) == (e.size, e.mtime_ns, e.ino)
+def open_regular(path: bytes, what: str = "open the source") -> int:
+    """Open a source for reading without ever blocking on a special file.
+
+    A FIFO swapped into a folder while it is copied would block a plain
+    ``open()`` forever (issue #14, finding 4: the worker hung and, as it
+    kept reporting progress, no stall alert fired). ``O_NONBLOCK`` makes the
+    open return at once whatever the file is; ``fstat`` then refuses
+    anything that is not a regular file, and only then is ``O_NONBLOCK``
+    cleared so the reads behave as usual. ``O_NOFOLLOW`` keeps links out.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise classify_oserror(exc, path, what) from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SpecialSourceFile(
+                f"source {show(path)} is not a regular file (a fifo, socket or device "
+                "was put in its place); Ketter never reads special files: "
+                "remove it from the source and re-queue the job"
+            )
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def open_source(path: bytes, e: FileEntry) -> int:
     """Open a source file and check it is still the one in the plan."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise classify_oserror(exc, path, "open the source") from exc
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or not same_identity(st, e):
+    fd = open_regular(path)
+    if not same_identity(os.fstat(fd), e):
         os.close(fd)
         raise SourceChanged(
             f"source {show(path)} changed since it was inspected "
-            "(size, mtime or inode); it is copied again once stable"
+            "(size, mtime, ctime or inode); it is copied again once stable"
         )
     return fd
 
@@ -158,16 +179,14 @@ def open_source(path: bytes, e: FileEntry) -> int:
 def check_source_final(path: bytes, fd: int, e: FileEntry) -> None:
     """Source still identical after the copy: fstat of our fd, then a fresh
     open()+fstat() so an NFS/SMB client revalidates instead of answering
-    from its attribute cache."""
+    from its attribute cache. The ctime is compared too: a rewrite in place
+    that restores size and mtime leaves a copy of two versions (finding 2)."""
     if not same_identity(os.fstat(fd), e):
         raise SourceChanged(
             f"source {show(path)} was modified while it was being "
             "copied; it is copied again once stable"
         )
-    try:
-        fd2 = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise classify_oserror(exc, path, "re-open the source") from exc
+    fd2 = open_regular(path, "re-open the source")
     try:
         st = os.fstat(fd2)
     finally:
@@ -497,10 +516,9 @@ def _source_checkpoint(
     ctx: TransferContext, src: bytes, sfd: int, e: FileEntry, faulted: bool
 ) -> bool:
     """At a checkpoint: the source must still be the version being copied
-    (size, mtime). The ``mid-copy`` fault point fires at the first one;
+    (size, mtime, ctime, inode). The ``mid-copy`` fault point fires at the first one;
     returns True once it has."""
-    st = os.fstat(sfd)
-    if (st.st_size, st.st_mtime_ns) != (e.size, e.mtime_ns):
+    if not same_identity(os.fstat(sfd), e):
         raise SourceChanged(f"source {show(src)} was modified while it was being copied")
     if not faulted:
         ctx.fault("mid-copy")

@@ -106,7 +106,7 @@ def _same_pair(
 
 def plan_entry(plan: SourcePlan) -> FileEntry:
     """The plan of a single file as a manifest entry."""
-    return FileEntry(plan.name, plan.size, plan.mtime_ns, plan.mode, plan.ino)
+    return FileEntry(plan.name, plan.size, plan.mtime_ns, plan.mode, plan.ino, plan.ctime_ns)
 
 
 def check_existing(

@@ -1,8 +1,11 @@
 """MOVE: deleting sources only after a verified, recorded placement (R-T1).
 
-A source file is deleted only if its size, mtime_ns and inode still match
-what was copied; a file changed since is kept (and reported) so the watcher
-picks it up as new work. The delivery itself must still be where the
+A source file is deleted only if its size, mtime_ns, inode and ctime_ns
+still match what was copied; a file changed since is kept (and reported) so
+the watcher picks it up as new work. Nothing is deleted while a process
+holds a source open for writing (:mod:`.open_writers`, issue #14 finding
+15): the job waits and tries again instead of unlinking a file someone is
+still writing into. The delivery itself must still be where the
 placement says, or nothing is deleted.
 """
 
@@ -13,7 +16,7 @@ import errno
 import os
 import stat
 
-from ketter.errors import PermanentError
+from ketter.errors import PermanentError, SourceInUse
 from ketter.paths import readable
 
 from .context import TransferContext
@@ -21,11 +24,12 @@ from .copyfile import open_source, progress_for
 from .existing import plan_entry
 from .hashing import BUF_SIZE, MultiHash, fsync_dir
 from .mounts import check_mounts
+from .open_writers import describe, open_writers
 from .oserrors import classify_oserror
 from .paths import join, show, split
 from .prune import prune_empty_parents
 from .results import CopyResult, DeleteResult, FileHashes, Placement
-from .source import FileEntry, SourcePlan, check_unchanged
+from .source import FileEntry, SourcePlan, check_unchanged, same_identity
 from .spec import TransferSpec
 
 
@@ -35,11 +39,7 @@ def _delete_file(path: bytes, e: FileEntry, res: DeleteResult, ctx: TransferCont
     except FileNotFoundError:
         res.already_gone.append(path)
         return
-    if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns, st.st_ino) != (
-        e.size,
-        e.mtime_ns,
-        e.ino,
-    ):
+    if not stat.S_ISREG(st.st_mode) or not same_identity(st, e):
         res.kept.append(path)
         ctx.warn("source_kept_changed", path=readable(path))
         return
@@ -70,6 +70,7 @@ def delete_source(
             f"the delivery {show(placement.final_path)} is no longer where it was "
             "placed; the source is kept — check the destination by hand"
         )
+    _refuse_open_sources(plan)
     res = DeleteResult()
     if plan.kind == "file":
         _delete_file(plan.path, plan_entry(plan), res, ctx)
@@ -97,6 +98,28 @@ def delete_source(
     with contextlib.suppress(OSError):
         fsync_dir(parent)
     return res
+
+
+def _refuse_open_sources(plan: SourcePlan) -> None:
+    """No source is deleted while a process holds it open for writing: the
+    writer paused longer than ``stable_seconds`` and is not done (finding 15).
+    """
+    files: list[tuple[int, int]] = []
+    paths = [plan.path] if plan.kind == "file" else [plan.entry_path(e) for e in plan.files]
+    for path in paths:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue  # gone already, or unreadable: _delete_file decides
+        files.append((st.st_dev, st.st_ino))
+    under = [plan.path] if plan.kind == "folder" else []
+    writers = open_writers(files, under)
+    if writers:
+        raise SourceInUse(
+            f"source {show(plan.path)} is still open for writing by "
+            f"{describe(writers)}; it is kept and deleted once the writer has "
+            "closed it (the delivery is in place)"
+        )
 
 
 def _rmdir_if_empty(path: bytes, route_root: bytes | None) -> None:

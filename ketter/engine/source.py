@@ -1,9 +1,16 @@
 """Inspecting a source: identity of a file, manifest of a folder.
 
-The identity (size, mtime_ns, inode) taken here is what every later step
-compares against: a copy whose source no longer matches is discarded, and
-MOVE deletes only files that still match (rsync #359 deleted sources it
-should not have).
+The identity (size, mtime_ns, inode, ctime_ns) taken here is what every
+later step compares against: a copy whose source no longer matches is
+discarded, and MOVE deletes only files that still match (rsync #359 deleted
+sources it should not have).
+
+``ctime_ns`` is in the identity because it is the one stat field user space
+cannot set back: a writer that rewrites a file in place and restores its
+size and mtime with ``os.utime`` (issue #14, finding 2) still moves the
+ctime, so a copy torn between the old and the new bytes is never verified
+and its source never deleted. A ``ctime_ns`` of 0 means "not recorded"
+(rows written before migration 0003) and is not compared.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ class FileEntry:
     mtime_ns: int
     mode: int
     ino: int
+    #: 0: not recorded (a job row from before migration 0003); not compared.
+    ctime_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,8 @@ class SourcePlan:
     listing_sha256: str = ""
     #: (relpath, reason) of entries left out: symlinks, devices, our temporaries.
     skipped: tuple[tuple[bytes, str], ...] = field(default=())
+    #: the file's ctime (see the module docstring); 0: not recorded.
+    ctime_ns: int = 0
 
     @property
     def name(self) -> bytes:
@@ -95,7 +106,16 @@ def inspect_source(spec: TransferSpec, src: bytes) -> SourcePlan:
     ):
         raise PermanentError(f"refusing to move the route root {show(src)} itself")
     if stat.S_ISREG(st.st_mode):
-        return SourcePlan(src, "file", st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_mode)
+        return SourcePlan(
+            src,
+            "file",
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ino,
+            st.st_dev,
+            st.st_mode,
+            ctime_ns=st.st_ctime_ns,
+        )
     if not stat.S_ISDIR(st.st_mode):
         raise PermanentError(f"source {show(src)} is neither a file nor a folder")
     files, dirs, skipped = scan_tree(src)
@@ -137,7 +157,9 @@ def scan_tree(root: bytes) -> tuple[list[FileEntry], list[FileEntry], list[tuple
                 st = de.stat(follow_symlinks=False)
             except OSError as e:
                 raise classify_oserror(e, join(root, relpath), "inspect the source") from e
-            entry = FileEntry(relpath, st.st_size, st.st_mtime_ns, st.st_mode, st.st_ino)
+            entry = FileEntry(
+                relpath, st.st_size, st.st_mtime_ns, st.st_mode, st.st_ino, st.st_ctime_ns
+            )
             if stat.S_ISREG(st.st_mode):
                 files.append(entry)
             elif stat.S_ISDIR(st.st_mode):
@@ -150,6 +172,20 @@ def scan_tree(root: bytes) -> tuple[list[FileEntry], list[FileEntry], list[tuple
     files.sort(key=lambda e: e.relpath)
     dirs.sort(key=lambda e: e.relpath)
     return files, dirs, skipped
+
+
+def same_identity(st: os.stat_result, e: FileEntry) -> bool:
+    """``st`` is still the version ``e`` names (module docstring: why ctime)."""
+    return (st.st_size, st.st_mtime_ns, st.st_ino) == (e.size, e.mtime_ns, e.ino) and (
+        not e.ctime_ns or st.st_ctime_ns == e.ctime_ns
+    )
+
+
+def same_identity_entry(now: FileEntry, then: FileEntry) -> bool:
+    """Two manifest entries of one file name the same version."""
+    return (now.size, now.mtime_ns, now.ino) == (then.size, then.mtime_ns, then.ino) and (
+        not then.ctime_ns or now.ctime_ns == then.ctime_ns
+    )
 
 
 def check_unchanged(plan: SourcePlan) -> None:
@@ -165,6 +201,9 @@ def check_unchanged(plan: SourcePlan) -> None:
         st.st_ino != plan.ino
         or listing_digest(files) != plan.listing_sha256
         or [e.ino for e in files] != [e.ino for e in plan.files]
+        or not all(
+            same_identity_entry(now, then) for now, then in zip(files, plan.files, strict=True)
+        )
     ):
         raise SourceChanged(
             f"source folder {show(plan.path)} changed after its manifest was taken "

@@ -154,6 +154,7 @@ def per_file_items(plan: SourcePlan, final_root: bytes) -> list[tuple[SourcePlan
             ino=e.ino,
             dev=plan.dev,
             mode=e.mode,
+            ctime_ns=e.ctime_ns,
         )
         items.append((sub, join(final_root, safe_relpath(e.relpath))))
     return items

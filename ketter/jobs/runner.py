@@ -7,6 +7,10 @@ Error policy (docs/guarantees.md):
 * A transient error — ``retry_wait`` with an exponential backoff, after a
   rollback of anything half-done; out of attempts, ``failed``.
 * A permanent error — ``rolling_back`` then ``failed`` with the error kept.
+* :class:`SourceSuperseded` — the version detected no longer exists (the new
+  one is a job of its own): ``rolling_back`` then ``superseded``, no alert.
+* :class:`SourceInUse` after the placement — a move's source is still open
+  for writing: retried later without using up an attempt.
 * After the placement a job never rolls back: errors retry the remaining
   work, and running out of attempts fails it with the delivery kept.
 * A stop request (SIGTERM) releases the job without using up an attempt; a
@@ -265,6 +269,12 @@ class JobRunner:
         placed = job.placed_at is not None
         permanent = isinstance(exc, PermanentError)
         exhausted = job.attempt >= self.config.retry.max_attempts
+        superseded = not placed and type(exc).__name__ == "SourceSuperseded"
+        if placed and type(exc).__name__ == "SourceInUse":
+            # A writer still holds the source open: wait for it, whatever
+            # the attempts (never delete a file being written, #14 finding 15).
+            exhausted = False
+            Job.update(attempt=max(job.attempt - 1, 0)).where(Job.id == job_id).execute()
         if placed:
             if permanent or exhausted:
                 self._to(
@@ -295,6 +305,8 @@ class JobRunner:
                 self.ring_later(job_id, delay)
             return
         target = S.FAILED if (permanent or exhausted) else S.RETRY_WAIT
+        if superseded:
+            target = S.SUPERSEDED
         if exhausted and not permanent:
             message = f"{message} (gave up after {job.attempt} attempts)"
         if state is S.ROLLING_BACK:

@@ -3,7 +3,8 @@
 A job is created ``detected`` and normally walks
 ``detected → validated → (packaged) → transferring → verifying → completed``.
 Failures take it to ``retry_wait`` (transient: tried again after a backoff) or
-through ``rolling_back`` to ``failed`` (permanent, or attempts exhausted).
+through ``rolling_back`` to ``failed`` (permanent, or attempts exhausted), or
+to ``superseded`` when the version it was created for no longer exists.
 Once a job's delivery is placed (``placed_at`` set) it only moves forward: the
 transition function refuses ``rolling_back`` for it, whatever this table says.
 """
@@ -39,6 +40,11 @@ class State(StrEnum):
     ROLLING_BACK = "rolling_back"
     #: Given up; the last error is on the row. Terminal until re-queued.
     FAILED = "failed"
+    #: The version detected no longer exists (replaced, or rewritten by a
+    #: writer that paused longer than ``stable_seconds``) before it was
+    #: placed; the newer version is a job of its own. Terminal, quiet: no
+    #: ``job_failed`` alert for a version nobody will ever want.
+    SUPERSEDED = "superseded"
 
 
 S = State
@@ -59,14 +65,16 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     # attempts. Unplaced jobs start again from detected.
     S.RETRY_WAIT: frozenset({S.DETECTED, S.VERIFYING, S.ROLLING_BACK, S.FAILED}),
     # rolling_back → retry_wait: a transient failure's undo is done; → failed:
-    # a permanent one's.
-    S.ROLLING_BACK: frozenset({S.RETRY_WAIT, S.FAILED}),
+    # a permanent one's; → superseded: the undo of a job whose source version
+    # is gone (every unplaced state reaches it through rolling_back).
+    S.ROLLING_BACK: frozenset({S.RETRY_WAIT, S.FAILED, S.SUPERSEDED}),
     S.COMPLETED: frozenset(),
     # failed → detected: re-queued by an operator (`ketter requeue`).
     S.FAILED: frozenset({S.DETECTED}),
+    S.SUPERSEDED: frozenset(),
 }
 
-TERMINAL: frozenset[State] = frozenset({S.COMPLETED, S.FAILED})
+TERMINAL: frozenset[State] = frozenset({S.COMPLETED, S.FAILED, S.SUPERSEDED})
 ACTIVE: frozenset[State] = frozenset(State) - TERMINAL
 
 #: The audit event written with each transition when the caller names none.
@@ -80,6 +88,7 @@ DEFAULT_EVENT: dict[State, str] = {
     S.RETRY_WAIT: "retry",
     S.ROLLING_BACK: "rollback",
     S.FAILED: "fail",
+    S.SUPERSEDED: "supersede",
 }
 
 

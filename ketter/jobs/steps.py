@@ -200,6 +200,8 @@ class Attempt:
 
     def inspect(self) -> SourcePlan:
         """The source as it is now; refuses one that is not the detected version."""
+        from ketter.errors import SourceSuperseded  # here: the errors import line is shared
+
         plan = inspect_source(self.spec, self.source)
         job = self.job
         if plan.kind != job.kind:
@@ -213,7 +215,10 @@ class Attempt:
             if job.source_size is None:
                 pass  # submitted without an identity (one-shot transfer)
             elif key != job.source_key:
-                raise PermanentError(
+                # Replaced or rewritten before (or between) attempts: the
+                # version detected no longer exists, the new one is a job of
+                # its own; ends quietly ``superseded`` (#14 finding 14).
+                raise SourceSuperseded(
                     f"source {readable(self.source)!r} changed since it was detected "
                     f"(size/mtime/inode differ); the new version is a new job"
                 )
@@ -222,7 +227,7 @@ class Attempt:
                 raise PermanentError("a folder job needs a route with folders: as_unit")
             key = folder_source_key(job.route, rel, plan.listing_sha256)
             if job.source_size is not None and key != job.source_key:
-                raise PermanentError(
+                raise SourceSuperseded(
                     f"source folder {readable(self.source)!r} changed since it was detected; "
                     "the new version is a new job"
                 )
@@ -269,6 +274,8 @@ class Attempt:
                 "source_dev": devs.get("source"),
                 "dest_dev": devs.get("destination"),
                 "source_size": plan.size if plan.kind == "file" else self.job.source_size,
+                # Compared again before a move deletes the source (#14 finding 2).
+                "source_ctime_ns": plan.ctime_ns if plan.kind == "file" else None,
             },
         )
 
@@ -296,9 +303,18 @@ class Attempt:
             db.execute_sql("DELETE FROM job_files WHERE job_id = ?", (self.job.id,))
             db.cursor().executemany(
                 "INSERT INTO job_files (job_id, relpath, relpath_display, size, mtime_ns, mode, "
-                "inode) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "inode, ctime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (self.job.id, e.relpath, readable(e.relpath), e.size, e.mtime_ns, e.mode, e.ino)
+                    (
+                        self.job.id,
+                        e.relpath,
+                        readable(e.relpath),
+                        e.size,
+                        e.mtime_ns,
+                        e.mode,
+                        e.ino,
+                        e.ctime_ns,
+                    )
                     for e in plan.files
                 ],
             )
@@ -526,7 +542,7 @@ class Attempt:
 
     def _plan_from_row(self, job: Job) -> SourcePlan:
         files = tuple(
-            FileEntry(bytes(f.relpath), f.size, f.mtime_ns, f.mode, f.inode or 0)
+            FileEntry(bytes(f.relpath), f.size, f.mtime_ns, f.mode, f.inode or 0, f.ctime_ns or 0)
             for f in JobFile.select().where(JobFile.job_id == job.id).order_by(JobFile.relpath)
         )
         dirs: tuple[FileEntry, ...] = ()
@@ -543,6 +559,7 @@ class Attempt:
             mode=0,
             files=files,
             dirs=dirs,
+            ctime_ns=job.source_ctime_ns or 0,
         )
 
     def _own_copy_in_place(self) -> bytes | None:
@@ -620,6 +637,18 @@ class Attempt:
             )
             if delay > 0 and not keep_lease:
                 self.runner.ring_later(self.job.id, delay)
+        elif target is S.SUPERSEDED:
+            # Quiet on purpose: the version is gone and its successor is a
+            # job of its own (#14 finding 14); no job_failed alert.
+            self.to(
+                S.SUPERSEDED,
+                event="supersede",
+                rollback_to=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                completed_at=self.now(),
+                details={**details, "reason": job.error},
+            )
         else:
             self._fail(job, {**details, "error": job.error}, job.error or "failed")
 

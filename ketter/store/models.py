@@ -28,7 +28,7 @@ database = DatabaseProxy()
 
 #: States after which a job never changes again (its ``source_key`` may then be
 #: used by a new job: the partial unique index only covers active jobs).
-TERMINAL_STATES = ("completed", "failed")
+TERMINAL_STATES = ("completed", "failed", "superseded")
 
 
 class BaseModel(Model):
@@ -80,6 +80,9 @@ class Job(BaseModel):
     completed_at = DoubleField(null=True)
     #: Where a job in ``rolling_back`` goes when the undo is done (0002).
     rollback_to = TextField(null=True)
+    #: The source file's ctime when the worker inspected it (0003): part of
+    #: its identity, compared again before a move deletes it.
+    source_ctime_ns = BigIntegerField(null=True)
     #: The engine's copy + read-back time and bytes written of the attempt
     #: whose copy was verified (0005): job_history's ``seconds`` and
     #: ``mb_per_s``, free of waits on pauses, retries and re-queues.
@@ -162,6 +165,8 @@ class JobFile(BaseModel):
     sha256 = TextField(null=True)
     xxh128 = TextField(null=True)
     xxh64 = TextField(null=True)
+    #: The file's ctime in the manifest (0003); see ``Job.source_ctime_ns``.
+    ctime_ns = BigIntegerField(null=True)
 
     class Meta:
         table_name = "job_files"

@@ -19,6 +19,12 @@ copies is the one that was detected; keep both sides byte-identical):
 
 An empty folder hashes to SHA-256 of nothing; the watcher does not deliver
 empty folders (one just created may be about to receive files).
+
+Readiness also compares ``st_ctime_ns`` (the newest one inside a folder),
+which user space cannot set back: a writer that rewrites a file in place
+and restores its size and mtime with ``os.utime`` still looks changed
+(issue #14, finding 2). The ctime is not part of the listing hash, which
+names a version in the job store and must stay the worker's.
 """
 
 from __future__ import annotations
@@ -40,14 +46,17 @@ class Version:
     uid: int
     listing_sha256: str | None = None  # folders only
     file_count: int = 1
+    #: file ctime, or the newest ctime inside a folder (module docstring)
+    ctime_ns: int = 0
 
     def same_as(self, other: Version) -> bool:
         """Unchanged between two observations (the readiness test, R-W3)."""
-        return (self.size, self.mtime_ns, self.inode, self.listing_sha256) == (
+        return (self.size, self.mtime_ns, self.inode, self.listing_sha256, self.ctime_ns) == (
             other.size,
             other.mtime_ns,
             other.inode,
             other.listing_sha256,
+            other.ctime_ns,
         )
 
 
@@ -57,6 +66,7 @@ class Listing:
     file_count: int
     total_size: int
     newest_mtime_ns: int
+    newest_ctime_ns: int = 0
 
 
 def stat_path(path: bytes, *, revalidate: bool) -> os.stat_result:
@@ -83,7 +93,12 @@ def stat_path(path: bytes, *, revalidate: bool) -> os.stat_result:
 
 def file_version(st: os.stat_result) -> Version:
     return Version(
-        size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino, dev=st.st_dev, uid=st.st_uid
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        inode=st.st_ino,
+        dev=st.st_dev,
+        uid=st.st_uid,
+        ctime_ns=st.st_ctime_ns,
     )
 
 
@@ -95,6 +110,7 @@ def folder_listing(path: bytes, *, revalidate: bool = False) -> Listing:
     the attribute cache is fresh.
     """
     entries: list[tuple[bytes, int, int]] = []
+    newest_ctime = 0
     stack: list[bytes] = [b""]
     while stack:
         rel_dir = stack.pop()
@@ -111,6 +127,7 @@ def folder_listing(path: bytes, *, revalidate: bool = False) -> Listing:
                     )
                     if stat.S_ISREG(st.st_mode):
                         entries.append((rel, st.st_size, st.st_mtime_ns))
+                        newest_ctime = max(newest_ctime, st.st_ctime_ns)
     entries.sort()
     digest = hashlib.sha256()
     total = newest = 0
@@ -118,7 +135,7 @@ def folder_listing(path: bytes, *, revalidate: bool = False) -> Listing:
         digest.update(rel + b"\0" + b"%d" % size + b"\0" + b"%d" % mtime_ns + b"\n")
         total += size
         newest = max(newest, mtime_ns)
-    return Listing(digest.hexdigest(), len(entries), total, newest)
+    return Listing(digest.hexdigest(), len(entries), total, newest, newest_ctime)
 
 
 def folder_listing_sha256(path: bytes) -> tuple[str, int, int]:
@@ -139,4 +156,5 @@ def folder_version(path: bytes, *, revalidate: bool) -> Version:
         uid=st.st_uid,
         listing_sha256=listing.sha256,
         file_count=listing.file_count,
+        ctime_ns=listing.newest_ctime_ns,
     )

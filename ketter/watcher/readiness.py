@@ -6,6 +6,13 @@ the check, because a writer may close and reopen (watchdog #586) and an
 event says nothing about writes from other hosts. Memory is bounded: only
 candidates not yet delivered are tracked, at most ``capacity`` per route;
 the job store, not this tracker, remembers what was delivered.
+
+A quiet period is not proof that a writer is done: a render or an export
+that stalls longer than ``stable_seconds`` had its partial file delivered
+(issue #14, finding 15). So a candidate that passed the test is ready only
+once no process holds it (or, for a folder, any file in it) open for
+writing (:func:`still_written`); on a network share a writer on another
+host cannot be seen, and only a ``ready_marker`` proves a file complete.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ketter.engine.open_writers import OpenWriter, describe, open_writers
 from ketter.watcher.identity import Version
 
 
@@ -121,3 +129,23 @@ class StabilityTracker:
     def room(self) -> bool:
         """Half empty again after an overflow: time for the catch-up scan."""
         return len(self._pending) < self.capacity // 2
+
+
+def still_written(candidates: list[tuple[bytes, str, Version, bytes]]) -> dict[bytes, str]:
+    """``{relpath: who}`` of the ``(relpath, kind, version, abspath)``
+    candidates some process holds open for writing (one pass over /proc)."""
+    files = [(v.dev, v.inode) for _rel, kind, v, _path in candidates if kind == "file"]
+    folders = [path for _rel, kind, _v, path in candidates if kind == "folder"]
+    if not candidates:
+        return {}
+    writers = open_writers(files, folders)
+    busy: dict[bytes, list[OpenWriter]] = {}
+    for rel, kind, v, path in candidates:
+        if kind == "file":
+            mine = [w for w in writers if (w.dev, w.ino) == (v.dev, v.inode)]
+        else:
+            prefix = path.rstrip(b"/") + b"/"
+            mine = [w for w in writers if w.path.startswith(prefix)]
+        if mine:
+            busy[rel] = mine
+    return {rel: describe(ws) for rel, ws in busy.items()}

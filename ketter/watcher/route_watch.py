@@ -28,7 +28,7 @@ from ketter.runtime.logs import job_fields
 from ketter.store.models import database
 from ketter.watcher import mounts
 from ketter.watcher.enqueue import KEY_BATCH, Ready, Ringer, enqueue_ready, settled_keys
-from ketter.watcher.identity import Version, folder_version, stat_path
+from ketter.watcher.identity import Version, file_version, folder_version, stat_path
 from ketter.watcher.observers import (
     Hints,
     WatchLimitReached,
@@ -38,7 +38,7 @@ from ketter.watcher.observers import (
     stop_observer,
 )
 from ketter.watcher.patterns import RoutePatterns
-from ketter.watcher.readiness import StabilityTracker
+from ketter.watcher.readiness import StabilityTracker, still_written
 from ketter.watcher.scanner import Found, Scanner
 
 log = logging.getLogger(__name__)
@@ -399,7 +399,7 @@ class RouteWatch:
                     if not stat.S_ISREG(st.st_mode):
                         self.tracker.discard(relpath)
                         continue
-                    version = Version(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_uid)
+                    version = file_version(st)  # with the ctime (#14 finding 2)
             except FileNotFoundError:
                 self.tracker.discard(relpath)  # gone: nothing to do, ever
                 continue
@@ -419,7 +419,23 @@ class RouteWatch:
                 continue
             if self._marker_ok(relpath, version):
                 ready.append(Ready(relpath, pending.kind, version))
-        return ready
+        return self._closed(ready, now)
+
+    def _closed(self, ready: list[Ready], now: float) -> list[Ready]:
+        """Only candidates no process holds open for writing: a writer that
+        stalled longer than ``stable_seconds`` is not done (#14 finding 15).
+        The others stay tracked and are looked at again at the next poll."""
+        busy = still_written(
+            [(r.relpath, r.kind, r.version, os.path.join(self.root, r.relpath)) for r in ready]
+        )
+        for relpath, who in busy.items():
+            log.debug(
+                "not ready: still open for writing by %s",
+                who,
+                extra={"ketter.route": self.route.name, "file.path": readable(relpath)},
+            )
+            self.tracker.defer(relpath, now + self.route.poll_interval)
+        return [r for r in ready if r.relpath not in busy]
 
     def _marker_ok(self, relpath: bytes, version: Version) -> bool:
         """Without ``ready_marker``: always. With it: ``NAME<marker>`` exists

@@ -77,3 +77,15 @@ def test_fields_are_set_with_the_transition(store) -> None:
                error="disk full", next_attempt_at=105.0, details={"delay": 5})
     job = Job.get_by_id(job_id)
     assert (job.error, job.next_attempt_at, job.updated_at) == ("disk full", 105.0, 100.0)
+
+
+def test_superseded_is_terminal_and_reached_only_through_rolling_back() -> None:
+    """#14 finding 14: the old version's job ends quietly; its temporaries
+    are removed first (rolling_back), and nothing leaves the state."""
+    from ketter.jobs.states import TERMINAL
+    from ketter.store.models import TERMINAL_STATES
+
+    assert not TRANSITIONS[State.SUPERSEDED]
+    assert [s for s in State if State.SUPERSEDED in TRANSITIONS[s]] == [State.ROLLING_BACK]
+    assert State.SUPERSEDED in TERMINAL
+    assert {s.value for s in TERMINAL} == set(TERMINAL_STATES)
