@@ -32,9 +32,11 @@ def check_config(config: Config) -> tuple[list[str], list[str]]:
     from ketter.config import check_roots
     from ketter.config.credentials import check_hmac_key
     from ketter.watcher.mounts import stable_seconds_warnings
+    from ketter.watcher.readiness import ready_marker_warnings
 
     errors, warnings = check_roots(config)
     warnings += stable_seconds_warnings(config)
+    warnings += ready_marker_warnings(config)  # network shares (#14 finding 15)
     key_errors, key_warnings = check_hmac_key(
         config.audit.hmac_key_file,
         config_path=config.path,

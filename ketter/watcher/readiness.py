@@ -17,11 +17,17 @@ host cannot be seen, and only a ``ready_marker`` proves a file complete.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ketter.engine.open_writers import OpenWriter, describe, open_writers
 from ketter.watcher.identity import Version
+
+if TYPE_CHECKING:
+    from ketter.config.schema import Config
+    from ketter.mounts import Mount
 
 
 @dataclass(slots=True)
@@ -149,3 +155,34 @@ def still_written(candidates: list[tuple[bytes, str, Version, bytes]]) -> dict[b
         if mine:
             busy[rel] = mine
     return {rel: describe(ws) for rel, ws in busy.items()}
+
+
+def ready_marker_warnings(config: Config, mounts: list[Mount] | None = None) -> list[str]:
+    """Warnings for ``ketter config check``: move and ``as_unit`` routes on a
+    network (or FUSE) source without ``ready_marker``. There a writer on
+    another host holds no descriptor this node can see, so a writer that
+    pauses longer than ``stable_seconds`` cannot be told from a finished
+    one (finding 15); a move would then delete the rest of its file."""
+    from ketter.mounts import mount_of
+    from ketter.watcher.mounts import LOCAL_FS_TYPES
+
+    warnings = []
+    for route in config.routes:
+        if route.ready_marker or (route.mode != "move" and route.folders != "as_unit"):
+            continue
+        try:
+            mount = mount_of(os.fsencode(route.source), mounts)
+        except OSError:
+            continue  # check_roots reports an unreadable mount table
+        if mount is None or mount.fs_type in LOCAL_FS_TYPES:
+            continue
+        what = "a move route" if route.mode == "move" else "an as_unit route"
+        warnings.append(
+            f"route {route.name!r}: {what} on {mount.fs_type} mount "
+            f"{os.fsdecode(mount.mount_point)} without ready_marker: Ketter cannot see "
+            "a writer on another host, so a file or folder whose writer pauses longer "
+            f"than stable_seconds ({route.stable_seconds:g}s) is delivered incomplete"
+            + (" and its source deleted" if route.mode == "move" else "")
+            + "; have the writer create a marker and set ready_marker (e.g. '.done')"
+        )
+    return warnings
