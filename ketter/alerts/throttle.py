@@ -25,6 +25,7 @@ KINDS: dict[str, str] = {
     "store_unwritable": "state store not writable, node paused",
     "store_lost": "job store deleted or replaced, node paused",
     "store_writable": "state store writable again",
+    "path_skipped": "source path skipped (longer than PATH_MAX)",
 }
 #: Kinds that count towards ``route_failures``.
 FAILURE_KINDS = frozenset({"job_failed", "verify_mismatch"})

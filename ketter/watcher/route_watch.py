@@ -115,6 +115,8 @@ class RouteWatch:
         self.last_scan: float | None = None
         self.last_full_scan: float | None = None
         self.jobs_created = 0
+        #: source paths too long to reach by name, each logged once
+        self.unreachable: set[bytes] = set()
 
     # -- lifecycle -------------------------------------------------------
 
@@ -242,13 +244,39 @@ class RouteWatch:
                     f"{time.time() - self.lost_since:.0f} s: {self.lost_reason}",
                 )
 
+    def _unreachable(self, relpath: bytes, reason: str) -> None:
+        """A source path too long to reach by name (issue #14 finding 12):
+        logged once per path, alerted once per route; never a job."""
+        if relpath in self.unreachable:
+            return
+        self.unreachable.add(relpath)
+        path = readable(os.path.join(self.root, relpath))
+        first = len(self.unreachable) == 1
+        log.warning(
+            "path skipped: %s: %s",
+            path,
+            reason,
+            extra={"ketter.route": self.route.name, "file.path": path, "ketter.reason": reason},
+        )
+        if first and self.notifier is not None:
+            self.notifier.notify(
+                "path_skipped",
+                self.route.name,
+                f"route {self.route.name}: {path} is not transferred: {reason} "
+                "(further such paths on this route are logged, not alerted)",
+            )
+
     def _start_watching(self, now: float) -> None:
         self.mode, self.mode_reason = mounts.choose_watch(self.route, self.root)
         self.revalidate = mounts.is_network(self.root)
         if self.mode == "native":
             self._start_observer()
         self.scanner = Scanner(
-            self.root, self.patterns, as_unit=self.as_unit, track_dirs=self.mode == "polling"
+            self.root,
+            self.patterns,
+            as_unit=self.as_unit,
+            track_dirs=self.mode == "polling",
+            on_unreachable=self._unreachable,
         )
         was_lost = self.lost_reason is not None
         self.watching = True

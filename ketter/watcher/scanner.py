@@ -15,17 +15,29 @@ keeps a snapshot of all of them in memory at every interval, which over
 100,000 files on NFS is both slow and heavy.
 
 Paths are bytes throughout; symbolic links are never followed (R-O4).
+
+A folder or file whose full path is longer than ``PATH_MAX`` (4,096 bytes
+on Linux) cannot be opened by name (``ENAMETOOLONG``) anywhere in the
+pipeline; the walk used to skip it without a word (issue #14 finding 12).
+It is now reported to ``on_unreachable(relpath, reason)`` (the route watch
+logs every such path and alerts once per route) and never becomes a job.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ketter.watcher.identity import Version, file_version
 from ketter.watcher.patterns import RoutePatterns
+
+#: The longest path the kernel resolves by name (including the final NUL).
+PATH_MAX = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096
+#: ``on_unreachable(relpath, reason)``: a path the scan cannot reach by name.
+Unreachable = Callable[[bytes, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +58,16 @@ class Scanner:
     incremental polling (only polling routes need them)."""
 
     def __init__(
-        self, root: bytes, patterns: RoutePatterns, *, as_unit: bool, track_dirs: bool
+        self,
+        root: bytes,
+        patterns: RoutePatterns,
+        *,
+        as_unit: bool,
+        track_dirs: bool,
+        on_unreachable: Unreachable | None = None,
     ) -> None:
         self.root = root
+        self.on_unreachable = on_unreachable
         self.patterns = patterns
         self.as_unit = as_unit
         self.track_dirs = track_dirs
@@ -62,6 +81,22 @@ class Scanner:
 
     def top_level(self, relpath: bytes) -> bytes:
         return relpath.split(b"/", 1)[0]
+
+    def _too_long(self, relpath: bytes, exc: OSError | None = None) -> bool:
+        """Report ``relpath`` when its full path cannot be reached by name;
+        True if it was (the caller then skips it)."""
+        if exc is not None and exc.errno != errno.ENAMETOOLONG:
+            return False
+        size = len(self.abspath(relpath))
+        if exc is None and size < PATH_MAX:
+            return False
+        if self.on_unreachable is not None:
+            self.on_unreachable(
+                relpath,
+                f"its full path is {size} bytes, longer than PATH_MAX ({PATH_MAX}): "
+                "no program can open it by name; shorten the folder names",
+            )
+        return True
 
     # -- full scan -------------------------------------------------------
 
@@ -85,9 +120,10 @@ class Scanner:
             try:
                 mtime = os.lstat(path).st_mtime_ns
                 entries = list(os.scandir(path))
-            except OSError:
+            except OSError as exc:
                 if top and rel == rel_dir:
                     raise
+                self._too_long(rel, exc)
                 continue
             if self.track_dirs:
                 self.dir_mtimes[rel] = mtime
@@ -121,6 +157,8 @@ class Scanner:
             return None
         if not is_file or in_folder or not self.patterns.is_candidate(child):
             return None
+        if self._too_long(child):
+            return None  # its folder fits, the file's own path does not
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError:
@@ -169,7 +207,8 @@ class Scanner:
         try:
             mtime = os.lstat(path).st_mtime_ns
             entries = list(os.scandir(path))
-        except OSError:
+        except OSError as exc:
+            self._too_long(rel_dir, exc)
             return
         if self.track_dirs:
             self.dir_mtimes[rel_dir] = mtime
