@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 
 from ketter.errors import (
+    DestinationFull,
     KetterError,
     PermanentError,
     RouteUnavailable,
@@ -22,13 +23,16 @@ from .paths import show
 
 #: errno -> (class, cause, how to fix). The source-side ENOENT is special-cased.
 _TABLE: dict[int, tuple[type[KetterError], str, str]] = {
+    # "Does not fit" is the route's problem, not the job's (R-J7): the route
+    # waits for room without using attempts; it used to fail the job for good
+    # after a few quick retries (issue #14, finding 17).
     errno.ENOSPC: (
-        RouteUnavailable,
+        DestinationFull,
         "no space left on the device",
         "free space on the destination; the route resumes by itself",
     ),
     errno.EDQUOT: (
-        RouteUnavailable,
+        DestinationFull,
         "disk quota exceeded",
         "raise the quota or free space; the route resumes by itself",
     ),

@@ -34,6 +34,7 @@ from ketter.engine.copyfile import INLINE_MAX
 from ketter.engine.oserrors import classify_oserror
 from ketter.errors import (
     ChecksumMismatch,
+    DestinationFull,
     KetterError,
     LostClaim,
     PermanentError,
@@ -228,13 +229,28 @@ class JobRunner:
                 "error.type": type(exc).__name__,
             },
         )
-        if (
+        room: int | None = None
+        wait = 0.0
+        if isinstance(exc, DestinationFull):
+            # "Does not fit" pauses the route until the job's size is free
+            # (R-J7); it never uses attempts (it used to fail the job for good
+            # within minutes), and the pause is what `health` and `status`
+            # show (issue #14, finding 17). It is never taken for the job's own
+            # problem: a quota (EDQUOT) or another writer can refuse a write
+            # while the filesystem still counts free space, and then the job
+            # waits a backoff so the resumed route does not hit it at once.
+            room = exc.room_needed
+            if room is None:
+                room = job.size or job.source_size or 0
+            if attempt is not None and unavailable_reason(attempt.route, room=room) is None:
+                wait = self.config.retry.max_delay
+        elif (
             isinstance(exc, RouteUnavailable)
             and attempt is not None
             and unavailable_reason(attempt.route) is None
         ):
             # The route looks fine from outside (mounted, room to spare): the
-            # cause is this job's (a file that does not fit, a nested mount),
+            # cause is this job's (a nested mount, a root on the wrong share),
             # so it uses attempts like any transient error instead of pausing
             # the route again and again.
             exc = TransientError(message)
@@ -243,7 +259,7 @@ class JobRunner:
                 # The share may be gone: then the orphan sweep cleans up later.
                 with contextlib.suppress(OSError):
                     rollback(attempt.dest_dir, attempt.ctx.tag)
-            if pause_route(job.route, message, now=now):
+            if pause_route(job.route, message, now=now, room_needed=room):
                 self.notifier.notify(
                     "route_paused", job.route, f"route {job.route} paused: {message}"
                 )
@@ -254,7 +270,7 @@ class JobRunner:
                 claimed,
                 error=message,
                 attempt=max(job.attempt - 1, 0),
-                next_attempt_at=now,
+                next_attempt_at=now + wait,
                 lease_owner=None,
                 lease_expires_at=None,
                 details={"error": message, "route_paused": True},

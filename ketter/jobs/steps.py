@@ -34,7 +34,7 @@ from ketter.engine.resume import find_partials
 from ketter.engine.source import FileEntry, SourcePlan, inspect_source, scan_tree
 from ketter.engine.spec import TransferSpec
 from ketter.engine.transfer import copy_and_verify, identical_result
-from ketter.errors import DestinationConflict, PermanentError, RouteUnavailable, TransientError
+from ketter.errors import DestinationConflict, DestinationFull, PermanentError
 from ketter.jobs.claim import Claimed, ensure_claim
 from ketter.jobs.create import file_source_key, folder_source_key
 from ketter.jobs.lease import JobContext
@@ -280,21 +280,29 @@ class Attempt:
         )
 
     def _check_space(self, size: int) -> None:
+        """A job that does not fit pauses its route until it does (R-J7): it
+        waits without using attempts (issue #14, finding 17); only one that
+        cannot fit even in the empty destination fails."""
         try:
             usage = shutil.disk_usage(self.dest_dir)
         except OSError as exc:
             raise classify_oserror(exc, self.dest_dir, "check free space") from exc
         needed = self.route.min_free.required(usage.total)
-        if usage.free < needed:
-            raise RouteUnavailable(
-                f"destination {self.route.destination} has {usage.free} "
-                f"bytes free, below min_free {self.route.min_free}"
+        if size > usage.total - needed:
+            raise PermanentError(
+                f"{readable(self.source)!r} ({size} bytes) can never fit in "
+                f"{self.route.destination} ({usage.total} bytes in all, min_free "
+                f"{self.route.min_free}); deliver it to a larger destination"
             )
         if usage.free - size < needed:
-            raise TransientError(
-                f"{readable(self.source)!r} ({size} bytes) does not fit in "
-                f"{self.route.destination} ({usage.free} bytes free, "
-                f"min_free {self.route.min_free}); retried later"
+            below = usage.free < needed
+            raise DestinationFull(
+                f"destination {self.route.destination} has {usage.free} bytes free"
+                + (f", below min_free {self.route.min_free}" if below else "")
+                + f"; {readable(self.source)!r} needs {size} bytes on top of min_free "
+                f"{self.route.min_free} ({needed} bytes); free space, the route "
+                "resumes by itself",
+                room_needed=size,
             )
 
     def _record_manifest(self, plan: SourcePlan) -> None:

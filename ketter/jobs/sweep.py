@@ -90,7 +90,9 @@ def sweep(
             route = config.route(status.route)
         except KeyError:
             continue
-        if unavailable_reason(route) is None and resume_route(route.name, now=now):
+        # A route paused because a job did not fit waits for that job's room.
+        room = status.room_needed or 0
+        if unavailable_reason(route, room=room) is None and resume_route(route.name, now=now):
             report.resumed_routes.append(route.name)
     report.expired_leases = (
         Job.select()

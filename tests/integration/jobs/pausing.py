@@ -76,11 +76,11 @@ class Node:
             capture_output=True, text=True, env=cli_env(), timeout=120,
         )
 
-    def start(self, command: str) -> subprocess.Popen:
+    def start(self, command: str, **env: str) -> subprocess.Popen:
         log = open(self.root / f"{command}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
             [*KETTER, "--config", str(self.config), command],
-            stdout=log, stderr=log, env=cli_env(),
+            stdout=log, stderr=log, env=cli_env(**env),
         )
         log.close()
         self.procs.append(proc)
@@ -98,8 +98,11 @@ class Node:
                 proc.wait(10)
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        # Read-only: a read-write connection that closes last checkpoints and
+        # removes the WAL under the services' feet (their store guard then
+        # sees the store replaced).
         try:
-            con = sqlite3.connect(self.db_path, timeout=30)
+            con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
         except sqlite3.Error:
             return []
         try:
