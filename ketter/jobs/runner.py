@@ -286,11 +286,15 @@ class JobRunner:
         permanent = isinstance(exc, PermanentError)
         exhausted = job.attempt >= self.config.retry.max_attempts
         superseded = not placed and type(exc).__name__ == "SourceSuperseded"
-        if placed and type(exc).__name__ == "SourceInUse":
+        in_use = placed and type(exc).__name__ == "SourceInUse"
+        if in_use:
             # A writer still holds the source open: wait for it, whatever
-            # the attempts (never delete a file being written, #14 finding 15).
+            # the attempts (never delete a file being written, #14 finding 15),
+            # looking again every max_delay (a render may take hours).
             exhausted = False
-            Job.update(attempt=max(job.attempt - 1, 0)).where(Job.id == job_id).execute()
+            Job.update(attempt=max(job.attempt - 1, 0)).where(
+                (Job.id == job_id) & (Job.claim == claimed.claim)
+            ).execute()
         if placed:
             if permanent or exhausted:
                 self._to(
@@ -306,7 +310,7 @@ class JobRunner:
                 )
                 self.job_failed(job, f"{message} (the delivery is in place and kept)")
             else:
-                delay = self.backoff(job.attempt)
+                delay = self.config.retry.max_delay if in_use else self.backoff(job.attempt)
                 self._to(
                     job_id,
                     state,
