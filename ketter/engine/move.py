@@ -182,6 +182,8 @@ def move_by_rename(
     from .placement import place  # placement imports move's siblings
 
     check_mounts(spec, ctx.expected_devs)
+    # The source itself becomes the delivery: never one a writer still holds.
+    _refuse_open_sources(plan)
     result = hash_source(spec, plan, ctx=ctx)
     result.final_path = final_path
     placement = place(spec, result, ctx, own_temp=False)

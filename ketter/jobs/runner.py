@@ -286,10 +286,11 @@ class JobRunner:
         permanent = isinstance(exc, PermanentError)
         exhausted = job.attempt >= self.config.retry.max_attempts
         superseded = not placed and type(exc).__name__ == "SourceSuperseded"
-        in_use = placed and type(exc).__name__ == "SourceInUse"
+        in_use = type(exc).__name__ == "SourceInUse"
         if in_use:
             # A writer still holds the source open: wait for it, whatever
-            # the attempts (never delete a file being written, #14 finding 15),
+            # the attempts (never delete, nor rename into place, a file being
+            # written, #14 finding 15),
             # looking again every max_delay (a render may take hours).
             exhausted = False
             Job.update(attempt=max(job.attempt - 1, 0)).where(

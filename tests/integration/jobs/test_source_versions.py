@@ -30,6 +30,8 @@ from ketter.engine.move import delete_source
 from ketter.engine.results import Placement
 from ketter.engine.source import inspect_source
 from ketter.engine.spec import TransferSpec
+from ketter.engine.transfer import transfer
+from ketter.errors import SourceInUse
 from ketter.jobs.lease import ActiveJob, LeaseKeeper
 from ketter.jobs.runner import JobRunner
 from ketter.jobs.submit import submit_path
@@ -226,7 +228,7 @@ def test_file_replaced_before_its_job_starts_is_superseded_quietly(bench: Bench)
 
 
 @pytest.fixture
-def holder(bench: Bench) -> Iterator[Callable[[Path], subprocess.Popen]]:
+def holder() -> Iterator[Callable[[Path], subprocess.Popen]]:
     procs: list[subprocess.Popen] = []
 
     def hold(path: Path) -> subprocess.Popen:
@@ -266,6 +268,32 @@ def test_move_never_deletes_a_source_still_open_for_writing(bench: Bench, holder
     assert job.state == "completed", job.error
     assert not src.exists()
     assert bench.alerts.sent == []
+
+
+def test_same_fs_rename_never_moves_a_file_still_open_for_writing(
+    tmp_path: Path, holder
+) -> None:
+    """Finding 15 with ``same_fs_move: rename`` (the engine's one-shot
+    transfer): the source itself becomes the delivery, so one still being
+    written must not be renamed into place."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    src = tmp_path / "in" / "stem.wav"
+    src.write_bytes(os.urandom(100_000))
+    spec = TransferSpec(
+        mode="move",
+        same_fs_move="rename",
+        source_root=os.fsencode(tmp_path / "in"),
+        destination_root=os.fsencode(tmp_path / "out"),
+    )
+    writer = holder(src)
+    with pytest.raises(SourceInUse, match="still open for writing"):
+        transfer(spec, os.fsencode(src), os.fsencode(tmp_path / "out"), TransferContext())
+    assert src.exists() and not (tmp_path / "out" / "stem.wav").exists()
+    writer.stdin.close()  # type: ignore[union-attr]
+    writer.wait(30)
+    transfer(spec, os.fsencode(src), os.fsencode(tmp_path / "out"), TransferContext())
+    assert not src.exists() and (tmp_path / "out" / "stem.wav").exists()
 
 
 def test_move_keeps_a_source_rewritten_after_its_copy(tmp_path: Path) -> None:
