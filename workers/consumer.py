@@ -75,6 +75,27 @@ def write_heartbeat(component: str, node: str, details: dict, *, now: float) -> 
         )
 
 
+#: Huey's loggers that print a traceback per failed dequeue or task (every
+#: 0.25 s per thread while the state disk is full).
+HUEY_LOGGERS = ("huey", "huey.consumer.Worker")
+
+
+class _StateDiskFilter(logging.Filter):
+    """Turns huey's tracebacks for a state disk that cannot be written (its
+    queue.db lives there too) into the guard's one pause message."""
+
+    def __init__(self, guard: StoreGuard) -> None:
+        super().__init__()
+        self.guard = guard
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and is_unwritable_error(exc):
+            self.guard.write_failed(exc)
+            return False
+        return True
+
+
 class WorkersProcess:
     """Everything ``ketter workers`` runs, built from the config in one place."""
 
@@ -118,6 +139,9 @@ class WorkersProcess:
             open_store(config.db_path, evidence=[config.audit.log_file])
         guard = guard_of(database.obj) or StoreGuard(config.db_path)
         guard.start_publishing("workers")
+        quiet = _StateDiskFilter(guard)
+        for name in HUEY_LOGGERS:
+            logging.getLogger(name).addFilter(quiet)
         chain.configure(node=config.node, hmac_key=read_hmac_key(config))
         keeper = LeaseKeeper(config, self.shutdown, on_stalled=self._stalled)
         runner = JobRunner(
@@ -194,6 +218,8 @@ class WorkersProcess:
                     ),
                 )
             guard.stop_publishing()
+            for name in HUEY_LOGGERS:
+                logging.getLogger(name).removeFilter(quiet)
             queue.close()
             log.info("workers stopped")
         return 0

@@ -133,7 +133,9 @@ class LeaseKeeper(threading.Thread):
             try:
                 self.renew_all(now=time.time(), mono=time.monotonic())
             except Exception as exc:  # keep renewing; a DB hiccup must not kill the thread
-                if not is_unwritable_error(exc):  # that one the workers loop reports
+                guard = getattr(database.obj, "guard", None)
+                lost = guard is not None and guard.check_identity() is not None
+                if not lost and not is_unwritable_error(exc):  # the workers loop reports those
                     log.exception("lease renewal failed")
         database.obj.close()
 

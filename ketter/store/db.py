@@ -68,6 +68,24 @@ class StoreDatabase(SqliteDatabase):
         self.turns = WriterTurns(self.database)
         #: Identity and writability of the store file (set by open_store).
         self.guard: StoreGuard | None = None
+        #: Bumped by :meth:`reopen_connections`; each thread compares at BEGIN.
+        self._generation = 0
+
+    def reopen_connections(self) -> None:
+        """Have every thread open a new connection at its next transaction.
+
+        SQLite opens a store it may not write (``chattr +i``, a read-only
+        mount) read-only and keeps it so: once the store is writable again,
+        only a new connection can write (issue #14 finding 8)."""
+        self._generation += 1
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.guard is not None and not os.path.exists(self.database):
+            # SQLite would create an empty store at the path of a deleted one
+            # (a new thread's first connection), hiding the loss from the next
+            # start's check (issue #14 finding 9).
+            raise OperationalError(f"job store {self.database} is missing")
+        return super()._connect()  # type: ignore[misc]  # peewee is untyped here
 
     def close(self) -> bool:
         # Not while another thread is inside a transaction (it uses the file).
@@ -82,6 +100,10 @@ class StoreDatabase(SqliteDatabase):
         self._writer.acquire()
         self._holds.lock = True
         try:
+            if getattr(self._holds, "generation", 0) != self._generation:
+                self._holds.generation = self._generation
+                if not self.is_closed():
+                    SqliteDatabase.close(self)  # this thread's; reconnects below
             self._begin_in_turn(lock_type)
         except BaseException:
             self._release()
@@ -168,7 +190,7 @@ def open_store(
         db.connect(reuse_if_open=True)  # the file exists from here on
     write_marker(path)
     assert isinstance(db, StoreDatabase)
-    db.guard = StoreGuard(path)
+    db.guard = StoreGuard(path, reopen=db.reopen_connections)
     database.initialize(db)
     return db
 

@@ -40,7 +40,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from peewee import DatabaseError
@@ -58,6 +58,11 @@ STATUS_DIR = "run"
 STATUS_SIZE = 4096
 #: Backoff of the write probes while the store is not writable.
 PROBE_FIRST, PROBE_MAX = 1.0, 60.0
+#: Free space the state dir needs before a node paused for a full disk
+#: resumes: a write that lands in the WAL's reused pages is no proof of room,
+#: and resuming on it made the node flap (and the queue's WAL fill the disk
+#: again at once).
+RESUME_MIN_FREE = 1024 * 1024
 
 #: SQLite's words for "this write cannot land" (as opposed to "busy").
 _UNWRITABLE = (
@@ -96,19 +101,31 @@ def is_unwritable_error(exc: BaseException) -> bool:
     return False
 
 
+def write_denied(path: str) -> OSError | None:
+    """Why ``path`` cannot be written (EROFS, EPERM for ``chattr +i``,
+    EACCES), or None. Never opens the file: closing any descriptor of the
+    database in a process that has it open drops all of that process's
+    POSIX locks on it, and another process may then checkpoint and truncate
+    the WAL under it (SQLite's "how to corrupt" list). ``access(2)`` answers
+    without a descriptor; it says EPERM for an immutable file even to root."""
+    if not os.path.exists(path) or os.access(path, os.W_OK):
+        return None
+    with contextlib.suppress(OSError):
+        if os.statvfs(os.path.dirname(os.path.abspath(path))).f_flag & os.ST_RDONLY:
+            return OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+    code = errno.EPERM if os.geteuid() == 0 else errno.EACCES
+    return OSError(code, os.strerror(code), path)
+
+
 def diagnose(db_path: str, exc: BaseException | None = None) -> str:
     """``state store not writable: <errno>``: the operating system's reason
     where it can be found (SQLite's messages carry no errno)."""
     detail: str | None = None
     for path in (db_path, db_path + "-wal"):
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            continue
-        except OSError as err:
-            detail = f"[Errno {err.errno}] {err.strerror}: {path}"
+        denied = write_denied(path)
+        if denied is not None:
+            detail = f"[Errno {denied.errno}] {denied.strerror}: {path}"
             break
-        os.close(fd)
     if detail is None:
         folder = os.path.dirname(os.path.abspath(db_path))
         with contextlib.suppress(OSError):
@@ -182,8 +199,16 @@ def _identity(path: str) -> tuple[int, int] | None:
 class StoreGuard:
     """One process's watch over its job store (thread-safe)."""
 
-    def __init__(self, db_path: str, *, clock: Any = time.monotonic) -> None:
+    def __init__(
+        self,
+        db_path: str,
+        *,
+        clock: Any = time.monotonic,
+        reopen: Callable[[], None] | None = None,
+    ) -> None:
         self.path = os.path.abspath(db_path)
+        #: Makes every thread reconnect (a store opened read-only stays so).
+        self.reopen = reopen
         self.identity = _identity(self.path)
         self.clock = clock
         #: Why the store is lost (deleted/replaced); sticky for the process.
@@ -249,7 +274,7 @@ class StoreGuard:
                 self._delay = min(self._delay * 2, PROBE_MAX)
             self._next_probe = self.clock() + self._delay
         if first:
-            log.error("%s; routes paused, retrying with a backoff", reason)
+            log.error("%s; routes paused, retrying with a backoff", reason, exc_info=exc)
         self.publish()
         return first
 
@@ -265,20 +290,44 @@ class StoreGuard:
         return True
 
     def probe(self) -> bool:
-        """Can the store file be opened for writing (an immutable or read-only
-        store)? SQLite would keep appending to the WAL and fail only at the
-        next checkpoint or start; say it now. False (and recorded) when not."""
+        """May the store file be written (an immutable or read-only store)?
+        SQLite would keep appending to the WAL and fail only at the next
+        checkpoint or start; say it now. False (and recorded) when not."""
         for path in (self.path, self.path + "-wal"):
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                if exc.errno in (errno.EPERM, errno.EACCES, errno.EROFS):
-                    self.write_failed(exc)
+            denied = write_denied(path)
+            if denied is not None:
+                self.write_failed(denied)
+                return False
+        if self.unwritable is not None:
+            if self.reopen is not None:
+                self.reopen()
+            if not self._fresh_connection_writes():
+                return False
+        if self.unwritable is not None and f"[Errno {errno.ENOSPC}]" in self.unwritable:
+            with contextlib.suppress(OSError):
+                vfs = os.statvfs(os.path.dirname(self.path))
+                if vfs.f_bavail * vfs.f_frsize < RESUME_MIN_FREE:
+                    self.write_failed(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
                     return False
-                raise
-            os.close(fd)
+        return True
+
+    def _fresh_connection_writes(self) -> bool:
+        """While paused: can a *new* connection take the write lock? The
+        heartbeat's old connection may still write into reused WAL pages
+        while a new one (a worker thread's) fails to map its shared memory
+        on a full disk; resuming on the old one alone made the node flap."""
+        try:
+            conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            if not is_unwritable_error(exc):
+                return True  # busy: another writer holds the lock, so it can be written
+            self.write_failed(exc)
+            return False
         return True
 
     def probe_due(self) -> bool:
