@@ -49,9 +49,10 @@ from ketter.errors import StoreLost, StoreMissing
 
 log = logging.getLogger("ketter.store")
 
-#: Marker left next to the job store once one has been created: its
+#: Marker left next to the job store once one has been created (not named
+#: ".ketter-…": that prefix is reserved for temporaries): its
 #: presence without a store means the store was lost, not never made.
-MARKER = ".ketter-node"
+MARKER = "ketter.node"
 #: Folder (under the state dir) of the per-process status files.
 STATUS_DIR = "run"
 #: Size of a status file; always rewritten whole, in place.
