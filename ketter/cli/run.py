@@ -73,9 +73,11 @@ def run_both(args: argparse.Namespace) -> int:
     from ketter.alerts import build_notifier
     from ketter.audit import chain
     from ketter.audit.shipper import AuditShipper
+    from ketter.errors import StoreLost
     from ketter.runtime.logs import setup_logging
     from ketter.runtime.signals import Shutdown
     from ketter.store import open_store
+    from ketter.store.guard import is_unwritable_error
     from ketter.watcher import Watcher
     from workers.app import build_queue
     from workers.consumer import WorkersProcess, read_hmac_key
@@ -124,6 +126,12 @@ def run_both(args: argparse.Namespace) -> int:
         shipper = AuditShipper(config)
         try:
             shipper.drain()
+        except Exception as exc:
+            # A state disk that cannot be written (or a lost store) at stop:
+            # the events wait in the store for the next start, no traceback.
+            if not is_unwritable_error(exc) and not isinstance(exc, StoreLost):
+                raise
+            print(f"ketter: audit log not brought up to date at stop: {exc}", file=sys.stderr)
         finally:
             shipper.close()
         notifier.stop()

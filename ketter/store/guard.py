@@ -353,6 +353,23 @@ class StoreGuard:
             return
         self._status_fd = fd
         self.publish()
+        self._remove_stale_status(folder)
+
+    @staticmethod
+    def _remove_stale_status(folder: str) -> None:
+        """Status files of processes that died without removing theirs
+        (kill -9): ``health`` skips them; here they are cleaned up."""
+        with contextlib.suppress(OSError):
+            for name in os.listdir(folder):
+                if not (name.startswith("store-") and name.endswith(".json")):
+                    continue
+                try:
+                    os.kill(int(name[6:-5]), 0)
+                except (ValueError, PermissionError):
+                    continue
+                except ProcessLookupError:
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(folder, name))
 
     @property
     def publishing(self) -> bool:
