@@ -180,14 +180,14 @@ class RouteStatus(BaseModel):
     reason = TextField(null=True)
     since = DoubleField(null=True)
     updated_at = DoubleField()
+    #: Paused for a full destination: the bytes the job that did not fit needs
+    #: free on top of ``min_free``; the route resumes once they are.
+    room_needed = BigIntegerField(null=True)
 
     class Meta:
         table_name = "route_status"
 
 
-    #: Paused for a full destination: the bytes the job that did not fit needs
-    #: free on top of ``min_free``; the route resumes once they are.
-    room_needed = BigIntegerField(null=True)
 class Heartbeat(BaseModel):
     """Liveness of a process (watcher, workers) or of a route's watch."""
 
