@@ -8,9 +8,7 @@ from peewee import BigIntegerField
 
 
 def up(migrator, db):
-    migrator.migrate(
-        migrator.add_column("route_status", "room_needed", BigIntegerField(null=True))
-    )
+    migrator.migrate(migrator.add_column("route_status", "room_needed", BigIntegerField(null=True)))
 
 
 def down(migrator, db):

@@ -70,9 +70,7 @@ def db_upgrade(args: argparse.Namespace) -> int:
     config = config_from(args)
     existed = os.path.exists(config.db_path)
     # Never silently a new, empty store where the node has run before.
-    ensure_may_create(
-        config.db_path, evidence=[config.audit.log_file], new_store=args.new_store
-    )
+    ensure_may_create(config.db_path, evidence=[config.audit.log_file], new_store=args.new_store)
     db = connect(config.db_path)
     applied = upgrade(db)
     db.close()

@@ -9,7 +9,13 @@ import pytest
 from ketter.engine import TransferContext, TransferSpec, classify_oserror, temp_name
 from ketter.engine.cleanup import temp_job_id
 from ketter.engine.paths import rename_candidate
-from ketter.errors import PermanentError, RouteUnavailable, SourceChanged, TransientError
+from ketter.errors import (
+    DestinationFull,
+    PermanentError,
+    RouteUnavailable,
+    SourceChanged,
+    TransientError,
+)
 
 
 def test_temp_names_fit_and_stay_distinct() -> None:
@@ -38,8 +44,8 @@ def test_rename_candidates(name: bytes, n: int, is_dir: bool, expected: bytes) -
 @pytest.mark.parametrize(
     "code,action,cls",
     [
-        (errno.ENOSPC, "write the temporary file", RouteUnavailable),  # route pauses
-        (errno.EDQUOT, "write the temporary file", RouteUnavailable),  # same as full
+        (errno.ENOSPC, "write the temporary file", DestinationFull),  # route pauses
+        (errno.EDQUOT, "write the temporary file", DestinationFull),  # same as full
         (errno.EIO, "read the source", TransientError),  # may be a hiccup
         (errno.ESTALE, "read the source", RouteUnavailable),  # share remounted
         (errno.ENOENT, "read the source", SourceChanged),  # source vanished
