@@ -626,7 +626,8 @@ class Attempt:
         an interrupted job), so the job stays ours instead of being released.
         """
         self.ctx.fault("mid-rollback")
-        removed = rollback(self.dest_dir, self.ctx.job_prefix)
+        # Reached from the route's root: never rolled back through a link (#14 finding 1).
+        removed = rollback(self.dest_dir, self.ctx.job_prefix, root=self.spec.destination_root)
         job = load_job(self.job.id)
         target = State(job.rollback_to or S.FAILED.value)
         details = {"removed": [readable(p) for p in removed]}

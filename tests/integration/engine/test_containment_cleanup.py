@@ -1,0 +1,88 @@
+"""Rollback, the orphan sweep, the ``skip_identical`` comparison and folder
+metadata never reach anything outside a destination root through a link
+(issue #14 finding 1, second round: the sweep and rollback followed a planted
+``.old`` link; an identical file behind a swapped folder was accepted).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ketter.engine import TransferContext
+from ketter.engine.cleanup import find_orphans, remove_path, rollback
+
+from .helpers import read, snapshot, write
+
+
+@pytest.fixture
+def victim(bt: bytes) -> bytes:
+    """A folder outside the destination root holding Ketter-like state."""
+    os.mkdir(bt + b"/victim")
+    write(bt + b"/victim/ketter.db", b"the job store")
+    write(bt + b"/victim/audit.jsonl", b"the audit log")
+    return bt + b"/victim"
+
+
+def test_orphan_sweep_never_follows_a_planted_old_link(bt: bytes, victim: bytes) -> None:
+    """Before the fix the sweep deleted victim/ketter.db (its name was taken
+    in dst/sub) and moved victim/audit.jsonl into dst/sub."""
+    write(bt + b"/dst/sub/ketter.db", b"a file in the route")
+    os.symlink(victim, bt + b"/dst/sub/.ketter-999999-x.old")
+    before = snapshot(victim)
+    found = find_orphans(bt + b"/dst", lambda job: False)
+    assert found == [bt + b"/dst/sub/.ketter-999999-x.old"]
+    assert snapshot(victim) == before
+    assert read(victim + b"/ketter.db") == b"the job store"
+    assert sorted(os.listdir(bt + b"/dst/sub")) == [b"ketter.db"]  # the link itself went
+
+
+def test_rollback_never_follows_a_planted_old_link(bt: bytes, victim: bytes) -> None:
+    write(bt + b"/dst/ketter.db", b"a file in the route")
+    os.symlink(victim, bt + b"/dst/.ketter-7-a-ketter.db.old")
+    before = snapshot(victim)
+    rollback(bt + b"/dst", TransferContext("7", "a").job_prefix)
+    assert snapshot(victim) == before
+    assert not os.path.lexists(bt + b"/dst/.ketter-7-a-ketter.db.old")
+
+
+def test_rollback_from_the_root_never_enters_a_folder_swapped_for_a_link(
+    bt: bytes, victim: bytes
+) -> None:
+    """``finish_rollback`` passes the route root: a destination folder
+    swapped for a link is not rolled back through it."""
+    os.mkdir(bt + b"/dst/sub")
+    write(victim + b"/.ketter-7-a-take.mov.part", b"not ours")
+    os.rmdir(bt + b"/dst/sub")
+    os.symlink(victim, bt + b"/dst/sub")
+    before = snapshot(victim)
+    assert rollback(bt + b"/dst/sub", "7", root=bt + b"/dst") == []
+    assert snapshot(victim) == before
+
+
+def test_a_real_old_folder_is_still_restored(bt: bytes) -> None:
+    """The descriptor-relative restore keeps the old behaviour for Ketter's
+    own set-aside versions, read-only sub-folders included."""
+    write(bt + b"/dst/.ketter-4-a-reel.old/reel/sub/f.exr", b"old frame")
+    os.chmod(bt + b"/dst/.ketter-4-a-reel.old/reel/sub", 0o500)
+    write(bt + b"/dst/.ketter-4-a-take.mov.old/take.mov", b"old take")
+    write(bt + b"/dst/take.mov", b"new take")  # placed: the old one goes
+    rollback(bt + b"/dst", "4")
+    assert read(bt + b"/dst/reel/sub/f.exr") == b"old frame"
+    assert read(bt + b"/dst/take.mov") == b"new take"
+    assert sorted(os.listdir(bt + b"/dst")) == [b"reel", b"take.mov"]
+
+
+def test_remove_path_leaves_link_targets_alone(bt: bytes, victim: bytes) -> None:
+    os.chmod(victim, 0o555)
+    write(bt + b"/dst/.ketter-4-a-reel.dir/deep/f", b"x")
+    os.chmod(bt + b"/dst/.ketter-4-a-reel.dir/deep", 0o500)
+    os.symlink(victim, bt + b"/dst/.ketter-4-a-reel.dir/deep/l")
+    os.symlink(victim + b"/ketter.db", bt + b"/dst/.ketter-4-a-reel.dir/f")
+    before = snapshot(victim)
+    remove_path(bt + b"/dst/.ketter-4-a-reel.dir")
+    assert not os.path.lexists(bt + b"/dst/.ketter-4-a-reel.dir")
+    assert snapshot(victim) == before
+    assert os.stat(victim).st_mode & 0o777 == 0o555
+    os.chmod(victim, 0o755)
