@@ -108,6 +108,25 @@ def open_dir(root: bytes, path: bytes, *, create: bool = False) -> int:
     return fd
 
 
+def open_below(fd: int, rel: bytes, where: bytes) -> int:
+    """A new descriptor of folder ``rel`` (relative, ``/``-separated; empty:
+    ``fd`` itself) below the folder ``fd`` (shown as ``where``), reached
+    without following a link; ``fd`` stays open."""
+    nfd = os.dup(fd)
+    try:
+        for name in (p for p in rel.split(b"/") if p):
+            if name in (b".", b".."):
+                raise PathOutsideRoute(f"{show(rel)} is not a plain path below {show(where)}")
+            nxt = step(nfd, name, where, create=False)
+            os.close(nfd)
+            nfd = nxt
+            where = where + b"/" + name
+    except BaseException:
+        os.close(nfd)
+        raise
+    return nfd
+
+
 def parent_root(root: bytes | None, final: bytes) -> bytes:
     """The walk's root: the route's destination root, or (no root set, as in
     engine tests) the final name's own folder."""

@@ -23,7 +23,7 @@ import stat
 import uuid
 from typing import Literal
 
-from ketter.errors import DestinationConflict, PathOutsideRoute, PermanentError
+from ketter.errors import DestinationConflict, PathOutsideRoute, PermanentError, TransientError
 
 from .beneath import open_parent, step
 from .cleanup import remove_path
@@ -207,7 +207,7 @@ def place(
     """
     final = result.final_path
     if result.skipped:
-        return _stat_placement(final, True, "none", False)
+        return _skipped_placement(spec, result)
     check_mounts(spec, ctx.expected_devs)
     parent, name = split(final)
     try:
@@ -275,7 +275,9 @@ def _place_at(
                         "re-queue the job"
                     ) from None
                 if spec.conflict == "skip_identical":
-                    if matches_result(final, result, ctx=ctx, step=spec.checkpoint_bytes):
+                    if matches_result(
+                        final, result, ctx=ctx, step=spec.checkpoint_bytes, dir_fd=pfd
+                    ):
                         if own_temp:
                             remove_path(tmp)
                         return _stat_placement(final, True, "none", False)
@@ -364,6 +366,29 @@ Kind = Literal["file", "folder"]
 def _stat_placement(final: bytes, skipped: bool, mode: str, replaced: bool) -> Placement:
     st = os.lstat(final)
     return Placement(final, st.st_ino, st.st_dev, skipped, mode, replaced)
+
+
+def _skipped_placement(spec: TransferSpec, result: CopyResult) -> Placement:
+    """An identical destination found by ``skip_identical``: reached again
+    from the route's root without following a link, and accepted only if
+    the name still holds what was compared (a folder swapped for a link to
+    an identical copy outside the route is not a delivery: a move would
+    delete the source while the only copy sits elsewhere; #14 finding 1)."""
+    final = result.final_path
+    try:
+        pfd, name = open_parent(spec.destination_root, final)
+        try:
+            st = os.lstat(name, dir_fd=pfd)
+        finally:
+            os.close(pfd)
+    except OSError as e:
+        raise classify_oserror(e, final, "check the identical destination") from e
+    if result.existing is not None and (st.st_ino, st.st_dev) != result.existing:
+        raise TransientError(
+            f"the identical destination {show(final)} was replaced after it was "
+            "compared (skip_identical); the job compares it again on its next attempt"
+        )
+    return Placement(final, st.st_ino, st.st_dev, True, "none", False)
 
 
 def _apply_root_dir_meta(pfd: int, name: bytes, parent: bytes, mode: int, mtime_ns: int) -> None:

@@ -38,6 +38,9 @@ class CopyResult:
     resumed_from: int = 0
     seconds: float = 0.0
     skipped: bool = False
+    #: ``skipped`` by ``skip_identical``: (inode, device) of the destination
+    #: compared; placement refuses a name that no longer holds it.
+    existing: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

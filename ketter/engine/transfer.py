@@ -135,10 +135,20 @@ def identical_result(
     Pass the job's ``ctx``: both sides are read in full, reported as phase
     ``compare``; ``LostClaim``/``ShutdownRequested`` raised by its progress
     stop the comparison (nothing is written, so nothing is left behind)."""
-    state, hashes, files = compare_existing(spec, plan, final_path, ctx=ctx)
+    identity: list[tuple[int, int]] = []
+    state, hashes, files = compare_existing(spec, plan, final_path, ctx=ctx, identity=identity)
     if state != "identical":
         return None
-    return CopyResult(plan, final_path, b"", spec.verify, hashes=hashes, files=files, skipped=True)
+    return CopyResult(
+        plan,
+        final_path,
+        b"",
+        spec.verify,
+        hashes=hashes,
+        files=files,
+        skipped=True,
+        existing=identity[0],
+    )
 
 
 def per_file_items(plan: SourcePlan, final_root: bytes) -> list[tuple[SourcePlan, bytes]]:

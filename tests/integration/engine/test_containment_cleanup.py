@@ -11,7 +11,13 @@ import os
 import pytest
 
 from ketter.engine import TransferContext
+from ketter.engine.beneath import make_dirs
 from ketter.engine.cleanup import find_orphans, remove_path, rollback
+from ketter.engine.placement import place
+from ketter.engine.source import inspect_source
+from ketter.engine.spec import TransferSpec
+from ketter.engine.transfer import identical_result
+from ketter.errors import DestinationLinkError, TransientError
 
 from .helpers import read, snapshot, write
 
@@ -86,3 +92,57 @@ def test_remove_path_leaves_link_targets_alone(bt: bytes, victim: bytes) -> None
     assert snapshot(victim) == before
     assert os.stat(victim).st_mode & 0o777 == 0o555
     os.chmod(victim, 0o755)
+
+
+def _identical_setup(bt: bytes) -> tuple[TransferSpec, bytes, bytes]:
+    """A move route under skip_identical; an identical copy of the source
+    sits in a folder outside the route."""
+    write(bt + b"/src/take.mov", b"the only take" * 1000)
+    write(bt + b"/elsewhere/take.mov", b"the only take" * 1000)
+    spec = TransferSpec(destination_root=bt + b"/dst", conflict="skip_identical", mode="move")
+    make_dirs(spec.destination_root, bt + b"/dst/sub")
+    return spec, bt + b"/src/take.mov", bt + b"/dst/sub/take.mov"
+
+
+def _swap_for_link(bt: bytes) -> None:
+    os.rename(bt + b"/dst/sub", bt + b"/dst/sub-real")
+    os.symlink(bt + b"/elsewhere", bt + b"/dst/sub")
+
+
+def test_skip_identical_never_compares_through_a_link(bt: bytes) -> None:
+    """Before the fix the identical copy behind the link was accepted and
+    the move deleted the source while the only copy sat outside the route."""
+    spec, src, final = _identical_setup(bt)
+    _swap_for_link(bt)
+    plan = inspect_source(spec, src)
+    with pytest.raises(DestinationLinkError):
+        identical_result(spec, plan, final, ctx=TransferContext())
+    assert os.path.exists(src)
+
+
+def test_skip_identical_swapped_after_the_comparison_is_not_placed(bt: bytes) -> None:
+    spec, src, final = _identical_setup(bt)
+    write(bt + b"/dst/sub/take.mov", b"the only take" * 1000)
+    plan = inspect_source(spec, src)
+    ctx = TransferContext()
+    result = identical_result(spec, plan, final, ctx=ctx)
+    assert result is not None and result.skipped
+    _swap_for_link(bt)
+    with pytest.raises(DestinationLinkError):
+        place(spec, result, ctx)
+    assert os.path.exists(src)
+
+
+def test_skip_identical_replaced_after_the_comparison_is_not_placed(bt: bytes) -> None:
+    """The name no longer holds the inode that was hashed."""
+    spec, src, final = _identical_setup(bt)
+    write(final, b"the only take" * 1000)
+    plan = inspect_source(spec, src)
+    ctx = TransferContext()
+    result = identical_result(spec, plan, final, ctx=ctx)
+    assert result is not None
+    write(bt + b"/dst/sub/new", b"something else")  # a new inode while the old one lives
+    os.rename(bt + b"/dst/sub/new", final)
+    with pytest.raises(TransientError, match="replaced after it was compared"):
+        place(spec, result, ctx)
+    assert os.path.exists(src)
