@@ -21,6 +21,7 @@ the workers died on a raw ``[Errno 2]`` with exit 1, restarted five times.
 from __future__ import annotations
 
 import os
+import re
 import stat
 
 from ketter.errors import ConfigError
@@ -32,6 +33,16 @@ _FORMS = (UNRESOLVED, "$" + VARIABLE + "/")
 #: Where systemd (250 and newer) looks for ``LoadCredential=NAME`` without a path.
 CREDSTORE_DIRS = ("/etc/credstore", "/run/credstore", "/usr/lib/credstore")
 KEY = "audit.hmac_key_file"
+#: A credential name the units can carry as it is: ``LoadCredential=NAME``
+#: is one systemd word, and a space, ``%``, ``$``, ``;``, a quote or a
+#: backslash in it would split, expand or end the directive (unit
+#: injection, #14 finding 6).
+NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def valid_name(name: str) -> bool:
+    """Whether ``name`` may be a systemd credential name in the units."""
+    return bool(NAME.fullmatch(name)) and name not in (".", "..")
 
 
 def resolve(raw: str, base_dir: str) -> str:
@@ -39,9 +50,10 @@ def resolve(raw: str, base_dir: str) -> str:
     for form in _FORMS:
         if raw.startswith(form):
             name = raw.removeprefix(form)
-            if not name or "/" in name or name in (".", ".."):
+            if not valid_name(name):
                 raise ValueError(
-                    f"write ${{{VARIABLE}}}/NAME with one credential name, got {raw!r}"
+                    f"write ${{{VARIABLE}}}/NAME with one credential name of letters, "
+                    f"digits, '_', '.' and '-' only, got {raw!r}"
                 )
             directory = os.environ.get(VARIABLE)
             if directory:

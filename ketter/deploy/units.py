@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ketter.config import Config
-from ketter.config.credentials import credential_name
+from ketter.config.credentials import credential_name, valid_name
 from ketter.config.text import control_char
 from ketter.errors import ConfigError
 
@@ -271,6 +271,11 @@ def _service(
     ]
     credential = credential_name(config.audit.hmac_key_file)
     if credential is not None:
+        if not valid_name(credential):  # the loader refuses it; never render it raw
+            raise ConfigError(
+                f"audit.hmac_key_file: credential name {credential!r} may hold only "
+                "letters, digits, '_', '.' and '-'"
+            )
         lines += [
             "# The audit HMAC key: systemd loads this credential from its store",
             f"# (/etc/credstore/{credential}, root-only) and shows it in $CREDENTIALS_DIRECTORY.",

@@ -163,6 +163,34 @@ def test_credentials_directory_key_renders_a_credential_from_the_store(write_con
         assert not _values(unit, "BindReadOnlyPaths")
 
 
+@pytest.mark.parametrize("name", ["audit key", "k%n", "k$X", "k;x", "k'x", 'k"x', "k\\x",
+                                  "k\tx", "..", "k/x"])
+def test_credential_name_with_unit_syntax_is_refused_with_its_line(write_config, config,
+                                                                  monkeypatch, name) -> None:
+    # Review of #14 finding 18: `LoadCredential={name}` was written unescaped;
+    # only "/", "." and ".." were refused, so a space or a % split or expanded
+    # the directive. Only [A-Za-z0-9_.-]+ is a credential name.
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    text = "state_dir: /var/lib/ketter\naudit:\n  hmac_key_file: %s\n" % (
+        "'${CREDENTIALS_DIRECTORY}/" + name.replace("'", "''") + "'")
+    where = r"ketter.yaml:3: audit.hmac_key_file: (.*letters, dig|contains a tab)"
+    with pytest.raises(ConfigError, match=where):
+        load_config(write_config(text))
+    # A config built in code: the renderer refuses it too, never renders it raw.
+    evil = dataclasses.replace(config, audit=dataclasses.replace(
+        config.audit, hmac_key_file="${CREDENTIALS_DIRECTORY}/" + name))
+    with pytest.raises(ConfigError, match=r"credential name|contains a tab"):
+        render_units(evil)
+
+
+def test_plain_credential_names_still_render(write_config, monkeypatch) -> None:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    config = load_config(write_config(
+        "audit: {hmac_key_file: '${CREDENTIALS_DIRECTORY}/Audit_key-2.v1'}\n"))
+    for unit in list(render_units(config).values())[:2]:
+        assert _values(unit, "LoadCredential") == ["Audit_key-2.v1"]
+
+
 @pytest.mark.parametrize("field", ["state_dir", "source", "destination", "name", "config_path",
                                    "python", "user"])
 def test_renderer_refuses_control_characters(config, field: str) -> None:
