@@ -101,14 +101,21 @@ def make_dirs(target: bytes, dirs: Sequence[FileEntry]) -> None:
             raise classify_oserror(e, path, "create a folder in the destination") from e
 
 
-def apply_dir_metadata(target: bytes, dirs: Sequence[FileEntry]) -> None:
+def apply_dir_metadata(
+    target: bytes, dirs: Sequence[FileEntry], *, root: bytes | None = None
+) -> None:
     """Modes and mtimes of sub-folders, deepest first (creating entries
-    inside a folder would change its mtime again)."""
+    inside a folder would change its mtime again).
+
+    ``root``: the route's destination root, from which ``target`` itself is
+    reached without following a link (a per_file delivery folder swapped for
+    a link after its files were placed made a folder outside the route
+    world-writable: #14 finding 1); None: ``target`` is opened by path."""
     for d in sorted(dirs, key=lambda d: -d.relpath.count(b"/")):
-        # Each folder reached from ``target`` without following a link: a
-        # chmod by path would change the target of a link planted in a
-        # per_file destination tree since its folders were made.
-        fd = open_dir(target, join(target, d.relpath))
+        # Each folder reached without following a link: a chmod by path
+        # would change the target of a link planted in a per_file
+        # destination tree since its folders were made.
+        fd = open_dir(root or target, join(target, d.relpath))
         try:
             os.utime(fd, ns=(d.mtime_ns, d.mtime_ns))
             os.fchmod(fd, stat.S_IMODE(d.mode) & ~(stat.S_ISUID | stat.S_ISGID))

@@ -243,7 +243,7 @@ def transfer(
             for f in dataclasses.fields(d):
                 getattr(deleted, f.name).extend(getattr(d, f.name))
     try:
-        apply_dir_metadata(final, plan.dirs)
+        apply_dir_metadata(final, plan.dirs, root=spec.destination_root)
         with parent_fd(spec.destination_root, join(final, b"x")) as fd:
             os.utime(fd, ns=(plan.mtime_ns, plan.mtime_ns))
     except OSError as exc:

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from ketter.engine import TransferContext
+from ketter.engine import TransferContext, transfer
 from ketter.engine.beneath import make_dirs
 from ketter.engine.cleanup import find_orphans, remove_path, rollback
 from ketter.engine.placement import place
@@ -146,3 +146,23 @@ def test_skip_identical_replaced_after_the_comparison_is_not_placed(bt: bytes) -
     with pytest.raises(TransientError, match="replaced after it was compared"):
         place(spec, result, ctx)
     assert os.path.exists(src)
+
+
+def test_per_file_folder_metadata_never_through_a_link_swapped_for_the_folder(
+    bt: bytes, victim: bytes
+) -> None:
+    """Before the fix the folder modes went to the link's target: a state
+    folder outside the route became world-writable."""
+    write(bt + b"/src/show/logs/a.txt", b"a")
+    os.chmod(bt + b"/src/show/logs", 0o777)
+    os.mkdir(victim + b"/logs", 0o700)
+
+    def swap(placement: object, result: object) -> None:
+        os.rename(bt + b"/dst/show", bt + b"/dst/show-real")
+        os.symlink(victim, bt + b"/dst/show")
+
+    spec = TransferSpec(destination_root=bt + b"/dst")
+    with pytest.raises(DestinationLinkError):
+        transfer(spec, bt + b"/src/show", bt + b"/dst", TransferContext(), on_placed=swap)
+    assert os.stat(victim + b"/logs").st_mode & 0o777 == 0o700
+    assert os.path.exists(bt + b"/src/show/logs/a.txt")
