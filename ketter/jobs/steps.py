@@ -17,12 +17,13 @@ else is rolled back and started again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from typing import TYPE_CHECKING, Any, Literal
 
 from ketter.config import RouteConfig
-from ketter.engine.beneath import make_dirs
+from ketter.engine.beneath import make_dirs, open_dir
 from ketter.engine.cleanup import rollback
 from ketter.engine.mounts import check_mounts
 from ketter.engine.move import delete_source
@@ -576,18 +577,33 @@ class Attempt:
         inode = self.job.placed_inode
         if inode is None:
             return None
+        # The folder reached from the route root without following a link,
+        # and the inode matched with the folder's device: a link swapped in
+        # for the folder (or a same-numbered inode on another filesystem)
+        # must not pass for the delivery (#14 finding 1).
         try:
-            if os.lstat(self.final).st_ino == inode:
-                return self.final
-        except OSError:
-            pass
+            dfd = open_dir(self.spec.destination_root or self.dest_dir, self.dest_dir)
+        except (OSError, PermanentError):
+            return None
         try:
-            with os.scandir(self.dest_dir) as entries:
-                for entry in entries:
-                    if entry.inode() == inode and not entry.name.startswith(b".ketter-"):
-                        return join(self.dest_dir, entry.name)
+            dev = os.fstat(dfd).st_dev
+            name = split(self.final)[1]
+            with contextlib.suppress(OSError):
+                st = os.lstat(name, dir_fd=dfd)
+                if (st.st_ino, st.st_dev) == (inode, dev):
+                    return self.final
+            for entry in os.listdir(dfd):
+                ename = os.fsencode(entry)
+                if ename.startswith(b".ketter-"):
+                    continue
+                with contextlib.suppress(OSError):
+                    st = os.lstat(ename, dir_fd=dfd)
+                    if (st.st_ino, st.st_dev) == (inode, dev):
+                        return join(self.dest_dir, ename)
         except OSError:
             return None
+        finally:
+            os.close(dfd)
         return None
 
     def kept_bytes(self) -> int:
