@@ -16,6 +16,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from peewee import fn
+
 from ketter.config import Config
 from ketter.engine.cleanup import find_orphans
 from ketter.jobs.claim import ACTIVE, paused_routes
@@ -90,8 +92,11 @@ def sweep(
             route = config.route(status.route)
         except KeyError:
             continue
-        # A route paused because a job did not fit waits for that job's room.
-        room = status.room_needed or 0
+        # A route paused because a job did not fit waits for room, but only
+        # for jobs still waiting on it: the job that did not fit may have
+        # been deleted, superseded or re-queued, and waiting for its room
+        # kept the route paused for ever (review of #14 finding 17).
+        room = room_needed(route.name, status.room_needed)
         if unavailable_reason(route, room=room) is None and resume_route(route.name, now=now):
             report.resumed_routes.append(route.name)
     report.expired_leases = (
@@ -126,6 +131,24 @@ def sweep(
             },
         )
     return report
+
+
+def room_needed(route: str, paused_for: int | None) -> int:
+    """The free bytes a route paused for room waits for: what the job that
+    did not fit needed (``paused_for``), but no more than the smallest job
+    still waiting on the route needs; 0 once none is waiting (any of them
+    that fits can run; one that does not pauses the route again). Sizes not
+    known yet (0) are left out."""
+    if not paused_for:
+        return 0
+    smallest = (
+        Job.select(fn.MIN(fn.COALESCE(fn.NULLIF(Job.size, 0), Job.source_size)))
+        .where((Job.route == route) & Job.state.in_(ACTIVE))
+        .scalar()
+    )
+    if smallest is None:
+        return 0
+    return min(paused_for, int(smallest))
 
 
 def remove_orphans(config: Config) -> int:

@@ -326,3 +326,25 @@ def test_a_batch_respects_max_parallel(env) -> None:
     ids = [env.add("a", f"take_{i}.wav") for i in range(3)]
     env.runner.handle(ids[0])
     assert [Job.get_by_id(i).state for i in ids] == ["completed", "detected", "detected"]
+
+
+def test_a_route_paused_for_room_resumes_once_that_job_is_gone(env) -> None:
+    # Review of #14 finding 17: the pause kept the room the job that did not
+    # fit needed; deleted, superseded or re-queued, nothing lowered it and
+    # the route stayed paused for ever. The sweep asks the waiting jobs.
+    from ketter.jobs.routes import pause_route
+
+    big = env.add("b", "big.mov", b"x" * 3000)
+    huge = 1 << 62  # more than any disk has free
+    Job.update(size=huge).where(Job.id == big).execute()
+    pause_route("b", "does not fit", now=env.clock.now, room_needed=huge)
+    report = sweep(env.config, now=env.clock.now, pending=lambda: 0, ring=lambda _: None)
+    assert report.resumed_routes == []  # still waiting for room it cannot have
+    small = env.add("b", "small.mov")
+    report = sweep(env.config, now=env.clock.now, pending=lambda: 0, ring=lambda _: None)
+    assert report.resumed_routes == ["b"]  # the small one fits: it may run
+    pause_route("b", "does not fit", now=env.clock.now, room_needed=huge)
+    Job.delete().where(Job.id.in_([big, small])).execute()  # gone (e.g. deleted)
+    report = sweep(env.config, now=env.clock.now, pending=lambda: 0, ring=lambda _: None)
+    assert report.resumed_routes == ["b"]
+    assert RouteStatus.get_by_id("b").paused == 0
