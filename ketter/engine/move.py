@@ -12,7 +12,6 @@ placement says, or nothing is deleted.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import stat
 
@@ -27,13 +26,22 @@ from .mounts import check_mounts
 from .open_writers import describe, open_writers
 from .oserrors import classify_oserror
 from .paths import join, show, split
-from .prune import prune_empty_parents
+from .prune import prune_empty_parents, remove_empty_folder
 from .results import CopyResult, DeleteResult, FileHashes, Placement
 from .source import FileEntry, SourcePlan, check_unchanged, same_identity
 from .spec import TransferSpec
 
 
 def _delete_file(path: bytes, e: FileEntry, res: DeleteResult, ctx: TransferContext) -> None:
+    # Everything that decides this unlink is looked at right before it, in
+    # this order: the stop hook first (it reads the job store, which takes a
+    # while), then the identity, then the open writers of this very file. A
+    # check made once per job, or before the hook, let a writer that opened
+    # (or changed) frame N while frames 1..N-1 were being deleted lose what
+    # it wrote into an unlinked inode (issue #14 finding 15, review). What is
+    # left is the window between the one /proc pass below and the unlink
+    # itself (docs/guarantees.md).
+    ctx.before_irreversible(f"delete the source {show(path)}")
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -43,7 +51,13 @@ def _delete_file(path: bytes, e: FileEntry, res: DeleteResult, ctx: TransferCont
         res.kept.append(path)
         ctx.warn("source_kept_changed", path=readable(path))
         return
-    ctx.before_irreversible(f"delete the source {show(path)}")
+    writers = open_writers([(st.st_dev, st.st_ino)])
+    if writers:
+        raise SourceInUse(
+            f"source {show(path)} is still open for writing by {describe(writers)}; "
+            "it is kept and deleted once the writer has closed it (the delivery is "
+            "in place)"
+        )
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -70,7 +84,11 @@ def delete_source(
             f"the delivery {show(placement.final_path)} is no longer where it was "
             "placed; the source is kept — check the destination by hand"
         )
-    _refuse_open_sources(plan)
+    if plan.kind == "folder":
+        # Before deleting any member: a unit with a writer still in it (even
+        # on a file the manifest does not list) waits whole. Each file is
+        # looked at again right before its own unlink (_delete_file).
+        _refuse_open_sources(plan)
     res = DeleteResult()
     if plan.kind == "file":
         _delete_file(plan.path, plan_entry(plan), res, ctx)
@@ -80,10 +98,11 @@ def delete_source(
             if i:
                 ctx.fault("between-source-deletes")
             _delete_file(plan.entry_path(e), e, res, ctx)
-        root = os.path.realpath(spec.source_root) if spec.source_root else None
+        root = _walk_root(spec, plan.path)
         for d in sorted(plan.dirs, key=lambda d: -d.relpath.count(b"/")):
             _rmdir_if_empty(plan.entry_path(d), root)
-        _rmdir_if_empty(plan.path, root)
+        if not _is_route_root(spec, plan.path):
+            _rmdir_if_empty(plan.path, root)
     parent = split(plan.path)[0]
     if spec.ready_marker and not res.kept:
         marker = plan.path + spec.ready_marker.encode()
@@ -122,14 +141,36 @@ def _refuse_open_sources(plan: SourcePlan) -> None:
         )
 
 
-def _rmdir_if_empty(path: bytes, route_root: bytes | None) -> None:
-    if route_root is not None and os.path.realpath(path) == route_root:
-        return  # the route root is never removed
+def _walk_root(spec: TransferSpec, unit: bytes) -> bytes:
+    """Where the emptied folders of ``unit`` are reached from: the route's
+    source root (never removed itself) when ``unit`` is inside it, else the
+    folder that holds ``unit`` (a one-shot transfer)."""
+    root = spec.source_root
+    if root is not None:
+        root = os.path.normpath(root)
+        if os.path.normpath(unit).startswith(root.rstrip(b"/") + b"/"):
+            return root
+    return split(os.path.normpath(unit))[0]
+
+
+def _is_route_root(spec: TransferSpec, path: bytes) -> bool:
+    """The route root is never removed, however it is spelled."""
+    if spec.source_root is None:
+        return False
     try:
-        os.rmdir(path)
+        return os.path.samefile(path, spec.source_root)
+    except OSError:
+        return False
+
+
+def _rmdir_if_empty(path: bytes, root: bytes) -> None:
+    # Descriptor-relative from ``root`` (.prune): a link swapped in for a
+    # folder on the way is never followed, so no empty folder outside the
+    # unit is removed.
+    try:
+        remove_empty_folder(path, root)
     except OSError as exc:
-        if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
-            raise classify_oserror(exc, path, "remove an emptied source folder") from exc
+        raise classify_oserror(exc, path, "remove an emptied source folder") from exc
 
 
 def same_filesystem(src: bytes, final: bytes) -> bool:
@@ -182,10 +223,13 @@ def move_by_rename(
     from .placement import place  # placement imports move's siblings
 
     check_mounts(spec, ctx.expected_devs)
-    # The source itself becomes the delivery: never one a writer still holds.
-    _refuse_open_sources(plan)
     result = hash_source(spec, plan, ctx=ctx)
     result.final_path = final_path
+    # The source itself becomes the delivery: never one a writer still holds.
+    # Looked at after the hash (which may take minutes on a large file) and
+    # right before the rename: a writer that opened it during the hash is
+    # seen (issue #14 finding 15, review).
+    _refuse_open_sources(plan)
     placement = place(spec, result, ctx, own_temp=False)
     if placement.skipped:
         return result, placement

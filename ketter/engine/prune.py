@@ -32,17 +32,61 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 def _components(path: bytes, root: bytes) -> list[bytes] | None:
     """The folder names from ``root`` down to ``path``'s parent, or ``None``
     when ``path`` is not textually inside ``root``."""
+    return _folder_parts(os.path.dirname(os.path.normpath(path)), root)
+
+
+def _folder_parts(folder: bytes, root: bytes) -> list[bytes] | None:
+    """The folder names from ``root`` down to ``folder`` itself (``[]`` for
+    the root), or ``None`` when ``folder`` is not textually inside ``root``."""
     root = os.path.normpath(root).rstrip(b"/") or b"/"
-    parent = os.path.dirname(os.path.normpath(path))
+    folder = os.path.normpath(folder)
     prefix = root if root.endswith(b"/") else root + b"/"
-    if parent == root:
+    if folder == root:
         return []
-    if not parent.startswith(prefix):
+    if not folder.startswith(prefix):
         return None
-    parts = parent[len(prefix) :].split(b"/")
+    parts = folder[len(prefix) :].split(b"/")
     if any(p in (b"", b".", b"..") for p in parts):
         return None
     return parts
+
+
+def remove_empty_folder(folder: bytes, root: bytes) -> bool:
+    """Remove ``folder`` if it is empty, reaching it from ``root`` without
+    following a link (an ``as_unit`` move's emptied source folders); returns
+    whether it was removed.
+
+    ``root`` itself (and anything not textually inside it) is never removed.
+    A symlink anywhere below ``root`` on the way, or at ``folder`` itself,
+    leaves everything alone: removing by path would follow a link swapped in
+    for a middle folder and remove an empty folder elsewhere (issue #14
+    finding 15, review). A folder that is not empty or already gone is left
+    quietly; any other error (permissions, a read-only share) is raised.
+    """
+    parts = _folder_parts(folder, root)
+    if not parts:
+        return False
+    fds: list[int] = []
+    try:
+        try:
+            fds.append(os.open(os.path.normpath(root), _DIR_FLAGS & ~os.O_NOFOLLOW))
+            for name in parts[:-1]:
+                fds.append(os.open(name, _DIR_FLAGS, dir_fd=fds[-1]))
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+                return False  # a link, or a folder that went: leave all
+            raise
+        try:
+            # rmdir does not follow a final symlink (it fails ENOTDIR).
+            os.rmdir(parts[-1], dir_fd=fds[-1])
+        except OSError as exc:
+            if exc.errno in _LEAVE:
+                return False
+            raise
+        return True
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def prune_empty_parents(
@@ -89,4 +133,4 @@ def prune_empty_parents(
     return removed
 
 
-__all__ = ["prune_empty_parents"]
+__all__ = ["prune_empty_parents", "remove_empty_folder"]
