@@ -6,6 +6,12 @@ relative path + size + mtime_ns + inode; for a folder, route + relative path
 index ``jobs_active_source_key`` allows one active job per key, so the same
 file enqueued twice (watcher rescan, a duplicate ``ketter enqueue``) yields
 one job and one delivery.
+
+The ctime is not part of the key (keys written before ctimes were kept must
+keep naming their version); it is kept beside it in ``jobs.source_ctime_ns``
+and the watcher treats a finished job whose stored ctime differs as another
+version of the same key (:func:`ketter.watcher.enqueue.settled_keys`, issue
+#14 finding 2).
 """
 
 from __future__ import annotations

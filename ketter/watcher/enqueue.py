@@ -7,6 +7,15 @@ completed, or failed — means the version is settled. A completed copy is not
 delivered again; a failed one waits for ``ketter requeue`` or for the file
 to change (a new version, a new key); a moved-away source that reappears has
 a new inode/mtime and so a new key.
+
+The key leaves the ctime out (a key names a version in the job store and
+must not change under rows written before ctimes were kept). A file
+rewritten in place with its size and mtime restored keeps its key, so a
+finished job whose stored ``source_ctime_ns`` differs from the file's
+ctime does not settle it: that is a new version, delivered by a new job
+under the route's conflict policy (issue #14 finding 2, review). A stored
+ctime of ``NULL``/0 (rows from before migration 0003, folders, jobs that
+ended before validation) is unknown and counts as the same version.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,7 +31,7 @@ from ketter.config.schema import RouteConfig
 from ketter.jobs.create import NewJob, create_job, file_source_key, folder_source_key
 from ketter.paths import owner_name, readable
 from ketter.runtime.logs import job_fields
-from ketter.store.models import database
+from ketter.store.models import TERMINAL_STATES, database
 from ketter.watcher.identity import Version
 
 log = logging.getLogger(__name__)
@@ -55,17 +64,30 @@ class Ready:
         return file_source_key(route, self.relpath, v.size, v.mtime_ns, v.inode)
 
 
-def settled_keys(keys: Iterable[str]) -> set[str]:
-    """The keys that already have a job, in any state."""
+def settled_keys(keys: Iterable[str], ctimes: Mapping[str, int] | None = None) -> set[str]:
+    """The keys that already have a job for this version.
+
+    Any job with the key settles it, except a finished one whose stored
+    ctime is known and differs from ``ctimes[key]`` (the file's ctime now):
+    the file was rewritten in place since (module docstring). An active job
+    always settles its key (one active job per key, the unique index).
+    """
     keys = list(keys)
+    ctimes = ctimes or {}
     found: set[str] = set()
     for i in range(0, len(keys), KEY_BATCH):
         chunk = keys[i : i + KEY_BATCH]
         marks = ", ".join("?" for _ in chunk)
         rows = database.obj.execute_sql(
-            f"SELECT DISTINCT source_key FROM jobs WHERE source_key IN ({marks})", chunk
+            "SELECT DISTINCT source_key, state IN "
+            f"({', '.join('?' for _ in TERMINAL_STATES)}), source_ctime_ns "
+            f"FROM jobs WHERE source_key IN ({marks})",
+            (*TERMINAL_STATES, *chunk),
         )
-        found.update(row[0] for row in rows)
+        for key, finished, stored in rows:
+            now = ctimes.get(key)
+            if not finished or not stored or not now or stored == now:
+                found.add(key)
     return found
 
 
@@ -83,7 +105,9 @@ def enqueue_ready(
     if not ready:
         return []
     keyed = [(item, item.key(route.name)) for item in ready]
-    settled = settled_keys(key for _, key in keyed)
+    settled = settled_keys(
+        (key for _, key in keyed), {key: item.version.ctime_ns for item, key in keyed}
+    )
     todo = [(item, key) for item, key in keyed if key not in settled]
     created: list[int] = []
     db = database.obj

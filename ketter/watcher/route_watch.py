@@ -402,10 +402,13 @@ class RouteWatch:
     def _track(self, batch: list[tuple[Found, Version | None, str | None]], now: float) -> None:
         if not batch:
             return
-        settled = settled_keys(key for _, _, key in batch if key is not None)
+        settled = settled_keys(
+            (key for _, _, key in batch if key is not None),
+            {key: v.ctime_ns for _, v, key in batch if key is not None and v is not None},
+        )
         for item, version, key in batch:
             if key is not None and key in settled:
-                continue  # this version already has a job (any state)
+                continue  # this version already has a job (any state, same ctime)
             # On a network mount the scan's stat may come from the client's
             # attribute cache: do not count it as an observation.
             first = None if self.revalidate else version
