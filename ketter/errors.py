@@ -97,6 +97,18 @@ class DestinationLinkError(PathOutsideRoute):
     it write outside the route)."""
 
 
+class TemporarySwapped(PermanentError):
+    """A temporary in the destination folder is no longer the file or folder
+    Ketter wrote and verified (someone renamed it away and put another under
+    its name); nothing is delivered and the source is kept."""
+
+
+class DestinationSpecialFile(PermanentError):
+    """A destination-side name Ketter reads (a temporary, the package, an
+    existing file it compares with) is a FIFO, socket or device; it is never
+    opened (it could block a worker forever)."""
+
+
 class DestinationConflict(PermanentError):
     """The destination name already exists and the route's conflict policy
     forbids replacing it (``conflict: fail``)."""

@@ -22,12 +22,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ketter.errors import SourceChanged, SpecialSourceFile
+from ketter.errors import DestinationSpecialFile, SourceChanged
 
 from . import direct
 from .context import TransferContext
 from .direct import DirectPipe, DirectVerifier
 from .hashing import BUF_SIZE, MultiHash, evict, new_hasher, thread_buffer, write_back
+from .openfile import Ident, ident_of, open_regular
 from .oserrors import classify_oserror
 from .paths import show
 from .source import FileEntry, same_identity
@@ -50,6 +51,10 @@ class FileCopy:
     #: True when the bytes were already re-read from disk and compared.
     verified: bool
     resumed_from: int = 0
+    #: (st_dev, st_ino) of the temporary, from our write descriptor: only
+    #: this inode may be read back, recorded and placed (a name in a shared
+    #: folder can be swapped).
+    ident: Ident | None = None
 
 
 class Progress:
@@ -133,35 +138,6 @@ def _hash_buffers(remaining: int | None) -> tuple[int, int]:
     # +1: one more byte than expected shows a source that grew.
     size = min(BUF_SIZE, max(MIN_BUF_SIZE, remaining + 1))
     return size, min(N_BUFFERS, 2 + remaining // size)
-
-
-def open_regular(path: bytes, what: str = "open the source") -> int:
-    """Open a source for reading without ever blocking on a special file.
-
-    A FIFO swapped into a folder while it is copied would block a plain
-    ``open()`` forever (issue #14, finding 4: the worker hung and, as it
-    kept reporting progress, no stall alert fired). ``O_NONBLOCK`` makes the
-    open return at once whatever the file is; ``fstat`` then refuses
-    anything that is not a regular file, and only then is ``O_NONBLOCK``
-    cleared so the reads behave as usual. ``O_NOFOLLOW`` keeps links out.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise classify_oserror(exc, path, what) from exc
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise SpecialSourceFile(
-                f"source {show(path)} is not a regular file (a fifo, socket or device "
-                "was put in its place); Ketter never reads special files: "
-                "remove it from the source and re-queue the job"
-            )
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def open_source(path: bytes, e: FileEntry) -> int:
@@ -262,11 +238,12 @@ def copy_small(
             apply_metadata(ofd, e)
             if start_write_back:  # the disk starts on it while the next file is copied
                 write_back(ofd, 0, 0, wait=False)
+            ident = ident_of(ofd)
         finally:
             os.close(ofd)
     finally:
         os.close(sfd)
-    return FileCopy(total, mh.hexdigests(), verified=False)
+    return FileCopy(total, mh.hexdigests(), verified=False, ident=ident)
 
 
 class _HashThread:
@@ -341,7 +318,14 @@ def copy_durable(
         pos = 0
         vh = None
         if resume and os.path.lexists(out):
-            ofd = os.open(out, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # Non-blocking and regular only: a FIFO left under the partial's
+            # name would block the resume's reads forever (#14 finding 4).
+            ofd = os.open(out, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+            if not stat.S_ISREG(os.fstat(ofd).st_mode):
+                raise DestinationSpecialFile(
+                    f"the partial {show(out)} is not a regular file; remove it and re-queue"
+                )
+            os.set_blocking(ofd, True)
             pos, vh = adopt_prefix(spec, ctx, src, sfd, e, out, ofd, mh, progress)
             if pos == 0:
                 mh = MultiHash(spec.algorithms)
@@ -352,12 +336,13 @@ def copy_durable(
         if pipe is not None:
             try:
                 verifier = DirectVerifier(
-                    out, spec.verify, vh if vh is not None else new_hasher(spec.verify), pos=pos
-                )
+                    out, spec.verify, vh if vh is not None else new_hasher(spec.verify), pos=pos,
+                    fd=ofd,
+                )  # fmt: skip
             except OSError:
                 verifier = None
         if verifier is None:
-            verifier = TrailingVerifier(out, spec.verify, hasher=vh, pos=pos)
+            verifier = TrailingVerifier(out, spec.verify, hasher=vh, pos=pos, fd=ofd)
         if pipe is not None:
             windows, pos, faulted = _copy_direct(
                 spec, ctx, pipe, src, sfd, e, mh, verifier, progress
@@ -383,7 +368,7 @@ def copy_durable(
         compare(out, spec.verify, hashes[spec.verify], digest)
         progress(pos, "verify", checkpoint=True)
         copied = True
-        return FileCopy(pos, hashes, verified=True, resumed_from=resumed_from)
+        return FileCopy(pos, hashes, verified=True, resumed_from=resumed_from, ident=ident_of(ofd))
     finally:
         if pipe is not None:
             pipe.close()
@@ -632,7 +617,7 @@ def copy_inline(
         hashes = mh.hexdigests()
         compare(out, spec.verify, hashes[spec.verify], check.hexdigest())
         progress(e.size, "verify", checkpoint=True)
-        return FileCopy(e.size, hashes, verified=True)
+        return FileCopy(e.size, hashes, verified=True, ident=ident_of(ofd))
     finally:
         if ofd >= 0:
             os.close(ofd)

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from ketter.errors import ChecksumMismatch, SourceChanged
 
 from .hashing import BUF_SIZE, _Hasher
+from .openfile import open_regular, reopen
 from .oserrors import classify_oserror
 from .paths import show
 
@@ -351,10 +352,21 @@ class DirectVerifier:
     several in flight: hashes written ranges of a file, in order, from the
     disk (a direct read never comes from the page cache)."""
 
-    def __init__(self, path: bytes, algo: str, hasher: _Hasher, *, pos: int = 0) -> None:
+    def __init__(
+        self, path: bytes, algo: str, hasher: _Hasher, *, pos: int = 0, fd: int | None = None
+    ) -> None:
         # Raises OSError where O_DIRECT is refused: the caller then uses the
-        # buffered TrailingVerifier.
-        self._fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC | os.O_NOFOLLOW)
+        # buffered TrailingVerifier. ``fd``: the copy's write descriptor; the
+        # read-back goes through it, never through the temporary's name,
+        # which anyone who can write in the folder can swap (#14).
+        if fd is not None:
+            self._fd = reopen(fd, path, os.O_RDONLY | os.O_DIRECT)
+        else:
+            rfd = open_regular(path, "read the copy back", destination=True)
+            try:
+                self._fd = reopen(rfd, path, os.O_RDONLY | os.O_DIRECT)
+            finally:
+                os.close(rfd)
         self.path = path
         self.algo = algo
         self.hasher = hasher

@@ -27,6 +27,7 @@ from .context import TransferContext
 from .copyfile import SMALL_FILE, Progress
 from .hashing import ReadCancelled, fsync_dir, syncfs, thread_buffer
 from .members import MemberCopy
+from .openfile import Ident, open_regular, swapped
 from .oserrors import classify_oserror
 from .paths import join, safe_relpath, show, split
 from .results import FileHashes
@@ -132,7 +133,8 @@ def flush_tree(target: bytes, files: Sequence[FileEntry], dirs: Sequence[FileEnt
     finally:
         os.close(fd)
     for e in files:
-        f = os.open(join(target, e.relpath), os.O_RDONLY)
+        # Never blocking on a FIFO put under a member's name (#14 finding 4).
+        f = open_regular(join(target, e.relpath), "flush the copy", destination=True)
         try:
             os.fsync(f)
         finally:
@@ -227,12 +229,41 @@ def verify_tree(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def make_temp_dir(path: bytes) -> Ident:
+    """Create the temporary folder ``path``; returns its (st_dev, st_ino).
+
+    The ``.dir`` sits in the shared destination folder, where anyone who can
+    write there can rename it away and put their own folder under its name
+    (#14): its identity, taken from a descriptor opened without following a
+    link, is what :func:`check_temp_dir` and the placement check."""
+    os.mkdir(path, 0o700)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
+        raise swapped(path, "temporary folder")  # swapped between mkdir and open
+    return (st.st_dev, st.st_ino)
+
+
+def check_temp_dir(path: bytes, ident: Ident) -> None:
+    """The temporary folder's name still holds the folder Ketter created."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise swapped(path, "temporary folder") from None
+    if (st.st_dev, st.st_ino) != ident:
+        raise swapped(path, "temporary folder")
+
+
 def copy_folder(
     spec: TransferSpec, plan: SourcePlan, tmpdir: bytes, ctx: TransferContext, progress: Progress
-) -> tuple[list[FileHashes], int]:
+) -> tuple[list[FileHashes], int, Ident]:
     """Copy the manifest into ``tmpdir`` (created here), flush, verify from
-    disk and check the source did not change. Returns (hashes, bytes)."""
-    os.mkdir(tmpdir, 0o700)
+    disk and check the source did not change. Returns (hashes, bytes, the
+    folder's identity)."""
+    ident = make_temp_dir(tmpdir)
     check_collisions(tmpdir, [e.relpath for e in (*plan.dirs, *plan.files)])
     make_dirs(tmpdir, plan.dirs)
     members = MemberCopy(spec, ctx, plan, tmpdir, progress)
@@ -245,7 +276,8 @@ def copy_folder(
         members.close()
     verify_tree(tmpdir, members.out, spec.verify, members.verified, progress)
     check_unchanged(plan)
-    return members.out, members.done
+    check_temp_dir(tmpdir, ident)
+    return members.out, members.done, ident
 
 
 def temp_parent(final: bytes) -> bytes:

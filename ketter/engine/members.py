@@ -130,7 +130,7 @@ class MemberCopy:
                 continue
             fc = self._copy_small(e)
             if e.size >= MID_FILE:
-                self.trail.submit(FileHashes(e.relpath, fc.size, fc.hashes))
+                self.trail.submit(FileHashes(e.relpath, fc.size, fc.hashes, ident=fc.ident))
                 self.verified.add(e.relpath)
             self._record(e, fc)
 
@@ -159,7 +159,9 @@ class MemberCopy:
             ) from None
 
     def _record(self, e: FileEntry, fc: FileCopy) -> None:
-        self.out.append(FileHashes(e.relpath, fc.size, fc.hashes))
+        # With the inode written: the batch read-back (verify_tree) checks
+        # it reads that file, not one put in a swapped temporary folder.
+        self.out.append(FileHashes(e.relpath, fc.size, fc.hashes, ident=fc.ident))
         self.done += fc.size
         if len(self.out) == 1:
             self.ctx.fault("mid-copy")

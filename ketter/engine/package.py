@@ -9,6 +9,7 @@ the extractor still refuses anything that is not exactly a manifest member.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
@@ -30,11 +31,14 @@ from .copyfile import (
 from .folders import (
     apply_dir_metadata,
     check_collisions,
+    check_temp_dir,
     flush_tree,
     make_dirs,
+    make_temp_dir,
     verify_tree,
 )
 from .hashing import BUF_SIZE, MultiHash, hash_fd_from_disk
+from .openfile import Ident, check_ident, ident_of, open_regular, reopen
 from .oserrors import classify_oserror
 from .paths import safe_relpath, show
 from .results import FileHashes
@@ -77,9 +81,10 @@ class _StreamWriter:
 
 def write_package(
     spec: TransferSpec, plan: SourcePlan, zip_path: bytes, ctx: TransferContext, progress: Progress
-) -> tuple[list[FileHashes], dict[str, str]]:
+) -> tuple[list[FileHashes], dict[str, str], Ident]:
     """Stream the manifest into a stored zip64 archive; fsync and verify it
-    from disk. Returns (per-file hashes, archive hashes)."""
+    from disk. Returns (per-file hashes, archive hashes, the archive's
+    (st_dev, st_ino): extraction opens only that inode)."""
     algos = tuple(dict.fromkeys((spec.verify, "sha256")))
     zh = MultiHash(algos)
     fd = create_temp(zip_path)
@@ -96,17 +101,20 @@ def write_package(
                     ctx.fault("mid-copy")
                 progress(done, "package")
         os.fsync(fd)
-        rfd = os.open(zip_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # Read back through our descriptor, not the name: the archive sits
+        # in the shared destination folder, where its name can be swapped.
+        rfd = reopen(fd, zip_path)
         try:
             got, _n = hash_fd_from_disk(rfd, (spec.verify,), progress=progress.reads("verify"))
         finally:
             os.close(rfd)
         compare(zip_path, spec.verify, zh.hexdigests()[spec.verify], got[spec.verify])
+        ident = ident_of(fd)
     except OSError as exc:
         raise classify_oserror(exc, zip_path, "write the package") from exc
     finally:
         os.close(fd)
-    return files, zh.hexdigests()
+    return files, zh.hexdigests(), ident
 
 
 def _add_member(
@@ -157,9 +165,21 @@ def _reject(zip_path: bytes, why: str) -> PermanentError:
 
 
 def extract_package(
-    zip_path: bytes, manifest: Sequence[FileEntry], target: bytes, progress: Progress | None = None
-) -> None:
-    """Extract exactly the manifest's members into the existing ``target``.
+    zip_path: bytes,
+    manifest: Sequence[FileEntry],
+    target: bytes,
+    progress: Progress | None = None,
+    *,
+    ident: Ident | None = None,
+) -> dict[bytes, Ident]:
+    """Extract exactly the manifest's members into the existing ``target``;
+    returns each member's (st_dev, st_ino) by relpath.
+
+    The archive is opened without blocking and only if it is a regular file
+    and, given ``ident``, the inode written by :func:`write_package`: it
+    sits in the shared destination folder for the whole package write, and
+    a FIFO swapped in blocked the worker forever (#14 finding 4), another
+    archive would have been extracted as ours.
 
     Refuses (permanent error) any member that is not an index name of the
     manifest — absolute paths, ``..``, links, folders, duplicates, extras,
@@ -167,10 +187,14 @@ def extract_package(
     Real names, modes and mtimes are applied from the manifest.
     """
     seen: set[int] = set()
+    written: dict[bytes, Ident] = {}
+    zfd = open_regular(zip_path, "open the package", destination=True)
     try:
-        raw = open(zip_path, "rb")  # noqa: SIM115 - closed by the with below
-    except OSError as exc:
-        raise classify_oserror(exc, zip_path, "open the package") from exc
+        check_ident(zfd, ident, zip_path, "package")
+    except BaseException:
+        os.close(zfd)
+        raise
+    raw = os.fdopen(zfd, "rb")
     try:
         zf = zipfile.ZipFile(raw)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -209,6 +233,7 @@ def extract_package(
                         if report is not None:
                             report(done + member)
                 apply_metadata(fd, e)
+                written[e.relpath] = ident_of(fd)
             except zipfile.BadZipFile as exc:
                 raise _reject(zip_path, f"member {info.orig_filename!r} is corrupt") from exc
             finally:
@@ -216,6 +241,7 @@ def extract_package(
             done += e.size
             if progress is not None:
                 progress(done, "extract")
+    return written
 
 
 def copy_packaged(
@@ -225,17 +251,20 @@ def copy_packaged(
     tmpdir: bytes,
     ctx: TransferContext,
     progress: Progress,
-) -> tuple[list[FileHashes], dict[str, str], int]:
+) -> tuple[list[FileHashes], dict[str, str], int, Ident]:
     """ZIP to the destination, verify it, extract, verify every member
-    against the manifest's SHA-256 from disk, remove the ZIP."""
-    files, zip_hashes = write_package(spec, plan, zip_path, ctx, progress)
-    os.mkdir(tmpdir, 0o700)
+    against the manifest's SHA-256 from disk, remove the ZIP. Returns
+    (per-file hashes, archive hashes, bytes, the ``.dir``'s identity)."""
+    files, zip_hashes, zip_id = write_package(spec, plan, zip_path, ctx, progress)
+    ident = make_temp_dir(tmpdir)
     check_collisions(tmpdir, [e.relpath for e in (*plan.dirs, *plan.files)])
     make_dirs(tmpdir, plan.dirs)
-    extract_package(zip_path, plan.files, tmpdir, progress)
+    written = extract_package(zip_path, plan.files, tmpdir, progress, ident=zip_id)
+    files = [dataclasses.replace(f, ident=written.get(f.relpath)) for f in files]
     apply_dir_metadata(tmpdir, plan.dirs)
     flush_tree(tmpdir, plan.files, plan.dirs)
     verify_tree(tmpdir, files, "sha256", set(), progress)
     check_unchanged(plan)
+    check_temp_dir(tmpdir, ident)
     os.unlink(zip_path)
-    return files, zip_hashes, sum(f.size for f in files)
+    return files, zip_hashes, sum(f.size for f in files), ident

@@ -31,6 +31,7 @@ from .context import STOP_SIGNALS, TransferContext
 from .existing import matches_result
 from .hashing import _lib
 from .mounts import check_mounts
+from .openfile import swapped
 from .oserrors import classify_oserror
 from .paths import join, rename_candidate, show, split, temp_name
 from .results import CopyResult, Placement
@@ -173,6 +174,43 @@ def place_noreplace(
     return "rename"
 
 
+def _check_temp(sname: bytes, sfd: int | None, tmp: bytes, want: tuple[int, int]) -> None:
+    """The temporary's name still holds the inode written (else nothing is
+    renamed; the stray entry is not Ketter's to remove)."""
+    try:
+        st = os.lstat(sname, dir_fd=sfd)
+    except FileNotFoundError:
+        raise swapped(tmp) from None
+    if (st.st_dev, st.st_ino) != want:
+        raise swapped(tmp)
+
+
+def _check_placed(
+    pfd: int,
+    name: bytes,
+    sfd: int | None,
+    sname: bytes,
+    tmp: bytes,
+    want: tuple[int, int],
+    old_dir: bytes | None,
+    final: bytes,
+) -> None:
+    """After the rename the final name must hold the inode written. If the
+    temporary was swapped between :func:`_check_temp` and the rename, the
+    impostor is renamed back under the temporary's name (never left
+    delivered), an old version set aside is restored, and the job fails."""
+    st = os.lstat(name, dir_fd=pfd)
+    if (st.st_dev, st.st_ino) == want:
+        return
+    with contextlib.suppress(OSError):
+        renameat2_noreplace(name, sname, pfd, sfd)
+    if old_dir is not None:
+        _restore(pfd, old_dir, final)
+    with contextlib.suppress(OSError):
+        os.fsync(pfd)
+    raise swapped(tmp)
+
+
 def _lexists(name: bytes, dir_fd: int | None) -> bool:
     try:
         os.lstat(name, dir_fd=dir_fd)
@@ -248,6 +286,12 @@ def _place_at(
     mode = placement_mode(parent, is_dir)
     replaced = False
     old_dir: bytes | None = None
+    # The temporary sits in a folder others may write to: only the inode
+    # Ketter wrote and verified is renamed (#14). Checked here, and again
+    # under the final name after the rename (a swap between the two).
+    want = result.temp_id if own_temp else None
+    if want is not None:
+        _check_temp(sname, sfd, tmp, want)
     try:
         if spec.conflict == "rename":
             for n in range(10_000):
@@ -310,6 +354,8 @@ def _place_at(
         if isinstance(e, OSError):
             raise classify_oserror(e, final, "place the delivery") from e
         raise
+    if want is not None:
+        _check_placed(pfd, name, sfd, sname, tmp, want, old_dir, final)
     try:
         if sync_later is not None and not is_dir and old_dir is None:
             sync_later.add(parent)

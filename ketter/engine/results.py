@@ -14,6 +14,9 @@ class FileHashes:
     relpath: bytes
     size: int
     hashes: dict[str, str]
+    #: (st_dev, st_ino) of the copy written for it, when one was (a member
+    #: of a temporary folder): its read-back must reach that inode.
+    ident: tuple[int, int] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -41,6 +44,11 @@ class CopyResult:
     #: ``skipped`` by ``skip_identical``: (inode, device) of the destination
     #: compared; placement refuses a name that no longer holds it.
     existing: tuple[int, int] | None = None
+    #: (st_dev, st_ino) of the temporary as created (the write descriptor's,
+    #: or the ``.dir``'s at its creation): :func:`place` renames it only if
+    #: its name still holds this inode, and the final name must hold it
+    #: after the rename (a temporary in a shared folder can be swapped).
+    temp_id: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

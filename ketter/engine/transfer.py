@@ -82,6 +82,7 @@ def copy_and_verify(
             bytes_copied=fc.size - fc.resumed_from,
             resumed_from=fc.resumed_from,
             seconds=time.monotonic() - t0,
+            temp_id=fc.ident,
         )
     if spec.folders != "as_unit":
         raise ValueError("a per_file folder is one transfer per file: use per_file_items()")
@@ -92,9 +93,12 @@ def copy_and_verify(
     packaged = 0 < spec.package_min_files <= len(plan.files)
     try:
         if packaged:
-            files, zip_hashes, size = copy_packaged(spec, plan, zip_path, tmpdir, ctx, progress)
+            files, zip_hashes, size, temp_id = copy_packaged(
+                spec, plan, zip_path, tmpdir, ctx, progress
+            )
         else:
-            (files, size), zip_hashes = copy_folder(spec, plan, tmpdir, ctx, progress), {}
+            files, size, temp_id = copy_folder(spec, plan, tmpdir, ctx, progress)
+            zip_hashes = {}
     except _KEEP_PARTIAL:
         # A folder cannot be resumed. Another claim may be rolling the job
         # back at the same time: a cleanup error must not hide the signal.
@@ -119,6 +123,7 @@ def copy_and_verify(
         package_hashes=zip_hashes,
         bytes_copied=size,
         seconds=time.monotonic() - t0,
+        temp_id=temp_id,
     )
 
 

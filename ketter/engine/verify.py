@@ -20,6 +20,7 @@ from collections.abc import Callable
 from ketter.errors import ChecksumMismatch
 
 from .hashing import BUF_SIZE, _Hasher, evict, hash_fd_from_disk, new_hasher, write_back
+from .openfile import Ident, check_ident, open_regular, reopen
 from .paths import show
 from .results import FileHashes
 
@@ -28,7 +29,13 @@ class TrailingVerifier:
     """Hashes written-back ranges of a file, in order, from the disk."""
 
     def __init__(
-        self, path: bytes, algo: str, *, hasher: _Hasher | None = None, pos: int = 0
+        self,
+        path: bytes,
+        algo: str,
+        *,
+        hasher: _Hasher | None = None,
+        pos: int = 0,
+        fd: int | None = None,
     ) -> None:
         self.path = path
         self.algo = algo
@@ -37,7 +44,13 @@ class TrailingVerifier:
         self._submitted = pos
         self._queue: queue.Queue[tuple[int, int] | None] = queue.Queue()
         self._error: BaseException | None = None
-        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        # ``fd``: the copy's write descriptor. The read-back goes through it
+        # (the same inode), never through the name: a temporary swapped in a
+        # shared folder would otherwise be the one "verified" (#14).
+        if fd is not None:
+            self._fd = reopen(fd, path)
+        else:
+            self._fd = open_regular(path, "read the copy back", destination=True)
         with contextlib.suppress(OSError):
             os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         self._thread = threading.Thread(target=self._run, name="ketter-verify", daemon=True)
@@ -118,14 +131,21 @@ def read_back_file(
     progress: Callable[[int], None],
     *,
     wait_write_back: bool = False,
+    ident: Ident | None = None,
 ) -> int:
     """Re-read one copied file from the disk and compare it with the
     source's checksum (``f``); returns its size. The file must be written
     back already, or ``wait_write_back`` waits for it: only clean pages can
     be evicted, and the re-read must not come from the page cache.
-    ``progress(bytes_so_far)`` may raise to cancel the read."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    ``progress(bytes_so_far)`` may raise to cancel the read.
+
+    Opened without blocking and only if regular (a FIFO put under the name
+    blocked the worker, #14 finding 4), and only if it is the inode written
+    (``ident``, else ``f.ident``): a member of a temporary folder swapped
+    away is not read back from its impostor."""
+    fd = open_regular(path, "read the copy back", destination=True)
     try:
+        check_ident(fd, ident if ident is not None else f.ident, path, "copied file")
         if wait_write_back:
             write_back(fd, 0, 0, wait=True)
         if f.size < len(buf):

@@ -405,8 +405,15 @@ class Attempt:
         """The ``verifying`` step (or ``verify`` note) that records the
         hashes and the temporary's inode; the caller commits it durably
         before the rename (see :meth:`verified`)."""
+        # The inode Ketter wrote and verified (fstat of its own descriptor),
+        # never an lstat of the temporary's name: that name sits in a folder
+        # others may write to, and a swapped impostor's inode recorded here
+        # would pass for our delivery at recovery and before a move deletes
+        # the source (#14). The same-filesystem rename (no copy) has none.
         temp_ino = None
-        if result.temp_path:
+        if result.temp_id is not None:
+            temp_ino = result.temp_id[1]
+        elif result.temp_path:
             temp_ino = os.lstat(result.temp_path).st_ino
         hashes = result.hashes
         if result.files:

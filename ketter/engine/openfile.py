@@ -1,0 +1,117 @@
+"""Opening files that must be what Ketter thinks they are.
+
+Two failure modes, both found by attacking the product (issue #14):
+
+* **a special file blocks** a plain ``open()`` forever: a FIFO swapped into
+  a source folder (finding 4), or into the destination where Ketter reads
+  its package, an existing file it compares with, or a copy it reads back.
+  :func:`open_regular` opens with ``O_NONBLOCK``, refuses anything but a
+  regular file, then clears ``O_NONBLOCK``;
+* **a temporary swapped by name**: anyone who can write in a destination
+  folder can rename Ketter's ``.part``/``.dir``/``.zip`` away and put their
+  own under its name. Ketter keeps the (st_dev, st_ino) of what it created
+  (:func:`ident_of` on its own descriptor), reads it back through that
+  descriptor (:func:`reopen`), and checks any later open by name against it
+  (:func:`check_ident`).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from ketter.errors import DestinationSpecialFile, SpecialSourceFile, TemporarySwapped
+
+from .oserrors import classify_oserror
+from .paths import show
+
+#: (st_dev, st_ino): what a temporary is, whatever its name holds later.
+Ident = tuple[int, int]
+
+
+def ident_of(fd: int) -> Ident:
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino)
+
+
+def swapped(path: bytes, what: str = "temporary") -> TemporarySwapped:
+    return TemporarySwapped(
+        f"the {what} {show(path)} was replaced by another file or folder after Ketter "
+        "wrote it (someone with write access to the destination folder renamed it away "
+        "and put their own under its name); nothing was delivered and the source is "
+        "kept: find out who can write there, remove the stray entry, then re-queue the job"
+    )
+
+
+def check_ident(fd: int, want: Ident | None, path: bytes, what: str = "temporary") -> None:
+    """``fd`` (opened by name) must be the inode Ketter wrote."""
+    if want is not None and ident_of(fd) != want:
+        raise swapped(path, what)
+
+
+def open_regular(
+    path: bytes,
+    what: str = "open the source",
+    *,
+    dir_fd: int | None = None,
+    destination: bool = False,
+) -> int:
+    """Open ``path`` for reading without ever blocking on a special file.
+
+    A FIFO swapped into a folder while it is copied would block a plain
+    ``open()`` forever (issue #14, finding 4: the worker hung and, as it
+    kept reporting progress, no stall alert fired). ``O_NONBLOCK`` makes the
+    open return at once whatever the file is; ``fstat`` then refuses
+    anything that is not a regular file, and only then is ``O_NONBLOCK``
+    cleared so the reads behave as usual. ``O_NOFOLLOW`` keeps links out.
+    ``destination``: the file is on the destination side (the message says
+    so); ``dir_fd``: ``path`` is relative to that folder.
+    """
+    try:
+        fd = os.open(
+            path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd
+        )
+    except OSError as exc:
+        raise classify_oserror(exc, path, what) from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            if destination:
+                raise DestinationSpecialFile(
+                    f"destination {show(path)} is not a regular file (a fifo, socket or "
+                    "device is under that name); Ketter never reads special files: "
+                    "remove it from the destination and re-queue the job"
+                )
+            raise SpecialSourceFile(
+                f"source {show(path)} is not a regular file (a fifo, socket or device "
+                "was put in its place); Ketter never reads special files: "
+                "remove it from the source and re-queue the job"
+            )
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def reopen(fd: int, path: bytes, flags: int = os.O_RDONLY) -> int:
+    """A new descriptor with ``flags`` on the very file open as ``fd``.
+
+    Through ``/proc/self/fd/N``: the file itself, not whatever its name
+    holds now (a read-back by name read a swapped temporary and called it
+    verified). Where ``/proc`` is not mounted: by name, without following a
+    link or blocking, and only if it is still the same inode.
+    """
+    try:
+        return os.open(f"/proc/self/fd/{fd}", flags | os.O_CLOEXEC)
+    except FileNotFoundError:
+        pass
+    want = ident_of(fd)
+    new = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        check_ident(new, want, path)
+        os.set_blocking(new, True)
+    except BaseException:
+        os.close(new)
+        raise
+    return new
