@@ -30,7 +30,7 @@ from ketter.jobs.sweep import sweep
 from ketter.runtime import sdnotify
 from ketter.runtime.signals import Shutdown
 from ketter.store.db import open_store
-from ketter.store.guard import StoreGuard, guard_of, is_unwritable_error
+from ketter.store.guard import StoreGuard, guard_of
 from ketter.store.models import Heartbeat, database
 from workers.app import Queue, build_queue
 from workers.processes import Children
@@ -90,7 +90,7 @@ class _StateDiskFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and is_unwritable_error(exc):
+        if exc is not None and self.guard.is_unwritable(exc):
             self.guard.write_failed(exc)
             return False
         return True
@@ -231,7 +231,7 @@ class WorkersProcess:
         try:
             write()
         except Exception as exc:
-            if not is_unwritable_error(exc):
+            if not guard.is_unwritable(exc):
                 raise
             guard.write_failed(exc)
             self._store_alerts(guard)
@@ -305,7 +305,7 @@ class WorkersProcess:
                         cleanup_orphans=orphans,
                     )
                 except Exception as exc:
-                    if is_unwritable_error(exc):
+                    if guard.is_unwritable(exc):  # a share's EACCES is no store problem
                         guard.write_failed(exc)
                     else:
                         log.exception("sweep failed")

@@ -129,7 +129,7 @@ def run_both(args: argparse.Namespace) -> int:
         except Exception as exc:
             # A state disk that cannot be written (or a lost store) at stop:
             # the events wait in the store for the next start, no traceback.
-            if not is_unwritable_error(exc) and not isinstance(exc, StoreLost):
+            if not is_unwritable_error(exc, store_only=True) and not isinstance(exc, StoreLost):
                 raise
             print(f"ketter: audit log not brought up to date at stop: {exc}", file=sys.stderr)
         finally:

@@ -187,7 +187,13 @@ class JobRunner:
             if attempt is not None:
                 rollback(attempt.dest_dir, attempt.ctx.tag)
             log.warning("stopped: %s", exc, extra={"ketter.job_id": job.id})
-        elif is_unwritable_error(exc) and not isinstance(exc, OSError):
+        elif isinstance(exc, KetterError):
+            # Before the store check: the engine raises ``classify_oserror(e)
+            # from e``, and a destination's EPERM (chattr +i) or ENOSPC is the
+            # job's error (error policy, a DestinationFull route pause), never
+            # "state store not writable" (review of #14 findings 8 and 17).
+            self._on_error(job.id, claimed, attempt, exc)
+        elif is_unwritable_error(exc, state_dir=self.config.state_dir):
             # The job store cannot record anything now (disk full, read-only):
             # leave the job as a crash would; its lease runs out and the sweep
             # re-rings it once the store is writable. The workers loop pauses
@@ -198,8 +204,6 @@ class JobRunner:
             log.warning("stopped: %s", exc, extra={"ketter.job_id": job.id})
         elif isinstance(exc, KeyError):  # route removed from the config
             self._on_error(job.id, claimed, attempt, PermanentError(str(exc.args[0])))
-        elif isinstance(exc, KetterError):
-            self._on_error(job.id, claimed, attempt, exc)
         elif isinstance(exc, OSError):
             where = attempt.source if attempt else bytes(job.source_path)
             self._on_error(job.id, claimed, attempt, classify_oserror(exc, where, "transfer"))

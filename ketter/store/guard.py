@@ -40,12 +40,13 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from peewee import DatabaseError
 
-from ketter.errors import StoreLost, StoreMissing
+from ketter.errors import KetterError, StoreLost, StoreMissing
 
 log = logging.getLogger("ketter.store")
 
@@ -83,22 +84,51 @@ def status_dir(db_path: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(db_path)), STATUS_DIR)
 
 
-def is_unwritable_error(exc: BaseException) -> bool:
+def is_unwritable_error(
+    exc: BaseException, *, state_dir: str | None = None, store_only: bool = False
+) -> bool:
     """True when ``exc`` says the job store cannot be written (disk full,
     read-only, immutable), not that it is merely busy. The cause may sit
-    down the chain (a failed COMMIT, then a failed ROLLBACK)."""
+    down the chain (a failed COMMIT, then a failed ROLLBACK).
+
+    Only the state disk's own failures count: SQLite's and peewee's errors,
+    and an :class:`OSError` on a file under ``state_dir``. A source's or a
+    destination's error is the job's, never the node's: an EPERM from a
+    ``chattr +i`` destination or an ENOSPC of a full share used to pause the
+    whole node as "state store not writable" and treat the job as a crash
+    (review of #14 findings 8 and 17). So the chain is not followed past a
+    :class:`KetterError` (the engine raises ``classify_oserror(e) from e``),
+    and an OSError without a file name counts only when ``store_only`` says
+    the operation touched nothing but the state disk (the last audit drain).
+    """
     seen: BaseException | None = exc
     for _ in range(8):
-        if seen is None:
+        if seen is None or isinstance(seen, KetterError):
             return False
         if isinstance(seen, OSError):
-            if seen.errno in _UNWRITABLE_ERRNOS:
+            if seen.errno in _UNWRITABLE_ERRNOS and _on_state_disk(seen, state_dir, store_only):
                 return True
         elif isinstance(seen, DatabaseError | sqlite3.DatabaseError):
             text = str(seen).lower()
             if any(word in text for word in _UNWRITABLE):
                 return True
         seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _on_state_disk(exc: OSError, state_dir: str | None, store_only: bool) -> bool:
+    """Whether ``exc`` is about a file of the state disk (see above)."""
+    names = [n for n in (exc.filename, exc.filename2) if n is not None]
+    if not names:
+        return store_only
+    if state_dir is None:
+        return store_only
+    root = os.path.abspath(state_dir)
+    for name in names:
+        path = os.path.abspath(os.fsdecode(name) if isinstance(name, bytes) else str(name))
+        with contextlib.suppress(ValueError):
+            if os.path.commonpath([root, path]) == root:
+                return True
     return False
 
 
@@ -261,6 +291,12 @@ class StoreGuard:
         """Why this process must not claim work now (lost or not writable)."""
         return self.lost or self.unwritable
 
+    def is_unwritable(self, exc: BaseException) -> bool:
+        """:func:`is_unwritable_error` for this store's state dir: a share's
+        EACCES/EPERM/EIO out of a route's scan or the orphan sweep is that
+        route's problem and must not pause every route."""
+        return is_unwritable_error(exc, state_dir=os.path.dirname(self.path))
+
     def write_failed(self, exc: BaseException) -> bool:
         """Record a failed write; True when the store was fine until now (the
         caller alerts once per outage). Schedules the next probe."""
@@ -294,6 +330,8 @@ class StoreGuard:
         """May the store file be written (an immutable or read-only store)?
         SQLite would keep appending to the WAL and fail only at the next
         checkpoint or start; say it now. False (and recorded) when not."""
+        if self.check_identity() is not None:
+            return False  # deleted or replaced: a probe must not write a new file
         for path in (self.path, self.path + "-wal"):
             denied = write_denied(path)
             if denied is not None:
@@ -318,13 +356,22 @@ class StoreGuard:
         while a new one (a worker thread's) fails to map its shared memory
         on a full disk; resuming on the old one alone made the node flap."""
         try:
-            conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+            # mode=rw: a store deleted meanwhile must not come back as a new,
+            # empty file (plain connect() creates one; #14 finding 9).
+            conn = sqlite3.connect(
+                f"file:{urllib.parse.quote(self.path)}?mode=rw",
+                uri=True,
+                timeout=5.0,
+                isolation_level=None,
+            )
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute("ROLLBACK")
             finally:
                 conn.close()
         except sqlite3.Error as exc:
+            if self.check_identity() is not None:
+                return False  # gone under us (mode=rw: "unable to open")
             if not is_unwritable_error(exc):
                 return True  # busy: another writer holds the lock, so it can be written
             self.write_failed(exc)

@@ -20,7 +20,7 @@ from ketter import __version__
 from ketter.config.schema import Config
 from ketter.runtime import sdnotify
 from ketter.runtime.logs import job_fields
-from ketter.store.guard import guard_of, is_unwritable_error
+from ketter.store.guard import guard_of
 from ketter.store.models import database
 from ketter.watcher.enqueue import Ringer
 from ketter.watcher.heartbeat import beat, beat_stopped
@@ -129,7 +129,7 @@ class Watcher:
             )
         except Exception as exc:
             # A full or read-only state disk: up and paused, not a traceback.
-            if guard is None or not is_unwritable_error(exc):
+            if guard is None or not guard.is_unwritable(exc):
                 raise
             guard.write_failed(exc)
         log.info("watcher started", extra={"ketter.routes": [r.route.name for r in self.routes]})
@@ -148,7 +148,7 @@ class Watcher:
             try:
                 created.extend(route.tick())
             except Exception as exc:
-                if guard is not None and is_unwritable_error(exc):
+                if guard is not None and guard.is_unwritable(exc):
                     guard.write_failed(exc)
                     break
                 # One route's failure (database busy beyond the timeout, a bug)
@@ -180,7 +180,7 @@ class Watcher:
         try:
             beat(self.config.node, rows)
         except Exception as exc:
-            if guard is not None and is_unwritable_error(exc):
+            if guard is not None and guard.is_unwritable(exc):
                 guard.write_failed(exc)
                 return
             log.exception("heartbeat failed")

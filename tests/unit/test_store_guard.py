@@ -15,7 +15,7 @@ from peewee import OperationalError
 
 from ketter.engine import Placement, TransferSpec, delete_source, inspect_source
 from ketter.engine.context import TransferContext
-from ketter.errors import StoreLost, StoreMissing
+from ketter.errors import DestinationFull, PermanentError, StoreLost, StoreMissing
 from ketter.jobs.claim import ensure_claim
 from ketter.store import open_store
 from ketter.store.guard import (
@@ -54,7 +54,8 @@ def _chained(first: BaseException, then: BaseException) -> BaseException:
             ),
             True,
         ),
-        (OSError(28, "No space left on device"), True),
+        # an OSError says nothing about the store unless it names a file of it
+        (OSError(28, "No space left on device"), False),
         # busy is not unwritable: the writer waits its turn
         (OperationalError("database is locked"), False),
         (ValueError("a bug"), False),
@@ -62,6 +63,39 @@ def _chained(first: BaseException, then: BaseException) -> BaseException:
 )
 def test_what_counts_as_unwritable(exc: BaseException, unwritable: bool) -> None:
     assert is_unwritable_error(exc) is unwritable
+
+
+def _from(cause: BaseException, exc: BaseException) -> BaseException:
+    exc.__cause__ = cause
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "unwritable"),
+    [
+        # a file of the state disk
+        (OSError(28, "No space left on device", "/state/logs/audit.jsonl"), True),
+        (OSError(1, "Operation not permitted", "/state/ketter.db-wal"), True),
+        # a destination's or a source's: the job's problem (review of #14
+        # findings 8 and 17: a chattr +i destination paused the whole node)
+        (OSError(1, "Operation not permitted", "/mnt/dst/.ketter-1-a.part"), False),
+        (OSError(13, "Permission denied", b"/mnt/share/in"), False),
+        (OSError(5, "Input/output error", "/state-other/x"), False),
+        # the engine's classify_oserror(e) from e: never followed past it
+        (_from(OSError(28, "No space", "/state/x"), DestinationFull("full")), False),
+        (_from(OSError(1, "Operation not permitted", "/mnt/dst/x"), PermanentError("x")), False),
+    ],
+)
+def test_only_the_state_disk_counts(exc: BaseException, unwritable: bool) -> None:
+    assert is_unwritable_error(exc, state_dir="/state") is unwritable
+
+
+def test_store_only_operations_count_any_oserror() -> None:
+    # The last audit drain of `ketter run` touches the state disk only; an
+    # os.write() error carries no file name.
+    assert is_unwritable_error(OSError(28, "No space left on device"), store_only=True)
+    assert not is_unwritable_error(_from(OSError(28, "x"), DestinationFull("x")),
+                                   store_only=True)
 
 
 def test_first_store_is_created_without_any_flag(tmp_path: Path) -> None:
@@ -161,3 +195,44 @@ def test_each_source_deletion_asks_first(tmp_path: Path) -> None:
     with pytest.raises(StoreLost):
         delete_source(spec, plan, Placement(os.fsencode(final), st.st_ino, st.st_dev, False), ctx)
     assert len(os.listdir(src)) == 2  # one deleted, then nothing more
+
+
+@pytest.mark.parametrize("folder", ["plain", "odd ?name#with%25 signs"])
+def test_probe_never_creates_a_deleted_store(tmp_path: Path, folder: str) -> None:
+    # Review of #14 finding 9: the paused node's probe opened a fresh
+    # connection with sqlite3.connect(path), which creates a missing file: a
+    # store deleted while the node was paused came back empty and "writable".
+    # The probe opens it mode=rw (its path quoted for the URI) and checks
+    # the identity first.
+    state = tmp_path / folder
+    state.mkdir()
+    db_path = state / "ketter.db"
+    sqlite3.connect(db_path).execute("CREATE TABLE t (x)").connection.close()
+    guard = StoreGuard(str(db_path))
+    guard.write_failed(OperationalError("database or disk is full"))
+    assert guard.probe()  # a paused, intact store: the probe may resume it
+    guard.write_failed(OperationalError("database or disk is full"))
+    db_path.unlink()
+    assert guard.probe() is False
+    assert not db_path.exists()
+    assert guard.lost is not None and "deleted" in guard.lost
+
+
+def test_fresh_connection_does_not_create_the_store(tmp_path: Path) -> None:
+    db_path = tmp_path / "ketter.db"
+    sqlite3.connect(db_path).close()
+    guard = StoreGuard(str(db_path))
+    db_path.unlink()
+    guard.identity = None  # a guard that never saw the file: only mode=rw stops it
+    guard._fresh_connection_writes()
+    assert not db_path.exists()
+
+
+def test_a_share_error_in_a_route_scan_is_not_the_stores(tmp_path: Path) -> None:
+    # The watcher's route.tick and the workers' orphan sweep ask the guard:
+    # a share's EACCES/EPERM/EIO must not pause every route of the node.
+    guard = StoreGuard(str(tmp_path / "state" / "ketter.db"))
+    assert not guard.is_unwritable(PermissionError(13, "Permission denied", "/mnt/share/in"))
+    assert not guard.is_unwritable(OSError(5, "Input/output error", "/mnt/share/out/x"))
+    assert guard.is_unwritable(OSError(28, "No space", str(tmp_path / "state" / "queue.db")))
+    assert guard.is_unwritable(OperationalError("database or disk is full"))
