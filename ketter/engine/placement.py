@@ -23,7 +23,13 @@ import stat
 import uuid
 from typing import Literal
 
-from ketter.errors import DestinationConflict, PathOutsideRoute, PermanentError, TransientError
+from ketter.errors import (
+    DestinationConflict,
+    PathOutsideRoute,
+    PermanentError,
+    TemporarySwapped,
+    TransientError,
+)
 
 from .beneath import open_parent, step
 from .cleanup import remove_path
@@ -202,13 +208,22 @@ def _check_placed(
     st = os.lstat(name, dir_fd=pfd)
     if (st.st_dev, st.st_ino) == want:
         return
-    with contextlib.suppress(OSError):
+    try:
         renameat2_noreplace(name, sname, pfd, sfd)
-    if old_dir is not None:
+        back = True
+    except OSError:  # no renameat2 here, or the name was taken again
+        back = False
+    if old_dir is not None and back:
         _restore(pfd, old_dir, final)
     with contextlib.suppress(OSError):
         os.fsync(pfd)
-    raise swapped(tmp)
+    exc = swapped(tmp)
+    if not back:
+        raise TemporarySwapped(
+            f"{exc.message}; {show(final)} now holds that other content and could not "
+            "be moved back: remove it by hand"
+        )
+    raise exc
 
 
 def _lexists(name: bytes, dir_fd: int | None) -> bool:
