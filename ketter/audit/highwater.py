@@ -26,6 +26,7 @@ import contextlib
 import errno
 import json
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,22 @@ class Mark:
 
 def highwater_path(state_dir: str) -> str:
     return os.path.join(state_dir, HIGHWATER_NAME)
+
+
+def set_aside(state_dir: str, now: float) -> str | None:
+    """Rename the mark of an old chain to ``audit.highwater.<UTC stamp>.old``
+    (kept as evidence: it names how far the old chain reached) before a new
+    store starts a new chain at 1. Left in place, the shipper kept the old
+    mark for ever and ``audit verify`` failed on the new chain for good
+    (review of #14 finding 9). Returns the new name, or None without a mark."""
+    path = highwater_path(state_dir)
+    if not os.path.exists(path):
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    target = f"{path}.{stamp}.old"
+    os.rename(path, target)
+    fsync_dir(state_dir)
+    return target
 
 
 def read_file(path: str) -> Mark | None:

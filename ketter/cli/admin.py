@@ -8,7 +8,7 @@ import os
 import sys
 
 from ketter.cli.common import add_config_arg, check_config, config_from
-from ketter.config import redacted
+from ketter.config import Config, redacted
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -71,14 +71,48 @@ def db_upgrade(args: argparse.Namespace) -> int:
     existed = os.path.exists(config.db_path)
     # Never silently a new, empty store where the node has run before.
     ensure_may_create(config.db_path, evidence=[config.audit.log_file], new_store=args.new_store)
+    set_aside = None
+    if args.new_store and not existed:
+        set_aside = _start_a_new_chain(config)
     db = connect(config.db_path)
     applied = upgrade(db)
     db.close()
     write_marker(config.db_path)
     if not existed and args.new_store:
         print(f"{config.db_path}: new, empty job store created on purpose (--new-store)")
+        if set_aside:
+            print(f"the old chain's high-water mark is kept as {set_aside}")
     if applied:
         print(f"{config.db_path}: applied {', '.join(applied)}")
     else:
         print(f"{config.db_path}: schema is up to date")
     return 0
+
+
+def _start_a_new_chain(config: Config) -> str | None:
+    """A new store starts a new audit chain at 1: refuse while the old log is
+    still where the new one goes (verify would read both as one broken
+    chain), and set the old high-water mark aside (kept; left in place it
+    made ``audit verify`` fail on the new chain for good). Returns where
+    the mark went."""
+    import time
+
+    from ketter.audit.highwater import set_aside
+    from ketter.audit.logfile import AuditFiles
+    from ketter.errors import ConfigError
+
+    old = [
+        path
+        for path in AuditFiles(config.audit.log_file).all_files()
+        if os.path.isfile(path) and os.path.getsize(path)
+    ]
+    if old:
+        folder = os.path.dirname(os.path.abspath(config.audit.log_file))
+        raise ConfigError(
+            f"the old audit log is still in place ({', '.join(old)}); a new store "
+            "starts a new chain at 1, so archive the old log files first, e.g. "
+            f"`mv {folder} {folder}.before-new-store-$(date +%Y%m%d)` (keep them: "
+            "they are the record of what this node did), then run "
+            "`ketter db upgrade --new-store` again"
+        )
+    return set_aside(config.state_dir, time.time())
