@@ -16,18 +16,30 @@ ctime does not settle it: that is a new version, delivered by a new job
 under the route's conflict policy (issue #14 finding 2, review). A stored
 ctime of ``NULL``/0 (rows from before migration 0003, folders, jobs that
 ended before validation) is unknown and counts as the same version.
+
+A ctime also moves on ``chmod``, ``chown`` or a new hard link: a permission
+fixer sweeping a copy route's zone would otherwise deliver every file again
+(and, with ``conflict: rename``, a second copy of each). So a ctime-only
+change of a *completed* delivery of the same size is settled by content: the
+file is hashed once and compared with the job's recorded SHA-256; the same
+bytes settle the key (remembered per (key, ctime) so rescans do not hash
+again), other bytes are the new version. Only files whose ctime moved while
+size and mtime did not are ever hashed here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableSet, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from ketter.config.schema import RouteConfig
+from ketter.engine.openfile import open_regular
+from ketter.errors import KetterError
 from ketter.jobs.create import NewJob, create_job, file_source_key, folder_source_key
 from ketter.paths import owner_name, readable
 from ketter.runtime.logs import job_fields
@@ -64,31 +76,75 @@ class Ready:
         return file_source_key(route, self.relpath, v.size, v.mtime_ns, v.inode)
 
 
-def settled_keys(keys: Iterable[str], ctimes: Mapping[str, int] | None = None) -> set[str]:
+def settled_keys(
+    keys: Iterable[str],
+    ctimes: Mapping[str, int] | None = None,
+    *,
+    paths: Mapping[str, bytes] | None = None,
+    confirmed: MutableSet[tuple[str, int]] | None = None,
+) -> set[str]:
     """The keys that already have a job for this version.
 
     Any job with the key settles it, except a finished one whose stored
     ctime is known and differs from ``ctimes[key]`` (the file's ctime now):
-    the file was rewritten in place since (module docstring). An active job
-    always settles its key (one active job per key, the unique index).
+    the file may have been rewritten in place since (module docstring). Such
+    a key is still settled when the job completed and the file at
+    ``paths[key]`` holds the same bytes (``confirmed`` remembers the
+    (key, ctime) pairs checked so). An active job always settles its key
+    (one active job per key, the unique index).
     """
     keys = list(keys)
     ctimes = ctimes or {}
     found: set[str] = set()
+    # (key, ctime now) -> SHA-256 of the completed deliveries of that key
+    to_compare: dict[str, set[str]] = {}
     for i in range(0, len(keys), KEY_BATCH):
         chunk = keys[i : i + KEY_BATCH]
         marks = ", ".join("?" for _ in chunk)
         rows = database.obj.execute_sql(
             "SELECT DISTINCT source_key, state IN "
-            f"({', '.join('?' for _ in TERMINAL_STATES)}), source_ctime_ns "
+            f"({', '.join('?' for _ in TERMINAL_STATES)}), source_ctime_ns, state, sha256 "
             f"FROM jobs WHERE source_key IN ({marks})",
             (*TERMINAL_STATES, *chunk),
         )
-        for key, finished, stored in rows:
+        for key, finished, stored, state, sha256 in rows:
             now = ctimes.get(key)
-            if not finished or not stored or not now or stored == now:
+            same_ctime = not stored or not now or stored == now
+            if not finished or same_ctime or (confirmed is not None and (key, now) in confirmed):
                 found.add(key)
+            elif state == "completed" and sha256:
+                to_compare.setdefault(key, set()).add(sha256)
+    for key, digests in to_compare.items():
+        path = (paths or {}).get(key)
+        if key in found or path is None:
+            continue
+        if _sha256_of(path) in digests:
+            found.add(key)
+            if confirmed is not None:
+                if len(confirmed) >= CONFIRMED_MAX:
+                    confirmed.clear()  # a bound, not a cache policy: at worst one more hash
+                confirmed.add((key, ctimes[key]))
     return found
+
+
+#: (key, ctime) pairs remembered as "same bytes, only the metadata moved".
+CONFIRMED_MAX = 100_000
+
+
+def _sha256_of(path: bytes) -> str | None:
+    """SHA-256 of the regular file at ``path``; None when it cannot be read
+    (gone, replaced by a special file): then it is not the settled version."""
+    try:
+        fd = open_regular(path, "hash the source")
+    except (OSError, KetterError):
+        return None
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def enqueue_ready(
@@ -99,6 +155,7 @@ def enqueue_ready(
     queue: Ringer,
     node: str,
     now: float | None = None,
+    confirmed: MutableSet[tuple[str, int]] | None = None,
 ) -> list[int]:
     """Create the jobs of ``ready`` candidates not settled yet and ring the
     queue for each; returns the new job ids."""
@@ -106,7 +163,10 @@ def enqueue_ready(
         return []
     keyed = [(item, item.key(route.name)) for item in ready]
     settled = settled_keys(
-        (key for _, key in keyed), {key: item.version.ctime_ns for item, key in keyed}
+        (key for _, key in keyed),
+        {key: item.version.ctime_ns for item, key in keyed},
+        paths={key: os.path.join(root, item.relpath) for item, key in keyed},
+        confirmed=confirmed,
     )
     todo = [(item, key) for item, key in keyed if key not in settled]
     created: list[int] = []

@@ -117,6 +117,9 @@ class RouteWatch:
         self.jobs_created = 0
         #: source paths too long to reach by name, each logged once
         self.unreachable: set[bytes] = set()
+        #: (key, ctime) of delivered files whose ctime moved with the same
+        #: bytes (chmod, chown): settled, not hashed again (enqueue.py)
+        self.same_bytes: set[tuple[str, int]] = set()
 
     # -- lifecycle -------------------------------------------------------
 
@@ -145,7 +148,14 @@ class RouteWatch:
             raise
         if not ready:
             return []
-        created = enqueue_ready(self.route, self.root, ready, queue=self.queue, node=self.node)
+        created = enqueue_ready(
+            self.route,
+            self.root,
+            ready,
+            queue=self.queue,
+            node=self.node,
+            confirmed=self.same_bytes,
+        )
         for item in ready:
             self.tracker.discard(item.relpath)
         self.jobs_created += len(created)
@@ -405,6 +415,12 @@ class RouteWatch:
         settled = settled_keys(
             (key for _, _, key in batch if key is not None),
             {key: v.ctime_ns for _, v, key in batch if key is not None and v is not None},
+            paths={
+                key: os.path.join(self.root, item.relpath)
+                for item, _, key in batch
+                if key is not None
+            },
+            confirmed=self.same_bytes,
         )
         for item, version, key in batch:
             if key is not None and key in settled:

@@ -118,3 +118,23 @@ def test_rewrite_in_place_after_delivery_is_delivered_once(node: CopyNode) -> No
     node.wait(lambda: time.monotonic() > deadline, "a few rescans")
     assert [s for s, _ in node.rows("take.wav")] == ["completed", "completed"]
     assert dst.read_bytes() == second
+
+
+def test_metadata_change_after_delivery_is_not_delivered_again(node: CopyNode) -> None:
+    """chmod moves the ctime but not the bytes: the delivered version stays
+    settled (hashed once, compared with the job's SHA-256), so a permission
+    fixer sweeping a copy route's zone does not re-deliver every file."""
+    node.start("watcher")
+    node.start("workers")
+    src = node.root / "src" / "copy" / "take.wav"
+    src.write_bytes(os.urandom(256 * 1024))
+    node.wait(lambda: [s for s, _ in node.rows("take.wav")] == ["completed"], "the delivery")
+    before = src.stat()
+    os.chmod(src, 0o600)
+    assert src.stat().st_ctime_ns != before.st_ctime_ns
+
+    (node.root / "src" / "copy" / "control.txt").write_bytes(b"done")
+    node.wait(lambda: [s for s, _ in node.rows("control.txt")] == ["completed"], "the control")
+    deadline = time.monotonic() + 3.5  # three and a half rescan intervals
+    node.wait(lambda: time.monotonic() > deadline, "a few rescans")
+    assert [s for s, _ in node.rows("take.wav")] == ["completed"]
