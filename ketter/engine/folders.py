@@ -229,8 +229,9 @@ def verify_tree(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def make_temp_dir(path: bytes) -> Ident:
-    """Create the temporary folder ``path``; returns its (st_dev, st_ino).
+def make_temp_dir(path: bytes) -> tuple[int, Ident]:
+    """Create the temporary folder ``path``; returns (a descriptor of it,
+    its (st_dev, st_ino)). Close the descriptor.
 
     The ``.dir`` sits in the shared destination folder, where anyone who can
     write there can rename it away and put their own folder under its name
@@ -240,11 +241,24 @@ def make_temp_dir(path: bytes) -> Ident:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
-    finally:
+        if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
+            raise swapped(path, "temporary folder")  # swapped between mkdir and open
+    except BaseException:
         os.close(fd)
-    if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
-        raise swapped(path, "temporary folder")  # swapped between mkdir and open
-    return (st.st_dev, st.st_ino)
+        raise
+    return fd, (st.st_dev, st.st_ino)
+
+
+def through(fd: int, path: bytes) -> bytes:
+    """A path that reaches the folder open as ``fd`` whatever its name holds
+    now: ``/proc/self/fd/N`` (``path`` where ``/proc`` is not mounted).
+
+    Members are created, read back, flushed and given their metadata below
+    it, so a ``.dir`` renamed away mid-copy and replaced by a folder of links
+    cannot make Ketter create members through those links (outside the
+    route): everything below our own ``0700`` folder is ours."""
+    proc = b"/proc/self/fd/%d" % fd
+    return proc if os.path.isdir(proc) else path
 
 
 def check_temp_dir(path: bytes, ident: Ident) -> None:
@@ -263,18 +277,22 @@ def copy_folder(
     """Copy the manifest into ``tmpdir`` (created here), flush, verify from
     disk and check the source did not change. Returns (hashes, bytes, the
     folder's identity)."""
-    ident = make_temp_dir(tmpdir)
-    check_collisions(tmpdir, [e.relpath for e in (*plan.dirs, *plan.files)])
-    make_dirs(tmpdir, plan.dirs)
-    members = MemberCopy(spec, ctx, plan, tmpdir, progress)
+    tfd, ident = make_temp_dir(tmpdir)
     try:
-        members.run()
-        apply_dir_metadata(tmpdir, plan.dirs)
-        flush_tree(tmpdir, plan.files, plan.dirs)
-        members.finish()
+        target = through(tfd, tmpdir)
+        check_collisions(target, [e.relpath for e in (*plan.dirs, *plan.files)])
+        make_dirs(target, plan.dirs)
+        members = MemberCopy(spec, ctx, plan, target, progress)
+        try:
+            members.run()
+            apply_dir_metadata(target, plan.dirs)
+            flush_tree(target, plan.files, plan.dirs)
+            members.finish()
+        finally:
+            members.close()
+        verify_tree(target, members.out, spec.verify, members.verified, progress)
     finally:
-        members.close()
-    verify_tree(tmpdir, members.out, spec.verify, members.verified, progress)
+        os.close(tfd)
     check_unchanged(plan)
     check_temp_dir(tmpdir, ident)
     return members.out, members.done, ident

@@ -35,6 +35,7 @@ from .folders import (
     flush_tree,
     make_dirs,
     make_temp_dir,
+    through,
     verify_tree,
 )
 from .hashing import BUF_SIZE, MultiHash, hash_fd_from_disk
@@ -256,14 +257,18 @@ def copy_packaged(
     against the manifest's SHA-256 from disk, remove the ZIP. Returns
     (per-file hashes, archive hashes, bytes, the ``.dir``'s identity)."""
     files, zip_hashes, zip_id = write_package(spec, plan, zip_path, ctx, progress)
-    ident = make_temp_dir(tmpdir)
-    check_collisions(tmpdir, [e.relpath for e in (*plan.dirs, *plan.files)])
-    make_dirs(tmpdir, plan.dirs)
-    written = extract_package(zip_path, plan.files, tmpdir, progress, ident=zip_id)
-    files = [dataclasses.replace(f, ident=written.get(f.relpath)) for f in files]
-    apply_dir_metadata(tmpdir, plan.dirs)
-    flush_tree(tmpdir, plan.files, plan.dirs)
-    verify_tree(tmpdir, files, "sha256", set(), progress)
+    tfd, ident = make_temp_dir(tmpdir)
+    try:
+        target = through(tfd, tmpdir)  # members below our folder, not its name
+        check_collisions(target, [e.relpath for e in (*plan.dirs, *plan.files)])
+        make_dirs(target, plan.dirs)
+        written = extract_package(zip_path, plan.files, target, progress, ident=zip_id)
+        files = [dataclasses.replace(f, ident=written.get(f.relpath)) for f in files]
+        apply_dir_metadata(target, plan.dirs)
+        flush_tree(target, plan.files, plan.dirs)
+        verify_tree(target, files, "sha256", set(), progress)
+    finally:
+        os.close(tfd)
     check_unchanged(plan)
     check_temp_dir(tmpdir, ident)
     os.unlink(zip_path)

@@ -152,6 +152,32 @@ def test_dir_swapped_during_the_copy_fails_the_copy(bt: bytes) -> None:
     assert not os.path.lexists(bt + b"/dst/shot")
 
 
+def test_dir_swapped_for_one_of_links_writes_nothing_outside(bt: bytes) -> None:
+    """The ``.dir`` swapped mid-copy for a folder whose ``sub`` is a link
+    out of the route: the remaining members are still created below the
+    folder Ketter made (reached through its descriptor), never through the
+    link; the job fails and nothing lands outside."""
+    spec = TransferSpec(folders="as_unit")
+    write(bt + b"/src/shot/a.dpx", b"frame a" * 100)
+    write(bt + b"/src/shot/sub/b.dpx", b"frame b" * 100)
+    os.mkdir(bt + b"/outside")
+    plan = inspect_source(spec, bt + b"/src/shot")
+    assert [e.relpath for e in plan.files] == [b"a.dpx", b"sub/b.dpx"]
+
+    def hook(point: str) -> None:
+        if point == "mid-copy":
+            (name,) = [n for n in os.listdir(bt + b"/dst") if n.endswith(b".dir")]
+            tmp = bt + b"/dst/" + name
+            os.rename(tmp, tmp + b".moved-away")
+            os.mkdir(tmp)
+            os.symlink(bt + b"/outside", tmp + b"/sub")
+
+    with pytest.raises(PermanentError):
+        copy_and_verify(spec, plan, bt + b"/dst/shot", RecordingContext(on_fault=hook))
+    assert os.listdir(bt + b"/outside") == [], "a member was created through the link"
+    assert not os.path.lexists(bt + b"/dst/shot")
+
+
 def _fifo_unblocked(path: bytes, call: Callable[[], object], timeout: float = 20.0) -> object:
     """Run ``call`` in a thread; if it still runs after ``timeout`` s it is
     blocked in open() on the FIFO at ``path``: open the FIFO's write side to
