@@ -185,7 +185,7 @@ class JobRunner:
         elif isinstance(exc, LostClaim):
             # Another worker owns the job now: remove only our own temporaries.
             if attempt is not None:
-                rollback(attempt.dest_dir, attempt.ctx.tag)
+                rollback(attempt.dest_dir, attempt.ctx.tag, root=attempt.spec.destination_root)
             log.warning("stopped: %s", exc, extra={"ketter.job_id": job.id})
         elif isinstance(exc, KetterError):
             # Before the store check: the engine raises ``classify_oserror(e)
@@ -262,7 +262,7 @@ class JobRunner:
             if attempt is not None and job.placed_at is None:
                 # The share may be gone: then the orphan sweep cleans up later.
                 with contextlib.suppress(OSError):
-                    rollback(attempt.dest_dir, attempt.ctx.tag)
+                    rollback(attempt.dest_dir, attempt.ctx.tag, root=attempt.spec.destination_root)
             if pause_route(job.route, message, now=now, room_needed=room):
                 self.notifier.notify(
                     "route_paused", job.route, f"route {job.route} paused: {message}"
