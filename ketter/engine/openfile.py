@@ -17,10 +17,11 @@ Two failure modes, both found by attacking the product (issue #14):
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 
-from ketter.errors import DestinationSpecialFile, SpecialSourceFile, TemporarySwapped
+from ketter.errors import DestinationSpecialFile, KetterError, SpecialSourceFile, TemporarySwapped
 
 from .oserrors import classify_oserror
 from .paths import show
@@ -115,3 +116,20 @@ def reopen(fd: int, path: bytes, flags: int = os.O_RDONLY) -> int:
         os.close(new)
         raise
     return new
+
+
+def sha256_of_file(path: bytes) -> str | None:
+    """SHA-256 of the regular file at ``path`` (opened as a source: never
+    blocking on a special file); None when it cannot be read (gone, or no
+    longer a regular file)."""
+    try:
+        fd = open_regular(path, "hash the source")
+    except (OSError, KetterError):
+        return None
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 from ketter.config import Config, RouteConfig
+from ketter.engine.openfile import sha256_of_file
 from ketter.engine.paths import join
 from ketter.engine.source import inspect_source, scan_tree
 from ketter.errors import PathOutsideRoute, PermanentError
@@ -24,6 +25,7 @@ from ketter.jobs.create import (
 from ketter.jobs.spec import spec_for
 from ketter.jobs.states import State
 from ketter.paths import owner_name, readable
+from ketter.store.models import Job
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,12 @@ def submit_path(config: Config, route: RouteConfig, path: bytes, *, now: float) 
             )
         ]
     previous = last_job(key)
-    if previous is not None and previous.state == State.COMPLETED.value and route.mode == "copy":
+    if (
+        previous is not None
+        and previous.state == State.COMPLETED.value
+        and route.mode == "copy"
+        and not _rewritten_since(previous, path)
+    ):
         return [
             Submitted(
                 previous.id,
@@ -103,3 +110,19 @@ def submit_path(config: Config, route: RouteConfig, path: bytes, *, now: float) 
         event_details={"by": "ketter enqueue"},
     )
     return [Submitted(created.job_id, created.created, f"{shown}: queued as job {created.job_id}")]
+
+
+def _rewritten_since(previous: Job, path: bytes) -> bool:
+    """A file whose key names a delivered version but whose ctime moved and
+    whose bytes differ from that delivery was rewritten in place with its
+    size and mtime restored: a new version (as the watcher sees it,
+    ``ketter/watcher/enqueue.py``). A metadata-only change is not."""
+    if not previous.source_ctime_ns or not previous.sha256:
+        return False
+    try:
+        ctime = os.stat(path).st_ctime_ns
+    except OSError:
+        return False
+    if ctime == previous.source_ctime_ns:
+        return False
+    return sha256_of_file(path) not in (None, previous.sha256)

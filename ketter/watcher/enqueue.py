@@ -29,7 +29,6 @@ size and mtime did not are ever hashed here.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -38,8 +37,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ketter.config.schema import RouteConfig
-from ketter.engine.openfile import open_regular
-from ketter.errors import KetterError
+from ketter.engine.openfile import sha256_of_file
 from ketter.jobs.create import NewJob, create_job, file_source_key, folder_source_key
 from ketter.paths import owner_name, readable
 from ketter.runtime.logs import job_fields
@@ -118,7 +116,7 @@ def settled_keys(
         path = (paths or {}).get(key)
         if key in found or path is None:
             continue
-        if _sha256_of(path) in digests:
+        if sha256_of_file(path) in digests:
             found.add(key)
             if confirmed is not None:
                 if len(confirmed) >= CONFIRMED_MAX:
@@ -129,22 +127,6 @@ def settled_keys(
 
 #: (key, ctime) pairs remembered as "same bytes, only the metadata moved".
 CONFIRMED_MAX = 100_000
-
-
-def _sha256_of(path: bytes) -> str | None:
-    """SHA-256 of the regular file at ``path``; None when it cannot be read
-    (gone, replaced by a special file): then it is not the settled version."""
-    try:
-        fd = open_regular(path, "hash the source")
-    except (OSError, KetterError):
-        return None
-    try:
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def enqueue_ready(

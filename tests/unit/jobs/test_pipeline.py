@@ -348,3 +348,25 @@ def test_a_route_paused_for_room_resumes_once_that_job_is_gone(env) -> None:
     report = sweep(env.config, now=env.clock.now, pending=lambda: 0, ring=lambda _: None)
     assert report.resumed_routes == ["b"]
     assert RouteStatus.get_by_id("b").paused == 0
+
+
+def test_enqueue_sends_a_version_rewritten_in_place_not_a_metadata_change(env) -> None:
+    """`ketter enqueue` agrees with the watcher (#14 finding 2): a delivered
+    file rewritten in place with size and mtime restored is a new version;
+    a chmod (ctime moved, same bytes) is not."""
+    job_id = env.add("b", "take.wav", b"a" * 4096)
+    assert env.runner.handle(job_id) == job_id
+    path = env.root / "b_in" / "take.wav"
+    route = env.config.route("b")
+
+    os.chmod(path, 0o600)  # ctime moves, bytes do not
+    (again,) = submit_path(env.config, route, os.fsencode(path), now=env.clock.now)
+    assert not again.created and "was delivered" in again.message
+
+    st = path.stat()
+    with open(path, "r+b") as fh:
+        fh.write(b"b" * 4096)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    (new,) = submit_path(env.config, route, os.fsencode(path), now=env.clock.now)
+    assert new.created and new.job_id != job_id
+    assert Job.get_by_id(new.job_id).state == "detected"
