@@ -34,6 +34,9 @@ from ascmhl.history import MHLHistory
 from ascmhl.utils import datetime_isostring
 
 from ketter import __version__
+from ketter.engine.beneath import open_parent, step
+from ketter.engine.folders import through
+from ketter.engine.openfile import swapped
 from ketter.engine.paths import split
 from ketter.engine.results import CopyResult
 from ketter.errors import PermanentError
@@ -43,6 +46,7 @@ log = logging.getLogger("ketter.mhl")
 
 FOLDER = "ascmhl"
 FORMATS = ("xxh64", "xxh128")
+_FSYNC_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class MHLHistoryDamaged(PermanentError):
@@ -82,7 +86,13 @@ class _DeliveryHistory(MHLHistory):
 
 
 def write_mhl_generation(
-    temp_dir: bytes, source_dir: bytes, result: CopyResult, *, now: float, node: str
+    temp_dir: bytes,
+    source_dir: bytes,
+    result: CopyResult,
+    *,
+    now: float,
+    node: str,
+    root: bytes | None = None,
 ) -> bytes:
     """Write a new ASC MHL generation into ``temp_dir/ascmhl/``; returns its path.
 
@@ -90,7 +100,48 @@ def write_mhl_generation(
     ``source_dir`` is only read when the copy lacks the source's ``ascmhl/``.
     Raises :class:`MHLHistoryDamaged` or :class:`MHLMismatch` (permanent: the
     job is rolled back, nothing is delivered).
+
+    The ``.dir`` sits in the shared destination folder: anyone who can write
+    there can rename it away and put a folder of links under its name
+    (``ascmhl -> /elsewhere``), and the library, given that name, wrote the
+    MHL files through those links, outside the route (#14 finding 1). So the
+    ``.dir`` is opened from ``root`` (the route's destination root; None: its
+    folder by name) without following a link, must be the folder the copy
+    made (``result.temp_id``, else :class:`~ketter.errors.TemporarySwapped`),
+    and the library is given ``/proc/self/fd/N`` of that descriptor: all it
+    writes lands below Ketter's own ``0700`` folder.
     """
+    fd = _open_temp_dir(temp_dir, result, root)
+    try:
+        below = through(fd, temp_dir)
+        written = _write_generation(below, source_dir, result, now, node)
+    finally:
+        os.close(fd)
+    # Shown under the .dir's name (the descriptor's path means nothing later).
+    return temp_dir + written[len(below) :] if written.startswith(below + b"/") else written
+
+
+def _open_temp_dir(temp_dir: bytes, result: CopyResult, root: bytes | None) -> int:
+    """A descriptor of the ``.dir`` the copy made, reached without a link."""
+    parent, name = split(temp_dir)
+    pfd, _ = open_parent(root, temp_dir)
+    try:
+        fd = step(pfd, name, parent, create=False)
+    except FileNotFoundError:
+        raise swapped(temp_dir, "temporary folder") from None
+    finally:
+        os.close(pfd)
+    st = os.fstat(fd)
+    if result.temp_id is not None and (st.st_dev, st.st_ino) != result.temp_id:
+        os.close(fd)
+        raise swapped(temp_dir, "temporary folder")
+    return fd
+
+
+def _write_generation(
+    temp_dir: bytes, source_dir: bytes, result: CopyResult, now: float, node: str
+) -> bytes:
+    """The generation written below ``temp_dir`` (``/proc/self/fd/N``)."""
     root = os.fsdecode(temp_dir)
     source_history = os.path.join(source_dir, FOLDER.encode())
     if not os.path.isdir(os.path.join(root, FOLDER)) and os.path.isdir(source_history):
@@ -162,13 +213,14 @@ def _fsync_histories(history: Any) -> None:
     for h in MHLHistory.walk_child_histories(history):
         folder = h.asc_mhl_path
         for name in os.listdir(folder):
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            # Never following a link nor blocking on a FIFO (#14 findings 1, 4).
+            fd = os.open(os.path.join(folder, name), _FSYNC_FLAGS)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
         for path in (folder, os.path.dirname(folder)):
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 os.fsync(fd)
             finally:

@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from ketter.errors import PermanentError
 
-from .beneath import open_dir
+from .beneath import open_dir, open_parent
 from .context import TransferContext
 from .copyfile import SMALL_FILE, Progress
 from .hashing import ReadCancelled, fsync_dir, syncfs, thread_buffer
@@ -229,16 +229,26 @@ def verify_tree(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def make_temp_dir(path: bytes) -> tuple[int, Ident]:
+def make_temp_dir(path: bytes, root: bytes | None = None) -> tuple[int, Ident]:
     """Create the temporary folder ``path``; returns (a descriptor of it,
     its (st_dev, st_ino)). Close the descriptor.
 
     The ``.dir`` sits in the shared destination folder, where anyone who can
     write there can rename it away and put their own folder under its name
     (#14): its identity, taken from a descriptor opened without following a
-    link, is what :func:`check_temp_dir` and the placement check."""
-    os.mkdir(path, 0o700)
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    link, is what :func:`check_temp_dir` and the placement check.
+
+    It is made relative to its folder reached from ``root`` (the route's
+    destination root; None: ``path``'s folder by name) without following a
+    link: the package path makes it only after the whole zip is written, and
+    a destination folder swapped for a link meanwhile made ``mkdir`` by name
+    create the ``.dir`` (and extract the members) outside the route."""
+    pfd, name = open_parent(root, path)
+    try:
+        os.mkdir(name, 0o700, dir_fd=pfd)
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+    finally:
+        os.close(pfd)
     try:
         st = os.fstat(fd)
         if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
@@ -277,7 +287,7 @@ def copy_folder(
     """Copy the manifest into ``tmpdir`` (created here), flush, verify from
     disk and check the source did not change. Returns (hashes, bytes, the
     folder's identity)."""
-    tfd, ident = make_temp_dir(tmpdir)
+    tfd, ident = make_temp_dir(tmpdir, spec.destination_root)
     try:
         target = through(tfd, tmpdir)
         check_collisions(target, [e.relpath for e in (*plan.dirs, *plan.files)])

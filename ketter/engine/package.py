@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from ketter.errors import PermanentError, SourceChanged
 
+from .beneath import open_parent
 from .context import TransferContext
 from .copyfile import (
     Progress,
@@ -257,7 +258,9 @@ def copy_packaged(
     against the manifest's SHA-256 from disk, remove the ZIP. Returns
     (per-file hashes, archive hashes, bytes, the ``.dir``'s identity)."""
     files, zip_hashes, zip_id = write_package(spec, plan, zip_path, ctx, progress)
-    tfd, ident = make_temp_dir(tmpdir)
+    # Made relative to the destination folder reached again from the root:
+    # the whole package write lies between the first check and this mkdir.
+    tfd, ident = make_temp_dir(tmpdir, spec.destination_root)
     try:
         target = through(tfd, tmpdir)  # members below our folder, not its name
         check_collisions(target, [e.relpath for e in (*plan.dirs, *plan.files)])
@@ -271,5 +274,10 @@ def copy_packaged(
         os.close(tfd)
     check_unchanged(plan)
     check_temp_dir(tmpdir, ident)
-    os.unlink(zip_path)
+    # By its name in the folder reached without a link, never through one.
+    pfd, zip_name = open_parent(spec.destination_root, zip_path)
+    try:
+        os.unlink(zip_name, dir_fd=pfd)
+    finally:
+        os.close(pfd)
     return files, zip_hashes, sum(f.size for f in files), ident

@@ -49,6 +49,7 @@ _AT_FDCWD = -100
 _SYSCALL_RENAMEAT2 = {"x86_64": 316, "aarch64": 276, "armv7l": 382, "ppc64le": 357}
 _UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP)
 _probe_cache: dict[tuple[int, bool], str] = {}
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def renameat2_noreplace(
@@ -81,28 +82,46 @@ def renameat2_noreplace(
         raise OSError(err, os.strerror(err), old, None, new)
 
 
-def placement_mode(parent: bytes, is_dir: bool) -> str:
-    """The safest placement primitive ``parent``'s filesystem supports."""
+def placement_mode(parent: bytes, is_dir: bool, dir_fd: int | None = None) -> str:
+    """The safest placement primitive ``parent``'s filesystem supports.
+
+    ``dir_fd``: a descriptor of ``parent`` reached without following a link
+    (``place`` has one); the probe files are then created, renamed and
+    removed relative to it, and its ``fstat`` keys the cache. By name, a
+    destination folder swapped for a link meanwhile made Ketter create and
+    rename probe files in the link's target (and cache the target's
+    filesystem): #14 finding 1."""
     forced = os.environ.get("KETTER_PLACEMENT")
     if forced:
         if forced not in MODES:
             raise PermanentError(f"KETTER_PLACEMENT={forced!r}: use one of {MODES}")
         return "rename" if (is_dir and forced == "link") else forced
-    key = (os.stat(parent).st_dev, is_dir)
-    if key not in _probe_cache:
-        _probe_cache[key] = _probe(parent, is_dir)
-    return _probe_cache[key]
+    fd = dir_fd if dir_fd is not None else os.open(parent, _DIR_FLAGS)
+    try:
+        key = (os.fstat(fd).st_dev, is_dir)
+        if key not in _probe_cache:
+            _probe_cache[key] = _probe(fd, is_dir)
+        return _probe_cache[key]
+    finally:
+        if dir_fd is None:
+            os.close(fd)
 
 
-def _probe(parent: bytes, is_dir: bool) -> str:
-    a = join(parent, b".ketter-probe-" + uuid.uuid4().hex.encode() + b".part")
+def _probe(pfd: int, is_dir: bool) -> str:
+    a = b".ketter-probe-" + uuid.uuid4().hex.encode() + b".part"
     b = a[:-5] + b".b.part"
-    with open(a, "wb"):
-        pass
+    os.close(
+        os.open(
+            a,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=pfd,
+        )
+    )
     try:
         try:
-            renameat2_noreplace(a, b)
-            os.rename(b, a)
+            renameat2_noreplace(a, b, pfd, pfd)
+            os.rename(b, a, src_dir_fd=pfd, dst_dir_fd=pfd)
             return "renameat2"
         except OSError as e:
             if e.errno not in _UNSUPPORTED:
@@ -110,15 +129,15 @@ def _probe(parent: bytes, is_dir: bool) -> str:
         if is_dir:
             return "rename"
         try:
-            os.link(a, b)
-            os.unlink(b)
+            os.link(a, b, src_dir_fd=pfd, dst_dir_fd=pfd, follow_symlinks=False)
+            os.unlink(b, dir_fd=pfd)
             return "link"
         except OSError:
             return "rename"
     finally:
         for p in (a, b):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(p)
+                os.unlink(p, dir_fd=pfd)
 
 
 def place_noreplace(
@@ -298,7 +317,7 @@ def _place_at(
     # temporary is not found there and nothing is placed.
     sfd: int | None = pfd if tmp_parent == parent else None
     sname = tmp_name if sfd is not None else tmp
-    mode = placement_mode(parent, is_dir)
+    mode = placement_mode(parent, is_dir, pfd)
     replaced = False
     old_dir: bytes | None = None
     # The temporary sits in a folder others may write to: only the inode

@@ -387,7 +387,12 @@ class Attempt:
             from ketter.audit.mhl import write_mhl_generation  # ascmhl loads only when used
 
             write_mhl_generation(
-                result.temp_path, self.source, result, now=self.now(), node=self.runner.config.node
+                result.temp_path,
+                self.source,
+                result,
+                now=self.now(),
+                node=self.runner.config.node,
+                root=self.spec.destination_root,
             )
         ensure_claim(self.job.id, self.claim)
         placement = place(self.spec, result, self.ctx)
