@@ -4,17 +4,29 @@ While a route is paused its jobs are not claimed and wait without using up
 attempts; one ``route_paused`` event (and alert) goes out per outage, not one
 per job. The recovery sweep checks paused routes and resumes them by itself
 (``route_resumed``) once the roots are back and there is room.
+
+A destination that refuses writes while it shows free space (a quota,
+EDQUOT, or space another writer took between the check and the write) would
+resume at every sweep and pause again at the next try, one alert each time,
+for ever. So pauses for room count as one episode until a job of the route
+is delivered: only the first alerts, and each later one waits longer before
+the sweep resumes the route (``resume_at``, :func:`room_backoff`).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
 
 from ketter.audit.chain import record_event
 from ketter.config import RouteConfig
 from ketter.mounts import mount_problem
-from ketter.store.models import RouteStatus, database
+from ketter.store.models import Job, RouteStatus, database
+
+#: The longest wait between two tries of a route whose destination keeps
+#: refusing writes it shows room for (or ``retry.max_delay`` when longer).
+ROOM_BACKOFF_CAP = 900.0
 
 
 def is_paused(route: str) -> bool:
@@ -22,19 +34,37 @@ def is_paused(route: str) -> bool:
     return bool(status and status.paused)
 
 
-def pause_route(route: str, reason: str, *, now: float, room_needed: int | None = None) -> bool:
+def pause_route(
+    route: str,
+    reason: str,
+    *,
+    now: float,
+    room_needed: int | None = None,
+    room_pauses: int | None = None,
+    resume_at: float | None = None,
+) -> bool:
     """Pause ``route``; returns True when it was running (an event was written).
 
     ``room_needed``: paused because the destination is full, the bytes the
     job that did not fit needs free on top of ``min_free``; the route
     resumes only once they are (else it would resume, hit the same wall and
-    pause again at every sweep, one alert each time).
+    pause again at every sweep, one alert each time). ``room_pauses``: which
+    pause for room of the episode this is (default: the next one,
+    :func:`room_pauses_before`); ``resume_at``: the sweep does not resume the
+    route before then (:func:`room_backoff`).
     """
     db = database.obj
     with db.atomic():
         status = RouteStatus.get_or_none(RouteStatus.route == route)
         if status is not None and status.paused:
             return False
+        # The episode's count survives a resume and a pause for another
+        # reason (a share unmounted meanwhile delivered nothing either).
+        pauses = (status.room_pauses or 0) if status is not None else 0
+        paused_at = status.room_paused_at if status is not None else None
+        if room_needed is not None:
+            pauses = room_pauses if room_pauses is not None else room_pauses_before(route) + 1
+            paused_at = now
         (
             RouteStatus.insert(
                 route=route,
@@ -43,6 +73,9 @@ def pause_route(route: str, reason: str, *, now: float, room_needed: int | None 
                 since=now,
                 updated_at=now,
                 room_needed=room_needed,
+                room_pauses=pauses,
+                room_paused_at=paused_at,
+                resume_at=resume_at,
             )
             .on_conflict_replace()
             .execute()
@@ -50,8 +83,64 @@ def pause_route(route: str, reason: str, *, now: float, room_needed: int | None 
         details: dict[str, object] = {"reason": reason}
         if room_needed is not None:
             details["room_needed"] = room_needed
+            details["room_pauses"] = pauses
+        if resume_at is not None:
+            details["resume_at"] = resume_at
         record_event("route_paused", now=now, route=route, details=details)
     return True
+
+
+def room_pauses_before(route: str) -> int:
+    """How many times ``route`` paused for room with nothing of it delivered
+    since: 0 when none, or when a job of the route completed after the last
+    one (the episode is over)."""
+    status = RouteStatus.get_or_none(RouteStatus.route == route)
+    if status is None or not status.room_pauses:
+        return 0
+    if status.room_paused_at is not None and (
+        Job.select()
+        .where(
+            (Job.route == route)
+            & (Job.state == "completed")
+            & (Job.completed_at >= status.room_paused_at)
+        )
+        .exists()
+    ):
+        return 0
+    return int(status.room_pauses)
+
+
+def room_backoff(pauses: int, max_delay: float) -> float:
+    """The wait before the ``pauses``-th try of an episode: ``max_delay``,
+    doubling with each pause, at most :data:`ROOM_BACKOFF_CAP` (or
+    ``max_delay`` when that is longer)."""
+    cap = max(ROOM_BACKOFF_CAP, max_delay)
+    return min(max_delay * 2 ** min(max(pauses - 1, 0), 32), cap)
+
+
+def room_wait_reason(
+    route: RouteConfig, message: str, *, room: int, wait: float, now: float, roomy: bool
+) -> str:
+    """The pause reason of a route that waits ``wait`` seconds before its next
+    try: why (the destination shows room the write did not get, or the job
+    did not fit again with nothing delivered since the last resume) and when."""
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + wait))
+    if not roomy:
+        return (
+            f"{message}; it did not fit again with nothing delivered since the route "
+            f"resumed: next try at {at} at the earliest (waiting {wait:g} s)"
+        )
+    try:
+        usage = shutil.disk_usage(route.destination)
+        shown = f"{usage.free} bytes (min_free {route.min_free}: "
+        shown += f"{route.min_free.required(usage.total)} bytes)"
+    except OSError as exc:
+        shown = f"unknown ({exc.strerror})"
+    return (
+        f"{message}; quota or space taken by another writer: free space shown "
+        f"{shown}, the job needs {room} bytes; next try at {at} (waiting {wait:g} s, "
+        "doubling while nothing is delivered)"
+    )
 
 
 def resume_route(route: str, *, now: float) -> bool:
@@ -63,7 +152,9 @@ def resume_route(route: str, *, now: float) -> bool:
             return False
         outage = now - (status.since or now)
         (
-            RouteStatus.update(paused=0, reason=None, since=None, updated_at=now, room_needed=None)
+            RouteStatus.update(
+                paused=0, reason=None, since=None, updated_at=now, room_needed=None, resume_at=None
+            )
             .where(RouteStatus.route == route)
             .execute()
         )

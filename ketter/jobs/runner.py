@@ -47,7 +47,13 @@ from ketter.jobs.batch import BATCH_MAX, Batch, batchable
 from ketter.jobs.claim import Claimed, claim_job, claim_more, owner_name, release
 from ketter.jobs.delivered import log_completed
 from ketter.jobs.lease import ActiveJob, JobContext, LeaseKeeper
-from ketter.jobs.routes import pause_route, unavailable_reason
+from ketter.jobs.routes import (
+    pause_route,
+    room_backoff,
+    room_pauses_before,
+    room_wait_reason,
+    unavailable_reason,
+)
 from ketter.jobs.spec import spec_for
 from ketter.jobs.states import State
 from ketter.jobs.steps import Attempt
@@ -234,6 +240,7 @@ class JobRunner:
             },
         )
         room: int | None = None
+        room_pauses = 0
         wait = 0.0
         if isinstance(exc, DestinationFull):
             # "Does not fit" pauses the route until the job's size is free
@@ -243,11 +250,21 @@ class JobRunner:
             # problem: a quota (EDQUOT) or another writer can refuse a write
             # while the filesystem still counts free space, and then the job
             # waits a backoff so the resumed route does not hit it at once.
+            # That backoff is the route's (``resume_at``), doubling with each
+            # pause for room with nothing delivered in between, and only the
+            # first pause of such an episode alerts: the sweep resumed the
+            # route at once and it paused again, an alert every max_delay for
+            # ever (review of #14 finding 17).
             room = exc.room_needed
             if room is None:
                 room = job.size or job.source_size or 0
-            if attempt is not None and unavailable_reason(attempt.route, room=room) is None:
-                wait = self.config.retry.max_delay
+            room_pauses = room_pauses_before(job.route) + 1
+            roomy = attempt is not None and unavailable_reason(attempt.route, room=room) is None
+            if attempt is not None and (roomy or room_pauses > 1):
+                wait = room_backoff(room_pauses, self.config.retry.max_delay)
+                message = room_wait_reason(
+                    attempt.route, message, room=room, wait=wait, now=now, roomy=roomy
+                )
         elif (
             isinstance(exc, RouteUnavailable)
             and attempt is not None
@@ -263,7 +280,15 @@ class JobRunner:
                 # The share may be gone: then the orphan sweep cleans up later.
                 with contextlib.suppress(OSError):
                     rollback(attempt.dest_dir, attempt.ctx.tag, root=attempt.spec.destination_root)
-            if pause_route(job.route, message, now=now, room_needed=room):
+            paused = pause_route(
+                job.route,
+                message,
+                now=now,
+                room_needed=room,
+                room_pauses=room_pauses if room is not None else None,
+                resume_at=now + wait if wait else None,
+            )
+            if paused and room_pauses <= 1:
                 self.notifier.notify(
                     "route_paused", job.route, f"route {job.route} paused: {message}"
                 )

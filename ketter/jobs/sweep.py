@@ -96,6 +96,10 @@ def sweep(
         # for jobs still waiting on it: the job that did not fit may have
         # been deleted, superseded or re-queued, and waiting for its room
         # kept the route paused for ever (review of #14 finding 17).
+        if status.resume_at is not None and now < status.resume_at:
+            # Backing off: the destination refused a write it showed room
+            # for (a quota, another writer), so room alone proves nothing.
+            continue
         room = room_needed(route.name, status.room_needed)
         if unavailable_reason(route, room=room) is None and resume_route(route.name, now=now):
             report.resumed_routes.append(route.name)

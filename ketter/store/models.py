@@ -183,6 +183,15 @@ class RouteStatus(BaseModel):
     #: Paused for a full destination: the bytes the job that did not fit needs
     #: free on top of ``min_free``; the route resumes once they are.
     room_needed = BigIntegerField(null=True)
+    #: Pauses for room with nothing of the route delivered in between (0008):
+    #: the first one alerts, the later ones back off (``resume_at``).
+    room_pauses = IntegerField(default=0)
+    #: When the last pause for room began (kept once resumed): a job of the
+    #: route completed after it ends the episode.
+    room_paused_at = DoubleField(null=True)
+    #: The sweep does not resume the route before this time (the backoff of a
+    #: destination that refuses writes while showing free space: a quota).
+    resume_at = DoubleField(null=True)
 
     class Meta:
         table_name = "route_status"
