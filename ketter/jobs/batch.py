@@ -34,25 +34,29 @@ like any other (docs/guarantees.md).
 
 from __future__ import annotations
 
+import errno
+import functools
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ketter.engine.beneath import open_dir
 from ketter.engine.copyfile import INLINE_MAX
-from ketter.engine.hashing import fsync_dir
 from ketter.engine.mounts import check_mounts
 from ketter.engine.oserrors import classify_oserror
 from ketter.engine.paths import split
 from ketter.engine.placement import place
 from ketter.engine.results import CopyResult, Placement
-from ketter.errors import ShutdownRequested
+from ketter.errors import PathOutsideRoute, ShutdownRequested
 from ketter.jobs.claim import Claimed, ensure_claim
 from ketter.jobs.lease import ActiveJob
 from ketter.jobs.states import State
 from ketter.jobs.steps import Attempt
 from ketter.jobs.transitions import Step
+from ketter.runtime.flush import grouped_fsync
 from ketter.store.db import sync_wal
 from ketter.store.models import Job, database
 
@@ -229,13 +233,26 @@ class Batch:
 
     def _flush_dirs(self, dirs: set[bytes]) -> None:
         for parent in sorted(dirs):
+            placed = [
+                m
+                for m in self._live()
+                if m.placement is not None and split(m.placement.final_path)[0] == parent
+            ]
+            # One route per batch: every member has the same destination root.
+            root = next(
+                (m.attempt.spec.destination_root for m in self.members if m.attempt is not None),
+                None,
+            )
+            error: BaseException
             try:
-                fsync_dir(parent)
+                grouped_fsync(parent, functools.partial(_fsync_beneath, root, parent))
+                continue
             except OSError as exc:
                 error = classify_oserror(exc, parent, "flush the destination folder")
-                for m in self._live():
-                    if m.placement is not None and split(m.placement.final_path)[0] == parent:
-                        self._stop(m, error)
+            except PathOutsideRoute as exc:
+                error = exc
+            for m in placed:
+                self._stop(m, error)
 
     # -- bookkeeping --------------------------------------------------------
 
@@ -263,3 +280,21 @@ class Batch:
         """The job leaves the batch through the usual error policy."""
         attempt, m.attempt, m.done = m.attempt, None, True
         self.runner.stopped(m.job, m.claimed, attempt, exc)
+
+
+def _fsync_beneath(root: bytes | None, folder: bytes) -> None:
+    """fsync ``folder`` reached from the route's destination ``root`` without
+    following a link (:mod:`ketter.engine.beneath`). By name, a folder
+    swapped for a link after the batch's renames made Ketter flush the
+    link's target and record as durable renames that were never flushed
+    (#14 finding 1); a link in the way now stops the jobs of that folder."""
+    fd = open_dir(root or folder, folder)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        # Some network filesystems refuse fsync on folders (EINVAL); their
+        # server commits folder operations synchronously anyway.
+        if e.errno != errno.EINVAL:
+            raise
+    finally:
+        os.close(fd)

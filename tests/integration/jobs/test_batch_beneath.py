@@ -1,0 +1,77 @@
+"""The batch's one flush per destination folder reaches that folder from the
+route root without following a link (issue #14 finding 1, review).
+
+The batch renames its small files into their folder, then flushes each
+folder once before recording the jobs completed. By name, a folder swapped
+for a link between the renames and the flush made Ketter flush the link's
+target and record as durable renames it never flushed. The swap is made
+right before the batch's flush, in process (the flush step is wrapped, not
+replaced: the real one runs).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ketter.audit import chain
+from ketter.config import load_config
+from ketter.jobs import batch as batch_mod
+from ketter.jobs.lease import LeaseKeeper
+from ketter.jobs.runner import JobRunner
+from ketter.jobs.submit import submit_path
+from ketter.runtime.signals import Shutdown
+from ketter.store import open_store
+from ketter.store.models import Job
+
+
+def test_batch_flush_does_not_follow_a_folder_swapped_for_a_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    (tmp_path / "out" / "sub").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    cfg = tmp_path / "ketter.yaml"
+    cfg.write_text(
+        f"""
+state_dir: {tmp_path}/state
+node: batch-node
+routes:
+  - {{name: r, source: in, destination: out}}
+""",
+        encoding="utf-8",
+    )
+    config = load_config(str(cfg))
+    db = open_store(config.db_path)
+    chain.configure(node="batch-node")
+    try:
+        ids = []
+        for name in ("a.wav", "b.wav"):
+            src = tmp_path / "in" / "sub" / name
+            src.write_bytes(os.urandom(10_000))
+            (result,) = submit_path(config, config.route("r"), os.fsencode(src), now=1e9)
+            ids.append(result.job_id)
+        real_flush = batch_mod.Batch._flush_dirs
+        flushed: list[set[bytes]] = []
+
+        def swap_then_flush(self: batch_mod.Batch, dirs: set[bytes]) -> None:
+            flushed.append(set(dirs))
+            os.rename(tmp_path / "out" / "sub", tmp_path / "out" / "sub.moved-away")
+            os.symlink(outside, tmp_path / "out" / "sub")
+            real_flush(self, dirs)
+
+        monkeypatch.setattr(batch_mod.Batch, "_flush_dirs", swap_then_flush)
+        runner = JobRunner(config, shutdown=Shutdown(), keeper=LeaseKeeper(config, Shutdown()))
+        runner.handle(ids[0])
+        assert flushed == [{os.fsencode(tmp_path / "out" / "sub")}], "no batch flush ran"
+        states = {i: Job.get_by_id(i).state for i in ids}
+        assert "completed" not in states.values(), states
+        errors = [Job.get_by_id(i).error or "" for i in ids]
+        assert all("symbolic link" in e for e in errors), errors
+        assert os.listdir(outside) == []
+    finally:
+        db.close()
+        chain.configure()
