@@ -262,6 +262,12 @@ def test_store_deleted_during_a_move_keeps_every_source_and_refuses_a_new_store(
         assert not db.exists()
         plain = node.ketter("db", "upgrade")
         assert plain.returncode == 2 and "--new-store" in plain.stderr
+        # --new-store on purpose, once the old audit log is archived (a new
+        # store starts a new chain: docs/operations.md).
+        refused = node.ketter("db", "upgrade", "--new-store")
+        assert refused.returncode == 2 and "archive the old log" in refused.stderr
+        logs_dir = db.parent / "logs"
+        logs_dir.rename(db.parent / "logs.before-new-store")
         assert node.ketter("db", "upgrade", "--new-store").returncode == 0
         workers = node.start_workers()
         node.wait_ready(workers)
