@@ -472,7 +472,11 @@ def _check_state_paths(
                     f"{path}:{line}: {label}: {own} {how} the {side} of route "
                     f"{route.name!r} ({root}); Ketter would transfer, overwrite or "
                     "delete its own job store and audit log: keep state_dir and "
-                    "the audit log outside every route folder"
+                    "the audit log outside every route folder (a node that already "
+                    "ran there: stop the services and move ketter.db*, queue.db*, "
+                    "ketter.node, audit.highwater and logs/ to the new state_dir "
+                    "together, or it starts over with an empty store and a new "
+                    "audit chain; docs/operations.md, Upgrade)"
                 )
     return problems
 
