@@ -570,7 +570,7 @@ def profile(files: int, size: int) -> dict[str, Any]:
     out: dict[str, Any] = {"run": e2e_run(v, 0, files, size, profile=base)}
     # Only samples inside a job (workers) or the watcher's loop count: the
     # consumer's scheduler and the lease keeper mostly sleep.
-    within = {"workers": "run_job (workers/app.py", "watcher": "Watcher.tick ("}
+    within = {"workers": "run_job (ketter/queue.py", "watcher": "Watcher.tick ("}
     for name in ("watcher", "workers"):
         path = f"{base}-{name}.txt"
         if os.path.exists(path):

@@ -1,3 +1,4 @@
-"""The worker side of Ketter: the Huey app (a doorbell carrying job ids) and
-the consumer that runs transfer jobs. Built from the config in one place; see
+"""The workers process: the consumer that runs transfer jobs
+(``consumer.py``) and its extra processes (``processes.py``). The queue it
+consumes is :mod:`ketter.queue`, shared with detection; see
 docs/architecture.md."""

@@ -90,8 +90,8 @@ def _unknown_route(config: Config, name: str) -> str:
 
 def requeue_jobs(args: argparse.Namespace) -> int:
     from ketter.jobs.requeue import failed_jobs, requeue_job
+    from ketter.queue import build_queue
     from ketter.store import open_store
-    from workers.app import build_queue
 
     config = config_from(args)
     if not args.failed and not args.job_ids:
@@ -128,8 +128,8 @@ def requeue_jobs(args: argparse.Namespace) -> int:
 def enqueue_path(args: argparse.Namespace) -> int:
     from ketter.audit import chain
     from ketter.jobs.submit import submit_path
+    from ketter.queue import build_queue
     from ketter.store import open_store
-    from workers.app import build_queue
 
     config = config_from(args)
     try:

@@ -25,11 +25,11 @@ def run_watcher(args: argparse.Namespace) -> int:
     # Imported here: `ketter --help` must not pay for watchdog and huey.
     from ketter.alerts import build_notifier
     from ketter.audit import chain
+    from ketter.queue import build_queue
     from ketter.runtime.logs import setup_logging
     from ketter.runtime.signals import Shutdown
     from ketter.store import open_store
     from ketter.watcher import Watcher
-    from workers.app import build_queue
     from workers.consumer import read_hmac_key  # the same key reading as the workers
 
     # First: a SIGTERM during start-up must be graceful too.

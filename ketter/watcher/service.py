@@ -43,7 +43,7 @@ class Watcher:
 
     The job store must be open (:func:`ketter.store.open_store`) and the
     audit chain configured (:func:`ketter.audit.chain.configure`) by the
-    caller. ``queue`` defaults to :func:`workers.app.build_queue`.
+    caller. ``queue`` defaults to :func:`ketter.queue.build_queue`.
 
     Use :meth:`run` for the service (returns when ``stop`` is set), or
     :meth:`start` / :meth:`tick` / :meth:`scan_once` / :meth:`close` to
@@ -63,7 +63,7 @@ class Watcher:
     ) -> None:
         self.config = config
         if queue is None:
-            from workers.app import build_queue
+            from ketter.queue import build_queue
 
             queue = build_queue(config)
         self.queue = queue

@@ -1,4 +1,5 @@
-"""The wheel ships ketter/, workers/ and migrations/, and works from `/`."""
+"""The wheel ships ketter/ (with the queue, ketter/queue.py), workers/ and
+migrations/, and works from `/`."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ def test_wheel_installs_and_upgrades_a_new_state_dir(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "migrations/0001_initial.py" in names
     assert "workers/__init__.py" in names
+    assert "workers/consumer.py" in names
+    assert "ketter/queue.py" in names
+    assert "workers/app.py" not in names  # moved to ketter/queue.py (#16 item 2)
     assert "ketter/cli/main.py" in names
     assert not any(n.startswith("tests/") for n in names)
 

@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 
 from ketter.audit import chain
 from ketter.config import Config, parse_config
+from ketter.queue import Queue, build_queue
 from ketter.store import open_store
 from ketter.store.models import Event, Job
 from ketter.watcher import Watcher
-from workers.app import Queue, build_queue
 
 T = TypeVar("T")
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from peewee import OperationalError
 
+from ketter.queue import build_queue
 from ketter.store import open_readonly
 from tests.conftest import KETTER, cli_env
 from tests.integration.watcher.support import make_config, wait_for, write
-from workers.app import build_queue
 
 
 def _count(db_path: str, sql: str) -> int:

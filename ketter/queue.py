@@ -1,4 +1,4 @@
-"""The Huey app: a SQLite queue that carries job ids, nothing else.
+"""The queue: a Huey app on SQLite that carries job ids, nothing else.
 
 Huey is only a doorbell. Its SQLite storage deletes a message the moment a
 worker takes it (there is no ack: huey #253, #418), so a worker killed right
@@ -7,12 +7,21 @@ row in ``ketter.db`` is the truth, a message only says "there is work, job N
 may be ready", and the recovery sweep rings again for any due job that no
 message covers. Duplicate messages are harmless: claiming is a
 compare-and-set on the job row.
+
+It lives here, not in ``workers/``, because both sides use it: detection
+(:mod:`ketter.watcher`) and the CLI ring it, the workers process consumes
+it, and ringing a doorbell must not import the process that answers it.
+:func:`build_queue` is the one place the Huey instance is built from the
+config. Ketter writes no SQL into Huey's tables: messages go through
+``Huey.enqueue``, which serializes them and calls the storage's ``enqueue``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,9 +55,9 @@ class Queue:
         a worker's dequeue wait on SQLite's sleeping busy handler)."""
         if not job_ids:
             return
-        self.huey.storage.enqueue_many(
-            [(self.huey.serialize_task(self.task.s(job_id)), 0) for job_id in job_ids]
-        )
+        with self.huey.storage.one_transaction():
+            for job_id in job_ids:
+                self.huey.enqueue(self.task.s(job_id))
 
     def pending(self) -> int:
         """Messages waiting in the queue (not counting scheduled ones)."""
@@ -77,13 +86,51 @@ class _QueueStorage(SqliteStorage):
         conn.execute(f"pragma journal_size_limit={QUEUE_WAL_LIMIT}")
         return conn
 
-    def enqueue_many(self, items: list[tuple[bytes, float]]) -> None:
-        """``enqueue`` for many messages, in one transaction."""
-        with self.db(commit=True) as curs:
-            curs.executemany(
-                "insert into task (queue, data, priority) values (?, ?, ?)",
-                [(self.name, self.to_blob(data), priority or 0) for data, priority in items],
-            )
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        #: The thread whose ``one_transaction`` is open, if any (set before
+        #: huey's __init__, which creates the tables through ``db()``).
+        self._batch_owner: int | None = None
+        super().__init__(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def one_transaction(self) -> Iterator[None]:
+        """Every ``enqueue`` in the block shares one transaction on this
+        storage's own connection: one ``begin exclusive`` and one commit for
+        a burst of messages, all of them or none (an error rolls them all
+        back; the jobs stay ``detected`` and the sweep rings for them).
+
+        Huey 3.5 has no batch enqueue, and writing the ``insert into task``
+        ourselves would tie Ketter to the layout of Huey's table. So the rows
+        are still written by Huey's own ``enqueue``; only the transaction
+        around them is opened here, with Huey's own ``db(commit=True)``,
+        which holds the storage lock for the whole block (another thread's
+        enqueue or dequeue waits for the commit, as it would for one
+        message). tests/integration/test_queue.py counts the transactions,
+        so a Huey upgrade whose ``enqueue`` stops going through ``db()``
+        fails there instead of deadlocking in production.
+        """
+        with self.db(commit=True):
+            self._batch_owner = threading.get_ident()
+            try:
+                yield
+            finally:
+                self._batch_owner = None
+
+    @contextlib.contextmanager
+    def db(self, commit: bool = False, close: bool = False) -> Iterator[Any]:
+        """Huey's cursor context; inside :meth:`one_transaction` (same
+        thread) it hands out a cursor in the open transaction instead of
+        beginning and committing one of its own — the storage lock is
+        already held, and taking it again would deadlock."""
+        if self._batch_owner == threading.get_ident():
+            cursor = self.conn.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+            return
+        with super().db(commit=commit, close=close) as cursor:
+            yield cursor
 
 
 class _DoorbellHuey(SqliteHuey):
