@@ -21,36 +21,23 @@ import time
 from collections.abc import Callable
 
 from ketter.alerts import build_notifier
-from ketter.audit import chain
 from ketter.audit.shipper import AuditShipper
 from ketter.config import Config, load_config
 from ketter.jobs.lease import ActiveJob, LeaseKeeper
 from ketter.jobs.runner import JobRunner, LogNotifier, Notifier
 from ketter.jobs.sweep import sweep
-from ketter.queue import Queue, build_queue
+from ketter.node import Node
 from ketter.runtime import sdnotify
 from ketter.runtime.signals import Shutdown
-from ketter.store.db import open_store
 from ketter.store.guard import StoreGuard, guard_of
 from ketter.store.models import Heartbeat, database
+from workers.app import Queue, build_queue
 from workers.processes import Children
 
 log = logging.getLogger("ketter.workers")
 
 #: How often the orphan sweep walks the destinations (it is a full walk).
 ORPHAN_SWEEP_EVERY = 600.0
-
-
-def read_hmac_key(config: Config) -> bytes | None:
-    # A missing or unreadable key is a ConfigError (exit 2, no restart loop)
-    # with the config line, not a raw [Errno 2] (see ketter.config.credentials).
-    from ketter.config.credentials import read_hmac_key as read_key
-
-    return read_key(
-        config.audit.hmac_key_file,
-        config_path=config.path,
-        line=config.line_of("audit.hmac_key_file"),
-    )
 
 
 def write_heartbeat(component: str, node: str, details: dict, *, now: float) -> None:
@@ -107,8 +94,11 @@ class WorkersProcess:
         shutdown: Shutdown | None = None,
         notifier: Notifier | None = None,
         on_reload: Callable[[], None] | None = None,
+        node: Node | None = None,
     ) -> None:
         self.config = config
+        #: The process's composition root (``ketter run`` passes its own).
+        self.node = node
         #: Called after a SIGHUP was handled (the main process passes it on
         #: to its children, :mod:`workers.processes`).
         self.on_reload = on_reload
@@ -134,15 +124,22 @@ class WorkersProcess:
         if install_signals:
             # First thing: a SIGTERM during start-up must be graceful too.
             self.shutdown.install()
-        if database.obj is None or database.obj.database != config.db_path:
-            # Never silently a new, empty store where the node has run before.
-            open_store(config.db_path, evidence=[config.audit.log_file])
+        if self.node is None:
+            # The key first (a ConfigError, exit 2, with the config line);
+            # never silently a new, empty store where the node has run before.
+            self.node = Node.from_config(
+                config,
+                "workers",
+                open_store=database.obj is None or database.obj.database != config.db_path,
+                evidence=[config.audit.log_file],
+                notifier=self.notifier,
+            )
+        audit = self.node.chain
         guard = guard_of(database.obj) or StoreGuard(config.db_path)
         guard.start_publishing("workers")
         quiet = _StateDiskFilter(guard)
         for name in HUEY_LOGGERS:
             logging.getLogger(name).addFilter(quiet)
-        chain.configure(node=config.node, hmac_key=read_hmac_key(config))
         keeper = LeaseKeeper(config, self.shutdown, on_stalled=self._stalled)
         runner = JobRunner(
             config,
@@ -168,7 +165,7 @@ class WorkersProcess:
 
         def started() -> None:
             with database.obj.atomic():
-                chain.record_event(
+                audit.append_event(
                     "workers_started",
                     now=now,
                     details={
@@ -203,7 +200,7 @@ class WorkersProcess:
 
             def stopped() -> None:
                 with database.obj.atomic():
-                    chain.record_event(
+                    audit.append_event(
                         "workers_stopped", now=time.time(), details={"pid": os.getpid()}
                     )
 

@@ -9,6 +9,11 @@ changes the job, so SQLite's write lock orders the events of every process
 spaces, UTF-8 (``ensure_ascii=False``), floats in Python's shortest repr —
 for the strings, integers and floats Ketter writes this is byte-identical to
 RFC 8785.
+
+The node name, the key and the actor travel in an :class:`AuditChain`,
+built once per process by :class:`ketter.node.Node` (the composition root)
+for a role that may append events; ``record_event`` appends through the
+process's chain or the one passed as ``chain=``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import hmac
 import json
 import os
 import socket
+from dataclasses import dataclass, field
 from typing import Any
 
 from ketter.audit.vocabulary import EVENTS
@@ -27,20 +33,81 @@ from ketter.store.models import database
 
 GENESIS = "0" * 64
 
-_key: bytes | None = None
-_node: str | None = None
+
+@dataclass(frozen=True)
+class Principal:
+    """Who an event is written for: its ``user`` column.
+
+    ``kind`` ``os-user`` (the CLI and the services: the OS user of the
+    process, as before) records ``name`` alone, so existing chains read the
+    same; another kind (a person or a token behind the API, later) records
+    ``kind:name``.
+    """
+
+    kind: str
+    name: str
+
+    def as_user(self) -> str:
+        """The ``user`` column's text."""
+        return self.name if self.kind == "os-user" else f"{self.kind}:{self.name}"
+
+
+def os_user() -> Principal:
+    """The OS user of this process."""
+    return Principal("os-user", _user())
+
+
+class MayNotAppend(RuntimeError):
+    """This process's role may not append audit events (it does not hold the
+    chain's key): writing one would put a record ``audit verify`` calls
+    altered into the chain."""
+
+
+@dataclass(frozen=True)
+class AuditChain:
+    """The chain as one process writes it: the node's name, the HMAC key
+    when the chain is keyed, and the actor recorded by default."""
+
+    node: str
+    key: bytes | None = None
+    actor: Principal = field(default_factory=os_user)
+    #: False for a role that does not hold the key (``ketter.node.ROLES``).
+    may_append: bool = True
+
+    @property
+    def keyed(self) -> bool:
+        return self.key is not None
+
+    def append_event(self, event: str, **fields: Any) -> int:
+        """:func:`record_event` through this chain."""
+        return record_event(event, chain=self, **fields)
+
+
+#: The chain of this process: installed by :class:`ketter.node.Node` (or
+#: :func:`configure`); None writes unkeyed events for the host name.
+_chain: AuditChain | None = None
+
+
+def install(chain: AuditChain | None) -> None:
+    """Make ``chain`` this process's chain (``record_event`` without ``chain=``)."""
+    global _chain
+    _chain = chain
+
+
+def current() -> AuditChain:
+    """This process's chain (an unkeyed one for the host name when none is set)."""
+    return _chain or AuditChain(node=socket.gethostname())
 
 
 def configure(*, node: str | None = None, hmac_key: bytes | None = None) -> None:
-    """Set the node name and the optional HMAC key for this process's events."""
-    global _key, _node
-    _key = hmac_key
-    _node = node
+    """Set the node name and the optional HMAC key for this process's events
+    (kept for tests; the entry points build a :class:`ketter.node.Node`)."""
+    install(AuditChain(node=node or socket.gethostname(), key=hmac_key))
 
 
 def keyed() -> bool:
     """Whether this process writes keyed (HMAC) hashes."""
-    return _key is not None
+    return current().keyed
 
 
 #: ``json.dumps`` with these arguments builds a new encoder at every call.
@@ -96,14 +163,24 @@ def record_event(
     to_state: str | None = None,
     attempt: int | None = None,
     details: dict[str, Any] | None = None,
+    chain: AuditChain | None = None,
+    actor: Principal | None = None,
 ) -> int:
     """Append one event to the chain; returns its sequence number.
 
     Must run inside the caller's write transaction (the one that changes the
     state it describes), so the event and the change commit together.
+    ``chain`` defaults to this process's; ``actor`` (the ``user`` column) to
+    the chain's actor.
     """
     if event not in EVENTS:
         raise ValueError(f"unknown audit event {event!r}; add it to ketter.audit.vocabulary")
+    chain = chain or current()
+    if not chain.may_append:
+        raise MayNotAppend(
+            f"audit event {event!r}: this process's role may not append events "
+            "(it does not hold the audit HMAC key)"
+        )
     db = database.obj
     if not db.in_transaction():
         raise RuntimeError("record_event() must run inside the state change's transaction")
@@ -118,13 +195,13 @@ def record_event(
         "from_state": from_state,
         "to_state": to_state,
         "attempt": attempt,
-        "node": _node or socket.gethostname(),
+        "node": chain.node,
         "pid": os.getpid(),
-        "user": _user(),
+        "user": (actor or chain.actor).as_user(),
         "details": canonical_json(details or {}),
     }
     row["prev_hash"] = prev_hash
-    row["hash"] = record_hash(prev_hash, hashed_fields(row), _key)
+    row["hash"] = record_hash(prev_hash, hashed_fields(row), chain.key)
     # Raw SQL: this runs in every state change, peewee's builder costs more
     # than the insert itself.
     db.execute_sql(_INSERT, tuple(row[name] for name in EVENT_COLUMNS))

@@ -138,11 +138,11 @@ def _print(report: Report, as_json: bool) -> int:
 
 def run_ship(args: argparse.Namespace) -> int:
     config: Config = config_from(args)
-    from ketter.audit import chain
-    from ketter.store import open_store
+    from ketter.node import Node
 
-    open_store(config.db_path)
-    chain.configure(node=config.node, hmac_key=read_key(config.audit.hmac_key_file))
+    # The key first: the shipper records rotations and reopenings (exit 2
+    # with the config line for an account that cannot read it).
+    Node.from_config(config, "ship")
     shipper = AuditShipper(config)
     try:
         shipped = shipper.drain()

@@ -70,17 +70,15 @@ def explain(config: object) -> str:
 
 
 def run_both(args: argparse.Namespace) -> int:
-    from ketter.alerts import build_notifier
-    from ketter.audit import chain
     from ketter.audit.shipper import AuditShipper
     from ketter.errors import StoreLost
-    from ketter.queue import build_queue
+    from ketter.node import Node
     from ketter.runtime.logs import setup_logging
     from ketter.runtime.signals import Shutdown
-    from ketter.store import open_store
     from ketter.store.guard import is_unwritable_error
     from ketter.watcher import Watcher
-    from workers.consumer import WorkersProcess, read_hmac_key
+    from workers.app import build_queue
+    from workers.consumer import WorkersProcess
 
     shutdown = Shutdown().install()
     setup_logging()
@@ -105,19 +103,18 @@ def run_both(args: argparse.Namespace) -> int:
         )
         return 2
     # Never silently a new, empty store where the node has run before.
-    open_store(config.db_path, evidence=[config.audit.log_file])
-    chain.configure(node=config.node, hmac_key=read_hmac_key(config))
+    node = Node.from_config(config, "run", evidence=[config.audit.log_file])
     sys.stdout.write(explain(config) + "\n")
     sys.stdout.flush()
     queue = build_queue(config)
-    notifier = build_notifier(config)
+    notifier = node.notifier
     watcher = Watcher(config, queue=queue, notifier=notifier)
     with shutdown.spawn_threads_without_signals():
         thread = threading.Thread(target=watcher.run, args=(shutdown.event,), name="watcher")
         thread.start()
     try:
         code = WorkersProcess(
-            config, workers=args.workers, shutdown=shutdown, notifier=notifier
+            config, workers=args.workers, shutdown=shutdown, notifier=notifier, node=node
         ).run(install_signals=False)
     finally:
         shutdown.request()
@@ -134,7 +131,7 @@ def run_both(args: argparse.Namespace) -> int:
             print(f"ketter: audit log not brought up to date at stop: {exc}", file=sys.stderr)
         finally:
             shipper.close()
-        notifier.stop()
+        node.close()
         queue.close()
     print("Ketter stopped.")
     return code

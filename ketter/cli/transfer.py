@@ -25,7 +25,6 @@ from typing import Any, NamedTuple, TypeVar
 from ketter.cli.common import add_config_arg
 from ketter.config import Config, RouteConfig, find_config_path, load_config, parse_config
 from ketter.config.units import FreeSpace
-from ketter.errors import ConfigError
 from ketter.paths import readable
 from ketter.runtime.signals import Shutdown
 
@@ -83,26 +82,6 @@ def _config(args: argparse.Namespace) -> Config:
             f"state_dir: {json.dumps(os.path.abspath(args.state_dir))}\n", base_dir=os.getcwd()
         )
     return load_config(find_config_path(getattr(args, "config", None)))
-
-
-def _hmac_key(config: Config) -> bytes | None:
-    """The node's audit HMAC key, read as the workers read it; a
-    :class:`ConfigError` (exit 2) saying how to run the transfer otherwise."""
-    from ketter.config.credentials import read_hmac_key
-
-    try:
-        return read_hmac_key(
-            config.audit.hmac_key_file,
-            config_path=config.path,
-            line=config.line_of("audit.hmac_key_file"),
-        )
-    except ConfigError as exc:
-        raise ConfigError(
-            f"{exc}\nketter transfer records audit events, which this node signs with "
-            "that key; nothing was transferred or written. Run it as the service "
-            "account that can read the key, or hand the file to the running "
-            "workers with `ketter enqueue`"
-        ) from None
 
 
 def _final(src: bytes, dst: bytes) -> bytes:
@@ -220,7 +199,6 @@ def _completed(out: Any) -> bool:
 
 
 def run_transfer(args: argparse.Namespace) -> int:
-    from ketter.audit import chain
     from ketter.engine.copyfile import buffer_bytes
     from ketter.engine.source import scan_tree
     from ketter.jobs.claim import claim_job, owner_name, release
@@ -228,7 +206,8 @@ def run_transfer(args: argparse.Namespace) -> int:
     from ketter.jobs.lease import LeaseKeeper
     from ketter.jobs.routes import resume_route
     from ketter.jobs.runner import JobRunner
-    from ketter.store import Job, open_store
+    from ketter.node import Node
+    from ketter.store import Job
 
     # The result is printed; operational log lines would only repeat it.
     logging.disable(logging.ERROR)
@@ -255,9 +234,7 @@ def run_transfer(args: argparse.Namespace) -> int:
     # without it are shipped and then flagged "altered" by `audit verify`
     # (review of #14 finding 18). A key this user cannot read refuses the
     # transfer (exit 2) instead of writing an unkeyed chain.
-    hmac_key = _hmac_key(config)
-    open_store(config.db_path)
-    chain.configure(node=config.node, hmac_key=hmac_key)
+    Node.from_config(config, "transfer")
     # A one-off route is never paused for the next run: each run checks anew.
     resume_route(ROUTE, now=time.time())
     os.makedirs(route.destination, exist_ok=True)

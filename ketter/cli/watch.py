@@ -23,28 +23,24 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_watcher(args: argparse.Namespace) -> int:
     # Imported here: `ketter --help` must not pay for watchdog and huey.
-    from ketter.alerts import build_notifier
-    from ketter.audit import chain
-    from ketter.queue import build_queue
+    from ketter.node import Node
     from ketter.runtime.logs import setup_logging
     from ketter.runtime.signals import Shutdown
-    from ketter.store import open_store
     from ketter.watcher import Watcher
-    from workers.consumer import read_hmac_key  # the same key reading as the workers
+    from workers.app import build_queue
 
     # First: a SIGTERM during start-up must be graceful too.
     shutdown = Shutdown().install()
     setup_logging()
     config = config_from(args)
     # Never silently a new, empty store where the node has run before.
-    db = open_store(config.db_path, evidence=[config.audit.log_file])
-    chain.configure(node=config.node, hmac_key=read_hmac_key(config))
+    node = Node.from_config(config, "watcher", evidence=[config.audit.log_file])
     queue = build_queue(config)
-    notifier = build_notifier(config)
     try:
-        Watcher(config, queue=queue, notifier=notifier).run(shutdown.event)
+        Watcher(config, queue=queue, notifier=node.notifier).run(shutdown.event)
     finally:
-        notifier.stop()
+        node.close()
         queue.close()
-        db.close()
+        assert node.db is not None
+        node.db.close()
     return 0

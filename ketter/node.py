@@ -1,0 +1,159 @@
+"""The composition root: what one process is built from, once, from the config.
+
+``Node.from_config(config, role)`` reads the audit key (for a role that may
+append events), opens the job store, builds the audit chain (node name, key,
+actor), the notifier (on first use) and the clock, and every entry point
+takes it: each CLI command that writes, the watcher, the workers, ``ketter
+run``, later the API.
+
+Which roles may append events is explicit (:data:`ROLES`). On a keyed node
+(``audit.hmac_key_file``) an event appended without the key is a record
+``audit verify`` calls altered: a role that appends and cannot read the key
+is refused here, with exit 2 and before anything is written (not even the
+store file), and a role that does not append gets a chain that raises
+:class:`ketter.audit.chain.MayNotAppend` instead of writing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ketter.audit import chain as audit_chain
+from ketter.audit.chain import AuditChain, Principal, os_user
+from ketter.config import Config
+from ketter.errors import ConfigError
+
+if TYPE_CHECKING:
+    from peewee import SqliteDatabase
+
+    from ketter.jobs.runner import Notifier
+
+
+@dataclass(frozen=True)
+class Role:
+    """What a process is, and whether it may append audit events."""
+
+    name: str
+    appends_events: bool
+    #: How the refusal names the command (``ketter enqueue``).
+    command: str
+
+
+#: Every role a process can take. ``appends_events``: it writes events, so
+#: on a keyed node it must hold the key (or is refused at start).
+ROLES: dict[str, Role] = {
+    role.name: role
+    for role in (
+        Role("workers", True, "ketter workers"),
+        Role("watcher", True, "ketter watcher"),
+        Role("run", True, "ketter run"),
+        Role("transfer", True, "ketter transfer"),
+        Role("enqueue", True, "ketter enqueue"),
+        Role("requeue", True, "ketter requeue"),
+        Role("ship", True, "ketter audit ship"),
+        # Writes the schema, never an event: needs no key.
+        Role("db-upgrade", False, "ketter db upgrade"),
+    )
+}
+
+
+def read_audit_key(config: Config) -> bytes | None:
+    """The node's audit HMAC key (None when the chain is not keyed); a
+    :class:`ConfigError` (exit 2, no restart loop) with the config line when
+    it is missing or unreadable (see :mod:`ketter.config.credentials`)."""
+    from ketter.config.credentials import read_hmac_key
+
+    return read_hmac_key(
+        config.audit.hmac_key_file,
+        config_path=config.path,
+        line=config.line_of("audit.hmac_key_file"),
+    )
+
+
+def chain_for(config: Config, role: Role, *, actor: Principal | None = None) -> AuditChain:
+    """The audit chain ``role`` writes with: the key read first, so a role
+    that appends and cannot read it is refused before anything is written."""
+    key = None
+    if role.appends_events:
+        try:
+            key = read_audit_key(config)
+        except ConfigError as exc:
+            transfer = role.name == "transfer"
+            raise ConfigError(
+                f"{exc}\n{role.command} records audit events, which this node signs "
+                "with that key; nothing was "
+                + ("transferred or written" if transfer else "written")
+                + ". Run it as the service account that can read the key (e.g. "
+                f"sudo -u ketter {role.command} ...)"
+                + (
+                    ", or hand the file to the running workers with `ketter enqueue`"
+                    if transfer
+                    else ""
+                )
+            ) from None
+    return AuditChain(
+        node=config.node or _hostname(),
+        key=key,
+        actor=actor or os_user(),
+        may_append=role.appends_events,
+    )
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+@dataclass
+class Node:
+    """One process's store, audit chain, notifier and clock."""
+
+    config: Config
+    role: Role
+    chain: AuditChain
+    db: SqliteDatabase | None = None
+    clock: Callable[[], float] = time.time
+    _notifier: Notifier | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        role: str,
+        *,
+        open_store: bool = True,
+        evidence: Iterable[str] = (),
+        notifier: Notifier | None = None,
+        actor: Principal | None = None,
+    ) -> Node:
+        """Build the node for ``role`` (a key of :data:`ROLES`). The chain
+        first (a refusal writes nothing), then the store (``evidence``: see
+        :func:`ketter.store.open_store`); the chain becomes this process's."""
+        chain = chain_for(config, ROLES[role], actor=actor)
+        db = None
+        if open_store:
+            from ketter.store import open_store as open_the_store
+
+            db = open_the_store(config.db_path, evidence=evidence)
+        audit_chain.install(chain)
+        return cls(config=config, role=ROLES[role], chain=chain, db=db, _notifier=notifier)
+
+    @property
+    def notifier(self) -> Notifier:
+        """The alert notifier, built on first use (a CLI command that alerts
+        nobody starts no sender thread)."""
+        if self._notifier is None:
+            from ketter.alerts import build_notifier
+
+            self._notifier = build_notifier(self.config)
+        return self._notifier
+
+    def close(self) -> None:
+        """Stop the notifier this node built."""
+        stop = getattr(self._notifier, "stop", None)
+        if stop is not None:
+            stop()
