@@ -27,11 +27,11 @@ from ketter.jobs.lease import ActiveJob, LeaseKeeper
 from ketter.jobs.runner import JobRunner, LogNotifier, Notifier
 from ketter.jobs.sweep import sweep
 from ketter.node import Node
+from ketter.queue import Queue, build_queue
 from ketter.runtime import sdnotify
 from ketter.runtime.signals import Shutdown
 from ketter.store.guard import StoreGuard, guard_of
 from ketter.store.models import Heartbeat, database
-from workers.app import Queue, build_queue
 from workers.processes import Children
 
 log = logging.getLogger("ketter.workers")

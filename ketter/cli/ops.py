@@ -91,7 +91,7 @@ def _unknown_route(config: Config, name: str) -> str:
 def requeue_jobs(args: argparse.Namespace) -> int:
     from ketter.jobs.requeue import failed_jobs, requeue_job
     from ketter.node import Node
-    from workers.app import build_queue
+    from ketter.queue import build_queue
 
     config = config_from(args)
     if not args.failed and not args.job_ids:
@@ -129,7 +129,7 @@ def requeue_jobs(args: argparse.Namespace) -> int:
 def enqueue_path(args: argparse.Namespace) -> int:
     from ketter.jobs.submit import submit_path
     from ketter.node import Node
-    from workers.app import build_queue
+    from ketter.queue import build_queue
 
     config = config_from(args)
     try:

@@ -73,11 +73,11 @@ def run_both(args: argparse.Namespace) -> int:
     from ketter.audit.shipper import AuditShipper
     from ketter.errors import StoreLost
     from ketter.node import Node
+    from ketter.queue import build_queue
     from ketter.runtime.logs import setup_logging
     from ketter.runtime.signals import Shutdown
     from ketter.store.guard import is_unwritable_error
     from ketter.watcher import Watcher
-    from workers.app import build_queue
     from workers.consumer import WorkersProcess
 
     shutdown = Shutdown().install()

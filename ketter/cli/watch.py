@@ -24,10 +24,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_watcher(args: argparse.Namespace) -> int:
     # Imported here: `ketter --help` must not pay for watchdog and huey.
     from ketter.node import Node
+    from ketter.queue import build_queue
     from ketter.runtime.logs import setup_logging
     from ketter.runtime.signals import Shutdown
     from ketter.watcher import Watcher
-    from workers.app import build_queue
 
     # First: a SIGTERM during start-up must be graceful too.
     shutdown = Shutdown().install()
