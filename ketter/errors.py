@@ -72,7 +72,15 @@ class SourceSuperseded(PermanentError):
     is a job of its own, so this one ends ``superseded`` without an alert."""
 
 
-class ChecksumMismatch(TransientError):
+class VerificationFailed(KetterError):
+    """A copy does not match the checksums it was verified against.
+
+    A mark, not an action: besides what its other base says (retried or
+    failed), the error policy sends a ``verify_mismatch`` alert
+    (:mod:`ketter.jobs.policy`)."""
+
+
+class ChecksumMismatch(TransientError, VerificationFailed):
     """The destination does not read back with the checksum of the source;
     the copy is discarded and retried (repeated mismatches fail the job)."""
 
@@ -85,6 +93,11 @@ class ConfigError(PermanentError):
             problems = [problems]
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
+
+
+class RouteRemoved(PermanentError):
+    """The job's route is no longer in the configuration (removed or renamed
+    since the job was created); put the route back and re-queue the job."""
 
 
 class PathOutsideRoute(PermanentError):

@@ -39,7 +39,7 @@ from ketter.engine.folders import through
 from ketter.engine.openfile import swapped
 from ketter.engine.paths import split
 from ketter.engine.results import CopyResult
-from ketter.errors import PermanentError
+from ketter.errors import PermanentError, VerificationFailed
 from ketter.paths import readable
 
 log = logging.getLogger("ketter.mhl")
@@ -54,7 +54,7 @@ class MHLHistoryDamaged(PermanentError):
     was modified); repair it, or turn ``mhl`` off on the route, then re-queue."""
 
 
-class MHLMismatch(PermanentError):
+class MHLMismatch(PermanentError, VerificationFailed):
     """Files of the folder do not match the checksums its own ascmhl/ history
     recorded earlier (changed since the original offload); nothing was delivered."""
 

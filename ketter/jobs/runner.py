@@ -1,21 +1,9 @@
-"""The worker's side of a job: claim it, run its steps, decide what an error means.
+"""The worker's side of a job: claim it, run its steps, carry out what an error means.
 
-Error policy (docs/guarantees.md):
-
-* :class:`RouteUnavailable` — the route is paused (one event and alert per
-  outage); the job waits in ``retry_wait`` *without* using up an attempt.
-* A transient error — ``retry_wait`` with an exponential backoff, after a
-  rollback of anything half-done; out of attempts, ``failed``.
-* A permanent error — ``rolling_back`` then ``failed`` with the error kept.
-* :class:`SourceSuperseded` — the version detected no longer exists (the new
-  one is a job of its own): ``rolling_back`` then ``superseded``, no alert.
-* :class:`SourceInUse` after the placement — a move's source is still open
-  for writing: retried later without using up an attempt.
-* After the placement a job never rolls back: errors retry the remaining
-  work, and running out of attempts fails it with the delivery kept.
-* A stop request (SIGTERM) releases the job without using up an attempt; a
-  lost claim stops the worker without touching anything but its own
-  temporaries.
+What an error means is decided by :mod:`ketter.jobs.policy` (a pure
+function, tested as a table; docs/guarantees.md); :meth:`JobRunner.apply`
+carries the decision out (transitions, rollback, route pause, alerts, the
+next ring) in one place.
 """
 
 from __future__ import annotations
@@ -28,28 +16,29 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ketter.config import Config
+from ketter.config import Config, RouteConfig
 from ketter.engine.cleanup import rollback
 from ketter.engine.copyfile import INLINE_MAX
-from ketter.engine.oserrors import classify_oserror
-from ketter.errors import (
-    ChecksumMismatch,
-    DestinationFull,
-    KetterError,
-    LostClaim,
-    PermanentError,
-    RouteUnavailable,
-    ShutdownRequested,
-    TransientError,
-)
+from ketter.errors import KetterError, RouteRemoved
 from ketter.jobs.backoff import compute_backoff
 from ketter.jobs.batch import BATCH_MAX, Batch, batchable
 from ketter.jobs.claim import Claimed, claim_job, claim_more, owner_name, release
 from ketter.jobs.delivered import log_completed
 from ketter.jobs.lease import ActiveJob, JobContext, LeaseKeeper
+from ketter.jobs.policy import (
+    Action,
+    Alert,
+    Decision,
+    JobFacts,
+    RouteLook,
+    Stop,
+    decide,
+    looks_at_route,
+    room_needed,
+    triage,
+)
 from ketter.jobs.routes import (
     pause_route,
-    room_backoff,
     room_pauses_before,
     room_wait_reason,
     unavailable_reason,
@@ -61,7 +50,7 @@ from ketter.jobs.transitions import transition
 from ketter.paths import readable
 from ketter.runtime.faults import fault
 from ketter.runtime.signals import Shutdown
-from ketter.store.guard import guard_of, is_unwritable_error
+from ketter.store.guard import guard_of
 from ketter.store.models import Job, database
 
 log = logging.getLogger("ketter.jobs")
@@ -136,8 +125,8 @@ class JobRunner:
         (see :mod:`ketter.jobs.batch`)."""
         job = claimed.row
         try:
-            route = self.config.route(job.route) if job is not None else None
-        except KeyError:  # route removed from the config: run() reports it
+            route = self.route_of(job.route) if job is not None else None
+        except RouteRemoved:  # run() reports it
             return []
         if job is None or route is None or not batchable(job, claimed, route):
             return []
@@ -171,8 +160,17 @@ class JobRunner:
         self.keeper.add(active)
         return active, ctx
 
+    def route_of(self, name: str) -> RouteConfig:
+        """The job's route in the config; :class:`RouteRemoved` (permanent)
+        once a reload took it away. Only this lookup's KeyError means that: a
+        KeyError out of the steps is a bug, retried (bounded) and logged."""
+        try:
+            return self.config.route(name)
+        except KeyError as exc:
+            raise RouteRemoved(str(exc.args[0])) from exc
+
     def attempt(self, job: Job, claimed: Claimed, ctx: JobContext) -> Attempt:
-        route = self.config.route(job.route)
+        route = self.route_of(job.route)
         # The job runs under the mode it was created with: a reload that turns a
         # copy route into a move route must not delete sources of copy jobs.
         spec = dataclasses.replace(
@@ -183,39 +181,28 @@ class JobRunner:
     def stopped(
         self, job: Job, claimed: Claimed, attempt: Attempt | None, exc: BaseException
     ) -> None:
-        """What an exception out of a job's steps means (module docstring)."""
-        if isinstance(exc, ShutdownRequested):
+        """What an exception out of a job's steps means (:mod:`ketter.jobs.policy`)."""
+        where = attempt.source if attempt is not None else bytes(job.source_path)
+        triaged = triage(exc, state_dir=self.config.state_dir, where=where)
+        if triaged.stop is Stop.RELEASE:
             kept = attempt.kept_bytes() if attempt is not None else None
             release(job.id, claimed.claim, now=self.clock(), reason="shutdown", bytes_done=kept)
             log.info("released on shutdown", extra={"ketter.job_id": job.id})
-        elif isinstance(exc, LostClaim):
+        elif triaged.stop is Stop.LET_GO:
             # Another worker owns the job now: remove only our own temporaries.
             if attempt is not None:
                 rollback(attempt.dest_dir, attempt.ctx.tag, root=attempt.spec.destination_root)
             log.warning("stopped: %s", exc, extra={"ketter.job_id": job.id})
-        elif isinstance(exc, KetterError):
-            # Before the store check: the engine raises ``classify_oserror(e)
-            # from e``, and a destination's EPERM (chattr +i) or ENOSPC is the
-            # job's error (error policy, a DestinationFull route pause), never
-            # "state store not writable" (review of #14 findings 8 and 17).
-            self._on_error(job.id, claimed, attempt, exc)
-        elif is_unwritable_error(exc, state_dir=self.config.state_dir):
-            # The job store cannot record anything now (disk full, read-only):
-            # leave the job as a crash would; its lease runs out and the sweep
-            # re-rings it once the store is writable. The workers loop pauses
-            # every route and alerts (ketter.store.guard).
+        elif triaged.stop is Stop.STORE:
+            # The workers loop pauses every route and alerts (ketter.store.guard).
             guard = guard_of(database.obj)
             if guard is not None:
                 guard.write_failed(exc)
             log.warning("stopped: %s", exc, extra={"ketter.job_id": job.id})
-        elif isinstance(exc, KeyError):  # route removed from the config
-            self._on_error(job.id, claimed, attempt, PermanentError(str(exc.args[0])))
-        elif isinstance(exc, OSError):
-            where = attempt.source if attempt else bytes(job.source_path)
-            self._on_error(job.id, claimed, attempt, classify_oserror(exc, where, "transfer"))
-        elif isinstance(exc, Exception):  # a bug: retried (bounded), loudly logged
-            log.error("unexpected error", exc_info=exc, extra={"ketter.job_id": job.id})
-            self._on_error(job.id, claimed, attempt, TransientError(f"unexpected error: {exc!r}"))
+        elif triaged.stop is Stop.JOB_ERROR and triaged.error is not None:
+            if triaged.unexpected:
+                log.error("unexpected error", exc_info=exc, extra={"ketter.job_id": job.id})
+            self._on_error(job.id, claimed, attempt, triaged.error)
         else:  # KeyboardInterrupt, SystemExit: not a job error
             raise exc
 
@@ -224,59 +211,69 @@ class JobRunner:
     def _on_error(
         self, job_id: int, claimed: Claimed, attempt: Attempt | None, exc: KetterError
     ) -> None:
+        """Decide what the job error ``exc`` means, then carry it out."""
         job = Job.get_by_id(job_id)
         if job.claim != claimed.claim:
             return  # lost meanwhile; the new owner decides
         state = attempt.state if attempt is not None else State(job.state)
-        message = exc.message
         now = self.clock()
         log.warning(
             "job error: %s",
-            message,
+            exc.message,
             extra={
                 "ketter.job_id": job_id,
                 "ketter.route": job.route,
                 "error.type": type(exc).__name__,
             },
         )
-        room: int | None = None
-        room_pauses = 0
-        wait = 0.0
-        if isinstance(exc, DestinationFull):
-            # "Does not fit" pauses the route until the job's size is free
-            # (R-J7); it never uses attempts (it used to fail the job for good
-            # within minutes), and the pause is what `health` and `status`
-            # show (issue #14, finding 17). It is never taken for the job's own
-            # problem: a quota (EDQUOT) or another writer can refuse a write
-            # while the filesystem still counts free space, and then the job
-            # waits a backoff so the resumed route does not hit it at once.
-            # That backoff is the route's (``resume_at``), doubling with each
-            # pause for room with nothing delivered in between, and only the
-            # first pause of such an episode alerts: the sweep resumed the
-            # route at once and it paused again, an alert every max_delay for
-            # ever (review of #14 finding 17).
-            room = exc.room_needed
-            if room is None:
-                room = job.size or job.source_size or 0
-            room_pauses = room_pauses_before(job.route) + 1
-            roomy = attempt is not None and unavailable_reason(attempt.route, room=room) is None
-            if attempt is not None and (roomy or room_pauses > 1):
-                wait = room_backoff(room_pauses, self.config.retry.max_delay)
+        facts = JobFacts(
+            state=state,
+            attempt=job.attempt,
+            placed=job.placed_at is not None,
+            size=job.size or job.source_size or 0,
+            ran=attempt is not None,
+        )
+        look = self._look(exc, facts, job.route, attempt)
+        decision = decide(exc, facts, now, retry=self.config.retry, route=look, rng=self.rng)
+        self.apply(decision, job, claimed, attempt, state, now)
+
+    def _look(
+        self, exc: KetterError, facts: JobFacts, route: str, attempt: Attempt | None
+    ) -> RouteLook | None:
+        """The route from outside, looked at only for a route error (a statvfs
+        on a dead share can block the worker)."""
+        room = room_needed(exc, facts)
+        if room is not None:
+            clear = attempt is not None and unavailable_reason(attempt.route, room=room) is None
+            return RouteLook(clear=clear, room_pauses_before=room_pauses_before(route))
+        if looks_at_route(exc) and attempt is not None:
+            return RouteLook(clear=unavailable_reason(attempt.route) is None)
+        return None
+
+    def apply(
+        self,
+        decision: Decision,
+        job: Job,
+        claimed: Claimed,
+        attempt: Attempt | None,
+        state: State,
+        now: float,
+    ) -> None:
+        """Carry out ``decision`` for ``job`` (in ``state``, claimed by us):
+        the one place the error policy's effects happen."""
+        d, job_id, message = decision, job.id, decision.reason
+        if d.action is Action.PAUSE_ROUTE:
+            room = d.room
+            if room is not None and room.explained and attempt is not None:
                 message = room_wait_reason(
-                    attempt.route, message, room=room, wait=wait, now=now, roomy=roomy
+                    attempt.route,
+                    message,
+                    room=room.needed,
+                    wait=room.wait,
+                    now=now,
+                    roomy=room.roomy,
                 )
-        elif (
-            isinstance(exc, RouteUnavailable)
-            and attempt is not None
-            and unavailable_reason(attempt.route) is None
-        ):
-            # The route looks fine from outside (mounted, room to spare): the
-            # cause is this job's (a nested mount, a root on the wrong share),
-            # so it uses attempts like any transient error instead of pausing
-            # the route again and again.
-            exc = TransientError(message)
-        if isinstance(exc, RouteUnavailable):
-            if attempt is not None and job.placed_at is None:
+            if d.remove_temporaries and attempt is not None:
                 # The share may be gone: then the orphan sweep cleans up later.
                 with contextlib.suppress(OSError):
                     rollback(attempt.dest_dir, attempt.ctx.tag, root=attempt.spec.destination_root)
@@ -284,11 +281,11 @@ class JobRunner:
                 job.route,
                 message,
                 now=now,
-                room_needed=room,
-                room_pauses=room_pauses if room is not None else None,
-                resume_at=now + wait if wait else None,
+                room_needed=room.needed if room is not None else None,
+                room_pauses=room.pauses if room is not None else None,
+                resume_at=d.resume_at,
             )
-            if paused and room_pauses <= 1:
+            if paused and Alert.ROUTE_PAUSED in d.alerts:
                 self.notifier.notify(
                     "route_paused", job.route, f"route {job.route} paused: {message}"
                 )
@@ -299,66 +296,52 @@ class JobRunner:
                 claimed,
                 error=message,
                 attempt=max(job.attempt - 1, 0),
-                next_attempt_at=now + wait,
+                next_attempt_at=d.retry_at,
                 lease_owner=None,
                 lease_expires_at=None,
                 details={"error": message, "route_paused": True},
             )
             return
-        if isinstance(exc, ChecksumMismatch) or type(exc).__name__ == "MHLMismatch":
+        if Alert.VERIFY_MISMATCH in d.alerts:
             self.notifier.notify(
                 "verify_mismatch",
                 job.route,
                 f"job {job.id} on route {job.route}: verification failed: {message}",
             )
-        placed = job.placed_at is not None
-        permanent = isinstance(exc, PermanentError)
-        exhausted = job.attempt >= self.config.retry.max_attempts
-        superseded = not placed and type(exc).__name__ == "SourceSuperseded"
-        in_use = type(exc).__name__ == "SourceInUse"
-        if in_use:
-            # A writer still holds the source open: wait for it, whatever
-            # the attempts (never delete, nor rename into place, a file being
-            # written, #14 finding 15),
-            # looking again every max_delay (a render may take hours).
-            exhausted = False
+        if not d.uses_attempt:
             Job.update(attempt=max(job.attempt - 1, 0)).where(
                 (Job.id == job_id) & (Job.claim == claimed.claim)
             ).execute()
-        if placed:
-            if permanent or exhausted:
-                self._to(
-                    job_id,
-                    state,
-                    S.FAILED,
-                    claimed,
-                    error=message,
-                    completed_at=now,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    details={"error": message, "delivery_kept": True},
-                )
-                self.job_failed(job, f"{message} (the delivery is in place and kept)")
-            else:
-                delay = self.config.retry.max_delay if in_use else self.backoff(job.attempt)
-                self._to(
-                    job_id,
-                    state,
-                    S.RETRY_WAIT,
-                    claimed,
-                    error=message,
-                    next_attempt_at=now + delay,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    details={"error": message, "delay_s": round(delay, 3)},
-                )
-                self.ring_later(job_id, delay)
+        if d.action is Action.FAIL_KEPT:
+            self._to(
+                job_id,
+                state,
+                S.FAILED,
+                claimed,
+                error=message,
+                completed_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+                details={"error": message, "delivery_kept": True},
+            )
+            self.job_failed(job, f"{message} (the delivery is in place and kept)")
             return
-        target = S.FAILED if (permanent or exhausted) else S.RETRY_WAIT
-        if superseded:
-            target = S.SUPERSEDED
-        if exhausted and not permanent:
-            message = f"{message} (gave up after {job.attempt} attempts)"
+        if d.action is Action.RETRY_AT:
+            delay = d.delay or 0.0
+            self._to(
+                job_id,
+                state,
+                S.RETRY_WAIT,
+                claimed,
+                error=message,
+                next_attempt_at=d.retry_at,
+                lease_owner=None,
+                lease_expires_at=None,
+                details={"error": message, "delay_s": round(delay, 3)},
+            )
+            self.ring_later(job_id, delay)
+            return
+        target = d.then or S.FAILED  # Action.ROLL_BACK
         if state is S.ROLLING_BACK:
             Job.update(error=message).where(Job.id == job_id).execute()
         else:
@@ -369,7 +352,7 @@ class JobRunner:
                 claimed,
                 error=message,
                 rollback_to=target.value,
-                details={"error": message, "permanent": permanent},
+                details={"error": message, "permanent": d.permanent},
             )
         if attempt is not None:
             attempt.state = S.ROLLING_BACK
@@ -384,7 +367,7 @@ class JobRunner:
                     lease_owner=None, lease_expires_at=None, next_attempt_at=now + delay
                 ).where((Job.id == job_id) & (Job.claim == claimed.claim)).execute()
                 self.ring_later(job_id, delay)
-        else:  # no attempt object (route gone): nothing was written
+        else:  # no steps set up (route gone): nothing was written
             self._to(
                 job_id,
                 S.ROLLING_BACK,
@@ -395,7 +378,7 @@ class JobRunner:
                 next_attempt_at=now,
                 details={"error": message},
             )
-            if target is S.FAILED:
+            if Alert.JOB_FAILED in d.alerts:
                 self.job_failed(job, message)
 
     def _to(
