@@ -3,6 +3,7 @@ migrations/, and works from `/`."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,8 +17,13 @@ from tests.conftest import ROOT
 @pytest.mark.slow
 def test_wheel_installs_and_upgrades_a_new_state_dir(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
+    # Build from a clean copy: setuptools never prunes build/lib, so a module
+    # moved or deleted since an earlier build in the checkout would ship again.
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "var", "*.egg-info", "__pycache__"))
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation",
-                    "--outdir", str(dist), str(ROOT)], check=True, capture_output=True,
+                    "--outdir", str(dist), str(src)], check=True, capture_output=True,
                    timeout=300)
     (wheel,) = dist.glob("ketter-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
