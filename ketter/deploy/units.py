@@ -10,6 +10,8 @@ the watcher only the state directory; everything else is read-only
 Why each directive is there is written above it in the unit itself (every
 other line is a comment, as in huey's example unit), so that an auditor
 reading ``/etc/systemd/system/ketter-workers.service`` needs nothing else.
+The texts are the files in ``templates/`` (shipped in the wheel); this
+module works out the values, escapes them for systemd and fills them in.
 The trade-offs are in docs/operations.md ("Hardening").
 
 Python is called directly: ``/opt/ketter/bin/python -I -m ketter``. Naming
@@ -26,6 +28,7 @@ import os
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib.resources import files
 
 from ketter.config import Config
 from ketter.config.credentials import credential_name, valid_name
@@ -153,122 +156,64 @@ def _command(python: str, config_path: str, *args: str) -> str:
     return " ".join([_quote(python), "-I", "-m", "ketter", "--config", _quote(config_path), *args])
 
 
+def _template(name: str) -> str:
+    return (files("ketter.deploy") / "templates" / name).read_text(encoding="utf-8")
+
+
+def _fill(name: str, fields: dict[str, str], fragments: dict[str, str | None]) -> str:
+    """Template ``name`` with ``fields`` (one line each, escaped by the caller)
+    and ``fragments`` (a line holding only ``{fragment}``: that template, or
+    nothing for None). Lines starting with ``## `` are notes, not rendered."""
+    for key, value in fields.items():
+        # Every value is checked upstream; a control character here would
+        # still start a directive of its own, so refuse it at the last step.
+        bad = control_char(value)
+        if bad is not None:
+            raise ConfigError(f"unit field {key} {value!r} contains {bad}: not rendered")
+    out = []
+    for line in _template(name).splitlines(keepends=True):
+        if line.startswith("## "):
+            continue
+        block = line.strip()
+        if block.startswith("{") and block.endswith("}") and block[1:-1] in fragments:
+            fragment = fragments[block[1:-1]]
+            if fragment is not None:
+                out.append(_fill(fragment, fields, {}))
+            continue
+        out.append(line.format_map(fields))
+    return "".join(out)
+
+
 def _service(
     config: Config, *, kind: str, python: str, config_path: str, user: str, group: str
 ) -> str:
     workers = kind == "workers"
     sandbox = workers_sandbox(config) if workers else watcher_sandbox(config)
-    alerts = bool(config.alerts.urls)
     statedir = state_directory(config)
-    stop_timeout = int(config.shutdown_timeout + STOP_MARGIN + 0.999)
-    lines = [
-        f"# Ketter {kind} — rendered by `ketter deploy units` from {config_path}.",
-        "# Do not edit: change the config, render again, then daemon-reload and restart.",
-        "[Unit]",
-    ]
+    fields = {
+        "config_path": config_path,
+        "exec_start": _command(python, config_path, kind),
+        "shutdown_timeout": f"{config.shutdown_timeout:g}",
+        "stop_margin": f"{STOP_MARGIN:g}",
+        "stop_timeout": str(int(config.shutdown_timeout + STOP_MARGIN + 0.999)),
+        "watchdog_sec": str(WATCHDOG_SEC),
+        "user": user,
+        "group": group,
+        "state_directory": statedir or "",
+        "working_directory": _literal(config.state_dir),
+        "read_write_paths": _path_list(sandbox.read_write),
+        "read_only_paths": _path_list(sandbox.read_only),
+        "protect_home": "read-only" if _uses_home(config) else "yes",
+    }
     if workers:
-        lines += [
-            "# Runs the transfer jobs (copy, verify, place, delete moved sources).",
-            "Description=Ketter workers: verified transfers between network zones",
-        ]
-    else:
-        lines += [
-            "# Only detects finished files and enqueues jobs; never copies or deletes.",
-            "Description=Ketter watcher: detects new files on the route sources",
-        ]
-    lines += [
-        "# The runbook for whoever is on call.",
-        "Documentation=file:///opt/ketter/share/doc/ketter/operations.md",
-        "# Shares are mounted by remote-fs.target; one still missing pauses its route.",
-        "After=network-online.target remote-fs.target",
-        "# network-online only orders us after the network is up; it is not required.",
-        "Wants=network-online.target",
-        "# `systemctl stop/restart ketter.target` acts on both services.",
-        "PartOf=ketter.target",
-    ]
-    if not workers:
-        lines += [
-            "# After the workers: their ExecStartPre has migrated the job store first.",
-            "After=ketter-workers.service",
-        ]
-    lines += [
-        "# At most 5 failed starts in 10 minutes, then stay failed for a human.",
-        "StartLimitIntervalSec=600",
-        "# (A crash loop would hide the first, useful error in the journal.)",
-        "StartLimitBurst=5",
-        "",
-        "[Service]",
-        "# Started only when the process says READY=1 (sd_notify), after start-up.",
-        "Type=notify",
-        "# Only the main process may notify (no child can fake READY or WATCHDOG).",
-        "NotifyAccess=main",
-    ]
-    if workers:
-        lines += [
-            "# Migrations before start, under a lock; a no-op when the schema is current.",
-            "ExecStartPre=" + _command(python, config_path, "db", "upgrade"),
-            "# Migrating a large job store may take a while.",
-            f"TimeoutStartSec={START_TIMEOUT_SEC}",
-        ]
-    lines += [
-        "# The venv's Python directly, isolated (-I): no wrapper, no stray modules.",
-        "ExecStart=" + _command(python, config_path, kind),
-        (
-            "# SIGHUP re-reads the config (route folders may not change without restart)."
-            if workers
-            else "# SIGHUP is accepted; detection settings apply at restart (which is safe)."
-        ),
-        "ExecReload=/bin/kill -HUP $MAINPID",
-        (
-            "# Ketter's handler makes SIGTERM graceful: transfers checkpoint and release."
-            if workers
-            else "# Ketter's handler makes SIGTERM graceful: the watcher records its stop."
-        ),
-        "KillSignal=SIGTERM",
-        *(
-            [
-                "# SIGTERM to the main process only: it passes one on to its",
-                "# children (worker_processes > 1); a second would stop them at once.",
-                "KillMode=mixed",
-            ]
-            if workers
-            else []
-        ),
-        f"# shutdown_timeout ({config.shutdown_timeout:g}s) + {STOP_MARGIN:g}s to record "
-        "the stop; then SIGKILL.",
-        f"TimeoutStopSec={stop_timeout}",
-        (
-            "# A crash (or a watchdog kill) restarts the service; the sweep recovers jobs."
-            if workers
-            else "# A crash (or a watchdog kill) restarts it; a full scan catches up."
-        ),
-        "Restart=on-failure",
-        "# Give a share or the disk a moment before trying again.",
-        "RestartSec=5",
-        "# Exit 2 = invalid config: restarting cannot fix it, so do not loop.",
-        "RestartPreventExitStatus=2",
-        "# The main loop sends WATCHDOG=1; silence this long (a hang) means restart.",
-        f"WatchdogSec={WATCHDOG_SEC}",
-        "",
-        "# --- identity -------------------------------------------------------------",
-        "# A dedicated system account, created by deploy/install.sh.",
-        f"User={user}",
-        "# Its group: operators in it may read the job store and the audit log.",
-        f"Group={group}",
-        "# New files rw for ketter, read-only for its group, nothing for others.",
-        "UMask=0027",
-    ]
-    if statedir is not None:
-        lines += [
-            f"# /var/lib/{statedir}: created and owned by {user}, writable despite ProtectSystem.",
-            f"StateDirectory={statedir}",
-            "# Group may read (sqlite3 -readonly, ketter health); others nothing.",
-            "StateDirectoryMode=0750",
-        ]
-    lines += [
-        "# The state directory: relative paths and core dumps stay there.",
-        f"WorkingDirectory={_literal(config.state_dir)}",
-    ]
+        fields["exec_start_pre"] = _command(python, config_path, "db", "upgrade")
+        fields["start_timeout"] = str(START_TIMEOUT_SEC)
+    fragments: dict[str, str | None] = {
+        "state_directory": "state-directory.conf" if statedir is not None else None,
+        "credential": None,
+        "read_only_paths": "read-only-paths.conf" if sandbox.read_only else None,
+        "network": "network-alerts.conf" if config.alerts.urls else "network-none.conf",
+    }
     credential = credential_name(config.audit.hmac_key_file)
     if credential is not None:
         if not valid_name(credential):  # the loader refuses it; never render it raw
@@ -276,143 +221,19 @@ def _service(
                 f"audit.hmac_key_file: credential name {credential!r} may hold only "
                 "letters, digits, '_', '.' and '-'"
             )
-        lines += [
-            "# The audit HMAC key: systemd loads this credential from its store",
-            f"# (/etc/credstore/{credential}, root-only) and shows it in $CREDENTIALS_DIRECTORY.",
-            f"LoadCredential={credential}",
-        ]
+        fields["credential"] = credential
+        fragments["credential"] = "credential-store.conf"
     elif config.audit.hmac_key_file:
-        key = config.audit.hmac_key_file
-        lines += [
-            "# The audit HMAC key stays root-only on disk; systemd hands the service a copy.",
-            f"LoadCredential={HMAC_CREDENTIAL}:{_literal(key)}",
-            "# ...shown at the path the config names (%d = the credentials folder).",
-            "BindReadOnlyPaths=" + shlex.quote(f"%d/{HMAC_CREDENTIAL}:{_literal(key)}"),
-        ]
-    lines += [
-        "",
-        "# --- filesystem: read/write only where the routes point ---------------------",
-        "# The whole tree read-only, /dev /proc /sys too...",
-        "ProtectSystem=strict",
-        "# ...except these folders (a missing one, an unmounted share, is skipped).",
-        "ReadWritePaths=" + _path_list(sandbox.read_write),
-    ]
-    if sandbox.read_only:
-        lines += [
-            "# Route sources this service only reads (copy routes; every source for the watcher).",
-            "ReadOnlyPaths=" + _path_list(sandbox.read_only),
-        ]
-    lines += [
-        "# Home folders: a route under /home gets read-only access instead of none.",
-        "ProtectHome=" + ("read-only" if _uses_home(config) else "yes"),
-        "# A private /tmp: no other process sees or plants Ketter's temporary files.",
-        "PrivateTmp=yes",
-        "# No physical devices (only /dev/null, /dev/zero, /dev/urandom...).",
-        "PrivateDevices=yes",
-        "# Unmounting, remounting, new mounts: not from here.",
-        "PrivateMounts=yes",
-        "# No System V IPC objects shared with other services.",
-        "PrivateIPC=yes",
-        "# Removed when the service stops.",
-        "RemoveIPC=yes",
-        "# Kernel keyring not shared with other services of the user.",
-        "KeyringMode=private",
-        "",
-        "# --- privileges -----------------------------------------------------------",
-        "# No setuid binary, no new privilege through exec.",
-        "NoNewPrivileges=yes",
-        "# Not a single capability: Ketter needs none (it only reads and writes files).",
-        "CapabilityBoundingSet=",
-        "# None inherited either.",
-        "AmbientCapabilities=",
-        "# No setuid/setgid bits on files it creates (it copies permissions).",
-        "RestrictSUIDSGID=yes",
-        "# No user, mount, network... namespaces of its own.",
-        "RestrictNamespaces=yes",
-        "# No realtime scheduling (cannot starve the machine).",
-        "RestrictRealtime=yes",
-        "# Memory cannot be both writable and executable (no code injection).",
-        "MemoryDenyWriteExecute=yes",
-        "# Personality (e.g. 32-bit emulation) locked.",
-        "LockPersonality=yes",
-        "",
-        "# --- kernel ---------------------------------------------------------------",
-        "# /proc/sys, /sys: read-only.",
-        "ProtectKernelTunables=yes",
-        "# No module loading.",
-        "ProtectKernelModules=yes",
-        "# No kernel log (dmesg).",
-        "ProtectKernelLogs=yes",
-        "# cgroup tree read-only.",
-        "ProtectControlGroups=yes",
-        "# System clock untouched.",
-        "ProtectClock=yes",
-        "# Host name untouched.",
-        "ProtectHostname=yes",
-        "# Other users' processes invisible in /proc.",
-        "ProtectProc=invisible",
-        "# Only /proc/PID entries, not the kernel's files under /proc.",
-        "ProcSubset=pid",
-        "# Hardware devices: none.",
-        "DevicePolicy=closed",
-        "",
-        "# --- system calls ---------------------------------------------------------",
-        "# Only the native ABI (no x32 / i386 tricks around the filter).",
-        "SystemCallArchitectures=native",
-        "# What an ordinary service needs...",
-        "SystemCallFilter=@system-service",
-        "# ...minus privileged calls and resource limits (Ketter uses neither).",
-        "SystemCallFilter=~@privileged @resources",
-        "# A refused call fails with EPERM (Ketter logs the error) instead of a kill.",
-        "SystemCallErrorNumber=EPERM",
-        "",
-        "# --- network --------------------------------------------------------------",
-    ]
-    if alerts:
-        lines += [
-            "# Alerts (alerts.urls) need IP; IPAddressAllow= takes addresses, not host",
-            "# names: see docs/operations.md (alert relay on the management network).",
-            "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
-        ]
-    else:
-        lines += [
-            "# Local sockets only (sd_notify, name service); no alerts configured.",
-            "RestrictAddressFamilies=AF_UNIX",
-            "# No network at all: not even loopback. Shares are the kernel's, unaffected.",
-            "PrivateNetwork=yes",
-            "# And no IP traffic, should the namespace ever be shared.",
-            "IPAddressDeny=any",
-        ]
-    lines += [
-        "",
-        "[Install]",
-        "# `systemctl enable ketter.target` starts both services at boot.",
-        "WantedBy=ketter.target",
-    ]
-    return "\n".join(lines) + "\n"
+        key = _literal(config.audit.hmac_key_file)
+        fields["credential_name"] = HMAC_CREDENTIAL
+        fields["key_file"] = key
+        fields["bind_key"] = shlex.quote(f"%d/{HMAC_CREDENTIAL}:{key}")
+        fragments["credential"] = "credential-file.conf"
+    return _fill(f"ketter-{kind}.service", fields, fragments)
 
 
 def _target(config_path: str) -> str:
-    return "\n".join(
-        [
-            f"# Ketter — rendered by `ketter deploy units` from {config_path}.",
-            "# `systemctl enable --now ketter.target` starts the node now and at boot.",
-            "[Unit]",
-            "# Both services; stopping or restarting the target acts on both (PartOf=).",
-            "Description=Ketter transfer node (watcher and workers)",
-            "# The runbook.",
-            "Documentation=file:///opt/ketter/share/doc/ketter/operations.md",
-            "# Pulls in the two services.",
-            "Wants=ketter-workers.service ketter-watcher.service",
-            "# Reached once both are up.",
-            "After=ketter-workers.service ketter-watcher.service",
-            "",
-            "[Install]",
-            "# Part of the normal boot.",
-            "WantedBy=multi-user.target",
-            "",
-        ]
-    )
+    return _fill("ketter.target", {"config_path": config_path}, {})
 
 
 def render_units(

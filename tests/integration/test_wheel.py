@@ -33,6 +33,11 @@ def test_wheel_installs_and_upgrades_a_new_state_dir(tmp_path: Path) -> None:
     assert "ketter/queue.py" in names
     assert "workers/app.py" not in names  # moved to ketter/queue.py (#16 item 2)
     assert "ketter/cli/main.py" in names
+    # the unit templates `ketter deploy units` renders (#16 item 8)
+    templates = sorted(p.name for p in (ROOT / "ketter" / "deploy" / "templates").iterdir())
+    assert {"ketter-workers.service", "ketter-watcher.service", "ketter.target"} <= set(templates)
+    for name in templates:
+        assert f"ketter/deploy/templates/{name}" in names
     assert not any(n.startswith("tests/") for n in names)
 
     venv = tmp_path / "venv"
@@ -47,3 +52,8 @@ def test_wheel_installs_and_upgrades_a_new_state_dir(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "applied 0001_initial" in result.stdout
     assert (tmp_path / "state" / "ketter.db").exists()
+    # the templates load from the installed wheel, not from a checkout
+    units = subprocess.run([str(venv / "bin" / "ketter"), "--config", str(config), "deploy",
+                            "units"], cwd="/", capture_output=True, text=True, timeout=120)
+    assert units.returncode == 0, units.stderr
+    assert "ExecStart=" in units.stdout and "# ===== ketter.target =====" in units.stdout
