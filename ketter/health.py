@@ -21,16 +21,17 @@ cleanly those files are gone, and the store is then opened ``immutable``
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import sqlite3
 import time
-import urllib.parse
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ketter.config import Config
+from ketter.store.port import JobReadStore, StoreUnreadable
+from ketter.store.sqlite_read import SqliteReadStore, connect_readonly, probe_readonly
+
+__all__ = ["Check", "HealthReport", "check_health", "connect_readonly"]
 
 #: The two service processes and the name of their heartbeat row.
 SERVICES = ("workers", "watcher")
@@ -76,29 +77,6 @@ class HealthReport:
         return "\n".join(lines)
 
 
-def connect_readonly(path: str) -> tuple[sqlite3.Connection, str]:
-    """A read-only connection to the SQLite file at ``path`` and how it was opened.
-
-    Raises ``sqlite3.Error`` or ``FileNotFoundError`` when it cannot be read.
-    """
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist (run `ketter db upgrade`)")
-    uri = "file:" + urllib.parse.quote(os.path.abspath(path))
-    conn = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=5.0)
-    try:
-        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-        return conn, "read-only"
-    except sqlite3.OperationalError:
-        conn.close()
-        if os.path.exists(path + "-wal"):
-            raise  # a writer is (or was, until a crash) active: no safe fallback
-    # No -wal file: no writer, and a reader without write access to the folder
-    # cannot create the -shm file. Nothing changes under us: read it as is.
-    conn = sqlite3.connect(uri + "?immutable=1", uri=True, timeout=5.0)
-    conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-    return conn, "immutable (no writer running)"
-
-
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -109,18 +87,9 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _heartbeats(conn: sqlite3.Connection, node: str) -> dict[str, tuple[int, float, dict]]:
-    rows = conn.execute(
-        "SELECT component, pid, ts, details FROM heartbeats WHERE node = ?", (node,)
-    ).fetchall()
-    beats = {}
-    for component, pid, ts, details in rows:
-        try:
-            parsed = json.loads(details) if details else {}
-        except ValueError:
-            parsed = {}
-        beats[component] = (int(pid), float(ts), parsed if isinstance(parsed, dict) else {})
-    return beats
+def _heartbeats(store: JobReadStore, node: str) -> dict[str, tuple[int, float, dict]]:
+    facts = store.health_facts(node)
+    return {name: (b.pid, b.ts, b.details) for name, b in facts.heartbeats.items()}
 
 
 def _check_service(
@@ -167,7 +136,7 @@ def _check_service(
 
 def _check_routes(
     report: HealthReport,
-    conn: sqlite3.Connection,
+    store: JobReadStore,
     config: Config,
     beats: dict[str, tuple[int, float, dict]],
     *,
@@ -176,12 +145,7 @@ def _check_routes(
     if store_problem is not None:
         _routes_paused(report, config, store_problem)
         return
-    paused = {
-        route: (reason, since)
-        for route, reason, since in conn.execute(
-            "SELECT route, reason, since FROM route_status WHERE paused = 1"
-        )
-    }
+    paused = {p.route: (p.reason, p.since) for p in store.paused_routes()}
     for route in config.routes:
         name = f"route {route.name}"
         if route.name in paused:
@@ -299,15 +263,14 @@ def check_health(config: Config, *, now: float | None = None) -> HealthReport:
     now = time.time() if now is None else now
     report = HealthReport(node=config.node, checked_at=now)
     try:
-        queue, how = connect_readonly(config.queue_path)
-        queue.close()
+        how = probe_readonly(config.queue_path)
         report.add("queue database", True, f"{config.queue_path} opens ({how})")
-    except (sqlite3.Error, OSError) as exc:
+    except (StoreUnreadable, OSError) as exc:
         report.add("queue database", False, f"{config.queue_path}: {exc}")
     store_problem = _check_store_guard(report, config)
     try:
-        conn, how = connect_readonly(config.db_path)
-    except (sqlite3.Error, OSError) as exc:
+        store = SqliteReadStore.open_raw(config.db_path)
+    except (StoreUnreadable, OSError) as exc:
         report.add(
             "job store", False, f"{config.db_path}: {exc} (is this account in the ketter group?)"
         )
@@ -315,17 +278,17 @@ def check_health(config: Config, *, now: float | None = None) -> HealthReport:
             _routes_paused(report, config, store_problem)
         return report
     try:
-        beats = _heartbeats(conn, config.node)
-        report.add("job store", True, f"{config.db_path} opens ({how})")
+        beats = _heartbeats(store, config.node)
+        report.add("job store", True, f"{config.db_path} opens ({store.how})")
         for service in SERVICES:
             _check_service(
                 report, service, beats.get(service), stale=config.health.heartbeat_stale, now=now
             )
-        _check_routes(report, conn, config, beats, store_problem=store_problem)
+        _check_routes(report, store, config, beats, store_problem=store_problem)
         _check_audit(report, beats, stale=config.health.heartbeat_stale, now=now)
-    except sqlite3.Error as exc:
+    except StoreUnreadable as exc:
         report.add("job store", False, f"{config.db_path}: {exc}")
     finally:
-        conn.close()
+        store.close()
     _check_space(report, config)
     return report

@@ -1,0 +1,242 @@
+"""The job store's read model: what ``ketter jobs``, ``job``, ``status`` and
+``health`` (and later the HTTP API and a metrics collector) may ask.
+
+Callers get frozen answers, never a cursor or a database object, so the CLI
+only formats and a PostgreSQL store or the in-memory fake
+(:mod:`ketter.store.memory_read`) can answer the same questions. Every
+implementation runs the contract suite in
+``tests/unit/store/test_read_contract.py``.
+
+The write side of the ``JobStore`` port (claim, renew, advance, events, …) is
+the rest of issue #16 item 3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from ketter.errors import KetterError
+
+
+class StoreUnreadable(KetterError):
+    """The job store could not be read (missing tables, locked, corrupt)."""
+
+
+#: The columns of the ``job_history`` view, in its order (migration 0005):
+#: the one row per job that ``ketter jobs`` and ``ketter job`` print.
+HISTORY_FIELDS = (
+    "job_id",
+    "route",
+    "mode",
+    "kind",
+    "state",
+    "attempt",
+    "source",
+    "destination",
+    "bytes",
+    "files",
+    "sha256",
+    "xxh128",
+    "created",
+    "started",
+    "placed",
+    "completed",
+    "updated",
+    "seconds",
+    "mb_per_s",
+    "next_attempt",
+    "error",
+    "node",
+)
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs to list; ``None`` means any."""
+
+    state: str | None = None
+    route: str | None = None
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job as people read it: the ``job_history`` row (times as ISO
+    strings, the transfer rate of the verified copy)."""
+
+    job_id: int
+    route: str
+    mode: str
+    kind: str
+    state: str
+    attempt: int
+    source: str
+    destination: str | None
+    bytes: int | None
+    files: int | None
+    sha256: str | None
+    xxh128: str | None
+    created: str | None
+    started: str | None
+    placed: str | None
+    completed: str | None
+    updated: str | None
+    seconds: float | None
+    mb_per_s: float | None
+    next_attempt: str | None
+    error: str | None
+    node: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """Jobs newest first; ``next_cursor`` lists the following page
+    (``None``: this was the last one)."""
+
+    jobs: tuple[JobRecord, ...]
+    next_cursor: int | None
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One audit event of a job (``details`` parsed from its JSON)."""
+
+    seq: int
+    event: str
+    from_state: str | None
+    to_state: str | None
+    attempt: int | None
+    node: str | None
+    pid: int | None
+    user: str | None
+    details: Any
+    time: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One file of a job's manifest (a folder job has many)."""
+
+    path: str
+    size: int
+    sha256: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class JobDetail:
+    """A job with its events in order and its per-file manifest."""
+
+    job: JobRecord
+    events: tuple[JobEvent, ...]
+    files: tuple[ManifestEntry, ...]
+
+
+@dataclass(frozen=True)
+class StateCount:
+    state: str
+    jobs: int
+    bytes: int | None
+
+
+@dataclass(frozen=True)
+class RouteStateCount:
+    route: str
+    state: str
+    jobs: int
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    """A job a worker holds right now (live lease, not terminal); ``rate`` is
+    bytes per second since the claim that is running it."""
+
+    job_id: int
+    route: str
+    state: str
+    bytes_done: int | None
+    size: int | None
+    source: str
+    rate: float | None
+
+
+@dataclass(frozen=True)
+class PausedRoute:
+    route: str
+    reason: str | None
+    since: float | None
+
+
+@dataclass(frozen=True)
+class HeartbeatFact:
+    """A component's last heartbeat; ``details`` is the parsed JSON."""
+
+    component: str
+    node: str
+    pid: int
+    ts: float
+    details: Any
+
+
+@dataclass(frozen=True)
+class StatusView:
+    """``ketter status``: counts per state and per route, the running jobs,
+    the paused routes and the heartbeats — whose ``running`` lists no longer
+    name a job that finished since they were written (a heartbeat is up to
+    ``lease.heartbeat`` old)."""
+
+    states: tuple[StateCount, ...]
+    routes: tuple[RouteStateCount, ...]
+    running: tuple[RunningJob, ...]
+    paused: tuple[PausedRoute, ...]
+    heartbeats: tuple[HeartbeatFact, ...]
+
+
+@dataclass(frozen=True)
+class HealthFacts:
+    """What ``ketter health`` reads from the store for one node: its
+    heartbeats by component (details a dict; unreadable JSON reads as ``{}``).
+    The paused routes are :meth:`JobReadStore.paused_routes`."""
+
+    heartbeats: Mapping[str, HeartbeatFact] = field(default_factory=dict)
+
+
+class JobReadStore(Protocol):
+    """The read-model part of the ``JobStore`` port."""
+
+    def list_jobs(self, filters: JobFilter, limit: int, cursor: int | None = None) -> JobPage:
+        """Jobs matching ``filters``, newest first, at most ``limit``, with an
+        id below ``cursor`` when given."""
+        ...
+
+    def job_detail(self, job_id: int) -> JobDetail | None:
+        """The job, its events and its manifest; ``None`` if there is no such job."""
+        ...
+
+    def status(self, now: float) -> StatusView:
+        """Counts, running jobs (lease live at ``now``), paused routes, heartbeats."""
+        ...
+
+    def paused_routes(self) -> tuple[PausedRoute, ...]:
+        """Routes paused in ``route_status`` (share down, destination full)."""
+        ...
+
+    def heartbeats(self, node: str | None = None) -> tuple[HeartbeatFact, ...]:
+        """Heartbeats by component name, of ``node`` only when given, details
+        parsed as they are (a damaged row raises ``ValueError``)."""
+        ...
+
+    def health_facts(self, node: str) -> HealthFacts:
+        """What ``ketter health`` needs to know of ``node``."""
+        ...
+
+    def close(self) -> None: ...

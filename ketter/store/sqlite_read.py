@@ -1,0 +1,303 @@
+"""The read model on SQLite: the queries of ``ketter jobs``/``job``/``status``
+(from ``cli/inspect.py``) and of ``ketter health`` (from ``health.py``),
+moved as they were.
+
+Only reads, never a write or a write lock: the services keep running while
+an operator or a monitoring account asks. Two ways to open, as before:
+
+* :meth:`SqliteReadStore.open` (the inspect commands) through
+  :func:`ketter.store.db.open_readonly`;
+* :meth:`SqliteReadStore.open_raw` (health) through :func:`connect_readonly`,
+  a plain ``sqlite3`` connection with its own read-only URI that falls back
+  to ``immutable`` only when no ``-wal`` file shows a writer.
+
+Both go through SQLite's own file handling: nothing here opens or closes a
+file descriptor on ``ketter.db`` itself, which would drop the POSIX locks of
+every SQLite connection of the same process on that file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ketter.jobs.states import TERMINAL, State
+from ketter.store.port import (
+    HealthFacts,
+    HeartbeatFact,
+    JobDetail,
+    JobEvent,
+    JobFilter,
+    JobPage,
+    JobRecord,
+    ManifestEntry,
+    PausedRoute,
+    RouteStateCount,
+    RunningJob,
+    StateCount,
+    StatusView,
+    StoreUnreadable,
+)
+
+#: States in which a job with a live lease is being worked on.
+IN_FLIGHT = tuple(s.value for s in State if s not in TERMINAL and s is not State.RETRY_WAIT)
+
+
+def connect_readonly(path: str) -> tuple[sqlite3.Connection, str]:
+    """A read-only connection to the SQLite file at ``path`` and how it was opened.
+
+    Raises ``sqlite3.Error`` or ``FileNotFoundError`` when it cannot be read.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist (run `ketter db upgrade`)")
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path))
+    conn = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=5.0)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return conn, "read-only"
+    except sqlite3.OperationalError:
+        conn.close()
+        if os.path.exists(path + "-wal"):
+            raise  # a writer is (or was, until a crash) active: no safe fallback
+    # No -wal file: no writer, and a reader without write access to the folder
+    # cannot create the -shm file. Nothing changes under us: read it as is.
+    conn = sqlite3.connect(uri + "?immutable=1", uri=True, timeout=5.0)
+    conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    return conn, "immutable (no writer running)"
+
+
+def probe_readonly(path: str) -> str:
+    """How the SQLite file at ``path`` opens read-only (the queue database
+    check of ``ketter health``); :class:`StoreUnreadable` or ``OSError`` if not."""
+    try:
+        conn, how = connect_readonly(path)
+    except sqlite3.Error as exc:
+        raise StoreUnreadable(str(exc)) from exc
+    conn.close()
+    return how
+
+
+def iso(ts: float | None) -> str | None:
+    """A Unix time as ``2026-01-02T03:04:05.678Z`` (as the view prints)."""
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+class SqliteReadStore:
+    """:class:`ketter.store.port.JobReadStore` on the SQLite job store."""
+
+    def __init__(self, execute: Callable[..., Any], close: Callable[[], Any], how: str) -> None:
+        self._execute = execute
+        self._close = close
+        #: How the file was opened (``read-only`` or ``immutable (…)``).
+        self.how = how
+
+    @classmethod
+    def open(cls, path: str) -> SqliteReadStore:
+        """For the inspect commands (:func:`ketter.store.db.open_readonly`)."""
+        from ketter.store.db import open_readonly
+
+        db = open_readonly(path)
+        return cls(db.execute_sql, db.close, "read-only")
+
+    @classmethod
+    def open_raw(cls, path: str) -> SqliteReadStore:
+        """For ``ketter health``: :func:`connect_readonly`; raises
+        :class:`StoreUnreadable` or ``OSError`` when it cannot be read."""
+        try:
+            conn, how = connect_readonly(path)
+        except sqlite3.Error as exc:
+            raise StoreUnreadable(str(exc)) from exc
+        return cls(conn.execute, conn.close, how)
+
+    def close(self) -> None:
+        self._close()
+
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        try:
+            cursor = self._execute(sql, tuple(params))
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        except sqlite3.Error as exc:  # the raw connection; peewee's errors pass as before
+            raise StoreUnreadable(str(exc)) from exc
+
+    # -- jobs, job ---------------------------------------------------------
+
+    def list_jobs(self, filters: JobFilter, limit: int, cursor: int | None = None) -> JobPage:
+        where: list[str] = []
+        params: list[Any] = []
+        if filters.state:
+            where.append("state = ?")
+            params.append(filters.state)
+        if filters.route:
+            where.append("route = ?")
+            params.append(filters.route)
+        if cursor is not None:
+            where.append("job_id < ?")
+            params.append(cursor)
+        sql = "SELECT * FROM job_history"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY job_id DESC LIMIT ?"
+        jobs = tuple(JobRecord(**row) for row in self._rows(sql, (*params, limit)))
+        full = limit > 0 and len(jobs) == limit
+        return JobPage(jobs, jobs[-1].job_id if full else None)
+
+    def job_detail(self, job_id: int) -> JobDetail | None:
+        rows = self._rows("SELECT * FROM job_history WHERE job_id = ?", (job_id,))
+        if not rows:
+            return None
+        events = self._rows(
+            "SELECT id AS seq, ts, event, from_state, to_state, attempt, node, "
+            "pid, user, details FROM events WHERE job_id = ? ORDER BY id",
+            (job_id,),
+        )
+        files = self._rows(
+            "SELECT relpath_display AS path, size, sha256 FROM job_files "
+            "WHERE job_id = ? ORDER BY id",
+            (job_id,),
+        )
+        return JobDetail(
+            job=JobRecord(**rows[0]),
+            events=tuple(
+                JobEvent(
+                    seq=e["seq"],
+                    time=iso(e["ts"]),
+                    event=e["event"],
+                    from_state=e["from_state"],
+                    to_state=e["to_state"],
+                    attempt=e["attempt"],
+                    node=e["node"],
+                    pid=e["pid"],
+                    user=e["user"],
+                    details=json.loads(e["details"]),
+                )
+                for e in events
+            ),
+            files=tuple(ManifestEntry(**f) for f in files),
+        )
+
+    # -- status --------------------------------------------------------------
+
+    def status(self, now: float) -> StatusView:
+        by_state = self._rows(
+            "SELECT state, COUNT(*) AS jobs, SUM(size) AS bytes FROM jobs "
+            "GROUP BY state ORDER BY state",
+        )
+        by_route = self._rows(
+            "SELECT route, state, COUNT(*) AS jobs FROM jobs "
+            "GROUP BY route, state ORDER BY route, state",
+        )
+        paused = self.paused_routes()
+        beats = self.heartbeats()
+        running = self._running(now)
+        terminal = self._terminal_ids(beats)
+        for beat in beats:
+            _drop_finished(beat.details, terminal)
+        return StatusView(
+            states=tuple(StateCount(**r) for r in by_state),
+            routes=tuple(RouteStateCount(**r) for r in by_route),
+            running=running,
+            paused=paused,
+            heartbeats=beats,
+        )
+
+    def _running(self, now: float) -> tuple[RunningJob, ...]:
+        marks = ",".join("?" * len(IN_FLIGHT))
+        rows = self._rows(
+            "SELECT j.id AS job_id, j.route, j.state, j.bytes_done, j.size, j.progress_at, "
+            "j.source_display AS source, "
+            "(SELECT MAX(e.ts) FROM events AS e WHERE e.job_id = j.id "
+            " AND e.event IN ('claim', 'resume', 'recover')) AS claimed_at "
+            f"FROM jobs AS j WHERE j.state IN ({marks}) AND j.lease_owner IS NOT NULL "
+            "AND j.lease_expires_at > ? ORDER BY j.id",
+            (*IN_FLIGHT, now),
+        )
+        running = []
+        for row in rows:
+            start, at = row.pop("claimed_at"), row.pop("progress_at")
+            rate = row["bytes_done"] / (at - start) if start and at and at > start else None
+            running.append(RunningJob(**row, rate=rate))
+        return tuple(running)
+
+    def _terminal_ids(self, beats: Iterable[HeartbeatFact]) -> set[int]:
+        """Ids among the heartbeats' running jobs that have finished since."""
+        ids = running_ids(beats)
+        if not ids:
+            return set()
+        marks = ",".join("?" * len(ids))
+        ends = ",".join("?" * len(TERMINAL))
+        found = self._rows(
+            f"SELECT id FROM jobs WHERE id IN ({marks}) AND state IN ({ends})",
+            (*sorted(ids), *(s.value for s in TERMINAL)),
+        )
+        return {row["id"] for row in found}
+
+    def paused_routes(self) -> tuple[PausedRoute, ...]:
+        rows = self._rows("SELECT route, reason, since FROM route_status WHERE paused = 1")
+        return tuple(PausedRoute(**r) for r in rows)
+
+    def heartbeats(self, node: str | None = None) -> tuple[HeartbeatFact, ...]:
+        rows = self._rows(
+            "SELECT component, node, pid, ts, details FROM heartbeats ORDER BY component"
+        )
+        return tuple(
+            HeartbeatFact(
+                component=r["component"],
+                node=r["node"],
+                pid=r["pid"],
+                ts=r["ts"],
+                details=json.loads(r["details"]),
+            )
+            for r in rows
+            if node is None or r["node"] == node
+        )
+
+    # -- health --------------------------------------------------------------
+
+    def health_facts(self, node: str) -> HealthFacts:
+        rows = self._rows(
+            "SELECT component, node, pid, ts, details FROM heartbeats WHERE node = ?", (node,)
+        )
+        return HealthFacts(heartbeats={r["component"]: health_beat(r) for r in rows})
+
+
+def health_beat(row: dict[str, Any]) -> HeartbeatFact:
+    """A heartbeat row as ``ketter health`` reads it: a damaged or non-object
+    ``details`` reads as ``{}`` (health reports; it must not crash)."""
+    try:
+        parsed = json.loads(row["details"]) if row["details"] else {}
+    except ValueError:
+        parsed = {}
+    return HeartbeatFact(
+        component=row["component"],
+        node=row["node"],
+        pid=int(row["pid"]),
+        ts=float(row["ts"]),
+        details=parsed if isinstance(parsed, dict) else {},
+    )
+
+
+def running_ids(beats: Iterable[HeartbeatFact]) -> set[int]:
+    """The job ids the heartbeats list as running."""
+    ids: set[int] = set()
+    for beat in beats:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            ids |= {int(r["job_id"]) for r in beat.details.get("running", [])}
+    return ids
+
+
+def _drop_finished(details: Any, terminal: set[int]) -> None:
+    if isinstance(details, dict) and isinstance(details.get("running"), list):
+        details["running"] = [
+            r
+            for r in details["running"]
+            if not (isinstance(r, dict) and r.get("job_id") in terminal)
+        ]
