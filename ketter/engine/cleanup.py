@@ -21,6 +21,7 @@ from ketter.errors import DestinationLinkError, PathOutsideRoute
 from .beneath import open_dir
 from .context import env_fault
 from .paths import TEMP_PREFIX, join, show, split
+from .renameat import renameat2_noreplace
 
 PROBE_PREFIX = b".ketter-probe-"
 log = logging.getLogger(__name__)
@@ -132,8 +133,6 @@ def _restore_old(dest_fd: int, old_name: bytes, where: bytes) -> None:
     and nothing is deleted when a rename fails for any other reason than
     "the name is taken" (EXDEV, EIO...): the version stays for a person.
     """
-    from .placement import renameat2_noreplace  # placement imports this module
-
     try:
         ofd = os.open(old_name, _DIR, dir_fd=dest_fd)
     except FileNotFoundError:

@@ -15,10 +15,8 @@ for the best primitive it supports:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
-import platform
 import stat
 import uuid
 from typing import Literal
@@ -35,51 +33,18 @@ from .beneath import open_parent, step
 from .cleanup import remove_path
 from .context import STOP_SIGNALS, TransferContext
 from .existing import matches_result
-from .hashing import _lib
 from .mounts import check_mounts
 from .openfile import swapped
 from .oserrors import classify_oserror
 from .paths import join, rename_candidate, show, split, temp_name
+from .renameat import renameat2_noreplace
 from .results import CopyResult, Placement
 from .spec import TransferSpec
 
 MODES = ("renameat2", "link", "rename")
-_RENAME_NOREPLACE = 1
-_AT_FDCWD = -100
-_SYSCALL_RENAMEAT2 = {"x86_64": 316, "aarch64": 276, "armv7l": 382, "ppc64le": 357}
 _UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP)
 _probe_cache: dict[tuple[int, bool], str] = {}
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-
-
-def renameat2_noreplace(
-    old: bytes, new: bytes, old_dir: int | None = None, new_dir: int | None = None
-) -> None:
-    """rename(2) that fails with EEXIST instead of replacing ``new``; names
-    relative to the folder descriptors ``old_dir``/``new_dir`` when given."""
-    ofd = _AT_FDCWD if old_dir is None else old_dir
-    nfd = _AT_FDCWD if new_dir is None else new_dir
-    lib = _lib()
-    fn = getattr(lib, "renameat2", None)
-    if fn is not None:
-        fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
-        rc = fn(ofd, old, nfd, new, _RENAME_NOREPLACE)
-    else:  # glibc < 2.28
-        nr = _SYSCALL_RENAMEAT2.get(platform.machine())
-        if nr is None:
-            raise OSError(errno.ENOSYS, "renameat2 unavailable")
-        lib.syscall.restype = ctypes.c_long
-        rc = lib.syscall(
-            ctypes.c_long(nr),
-            ofd,
-            ctypes.c_char_p(old),
-            nfd,
-            ctypes.c_char_p(new),
-            ctypes.c_uint(_RENAME_NOREPLACE),
-        )
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), old, None, new)
 
 
 def placement_mode(parent: bytes, is_dir: bool, dir_fd: int | None = None) -> str:
