@@ -155,14 +155,23 @@ def fsync_dir(path: bytes) -> None:
 def _fsync_dir(path: bytes) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
-    except OSError as e:
-        # Some network filesystems refuse fsync on directories (EINVAL);
-        # their server commits directory operations synchronously anyway.
-        if e.errno != errno.EINVAL:
-            raise
+        fsync_folder_fd(fd)
     finally:
         os.close(fd)
+
+
+def fsync_folder_fd(fd: int) -> None:
+    """fsync an open folder: the flush after a rename or unlink in it.
+
+    Some network filesystems refuse fsync on folders (EINVAL); their server
+    commits folder operations synchronously anyway, so that is not an error.
+    Every other error is raised: the operation is not durable.
+    """
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
 
 
 def hash_fd_from_disk(

@@ -34,7 +34,6 @@ like any other (docs/guarantees.md).
 
 from __future__ import annotations
 
-import errno
 import functools
 import logging
 import os
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING
 
 from ketter.engine.beneath import open_dir
 from ketter.engine.copyfile import INLINE_MAX
+from ketter.engine.hashing import fsync_folder_fd
 from ketter.engine.mounts import check_mounts
 from ketter.engine.oserrors import classify_oserror
 from ketter.engine.paths import split
@@ -290,11 +290,6 @@ def _fsync_beneath(root: bytes | None, folder: bytes) -> None:
     (#14 finding 1); a link in the way now stops the jobs of that folder."""
     fd = open_dir(root or folder, folder)
     try:
-        os.fsync(fd)
-    except OSError as e:
-        # Some network filesystems refuse fsync on folders (EINVAL); their
-        # server commits folder operations synchronously anyway.
-        if e.errno != errno.EINVAL:
-            raise
+        fsync_folder_fd(fd)  # EINVAL (a network filesystem) is no error
     finally:
         os.close(fd)
