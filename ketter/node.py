@@ -2,7 +2,8 @@
 
 ``Node.from_config(config, role)`` reads the audit key (for a role that may
 append events), opens the job store, builds the audit chain (node name, key,
-actor), the notifier (on first use) and the clock, and every entry point
+actor) with its event bus (:mod:`ketter.events`; the alert subscriber for
+the service roles), the notifier (on first use) and the clock, and every entry point
 takes it: each CLI command that writes, the watcher, the workers, ``ketter
 run``, later the API.
 
@@ -58,6 +59,10 @@ ROLES: dict[str, Role] = {
         Role("db-upgrade", False, "ketter db upgrade"),
     )
 }
+
+
+#: Roles whose committed events alert people (:class:`ketter.events.AlertSubscriber`).
+ALERTING = frozenset({"workers", "run", "watcher"})
 
 
 def read_audit_key(config: Config) -> bytes | None:
@@ -140,7 +145,14 @@ class Node:
 
             db = open_the_store(config.db_path, evidence=evidence)
         audit_chain.install(chain)
-        return cls(config=config, role=ROLES[role], chain=chain, db=db, _notifier=notifier)
+        node = cls(config=config, role=ROLES[role], chain=chain, db=db, _notifier=notifier)
+        if role in ALERTING:
+            from ketter.events import AlertSubscriber
+
+            # The notifier is built at the first alert; a JobRunner given
+            # another notifier takes this (keyed) subscription over.
+            AlertSubscriber(lambda: node.notifier).subscribe(chain.bus)
+        return node
 
     @property
     def notifier(self) -> Notifier:

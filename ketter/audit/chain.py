@@ -13,7 +13,9 @@ RFC 8785.
 The node name, the key and the actor travel in an :class:`AuditChain`,
 built once per process by :class:`ketter.node.Node` (the composition root)
 for a role that may append events; ``record_event`` appends through the
-process's chain or the one passed as ``chain=``.
+process's chain or the one passed as ``chain=``. The chain carries the
+process's :class:`ketter.events.EventBus`: an appended event is published to
+its subscribers once its transaction commits (see :mod:`ketter.events`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ketter.audit.vocabulary import EVENTS
+from ketter.events import Event, EventBus
 from ketter.store.models import database
 
 GENESIS = "0" * 64
@@ -73,6 +76,8 @@ class AuditChain:
     actor: Principal = field(default_factory=os_user)
     #: False for a role that does not hold the key (``ketter.node.ROLES``).
     may_append: bool = True
+    #: Where the committed events are published (:mod:`ketter.events`).
+    bus: EventBus = field(default_factory=EventBus, compare=False, repr=False)
 
     @property
     def keyed(self) -> bool:
@@ -95,8 +100,12 @@ def install(chain: AuditChain | None) -> None:
 
 
 def current() -> AuditChain:
-    """This process's chain (an unkeyed one for the host name when none is set)."""
-    return _chain or AuditChain(node=socket.gethostname())
+    """This process's chain (an unkeyed one for the host name when none is
+    set, kept: its event bus is the process's)."""
+    global _chain
+    if _chain is None:
+        _chain = AuditChain(node=socket.gethostname())
+    return _chain
 
 
 def configure(*, node: str | None = None, hmac_key: bytes | None = None) -> None:
@@ -205,6 +214,23 @@ def record_event(
     # Raw SQL: this runs in every state change, peewee's builder costs more
     # than the insert itself.
     db.execute_sql(_INSERT, tuple(row[name] for name in EVENT_COLUMNS))
+    # Published by the store after COMMIT, dropped at ROLLBACK (ketter.events).
+    defer = getattr(db, "defer_event", None)
+    if defer is not None:
+        defer(
+            chain.bus,
+            Event(
+                seq=seq,
+                event=event,
+                ts=now,
+                job_id=job_id,
+                route=route,
+                from_state=from_state,
+                to_state=to_state,
+                attempt=attempt,
+                details=dict(details or {}),
+            ),
+        )
     return seq
 
 

@@ -3,7 +3,10 @@
 What an error means is decided by :mod:`ketter.jobs.policy` (a pure
 function, tested as a table; docs/guarantees.md); :meth:`JobRunner.apply`
 carries the decision out (transitions, rollback, route pause, alerts, the
-next ring) in one place.
+next ring) in one place. The ``job_failed`` and ``route_paused`` alerts are
+sent by :class:`ketter.events.AlertSubscriber` from the committed ``fail`` and
+``route_paused`` events (a rolled-back change alerts nobody); the runner
+subscribes its notifier on the process's event bus.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ketter.audit import chain as audit_chain
 from ketter.config import Config, RouteConfig
 from ketter.engine.cleanup import rollback
 from ketter.engine.copyfile import INLINE_MAX
 from ketter.errors import KetterError, RouteRemoved
+from ketter.events import AlertSubscriber
 from ketter.jobs.backoff import compute_backoff
 from ketter.jobs.batch import BATCH_MAX, Batch, batchable
 from ketter.jobs.claim import Claimed, claim_job, claim_more, owner_name, release
@@ -47,7 +52,6 @@ from ketter.jobs.spec import spec_for
 from ketter.jobs.states import State
 from ketter.jobs.steps import Attempt
 from ketter.jobs.transitions import transition
-from ketter.paths import readable
 from ketter.runtime.faults import fault
 from ketter.runtime.signals import Shutdown
 from ketter.store.guard import guard_of
@@ -91,6 +95,9 @@ class JobRunner:
         self.keeper = keeper
         self._ring = ring
         self.notifier = notifier or LogNotifier()
+        # One alert subscriber per process (keyed): in the services it is the
+        # node's notifier (ketter.node.Node) again.
+        AlertSubscriber(self.notifier).subscribe(audit_chain.current().bus)
         self.clock = clock
         self.rng = rng
         self.on_progress = on_progress
@@ -277,7 +284,10 @@ class JobRunner:
                 # The share may be gone: then the orphan sweep cleans up later.
                 with contextlib.suppress(OSError):
                     rollback(attempt.dest_dir, attempt.ctx.tag, root=attempt.spec.destination_root)
-            paused = pause_route(
+            # Its route_paused event alerts (AlertSubscriber.on_route_paused)
+            # when d.alerts has Alert.ROUTE_PAUSED: the first pause of an
+            # episode of pauses for room, every other pause.
+            pause_route(
                 job.route,
                 message,
                 now=now,
@@ -285,10 +295,6 @@ class JobRunner:
                 room_pauses=room.pauses if room is not None else None,
                 resume_at=d.resume_at,
             )
-            if paused and Alert.ROUTE_PAUSED in d.alerts:
-                self.notifier.notify(
-                    "route_paused", job.route, f"route {job.route} paused: {message}"
-                )
             self._to(
                 job_id,
                 state,
@@ -323,8 +329,7 @@ class JobRunner:
                 lease_owner=None,
                 lease_expires_at=None,
                 details={"error": message, "delivery_kept": True},
-            )
-            self.job_failed(job, f"{message} (the delivery is in place and kept)")
+            )  # its fail event alerts job_failed (AlertSubscriber.on_fail)
             return
         if d.action is Action.RETRY_AT:
             delay = d.delay or 0.0
@@ -377,9 +382,7 @@ class JobRunner:
                 completed_at=now if target is S.FAILED else None,
                 next_attempt_at=now,
                 details={"error": message},
-            )
-            if Alert.JOB_FAILED in d.alerts:
-                self.job_failed(job, message)
+            )  # to failed: its fail event alerts job_failed (Alert.JOB_FAILED)
 
     def _to(
         self,
@@ -409,19 +412,3 @@ class JobRunner:
     def ring_later(self, job_id: int, delay: float) -> None:
         if self._ring is not None:
             self._ring(job_id, delay)
-
-    def job_failed(self, job: Job, error: str) -> None:
-        log.error(
-            "job failed: %s",
-            error,
-            extra={
-                "ketter.job_id": job.id,
-                "ketter.route": job.route,
-                "file.path": readable(job.source_path),
-            },
-        )
-        self.notifier.notify(
-            "job_failed",
-            job.route,
-            f"job {job.id} on route {job.route} failed: {readable(job.source_path)}: {error}",
-        )

@@ -698,5 +698,4 @@ class Attempt:
             lease_expires_at=None,
             completed_at=self.now(),
             details=details,
-        )
-        self.runner.job_failed(job, message)
+        )  # its fail event alerts job_failed (ketter.events.AlertSubscriber)

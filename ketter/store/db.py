@@ -137,12 +137,28 @@ class StoreDatabase(SqliteDatabase):
             self._holds.ticket = self.wal_flush.ticket()
         finally:
             self._release()
+        # Committed: the transaction's audit events go to their subscribers
+        # (ketter.events), outside the writer mutex.
+        pending, self._holds.events = getattr(self._holds, "events", None), None
+        if pending:
+            from ketter.events import publish_committed
+
+            publish_committed(pending)
+
+    def defer_event(self, bus: Any, event: Any) -> None:
+        """Publish ``event`` on ``bus`` when this thread's transaction commits
+        (:mod:`ketter.events`); dropped if it rolls back."""
+        pending = getattr(self._holds, "events", None)
+        if pending is None:
+            pending = self._holds.events = []
+        pending.append((bus, event))
 
     def last_commit_ticket(self) -> int | None:
         """The flush ticket of this thread's last commit."""
         return getattr(self._holds, "ticket", None)
 
     def rollback(self) -> None:
+        self._holds.events = None  # an event rolled back is never published
         try:
             conn = self.connection()
             if isinstance(conn, sqlite3.Connection) and not conn.in_transaction:
