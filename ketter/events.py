@@ -105,11 +105,16 @@ class AlertSubscriber:
     """The job and route alerts, sent from the events that record them:
     ``job_failed`` from a ``fail`` transition to ``failed``, ``route_paused``
     from the ``route_paused`` event of the first pause of an outage (or of an
-    episode of pauses for room). Texts and kinds are the notifier's as before;
-    the notifier throttles."""
+    episode of pauses for room), and, given ``stall_timeout`` (the workers'
+    ``lease.stall_timeout``), ``stalled`` from the lease keeper's ``stalled``
+    event. Texts and kinds are the notifier's as before; the notifier
+    throttles."""
 
-    def __init__(self, notifier: Notifier | Callable[[], Notifier]) -> None:
+    def __init__(
+        self, notifier: Notifier | Callable[[], Notifier], *, stall_timeout: float | None = None
+    ) -> None:
         self._notifier = notifier
+        self.stall_timeout = stall_timeout
 
     @property
     def notifier(self) -> Notifier:
@@ -119,6 +124,8 @@ class AlertSubscriber:
     def subscribe(self, bus: EventBus) -> None:
         bus.subscribe("fail", self.on_fail, key=("alerts", "fail"))
         bus.subscribe("route_paused", self.on_route_paused, key=("alerts", "route_paused"))
+        if self.stall_timeout is not None:
+            bus.subscribe("stalled", self.on_stalled, key=("alerts", "stalled"))
 
     def on_fail(self, event: Event) -> None:
         if event.to_state != "failed" or event.job_id is None:
@@ -150,4 +157,13 @@ class AlertSubscriber:
         route = event.route
         self.notifier.notify(
             "route_paused", route, f"route {route} paused: {event.details.get('reason')}"
+        )
+
+    def on_stalled(self, event: Event) -> None:
+        self.notifier.notify(
+            "stalled",
+            event.route,
+            f"job {event.job_id} on route {event.route} stalled: no "
+            f"progress for {self.stall_timeout:g}s "
+            f"(phase {event.details.get('phase')}); is the share hung?",
         )

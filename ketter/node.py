@@ -151,7 +151,9 @@ class Node:
 
             # The notifier is built at the first alert; a JobRunner given
             # another notifier takes this (keyed) subscription over.
-            AlertSubscriber(lambda: node.notifier).subscribe(chain.bus)
+            AlertSubscriber(
+                lambda: node.notifier, stall_timeout=config.lease.stall_timeout
+            ).subscribe(chain.bus)
         return node
 
     @property

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from ketter.alerts import build_notifier
 from ketter.audit.shipper import AuditShipper
 from ketter.config import Config, load_config
-from ketter.jobs.lease import ActiveJob, LeaseKeeper
+from ketter.jobs.lease import LeaseKeeper
 from ketter.jobs.runner import JobRunner, LogNotifier, Notifier
 from ketter.jobs.sweep import sweep
 from ketter.node import Node
@@ -110,15 +110,6 @@ class WorkersProcess:
         self._alerted_unwritable = False
         self._alerted_lost = False
 
-    def _stalled(self, active: ActiveJob) -> None:
-        self.notifier.notify(
-            "stalled",
-            active.route,
-            f"job {active.job_id} on route {active.route} stalled: no "
-            f"progress for {self.config.lease.stall_timeout:g}s "
-            f"(phase {active.phase}); is the share hung?",
-        )
-
     def run(self, *, install_signals: bool = True) -> int:
         config = self.config
         if install_signals:
@@ -140,7 +131,8 @@ class WorkersProcess:
         quiet = _StateDiskFilter(guard)
         for name in HUEY_LOGGERS:
             logging.getLogger(name).addFilter(quiet)
-        keeper = LeaseKeeper(config, self.shutdown, on_stalled=self._stalled)
+        # The stall alert is the node's AlertSubscriber on the stalled event.
+        keeper = LeaseKeeper(config, self.shutdown)
         runner = JobRunner(
             config,
             shutdown=self.shutdown,

@@ -71,3 +71,52 @@ def test_a_keyed_subscription_replaces_the_earlier_one() -> None:
 def test_only_vocabulary_events_can_be_subscribed() -> None:
     with pytest.raises(ValueError, match="unknown audit event"):
         EventBus().subscribe("job_done", lambda e: None)
+
+
+class Alerts:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str | None, str]] = []
+
+    def notify(self, kind: str, route: str | None, message: str) -> None:
+        self.sent.append((kind, route, message))
+
+
+def test_the_stall_alert_is_the_subscriber_of_the_stalled_event(chain: AuditChain) -> None:
+    from ketter.events import AlertSubscriber
+
+    alerts = Alerts()
+    AlertSubscriber(alerts, stall_timeout=120.0).subscribe(chain.bus)
+    with database.obj.atomic():
+        record_event(
+            "stalled",
+            now=5.0,
+            job_id=7,
+            route="dub",
+            attempt=1,
+            details={"idle_s": 130.2, "phase": "copy", "bytes_done": 10},
+            chain=chain,
+        )
+    assert alerts.sent == [
+        (
+            "stalled",
+            "dub",
+            "job 7 on route dub stalled: no progress for 120s (phase copy); is the share hung?",
+        )
+    ]
+
+
+def test_a_later_room_pause_of_the_episode_does_not_alert(chain: AuditChain) -> None:
+    from ketter.events import AlertSubscriber
+
+    alerts = Alerts()
+    AlertSubscriber(alerts).subscribe(chain.bus)
+    for pauses in (1, 2):
+        with database.obj.atomic():
+            record_event(
+                "route_paused",
+                now=5.0,
+                route="dub",
+                details={"reason": "no room", "room_needed": 5, "room_pauses": pauses},
+                chain=chain,
+            )
+    assert alerts.sent == [("route_paused", "dub", "route dub paused: no room")]
