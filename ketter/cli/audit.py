@@ -22,6 +22,7 @@ from ketter.audit.verify import Report, node_marks, verify_db, verify_files
 from ketter.cli.common import add_config_arg, config_from, print_json
 from ketter.config import Config
 from ketter.store import open_readonly
+from ketter.store.db import schema_behind
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -89,6 +90,15 @@ def run_verify(args: argparse.Namespace) -> int:
     if not args.no_db:
         if os.path.exists(config.db_path):
             db = open_readonly(config.db_path)
+            behind = schema_behind(db)
+            if behind:
+                print(
+                    f"ketter: the job store {config.db_path} is older than this Ketter "
+                    f"(missing {', '.join(behind[:3])}{' …' if len(behind) > 3 else ''}); "
+                    "run `ketter db upgrade` first",
+                    file=sys.stderr,
+                )
+                return 2
         else:
             # The source of truth is gone: the log alone cannot say whether
             # its newest lines were cut, so this is never OK.

@@ -32,7 +32,7 @@ from playhouse.migrations import Runner
 
 from ketter.runtime.flush import FlushGroup
 from ketter.store.guard import StoreGuard, ensure_may_create, write_marker
-from ketter.store.models import database
+from ketter.store.models import MODELS, database
 from ketter.store.writers import WriterTurns
 
 #: Seconds a writer waits for the SQLite write lock before giving up.
@@ -229,6 +229,23 @@ def open_readonly(path: str | os.PathLike[str]) -> SqliteDatabase:
     db = SqliteDatabase(uri, uri=True, timeout=BUSY_TIMEOUT)
     database.initialize(db)
     return db
+
+
+def schema_behind(db: SqliteDatabase) -> list[str]:
+    """``table.column`` names the models have and the store lacks: a store
+    older than this Ketter (``ketter db upgrade`` not run yet). Read-only,
+    so a reader (``ketter audit verify``) can say so instead of failing on
+    the first query with ``no such column``."""
+    missing: list[str] = []
+    for model in MODELS:
+        table = model._meta.table_name
+        have = {c.name for c in db.get_columns(table)}
+        missing += [
+            f"{table}.{f.column_name}"
+            for f in model._meta.sorted_fields
+            if f.column_name not in have
+        ]
+    return missing
 
 
 @contextlib.contextmanager

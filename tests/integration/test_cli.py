@@ -244,3 +244,19 @@ def test_config_check_names_the_line_of_an_unmounted_mount(tmp_path: Path) -> No
     assert result.returncode == 2
     assert f"error: {path}:3: route 'r1': destination_mount {tmp_path} is not mounted" \
         in result.stderr
+
+
+def test_audit_verify_on_a_store_older_than_ketter_says_upgrade(tmp_path: Path) -> None:
+    """An upgraded node whose `db upgrade` has not run yet: verify names the
+    missing columns and the command, exit 2 — not a peewee traceback."""
+    path = make_config(tmp_path)
+    assert run("db", "upgrade", config=path).returncode == 0
+    db = tmp_path / "state" / "ketter.db"
+    con = sqlite3.connect(db)
+    con.execute("ALTER TABLE route_status DROP COLUMN room_needed")  # as before migration 0006
+    con.commit()
+    con.close()
+    result = run("audit", "verify", config=path)
+    assert result.returncode == 2, result.stderr
+    assert "route_status.room_needed" in result.stderr and "ketter db upgrade" in result.stderr
+    assert "Traceback" not in result.stderr
