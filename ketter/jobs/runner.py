@@ -368,8 +368,16 @@ class JobRunner:
                 # backoff; after max_attempts drive() fails it for good.
                 delay = self.backoff(job.attempt)
                 log.warning("rollback failed: %s", undo_error, extra={"ketter.job_id": job_id})
+                # The failed undo uses up an attempt: the next claim of a job
+                # let go like this is not a fresh attempt (claim._take), so
+                # without it a rollback that fails the same way every time
+                # (ENOTDIR: a file where a folder was) looped for ever with
+                # no alert.
                 Job.update(
-                    lease_owner=None, lease_expires_at=None, next_attempt_at=now + delay
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    next_attempt_at=now + delay,
+                    attempt=Job.attempt + 1,
                 ).where((Job.id == job_id) & (Job.claim == claimed.claim)).execute()
                 self.ring_later(job_id, delay)
         else:  # no steps set up (route gone): nothing was written

@@ -370,3 +370,21 @@ def test_enqueue_sends_a_version_rewritten_in_place_not_a_metadata_change(env) -
     (new,) = submit_path(env.config, route, os.fsencode(path), now=env.clock.now)
     assert new.created and new.job_id != job_id
     assert Job.get_by_id(new.job_id).state == "detected"
+
+
+def test_a_rollback_that_keeps_failing_ends_failed_with_an_alert(env) -> None:
+    """A file where the job's destination folder should be: the undo fails
+    with ENOTDIR every time. It must use up attempts and end `failed` with
+    the job_failed alert, not loop in rolling_back for ever (final review)."""
+    (env.root / "b_in" / "sub").mkdir()
+    job_id = env.add("b", "sub/x.mov")
+    (env.root / "b_out" / "sub").write_bytes(b"not a folder")
+    for _ in range(12):
+        env.runner.handle(job_id)
+        if Job.get_by_id(job_id).state == "failed":
+            break
+        env.clock.now += 3600
+    job = Job.get_by_id(job_id)
+    assert job.state == "failed", (job.state, job.attempt, job.error)
+    assert any(kind == "job_failed" for kind, _route, _msg in env.alerts.sent)
+    assert (env.root / "b_out" / "sub").read_bytes() == b"not a folder"
