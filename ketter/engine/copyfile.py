@@ -1,5 +1,11 @@
 """Copy one file: one read of the source, every checksum, durable temporary.
 
+:func:`copy_durable` picks the path: small files are copied in the calling
+thread (:mod:`.inline`), a partial left by an earlier claim is checked and
+resumed (:mod:`.resume`), the rest goes through the direct loop below or
+the buffered one (:mod:`.buffered`). The source and temporary ends live in
+:mod:`.copyio`, progress reporting in :mod:`.progress`.
+
 Large files take the ``O_DIRECT`` path where the filesystems allow it
 (:mod:`.direct`): reader and writer threads move aligned buffers from the
 source to the temporary, this thread hashes them in order, and a
@@ -15,104 +21,25 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import stat
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from ketter.errors import DestinationSpecialFile, SourceChanged
 
 from . import direct
+from .buffered import copy_buffered, hash_buffers
 from .context import TransferContext
+from .copyio import FileCopy, create_temp, open_source, seal_temp, source_checkpoint
 from .direct import DirectPipe, DirectVerifier
-from .hashing import BUF_SIZE, MultiHash, evict, new_hasher, thread_buffer, write_back
-from .openfile import Ident, ident_of, open_regular
+from .hashing import BUF_SIZE, MultiHash, evict, new_hasher, write_back
+from .inline import INLINE_MAX, copy_inline
+from .openfile import ident_of
 from .oserrors import classify_oserror
 from .paths import show
-from .source import FileEntry, same_identity
+from .progress import Progress
+from .resume import adopt_prefix
+from .source import FileEntry
 from .spec import TransferSpec
 from .verify import TrailingVerifier, compare
-
-N_BUFFERS = 6  # 24 MiB in flight: enough to keep the hasher busy, bounded RSS
-MIN_BUF_SIZE = 64 * 1024  # xxhash releases the GIL from 64 KiB
-SMALL_FILE = 1024 * 1024
-#: Files up to this size are copied and verified in the calling thread.
-INLINE_MAX = 4 * SMALL_FILE
-#: Default progress step for long reads (the default ``checkpoint_bytes``).
-DEFAULT_STEP = 64 * SMALL_FILE
-
-
-@dataclass
-class FileCopy:
-    size: int
-    hashes: dict[str, str]
-    #: True when the bytes were already re-read from disk and compared.
-    verified: bool
-    resumed_from: int = 0
-    #: (st_dev, st_ino) of the temporary, from our write descriptor: only
-    #: this inode may be read back, recorded and placed (a name in a shared
-    #: folder can be swapped).
-    ident: Ident | None = None
-
-
-class Progress:
-    """Throttles ``ctx.progress``: at most ~10 calls/s, at least once a second.
-
-    ``step`` is the checkpoint size: long reads (hashing, re-reading from
-    disk) report through :meth:`reads`, which makes a checkpoint call every
-    ``step`` bytes, so a healthy job never looks stalled to the lease keeper.
-    Only call it from the thread that runs the engine step (the job context
-    talks to the job store); reader threads publish counters instead.
-    """
-
-    def __init__(self, ctx: TransferContext, base: int = 0, *, step: int = DEFAULT_STEP) -> None:
-        self.ctx = ctx
-        self.base = base
-        self.step = step
-        self.last = 0.0
-
-    def __call__(self, done: int, phase: str, *, checkpoint: bool = False) -> None:
-        now = time.monotonic()
-        gap = now - self.last
-        if (checkpoint and gap >= self.ctx.progress_interval) or gap >= 1.0:
-            self.last = now
-            self.ctx.progress(self.base + done, phase)
-
-    def reads(self, phase: str, start: int = 0) -> ReadProgress:
-        """A ``report(done)`` callback for one long read loop."""
-        return ReadProgress(self, phase, start)
-
-
-class ReadProgress:
-    """Reports a long read: a checkpoint call each ``progress.step`` bytes,
-    otherwise the time-based call (at least once a second)."""
-
-    def __init__(self, progress: Progress, phase: str, start: int = 0) -> None:
-        self.progress = progress
-        self.phase = phase
-        self.mark = start
-
-    def __call__(self, done: int) -> None:
-        if done - self.mark >= self.progress.step:
-            self.mark = done
-            self.progress(done, self.phase, checkpoint=True)
-        else:
-            self.progress(done, self.phase)
-
-
-def shifted(report: Callable[[int], None] | None, base: int) -> Callable[[int], None] | None:
-    """``report`` for one member of a folder: adds the bytes done before it."""
-    if report is None:
-        return None
-    r = report
-    return lambda n: r(base + n)
-
-
-def progress_for(ctx: TransferContext | None, step: int = DEFAULT_STEP) -> Progress | None:
-    """A :class:`Progress` for ``ctx``, or None when the caller passed none."""
-    return Progress(ctx, step=step) if ctx is not None else None
 
 
 def buffer_bytes(size: int) -> int:
@@ -123,173 +50,8 @@ def buffer_bytes(size: int) -> int:
         return 2 * size  # the data and its read-back
     chunks = -(-size // direct.CHUNK)
     direct_path = (direct.pipe_buffers(chunks) + direct.N_VERIFY_READERS + 1) * direct.CHUNK
-    buf, count = _hash_buffers(size)
+    buf, count = hash_buffers(size)
     return max(direct_path, count * buf + BUF_SIZE)  # + the buffered verifier's
-
-
-def _hash_buffers(remaining: int | None) -> tuple[int, int]:
-    """(size, count) of the buffered path's buffers for ``remaining`` bytes.
-
-    Small files get small buffers: zeroing 6 × 4 MiB per file cost more
-    than copying a 64 KiB file (fresh pages are slow on this kind of VM).
-    """
-    if remaining is None:
-        return BUF_SIZE, N_BUFFERS
-    # +1: one more byte than expected shows a source that grew.
-    size = min(BUF_SIZE, max(MIN_BUF_SIZE, remaining + 1))
-    return size, min(N_BUFFERS, 2 + remaining // size)
-
-
-def open_source(path: bytes, e: FileEntry) -> int:
-    """Open a source file and check it is still the one in the plan."""
-    fd = open_regular(path)
-    if not same_identity(os.fstat(fd), e):
-        os.close(fd)
-        raise SourceChanged(
-            f"source {show(path)} changed since it was inspected "
-            "(size, mtime, ctime or inode); it is copied again once stable"
-        )
-    return fd
-
-
-def check_source_final(path: bytes, fd: int, e: FileEntry) -> None:
-    """Source still identical after the copy: fstat of our fd, then a fresh
-    open()+fstat() so an NFS/SMB client revalidates instead of answering
-    from its attribute cache. The ctime is compared too: a rewrite in place
-    that restores size and mtime leaves a copy of two versions (finding 2)."""
-    if not same_identity(os.fstat(fd), e):
-        raise SourceChanged(
-            f"source {show(path)} was modified while it was being "
-            "copied; it is copied again once stable"
-        )
-    fd2 = open_regular(path, "re-open the source")
-    try:
-        st = os.fstat(fd2)
-    finally:
-        os.close(fd2)
-    if not same_identity(st, e):
-        raise SourceChanged(
-            f"source {show(path)} was replaced or modified while it "
-            "was being copied; it is copied again once stable"
-        )
-
-
-def apply_metadata(fd: int, e: FileEntry) -> None:
-    """Preserve mtime and permission bits (not setuid/setgid: least privilege)."""
-    os.fchmod(fd, stat.S_IMODE(e.mode) & ~(stat.S_ISUID | stat.S_ISGID))
-    os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
-
-
-def create_temp(path: bytes, access: int = os.O_WRONLY) -> int:
-    try:
-        return os.open(path, access | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
-        raise  # a name the destination merged (case/unicode) or a stale temporary
-    except OSError as exc:
-        raise classify_oserror(exc, path, "create the temporary file") from exc
-
-
-def write_all(fd: int, data: memoryview, path: bytes) -> None:
-    try:
-        while data:
-            n = os.write(fd, data)
-            data = data[n:]
-    except OSError as exc:
-        raise classify_oserror(exc, path, "write the temporary file") from exc
-
-
-def copy_small(
-    src: bytes, e: FileEntry, out: bytes, algos: tuple[str, ...], *, start_write_back: bool = False
-) -> FileCopy:
-    """In-thread copy for small folder members; not fsynced (the folder is
-    flushed once with syncfs) and verified later in a batch from disk."""
-    sfd = open_source(src, e)
-    try:
-        ofd = create_temp(out)
-        try:
-            mh = MultiHash(algos)
-            total = 0
-            if e.size < SMALL_FILE:
-                # One read of the expected size plus one byte (a regular file
-                # reads short only at its end): no second read for the EOF.
-                try:
-                    chunk = os.pread(sfd, e.size + 1, 0)
-                except OSError as exc:
-                    raise classify_oserror(exc, src, "read the source") from exc
-                total = len(chunk)
-                mh.update(chunk)
-                write_all(ofd, memoryview(chunk), out)
-            else:
-                buf = thread_buffer()
-                mv = memoryview(buf)
-                while True:
-                    try:
-                        n = os.preadv(sfd, [buf], total)
-                    except OSError as exc:
-                        raise classify_oserror(exc, src, "read the source") from exc
-                    if not n:
-                        break
-                    total += n
-                    mh.update(mv[:n])
-                    write_all(ofd, mv[:n], out)
-            if total != e.size:
-                raise SourceChanged(f"source {show(src)} changed size while copied")
-            check_source_final(src, sfd, e)
-            apply_metadata(ofd, e)
-            if start_write_back:  # the disk starts on it while the next file is copied
-                write_back(ofd, 0, 0, wait=False)
-            ident = ident_of(ofd)
-        finally:
-            os.close(ofd)
-    finally:
-        os.close(sfd)
-    return FileCopy(total, mh.hexdigests(), verified=False, ident=ident)
-
-
-class _HashThread:
-    """Consumes filled buffers, updates every checksum, returns the buffers."""
-
-    def __init__(self, mh: MultiHash, remaining: int | None = None) -> None:
-        self.mh = mh
-        self.free: queue.Queue[bytearray] = queue.Queue()
-        size, count = _hash_buffers(remaining)
-        for _ in range(count):
-            self.free.put(bytearray(size))
-        self.work: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="ketter-hash", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self.work.get()
-            if item is None:
-                return
-            buf, n = item
-            if self.error is None:
-                try:
-                    self.mh.update(memoryview(buf)[:n])
-                except BaseException as e:
-                    self.error = e
-            self.free.put(buf)
-
-    def close(self) -> None:
-        if self.thread.is_alive():
-            self.work.put(None)
-            self.thread.join()
-        if self.error is not None:
-            raise self.error
-
-
-def seal_temp(src: bytes, sfd: int, e: FileEntry, ofd: int, out: bytes) -> None:
-    """The copy is whole: the source did not change meanwhile, the
-    temporary gets the source's mode and mtime, then it is fsynced."""
-    check_source_final(src, sfd, e)
-    apply_metadata(ofd, e)
-    try:
-        os.fsync(ofd)
-    except OSError as exc:
-        raise classify_oserror(exc, out, "flush the temporary file") from exc
 
 
 def copy_durable(
@@ -304,8 +66,6 @@ def copy_durable(
 ) -> FileCopy:
     """Copy with checkpoints and the trailing verification; fsynced and
     compared from disk on return. ``out`` may hold a partial to resume."""
-    from .resume import adopt_prefix  # local: resume imports this module
-
     if not resume and e.size <= INLINE_MAX:
         return copy_inline(spec, ctx, src, e, out, progress=progress)
     sfd = open_source(src, e)
@@ -348,7 +108,7 @@ def copy_durable(
                 spec, ctx, pipe, src, sfd, e, mh, verifier, progress
             )
         else:
-            windows, pos, faulted = _copy_buffered(
+            windows, pos, faulted = copy_buffered(
                 spec, ctx, src, sfd, e, out, ofd, mh, pos, verifier, progress
             )
         if not faulted:
@@ -448,7 +208,7 @@ def _copy_direct(
         if pos - window >= spec.checkpoint_bytes:
             windows.append((window, pos))
             window = pos
-            faulted = _source_checkpoint(ctx, src, sfd, e, faulted)
+            faulted = source_checkpoint(ctx, src, sfd, e, faulted)
             progress(pos, "copy", checkpoint=True)
         else:
             progress(pos, "copy")
@@ -495,160 +255,3 @@ def _verify_direct_part(
         if a < tail:
             _submit_written(fd, out, verifier, a, min(b, tail))
     return [(tail, size)] if tail < size else []
-
-
-def _source_checkpoint(
-    ctx: TransferContext, src: bytes, sfd: int, e: FileEntry, faulted: bool
-) -> bool:
-    """At a checkpoint: the source must still be the version being copied
-    (size, mtime, ctime, inode). The ``mid-copy`` fault point fires at the first one;
-    returns True once it has."""
-    if not same_identity(os.fstat(sfd), e):
-        raise SourceChanged(f"source {show(src)} was modified while it was being copied")
-    if not faulted:
-        ctx.fault("mid-copy")
-    return True
-
-
-def _copy_buffered(
-    spec: TransferSpec,
-    ctx: TransferContext,
-    src: bytes,
-    sfd: int,
-    e: FileEntry,
-    out: bytes,
-    ofd: int,
-    mh: MultiHash,
-    pos: int,
-    verifier: TrailingVerifier | DirectVerifier,
-    progress: Progress,
-) -> tuple[list[tuple[int, int]], int, bool]:
-    """The buffered copy loop: read, write, hash in a second thread; each
-    window is written back and evicted before the verifier reads it.
-    Returns (windows not yet verified, end offset, faulted)."""
-    os.lseek(sfd, pos, os.SEEK_SET)
-    os.lseek(ofd, pos, os.SEEK_SET)
-    hasher = _HashThread(mh, remaining=e.size - pos)
-    try:
-        window = pos
-        pending: tuple[int, int] | None = None
-        faulted = False
-        src_f = os.fdopen(os.dup(sfd), "rb", buffering=0)
-        with src_f:
-            while True:
-                buf = hasher.free.get()
-                try:
-                    n = src_f.readinto(buf) or 0
-                except OSError as exc:
-                    hasher.free.put(buf)
-                    raise classify_oserror(exc, src, "read the source") from exc
-                if n == 0:
-                    hasher.free.put(buf)
-                    break
-                if pos + n > e.size:
-                    hasher.free.put(buf)
-                    raise SourceChanged(
-                        f"source {show(src)} grew while it was being "
-                        "copied; it is copied again once stable"
-                    )
-                write_all(ofd, memoryview(buf)[:n], out)
-                hasher.work.put((buf, n))
-                pos += n
-                if pos - window >= spec.checkpoint_bytes:
-                    pending = _checkpoint(ofd, out, window, pos, verifier, pending)
-                    window = pos
-                    faulted = _source_checkpoint(ctx, src, sfd, e, faulted)
-                    progress(pos, "copy", checkpoint=True)
-                else:
-                    progress(pos, "copy")
-        if pos != e.size:
-            raise SourceChanged(f"source {show(src)} shrank while it was being copied")
-        hasher.close()
-    finally:
-        if hasher.thread.is_alive():
-            hasher.work.put(None)
-            hasher.thread.join()
-    windows = [pending] if pending is not None else []
-    return [*windows, (window, pos)], pos, faulted
-
-
-def copy_inline(
-    spec: TransferSpec,
-    ctx: TransferContext,
-    src: bytes,
-    e: FileEntry,
-    out: bytes,
-    *,
-    progress: Progress,
-) -> FileCopy:
-    """:func:`copy_durable` for a file of at most ``INLINE_MAX`` bytes, in the
-    calling thread: one read, every checksum, write, fsync, evict, re-read
-    from the disk and compare. Starting a hash and a verify thread cost more
-    than the whole copy of a 64 KiB file (the watcher benchmark's case)."""
-    sfd = open_source(src, e)
-    ofd = -1
-    try:
-        try:
-            data = os.pread(sfd, e.size + 1, 0)  # one byte more shows a source that grew
-        except OSError as exc:
-            raise classify_oserror(exc, src, "read the source") from exc
-        if len(data) != e.size:
-            raise SourceChanged(
-                f"source {show(src)} changed size while it was being copied "
-                f"({len(data)} bytes read, {e.size} expected); it is copied again once stable"
-            )
-        ofd = create_temp(out, os.O_RDWR)
-        mh = MultiHash(spec.algorithms)
-        mh.update(data)
-        write_all(ofd, memoryview(data), out)
-        progress(e.size, "copy")
-        ctx.fault("mid-copy")
-        seal_temp(src, sfd, e, ofd, out)
-        del data
-        evict(ofd)  # written back by the fsync: the re-read below comes from the disk
-        try:
-            back = os.pread(ofd, e.size + 1, 0)
-        except OSError as exc:
-            raise classify_oserror(exc, out, "read the temporary file back") from exc
-        if len(back) != e.size:
-            compare(out, "size", str(e.size), str(len(back)))
-        check = new_hasher(spec.verify)
-        check.update(back)
-        hashes = mh.hexdigests()
-        compare(out, spec.verify, hashes[spec.verify], check.hexdigest())
-        progress(e.size, "verify", checkpoint=True)
-        return FileCopy(e.size, hashes, verified=True, ident=ident_of(ofd))
-    finally:
-        if ofd >= 0:
-            os.close(ofd)
-        os.close(sfd)
-
-
-def _checkpoint(
-    ofd: int,
-    out: bytes,
-    start: int,
-    end: int,
-    verifier: TrailingVerifier | DirectVerifier,
-    pending: tuple[int, int] | None,
-) -> tuple[int, int]:
-    """Start writing ``[start, end)`` back and finish the window before it:
-    wait for its write-back, drop it from the cache, hand it to the verifier.
-
-    The disk writes one window while the copy fills the next, instead of the
-    copy stalling on an fdatasync per window. Durability does not rest on
-    these checkpoints: the whole file is fsynced before placement, and a
-    resume checks the partial's prefix against the source, so a window that
-    had not reached the disk at a power cut only costs a shorter resume.
-    Returns the window now pending.
-    """
-    try:
-        write_back(ofd, start, end - start, wait=False)
-        if pending is not None:
-            write_back(ofd, pending[0], pending[1] - pending[0], wait=True)
-    except OSError as exc:
-        raise classify_oserror(exc, out, "flush the temporary file") from exc
-    if pending is not None:
-        evict(ofd, pending[0], pending[1] - pending[0])
-        verifier.submit(*pending)
-    return (start, end)

@@ -25,9 +25,10 @@ from typing import Literal
 
 from .beneath import open_below, open_parent, step
 from .context import TransferContext
-from .copyfile import DEFAULT_STEP, open_source, progress_for, shifted
+from .copyio import open_source
 from .hashing import ReadCancelled, hash_fd_from_disk
 from .paths import split
+from .progress import DEFAULT_STEP, progress_for, shifted
 from .results import CopyResult, FileHashes
 from .source import FileEntry, SourcePlan, scan_tree
 from .spec import TransferSpec

@@ -24,12 +24,13 @@ from ketter.errors import PermanentError
 
 from .beneath import open_dir, open_parent
 from .context import TransferContext
-from .copyfile import SMALL_FILE, Progress
 from .hashing import ReadCancelled, fsync_dir, syncfs, thread_buffer
+from .inline import SMALL_FILE
 from .members import MemberCopy
 from .openfile import Ident, open_regular, swapped
 from .oserrors import classify_oserror
 from .paths import join, safe_relpath, show, split
+from .progress import Progress
 from .results import FileHashes
 from .source import FileEntry, SourcePlan, check_unchanged
 from .spec import TransferSpec

@@ -29,10 +29,13 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from ketter.errors import PermanentError
 
 from .context import TransferContext
-from .copyfile import SMALL_FILE, FileCopy, Progress, copy_durable, copy_small
+from .copyfile import copy_durable
+from .copyio import FileCopy
 from .hashing import ReadCancelled, thread_buffer
+from .inline import SMALL_FILE, copy_small
 from .oserrors import classify_oserror
 from .paths import join, safe_relpath, show
+from .progress import Progress
 from .results import FileHashes
 from .source import FileEntry, SourcePlan
 from .spec import TransferSpec

@@ -19,13 +19,14 @@ from ketter.errors import PermanentError, SourceInUse
 from ketter.paths import readable
 
 from .context import TransferContext
-from .copyfile import open_source, progress_for
+from .copyio import open_source
 from .existing import plan_entry
 from .hashing import BUF_SIZE, MultiHash, fsync_dir
 from .mounts import check_mounts
 from .open_writers import describe, open_writers
 from .oserrors import classify_oserror
 from .paths import join, show, split
+from .progress import progress_for
 from .prune import prune_empty_parents, remove_empty_folder
 from .results import CopyResult, DeleteResult, FileHashes, Placement
 from .source import FileEntry, SourcePlan, check_unchanged, same_identity

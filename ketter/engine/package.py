@@ -20,15 +20,7 @@ from ketter.errors import PermanentError, SourceChanged
 
 from .beneath import open_parent
 from .context import TransferContext
-from .copyfile import (
-    Progress,
-    apply_metadata,
-    check_source_final,
-    create_temp,
-    open_source,
-    shifted,
-    write_all,
-)
+from .copyio import apply_metadata, check_source_final, create_temp, open_source, write_all
 from .folders import (
     apply_dir_metadata,
     check_collisions,
@@ -43,6 +35,7 @@ from .hashing import BUF_SIZE, MultiHash, hash_fd_from_disk
 from .openfile import Ident, check_ident, ident_of, open_regular, reopen
 from .oserrors import classify_oserror
 from .paths import safe_relpath, show
+from .progress import Progress, shifted
 from .results import FileHashes
 from .source import FileEntry, SourcePlan, check_unchanged
 from .spec import TransferSpec

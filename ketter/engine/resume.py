@@ -17,9 +17,9 @@ from collections.abc import Callable
 from ketter.paths import readable
 
 from .context import TransferContext
-from .copyfile import Progress
 from .hashing import BUF_SIZE, MultiHash, ReadCancelled, _Hasher, evict, new_hasher
 from .paths import TEMP_PREFIX, join, split, temp_name
+from .progress import Progress
 from .source import FileEntry
 from .spec import TransferSpec
 

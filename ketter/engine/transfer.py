@@ -15,7 +15,7 @@ from collections.abc import Callable
 from .beneath import check_parent, make_dirs, parent_fd
 from .cleanup import remove_path
 from .context import STOP_SIGNALS, TransferContext
-from .copyfile import Progress, copy_durable
+from .copyfile import copy_durable
 from .existing import compare_existing, plan_entry
 from .folders import apply_dir_metadata, copy_folder
 from .mounts import check_mounts
@@ -24,6 +24,7 @@ from .oserrors import classify_oserror
 from .package import copy_packaged
 from .paths import join, safe_relpath, split, temp_name
 from .placement import place
+from .progress import Progress
 from .results import CopyResult, DeleteResult, Placement, TransferOutcome
 from .resume import adopt_partial
 from .source import SourcePlan, inspect_source, resolve_destination

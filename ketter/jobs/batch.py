@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ketter.engine.beneath import open_dir
-from ketter.engine.copyfile import INLINE_MAX
 from ketter.engine.hashing import fsync_folder_fd
+from ketter.engine.inline import INLINE_MAX
 from ketter.engine.mounts import check_mounts
 from ketter.engine.oserrors import classify_oserror
 from ketter.engine.paths import split

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from ketter.audit import chain as audit_chain
 from ketter.config import Config, RouteConfig
 from ketter.engine.cleanup import rollback
-from ketter.engine.copyfile import INLINE_MAX
+from ketter.engine.inline import INLINE_MAX
 from ketter.errors import KetterError, RouteRemoved
 from ketter.events import AlertSubscriber
 from ketter.jobs.backoff import compute_backoff

@@ -10,7 +10,8 @@ from typing import NamedTuple
 import pytest
 
 from ketter.cli.transfer import _Outcome, _report, _side_by_side
-from ketter.engine.copyfile import INLINE_MAX, buffer_bytes
+from ketter.engine.copyfile import buffer_bytes
+from ketter.engine.inline import INLINE_MAX
 
 MiB = 1024 * 1024
 

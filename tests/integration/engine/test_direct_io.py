@@ -54,7 +54,7 @@ def paths(bt: bytes, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     monkeypatch.setattr(direct, "cached", lambda fd, pos: False)
     monkeypatch.delenv("KETTER_DIRECT_IO", raising=False)
     used = {"direct": 0, "buffered": 0, "direct_verify": 0}
-    for name, key in (("_copy_direct", "direct"), ("_copy_buffered", "buffered")):
+    for name, key in (("_copy_direct", "direct"), ("copy_buffered", "buffered")):
         orig = getattr(copyfile, name)
 
         def counted(*a, _orig=orig, _key=key, **kw):  # type: ignore[no-untyped-def]

@@ -30,10 +30,10 @@ from ketter.engine import (
     resolve_destination,
     transfer,
 )
-from ketter.engine.copyfile import Progress
 from ketter.engine.folders import verify_tree
 from ketter.engine.members import FileTrail
 from ketter.engine.paths import temp_name
+from ketter.engine.progress import Progress
 from ketter.engine.results import CopyResult, FileHashes
 from ketter.errors import LostClaim, ShutdownRequested
 

@@ -28,8 +28,8 @@ from ketter.engine import (
     inspect_source,
     place,
 )
-from ketter.engine.copyfile import Progress
 from ketter.engine.package import write_package
+from ketter.engine.progress import Progress
 from ketter.engine.verify import read_back_file
 from ketter.errors import PermanentError, TemporarySwapped
 
