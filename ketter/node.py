@@ -22,15 +22,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ketter.audit import chain as audit_chain
 from ketter.audit.chain import AuditChain, Principal, os_user
 from ketter.config import Config
 from ketter.errors import ConfigError
 
 if TYPE_CHECKING:
-    from peewee import SqliteDatabase
-
     from ketter.jobs.runner import Notifier
+    from ketter.store.port import JobStore
 
 
 @dataclass(frozen=True)
@@ -120,7 +118,8 @@ class Node:
     config: Config
     role: Role
     chain: AuditChain
-    db: SqliteDatabase | None = None
+    #: The job store this process writes (None for a node built without one).
+    store: JobStore | None = None
     clock: Callable[[], float] = time.time
     _notifier: Notifier | None = field(default=None, repr=False)
 
@@ -137,15 +136,15 @@ class Node:
     ) -> Node:
         """Build the node for ``role`` (a key of :data:`ROLES`). The chain
         first (a refusal writes nothing), then the store (``evidence``: see
-        :func:`ketter.store.open_store`); the chain becomes this process's."""
+        :func:`ketter.store.open_store`), built with the chain: every event
+        this process appends goes through ``node.store.append_event``."""
         chain = chain_for(config, ROLES[role], actor=actor)
-        db = None
+        store = None
         if open_store:
-            from ketter.store import open_store as open_the_store
+            from ketter.store.sqlite import open_job_store
 
-            db = open_the_store(config.db_path, evidence=evidence)
-        audit_chain.install(chain)
-        node = cls(config=config, role=ROLES[role], chain=chain, db=db, _notifier=notifier)
+            store = open_job_store(config.db_path, chain, evidence=evidence)
+        node = cls(config=config, role=ROLES[role], chain=chain, store=store, _notifier=notifier)
         if role in ALERTING:
             from ketter.events import AlertSubscriber
 
@@ -167,7 +166,9 @@ class Node:
         return self._notifier
 
     def close(self) -> None:
-        """Stop the notifier this node built."""
+        """Stop the notifier this node built and close its store."""
         stop = getattr(self._notifier, "stop", None)
         if stop is not None:
             stop()
+        if self.store is not None:
+            self.store.close()

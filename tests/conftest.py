@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from peewee import SqliteDatabase
 
+from ketter.audit.chain import AuditChain
 from ketter.store import open_store
+from ketter.store.sqlite import SqliteJobStore
 
 ROOT = Path(__file__).resolve().parent.parent
 KETTER = [sys.executable, "-m", "ketter.cli.main"]
@@ -23,6 +25,13 @@ def store(tmp_path: Path) -> Iterator[SqliteDatabase]:
     db = open_store(tmp_path / "state" / "ketter.db")
     yield db
     db.close()
+
+
+@pytest.fixture
+def job_store(store: SqliteDatabase) -> SqliteJobStore:
+    """The job store (:class:`ketter.store.port.JobStore`) over the ``store``
+    fixture's database, unkeyed chain for node ``test-node``."""
+    return SqliteJobStore(store, AuditChain(node="test-node"))
 
 
 @pytest.fixture

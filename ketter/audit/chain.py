@@ -12,10 +12,12 @@ RFC 8785.
 
 The node name, the key and the actor travel in an :class:`AuditChain`,
 built once per process by :class:`ketter.node.Node` (the composition root)
-for a role that may append events; ``record_event`` appends through the
-process's chain or the one passed as ``chain=``. The chain carries the
-process's :class:`ketter.events.EventBus`: an appended event is published to
-its subscribers once its transaction commits (see :mod:`ketter.events`).
+and handed to the job store, which appends every event
+(``JobStore.append_event``) with :func:`seal` inside the transaction of the
+change it describes. This module holds no database and no process-wide
+state. The chain carries the process's :class:`ketter.events.EventBus`: an
+appended event is published to its subscribers once its transaction commits
+(see :mod:`ketter.events`).
 """
 
 from __future__ import annotations
@@ -26,13 +28,11 @@ import hashlib
 import hmac
 import json
 import os
-import socket
 from dataclasses import dataclass, field
 from typing import Any
 
 from ketter.audit.vocabulary import EVENTS
 from ketter.events import Event, EventBus
-from ketter.store.models import database
 
 GENESIS = "0" * 64
 
@@ -83,41 +83,6 @@ class AuditChain:
     def keyed(self) -> bool:
         return self.key is not None
 
-    def append_event(self, event: str, **fields: Any) -> int:
-        """:func:`record_event` through this chain."""
-        return record_event(event, chain=self, **fields)
-
-
-#: The chain of this process: installed by :class:`ketter.node.Node` (or
-#: :func:`configure`); None writes unkeyed events for the host name.
-_chain: AuditChain | None = None
-
-
-def install(chain: AuditChain | None) -> None:
-    """Make ``chain`` this process's chain (``record_event`` without ``chain=``)."""
-    global _chain
-    _chain = chain
-
-
-def current() -> AuditChain:
-    """This process's chain (an unkeyed one for the host name when none is
-    set, kept: its event bus is the process's)."""
-    global _chain
-    if _chain is None:
-        _chain = AuditChain(node=socket.gethostname())
-    return _chain
-
-
-def configure(*, node: str | None = None, hmac_key: bytes | None = None) -> None:
-    """Set the node name and the optional HMAC key for this process's events
-    (kept for tests; the entry points build a :class:`ketter.node.Node`)."""
-    install(AuditChain(node=node or socket.gethostname(), key=hmac_key))
-
-
-def keyed() -> bool:
-    """Whether this process writes keyed (HMAC) hashes."""
-    return current().keyed
-
 
 #: ``json.dumps`` with these arguments builds a new encoder at every call.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -162,9 +127,12 @@ def _user() -> str:
         return str(os.getuid())
 
 
-def record_event(
+def seal(
+    chain: AuditChain,
     event: str,
     *,
+    seq: int,
+    prev_hash: str,
     now: float,
     job_id: int | None = None,
     route: str | None = None,
@@ -172,29 +140,20 @@ def record_event(
     to_state: str | None = None,
     attempt: int | None = None,
     details: dict[str, Any] | None = None,
-    chain: AuditChain | None = None,
     actor: Principal | None = None,
-) -> int:
-    """Append one event to the chain; returns its sequence number.
-
-    Must run inside the caller's write transaction (the one that changes the
-    state it describes), so the event and the change commit together.
-    ``chain`` defaults to this process's; ``actor`` (the ``user`` column) to
-    the chain's actor.
-    """
+) -> dict[str, Any]:
+    """The ``events`` row (every column of :data:`EVENT_COLUMNS`) for
+    ``event`` as sequence ``seq`` after ``prev_hash``: what the job store
+    inserts inside the transaction of the change it describes
+    (``JobStore.append_event``). Refuses an unknown event, and any event
+    when ``chain`` may not append (:class:`MayNotAppend`)."""
     if event not in EVENTS:
         raise ValueError(f"unknown audit event {event!r}; add it to ketter.audit.vocabulary")
-    chain = chain or current()
     if not chain.may_append:
         raise MayNotAppend(
             f"audit event {event!r}: this process's role may not append events "
             "(it does not hold the audit HMAC key)"
         )
-    db = database.obj
-    if not db.in_transaction():
-        raise RuntimeError("record_event() must run inside the state change's transaction")
-    last = db.execute_sql("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
-    seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
     row = {
         "id": seq,
         "job_id": job_id,
@@ -211,27 +170,23 @@ def record_event(
     }
     row["prev_hash"] = prev_hash
     row["hash"] = record_hash(prev_hash, hashed_fields(row), chain.key)
-    # Raw SQL: this runs in every state change, peewee's builder costs more
-    # than the insert itself.
-    db.execute_sql(_INSERT, tuple(row[name] for name in EVENT_COLUMNS))
-    # Published by the store after COMMIT, dropped at ROLLBACK (ketter.events).
-    defer = getattr(db, "defer_event", None)
-    if defer is not None:
-        defer(
-            chain.bus,
-            Event(
-                seq=seq,
-                event=event,
-                ts=now,
-                job_id=job_id,
-                route=route,
-                from_state=from_state,
-                to_state=to_state,
-                attempt=attempt,
-                details=dict(details or {}),
-            ),
-        )
-    return seq
+    return row
+
+
+def committed(row: dict[str, Any], details: dict[str, Any] | None) -> Event:
+    """What subscribers get (:mod:`ketter.events`) for a sealed row once
+    its transaction commits."""
+    return Event(
+        seq=row["id"],
+        event=row["event"],
+        ts=row["ts"],
+        job_id=row["job_id"],
+        route=row["route"],
+        from_state=row["from_state"],
+        to_state=row["to_state"],
+        attempt=row["attempt"],
+        details=dict(details or {}),
+    )
 
 
 #: Columns of ``events``, in the order Ketter reads and writes them.
@@ -250,7 +205,4 @@ EVENT_COLUMNS = (
     "details",
     "prev_hash",
     "hash",
-)
-_INSERT = "INSERT INTO events ({}) VALUES ({})".format(
-    ", ".join(f'"{name}"' for name in EVENT_COLUMNS), ", ".join("?" for _ in EVENT_COLUMNS)
 )

@@ -7,8 +7,14 @@ only formats and a PostgreSQL store or the in-memory fake
 implementation runs the contract suite in
 ``tests/unit/store/test_read_contract.py``.
 
-The write side of the ``JobStore`` port (claim, renew, advance, events, …) is
-the rest of issue #16 item 3.
+The write side is :class:`JobStore`: one protocol per area in
+:mod:`ketter.store.ports` (transactions and event appends, jobs and their
+transitions, leases, intake, routes, heartbeats, events, manifests),
+implemented by :mod:`ketter.store.sqlite` and the in-memory fake
+:mod:`ketter.store.memory`, both run by the contract suite in
+``tests/contract``. A process gets its store from
+:class:`ketter.node.Node`; nothing outside :mod:`ketter.store` holds a
+database object or writes SQL (``tests/unit/test_sql_boundary.py``).
 """
 
 from __future__ import annotations
@@ -240,3 +246,28 @@ class JobReadStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+from ketter.store.ports.core import CorePort  # noqa: E402
+from ketter.store.ports.events import EventsPort  # noqa: E402
+from ketter.store.ports.heartbeats import HeartbeatsPort  # noqa: E402
+from ketter.store.ports.intake import IntakePort  # noqa: E402
+from ketter.store.ports.jobs import JobsPort  # noqa: E402
+from ketter.store.ports.leases import LeasesPort  # noqa: E402
+from ketter.store.ports.manifests import ManifestsPort  # noqa: E402
+from ketter.store.ports.routes import RoutesPort  # noqa: E402
+
+
+class JobStore(
+    CorePort,
+    JobsPort,
+    LeasesPort,
+    IntakePort,
+    RoutesPort,
+    HeartbeatsPort,
+    EventsPort,
+    ManifestsPort,
+    Protocol,
+):
+    """The job store a process that writes holds (one per process, built by
+    :class:`ketter.node.Node`): every write and every read the services make."""

@@ -1,0 +1,149 @@
+"""The in-memory job store's tables, transactions and event appends: a fake
+for unit tests that keeps the contract of the SQLite store (one writer at a
+time, all-or-nothing transactions, events published after commit), checked
+by the same contract suite (``tests/contract``).
+
+A transaction takes one re-entrant lock and snapshots the tables; an
+exception inside restores the snapshot (a nested block restores only its
+own part, like a savepoint). Nothing is durable: ``durable=True`` only
+checks that it does not nest, as the SQLite store does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ketter.audit.chain import GENESIS, AuditChain, Principal, committed, seal
+from ketter.events import Event, EventBus, publish_committed
+from ketter.store.rows import EventRow, HeartbeatRow, JobFileRow, JobRow, RouteStatusRow
+
+
+@dataclass
+class Tables:
+    """Every table of the store, keyed as its primary key."""
+
+    jobs: dict[int, JobRow] = field(default_factory=dict)
+    job_files: dict[int, JobFileRow] = field(default_factory=dict)
+    route_status: dict[str, RouteStatusRow] = field(default_factory=dict)
+    heartbeats: dict[tuple[str, str], HeartbeatRow] = field(default_factory=dict)
+    events: list[EventRow] = field(default_factory=list)
+    #: Last id handed out per table (ids are never reused, as AUTOINCREMENT).
+    ids: dict[str, int] = field(default_factory=dict)
+
+    def next_id(self, table: str) -> int:
+        self.ids[table] = self.ids.get(table, 0) + 1
+        return self.ids[table]
+
+
+class MemoryCore:
+    """The in-memory job store's tables, transactions and event appends."""
+
+    def __init__(self, chain: AuditChain, path: str = ":memory:") -> None:
+        self.chain = chain
+        self.tables = Tables()
+        self.path = path
+        self._lock = threading.RLock()
+        self._local = threading.local()
+
+    # -- transactions -------------------------------------------------------
+
+    def transaction(self, *, durable: bool = False) -> contextlib.AbstractContextManager[None]:
+        if durable and self.in_transaction():
+            raise RuntimeError("durable() must open its own transaction, not nest in one")
+        return self._transaction()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self._lock:
+            depth = getattr(self._local, "depth", 0)
+            snapshot = copy.deepcopy(self.tables)
+            if depth == 0:
+                self._local.pending = []
+            mark = len(self._local.pending)
+            self._local.depth = depth + 1
+            try:
+                yield
+            except BaseException:
+                self.tables = snapshot
+                del self._local.pending[mark:]  # rolled back: never published
+                raise
+            finally:
+                self._local.depth = depth
+            if depth == 0:
+                pending, self._local.pending = self._local.pending, []
+        if depth == 0 and pending:
+            publish_committed(pending)
+
+    def in_transaction(self) -> bool:
+        return getattr(self._local, "depth", 0) > 0
+
+    def sync(self) -> None:
+        """Nothing to flush in memory."""
+
+    def release_thread(self) -> None:
+        """No per-thread connection in memory."""
+
+    def close(self) -> None:
+        """Nothing to close in memory."""
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """One statement's worth of writing: joins the caller's transaction or
+        runs as its own (SQLite's autocommit)."""
+        with self.transaction():
+            yield
+
+    # -- the store file -----------------------------------------------------
+
+    @property
+    def guard(self) -> None:
+        """No file to watch in memory."""
+        return None
+
+    def ensure_intact(self, what: str) -> None:
+        """A store in memory cannot be deleted under its process."""
+
+    # -- the audit chain ----------------------------------------------------
+
+    def append_event(
+        self,
+        event: str,
+        *,
+        now: float,
+        job_id: int | None = None,
+        route: str | None = None,
+        from_state: str | None = None,
+        to_state: str | None = None,
+        attempt: int | None = None,
+        details: dict[str, Any] | None = None,
+        actor: Principal | None = None,
+    ) -> int:
+        if not self.in_transaction():
+            raise RuntimeError("append_event() must run inside the state change's transaction")
+        events = self.tables.events
+        seq, prev_hash = (events[-1].id + 1, events[-1].hash) if events else (1, GENESIS)
+        row = seal(
+            self.chain,
+            event,
+            seq=seq,
+            prev_hash=prev_hash,
+            now=now,
+            job_id=job_id,
+            route=route,
+            from_state=from_state,
+            to_state=to_state,
+            attempt=attempt,
+            details=details,
+            actor=actor,
+        )
+        events.append(EventRow(**row))
+        self._local.pending.append((self.chain.bus, committed(row, details)))
+        return seq
+
+
+__all__ = ["Event", "EventBus", "MemoryCore", "Tables"]

@@ -1,0 +1,38 @@
+"""The job store on SQLite: one class composed of one mixin per area, over
+the connection and transactions of :mod:`ketter.store.sqlite.core`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from ketter.audit.chain import AuditChain
+from ketter.store.db import StoreDatabase, open_store
+from ketter.store.sqlite.events import EventsSql
+from ketter.store.sqlite.heartbeats import HeartbeatsSql
+from ketter.store.sqlite.intake import IntakeSql
+from ketter.store.sqlite.jobs import JobsSql
+from ketter.store.sqlite.leases import LeasesSql
+from ketter.store.sqlite.manifests import ManifestsSql
+from ketter.store.sqlite.routes import RoutesSql
+
+
+class SqliteJobStore(
+    JobsSql, LeasesSql, IntakeSql, RoutesSql, HeartbeatsSql, EventsSql, ManifestsSql
+):
+    """The job store on one SQLite file (see :class:`ketter.store.port.JobStore`)."""
+
+
+def open_job_store(
+    path: str | os.PathLike[str],
+    chain: AuditChain,
+    *,
+    migrate: bool = True,
+    new_store: bool = False,
+    evidence: Iterable[str] = (),
+) -> SqliteJobStore:
+    """Open (and migrate) the SQLite job store at ``path`` for ``chain``'s
+    process (see :func:`ketter.store.db.open_store`)."""
+    db = open_store(path, migrate=migrate, new_store=new_store, evidence=evidence)
+    assert isinstance(db, StoreDatabase)
+    return SqliteJobStore(db, chain)

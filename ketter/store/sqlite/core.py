@@ -1,0 +1,130 @@
+"""What every SQLite job-store operation stands on: the database, its
+transactions (``IMMEDIATE``, the writers' turns, the durable group commit of
+:mod:`ketter.store.db`), the store guard, and the audit chain's appends.
+
+The peewee database object lives here and in the other modules of
+:mod:`ketter.store`, nowhere else: the code outside the store holds a
+:class:`~ketter.store.port.JobStore` and calls its methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from ketter.audit.chain import GENESIS, AuditChain, Principal, committed, seal
+from ketter.store.db import StoreDatabase, durable, sync_wal
+from ketter.store.guard import StoreGuard, ensure_store_intact, guard_of
+from ketter.store.rows import EVENT_COLUMNS
+
+_INSERT_EVENT = "INSERT INTO events ({}) VALUES ({})".format(
+    ", ".join(f'"{name}"' for name in EVENT_COLUMNS), ", ".join("?" for _ in EVENT_COLUMNS)
+)
+
+
+class SqliteCore:
+    """The SQLite job store's connection, transactions and event appends."""
+
+    def __init__(self, db: StoreDatabase, chain: AuditChain) -> None:
+        self.db = db
+        self.chain = chain
+
+    # -- transactions -------------------------------------------------------
+
+    def transaction(self, *, durable: bool = False) -> contextlib.AbstractContextManager[None]:
+        """One transaction (``BEGIN IMMEDIATE``); nested in an open one it is
+        a savepoint. ``durable=True``: on the disk when the block is left
+        (:func:`ketter.store.db.durable`); it must not nest."""
+        if durable:
+            return _durable(self.db)
+        return self.db.atomic()  # type: ignore[no-any-return]
+
+    def in_transaction(self) -> bool:
+        return bool(self.db.in_transaction())
+
+    def sync(self) -> None:
+        """Make every commit of this thread so far durable (fsync the WAL,
+        shared with the other threads' flushes)."""
+        sync_wal(self.db)
+
+    def release_thread(self) -> None:
+        """Close this thread's connection (a thread that ends)."""
+        self.db.close()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- the store file -----------------------------------------------------
+
+    @property
+    def guard(self) -> StoreGuard | None:
+        """The store file's identity and writability watch (None for a store
+        opened without one)."""
+        return guard_of(self.db)
+
+    def ensure_intact(self, what: str) -> None:
+        """Raise :class:`ketter.errors.StoreLost` when the store file is no
+        longer the one opened (``what`` names the step that stops)."""
+        ensure_store_intact(self.db, what)
+
+    @property
+    def path(self) -> str:
+        return str(self.db.database)
+
+    # -- the audit chain ----------------------------------------------------
+
+    def append_event(
+        self,
+        event: str,
+        *,
+        now: float,
+        job_id: int | None = None,
+        route: str | None = None,
+        from_state: str | None = None,
+        to_state: str | None = None,
+        attempt: int | None = None,
+        details: dict[str, Any] | None = None,
+        actor: Principal | None = None,
+    ) -> int:
+        """Append one event to the chain inside the caller's transaction (the
+        one that changes what it describes); returns its sequence number.
+        ``actor`` (the ``user`` column) defaults to the chain's. Published to
+        the chain's bus once the transaction commits."""
+        db = self.db
+        if not db.in_transaction():
+            raise RuntimeError("append_event() must run inside the state change's transaction")
+        # Raw SQL: this runs in every state change, peewee's builder costs
+        # more than the insert itself.
+        last = db.execute_sql("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
+        seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
+        row = seal(
+            self.chain,
+            event,
+            seq=seq,
+            prev_hash=prev_hash,
+            now=now,
+            job_id=job_id,
+            route=route,
+            from_state=from_state,
+            to_state=to_state,
+            attempt=attempt,
+            details=details,
+            actor=actor,
+        )
+        db.execute_sql(_INSERT_EVENT, tuple(row[name] for name in EVENT_COLUMNS))
+        db.defer_event(self.chain.bus, committed(row, details))
+        return seq
+
+    # -- helpers for the area mixins ----------------------------------------
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        cursor = self.db.execute_sql(sql, tuple(params))
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+@contextlib.contextmanager
+def _durable(db: StoreDatabase) -> Iterator[None]:
+    with durable(db):
+        yield
