@@ -15,14 +15,13 @@ from ketter.errors import SourceChanged
 
 from .context import TransferContext
 from .copyio import source_checkpoint, write_all
-from .direct import DirectVerifier
 from .hashing import BUF_SIZE, MultiHash, evict, write_back
 from .oserrors import classify_oserror
 from .paths import show
 from .progress import Progress
 from .source import FileEntry
 from .spec import TransferSpec
-from .verify import TrailingVerifier
+from .verify import ReadBackVerifier
 
 N_BUFFERS = 6  # 24 MiB in flight: enough to keep the hasher busy, bounded RSS
 MIN_BUF_SIZE = 64 * 1024  # xxhash releases the GIL from 64 KiB
@@ -86,7 +85,7 @@ def copy_buffered(
     ofd: int,
     mh: MultiHash,
     pos: int,
-    verifier: TrailingVerifier | DirectVerifier,
+    verifier: ReadBackVerifier,
     progress: Progress,
 ) -> tuple[list[tuple[int, int]], int, bool]:
     """The buffered copy loop: read, write, hash in a second thread; each
@@ -143,7 +142,7 @@ def _checkpoint(
     out: bytes,
     start: int,
     end: int,
-    verifier: TrailingVerifier | DirectVerifier,
+    verifier: ReadBackVerifier,
     pending: tuple[int, int] | None,
 ) -> tuple[int, int]:
     """Start writing ``[start, end)`` back and finish the window before it:

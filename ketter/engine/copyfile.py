@@ -39,7 +39,7 @@ from .progress import Progress
 from .resume import adopt_prefix
 from .source import FileEntry
 from .spec import TransferSpec
-from .verify import TrailingVerifier, compare
+from .verify import ReadBackVerifier, TrailingVerifier, compare
 
 
 def buffer_bytes(size: int) -> int:
@@ -70,7 +70,7 @@ def copy_durable(
         return copy_inline(spec, ctx, src, e, out, progress=progress)
     sfd = open_source(src, e)
     ofd = -1
-    verifier: TrailingVerifier | DirectVerifier | None = None
+    verifier: ReadBackVerifier | None = None
     pipe: DirectPipe | None = None
     copied = False
     try:
@@ -184,7 +184,7 @@ def _copy_direct(
     sfd: int,
     e: FileEntry,
     mh: MultiHash,
-    verifier: TrailingVerifier | DirectVerifier,
+    verifier: ReadBackVerifier,
     progress: Progress,
 ) -> tuple[list[tuple[int, int]], int, bool]:
     """The copy loop over a started :class:`DirectPipe`: hashes its chunks in
@@ -222,9 +222,7 @@ def _copy_direct(
     return windows, pos, faulted
 
 
-def _submit_written(
-    fd: int, out: bytes, verifier: TrailingVerifier | DirectVerifier, a: int, b: int
-) -> None:
+def _submit_written(fd: int, out: bytes, verifier: ReadBackVerifier, a: int, b: int) -> None:
     """Hand ``[a, b)`` of the temporary, written with ``O_DIRECT``, to the
     verifier. Real direct writes leave nothing in the page cache, and the
     write-back and eviction here cost nothing; but a filesystem may accept
@@ -244,7 +242,7 @@ def _verify_direct_part(
     size: int,
     fd: int,
     out: bytes,
-    verifier: TrailingVerifier | DirectVerifier,
+    verifier: ReadBackVerifier,
 ) -> list[tuple[int, int]]:
     """Hand the verifier every byte the direct writes put on the device, so
     its read-back overlaps the final fsync; returns what is left: the

@@ -16,6 +16,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from ketter.errors import ChecksumMismatch
 
@@ -23,6 +24,33 @@ from .hashing import BUF_SIZE, _Hasher, evict, hash_fd_from_disk, new_hasher, wr
 from .openfile import Ident, check_ident, open_regular, reopen
 from .paths import show
 from .results import FileHashes
+
+
+class ReadBackVerifier(Protocol):
+    """What the copy loop hands the ranges it wrote back to: the one declared
+    read-back interface (:class:`TrailingVerifier` through the page cache,
+    :class:`ketter.engine.direct.DirectVerifier` with ``O_DIRECT``). Whole
+    files re-read after the copy (folder members, packages) go through
+    :func:`read_back_file` instead."""
+
+    #: Bytes hashed so far (read by the copy loop for progress).
+    pos: int
+
+    def submit(self, start: int, end: int) -> None:
+        """Queue ``[start, end)``, already written back to the disk, in order."""
+        ...
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` s for everything submitted; True when done."""
+        ...
+
+    def finish(self) -> str:
+        """Wait for every range; the hex digest read back from the disk."""
+        ...
+
+    def close(self) -> None:
+        """Stop the reader and close its descriptor (idempotent)."""
+        ...
 
 
 class TrailingVerifier:
