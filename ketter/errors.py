@@ -95,6 +95,12 @@ class ConfigError(PermanentError):
         super().__init__("\n".join(self.problems))
 
 
+class ManifestError(PermanentError):
+    """A delivery manifest (ASC MHL) cannot be written for this folder; it
+    would fail the same way on every attempt (each one copying and verifying
+    the whole folder again), so the job fails now."""
+
+
 class RouteRemoved(PermanentError):
     """The job's route is no longer in the configuration (removed or renamed
     since the job was created); put the route back and re-queue the job."""

@@ -14,9 +14,24 @@ generation after the *final* folder name and ``now`` (the library would use
 the hidden temporary name and the wall clock) and fsyncs what it wrote
 (the library does not).
 
-Names that are not valid UTF-8 cannot be written in the XML; such files are
-left out of the generation and listed in the log (their exact bytes and
-checksums are in the job store and the audit log).
+A source history made by another tool (camera offload: md5, sha1, c4,
+xxh3, …) is continued in its own formats besides Ketter's: ascmhl refuses a
+generation whose file lacks the format of its original entry. Formats the
+copy computed (``result.files[i].hashes``, e.g. md5 with the route's ``md5``)
+are taken from the one read; the others are computed in one more pass over
+the verified temporary copy. Any other failure of the library on a given
+folder is deterministic: :class:`MHLWriteFailed` is permanent, never retried
+(each retry would copy and verify the whole card again).
+
+Names that are not valid UTF-8 cannot be written in the XML. Each such file
+(or the first folder of its path that is not valid UTF-8) is named in the
+generation's ignore patterns (``processinfo/ignore``): its bytes that are not
+UTF-8 become ``?`` (narrowed to ``[!…]`` where a listed name would match
+too), so ``ascmhl diff`` and ``ascmhl-debug verify`` accept the folder and the
+manifest states what it leaves out. :func:`write_mhl_generation` returns the
+names left out; they are logged (their exact bytes and checksums are in the
+job store and the audit log). Files the history's own ignore patterns exclude
+(``.DS_Store``) are not listed, as ``ascmhl create`` would not list them.
 """
 
 from __future__ import annotations
@@ -24,13 +39,18 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import pathspec
 from ascmhl import errors as mhl_errors
 from ascmhl.generator import MHLGenerationCreationSession
+from ascmhl.hasher import HashType, new_hasher_for_hash_type
 from ascmhl.hashlist import MHLCreatorInfo, MHLProcess, MHLProcessInfo, MHLTool
 from ascmhl.history import MHLHistory
+from ascmhl.ignore import MHLIgnoreSpec
 from ascmhl.utils import datetime_isostring
 
 from ketter import __version__
@@ -38,25 +58,54 @@ from ketter.engine.beneath import open_parent, step
 from ketter.engine.folders import through
 from ketter.engine.openfile import swapped
 from ketter.engine.paths import split
-from ketter.engine.results import CopyResult
-from ketter.errors import PermanentError, VerificationFailed
+from ketter.engine.results import CopyResult, FileHashes
+from ketter.errors import ManifestError, VerificationFailed
 from ketter.paths import readable
 
 log = logging.getLogger("ketter.mhl")
 
 FOLDER = "ascmhl"
+#: Ketter's own formats, in every generation (from the copy's one read).
 FORMATS = ("xxh64", "xxh128")
+#: Every format ascmhl 1.2 reads and writes.
+SUPPORTED = tuple(t.name for t in HashType)
 _FSYNC_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+_CHUNK = 1 << 20
+#: Characters a ``[!…]`` class of an ignore pattern cannot hold as they are.
+_CLASS_SPECIAL = frozenset("]\\[^!-/")
 
 
-class MHLHistoryDamaged(PermanentError):
+class MHLHistoryDamaged(ManifestError):
     """The source folder's ascmhl/ history is damaged (a generation is missing or
     was modified); repair it, or turn ``mhl`` off on the route, then re-queue."""
 
 
-class MHLMismatch(PermanentError, VerificationFailed):
+class MHLMismatch(ManifestError, VerificationFailed):
     """Files of the folder do not match the checksums its own ascmhl/ history
     recorded earlier (changed since the original offload); nothing was delivered."""
+
+
+class MHLWriteFailed(ManifestError):
+    """The ascmhl library refused to write the folder's new generation; it would
+    refuse again on every attempt (fix the folder's ascmhl/ history, or turn
+    ``mhl`` off on the route, then re-queue)."""
+
+
+@dataclass(frozen=True)
+class MHLWritten:
+    """What :func:`write_generation` wrote."""
+
+    #: The new generation's file (under the ``.dir``'s name).
+    path: bytes
+    #: Hash formats of the generation: Ketter's and those the history used.
+    formats: tuple[str, ...]
+    #: Formats not from the copy's read, computed from the verified copy.
+    computed: tuple[str, ...] = ()
+    #: Paths (relative, ``readable``) left out as not valid UTF-8, and the
+    #: ignore patterns that name them in the generation.
+    left_out: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = field(default=())
 
 
 class _DeliveryHistory(MHLHistory):
@@ -94,12 +143,27 @@ def write_mhl_generation(
     node: str,
     root: bytes | None = None,
 ) -> bytes:
-    """Write a new ASC MHL generation into ``temp_dir/ascmhl/``; returns its path.
+    """Write a new ASC MHL generation into ``temp_dir/ascmhl/``; returns its path
+    (:func:`write_generation` says more)."""
+    return write_generation(temp_dir, source_dir, result, now=now, node=node, root=root).path
+
+
+def write_generation(
+    temp_dir: bytes,
+    source_dir: bytes,
+    result: CopyResult,
+    *,
+    now: float,
+    node: str,
+    root: bytes | None = None,
+) -> MHLWritten:
+    """Write a new ASC MHL generation into ``temp_dir/ascmhl/``.
 
     ``temp_dir`` is the verified copy (``result.temp_path``) not yet placed;
     ``source_dir`` is only read when the copy lacks the source's ``ascmhl/``.
-    Raises :class:`MHLHistoryDamaged` or :class:`MHLMismatch` (permanent: the
-    job is rolled back, nothing is delivered).
+    Raises :class:`MHLHistoryDamaged`, :class:`MHLMismatch` or
+    :class:`MHLWriteFailed` (permanent: the job is rolled back and fails,
+    nothing is delivered, it is not retried).
 
     The ``.dir`` sits in the shared destination folder: anyone who can write
     there can rename it away and put a folder of links under its name
@@ -117,8 +181,11 @@ def write_mhl_generation(
         written = _write_generation(below, source_dir, result, now, node)
     finally:
         os.close(fd)
+    path = written.path
     # Shown under the .dir's name (the descriptor's path means nothing later).
-    return temp_dir + written[len(below) :] if written.startswith(below + b"/") else written
+    if path.startswith(below + b"/"):
+        path = temp_dir + path[len(below) :]
+    return MHLWritten(path, written.formats, written.computed, written.left_out, written.patterns)
 
 
 def _open_temp_dir(temp_dir: bytes, result: CopyResult, root: bytes | None) -> int:
@@ -138,9 +205,22 @@ def _open_temp_dir(temp_dir: bytes, result: CopyResult, root: bytes | None) -> i
     return fd
 
 
+def history_formats(history: MHLHistory) -> tuple[str, ...]:
+    """Every hash format the history (and its nested histories) used, Ketter's
+    first; what a new generation must carry so ascmhl can verify each file's
+    original entry."""
+    seen: dict[str, None] = dict.fromkeys(FORMATS)
+    for h in MHLHistory.walk_child_histories(history):
+        for hash_list in h.hash_lists:
+            for media_hash in hash_list.media_hashes:
+                for entry in media_hash.hash_entries:
+                    seen.setdefault(str(entry.hash_format), None)
+    return tuple(seen)
+
+
 def _write_generation(
     temp_dir: bytes, source_dir: bytes, result: CopyResult, now: float, node: str
-) -> bytes:
+) -> MHLWritten:
     """The generation written below ``temp_dir`` (``/proc/self/fd/N``)."""
     root = os.fsdecode(temp_dir)
     source_history = os.path.join(source_dir, FOLDER.encode())
@@ -157,30 +237,62 @@ def _write_generation(
             f"the ascmhl/ history of {readable(source_dir)!r} is damaged ({exc}); repair "
             "it, or turn mhl off on the route, then re-queue"
         ) from exc
+    except OSError:
+        raise
+    except Exception as exc:  # the library's own failure on this history: deterministic
+        raise MHLWriteFailed(
+            f"the ascmhl/ history of {readable(source_dir)!r} cannot be read ({exc!r}); "
+            "repair it, or turn mhl off on the route, then re-queue"
+        ) from exc
+    formats = history_formats(history)
+    unknown = [f for f in formats if f not in SUPPORTED]
+    if unknown:
+        raise MHLWriteFailed(
+            f"the ascmhl/ history of {readable(source_dir)!r} uses hash format(s) "
+            f"{', '.join(unknown)} that ascmhl cannot compute; turn mhl off on the route, "
+            "then re-queue"
+        )
     history.folder_name = split(result.final_path)[1].decode("utf-8", "backslashreplace")
     history.stamp = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d_%H%M%SZ")
     when = datetime.fromtimestamp(now)  # the library writes local time with its offset
-    session = MHLGenerationCreationSession(history)
+    final_root = os.fsdecode(result.final_path)
+    members = [fh for fh in result.files if FOLDER.encode() not in fh.relpath.split(b"/")]
+    left_out, patterns = _undecodable(members)
+    spec = MHLIgnoreSpec(history.latest_ignore_patterns(), patterns)
+    # ascmhl's own factory name ("gitwildmatch") is a deprecated alias of this
+    # one in pathspec 1.x (a DeprecationWarning on every call).
+    ignored = pathspec.PathSpec.from_lines("gitignore", spec.get_pattern_list())
+    session = MHLGenerationCreationSession(history, spec)
     mtimes = {entry.relpath: entry.mtime_ns for entry in result.plan.files}
-    skipped: list[str] = []
     failed: list[str] = []
-    for fh in result.files:
-        if FOLDER.encode() in fh.relpath.split(b"/"):
-            continue  # the history itself is not part of the media
+    computed: set[str] = set()
+    for fh in members:
         try:
             rel = fh.relpath.decode("utf-8")
         except UnicodeDecodeError:
-            skipped.append(readable(fh.relpath))
-            continue
+            continue  # named by an ignore pattern above
+        if _excluded(ignored, final_root, rel):
+            continue  # .DS_Store and the like: ascmhl would not list it either
+        hashes = {f: fh.hashes[f] for f in formats if f in fh.hashes}
+        missing = [f for f in formats if f not in hashes]
+        if missing:
+            hashes.update(_hash_copy(root, rel, fh, missing))
+            computed.update(missing)
         mtime = datetime.fromtimestamp(mtimes.get(fh.relpath, 0) / 1e9)
-        # One call per format: 1.2's append_multiple_format_file_hashes puts the
-        # MHLHashEntry class itself into the list and fails at commit.
-        ok = [
-            session.append_file_hash(
-                os.path.join(root, rel), fh.size, mtime, fmt, fh.hashes[fmt], hash_date=when
-            )
-            for fmt in FORMATS
-        ]
+        path = os.path.join(root, rel)
+        try:
+            # The formats ascmhl checks ("verified" against the original
+            # entry) before the ones new to this file, one call per format:
+            # 1.2's append_multiple_format_file_hashes puts the MHLHashEntry
+            # class itself into the list and fails at commit.
+            ok = [
+                session.append_file_hash(path, fh.size, mtime, f, hashes[f], hash_date=when)
+                for f in formats
+            ]
+        except OSError:
+            raise
+        except Exception as exc:
+            raise _write_failed(source_dir, exc) from exc
         if not all(ok):
             failed.append(rel)
     if failed:
@@ -189,11 +301,13 @@ def _write_generation(
             f"{len(failed)} file(s) of {readable(source_dir)!r} do not match "
             f"their ascmhl/ history: {shown}"
         )
-    if skipped:
+    if left_out:
         log.warning(
-            "left out of the MHL generation (names not valid UTF-8): %s",
-            ", ".join(skipped[:20]),
-            extra={"ketter.mhl_skipped": len(skipped)},
+            "left out of the MHL generation (names not valid UTF-8), named by its ignore "
+            "patterns %s: %s",
+            ", ".join(patterns),
+            ", ".join(left_out[:20]),
+            extra={"ketter.mhl_skipped": len(left_out)},
         )
     creator = MHLCreatorInfo()
     creator.host_name = node
@@ -201,10 +315,128 @@ def _write_generation(
     creator.creation_date = datetime_isostring(when)
     process = MHLProcessInfo()
     process.process = MHLProcess("transfer")
-    session.commit(creator, process)
+    try:
+        session.commit(creator, process)
+    except OSError:
+        raise
+    except Exception as exc:  # e.g. AssertionError('no hash entry found for new hash')
+        raise _write_failed(source_dir, exc) from exc
     _fsync_histories(history)
     latest = history.hash_lists[-1]
-    return os.fsencode(latest.file_path)
+    return MHLWritten(
+        os.fsencode(latest.file_path),
+        formats,
+        tuple(f for f in formats if f in computed),
+        tuple(left_out),
+        tuple(patterns),
+    )
+
+
+def _write_failed(source_dir: bytes, exc: Exception) -> MHLWriteFailed:
+    return MHLWriteFailed(
+        f"ascmhl cannot write a generation for {readable(source_dir)!r} ({exc!r}); fix "
+        "its ascmhl/ history, or turn mhl off on the route, then re-queue"
+    )
+
+
+def _excluded(ignored: pathspec.PathSpec, final_root: str, rel: str) -> bool:
+    """Whether ascmhl, walking the delivered folder, skips ``rel``: the file or
+    one of its folders matches an ignore pattern (as ``post_order_lexicographic``
+    matches them: absolute paths, folders with a trailing ``/``)."""
+    parts = rel.split("/")
+    for i in range(1, len(parts) + 1):
+        path = os.path.join(final_root, *parts[:i]) + ("/" if i < len(parts) else "")
+        if ignored.match_file(path):
+            return True
+    return False
+
+
+def _hash_copy(root: str, rel: str, fh: FileHashes, formats: list[str]) -> dict[str, str]:
+    """``formats`` of one member of the verified copy, in one pass."""
+    try:
+        hashers = {f: new_hasher_for_hash_type(f) for f in formats}
+    except Exception as exc:
+        raise MHLWriteFailed(f"ascmhl cannot compute {formats}: {exc!r}") from exc
+    fd = os.open(os.path.join(root, rel), _READ_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if fh.ident is not None and (st.st_dev, st.st_ino) != fh.ident:
+            raise swapped(os.fsencode(rel), "copied file")
+        while chunk := os.read(fd, _CHUNK):
+            for h in hashers.values():
+                h.update(chunk)
+    finally:
+        os.close(fd)
+    return {f: h.string_digest() for f, h in hashers.items()}
+
+
+def _undecodable(members: Iterable[FileHashes]) -> tuple[list[str], list[str]]:
+    """The members whose path is not valid UTF-8 (shown) and the ignore
+    patterns that name them (each for the file, or for the first folder of its
+    path that is not valid UTF-8), narrowed so that no listed path matches."""
+    bad: dict[tuple[str, ...], bool] = {}  # components up to the bad one -> is a folder
+    shown: list[str] = []
+    valid: set[tuple[str, ...]] = set()
+    for fh in members:
+        parts = fh.relpath.split(b"/")
+        texts = [p.decode("utf-8", "surrogateescape") for p in parts]
+        first = next((i for i, p in enumerate(parts) if not _is_utf8(p)), None)
+        if first is None:
+            valid.update(tuple(texts[:i]) for i in range(1, len(texts) + 1))
+            continue
+        shown.append(readable(fh.relpath))
+        key = tuple(texts[: first + 1])
+        bad[key] = bad.get(key, False) or first < len(parts) - 1
+    patterns = [p for key, folder in bad.items() if (p := _pattern(key, folder, valid))]
+    return shown, patterns
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _pattern(key: tuple[str, ...], folder: bool, valid: set[tuple[str, ...]]) -> str | None:
+    """A gitwildmatch pattern (ascmhl's) matching the path ``key`` at any depth;
+    each byte that is not UTF-8 (a lone surrogate here) matches one character
+    other than those listed paths have there. None: not expressible (a listed
+    path differs there only by a character a class cannot hold)."""
+    width = [len(c) for c in key]
+    collide: list[tuple[str, ...]] = []
+    for path in valid:
+        tail = path[-len(key) :]
+        if len(tail) == len(key) and [len(c) for c in tail] == width and _same(key, tail):
+            collide.append(tail)
+    comps: list[str] = []
+    for j, comp in enumerate(key):
+        out: list[str] = []
+        for p, ch in enumerate(comp):
+            if "\udc80" <= ch <= "\udcff":
+                others = sorted({t[j][p] for t in collide})
+                if any(o in _CLASS_SPECIAL for o in others):
+                    return None
+                out.append(f"[!{''.join(others)}]" if others else "?")
+            elif ch in "*?[\\" or (p == 0 and ch in "!#"):
+                out.append("\\" + ch)
+            else:
+                out.append(ch)
+        comps.append("".join(out))
+    text = "/".join(comps)
+    if len(key) > 1:
+        text = "**/" + text
+    return text + "/" if folder else text
+
+
+def _same(key: tuple[str, ...], other: tuple[str, ...]) -> bool:
+    """``other`` equals ``key`` but where ``key`` has a byte that is not UTF-8."""
+    return all(
+        a == b or "\udc80" <= a <= "\udcff"
+        for c, d in zip(key, other, strict=True)
+        for a, b in zip(c, d, strict=True)
+    )
 
 
 def _fsync_histories(history: Any) -> None:
