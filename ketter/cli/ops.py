@@ -144,9 +144,10 @@ def enqueue_path(args: argparse.Namespace) -> int:
         return 1
     # The key before the store: its events were written unkeyed on a keyed
     # node, and `audit verify --db` called them altered (#16 item 1).
-    Node.from_config(config, "enqueue")
+    node = Node.from_config(config, "enqueue")
+    assert node.store is not None
     queue = build_queue(config)
-    results = submit_path(config, route, os.fsencode(path), now=time.time())
+    results = submit_path(node.store, config, route, os.fsencode(path), now=time.time())
     for result in results:
         if result.created:
             fault("after-commit-before-enqueue")

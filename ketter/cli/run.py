@@ -108,7 +108,8 @@ def run_both(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     queue = build_queue(config)
     notifier = node.notifier
-    watcher = Watcher(config, queue=queue, notifier=notifier)
+    assert node.store is not None
+    watcher = Watcher(config, store=node.store, queue=queue, notifier=notifier)
     with shutdown.spawn_threads_without_signals():
         thread = threading.Thread(target=watcher.run, args=(shutdown.event,), name="watcher")
         thread.start()

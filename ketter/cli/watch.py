@@ -35,12 +35,11 @@ def run_watcher(args: argparse.Namespace) -> int:
     config = config_from(args)
     # Never silently a new, empty store where the node has run before.
     node = Node.from_config(config, "watcher", evidence=[config.audit.log_file])
+    assert node.store is not None
     queue = build_queue(config)
     try:
-        Watcher(config, queue=queue, notifier=node.notifier).run(shutdown.event)
+        Watcher(config, store=node.store, queue=queue, notifier=node.notifier).run(shutdown.event)
     finally:
-        node.close()
+        node.close()  # the notifier, then the store
         queue.close()
-        assert node.db is not None
-        node.db.close()
     return 0

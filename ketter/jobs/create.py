@@ -17,16 +17,16 @@ version of the same key (:func:`ketter.watcher.enqueue.settled_keys`, issue
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from peewee import IntegrityError
-
-from ketter.audit.chain import record_event
 from ketter.jobs.states import State
 from ketter.paths import readable
-from ketter.store.models import TERMINAL_STATES, Job, database, select_jobs
+
+if TYPE_CHECKING:
+    from ketter.store.port import JobStore
+    from ketter.store.rows import JobRow
 
 
 def file_source_key(route: str, relpath: bytes, size: int, mtime_ns: int, inode: int) -> str:
@@ -77,6 +77,7 @@ class Created:
 
 
 def create_job(
+    store: JobStore,
     new: NewJob,
     *,
     node: str,
@@ -86,12 +87,11 @@ def create_job(
 ) -> Created:
     """Insert a ``detected`` job with its ``detect`` event, or return the
     active job that already has the same ``source_key``."""
-    db = database.obj
     # Inside the caller's transaction when there is one (the watcher creates
     # a batch per transaction): no savepoint per job. No look first: the
-    # partial unique index refuses a second active job with this key
-    # (IntegrityError below, which then returns that job).
-    with contextlib.nullcontext() if db.in_transaction() else db.atomic():
+    # store refuses a second active job with this key (the partial unique
+    # index), and the job that has it is returned.
+    with contextlib.nullcontext() if store.in_transaction() else store.transaction():
         row = {
             "route": new.route,
             "mode": new.mode,
@@ -118,13 +118,9 @@ def create_job(
             "attempt": 0,
             "bytes_done": 0,
         }
-        try:
-            # Raw SQL: the watcher creates thousands of jobs in a burst and
-            # peewee's builder cost more than the insert. A failed INSERT
-            # aborts only itself in SQLite, not the transaction.
-            job_id = db.execute_sql(_insert_sql(tuple(row)), tuple(row.values())).lastrowid
-        except IntegrityError:
-            existing = active_job(new.source_key)
+        job_id = store.add_job(row)
+        if job_id is None:
+            existing = store.active_job(new.source_key)
             assert existing is not None
             return Created(existing.id, False, existing.state)
         details = {
@@ -134,7 +130,7 @@ def create_job(
             "files": new.file_count,
         }
         details.update(event_details or {})
-        record_event(
+        store.append_event(
             "detect",
             now=now,
             job_id=job_id,
@@ -146,25 +142,11 @@ def create_job(
         return Created(job_id, True, State.DETECTED.value)
 
 
-def active_job(source_key: str) -> Job | None:
-    """The non-terminal job with this ``source_key``, if any (raw SQL)."""
-    marks = ", ".join("?" for _ in TERMINAL_STATES)
-    found = select_jobs(
-        f"source_key = ? AND state NOT IN ({marks}) LIMIT 1", source_key, *TERMINAL_STATES
-    )
-    return found[0] if found else None
+def active_job(store: JobStore, source_key: str) -> JobRow | None:
+    """The non-terminal job with this ``source_key``, if any."""
+    return store.active_job(source_key)
 
 
-@functools.lru_cache(maxsize=4)
-def _insert_sql(columns: tuple[str, ...]) -> str:
-    known = {f.column_name for f in Job._meta.sorted_fields}  # guards the SQL against typos
-    unknown = set(columns) - known
-    if unknown:
-        raise ValueError(f"not a jobs column: {', '.join(sorted(unknown))}")
-    names = ", ".join(f'"{c}"' for c in columns)
-    return f"INSERT INTO jobs ({names}) VALUES ({', '.join('?' for _ in columns)})"
-
-
-def last_job(source_key: str) -> Job | None:
+def last_job(store: JobStore, source_key: str) -> JobRow | None:
     """The newest job with this ``source_key`` in any state."""
-    return Job.select().where(Job.source_key == source_key).order_by(Job.id.desc()).first()
+    return store.last_job(source_key)

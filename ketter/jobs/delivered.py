@@ -12,30 +12,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from ketter.jobs.claim import Claimed
-from ketter.jobs.states import State
 from ketter.paths import readable
-from ketter.store.models import select_jobs
+
+if TYPE_CHECKING:
+    from ketter.store.port import JobStore
 
 log = logging.getLogger("ketter.jobs")
 
 
-def log_completed(claims: Iterable[Claimed]) -> None:
+def log_completed(store: JobStore, claims: Iterable[Claimed]) -> None:
     """Log the jobs among ``claims`` that ended ``completed`` under that
     claim (a job another worker took over, or one still retrying, is not)."""
     tokens = {c.job_id: c.claim for c in claims}
     if not tokens:
         return
-    marks = ",".join("?" * len(tokens))
     try:
-        jobs = select_jobs(f"id IN ({marks}) ORDER BY id", *tokens)
+        jobs = store.delivered(tokens)
     except Exception:  # the log line must never fail a delivery that is done
         log.exception("could not read the completed jobs for the log")
         return
     for job in jobs:
-        if job.state != State.COMPLETED.value or job.claim != tokens[job.id]:
-            continue
         log.info(
             "job completed",
             extra={

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from ketter.jobs.lease import ActiveJob
     from ketter.jobs.runner import JobRunner
     from ketter.node import Node
+    from ketter.store.port import JobStore
+    from ketter.store.rows import JobRow
 
 #: The one-off route of every one-shot transfer (``ketter jobs --route``).
 ROUTE = "cli-transfer"
@@ -56,7 +58,7 @@ class OneshotOptions:
 
 
 class JobOutcome(NamedTuple):
-    """One job's end, a light copy of its row: 10,000 peewee rows held to
+    """One job's end, a light copy of its row: 10,000 job rows held to
     the end of a per_file folder weigh tens of MiB."""
 
     id: int
@@ -158,12 +160,14 @@ def run_oneshot(
     from ketter.jobs.routes import resume_route
     from ketter.jobs.runner import JobRunner
 
+    store = node.store
+    assert store is not None, "a one-shot transfer records its jobs in the node's store"
     source = source.rstrip(b"/")
     final = final_path(source, destination.rstrip(b"/"))
     route = oneshot_route(source, final, options)
     config = oneshot_config(node.config, route)
     # A one-off route is never paused for the next run: each run checks anew.
-    resume_route(ROUTE, now=time.time())
+    resume_route(store, ROUTE, now=time.time())
     os.makedirs(route.destination, exist_ok=True)
 
     # A folder on a per_file route is one job per file (the tree is kept).
@@ -178,11 +182,11 @@ def run_oneshot(
     total = sum(os.lstat(s).st_size for s, _, k in items if k == "file") or 0
     tally = _Tally(total, progress)
     shutdown = shutdown or Shutdown()
-    keeper = LeaseKeeper(config, shutdown)
-    runner = JobRunner(config, shutdown=shutdown, keeper=keeper, on_progress=tally)
+    keeper = LeaseKeeper(config, shutdown, store=store)
+    runner = JobRunner(config, store=store, shutdown=shutdown, keeper=keeper, on_progress=tally)
 
     def run_one(item: tuple[bytes, bytes, str]) -> JobOutcome:
-        outcome = _run_job(config, runner, shutdown, item, options.mode)
+        outcome = _run_job(store, config, runner, shutdown, item, options.mode)
         tally.finished(outcome.id, outcome.size)
         return outcome
 
@@ -210,7 +214,7 @@ def run_oneshot(
     # not when `ketter workers` next runs (`ketter audit verify` right after).
     from ketter.audit.shipper import ship_now
 
-    unshipped = ship_now(config)
+    unshipped = ship_now(store, config)
     return OneshotResult(
         jobs=outcomes,
         not_started=len(items) - len(outcomes),
@@ -221,6 +225,7 @@ def run_oneshot(
 
 
 def _run_job(
+    store: JobStore,
     config: Config,
     runner: JobRunner,
     shutdown: Shutdown,
@@ -231,10 +236,10 @@ def _run_job(
     complete."""
     from ketter.jobs.claim import claim_job, owner_name, release
     from ketter.jobs.create import NewJob, create_job
-    from ketter.store import Job
 
     source, destination, kind = item
     created = create_job(
+        store,
         NewJob(
             route=ROUTE,
             mode=mode,
@@ -250,27 +255,28 @@ def _run_job(
     )
     try:
         claimed = claim_job(
-            config, hint=created.job_id, owner=owner_name(config.node), now=time.time()
+            store, config, hint=created.job_id, owner=owner_name(config.node), now=time.time()
         )
         if claimed is not None and claimed.job_id != created.job_id:
             # Another file's job (its own thread claims it): give it back.
-            release(claimed.job_id, claimed.claim, now=time.time(), reason="not this file")
+            release(store, claimed.job_id, claimed.claim, now=time.time(), reason="not this file")
             claimed = None
         if claimed is None:
             # The route was paused by a job that failed meanwhile (a share
             # gone): this one fails too, rather than wait for nobody.
             job = abandon(
-                Job.get_by_id(created.job_id),
+                store,
+                store.get_job(created.job_id),
                 "not started: another file of this transfer failed and paused the route",
             )
         else:
             runner.run(claimed)
-            job = Job.get_by_id(created.job_id)
+            job = store.get_job(created.job_id)
     except Exception as exc:  # the job store itself failed: say so on the job
-        job = abandon(Job.get_by_id(created.job_id), f"{type(exc).__name__}: {exc}")
+        job = abandon(store, store.get_job(created.job_id), f"{type(exc).__name__}: {exc}")
     if job.state != "completed":
         reason = "interrupted" if shutdown.requested else (job.error or job.state)
-        job = abandon(job, reason)
+        job = abandon(store, job, reason)
     return JobOutcome(
         job.id,
         job.state,
@@ -371,13 +377,12 @@ def _completed(out: Any) -> bool:
     return getattr(out, "state", None) == "completed"
 
 
-def abandon(job: Any, reason: str) -> Any:
+def abandon(store: JobStore, job: JobRow, reason: str) -> JobRow:
     """A one-shot job that did not complete fails now (nobody would retry
     it): its temporaries go, and the row says why. A placed delivery is kept."""
     from ketter.engine.cleanup import rollback
     from ketter.jobs.states import State
     from ketter.jobs.transitions import transition
-    from ketter.store import Job
 
     now = time.time()
     if job.dest_path is not None and job.placed_at is None:
@@ -394,6 +399,7 @@ def abandon(job: Any, reason: str) -> Any:
     }
     if job.placed_at is None and state is not State.ROLLING_BACK:
         transition(
+            store,
             job.id,
             state,
             State.ROLLING_BACK,
@@ -404,8 +410,9 @@ def abandon(job: Any, reason: str) -> Any:
         )
         state = State.ROLLING_BACK
     if state is State.DETECTED:  # placed and re-queued: cannot happen here
-        return Job.get_by_id(job.id)
+        return store.get_job(job.id)
     transition(
+        store,
         job.id,
         state,
         State.FAILED,
@@ -415,7 +422,7 @@ def abandon(job: Any, reason: str) -> Any:
         details={"error": error},
         **fields,
     )
-    return Job.get_by_id(job.id)
+    return store.get_job(job.id)
 
 
 def remove_empty_dirs(root: bytes) -> None:

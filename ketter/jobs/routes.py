@@ -18,23 +18,26 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from typing import TYPE_CHECKING
 
-from ketter.audit.chain import record_event
 from ketter.config import RouteConfig
 from ketter.mounts import mount_problem
-from ketter.store.models import Job, RouteStatus, database
+
+if TYPE_CHECKING:
+    from ketter.store.port import JobStore
 
 #: The longest wait between two tries of a route whose destination keeps
 #: refusing writes it shows room for (or ``retry.max_delay`` when longer).
 ROOM_BACKOFF_CAP = 900.0
 
 
-def is_paused(route: str) -> bool:
-    status = RouteStatus.get_or_none(RouteStatus.route == route)
+def is_paused(store: JobStore, route: str) -> bool:
+    status = store.route_status(route)
     return bool(status and status.paused)
 
 
 def pause_route(
+    store: JobStore,
     route: str,
     reason: str,
     *,
@@ -53,61 +56,21 @@ def pause_route(
     :func:`room_pauses_before`); ``resume_at``: the sweep does not resume the
     route before then (:func:`room_backoff`).
     """
-    db = database.obj
-    with db.atomic():
-        status = RouteStatus.get_or_none(RouteStatus.route == route)
-        if status is not None and status.paused:
-            return False
-        # The episode's count survives a resume and a pause for another
-        # reason (a share unmounted meanwhile delivered nothing either).
-        pauses = (status.room_pauses or 0) if status is not None else 0
-        paused_at = status.room_paused_at if status is not None else None
-        if room_needed is not None:
-            pauses = room_pauses if room_pauses is not None else room_pauses_before(route) + 1
-            paused_at = now
-        (
-            RouteStatus.insert(
-                route=route,
-                paused=1,
-                reason=reason,
-                since=now,
-                updated_at=now,
-                room_needed=room_needed,
-                room_pauses=pauses,
-                room_paused_at=paused_at,
-                resume_at=resume_at,
-            )
-            .on_conflict_replace()
-            .execute()
-        )
-        details: dict[str, object] = {"reason": reason}
-        if room_needed is not None:
-            details["room_needed"] = room_needed
-            details["room_pauses"] = pauses
-        if resume_at is not None:
-            details["resume_at"] = resume_at
-        record_event("route_paused", now=now, route=route, details=details)
-    return True
+    return store.pause_route(
+        route,
+        reason,
+        now=now,
+        room_needed=room_needed,
+        room_pauses=room_pauses,
+        resume_at=resume_at,
+    )
 
 
-def room_pauses_before(route: str) -> int:
+def room_pauses_before(store: JobStore, route: str) -> int:
     """How many times ``route`` paused for room with nothing of it delivered
     since: 0 when none, or when a job of the route completed after the last
     one (the episode is over)."""
-    status = RouteStatus.get_or_none(RouteStatus.route == route)
-    if status is None or not status.room_pauses:
-        return 0
-    if status.room_paused_at is not None and (
-        Job.select()
-        .where(
-            (Job.route == route)
-            & (Job.state == "completed")
-            & (Job.completed_at >= status.room_paused_at)
-        )
-        .exists()
-    ):
-        return 0
-    return int(status.room_pauses)
+    return store.room_pauses_before(route)
 
 
 def room_backoff(pauses: int, max_delay: float) -> float:
@@ -143,28 +106,9 @@ def room_wait_reason(
     )
 
 
-def resume_route(route: str, *, now: float) -> bool:
+def resume_route(store: JobStore, route: str, *, now: float) -> bool:
     """Resume ``route``; returns True when it was paused."""
-    db = database.obj
-    with db.atomic():
-        status = RouteStatus.get_or_none(RouteStatus.route == route)
-        if status is None or not status.paused:
-            return False
-        outage = now - (status.since or now)
-        (
-            RouteStatus.update(
-                paused=0, reason=None, since=None, updated_at=now, room_needed=None, resume_at=None
-            )
-            .where(RouteStatus.route == route)
-            .execute()
-        )
-        record_event(
-            "route_resumed",
-            now=now,
-            route=route,
-            details={"paused_for_s": round(outage, 3), "reason_was": status.reason},
-        )
-    return True
+    return store.resume_route(route, now=now)
 
 
 def unavailable_reason(route: RouteConfig, *, room: int = 0) -> str | None:

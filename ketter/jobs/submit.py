@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ketter.config import Config, RouteConfig
 from ketter.engine.openfile import sha256_of_file
@@ -25,7 +26,10 @@ from ketter.jobs.create import (
 from ketter.jobs.spec import spec_for
 from ketter.jobs.states import State
 from ketter.paths import owner_name, readable
-from ketter.store.models import Job
+
+if TYPE_CHECKING:
+    from ketter.store.port import JobStore
+    from ketter.store.rows import JobRow
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,9 @@ class Submitted:
     message: str
 
 
-def submit_path(config: Config, route: RouteConfig, path: bytes, *, now: float) -> list[Submitted]:
+def submit_path(
+    store: JobStore, config: Config, route: RouteConfig, path: bytes, *, now: float
+) -> list[Submitted]:
     """Create the job(s) for ``path`` on ``route``: one for a file or an
     ``as_unit`` folder, one per file for a folder on a ``per_file`` route."""
     root = os.fsencode(route.source)
@@ -44,7 +50,7 @@ def submit_path(config: Config, route: RouteConfig, path: bytes, *, now: float) 
         out: list[Submitted] = []
         for name in sorted(os.listdir(path)):
             if not name.startswith(b".") and not os.path.islink(join(path, name)):
-                out += submit_path(config, route, join(path, name), now=now)
+                out += submit_path(store, config, route, join(path, name), now=now)
         return out
     if rel.startswith(b".."):
         raise PathOutsideRoute(
@@ -56,21 +62,21 @@ def submit_path(config: Config, route: RouteConfig, path: bytes, *, now: float) 
         files, _dirs, _skipped = scan_tree(path)
         found: list[Submitted] = []
         for entry in files:
-            found += submit_path(config, route, join(path, entry.relpath), now=now)
+            found += submit_path(store, config, route, join(path, entry.relpath), now=now)
         return found
     if plan.kind == "folder":
         key = folder_source_key(route.name, rel, plan.listing_sha256)
     else:
         key = file_source_key(route.name, rel, plan.size, plan.mtime_ns, plan.ino)
     shown = readable(path)
-    running = active_job(key)
+    running = active_job(store, key)
     if running is not None:
         return [
             Submitted(
                 running.id, False, f"{shown}: already queued as job {running.id} ({running.state})"
             )
         ]
-    previous = last_job(key)
+    previous = last_job(store, key)
     if (
         previous is not None
         and previous.state == State.COMPLETED.value
@@ -90,6 +96,7 @@ def submit_path(config: Config, route: RouteConfig, path: bytes, *, now: float) 
         raise PermanentError(f"{shown}: the folder holds no files")
     st = os.lstat(path)
     created = create_job(
+        store,
         NewJob(
             route=route.name,
             mode=route.mode,
@@ -112,7 +119,7 @@ def submit_path(config: Config, route: RouteConfig, path: bytes, *, now: float) 
     return [Submitted(created.job_id, created.created, f"{shown}: queued as job {created.job_id}")]
 
 
-def _rewritten_since(previous: Job, path: bytes) -> bool:
+def _rewritten_since(previous: JobRow, path: bytes) -> bool:
     """A file whose key names a delivered version but whose ctime moved and
     whose bytes differ from that delivery was rewritten in place with its
     size and mtime restored: a new version (as the watcher sees it,

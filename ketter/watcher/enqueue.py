@@ -34,20 +34,22 @@ import os
 import time
 from collections.abc import Iterable, Mapping, MutableSet, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ketter.config.schema import RouteConfig
 from ketter.engine.openfile import sha256_of_file
 from ketter.jobs.create import NewJob, create_job, file_source_key, folder_source_key
 from ketter.paths import owner_name, readable
 from ketter.runtime.logs import job_fields
-from ketter.store.models import TERMINAL_STATES, database
 from ketter.watcher.identity import Version
+
+if TYPE_CHECKING:
+    from ketter.store.port import JobStore
 
 log = logging.getLogger(__name__)
 
-#: Keys per ``IN (...)`` query (SQLite's default variable limit is 32766;
-#: smaller batches keep each query short).
+#: Candidates looked up in the job store at a time (the route's watch
+#: batches its discoveries by it; the store splits its own queries).
 KEY_BATCH = 500
 #: Jobs created per transaction: one commit (one WAL write) per batch, short
 #: enough that the workers are not kept off the write lock.
@@ -75,6 +77,7 @@ class Ready:
 
 
 def settled_keys(
+    store: JobStore,
     keys: Iterable[str],
     ctimes: Mapping[str, int] | None = None,
     *,
@@ -91,27 +94,17 @@ def settled_keys(
     (key, ctime) pairs checked so). An active job always settles its key
     (one active job per key, the unique index).
     """
-    keys = list(keys)
     ctimes = ctimes or {}
     found: set[str] = set()
     # (key, ctime now) -> SHA-256 of the completed deliveries of that key
     to_compare: dict[str, set[str]] = {}
-    for i in range(0, len(keys), KEY_BATCH):
-        chunk = keys[i : i + KEY_BATCH]
-        marks = ", ".join("?" for _ in chunk)
-        rows = database.obj.execute_sql(
-            "SELECT DISTINCT source_key, state IN "
-            f"({', '.join('?' for _ in TERMINAL_STATES)}), source_ctime_ns, state, sha256 "
-            f"FROM jobs WHERE source_key IN ({marks})",
-            (*TERMINAL_STATES, *chunk),
-        )
-        for key, finished, stored, state, sha256 in rows:
-            now = ctimes.get(key)
-            same_ctime = not stored or not now or stored == now
-            if not finished or same_ctime or (confirmed is not None and (key, now) in confirmed):
-                found.add(key)
-            elif state == "completed" and sha256:
-                to_compare.setdefault(key, set()).add(sha256)
+    for key, finished, stored, state, sha256 in store.jobs_by_source_keys(keys):
+        now = ctimes.get(key)
+        same_ctime = not stored or not now or stored == now
+        if not finished or same_ctime or (confirmed is not None and (key, now) in confirmed):
+            found.add(key)
+        elif state == "completed" and sha256:
+            to_compare.setdefault(key, set()).add(sha256)
     for key, digests in to_compare.items():
         path = (paths or {}).get(key)
         if key in found or path is None:
@@ -130,6 +123,7 @@ CONFIRMED_MAX = 100_000
 
 
 def enqueue_ready(
+    store: JobStore,
     route: RouteConfig,
     root: bytes,
     ready: Sequence[Ready],
@@ -145,6 +139,7 @@ def enqueue_ready(
         return []
     keyed = [(item, item.key(route.name)) for item in ready]
     settled = settled_keys(
+        store,
         (key for _, key in keyed),
         {key: item.version.ctime_ns for item, key in keyed},
         paths={key: os.path.join(root, item.relpath) for item, key in keyed},
@@ -152,13 +147,12 @@ def enqueue_ready(
     )
     todo = [(item, key) for item, key in keyed if key not in settled]
     created: list[int] = []
-    db = database.obj
     for i in range(0, len(todo), JOB_BATCH):
         batch: list[tuple[int, Ready]] = []
         stamp = time.time() if now is None else now
-        with db.atomic():
+        with store.transaction():
             for item, key in todo[i : i + JOB_BATCH]:
-                result = create_job(_new_job(route, root, item, key), node=node, now=stamp)
+                result = create_job(store, _new_job(route, root, item, key), node=node, now=stamp)
                 if result.created:
                     batch.append((result.job_id, item))
         # Ring only after the commit: a worker woken earlier would not find

@@ -11,37 +11,37 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ketter.store.models import Heartbeat, database
+if TYPE_CHECKING:
+    from ketter.store.port import JobStore
 
 
-def beat(node: str, rows: dict[str, dict[str, Any]], *, now: float | None = None) -> None:
+def beat(
+    store: JobStore, node: str, rows: dict[str, dict[str, Any]], *, now: float | None = None
+) -> None:
     """Upsert one heartbeat row per ``component → details`` in one commit."""
     stamp = time.time() if now is None else now
-    pid = os.getpid()
-    with database.obj.atomic():
-        for component, details in rows.items():
-            (
-                Heartbeat.insert(
-                    component=component,
-                    node=node,
-                    pid=pid,
-                    ts=stamp,
-                    details=json.dumps(details, sort_keys=True, default=str),
-                )
-                .on_conflict(
-                    conflict_target=[Heartbeat.component, Heartbeat.node],
-                    preserve=[Heartbeat.pid, Heartbeat.ts, Heartbeat.details],
-                )
-                .execute()
-            )
+    store.beat(
+        node,
+        {
+            component: json.dumps(details, sort_keys=True, default=str)
+            for component, details in rows.items()
+        },
+        pid=os.getpid(),
+        now=stamp,
+    )
 
 
-def beat_stopped(node: str, component: str, *, now: float | None = None) -> None:
+def beat_stopped(store: JobStore, node: str, component: str, *, now: float | None = None) -> None:
     """Record that ``component`` stopped cleanly (its last act on a graceful
     stop): ``health`` then says "stopped cleanly" instead of calling the aging
     row "stopped or hung" (issue #14 finding 19). A process that dies writes
     nothing, so a row without ``stopped`` that ages still reads as hung."""
     stamp = time.time() if now is None else now
-    beat(node, {component: {"stopped": True, "clean": True, "stopped_at": stamp}}, now=stamp)
+    beat(
+        store,
+        node,
+        {component: {"stopped": True, "clean": True, "stopped_at": stamp}},
+        now=stamp,
+    )

@@ -17,15 +17,13 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from watchdog.observers.api import BaseObserver
 
-from ketter.audit.chain import record_event
 from ketter.config.schema import RouteConfig
 from ketter.paths import readable
 from ketter.runtime.logs import job_fields
-from ketter.store.models import database
 from ketter.watcher import mounts
 from ketter.watcher.enqueue import KEY_BATCH, Ready, Ringer, enqueue_ready, settled_keys
 from ketter.watcher.identity import Version, file_version, folder_version, stat_path
@@ -41,6 +39,9 @@ from ketter.watcher.patterns import RoutePatterns
 from ketter.watcher.readiness import StabilityTracker, still_written
 from ketter.watcher.scanner import Found, Scanner
 
+if TYPE_CHECKING:
+    from ketter.store.port import JobStore
+
 log = logging.getLogger(__name__)
 
 #: Longest wait between two checks of a lost root.
@@ -51,10 +52,10 @@ MAX_BACKOFF = 60.0
 MAX_READY_PER_TICK = 500
 
 
-def audit(event: str, route: str | None, details: dict[str, Any]) -> None:
+def audit(store: JobStore, event: str, route: str | None, details: dict[str, Any]) -> None:
     """Record a watcher audit event in its own transaction."""
-    with database.obj.atomic():
-        record_event(event, now=time.time(), route=route, details=details)
+    with store.transaction():
+        store.append_event(event, now=time.time(), route=route, details=details)
 
 
 class RouteWatch:
@@ -68,6 +69,7 @@ class RouteWatch:
         self,
         route: RouteConfig,
         *,
+        store: JobStore,
         queue: Ringer,
         node: str,
         clock: Callable[[], float] = time.monotonic,
@@ -79,6 +81,7 @@ class RouteWatch:
         wake: threading.Event | None = None,
     ) -> None:
         self.route = route
+        self.store = store
         self.notifier = notifier
         self.root = os.fsencode(route.source)
         self.watch_root = self.root
@@ -149,6 +152,7 @@ class RouteWatch:
         if not ready:
             return []
         created = enqueue_ready(
+            self.store,
             self.route,
             self.root,
             ready,
@@ -232,7 +236,7 @@ class RouteWatch:
                 extra={"ketter.route": self.route.name, "ketter.retry_in": delay},
             )
             if first:
-                audit("watch_lost", self.route.name, {"reason": reason})
+                audit(self.store, "watch_lost", self.route.name, {"reason": reason})
         self._maybe_alert()
 
     def _maybe_alert(self) -> None:
@@ -295,6 +299,7 @@ class RouteWatch:
         if was_lost:
             down = time.time() - (self.lost_since or time.time())
             audit(
+                self.store,
                 "watch_restored",
                 self.route.name,
                 {"after_seconds": round(down, 3), "mode": self.mode},
@@ -413,6 +418,7 @@ class RouteWatch:
         if not batch:
             return
         settled = settled_keys(
+            self.store,
             (key for _, _, key in batch if key is not None),
             {key: v.ctime_ns for _, v, key in batch if key is not None and v is not None},
             paths={

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from watchdog.observers.api import BaseObserver
 
@@ -20,12 +20,13 @@ from ketter import __version__
 from ketter.config.schema import Config
 from ketter.runtime import sdnotify
 from ketter.runtime.logs import job_fields
-from ketter.store.guard import guard_of
-from ketter.store.models import database
 from ketter.watcher.enqueue import Ringer
 from ketter.watcher.heartbeat import beat, beat_stopped
 from ketter.watcher.observers import OverflowHook, default_observer_factory
 from ketter.watcher.route_watch import MAX_BACKOFF, RouteWatch, audit
+
+if TYPE_CHECKING:
+    from ketter.store.port import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,8 @@ STOP_CHECK = 0.2
 class Watcher:
     """Detects finished files on every route and enqueues their jobs.
 
-    The job store must be open (:func:`ketter.store.open_store`) and the
-    audit chain configured (:func:`ketter.audit.chain.configure`) by the
-    caller. ``queue`` defaults to :func:`ketter.queue.build_queue`.
+    ``store`` is the process's job store (:class:`ketter.node.Node`'s, with
+    its audit chain). ``queue`` defaults to :func:`ketter.queue.build_queue`.
 
     Use :meth:`run` for the service (returns when ``stop`` is set), or
     :meth:`start` / :meth:`tick` / :meth:`scan_once` / :meth:`close` to
@@ -54,6 +54,7 @@ class Watcher:
         self,
         config: Config,
         *,
+        store: JobStore,
         queue: Ringer | None = None,
         clock: Callable[[], float] = time.monotonic,
         observer_factory: Callable[[], BaseObserver] = default_observer_factory,
@@ -62,6 +63,7 @@ class Watcher:
         notifier: Any = None,
     ) -> None:
         self.config = config
+        self.store = store
         if queue is None:
             from ketter.queue import build_queue
 
@@ -73,6 +75,7 @@ class Watcher:
         self.routes = [
             RouteWatch(
                 route,
+                store=store,
                 queue=queue,
                 node=config.node,
                 clock=clock,
@@ -114,12 +117,13 @@ class Watcher:
             return
         self._started = True
         self._overflow.install()
-        guard = guard_of(database.obj)
+        guard = self.store.guard
         if guard is not None and not guard.publishing:
             guard.start_publishing("watcher")  # `ketter watcher`; `run` shares the workers'
             self._publishes = True
         try:
             audit(
+                self.store,
                 "watcher_started",
                 None,
                 {
@@ -137,7 +141,7 @@ class Watcher:
     def tick(self) -> list[int]:
         """One pass over every route; returns the ids of the jobs created."""
         created: list[int] = []
-        guard = guard_of(database.obj)
+        guard = self.store.guard
         if guard is not None and (guard.check_identity() or guard.unwritable):
             # Store lost or not writable: every route paused (no job could be
             # recorded); the heartbeat is the probe that resumes them.
@@ -174,11 +178,11 @@ class Watcher:
             "routes_lost": sum(1 for r in self.routes if not r.watching),
             "pending": sum(len(r.tracker) for r in self.routes),
         }
-        guard = guard_of(database.obj)
+        guard = self.store.guard
         if guard is not None and not guard.probe():
             return  # an immutable or read-only store: paused (tick)
         try:
-            beat(self.config.node, rows)
+            beat(self.store, self.config.node, rows)
         except Exception as exc:
             if guard is not None and guard.is_unwritable(exc):
                 guard.write_failed(exc)
@@ -197,7 +201,7 @@ class Watcher:
         self._overflow.remove()
         for route in self.routes:
             route.stop()
-        guard = guard_of(database.obj)
+        guard = self.store.guard
         if guard is not None and self._publishes:
             self._publishes = False
             guard.stop_publishing()
@@ -206,9 +210,12 @@ class Watcher:
             return
         try:
             self.heartbeat()
-            beat_stopped(self.config.node, "watcher")  # health: "stopped cleanly"
+            beat_stopped(self.store, self.config.node, "watcher")  # health: "stopped cleanly"
             audit(
-                "watcher_stopped", None, {"jobs_created": sum(r.jobs_created for r in self.routes)}
+                self.store,
+                "watcher_stopped",
+                None,
+                {"jobs_created": sum(r.jobs_created for r in self.routes)},
             )
         except Exception:
             log.exception("could not record the watcher's stop")

@@ -26,10 +26,11 @@ ODD_NAMES = [
 ]
 
 
-def test_invalid_utf8_paths_round_trip(store) -> None:
+def test_invalid_utf8_paths_round_trip(store, job_store) -> None:
     for index, path in enumerate(ODD_NAMES):
         key = file_source_key("r", path, 1, 2, index)
-        created = create_job(NewJob("r", "copy", "file", path, key, 1, dest_path=path),
+        created = create_job(job_store,
+                             NewJob("r", "copy", "file", path, key, 1, dest_path=path),
                              node="n", now=time.time())
         job = Job.get_by_id(created.job_id)
         assert bytes(job.source_path) == path
@@ -39,14 +40,17 @@ def test_invalid_utf8_paths_round_trip(store) -> None:
     assert shown[0][0] == "/mnt/in/caf\\xe9-latin1.mov"
 
 
-def test_create_is_idempotent_on_source_key(store) -> None:
+def test_create_is_idempotent_on_source_key(job_store) -> None:
     key = file_source_key("r", b"a.mov", 10, 20, 30)
-    first = create_job(NewJob("r", "copy", "file", b"/in/a.mov", key, 10), node="n", now=1.0)
-    again = create_job(NewJob("r", "copy", "file", b"/in/a.mov", key, 10), node="n", now=2.0)
+    first = create_job(job_store, NewJob("r", "copy", "file", b"/in/a.mov", key, 10),
+                       node="n", now=1.0)
+    again = create_job(job_store, NewJob("r", "copy", "file", b"/in/a.mov", key, 10),
+                       node="n", now=2.0)
     assert first.created and not again.created and first.job_id == again.job_id
     # Once terminal, the same identity may start a new job (requeue by change).
     Job.update(state="completed").where(Job.id == first.job_id).execute()
-    third = create_job(NewJob("r", "copy", "file", b"/in/a.mov", key, 10), node="n", now=3.0)
+    third = create_job(job_store, NewJob("r", "copy", "file", b"/in/a.mov", key, 10),
+                       node="n", now=3.0)
     assert third.created and third.job_id != first.job_id
 
 

@@ -1,9 +1,49 @@
-"""The job store's routes operations."""
+"""The job store's routes operations: a route paused (share down, destination
+full) and resumed, each change written with its audit event."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
+from ketter.store.rows import RouteStatusRow
+
 
 class RoutesPort(Protocol):
     """The routes operations of the job store."""
+
+    def route_status(self, route: str) -> RouteStatusRow | None:
+        """The route's status row (``None``: never paused)."""
+        ...
+
+    def paused_route_statuses(self) -> list[RouteStatusRow]:
+        """The status rows of the routes paused now."""
+        ...
+
+    def room_pauses_before(self, route: str) -> int:
+        """How many times ``route`` paused for room with nothing of it
+        delivered since: 0 when none, or when a job of the route completed
+        after the last one (the episode is over)."""
+        ...
+
+    def pause_route(
+        self,
+        route: str,
+        reason: str,
+        *,
+        now: float,
+        room_needed: int | None = None,
+        room_pauses: int | None = None,
+        resume_at: float | None = None,
+    ) -> bool:
+        """Pause ``route`` with its ``route_paused`` event, in one
+        transaction; ``False`` (nothing written) when it is paused already.
+        A pause for room (``room_needed``) counts ``room_pauses`` (default:
+        :meth:`room_pauses_before` + 1) and stamps the episode; another
+        pause keeps the episode's count."""
+        ...
+
+    def resume_route(self, route: str, *, now: float) -> bool:
+        """Resume ``route`` with its ``route_resumed`` event, in one
+        transaction; ``False`` (nothing written) when it is not paused. The
+        room episode's count and stamp are kept."""
+        ...

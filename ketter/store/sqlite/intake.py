@@ -2,8 +2,86 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from peewee import IntegrityError
+
+from ketter.store.models import TERMINAL_STATES
+from ketter.store.ports.intake import KeyedJob, check_job_columns
+from ketter.store.rows import JOB_COLUMNS, JobRow
 from ketter.store.sqlite.core import SqliteCore
+
+#: Keys per ``IN (...)`` query (SQLite's default variable limit is 32766;
+#: smaller batches keep each query short).
+KEY_BATCH = 500
+
+_NOT_TERMINAL = f"state NOT IN ({', '.join('?' for _ in TERMINAL_STATES)})"
 
 
 class IntakeSql(SqliteCore):
     """The intake operations on SQLite."""
+
+    def add_job(self, columns: Mapping[str, Any]) -> int | None:
+        check_job_columns(columns, JOB_COLUMNS)
+        try:
+            # Raw SQL: the watcher creates thousands of jobs in a burst and
+            # peewee's builder cost more than the insert. A failed INSERT
+            # aborts only itself in SQLite, not the transaction.
+            cursor = self.db.execute_sql(_insert_sql(tuple(columns)), tuple(columns.values()))
+        except IntegrityError:
+            # No look first: the partial unique index jobs_active_source_key
+            # refuses a second active job with this key.
+            if self.active_job(columns.get("source_key", "")) is None:
+                raise  # another constraint: not "already active"
+            return None
+        return int(cursor.lastrowid)
+
+    def active_job(self, source_key: str) -> JobRow | None:
+        found = self._rows(
+            f"SELECT * FROM jobs WHERE source_key = ? AND {_NOT_TERMINAL} LIMIT 1",
+            (source_key, *TERMINAL_STATES),
+        )
+        return JobRow(**found[0]) if found else None
+
+    def last_job(self, source_key: str) -> JobRow | None:
+        found = self._rows(
+            "SELECT * FROM jobs WHERE source_key = ? ORDER BY id DESC LIMIT 1", (source_key,)
+        )
+        return JobRow(**found[0]) if found else None
+
+    def jobs_by_source_keys(self, keys: Iterable[str]) -> list[KeyedJob]:
+        keys = list(keys)
+        found: list[KeyedJob] = []
+        for i in range(0, len(keys), KEY_BATCH):
+            chunk = keys[i : i + KEY_BATCH]
+            marks = ", ".join("?" for _ in chunk)
+            rows = self.db.execute_sql(
+                "SELECT DISTINCT source_key, state IN "
+                f"({', '.join('?' for _ in TERMINAL_STATES)}), source_ctime_ns, state, sha256 "
+                f"FROM jobs WHERE source_key IN ({marks})",
+                (*TERMINAL_STATES, *chunk),
+            )
+            found.extend(
+                KeyedJob(key, bool(finished), ctime, state, sha256)
+                for key, finished, ctime, state, sha256 in rows
+            )
+        return found
+
+    def delivered(self, claims: Mapping[int, str]) -> list[JobRow]:
+        if not claims:
+            return []
+        marks = ",".join("?" * len(claims))
+        rows = self._rows(f"SELECT * FROM jobs WHERE id IN ({marks}) ORDER BY id", tuple(claims))
+        return [
+            JobRow(**row)
+            for row in rows
+            if row["state"] == "completed" and row["claim"] == claims[row["id"]]
+        ]
+
+
+@functools.lru_cache(maxsize=4)
+def _insert_sql(columns: tuple[str, ...]) -> str:
+    names = ", ".join(f'"{c}"' for c in columns)
+    return f"INSERT INTO jobs ({names}) VALUES ({', '.join('?' for _ in columns)})"

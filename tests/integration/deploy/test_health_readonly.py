@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from ketter.audit.chain import AuditChain
 from ketter.config import load_config
 from ketter.store import open_store
+from ketter.store.sqlite import SqliteJobStore
 from ketter.watcher.heartbeat import beat
 from tests.conftest import cli_env
 
@@ -62,7 +64,8 @@ def test_health_as_a_group_member_while_running_and_after_stop() -> None:
         db = open_store(config.db_path)
         Path(config.queue_path).touch()
         now = time.time()
-        beat("n1", {"watcher": {}, "workers": {}, "route:r": {"lost": False}}, now=now)
+        beat(SqliteJobStore(db, AuditChain(node="n1")), "n1",
+             {"watcher": {}, "workers": {}, "route:r": {"lost": False}}, now=now)
         # What StateDirectoryMode=0750 and UMask=0027 produce for ketter:ketter.
         os.chown(state, 0, GROUP)
         state.chmod(0o750)

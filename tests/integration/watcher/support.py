@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ketter.audit import chain
+from ketter.audit.chain import AuditChain
 from ketter.config import Config, parse_config
 from ketter.queue import Queue, build_queue
-from ketter.store import open_store
 from ketter.store.models import Event, Job
+from ketter.store.sqlite import open_job_store
 from ketter.watcher import Watcher
 
 T = TypeVar("T")
@@ -59,8 +59,7 @@ class Env:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.db = open_store(config.db_path)
-        chain.configure(node=config.node)
+        self.store = open_job_store(config.db_path, AuditChain(node=config.node))
         self.queue: Queue = build_queue(config)
 
     def source(self, route: str) -> Path:
@@ -69,7 +68,7 @@ class Env:
     def watcher(self, **kwargs: Any) -> Watcher:
         kwargs.setdefault("heartbeat_interval", 0.5)
         kwargs.setdefault("max_backoff", 1.0)
-        return Watcher(self.config, queue=self.queue, **kwargs)
+        return Watcher(self.config, store=self.store, queue=self.queue, **kwargs)
 
     def jobs(self, route: str | None = None) -> list[Job]:
         query = Job.select().order_by(Job.id)
@@ -88,7 +87,7 @@ class Env:
 
     def close(self) -> None:
         self.queue.close()
-        self.db.close()
+        self.store.close()
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 15.0, interval: float = 0.05,

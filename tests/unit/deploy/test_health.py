@@ -10,10 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from ketter.audit.chain import AuditChain
 from ketter.config import load_config
 from ketter.health import check_health, connect_readonly
 from ketter.jobs.routes import pause_route
 from ketter.store import open_store
+from ketter.store.models import database
+from ketter.store.sqlite import SqliteJobStore
 from ketter.watcher.heartbeat import beat
 from tests.conftest import KETTER, cli_env
 
@@ -38,13 +41,18 @@ def node(tmp_path: Path, write_config):
     db.close()
 
 
+def _store(config) -> SqliteJobStore:
+    """The job store over the ``node`` fixture's open database."""
+    return SqliteJobStore(database.obj, AuditChain(node=config.node))
+
+
 def _beat_all(config, *, now: float, pid: int | None = None, workers: dict | None = None,
               lost: str | None = None) -> None:
     rows = {"watcher": {"routes": 2}, "workers": workers or {"workers": 4},
             "route:copy": {"lost": False}, "route:move": {"lost": False}}
     if lost:
         rows[f"route:{lost}"] = {"lost": True, "reason": "source_mount not mounted"}
-    beat(config.node, rows, now=now)
+    beat(_store(config), config.node, rows, now=now)
     if pid is not None:
         from ketter.store.models import Heartbeat
 
@@ -89,7 +97,7 @@ def test_never_started(node) -> None:
 def test_paused_and_lost_routes(node) -> None:
     now = time.time()
     _beat_all(node, now=now, lost="copy")
-    pause_route("move", "destination_mount /mnt/qc is not mounted", now=now)
+    pause_route(_store(node), "move", "destination_mount /mnt/qc is not mounted", now=now)
     failed = _failed(check_health(node, now=now))
     assert failed["route copy"] == "source not watchable: source_mount not mounted"
     assert "paused since" in failed["route move"] and "/mnt/qc" in failed["route move"]

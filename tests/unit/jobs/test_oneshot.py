@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from ketter.audit import chain
 from ketter.audit.verify import Report, verify_db
 from ketter.config import parse_config
 from ketter.jobs.oneshot import ROUTE, OneshotOptions, Progress, run_oneshot
 from ketter.node import Node
 from ketter.runtime.signals import Shutdown
-from ketter.store.models import Event, Job, database
+from ketter.store.models import Event, Job
 
 
 @pytest.fixture
@@ -31,8 +30,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
     )
     node = Node.from_config(config, "transfer")
     yield node
-    node.db.close()  # type: ignore[union-attr]
-    chain.install(None)
+    node.close()
 
 
 class Seen:
@@ -79,7 +77,8 @@ def test_a_file_into_a_folder(node: Node, tmp_path: Path) -> None:
     assert seen.seen and all(p.total == len(data) for p in seen.seen)
     assert max(p.done for p in seen.seen) <= len(data)
     report = Report()
-    verify_db(database.obj, key=b"a-key-for-the-oneshot-test", marks=[], report=report)
+    assert node.store is not None
+    verify_db(node.store, key=b"a-key-for-the-oneshot-test", marks=[], report=report)
     assert report.ok, report.problems
 
 

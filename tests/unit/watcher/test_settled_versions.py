@@ -9,20 +9,22 @@ from ketter.store.models import Job
 from ketter.watcher.enqueue import settled_keys
 
 
-def _job(key: str, state: str, ctime: int | None) -> None:
+def _job(job_store, key: str, state: str, ctime: int | None) -> None:
     new = NewJob(route="r", mode="copy", kind="file", source_path=b"/in/a", source_key=key, size=1)
-    created = create_job(new, node="n", now=1.0)
+    created = create_job(job_store, new, node="n", now=1.0)
     Job.update(state=state, source_ctime_ns=ctime).where(Job.id == created.job_id).execute()
 
 
-def test_settled_keys_tell_versions_by_stored_ctime(store) -> None:
+def test_settled_keys_tell_versions_by_stored_ctime(job_store) -> None:
     done, old, running, fresh = (file_source_key("r", b"a%d" % i, 1, 2, 3) for i in range(4))
-    _job(done, "completed", 100)
-    _job(old, "completed", None)  # a row from before ctimes were kept
-    _job(running, "copying", 100)
-    assert settled_keys([done, old, running, fresh]) == {done, old, running}  # no ctimes known
+    _job(job_store, done, "completed", 100)
+    _job(job_store, old, "completed", None)  # a row from before ctimes were kept
+    _job(job_store, running, "copying", 100)
+    # no ctimes known
+    assert settled_keys(job_store, [done, old, running, fresh]) == {done, old, running}
     now = {done: 200, old: 200, running: 200, fresh: 200}
-    assert settled_keys([done, old, running, fresh], now) == {old, running}  # done: rewritten
-    assert settled_keys([done], {done: 100}) == {done}  # the same version
-    _job(done, "completed", 200)  # the new version delivered: settled again
-    assert settled_keys([done], {done: 200}) == {done}
+    # done: rewritten
+    assert settled_keys(job_store, [done, old, running, fresh], now) == {old, running}
+    assert settled_keys(job_store, [done], {done: 100}) == {done}  # the same version
+    _job(job_store, done, "completed", 200)  # the new version delivered: settled again
+    assert settled_keys(job_store, [done], {done: 200}) == {done}
