@@ -11,6 +11,18 @@ kind, mode), so ``ketter audit verify`` recomputes every line and any edited
 field is noticed. ``ketter.record`` holds the exact canonical JSON text that
 was hashed (``ketter.hash = SHA-256(ketter.prev + "\\n" + ketter.record)``):
 the chain can be re-verified from the file alone.
+
+Every key is an ECS 8.11 field with its ECS type, or under ``ketter.*``
+(tests/unit/audit/test_ecs_fields.py checks each against the ECS flat field
+list vendored in tests/data/ecs/). ``destination.*`` is the *network*
+destination in ECS, so the delivery's path is ``ketter.destination.path``.
+
+**Layouts.** A line's fields are a pure function of its record *and of the
+layout it was written in*: lines written before layout 2 (#15) carry
+``destination.path`` and no ``event.category``/``event.type``, ``file.type``,
+``event.reason``, ``ketter.requeued_by``. They stay valid: a line without
+``ketter.layout`` is layout 1 (:func:`layout_of`), and ``to_line(...,
+layout=1)`` recomputes it as it was written.
 """
 
 from __future__ import annotations
@@ -45,8 +57,62 @@ INFO_EVENTS = frozenset(
 #: checked against the job store by ``ketter audit verify`` (not from the file
 #: alone).
 ENRICHED_KEYS = frozenset(
-    {"file.path", "file.owner", "ketter.path_b64", "ketter.kind", "ketter.mode"}
+    {"file.path", "file.owner", "file.type", "ketter.path_b64", "ketter.kind", "ketter.mode"}
 )
+
+#: The layout new lines are written in (module docstring, "Layouts").
+LAYOUT = 2
+
+#: ``event.category`` and ``event.type`` (ECS categorization, allowed values of
+#: ECS 8.11) of each action of :data:`ketter.audit.vocabulary.EVENTS`.
+#: A job's file or folder is ``file``: ``creation`` when the delivery
+#: appears under its final name, ``deletion`` when a source, a marker, a
+#: temporary or a rotated log file is removed, ``info`` for the other steps.
+#: A route's share coming and going is ``host``/``change``; the services'
+#: life cycle is ``process``/``start``/``end``.
+CATEGORIZATION: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    **{
+        action: (("file",), ("info",))
+        for action in (
+            "detect",
+            "enqueue",
+            "claim",
+            "prepare",
+            "package",
+            "copy",
+            "verify",
+            "complete",
+            "retry",
+            "fail",
+            "supersede",
+            "requeue",
+            "skip",
+            "resume",
+            "recover",
+            "stalled",
+            "release",
+        )
+    },
+    "place": (("file",), ("creation",)),
+    "delete_source": (("file",), ("deletion",)),
+    "delete_marker": (("file",), ("deletion",)),
+    "rollback": (("file",), ("deletion",)),
+    "rotate": (("file",), ("deletion",)),
+    "audit_log_reopened": (("file",), ("creation",)),
+    "route_paused": (("host",), ("change",)),
+    "route_resumed": (("host",), ("change",)),
+    "watch_lost": (("host",), ("change",)),
+    "watch_restored": (("host",), ("change",)),
+    "watcher_started": (("process",), ("start",)),
+    "workers_started": (("process",), ("start",)),
+    "watcher_stopped": (("process",), ("end",)),
+    "workers_stopped": (("process",), ("end",)),
+    "config_loaded": (("configuration",), ("access",)),
+    "warning": (("process",), ("info",)),
+}
+
+#: ECS ``file.type`` of a job's kind.
+FILE_TYPES = {"file": "file", "folder": "dir"}
 
 
 @dataclass(frozen=True)
@@ -107,17 +173,27 @@ def _message(record: dict[str, Any], path: str | None) -> str:
     return text
 
 
+def layout_of(fields: dict[str, Any]) -> int:
+    """The layout a shipped line was written in (1: before ``ketter.layout``)."""
+    layout = fields.get("ketter.layout")
+    return layout if isinstance(layout, int) and not isinstance(layout, bool) else 1
+
+
 def to_line(
     record_text: str,
     prev: str,
     digest: str,
     job: JobIdentity | None = None,
     record: dict[str, Any] | None = None,
+    *,
+    layout: int = LAYOUT,
 ) -> dict[str, Any]:
     """The ECS line of one event (see module docstring for the contract).
 
     ``record``: ``record_text`` already parsed, when the caller has it (the
-    shipper built the text from it), so it is not parsed again.
+    shipper built the text from it), so it is not parsed again. ``layout``:
+    the layout to write (``ketter audit verify`` passes :func:`layout_of` of
+    the line it checks).
     """
     if record is None:
         record = json.loads(record_text)
@@ -134,6 +210,10 @@ def to_line(
         "process.pid": record["pid"],
         "user.name": record["user"],
     }
+    if layout >= 2:
+        category, kind = CATEGORIZATION.get(record["event"], (("file",), ("info",)))
+        line["event.category"] = list(category)
+        line["event.type"] = list(kind)
     seconds = d.get("seconds")
     if isinstance(seconds, int | float) and not isinstance(seconds, bool):
         line["event.duration"] = round(seconds * 1e9)
@@ -147,17 +227,14 @@ def to_line(
             line["file.owner"] = job.source_owner
         line["ketter.kind"] = job.kind
         line["ketter.mode"] = job.mode
+        if layout >= 2 and job.kind in FILE_TYPES:
+            line["file.type"] = FILE_TYPES[job.kind]
         try:
             job.source_path.decode("utf-8")
         except UnicodeDecodeError:
             line["ketter.path_b64"] = base64.b64encode(job.source_path).decode("ascii")
-    for key, target in (
-        ("destination", "destination.path"),
-        ("sha256", "file.hash.sha256"),
-        ("xxh128", "ketter.xxh128"),
-        ("xxh64", "ketter.xxh64"),
-        ("error", "error.message"),
-    ):
+    strings = _STRINGS if layout >= 2 else _STRINGS_1
+    for key, target in strings:
         value = d.get(key)
         if isinstance(value, str) and value:
             line[target] = value
@@ -176,6 +253,11 @@ def to_line(
     ):
         if record.get(key) is not None:
             line[target] = record[key]
+    if layout >= 2:
+        by = d.get("by")
+        if record["event"] == "requeue" and isinstance(by, str) and by:
+            line["ketter.requeued_by"] = by
+        line["ketter.layout"] = layout
     # From the record alone, so the line can be checked without the job store.
     shown = next(
         (d[k] for k in ("source", "destination", "found") if isinstance(d.get(k), str)), None
@@ -185,6 +267,30 @@ def to_line(
     line["ketter.hash"] = digest
     line["ketter.record"] = record_text
     return line
+
+
+#: Detail strings copied to top-level fields (layout 2): the delivery's path,
+#: checksums, the error, why a route paused or a file was skipped
+#: (``event.reason``) and what a resumed route had been paused for. Who
+#: re-queued a job is ``ketter.requeued_by`` (``user.name`` is the account of
+#: the writing process; ``by`` the operator behind it, e.g. ``sudo``'s user).
+_STRINGS = (
+    ("destination", "ketter.destination.path"),
+    ("sha256", "file.hash.sha256"),
+    ("xxh128", "ketter.xxh128"),
+    ("xxh64", "ketter.xxh64"),
+    ("error", "error.message"),
+    ("reason", "event.reason"),
+    ("reason_was", "ketter.paused_reason"),
+)
+#: Layout 1 (before #15).
+_STRINGS_1 = (
+    ("destination", "destination.path"),
+    ("sha256", "file.hash.sha256"),
+    ("xxh128", "ketter.xxh128"),
+    ("xxh64", "ketter.xxh64"),
+    ("error", "error.message"),
+)
 
 
 def record_text_of(row: dict[str, Any]) -> str:

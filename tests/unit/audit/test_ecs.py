@@ -30,10 +30,14 @@ def test_keys_are_pinned() -> None:
     assert sorted(line) == sorted([
         "@timestamp", "ecs.version", "event.kind", "event.dataset", "event.action",
         "event.outcome", "event.duration", "event.sequence", "file.path", "file.size",
-        "file.hash.sha256", "file.owner", "destination.path", "host.name", "process.pid",
+        "event.category", "event.type", "file.type",
+        "file.hash.sha256", "file.owner", "ketter.destination.path", "host.name", "process.pid",
         "user.name", "message", "ketter.job_id", "ketter.route", "ketter.attempt",
         "ketter.state", "ketter.from_state", "ketter.xxh128", "ketter.xxh64", "ketter.bytes",
-        "ketter.kind", "ketter.mode", "ketter.prev", "ketter.hash", "ketter.record"])
+        "ketter.kind", "ketter.mode", "ketter.layout", "ketter.prev", "ketter.hash",
+        "ketter.record"])
+    assert line["event.category"] == ["file"] and line["event.type"] == ["info"]
+    assert line["file.type"] == "file" and line["ketter.layout"] == 2
     assert line["@timestamp"] == "2023-11-14T22:13:20.123Z"
     assert line["event.duration"] == 1_500_000_000
     assert line["event.outcome"] == "success"
