@@ -46,7 +46,9 @@ STOP_MARGIN = 15.0
 #: walking a large destination, a full scan of a big share), far below what
 #: a hung loop would cost in unattended hours.
 WATCHDOG_SEC = 300
-#: ``TimeoutStartSec`` of the workers: ``db upgrade`` may rewrite a big store.
+#: ``TimeoutStartSec`` of the workers: their main process migrates the job
+#: store before ``READY=1`` (no ``ExecStartPre=``, whose exit status
+#: ``RestartPreventExitStatus=`` ignores), and that may rewrite a big store.
 START_TIMEOUT_SEC = 300
 #: The credential name under which systemd hands over the audit HMAC key.
 HMAC_CREDENTIAL = "audit-hmac-key"
@@ -206,7 +208,6 @@ def _service(
         "protect_home": "read-only" if _uses_home(config) else "yes",
     }
     if workers:
-        fields["exec_start_pre"] = _command(python, config_path, "db", "upgrade")
         fields["start_timeout"] = str(START_TIMEOUT_SEC)
     fragments: dict[str, str | None] = {
         "state_directory": "state-directory.conf" if statedir is not None else None,

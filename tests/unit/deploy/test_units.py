@@ -93,13 +93,45 @@ def test_service_settings(config) -> None:
         assert _values(unit, "RestrictAddressFamilies") == ["AF_UNIX"]
         assert _values(unit, "PrivateNetwork") == ["yes"]
         assert not _values(unit, "LoadCredential")
-    assert _values(workers, "ExecStartPre") == [
-        "/opt/ketter/bin/python -I -m ketter --config /etc/ketter/ketter.yaml db upgrade"]
+    # Issue #15: RestartPreventExitStatus= looks at the main process only, so
+    # an exit 2 from an ExecStartPre= (`db upgrade` on a broken config)
+    # restarted the workers until the start limit. The main process migrates.
+    assert not _values(workers, "ExecStartPre")
+    assert _values(workers, "TimeoutStartSec") == ["300"]
     assert exec_start(workers) == ["/opt/ketter/bin/python", "-I", "-m", "ketter",
                                    "--config", "/etc/ketter/ketter.yaml", "workers"]
     target = units["ketter.target"]
-    assert "Wants=ketter-workers.service ketter-watcher.service" in target
     assert "WantedBy=multi-user.target" in target
+
+
+def test_the_target_waits_for_and_fails_with_its_services(config) -> None:
+    # Issue #15: with Wants= `systemctl start ketter.target` exited 0 while
+    # both services failed. Requires= + After=: start and restart wait for
+    # READY=1 of both and fail when either fails to start.
+    units = render_units(config)
+    target = units["ketter.target"]
+    assert _values(target, "Requires") == ["ketter-workers.service ketter-watcher.service"]
+    assert _values(target, "After") == ["ketter-workers.service ketter-watcher.service"]
+    assert not _values(target, "Wants")
+    # A target runs nothing: no start limit of its own to trip on restarts.
+    assert _values(target, "StartLimitIntervalSec") == ["0"]
+    for name in ("ketter-workers.service", "ketter-watcher.service"):
+        unit = units[name]
+        assert _values(unit, "PartOf") == ["ketter.target"]  # stop/restart reach both
+        # A crash loop (RestartSec=5) hits the limit in about a minute; a few
+        # manual restarts do not.
+        assert _values(unit, "StartLimitIntervalSec") == ["120"]
+        assert _values(unit, "StartLimitBurst") == ["10"]
+        assert _values(unit, "RestartSec") == ["5"]
+
+
+def test_each_unit_has_its_journal_identifier_and_priorities(config) -> None:
+    # Issue #15: the journal showed every line at priority 6 as "python".
+    units = render_units(config)
+    for kind in ("workers", "watcher"):
+        unit = units[f"ketter-{kind}.service"]
+        assert _values(unit, "SyslogIdentifier") == [f"ketter-{kind}"]
+        assert _values(unit, "SyslogLevelPrefix") == ["yes"]
 
 
 def test_alerts_open_ip_and_the_hmac_key_is_a_credential(write_config) -> None:

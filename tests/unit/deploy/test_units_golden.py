@@ -1,7 +1,9 @@
-"""The units rendered from the templates are byte-identical to those of the
-function they replaced (#16 item 8): golden/<case>/<unit> was written by the
-old renderer, for every branch of the units (state directory or not, a key
-file or a credential, alerts or none, home folders, odd paths, own user)."""
+"""The units rendered from the templates are byte-identical to the reviewed
+golden/<case>/<unit> files, for every branch of the units (state directory
+or not, a key file or a credential, alerts or none, home folders, odd paths,
+own user). First written by the renderer the templates replaced (#16 item
+8); updated for issue #15 (no ExecStartPre=, the target's Requires=, start
+limits, SyslogIdentifier=): a change to a unit shows here as a diff to review."""
 
 from __future__ import annotations
 
