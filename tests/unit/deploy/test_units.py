@@ -132,6 +132,7 @@ def test_each_unit_has_its_journal_identifier_and_priorities(config) -> None:
         unit = units[f"ketter-{kind}.service"]
         assert _values(unit, "SyslogIdentifier") == [f"ketter-{kind}"]
         assert _values(unit, "SyslogLevelPrefix") == ["yes"]
+        assert _values(unit, "SyslogLevel") == ["err"]  # a traceback, an invalid config
 
 
 def test_alerts_open_ip_and_the_hmac_key_is_a_credential(write_config) -> None:
