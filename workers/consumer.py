@@ -19,6 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ketter.alerts import build_notifier
 from ketter.audit.shipper import AuditShipper
@@ -30,9 +31,11 @@ from ketter.node import Node
 from ketter.queue import Queue, build_queue
 from ketter.runtime import sdnotify
 from ketter.runtime.signals import Shutdown
-from ketter.store.guard import StoreGuard, guard_of
-from ketter.store.models import Heartbeat, database
+from ketter.store.guard import StoreGuard
 from workers.processes import Children
+
+if TYPE_CHECKING:
+    from ketter.store.port import JobStore
 
 log = logging.getLogger("ketter.workers")
 
@@ -40,26 +43,11 @@ log = logging.getLogger("ketter.workers")
 ORPHAN_SWEEP_EVERY = 600.0
 
 
-def write_heartbeat(component: str, node: str, details: dict, *, now: float) -> None:
-    with database.obj.atomic():
-        (
-            Heartbeat.insert(
-                component=component,
-                node=node,
-                pid=os.getpid(),
-                ts=now,
-                details=json.dumps(details, ensure_ascii=False),
-            )
-            .on_conflict(
-                conflict_target=[Heartbeat.component, Heartbeat.node],
-                update={
-                    Heartbeat.pid: os.getpid(),
-                    Heartbeat.ts: now,
-                    Heartbeat.details: json.dumps(details, ensure_ascii=False),
-                },
-            )
-            .execute()
-        )
+def write_heartbeat(
+    store: JobStore, component: str, node: str, details: dict, *, now: float
+) -> None:
+    """Upsert this process's ``component`` heartbeat row."""
+    store.beat(node, {component: json.dumps(details, ensure_ascii=False)}, pid=os.getpid(), now=now)
 
 
 #: Huey's loggers that print a traceback per failed dequeue or task (every
@@ -106,6 +94,8 @@ class WorkersProcess:
         self.shutdown = shutdown or Shutdown()
         self.notifier = notifier or LogNotifier()
         self.queue: Queue | None = None
+        #: The node's job store (set by :meth:`run`).
+        self.store: JobStore
         #: Store problems already alerted (one alert per outage).
         self._alerted_unwritable = False
         self._alerted_lost = False
@@ -121,20 +111,22 @@ class WorkersProcess:
             self.node = Node.from_config(
                 config,
                 "workers",
-                open_store=database.obj is None or database.obj.database != config.db_path,
                 evidence=[config.audit.log_file],
                 notifier=self.notifier,
             )
-        audit = self.node.chain
-        guard = guard_of(database.obj) or StoreGuard(config.db_path)
+        store = self.node.store
+        assert store is not None
+        self.store = store
+        guard = store.guard or StoreGuard(config.db_path)
         guard.start_publishing("workers")
         quiet = _StateDiskFilter(guard)
         for name in HUEY_LOGGERS:
             logging.getLogger(name).addFilter(quiet)
         # The stall alert is the node's AlertSubscriber on the stalled event.
-        keeper = LeaseKeeper(config, self.shutdown)
+        keeper = LeaseKeeper(config, self.shutdown, store=store)
         runner = JobRunner(
             config,
+            store=store,
             shutdown=self.shutdown,
             keeper=keeper,
             ring=lambda job_id, delay: queue.ring(job_id, delay=delay),
@@ -156,8 +148,8 @@ class WorkersProcess:
         now = time.time()
 
         def started() -> None:
-            with database.obj.atomic():
-                audit.append_event(
+            with store.transaction():
+                store.append_event(
                     "workers_started",
                     now=now,
                     details={
@@ -173,7 +165,7 @@ class WorkersProcess:
         # Huey's consumer would install its own handlers (only one of SIGINT
         # and SIGTERM graceful, acted on by a loop we do not run): keep ours.
         consumer._set_signal_handlers = lambda: None
-        shipper = AuditShipper(config)
+        shipper = AuditShipper(config, store=store)
         with self.shutdown.spawn_threads_without_signals():
             consumer.start()
             keeper.start()
@@ -191,8 +183,8 @@ class WorkersProcess:
             keeper.stop()
 
             def stopped() -> None:
-                with database.obj.atomic():
-                    audit.append_event(
+                with store.transaction():
+                    store.append_event(
                         "workers_stopped", now=time.time(), details={"pid": os.getpid()}
                     )
 
@@ -203,7 +195,7 @@ class WorkersProcess:
                 self._store_write(
                     guard,
                     lambda: write_heartbeat(
-                        "workers", config.node, {"stopped": True}, now=time.time()
+                        store, "workers", config.node, {"stopped": True}, now=time.time()
                     ),
                 )
             guard.stop_publishing()
@@ -276,7 +268,7 @@ class WorkersProcess:
                     if guard.probe() and self._store_write(
                         guard,
                         functools.partial(
-                            write_heartbeat, "workers", self.config.node, beat, now=now
+                            write_heartbeat, self.store, "workers", self.config.node, beat, now=now
                         ),
                     ):
                         next_sweep = 0.0  # re-ring what waited, now
@@ -287,6 +279,7 @@ class WorkersProcess:
                 orphans = mono >= next_orphans
                 try:
                     sweep(
+                        self.store,
                         self.config,
                         now=now,
                         pending=queue.pending,
@@ -313,6 +306,7 @@ class WorkersProcess:
                     guard,
                     functools.partial(
                         write_heartbeat,
+                        self.store,
                         "workers",
                         self.config.node,
                         {"workers": self.workers, "running": running},

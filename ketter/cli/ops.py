@@ -101,15 +101,17 @@ def requeue_jobs(args: argparse.Namespace) -> int:
         print(f"ketter: --route: {_unknown_route(config, args.route)}", file=sys.stderr)
         return 2
     # The key before the store: refused (exit 2) with nothing written.
-    Node.from_config(config, "requeue")
+    node = Node.from_config(config, "requeue")
+    store = node.store
+    assert store is not None
     ids = list(args.job_ids)
     if args.failed:
-        ids += failed_jobs(route=args.route, since=_since(args.since))
+        ids += failed_jobs(store, route=args.route, since=_since(args.since))
     queue = build_queue(config)
     count = 0
     refused = 0
     for job_id in ids:
-        outcome = requeue_job(job_id, now=time.time())
+        outcome = requeue_job(store, job_id, now=time.time())
         # "job 7: not re-queued, it is completed" also holds "re-queued":
         # look at what the outcome starts with, not at what it contains.
         what = outcome.split(": ", 1)[1] if ": " in outcome else outcome

@@ -19,16 +19,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from ketter.audit.chain import record_event
 from ketter.config import Config
 from ketter.engine.context import TransferContext
 from ketter.errors import LostClaim, ShutdownRequested
 from ketter.jobs.claim import renew
 from ketter.runtime.faults import delay, fault
 from ketter.runtime.signals import Shutdown
-from ketter.store.guard import ensure_store_intact, is_unwritable_error
-from ketter.store.models import database
+from ketter.store.guard import is_unwritable_error
+
+if TYPE_CHECKING:
+    from ketter.store.port import JobStore
 
 log = logging.getLogger("ketter.lease")
 
@@ -58,8 +60,11 @@ class JobContext(TransferContext):
         shutdown: Shutdown,
         on_warning: Callable[[str, dict], None] | None = None,
         on_progress: Callable[[ActiveJob], None] | None = None,
+        *,
+        store: JobStore,
     ) -> None:
         super().__init__(str(active.job_id), active.claim)
+        self.store = store
         self.active = active
         self.shutdown = shutdown
         self._on_warning = on_warning
@@ -76,18 +81,19 @@ class JobContext(TransferContext):
         delay(f"{phase}-progress")
         if active.lost:
             raise LostClaim(f"job {active.job_id}: the claim was taken over; stopping")
-        if getattr(database.obj, "guard", None) is not None and database.obj.guard.lost:
+        guard = self.store.guard
+        if guard is not None and guard.lost:
             # Set by the workers loop's periodic check: stop the copy now.
-            ensure_store_intact(database.obj, f"job {active.job_id}")
+            self.store.ensure_intact(f"job {active.job_id}")
         if self.shutdown.requested:
             raise ShutdownRequested()
 
     def before_irreversible(self, what: str) -> None:
         # A deleted or replaced job store would never learn of the step.
-        ensure_store_intact(database.obj, f"job {self.active.job_id}: {what}")
+        self.store.ensure_intact(f"job {self.active.job_id}: {what}")
 
     def fault(self, point: str) -> None:
-        fault(point)
+        fault(point, store=self.store)
 
     def warn(self, event: str, **details: object) -> None:
         super().warn(event, **details)
@@ -103,8 +109,11 @@ class LeaseKeeper(threading.Thread):
         config: Config,
         shutdown: Shutdown,
         on_stalled: Callable[[ActiveJob], None] | None = None,
+        *,
+        store: JobStore,
     ) -> None:
         super().__init__(name="lease-keeper", daemon=True)
+        self.store = store
         self.config = config
         self.shutdown = shutdown
         self.on_stalled = on_stalled
@@ -133,11 +142,11 @@ class LeaseKeeper(threading.Thread):
             try:
                 self.renew_all(now=time.time(), mono=time.monotonic())
             except Exception as exc:  # keep renewing; a DB hiccup must not kill the thread
-                guard = getattr(database.obj, "guard", None)
+                guard = self.store.guard
                 lost = guard is not None and guard.check_identity() is not None
                 if not lost and not is_unwritable_error(exc):  # the workers loop reports those
                     log.exception("lease renewal failed")
-        database.obj.close()
+        self.store.release_thread()
 
     def renew_all(self, *, now: float, mono: float) -> None:
         """One renewal round (also called directly by tests with a fake clock)."""
@@ -153,6 +162,7 @@ class LeaseKeeper(threading.Thread):
             if active.stalled:  # progress came back
                 active.stalled = False
             ok = renew(
+                self.store,
                 active.job_id,
                 active.claim,
                 now=now,
@@ -165,8 +175,8 @@ class LeaseKeeper(threading.Thread):
                 log.warning("lease lost", extra={"ketter.job_id": active.job_id})
 
     def _record_stall(self, active: ActiveJob, now: float, idle: float) -> None:
-        with database.obj.atomic():
-            record_event(
+        with self.store.transaction():
+            self.store.append_event(
                 "stalled",
                 now=now,
                 job_id=active.job_id,

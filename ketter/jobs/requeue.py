@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import getpass
 import os
+from typing import TYPE_CHECKING
 
-from ketter.audit.chain import record_event
 from ketter.jobs.create import active_job
 from ketter.jobs.states import State
 from ketter.jobs.transitions import transition
-from ketter.store.models import Job, database
+
+if TYPE_CHECKING:
+    from ketter.store.port import JobStore
 
 
 def operator() -> str:
@@ -28,20 +30,21 @@ def operator() -> str:
         return str(os.getuid())
 
 
-def requeue_job(job_id: int, *, now: float, who: str | None = None) -> str:
+def requeue_job(store: JobStore, job_id: int, *, now: float, who: str | None = None) -> str:
     """Re-queue one job; returns what happened (for the CLI to print)."""
     who = who or operator()
-    job = Job.get_or_none(Job.id == job_id)
+    job = store.find_job(job_id)
     if job is None:
         return f"job {job_id}: no such job"
     if job.state == State.FAILED.value:
-        newer = active_job(job.source_key)
+        newer = active_job(store, job.source_key)
         if newer is not None:
             return (
                 f"job {job_id}: not re-queued, job {newer.id} is already working on the "
                 f"same version ({newer.state})"
             )
         transition(
+            store,
             job_id,
             State.FAILED,
             State.DETECTED,
@@ -55,28 +58,16 @@ def requeue_job(job_id: int, *, now: float, who: str | None = None) -> str:
         )
         return f"job {job_id}: re-queued (was failed: {job.error})"
     if job.state == State.RETRY_WAIT.value:
-        with database.obj.atomic():
-            Job.update(next_attempt_at=now, attempt=0, updated_at=now).where(
-                Job.id == job_id
-            ).execute()
-            record_event(
-                "requeue",
-                now=now,
-                job_id=job_id,
-                route=job.route,
-                from_state=job.state,
-                to_state=job.state,
-                attempt=0,
-                details={"by": who, "was_due_at": job.next_attempt_at},
-            )
+        if not store.make_due_now(job_id, now=now, by=who):
+            # Claimed or finished since it was read: say what it is now.
+            current = store.find_job(job_id)
+            return f"job {job_id}: not re-queued, it is {current.state if current else 'gone'}"
         return f"job {job_id}: due now (was waiting to retry)"
     return f"job {job_id}: not re-queued, it is {job.state}"
 
 
-def failed_jobs(*, route: str | None = None, since: float | None = None) -> list[int]:
-    query = Job.select(Job.id).where(Job.state == State.FAILED.value)
-    if route:
-        query = query.where(Job.route == route)
-    if since is not None:
-        query = query.where(Job.updated_at >= since)
-    return [j.id for j in query.order_by(Job.id)]
+def failed_jobs(
+    store: JobStore, *, route: str | None = None, since: float | None = None
+) -> list[int]:
+    """Ids of the failed jobs (of ``route``, updated since ``since``), in id order."""
+    return store.job_ids(state=State.FAILED.value, route=route or None, updated_since=since)

@@ -17,9 +17,8 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ketter.audit import chain as audit_chain
 from ketter.config import Config, RouteConfig
 from ketter.engine.cleanup import rollback
 from ketter.engine.inline import INLINE_MAX
@@ -54,8 +53,10 @@ from ketter.jobs.steps import Attempt
 from ketter.jobs.transitions import transition
 from ketter.runtime.faults import fault
 from ketter.runtime.signals import Shutdown
-from ketter.store.guard import guard_of
-from ketter.store.models import Job, database
+from ketter.store.rows import JobRow
+
+if TYPE_CHECKING:
+    from ketter.store.port import JobStore
 
 log = logging.getLogger("ketter.jobs")
 S = State
@@ -82,6 +83,7 @@ class JobRunner:
         self,
         config: Config,
         *,
+        store: JobStore,
         shutdown: Shutdown,
         keeper: LeaseKeeper,
         ring: Callable[[int, float], None] | None = None,
@@ -91,13 +93,14 @@ class JobRunner:
         on_progress: Callable[[ActiveJob], None] | None = None,
     ) -> None:
         self.config = config
+        self.store = store
         self.shutdown = shutdown
         self.keeper = keeper
         self._ring = ring
         self.notifier = notifier or LogNotifier()
         # One alert subscriber per process (keyed): in the services it is the
         # node's notifier (ketter.node.Node) again.
-        AlertSubscriber(self.notifier).subscribe(audit_chain.current().bus)
+        AlertSubscriber(self.notifier, store=store).subscribe(store.chain.bus)
         self.clock = clock
         self.rng = rng
         self.on_progress = on_progress
@@ -109,22 +112,22 @@ class JobRunner:
         Returns the id of the job run, if any."""
         if self.shutdown.requested:
             return None  # the sweep re-rings after restart
-        guard = guard_of(database.obj)
+        guard = self.store.guard
         if guard is not None and guard.problem:
             return None  # every route paused: store lost or not writable (sweep re-rings)
-        fault("after-dequeue")
+        fault("after-dequeue", store=self.store)
         claimed = claim_job(
-            self.config, hint=hint, owner=owner_name(self.config.node), now=self.clock()
+            self.store, self.config, hint=hint, owner=owner_name(self.config.node), now=self.clock()
         )
         if claimed is None:
             return None
-        fault("after-claim")
+        fault("after-claim", store=self.store)
         mates = self._batch_mates(claimed)
         if mates:
-            Batch(self, [claimed, *mates]).run()
+            Batch(self, [claimed, *mates], store=self.store).run()
         else:
             self.run(claimed)
-        log_completed([claimed, *mates])  # the service log's delivery lines
+        log_completed(self.store, [claimed, *mates])  # the service log's delivery lines
         return claimed.job_id
 
     def _batch_mates(self, claimed: Claimed) -> list[Claimed]:
@@ -138,6 +141,7 @@ class JobRunner:
         if job is None or route is None or not batchable(job, claimed, route):
             return []
         return claim_more(
+            self.store,
             self.config,
             route,
             owner=owner_name(self.config.node),
@@ -148,7 +152,7 @@ class JobRunner:
         )
 
     def run(self, claimed: Claimed) -> None:
-        job = claimed.row if claimed.row is not None else Job.get_by_id(claimed.job_id)
+        job = claimed.row if claimed.row is not None else self.store.get_job(claimed.job_id)
         active, ctx = self.start(job, claimed)
         attempt: Attempt | None = None
         try:
@@ -159,11 +163,11 @@ class JobRunner:
         finally:
             self.keeper.remove(active)
 
-    def start(self, job: Job, claimed: Claimed) -> tuple[ActiveJob, JobContext]:
+    def start(self, job: JobRow, claimed: Claimed) -> tuple[ActiveJob, JobContext]:
         """The lease of a claimed job is kept alive from here on (until
         ``keeper.remove``)."""
         active = ActiveJob(job.id, claimed.claim, job.route, claimed.attempt)
-        ctx = JobContext(active, self.shutdown, on_progress=self.on_progress)
+        ctx = JobContext(active, self.shutdown, on_progress=self.on_progress, store=self.store)
         self.keeper.add(active)
         return active, ctx
 
@@ -176,24 +180,31 @@ class JobRunner:
         except KeyError as exc:
             raise RouteRemoved(str(exc.args[0])) from exc
 
-    def attempt(self, job: Job, claimed: Claimed, ctx: JobContext) -> Attempt:
+    def attempt(self, job: JobRow, claimed: Claimed, ctx: JobContext) -> Attempt:
         route = self.route_of(job.route)
         # The job runs under the mode it was created with: a reload that turns a
         # copy route into a move route must not delete sources of copy jobs.
         spec = dataclasses.replace(
             spec_for(route, self.config), mode="move" if job.mode == "move" else "copy"
         )
-        return Attempt(self, job, claimed, route, spec, ctx)
+        return Attempt(self, job, claimed, route, spec, ctx, store=self.store)
 
     def stopped(
-        self, job: Job, claimed: Claimed, attempt: Attempt | None, exc: BaseException
+        self, job: JobRow, claimed: Claimed, attempt: Attempt | None, exc: BaseException
     ) -> None:
         """What an exception out of a job's steps means (:mod:`ketter.jobs.policy`)."""
         where = attempt.source if attempt is not None else bytes(job.source_path)
         triaged = triage(exc, state_dir=self.config.state_dir, where=where)
         if triaged.stop is Stop.RELEASE:
             kept = attempt.kept_bytes() if attempt is not None else None
-            release(job.id, claimed.claim, now=self.clock(), reason="shutdown", bytes_done=kept)
+            release(
+                self.store,
+                job.id,
+                claimed.claim,
+                now=self.clock(),
+                reason="shutdown",
+                bytes_done=kept,
+            )
             log.info("released on shutdown", extra={"ketter.job_id": job.id})
         elif triaged.stop is Stop.LET_GO:
             # Another worker owns the job now: remove only our own temporaries.
@@ -202,7 +213,7 @@ class JobRunner:
             log.warning("stopped: %s", exc, extra={"ketter.job_id": job.id})
         elif triaged.stop is Stop.STORE:
             # The workers loop pauses every route and alerts (ketter.store.guard).
-            guard = guard_of(database.obj)
+            guard = self.store.guard
             if guard is not None:
                 guard.write_failed(exc)
             log.warning("stopped: %s", exc, extra={"ketter.job_id": job.id})
@@ -219,7 +230,7 @@ class JobRunner:
         self, job_id: int, claimed: Claimed, attempt: Attempt | None, exc: KetterError
     ) -> None:
         """Decide what the job error ``exc`` means, then carry it out."""
-        job = Job.get_by_id(job_id)
+        job = self.store.get_job(job_id)
         if job.claim != claimed.claim:
             return  # lost meanwhile; the new owner decides
         state = attempt.state if attempt is not None else State(job.state)
@@ -252,7 +263,7 @@ class JobRunner:
         room = room_needed(exc, facts)
         if room is not None:
             clear = attempt is not None and unavailable_reason(attempt.route, room=room) is None
-            return RouteLook(clear=clear, room_pauses_before=room_pauses_before(route))
+            return RouteLook(clear=clear, room_pauses_before=room_pauses_before(self.store, route))
         if looks_at_route(exc) and attempt is not None:
             return RouteLook(clear=unavailable_reason(attempt.route) is None)
         return None
@@ -260,7 +271,7 @@ class JobRunner:
     def apply(
         self,
         decision: Decision,
-        job: Job,
+        job: JobRow,
         claimed: Claimed,
         attempt: Attempt | None,
         state: State,
@@ -288,6 +299,7 @@ class JobRunner:
             # when d.alerts has Alert.ROUTE_PAUSED: the first pause of an
             # episode of pauses for room, every other pause.
             pause_route(
+                self.store,
                 job.route,
                 message,
                 now=now,
@@ -315,9 +327,7 @@ class JobRunner:
                 f"job {job.id} on route {job.route}: verification failed: {message}",
             )
         if not d.uses_attempt:
-            Job.update(attempt=max(job.attempt - 1, 0)).where(
-                (Job.id == job_id) & (Job.claim == claimed.claim)
-            ).execute()
+            self.store.set_attempt(job_id, claimed.claim, max(job.attempt - 1, 0))
         if d.action is Action.FAIL_KEPT:
             self._to(
                 job_id,
@@ -348,7 +358,7 @@ class JobRunner:
             return
         target = d.then or S.FAILED  # Action.ROLL_BACK
         if state is S.ROLLING_BACK:
-            Job.update(error=message).where(Job.id == job_id).execute()
+            self.store.set_error(job_id, message)
         else:
             self._to(
                 job_id,
@@ -373,12 +383,7 @@ class JobRunner:
                 # without it a rollback that fails the same way every time
                 # (ENOTDIR: a file where a folder was) looped for ever with
                 # no alert.
-                Job.update(
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    next_attempt_at=now + delay,
-                    attempt=Job.attempt + 1,
-                ).where((Job.id == job_id) & (Job.claim == claimed.claim)).execute()
+                self.store.let_go(job_id, claimed.claim, next_attempt_at=now + delay)
                 self.ring_later(job_id, delay)
         else:  # no steps set up (route gone): nothing was written
             self._to(
@@ -402,7 +407,14 @@ class JobRunner:
         **fields: Any,
     ) -> None:
         transition(
-            job_id, state, new, claim=claimed.claim, now=self.clock(), details=details, **fields
+            self.store,
+            job_id,
+            state,
+            new,
+            claim=claimed.claim,
+            now=self.clock(),
+            details=details,
+            **fields,
         )
 
     # -- helpers used by the steps --------------------------------------------

@@ -15,14 +15,14 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from peewee import fn
+from typing import TYPE_CHECKING
 
 from ketter.config import Config
 from ketter.engine.cleanup import find_orphans
-from ketter.jobs.claim import ACTIVE, paused_routes
 from ketter.jobs.routes import resume_route, unavailable_reason
-from ketter.store.models import Job, RouteStatus
+
+if TYPE_CHECKING:
+    from ketter.store.port import JobStore
 
 log = logging.getLogger("ketter.sweep")
 
@@ -37,47 +37,16 @@ class SweepReport:
     orphans_removed: int = 0
 
 
-def due_jobs(config: Config, now: float, limit: int) -> list[int]:
+def due_jobs(store: JobStore, config: Config, now: float, limit: int) -> list[int]:
     """Ids of unowned jobs that are due, on running routes, best first; a
     route with ``max_parallel`` contributes only as many as it has free slots
     (ringing for the others would only wake workers that cannot take them)."""
-    paused = paused_routes()
-    routes = [r for r in config.routes if r.name not in paused]
-    unlimited = [r.name for r in routes if not r.max_parallel]
-    due = (
-        Job.state.in_(ACTIVE)
-        & (Job.lease_expires_at.is_null() | (Job.lease_expires_at <= now))
-        & (Job.next_attempt_at.is_null() | (Job.next_attempt_at <= now))
-    )
-    picked: list[tuple[int, int]] = [
-        (job.priority, job.id)
-        for job in Job.select(Job.id, Job.priority)
-        .where(due & Job.route.in_(unlimited))
-        .order_by(Job.priority.desc(), Job.id)
-        .limit(limit)
-    ]
-    for route in routes:
-        if not route.max_parallel:
-            continue
-        running = (
-            Job.select()
-            .where((Job.route == route.name) & Job.state.in_(ACTIVE) & (Job.lease_expires_at > now))
-            .count()
-        )
-        free = max(route.max_parallel - running, 0)
-        if free:
-            picked += [
-                (job.priority, job.id)
-                for job in Job.select(Job.id, Job.priority)
-                .where(due & (Job.route == route.name))
-                .order_by(Job.priority.desc(), Job.id)
-                .limit(free)
-            ]
-    picked.sort(key=lambda pair: (-pair[0], pair[1]))
-    return [job_id for _, job_id in picked[:limit]]
+    routes = {r.name: r.max_parallel or 0 for r in config.routes}
+    return store.due_job_ids(routes, now=now, limit=limit)
 
 
 def sweep(
+    store: JobStore,
     config: Config,
     *,
     now: float,
@@ -87,7 +56,7 @@ def sweep(
 ) -> SweepReport:
     """One sweep (pure of time: ``now`` is passed in, so tests need no sleeps)."""
     report = SweepReport()
-    for status in RouteStatus.select().where(RouteStatus.paused == 1):
+    for status in store.paused_route_statuses():
         try:
             route = config.route(status.route)
         except KeyError:
@@ -100,28 +69,24 @@ def sweep(
             # Backing off: the destination refused a write it showed room
             # for (a quota, another writer), so room alone proves nothing.
             continue
-        room = room_needed(route.name, status.room_needed)
-        if unavailable_reason(route, room=room) is None and resume_route(route.name, now=now):
+        room = room_needed(store, route.name, status.room_needed)
+        if unavailable_reason(route, room=room) is None and resume_route(
+            store, route.name, now=now
+        ):
             report.resumed_routes.append(route.name)
-    report.expired_leases = (
-        Job.select()
-        .where(
-            Job.state.in_(ACTIVE) & Job.lease_owner.is_null(False) & (Job.lease_expires_at <= now)
-        )
-        .count()
-    )
+    report.expired_leases = store.expired_lease_count(now)
     report.pending = pending()
     # Ring only for due jobs beyond what the queue already holds; a message
     # is a doorbell for "the best due job", so which ids we ring for matters
     # less than how many (duplicates are harmless, just wasted wake-ups).
     window = max(report.pending + 1000, 1000)
-    due = due_jobs(config, now, window)
+    due = due_jobs(store, config, now, window)
     report.due = len(due)
     for job_id in due[report.pending :]:
         ring(job_id)
         report.rung.append(job_id)
     if cleanup_orphans:
-        report.orphans_removed = remove_orphans(config)
+        report.orphans_removed = remove_orphans(store, config)
     if report.rung or report.resumed_routes or report.orphans_removed:
         log.info(
             "sweep",
@@ -137,7 +102,7 @@ def sweep(
     return report
 
 
-def room_needed(route: str, paused_for: int | None) -> int:
+def room_needed(store: JobStore, route: str, paused_for: int | None) -> int:
     """The free bytes a route paused for room waits for: what the job that
     did not fit needed (``paused_for``), but no more than the smallest job
     still waiting on the route needs; 0 once none is waiting (any of them
@@ -145,17 +110,13 @@ def room_needed(route: str, paused_for: int | None) -> int:
     known yet (0) are left out."""
     if not paused_for:
         return 0
-    smallest = (
-        Job.select(fn.MIN(fn.COALESCE(fn.NULLIF(Job.size, 0), Job.source_size)))
-        .where((Job.route == route) & Job.state.in_(ACTIVE))
-        .scalar()
-    )
+    smallest = store.smallest_waiting_size(route)
     if smallest is None:
         return 0
     return min(paused_for, int(smallest))
 
 
-def remove_orphans(config: Config) -> int:
+def remove_orphans(store: JobStore, config: Config) -> int:
     """Remove temporaries (``.ketter-<job>-…``) of jobs that are no longer active.
 
     Each candidate's job is looked up when it is found, not from a list taken
@@ -166,7 +127,7 @@ def remove_orphans(config: Config) -> int:
     def is_active(job: str) -> bool:
         if not job.isdigit():
             return False
-        return bool(Job.select().where((Job.id == int(job)) & Job.state.in_(ACTIVE)).exists())
+        return store.is_active(int(job))
 
     removed = 0
     for route in config.routes:

@@ -1,7 +1,8 @@
 """The one function that changes a job's state: a compare-and-set.
 
-``UPDATE jobs SET state=… WHERE id=? AND state=? AND claim IS ?`` must touch
-exactly one row, or nothing changes and :class:`InvalidTransition` (or
+The job store's compare-and-set on the job's id, state and claim
+(:meth:`ketter.store.ports.jobs.JobsPort.advance`) must match exactly one
+row, or nothing changes and :class:`InvalidTransition` (or
 :class:`LostClaim` when another worker took the job over) is raised. The
 audit event is written in the same transaction, so the trail can never say
 something the job store does not, nor the other way round.
@@ -10,43 +11,14 @@ something the job store does not, nor the other way round.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ketter.audit.chain import record_event
-from ketter.errors import InvalidTransition, LostClaim
+from ketter.errors import InvalidTransition
 from ketter.jobs.states import DEFAULT_EVENT, State, is_allowed
-from ketter.store.db import durable
-from ketter.store.models import Job, database
+from ketter.store.ports.jobs import JobChange
 
-#: Columns a transition may set (guards the raw SQL below against typos).
-_COLUMNS = frozenset(Job._meta.fields)
-
-# Raw SQL, not peewee's query builder: transitions are the hot path (five or
-# six per transfer) and building a peewee query costs about a millisecond of
-# CPU, more than the SQLite statement itself.
-
-
-def _update(
-    job_id: int, state: str, claim: str | None, values: dict[str, Any], *, not_placed: bool = False
-) -> int:
-    unknown = set(values) - _COLUMNS
-    if unknown:
-        raise ValueError(f"not a jobs column: {', '.join(sorted(unknown))}")
-    assignments = ", ".join(f'"{name}" = ?' for name in values)
-    sql = f"UPDATE jobs SET {assignments} WHERE id = ? AND state = ? AND claim IS ?" + (
-        " AND placed_at IS NULL" if not_placed else ""
-    )
-    cursor = database.obj.execute_sql(sql, (*values.values(), job_id, state, claim))
-    return int(cursor.rowcount)
-
-
-def _route_and_attempt(job_id: int) -> tuple[str, int]:
-    row = database.obj.execute_sql(
-        "SELECT route, attempt FROM jobs WHERE id = ?", (job_id,)
-    ).fetchone()
-    if row is None:
-        raise InvalidTransition(f"job {job_id} does not exist")
-    return row[0], row[1]
+if TYPE_CHECKING:
+    from ketter.store.port import JobStore
 
 
 @dataclass(frozen=True)
@@ -61,6 +33,7 @@ class Step:
 
 
 def transition(
+    store: JobStore,
     job_id: int,
     from_state: State | str,
     to_state: State | str,
@@ -80,6 +53,7 @@ def transition(
     placement and for those that precede an irreversible step.
     """
     advance(
+        store,
         job_id,
         from_state,
         [Step(State(to_state), event, details, fields)],
@@ -90,6 +64,7 @@ def transition(
 
 
 def advance(
+    store: JobStore,
     job_id: int,
     state: State | str,
     steps: list[Step],
@@ -113,6 +88,7 @@ def advance(
     the rename and the commit is recovered from the temporary's inode).
     """
     current = State(state)
+    changes: list[JobChange] = []
     for step in steps:  # checked before anything is written
         if step.to is None and not step.event:
             raise ValueError("a note needs an event")
@@ -122,61 +98,32 @@ def advance(
                     f"job {job_id}: {current} → {step.to} is not an allowed transition"
                 )
             current = step.to
-    current = State(state)
-    db = database.obj
-    ctx = durable(db) if fsync else db.atomic()
-    with ctx:
-        if route is None or attempt is None:
-            route, attempt = _route_and_attempt(job_id)
-        for step in steps:
-            new = current if step.to is None else step.to
-            values = {"updated_at": now, **step.fields}
-            if step.to is not None:
-                values["state"] = new.value
-            # A placed delivery is never rolled back: it only moves forward.
-            if (
-                _update(job_id, current.value, claim, values, not_placed=new is State.ROLLING_BACK)
-                != 1
-            ):
-                raise _refusal(job_id, current, new, claim)
-            record_event(
-                step.event or DEFAULT_EVENT[new],
-                now=now,
-                job_id=job_id,
-                route=route,
-                from_state=current.value,
-                to_state=new.value,
-                attempt=int(values.get("attempt", attempt)),
-                details=step.details,
+        changes.append(
+            JobChange(
+                None if step.to is None else step.to.value,
+                step.event or DEFAULT_EVENT[current],
+                step.details,
+                step.fields,
+                # A placed delivery is never rolled back: it only moves forward.
+                only_unplaced=current is State.ROLLING_BACK,
             )
-            current, attempt = new, int(values.get("attempt", attempt))
-    return current
-
-
-def _refusal(
-    job_id: int, from_state: State, to_state: State, claim: str | None
-) -> InvalidTransition:
-    """Explain why the compare-and-set matched no row."""
-    job = Job.get_or_none(Job.id == job_id)
-    if job is None:
-        return InvalidTransition(f"job {job_id} does not exist")
-    if job.claim != claim:
-        return LostClaim(
-            f"job {job_id}: claim {claim} is no longer held (now "
-            f"{job.claim or 'unclaimed'}, state {job.state}); another worker "
-            "took the job over after this one's lease expired"
         )
-    if job.state != from_state.value:
-        return InvalidTransition(
-            f"job {job_id} is {job.state}, not {from_state}; refused {from_state} → {to_state}"
+    return State(
+        store.advance(
+            job_id,
+            State(state).value,
+            changes,
+            claim=claim,
+            now=now,
+            durable=fsync,
+            route=route,
+            attempt=attempt,
         )
-    return InvalidTransition(
-        f"job {job_id} is placed (placed_at set) and only moves "
-        f"forward; refused {from_state} → {to_state}"
     )
 
 
 def mark(
+    store: JobStore,
     job_id: int,
     state: State | str,
     *,
@@ -191,6 +138,7 @@ def mark(
     ``delete_source``, ``skip``…): the same compare-and-set on the claim and
     state, the same event in the same transaction."""
     advance(
+        store,
         job_id,
         state,
         [Step(None, event, details, fields)],

@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from ketter.audit.chain import AuditChain
 from ketter.config import load_config
 from ketter.jobs.claim import claim_job, renew
 from ketter.jobs.lease import LeaseKeeper
@@ -17,6 +18,7 @@ from ketter.jobs.runner import JobRunner
 from ketter.jobs.submit import submit_path
 from ketter.runtime.signals import Shutdown
 from ketter.store import open_store
+from ketter.store.sqlite import SqliteJobStore
 from ketter.watcher.heartbeat import beat
 from tests.conftest import KETTER, cli_env
 
@@ -37,25 +39,31 @@ def test_status_shows_progress_for_people_and_no_finished_job_running(
     )
     config = load_config(str(path))
     db = open_store(config.db_path)
+    store = SqliteJobStore(db, AuditChain(node=config.node))
     now = time.time()
     jobs = []
     for name, size in (("done.mov", 1000), ("big.mov", 768 * MiB)):
         src = tmp_path / "in" / name
         with open(src, "wb") as fh:
             fh.truncate(size)
-        (result,) = submit_path(config, config.route("r"), os.fsencode(src), now=now)
+        (result,) = submit_path(store, config, config.route("r"), os.fsencode(src), now=now)
         jobs.append(result.job_id)
     done, big = jobs
     shutdown = Shutdown()
-    runner = JobRunner(config, shutdown=shutdown, keeper=LeaseKeeper(config, shutdown))
+    runner = JobRunner(
+        config, store=store, shutdown=shutdown, keeper=LeaseKeeper(config, shutdown, store=store)
+    )
     assert runner.handle(done) == done
     # The big one is being copied: claimed, 384 MiB done 4 s later.
-    claimed = claim_job(config, hint=big, owner="host:1:w", now=now)
+    claimed = claim_job(store, config, hint=big, owner="host:1:w", now=now)
     assert claimed is not None and claimed.job_id == big
     later = now + 4
-    assert renew(big, claimed.claim, now=later, ttl=300, bytes_done=384 * MiB, progress_at=later)
+    assert renew(
+        store, big, claimed.claim, now=later, ttl=300, bytes_done=384 * MiB, progress_at=later
+    )
     # The workers' last heartbeat, written before `done` completed.
     beat(
+        store,
         config.node,
         {
             "workers": {

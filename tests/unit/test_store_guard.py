@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from peewee import OperationalError
 
+from ketter.audit.chain import AuditChain
 from ketter.engine import Placement, TransferSpec, delete_source, inspect_source
 from ketter.engine.context import TransferContext
 from ketter.errors import DestinationFull, PermanentError, StoreLost, StoreMissing
@@ -26,6 +27,7 @@ from ketter.store.guard import (
     is_unwritable_error,
     read_status,
 )
+from ketter.store.sqlite import SqliteJobStore
 
 
 def _chained(first: BaseException, then: BaseException) -> BaseException:
@@ -139,7 +141,8 @@ def test_irreversible_steps_stop_once_the_store_is_gone(tmp_path: Path, how: str
             shutil.copy(path, tmp_path / "other.db")
             os.replace(tmp_path / "other.db", path)
         with pytest.raises(StoreLost, match=how):
-            ensure_claim(1, "c1")  # the check before placement and deletion
+            # the check before placement and deletion
+            ensure_claim(SqliteJobStore(db, AuditChain(node="n1")), 1, "c1")
         path.unlink(missing_ok=True)
         with pytest.raises(StoreLost):  # sticky: lost for this process
             guard.ensure_intact("delete the source")

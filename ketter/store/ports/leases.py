@@ -1,9 +1,170 @@
-"""The job store's leases operations."""
+"""The job store's leases operations: claims with fencing tokens, their
+renewal and release, what the recovery sweep counts, and the operator's
+re-queue of a waiting job."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
+
+from ketter.jobs.states import TERMINAL, State
+from ketter.store.ports.core import CorePort
+from ketter.store.rows import JobRow
+
+#: The states of a job not finished yet (leases, the sweep's counts).
+ACTIVE_STATES = tuple(s.value for s in State if s not in TERMINAL)
+#: States in which a claim starts a new attempt (as opposed to taking over an
+#: attempt that a crashed or stopped worker left in flight).
+FRESH_STATES = (State.DETECTED.value, State.RETRY_WAIT.value)
+
+
+def new_token() -> str:
+    """A fresh claim token (also part of the job's temporary file names)."""
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A job a claim took: the row as it is after the claim (token, owner,
+    lease, attempt set) and what the claim found."""
+
+    row: JobRow
+    claim: str
+    #: The previous holder died with the lease (crash recovery).
+    recovered: bool
+    #: The previous holder released the job on a graceful stop.
+    released: bool
+    #: ``node/pid/thread`` of the previous lease holder, if any.
+    previous_owner: str | None
 
 
 class LeasesPort(Protocol):
     """The leases operations of the job store."""
+
+    def claim_next(
+        self,
+        routes: Mapping[str, int],
+        *,
+        hint: int | None,
+        owner: str,
+        now: float,
+        ttl: float,
+    ) -> Taken | None:
+        """Claim the job ``hint`` if claimable, else the best due job (highest
+        priority, then oldest) of a route in ``routes`` (name -> max_parallel,
+        0 = no limit) that is not paused and has a free slot; one transaction
+        (``claim``/``recover``/``resume`` event written with it). ``None`` when
+        nothing is due."""
+        ...
+
+    def claim_batch(
+        self,
+        route: str,
+        *,
+        max_parallel: int,
+        owner: str,
+        now: float,
+        ttl: float,
+        limit: int,
+        max_size: int,
+        mode: str,
+    ) -> list[Taken]:
+        """Claim up to ``limit`` fresh file jobs of ``route`` (``detected``,
+        never leased, at most ``max_size`` bytes, created under ``mode``) in
+        one transaction, each with its ``claim`` event; none when the route is
+        paused or has no free slot of ``max_parallel`` (0 = no limit)."""
+        ...
+
+    def renew_lease(
+        self,
+        job_id: int,
+        claim: str,
+        *,
+        expires_at: float,
+        bytes_done: int | None = None,
+        progress_at: float | None = None,
+    ) -> bool:
+        """Extend the lease to ``expires_at`` (and record the progress given);
+        ``False`` when ``claim`` no longer holds the job."""
+        ...
+
+    def claim_holder(self, job_id: int) -> str | None:
+        """The claim token that holds the job now (``None``: none, or no job)."""
+        ...
+
+    def release_lease(
+        self, job_id: int, claim: str, *, now: float, reason: str, bytes_done: int | None = None
+    ) -> bool:
+        """Give the job back (state and attempt kept, due at ``now``) with its
+        ``release`` event, in one transaction; ``False`` when ``claim`` no
+        longer holds it."""
+        ...
+
+    def let_go(self, job_id: int, claim: str, *, next_attempt_at: float) -> bool:
+        """Drop the lease (the claim token stays) and use up an attempt, due
+        again at ``next_attempt_at`` (a rollback that failed); ``False`` when
+        ``claim`` no longer holds the job."""
+        ...
+
+    def paused_route_names(self) -> set[str]:
+        """The routes paused now (``route_status.paused``)."""
+        ...
+
+    def due_job_ids(self, routes: Mapping[str, int], *, now: float, limit: int) -> list[int]:
+        """Ids of unleased jobs that are due, of the routes in ``routes``
+        (name -> max_parallel, 0 = no limit) not paused, best first, at most
+        ``limit``; a limited route gives only as many as it has free slots."""
+        ...
+
+    def expired_lease_count(self, now: float) -> int:
+        """Active jobs whose lease holder let the lease expire by ``now``."""
+        ...
+
+    def smallest_waiting_size(self, route: str) -> int | None:
+        """The smallest known size (``size``, else ``source_size``; 0 = not
+        known) of the route's active jobs; ``None`` when none is known."""
+        ...
+
+    def is_active(self, job_id: int) -> bool:
+        """Whether the job exists and is not in a terminal state."""
+        ...
+
+    def make_due_now(self, job_id: int, *, now: float, by: str) -> bool:
+        """Re-queue a job waiting in ``retry_wait``: due at ``now``, attempts
+        reset, with a ``requeue`` event naming who (``by``) and when it was
+        due, in one transaction; ``False`` (nothing written) when it is not
+        waiting."""
+        ...
+
+
+def took(
+    store: CorePort,
+    job: JobRow,
+    token: str,
+    owner: str,
+    now: float,
+    ttl: float,
+    attempt: int,
+    recovered: bool,
+    released: bool,
+) -> Taken:
+    """A claim's event, written in the claim's transaction, and what it took
+    (``job`` updated to the row as the claim left it); every backend's."""
+    previous = job.lease_owner
+    event = "recover" if recovered else ("resume" if released else "claim")
+    store.append_event(
+        event,
+        now=now,
+        job_id=job.id,
+        route=job.route,
+        from_state=job.state,
+        to_state=job.state,
+        attempt=attempt,
+        details={"owner": owner, "claim": token, "previous_owner": previous},
+    )
+    job.claim, job.lease_owner, job.attempt = token, owner, attempt
+    job.lease_expires_at, job.started_at = now + ttl, job.started_at or now
+    job.progress_at = job.updated_at = now
+    return Taken(job, token, recovered, released, previous)

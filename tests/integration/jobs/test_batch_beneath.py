@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ketter.audit import chain
+from ketter.audit.chain import AuditChain
 from ketter.config import load_config
 from ketter.jobs import batch as batch_mod
 from ketter.jobs.lease import LeaseKeeper
@@ -25,6 +25,7 @@ from ketter.jobs.submit import submit_path
 from ketter.runtime.signals import Shutdown
 from ketter.store import open_store
 from ketter.store.models import Job
+from ketter.store.sqlite import SqliteJobStore
 
 
 def test_batch_flush_does_not_follow_a_folder_swapped_for_a_link(
@@ -46,13 +47,13 @@ routes:
     )
     config = load_config(str(cfg))
     db = open_store(config.db_path)
-    chain.configure(node="batch-node")
+    store = SqliteJobStore(db, AuditChain(node="batch-node"))
     try:
         ids = []
         for name in ("a.wav", "b.wav"):
             src = tmp_path / "in" / "sub" / name
             src.write_bytes(os.urandom(10_000))
-            (result,) = submit_path(config, config.route("r"), os.fsencode(src), now=1e9)
+            (result,) = submit_path(store, config, config.route("r"), os.fsencode(src), now=1e9)
             ids.append(result.job_id)
         real_flush = batch_mod.Batch._flush_dirs
         flushed: list[set[bytes]] = []
@@ -64,7 +65,12 @@ routes:
             real_flush(self, dirs)
 
         monkeypatch.setattr(batch_mod.Batch, "_flush_dirs", swap_then_flush)
-        runner = JobRunner(config, shutdown=Shutdown(), keeper=LeaseKeeper(config, Shutdown()))
+        runner = JobRunner(
+            config,
+            store=store,
+            shutdown=Shutdown(),
+            keeper=LeaseKeeper(config, Shutdown(), store=store),
+        )
         runner.handle(ids[0])
         assert flushed == [{os.fsencode(tmp_path / "out" / "sub")}], "no batch flush ran"
         states = {i: Job.get_by_id(i).state for i in ids}
@@ -74,4 +80,3 @@ routes:
         assert os.listdir(outside) == []
     finally:
         db.close()
-        chain.configure()

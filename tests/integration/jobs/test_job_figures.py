@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ketter.audit.chain import AuditChain
 from ketter.config import parse_config
 from ketter.jobs.lease import ActiveJob, LeaseKeeper
 from ketter.jobs.runner import JobRunner
@@ -21,6 +22,7 @@ from ketter.jobs.submit import submit_path
 from ketter.runtime.signals import Shutdown
 from ketter.store import open_store
 from ketter.store.models import Event, Job, database
+from ketter.store.sqlite import SqliteJobStore
 
 MiB = 2**20
 
@@ -47,6 +49,7 @@ routes:
         base_dir=str(tmp_path),
     )
     db = open_store(config.db_path)
+    store = SqliteJobStore(db, AuditChain(node=config.node))
     clock = Clock()
 
     def runner(stop_after: int | None = None) -> JobRunner:
@@ -60,8 +63,9 @@ routes:
 
         return JobRunner(
             config,
+            store=store,
             shutdown=shutdown,
-            keeper=LeaseKeeper(config, shutdown),
+            keeper=LeaseKeeper(config, shutdown, store=store),
             clock=clock,
             on_progress=on_progress,
         )
@@ -69,7 +73,7 @@ routes:
     def submit(name: str, size: int) -> int:
         path = tmp_path / "in" / name
         path.write_bytes(os.urandom(size))
-        (result,) = submit_path(config, config.route("r"), os.fsencode(path), now=clock.now)
+        (result,) = submit_path(store, config, config.route("r"), os.fsencode(path), now=clock.now)
         return result.job_id
 
     yield tmp_path, clock, runner, submit

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ketter.audit.chain import AuditChain
 from ketter.config import parse_config
 from ketter.engine.prune import prune_empty_parents
 from ketter.jobs.lease import LeaseKeeper
@@ -19,6 +20,7 @@ from ketter.jobs.submit import submit_path
 from ketter.runtime.signals import Shutdown
 from ketter.store import open_store
 from ketter.store.models import Job
+from ketter.store.sqlite import SqliteJobStore
 
 
 @pytest.fixture
@@ -34,14 +36,19 @@ routes:
         base_dir=str(tmp_path),
     )
     db = open_store(config.db_path)
+    store = SqliteJobStore(db, AuditChain(node=config.node))
     shutdown = Shutdown()
-    runner = JobRunner(config, shutdown=shutdown, keeper=LeaseKeeper(config, shutdown))
+    runner = JobRunner(
+        config, store=store, shutdown=shutdown, keeper=LeaseKeeper(config, shutdown, store=store)
+    )
 
     def deliver(rel: str, data: bytes = b"frame" * 100) -> Job:
         path = tmp_path / "in" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        (result,) = submit_path(config, config.route("m"), os.fsencode(path), now=time.time())
+        (result,) = submit_path(
+            store, config, config.route("m"), os.fsencode(path), now=time.time()
+        )
         assert runner.handle(result.job_id) == result.job_id
         return Job.get_by_id(result.job_id)
 

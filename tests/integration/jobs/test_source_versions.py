@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from ketter.audit.chain import AuditChain
 from ketter.config import Config, parse_config
 from ketter.engine.context import TransferContext
 from ketter.engine.move import delete_source
@@ -38,6 +39,7 @@ from ketter.jobs.submit import submit_path
 from ketter.runtime.signals import Shutdown
 from ketter.store import open_store
 from ketter.store.models import Event, Job
+from ketter.store.sqlite import SqliteJobStore
 
 BIG = 64 * 1024 * 1024
 
@@ -81,19 +83,22 @@ class Bench:
     config: Config
     alerts: Alerts
     hooks: list[Callable[[ActiveJob], None]]
+    store: SqliteJobStore
 
     def runner(self) -> JobRunner:
         shutdown = Shutdown()
         return JobRunner(
             self.config,
+            store=self.store,
             shutdown=shutdown,
-            keeper=LeaseKeeper(self.config, shutdown),
+            keeper=LeaseKeeper(self.config, shutdown, store=self.store),
             notifier=self.alerts,
             on_progress=lambda active: [hook(active) for hook in list(self.hooks)] and None,
         )
 
     def submit(self, route: str, path: Path) -> int:
         (result,) = submit_path(
+            self.store,
             self.config, self.config.route(route), os.fsencode(path), now=time.time()
         )
         return result.job_id
@@ -134,7 +139,7 @@ routes:
         base_dir=str(tmp_path),
     )
     db = open_store(config.db_path)
-    yield Bench(tmp_path, config, Alerts(), [])
+    yield Bench(tmp_path, config, Alerts(), [], SqliteJobStore(db, AuditChain(node=config.node)))
     db.close()
 
 

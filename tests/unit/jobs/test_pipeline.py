@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ketter.audit.chain import AuditChain
 from ketter.config import parse_config
 from ketter.jobs.claim import claim_job
 from ketter.jobs.lease import ActiveJob, LeaseKeeper
@@ -18,6 +19,7 @@ from ketter.jobs.sweep import sweep
 from ketter.runtime.signals import Shutdown
 from ketter.store import open_store
 from ketter.store.models import Event, Job, RouteStatus, database
+from ketter.store.sqlite import SqliteJobStore
 
 
 class Clock:
@@ -51,12 +53,13 @@ routes:
 """
     config = parse_config(text, base_dir=str(tmp_path))
     db = open_store(config.db_path)
+    store = SqliteJobStore(db, AuditChain(node=config.node))
     clock = Clock(time.time())
     shutdown = Shutdown()
-    keeper = LeaseKeeper(config, shutdown)
+    keeper = LeaseKeeper(config, shutdown, store=store)
     rung: list[tuple[int, float]] = []
     alerts = Alerts()
-    runner = JobRunner(config, shutdown=shutdown, keeper=keeper, clock=clock,
+    runner = JobRunner(config, store=store, shutdown=shutdown, keeper=keeper, clock=clock,
                        ring=lambda job_id, delay: rung.append((job_id, delay)), notifier=alerts)
 
     class Env:
@@ -65,11 +68,13 @@ routes:
     e = Env()
     e.root, e.config, e.clock, e.runner, e.keeper, e.rung, e.alerts = (
         tmp_path, config, clock, runner, keeper, rung, alerts)
+    e.store = store
 
     def add(route: str, name: str, data: bytes = b"x" * 1000) -> int:
         path = tmp_path / f"{route}_in" / name
         path.write_bytes(data)
-        (result,) = submit_path(config, config.route(route), os.fsencode(path), now=clock.now)
+        (result,) = submit_path(store, config, config.route(route), os.fsencode(path),
+                                now=clock.now)
         return result.job_id
 
     e.add = add
@@ -84,25 +89,25 @@ def events(job_id: int) -> list[str]:
 def test_claim_takes_the_hint_else_the_best_due_job(env) -> None:
     low = env.add("a", "low.mov")
     high = env.add("b", "high.mov")
-    claimed = claim_job(env.config, hint=low, owner="t", now=env.clock.now)
+    claimed = claim_job(env.store, env.config, hint=low, owner="t", now=env.clock.now)
     assert claimed.job_id == low  # the hinted job is claimable: taken first
-    other = claim_job(env.config, hint=None, owner="t", now=env.clock.now)
+    other = claim_job(env.store, env.config, hint=None, owner="t", now=env.clock.now)
     assert other.job_id == high
-    assert claim_job(env.config, hint=None, owner="t", now=env.clock.now) is None
+    assert claim_job(env.store, env.config, hint=None, owner="t", now=env.clock.now) is None
 
 
 def test_priority_and_max_parallel(env) -> None:
     first = env.add("a", "1.mov")
     second = env.add("a", "2.mov")
     high = env.add("b", "h.mov")
-    assert claim_job(env.config, hint=None, owner="t", now=env.clock.now).job_id == high
-    assert claim_job(env.config, hint=None, owner="t", now=env.clock.now).job_id == first
+    assert claim_job(env.store, env.config, hint=None, owner="t", now=env.clock.now).job_id == high
+    assert claim_job(env.store, env.config, hint=None, owner="t", now=env.clock.now).job_id == first
     # Route a allows one job at a time: the second waits while the first's lease lives.
-    assert claim_job(env.config, hint=second, owner="t", now=env.clock.now) is None
+    assert claim_job(env.store, env.config, hint=second, owner="t", now=env.clock.now) is None
     env.clock.now += 31  # both workers died: their leases expired
-    again = claim_job(env.config, hint=None, owner="t", now=env.clock.now)
+    again = claim_job(env.store, env.config, hint=None, owner="t", now=env.clock.now)
     assert again.job_id == high and again.recovered and again.attempt == 2
-    again = claim_job(env.config, hint=None, owner="t", now=env.clock.now)
+    again = claim_job(env.store, env.config, hint=None, owner="t", now=env.clock.now)
     assert again.job_id == first and again.recovered
 
 
@@ -158,7 +163,7 @@ def test_unmounted_destination_pauses_route_without_using_attempts(env) -> None:
     job = Job.get_by_id(first)
     assert (job.state, job.attempt) == ("retry_wait", 0)
     assert RouteStatus.get_by_id("m").paused == 1
-    assert claim_job(env.config, hint=second, owner="t", now=env.clock.now) is None
+    assert claim_job(env.store, env.config, hint=second, owner="t", now=env.clock.now) is None
     assert [a[0] for a in env.alerts.sent] == ["route_paused"]
     paused_events = Event.select().where(Event.event == "route_paused").count()
     assert paused_events == 1
@@ -168,20 +173,20 @@ def test_unmounted_destination_pauses_route_without_using_attempts(env) -> None:
 def test_sweep_resumes_route_and_rings_for_due_jobs(env, tmp_path: Path) -> None:
     jobs = [env.add("b", f"{i}.mov") for i in range(5)]
     rung: list[int] = []
-    report = sweep(env.config, now=env.clock.now, pending=lambda: 2, ring=rung.append)
+    report = sweep(env.store, env.config, now=env.clock.now, pending=lambda: 2, ring=rung.append)
     assert report.due == 5 and rung == jobs[2:]  # two are covered by queued messages
     # A paused route whose condition cleared resumes by itself.
     from ketter.jobs.routes import pause_route
 
-    pause_route("a", "share gone", now=env.clock.now)
-    report = sweep(env.config, now=env.clock.now, pending=lambda: 0, ring=rung.append)
+    pause_route(env.store, "a", "share gone", now=env.clock.now)
+    report = sweep(env.store, env.config, now=env.clock.now, pending=lambda: 0, ring=rung.append)
     assert report.resumed_routes == ["a"]
     assert RouteStatus.get_by_id("a").paused == 0
 
 
 def test_lease_keeper_renews_only_while_bytes_move(env) -> None:
     job_id = env.add("b", "x.mov")
-    claimed = claim_job(env.config, hint=job_id, owner="t", now=env.clock.now)
+    claimed = claim_job(env.store, env.config, hint=job_id, owner="t", now=env.clock.now)
     active = ActiveJob(job_id, claimed.claim, "b", 1, last_progress=100.0)
     env.keeper.add(active)
     env.keeper.renew_all(now=env.clock.now + 10, mono=110.0)
@@ -210,7 +215,7 @@ def test_requeue_refuses_when_a_newer_job_has_the_same_version(env) -> None:
     # The same version is submitted again while the failed job waits.
     newer = env.add("b", "clash.mov", data=b"x" * 1000)
     Job.update(source_key=Job.get_by_id(job_id).source_key).where(Job.id == newer).execute()
-    message = requeue_job(job_id, now=env.clock.now, who="ops")
+    message = requeue_job(env.store, job_id, now=env.clock.now, who="ops")
     assert f"job {newer} is already working on the same version" in message
     assert Job.get_by_id(job_id).state == "failed"
 
@@ -337,15 +342,15 @@ def test_a_route_paused_for_room_resumes_once_that_job_is_gone(env) -> None:
     big = env.add("b", "big.mov", b"x" * 3000)
     huge = 1 << 62  # more than any disk has free
     Job.update(size=huge).where(Job.id == big).execute()
-    pause_route("b", "does not fit", now=env.clock.now, room_needed=huge)
-    report = sweep(env.config, now=env.clock.now, pending=lambda: 0, ring=lambda _: None)
+    pause_route(env.store, "b", "does not fit", now=env.clock.now, room_needed=huge)
+    report = sweep(env.store, env.config, now=env.clock.now, pending=lambda: 0, ring=lambda _: None)
     assert report.resumed_routes == []  # still waiting for room it cannot have
     small = env.add("b", "small.mov")
-    report = sweep(env.config, now=env.clock.now, pending=lambda: 0, ring=lambda _: None)
+    report = sweep(env.store, env.config, now=env.clock.now, pending=lambda: 0, ring=lambda _: None)
     assert report.resumed_routes == ["b"]  # the small one fits: it may run
-    pause_route("b", "does not fit", now=env.clock.now, room_needed=huge)
+    pause_route(env.store, "b", "does not fit", now=env.clock.now, room_needed=huge)
     Job.delete().where(Job.id.in_([big, small])).execute()  # gone (e.g. deleted)
-    report = sweep(env.config, now=env.clock.now, pending=lambda: 0, ring=lambda _: None)
+    report = sweep(env.store, env.config, now=env.clock.now, pending=lambda: 0, ring=lambda _: None)
     assert report.resumed_routes == ["b"]
     assert RouteStatus.get_by_id("b").paused == 0
 
@@ -360,14 +365,14 @@ def test_enqueue_sends_a_version_rewritten_in_place_not_a_metadata_change(env) -
     route = env.config.route("b")
 
     os.chmod(path, 0o600)  # ctime moves, bytes do not
-    (again,) = submit_path(env.config, route, os.fsencode(path), now=env.clock.now)
+    (again,) = submit_path(env.store, env.config, route, os.fsencode(path), now=env.clock.now)
     assert not again.created and "was delivered" in again.message
 
     st = path.stat()
     with open(path, "r+b") as fh:
         fh.write(b"b" * 4096)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    (new,) = submit_path(env.config, route, os.fsencode(path), now=env.clock.now)
+    (new,) = submit_path(env.store, env.config, route, os.fsencode(path), now=env.clock.now)
     assert new.created and new.job_id != job_id
     assert Job.get_by_id(new.job_id).state == "detected"
 

@@ -448,6 +448,14 @@ def test_jitter_drawn_from_the_rng_given() -> None:
 def test_route_lookup_raises_route_removed() -> None:
     # The one place a missing route is recognised: the runner's lookup, which
     # raises the permanent RouteRemoved naming the known routes.
-    runner = JobRunner(Config(), shutdown=None, keeper=None)  # type: ignore[arg-type]
+    from ketter.audit.chain import AuditChain
+    from ketter.store.memory import MemoryJobStore
+
+    runner = JobRunner(
+        Config(),
+        store=MemoryJobStore(AuditChain(node="n1")),
+        shutdown=None,  # type: ignore[arg-type]
+        keeper=None,  # type: ignore[arg-type]
+    )
     with pytest.raises(RouteRemoved, match="no route named 'gone'"):
         runner.route_of("gone")

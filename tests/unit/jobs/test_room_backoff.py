@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from ketter.audit.chain import AuditChain
 from ketter.config import parse_config
 from ketter.health import check_health
 from ketter.jobs.lease import LeaseKeeper
@@ -35,6 +36,7 @@ from ketter.jobs.sweep import sweep
 from ketter.runtime.signals import Shutdown
 from ketter.store import open_store
 from ketter.store.models import Event, Job, RouteStatus
+from ketter.store.sqlite import SqliteJobStore
 from tests.conftest import KETTER, cli_env
 
 
@@ -91,13 +93,15 @@ routes:
     (tmp_path / "ketter.yaml").write_text(text)
     config = parse_config(text, base_dir=str(tmp_path))
     db = open_store(config.db_path)
+    store = SqliteJobStore(db, AuditChain(node=config.node))
     clock = Clock(time.time())
     shutdown = Shutdown()
     alerts = Alerts()
     runner = JobRunner(
         config,
+        store=store,
         shutdown=shutdown,
-        keeper=LeaseKeeper(config, shutdown),
+        keeper=LeaseKeeper(config, shutdown, store=store),
         clock=clock,
         ring=lambda job_id, delay: None,
         notifier=alerts,
@@ -108,15 +112,16 @@ routes:
 
     e = Env()
     e.root, e.config, e.clock, e.runner, e.alerts = tmp_path, config, clock, runner, alerts
+    e.store = store
 
     def add(name: str) -> int:
         path = tmp_path / "q_in" / name
         path.write_bytes(os.urandom(1000))
-        (result,) = submit_path(config, config.route("q"), os.fsencode(path), now=clock.now)
+        (result,) = submit_path(store, config, config.route("q"), os.fsencode(path), now=clock.now)
         return result.job_id
 
     def resumes() -> bool:
-        report = sweep(config, now=clock.now, pending=lambda: 0, ring=lambda _: None)
+        report = sweep(store, config, now=clock.now, pending=lambda: 0, ring=lambda _: None)
         return report.resumed_routes == ["q"]
 
     e.add, e.resumes = add, resumes
@@ -173,7 +178,7 @@ def test_a_quota_pauses_the_route_with_growing_gaps_and_one_alert(env) -> None:
     env.runner.handle(job_id)
     job = Job.get_by_id(job_id)
     assert (job.state, job.attempt) == ("completed", 1)
-    assert room_pauses_before("q") == 0
+    assert room_pauses_before(env.store, "q") == 0
 
     # The next refusal is a new episode: alerted again, backoff from the start.
     env.quota.on = True
