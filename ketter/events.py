@@ -7,12 +7,11 @@ closed vocabulary (:mod:`ketter.audit.vocabulary`, the hook list) or ``*``.
 When they are published: an event is written inside the transaction that
 changes the state it describes (:mod:`ketter.jobs.transitions`), and that
 transaction may still roll back (a lost claim, SQLITE_FULL at COMMIT). An
-alert for a change that never happened would lie, so ``record_event`` only
-*collects* the event, per thread, on the job store
-(:class:`ketter.store.db.StoreDatabase`), and the store hands the collected
-events to :func:`publish_committed` after its ``COMMIT`` succeeded — once the
-writer mutex is released, so a subscriber may read the store — and drops them
-at ``ROLLBACK``. The store's own commit hook was chosen over "callers publish
+alert for a change that never happened would lie, so the job store's
+``append_event`` only *collects* the event, per thread, and the store hands
+the collected events to :func:`publish_committed` after its ``COMMIT``
+succeeded — once the writer mutex is released, so a subscriber may read the
+store — and drops them at ``ROLLBACK``. The store's own commit hook was chosen over "callers publish
 after their ``with db.atomic()``": there are dozens of writers and none can
 forget. Known limit: an event written inside a savepoint that rolls back
 while its outer transaction commits is still published (Ketter writes no
@@ -34,6 +33,7 @@ from ketter.audit.vocabulary import EVENTS
 
 if TYPE_CHECKING:
     from ketter.jobs.runner import Notifier
+    from ketter.store.port import JobStore
 
 log = logging.getLogger("ketter.events")
 
@@ -108,12 +108,17 @@ class AlertSubscriber:
     episode of pauses for room), and, given ``stall_timeout`` (the workers'
     ``lease.stall_timeout``), ``stalled`` from the lease keeper's ``stalled``
     event. Texts and kinds are the notifier's as before; the notifier
-    throttles."""
+    throttles. The failed job's source is read from ``store``."""
 
     def __init__(
-        self, notifier: Notifier | Callable[[], Notifier], *, stall_timeout: float | None = None
+        self,
+        notifier: Notifier | Callable[[], Notifier],
+        *,
+        store: JobStore,
+        stall_timeout: float | None = None,
     ) -> None:
         self._notifier = notifier
+        self.store = store
         self.stall_timeout = stall_timeout
 
     @property
@@ -131,9 +136,8 @@ class AlertSubscriber:
         if event.to_state != "failed" or event.job_id is None:
             return
         from ketter.paths import readable
-        from ketter.store.models import Job
 
-        job = Job.get_by_id(event.job_id)
+        job = self.store.get_job(event.job_id)
         error = event.details.get("error") or "failed"
         if event.details.get("rollback") == "incomplete":
             error = f"{event.details.get('error')} (rollback incomplete)"

@@ -145,13 +145,13 @@ class Node:
 
             store = open_job_store(config.db_path, chain, evidence=evidence)
         node = cls(config=config, role=ROLES[role], chain=chain, store=store, _notifier=notifier)
-        if role in ALERTING:
+        if role in ALERTING and store is not None:
             from ketter.events import AlertSubscriber
 
             # The notifier is built at the first alert; a JobRunner given
             # another notifier takes this (keyed) subscription over.
             AlertSubscriber(
-                lambda: node.notifier, stall_timeout=config.lease.stall_timeout
+                lambda: node.notifier, store=store, stall_timeout=config.lease.stall_timeout
             ).subscribe(chain.bus)
         return node
 

@@ -28,9 +28,12 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ketter.audit.logfile import fsync_dir
+
+if TYPE_CHECKING:
+    from ketter.store.port import JobStore
 
 #: The file in ``state_dir``.
 HIGHWATER_NAME = "audit.highwater"
@@ -106,15 +109,15 @@ def write_file(path: str, seq: int, digest: str, ts: float) -> None:
     fsync_dir(os.path.dirname(path) or ".")
 
 
-def beat_marks(db: Any) -> list[Mark]:
+def beat_marks(store: JobStore) -> list[Mark]:
     """The marks of the ``audit`` heartbeat rows (one per node that shipped)."""
-    rows = db.execute_sql(
-        "SELECT node, details FROM heartbeats WHERE component = ?", (COMPONENT,)
-    ).fetchall()
     marks = []
-    for node, details in rows:
+    for row in store.list_heartbeats():
+        if row.component != COMPONENT:
+            continue
+        node = row.node
         try:
-            value = json.loads(details)
+            value = json.loads(row.details)
         except ValueError:
             continue
         seq = value.get("shipped_seq") if isinstance(value, dict) else None

@@ -26,19 +26,19 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ketter.audit import chain, highwater
-from ketter.audit.chain import EVENT_COLUMNS, GENESIS, hashed_fields, record_event
+from ketter.audit import highwater
+from ketter.audit.chain import GENESIS, hashed_fields
 from ketter.audit.chain import canonical_json as _canonical
 from ketter.audit.ecs import JobIdentity, iso_ms, to_line
 from ketter.audit.logfile import AuditFiles, first_timestamp, format_line, fsync_dir, last_line
 from ketter.config import Config
-from ketter.store.models import Heartbeat, Job, database
+
+if TYPE_CHECKING:
+    from ketter.store.port import JobStore
 
 log = logging.getLogger("ketter.audit")
-
-_SELECT_EVENTS = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE id > ? ORDER BY id LIMIT ?"
 
 #: The ``audit`` heartbeat is written at least this often while idle (so
 #: ``ketter health`` can tell a shipper thread that died from an idle one).
@@ -51,7 +51,7 @@ def log_path(config: Config) -> str:
     return path if os.path.isabs(path) else os.path.join(config.state_dir, path)
 
 
-def ship_now(config: Config) -> str | None:
+def ship_now(store: JobStore, config: Config) -> str | None:
     """Ship what is pending, once (the end of a one-shot ``ketter transfer``):
     None when done, or when another process holds the log (it ships them);
     else why not (the events wait in the job store)."""
@@ -63,7 +63,7 @@ def ship_now(config: Config) -> str | None:
             f"this account (uid {os.geteuid()}) does not own {config.state_dir} "
             f"(uid {owner}) and leaves the log to the service"
         )
-    shipper = AuditShipper(config)
+    shipper = AuditShipper(config, store=store)
     try:
         shipper.drain()
     except Exception as exc:  # reported by the caller; the transfer itself is done
@@ -74,18 +74,20 @@ def ship_now(config: Config) -> str | None:
 
 
 class AuditShipper:
-    """Ships events to the audit log; :meth:`ship_once` for tests, :meth:`start`
-    / :meth:`stop` for the workers process."""
+    """Ships events from ``store`` to the audit log; :meth:`ship_once` for
+    tests, :meth:`start` / :meth:`stop` for the workers process."""
 
     def __init__(
         self,
         config: Config,
         *,
+        store: JobStore,
         clock: Callable[[], float] = time.time,
         interval: float = 0.5,
         batch: int = 1000,
     ) -> None:
         self.audit = config.audit
+        self.store = store
         self.files = AuditFiles(log_path(config))
         self.clock = clock
         self.interval = interval
@@ -115,7 +117,7 @@ class AuditShipper:
         # A process without the HMAC key of a keyed chain (a CLI user who may
         # not read it) copies lines but writes no event of its own: an
         # unkeyed record would break the chain. The workers' shipper prunes.
-        self._may_record = chain.keyed() or not config.audit.hmac_key_file
+        self._may_record = store.chain.keyed or not config.audit.hmac_key_file
 
     # -- one pass ------------------------------------------------------------
 
@@ -126,9 +128,7 @@ class AuditShipper:
             self._record_reopen()
         if self._fd is None and not self._open():
             return 0
-        # Raw SQL: peewee's row building was a quarter of the shipper's time.
-        cursor = database.obj.execute_sql(_SELECT_EVENTS, (self._last_seq, self.batch))
-        rows = [dict(zip(EVENT_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
+        rows = [e.as_dict() for e in self.store.events_after(self._last_seq, limit=self.batch)]
         if not rows:
             return 0
         self._load_identities(rows)
@@ -220,8 +220,8 @@ class AuditShipper:
         # Kept until it is in the chain: a store that cannot be written now
         # (full disk) still gets the record on a later pass.
         assert self._reopen is not None
-        with database.obj.atomic():
-            record_event("audit_log_reopened", now=self.clock(), details=self._reopen)
+        with self.store.transaction():
+            self.store.append_event("audit_log_reopened", now=self.clock(), details=self._reopen)
         self._reopen = None
 
     def _mark_holds(self, seq: int, digest: str | None) -> bool:
@@ -230,8 +230,8 @@ class AuditShipper:
         then the evidence and is never replaced (verify names it)."""
         if seq <= 0 or digest is None:
             return True
-        row = database.obj.execute_sql("SELECT hash FROM events WHERE id = ?", (seq,)).fetchone()
-        return row is not None and row[0] == digest
+        found = self.store.event_hash(seq)
+        return found is not None and found == digest
 
     def _raise_mark(self) -> None:
         """The high-water file follows the log (only ever raised)."""
@@ -270,7 +270,7 @@ class AuditShipper:
         cannot be written) is logged: shipping does not depend on it."""
         now = self.clock()
         try:
-            with database.obj.atomic():
+            with self.store.transaction():
                 details = {
                     "shipped_seq": self._last_seq,
                     "shipped_hash": self._last_hash,
@@ -280,9 +280,7 @@ class AuditShipper:
                 }
                 # The mark is never lowered (a failure before the log was
                 # read knows no sequence): keep the higher one already there.
-                row = Heartbeat.get_or_none(
-                    (Heartbeat.component == highwater.COMPONENT) & (Heartbeat.node == self.node)
-                )
+                row = self.store.get_heartbeat(highwater.COMPONENT, self.node)
                 if row is not None:
                     with contextlib.suppress(ValueError, TypeError, AttributeError):
                         old = json.loads(row.details)
@@ -291,16 +289,7 @@ class AuditShipper:
                             details["shipped_seq"] = seq
                             details["shipped_hash"] = digest
                 text = json.dumps(details, ensure_ascii=False)
-                Heartbeat.insert(
-                    component=highwater.COMPONENT,
-                    node=self.node,
-                    pid=os.getpid(),
-                    ts=now,
-                    details=text,
-                ).on_conflict(
-                    conflict_target=[Heartbeat.component, Heartbeat.node],
-                    update={Heartbeat.pid: os.getpid(), Heartbeat.ts: now, Heartbeat.details: text},
-                ).execute()
+                self.store.beat(self.node, {highwater.COMPONENT: text}, pid=os.getpid(), now=now)
         except Exception:
             log.exception("cannot write the audit heartbeat")
             return
@@ -341,7 +330,7 @@ class AuditShipper:
                 self._stop.wait(self.interval)
         finally:
             self.close()
-            database.obj.close()
+            self.store.release_thread()
 
     def close(self) -> None:
         if self._fd is not None:
@@ -424,8 +413,8 @@ class AuditShipper:
             first_seq = json.loads(first)["event.sequence"] if first.endswith(b"\n") else None
             # The anchor first, then the deletion: a crash between the two
             # leaves the file and an anchor (harmless), never a gap without one.
-            with database.obj.atomic():
-                record_event(
+            with self.store.transaction():
+                self.store.append_event(
                     "rotate",
                     now=self.clock(),
                     details={
@@ -451,10 +440,8 @@ class AuditShipper:
         if not wanted:
             return
         found = {
-            j.id: JobIdentity.from_row(j)
-            for j in Job.select(
-                Job.id, Job.source_path, Job.source_display, Job.source_owner, Job.kind, Job.mode
-            ).where(Job.id.in_(list(wanted)))
+            job_id: JobIdentity.from_row(job)
+            for job_id, job in self.store.event_jobs(wanted).items()
         }
         for job_id in wanted:
             self._identities[job_id] = found.get(job_id)

@@ -23,18 +23,14 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ketter.audit.chain import (
-    EVENT_COLUMNS,
-    GENESIS,
-    canonical_json,
-    hashed_fields,
-    record_hash,
-)
+from ketter.audit.chain import GENESIS, canonical_json, hashed_fields, record_hash
 from ketter.audit.ecs import ENRICHED_KEYS, JobIdentity, to_line
 from ketter.audit.highwater import COMPONENT, Mark, beat_marks, highwater_path, read_file
-from ketter.store.models import Job
+
+if TYPE_CHECKING:
+    from ketter.store.port import JobStore
 
 #: Problems listed before the report stops collecting (the first one matters).
 MAX_PROBLEMS = 20
@@ -69,9 +65,10 @@ class Line:
 _ROTATED_NAME = re.compile(r"\.\d{8}T\d{6}Z\.(\d+)(\.[^./]*)?$")
 
 
-def node_marks(state_dir: str, db: Any, report: Report) -> list[Mark]:
+def node_marks(store: JobStore | None, state_dir: str, report: Report) -> list[Mark]:
     """The high-water marks of this node: its ``audit.highwater`` file and the
-    job store's ``audit`` heartbeat rows. A damaged file is a problem."""
+    job store's ``audit`` heartbeat rows (when ``store`` is given). A damaged
+    file is a problem."""
     marks: list[Mark] = []
     try:
         mark = read_file(highwater_path(state_dir))
@@ -80,8 +77,8 @@ def node_marks(state_dir: str, db: Any, report: Report) -> list[Mark]:
     else:
         if mark is not None:
             marks.append(mark)
-    if db is not None:
-        marks.extend(beat_marks(db))
+    if store is not None:
+        marks.extend(beat_marks(store))
     return marks
 
 
@@ -105,10 +102,11 @@ def read_lines(files: Iterable[str]) -> Iterator[Line]:
 
 
 class _Db:
-    """Read access to the job store for the checks (hashes, identities, head)."""
+    """Read access to the job store for the checks (hashes, identities, head),
+    with the hashes read a span at a time and the jobs remembered."""
 
-    def __init__(self, db: Any) -> None:
-        self.db = db
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
         self._hashes: dict[int, str] = {}
         self._base = -1
         self._identities: dict[int, JobIdentity | None] = {}
@@ -116,10 +114,7 @@ class _Db:
     def hash_of(self, seq: int, span: int = 5000) -> str | None:
         base = seq - seq % span
         if base != self._base:
-            rows = self.db.execute_sql(
-                "SELECT id, hash FROM events WHERE id >= ? AND id < ?", (base, base + span)
-            ).fetchall()
-            self._hashes = dict(rows)
+            self._hashes = self.store.event_hashes(base, base + span)
             self._base = base
         return self._hashes.get(seq)
 
@@ -127,35 +122,33 @@ class _Db:
         if job_id not in self._identities:
             if len(self._identities) > 50_000:
                 self._identities.clear()
-            row = Job.get_or_none(Job.id == job_id)
+            row = self.store.event_jobs([job_id]).get(job_id)
             self._identities[job_id] = JobIdentity.from_row(row) if row else None
         return self._identities[job_id]
 
     def head(self) -> tuple[int, str, float] | None:
-        row = self.db.execute_sql(
-            "SELECT id, hash, ts FROM events ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-        return (row[0], row[1], row[2]) if row else None
+        row = self.store.last_event()
+        return (row.id, row.hash, row.ts) if row else None
 
 
 def verify_files(
     files: list[str],
     *,
     key: bytes | None = None,
-    db: Any = None,
+    store: JobStore | None = None,
     lag: float = 300.0,
     now: float | None = None,
     marks: list[Mark] | None = None,
     report: Report | None = None,
 ) -> Report:
-    """Check the chain across ``files`` (oldest first) and, when ``db`` is given,
+    """Check the chain across ``files`` (oldest first) and, when ``store`` is given,
     against the job store: every record, its head, the jobs' states; and that
     it reaches every high-water mark in ``marks`` (:func:`node_marks`)."""
     report = Report() if report is None else report
     marks = marks or []
     now = time.time() if now is None else now
-    store = _Db(db) if db is not None else None
-    if store is None:
+    reader = _Db(store) if store is not None else None
+    if reader is None:
         report.notes.append(
             "job store not available: not checked against its head; "
             "file.path/file.owner not checked against the jobs"
@@ -171,7 +164,7 @@ def verify_files(
         if line.fields is None:
             report.problem(f"{line.where}: {line.error}")
             continue
-        checked = _check_line(line, report, key, store)
+        checked = _check_line(line, report, key, reader)
         if checked is None:
             continue
         seq, prev, digest, record = checked
@@ -204,22 +197,22 @@ def verify_files(
         if prev_seq is None or seq > prev_seq:
             prev_seq, prev_hash = seq, digest
     _check_rotated_names(report, files, last_in_file)
-    head = store.head() if store is not None else None
+    head = reader.head() if reader is not None else None
     end = max(prev_seq or 0, head[0] if head else 0)
 
     def hash_at(seq: int) -> str | None:
-        return store.hash_of(seq) if store is not None else log_hashes.get(seq)
+        return reader.hash_of(seq) if reader is not None else log_hashes.get(seq)
 
     if first is None:
         if head is not None:
-            assert store is not None
+            assert reader is not None
             # Nothing shipped yet (a one-shot transfer whose log could not be
             # written) is a note while young, a deleted log once older.
-            _check_head(report, store, 0, lag, now)
+            _check_head(report, reader, 0, lag, now)
         else:
-            check_empty_chain(report, db, marks)
+            check_empty_chain(store, report, marks)
         if store is not None:
-            check_job_states(report, store.db)
+            check_job_states(store, report)
         check_marks(report, marks, end, hash_at)
         return report
     seq, prev, where = first
@@ -238,9 +231,9 @@ def verify_files(
             f"starts at seq {seq} and no rotate record anchors it (a rotated file "
             "removed by hand?)"
         )
-    if store is not None and prev_seq is not None:
-        _check_head(report, store, prev_seq, lag, now)
-        check_job_states(report, store.db)
+    if reader is not None and prev_seq is not None:
+        _check_head(report, reader, prev_seq, lag, now)
+        check_job_states(reader.store, report)
     check_marks(report, marks, end, hash_at)
     return report
 
@@ -262,21 +255,14 @@ def _check_rotated_names(report: Report, files: list[str], last_in_file: dict[st
             )
 
 
-def check_empty_chain(report: Report, db: Any, marks: list[Mark]) -> None:
+def check_empty_chain(store: JobStore | None, report: Report, marks: list[Mark]) -> None:
     """An empty chain is only right on a node that has never run."""
     ran: list[str] = []
-    if db is not None:
-        jobs = db.execute_sql("SELECT COUNT(*) FROM jobs").fetchone()[0]
+    if store is not None:
+        jobs = store.job_count()
         if jobs:
             ran.append(f"{jobs} job(s) in the job store")
-        services = [
-            row[0]
-            for row in db.execute_sql(
-                "SELECT DISTINCT component FROM heartbeats WHERE component != ? "
-                "AND component NOT LIKE 'route:%' ORDER BY component",
-                (COMPONENT,),
-            ).fetchall()
-        ]
+        services = store.service_components(besides=COMPONENT)
         if services:
             ran.append(f"heartbeats of {', '.join(services)}")
     ran.extend(f"{m.where} says seq {m.seq} was reached" for m in marks if m.seq > 0)
@@ -370,14 +356,12 @@ def _check_head(report: Report, store: _Db, last_seq: int, lag: float, now: floa
         return
     if head[0] == last_seq:
         return
-    oldest = store.db.execute_sql(
-        "SELECT ts FROM events WHERE id > ? ORDER BY id LIMIT 1", (last_seq,)
-    ).fetchone()
+    oldest = store.store.first_event_ts_after(last_seq)
     missing = _span(last_seq + 1, head[0])
-    if oldest is not None and now - oldest[0] > lag:
+    if oldest is not None and now - oldest > lag:
         report.problem(
             f"records {missing} are in the job store but not in the log: the newest "
-            f"lines were deleted, or the shipper has not run for {now - oldest[0]:.0f}"
+            f"lines were deleted, or the shipper has not run for {now - oldest:.0f}"
             " s (is `ketter workers` running?)"
         )
     else:
@@ -386,18 +370,10 @@ def _check_head(report: Report, store: _Db, last_seq: int, lag: float, now: floa
         )
 
 
-def check_job_states(report: Report, db: Any) -> None:
+def check_job_states(store: JobStore, report: Report) -> None:
     """Every job's state must be the one its last event left it in; a job that
     is further along than its events had its newest events deleted."""
-    rows = db.execute_sql(
-        "SELECT j.id, j.state, e.id, e.to_state FROM jobs j "
-        "LEFT JOIN (SELECT job_id, MAX(id) AS mid FROM events "
-        "           WHERE job_id IS NOT NULL AND to_state IS NOT NULL GROUP BY job_id) m "
-        "  ON m.job_id = j.id "
-        "LEFT JOIN events e ON e.id = m.mid "
-        "WHERE e.to_state IS NULL OR e.to_state != j.state ORDER BY j.id LIMIT 20"
-    ).fetchall()
-    for job_id, state, seq, to_state in rows:
+    for job_id, state, seq, to_state in store.jobs_ahead_of_events(limit=20):
         if seq is None:
             report.problem(
                 f"job {job_id} ({state}) has no event in the chain: its events were deleted"
@@ -410,7 +386,7 @@ def check_job_states(report: Report, db: Any) -> None:
 
 
 def verify_db(
-    db: Any,
+    store: JobStore,
     *,
     key: bytes | None = None,
     chunk: int = 5000,
@@ -422,23 +398,11 @@ def verify_db(
     marks = marks or []
     prev_seq, prev_hash = 0, GENESIS
     while True:
-        rows = list(
-            db.execute_sql(
-                "SELECT id, job_id, ts, event, route, from_state, to_state, attempt, node, pid, "
-                "user, details, prev_hash, hash FROM events WHERE id > ? ORDER BY id LIMIT ?",
-                (prev_seq, chunk),
-            ).fetchall()
-        )
+        rows = store.events_after(prev_seq, limit=chunk)
         if not rows:
             break
-        for values in rows:
-            row = dict(
-                zip(
-                    EVENT_COLUMNS,
-                    values,
-                    strict=True,
-                )
-            )
+        for event in rows:
+            row = event.as_dict()
             seq = row["id"]
             where = f"events seq {seq}"
             if seq != prev_seq + 1:
@@ -458,10 +422,9 @@ def verify_db(
             report.checked += 1
             prev_seq, prev_hash = seq, row["hash"]
     if not report.checked:
-        check_empty_chain(report, db, marks)
-    check_job_states(report, db)
-    store = _Db(db)
-    check_marks(report, marks, prev_seq, store.hash_of)
+        check_empty_chain(store, report, marks)
+    check_job_states(store, report)
+    check_marks(report, marks, prev_seq, _Db(store).hash_of)
     return report
 
 

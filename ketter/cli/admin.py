@@ -64,8 +64,8 @@ def config_check(args: argparse.Namespace) -> int:
 
 
 def db_upgrade(args: argparse.Namespace) -> int:
-    from ketter.store.db import connect, upgrade
     from ketter.store.guard import ensure_may_create, write_marker
+    from ketter.store.sqlite.schema import upgrade_schema
 
     config = config_from(args)
     existed = os.path.exists(config.db_path)
@@ -74,9 +74,7 @@ def db_upgrade(args: argparse.Namespace) -> int:
     set_aside = None
     if args.new_store and not existed:
         set_aside = _start_a_new_chain(config)
-    db = connect(config.db_path)
-    applied = upgrade(db)
-    db.close()
+    applied = upgrade_schema(config.db_path)
     write_marker(config.db_path)
     if not existed and args.new_store:
         print(f"{config.db_path}: new, empty job store created on purpose (--new-store)")

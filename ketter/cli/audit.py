@@ -21,8 +21,6 @@ from ketter.audit.shipper import AuditShipper, log_path
 from ketter.audit.verify import Report, node_marks, verify_db, verify_files
 from ketter.cli.common import add_config_arg, config_from, print_json
 from ketter.config import Config
-from ketter.store import open_readonly
-from ketter.store.db import schema_behind
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -86,11 +84,17 @@ def run_verify(args: argparse.Namespace) -> int:
     config = config_from(args)
     key = read_key(args.key_file or config.audit.hmac_key_file)
     report = Report()
-    db = None
+    store = None
     if not args.no_db:
         if os.path.exists(config.db_path):
-            db = open_readonly(config.db_path)
-            behind = schema_behind(db)
+            from ketter.audit.chain import AuditChain
+            from ketter.store.sqlite import open_readonly_job_store
+
+            # Reads only: a chain that may not append (no key needed).
+            store = open_readonly_job_store(
+                config.db_path, AuditChain(node=config.node, may_append=False)
+            )
+            behind = store.missing_columns()
             if behind:
                 print(
                     f"ketter: the job store {config.db_path} is older than this Ketter "
@@ -108,18 +112,20 @@ def run_verify(args: argparse.Namespace) -> int:
                 "a log copy alone)"
             )
     if args.db:
-        if db is None:
+        if store is None:
             return _print(report, args.json)
-        marks = node_marks(config.state_dir, db, report)
-        verify_db(db, key=key, marks=marks, report=report)
+        marks = node_marks(store, config.state_dir, report)
+        verify_db(store, key=key, marks=marks, report=report)
         return _print(report, args.json)
     # The node's own log: its high-water marks apply. Named FILES (a copy, a
     # subset) are checked as they are.
-    marks = [] if args.files else node_marks(config.state_dir, db, report)
+    marks = [] if args.files else node_marks(store, config.state_dir, report)
     files = list(args.files) or AuditFiles(log_path(config)).all_files()
-    if not files and db is None and not args.no_db:
+    if not files and store is None and not args.no_db:
         print(f"ketter: no audit log at {log_path(config)}", file=sys.stderr)
-    verify_files(files, key=key, db=db, lag=args.lag, now=time.time(), marks=marks, report=report)
+    verify_files(
+        files, key=key, store=store, lag=args.lag, now=time.time(), marks=marks, report=report
+    )
     return _print(report, args.json)
 
 
@@ -152,11 +158,13 @@ def run_ship(args: argparse.Namespace) -> int:
 
     # The key first: the shipper records rotations and reopenings (exit 2
     # with the config line for an account that cannot read it).
-    Node.from_config(config, "ship")
-    shipper = AuditShipper(config)
+    node = Node.from_config(config, "ship")
+    assert node.store is not None
+    shipper = AuditShipper(config, store=node.store)
     try:
         shipped = shipper.drain()
     finally:
         shipper.close()
+        node.close()
     print(f"{shipped} records shipped to {log_path(config)}")
     return 0

@@ -152,7 +152,7 @@ def enqueue_path(args: argparse.Namespace) -> int:
     results = submit_path(node.store, config, route, os.fsencode(path), now=time.time())
     for result in results:
         if result.created:
-            fault("after-commit-before-enqueue")
+            fault("after-commit-before-enqueue", store=node.store)
             queue.ring(result.job_id)
         print(result.message)
     return 0 if results else 1

@@ -121,7 +121,7 @@ def run_both(args: argparse.Namespace) -> int:
         shutdown.request()
         thread.join(config.shutdown_timeout)
         # The watcher's last events came after the workers' shipper stopped.
-        shipper = AuditShipper(config)
+        shipper = AuditShipper(config, store=node.store)
         try:
             shipper.drain()
         except Exception as exc:

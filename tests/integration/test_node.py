@@ -5,24 +5,15 @@ the events' ``user`` column."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ketter.audit import chain
-from ketter.audit.chain import AuditChain, MayNotAppend, Principal, record_event
+from ketter.audit.chain import AuditChain, MayNotAppend, Principal
 from ketter.audit.verify import Report, verify_db
 from ketter.config import load_config
 from ketter.errors import ConfigError
 from ketter.node import ROLES, Node
-from ketter.store.models import database
-
-
-@pytest.fixture(autouse=True)
-def _no_process_chain() -> Iterator[None]:
-    yield
-    chain.install(None)
 
 
 def test_principal_user_column() -> None:
@@ -48,9 +39,10 @@ def test_a_keyed_node_refuses_a_role_without_the_key_before_opening_the_store(
     # The schema role needs no key and appends nothing.
     node = Node.from_config(config, "db-upgrade")
     assert node.chain.key is None and not node.chain.may_append
-    with database.obj.atomic(), pytest.raises(MayNotAppend):
-        record_event("workers_started", now=1.0, details={})
-    node.db.close()  # type: ignore[union-attr]
+    assert node.store is not None
+    with node.store.transaction(), pytest.raises(MayNotAppend):
+        node.store.append_event("workers_started", now=1.0, details={})
+    node.close()
 
 
 def test_the_actor_is_recorded_and_the_chain_verifies(tmp_path: Path, write_config) -> None:
@@ -63,13 +55,15 @@ def test_the_actor_is_recorded_and_the_chain_verifies(tmp_path: Path, write_conf
     assert node.chain == AuditChain(node="n7", key=b"a-key-for-the-test",
                                     actor=node.chain.actor)
     assert node.chain.actor.kind == "os-user"
-    with database.obj.atomic():
-        node.chain.append_event("workers_started", now=1.0, details={})
-        record_event("workers_stopped", now=2.0, details={},
-                     actor=Principal("token", "api-1"))
-    rows = database.obj.execute_sql("SELECT node, user FROM events ORDER BY id").fetchall()
+    store = node.store
+    assert store is not None
+    with store.transaction():
+        store.append_event("workers_started", now=1.0, details={})
+        store.append_event("workers_stopped", now=2.0, details={},
+                           actor=Principal("token", "api-1"))
+    rows = [(e.node, e.user) for e in store.events_after(0, limit=10)]
     assert rows == [("n7", node.chain.actor.name), ("n7", "token:api-1")]
     report = Report()
-    verify_db(database.obj, key=b"a-key-for-the-test", marks=[], report=report)
+    verify_db(store, key=b"a-key-for-the-test", marks=[], report=report)
     assert report.ok, report.problems
-    node.db.close()  # type: ignore[union-attr]
+    node.close()

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterable
 
 from ketter.audit.chain import AuditChain
-from ketter.store.db import StoreDatabase, open_store
+from ketter.store.db import StoreDatabase, open_readonly, open_store
 from ketter.store.sqlite.events import EventsSql
 from ketter.store.sqlite.heartbeats import HeartbeatsSql
 from ketter.store.sqlite.intake import IntakeSql
@@ -36,3 +36,13 @@ def open_job_store(
     db = open_store(path, migrate=migrate, new_store=new_store, evidence=evidence)
     assert isinstance(db, StoreDatabase)
     return SqliteJobStore(db, chain)
+
+
+def open_readonly_job_store(path: str | os.PathLike[str], chain: AuditChain) -> SqliteJobStore:
+    """The SQLite job store at ``path`` for reading only (no migration, no
+    write: ``ketter audit verify`` by an account that may only read the state
+    directory; see :func:`ketter.store.db.open_readonly`). Raises
+    ``FileNotFoundError`` when there is no store. Give it a ``chain`` that
+    may not append."""
+    # Only the reads of the store run on it (no transaction, no guard).
+    return SqliteJobStore(open_readonly(path), chain)  # type: ignore[arg-type]

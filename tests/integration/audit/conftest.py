@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from ketter.audit import chain
+from ketter.audit.chain import AuditChain
 from ketter.audit.shipper import AuditShipper
 from ketter.config import Config, load_config
 from ketter.jobs.lease import LeaseKeeper
 from ketter.jobs.runner import JobRunner
 from ketter.jobs.submit import submit_path
 from ketter.runtime.signals import Shutdown
-from ketter.store import open_store
+from ketter.store.sqlite import SqliteJobStore, open_job_store
 
 
 class Clock:
@@ -33,6 +33,7 @@ class Env:
     config: Config
     clock: Clock
     runner: JobRunner
+    store: SqliteJobStore
 
     @property
     def config_path(self) -> str:
@@ -45,13 +46,14 @@ class Env:
     def transfer(self, name: str, data: bytes = b"x" * 1000, route: str = "r") -> int:
         path = self.root / f"{route}_in" / name
         path.write_bytes(data)
-        (result,) = submit_path(self.config, self.config.route(route), os.fsencode(path),
-                                now=self.clock.now)
+        (result,) = submit_path(self.store, self.config, self.config.route(route),
+                                os.fsencode(path), now=self.clock.now)
         self.runner.handle(result.job_id)
         return result.job_id
 
     def shipper(self, **kw: object) -> AuditShipper:
-        return AuditShipper(self.config, clock=self.clock, **kw)  # type: ignore[arg-type]
+        return AuditShipper(self.config, store=self.store, clock=self.clock,
+                            **kw)  # type: ignore[arg-type]
 
     def ship(self) -> int:
         shipper = self.shipper()
@@ -61,7 +63,8 @@ class Env:
             shipper.close()
 
 
-def make_env(tmp_path: Path, audit: str = "{}") -> Env:
+def make_env(tmp_path: Path, audit: str = "{}", key: bytes | None = None) -> Env:
+    """A node with one route ``r``; ``key``: the chain is keyed."""
     for name in ("r_in", "r_out"):
         (tmp_path / name).mkdir(exist_ok=True)
     text = f"""
@@ -74,16 +77,15 @@ routes:
     path = tmp_path / "ketter.yaml"
     path.write_text(text, encoding="utf-8")
     config = load_config(str(path))
-    open_store(config.db_path)
-    chain.configure(node=config.node, hmac_key=None)
+    store = open_job_store(config.db_path, AuditChain(node=config.node, key=key))
     clock = Clock(time.time())
-    runner = JobRunner(config, shutdown=Shutdown(), keeper=LeaseKeeper(config, Shutdown()),
-                       clock=clock)
-    return Env(tmp_path, config, clock, runner)
+    runner = JobRunner(config, store=store, shutdown=Shutdown(),
+                       keeper=LeaseKeeper(config, Shutdown(), store=store), clock=clock)
+    return Env(tmp_path, config, clock, runner, store)
 
 
 @pytest.fixture
 def env(tmp_path: Path):
     e = make_env(tmp_path)
     yield e
-    chain.configure()
+    e.store.close()

@@ -18,7 +18,6 @@ import pytest
 from ketter.audit.logfile import AuditFiles
 from ketter.audit.verify import verify_files
 from ketter.health import check_health
-from ketter.store.models import database
 
 from .conftest import Env
 
@@ -68,7 +67,8 @@ def test_log_deleted_or_replaced_is_reopened_and_recorded(running: Env, how: str
     assert ("audit_log_reopened", None) in found
     # The whole chain is written again into the new file, and it verifies.
     assert found[0] == ("detect", first)
-    report = verify_files(AuditFiles(str(env.log)).all_files(), db=database.obj, now=env.clock.now)
+    report = verify_files(AuditFiles(str(env.log)).all_files(), store=env.store,
+                          now=env.clock.now)
     assert report.ok, report.problems
     reopened = next(
         json.loads(line)

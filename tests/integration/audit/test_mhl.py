@@ -12,14 +12,14 @@ import xxhash
 from ascmhl.history import MHLHistory
 from lxml import etree
 
-from ketter.audit import chain
+from ketter.audit.chain import AuditChain
 from ketter.config import load_config
 from ketter.jobs.lease import LeaseKeeper
 from ketter.jobs.runner import JobRunner
 from ketter.jobs.submit import submit_path
 from ketter.runtime.signals import Shutdown
-from ketter.store import open_store
-from ketter.store.models import Job
+from ketter.store.rows import JobRow
+from ketter.store.sqlite import open_job_store
 
 NS = "urn:ASC:MHL:v2.0"
 DIR_NS = "urn:ASC:MHL:DIRECTORY:v2.0"
@@ -51,21 +51,20 @@ routes:
   - {{name: cam, source: in, destination: out, folders: as_unit, package_min_files: 0}}
 """, encoding="utf-8")
     config = load_config(str(cfg))
-    db = open_store(config.db_path)
-    chain.configure(node="mhl-node")
+    store = open_job_store(config.db_path, AuditChain(node="mhl-node"))
     alerts = Alerts()
-    runner = JobRunner(config, shutdown=Shutdown(), keeper=LeaseKeeper(config, Shutdown()),
-                       notifier=alerts)
+    runner = JobRunner(config, store=store, shutdown=Shutdown(),
+                       keeper=LeaseKeeper(config, Shutdown(), store=store), notifier=alerts)
 
-    def run(folder: Path) -> Job:
-        (result,) = submit_path(config, config.route("cam"), os.fsencode(folder), now=1e9)
+    def run(folder: Path) -> JobRow:
+        (result,) = submit_path(store, config, config.route("cam"), os.fsencode(folder),
+                                now=1e9)
         runner.handle(result.job_id)
-        return Job.get_by_id(result.job_id)
+        return store.get_job(result.job_id)
 
     run.alerts = alerts  # type: ignore[attr-defined]
     yield run
-    db.close()
-    chain.configure()
+    store.close()
 
 
 def make_roll(root: Path) -> Path:
@@ -163,13 +162,14 @@ routes:
   - {{name: cam, source: in, destination: out, folders: as_unit, mhl: false}}
 """, encoding="utf-8")
     config = load_config(str(cfg))
-    db = open_store(config.db_path)
+    store = open_job_store(config.db_path, AuditChain(node=config.node))
     try:
-        runner = JobRunner(config, shutdown=Shutdown(), keeper=LeaseKeeper(config, Shutdown()))
-        (result,) = submit_path(config, config.route("cam"),
+        runner = JobRunner(config, store=store, shutdown=Shutdown(),
+                           keeper=LeaseKeeper(config, Shutdown(), store=store))
+        (result,) = submit_path(store, config, config.route("cam"),
                                 os.fsencode(make_roll(tmp_path)), now=1e9)
         runner.handle(result.job_id)
-        assert Job.get_by_id(result.job_id).state == "completed"
+        assert store.get_job(result.job_id).state == "completed"
         assert not (tmp_path / "out" / "A001" / "ascmhl").exists()
     finally:
-        db.close()
+        store.close()

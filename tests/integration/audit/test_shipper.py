@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ketter.audit.logfile import AuditFiles
 from ketter.audit.verify import verify_files
-from ketter.store.models import Event, database
+from ketter.store.models import Event
 
 from .conftest import Env, make_env
 
@@ -36,7 +36,7 @@ def test_partial_last_line_from_a_crash_is_repaired(env: Env) -> None:
     env.transfer("b.wav")
     env.ship()
     assert seqs(env.log) == list(range(1, Event.select().count() + 1))
-    assert verify_files([str(env.log)], db=database.obj).ok
+    assert verify_files([str(env.log)], store=env.store).ok
 
 
 def test_resumes_from_the_last_shipped_line(env: Env) -> None:
@@ -84,7 +84,7 @@ def test_daily_rotation_keeps_one_utc_day_per_file(tmp_path: Path) -> None:
     days = [{json.loads(line)["@timestamp"][:10] for line in Path(f).read_text().splitlines()}
             for f in files]
     assert all(len(d) == 1 for d in days) and days[0] != days[1]
-    assert verify_files(files, db=database.obj, now=env.clock.now).ok
+    assert verify_files(files, store=env.store, now=env.clock.now).ok
 
 
 def test_non_utf8_name_carries_its_exact_bytes(env: Env) -> None:
@@ -94,7 +94,8 @@ def test_non_utf8_name_carries_its_exact_bytes(env: Env) -> None:
         fh.write(b"z" * 100)
     from ketter.jobs.submit import submit_path
 
-    (result,) = submit_path(env.config, env.config.route("r"), path, now=env.clock.now)
+    (result,) = submit_path(env.store, env.config, env.config.route("r"), path,
+                            now=env.clock.now)
     env.runner.handle(result.job_id)
     env.ship()
     lines = [json.loads(line) for line in env.log.read_text().splitlines()]
@@ -102,4 +103,4 @@ def test_non_utf8_name_carries_its_exact_bytes(env: Env) -> None:
     assert b64 == {base64.b64encode(path).decode()}
     assert any(line["file.path"].endswith("caf\\xe9 take.mov") for line in lines
                if "file.path" in line)
-    assert verify_files([str(env.log)], db=database.obj).ok
+    assert verify_files([str(env.log)], store=env.store).ok

@@ -44,8 +44,7 @@ def test_a_shipper_without_the_key_writes_no_event(tmp_path: Path) -> None:
     """A CLI process that may not read the HMAC key of a keyed chain ships the
     lines but records nothing itself (an unkeyed record would break the
     chain): pruning waits for a shipper that holds the key."""
-    from ketter.audit import chain
-    from ketter.store.models import database
+    from dataclasses import replace
 
     from .conftest import make_env
 
@@ -61,13 +60,13 @@ def test_a_shipper_without_the_key_writes_no_event(tmp_path: Path) -> None:
         rotated = len(os.listdir(env.log.parent))
         assert rotated > 3  # rotated, but nothing pruned
         count = "SELECT COUNT(*) FROM events WHERE event = 'rotate'"
-        assert database.obj.execute_sql(count).fetchone()[0] == 0
-        chain.configure(node="test-node", hmac_key=b"k" * 32)
+        assert env.store.db.execute_sql(count).fetchone()[0] == 0
+        env.store.chain = replace(env.store.chain, key=b"k" * 32)  # now it holds the key
         env.transfer("more.mov")
         env.ship()
-        assert database.obj.execute_sql(count).fetchone()[0] > 0
+        assert env.store.db.execute_sql(count).fetchone()[0] > 0
     finally:
-        chain.configure()
+        env.store.close()
 
 
 @pytest.mark.root

@@ -13,7 +13,6 @@ from ketter.audit.logfile import AuditFiles
 from ketter.audit.verify import verify_db, verify_files
 from ketter.cli.main import main
 from ketter.store import open_store
-from ketter.store.models import database
 
 from .conftest import Env, make_env
 
@@ -32,7 +31,7 @@ def lines(path: Path) -> list[str]:
 
 def check(env: Env, **kw: object):
     files = AuditFiles(str(env.log)).all_files()
-    return verify_files(files, db=database.obj, now=env.clock.now, **kw)  # type: ignore[arg-type]
+    return verify_files(files, store=env.store, now=env.clock.now, **kw)  # type: ignore[arg-type]
 
 
 def edit(line: str, **changes: object) -> str:
@@ -120,7 +119,7 @@ def test_newest_records_deleted_from_the_log(shipped: Env) -> None:
 
 def test_newest_records_deleted_from_the_job_store(shipped: Env) -> None:
     n = len(lines(shipped.log))
-    database.obj.execute_sql("DELETE FROM events WHERE id > ?", (n - 2,))
+    shipped.store.db.execute_sql("DELETE FROM events WHERE id > ?", (n - 2,))
     report = check(shipped)
     assert not report.ok
     assert f"record seq {n - 1} is in the log but not in the job store" in report.problems[0]
@@ -131,11 +130,11 @@ def test_newest_records_deleted_from_log_and_job_store(shipped: Env) -> None:
     content = lines(shipped.log)
     n = len(content)
     shipped.log.write_text("".join(content[:-2]), encoding="utf-8")
-    database.obj.execute_sql("DELETE FROM events WHERE id > ?", (n - 2,))
+    shipped.store.db.execute_sql("DELETE FROM events WHERE id > ?", (n - 2,))
     report = check(shipped)
     # The chain itself is consistent; the jobs table betrays it.
     assert any("is 'completed' but its last event" in p for p in report.problems)
-    assert "newer events were deleted" in verify_db(database.obj).problems[0]
+    assert "newer events were deleted" in verify_db(shipped.store).problems[0]
 
 
 def test_removed_rotated_file_without_anchor_is_caught(tmp_path: Path) -> None:
@@ -171,24 +170,23 @@ def test_db_chain_alone(shipped: Env, capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["audit", "verify", "--db", "--config", shipped.config_path]) == 0
     assert capsys.readouterr().out.strip().endswith("records checked, OK")
     open_store(shipped.config.db_path)
-    db = database.obj
-    db.execute_sql("UPDATE events SET details = ? WHERE id = 3", ('{"size":1}',))
-    assert "events seq 3: altered" in verify_db(db).problems[0]
-    db.execute_sql("DELETE FROM events WHERE id = 5")
-    problems = verify_db(db).problems
+    store = shipped.store
+    store.db.execute_sql("UPDATE events SET details = ? WHERE id = 3", ('{"size":1}',))
+    assert "events seq 3: altered" in verify_db(store).problems[0]
+    store.db.execute_sql("DELETE FROM events WHERE id = 5")
+    problems = verify_db(store).problems
     assert any("records 5 are missing from the job store" in p for p in problems)
 
 
 def test_keyed_chain_needs_the_key(tmp_path: Path) -> None:
-    env = make_env(tmp_path)
-    chain.configure(node="test-node", hmac_key=b"secret-key")
+    env = make_env(tmp_path, key=b"secret-key")
     env.transfer("keyed.mov")
     env.ship()
     files = [str(env.log)]
-    assert verify_files(files, key=b"secret-key", db=database.obj).ok
-    unkeyed = verify_files(files, db=database.obj)
+    assert verify_files(files, key=b"secret-key", store=env.store).ok
+    unkeyed = verify_files(files, store=env.store)
     assert "--key-file" in unkeyed.problems[0]
-    chain.configure()
+    env.store.close()
 
 
 def test_files_alone_without_job_store(shipped: Env) -> None:

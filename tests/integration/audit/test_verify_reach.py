@@ -17,7 +17,6 @@ from ketter.audit.logfile import AuditFiles
 from ketter.audit.verify import verify_files
 from ketter.cli.main import main
 from ketter.store import open_store
-from ketter.store.models import database
 
 from .conftest import Env, make_env
 
@@ -40,8 +39,8 @@ def verify(env: Env, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[i
 
 def cut_tail(env: Env, keep: int) -> None:
     """The last records removed from the job store and from the log alike."""
-    with database.obj.atomic():
-        database.obj.execute_sql("DELETE FROM events WHERE id > ?", (keep,))
+    with env.store.transaction():
+        env.store.db.execute_sql("DELETE FROM events WHERE id > ?", (keep,))
     kept = env.log.read_text(encoding="utf-8").splitlines(keepends=True)[:keep]
     env.log.write_text("".join(kept), encoding="utf-8")
 
@@ -62,8 +61,8 @@ def test_emptied_events_and_log_fail(shipped: Env, capsys: pytest.CaptureFixture
     assert rc == 1
     assert "the audit chain is empty" in out and "3 job(s) in the job store" in out
     # Jobs and heartbeats emptied as well: the high-water marks still say so.
-    with database.obj.atomic():
-        database.obj.execute_sql("DELETE FROM jobs")
+    with shipped.store.transaction():
+        shipped.store.db.execute_sql("DELETE FROM jobs")
     rc, out = verify(shipped, capsys)
     assert rc == 1 and "audit.highwater says seq" in out, out
     assert "0 records checked, OK" not in out
@@ -85,8 +84,8 @@ def test_consistent_tail_cut_fails(shipped: Env, capsys: pytest.CaptureFixture[s
         for line in shipped.log.read_text(encoding="utf-8").splitlines()
         if '"event.action": "complete"' in line and '"ketter.job_id": 2' in line
     )
-    with database.obj.atomic():
-        database.obj.execute_sql("DELETE FROM jobs WHERE id = 3")
+    with shipped.store.transaction():
+        shipped.store.db.execute_sql("DELETE FROM jobs WHERE id = 3")
     cut_tail(shipped, last_complete)
     rc, out = verify(shipped, capsys)
     assert rc == 1, out
@@ -100,10 +99,10 @@ def test_consistent_tail_cut_fails(shipped: Env, capsys: pytest.CaptureFixture[s
 
 def test_tail_cut_then_rewritten_fails(shipped: Env, capsys: pytest.CaptureFixture[str]) -> None:
     # Cut after job 1's last event; jobs 2 and 3 go with their events.
-    end = database.obj.execute_sql("SELECT MAX(id) FROM events WHERE job_id = 1").fetchone()[0]
+    end = shipped.store.db.execute_sql("SELECT MAX(id) FROM events WHERE job_id = 1").fetchone()[0]
     cut_tail(shipped, end)
-    with database.obj.atomic():
-        database.obj.execute_sql("DELETE FROM jobs WHERE id > 1")
+    with shipped.store.transaction():
+        shipped.store.db.execute_sql("DELETE FROM jobs WHERE id > 1")
     for i in range(3):  # new events past the old end, shipped after the cut
         shipped.transfer(f"again{i}.mov", b"y" * (100 + i))
     shipped.ship()
