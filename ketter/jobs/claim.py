@@ -21,25 +21,11 @@ from typing import TYPE_CHECKING
 
 from ketter.config import Config, RouteConfig
 from ketter.errors import LostClaim
-from ketter.store.ports.leases import ACTIVE_STATES, Taken, new_token
+from ketter.store.ports.leases import Taken
 from ketter.store.rows import JobRow
 
 if TYPE_CHECKING:
     from ketter.store.port import JobStore
-
-ACTIVE = list(ACTIVE_STATES)
-
-__all__ = [
-    "ACTIVE",
-    "Claimed",
-    "claim_job",
-    "claim_more",
-    "ensure_claim",
-    "new_token",
-    "owner_name",
-    "release",
-    "renew",
-]
 
 
 def owner_name(node: str) -> str:
@@ -108,11 +94,6 @@ def _is_zombie(pid: int) -> bool:
             return fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
     except (OSError, IndexError):
         return False
-
-
-def paused_routes(store: JobStore) -> set[str]:
-    """The routes paused now."""
-    return store.paused_route_names()
 
 
 def ensure_claim(store: JobStore, job_id: int, claim: str) -> None:
