@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from ketter.audit.chain import AuditChain
 from ketter.config import load_config
 from ketter.jobs.submit import submit_path
 from ketter.store import open_store
+from ketter.store.sqlite import SqliteJobStore
 from tests.integration.jobs.harness import Node, temporaries, tree
 
 MIN_EFFECTIVE_KILLS = 15
@@ -54,6 +56,7 @@ def test_random_kill_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     node = Node(tmp_path, max_attempts=100)  # kills are not the files' fault
     config = load_config(node.config)
     db = open_store(config.db_path)
+    store = SqliteJobStore(db, AuditChain(node=config.node))
     expected: dict[str, dict[str, bytes]] = {"copy": {}, "move": {}, "units": {}}
     # Widen the window in which a kill lands mid-copy (see runtime/faults.py).
     slow = {"KETTER_FAULT_DELAY": "copy-progress=0.25"}
@@ -79,7 +82,7 @@ def test_random_kill_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                         if not path.is_file() and not rel.startswith(path.name + "/"):
                             continue
                         expected[route][rel] = data
-                    submit_path(config, config.route(route), os.fsencode(path),
+                    submit_path(store, config, config.route(route), os.fsencode(path),
                                 now=time.time())
                     backlog += 1
                 batch += 1
