@@ -39,6 +39,14 @@ class RouteUnavailable(TransientError):
     space); the route is paused until it comes back."""
 
 
+class RouteNotWritable(RouteUnavailable):
+    """A route folder refuses writes (EROFS) although it is mounted and
+    readable: a folder that appeared after the service started is read-only
+    under the unit's sandbox (it is not in ``ReadWritePaths=``), or the
+    filesystem is mounted read-only. The route is paused, never the job's
+    attempts used; re-render the units (or remount read-write)."""
+
+
 class DestinationFull(RouteUnavailable):
     """The destination has no room for the job (ENOSPC, EDQUOT, or below
     ``min_free``); the route is paused and resumes by itself once space

@@ -4,16 +4,30 @@ Transient errors are retried after a backoff; :class:`RouteUnavailable` pauses
 the whole route without spending the job's attempts (R-J7: a full or vanished
 share is the route's problem, not the job's); permanent errors fail the job
 now because a retry would hit the same wall.
+
+``EROFS`` is a route pause (:class:`RouteNotWritable`) whose reason says
+which of two causes it is. Under systemd the units make the whole tree
+read-only (``ProtectSystem=strict``) except the route folders that existed
+when the service started (``ReadWritePaths=-…``, a missing one skipped): a
+destination folder created later is a read-only *bind mount* of a writable
+filesystem, and only re-rendering the units and restarting fixes it. It used
+to fail the job for good while ``health`` stayed healthy (issue #15). A
+filesystem mounted read-only (a share that went read-only after an error)
+is the other cause: remount it and the route resumes. The mount table of
+this process tells them apart (its mount options against its superblock's).
 """
 
 from __future__ import annotations
 
 import errno
+import os
+import re
 
 from ketter.errors import (
     DestinationFull,
     KetterError,
     PermanentError,
+    RouteNotWritable,
     RouteUnavailable,
     SourceChanged,
     TransientError,
@@ -85,14 +99,8 @@ _TABLE: dict[int, tuple[type[KetterError], str, str]] = {
         "name too long for the destination filesystem",
         "shorten the name at the source",
     ),
-    # Debatable: a share can go read-only after an error and come back, but
-    # a read-only route is far more often a mount option; failing loudly gets
-    # a human to look, and re-queueing is one command.
-    errno.EROFS: (
-        PermanentError,
-        "read-only filesystem",
-        "remount the destination read-write, then re-queue the job",
-    ),
+    # EROFS is special-cased in classify_oserror (sandbox or mount): a route
+    # pause either way, no longer a failed job (issue #15).
     errno.EEXIST: (
         TransientError,
         "the name already exists",
@@ -117,8 +125,62 @@ def classify_oserror(exc: OSError, path: bytes, action: str) -> KetterError:
             f"cannot {action} {shown}: the source vanished during the transfer (ENOENT); "
             "it is transferred again if it comes back"
         )
+    if code == errno.EROFS:
+        return RouteNotWritable(f"cannot {action} {shown}: {_read_only_reason(path)}")
     cls, cause, fix = _TABLE.get(
         code, (TransientError, exc.strerror or "unexpected error", "the job is retried")
     )
     name = errno.errorcode.get(code, str(code))
     return cls(f"cannot {action} {shown}: {cause} ({name}); {fix}")
+
+
+#: The reason of an EROFS under the sandbox (health and status show it).
+SANDBOX_REASON = (
+    "not writable under the unit's sandbox: re-render the units "
+    "(`ketter deploy units --out /etc/systemd/system`), then `systemctl daemon-reload` "
+    "and `systemctl restart ketter.target` (a route folder created after the start "
+    "is read-only in the service); the route is paused until then (EROFS)"
+)
+#: The reason of an EROFS on a filesystem mounted read-only.
+MOUNT_REASON = (
+    "read-only filesystem (EROFS): remount it read-write; the route is paused and resumes by itself"
+)
+
+_OCTAL = re.compile(rb"\\([0-7]{3})")
+
+
+def _unescape(field: bytes) -> bytes:
+    # /proc/self/mountinfo writes space, tab, newline and backslash as \ooo.
+    return _OCTAL.sub(lambda m: bytes([int(m.group(1), 8)]), field)
+
+
+def read_only_bind(path: bytes, mountinfo: str = "/proc/self/mountinfo") -> bool | None:
+    """Whether ``path`` is on a mount that is read-only while its filesystem
+    is not (a read-only bind mount: what ``ProtectSystem=strict`` makes of a
+    folder outside ``ReadWritePaths=``). None when the mount table cannot
+    be read. Reads only the table: no call on the (maybe dead) mount itself."""
+    try:
+        with open(mountinfo, "rb") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    target = os.path.abspath(path)
+    best: tuple[bytes, bytes, bytes] | None = None
+    for line in lines:
+        fields = line.split(b" ")
+        if b"-" not in fields[6:]:
+            continue
+        sep = fields.index(b"-", 6)
+        point = _unescape(fields[4])
+        inside = target == point or target.startswith(point.rstrip(b"/") + b"/")
+        # Longest mount point wins; of equal ones the later line (mounted on top).
+        if inside and (best is None or len(point) >= len(best[0])):
+            super_options = fields[sep + 3] if len(fields) > sep + 3 else b""
+            best = (point, fields[5], super_options)
+    if best is None:
+        return None
+    return b"ro" in best[1].split(b",") and b"ro" not in best[2].split(b",")
+
+
+def _read_only_reason(path: bytes) -> str:
+    return SANDBOX_REASON if read_only_bind(path) else MOUNT_REASON

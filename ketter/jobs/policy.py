@@ -13,7 +13,9 @@ out in one place by :meth:`ketter.jobs.runner.JobRunner.apply`:
   - :class:`RouteUnavailable` — the route is paused (one alert per outage,
     one per episode of pauses for room); the job waits in ``retry_wait``
     without using up an attempt. A route that looks fine from outside makes
-    it the job's own transient error.
+    it the job's own transient error, except :class:`RouteNotWritable`
+    (EROFS: the unit's sandbox or a read-only mount), which pauses the route
+    for ``max_delay`` whatever it looks like.
   - before the placement, a transient error rolls back and retries after a
     backoff; out of attempts, or a permanent error, it rolls back and
     fails; :class:`SourceSuperseded` rolls back and ends ``superseded``.
@@ -43,6 +45,7 @@ from ketter.errors import (
     KetterError,
     LostClaim,
     PermanentError,
+    RouteNotWritable,
     RouteUnavailable,
     ShutdownRequested,
     SourceInUse,
@@ -250,6 +253,15 @@ def decide(
         wait = room_backoff(pauses, retry.max_delay) if explained else 0.0
         room = RoomPause(needed, pauses, wait, roomy, explained)
         return _pause(message, job, now, wait=wait, room=room)
+    if isinstance(error, RouteNotWritable):
+        # EROFS: a route folder under the unit's sandbox (created after the
+        # start, not in ReadWritePaths=) or on a read-only mount. Mounted,
+        # readable and roomy, the route looks clear from outside, yet no job
+        # of it can succeed until the units are re-rendered (or the mount
+        # made writable): never the job's attempts (it used to fail the job
+        # for good while `health` stayed healthy, issue #15). The sweep
+        # tries again after max_delay, not at once.
+        return _pause(message, job, now, wait=retry.max_delay, room=None)
     if isinstance(error, RouteUnavailable):
         if not (job.ran and route.clear):
             return _pause(message, job, now, wait=0.0, room=None)

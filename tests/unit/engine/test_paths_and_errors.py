@@ -12,6 +12,7 @@ from ketter.engine.paths import rename_candidate
 from ketter.errors import (
     DestinationFull,
     PermanentError,
+    RouteNotWritable,
     RouteUnavailable,
     SourceChanged,
     TransientError,
@@ -53,7 +54,7 @@ def test_rename_candidates(name: bytes, n: int, is_dir: bool, expected: bytes) -
         (errno.EACCES, "create the temporary file", PermanentError),  # fix ACLs first
         (errno.EPERM, "delete the source", PermanentError),
         (errno.ENAMETOOLONG, "create the temporary file", PermanentError),
-        (errno.EROFS, "create the temporary file", PermanentError),
+        (errno.EROFS, "create the temporary file", RouteNotWritable),  # a route pause (#15)
     ],
 )
 def test_classification(code: int, action: str, cls: type) -> None:

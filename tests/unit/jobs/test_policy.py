@@ -19,6 +19,7 @@ from ketter.errors import (
     KetterError,
     LostClaim,
     PermanentError,
+    RouteNotWritable,
     RouteRemoved,
     RouteUnavailable,
     ShutdownRequested,
@@ -279,6 +280,34 @@ DECIDE_ROWS = [
         None,
         pause(remove_temporaries=False),
         id="route-unavailable-no-steps",
+    ),
+    # -- a route folder that refuses writes (EROFS): the unit's sandbox or a
+    # read-only mount. It looks clear from outside, and still pauses (it used
+    # to fail the job for good while health stayed healthy, issue #15).
+    pytest.param(
+        # The sweep tries again after max_delay, not at once; the attempt is given back.
+        RouteNotWritable("boom"),
+        RUNNING,
+        CLEAR,
+        pause(wait=100.0),
+        id="route-not-writable-clear-before-placement",
+    ),
+    pytest.param(
+        # Out of attempts does not matter either.
+        RouteNotWritable("boom"),
+        LAST,
+        CLEAR,
+        pause(wait=100.0),
+        id="route-not-writable-exhausted",
+    ),
+    pytest.param(
+        # After the placement (a move source that may not be deleted): the
+        # delivery stays, the route pauses.
+        RouteNotWritable("boom"),
+        PLACED,
+        DOWN,
+        pause(wait=100.0, remove_temporaries=False),
+        id="route-not-writable-after-placement",
     ),
     # -- destination full: paused for the job's room
     pytest.param(
