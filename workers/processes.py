@@ -64,7 +64,12 @@ class Children:
 
     def start(self) -> None:
         """Start the children; call before this process starts any thread."""
-        argv = [sys.executable, "-m", "ketter.cli.main", "--config", self.config.path]
+        # As this process was started: `-I` under the units (docs/operations.md),
+        # so a child never puts the working directory on sys.path; `-m ketter`
+        # (ketter/__main__.py): `-m ketter.cli.main` warned at every start
+        # (a module of an already imported package, run again as __main__).
+        isolated = ["-I"] if sys.flags.isolated else []
+        argv = [sys.executable, *isolated, "-m", "ketter", "--config", self.config.path]
         argv += ["workers", "--processes", "1"]
         if self.threads:
             argv += ["--workers", str(self.threads)]
