@@ -109,3 +109,58 @@ def test_sigterm_at_random_instants_always_stops_cleanly() -> None:
     # Bounded: a clean stop takes milliseconds, each round well under a second.
     assert took < 60, f"{ROUNDS} stops took {took:.0f} s"
 
+
+
+WORKERS_CONFIG = """\
+state_dir: {root}/state
+node: sig
+shutdown_timeout: 5s
+routes:
+  - {{name: copy, source: {root}/src, destination: {root}/dst}}
+"""
+
+#: Starts of the real `ketter workers`, each stopped by one SIGTERM at a
+#: random instant of its main loop (a start costs about a second).
+SERVICE_ROUNDS = 20
+
+
+def _wait_for(log: Path, text: str, proc: subprocess.Popen[bytes], count: int = 1) -> None:
+    deadline = time.monotonic() + 60
+    while log.read_text(encoding="utf-8").count(text) < count:
+        assert proc.poll() is None, f"exited {proc.returncode}: {log.read_text()}"
+        assert time.monotonic() < deadline, f"no {text!r} in: {log.read_text()}"
+        time.sleep(0.02)
+
+
+def test_the_workers_service_reloads_and_stops_at_random_instants(tmp_path: Path) -> None:
+    for name in ("src", "dst", "state"):
+        (tmp_path / name).mkdir()
+    config = tmp_path / "ketter.yaml"
+    config.write_text(WORKERS_CONFIG.format(root=tmp_path), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    env["PYTHONPATH"] = str(ROOT)
+    seed = int.from_bytes(os.urandom(4), "big")
+    rng = random.Random(seed)
+    for i in range(SERVICE_ROUNDS):
+        log = tmp_path / f"workers-{i}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "ketter", "--config", str(config), "workers", "-w", "1"],
+                stdout=out, stderr=out, env=env,
+            )
+        _wait_for(log, '"workers started"', proc)
+        if i == 0:  # `systemctl reload`: the loop re-reads the config
+            proc.send_signal(signal.SIGHUP)
+            _wait_for(log, '"config reloaded"', proc)
+        time.sleep(rng.uniform(0.0, 0.5))  # the loop turns every 0.2 s
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(STOP_DEADLINE + 5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"round {i} (seed {seed}): SIGTERM not acted on: {log.read_text()}")
+        text = log.read_text(encoding="utf-8")
+        assert code == 0, f"round {i} (seed {seed}): exit {code}: {text}"
+        assert '"workers stopped"' in text, text
+        assert "Traceback" not in text, text
