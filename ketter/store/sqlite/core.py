@@ -36,9 +36,7 @@ class SqliteCore:
         """One transaction (``BEGIN IMMEDIATE``); nested in an open one it is
         a savepoint. ``durable=True``: on the disk when the block is left
         (:func:`ketter.store.db.durable`); it must not nest."""
-        if durable:
-            return _durable(self.db)
-        return self.db.atomic()  # type: ignore[no-any-return]
+        return _durable(self.db) if durable else _atomic(self.db)
 
     def in_transaction(self) -> bool:
         return bool(self.db.in_transaction())
@@ -122,6 +120,12 @@ class SqliteCore:
         cursor = self.db.execute_sql(sql, tuple(params))
         names = [c[0] for c in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+@contextlib.contextmanager
+def _atomic(db: StoreDatabase) -> Iterator[None]:
+    with db.atomic():
+        yield
 
 
 @contextlib.contextmanager
