@@ -1,7 +1,7 @@
 """The two services as systemd runs them: `ketter watcher` and `ketter
-workers` as two real processes, started with the ExecStart= (and the
-workers' ExecStartPre=) of the rendered units, each with its own
-$NOTIFY_SOCKET as systemd would give it.
+workers` as two real processes, started with the ExecStart= of the rendered
+units (no ExecStartPre=: the workers migrate the new store before READY=1),
+each with its own $NOTIFY_SOCKET as systemd would give it.
 
 Files and folders dropped into a copy route and a move route are delivered
 once and byte-identical, move sources disappear, `ketter health` is healthy
@@ -12,7 +12,6 @@ verifies afterwards.
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import socket
 import sqlite3
@@ -62,13 +61,6 @@ class Notifications:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def _unit_command(unit: str, key: str) -> list[str]:
-    for line in unit.splitlines():
-        if line.startswith(key + "="):
-            return shlex.split(line.split("=", 1)[1])
-    raise AssertionError(f"no {key}= in the unit")
 
 
 def _wait(predicate: Callable[[], bool], *, progress: Callable[[], object] = lambda: None,
@@ -144,10 +136,9 @@ routes:
     workers_unit, watcher_unit = units["ketter-workers.service"], units["ketter-watcher.service"]
 
     with ExitStack() as stack:
-        # ExecStartPre, then the workers; the watcher only once they are READY
-        # (After=ketter-workers.service with Type=notify).
-        subprocess.run(_unit_command(workers_unit, "ExecStartPre"), env=_env(), check=True,
-                       capture_output=True, timeout=60)
+        # The workers (they migrate the store first); the watcher only once
+        # they are READY (After=ketter-workers.service with Type=notify).
+        assert "\nExecStartPre=" not in workers_unit
         notes = {name: Notifications(tmp_path / f"{name}.notify")
                  for name in ("workers", "watcher")}
         for note in notes.values():
