@@ -8,9 +8,8 @@ printed a ``RuntimeWarning`` (a module of an already imported package run
 again as ``__main__``) at every start.
 
 The main process runs here exactly as the unit runs it (``-I -m ketter``),
-on an interpreter whose site-packages see this checkout: with ``-I``,
-``PYTHONPATH`` is ignored, so a small venv with a ``.pth`` file stands in
-for the installed venv.
+on an interpreter whose site-packages see this checkout
+(:mod:`tests.integration.runtime.isolated`).
 """
 
 from __future__ import annotations
@@ -18,14 +17,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import sysconfig
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from .isolated import make_isolated_python
 
 CONFIG = """\
 state_dir: {root}/state
@@ -38,20 +35,7 @@ routes:
 
 @pytest.fixture
 def isolated_python(tmp_path: Path) -> str:
-    """An interpreter on which ``python -I -m ketter`` runs this checkout."""
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    purelib = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()
-    # The checkout first, then the test venv's packages (peewee, huey...);
-    # not the test venv's own .pth files (an editable install elsewhere).
-    Path(purelib, "ketter-checkout.pth").write_text(
-        f"{ROOT}\n{sysconfig.get_paths()['purelib']}\n", encoding="utf-8"
-    )
-    return str(python)
+    return make_isolated_python(tmp_path)
 
 
 def _children(pid: int) -> list[int]:
