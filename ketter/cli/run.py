@@ -13,6 +13,7 @@ import sys
 import threading
 
 from ketter.cli.common import add_config_arg, check_config, config_from
+from ketter.store.sqlite_read import history_command
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -62,7 +63,7 @@ def explain(config: object) -> str:
     lines += [
         "",
         f"Watch it: ketter --config {_rel(config.path)} jobs",
-        f"      or: sqlite3 {_rel(config.db_path)} 'select * from job_history'",
+        f"      or: {history_command(_rel(config.db_path))}",
         "Stop with Ctrl-C (running copies checkpoint and resume next time).",
         "",
     ]

@@ -83,6 +83,12 @@ def probe_readonly(path: str) -> str:
     return how
 
 
+def history_command(db_path: str) -> str:
+    """The shell command an operator runs to read the history with ``sqlite3``
+    (printed by ``ketter run``; docs/operations.md has more queries)."""
+    return f"sqlite3 {db_path} 'select * from job_history'"
+
+
 def iso(ts: float | None) -> str | None:
     """A Unix time as ``2026-01-02T03:04:05.678Z`` (as the view prints)."""
     if ts is None:
