@@ -154,11 +154,10 @@ def _unescape(field: bytes) -> bytes:
     return _OCTAL.sub(lambda m: bytes([int(m.group(1), 8)]), field)
 
 
-def read_only_bind(path: bytes, mountinfo: str = "/proc/self/mountinfo") -> bool | None:
-    """Whether ``path`` is on a mount that is read-only while its filesystem
-    is not (a read-only bind mount: what ``ProtectSystem=strict`` makes of a
-    folder outside ``ReadWritePaths=``). None when the mount table cannot
-    be read. Reads only the table: no call on the (maybe dead) mount itself."""
+def _mount_options(path: bytes, mountinfo: str) -> tuple[set[bytes], set[bytes]] | None:
+    """The mount options and the superblock options of the mount ``path``
+    is on, from the mount table (no call on the maybe dead mount itself);
+    None when the table cannot be read."""
     try:
         with open(mountinfo, "rb") as fh:
             lines = fh.read().splitlines()
@@ -179,8 +178,22 @@ def read_only_bind(path: bytes, mountinfo: str = "/proc/self/mountinfo") -> bool
             best = (point, fields[5], super_options)
     if best is None:
         return None
-    return b"ro" in best[1].split(b",") and b"ro" not in best[2].split(b",")
+    return set(best[1].split(b",")), set(best[2].split(b","))
+
+
+def read_only_reason(path: bytes, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """Why ``path`` cannot be written by this process, from the mount table:
+    :data:`SANDBOX_REASON` for a read-only mount of a writable filesystem (a
+    read-only bind mount: what ``ProtectSystem=strict`` makes of a folder
+    outside ``ReadWritePaths=``), :data:`MOUNT_REASON` for a filesystem
+    mounted read-only; None when its mount is writable (or the table cannot
+    be read). Cheap enough for the sweep's look at a paused route."""
+    options = _mount_options(path, mountinfo)
+    if options is None or b"ro" not in options[0]:
+        return None
+    return MOUNT_REASON if b"ro" in options[1] else SANDBOX_REASON
 
 
 def _read_only_reason(path: bytes) -> str:
-    return SANDBOX_REASON if read_only_bind(path) else MOUNT_REASON
+    # EROFS happened: a mount table that does not say why is a read-only mount.
+    return read_only_reason(path) or MOUNT_REASON

@@ -15,7 +15,7 @@ out in one place by :meth:`ketter.jobs.runner.JobRunner.apply`:
     without using up an attempt. A route that looks fine from outside makes
     it the job's own transient error, except :class:`RouteNotWritable`
     (EROFS: the unit's sandbox or a read-only mount), which pauses the route
-    for ``max_delay`` whatever it looks like.
+    whatever it looks like (for ``max_delay`` when it looks clear).
   - before the placement, a transient error rolls back and retries after a
     backoff; out of attempts, or a permanent error, it rolls back and
     fails; :class:`SourceSuperseded` rolls back and ends ``superseded``.
@@ -259,9 +259,12 @@ def decide(
         # readable and roomy, the route looks clear from outside, yet no job
         # of it can succeed until the units are re-rendered (or the mount
         # made writable): never the job's attempts (it used to fail the job
-        # for good while `health` stayed healthy, issue #15). The sweep
-        # tries again after max_delay, not at once.
-        return _pause(message, job, now, wait=retry.max_delay, room=None)
+        # for good while `health` stayed healthy, issue #15). While the
+        # route looks clear from outside (the sweep's look does not see the
+        # mount's read-only flag), it tries again after max_delay, not at the
+        # next sweep; a look that sees it resumes as soon as it is writable.
+        clear = job.ran and route.clear
+        return _pause(message, job, now, wait=retry.max_delay if clear else 0.0, room=None)
     if isinstance(error, RouteUnavailable):
         if not (job.ran and route.clear):
             return _pause(message, job, now, wait=0.0, room=None)

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 PROGRAM = r"""
 import json, os, subprocess, sys
-from ketter.engine.oserrors import classify_oserror
+from ketter.engine.oserrors import classify_oserror, read_only_reason
 
 base = sys.argv[1]
 sandboxed, ro_fs = os.path.join(base, "mnt", "qc"), os.path.join(base, "ro")
@@ -47,6 +47,8 @@ for name, folder in (("sandbox", sandboxed), ("mount", ro_fs)):
     except OSError as exc:
         error = classify_oserror(exc, path, "create the destination folder")
         out[name] = [type(error).__name__, error.message]
+# What the sweep's look at the paused route can ask, without writing.
+out["looks"] = [read_only_reason(p.encode()) for p in (sandboxed, ro_fs, base)]
 print(json.dumps(out))
 """
 
@@ -73,5 +75,29 @@ def test_erofs_under_the_sandbox_says_re_render_the_units(tmp_path: Path) -> Non
     assert kind == "RouteNotWritable"
     assert "read-only filesystem (EROFS): remount it read-write" in message
     assert "unit's sandbox" not in message
+    sandbox_look, mount_look, writable_look = out["looks"]
+    assert sandbox_look.startswith("not writable under the unit's sandbox")
+    assert mount_look.startswith("read-only filesystem")
+    assert writable_look is None
     # Nothing leaked out of the private namespace.
     assert not os.path.ismount(tmp_path / "ro")
+
+
+MOUNTINFO = (
+    "22 1 8:1 / / ro,relatime shared:1 - ext4 /dev/sda1 rw\n"
+    "30 22 8:1 /srv/in\\040box /mnt/qc/in\\040box rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+    "31 22 0:40 / /mnt/cd ro,relatime shared:2 - iso9660 /dev/sr0 ro\n"
+)
+
+
+def test_read_only_reason_from_the_mount_table(tmp_path: Path) -> None:
+    from ketter.engine.oserrors import MOUNT_REASON, SANDBOX_REASON, read_only_reason
+
+    table = tmp_path / "mountinfo"
+    table.write_text(MOUNTINFO, encoding="utf-8")
+    look = lambda p: read_only_reason(p, str(table))  # noqa: E731
+    assert look(b"/mnt/qc/late") == SANDBOX_REASON  # under "/": ro bind of an rw ext4
+    assert look(b"/mnt/qc/in box/ep1") is None  # in ReadWritePaths= (escaped space)
+    assert look(b"/mnt/qc/in boxer") == SANDBOX_REASON  # a sibling, not inside it
+    assert look(b"/mnt/cd/x") == MOUNT_REASON
+    assert read_only_reason(b"/x", str(tmp_path / "missing")) is None

@@ -301,11 +301,20 @@ DECIDE_ROWS = [
         id="route-not-writable-exhausted",
     ),
     pytest.param(
+        # The look sees the route cannot run (read_only_reason in the
+        # sweep's look): no wait, it resumes as soon as it is writable.
+        RouteNotWritable("boom"),
+        RUNNING,
+        DOWN,
+        pause(),
+        id="route-not-writable-down",
+    ),
+    pytest.param(
         # After the placement (a move source that may not be deleted): the
         # delivery stays, the route pauses.
         RouteNotWritable("boom"),
         PLACED,
-        DOWN,
+        CLEAR,
         pause(wait=100.0, remove_temporaries=False),
         id="route-not-writable-after-placement",
     ),
