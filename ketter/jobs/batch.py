@@ -57,12 +57,12 @@ from ketter.jobs.states import State
 from ketter.jobs.steps import Attempt
 from ketter.jobs.transitions import Step
 from ketter.runtime.flush import grouped_fsync
-from ketter.store.db import sync_wal
-from ketter.store.models import Job, database
+from ketter.store.rows import JobRow
 
 if TYPE_CHECKING:
     from ketter.config import RouteConfig
     from ketter.jobs.runner import JobRunner
+    from ketter.store.port import JobStore
 
 log = logging.getLogger("ketter.jobs")
 
@@ -73,7 +73,7 @@ BATCH_MAX = 16
 _POLICIES = ("fail", "rename", "overwrite")
 
 
-def batchable(job: Job, claimed: Claimed, route: RouteConfig) -> bool:
+def batchable(job: JobRow, claimed: Claimed, route: RouteConfig) -> bool:
     """A fresh small file on a route whose steps the batch path runs."""
     return (
         claimed.state == State.DETECTED.value
@@ -89,7 +89,7 @@ def batchable(job: Job, claimed: Claimed, route: RouteConfig) -> bool:
 
 @dataclass
 class _Member:
-    job: Job
+    job: JobRow
     claimed: Claimed
     active: ActiveJob
     attempt: Attempt | None = None
@@ -102,13 +102,15 @@ class _Member:
 
 
 class Batch:
-    """One worker thread's batch (see module docstring)."""
+    """One worker thread's batch (see module docstring) on the job store
+    ``store``."""
 
-    def __init__(self, runner: JobRunner, claims: list[Claimed]) -> None:
+    def __init__(self, runner: JobRunner, claims: list[Claimed], *, store: JobStore) -> None:
+        self.store = store
         self.runner = runner
         self.members: list[_Member] = []
         for claimed in claims:
-            job = claimed.row if claimed.row is not None else Job.get_by_id(claimed.job_id)
+            job = claimed.row if claimed.row is not None else store.get_job(claimed.job_id)
             active, ctx = runner.start(job, claimed)
             member = _Member(job, claimed, active)
             self.members.append(member)
@@ -155,7 +157,7 @@ class Batch:
     def _place(self, m: _Member, dirs: set[bytes]) -> None:
         a = m.attempt
         assert a is not None and m.result is not None
-        ensure_claim(a.job.id, a.claim)
+        ensure_claim(self.store, a.job.id, a.claim)
         m.placement = place(a.spec, m.result, a.ctx, sync_later=dirs)
 
     def _record_move_placement(self, m: _Member) -> None:
@@ -179,17 +181,14 @@ class Batch:
         leaves the batch through the error policy, from the state it had."""
         todo = [m for m in self._live() if m.steps]
         before = [(m.attempt, m.attempt.state) for m in todo if m.attempt is not None]
-        refused: list[tuple[_Member, Exception]] = []
-        db = database.obj
+        work = []
+        for m in todo:
+            assert m.attempt is not None and m.steps is not None
+            work.append(functools.partial(m.attempt.advance, m.steps))
         try:
-            with db.atomic():
-                for m in todo:
-                    assert m.attempt is not None and m.steps is not None
-                    try:
-                        with db.atomic():  # a savepoint
-                            m.attempt.advance(m.steps)
-                    except Exception as refusal:
-                        refused.append((m, refusal))
+            # One savepoint per job (the store's promise): a refused step is
+            # undone alone and does not abort the shared transaction.
+            outcomes = self.store.commit_together(work)
         except BaseException as exc:
             for attempt, state in before:
                 attempt.state = state
@@ -199,8 +198,9 @@ class Batch:
         finally:
             for m in todo:
                 m.steps = None
-        for m, error in refused:
-            self._stop(m, error)
+        for m, error in zip(todo, outcomes, strict=True):
+            if error is not None:
+                self._stop(m, error)
         if completes:
             for m in todo:
                 m.done = True  # completed (a refused one is done already: stopped)
@@ -213,7 +213,7 @@ class Batch:
         if not self._live():
             return
         try:
-            sync_wal(database.obj)
+            self.store.sync()
         except BaseException as exc:
             for m in self._live():
                 self._stop(m, exc)
@@ -227,7 +227,7 @@ class Batch:
         if not done:
             return
         try:
-            sync_wal(database.obj)
+            self.store.sync()
         except OSError as exc:
             log.error("job store flush failed after completing jobs %s: %s", done, exc)
 

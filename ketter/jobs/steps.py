@@ -42,27 +42,33 @@ from ketter.jobs.lease import JobContext
 from ketter.jobs.states import State
 from ketter.jobs.transitions import Step, advance
 from ketter.paths import readable
-from ketter.store.models import Job, JobFile, database, load_job
+from ketter.store.ports.manifests import ManifestFile
+from ketter.store.rows import JobRow
 
 if TYPE_CHECKING:
     from ketter.jobs.runner import JobRunner
+    from ketter.store.port import JobStore
 
 S = State
 IN_FLIGHT = (S.VALIDATED.value, S.PACKAGED.value, S.TRANSFERRING.value, S.VERIFYING.value)
 
 
 class Attempt:
-    """One claimed run of a job (see module docstring)."""
+    """One claimed run of a job (see module docstring) on the job store
+    ``store``."""
 
     def __init__(
         self,
         runner: JobRunner,
-        job: Job,
+        job: JobRow,
         claimed: Claimed,
         route: RouteConfig,
         spec: TransferSpec,
         ctx: JobContext,
+        *,
+        store: JobStore,
     ) -> None:
+        self.store = store
         self.runner = runner
         self.job = job
         self.claim = claimed.claim
@@ -95,6 +101,7 @@ class Attempt:
     def advance(self, steps: list[Step], *, fsync: bool = False) -> None:
         """Several steps in one commit (see :func:`ketter.jobs.transitions.advance`)."""
         self.state = advance(
+            self.store,
             self.job.id,
             self.state,
             steps,
@@ -307,26 +314,21 @@ class Attempt:
             )
 
     def _record_manifest(self, plan: SourcePlan) -> None:
-        db = database.obj
-        with db.atomic():
-            db.execute_sql("DELETE FROM job_files WHERE job_id = ?", (self.job.id,))
-            db.cursor().executemany(
-                "INSERT INTO job_files (job_id, relpath, relpath_display, size, mtime_ns, mode, "
-                "inode, ctime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        self.job.id,
-                        e.relpath,
-                        readable(e.relpath),
-                        e.size,
-                        e.mtime_ns,
-                        e.mode,
-                        e.ino,
-                        e.ctime_ns,
-                    )
-                    for e in plan.files
-                ],
-            )
+        self.store.replace_manifest(
+            self.job.id,
+            [
+                ManifestFile(
+                    relpath=e.relpath,
+                    relpath_display=readable(e.relpath),
+                    size=e.size,
+                    mtime_ns=e.mtime_ns,
+                    mode=e.mode,
+                    inode=e.ino,
+                    ctime_ns=e.ctime_ns,
+                )
+                for e in plan.files
+            ],
+        )
 
     def copy(self, *, resume: bool, validated: Step | None = None) -> None:
         self.verified(self.transfer(resume=resume, validated=validated))
@@ -394,7 +396,7 @@ class Attempt:
                 node=self.runner.config.node,
                 root=self.spec.destination_root,
             )
-        ensure_claim(self.job.id, self.claim)
+        ensure_claim(self.store, self.job.id, self.claim)
         placement = place(self.spec, result, self.ctx)
         if self.spec.mode == "move":
             # Durable before any source is deleted.
@@ -422,28 +424,9 @@ class Attempt:
             temp_ino = os.lstat(result.temp_path).st_ino
         hashes = result.hashes
         if result.files:
-            db = database.obj
-            with db.atomic():
-                # One pass, by row id: a per-file UPDATE … WHERE relpath = ? would
-                # scan the job's manifest for each file (quadratic on 10,000 files).
-                ids = {
-                    bytes(rel): row_id
-                    for row_id, rel in db.execute_sql(
-                        "SELECT id, relpath FROM job_files WHERE job_id = ?", (self.job.id,)
-                    )
-                }
-                db.cursor().executemany(
-                    "UPDATE job_files SET sha256 = ?, xxh128 = ?, xxh64 = ? WHERE id = ?",
-                    [
-                        (
-                            fh.hashes.get("sha256"),
-                            fh.hashes.get("xxh128"),
-                            fh.hashes.get("xxh64"),
-                            ids[fh.relpath],
-                        )
-                        for fh in result.files
-                    ],
-                )
+            self.store.record_file_hashes(
+                self.job.id, [(fh.relpath, fh.hashes) for fh in result.files]
+            )
             hashes = result.package_hashes or {}
         details = {
             "algorithm": result.verify,
@@ -513,7 +496,7 @@ class Attempt:
         move and returns the steps to commit (``placed`` when given, the
         ``delete_source`` note, ``completed``). A batch commits several
         jobs' steps together."""
-        job = load_job(self.job.id)
+        job = self.store.get_job(self.job.id)
         if placement is None:
             final = bytes(job.dest_path or self.final)
             st = os.lstat(final) if os.path.lexists(final) else None
@@ -523,7 +506,7 @@ class Attempt:
         steps = [placed] if placed is not None else []
         if self.spec.mode == "move":
             plan = self.plan or self._plan_from_row(job)
-            ensure_claim(self.job.id, self.claim)
+            ensure_claim(self.store, self.job.id, self.claim)
             result = delete_source(self.spec, plan, placement, self.ctx)
             # Recorded with ``completed``: a crash before this commit runs the
             # deletion again, which finds the sources gone ("already_gone").
@@ -561,10 +544,10 @@ class Attempt:
         )
         return steps
 
-    def _plan_from_row(self, job: Job) -> SourcePlan:
+    def _plan_from_row(self, job: JobRow) -> SourcePlan:
         files = tuple(
-            FileEntry(bytes(f.relpath), f.size, f.mtime_ns, f.mode, f.inode or 0, f.ctime_ns or 0)
-            for f in JobFile.select().where(JobFile.job_id == job.id).order_by(JobFile.relpath)
+            FileEntry(f.relpath, f.size, f.mtime_ns, f.mode, f.inode or 0, f.ctime_ns or 0)
+            for f in self.store.manifest(job.id)
         )
         dirs: tuple[FileEntry, ...] = ()
         if job.kind == "folder" and os.path.isdir(self.source):
@@ -656,7 +639,7 @@ class Attempt:
         self.ctx.fault("mid-rollback")
         # Reached from the route's root: never rolled back through a link (#14 finding 1).
         removed = rollback(self.dest_dir, self.ctx.job_prefix, root=self.spec.destination_root)
-        job = load_job(self.job.id)
+        job = self.store.get_job(self.job.id)
         target = State(job.rollback_to or S.FAILED.value)
         details = {"removed": [readable(p) for p in removed]}
         if target is S.RETRY_WAIT:
@@ -689,7 +672,7 @@ class Attempt:
         else:
             self._fail(job, {**details, "error": job.error}, job.error or "failed")
 
-    def _fail(self, job: Job, details: dict[str, Any], message: str) -> None:
+    def _fail(self, job: JobRow, details: dict[str, Any], message: str) -> None:
         """``failed`` for good: the lease let go, the failure alerted."""
         self.to(
             S.FAILED,
