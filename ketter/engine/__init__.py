@@ -9,7 +9,8 @@ calls the steps one by one and commits its state between them::
     placement = place(spec, result, ctx)        # record it durably, then:
     delete_source(spec, plan, placement, ctx)   # MOVE only
 
-:func:`transfer` runs them all at once. See docs/engine.md.
+:func:`transfer` runs them all at once (test-only: the ``same_fs_move:
+rename`` tests, until the workers' path does the rename). See docs/engine.md.
 """
 
 from .cleanup import find_orphans, remove_path, rollback

@@ -72,7 +72,8 @@ class TransferContext:
         self.job_id = job_id
         self.claim = claim
         #: st_dev of each route root recorded at job start (mount guard);
-        #: filled by :func:`ketter.engine.transfer` when left ``None``.
+        #: filled at the job's validation (the workers' ``Attempt``), or by
+        #: the test-only :func:`ketter.engine.transfer` when left ``None``.
         self.expected_devs = expected_devs
         self.warnings: list[tuple[str, dict[str, Any]]] = []
 

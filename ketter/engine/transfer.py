@@ -1,7 +1,10 @@
 """The engine's steps glued together: ``copy_and_verify`` and ``transfer``.
 
-The job pipeline calls the steps one by one and commits its state between
-them; :func:`transfer` runs them all for ``ketter transfer`` and tests.
+The job pipeline (the workers' ``Attempt``, which ``ketter transfer`` runs
+too: :mod:`ketter.jobs.oneshot`) calls the steps one by one and commits its
+state between them. :func:`transfer` runs them all at once and only tests
+call it: the ``same_fs_move: rename`` tests, until the workers' path does
+the rename (issue #16 item 4); every other test uses the workers' path.
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ def copy_and_verify(
     resume: bool = False,
 ) -> CopyResult:
     """Copy ``plan`` beside ``final_path`` under a temporary name, durable and
-    verified from disk. Folders need ``folders: as_unit`` (per-file folders
-    are one transfer per file: see :func:`per_file_items`)."""
+    verified from disk. Folders need ``folders: as_unit`` (a per-file folder
+    is one job per file: :func:`ketter.jobs.submit.submit_path`)."""
     t0 = time.monotonic()
     check_mounts(spec, ctx.expected_devs)
     parent, name = split(final_path)
@@ -210,7 +213,8 @@ def transfer(
     on_placed: OnPlaced | None = None,
 ) -> TransferOutcome:
     """Run every step for one source; ``on_placed(placement, result)`` runs
-    before any source is deleted so the caller can record the placement."""
+    before any source is deleted so the caller can record the placement.
+    Test-only (module docstring)."""
     t0 = time.monotonic()
     devs = check_mounts(spec, ctx.expected_devs)
     if ctx.expected_devs is None:

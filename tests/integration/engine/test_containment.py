@@ -2,17 +2,20 @@
 (issue #14 finding 1) and ``conflict: overwrite`` replaces a link, or a
 folder holding links, as links: never their targets (finding 13).
 
-The job pipeline with real worker processes is covered by
+The transfers run through the workers' path (:mod:`.workers_bench`); the
+same with real worker processes is covered by
 ``tests/integration/jobs/test_destination_links.py``.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 
 import pytest
 
-from ketter.engine import TransferContext, transfer
+from ketter.engine import TransferContext
 from ketter.engine.beneath import make_dirs, open_dir
 from ketter.engine.placement import place
 from ketter.engine.source import inspect_source
@@ -21,6 +24,7 @@ from ketter.engine.transfer import copy_and_verify
 from ketter.errors import DestinationLinkError
 
 from .helpers import read, snapshot, write
+from .workers_bench import Workers, events
 
 
 def _spec(bt: bytes, **kw: object) -> TransferSpec:
@@ -37,15 +41,19 @@ def outside(bt: bytes) -> bytes:
 
 @pytest.mark.parametrize("conflict", ["fail", "overwrite", "rename"])
 def test_per_file_folder_through_a_planted_link_fails(
-    bt: bytes, outside: bytes, conflict: str
+    bt: bytes, outside: bytes, conflict: str, workers: Callable[..., Workers]
 ) -> None:
+    """Each file's job fails for good (DestinationLinkError is permanent)."""
     write(bt + b"/src/show/sub/evil.txt", b"attacker")
     write(bt + b"/src/show/sub/victim.txt", b"attacker")
     os.mkdir(bt + b"/dst/show")
     os.symlink(outside, bt + b"/dst/show/sub")
     before = snapshot(outside)
-    with pytest.raises(DestinationLinkError, match=r"'sub' under .*show' is a symbolic link"):
-        transfer(_spec(bt, conflict=conflict), bt + b"/src/show", bt + b"/dst", TransferContext())
+    jobs = workers(conflict=conflict).transfer("r", bt + b"/src/show")
+    assert len(jobs) == 2
+    for job in jobs:
+        assert job.state == "failed", (job.state, job.error)
+        assert re.search(r"'sub' under .*show' is a symbolic link", job.error or ""), job.error
     assert snapshot(outside) == before
     assert read(outside + b"/victim.txt") == b"precious"
     assert os.path.islink(bt + b"/dst/show/sub")
@@ -96,19 +104,22 @@ def test_walk_refuses_a_link_and_creates_real_folders(bt: bytes, outside: bytes)
         open_dir(bt + b"/dst", bt + b"/dst/x/y/l")
 
 
-def test_overwrite_replaces_a_link_to_a_file_not_its_target(bt: bytes, outside: bytes) -> None:
+def test_overwrite_replaces_a_link_to_a_file_not_its_target(
+    bt: bytes, outside: bytes, workers: Callable[..., Workers]
+) -> None:
     write(bt + b"/src/take.mov", b"new take")
     os.symlink(outside + b"/victim.txt", bt + b"/dst/take.mov")
-    transfer(
-        _spec(bt, conflict="overwrite"), bt + b"/src/take.mov", bt + b"/dst", TransferContext()
-    )
+    (job,) = workers(conflict="overwrite").transfer("r", bt + b"/src/take.mov")
+    assert job.state == "completed", job.error
     assert not os.path.islink(bt + b"/dst/take.mov")
     assert read(bt + b"/dst/take.mov") == b"new take"
     assert read(outside + b"/victim.txt") == b"precious"
 
 
 @pytest.mark.parametrize("how", ["link_is_the_destination", "destination_holds_a_link"])
-def test_overwrite_over_links_to_folders_as_unit(bt: bytes, outside: bytes, how: str) -> None:
+def test_overwrite_over_links_to_folders_as_unit(
+    bt: bytes, outside: bytes, how: str, workers: Callable[..., Workers]
+) -> None:
     """Finding 13: this failed with 'unexpected error: NotImplementedError'."""
     write(bt + b"/src/reel/a.exr", b"frame a")
     write(bt + b"/src/reel/sub/b.exr", b"frame b")
@@ -120,13 +131,10 @@ def test_overwrite_over_links_to_folders_as_unit(bt: bytes, outside: bytes, how:
         os.mkdir(bt + b"/dst/reel/deep")
         os.symlink(outside, bt + b"/dst/reel/deep/linked")
     before = snapshot(outside)
-    out = transfer(
-        _spec(bt, conflict="overwrite", folders="as_unit"),
-        bt + b"/src/reel",
-        bt + b"/dst",
-        TransferContext(),
-    )
-    assert out.placements[0].replaced
+    (job,) = workers(conflict="overwrite", folders="as_unit").transfer("r", bt + b"/src/reel")
+    assert job.state == "completed", job.error
+    (placed,) = [details for name, details in events(job.id) if name == "place"]
+    assert placed["replaced"]
     assert not os.path.islink(bt + b"/dst/reel")
     assert sorted(os.listdir(bt + b"/dst/reel")) == [b"a.exr", b"ascmhl", b"sub"] or sorted(
         os.listdir(bt + b"/dst/reel")
@@ -136,11 +144,12 @@ def test_overwrite_over_links_to_folders_as_unit(bt: bytes, outside: bytes, how:
     assert [n for n in os.listdir(bt + b"/dst") if n.startswith(b".ketter-")] == []
 
 
-def test_overwrite_per_file_over_a_link_to_a_folder(bt: bytes, outside: bytes) -> None:
+def test_overwrite_per_file_over_a_link_to_a_folder(
+    bt: bytes, outside: bytes, workers: Callable[..., Workers]
+) -> None:
     write(bt + b"/src/take.mov", b"new take")
     os.symlink(outside, bt + b"/dst/take.mov")
-    transfer(
-        _spec(bt, conflict="overwrite"), bt + b"/src/take.mov", bt + b"/dst", TransferContext()
-    )
+    (job,) = workers(conflict="overwrite").transfer("r", bt + b"/src/take.mov")
+    assert job.state == "completed", job.error
     assert read(bt + b"/dst/take.mov") == b"new take"
     assert os.listdir(outside) == [b"victim.txt"]

@@ -7,10 +7,11 @@ metadata never reach anything outside a destination root through a link
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import pytest
 
-from ketter.engine import TransferContext, transfer
+from ketter.engine import TransferContext
 from ketter.engine.beneath import make_dirs
 from ketter.engine.cleanup import find_orphans, remove_path, rollback
 from ketter.engine.placement import place
@@ -20,6 +21,7 @@ from ketter.engine.transfer import identical_result
 from ketter.errors import DestinationLinkError, TransientError
 
 from .helpers import read, snapshot, write
+from .workers_bench import Workers
 
 
 @pytest.fixture
@@ -148,21 +150,28 @@ def test_skip_identical_replaced_after_the_comparison_is_not_placed(bt: bytes) -
     assert os.path.exists(src)
 
 
-def test_per_file_folder_metadata_never_through_a_link_swapped_for_the_folder(
-    bt: bytes, victim: bytes
+def test_per_file_folder_never_written_through_a_link_swapped_for_the_folder(
+    bt: bytes, victim: bytes, workers: Callable[..., Workers]
 ) -> None:
     """Before the fix the folder modes went to the link's target: a state
-    folder outside the route became world-writable."""
+    folder outside the route became world-writable. The workers make one
+    job per file of a ``per_file`` folder: the folder swapped for a link
+    between two of them fails the second (nothing written, no mode changed,
+    through the link), and the source is kept."""
     write(bt + b"/src/show/logs/a.txt", b"a")
+    # Past the batch size: b's job runs on its own, after a's.
+    write(bt + b"/src/show/logs/b.txt", b"b" * (5 << 20))
     os.chmod(bt + b"/src/show/logs", 0o777)
     os.mkdir(victim + b"/logs", 0o700)
-
-    def swap(placement: object, result: object) -> None:
-        os.rename(bt + b"/dst/show", bt + b"/dst/show-real")
-        os.symlink(victim, bt + b"/dst/show")
-
-    spec = TransferSpec(destination_root=bt + b"/dst")
-    with pytest.raises(DestinationLinkError):
-        transfer(spec, bt + b"/src/show", bt + b"/dst", TransferContext(), on_placed=swap)
+    w = workers()
+    first, second = w.submit("r", bt + b"/src/show")
+    assert w.run(first).state == "completed"
+    os.rename(bt + b"/dst/show", bt + b"/dst/show-real")
+    os.symlink(victim, bt + b"/dst/show")
+    job = w.run(second)
+    assert job.state == "failed", (job.state, job.error)
+    assert "symbolic link" in (job.error or "")
     assert os.stat(victim + b"/logs").st_mode & 0o777 == 0o700
+    assert os.listdir(victim + b"/logs") == []
     assert os.path.exists(bt + b"/src/show/logs/a.txt")
+    assert os.path.exists(bt + b"/src/show/logs/b.txt")

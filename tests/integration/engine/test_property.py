@@ -1,4 +1,5 @@
-"""Property: any tree of odd names arrives byte-identical with a true manifest."""
+"""Property: any tree of odd names arrives byte-identical with a true manifest,
+through the workers' path (:mod:`.workers_bench`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import tempfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ketter.engine import TransferContext, TransferSpec, transfer
+from ketter.store.models import JobFile
 
 from .helpers import ketter_names, snapshot, write
+from .workers_bench import Workers
 
 # Names as bytes: any byte but '/' and NUL, including invalid UTF-8, newlines,
 # spaces, NFC/NFD pairs; never '.', '..' or our own temporary prefix.
@@ -63,27 +65,40 @@ def test_random_trees_round_trip(
         if _materialize(src, files) == 0:
             return
         before = snapshot(src)
-        spec = TransferSpec(
-            mode=mode,  # type: ignore[arg-type]
-            folders="per_file" if folders == "per_file" else "as_unit",
-            package_min_files=1 if folders == "packaged" else 0,
+        files_before = sorted(k for k, v in before.items() if v[0] == "file")
+        workers = Workers(
+            base,
+            {
+                "r": {
+                    "source": "src",
+                    "destination": "dst",
+                    "mode": mode,
+                    "folders": "per_file" if folders == "per_file" else "as_unit",
+                    "package_min_files": 1 if folders == "packaged" else 0,
+                    "mhl": False,  # no ascmhl/ folder in the delivered tree
+                }
+            },
         )
-        out = transfer(spec, src, dst, TransferContext())
+        try:
+            jobs = workers.transfer("r", src)
+            assert [j.state for j in jobs] == ["completed"] * len(jobs), [j.error for j in jobs]
+            if folders == "per_file":  # one job per file, in the manifest's order
+                manifest = [os.path.relpath(bytes(j.source_path), src) for j in jobs]
+                hashes = [j.sha256 for j in jobs]
+            else:
+                (job,) = jobs
+                rows = JobFile.select().where(JobFile.job_id == job.id).order_by(JobFile.id)
+                manifest = [bytes(r.relpath) for r in rows]
+                hashes = [r.sha256 for r in rows]
+        finally:
+            workers.close()
         after = snapshot(dst + b"/tree")
-        if folders == "per_file":  # folder mtimes are best effort in per_file
+        if folders == "per_file":  # folder modes and mtimes: not per_file's
             before = {k: v for k, v in before.items() if v[0] == "file"}
             after = {k: v for k, v in after.items() if v[0] == "file"}
         assert after == before
-        manifest = out.plan.files
-        assert [e.relpath for e in manifest] == sorted(
-            k for k, v in before.items() if v[0] == "file"
-        )
-        hashes = (
-            [f.hashes["sha256"] for f in out.results[0].files]
-            if folders != "per_file"
-            else [r.hashes["sha256"] for r in out.results]
-        )
-        assert hashes == [hashlib.sha256(before[e.relpath][1]).hexdigest() for e in manifest]
+        assert manifest == files_before
+        assert hashes == [hashlib.sha256(before[rel][1]).hexdigest() for rel in manifest]
         assert os.path.exists(src) == (mode == "copy")
         assert ketter_names(base) == []
     finally:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 
 import pytest
 
@@ -14,7 +16,6 @@ from ketter.engine import (
     TransferContext,
     TransferSpec,
     copy_and_verify,
-    delete_source,
     find_orphans,
     inspect_source,
     place,
@@ -23,14 +24,17 @@ from ketter.engine import (
 )
 from ketter.engine.paths import temp_name
 from ketter.errors import ShutdownRequested
+from ketter.store.models import Job
+from tests.conftest import cli_env
 
 from .helpers import RecordingContext, ketter_names, read, write
+from .workers_bench import Workers
 
 MiB = 1024 * 1024
 SPEC = TransferSpec(checkpoint_bytes=MiB, resume_min_bytes=2 * MiB)
 
 
-def _stop_after(n: int):  # type: ignore[no-untyped-def]
+def _stop_after(n: int) -> Callable[[int, str], None]:
     def hook(done: int, phase: str) -> None:
         if phase == "copy" and done >= n:
             raise ShutdownRequested()
@@ -102,12 +106,12 @@ def _run_with_fault(point: str, code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-STEPS = """
-    from ketter.engine import *
-    spec = TransferSpec(mode="move", folders="as_unit", checkpoint_bytes=1 << 20,
-                        package_min_files={pmf})
-    ctx = TransferContext("5", "c1")
-    transfer(spec, {src!r}, {dst!r}, ctx)
+#: One attempt of a job by the workers' path in a process of its own (the
+#: routes and the store of the test's :class:`Workers`), killed at a fault point.
+ATTEMPT = """
+import json, sys
+from tests.integration.engine.workers_bench import Workers
+Workers(sys.argv[1].encode(), json.loads(sys.argv[2])).run(int(sys.argv[3]))
 """
 
 
@@ -116,36 +120,46 @@ STEPS = """
 )
 @pytest.mark.parametrize("pmf", [0, 2])
 def test_sigkill_at_each_fault_point_then_recover(bt: bytes, point: str, pmf: int) -> None:
+    """A worker killed at each point of an as_unit move; the next claim of
+    the job recovers it (rolls back and starts again before the placement,
+    only moves forward after it)."""
     src = bt + b"/src/pkg"
     files = {b"a": os.urandom(3 * MiB), b"b": b"bee", b"c/\xff": b"sea"}
     for rel, data in files.items():
         write(src + b"/" + rel, data)
-    r = _run_with_fault(point, STEPS.format(src=src, dst=bt + b"/dst", pmf=pmf))
-    assert r.returncode == -signal.SIGKILL, r.stderr
-    final = bt + b"/dst/pkg"
-    if point in ("mid-copy", "after-fsync-before-place"):
-        # Not placed: nothing under the final name, sources intact; rollback cleans.
-        assert not os.path.exists(final)
-        assert all(read(src + b"/" + rel) == d for rel, d in files.items())
-        assert ketter_names(bt + b"/dst")
-        rollback(bt + b"/dst", TransferContext("5", "x").job_prefix)
-        rollback(bt + b"/dst", TransferContext("5", "x").job_prefix)  # idempotent
-        assert ketter_names(bt) == []
-    else:
-        # Placed: the job only moves forward — finish deleting the sources.
-        assert all(read(final + b"/" + rel) == d for rel, d in files.items())
-        spec = TransferSpec(mode="move", folders="as_unit")
-        ctx = TransferContext("5", "c2")
-        st = os.lstat(final)
-        from ketter.engine import Placement
-
-        plan_files = inspect_source(spec, final)  # same names as the manifest
-        plan = inspect_source(spec, src) if os.path.exists(src) else None
-        if plan is not None:
-            delete_source(spec, plan, Placement(final, st.st_ino, st.st_dev, False), ctx)
-        assert not os.path.exists(src)
-        assert len(plan_files.files) == 3
-        assert ketter_names(bt) == []
+    routes = {
+        "r": {
+            "source": "src", "destination": "dst", "mode": "move", "folders": "as_unit",
+            "package_min_files": pmf, "mhl": False,
+        }
+    }  # fmt: skip
+    w = Workers(bt, routes)
+    try:
+        (job_id,) = w.submit("r", src)
+        r = subprocess.run(
+            [sys.executable, "-c", ATTEMPT, os.fsdecode(bt), json.dumps(routes), str(job_id)],
+            env=cli_env(KETTER_FAULT=point), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == -signal.SIGKILL, r.stderr
+        final = bt + b"/dst/pkg"
+        if point in ("mid-copy", "after-fsync-before-place"):
+            # Not placed: nothing under the final name, sources intact.
+            assert not os.path.exists(final)
+            assert all(read(src + b"/" + rel) == d for rel, d in files.items())
+            assert ketter_names(bt + b"/dst")
+        else:
+            # Placed: the job only moves forward.
+            assert all(read(final + b"/" + rel) == d for rel, d in files.items())
+        # The killed worker's lease has run out: the next claim recovers it.
+        Job.update(lease_expires_at=0).where(Job.id == job_id).execute()
+        job = w.run(job_id)
+    finally:
+        w.close()
+    assert job.state == "completed", (job.state, job.error)
+    assert all(read(final + b"/" + rel) == d for rel, d in files.items())
+    assert len(inspect_source(TransferSpec(folders="as_unit"), final).files) == 3
+    assert not os.path.exists(src)
+    assert ketter_names(bt) == []
 
 
 def test_orphan_sweep_removes_only_inactive_jobs(bt: bytes) -> None:
