@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,78 @@ def test_read_only_reason_from_the_mount_table(tmp_path: Path) -> None:
     assert look(b"/mnt/qc/in boxer") == SANDBOX_REASON  # a sibling, not inside it
     assert look(b"/mnt/cd/x") == MOUNT_REASON
     assert read_only_reason(b"/x", str(tmp_path / "missing")) is None
+
+
+LATE_FOLDER = r"""
+set -u
+T=$1; shift
+# The unit's view: the destination, missing at the start, is read-only.
+mount --bind "$T/dst" "$T/dst" && mount -o remount,bind,ro "$T/dst"
+"$@" --config "$T/ketter.yaml" workers -w 1 > "$T/workers-sandboxed.log" 2>&1 &
+W=$!
+"$@" --config "$T/ketter.yaml" enqueue "$T/src/take.wav" --route copy > /dev/null
+for i in $(seq 1 300); do
+  "$@" --config "$T/ketter.yaml" health > "$T/health.txt" 2>&1; rc=$?
+  grep -q "unit's sandbox" "$T/health.txt" && break
+  sleep 0.1
+done
+echo "$rc" > "$T/health.rc"
+"$@" --config "$T/ketter.yaml" jobs --json > "$T/jobs.json"
+kill -TERM $W; wait $W; echo $? > "$T/workers.rc"
+"""
+
+LATE_CONFIG = """\
+state_dir: {root}/state
+node: late
+shutdown_timeout: 5s
+lease: {{ttl: 10s, heartbeat: 0.5s, sweep_interval: 0.5s}}
+retry: {{max_attempts: 2, base_delay: 1s, max_delay: 2s}}
+health: {{heartbeat_stale: 30s, min_free: 1}}
+routes:
+  - {{name: copy, source: {root}/src, destination: {root}/dst}}
+"""
+
+
+def test_a_late_route_folder_pauses_the_route_fails_health_then_delivers(
+    tmp_path: Path,
+) -> None:
+    unshare = shutil.which("unshare")
+    assert unshare, "unshare is missing: install the Debian package util-linux"
+    for name in ("src", "dst", "state"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "ketter.yaml").write_text(LATE_CONFIG.format(root=tmp_path), encoding="utf-8")
+    data = os.urandom(100_000)
+    (tmp_path / "src" / "take.wav").write_bytes(data)
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    env["PYTHONPATH"] = str(ROOT)
+    ketter = [sys.executable, "-m", "ketter"]
+    subprocess.run(
+        [unshare, "--mount", "--propagation", "private", "bash", "-c", LATE_FOLDER, "late",
+         str(tmp_path), *ketter],
+        env=env, timeout=120, check=True,
+    )
+    health = (tmp_path / "health.txt").read_text()
+    assert (tmp_path / "health.rc").read_text().strip() == "1", health
+    assert "FAIL  route copy: paused" in health, health
+    assert "not writable under the unit's sandbox: re-render the units" in health
+    assert (tmp_path / "workers.rc").read_text().strip() == "0"
+    (job,) = json.loads((tmp_path / "jobs.json").read_text())
+    # Waiting, its attempt given back (it used to be `failed` for good).
+    assert job["state"] == "retry_wait", job
+    assert job["attempt"] == 0, job
+    assert not list((tmp_path / "dst").iterdir())
+
+    # The units re-rendered and the service restarted: a writable view.
+    with (tmp_path / "workers.log").open("wb") as out:
+        workers = subprocess.Popen([*ketter, "--config", str(tmp_path / "ketter.yaml"),
+                                    "workers", "-w", "1"], stdout=out, stderr=out, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "dst" / "take.wav").exists():
+            assert workers.poll() is None, (tmp_path / "workers.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "workers.log").read_text()
+            time.sleep(0.1)
+    finally:
+        workers.send_signal(signal.SIGTERM)
+        assert workers.wait(60) == 0
+    assert (tmp_path / "dst" / "take.wav").read_bytes() == data
