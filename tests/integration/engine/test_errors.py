@@ -56,7 +56,7 @@ def test_disk_full_is_route_unavailable_and_leaves_nothing(
         assert job.state == "retry_wait", (job.state, job.error)
         assert "no space left" in (job.error or ""), job.error
         assert job.attempt == 0  # given back: waiting for room uses none
-        assert is_paused("r")
+        assert is_paused(w.store, "r")
         assert w.alerts.kinds() == ["route_paused"]
         assert os.listdir(dst) == [b"filler"]
     assert os.path.getsize(bt + b"/src/big") == 24 * MiB
@@ -88,7 +88,7 @@ def test_disk_full_in_a_folder_leaves_nothing(bt: bytes, workers: Callable[..., 
         assert filled.fired
         assert job.state == "retry_wait", (job.state, job.error)
         assert "no space left" in (job.error or ""), job.error
-        assert is_paused("r")
+        assert is_paused(w.store, "r")
         assert os.listdir(dst) == [b"filler"]
     assert len(os.listdir(bt + b"/src/d")) == 5
 
@@ -174,7 +174,7 @@ def test_source_changing_during_copy(
     assert changed.fired
     assert job.state == "retry_wait", (job.state, job.error)
     assert re.search(r"grew|shrank|changed|modified|replaced", job.error or ""), job.error
-    assert job.attempt == 1 and not is_paused("r") and w.alerts.sent == []
+    assert job.attempt == 1 and not is_paused(w.store, "r") and w.alerts.sent == []
     assert os.listdir(bt + b"/dst") == []
 
 
@@ -222,7 +222,7 @@ def test_mount_guard_destination_that_stops_being_a_mount(bt: bytes) -> None:
         (job,) = w.transfer("mounted", bt + b"/src/m/b")
         assert job.state == "retry_wait", (job.state, job.error)
         assert "not mounted" in (job.error or ""), job.error
-        assert is_paused("mounted") and w.alerts.kinds() == ["route_paused"]
+        assert is_paused(w.store, "mounted") and w.alerts.kinds() == ["route_paused"]
         assert os.listdir(mnt + b"/share") == []
         assert read(bt + b"/src/m/b") == b"second"  # source not deleted
         # Without a *_mount, the device recorded at the job's validation
@@ -242,7 +242,7 @@ def test_mount_guard_destination_that_stops_being_a_mount(bt: bytes) -> None:
         assert "another filesystem" in (job.error or ""), job.error
         # The route looks fine from outside (a folder, room to spare): the
         # workers take it for the job's own transient error, not an outage.
-        assert not is_paused("plain")
+        assert not is_paused(w.store, "plain")
         assert os.listdir(mnt + b"/share") == []
     finally:
         w.close()

@@ -56,7 +56,7 @@ def at_point(monkeypatch: pytest.MonkeyPatch, point: str, action: Callable[[], N
     points reached."""
     reached: list[str] = []
 
-    def hook(name: str) -> None:
+    def hook(name: str, **_: object) -> None:
         reached.append(name)
         if name == point and reached.count(name) == 1:
             action()

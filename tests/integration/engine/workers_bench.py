@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ketter.audit import chain
 from ketter.config import parse_config
 from ketter.jobs.lease import ActiveJob, LeaseKeeper
 from ketter.jobs.runner import JobRunner
@@ -26,6 +25,8 @@ from ketter.jobs.submit import submit_path
 from ketter.node import Node
 from ketter.runtime.signals import Shutdown
 from ketter.store.models import Job
+from ketter.store.port import JobStore
+from ketter.store.rows import JobRow
 
 #: Where a job ends or waits after an attempt (the runner's answers).
 SETTLED = ("completed", "failed", "superseded", "retry_wait")
@@ -66,20 +67,21 @@ class Workers:
         self.config = parse_config("\n".join(lines) + "\n", base_dir=shown)
         self.alerts = Alerts()
         self.node = Node.from_config(self.config, "workers", notifier=self.alerts)
+        assert self.node.store is not None
+        self.store: JobStore = self.node.store
         #: Called with each progress report of a running job.
         self.hooks: list[Callable[[ActiveJob], None]] = []
 
     def close(self) -> None:
-        if self.node.db is not None:
-            self.node.db.close()
-        chain.install(None)
+        self.node.close()
 
     def runner(self) -> JobRunner:
         shutdown = Shutdown()
         return JobRunner(
             self.config,
+            store=self.store,
             shutdown=shutdown,
-            keeper=LeaseKeeper(self.config, shutdown),
+            keeper=LeaseKeeper(self.config, shutdown, store=self.store),
             notifier=self.alerts,
             on_progress=self._progress,
         )
@@ -91,19 +93,22 @@ class Workers:
     def submit(self, route: str, path: bytes) -> list[int]:
         """The jobs of ``path`` (``ketter enqueue``: one per file of a
         ``per_file`` folder)."""
-        found = submit_path(self.config, self.config.route(route), path, now=time.time())
+        found = submit_path(
+            self.store, self.config, self.config.route(route), path, now=time.time()
+        )
         return [s.job_id for s in found]
 
-    def run(self, job_id: int) -> Job:
+    def run(self, job_id: int) -> JobRow:
         """One attempt of ``job_id``, made due first (small files of its
         route may run with it as a batch)."""
-        job = Job.get_by_id(job_id)
+        job = self.store.get_job(job_id)
         if job.state not in SETTLED[:3]:
+            # A test's poke inside the store: due now, whatever the backoff.
             Job.update(next_attempt_at=0).where(Job.id == job_id).execute()
             self.runner().handle(job_id)
-        return Job.get_by_id(job_id)
+        return self.store.get_job(job_id)
 
-    def transfer(self, route: str, path: bytes) -> list[Job]:
+    def transfer(self, route: str, path: bytes) -> list[JobRow]:
         """Submit ``path`` and run one attempt of each of its jobs, in order."""
         return [self.run(job_id) for job_id in self.submit(route, path)]
 
