@@ -51,13 +51,13 @@ test-fast: install ## run the suite without the slow tests
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install ## ruff (lint + format check) and mypy
-	$(VENV)/bin/ruff check ketter workers migrations tests benchmarks
-	$(VENV)/bin/ruff format --check ketter workers migrations benchmarks
+	$(VENV)/bin/ruff check ketter tests benchmarks
+	$(VENV)/bin/ruff format --check ketter benchmarks
 	$(VENV)/bin/mypy
 
 format: install ## apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix ketter workers migrations tests benchmarks
-	$(VENV)/bin/ruff format ketter workers migrations benchmarks
+	$(VENV)/bin/ruff check --fix ketter tests benchmarks
+	$(VENV)/bin/ruff format ketter benchmarks
 
 bench: install ## benchmarks against cp/rsync/rclone (see docs/performance.md)
 	$(PY) benchmarks/run.py

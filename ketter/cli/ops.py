@@ -53,7 +53,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_workers(args: argparse.Namespace) -> int:
-    from workers.consumer import run_workers as run
+    from ketter.workers.consumer import run_workers as run
 
     setup_logging()
     config = config_from(args)

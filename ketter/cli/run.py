@@ -79,7 +79,7 @@ def run_both(args: argparse.Namespace) -> int:
     from ketter.runtime.signals import Shutdown
     from ketter.store.guard import is_unwritable_error
     from ketter.watcher import Watcher
-    from workers.consumer import WorkersProcess
+    from ketter.workers.consumer import WorkersProcess
 
     shutdown = Shutdown().install()
     setup_logging()

@@ -262,12 +262,16 @@ def migration_lock(db_path: str) -> Iterator[None]:
         os.close(fd)
 
 
+#: The package of the numbered migrations (shipped in the wheel).
+MIGRATIONS = "ketter.store.migrations"
+
+
 def upgrade(db: SqliteDatabase) -> list[str]:
     """Apply every pending migration under :func:`migration_lock`; returns the
     names applied (empty when the schema is current)."""
     with (
         migration_lock(db.database),
-        importlib.resources.as_file(importlib.resources.files("migrations")) as directory,
+        importlib.resources.as_file(importlib.resources.files(MIGRATIONS)) as directory,
     ):
         runner = Runner(db, directory=str(directory))
         return list(runner.up())
@@ -275,7 +279,7 @@ def upgrade(db: SqliteDatabase) -> list[str]:
 
 def pending_migrations(db: SqliteDatabase) -> list[str]:
     """Names of the migrations not applied yet."""
-    with importlib.resources.as_file(importlib.resources.files("migrations")) as directory:
+    with importlib.resources.as_file(importlib.resources.files(MIGRATIONS)) as directory:
         runner = Runner(db, directory=str(directory))
         return [m.name for m in runner.status() if m.path is not None and not m.applied]
 

@@ -169,9 +169,9 @@ def as_nobody(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     folder), then setuid before the command runs."""
     script = textwrap.dedent(f"""
         import os, sys, pkgutil, importlib, importlib.readers, encodings.idna
-        import migrations, playhouse.migrate
-        import ketter, workers
-        for package in (ketter, workers):
+        import playhouse.migrate
+        import ketter
+        for package in (ketter,):
             for mod in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
                 if mod.name.endswith("__main__"):  # it would run the CLI
                     continue

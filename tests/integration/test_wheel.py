@@ -1,5 +1,5 @@
-"""The wheel ships ketter/ (with the queue, ketter/queue.py), workers/ and
-migrations/, and works from `/`."""
+"""The wheel ships ketter/ (with the queue, ketter/queue.py, the workers
+process, ketter/workers/, and ketter/store/migrations/), and works from `/`."""
 
 from __future__ import annotations
 
@@ -27,11 +27,13 @@ def test_wheel_installs_and_upgrades_a_new_state_dir(tmp_path: Path) -> None:
                    timeout=300)
     (wheel,) = dist.glob("ketter-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "migrations/0001_initial.py" in names
-    assert "workers/__init__.py" in names
-    assert "workers/consumer.py" in names
+    assert "ketter/store/migrations/0001_initial.py" in names
+    assert "ketter/workers/__init__.py" in names
+    assert "ketter/workers/consumer.py" in names
+    # One top-level package (#15: nothing another distribution could overwrite).
+    assert {n.split("/")[0] for n in names if not n.startswith("ketter-")} == {"ketter"}
     assert "ketter/queue.py" in names
-    assert "workers/app.py" not in names  # moved to ketter/queue.py (#16 item 2)
+    assert "ketter/workers/app.py" not in names  # moved to ketter/queue.py (#16 item 2)
     assert "ketter/cli/main.py" in names
     # the unit templates `ketter deploy units` renders (#16 item 8)
     templates = sorted(p.name for p in (ROOT / "ketter" / "deploy" / "templates").iterdir())

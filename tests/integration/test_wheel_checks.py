@@ -22,7 +22,7 @@ from tests.conftest import ROOT
 BIN = Path(sys.executable).parent
 #: Migration files are loaded by path by the migrator, and their names
 #: (``0001_initial.py``) are not importable: the one W004 allowed.
-MIGRATION = re.compile(r"ketter/migrations/\d{4}_\w+\.py")
+MIGRATION = re.compile(r"ketter/store/migrations/\d{4}_\w+\.py")
 
 
 def _tool(name: str) -> str:

@@ -13,7 +13,7 @@ from playhouse.migrate import SqliteMigrator
 
 
 def _migration(name: str):  # type: ignore[no-untyped-def]
-    return importlib.import_module(f"migrations.{name}")
+    return importlib.import_module(f"ketter.store.migrations.{name}")
 
 
 def test_backfill_from_the_verify_event(tmp_path: Path) -> None:

@@ -40,8 +40,9 @@ def _module_file(name: str) -> Path | None:
 
 
 def _chain_to_workers(start: Path) -> list[str] | None:
-    """The import chain from ``start`` to the ``workers`` package through
-    Ketter's own modules, or None if there is none."""
+    """The import chain from ``start`` to the workers package
+    (``ketter.workers``) through Ketter's own modules, or None if there is
+    none."""
     seen: set[Path] = set()
     todo: list[tuple[Path, list[str]]] = [(start, [str(start.relative_to(ROOT))])]
     while todo:
@@ -50,7 +51,7 @@ def _chain_to_workers(start: Path) -> list[str] | None:
             continue
         seen.add(path)
         for name in sorted(_imported_modules(path)):
-            if name == "workers" or name.startswith("workers."):
+            if name == "ketter.workers" or name.startswith("ketter.workers."):
                 return [*chain, name]
             if name == "ketter" or name.startswith("ketter."):
                 target = _module_file(name)

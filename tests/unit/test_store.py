@@ -117,8 +117,8 @@ def test_concurrent_upgrades_are_safe(tmp_path: Path) -> None:
     con = sqlite3.connect(path)
     # Every migration in the folder, each applied once (several are added in
     # parallel: the list is read from the folder, not pinned here).
-    shipped = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "migrations")
-                     .glob("[0-9][0-9][0-9][0-9]_*.py"))
+    folder = Path(__file__).resolve().parents[2] / "ketter" / "store" / "migrations"
+    shipped = sorted(p.stem for p in folder.glob("[0-9][0-9][0-9][0-9]_*.py"))
     assert con.execute("SELECT name FROM schema_migration ORDER BY name").fetchall() == [
         (name,) for name in shipped]
     con.close()

@@ -35,7 +35,7 @@ from ketter.runtime.signals import Shutdown
 
 shutdown = Shutdown().install()
 
-def side():  # workers.processes.Children._watch, Watcher.run's waits
+def side():  # ketter.workers.processes.Children._watch, Watcher.run's waits
     while not shutdown.wait(0.0003):
         pass
 
@@ -44,7 +44,7 @@ with shutdown.spawn_threads_without_signals():
     thread.start()
 print("ready", flush=True)
 turns = reloads = 0
-while not shutdown.requested:  # workers.consumer.WorkersProcess._loop
+while not shutdown.requested:  # ketter.workers.consumer.WorkersProcess._loop
     if shutdown.reload.is_set():
         shutdown.reload.clear()
         reloads += 1

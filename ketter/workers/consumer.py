@@ -32,7 +32,7 @@ from ketter.queue import Queue, build_queue
 from ketter.runtime import sdnotify
 from ketter.runtime.signals import Shutdown
 from ketter.store.guard import StoreGuard
-from workers.processes import Children
+from ketter.workers.processes import Children
 
 if TYPE_CHECKING:
     from ketter.store.port import JobStore
@@ -88,7 +88,7 @@ class WorkersProcess:
         #: The process's composition root (``ketter run`` passes its own).
         self.node = node
         #: Called after a SIGHUP was handled (the main process passes it on
-        #: to its children, :mod:`workers.processes`).
+        #: to its children, :mod:`ketter.workers.processes`).
         self.on_reload = on_reload
         self.workers = workers or config.workers
         self.shutdown = shutdown or Shutdown()
@@ -343,7 +343,7 @@ class WorkersProcess:
 
 def run_workers(config: Config, workers: int | None = None, processes: int | None = None) -> int:
     """Entry point of ``ketter workers``: this process, and as many more as
-    ``worker_processes`` asks for (:mod:`workers.processes`)."""
+    ``worker_processes`` asks for (:mod:`ketter.workers.processes`)."""
     # First thing: a SIGTERM during start-up must be graceful too.
     shutdown = Shutdown().install()
     count = processes or config.worker_processes
