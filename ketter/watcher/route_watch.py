@@ -1,11 +1,13 @@
-"""Watching one route: availability (lost/restored), scans, events,
-readiness, enqueue.
+"""Watching one route: scans, events, readiness, enqueue, and what a lost
+root does to the watch.
 
 A route whose root is missing, unreadable or not on its ``source_mount`` is
 *lost* (R-W7): its observer is stopped, its candidates forgotten, and the
-root is checked again with exponential backoff. Nothing is ever concluded
-from a lost root's contents — an unmounted share is an empty folder, and
-the watcher does not act on disappearances at all. Other routes carry on.
+root is checked again with exponential backoff
+(:class:`ketter.watcher.availability.RootAvailability` keeps that state, its
+audit events and its alert). Nothing is ever concluded from a lost root's
+contents — an unmounted share is an empty folder, and the watcher does not
+act on disappearances at all. Other routes carry on.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ketter.config.schema import RouteConfig
 from ketter.paths import readable
 from ketter.runtime.logs import job_fields
 from ketter.watcher import mounts
+from ketter.watcher.availability import RootAvailability
 from ketter.watcher.enqueue import KEY_BATCH, Ready, Ringer, enqueue_ready, settled_keys
 from ketter.watcher.identity import Version, file_version, folder_version, stat_path
 from ketter.watcher.observers import (
@@ -50,12 +53,6 @@ MAX_BACKOFF = 60.0
 #: 10,000 files is spread over several ticks so that heartbeats and a stop
 #: request are not held up; the rest stay due and go at the next tick.
 MAX_READY_PER_TICK = 500
-
-
-def audit(store: JobStore, event: str, route: str | None, details: dict[str, Any]) -> None:
-    """Record a watcher audit event in its own transaction."""
-    with store.transaction():
-        store.append_event(event, now=time.time(), route=route, details=details)
 
 
 class RouteWatch:
@@ -89,8 +86,6 @@ class RouteWatch:
         self.node = node
         self.clock = clock
         self.observer_factory = observer_factory
-        self.max_backoff = max(max_backoff, route.poll_interval)
-        self.alert_after = alert_after
         self.patterns = RoutePatterns.for_route(route)
         self.as_unit = route.folders == "as_unit"
         self.tracker = StabilityTracker(
@@ -104,13 +99,13 @@ class RouteWatch:
         self.mode: str | None = None  # native | polling, while watching
         self.mode_reason = ""
         self.revalidate = False
-        # availability
-        self.watching = False
-        self.lost_reason: str | None = None
-        self.lost_since: float | None = None  # wall clock
-        self.alerted = False
-        self.attempts = 0
-        self.retry_at = 0.0
+        self.availability = RootAvailability(
+            route,
+            store=store,
+            max_backoff=max_backoff,
+            alert_after=alert_after,
+            notifier=notifier,
+        )
         self.next_check = 0.0
         # schedules (clock) and facts for the heartbeat (wall clock)
         self.next_poll = 0.0
@@ -165,10 +160,19 @@ class RouteWatch:
         self.jobs_created += len(created)
         return created
 
+    @property
+    def watching(self) -> bool:
+        """Whether the root is watched (not lost)."""
+        return self.availability.watching
+
+    @property
+    def lost_reason(self) -> str | None:
+        return self.availability.lost_reason
+
     def next_wakeup(self) -> float:
         """Clock time at which :meth:`tick` has something to do."""
         if not self.watching:
-            return self.retry_at
+            return self.availability.retry_at
         times = [self.next_full_scan, self.next_check]
         if self.mode == "polling":
             times.append(self.next_poll)
@@ -186,8 +190,7 @@ class RouteWatch:
 
     def _available(self, now: float) -> bool:
         if not self.watching:
-            if now < self.retry_at:
-                self._maybe_alert()
+            if not self.availability.may_retry(now):
                 return False
             problem = self.root_problem()
             if problem is not None:
@@ -214,9 +217,9 @@ class RouteWatch:
         return True
 
     def _lose(self, reason: str, now: float) -> None:
-        first = self.lost_reason is None
+        """The root is lost: stop the watch and forget its candidates (they
+        are found again by the full scan after it comes back)."""
         self.stop()
-        self.watching = False
         self.tracker = StabilityTracker(
             stable_seconds=self.route.stable_seconds,
             poll_interval=self.route.poll_interval,
@@ -224,39 +227,7 @@ class RouteWatch:
         )
         self.hints.drain()
         self.scanner = None
-        delay = min(self.max_backoff, self.route.poll_interval * 2 ** min(self.attempts, 16))
-        self.attempts += 1
-        self.retry_at = now + delay
-        if first or reason != self.lost_reason:
-            self.lost_since = self.lost_since or time.time()
-            self.lost_reason = reason
-            log.error(
-                "watch lost: %s",
-                reason,
-                extra={"ketter.route": self.route.name, "ketter.retry_in": delay},
-            )
-            if first:
-                audit(self.store, "watch_lost", self.route.name, {"reason": reason})
-        self._maybe_alert()
-
-    def _maybe_alert(self) -> None:
-        if self.alerted or self.lost_since is None:
-            return
-        if time.time() - self.lost_since >= self.alert_after:
-            self.alerted = True
-            log.error(
-                "watch lost for %.0f s: %s",
-                time.time() - self.lost_since,
-                self.lost_reason,
-                extra={"ketter.route": self.route.name, "ketter.alert": "watch_lost"},
-            )
-            if self.notifier is not None:
-                self.notifier.notify(
-                    "watch_lost",
-                    self.route.name,
-                    f"route {self.route.name}: watch lost for "
-                    f"{time.time() - self.lost_since:.0f} s: {self.lost_reason}",
-                )
+        self.availability.lose(reason, now)
 
     def _unreachable(self, relpath: bytes, reason: str) -> None:
         """A source path too long to reach by name (issue #14 finding 12):
@@ -292,22 +263,9 @@ class RouteWatch:
             track_dirs=self.mode == "polling",
             on_unreachable=self._unreachable,
         )
-        was_lost = self.lost_reason is not None
-        self.watching = True
         self.next_full_scan = now  # catch up on whatever arrived meanwhile (R-W1)
         self.next_check = now + self.route.poll_interval
-        if was_lost:
-            down = time.time() - (self.lost_since or time.time())
-            audit(
-                self.store,
-                "watch_restored",
-                self.route.name,
-                {"after_seconds": round(down, 3), "mode": self.mode},
-            )
-            log.warning("watch restored after %.1f s", down, **job_fields(route=self.route.name))
-        self.lost_reason = self.lost_since = None
-        self.alerted = False
-        self.attempts = 0
+        self.availability.restore(self.mode)
         log.info(
             "watching %s (%s: %s)",
             readable(self.root),
@@ -509,8 +467,8 @@ class RouteWatch:
         """Heartbeat details of this route."""
         return {
             "lost": not self.watching,
-            "reason": self.lost_reason,
-            "lost_since": self.lost_since,
+            "reason": self.availability.lost_reason,
+            "lost_since": self.availability.lost_since,
             "mode": self.mode,
             "mode_reason": self.mode_reason,
             "last_scan": self.last_scan,

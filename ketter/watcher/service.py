@@ -20,10 +20,11 @@ from ketter import __version__
 from ketter.config.schema import Config
 from ketter.runtime import sdnotify
 from ketter.runtime.logs import job_fields
+from ketter.watcher.availability import audit
 from ketter.watcher.enqueue import Ringer
 from ketter.watcher.heartbeat import beat, beat_stopped
 from ketter.watcher.observers import OverflowHook, default_observer_factory
-from ketter.watcher.route_watch import MAX_BACKOFF, RouteWatch, audit
+from ketter.watcher.route_watch import MAX_BACKOFF, RouteWatch
 
 if TYPE_CHECKING:
     from ketter.store.port import JobStore
