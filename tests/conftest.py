@@ -16,7 +16,10 @@ from ketter.store import open_store
 from ketter.store.sqlite import SqliteJobStore
 
 ROOT = Path(__file__).resolve().parent.parent
-KETTER = [sys.executable, "-m", "ketter.cli.main"]
+#: The command line as the units run it (ketter/__main__.py); ``-m ketter.cli.main``
+#: printed a RuntimeWarning in every subprocess (the module is imported by
+#: ``ketter.cli`` before it runs as ``__main__``).
+KETTER = [sys.executable, "-m", "ketter"]
 
 
 @pytest.fixture
@@ -47,7 +50,7 @@ def write_config(tmp_path: Path):
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    """The environment for running `python -m ketter.cli.main` in a subprocess."""
+    """The environment for running `python -m ketter` in a subprocess."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("KETTER_CONFIG", None)

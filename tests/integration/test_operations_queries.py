@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
-KETTER = [sys.executable, "-m", "ketter.cli.main"]
+KETTER = [sys.executable, "-m", "ketter"]
 
 
 def _sqlite3() -> str:

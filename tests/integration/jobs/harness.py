@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.conftest import cli_env
 
-KETTER = [sys.executable, "-m", "ketter.cli.main"]
+KETTER = [sys.executable, "-m", "ketter"]
 
 CONFIG = """\
 state_dir: state
