@@ -21,6 +21,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ketter.config import RouteConfig
+from ketter.engine.oserrors import read_only_reason
 from ketter.mounts import mount_problem
 
 if TYPE_CHECKING:
@@ -116,6 +117,10 @@ def unavailable_reason(route: RouteConfig, *, room: int = 0) -> str | None:
     below ``min_free``, or without ``room`` bytes free on top of it), or
     ``None`` when it can.
 
+    The destination (and a move route's source, whose files it deletes) must
+    be on a writable mount (:func:`ketter.engine.oserrors.read_only_reason`,
+    from the mount table: it writes nothing).
+
     The mount check is :func:`ketter.mounts.mount_problem`, the same as the
     job's guard: a route paused because a same-device bind mount was
     unmounted resumes once it is mounted again (``os.path.ismount`` calls
@@ -132,6 +137,14 @@ def unavailable_reason(route: RouteConfig, *, room: int = 0) -> str | None:
             return f"{label} {root} does not exist or is not a folder"
         if not os.access(root, os.R_OK | os.X_OK):
             return f"{label} {root} is not readable by this account"
+        if label == "destination" or route.mode == "move":
+            # A read-only mount (a folder outside the unit's ReadWritePaths=,
+            # a filesystem mounted ro): EROFS for every job. Seen here, a
+            # route paused for it resumes as soon as it is writable, not
+            # after retry.max_delay, and is not re-alerted every max_delay.
+            read_only = read_only_reason(os.fsencode(root))
+            if read_only is not None:
+                return f"{label} {root}: {read_only}"
     return space_problem(route, room=room)
 
 

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -51,6 +52,18 @@ for name, folder in (("sandbox", sandboxed), ("mount", ro_fs)):
         out[name] = [type(error).__name__, error.message]
 # What the sweep's look at the paused route can ask, without writing.
 out["looks"] = [read_only_reason(p.encode()) for p in (sandboxed, ro_fs, base)]
+# The route's look (the sweep's and the policy's): a read-only destination, or
+# the source of a move route, is a reason; a copy route's read-only source is not.
+from ketter.config import parse_config
+from ketter.jobs.routes import unavailable_reason
+src, dst = os.path.join(base, "wsrc"), os.path.join(base, "wdst")  # writable
+routes = {"to-sandbox": (src, sandboxed, "copy"), "from-ro-copy": (ro_fs, dst, "copy"),
+          "from-ro-move": (ro_fs, dst, "move")}
+out["routes"] = {}
+for n, (s, d, m) in routes.items():  # one config each: two routes may not share a source
+    route = f"{{name: {n}, source: {s}, destination: {d}, mode: {m}}}"
+    text = f"state_dir: {base}/state\nroutes:\n  - {route}\n"
+    out["routes"][n] = unavailable_reason(parse_config(text).route(n))
 print(json.dumps(out))
 """
 
@@ -61,6 +74,8 @@ def test_erofs_under_the_sandbox_says_re_render_the_units(tmp_path: Path) -> Non
     assert os.geteuid() == 0, "needs root (a private mount namespace)"
     (tmp_path / "mnt" / "qc").mkdir(parents=True)
     (tmp_path / "ro").mkdir()
+    (tmp_path / "wsrc").mkdir()
+    (tmp_path / "wdst").mkdir()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run(
         [unshare, "--mount", "--propagation", "private", sys.executable, "-c", PROGRAM,
@@ -81,6 +96,10 @@ def test_erofs_under_the_sandbox_says_re_render_the_units(tmp_path: Path) -> Non
     assert sandbox_look.startswith("not writable under the unit's sandbox")
     assert mount_look.startswith("read-only filesystem")
     assert writable_look is None
+    routes = out["routes"]
+    assert routes["to-sandbox"].startswith(f"destination {tmp_path}/mnt/qc: not writable under")
+    assert routes["from-ro-copy"] is None
+    assert routes["from-ro-move"].startswith(f"source {tmp_path}/ro: read-only filesystem")
     # Nothing leaked out of the private namespace.
     assert not os.path.ismount(tmp_path / "ro")
 
@@ -178,3 +197,60 @@ def test_a_late_route_folder_pauses_the_route_fails_health_then_delivers(
         workers.send_signal(signal.SIGTERM)
         assert workers.wait(60) == 0
     assert (tmp_path / "dst" / "take.wav").read_bytes() == data
+
+
+STAYS_PAUSED = r"""
+set -u
+T=$1; shift
+mount --bind "$T/dst" "$T/dst" && mount -o remount,bind,ro "$T/dst"
+"$@" --config "$T/ketter.yaml" workers -w 1 > "$T/workers.log" 2>&1 &
+W=$!
+"$@" --config "$T/ketter.yaml" enqueue "$T/src/take.wav" --route copy > /dev/null
+for i in $(seq 1 600); do
+  "$@" --config "$T/ketter.yaml" health > "$T/health.txt" 2>&1
+  grep -q "unit's sandbox" "$T/health.txt" && break
+  sleep 0.1
+done
+# Read-only through several retry.max_delay (1 s) and sweeps (0.5 s).
+sleep 5
+mount -o remount,bind,rw "$T/dst"
+for i in $(seq 1 600); do [ -e "$T/dst/take.wav" ] && break; sleep 0.1; done
+kill -TERM $W; wait $W; echo $? > "$T/workers.rc"
+"""
+
+
+def test_a_read_only_route_stays_paused_without_new_alerts_and_resumes_once_writable(
+    tmp_path: Path,
+) -> None:
+    """The sweep's look at the paused route sees the read-only mount
+    (``unavailable_reason``): no resume (and no new pause, event and alert)
+    every ``retry.max_delay`` while it stays read-only, and it resumes at
+    the next sweep once it is writable."""
+    unshare = shutil.which("unshare")
+    assert unshare, "unshare is missing: install the Debian package util-linux"
+    for name in ("src", "dst", "state"):
+        (tmp_path / name).mkdir()
+    config = LATE_CONFIG.format(root=tmp_path).replace("max_delay: 2s", "max_delay: 1s")
+    (tmp_path / "ketter.yaml").write_text(config, encoding="utf-8")
+    data = os.urandom(100_000)
+    (tmp_path / "src" / "take.wav").write_bytes(data)
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    env["PYTHONPATH"] = str(ROOT)
+    subprocess.run(
+        [unshare, "--mount", "--propagation", "private", "bash", "-c", STAYS_PAUSED, "paused",
+         str(tmp_path), sys.executable, "-m", "ketter"],
+        env=env, timeout=180, check=True,
+    )
+    log = (tmp_path / "workers.log").read_text()
+    assert "not writable under the unit's sandbox" in (tmp_path / "health.txt").read_text()
+    assert (tmp_path / "workers.rc").read_text().strip() == "0", log
+    assert (tmp_path / "dst" / "take.wav").read_bytes() == data, log
+    con = sqlite3.connect(f"file:{tmp_path}/state/ketter.db?mode=ro", uri=True)
+    try:
+        events = [e for (e,) in con.execute(
+            "SELECT event FROM events WHERE event IN ('route_paused', 'route_resumed') "
+            "ORDER BY id")]
+    finally:
+        con.close()
+    # One pause (one alert) for the whole read-only spell, one resume.
+    assert events == ["route_paused", "route_resumed"], log
