@@ -51,6 +51,7 @@ from ketter.jobs.spec import spec_for
 from ketter.jobs.states import State
 from ketter.jobs.steps import Attempt
 from ketter.jobs.transitions import transition
+from ketter.paths import readable
 from ketter.runtime.faults import fault
 from ketter.runtime.signals import Shutdown
 from ketter.store.rows import JobRow
@@ -60,6 +61,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ketter.jobs")
 S = State
+
+
+def _plain(value: object) -> object:
+    """A warning's detail as the chain's JSON holds it (paths as text)."""
+    if isinstance(value, bytes):
+        return readable(value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
 
 
 class Notifier(Protocol):
@@ -167,9 +177,52 @@ class JobRunner:
         """The lease of a claimed job is kept alive from here on (until
         ``keeper.remove``)."""
         active = ActiveJob(job.id, claimed.claim, job.route, claimed.attempt)
-        ctx = JobContext(active, self.shutdown, on_progress=self.on_progress, store=self.store)
+        ctx = JobContext(
+            active,
+            self.shutdown,
+            on_warning=lambda event, details: self.warned(active, event, details),
+            on_progress=self.on_progress,
+            store=self.store,
+        )
         self.keeper.add(active)
         return active, ctx
+
+    def warned(self, active: ActiveJob, warning: str, details: dict[str, Any]) -> None:
+        """An engine warning of a running job (a symlink skipped in a source
+        folder, a partial adopted, a folder's metadata not applied, …): a
+        ``warning`` event in the job's chain and a WARNING line. Without it
+        the engine's warnings of the workers were dropped: no trace anywhere.
+
+        The event is written in its own transaction (a savepoint when the
+        step is inside one); a store that cannot take it does not fail the
+        job over a warning: the line still says it."""
+        shown = {k: _plain(v) for k, v in details.items()}
+        log.warning(
+            "%s: %s",
+            warning,
+            ", ".join(f"{k}={v}" for k, v in shown.items()),
+            extra={
+                "ketter.job_id": active.job_id,
+                "ketter.route": active.route,
+                "ketter.warning": warning,
+            },
+        )
+        try:
+            with self.store.transaction():
+                self.store.append_event(
+                    "warning",
+                    now=self.clock(),
+                    job_id=active.job_id,
+                    route=active.route,
+                    attempt=active.attempt,
+                    details={"warning": warning, **shown},
+                )
+        except Exception:
+            log.exception(
+                "could not record the warning %s in the audit chain",
+                warning,
+                extra={"ketter.job_id": active.job_id},
+            )
 
     def route_of(self, name: str) -> RouteConfig:
         """The job's route in the config; :class:`RouteRemoved` (permanent)
