@@ -198,3 +198,46 @@ def test_files_alone_without_job_store(shipped: Env) -> None:
     content[1] = edit(content[1], **{"event.action": "complete"})
     shipped.log.write_text("".join(content), encoding="utf-8")
     assert "field 'event.action'" in verify_files([str(shipped.log)]).problems[0]
+
+
+def _in_layout_1(env: Env) -> list[str]:
+    """The shipped log as it was written before the ECS layout 2 (b72af96):
+    every line recomputed with ``to_line(..., layout=1)`` (``destination.path``,
+    no ``ketter.layout``)."""
+    from ketter.audit.ecs import JobIdentity, to_line
+    from ketter.audit.logfile import format_line
+
+    jobs = {}
+    out = []
+    for text in lines(env.log):
+        f = json.loads(text)
+        record = json.loads(f["ketter.record"])
+        job_id = record.get("job_id")
+        if job_id is not None and job_id not in jobs:
+            jobs[job_id] = JobIdentity.from_row(env.store.event_jobs([job_id])[job_id])
+        old = to_line(f["ketter.record"], f["ketter.prev"], f["ketter.hash"],
+                      jobs.get(job_id), layout=1)
+        out.append(format_line(old) + "\n")
+    return out
+
+
+def test_a_log_shipped_in_the_old_layout_verifies(
+    shipped: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Lines shipped before the layout change verify as they were written
+    (``layout_of`` each line); an edit of one of their fields is caught."""
+    old = _in_layout_1(shipped)
+    assert not any('"ketter.layout"' in line for line in old)
+    at = next(n for n, line in enumerate(old) if '"destination.path"' in line)
+    shipped.log.write_text("".join(old), encoding="utf-8")
+    report = check(shipped)
+    assert report.ok, report.problems
+    assert verify_files([str(shipped.log)]).ok  # from the files alone too
+    assert main(["audit", "verify", "--config", shipped.config_path]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"{len(old)} records checked, OK")
+    open_store(shipped.config.db_path)  # main() bound the models to a read-only handle
+    old[at] = edit(old[at], **{"destination.path": "/elsewhere/take0.mov"})
+    shipped.log.write_text("".join(old), encoding="utf-8")
+    report = check(shipped)
+    assert not report.ok
+    assert "field 'destination.path' does not match" in report.problems[0]
