@@ -13,10 +13,15 @@ drops a mount the moment it is unmounted; it is the only source of truth.
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import threading
+import time
 from dataclasses import dataclass
 
 MOUNTINFO = "/proc/self/mountinfo"
+log = logging.getLogger("ketter.mounts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +32,8 @@ class Mount:
     fs_type: str
     source: str
     options: str  # per-mount options followed by the superblock options
+    #: ``st_dev`` of the files on this mount (the MAJ:MIN field); 0 unknown
+    dev: int = 0
 
     def option(self, name: str) -> str | None:
         """The value of ``name=value`` among the options (last one wins)."""
@@ -65,12 +72,16 @@ def parse_mountinfo(text: bytes) -> list[Mount]:
         tail = fields[sep + 1 :]
         if len(tail) < 3:
             continue
+        major, _, minor = fields[2].partition(b":")
         mounts.append(
             Mount(
                 mount_point=unescape_mountinfo(fields[4]),
                 fs_type=tail[0].decode(errors="replace"),
                 source=unescape_mountinfo(tail[1]).decode(errors="replace"),
                 options=fields[5].decode(errors="replace") + "," + tail[2].decode(errors="replace"),
+                dev=os.makedev(int(major), int(minor))
+                if major.isdigit() and minor.isdigit()
+                else 0,
             )
         )
     return mounts
@@ -109,6 +120,21 @@ def is_mount_point(path: bytes | str, mounts: list[Mount] | None = None) -> bool
     return holder is not None and holder.mount_point == real
 
 
+def _bind_inside(point: bytes, share: bytes) -> bool:
+    """The mount at ``point``, inside the share mounted at ``share``, is a
+    bind mount of one of the share's own folders (the same filesystem), not
+    another share: what systemd's ``ReadWritePaths=`` makes of each route
+    folder under ``ProtectSystem=strict``, so inside the units every route
+    root sits on such a bind (issue #15 section 2). An unreadable mount
+    point is a "no"."""
+    if not point.startswith(share.rstrip(b"/") + b"/"):
+        return False
+    try:
+        return os.stat(point).st_dev == os.stat(share).st_dev
+    except OSError:
+        return False
+
+
 def mount_problem(label: str, root: str | bytes | None, mount: str | bytes | None) -> str | None:
     """Why ``root`` is not on the share mounted at ``mount``, or None when it
     is (or when no mount is configured). ``label`` is ``source`` or
@@ -134,10 +160,106 @@ def mount_problem(label: str, root: str | bytes | None, mount: str | bytes | Non
         )
     if root is not None:
         holder = mount_of(root, mounts)
-        if holder is None or holder.mount_point != real_mount:
+        if holder is None or (
+            holder.mount_point != real_mount and not _bind_inside(holder.mount_point, real_mount)
+        ):
             where = os.fsdecode(holder.mount_point) if holder is not None else "no mount"
             return (
                 f"{label} {os.fsdecode(root)} is not on the share mounted at {shown} "
                 f"(it is on {where}); check the {label} and {label}_mount keys"
             )
     return None
+
+
+#: Filesystems whose ``st_ino`` is not the file's own: FUSE clients of
+#: network protocols hand out node ids that start again on every mount and
+#: whenever the kernel forgets a node (a reconnect, memory pressure). After
+#: one server restart of a real sshfs / smbnetfs share, a copy route keyed on
+#: the inode re-detected every file it had delivered and in-flight jobs
+#: failed "changed since detected" (issue #15 §1). On these, a file's
+#: identity is size + mtime_ns (+ ctime) and, before a delete, its content.
+INODES_NOT_KEPT = frozenset(
+    {
+        "fuse.sshfs",
+        "fuse.smbnetfs",
+        "fuse.rclone",
+        "fuse.s3fs",
+        "fuse.gcsfuse",
+        "fuse.curlftpfs",
+        "fuse.httpdirfs",
+    }
+)
+#: How long one reading of the mount table answers :func:`fs_type_of_dev`:
+#: a remount gets a new anonymous device number, or the freed one back for
+#: the same kind of filesystem, so a short memory is enough and keeps the
+#: watcher from reading /proc for each of thousands of files.
+_DEV_CACHE_SECONDS = 2.0
+_dev_cache: dict[int, tuple[float, str | None]] = {}
+_dev_lock = threading.Lock()
+
+
+def fs_type_of_dev(dev: int) -> str | None:
+    """The filesystem type of the mount whose files have ``st_dev == dev``
+    (``fuse.sshfs``, ``ext4`` …), or None when the mount table does not
+    list it (or cannot be read)."""
+    now = time.monotonic()
+    with _dev_lock:
+        hit = _dev_cache.get(dev)
+        if hit is not None and now - hit[0] < _DEV_CACHE_SECONDS:
+            return hit[1]
+    try:
+        mounts = read_mounts()
+    except OSError:
+        mounts = []
+    found = None
+    for mount in mounts:
+        if mount.dev == dev:
+            found = mount.fs_type
+    with _dev_lock:
+        _dev_cache[dev] = (now, found)
+    return found
+
+
+def inodes_kept(dev: int) -> bool:
+    """The filesystem of ``st_dev`` keeps a file's inode number across
+    mounts and reconnects (every local and kernel network filesystem; not
+    the FUSE clients in :data:`INODES_NOT_KEPT`)."""
+    return fs_type_of_dev(dev) not in INODES_NOT_KEPT
+
+
+def kept_inode(dev: int, ino: int) -> int:
+    """``ino`` where the filesystem keeps it, else 0: "not part of the
+    identity" wherever an identity compares inode numbers."""
+    return ino if inodes_kept(dev) else 0
+
+
+_warned_unknown_space: set[int] = set()
+
+
+def disk_usage(path: str | bytes) -> shutil._ntuple_diskusage | None:
+    """``shutil.disk_usage(path)``, or None when the filesystem does not say
+    how big it is (``statfs`` reports ``f_blocks == 0``).
+
+    smbnetfs answers ``statfs`` with 0 blocks in all and 0 free unless given
+    a ``free_space_size``: every delivery onto it was refused as "can never
+    fit … 0 bytes in all" (issue #15 §1). Zero blocks in all is not a full
+    disk but an unknown size: the room check is skipped (a real ENOSPC
+    while writing still pauses the route) and a warning is logged once per
+    filesystem. ``OSError`` propagates as from ``shutil.disk_usage``.
+    """
+    vfs = os.statvfs(path)
+    if vfs.f_blocks == 0:
+        dev = os.stat(path).st_dev
+        with _dev_lock:
+            first = dev not in _warned_unknown_space
+            _warned_unknown_space.add(dev)
+        if first:
+            log.warning(
+                "free space unknown on %s (%s reports no size): min_free and the room "
+                "check are not applied there; a full share shows up as ENOSPC while "
+                "writing, which pauses the route",
+                os.fsdecode(path),
+                fs_type_of_dev(dev) or "its filesystem",
+            )
+        return None
+    return shutil.disk_usage(path)

@@ -13,6 +13,14 @@ Two failure modes, both found by attacking the product (issue #14):
   (:func:`ident_of` on its own descriptor), reads it back through that
   descriptor (:func:`reopen`), and checks any later open by name against it
   (:func:`check_ident`).
+
+  Where the filesystem does not keep inode numbers (FUSE clients of
+  network shares: sshfs, smbnetfs renumber a file whenever the kernel
+  forgets its node, :func:`ketter.mounts.inodes_kept`) only the device is
+  compared: a real sshfs delivery failed as "temporary replaced" because
+  its own temporary came back under a new number (issue #15 §1). There a
+  swap is not told apart by identity; the content was verified by hash
+  through Ketter's own descriptor before placement.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import os
 import stat
 
 from ketter.errors import DestinationSpecialFile, KetterError, SpecialSourceFile, TemporarySwapped
+from ketter.mounts import inodes_kept
 
 from .oserrors import classify_oserror
 from .paths import show
@@ -35,6 +44,14 @@ def ident_of(fd: int) -> Ident:
     return (st.st_dev, st.st_ino)
 
 
+def same_ident(st: os.stat_result, want: Ident) -> bool:
+    """``st`` is the file identified as ``want``: same device, and same inode
+    where the filesystem keeps inode numbers (module docstring)."""
+    if st.st_dev != want[0]:
+        return False
+    return st.st_ino == want[1] or not inodes_kept(st.st_dev)
+
+
 def swapped(path: bytes, what: str = "temporary") -> TemporarySwapped:
     return TemporarySwapped(
         f"the {what} {show(path)} was replaced by another file or folder after Ketter "
@@ -46,7 +63,7 @@ def swapped(path: bytes, what: str = "temporary") -> TemporarySwapped:
 
 def check_ident(fd: int, want: Ident | None, path: bytes, what: str = "temporary") -> None:
     """``fd`` (opened by name) must be the inode Ketter wrote."""
-    if want is not None and ident_of(fd) != want:
+    if want is not None and not same_ident(os.fstat(fd), want):
         raise swapped(path, what)
 
 

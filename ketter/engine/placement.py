@@ -34,7 +34,7 @@ from .cleanup import remove_path
 from .context import STOP_SIGNALS, TransferContext
 from .existing import matches_result
 from .mounts import check_mounts
-from .openfile import swapped
+from .openfile import same_ident, swapped
 from .oserrors import classify_oserror
 from .paths import join, rename_candidate, show, split, temp_name
 from .renameat import renameat2_noreplace
@@ -171,7 +171,7 @@ def _check_temp(sname: bytes, sfd: int | None, tmp: bytes, want: tuple[int, int]
         st = os.lstat(sname, dir_fd=sfd)
     except FileNotFoundError:
         raise swapped(tmp) from None
-    if (st.st_dev, st.st_ino) != want:
+    if not same_ident(st, want):  # the inode only where the filesystem keeps it (#15)
         raise swapped(tmp)
 
 
@@ -190,7 +190,7 @@ def _check_placed(
     impostor is renamed back under the temporary's name (never left
     delivered), an old version set aside is restored, and the job fails."""
     st = os.lstat(name, dir_fd=pfd)
-    if (st.st_dev, st.st_ino) == want:
+    if same_ident(st, want):  # the inode only where the filesystem keeps it (#15)
         return
     try:
         renameat2_noreplace(name, sname, pfd, sfd)

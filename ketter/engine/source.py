@@ -11,6 +11,13 @@ size and mtime with ``os.utime`` (issue #14, finding 2) still moves the
 ctime, so a copy torn between the old and the new bytes is never verified
 and its source never deleted. A ``ctime_ns`` of 0 means "not recorded"
 (rows written before migration 0003) and is not compared.
+
+An inode of 0 means "not kept by this filesystem" and is not compared
+either: FUSE clients of network shares (sshfs, smbnetfs) number their files
+anew on every mount and reconnect, so after a server restart every file
+looked changed — in-flight jobs failed and a move kept its sources as
+"changed" (issue #15 §1). :func:`ketter.mounts.kept_inode` decides per
+filesystem type, from the mount table.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ketter.errors import PermanentError, SourceChanged
+from ketter.mounts import kept_inode
 
 from .oserrors import classify_oserror
 from .paths import TEMP_PREFIX, check_contained, check_no_overlap, join, show, split
@@ -111,7 +119,7 @@ def inspect_source(spec: TransferSpec, src: bytes) -> SourcePlan:
             "file",
             st.st_size,
             st.st_mtime_ns,
-            st.st_ino,
+            kept_inode(st.st_dev, st.st_ino),
             st.st_dev,
             st.st_mode,
             ctime_ns=st.st_ctime_ns,
@@ -124,7 +132,7 @@ def inspect_source(spec: TransferSpec, src: bytes) -> SourcePlan:
         "folder",
         sum(e.size for e in files),
         st.st_mtime_ns,
-        st.st_ino,
+        kept_inode(st.st_dev, st.st_ino),
         st.st_dev,
         st.st_mode,
         files=tuple(files),
@@ -157,13 +165,12 @@ def scan_tree(root: bytes) -> tuple[list[FileEntry], list[FileEntry], list[tuple
                 st = de.stat(follow_symlinks=False)
             except OSError as e:
                 raise classify_oserror(e, join(root, relpath), "inspect the source") from e
-            entry = FileEntry(
-                relpath, st.st_size, st.st_mtime_ns, st.st_mode, st.st_ino, st.st_ctime_ns
-            )
+            ino = kept_inode(st.st_dev, st.st_ino)
+            entry = FileEntry(relpath, st.st_size, st.st_mtime_ns, st.st_mode, ino, st.st_ctime_ns)
             if stat.S_ISREG(st.st_mode):
                 files.append(entry)
             elif stat.S_ISDIR(st.st_mode):
-                dirs.append(FileEntry(relpath, 0, st.st_mtime_ns, st.st_mode, st.st_ino))
+                dirs.append(FileEntry(relpath, 0, st.st_mtime_ns, st.st_mode, ino))
                 stack.append(relpath)
             elif stat.S_ISLNK(st.st_mode):
                 skipped.append((relpath, "symbolic link (never followed)"))
@@ -175,16 +182,21 @@ def scan_tree(root: bytes) -> tuple[list[FileEntry], list[FileEntry], list[tuple
 
 
 def same_identity(st: os.stat_result, e: FileEntry) -> bool:
-    """``st`` is still the version ``e`` names (module docstring: why ctime)."""
-    return (st.st_size, st.st_mtime_ns, st.st_ino) == (e.size, e.mtime_ns, e.ino) and (
-        not e.ctime_ns or st.st_ctime_ns == e.ctime_ns
+    """``st`` is still the version ``e`` names (module docstring: why ctime,
+    and why an inode of 0 is not compared)."""
+    return (
+        (st.st_size, st.st_mtime_ns) == (e.size, e.mtime_ns)
+        and (not e.ino or st.st_ino == e.ino)
+        and (not e.ctime_ns or st.st_ctime_ns == e.ctime_ns)
     )
 
 
 def same_identity_entry(now: FileEntry, then: FileEntry) -> bool:
     """Two manifest entries of one file name the same version."""
-    return (now.size, now.mtime_ns, now.ino) == (then.size, then.mtime_ns, then.ino) and (
-        not then.ctime_ns or now.ctime_ns == then.ctime_ns
+    return (
+        (now.size, now.mtime_ns) == (then.size, then.mtime_ns)
+        and (not then.ino or now.ino == then.ino)
+        and (not then.ctime_ns or now.ctime_ns == then.ctime_ns)
     )
 
 
@@ -198,7 +210,7 @@ def check_unchanged(plan: SourcePlan) -> None:
             f"source folder {show(plan.path)} vanished or became unreadable during the transfer"
         ) from e
     if (
-        st.st_ino != plan.ino
+        kept_inode(st.st_dev, st.st_ino) != plan.ino
         or listing_digest(files) != plan.listing_sha256
         or [e.ino for e in files] != [e.ino for e in plan.files]
         or not all(

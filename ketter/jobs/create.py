@@ -1,7 +1,10 @@
 """Creating job rows, idempotently on the source's identity.
 
 The ``source_key`` names one *version* of one source: for a file, route +
-relative path + size + mtime_ns + inode; for a folder, route + relative path
+relative path + size + mtime_ns + inode (0 where the filesystem does not
+keep inode numbers — sshfs, smbnetfs renumber files on every mount, and a
+key with their numbers re-detected every delivered file after a server
+restart, issue #15 §1; :func:`ketter.mounts.kept_inode`); for a folder, route + relative path
 + SHA-256 of its sorted (relpath, size, mtime_ns) listing. The partial unique
 index ``jobs_active_source_key`` allows one active job per key, so the same
 file enqueued twice (watcher rescan, a duplicate ``ketter enqueue``) yields

@@ -73,7 +73,7 @@ class Ready:
             assert self.version.listing_sha256 is not None
             return folder_source_key(route, self.relpath, self.version.listing_sha256)
         v = self.version
-        return file_source_key(route, self.relpath, v.size, v.mtime_ns, v.inode)
+        return file_source_key(route, self.relpath, v.size, v.mtime_ns, v.key_inode)
 
 
 def settled_keys(
@@ -189,7 +189,7 @@ def _new_job(route: RouteConfig, root: bytes, item: Ready, key: str) -> NewJob:
         file_count=v.file_count,
         source_size=v.size,
         source_mtime_ns=v.mtime_ns,
-        source_inode=v.inode,
+        source_inode=v.key_inode,  # 0 where the filesystem does not keep it (#15)
         source_dev=v.dev,
         source_owner=owner_name(v.uid),
         dest_path=None,

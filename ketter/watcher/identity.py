@@ -34,6 +34,8 @@ import os
 import stat
 from dataclasses import dataclass
 
+from ketter.mounts import kept_inode
+
 
 @dataclass(frozen=True, slots=True)
 class Version:
@@ -49,12 +51,21 @@ class Version:
     #: file ctime, or the newest ctime inside a folder (module docstring)
     ctime_ns: int = 0
 
+    @property
+    def key_inode(self) -> int:
+        """The inode as part of the version's identity (job key, stored
+        ``source_inode``): 0 where the filesystem does not keep inode numbers
+        (FUSE network clients renumber files on every mount and reconnect,
+        issue #15 §1; :func:`ketter.mounts.kept_inode`). ``inode`` itself
+        stays the live number, which the open-writer check matches."""
+        return kept_inode(self.dev, self.inode)
+
     def same_as(self, other: Version) -> bool:
         """Unchanged between two observations (the readiness test, R-W3)."""
-        return (self.size, self.mtime_ns, self.inode, self.listing_sha256, self.ctime_ns) == (
+        return (self.size, self.mtime_ns, self.key_inode, self.listing_sha256, self.ctime_ns) == (
             other.size,
             other.mtime_ns,
-            other.inode,
+            other.key_inode,
             other.listing_sha256,
             other.ctime_ns,
         )
