@@ -22,12 +22,12 @@ cleanly those files are gone, and the store is then opened ``immutable``
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ketter.config import Config
+from ketter.mounts import disk_usage
 from ketter.store.port import JobReadStore, StoreUnreadable
 from ketter.store.sqlite_read import SqliteReadStore, connect_readonly, probe_readonly
 
@@ -244,9 +244,12 @@ def _check_space(report: HealthReport, config: Config) -> None:
     for dest in dict.fromkeys(r.destination for r in config.routes):
         name = f"free space {dest}"
         try:
-            usage = shutil.disk_usage(dest)
+            usage = disk_usage(dest)
         except OSError as exc:
             report.add(name, False, f"cannot stat: {exc.strerror}")
+            continue
+        if usage is None:
+            report.add(name, True, "unknown: the filesystem reports no size (min_free not applied)")
             continue
         needed = config.health.min_free.required(usage.total)
         ok = usage.free > needed

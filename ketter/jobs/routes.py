@@ -151,10 +151,14 @@ def unavailable_reason(route: RouteConfig, *, room: int = 0) -> str | None:
 def space_problem(route: RouteConfig, *, room: int = 0) -> str | None:
     """Why the destination has no room: below ``min_free``, or fewer than
     ``room`` bytes free on top of it; None when there is room."""
+    from ketter.mounts import disk_usage  # here: H10's #15 fix, the import block is shared
+
     try:
-        usage = shutil.disk_usage(route.destination)
+        usage = disk_usage(route.destination)
     except OSError as exc:
         return f"destination {route.destination}: {exc.strerror}"
+    if usage is None:
+        return None  # statfs gives no size (smbnetfs): free space unknown (#15)
     needed = route.min_free.required(usage.total)
     if usage.free < needed:
         return (

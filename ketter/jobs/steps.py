@@ -291,10 +291,14 @@ class Attempt:
         """A job that does not fit pauses its route until it does (R-J7): it
         waits without using attempts (issue #14, finding 17); only one that
         cannot fit even in the empty destination fails."""
+        from ketter.mounts import disk_usage  # here: H10's #15 fix, the import block is shared
+
         try:
-            usage = shutil.disk_usage(self.dest_dir)
+            usage = disk_usage(self.dest_dir)
         except OSError as exc:
             raise classify_oserror(exc, self.dest_dir, "check free space") from exc
+        if usage is None:
+            return  # statfs gives no size (smbnetfs): free space unknown, warned once (#15)
         needed = self.route.min_free.required(usage.total)
         if size > usage.total - needed:
             raise PermanentError(
