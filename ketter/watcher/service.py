@@ -9,6 +9,7 @@ queue, so there is no locking beyond SQLite's.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -122,14 +123,18 @@ class Watcher:
         if guard is not None and not guard.publishing:
             guard.start_publishing("watcher")  # `ketter watcher`; `run` shares the workers'
             self._publishes = True
+        routes = [r.route.name for r in self.routes]
         try:
+            # The workers' shape (ketter.workers.consumer): pid, config, routes.
             audit(
                 self.store,
                 "watcher_started",
                 None,
                 {
                     "version": __version__,
-                    "routes": [r.route.name for r in self.routes],
+                    "pid": os.getpid(),
+                    "config": self.config.path,
+                    "routes": routes,
                 },
             )
         except Exception as exc:
@@ -137,7 +142,7 @@ class Watcher:
             if guard is None or not guard.is_unwritable(exc):
                 raise
             guard.write_failed(exc)
-        log.info("watcher started", extra={"ketter.routes": [r.route.name for r in self.routes]})
+        log.info("watcher started", extra={"ketter.routes": routes})
 
     def tick(self) -> list[int]:
         """One pass over every route; returns the ids of the jobs created."""
@@ -195,32 +200,50 @@ class Watcher:
                 route.request_rescan()
 
     def close(self) -> None:
-        """Stop the observers and record ``watcher_stopped``."""
+        """Record ``watcher_stopped`` (the chain and the log) and stop the
+        observers.
+
+        The stop is recorded first, each record on its own: once the loop
+        has ended no job is created any more, and neither an observer whose
+        thread hangs on a dead share while it stops, nor a heartbeat that
+        fails, may keep the stop out of the chain and the log."""
         if not self._started:
             return
         self._started = False
         self._overflow.remove()
+        guard = self.store.guard
+        created = sum(r.jobs_created for r in self.routes)
+        fields = {"ketter.jobs_created": created}  # the log line has process.pid
+        if guard is not None and guard.problem:
+            log.info(
+                "watcher stopped (store %s: not recorded in the chain)",
+                "lost" if guard.lost else "not writable",
+                extra=fields,
+            )
+        else:
+            try:
+                # The workers' shape (ketter.workers.consumer): pid.
+                audit(
+                    self.store,
+                    "watcher_stopped",
+                    None,
+                    {"jobs_created": created, "pid": os.getpid()},
+                )
+            except Exception:
+                log.exception("could not record the watcher's stop in the audit chain")
+            log.info("watcher stopped", extra=fields)
         for route in self.routes:
             route.stop()
-        guard = self.store.guard
         if guard is not None and self._publishes:
             self._publishes = False
             guard.stop_publishing()
         if guard is not None and guard.problem:
-            log.info("watcher stopped (store %s)", "lost" if guard.lost else "not writable")
             return
         try:
             self.heartbeat()
             beat_stopped(self.store, self.config.node, "watcher")  # health: "stopped cleanly"
-            audit(
-                self.store,
-                "watcher_stopped",
-                None,
-                {"jobs_created": sum(r.jobs_created for r in self.routes)},
-            )
         except Exception:
-            log.exception("could not record the watcher's stop")
-        log.info("watcher stopped")
+            log.exception("could not record the watcher's stop in its heartbeat")
 
     # -- helpers ---------------------------------------------------------
 
