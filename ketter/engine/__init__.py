@@ -9,15 +9,17 @@ calls the steps one by one and commits its state between them::
     placement = place(spec, result, ctx)        # record it durably, then:
     delete_source(spec, plan, placement, ctx)   # MOVE only
 
-:func:`transfer` runs them all at once (test-only: the ``same_fs_move:
-rename`` tests, until the workers' path does the rename). See docs/engine.md.
+A move with ``same_fs_move: rename`` on one filesystem hashes the source
+(:func:`hash_source`) and renames it into place (:func:`place_by_rename`)
+instead of copying. The workers' ``Attempt`` (:mod:`ketter.jobs.steps`) is
+the one driver. See docs/engine.md.
 """
 
 from .cleanup import find_orphans, remove_path, rollback
 from .context import FAULT_POINTS, TransferContext
 from .existing import check_existing
 from .mounts import check_mounts, is_mount_point
-from .move import delete_source, hash_source, move_by_rename, same_filesystem
+from .move import delete_source, hash_source, place_by_rename, same_filesystem
 from .oserrors import classify_oserror
 from .package import extract_package, member_name
 from .paths import temp_name
@@ -27,11 +29,10 @@ from .results import (
     DeleteResult,
     FileHashes,
     Placement,
-    TransferOutcome,
 )
 from .source import FileEntry, SourcePlan, inspect_source, resolve_destination
 from .spec import TransferSpec
-from .transfer import copy_and_verify, identical_result, per_file_items, transfer
+from .transfer import copy_and_verify, identical_result
 
 __all__ = [
     "FAULT_POINTS",
@@ -42,7 +43,6 @@ __all__ = [
     "Placement",
     "SourcePlan",
     "TransferContext",
-    "TransferOutcome",
     "TransferSpec",
     "check_existing",
     "check_mounts",
@@ -56,14 +56,12 @@ __all__ = [
     "inspect_source",
     "is_mount_point",
     "member_name",
-    "move_by_rename",
-    "per_file_items",
     "place",
+    "place_by_rename",
     "placement_mode",
     "remove_path",
     "resolve_destination",
     "rollback",
     "same_filesystem",
     "temp_name",
-    "transfer",
 ]

@@ -7,6 +7,12 @@ holds a source open for writing (:mod:`.open_writers`, issue #14 finding
 15): the job waits and tries again instead of unlinking a file someone is
 still writing into. The delivery itself must still be where the
 placement says, or nothing is deleted.
+
+``same_fs_move: rename`` (:func:`hash_source`, :func:`place_by_rename`):
+the source is hashed once and renamed into place itself, no copy; the
+workers' :class:`~ketter.jobs.steps.Attempt` records the hashes and the
+source's inode durably between the two, and the deletion that follows finds
+the source already gone.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import time
 
-from ketter.errors import PermanentError, SourceInUse
+from ketter.errors import PermanentError, SourceInUse, SourceSuperseded
+from ketter.mounts import inodes_kept, mount_of, read_mounts
 from ketter.paths import readable
 
 from .context import TransferContext
@@ -175,21 +183,43 @@ def _rmdir_if_empty(path: bytes, root: bytes) -> None:
 
 
 def same_filesystem(src: bytes, final: bytes) -> bool:
+    """``src`` can be renamed to ``final``: the same filesystem *and* the same
+    mount. Two bind mounts of one filesystem share ``st_dev``, yet a rename
+    from one to the other fails with EXDEV; an unreadable mount table is a
+    "no" (the caller copies). So is a filesystem that does not keep inode
+    numbers (sshfs, smbnetfs: :func:`ketter.mounts.inodes_kept`): a job
+    killed between the rename and its record finds its delivery by the
+    source's inode."""
+    folder = split(final)[0]
     try:
-        return os.lstat(src).st_dev == os.stat(split(final)[0]).st_dev
+        dev = os.lstat(src).st_dev
+        if dev != os.stat(folder).st_dev or not inodes_kept(dev):
+            return False
+        mounts = read_mounts()
     except OSError:
         return False
+    here, there = mount_of(src, mounts), mount_of(folder, mounts)
+    return here is not None and there is not None and here.mount_point == there.mount_point
 
 
 def hash_source(
-    spec: TransferSpec, plan: SourcePlan, *, ctx: TransferContext | None = None
+    spec: TransferSpec,
+    plan: SourcePlan,
+    final_path: bytes,
+    *,
+    ctx: TransferContext | None = None,
 ) -> CopyResult:
-    """One read of the source for the record, without copying (same-fs rename).
+    """One read of the source for the record, without copying: the result of
+    ``same_fs_move: rename``, whose "temporary" is the source itself
+    (``temp_path`` its path, ``temp_id`` its device and inode, nothing copied).
 
     With a ``ctx`` the bytes hashed are reported as phase ``hash`` (every
     ``spec.checkpoint_bytes``, at least once a second); a stop signal raised
-    there ends the read (nothing has been written).
+    there ends the read (nothing has been written). Each file is read through
+    a descriptor checked against its manifest entry (:func:`.copyio.open_source`),
+    and a folder's listing is compared again after the read.
     """
+    t0 = time.monotonic()
     progress = progress_for(ctx, spec.checkpoint_bytes)
     report = progress.reads("hash") if progress is not None else None
     done = 0
@@ -202,39 +232,66 @@ def hash_source(
             while chunk := os.read(fd, BUF_SIZE):
                 mh.update(chunk)
                 done += len(chunk)
+                if ctx is not None:
+                    ctx.fault("mid-hash")
                 if report is not None:
                     report(done)
         finally:
             os.close(fd)
         return FileHashes(e.relpath, e.size, mh.hexdigests())
 
+    ident = (plan.dev, plan.ino)
     if plan.kind == "file":
         fh = one(plan.path, plan_entry(plan))
-        return CopyResult(plan, b"", plan.path, spec.verify, hashes=fh.hashes, bytes_copied=0)
+        return CopyResult(
+            plan,
+            final_path,
+            plan.path,
+            spec.verify,
+            hashes=fh.hashes,
+            seconds=time.monotonic() - t0,
+            temp_id=ident,
+        )
     files = [one(plan.entry_path(e), e) for e in plan.files]
     check_unchanged(plan)
-    return CopyResult(plan, b"", plan.path, spec.verify, files=files)
+    return CopyResult(
+        plan,
+        final_path,
+        plan.path,
+        spec.verify,
+        files=files,
+        seconds=time.monotonic() - t0,
+        temp_id=ident,
+    )
 
 
-def move_by_rename(
-    spec: TransferSpec, plan: SourcePlan, final_path: bytes, ctx: TransferContext
-) -> tuple[CopyResult, Placement]:
-    """``same_fs_move: rename``: hash once, then rename the source itself into
-    place with the same no-replace placement (nothing is copied)."""
+def refuse_open_sources(plan: SourcePlan) -> None:
+    """:class:`~ketter.errors.SourceInUse` while a process holds the source
+    (or, for a folder, anything below it) open for writing."""
+    _refuse_open_sources(plan)
+
+
+def place_by_rename(spec: TransferSpec, result: CopyResult, ctx: TransferContext) -> Placement:
+    """``same_fs_move: rename``: the hashed source (:func:`hash_source`) itself
+    renamed into place by the same no-replace placement as a copy, never
+    removed on a failure (``own_temp=False``); its mode is ``moved:<mode>``.
+
+    The source becomes the delivery, so it must not be one a writer still
+    holds: looked at after the hash (which may take minutes on a large file)
+    and right before the rename, a writer that opened it during the hash is
+    seen (issue #14 finding 15, review). The placement renames it only while
+    its name still holds the inode hashed (``result.temp_id``) and checks the
+    final name holds that inode afterwards.
+    """
     from .placement import place  # placement imports move's siblings
 
     check_mounts(spec, ctx.expected_devs)
-    result = hash_source(spec, plan, ctx=ctx)
-    result.final_path = final_path
-    # The source itself becomes the delivery: never one a writer still holds.
-    # Looked at after the hash (which may take minutes on a large file) and
-    # right before the rename: a writer that opened it during the hash is
-    # seen (issue #14 finding 15, review).
-    _refuse_open_sources(plan)
+    _refuse_open_sources(result.plan)
+    _check_hashed(result)
     placement = place(spec, result, ctx, own_temp=False)
     if placement.skipped:
-        return result, placement
-    return result, Placement(
+        return placement
+    return Placement(
         placement.final_path,
         placement.ino,
         placement.dev,
@@ -244,4 +301,32 @@ def move_by_rename(
     )
 
 
-__all__ = ["delete_source", "hash_source", "join", "move_by_rename", "same_filesystem"]
+def _check_hashed(result: CopyResult) -> None:
+    """The source is still the version hashed (a file rewritten or replaced
+    since would be delivered with checksums that are not its own): else
+    :class:`~ketter.errors.SourceSuperseded`, and the new version is a job
+    of its own."""
+    plan = result.plan
+    try:
+        st = os.lstat(plan.path)
+    except FileNotFoundError:
+        st = None
+    if (
+        st is None
+        or (st.st_dev, st.st_ino) != result.temp_id
+        or (plan.kind == "file" and not same_identity(st, plan_entry(plan)))
+    ):
+        raise SourceSuperseded(
+            f"source {show(plan.path)} changed or was replaced after it was hashed; "
+            "nothing was moved, the new version is a new job"
+        )
+
+
+__all__ = [
+    "delete_source",
+    "hash_source",
+    "join",
+    "place_by_rename",
+    "refuse_open_sources",
+    "same_filesystem",
+]

@@ -287,8 +287,9 @@ def _place_at(
     old_dir: bytes | None = None
     # The temporary sits in a folder others may write to: only the inode
     # Ketter wrote and verified is renamed (#14). Checked here, and again
-    # under the final name after the rename (a swap between the two).
-    want = result.temp_id if own_temp else None
+    # under the final name after the rename (a swap between the two). The
+    # same-filesystem rename's "temporary" is the source: the inode hashed.
+    want = result.temp_id
     if want is not None:
         _check_temp(sname, sfd, tmp, want)
     try:

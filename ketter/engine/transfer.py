@@ -1,36 +1,31 @@
-"""The engine's steps glued together: ``copy_and_verify`` and ``transfer``.
+"""The engine's copy step: ``copy_and_verify`` (and ``identical_result``
+for ``skip_identical``).
 
 The job pipeline (the workers' ``Attempt``, which ``ketter transfer`` runs
 too: :mod:`ketter.jobs.oneshot`) calls the steps one by one and commits its
-state between them. :func:`transfer` runs them all at once and only tests
-call it: the ``same_fs_move: rename`` tests, until the workers' path does
-the rename (issue #16 item 4); every other test uses the workers' path.
+state between them; there is no other driver (issue #16 item 4: the
+test-only ``transfer()`` that ran them all at once is gone).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import os
 import time
-from collections.abc import Callable
 
-from .beneath import check_parent, make_dirs, parent_fd
+from .beneath import check_parent
 from .cleanup import remove_path
 from .context import STOP_SIGNALS, TransferContext
 from .copyfile import copy_durable
 from .existing import compare_existing, plan_entry
-from .folders import apply_dir_metadata, copy_folder
+from .folders import copy_folder
 from .mounts import check_mounts
-from .move import delete_source, move_by_rename, same_filesystem
 from .oserrors import classify_oserror
 from .package import copy_packaged
-from .paths import join, safe_relpath, split, temp_name
-from .placement import place
+from .paths import join, split, temp_name
 from .progress import Progress
-from .results import CopyResult, DeleteResult, Placement, TransferOutcome
+from .results import CopyResult
 from .resume import adopt_partial
-from .source import SourcePlan, inspect_source, resolve_destination
+from .source import SourcePlan
 from .spec import TransferSpec
 
 #: Stop signals keep a file's partial (a later claim may resume it); every
@@ -89,7 +84,7 @@ def copy_and_verify(
             temp_id=fc.ident,
         )
     if spec.folders != "as_unit":
-        raise ValueError("a per_file folder is one transfer per file: use per_file_items()")
+        raise ValueError("a per_file folder is one job per file (ketter.jobs.submit.submit_path)")
     tmpdir = join(parent, temp_name(ctx.tag, name, "dir"))
     zip_path = join(parent, temp_name(ctx.tag, name, "zip"))
     for stale in (tmpdir, zip_path):
@@ -157,119 +152,4 @@ def identical_result(
         files=files,
         skipped=True,
         existing=identity[0],
-    )
-
-
-def per_file_items(plan: SourcePlan, final_root: bytes) -> list[tuple[SourcePlan, bytes]]:
-    """``folders: per_file``: one (file plan, final path) per manifest file;
-    the relative tree is kept, never flattened."""
-    items = []
-    for e in plan.files:
-        sub = SourcePlan(
-            path=plan.entry_path(e),
-            kind="file",
-            size=e.size,
-            mtime_ns=e.mtime_ns,
-            ino=e.ino,
-            dev=plan.dev,
-            mode=e.mode,
-            ctime_ns=e.ctime_ns,
-        )
-        items.append((sub, join(final_root, safe_relpath(e.relpath))))
-    return items
-
-
-OnPlaced = Callable[[Placement, CopyResult], None]
-
-
-def _one(
-    spec: TransferSpec,
-    plan: SourcePlan,
-    final: bytes,
-    ctx: TransferContext,
-    on_placed: OnPlaced | None,
-) -> tuple[CopyResult, Placement, DeleteResult | None]:
-    result: CopyResult | None = None
-    if spec.mode == "move" and spec.same_fs_move == "rename" and same_filesystem(plan.path, final):
-        result, placement = move_by_rename(spec, plan, final, ctx)
-    else:
-        if spec.conflict == "skip_identical":
-            result = identical_result(spec, plan, final, ctx=ctx)
-        if result is None:
-            result = copy_and_verify(spec, plan, final, ctx, resume=True)
-        placement = place(spec, result, ctx)
-    if on_placed is not None:
-        on_placed(placement, result)
-    deleted = delete_source(spec, plan, placement, ctx) if spec.mode == "move" else None
-    return result, placement, deleted
-
-
-def transfer(
-    spec: TransferSpec,
-    src: bytes,
-    dst: bytes,
-    ctx: TransferContext,
-    *,
-    on_placed: OnPlaced | None = None,
-) -> TransferOutcome:
-    """Run every step for one source; ``on_placed(placement, result)`` runs
-    before any source is deleted so the caller can record the placement.
-    Test-only (module docstring)."""
-    t0 = time.monotonic()
-    devs = check_mounts(spec, ctx.expected_devs)
-    if ctx.expected_devs is None:
-        ctx.expected_devs = devs
-    plan = inspect_source(spec, src)
-    for rel, why in plan.skipped:
-        ctx.warn("source_entry_skipped", path=rel, reason=why)
-    final = resolve_destination(spec, plan, dst)
-    if plan.kind == "file" or spec.folders == "as_unit":
-        result, placement, deleted = _one(spec, plan, final, ctx, on_placed)
-        return TransferOutcome(
-            plan,
-            placement.final_path,
-            [result],
-            [placement],
-            deleted,
-            result.bytes_copied,
-            time.monotonic() - t0,
-        )
-    results, placements = [], []
-    deleted = DeleteResult() if spec.mode == "move" else None
-    sub_spec = dataclasses.replace(spec, ready_marker=None)
-    check_mounts(spec, ctx.expected_devs)
-    try:
-        # Never through a link planted in the destination tree (#14 finding 1).
-        make_dirs(spec.destination_root, final)
-        for entry in plan.dirs:
-            make_dirs(spec.destination_root or final, join(final, safe_relpath(entry.relpath)))
-    except OSError as exc:
-        raise classify_oserror(exc, final, "create the destination folders") from exc
-    for sub, sub_final in per_file_items(plan, final):
-        r, p, d = _one(sub_spec, sub, sub_final, ctx, on_placed)
-        results.append(r)
-        placements.append(p)
-        if deleted is not None and d is not None:
-            for f in dataclasses.fields(d):
-                getattr(deleted, f.name).extend(getattr(d, f.name))
-    try:
-        apply_dir_metadata(final, plan.dirs, root=spec.destination_root)
-        with parent_fd(spec.destination_root, join(final, b"x")) as fd:
-            os.utime(fd, ns=(plan.mtime_ns, plan.mtime_ns))
-    except OSError as exc:
-        ctx.warn("folder_metadata_not_applied", path=final, error=str(exc))
-    if spec.mode == "move":
-        st = os.lstat(final)
-        root_placement = Placement(final, st.st_ino, st.st_dev, False, "per_file")
-        d = delete_source(spec, plan, root_placement, ctx)
-        assert deleted is not None
-        deleted.kept.extend(d.kept)
-    return TransferOutcome(
-        plan,
-        final,
-        results,
-        placements,
-        deleted,
-        sum(r.bytes_copied for r in results),
-        time.monotonic() - t0,
     )

@@ -83,6 +83,8 @@ def batchable(job: JobRow, claimed: Claimed, route: RouteConfig) -> bool:
         and job.source_size is not None
         and job.source_size <= INLINE_MAX
         and route.conflict in _POLICIES
+        # A rename-move hashes its source and renames it (Attempt.renames):
+        # nothing to batch, and it may fall back to a copy only the Attempt runs.
         and not (job.mode == "move" and route.same_fs_move == "rename")
     )
 

@@ -19,14 +19,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from typing import TYPE_CHECKING, Any, Literal
 
 from ketter.config import RouteConfig
 from ketter.engine.beneath import make_dirs, open_dir
 from ketter.engine.cleanup import rollback
 from ketter.engine.mounts import check_mounts
-from ketter.engine.move import delete_source
+from ketter.engine.move import (
+    delete_source,
+    hash_source,
+    place_by_rename,
+    refuse_open_sources,
+    same_filesystem,
+)
 from ketter.engine.oserrors import classify_oserror
 from ketter.engine.paths import join, split, temp_name
 from ketter.engine.placement import place
@@ -46,6 +51,7 @@ from ketter.store.ports.manifests import ManifestFile
 from ketter.store.rows import JobRow
 
 if TYPE_CHECKING:
+    from ketter.audit.mhl import MHLWritten
     from ketter.jobs.runner import JobRunner
     from ketter.store.port import JobStore
 
@@ -262,8 +268,10 @@ class Attempt:
                 f"destination {readable(self.final)!r} already exists and the route's "
                 "conflict policy is 'fail'; remove it or change the policy, then re-queue"
             )
-        # A packaged folder needs room for the ZIP and the extracted tree at once.
-        self._check_space(plan.size * (2 if packaged else 1))
+        if not self.renames():
+            # A packaged folder needs room for the ZIP and the extracted tree
+            # at once; a rename into place needs none.
+            self._check_space(plan.size * (2 if packaged else 1))
         if plan.kind == "folder":
             self._record_manifest(plan)
         return Step(
@@ -339,34 +347,79 @@ class Attempt:
 
     def transfer(self, *, resume: bool, validated: Step | None = None) -> CopyResult:
         """``transferring`` (with ``validated``, when given, in one commit),
-        then the verified copy to the temporary; nothing placed yet."""
-        steps, result = self.transfer_steps(resume=resume, validated=validated)
+        then the verified copy to the temporary, or the source hashed for a
+        rename into place (:meth:`renames`); nothing placed yet."""
+        renaming = not resume and self.renames()
+        steps, result = self.transfer_steps(resume=resume, validated=validated, renaming=renaming)
         if steps:
             self.advance(steps)
-        return result if result is not None else self.copy_to_temp(resume=resume)
+        if result is not None:
+            return result
+        if renaming:
+            return self.hash_in_place()
+        return self.copy_to_temp(resume=resume)
+
+    def renames(self) -> bool:
+        """``same_fs_move: rename`` applies to this job: a move whose source and
+        destination folder are on the same filesystem and mount (else the
+        normal copy). An ``as_unit`` folder is renamed as a whole only when
+        the rename delivers exactly what a copy would: not on an ``mhl``
+        route (its generation is written into the folder *before* it is
+        placed, and writing it into the source would change the source a
+        failed rename leaves behind; after the rename, a crash would leave a
+        delivered folder without its manifest), nor when the source folder
+        holds entries the copy skips (links, FIFOs: they would be delivered
+        too)."""
+        plan = self.plan
+        if plan is None or self.spec.mode != "move" or self.spec.same_fs_move != "rename":
+            return False
+        if plan.kind == "folder" and (self.route.mhl or plan.skipped):
+            return False
+        return same_filesystem(self.source, self.final)
+
+    def hash_in_place(self) -> CopyResult:
+        """The source hashed for a rename into place (state ``transferring``,
+        progress phase ``hash``): nothing is written. A writer already
+        holding the source is refused before the read (looked for again
+        right before the rename: :func:`ketter.engine.move.place_by_rename`)."""
+        assert self.plan is not None
+        refuse_open_sources(self.plan)
+        result = hash_source(self.spec, self.plan, self.final, ctx=self.ctx)
+        self.ctx.fault("after-hash-before-record")
+        return result
 
     def transfer_steps(
-        self, *, resume: bool, validated: Step | None = None
+        self, *, resume: bool, validated: Step | None = None, renaming: bool = False
     ) -> tuple[list[Step], CopyResult | None]:
         """The steps that open the transfer (``validated`` when given, then
         ``packaged`` and ``transferring`` as the plan needs), to be committed
         before anything is written; and, under ``skip_identical``, the
-        result of a destination that is already identical (no copy)."""
+        result of a destination that is already identical (no copy).
+
+        ``renaming`` (:meth:`renames`): no ``packaged`` step, and no
+        comparison up front: the placement compares an existing destination
+        with the source's hashes (one read of each side, not two of the
+        source), skips an identical one and refuses a different one."""
         assert self.plan is not None
         plan = self.plan
         result: CopyResult | None = None
-        if self.spec.conflict == "skip_identical":
+        if self.spec.conflict == "skip_identical" and not renaming:
             result = identical_result(self.spec, plan, self.final, ctx=self.ctx)
-        packaged = plan.kind == "folder" and 0 < self.spec.package_min_files <= len(plan.files)
+        packaged = (
+            plan.kind == "folder"
+            and 0 < self.spec.package_min_files <= len(plan.files)
+            and not renaming
+        )
         steps = [validated] if validated is not None else []
         state = S.VALIDATED if validated is not None else self.state
         if state is S.VALIDATED and packaged and result is None:
             steps.append(Step(S.PACKAGED, details={"files": len(plan.files), "bytes": plan.size}))
             state = S.PACKAGED
         if state in (S.VALIDATED, S.PACKAGED):
-            steps.append(
-                Step(S.TRANSFERRING, details={"resume": resume, "skipped": result is not None})
-            )
+            details = {"resume": resume, "skipped": result is not None}
+            if renaming:
+                details["rename"] = True
+            steps.append(Step(S.TRANSFERRING, details=details))
         return steps, result
 
     def copy_to_temp(self, *, resume: bool) -> CopyResult:
@@ -388,11 +441,17 @@ class Attempt:
         # (its folder is fsynced) the job must still know the temporary's
         # inode, or it would not recognise its own delivery under the final
         # name (conflict: fail would then fail it, rename deliver it twice).
+        #
+        # A rename into place records the source's inode the same way: killed
+        # between the rename and the ``place`` commit, drive() finds it under
+        # the final name (``recover``) exactly as it finds a copy.
         self.advance([self.verifying(result)], fsync=bool(result.temp_path))
-        if self.route.mhl and result.plan.kind == "folder" and result.temp_path:
-            from ketter.audit.mhl import write_mhl_generation  # ascmhl loads only when used
+        in_place = bool(result.temp_path) and result.temp_path == result.plan.path
+        mhl = None
+        if self.route.mhl and result.plan.kind == "folder" and result.temp_path and not in_place:
+            from ketter.audit.mhl import write_generation  # ascmhl loads only when used
 
-            write_mhl_generation(
+            mhl = write_generation(
                 result.temp_path,
                 self.source,
                 result,
@@ -401,16 +460,23 @@ class Attempt:
                 root=self.spec.destination_root,
             )
         ensure_claim(self.store, self.job.id, self.claim)
-        placement = place(self.spec, result, self.ctx)
+        if in_place:
+            self.ctx.fault("after-record-before-rename")
+            # Open writers are looked for here, after the hash and the record,
+            # right before the rename (SourceInUse: the job waits).
+            placement = place_by_rename(self.spec, result, self.ctx)
+        else:
+            placement = place(self.spec, result, self.ctx)
         if self.spec.mode == "move":
             # Durable before any source is deleted.
-            self.advance([self.placed(placement)], fsync=True)
+            self.advance([self.placed(placement, mhl=mhl)], fsync=True)
+            self.ctx.fault("after-place-before-delete")
             self.after_placement(placement)
         else:
             # One durable commit for ``place`` and ``completed``: a crash
             # between the rename and this commit is recovered from the
             # temporary's inode recorded in ``verifying`` (drive()).
-            self.after_placement(placement, placed=self.placed(placement))
+            self.after_placement(placement, placed=self.placed(placement, mhl=mhl))
 
     def verifying(self, result: CopyResult) -> Step:
         """The ``verifying`` step (or ``verify`` note) that records the
@@ -420,7 +486,8 @@ class Attempt:
         # never an lstat of the temporary's name: that name sits in a folder
         # others may write to, and a swapped impostor's inode recorded here
         # would pass for our delivery at recovery and before a move deletes
-        # the source (#14). The same-filesystem rename (no copy) has none.
+        # the source (#14). The same-filesystem rename's is the source's own
+        # (the inode hashed, from the plan).
         temp_ino = None
         if result.temp_id is not None:
             temp_ino = result.temp_id[1]
@@ -458,9 +525,14 @@ class Attempt:
             return Step(S.VERIFYING, details=details, fields=recorded)
         return Step(None, "verify", details, recorded)
 
-    def placed(self, placement: Placement) -> Step:
+    def placed(self, placement: Placement, *, mhl: MHLWritten | None = None) -> Step:
         """The ``place`` (or ``skip``) note; the caller commits it durably:
-        power loss after that commit must not forget the delivery."""
+        power loss after that commit must not forget the delivery.
+
+        ``mhl``: the ASC MHL generation written into the folder; its formats
+        and what it leaves out (names not valid UTF-8, and the ignore
+        patterns that name them in the manifest) are in the event, so the
+        chain says what the manifest does not cover."""
         self.final = placement.final_path
         event = "skip" if placement.skipped else "place"
         details = {
@@ -470,6 +542,14 @@ class Attempt:
         }
         if placement.skipped:
             details["reason"] = "identical file already at the destination"
+        if mhl is not None:
+            details["mhl"] = {
+                "generation": readable(split(mhl.path)[1]),
+                "formats": list(mhl.formats),
+                "computed": list(mhl.computed),
+                "left_out": list(mhl.left_out),
+                "patterns": list(mhl.patterns),
+            }
         return Step(
             None,
             event,

@@ -6,6 +6,7 @@ route from src/ to dst/ with the settings under test.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 
@@ -19,7 +20,6 @@ from ketter.engine import (
     inspect_source,
     place,
     resolve_destination,
-    transfer,
 )
 from ketter.engine.hashing import MultiHash
 from ketter.store.models import JobFile
@@ -153,16 +153,27 @@ def test_move_deletes_ready_marker_after_source_and_never_the_root(
     assert os.path.isdir(root)
 
 
-def test_same_fs_move_rename_moves_the_inode(bt: bytes) -> None:
+def test_same_fs_move_rename_moves_the_inode(
+    bt: bytes, workers: Callable[..., Workers]
+) -> None:
+    """``same_fs_move: rename`` through the workers: the source's inode is the
+    delivery, hashed once and recorded, nothing copied."""
     src = bt + b"/src/f"
-    write(src, b"abc" * 1000)
+    data = b"abc" * 1000
+    write(src, data)
     ino = os.stat(src).st_ino
-    spec = TransferSpec(mode="move", same_fs_move="rename")
-    out = transfer(spec, src, bt + b"/dst", TransferContext())
+    (job,) = workers(mode="move", same_fs_move="rename").transfer("r", src)
+    assert job.state == "completed", job.error
     assert os.stat(bt + b"/dst/f").st_ino == ino
     assert not os.path.exists(src)
-    assert out.results[0].hashes["sha256"]
-    assert out.placements[0].mode.startswith("moved")
+    assert job.sha256 == hashlib.sha256(data).hexdigest()
+    assert job.placed_inode == ino
+    trail = dict(events(job.id))
+    assert trail["copy"]["rename"] is True  # state transferring, nothing copied
+    assert trail["verify"]["bytes"] == 0
+    assert trail["place"]["mode"].startswith("moved:")
+    assert trail["delete_source"]["already_gone"] == 1
+    assert ketter_names(bt) == []
 
 
 def test_refuses_overlap_symlink_and_outside_root(bt: bytes) -> None:

@@ -15,6 +15,7 @@ import hashlib
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,7 +29,6 @@ from ketter.engine import (
     inspect_source,
     place,
     resolve_destination,
-    transfer,
 )
 from ketter.engine.folders import verify_tree
 from ketter.engine.members import FileTrail
@@ -36,8 +36,10 @@ from ketter.engine.paths import temp_name
 from ketter.engine.progress import Progress
 from ketter.engine.results import CopyResult, FileHashes
 from ketter.errors import LostClaim, ShutdownRequested
+from ketter.jobs.lease import ActiveJob
 
 from .helpers import RecordingContext, ketter_names, read, snapshot, write
+from .workers_bench import Workers, events
 
 MiB = 1024 * 1024
 SIZE = 48 * MiB + 5
@@ -371,28 +373,59 @@ def test_mid_size_members_stop_with_their_read_backs(
     assert ketter_names(bt) == []
 
 
-# --- hash: same-filesystem move by rename (hash_source) -------------------
+# --- hash: same-filesystem move by rename, through the workers -----------
 
 
-def test_move_by_rename_reports_hash(bt: bytes, data: bytes) -> None:
-    spec = _spec(mode="move", same_fs_move="rename")
+class HashReports:
+    """A workers hook: each ``hash`` report (bytes done), with a pause longer
+    than the context's 0.1 s throttle so every checkpoint reports."""
+
+    def __init__(self, *, stop: bool = False) -> None:
+        self.done: list[int] = []
+        self.phases: list[str] = []
+        self.stop = stop
+
+    def __call__(self, active: ActiveJob) -> None:
+        self.phases.append(active.phase)
+        if active.phase != "hash":
+            return
+        self.done.append(active.bytes_done)
+        if self.stop:
+            active.lost = True  # the claim taken over: the context raises LostClaim
+        else:
+            time.sleep(0.11)
+
+
+def test_move_by_rename_reports_hash(
+    bt: bytes, data: bytes, workers: Callable[..., Workers]
+) -> None:
     write(bt + b"/src/big.mov", data)
-    ctx = RecordingContext()
-    outcome = transfer(spec, bt + b"/src/big.mov", bt + b"/dst", ctx)
-    assert outcome.placements[0].mode.startswith("moved:")
-    _reports_often(ctx, "hash")
+    w = workers(mode="move", same_fs_move="rename")
+    reports = HashReports()
+    w.hooks.append(reports)
+    (job,) = w.transfer("r", bt + b"/src/big.mov")
+    assert job.state == "completed", job.error
+    place = dict(events(job.id))["place"]
+    assert place["mode"].startswith("moved:")
+    assert len(reports.done) >= MIN_CALLS, reports.done
+    assert reports.done == sorted(reports.done)
+    assert any(0 < d < len(data) // 2 for d in reports.done)  # while reading
+    assert "copy" not in reports.phases  # nothing copied
     assert read(bt + b"/dst/big.mov") == data
+    assert job.sha256 == hashlib.sha256(data).hexdigest()
 
 
 def test_move_by_rename_stops(
-    bt: bytes, data: bytes, engine_threads: Callable[[], list[str]]
+    bt: bytes, data: bytes, engine_threads: Callable[[], list[str]],
+    workers: Callable[..., Workers],
 ) -> None:
-    spec = _spec(mode="move", same_fs_move="rename")
     write(bt + b"/src/big.mov", data)
-    ctx = RecordingContext(on_progress=_stop_at("hash"))
-    with pytest.raises(LostClaim):
-        transfer(spec, bt + b"/src/big.mov", bt + b"/dst", ctx)
-    _stopped_at_first_call(ctx, "hash")
+    w = workers(mode="move", same_fs_move="rename")
+    reports = HashReports(stop=True)
+    w.hooks.append(reports)
+    (job,) = w.transfer("r", bt + b"/src/big.mov")
+    assert job.state == "transferring"  # stopped, left to the claim's new owner
+    assert len(reports.done) == 1, reports.done  # nothing read after the stop
     assert engine_threads() == []
     assert read(bt + b"/src/big.mov") == data
     assert os.listdir(bt + b"/dst") == []

@@ -6,8 +6,9 @@ finding 15, review): real files, real writer processes.
   N while frames 1..N-1 are being deleted keeps frame N;
 * the folders an ``as_unit`` move emptied are removed descriptor-relative:
   a symlink swapped in for a middle folder is never followed;
-* ``same_fs_move: rename`` looks for writers after the hash, right before
-  the rename: a writer that opened the file during the hash is seen.
+* ``same_fs_move: rename`` (the workers' path) looks for writers after the
+  hash, right before the rename: a writer that opened the file during the
+  hash is seen.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from ketter.engine.move import delete_source
 from ketter.engine.results import Placement
 from ketter.engine.source import inspect_source
 from ketter.engine.spec import TransferSpec
-from ketter.engine.transfer import transfer
 from ketter.errors import SourceInUse
+from tests.integration.engine.workers_bench import Once, Workers, events
 
 #: Holds a file open for writing, without writing, until its stdin closes.
 HOLD = """
@@ -141,33 +142,33 @@ def test_as_unit_move_never_removes_a_folder_through_a_swapped_link(tmp_path: Pa
 
 
 def test_same_fs_rename_looks_for_writers_after_the_hash(tmp_path: Path, holder) -> None:
-    """A writer that opens the file while it is being hashed (after any
-    check made before the hash) is seen: the file is not renamed into place."""
-    (tmp_path / "in").mkdir()
-    (tmp_path / "out").mkdir()
-    src = tmp_path / "in" / "stem.wav"
-    src.write_bytes(os.urandom(3 << 20))
-    spec = TransferSpec(
-        mode="move",
-        same_fs_move="rename",
-        source_root=os.fsencode(tmp_path / "in"),
-        destination_root=os.fsencode(tmp_path / "out"),
-        checkpoint_bytes=1 << 20,
+    """A writer that opens the file while it is being hashed (after the look
+    made before the hash) is seen right before the rename: the file is not
+    renamed into place, and the job waits without using attempts."""
+    w = Workers(
+        os.fsencode(tmp_path),
+        {"r": {"source": "in", "destination": "out", "mode": "move", "same_fs_move": "rename"}},
     )
-    writers: list[subprocess.Popen] = []
-
-    class DuringHash(TransferContext):
-        progress_interval = 0.0
-
-        def progress(self, bytes_done: int, phase: str) -> None:
-            if phase == "hash" and not writers:
-                writers.append(holder(src))
-
-    with pytest.raises(SourceInUse, match="still open for writing"):
-        transfer(spec, os.fsencode(src), os.fsencode(tmp_path / "out"), DuringHash())
-    assert writers, "the hash reported no progress"
-    assert src.exists() and not (tmp_path / "out" / "stem.wav").exists()
-    writers[0].stdin.close()  # type: ignore[union-attr]
-    writers[0].wait(30)
-    transfer(spec, os.fsencode(src), os.fsencode(tmp_path / "out"), TransferContext())
-    assert not src.exists() and (tmp_path / "out" / "stem.wav").exists()
+    try:
+        (tmp_path / "in").mkdir()
+        (tmp_path / "out").mkdir()
+        src = tmp_path / "in" / "stem.wav"
+        src.write_bytes(os.urandom(12 << 20))
+        writers: list[subprocess.Popen] = []
+        w.hooks.append(Once("hash", lambda: writers.append(holder(src))))
+        (job_id,) = w.submit("r", os.fsencode(src))
+        job = w.run(job_id)
+        assert writers, "the hash reported no progress"
+        assert job.state == "retry_wait", (job.state, job.error)
+        assert "still open for writing" in (job.error or "")
+        assert f"pid {writers[0].pid}" in (job.error or "")
+        assert src.exists() and not (tmp_path / "out" / "stem.wav").exists()
+        assert [e for e, _ in events(job_id)].count("verify") == 1  # hashed, recorded
+        writers[0].stdin.close()  # type: ignore[union-attr]
+        writers[0].wait(30)
+        ino = src.stat().st_ino
+        job = w.run(job_id)
+        assert job.state == "completed", job.error
+        assert not src.exists() and (tmp_path / "out" / "stem.wav").stat().st_ino == ino
+    finally:
+        w.close()

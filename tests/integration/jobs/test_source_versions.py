@@ -31,8 +31,6 @@ from ketter.engine.move import delete_source
 from ketter.engine.results import Placement
 from ketter.engine.source import inspect_source
 from ketter.engine.spec import TransferSpec
-from ketter.engine.transfer import transfer
-from ketter.errors import SourceInUse
 from ketter.jobs.lease import ActiveJob, LeaseKeeper
 from ketter.jobs.runner import JobRunner
 from ketter.jobs.submit import submit_path
@@ -40,6 +38,7 @@ from ketter.runtime.signals import Shutdown
 from ketter.store import open_store
 from ketter.store.models import Event, Job
 from ketter.store.sqlite import SqliteJobStore
+from tests.integration.engine.workers_bench import Workers
 
 BIG = 64 * 1024 * 1024
 
@@ -278,27 +277,33 @@ def test_move_never_deletes_a_source_still_open_for_writing(bench: Bench, holder
 def test_same_fs_rename_never_moves_a_file_still_open_for_writing(
     tmp_path: Path, holder
 ) -> None:
-    """Finding 15 with ``same_fs_move: rename`` (the engine's one-shot
-    transfer): the source itself becomes the delivery, so one still being
-    written must not be renamed into place."""
-    (tmp_path / "in").mkdir()
-    (tmp_path / "out").mkdir()
-    src = tmp_path / "in" / "stem.wav"
-    src.write_bytes(os.urandom(100_000))
-    spec = TransferSpec(
-        mode="move",
-        same_fs_move="rename",
-        source_root=os.fsencode(tmp_path / "in"),
-        destination_root=os.fsencode(tmp_path / "out"),
+    """Finding 15 with ``same_fs_move: rename`` (the workers' path): the
+    source itself becomes the delivery, so one still being written is never
+    renamed into place; the job waits without using attempts, then moves it."""
+    w = Workers(
+        os.fsencode(tmp_path),
+        {"r": {"source": "in", "destination": "out", "mode": "move", "same_fs_move": "rename"}},
     )
-    writer = holder(src)
-    with pytest.raises(SourceInUse, match="still open for writing"):
-        transfer(spec, os.fsencode(src), os.fsencode(tmp_path / "out"), TransferContext())
-    assert src.exists() and not (tmp_path / "out" / "stem.wav").exists()
-    writer.stdin.close()  # type: ignore[union-attr]
-    writer.wait(30)
-    transfer(spec, os.fsencode(src), os.fsencode(tmp_path / "out"), TransferContext())
-    assert not src.exists() and (tmp_path / "out" / "stem.wav").exists()
+    try:
+        (tmp_path / "in").mkdir()
+        (tmp_path / "out").mkdir()
+        src = tmp_path / "in" / "stem.wav"
+        src.write_bytes(os.urandom(100_000))
+        (job_id,) = w.submit("r", os.fsencode(src))
+        writer = holder(src)
+        for _ in range(5):  # more than max_attempts (3): waiting uses none
+            job = w.run(job_id)
+            assert job.state == "retry_wait", (job.state, job.error)
+            assert "still open for writing" in (job.error or "")
+            assert src.exists() and not (tmp_path / "out" / "stem.wav").exists()
+        writer.stdin.close()  # type: ignore[union-attr]
+        writer.wait(30)
+        job = w.run(job_id)
+        assert job.state == "completed", job.error
+        assert not src.exists() and (tmp_path / "out" / "stem.wav").exists()
+        assert w.alerts.sent == []
+    finally:
+        w.close()
 
 
 def test_move_keeps_a_source_rewritten_after_its_copy(tmp_path: Path) -> None:
