@@ -72,8 +72,7 @@ class TransferContext:
         self.job_id = job_id
         self.claim = claim
         #: st_dev of each route root recorded at job start (mount guard);
-        #: filled at the job's validation (the workers' ``Attempt``), or by
-        #: the test-only :func:`ketter.engine.transfer` when left ``None``.
+        #: filled at the job's validation (the workers' ``Attempt``).
         self.expected_devs = expected_devs
         self.warnings: list[tuple[str, dict[str, Any]]] = []
 

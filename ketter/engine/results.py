@@ -73,16 +73,3 @@ class DeleteResult:
     #: Files not deleted because they no longer match the copy (changed since).
     kept: list[bytes] = field(default_factory=list)
     already_gone: list[bytes] = field(default_factory=list)
-
-
-@dataclass
-class TransferOutcome:
-    """Result of the one-shot :func:`transfer`."""
-
-    plan: SourcePlan
-    final_path: bytes
-    results: list[CopyResult]
-    placements: list[Placement]
-    deleted: DeleteResult | None
-    bytes: int
-    seconds: float
