@@ -165,3 +165,42 @@ def test_a_source_replaced_after_its_hash_is_not_renamed(
     assert read(src) == b"the new version"
     assert os.listdir(bt + b"/dst") == []
     assert ketter_names(bt) == []
+
+
+def test_per_file_folders_rename_each_file_and_prune_the_source(
+    bt: bytes, workers: Callable[..., Workers]
+) -> None:
+    """``per_file``: one job per file, each renamed into the same relative
+    folder; the emptied source folders go, the route root stays."""
+    content = _unit(bt + b"/src/reel")
+    inodes = {rel: os.stat(bt + b"/src/reel/" + rel).st_ino for rel in content}
+    jobs = workers(folders="per_file", **RENAME).transfer("r", bt + b"/src/reel")
+    assert [j.state for j in jobs] == ["completed"] * len(content), [j.error for j in jobs]
+    for rel, data in content.items():
+        final = bt + b"/dst/reel/" + rel
+        assert read(final) == data and os.stat(final).st_ino == inodes[rel]
+    assert os.listdir(bt + b"/src") == []
+
+
+def test_overwrite_sets_the_old_version_aside_then_removes_it(
+    bt: bytes, workers: Callable[..., Workers]
+) -> None:
+    write(bt + b"/src/f", b"the new take")
+    write(bt + b"/dst/f", b"the old take")
+    ino = os.stat(bt + b"/src/f").st_ino
+    (job,) = workers(conflict="overwrite", **RENAME).transfer("r", bt + b"/src/f")
+    assert job.state == "completed", job.error
+    assert os.stat(bt + b"/dst/f").st_ino == ino
+    assert _trail(job.id)["place"]["replaced"] is True
+    assert os.listdir(bt + b"/dst") == [b"f"]  # no .old left
+    assert not os.path.exists(bt + b"/src/f")
+
+
+def test_the_ready_marker_goes_after_the_rename(bt: bytes, workers: Callable[..., Workers]) -> None:
+    _unit(bt + b"/src/pkg")
+    write(bt + b"/src/pkg.done", b"")
+    w = workers(folders="as_unit", mhl=False, ready_marker=".done", **RENAME)
+    (job,) = w.transfer("r", bt + b"/src/pkg")
+    assert job.state == "completed", job.error
+    assert _trail(job.id)["place"]["mode"].startswith("moved:")
+    assert os.listdir(bt + b"/src") == []
