@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 
+from ketter.choices import Folders, Mode
 from ketter.cli.common import add_config_arg, check_config, config_from
 from ketter.store.sqlite_read import history_command
 
@@ -49,10 +50,10 @@ def explain(config: object) -> str:
         "",
     ]
     for r in config.routes:
-        what = "folders travel whole" if r.folders == "as_unit" else "each file on its own"
+        what = "folders travel whole" if r.folders == Folders.AS_UNIT else "each file on its own"
         verb = (
             "copied (the source stays)"
-            if r.mode == "copy"
+            if r.mode == Mode.COPY
             else "moved (the source is deleted once the copy is verified)"
         )
         lines.append(f"  {r.name}: drop files into {_rel(r.source)}/")

@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any
 
+from ketter.choices import Mode, values
 from ketter.cli.common import add_config_arg
 from ketter.config import Config, find_config_path, load_config, parse_config
 from ketter.jobs.oneshot import (
@@ -51,7 +52,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--mode",
-        choices=("copy", "move"),
+        choices=values(Mode),
         default="copy",
         help="move deletes SRC once the copy is verified (default copy)",
     )

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from ketter.choices import Mode
 from ketter.config import credentials, units
 from ketter.config import text as config_text
 from ketter.config.schema import Config, RouteConfig
@@ -411,7 +412,7 @@ def _check_routes(
                 f"got {route.ready_marker!r}"
             )
     for route, line in zip(config.routes, lines, strict=False):
-        if route.mode != "move":
+        if route.mode != Mode.MOVE:
             continue
         for other in config.routes:
             if other is route:

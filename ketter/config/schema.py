@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ketter.choices import Conflict, Folders, Mode, SameFsMove, Verify, WatchMode, values
 from ketter.config.units import FreeSpace
 
 
@@ -101,23 +102,23 @@ class RouteConfig:
     destination: str = spec("path", "", required=True)
     source_mount: str | None = spec("path", None)
     destination_mount: str | None = spec("path", None)
-    mode: str = spec("enum", "copy", choices=("copy", "move"))
-    watch: str = spec("enum", "auto", choices=("auto", "native", "polling"))
+    mode: str = spec("enum", "copy", choices=values(Mode))
+    watch: str = spec("enum", "auto", choices=values(WatchMode))
     poll_interval: float = spec("positive_duration", 5.0)
     rescan_interval: float = spec("positive_duration", 600.0)
     stable_seconds: float = spec("duration", 10.0)
     ready_marker: str | None = spec("str", None)
     include: tuple[str, ...] = spec("str_list", ("**/*",))
     exclude: tuple[str, ...] = spec("str_list", DEFAULT_EXCLUDE)
-    folders: str = spec("enum", "per_file", choices=("per_file", "as_unit"))
+    folders: str = spec("enum", "per_file", choices=values(Folders))
     package_min_files: int = spec("int", 0)
-    conflict: str = spec("enum", "fail", choices=("fail", "skip_identical", "rename", "overwrite"))
-    verify: str = spec("enum", "sha256", choices=("sha256", "xxh128"))
+    conflict: str = spec("enum", "fail", choices=values(Conflict))
+    verify: str = spec("enum", "sha256", choices=values(Verify))
     mhl: bool = spec("bool", True)
     max_parallel: int = spec("int", 0)
     priority: int = spec("signed_int", 0)
     min_free: FreeSpace = spec("free_space", FreeSpace(percent=2.0))
-    same_fs_move: str = spec("enum", "copy", choices=("copy", "rename"))
+    same_fs_move: str = spec("enum", "copy", choices=values(SameFsMove))
     #: Line of each key in the config file (and "" = the route's own line),
     #: so checks made after loading (``config check``'s route roots) can say
     #: FILE:LINE like every other config error. Empty for a route built in code.

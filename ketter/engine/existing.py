@@ -23,6 +23,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Literal
 
+from ketter.choices import Kind
+
 from .beneath import open_below, open_parent, step
 from .context import TransferContext
 from .copyio import open_source
@@ -223,7 +225,7 @@ def _compare_at(
         return "absent", {}, []
     if identity is not None:
         identity.append((st.st_ino, st.st_dev))
-    if plan.kind == "file":
+    if plan.kind == Kind.FILE:
         if not stat.S_ISREG(st.st_mode) or st.st_size != plan.size:
             return "different", {}, []
         same, hashes = _same_pair(
@@ -281,7 +283,7 @@ def matches_result(
     try:
         with _final_parent(root, final, dir_fd) as (pfd, name):
             st = os.lstat(name, dir_fd=pfd)
-            if result.plan.kind == "file":
+            if result.plan.kind == Kind.FILE:
                 return (
                     stat.S_ISREG(st.st_mode)
                     and _hash_at((pfd, name), algo, report) == result.hashes[algo]

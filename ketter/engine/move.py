@@ -22,6 +22,7 @@ import os
 import stat
 import time
 
+from ketter.choices import Kind, Mode
 from ketter.errors import PermanentError, SourceInUse, SourceSuperseded
 from ketter.mounts import inodes_kept, mount_of, read_mounts
 from ketter.paths import readable
@@ -81,7 +82,7 @@ def delete_source(
     spec: TransferSpec, plan: SourcePlan, placement: Placement, ctx: TransferContext
 ) -> DeleteResult:
     """Delete what was moved (idempotent); call only after recording ``placement``."""
-    if spec.mode != "move":
+    if spec.mode != Mode.MOVE:
         raise PermanentError("delete_source is only for mode 'move'")
     check_mounts(spec, ctx.expected_devs)
     try:
@@ -93,13 +94,13 @@ def delete_source(
             f"the delivery {show(placement.final_path)} is no longer where it was "
             "placed; the source is kept — check the destination by hand"
         )
-    if plan.kind == "folder":
+    if plan.kind == Kind.FOLDER:
         # Before deleting any member: a unit with a writer still in it (even
         # on a file the manifest does not list) waits whole. Each file is
         # looked at again right before its own unlink (_delete_file).
         _refuse_open_sources(plan)
     res = DeleteResult()
-    if plan.kind == "file":
+    if plan.kind == Kind.FILE:
         _delete_file(plan.path, plan_entry(plan), res, ctx)
         prune_empty_parents(plan.path, spec.source_root, ctx.warn)  # per-file routes
     else:
@@ -133,14 +134,14 @@ def _refuse_open_sources(plan: SourcePlan) -> None:
     writer paused longer than ``stable_seconds`` and is not done (finding 15).
     """
     files: list[tuple[int, int]] = []
-    paths = [plan.path] if plan.kind == "file" else [plan.entry_path(e) for e in plan.files]
+    paths = [plan.path] if plan.kind == Kind.FILE else [plan.entry_path(e) for e in plan.files]
     for path in paths:
         try:
             st = os.lstat(path)
         except OSError:
             continue  # gone already, or unreadable: _delete_file decides
         files.append((st.st_dev, st.st_ino))
-    under = [plan.path] if plan.kind == "folder" else []
+    under = [plan.path] if plan.kind == Kind.FOLDER else []
     writers = open_writers(files, under)
     if writers:
         raise SourceInUse(
@@ -241,7 +242,7 @@ def hash_source(
         return FileHashes(e.relpath, e.size, mh.hexdigests())
 
     ident = (plan.dev, plan.ino)
-    if plan.kind == "file":
+    if plan.kind == Kind.FILE:
         fh = one(plan.path, plan_entry(plan))
         return CopyResult(
             plan,
@@ -314,7 +315,7 @@ def _check_hashed(result: CopyResult) -> None:
     if (
         st is None
         or (st.st_dev, st.st_ino) != result.temp_id
-        or (plan.kind == "file" and not same_identity(st, plan_entry(plan)))
+        or (plan.kind == Kind.FILE and not same_identity(st, plan_entry(plan)))
     ):
         raise SourceSuperseded(
             f"source {show(plan.path)} changed or was replaced after it was hashed; "

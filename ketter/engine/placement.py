@@ -19,8 +19,8 @@ import errno
 import os
 import stat
 import uuid
-from typing import Literal
 
+from ketter.choices import Conflict, Kind
 from ketter.errors import (
     DestinationConflict,
     PathOutsideRoute,
@@ -274,7 +274,7 @@ def _place_at(
     sync_later: set[bytes] | None,
 ) -> Placement:
     final = result.final_path
-    is_dir = result.plan.kind == "folder"
+    is_dir = result.plan.kind == Kind.FOLDER
     tmp = result.temp_path
     tmp_parent, tmp_name = split(tmp)
     # A temporary beside the final name is renamed by its name in the same
@@ -293,7 +293,7 @@ def _place_at(
     if want is not None:
         _check_temp(sname, sfd, tmp, want)
     try:
-        if spec.conflict == "rename":
+        if spec.conflict == Conflict.RENAME:
             for n in range(10_000):
                 cand_name = rename_candidate(name, n, is_dir)
                 cand = join(parent, cand_name)
@@ -312,13 +312,13 @@ def _place_at(
             try:
                 mode = place_noreplace(tmp, final, mode, is_dir, ctx, at=at)
             except FileExistsError:
-                if spec.conflict == "fail":
+                if spec.conflict == Conflict.FAIL:
                     raise DestinationConflict(
                         f"destination {show(final)} already exists and the route's "
                         "conflict policy is 'fail'; remove it or change the policy, then "
                         "re-queue the job"
                     ) from None
-                if spec.conflict == "skip_identical":
+                if spec.conflict == Conflict.SKIP_IDENTICAL:
                     if matches_result(
                         final, result, ctx=ctx, step=spec.checkpoint_bytes, dir_fd=pfd
                     ):
@@ -405,8 +405,6 @@ def _set_aside(pfd: int, final: bytes, ctx: TransferContext) -> bytes:
         os.close(ofd)
     return join(parent, old_name)
 
-
-Kind = Literal["file", "folder"]
 
 
 def _stat_placement(final: bytes, skipped: bool, mode: str, replaced: bool) -> Placement:

@@ -28,6 +28,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ketter.choices import Mode
 from ketter.errors import PermanentError, SourceChanged
 from ketter.mounts import kept_inode
 
@@ -108,7 +109,7 @@ def inspect_source(spec: TransferSpec, src: bytes) -> SourcePlan:
             "follows links out of a source: transfer its target instead"
         )
     if (
-        spec.mode == "move"
+        spec.mode == Mode.MOVE
         and spec.source_root is not None
         and os.path.realpath(src) == os.path.realpath(spec.source_root)
     ):

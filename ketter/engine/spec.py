@@ -8,22 +8,18 @@ the engine never reads the config itself, so it can be tested and reused
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from enum import StrEnum
 
-Mode = Literal["copy", "move"]
-VerifyAlgo = Literal["sha256", "xxh128"]
-Conflict = Literal["fail", "skip_identical", "rename", "overwrite"]
-Folders = Literal["per_file", "as_unit"]
-SameFsMove = Literal["copy", "rename"]
+from ketter.choices import Conflict, Folders, Mode, SameFsMove, Verify, values
 
 MiB = 1024 * 1024
 
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "mode": ("copy", "move"),
-    "verify": ("sha256", "xxh128"),
-    "conflict": ("fail", "skip_identical", "rename", "overwrite"),
-    "folders": ("per_file", "as_unit"),
-    "same_fs_move": ("copy", "rename"),
+_CHOICES: dict[str, type[StrEnum]] = {
+    "mode": Mode,
+    "verify": Verify,
+    "conflict": Conflict,
+    "folders": Folders,
+    "same_fs_move": SameFsMove,
 }
 
 
@@ -36,14 +32,14 @@ class TransferSpec:
     must sit on that mounted filesystem, or nothing is written or deleted.
     """
 
-    mode: Mode = "copy"
-    verify: VerifyAlgo = "sha256"
-    conflict: Conflict = "fail"
-    folders: Folders = "per_file"
+    mode: Mode = Mode.COPY
+    verify: Verify = Verify.SHA256
+    conflict: Conflict = Conflict.FAIL
+    folders: Folders = Folders.PER_FILE
     #: Folders with at least this many files travel as one stored ZIP; 0 = never.
     package_min_files: int = 0
     md5: bool = False
-    same_fs_move: SameFsMove = "copy"
+    same_fs_move: SameFsMove = SameFsMove.COPY
     source_root: bytes | None = None
     destination_root: bytes | None = None
     source_mount: bytes | None = None
@@ -58,9 +54,11 @@ class TransferSpec:
     def __post_init__(self) -> None:
         # Programming errors, not route errors: the config layer validates
         # user input and reports it with line numbers before we get here.
-        for name, choices in _CHOICES.items():
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {choices}, not {getattr(self, name)!r}")
+        for name, choice in _CHOICES.items():
+            if getattr(self, name) not in values(choice):
+                raise ValueError(
+                    f"{name} must be one of {values(choice)}, not {getattr(self, name)!r}"
+                )
         if self.package_min_files < 0:
             raise ValueError("package_min_files must be >= 0")
         if self.checkpoint_bytes < MiB:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import time
 
+from ketter.choices import Folders, Kind
+
 from .beneath import check_parent
 from .cleanup import remove_path
 from .context import STOP_SIGNALS, TransferContext
@@ -55,7 +57,7 @@ def copy_and_verify(
     except OSError as exc:
         raise classify_oserror(exc, parent, "open the destination folder") from exc
     progress = Progress(ctx, step=spec.checkpoint_bytes)
-    if plan.kind == "file":
+    if plan.kind == Kind.FILE:
         tmp = join(parent, temp_name(ctx.tag, name, "part"))
         resumed = adopt_partial(spec, ctx, tmp, name) if resume else False
         if not resumed:
@@ -83,7 +85,7 @@ def copy_and_verify(
             seconds=time.monotonic() - t0,
             temp_id=fc.ident,
         )
-    if spec.folders != "as_unit":
+    if spec.folders != Folders.AS_UNIT:
         raise ValueError("a per_file folder is one job per file (ketter.jobs.submit.submit_path)")
     tmpdir = join(parent, temp_name(ctx.tag, name, "dir"))
     zip_path = join(parent, temp_name(ctx.tag, name, "zip"))

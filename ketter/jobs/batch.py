@@ -42,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ketter.choices import Kind, Mode, SameFsMove
 from ketter.engine.beneath import open_dir
 from ketter.engine.hashing import fsync_folder_fd
 from ketter.engine.inline import INLINE_MAX
@@ -79,13 +80,13 @@ def batchable(job: JobRow, claimed: Claimed, route: RouteConfig) -> bool:
         claimed.state == State.DETECTED.value
         and not claimed.recovered
         and not claimed.released
-        and job.kind == "file"
+        and job.kind == Kind.FILE
         and job.source_size is not None
         and job.source_size <= INLINE_MAX
         and route.conflict in _POLICIES
         # A rename-move hashes its source and renames it (Attempt.renames):
         # nothing to batch, and it may fall back to a copy only the Attempt runs.
-        and not (job.mode == "move" and route.same_fs_move == "rename")
+        and not (job.mode == Mode.MOVE and route.same_fs_move == SameFsMove.RENAME)
     )
 
 
@@ -131,7 +132,9 @@ class Batch:
             dirs: set[bytes] = set()
             self._each(lambda m: self._place(m, dirs))
             self._flush_dirs(dirs)
-            if any(m.attempt is not None and m.attempt.spec.mode == "move" for m in self.members):
+            if any(
+                m.attempt is not None and m.attempt.spec.mode == Mode.MOVE for m in self.members
+            ):
                 self._each(self._record_move_placement)
                 self._commit()
                 self._flush_store()
@@ -165,13 +168,13 @@ class Batch:
     def _record_move_placement(self, m: _Member) -> None:
         a = m.attempt
         assert a is not None and m.placement is not None
-        if a.spec.mode == "move":
+        if a.spec.mode == Mode.MOVE:
             m.steps = [a.placed(m.placement)]
 
     def _finish(self, m: _Member) -> None:
         a = m.attempt
         assert a is not None and m.placement is not None
-        placed = None if a.spec.mode == "move" else a.placed(m.placement)
+        placed = None if a.spec.mode == Mode.MOVE else a.placed(m.placement)
         m.steps = a.finishing_steps(m.placement, placed=placed)
 
     def _commit(self, *, completes: bool = False) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
+from ketter.choices import Folders, Mode
 from ketter.config import Config, RouteConfig
 from ketter.config.units import FreeSpace
 from ketter.runtime.signals import Shutdown
@@ -172,7 +173,7 @@ def run_oneshot(
 
     # A folder on a per_file route is one job per file (the tree is kept).
     items: list[tuple[bytes, bytes, str]] = []
-    if os.path.isdir(source) and options.folders == "per_file":
+    if os.path.isdir(source) and options.folders == Folders.PER_FILE:
         for entry in scan_tree(source)[0]:
             items.append(
                 (os.path.join(source, entry.relpath), os.path.join(final, entry.relpath), "file")
@@ -207,7 +208,7 @@ def run_oneshot(
             stopping=lambda: shutdown.requested,
         )
     )
-    if options.mode == "move" and len(items) > 1 and all(_completed(j) for j in outcomes):
+    if options.mode == Mode.MOVE and len(items) > 1 and all(_completed(j) for j in outcomes):
         remove_empty_dirs(source)
     seconds = time.monotonic() - t0
     # A one-shot transfer is a transfer: its events reach the audit log now,

@@ -20,6 +20,7 @@ import shutil
 import time
 from typing import TYPE_CHECKING
 
+from ketter.choices import Mode
 from ketter.config import RouteConfig
 from ketter.engine.oserrors import read_only_reason
 from ketter.mounts import mount_problem
@@ -137,7 +138,7 @@ def unavailable_reason(route: RouteConfig, *, room: int = 0) -> str | None:
             return f"{label} {root} does not exist or is not a folder"
         if not os.access(root, os.R_OK | os.X_OK):
             return f"{label} {root} is not readable by this account"
-        if label == "destination" or route.mode == "move":
+        if label == "destination" or route.mode == Mode.MOVE:
             # A read-only mount (a folder outside the unit's ReadWritePaths=,
             # a filesystem mounted ro): EROFS for every job. Seen here, a
             # route paused for it resumes as soon as it is writable, not

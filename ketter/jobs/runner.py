@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ketter.choices import Mode
 from ketter.config import Config, RouteConfig
 from ketter.engine.cleanup import rollback
 from ketter.engine.inline import INLINE_MAX
@@ -238,7 +239,7 @@ class JobRunner:
         # The job runs under the mode it was created with: a reload that turns a
         # copy route into a move route must not delete sources of copy jobs.
         spec = dataclasses.replace(
-            spec_for(route, self.config), mode="move" if job.mode == "move" else "copy"
+            spec_for(route, self.config), mode=Mode.MOVE if job.mode == Mode.MOVE else Mode.COPY
         )
         return Attempt(self, job, claimed, route, spec, ctx, store=self.store)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from ketter.choices import Conflict, Folders, Mode, SameFsMove, Verify
 from ketter.config import Config, RouteConfig
 from ketter.engine.spec import MiB, TransferSpec
 
@@ -15,13 +16,13 @@ def _b(path: str | None) -> bytes | None:
 def spec_for(route: RouteConfig, config: Config) -> TransferSpec:
     """The engine settings of ``route`` (roots confine every path to it)."""
     return TransferSpec(
-        mode=route.mode,  # type: ignore[arg-type]
-        verify=route.verify,  # type: ignore[arg-type]
-        conflict=route.conflict,  # type: ignore[arg-type]
-        folders=route.folders,  # type: ignore[arg-type]
+        mode=Mode(route.mode),
+        verify=Verify(route.verify),
+        conflict=Conflict(route.conflict),
+        folders=Folders(route.folders),
         package_min_files=route.package_min_files,
         md5=config.hashes.md5,
-        same_fs_move=route.same_fs_move,  # type: ignore[arg-type]
+        same_fs_move=SameFsMove(route.same_fs_move),
         source_root=_b(route.source),
         destination_root=_b(route.destination),
         source_mount=_b(route.source_mount),

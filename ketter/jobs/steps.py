@@ -21,6 +21,7 @@ import contextlib
 import os
 from typing import TYPE_CHECKING, Any, Literal
 
+from ketter.choices import Conflict, Folders, Kind, Mode, SameFsMove
 from ketter.config import RouteConfig
 from ketter.engine.beneath import make_dirs, open_dir
 from ketter.engine.cleanup import rollback
@@ -194,7 +195,7 @@ class Attempt:
             )
         if state.value in IN_FLIGHT:
             if (
-                self.job.kind == "file"
+                self.job.kind == Kind.FILE
                 and self._resumable_partial()
                 and self.claimed.previous_owner_gone(self.runner.config.node)
             ):
@@ -224,7 +225,7 @@ class Attempt:
                 f"not the {job.kind} that was detected"
             )
         rel = os.path.relpath(self.source, os.fsencode(self.route.source))
-        if plan.kind == "file":
+        if plan.kind == Kind.FILE:
             key = file_source_key(job.route, rel, plan.size, plan.mtime_ns, plan.ino)
             if job.source_size is None:
                 pass  # submitted without an identity (one-shot transfer)
@@ -237,7 +238,7 @@ class Attempt:
                     f"(size/mtime/inode differ); the new version is a new job"
                 )
         else:
-            if self.route.folders != "as_unit":
+            if self.route.folders != Folders.AS_UNIT:
                 raise PermanentError("a folder job needs a route with folders: as_unit")
             key = folder_source_key(job.route, rel, plan.listing_sha256)
             if job.source_size is not None and key != job.source_key:
@@ -257,13 +258,13 @@ class Attempt:
         plan = self.inspect()
         devs = check_mounts(self.spec, self.ctx.expected_devs)
         self.ctx.expected_devs = devs
-        packaged = plan.kind == "folder" and 0 < self.spec.package_min_files <= len(plan.files)
+        packaged = plan.kind == Kind.FOLDER and 0 < self.spec.package_min_files <= len(plan.files)
         try:
             # Never through a link planted in the destination tree (#14 finding 1).
             make_dirs(self.spec.destination_root, self.dest_dir)
         except OSError as exc:
             raise classify_oserror(exc, self.dest_dir, "create the destination folder") from exc
-        if self.spec.conflict == "fail" and os.path.lexists(self.final):
+        if self.spec.conflict == Conflict.FAIL and os.path.lexists(self.final):
             raise DestinationConflict(
                 f"destination {readable(self.final)!r} already exists and the route's "
                 "conflict policy is 'fail'; remove it or change the policy, then re-queue"
@@ -272,7 +273,7 @@ class Attempt:
             # A packaged folder needs room for the ZIP and the extracted tree
             # at once; a rename into place needs none.
             self._check_space(plan.size * (2 if packaged else 1))
-        if plan.kind == "folder":
+        if plan.kind == Kind.FOLDER:
             self._record_manifest(plan)
         return Step(
             S.VALIDATED,
@@ -286,12 +287,12 @@ class Attempt:
                 "dest_path": self.final,
                 "dest_display": readable(self.final),
                 "size": plan.size,
-                "file_count": len(plan.files) if plan.kind == "folder" else 1,
+                "file_count": len(plan.files) if plan.kind == Kind.FOLDER else 1,
                 "source_dev": devs.get("source"),
                 "dest_dev": devs.get("destination"),
-                "source_size": plan.size if plan.kind == "file" else self.job.source_size,
+                "source_size": plan.size if plan.kind == Kind.FILE else self.job.source_size,
                 # Compared again before a move deletes the source (#14 finding 2).
-                "source_ctime_ns": plan.ctime_ns if plan.kind == "file" else None,
+                "source_ctime_ns": plan.ctime_ns if plan.kind == Kind.FILE else None,
             },
         )
 
@@ -371,9 +372,13 @@ class Attempt:
         holds entries the copy skips (links, FIFOs: they would be delivered
         too)."""
         plan = self.plan
-        if plan is None or self.spec.mode != "move" or self.spec.same_fs_move != "rename":
+        if (
+            plan is None
+            or self.spec.mode != Mode.MOVE
+            or self.spec.same_fs_move != SameFsMove.RENAME
+        ):
             return False
-        if plan.kind == "folder" and (self.route.mhl or plan.skipped):
+        if plan.kind == Kind.FOLDER and (self.route.mhl or plan.skipped):
             return False
         return same_filesystem(self.source, self.final)
 
@@ -403,10 +408,10 @@ class Attempt:
         assert self.plan is not None
         plan = self.plan
         result: CopyResult | None = None
-        if self.spec.conflict == "skip_identical" and not renaming:
+        if self.spec.conflict == Conflict.SKIP_IDENTICAL and not renaming:
             result = identical_result(self.spec, plan, self.final, ctx=self.ctx)
         packaged = (
-            plan.kind == "folder"
+            plan.kind == Kind.FOLDER
             and 0 < self.spec.package_min_files <= len(plan.files)
             and not renaming
         )
@@ -448,7 +453,7 @@ class Attempt:
         self.advance([self.verifying(result)], fsync=bool(result.temp_path))
         in_place = bool(result.temp_path) and result.temp_path == result.plan.path
         mhl = None
-        if self.route.mhl and result.plan.kind == "folder" and result.temp_path and not in_place:
+        if self.route.mhl and result.plan.kind == Kind.FOLDER and result.temp_path and not in_place:
             from ketter.audit.mhl import write_generation  # ascmhl loads only when used
 
             mhl = write_generation(
@@ -467,7 +472,7 @@ class Attempt:
             placement = place_by_rename(self.spec, result, self.ctx)
         else:
             placement = place(self.spec, result, self.ctx)
-        if self.spec.mode == "move":
+        if self.spec.mode == Mode.MOVE:
             # Durable before any source is deleted.
             self.advance([self.placed(placement, mhl=mhl)], fsync=True)
             self.ctx.fault("after-place-before-delete")
@@ -588,7 +593,7 @@ class Attempt:
                 final, job.placed_inode or 0, st.st_dev if st else 0, False, "recorded"
             )
         steps = [placed] if placed is not None else []
-        if self.spec.mode == "move":
+        if self.spec.mode == Mode.MOVE:
             plan = self.plan or self._plan_from_row(job)
             ensure_claim(self.store, self.job.id, self.claim)
             result = delete_source(self.spec, plan, placement, self.ctx)
@@ -634,9 +639,9 @@ class Attempt:
             for f in self.store.manifest(job.id)
         )
         dirs: tuple[FileEntry, ...] = ()
-        if job.kind == "folder" and os.path.isdir(self.source):
+        if job.kind == Kind.FOLDER and os.path.isdir(self.source):
             dirs = tuple(scan_tree(self.source)[1])
-        kind: Literal["file", "folder"] = "folder" if job.kind == "folder" else "file"
+        kind: Literal["file", "folder"] = "folder" if job.kind == Kind.FOLDER else "file"
         return SourcePlan(
             path=self.source,
             kind=kind,

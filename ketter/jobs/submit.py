@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ketter.choices import Folders, Kind, Mode
 from ketter.config import Config, RouteConfig
 from ketter.engine.openfile import sha256_of_file
 from ketter.engine.paths import join
@@ -58,13 +59,13 @@ def submit_path(
         )
     spec = spec_for(route, config)
     plan = inspect_source(spec, path)
-    if plan.kind == "folder" and route.folders == "per_file":
+    if plan.kind == Kind.FOLDER and route.folders == Folders.PER_FILE:
         files, _dirs, _skipped = scan_tree(path)
         found: list[Submitted] = []
         for entry in files:
             found += submit_path(store, config, route, join(path, entry.relpath), now=now)
         return found
-    if plan.kind == "folder":
+    if plan.kind == Kind.FOLDER:
         key = folder_source_key(route.name, rel, plan.listing_sha256)
     else:
         key = file_source_key(route.name, rel, plan.size, plan.mtime_ns, plan.ino)
@@ -80,7 +81,7 @@ def submit_path(
     if (
         previous is not None
         and previous.state == State.COMPLETED.value
-        and route.mode == "copy"
+        and route.mode == Mode.COPY
         and not _rewritten_since(previous, path)
     ):
         return [
@@ -92,7 +93,7 @@ def submit_path(
                 "again",
             )
         ]
-    if plan.kind == "folder" and not plan.files:
+    if plan.kind == Kind.FOLDER and not plan.files:
         raise PermanentError(f"{shown}: the folder holds no files")
     st = os.lstat(path)
     created = create_job(
@@ -104,7 +105,7 @@ def submit_path(
             source_path=path,
             source_key=key,
             size=plan.size,
-            file_count=len(plan.files) if plan.kind == "folder" else 1,
+            file_count=len(plan.files) if plan.kind == Kind.FOLDER else 1,
             source_size=plan.size,
             source_mtime_ns=plan.mtime_ns,
             source_inode=plan.ino,

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Mapping, MutableSet, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from ketter.choices import Kind
 from ketter.config.schema import RouteConfig
 from ketter.engine.openfile import sha256_of_file
 from ketter.jobs.create import NewJob, create_job, file_source_key, folder_source_key
@@ -69,7 +70,7 @@ class Ready:
     version: Version
 
     def key(self, route: str) -> str:
-        if self.kind == "folder":
+        if self.kind == Kind.FOLDER:
             assert self.version.listing_sha256 is not None
             return folder_source_key(route, self.relpath, self.version.listing_sha256)
         v = self.version

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ketter.choices import Folders, Kind, Mode
 from ketter.engine.open_writers import OpenWriter, describe, open_writers
 from ketter.watcher.identity import Version
 
@@ -123,7 +124,7 @@ class StabilityTracker:
         return stable
 
     def _next_due(self, entry: Pending, now: float) -> float:
-        interval = self.folder_interval if entry.kind == "folder" else self.poll_interval
+        interval = self.folder_interval if entry.kind == Kind.FOLDER else self.poll_interval
         quiet_at = entry.since + self.stable_seconds
         # Look again when the quiet period could be over, or at the next
         # poll, whichever comes first (but never in a busy loop).
@@ -140,14 +141,14 @@ class StabilityTracker:
 def still_written(candidates: list[tuple[bytes, str, Version, bytes]]) -> dict[bytes, str]:
     """``{relpath: who}`` of the ``(relpath, kind, version, abspath)``
     candidates some process holds open for writing (one pass over /proc)."""
-    files = [(v.dev, v.inode) for _rel, kind, v, _path in candidates if kind == "file"]
-    folders = [path for _rel, kind, _v, path in candidates if kind == "folder"]
+    files = [(v.dev, v.inode) for _rel, kind, v, _path in candidates if kind == Kind.FILE]
+    folders = [path for _rel, kind, _v, path in candidates if kind == Kind.FOLDER]
     if not candidates:
         return {}
     writers = open_writers(files, folders)
     busy: dict[bytes, list[OpenWriter]] = {}
     for rel, kind, v, path in candidates:
-        if kind == "file":
+        if kind == Kind.FILE:
             mine = [w for w in writers if (w.dev, w.ino) == (v.dev, v.inode)]
         else:
             prefix = path.rstrip(b"/") + b"/"
@@ -168,7 +169,7 @@ def ready_marker_warnings(config: Config, mounts: list[Mount] | None = None) -> 
 
     warnings = []
     for route in config.routes:
-        if route.ready_marker or (route.mode != "move" and route.folders != "as_unit"):
+        if route.ready_marker or (route.mode != Mode.MOVE and route.folders != Folders.AS_UNIT):
             continue
         try:
             mount = mount_of(os.fsencode(route.source), mounts)
@@ -176,13 +177,13 @@ def ready_marker_warnings(config: Config, mounts: list[Mount] | None = None) -> 
             continue  # check_roots reports an unreadable mount table
         if mount is None or mount.fs_type in LOCAL_FS_TYPES:
             continue
-        what = "a move route" if route.mode == "move" else "an as_unit route"
+        what = "a move route" if route.mode == Mode.MOVE else "an as_unit route"
         warnings.append(
             f"route {route.name!r}: {what} on {mount.fs_type} mount "
             f"{os.fsdecode(mount.mount_point)} without ready_marker: Ketter cannot see "
             "a writer on another host, so a file or folder whose writer pauses longer "
             f"than stable_seconds ({route.stable_seconds:g}s) is delivered incomplete"
-            + (" and its source deleted" if route.mode == "move" else "")
+            + (" and its source deleted" if route.mode == Mode.MOVE else "")
             + "; have the writer create a marker and set ready_marker (e.g. '.done')"
         )
     return warnings

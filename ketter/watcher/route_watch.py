@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from watchdog.observers.api import BaseObserver
 
+from ketter.choices import Folders, Kind, WatchMode
 from ketter.config.schema import RouteConfig
 from ketter.paths import readable
 from ketter.runtime.logs import job_fields
@@ -87,7 +88,7 @@ class RouteWatch:
         self.clock = clock
         self.observer_factory = observer_factory
         self.patterns = RoutePatterns.for_route(route)
-        self.as_unit = route.folders == "as_unit"
+        self.as_unit = route.folders == Folders.AS_UNIT
         self.tracker = StabilityTracker(
             stable_seconds=route.stable_seconds,
             poll_interval=route.poll_interval,
@@ -174,7 +175,7 @@ class RouteWatch:
         if not self.watching:
             return self.availability.retry_at
         times = [self.next_full_scan, self.next_check]
-        if self.mode == "polling":
+        if self.mode == WatchMode.POLLING:
             times.append(self.next_poll)
         due = self.tracker.next_due()
         if due is not None:
@@ -254,13 +255,13 @@ class RouteWatch:
     def _start_watching(self, now: float) -> None:
         self.mode, self.mode_reason = mounts.choose_watch(self.route, self.root)
         self.revalidate = mounts.is_network(self.root)
-        if self.mode == "native":
+        if self.mode == WatchMode.NATIVE:
             self._start_observer()
         self.scanner = Scanner(
             self.root,
             self.patterns,
             as_unit=self.as_unit,
-            track_dirs=self.mode == "polling",
+            track_dirs=self.mode == WatchMode.POLLING,
             on_unreachable=self._unreachable,
         )
         self.next_full_scan = now  # catch up on whatever arrived meanwhile (R-W1)
@@ -307,7 +308,7 @@ class RouteWatch:
             self.next_poll = now + self.route.poll_interval
             self.last_scan = self.last_full_scan = time.time()
             return  # the walk covered every hint
-        if self.mode == "polling" and now >= self.next_poll:
+        if self.mode == WatchMode.POLLING and now >= self.next_poll:
             for rel_dir in self.scanner.changed_dirs():
                 self._consider(self.scanner.list_dir(rel_dir), now)
             self.next_poll = now + self.route.poll_interval
@@ -361,7 +362,7 @@ class RouteWatch:
 
     def _discovery_key(self, item: Found) -> tuple[Version | None, str | None]:
         version: Version | None
-        if item.kind == "folder":
+        if item.kind == Kind.FOLDER:
             try:
                 version = folder_version(os.path.join(self.root, item.relpath), revalidate=False)
             except OSError:
@@ -403,7 +404,7 @@ class RouteWatch:
                 break
             path = os.path.join(self.root, relpath)
             try:
-                if pending.kind == "folder":
+                if pending.kind == Kind.FOLDER:
                     version = folder_version(path, revalidate=self.revalidate)
                 else:
                     st = stat_path(path, revalidate=self.revalidate)
@@ -423,7 +424,7 @@ class RouteWatch:
                 continue
             if not self.tracker.observe(relpath, version, now):
                 continue
-            if pending.kind == "folder" and version.file_count == 0:
+            if pending.kind == Kind.FOLDER and version.file_count == 0:
                 # An empty folder may be about to receive files: not a
                 # delivery. A file arriving in it brings it back.
                 self.tracker.discard(relpath)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from watchdog.observers.api import BaseObserver
 
 from ketter import __version__
+from ketter.choices import WatchMode
 from ketter.config.schema import Config
 from ketter.runtime import sdnotify
 from ketter.runtime.logs import job_fields
@@ -250,7 +251,7 @@ class Watcher:
     def _on_overflow(self) -> None:
         # Called from watchdog's inotify thread: only set flags.
         for route in self.routes:
-            if route.mode == "native":
+            if route.mode == WatchMode.NATIVE:
                 route.request_rescan()
 
     def _sleep(self, stop: threading.Event) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 
+from ketter.choices import Kind
 from ketter.jobs.states import State
 from ketter.store.memory.core import MemoryCore
 from ketter.store.ports.leases import ACTIVE_STATES, FRESH_STATES, Taken, new_token, took
@@ -104,7 +105,7 @@ class LeasesMemory(MemoryCore):
                 and j.route == route
                 and j.state == State.DETECTED.value
                 and j.lease_owner is None
-                and j.kind == "file"
+                and j.kind == Kind.FILE
                 and j.mode == mode
                 and j.source_size is not None
                 and j.source_size <= max_size
