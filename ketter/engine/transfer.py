@@ -19,16 +19,15 @@ from .cleanup import remove_path
 from .context import STOP_SIGNALS, TransferContext
 from .copyfile import copy_durable
 from .existing import compare_existing, plan_entry
-from .folders import copy_folder
 from .mounts import check_mounts
 from .oserrors import classify_oserror
-from .package import copy_packaged
 from .paths import join, split, temp_name
 from .progress import Progress
 from .results import CopyResult
 from .resume import adopt_partial
 from .source import SourcePlan
 from .spec import TransferSpec
+from .unit import unit_strategy
 
 #: Stop signals keep a file's partial (a later claim may resume it); every
 #: other failure, and any stop of a folder (which cannot be resumed), removes
@@ -91,15 +90,9 @@ def copy_and_verify(
     zip_path = join(parent, temp_name(ctx.tag, name, "zip"))
     for stale in (tmpdir, zip_path):
         remove_path(stale)
-    packaged = 0 < spec.package_min_files <= len(plan.files)
+    strategy = unit_strategy(spec, plan)
     try:
-        if packaged:
-            files, zip_hashes, size, temp_id = copy_packaged(
-                spec, plan, zip_path, tmpdir, ctx, progress
-            )
-        else:
-            files, size, temp_id = copy_folder(spec, plan, tmpdir, ctx, progress)
-            zip_hashes = {}
+        unit = strategy.copy(spec, plan, tmpdir, zip_path, ctx, progress)
     except _KEEP_PARTIAL:
         # A folder cannot be resumed. Another claim may be rolling the job
         # back at the same time: a cleanup error must not hide the signal.
@@ -119,12 +112,12 @@ def copy_and_verify(
         final_path,
         tmpdir,
         spec.verify,
-        files=files,
-        packaged=packaged,
-        package_hashes=zip_hashes,
-        bytes_copied=size,
+        files=unit.files,
+        packaged=strategy.packaged,
+        package_hashes=unit.package_hashes,
+        bytes_copied=unit.size,
         seconds=time.monotonic() - t0,
-        temp_id=temp_id,
+        temp_id=unit.temp_id,
     )
 
 

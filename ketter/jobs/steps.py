@@ -41,6 +41,7 @@ from ketter.engine.resume import find_partials
 from ketter.engine.source import FileEntry, SourcePlan, inspect_source, scan_tree
 from ketter.engine.spec import TransferSpec
 from ketter.engine.transfer import copy_and_verify, identical_result
+from ketter.engine.unit import unit_strategy
 from ketter.errors import DestinationConflict, DestinationFull, PermanentError
 from ketter.jobs.claim import Claimed, ensure_claim
 from ketter.jobs.create import file_source_key, folder_source_key
@@ -258,7 +259,7 @@ class Attempt:
         plan = self.inspect()
         devs = check_mounts(self.spec, self.ctx.expected_devs)
         self.ctx.expected_devs = devs
-        packaged = plan.kind == Kind.FOLDER and 0 < self.spec.package_min_files <= len(plan.files)
+        packaged = plan.kind == Kind.FOLDER and unit_strategy(self.spec, plan).packaged
         try:
             # Never through a link planted in the destination tree (#14 finding 1).
             make_dirs(self.spec.destination_root, self.dest_dir)
@@ -411,9 +412,7 @@ class Attempt:
         if self.spec.conflict == Conflict.SKIP_IDENTICAL and not renaming:
             result = identical_result(self.spec, plan, self.final, ctx=self.ctx)
         packaged = (
-            plan.kind == Kind.FOLDER
-            and 0 < self.spec.package_min_files <= len(plan.files)
-            and not renaming
+            plan.kind == Kind.FOLDER and unit_strategy(self.spec, plan).packaged and not renaming
         )
         steps = [validated] if validated is not None else []
         state = S.VALIDATED if validated is not None else self.state
