@@ -9,7 +9,9 @@ Healthy means all of:
 * every configured route is available: not paused (``route_status``: share
   down, destination full) and not lost by the watcher (its ``route:<name>``
   heartbeat);
-* every destination has more free space than ``health.min_free``.
+* every destination has more free space than ``health.min_free`` (asked
+  by a child process with a deadline: a hung share makes that check fail
+  "timed out", never ``health`` itself hang).
 
 Everything is read, nothing written: a monitoring account that may read the
 state directory (group ``ketter``) and the config can run it while the
@@ -21,13 +23,16 @@ cleanly those files are gone, and the store is then opened ``immutable``
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import selectors
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ketter.config import Config
-from ketter.mounts import disk_usage
 from ketter.store.port import JobReadStore, StoreUnreadable
 from ketter.store.sqlite_read import SqliteReadStore, connect_readonly, probe_readonly
 
@@ -240,23 +245,117 @@ def _check_store_guard(report: HealthReport, config: Config) -> str | None:
     return problem
 
 
-def _check_space(report: HealthReport, config: Config) -> None:
-    for dest in dict.fromkeys(r.destination for r in config.routes):
-        name = f"free space {dest}"
+#: How long ``health`` waits for the destinations' filesystems to answer.
+PROBE_SECONDS = 10.0
+
+
+def _statfs(path: str) -> dict[str, Any]:
+    try:
+        v = os.statvfs(path)
+        # statfs may be answered by the client alone (smbnetfs): opening the
+        # folder goes to the server.
+        os.close(os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+    except OSError as exc:
+        return {"error": exc.strerror or str(exc)}
+    return {"blocks": v.f_blocks, "frsize": v.f_frsize, "avail": v.f_bavail}
+
+
+def probe_filesystems(paths: list[str], timeout: float) -> list[dict[str, Any] | None]:
+    """``statvfs`` of each path, done by a child process with a deadline:
+    one dict per path (``blocks``/``frsize``/``avail``, or ``error``), None
+    for a path that did not answer in time.
+
+    A hung FUSE or network mount blocks ``statfs`` in an uninterruptible
+    kernel wait (110 s on a SIGSTOPped smbd, past any monitoring time-out,
+    issue #15 §1): the waiting is left to a child, which is killed at the
+    deadline and never waited for (it may not die before the share answers;
+    it is reaped when it does, or becomes init's). The child writes one
+    JSON line per path, so a path that hangs is the one after the last line.
+    """
+    read_fd, write_fd = os.pipe()
+    # A fork, not a new interpreter: the monitoring account may not be
+    # allowed to execute the service's Python (and starting one is slower).
+    pid = os.fork()
+    if pid == 0:  # the child: answer path by path, then leave at once
         try:
-            usage = disk_usage(dest)
-        except OSError as exc:
-            report.add(name, False, f"cannot stat: {exc.strerror}")
+            # Hold nothing of the parent's open: a child stuck on a hung share
+            # must not keep its caller's stdout pipe (or anything else) open.
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.closerange(3, write_fd)
+            os.closerange(write_fd + 1, os.sysconf("SC_OPEN_MAX"))
+            for path in paths:
+                os.write(write_fd, json.dumps(_statfs(path)).encode() + b"\n")
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    results: list[dict[str, Any] | None] = []
+    buf = b""
+    deadline = time.monotonic() + timeout
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(read_fd, selectors.EVENT_READ)
+            while len(results) < len(paths):
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    break
+                chunk = os.read(read_fd, 65536)
+                if not chunk:
+                    break
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    results.append(json.loads(line))
+    finally:
+        os.close(read_fd)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+    return results + [None] * (len(paths) - len(results))
+
+
+def _check_space(report: HealthReport, config: Config, timeout: float = PROBE_SECONDS) -> None:
+    """Every route folder answers (sources: a check only when one does not),
+    and every destination has room; all asked by :func:`probe_filesystems`."""
+    dests = list(dict.fromkeys(r.destination for r in config.routes))
+    sources = [s for s in dict.fromkeys(r.source for r in config.routes) if s not in dests]
+    answers = probe_filesystems(dests + sources, timeout) if dests or sources else []
+    for source, answer in zip(sources, answers[len(dests) :], strict=True):
+        if answer is None:
+            report.add(
+                f"source {source}",
+                False,
+                f"timed out: the filesystem did not answer within {timeout:g}s "
+                "(hung share or server?)",
+            )
+        elif "error" in answer:
+            report.add(f"source {source}", False, f"cannot stat: {answer['error']}")
+    for dest, answer in zip(dests, answers[: len(dests)], strict=True):
+        name = f"free space {dest}"
+        if answer is None:
+            report.add(
+                name,
+                False,
+                f"timed out: the filesystem did not answer within {timeout:g}s "
+                "(hung share or server?)",
+            )
             continue
-        if usage is None:
+        if "error" in answer:
+            report.add(name, False, f"cannot stat: {answer['error']}")
+            continue
+        if answer["blocks"] == 0:
             report.add(name, True, "unknown: the filesystem reports no size (min_free not applied)")
             continue
-        needed = config.health.min_free.required(usage.total)
-        ok = usage.free > needed
+        total = answer["blocks"] * answer["frsize"]
+        free = answer["avail"] * answer["frsize"]
+        needed = config.health.min_free.required(total)
+        ok = free > needed
         report.add(
             name,
             ok,
-            f"{usage.free / 1e9:.1f} GB free, {'above' if ok else 'NOT above'}"
+            f"{free / 1e9:.1f} GB free, {'above' if ok else 'NOT above'}"
             f" health.min_free {config.health.min_free} ({needed / 1e9:.1f} GB)",
         )
 
