@@ -375,7 +375,9 @@ EOF
     if wait_for 180 job_done $big completed && same_sum $big /mnt/dub/inbox/BIG_1/big.mxf; then
       set -- $(job_of $big)
       pass "after the restart the job resumed and completed, byte-identical (attempt $3)"
-      info "resume: $(kj job "$1" | grep -E 'resumed_from' | grep -o '"resumed_from": [0-9]*' | head -1)"
+      local from; from="$(kj job "$1" | grep -o '"resumed_from": [0-9]*' | head -1 | grep -o '[0-9]*$')"
+      [ "${from:-0}" -gt 0 ] && pass "the transfer resumed from its checkpoint (byte $from), not from 0" \
+        || fail "the stopped transfer started again from 0" "$(kj job "$1" | grep -m3 resum)"
     else fail "the stopped job did not complete" "$(job_of $big)"; fi
   else
     fail "graceful stop mid-transfer not tried" "no quarter of the transfer seen within 120 s: $(job_of $big)"

@@ -136,7 +136,7 @@ def test_units_under_systemd_as_pid_1(tmp_path: Path) -> None:
     scores = [line for line in lines if line.startswith("SCORE ")]
     failed = [line for line in lines if line.startswith("FAIL")]
     summary = (
-        f"{len(failed)} failed; {elapsed:.0f} s in all"
+        f"{lines[0][5:]}; {len(failed)} failed; {elapsed:.0f} s in all"
         f" (debootstrap {bootstrap:.0f} s{', cached root' if bootstrap < 1 else ''});"
         f" scores: {'; '.join(s[6:] for s in scores)}; logs: {logs}"
     )
