@@ -208,7 +208,7 @@ def rollback_at(
     key = tag_or_job_prefix.encode()
     prefix = key if key.startswith(TEMP_PREFIX) else TEMP_PREFIX + key + b"-"
     handled: list[bytes] = []
-    for name in sorted(os.fsencode(n) for n in os.listdir(dfd)):
+    for name in sorted(os.fsencode(n) for n in _list_fresh(dfd)):
         if not name.startswith(prefix):
             continue
         if handled:
@@ -227,6 +227,21 @@ def rollback_at(
     if handled:
         os.fsync(dfd)
     return handled
+
+
+def _list_fresh(dfd: int) -> list[str]:
+    """The names in the folder ``dfd``, through a descriptor of its own.
+
+    ``os.listdir(fd)`` rewinds the descriptor's directory stream, and
+    smbnetfs cannot rewind one that was read already (the orphan sweep's
+    ``fwalk`` had): the second listing came back empty and a real share's
+    orphan temporaries were never removed (issue #15 §1).
+    """
+    fresh = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dfd)
+    try:
+        return os.listdir(fresh)
+    finally:
+        os.close(fresh)
 
 
 def temp_job_id(name: bytes) -> str | None:

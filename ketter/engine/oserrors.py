@@ -50,12 +50,18 @@ _TABLE: dict[int, tuple[type[KetterError], str, str]] = {
         "disk quota exceeded",
         "raise the quota or free space; the route resumes by itself",
     ),
-    # EIO is usually a flaky disk or a network share hiccup; a bad sector
-    # that keeps failing shows up as repeated attempts and ends the job.
+    # EIO is what a FUSE or network share answers while its server is down
+    # (smbnetfs, sshfs: a real server restart used up the copy route's
+    # attempts and failed the job, issue #15 §1), or a flaky local disk. It
+    # is a route error: the policy looks at the route from outside, pauses
+    # it while its folders do not answer, and takes the error for the job's
+    # own transient one when they do (a bad sector that keeps failing still
+    # ends the job after its attempts).
     errno.EIO: (
-        TransientError,
+        RouteUnavailable,
         "input/output error",
-        "check the disk or share (dmesg); the job is retried",
+        "check the disk or share (dmesg): the route pauses while it does not answer, "
+        "else the job is retried",
     ),
     errno.ESTALE: (
         RouteUnavailable,

@@ -47,7 +47,7 @@ def test_rename_candidates(name: bytes, n: int, is_dir: bool, expected: bytes) -
     [
         (errno.ENOSPC, "write the temporary file", DestinationFull),  # route pauses
         (errno.EDQUOT, "write the temporary file", DestinationFull),  # same as full
-        (errno.EIO, "read the source", TransientError),  # may be a hiccup
+        (errno.EIO, "read the source", RouteUnavailable),  # a share down, or a hiccup (#15)
         (errno.ESTALE, "read the source", RouteUnavailable),  # share remounted
         (errno.ENOENT, "read the source", SourceChanged),  # source vanished
         (errno.ENOENT, "create the temporary file", TransientError),  # dest folder gone

@@ -443,7 +443,10 @@ def test_route_looked_at_only_for_route_errors(
         # ENOSPC anywhere else is the destination's: a route pause for room.
         (OSError(errno.ENOSPC, "No space", "/dst/a.tmp"), Stop.JOB_ERROR, DestinationFull, False),
         # An OSError without a known errno: transient.
-        (OSError(errno.EIO, "I/O error"), Stop.JOB_ERROR, TransientError, False),
+        (OSError(errno.EMLINK, "Too many links"), Stop.JOB_ERROR, TransientError, False),
+        # EIO: a share whose server is down (#15 §1), or a flaky disk: the
+        # route is looked at (paused while it does not answer).
+        (OSError(errno.EIO, "I/O error"), Stop.JOB_ERROR, RouteUnavailable, False),
         # A bug: transient (bounded retries), logged with its traceback.
         (ValueError("bug"), Stop.JOB_ERROR, TransientError, True),
         # A KeyError out of the steps is a bug too, never "route removed"
@@ -454,7 +457,7 @@ def test_route_looked_at_only_for_route_errors(
     ],
     ids=[
         "shutdown", "lost-claim", "store-lost", "ketter-error", "sqlite-full",
-        "enospc-state-disk", "enospc-destination", "oserror-eio", "unexpected",
+        "enospc-state-disk", "enospc-destination", "oserror-unknown", "oserror-eio", "unexpected",
         "keyerror-is-a-bug", "keyboard-interrupt",
     ],
 )  # fmt: skip

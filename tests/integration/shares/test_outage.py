@@ -1,0 +1,83 @@
+"""A share outage pauses the route; it never uses the job's attempts (#15 §1, item 6).
+
+The destination server is stopped while a copy is being written to it,
+and started again after a while: the job's error (EIO, ENOTCONN, …) on a
+network mount pauses the route, the job keeps its attempts, and once the
+share is back the file is delivered once, with no temporary left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from .harness import Shares, wait_for
+from .node import Node, route_yaml
+
+SIZE = 256 * 1024 * 1024
+
+
+@pytest.mark.slow
+def test_server_stopped_mid_copy_pauses_the_route(
+    shares: Shares, protocol: str, tmp_path: Path
+) -> None:
+    a, b = shares.share("ssh" if protocol == "smb" else "smb", "A"), shares.share(protocol, "B")
+    node = Node(
+        tmp_path / "node",
+        [route_yaml("r", a, b)],
+        retry="{max_attempts: 2, base_delay: 1s, max_delay: 5s}",
+    )
+    (b.root / "in-r").mkdir()
+    (a.root / "out-r").mkdir()
+    big = a.export / "out-r" / "reel.mov"
+    with open(big, "wb") as fh:  # written on the server's disk: the NAS side
+        for _ in range(SIZE // (1 << 20)):
+            fh.write(os.urandom(1 << 20))
+    node.start()
+    try:
+        wait_for(
+            lambda: any(p.name.startswith(".ketter-") for p in (b.export / "in-r").iterdir()),
+            120,
+            "the copy to start writing its temporary",
+            interval=0.02,
+        )
+        shares.server(protocol).stop()
+        paused = wait_for(lambda: _paused(node), 120, "the route to pause")
+        time.sleep(8)  # the outage lasts: several sweeps, no attempt used meanwhile
+        jobs = node.jobs()
+        assert [j["state"] for j in jobs] != ["failed"], jobs
+        shares.server(protocol).start()
+        node.wait_states({"completed": 1}, timeout=300)
+        jobs = node.jobs()
+        status = json.loads(node.cli("status", "--json").stdout)
+    finally:
+        node.stop()
+    assert "r" in paused
+    assert len(jobs) == 1 and jobs[0]["attempt"] <= 1, jobs
+    assert (b.root / "in-r" / "reel.mov").stat().st_size == SIZE
+    # The temporary of the interrupted attempt could not be removed while
+    # the share was down; the orphan sweep (at the workers' start, then
+    # every orphan interval) removes it once the job is finished.
+    node.start()
+    try:
+        wait_for(
+            lambda: (
+                node.alive() and [p.name for p in (b.export / "in-r").iterdir()] == ["reel.mov"]
+            ),
+            60,
+            "the orphan sweep to remove the leftover temporary",
+        )
+    finally:
+        node.stop()
+    assert not status.get("paused"), status
+
+
+def _paused(node: Node) -> str | None:
+    done = node.cli("status", "--json")
+    data = json.loads(done.stdout)
+    routes = data.get("paused") or []
+    return json.dumps(routes) if routes else None
