@@ -227,6 +227,15 @@ def inodes_kept(dev: int) -> bool:
     return fs_type_of_dev(dev) not in INODES_NOT_KEPT
 
 
+def listings_cached(dev: int) -> bool:
+    """The filesystem of ``st_dev`` is a FUSE network client whose folder
+    listings and attributes may be answered from a client cache (sshfs:
+    20 s by default) or whose folder mtimes are not the server's (smbnetfs:
+    a share root dated 1970): a folder seen changed is listed again for a
+    while (:mod:`ketter.watcher.scanner`)."""
+    return fs_type_of_dev(dev) in INODES_NOT_KEPT
+
+
 def kept_inode(dev: int, ino: int) -> int:
     """``ino`` where the filesystem keeps it, else 0: "not part of the
     identity" wherever an identity compares inode numbers."""

@@ -14,6 +14,16 @@ file changed in place is found by the next full scan. watchdog's
 keeps a snapshot of all of them in memory at every interval, which over
 100,000 files on NFS is both slow and heavy.
 
+Folder mtimes and listings on FUSE network clients (issue #15 §1): sshfs
+answers ``stat`` and ``readdir`` from a client cache (20 s by default), so
+a folder whose new mtime showed could still list the old entries, and its
+new file waited for the 10-minute rescan (590–599 s measured); an smbnetfs
+share root has a constant mtime (0, 1970) and never looked changed (600 s).
+On those filesystems (:func:`ketter.mounts.listings_cached`) a folder seen
+changed is listed at every poll for :data:`RELIST_SECONDS` afterwards, and
+a folder whose mtime is 0 is listed at every poll: a new file is found
+within ``poll_interval`` of the client's cache horizon.
+
 Paths are bytes throughout; symbolic links are never followed (R-O4).
 
 A folder or file whose full path is longer than ``PATH_MAX`` (4,096 bytes
@@ -28,9 +38,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from ketter.mounts import listings_cached
 from ketter.watcher.identity import Version, file_version
 from ketter.watcher.patterns import RoutePatterns
 
@@ -38,6 +50,10 @@ from ketter.watcher.patterns import RoutePatterns
 PATH_MAX = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096
 #: ``on_unreachable(relpath, reason)``: a path the scan cannot reach by name.
 Unreachable = Callable[[bytes, str], None]
+#: How long a changed folder on a caching FUSE client is listed at every
+#: poll: past sshfs's default cache (``dcache_timeout``/``cache_timeout``
+#: 20 s), with room for an attribute cache that expired first.
+RELIST_SECONDS = 45.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +91,9 @@ class Scanner:
         self.dir_mtimes: dict[bytes, int] = {}
         #: candidate files (and folders) matched by the last full scan
         self.files_seen = 0
+        #: relpath → monotonic time until which it is listed at every poll
+        #: (a folder seen changed on a caching FUSE client, module docstring)
+        self.relist_until: dict[bytes, float] = {}
 
     def abspath(self, relpath: bytes) -> bytes:
         return os.path.join(self.root, relpath) if relpath else self.root
@@ -174,14 +193,21 @@ class Scanner:
         folders are forgotten with their descendants."""
         changed: list[bytes] = []
         gone: list[bytes] = []
+        now = time.monotonic()
         for rel, mtime in self.dir_mtimes.items():
             try:
-                now_mtime = os.lstat(self.abspath(rel)).st_mtime_ns
+                st = os.lstat(self.abspath(rel))
             except OSError:
                 gone.append(rel)
                 continue
-            if now_mtime != mtime:
+            if st.st_mtime_ns != mtime or (mtime == 0 and listings_cached(st.st_dev)):
                 changed.append(rel)
+                if listings_cached(st.st_dev):
+                    self.relist_until[rel] = now + RELIST_SECONDS
+            elif self.relist_until.get(rel, 0.0) > now:
+                changed.append(rel)
+        for rel in [k for k, until in self.relist_until.items() if until <= now]:
+            del self.relist_until[rel]
         for rel in gone:
             self.forget_dir(rel)
         return [rel for rel in changed if rel in self.dir_mtimes]
@@ -190,6 +216,7 @@ class Scanner:
         prefix = rel + b"/"
         for key in [k for k in self.dir_mtimes if k == rel or k.startswith(prefix)]:
             del self.dir_mtimes[key]
+            self.relist_until.pop(key, None)
 
     def list_dir(self, rel_dir: bytes) -> Iterator[Found]:
         """Candidates directly in ``rel_dir``, plus everything below the

@@ -19,12 +19,12 @@ from .harness import Share, wait_for
 TIMINGS = {"stable_seconds": "1s", "poll_interval": "0.5s", "rescan_interval": "3s"}
 
 
-def route_yaml(name: str, source: Share, destination: Share, **opts: Any) -> str:
+def route_yaml(name: str, src: Share, dst: Share, **opts: Any) -> str:
     values: dict[str, Any] = {
-        "source": f"'{source.root / ('out-' + name)}'",
-        "source_mount": f"'{source.mount}'",
-        "destination": f"'{destination.root / ('in-' + name)}'",
-        "destination_mount": f"'{destination.mount}'",
+        "source": f"'{src.root / ('out-' + name)}'",
+        "source_mount": f"'{src.mount}'",
+        "destination": f"'{dst.root / ('in-' + name)}'",
+        "destination_mount": f"'{dst.mount}'",
         **TIMINGS,
         **opts,
     }
