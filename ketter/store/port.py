@@ -11,7 +11,9 @@ The write side is :class:`JobStore`: one protocol per area in
 :mod:`ketter.store.ports` (transactions and event appends, jobs and their
 transitions, leases, intake, routes, heartbeats, events, manifests),
 implemented by :mod:`ketter.store.sqlite` and the in-memory fake
-:mod:`ketter.store.memory`, both run by the contract suite in
+:mod:`ketter.store.memory` (their composite operations, a transition or a
+claim with its audit event, written once in :mod:`ketter.store.composite`
+over each backend's primitives), both run by the contract suite in
 ``tests/contract``. A process gets its store from
 :class:`ketter.node.Node`; nothing outside :mod:`ketter.store` holds a
 database object or writes SQL (``tests/unit/test_sql_boundary.py``).

@@ -1,7 +1,8 @@
-"""The in-memory job store's tables, transactions and event appends: a fake
-for unit tests that keeps the contract of the SQLite store (one writer at a
-time, all-or-nothing transactions, events published after commit), checked
-by the same contract suite (``tests/contract``).
+"""The in-memory job store's tables, transactions and the audit chain's
+primitives: a fake for unit tests that keeps the contract of the SQLite
+store (one writer at a time, all-or-nothing transactions, events published
+after commit), checked by the same contract suite (``tests/contract``). Its
+composite operations are the SQLite store's, :mod:`ketter.store.composite`.
 
 A transaction takes one re-entrant lock and snapshots the tables; an
 exception inside restores the snapshot (a nested block restores only its
@@ -18,8 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ketter.audit.chain import GENESIS, AuditChain, Principal, committed, seal
+from ketter.audit.chain import AuditChain
 from ketter.events import Event, EventBus, publish_committed
+from ketter.store.composite.core import CompositeCore
 from ketter.store.rows import EventRow, HeartbeatRow, JobFileRow, JobRow, RouteStatusRow
 
 
@@ -40,8 +42,9 @@ class Tables:
         return self.ids[table]
 
 
-class MemoryCore:
-    """The in-memory job store's tables, transactions and event appends."""
+class MemoryCore(CompositeCore):
+    """The in-memory job store's tables, transactions and the audit chain's
+    primitives."""
 
     def __init__(self, chain: AuditChain, path: str = ":memory:") -> None:
         self.chain = chain
@@ -108,42 +111,17 @@ class MemoryCore:
     def ensure_intact(self, what: str) -> None:
         """A store in memory cannot be deleted under its process."""
 
-    # -- the audit chain ----------------------------------------------------
+    # -- the audit chain's primitives (append_event: CompositeCore) ----------
 
-    def append_event(
-        self,
-        event: str,
-        *,
-        now: float,
-        job_id: int | None = None,
-        route: str | None = None,
-        from_state: str | None = None,
-        to_state: str | None = None,
-        attempt: int | None = None,
-        details: dict[str, Any] | None = None,
-        actor: Principal | None = None,
-    ) -> int:
-        if not self.in_transaction():
-            raise RuntimeError("append_event() must run inside the state change's transaction")
+    def _chain_head(self) -> tuple[int, str] | None:
         events = self.tables.events
-        seq, prev_hash = (events[-1].id + 1, events[-1].hash) if events else (1, GENESIS)
-        row = seal(
-            self.chain,
-            event,
-            seq=seq,
-            prev_hash=prev_hash,
-            now=now,
-            job_id=job_id,
-            route=route,
-            from_state=from_state,
-            to_state=to_state,
-            attempt=attempt,
-            details=details,
-            actor=actor,
-        )
-        events.append(EventRow(**row))
-        self._local.pending.append((self.chain.bus, committed(row, details)))
-        return seq
+        return (events[-1].id, events[-1].hash) if events else None
+
+    def _insert_event(self, row: dict[str, Any]) -> None:
+        self.tables.events.append(EventRow(**row))
+
+    def _publish_after_commit(self, bus: EventBus, event: Event) -> None:
+        self._local.pending.append((bus, event))
 
 
 __all__ = ["Event", "EventBus", "MemoryCore", "Tables"]

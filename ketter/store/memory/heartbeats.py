@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 
+from ketter.store.composite.heartbeats import CompositeHeartbeats
 from ketter.store.memory.core import MemoryCore
 from ketter.store.rows import HeartbeatRow
 
 
-class HeartbeatsMemory(MemoryCore):
-    """The heartbeats operations in memory."""
+class HeartbeatsMemory(MemoryCore, CompositeHeartbeats):
+    """The heartbeats rows in memory."""
 
-    def beat(self, node: str, details: Mapping[str, str], *, pid: int, now: float) -> None:
+    def _put_heartbeat(self, component: str, node: str, *, pid: int, now: float, text: str) -> None:
         with self._write():
-            for component, text in details.items():
-                old = self.tables.heartbeats.get((component, node))
-                row_id = old.id if old is not None else self.tables.next_id("heartbeats")
-                self.tables.heartbeats[(component, node)] = HeartbeatRow(
-                    id=row_id, component=component, node=node, pid=pid, ts=now, details=text
-                )
+            old = self.tables.heartbeats.get((component, node))
+            row_id = old.id if old is not None else self.tables.next_id("heartbeats")
+            self.tables.heartbeats[(component, node)] = HeartbeatRow(
+                id=row_id, component=component, node=node, pid=pid, ts=now, details=text
+            )
 
     def get_heartbeat(self, component: str, node: str) -> HeartbeatRow | None:
         row = self.tables.heartbeats.get((component, node))

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ketter.errors import InvalidTransition, LostClaim
+from ketter.errors import InvalidTransition
 from ketter.store.rows import JobRow
 
 
@@ -98,26 +98,3 @@ class JobsPort(Protocol):
     def set_error(self, job_id: int, error: str) -> None:
         """Record ``error`` on the job (whatever its state and claim)."""
         ...
-
-
-def explain_refusal(
-    job: JobRow | None, job_id: int, from_state: str, to_state: str, claim: str | None
-) -> InvalidTransition:
-    """Why a compare-and-set matched no row, from the job as it is now (the
-    same words on every backend)."""
-    if job is None:
-        return InvalidTransition(f"job {job_id} does not exist")
-    if job.claim != claim:
-        return LostClaim(
-            f"job {job_id}: claim {claim} is no longer held (now "
-            f"{job.claim or 'unclaimed'}, state {job.state}); another worker "
-            "took the job over after this one's lease expired"
-        )
-    if job.state != from_state:
-        return InvalidTransition(
-            f"job {job_id} is {job.state}, not {from_state}; refused {from_state} → {to_state}"
-        )
-    return InvalidTransition(
-        f"job {job_id} is placed (placed_at set) and only moves "
-        f"forward; refused {from_state} → {to_state}"
-    )

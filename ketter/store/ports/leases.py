@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ketter.jobs.states import TERMINAL, State
-from ketter.store.ports.core import CorePort
 from ketter.store.rows import JobRow
 
 #: The states of a job not finished yet (leases, the sweep's counts).
@@ -137,34 +136,3 @@ class LeasesPort(Protocol):
         due, in one transaction; ``False`` (nothing written) when it is not
         waiting."""
         ...
-
-
-def took(
-    store: CorePort,
-    job: JobRow,
-    token: str,
-    owner: str,
-    now: float,
-    ttl: float,
-    attempt: int,
-    recovered: bool,
-    released: bool,
-) -> Taken:
-    """A claim's event, written in the claim's transaction, and what it took
-    (``job`` updated to the row as the claim left it); every backend's."""
-    previous = job.lease_owner
-    event = "recover" if recovered else ("resume" if released else "claim")
-    store.append_event(
-        event,
-        now=now,
-        job_id=job.id,
-        route=job.route,
-        from_state=job.state,
-        to_state=job.state,
-        attempt=attempt,
-        details={"owner": owner, "claim": token, "previous_owner": previous},
-    )
-    job.claim, job.lease_owner, job.attempt = token, owner, attempt
-    job.lease_expires_at, job.started_at = now + ttl, job.started_at or now
-    job.progress_at = job.updated_at = now
-    return Taken(job, token, recovered, released, previous)

@@ -1,6 +1,7 @@
 """What every SQLite job-store operation stands on: the database, its
 transactions (``IMMEDIATE``, the writers' turns, the durable group commit of
-:mod:`ketter.store.db`), the store guard, and the audit chain's appends.
+:mod:`ketter.store.db`), the store guard, and the audit chain's primitives
+(the append itself is :class:`ketter.store.composite.core.CompositeCore`'s).
 
 The peewee database object lives here and in the other modules of
 :mod:`ketter.store`, nowhere else: the code outside the store holds a
@@ -13,7 +14,9 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ketter.audit.chain import GENESIS, AuditChain, Principal, committed, seal
+from ketter.audit.chain import AuditChain
+from ketter.events import Event, EventBus
+from ketter.store.composite.core import CompositeCore
 from ketter.store.db import StoreDatabase, durable, sync_wal
 from ketter.store.guard import StoreGuard, ensure_store_intact, guard_of
 from ketter.store.rows import EVENT_COLUMNS
@@ -23,8 +26,9 @@ _INSERT_EVENT = "INSERT INTO events ({}) VALUES ({})".format(
 )
 
 
-class SqliteCore:
-    """The SQLite job store's connection, transactions and event appends."""
+class SqliteCore(CompositeCore):
+    """The SQLite job store's connection, transactions and the audit chain's
+    primitives."""
 
     def __init__(self, db: StoreDatabase, chain: AuditChain) -> None:
         self.db = db
@@ -70,49 +74,22 @@ class SqliteCore:
     def path(self) -> str:
         return str(self.db.database)
 
-    # -- the audit chain ----------------------------------------------------
+    # -- the audit chain's primitives (append_event: CompositeCore) ----------
 
-    def append_event(
-        self,
-        event: str,
-        *,
-        now: float,
-        job_id: int | None = None,
-        route: str | None = None,
-        from_state: str | None = None,
-        to_state: str | None = None,
-        attempt: int | None = None,
-        details: dict[str, Any] | None = None,
-        actor: Principal | None = None,
-    ) -> int:
-        """Append one event to the chain inside the caller's transaction (the
-        one that changes what it describes); returns its sequence number.
-        ``actor`` (the ``user`` column) defaults to the chain's. Published to
-        the chain's bus once the transaction commits."""
-        db = self.db
-        if not db.in_transaction():
-            raise RuntimeError("append_event() must run inside the state change's transaction")
-        # Raw SQL: this runs in every state change, peewee's builder costs
-        # more than the insert itself.
-        last = db.execute_sql("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
-        seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
-        row = seal(
-            self.chain,
-            event,
-            seq=seq,
-            prev_hash=prev_hash,
-            now=now,
-            job_id=job_id,
-            route=route,
-            from_state=from_state,
-            to_state=to_state,
-            attempt=attempt,
-            details=details,
-            actor=actor,
-        )
-        db.execute_sql(_INSERT_EVENT, tuple(row[name] for name in EVENT_COLUMNS))
-        db.defer_event(self.chain.bus, committed(row, details))
-        return seq
+    # Raw SQL: an append runs in every state change, peewee's builder costs
+    # more than the insert itself.
+
+    def _chain_head(self) -> tuple[int, str] | None:
+        last = self.db.execute_sql(
+            "SELECT id, hash FROM events ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return (last[0], last[1]) if last else None
+
+    def _insert_event(self, row: dict[str, Any]) -> None:
+        self.db.execute_sql(_INSERT_EVENT, tuple(row[name] for name in EVENT_COLUMNS))
+
+    def _publish_after_commit(self, bus: EventBus, event: Event) -> None:
+        self.db.defer_event(bus, event)
 
     # -- helpers for the area mixins ----------------------------------------
 

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
+from ketter.store.composite.heartbeats import CompositeHeartbeats
 from ketter.store.models import Heartbeat
 from ketter.store.rows import HeartbeatRow
 from ketter.store.sqlite.core import SqliteCore
 
 
-class HeartbeatsSql(SqliteCore):
-    """The heartbeats operations on SQLite."""
+class HeartbeatsSql(SqliteCore, CompositeHeartbeats):
+    """The heartbeats rows on SQLite."""
 
-    def beat(self, node: str, details: Mapping[str, str], *, pid: int, now: float) -> None:
-        with self.db.atomic():
-            for component, text in details.items():
-                (
-                    Heartbeat.insert(component=component, node=node, pid=pid, ts=now, details=text)
-                    .on_conflict(
-                        conflict_target=[Heartbeat.component, Heartbeat.node],
-                        preserve=[Heartbeat.pid, Heartbeat.ts, Heartbeat.details],
-                    )
-                    .execute(self.db)
-                )
+    def _put_heartbeat(self, component: str, node: str, *, pid: int, now: float, text: str) -> None:
+        (
+            Heartbeat.insert(component=component, node=node, pid=pid, ts=now, details=text)
+            .on_conflict(
+                conflict_target=[Heartbeat.component, Heartbeat.node],
+                preserve=[Heartbeat.pid, Heartbeat.ts, Heartbeat.details],
+            )
+            .execute(self.db)
+        )
 
     def get_heartbeat(self, component: str, node: str) -> HeartbeatRow | None:
         row = (

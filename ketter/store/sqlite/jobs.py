@@ -1,4 +1,5 @@
-"""SQLite job store: jobs (see :class:`ketter.store.ports.jobs.JobsPort`).
+"""SQLite job store: jobs (see :class:`ketter.store.ports.jobs.JobsPort`); the
+transitions with their events are :mod:`ketter.store.composite.jobs`.
 
 Raw SQL, not peewee's query builder: transitions are the hot path (five or
 six per transfer) and building a peewee query costs about a millisecond of
@@ -7,17 +8,14 @@ CPU, more than the SQLite statement itself.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from ketter.errors import InvalidTransition
+from ketter.store.composite.jobs import CompositeJobs
 from ketter.store.db import StoreDatabase
-from ketter.store.ports.jobs import JobChange, explain_refusal
-from ketter.store.rows import JOB_COLUMNS, JobRow, NoSuchJob
+from ketter.store.rows import JOB_COLUMNS, JobRow
 from ketter.store.sqlite.core import SqliteCore
 
-#: Columns a change may set (guards the raw SQL below against typos).
-_COLUMNS = frozenset(JOB_COLUMNS)
 _SELECT_JOBS = "SELECT {} FROM jobs WHERE ".format(", ".join(f'"{c}"' for c in JOB_COLUMNS))
 
 
@@ -30,14 +28,8 @@ def select_jobs(db: StoreDatabase, where: str, *params: object) -> list[JobRow]:
     return [JobRow(*row) for row in cursor.fetchall()]
 
 
-class JobsSql(SqliteCore):
-    """The jobs operations on SQLite."""
-
-    def get_job(self, job_id: int) -> JobRow:
-        job = self.find_job(job_id)
-        if job is None:
-            raise NoSuchJob(f"job {job_id} does not exist")
-        return job
+class JobsSql(SqliteCore, CompositeJobs):
+    """The jobs operations on SQLite (``advance``: :class:`CompositeJobs`)."""
 
     def find_job(self, job_id: int) -> JobRow | None:
         for job in select_jobs(self.db, "id = ?", job_id):
@@ -65,21 +57,12 @@ class JobsSql(SqliteCore):
         sql = f"SELECT id FROM jobs WHERE {' AND '.join(where)} ORDER BY id"
         return [row[0] for row in self.db.execute_sql(sql, tuple(params)).fetchall()]
 
-    def compare_and_set(
-        self,
-        job_id: int,
-        *,
-        state: str,
-        claim: str | None,
-        values: dict[str, Any],
-        only_unplaced: bool = False,
+    def _compare_and_set(
+        self, job_id: int, state: str, claim: str | None, values: dict[str, Any], unplaced: bool
     ) -> bool:
-        unknown = set(values) - _COLUMNS
-        if unknown:
-            raise ValueError(f"not a jobs column: {', '.join(sorted(unknown))}")
         assignments = ", ".join(f'"{name}" = ?' for name in values)
         sql = f"UPDATE jobs SET {assignments} WHERE id = ? AND state = ? AND claim IS ?" + (
-            " AND placed_at IS NULL" if only_unplaced else ""
+            " AND placed_at IS NULL" if unplaced else ""
         )
         cursor = self.db.execute_sql(sql, (*values.values(), job_id, state, claim))
         return int(cursor.rowcount) == 1
@@ -92,57 +75,11 @@ class JobsSql(SqliteCore):
             raise InvalidTransition(f"job {job_id} does not exist")
         return row[0], row[1]
 
-    def advance(
-        self,
-        job_id: int,
-        state: str,
-        changes: Sequence[JobChange],
-        *,
-        claim: str | None,
-        now: float,
-        durable: bool = False,
-        route: str | None = None,
-        attempt: int | None = None,
-    ) -> str:
-        current = state
-        with self.transaction(durable=durable):
-            if route is None or attempt is None:
-                route, attempt = self._route_and_attempt(job_id)
-            for change in changes:
-                new = current if change.to is None else change.to
-                values = {"updated_at": now, **change.fields}
-                if change.to is not None:
-                    values["state"] = new
-                if not self.compare_and_set(
-                    job_id,
-                    state=current,
-                    claim=claim,
-                    values=values,
-                    only_unplaced=change.only_unplaced,
-                ):
-                    raise self.refusal(job_id, current, new, claim)
-                attempt = int(values.get("attempt", attempt))
-                self.append_event(
-                    change.event,
-                    now=now,
-                    job_id=job_id,
-                    route=route,
-                    from_state=current,
-                    to_state=new,
-                    attempt=attempt,
-                    details=change.details,
-                )
-                current = new
-        return current
-
-    def refusal(
-        self, job_id: int, from_state: str, to_state: str, claim: str | None
-    ) -> InvalidTransition:
-        return explain_refusal(self.find_job(job_id), job_id, from_state, to_state, claim)
-
-    def set_attempt(self, job_id: int, claim: str, attempt: int) -> bool:
+    def _update_held(self, job_id: int, claim: str, values: dict[str, Any]) -> bool:
+        assignments = ", ".join(f'"{name}" = ?' for name in values)
         cursor = self.db.execute_sql(
-            "UPDATE jobs SET attempt = ? WHERE id = ? AND claim = ?", (attempt, job_id, claim)
+            f"UPDATE jobs SET {assignments} WHERE id = ? AND claim = ?",
+            (*values.values(), job_id, claim),
         )
         return int(cursor.rowcount) == 1
 

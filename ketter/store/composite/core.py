@@ -1,0 +1,80 @@
+"""The audit chain's append, written once: the chain's head, the sealed row
+inserted, its publication deferred to the commit; over the backend's
+transactions and three primitives."""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from typing import Any
+
+from ketter.audit.chain import GENESIS, AuditChain, Principal, committed, seal
+from ketter.events import Event, EventBus
+
+
+class CompositeCore(abc.ABC):
+    """What every composite operation stands on: the backend's transactions
+    and the audit chain's append (:meth:`append_event`)."""
+
+    chain: AuditChain
+
+    @abc.abstractmethod
+    def transaction(self, *, durable: bool = False) -> contextlib.AbstractContextManager[None]:
+        """All or nothing; nested, a savepoint. ``durable=True``: on the
+        disk when the block is left (must not nest)."""
+
+    @abc.abstractmethod
+    def in_transaction(self) -> bool: ...
+
+    @abc.abstractmethod
+    def _chain_head(self) -> tuple[int, str] | None:
+        """The sequence and hash of the chain's last event, read inside the
+        caller's transaction (``None``: the chain is empty)."""
+
+    @abc.abstractmethod
+    def _insert_event(self, row: dict[str, Any]) -> None:
+        """Insert a sealed ``events`` row (every column of ``EVENT_COLUMNS``)."""
+
+    @abc.abstractmethod
+    def _publish_after_commit(self, bus: EventBus, event: Event) -> None:
+        """Publish ``event`` on ``bus`` once this thread's outermost
+        transaction commits; never if it rolls back."""
+
+    def append_event(
+        self,
+        event: str,
+        *,
+        now: float,
+        job_id: int | None = None,
+        route: str | None = None,
+        from_state: str | None = None,
+        to_state: str | None = None,
+        attempt: int | None = None,
+        details: dict[str, Any] | None = None,
+        actor: Principal | None = None,
+    ) -> int:
+        """Append one event to the chain inside the caller's transaction (the
+        one that changes what it describes); returns its sequence number.
+        ``actor`` (the ``user`` column) defaults to the chain's. Published to
+        the chain's bus once the transaction commits."""
+        if not self.in_transaction():
+            raise RuntimeError("append_event() must run inside the state change's transaction")
+        head = self._chain_head()
+        seq, prev_hash = (head[0] + 1, head[1]) if head is not None else (1, GENESIS)
+        row = seal(
+            self.chain,
+            event,
+            seq=seq,
+            prev_hash=prev_hash,
+            now=now,
+            job_id=job_id,
+            route=route,
+            from_state=from_state,
+            to_state=to_state,
+            attempt=attempt,
+            details=details,
+            actor=actor,
+        )
+        self._insert_event(row)
+        self._publish_after_commit(self.chain.bus, committed(row, details))
+        return seq

@@ -1,0 +1,139 @@
+"""The jobs area's composite operations, written once: :meth:`advance` (a
+sequence of compare-and-sets, each with its audit event, in one
+transaction) and why one was refused, the columns a write may name; over the
+backend's :meth:`_compare_and_set`, :meth:`_update_held`, :meth:`find_job`
+and :meth:`_route_and_attempt`."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Any
+
+from ketter.errors import InvalidTransition, LostClaim
+from ketter.store.composite.core import CompositeCore
+from ketter.store.ports.jobs import JobChange
+from ketter.store.rows import JOB_COLUMNS, JobRow, NoSuchJob
+
+#: Columns a change may set (guards the backends' raw statements against typos).
+_COLUMNS = frozenset(JOB_COLUMNS)
+
+
+def check_columns(values: dict[str, Any]) -> None:
+    """Raise ``ValueError`` for a name that is not a ``jobs`` column."""
+    unknown = set(values) - _COLUMNS
+    if unknown:
+        raise ValueError(f"not a jobs column: {', '.join(sorted(unknown))}")
+
+
+class CompositeJobs(CompositeCore):
+    """Transitions and their audit events (see :class:`ketter.store.ports.jobs.JobsPort`)."""
+
+    @abc.abstractmethod
+    def find_job(self, job_id: int) -> JobRow | None:
+        """The job, or ``None`` when there is none."""
+
+    @abc.abstractmethod
+    def _compare_and_set(
+        self, job_id: int, state: str, claim: str | None, values: dict[str, Any], unplaced: bool
+    ) -> bool:
+        """Set ``values`` (checked ``jobs`` columns) on the job if it is in
+        ``state``, held by ``claim`` and, with ``unplaced``, not placed;
+        ``False`` when no row matched. The hot path of every transition (five
+        or six per transfer): raw on every backend."""
+
+    @abc.abstractmethod
+    def _update_held(self, job_id: int, claim: str, values: dict[str, Any]) -> bool:
+        """Set ``values`` (``jobs`` columns) on the job if ``claim`` holds it
+        (whatever its state); ``False`` when it does not."""
+
+    @abc.abstractmethod
+    def _route_and_attempt(self, job_id: int) -> tuple[str, int]:
+        """The job's route and attempt; :class:`InvalidTransition` when
+        there is no such job."""
+
+    def compare_and_set(
+        self,
+        job_id: int,
+        *,
+        state: str,
+        claim: str | None,
+        values: dict[str, Any],
+        only_unplaced: bool = False,
+    ) -> bool:
+        check_columns(values)
+        return self._compare_and_set(job_id, state, claim, values, only_unplaced)
+
+    def set_attempt(self, job_id: int, claim: str, attempt: int) -> bool:
+        return self._update_held(job_id, claim, {"attempt": attempt})
+
+    def get_job(self, job_id: int) -> JobRow:
+        job = self.find_job(job_id)
+        if job is None:
+            raise NoSuchJob(f"job {job_id} does not exist")
+        return job
+
+    def advance(
+        self,
+        job_id: int,
+        state: str,
+        changes: Sequence[JobChange],
+        *,
+        claim: str | None,
+        now: float,
+        durable: bool = False,
+        route: str | None = None,
+        attempt: int | None = None,
+    ) -> str:
+        current = state
+        with self.transaction(durable=durable):
+            if route is None or attempt is None:
+                route, attempt = self._route_and_attempt(job_id)
+            for change in changes:
+                new = current if change.to is None else change.to
+                values = {"updated_at": now, **change.fields}
+                if change.to is not None:
+                    values["state"] = new
+                if not self.compare_and_set(
+                    job_id,
+                    state=current,
+                    claim=claim,
+                    values=values,
+                    only_unplaced=change.only_unplaced,
+                ):
+                    raise self.refusal(job_id, current, new, claim)
+                attempt = int(values.get("attempt", attempt))
+                self.append_event(
+                    change.event,
+                    now=now,
+                    job_id=job_id,
+                    route=route,
+                    from_state=current,
+                    to_state=new,
+                    attempt=attempt,
+                    details=change.details,
+                )
+                current = new
+        return current
+
+    def refusal(
+        self, job_id: int, from_state: str, to_state: str, claim: str | None
+    ) -> InvalidTransition:
+        """Why a compare-and-set matched no row, from the job as it is now."""
+        job = self.find_job(job_id)
+        if job is None:
+            return InvalidTransition(f"job {job_id} does not exist")
+        if job.claim != claim:
+            return LostClaim(
+                f"job {job_id}: claim {claim} is no longer held (now "
+                f"{job.claim or 'unclaimed'}, state {job.state}); another worker "
+                "took the job over after this one's lease expired"
+            )
+        if job.state != from_state:
+            return InvalidTransition(
+                f"job {job_id} is {job.state}, not {from_state}; refused {from_state} → {to_state}"
+            )
+        return InvalidTransition(
+            f"job {job_id} is placed (placed_at set) and only moves "
+            f"forward; refused {from_state} → {to_state}"
+        )

@@ -1,0 +1,240 @@
+"""The leases area's composite operations, written once: the claims (which
+job is taken, whether it is fresh, recovered from a crash or resumed after a
+graceful release, the attempt it uses up, its event), the sweep's due list
+under ``max_parallel``, a renewal, a release and the operator's re-queue;
+over the backend's candidate queries and the raw claim statement
+(:meth:`_claim_row`, one per transfer)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ketter.jobs.states import State
+from ketter.store.composite.jobs import CompositeJobs
+from ketter.store.ports.leases import FRESH_STATES, Taken, new_token
+from ketter.store.rows import JobRow
+
+#: Due jobs :meth:`CompositeLeases.claim_next` looks at past the hint: the
+#: first of an eligible route is taken (building more rows cost more than
+#: the claim itself).
+CANDIDATES = 64
+
+
+class CompositeLeases(CompositeJobs):
+    """Claims, releases and the sweep's choices (see
+    :class:`ketter.store.ports.leases.LeasesPort`)."""
+
+    @abc.abstractmethod
+    def paused_route_names(self) -> set[str]: ...
+
+    @abc.abstractmethod
+    def _running(self, route: str, now: float) -> int:
+        """Active jobs of ``route`` under a live lease at ``now`` (``max_parallel``)."""
+
+    @abc.abstractmethod
+    def _claimable_job(self, job_id: int, now: float) -> JobRow | None:
+        """The job if it is claimable at ``now``: active, its lease absent or
+        expired, due."""
+
+    @abc.abstractmethod
+    def _due_jobs(
+        self, routes: Sequence[str], now: float, limit: int
+    ) -> list[tuple[int, int, str]]:
+        """``(priority, id, route)`` of the jobs of ``routes`` claimable at
+        ``now``, best first (highest priority, then oldest), at most ``limit``."""
+
+    @abc.abstractmethod
+    def _fresh_file_jobs(
+        self, route: str, now: float, *, mode: str, max_size: int, limit: int
+    ) -> list[JobRow]:
+        """Claimable ``detected`` file jobs of ``route`` never leased, created
+        under ``mode``, of at most ``max_size`` bytes; best first, at most
+        ``limit``."""
+
+    @abc.abstractmethod
+    def _claim_row(
+        self, job: JobRow, token: str, owner: str, attempt: int, now: float, ttl: float
+    ) -> bool:
+        """Set the claim on the job if it is still as read (``job.claim``,
+        ``job.state``): ``claim``, ``lease_owner``, ``lease_expires_at = now
+        + ttl``, ``attempt``, ``progress_at = updated_at = now``,
+        ``started_at`` (if unset) ``= now``; ``False`` when no row matched."""
+
+    def _lease_event(
+        self, event: str, job: JobRow, *, now: float, attempt: int, details: dict[str, Any]
+    ) -> None:
+        """The event of a lease change (the job stays in its state)."""
+        self.append_event(
+            event,
+            now=now,
+            job_id=job.id,
+            route=job.route,
+            from_state=job.state,
+            to_state=job.state,
+            attempt=attempt,
+            details=details,
+        )
+
+    def claim_next(
+        self,
+        routes: Mapping[str, int],
+        *,
+        hint: int | None,
+        owner: str,
+        now: float,
+        ttl: float,
+    ) -> Taken | None:
+        # One transaction (IMMEDIATE on SQLite): the candidate query, the
+        # max_parallel check and the compare-and-set cannot interleave with
+        # another worker's.
+        with self.transaction():
+            paused = self.paused_route_names()
+
+            def eligible(route: str) -> bool:
+                if route not in routes or route in paused:
+                    return False  # route removed from the config, or paused: leave it be
+                limit = routes[route]
+                return not limit or self._running(route, now) < limit
+
+            # The hint first, by primary key: the common case costs one lookup.
+            if hint is not None:
+                job = self._claimable_job(hint, now)
+                if job is not None and eligible(job.route):
+                    return self._take(job, owner, now, ttl)
+            running_routes = [name for name in routes if name not in paused]
+            if not running_routes:
+                return None
+            # Ids and routes only: the hint of most messages was taken by a
+            # batch already, and building 64 rows to take one cost more than
+            # the claim itself.
+            verdicts: dict[str, bool] = {}
+            for _priority, job_id, route in self._due_jobs(running_routes, now, CANDIDATES):
+                if route not in verdicts:
+                    verdicts[route] = eligible(route)
+                if verdicts[route]:
+                    found = self.find_job(job_id)
+                    assert found is not None  # read inside the same transaction
+                    return self._take(found, owner, now, ttl)
+        return None
+
+    def claim_batch(
+        self,
+        route: str,
+        *,
+        max_parallel: int,
+        owner: str,
+        now: float,
+        ttl: float,
+        limit: int,
+        max_size: int,
+        mode: str,
+    ) -> list[Taken]:
+        taken: list[Taken] = []
+        with self.transaction():
+            if route in self.paused_route_names():
+                return []
+            if max_parallel:
+                limit = min(limit, max_parallel - self._running(route, now))
+            if limit <= 0:
+                return []
+            for job in self._fresh_file_jobs(route, now, mode=mode, max_size=max_size, limit=limit):
+                got = self._take(job, owner, now, ttl)
+                if got is not None:
+                    taken.append(got)
+        return taken
+
+    def _take(self, job: JobRow, owner: str, now: float, ttl: float) -> Taken | None:
+        """Claim ``job`` (a copy, read in the caller's transaction) with its
+        event; the row as the claim left it."""
+        token = new_token()
+        previous = job.lease_owner
+        fresh = job.state in FRESH_STATES
+        # The previous holder died with the lease (crash), whatever the state.
+        recovered = previous is not None
+        released = not fresh and previous is None
+        # A graceful release does not use up an attempt; a crash does (a job
+        # that kills its worker every time must end up failed, not loop forever).
+        attempt = job.attempt + (0 if released else 1)
+        if not self._claim_row(job, token, owner, attempt, now, ttl):
+            return None  # pragma: no cover - impossible inside the claim's transaction
+        event = "recover" if recovered else ("resume" if released else "claim")
+        details = {"owner": owner, "claim": token, "previous_owner": previous}
+        self._lease_event(event, job, now=now, attempt=attempt, details=details)
+        job.claim, job.lease_owner, job.attempt = token, owner, attempt
+        job.lease_expires_at, job.started_at = now + ttl, job.started_at or now
+        job.progress_at = job.updated_at = now
+        return Taken(job, token, recovered, released, previous)
+
+    def renew_lease(
+        self,
+        job_id: int,
+        claim: str,
+        *,
+        expires_at: float,
+        bytes_done: int | None = None,
+        progress_at: float | None = None,
+    ) -> bool:
+        values: dict[str, Any] = {"lease_expires_at": expires_at}
+        if bytes_done is not None:
+            values["bytes_done"] = bytes_done
+        if progress_at is not None:
+            values["progress_at"] = progress_at
+        return self._update_held(job_id, claim, values)
+
+    def release_lease(
+        self, job_id: int, claim: str, *, now: float, reason: str, bytes_done: int | None = None
+    ) -> bool:
+        with self.transaction():
+            job = self.find_job(job_id)
+            if job is None or job.claim != claim:
+                return False
+            kept = job.bytes_done if bytes_done is None else bytes_done
+            self.compare_and_set(
+                job_id,
+                state=job.state,
+                claim=claim,
+                values={
+                    "claim": None,
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                    "next_attempt_at": now,
+                    "updated_at": now,
+                    "bytes_done": kept,
+                },
+            )
+            details = {"reason": reason, "bytes_done": kept}
+            self._lease_event("release", job, now=now, attempt=job.attempt, details=details)
+        return True
+
+    def due_job_ids(self, routes: Mapping[str, int], *, now: float, limit: int) -> list[int]:
+        paused = self.paused_route_names()
+        running = {name: cap for name, cap in routes.items() if name not in paused}
+        # The routes without a limit in one query; each limited one gives at
+        # most its free slots.
+        unlimited = [name for name, cap in running.items() if not cap]
+        picked = self._due_jobs(unlimited, now, limit) if unlimited else []
+        for name, cap in running.items():
+            if not cap:
+                continue
+            free = max(cap - self._running(name, now), 0)
+            if free:
+                picked += self._due_jobs([name], now, free)
+        picked.sort(key=lambda due: (-due[0], due[1]))
+        return [job_id for _, job_id, _ in picked[:limit]]
+
+    def make_due_now(self, job_id: int, *, now: float, by: str) -> bool:
+        with self.transaction():
+            job = self.find_job(job_id)
+            if job is None or job.state != State.RETRY_WAIT.value:
+                return False
+            self.compare_and_set(
+                job_id,
+                state=job.state,
+                claim=job.claim,
+                values={"next_attempt_at": now, "attempt": 0, "updated_at": now},
+            )
+            details = {"by": by, "was_due_at": job.next_attempt_at}
+            self._lease_event("requeue", job, now=now, attempt=0, details=details)
+        return True

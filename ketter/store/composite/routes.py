@@ -1,0 +1,109 @@
+"""The routes area's composite operations, written once: a route paused
+(with the room episode counted and stamped) and resumed, each with its
+audit event in one transaction; over the backend's status row read and
+upsert and one query (:meth:`_completed_since`)."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any
+
+from ketter.store.composite.core import CompositeCore
+from ketter.store.rows import RouteStatusRow
+
+
+class CompositeRoutes(CompositeCore):
+    """Pauses and resumes (see :class:`ketter.store.ports.routes.RoutesPort`)."""
+
+    @abc.abstractmethod
+    def route_status(self, route: str) -> RouteStatusRow | None: ...
+
+    @abc.abstractmethod
+    def _completed_since(self, route: str, since: float) -> bool:
+        """Whether a job of ``route`` completed at or after ``since``."""
+
+    @abc.abstractmethod
+    def _put_route_status(self, row: RouteStatusRow) -> None:
+        """Insert ``row``, or replace the route's row with it."""
+
+    def room_pauses_before(self, route: str) -> int:
+        status = self.route_status(route)
+        if status is None or not status.room_pauses:
+            return 0
+        if status.room_paused_at is not None and self._completed_since(
+            route, status.room_paused_at
+        ):
+            return 0  # something was delivered since: the episode is over
+        return int(status.room_pauses)
+
+    def pause_route(
+        self,
+        route: str,
+        reason: str,
+        *,
+        now: float,
+        room_needed: int | None = None,
+        room_pauses: int | None = None,
+        resume_at: float | None = None,
+    ) -> bool:
+        with self.transaction():
+            status = self.route_status(route)
+            if status is not None and status.paused:
+                return False
+            # The episode's count survives a resume and a pause for another
+            # reason (a share unmounted meanwhile delivered nothing either).
+            pauses = (status.room_pauses or 0) if status is not None else 0
+            paused_at = status.room_paused_at if status is not None else None
+            if room_needed is not None:
+                pauses = (
+                    room_pauses if room_pauses is not None else self.room_pauses_before(route) + 1
+                )
+                paused_at = now
+            self._put_route_status(
+                RouteStatusRow(
+                    route=route,
+                    paused=1,
+                    reason=reason,
+                    since=now,
+                    updated_at=now,
+                    room_needed=room_needed,
+                    room_pauses=pauses,
+                    room_paused_at=paused_at,
+                    resume_at=resume_at,
+                )
+            )
+            details: dict[str, Any] = {"reason": reason}
+            if room_needed is not None:
+                details["room_needed"] = room_needed
+                details["room_pauses"] = pauses
+            if resume_at is not None:
+                details["resume_at"] = resume_at
+            self.append_event("route_paused", now=now, route=route, details=details)
+        return True
+
+    def resume_route(self, route: str, *, now: float) -> bool:
+        with self.transaction():
+            status = self.route_status(route)
+            if status is None or not status.paused:
+                return False
+            outage = now - (status.since or now)
+            # The room episode's count and stamp are kept.
+            self._put_route_status(
+                dataclasses.replace(
+                    status,
+                    paused=0,
+                    reason=None,
+                    since=None,
+                    updated_at=now,
+                    room_needed=None,
+                    resume_at=None,
+                )
+            )
+            self.append_event(
+                "route_resumed",
+                now=now,
+                route=route,
+                details={"paused_for_s": round(outage, 3), "reason_was": status.reason},
+            )
+        return True
