@@ -21,13 +21,14 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from ketter.errors import PermanentError
+from ketter.mounts import inodes_kept
 
 from .beneath import open_dir, open_parent
 from .context import TransferContext
 from .hashing import ReadCancelled, fsync_dir, syncfs, thread_buffer
 from .inline import SMALL_FILE
 from .members import MemberCopy
-from .openfile import Ident, open_regular, swapped
+from .openfile import Ident, open_regular, same_ident, swapped
 from .oserrors import classify_oserror
 from .paths import join, safe_relpath, show, split
 from .progress import Progress
@@ -252,7 +253,10 @@ def make_temp_dir(path: bytes, root: bytes | None = None) -> tuple[int, Ident]:
         os.close(pfd)
     try:
         st = os.fstat(fd)
-        if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
+        # A FUSE network client (smbnetfs) shows the server's modes (its
+        # "directory mask"), not the 0700 asked for: not a swap there (#15).
+        private = not stat.S_IMODE(st.st_mode) & 0o077 or not inodes_kept(st.st_dev)
+        if st.st_uid != os.geteuid() or not private:
             raise swapped(path, "temporary folder")  # swapped between mkdir and open
     except BaseException:
         os.close(fd)
@@ -278,7 +282,7 @@ def check_temp_dir(path: bytes, ident: Ident) -> None:
         st = os.lstat(path)
     except FileNotFoundError:
         raise swapped(path, "temporary folder") from None
-    if (st.st_dev, st.st_ino) != ident:
+    if not same_ident(st, ident):  # the inode only where the filesystem keeps it (#15)
         raise swapped(path, "temporary folder")
 
 

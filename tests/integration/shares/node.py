@@ -63,7 +63,7 @@ class Node:
             check=False,
         )
 
-    def start(self, command: str = "run") -> None:
+    def start(self, command: str = "run", **env: str) -> None:
         assert self.proc is None
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen(
@@ -71,9 +71,16 @@ class Node:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                env=cli_env(),
+                env=cli_env(**env),
                 cwd=self.base,
             )
+
+    def wait_exit(self, timeout: float = 120) -> int:
+        """The node ended by itself (a fault injected): its exit status."""
+        assert self.proc is not None
+        code = self.proc.wait(timeout)
+        self.proc = None
+        return code
 
     def stop(self) -> None:
         if self.proc is not None:
