@@ -89,8 +89,9 @@ def chain_for(config: Config, role: Role, *, actor: Principal | None = None) -> 
                 f"{exc}\n{role.command} records audit events, which this node signs "
                 "with that key; nothing was "
                 + ("transferred or written" if transfer else "written")
-                + ". Run it as the service account that can read the key (e.g. "
-                f"sudo -u ketter {role.command} ...)"
+                + ". Run it as an account that can read the key file: root where "
+                "the units pass the key to the services with LoadCredential= and "
+                f"the file is root-only (sudo {role.command} ...)"
                 + (
                     ", or hand the file to the running workers with `ketter enqueue`"
                     if transfer
