@@ -42,7 +42,27 @@ from .source import FileEntry, SourcePlan, check_unchanged, same_identity
 from .spec import TransferSpec
 
 
-def _delete_file(path: bytes, e: FileEntry, res: DeleteResult, ctx: TransferContext) -> None:
+def _same_content(path: bytes, st: os.stat_result, e: FileEntry, delivered: bytes | None) -> bool:
+    """Where the filesystem keeps no inode numbers (sshfs, smbnetfs) the
+    identity is size + mtime + ctime, all of which a writer can restore on
+    sshfs (its ctime is the mtime): the source's bytes are compared with the
+    verified delivery's before the source is deleted (issue #15 §1). One
+    more read of both, only on such filesystems."""
+    if e.ino or delivered is None or inodes_kept(st.st_dev):
+        return True
+    from .openfile import sha256_of_file  # here: H10's #15 guard, the import block is shared
+
+    mine = sha256_of_file(path)
+    return mine is not None and mine == sha256_of_file(delivered)
+
+
+def _delete_file(
+    path: bytes,
+    e: FileEntry,
+    res: DeleteResult,
+    ctx: TransferContext,
+    delivered: bytes | None = None,
+) -> None:
     # Everything that decides this unlink is looked at right before it, in
     # this order: the stop hook first (it reads the job store, which takes a
     # while), then the identity, then the open writers of this very file. A
@@ -57,7 +77,11 @@ def _delete_file(path: bytes, e: FileEntry, res: DeleteResult, ctx: TransferCont
     except FileNotFoundError:
         res.already_gone.append(path)
         return
-    if not stat.S_ISREG(st.st_mode) or not same_identity(st, e):
+    if (
+        not stat.S_ISREG(st.st_mode)
+        or not same_identity(st, e)
+        or not _same_content(path, st, e, delivered)
+    ):
         res.kept.append(path)
         ctx.warn("source_kept_changed", path=readable(path))
         return
@@ -101,13 +125,13 @@ def delete_source(
         _refuse_open_sources(plan)
     res = DeleteResult()
     if plan.kind == Kind.FILE:
-        _delete_file(plan.path, plan_entry(plan), res, ctx)
+        _delete_file(plan.path, plan_entry(plan), res, ctx, placement.final_path)
         prune_empty_parents(plan.path, spec.source_root, ctx.warn)  # per-file routes
     else:
         for i, e in enumerate(plan.files):
             if i:
                 ctx.fault("between-source-deletes")
-            _delete_file(plan.entry_path(e), e, res, ctx)
+            _delete_file(plan.entry_path(e), e, res, ctx, join(placement.final_path, e.relpath))
         root = _walk_root(spec, plan.path)
         for d in sorted(plan.dirs, key=lambda d: -d.relpath.count(b"/")):
             _rmdir_if_empty(plan.entry_path(d), root)
