@@ -378,6 +378,21 @@ def _completed(out: Any) -> bool:
     return getattr(out, "state", None) == "completed"
 
 
+#: What a route job's error promises about its retry ("free space, the
+#: route resumes by itself", "… the job is retried"): not true of a one-shot
+#: transfer, whose message said "retried later" and "does not retry" at
+#: once (issue #15 §1).
+_RETRY_PROMISES = ("resumes by itself", "is retried", "retried later", "resumes when")
+
+
+def without_retry_promise(reason: str) -> str:
+    """``reason`` without its trailing clauses (``; …``) that promise a retry."""
+    clauses = reason.split("; ")
+    while len(clauses) > 1 and any(p in clauses[-1] for p in _RETRY_PROMISES):
+        clauses.pop()
+    return "; ".join(clauses)
+
+
 def abandon(store: JobStore, job: JobRow, reason: str) -> JobRow:
     """A one-shot job that did not complete fails now (nobody would retry
     it): its temporaries go, and the row says why. A placed delivery is kept."""
@@ -391,7 +406,7 @@ def abandon(store: JobStore, job: JobRow, reason: str) -> JobRow:
     state = State(job.state)
     if state in (State.COMPLETED, State.FAILED):
         return job
-    error = f"{reason} (ketter transfer does not retry; run it again)"
+    error = f"{without_retry_promise(reason)} (ketter transfer does not retry; run it again)"
     fields: dict[str, Any] = {
         "error": error,
         "lease_owner": None,

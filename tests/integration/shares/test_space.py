@@ -34,3 +34,46 @@ def test_a_share_without_a_size_takes_deliveries_and_warns_once(
     checks = {c["name"]: c for c in json.loads(health.stdout)["checks"]}
     space = checks[f"free space {b.root / 'in-r'}"]
     assert space["ok"] and "unknown" in space["detail"], space
+
+
+def test_transfer_onto_a_full_destination_does_not_promise_a_retry(tmp_path: Path) -> None:
+    """``ketter transfer`` never retries: its message said "the route
+    resumes by itself" and "does not retry" at once (a real 8 MiB tmpfs)."""
+    import subprocess
+
+    from tests.conftest import KETTER, cli_env
+
+    dest = tmp_path / "full"
+    dest.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(dest)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert mounted.returncode == 0, f"this test mounts a tmpfs (root): {mounted.stderr}"
+    try:
+        (dest / "filler").write_bytes(b"\0" * (6 * 2**20 + 2**19))
+        (tmp_path / "clip.mov").write_bytes(os.urandom(2 * 2**20))
+        done = subprocess.run(
+            [
+                *KETTER,
+                "transfer",
+                "--state-dir",
+                str(tmp_path / "state"),
+                str(tmp_path / "clip.mov"),
+                str(dest),
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=120,
+            check=False,
+        )
+    finally:
+        subprocess.run(["umount", "-l", str(dest)], check=False)
+    assert done.returncode != 0
+    error = json.loads(done.stdout)["jobs"][0]["error"]
+    assert "does not retry" in error, error
+    assert "resumes by itself" not in error and "retried later" not in error, error
