@@ -56,11 +56,42 @@ def config_check(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    for line in _placement_lines(config):
+        print(line, file=summary if not line.startswith("warning") else sys.stderr)
     print(
         f"{config.path}: OK ({len(config.routes)} route(s), state_dir {config.state_dir})",
         file=summary,
     )
     return 0
+
+
+#: How each placement primitive refuses an existing name (#15 §1).
+_PLACEMENT_SAYS = {
+    "renameat2": "atomic (renameat2 NOREPLACE)",
+    "link": "atomic (hard link, then unlink)",
+    "rename": "check-then-rename: no atomic refusal of an existing name on this "
+    "filesystem; Ketter's own processes take a lock file per name, another program "
+    "writing the same name at the same instant can be replaced",
+}
+
+
+def _placement_lines(config: Config) -> list[str]:
+    """The placement mode of each route's destination (probed there with
+    two empty files created and removed; "unknown" when that is refused)."""
+    from ketter.engine.placement import placement_mode
+
+    lines = []
+    for route in config.routes:
+        is_dir = route.folders == "as_unit"
+        try:
+            mode = placement_mode(os.fsencode(route.destination), is_dir)
+        except OSError as exc:
+            lines.append(f"route {route.name}: placement unknown ({exc.strerror})")
+            continue
+        says = _PLACEMENT_SAYS.get(mode, mode)
+        prefix = "warning: " if mode == "rename" else ""
+        lines.append(f"{prefix}route {route.name}: placement {mode}, {says}")
+    return lines
 
 
 def db_upgrade(args: argparse.Namespace) -> int:

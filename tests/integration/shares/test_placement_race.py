@@ -100,3 +100,26 @@ def test_two_deliveries_to_one_name_never_both_succeed(shares: Shares, tmp_path:
         assert [p.name for p in (share.export / f"round{n}").iterdir()] == ["take.mov"]
         loser = outs[ok.index(False)][0]
         assert "already exists" in loser, loser
+
+
+def test_config_check_shows_the_placement_mode_of_each_route(
+    shares: Shares, tmp_path: Path
+) -> None:
+    from .node import Node, route_yaml
+
+    smb, ssh = shares.share("smb", "B"), shares.share("ssh", "B")
+    (smb.root / "in-onto_smb").mkdir()
+    (ssh.root / "in-onto_ssh").mkdir()
+    (shares.share("ssh", "A").root / "out-onto_smb").mkdir()
+    (shares.share("ssh", "A").root / "out-onto_ssh").mkdir()
+    node = Node(
+        tmp_path / "node",
+        [
+            route_yaml("onto_smb", shares.share("ssh", "A"), smb),
+            route_yaml("onto_ssh", shares.share("ssh", "A"), ssh),
+        ],
+    )
+    done = node.cli("config", "check")
+    assert done.returncode == 0, done.stderr
+    assert "warning: route onto_smb: placement rename, check-then-rename" in done.stderr
+    assert "route onto_ssh: placement link, atomic" in done.stdout, done.stdout
