@@ -45,3 +45,13 @@ def test_teardown_leaves_no_mount_and_no_server(tmp_path) -> None:
     assert not any(mounted(p) for p in points)
     assert not any(listening(p) for p in ports)
     assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)
+
+
+def test_a_missing_tool_fails_the_test_naming_its_package(monkeypatch) -> None:
+    import pytest
+
+    from .harness import TOOLS, require_tools
+
+    monkeypatch.setitem(TOOLS, "/nonexistent/ketter-test-tool", "ketter-test-package")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install ketter-test-package"):
+        require_tools()
