@@ -81,3 +81,50 @@ def _paused(node: Node) -> str | None:
     data = json.loads(done.stdout)
     routes = data.get("paused") or []
     return json.dumps(routes) if routes else None
+
+
+@pytest.mark.slow
+def test_server_restarted_mid_unit_delivers_the_500_files_once(
+    shares: Shares, protocol: str, tmp_path: Path
+) -> None:
+    """An ``as_unit`` folder of 500 files; the destination server stopped
+    while they are being written and started again 15 s later: the unit is
+    delivered once, whole, the route paused then resumed, nothing left."""
+    from .node import write_files
+
+    a, b = shares.share(protocol, "A"), shares.share(protocol, "B")
+    node = Node(
+        tmp_path / "node",
+        [route_yaml("r", a, b, folders="as_unit")],
+        retry="{max_attempts: 2, base_delay: 1s, max_delay: 5s}",
+    )
+    files = write_files(a.export / "out-r" / "REEL_01", 500, size=16 * 1024)
+    (b.export / "in-r").mkdir()
+
+    def writing() -> bool:
+        temps = [p for p in (b.export / "in-r").iterdir() if p.name.startswith(".ketter-")]
+        return any(sum(1 for _ in t.rglob("*")) > 50 for t in temps if t.is_dir())
+
+    node.start()
+    try:
+        wait_for(writing, 180, "the unit's temporary folder to fill", interval=0.05)
+        shares.server(protocol).stop()
+        wait_for(lambda: _paused(node), 120, "the route to pause")
+        time.sleep(15)
+        shares.server(protocol).start()
+        node.wait_states({"completed": 1}, timeout=600)
+        states = node.states()
+    finally:
+        node.stop()
+    assert states == {"completed": 1}, states
+    delivered = sorted(p.name for p in (b.export / "in-r" / "REEL_01").iterdir())
+    assert delivered == sorted(["ascmhl", *(p.name for p in files)])
+    node.start()  # the orphan sweep at the workers' start
+    try:
+        wait_for(
+            lambda: node.alive() and [p.name for p in (b.export / "in-r").iterdir()] == ["REEL_01"],
+            60,
+            "no temporary left",
+        )
+    finally:
+        node.stop()
