@@ -33,6 +33,7 @@ from .existing import plan_entry
 from .hashing import BUF_SIZE, MultiHash, fsync_dir
 from .mounts import check_mounts
 from .open_writers import describe, open_writers
+from .openfile import same_ident
 from .oserrors import classify_oserror
 from .paths import join, show, split
 from .progress import progress_for
@@ -113,7 +114,9 @@ def delete_source(
         st = os.lstat(placement.final_path)
     except FileNotFoundError:
         st = None
-    if st is None or (st.st_ino, st.st_dev) != (placement.ino, placement.dev):
+    # The inode only where the filesystem keeps it: smbnetfs renumbers the
+    # delivery after a server restart, which failed a move mid-deletion (#15).
+    if st is None or not same_ident(st, (placement.dev, placement.ino)):
         raise PermanentError(
             f"the delivery {show(placement.final_path)} is no longer where it was "
             "placed; the source is kept — check the destination by hand"

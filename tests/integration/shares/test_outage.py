@@ -128,3 +128,43 @@ def test_server_restarted_mid_unit_delivers_the_500_files_once(
         )
     finally:
         node.stop()
+
+
+@pytest.mark.slow
+def test_source_server_stopped_mid_deletion_of_a_move(
+    shares: Shares, protocol: str, tmp_path: Path
+) -> None:
+    """A move of an ``as_unit`` folder of 300 files; the source server is
+    stopped while its files are being deleted, and started again 10 s later:
+    the job never completes with sources left behind, and none is lost."""
+    from .node import write_files
+
+    a, b = shares.share(protocol, "A"), shares.share(protocol, "B")
+    node = Node(
+        tmp_path / "node",
+        [route_yaml("r", a, b, mode="move", folders="as_unit")],
+        retry="{max_attempts: 2, base_delay: 1s, max_delay: 5s}",
+    )
+    files = write_files(a.export / "out-r" / "REEL_01", 300, size=4096)
+    (b.export / "in-r").mkdir()
+    reel = a.export / "out-r" / "REEL_01"
+
+    def deleting() -> bool:
+        return reel.is_dir() and sum(1 for _ in reel.iterdir()) < 290
+
+    node.start()
+    try:
+        wait_for(deleting, 180, "the move to delete its sources", interval=0.01)
+        shares.server(protocol).stop()
+        time.sleep(10)
+        mid = node.states()
+        shares.server(protocol).start()
+        node.wait_states({"completed": 1}, timeout=600)
+        states = node.states()
+    finally:
+        node.stop()
+    assert "failed" not in mid, mid
+    assert states == {"completed": 1}, states
+    assert not reel.exists(), sorted(p.name for p in reel.iterdir())[:5]
+    delivered = sorted(p.name for p in (b.export / "in-r" / "REEL_01").iterdir())
+    assert delivered == sorted(["ascmhl", *(p.name for p in files)])
