@@ -183,6 +183,10 @@ class Mount:
 
     def down(self) -> None:
         """Unmount (lazily if busy) and end the FUSE daemon by its pid."""
+        self.unmount()
+        self.reap()
+
+    def unmount(self) -> None:
         if mounted(self.point):
             done = subprocess.run(
                 ["fusermount3", "-u", str(self.point)], capture_output=True, timeout=30, check=False
@@ -194,9 +198,12 @@ class Mount:
                     timeout=30,
                     check=False,
                 )
+
+    def reap(self, wait: float = 5.0) -> None:
+        """The daemon exits by itself after the unmount (else it is ended)."""
         if self.proc is not None:
             try:
-                self.proc.wait(5)
+                self.proc.wait(wait)
             except subprocess.TimeoutExpired:
                 stop_process(self.proc)
             self.proc = None
@@ -457,12 +464,16 @@ class Shares:
     def down(self) -> None:
         """Everything we started, unmounted and stopped; errors collected."""
         errors: list[BaseException] = []
-        for server in (self.smbd, self.sshd):
-            for m in server.mounts:
+        mounts = [m for server in (self.smbd, self.sshd) for m in server.mounts]
+        # Every mount first, then the daemons (they exit in parallel), then
+        # the servers: one daemon's slow exit does not add up per mount.
+        for step in (Mount.unmount, Mount.reap):
+            for m in mounts:
                 try:
-                    m.down()
+                    step(m)
                 except BaseException as exc:  # go on: the rest must be stopped too
                     errors.append(exc)
+        for server in (self.smbd, self.sshd):
             try:
                 server.stop()
             except BaseException as exc:
