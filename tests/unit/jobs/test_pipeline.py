@@ -224,11 +224,11 @@ def test_the_temporary_inode_is_on_disk_before_the_rename(env, monkeypatch) -> N
     """A power cut that keeps the rename must not lose the ``verifying``
     record (the temporary's inode): the WAL is fsynced after that commit and
     before the placement, and again before ``completed`` is reported."""
-    from ketter.jobs import steps
+    from ketter.jobs import finishing
     from ketter.store import db as store_db
 
     order: list[str] = []
-    real_fsync, real_place = os.fsync, steps.place
+    real_fsync, real_place = os.fsync, finishing.place
     wal = os.path.realpath(database.obj.database + "-wal")
 
     def spying_fsync(fd: int) -> None:
@@ -242,7 +242,7 @@ def test_the_temporary_inode_is_on_disk_before_the_rename(env, monkeypatch) -> N
         return real_place(*args, **kwargs)
 
     monkeypatch.setattr(store_db.os, "fsync", spying_fsync)
-    monkeypatch.setattr(steps, "place", spying_place)
+    monkeypatch.setattr(finishing, "place", spying_place)
     job_id = env.add("b", "take.mov")
     env.runner.handle(job_id)
     assert Job.get_by_id(job_id).state == "completed"
