@@ -469,7 +469,6 @@ def _set_aside(pfd: int, final: bytes, ctx: TransferContext) -> bytes:
     return join(parent, old_name)
 
 
-
 def _stat_placement(final: bytes, skipped: bool, mode: str, replaced: bool) -> Placement:
     st = os.lstat(final)
     return Placement(final, st.st_ino, st.st_dev, skipped, mode, replaced)
