@@ -28,6 +28,7 @@ from ketter.errors import ConfigError
 
 if TYPE_CHECKING:
     from ketter.jobs.runner import Notifier
+    from ketter.queue import Queue
     from ketter.store.port import JobStore
 
 
@@ -123,6 +124,7 @@ class Node:
     store: JobStore | None = None
     clock: Callable[[], float] = time.time
     _notifier: Notifier | None = field(default=None, repr=False)
+    _queue: Queue | None = field(default=None, repr=False)
 
     @classmethod
     def from_config(
@@ -166,10 +168,23 @@ class Node:
             self._notifier = build_notifier(self.config)
         return self._notifier
 
+    @property
+    def queue(self) -> Queue:
+        """The queue this process rings (detection, the CLI), built on first
+        use. The workers process builds its own with the handler that
+        consumes it (:mod:`ketter.workers.consumer`)."""
+        if self._queue is None:
+            from ketter.queue import build_queue
+
+            self._queue = build_queue(self.config)
+        return self._queue
+
     def close(self) -> None:
-        """Stop the notifier this node built and close its store."""
+        """Stop the notifier this node built, close its queue and its store."""
         stop = getattr(self._notifier, "stop", None)
         if stop is not None:
             stop()
+        if self._queue is not None:
+            self._queue.close()
         if self.store is not None:
             self.store.close()

@@ -91,7 +91,6 @@ def _unknown_route(config: Config, name: str) -> str:
 def requeue_jobs(args: argparse.Namespace) -> int:
     from ketter.jobs.requeue import failed_jobs, requeue_job
     from ketter.node import Node
-    from ketter.queue import build_queue
 
     config = config_from(args)
     if not args.failed and not args.job_ids:
@@ -107,7 +106,7 @@ def requeue_jobs(args: argparse.Namespace) -> int:
     ids = list(args.job_ids)
     if args.failed:
         ids += failed_jobs(store, route=args.route, since=_since(args.since))
-    queue = build_queue(config)
+    queue = node.queue
     count = 0
     refused = 0
     for job_id in ids:
@@ -131,7 +130,6 @@ def requeue_jobs(args: argparse.Namespace) -> int:
 def enqueue_path(args: argparse.Namespace) -> int:
     from ketter.jobs.submit import submit_path
     from ketter.node import Node
-    from ketter.queue import build_queue
 
     config = config_from(args)
     try:
@@ -148,7 +146,7 @@ def enqueue_path(args: argparse.Namespace) -> int:
     # node, and `audit verify --db` called them altered (#16 item 1).
     node = Node.from_config(config, "enqueue")
     assert node.store is not None
-    queue = build_queue(config)
+    queue = node.queue
     results = submit_path(node.store, config, route, os.fsencode(path), now=time.time())
     for result in results:
         if result.created:

@@ -75,7 +75,6 @@ def run_both(args: argparse.Namespace) -> int:
     from ketter.audit.shipper import AuditShipper
     from ketter.errors import StoreLost
     from ketter.node import Node
-    from ketter.queue import build_queue
     from ketter.runtime.logs import setup_logging
     from ketter.runtime.signals import Shutdown
     from ketter.store.guard import is_unwritable_error
@@ -108,10 +107,9 @@ def run_both(args: argparse.Namespace) -> int:
     node = Node.from_config(config, "run", evidence=[config.audit.log_file])
     sys.stdout.write(explain(config) + "\n")
     sys.stdout.flush()
-    queue = build_queue(config)
     notifier = node.notifier
     assert node.store is not None
-    watcher = Watcher(config, store=node.store, queue=queue, notifier=notifier)
+    watcher = Watcher(config, store=node.store, queue=node.queue, notifier=notifier)
     with shutdown.spawn_threads_without_signals():
         thread = threading.Thread(target=watcher.run, args=(shutdown.event,), name="watcher")
         thread.start()
@@ -134,7 +132,6 @@ def run_both(args: argparse.Namespace) -> int:
             print(f"ketter: audit log not brought up to date at stop: {exc}", file=sys.stderr)
         finally:
             shipper.close()
-        node.close()
-        queue.close()
+        node.close()  # the notifier, the queue, then the store
     print("Ketter stopped.")
     return code

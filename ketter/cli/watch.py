@@ -24,7 +24,6 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_watcher(args: argparse.Namespace) -> int:
     # Imported here: `ketter --help` must not pay for watchdog and huey.
     from ketter.node import Node
-    from ketter.queue import build_queue
     from ketter.runtime.logs import setup_logging
     from ketter.runtime.signals import Shutdown
     from ketter.watcher import Watcher
@@ -36,10 +35,10 @@ def run_watcher(args: argparse.Namespace) -> int:
     # Never silently a new, empty store where the node has run before.
     node = Node.from_config(config, "watcher", evidence=[config.audit.log_file])
     assert node.store is not None
-    queue = build_queue(config)
     try:
-        Watcher(config, store=node.store, queue=queue, notifier=node.notifier).run(shutdown.event)
+        Watcher(config, store=node.store, queue=node.queue, notifier=node.notifier).run(
+            shutdown.event
+        )
     finally:
-        node.close()  # the notifier, then the store
-        queue.close()
+        node.close()  # the notifier, the queue, then the store
     return 0
