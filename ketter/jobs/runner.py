@@ -49,9 +49,9 @@ from ketter.jobs.routes import (
     unavailable_reason,
 )
 from ketter.jobs.spec import spec_for
-from ketter.jobs.states import State
+from ketter.jobs.states import DEFAULT_EVENT, State
 from ketter.jobs.steps import Attempt
-from ketter.jobs.transitions import transition
+from ketter.jobs.transitions import Step, advance, transition
 from ketter.paths import readable
 from ketter.runtime.faults import fault
 from ketter.runtime.signals import Shutdown
@@ -460,6 +460,22 @@ class JobRunner:
         details: dict | None = None,
         **fields: Any,
     ) -> None:
+        if new is state:
+            # Already there: a job claimed in retry_wait that stopped before
+            # its first step (its route's share went away between the sweep
+            # resuming the route and the claim). The same fields and event,
+            # as a note: retry_wait -> retry_wait is no transition, and
+            # raising here left the job to its lease's expiry, which used up
+            # an attempt per outage (a placed move then failed, issue #15).
+            advance(
+                self.store,
+                job_id,
+                state,
+                [Step(None, DEFAULT_EVENT[new], details, fields)],
+                claim=claimed.claim,
+                now=self.clock(),
+            )
+            return
         transition(
             self.store,
             job_id,

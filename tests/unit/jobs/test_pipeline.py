@@ -170,6 +170,27 @@ def test_unmounted_destination_pauses_route_without_using_attempts(env) -> None:
     assert list((env.root / "m_out").iterdir()) == []  # nothing written
 
 
+def test_a_job_claimed_in_retry_wait_while_its_route_is_down_waits_again(env) -> None:
+    # The sweep resumed the route (its look was clear a moment before), the
+    # share went away again, and the job waiting in retry_wait is claimed:
+    # it stopped before its first step, in retry_wait. It used to raise
+    # "retry_wait -> retry_wait is not an allowed transition" out of the
+    # handler, and the job's lease ran out with an attempt used (issue #15:
+    # a placed move on a share whose server restarted ended failed).
+    from ketter.jobs.routes import resume_route
+
+    job_id = env.add("m", "1.mov")
+    env.runner.handle(job_id)
+    assert Job.get_by_id(job_id).state == "retry_wait"
+    resume_route(env.store, "m", now=env.clock.now)
+    Job.update(next_attempt_at=0).where(Job.id == job_id).execute()
+    env.runner.handle(job_id)
+    job = Job.get_by_id(job_id)
+    assert (job.state, job.attempt, job.lease_owner) == ("retry_wait", 0, None)
+    assert RouteStatus.get_by_id("m").paused == 1
+    assert events(job_id)[-2:] == ["claim", "retry"]
+
+
 def test_sweep_resumes_route_and_rings_for_due_jobs(env, tmp_path: Path) -> None:
     jobs = [env.add("b", f"{i}.mov") for i in range(5)]
     rung: list[int] = []
