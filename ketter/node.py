@@ -54,6 +54,8 @@ ROLES: dict[str, Role] = {
         Role("enqueue", True, "ketter enqueue"),
         Role("requeue", True, "ketter requeue"),
         Role("ship", True, "ketter audit ship"),
+        # The HTTP API: records every call it serves (and every refusal).
+        Role("api", True, "ketter api"),
         # Writes the schema, never an event: needs no key.
         Role("db-upgrade", False, "ketter db upgrade"),
     )
