@@ -69,7 +69,8 @@ LAYOUT = 2
 #: appears under its final name, ``deletion`` when a source, a marker, a
 #: temporary or a rotated log file is removed, ``info`` for the other steps.
 #: A route's share coming and going is ``host``/``change``; the services'
-#: life cycle is ``process``/``start``/``end``.
+#: life cycle is ``process``/``start``/``end``; an API token created or
+#: revoked is ``iam``/``creation``/``deletion``.
 CATEGORIZATION: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     **{
         action: (("file",), ("info",))
@@ -109,6 +110,9 @@ CATEGORIZATION: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "workers_stopped": (("process",), ("end",)),
     "config_loaded": (("configuration",), ("access",)),
     "warning": (("process",), ("info",)),
+    # An API token is a credential: identity and access management.
+    "token_created": (("iam",), ("creation",)),
+    "token_revoked": (("iam",), ("deletion",)),
 }
 
 #: ECS ``file.type`` of a job's kind.
