@@ -117,6 +117,7 @@ def create_token(
     *,
     now: float,
     actor: Principal | None = None,
+    by: str | None = None,
 ) -> str:
     """Make a token and return its secret: the only time it is seen.
 
@@ -125,7 +126,9 @@ def create_token(
     glob: an empty list would make a token that can do nothing, so it is
     refused rather than made (``*`` says every route, on purpose).
     ``expires_at`` (None: never) must be after ``now``. Writes the token
-    and its ``token_created`` event in one transaction. Raises
+    and its ``token_created`` event in one transaction (``actor``: its
+    ``user``, default the chain's; ``by``: the person behind the account,
+    ``sudo``'s user, in its details). Raises
     :class:`InvalidToken` (or :class:`~ketter.access.scopes.UnknownScope`,
     :class:`~ketter.access.routes.InvalidRouteGlob`, both ``ValueError``s)
     and :class:`TokenNameTaken`."""
@@ -151,16 +154,22 @@ def create_token(
         expires_at=expires_at,
         now=now,
         actor=actor,
+        by=by,
     )
     return secret
 
 
 def revoke_token(
-    store: JobStore, name: str, *, now: float, actor: Principal | None = None
+    store: JobStore,
+    name: str,
+    *,
+    now: float,
+    actor: Principal | None = None,
+    by: str | None = None,
 ) -> TokenInfo:
     """Revoke the live token named ``name`` (it answers 401 from now on),
     with its ``token_revoked`` event. Raises :class:`NoSuchToken`."""
-    row = store.revoke_api_token(name, now=now, actor=actor)
+    row = store.revoke_api_token(name, now=now, actor=actor, by=by)
     if row is None:
         raise NoSuchToken(
             f"no token named {name!r} that is not revoked already (see ketter token list)"

@@ -115,6 +115,9 @@ CATEGORIZATION: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "token_revoked": (("iam",), ("deletion",)),
 }
 
+#: Events about an API token: its name is ``user.target.name``.
+TOKEN_EVENTS = frozenset({"token_created", "token_revoked"})
+
 #: ECS ``file.type`` of a job's kind.
 FILE_TYPES = {"file": "file", "folder": "dir"}
 
@@ -261,6 +264,10 @@ def to_line(
         by = d.get("by")
         if record["event"] == "requeue" and isinstance(by, str) and by:
             line["ketter.requeued_by"] = by
+        token = d.get("token")
+        if record["event"] in TOKEN_EVENTS and isinstance(token, str) and token:
+            # The credential the IAM event is about (``user.name`` is who acted).
+            line["user.target.name"] = token
         line["ketter.layout"] = layout
     # From the record alone, so the line can be checked without the job store.
     shown = next(

@@ -58,6 +58,15 @@ def test_events_name_the_token_never_its_hash(job_store: JobStore) -> None:
         assert H1 not in event.details and H1 not in event.hash
 
 
+def test_the_person_behind_the_account_is_in_the_events(job_store: JobStore) -> None:
+    job_store.create_api_token("t", H1, ["audit:read"], [], expires_at=9.0, now=1.0, by="alice")
+    job_store.revoke_api_token("t", now=2.0, by="bob")
+    assert [(e, d.get("by")) for e, _, d in token_events(job_store)] == [
+        ("token_created", "alice"),
+        ("token_revoked", "bob"),
+    ]
+
+
 def test_a_live_name_is_unique_and_a_revoked_one_is_free(job_store: JobStore) -> None:
     job_store.create_api_token("mam", H1, ["metrics:read"], [], expires_at=None, now=1.0)
     with pytest.raises(TokenNameTaken, match="ketter token revoke mam"):

@@ -42,6 +42,7 @@ class CompositeTokens(CompositeCore):
         expires_at: float | None,
         now: float,
         actor: Principal | None = None,
+        by: str | None = None,
     ) -> ApiTokenRow:
         who = (actor or self.chain.actor).as_user()
         with self.transaction():
@@ -61,11 +62,11 @@ class CompositeTokens(CompositeCore):
                 expires_at=expires_at,
             )
             row.id = self._insert_api_token(row)
-            self.append_event("token_created", now=now, details=_details(row), actor=actor)
+            self.append_event("token_created", now=now, details=_details(row, by), actor=actor)
         return row
 
     def revoke_api_token(
-        self, name: str, *, now: float, actor: Principal | None = None
+        self, name: str, *, now: float, actor: Principal | None = None, by: str | None = None
     ) -> ApiTokenRow | None:
         who = (actor or self.chain.actor).as_user()
         with self.transaction():
@@ -74,15 +75,18 @@ class CompositeTokens(CompositeCore):
                 return None
             self._mark_api_token_revoked(row.id, now=now, by=who)
             revoked = dataclasses.replace(row, revoked_at=now, revoked_by=who)
-            self.append_event("token_revoked", now=now, details=_details(revoked), actor=actor)
+            self.append_event("token_revoked", now=now, details=_details(revoked, by), actor=actor)
         return revoked
 
 
-def _details(row: ApiTokenRow) -> dict[str, Any]:
+def _details(row: ApiTokenRow, by: str | None) -> dict[str, Any]:
     """What the audit event says of a token: never its secret or its hash."""
-    return {
+    details: dict[str, Any] = {
         "token": row.name,
         "scopes": list(row.scopes),
         "routes": list(row.routes),
         "expires_at": row.expires_at,
     }
+    if by is not None:
+        details["by"] = by
+    return details

@@ -36,15 +36,17 @@ class TokensPort(Protocol):
         expires_at: float | None,
         now: float,
         actor: Principal | None = None,
+        by: str | None = None,
     ) -> ApiTokenRow:
         """Insert a token with its ``token_created`` event (name, scopes,
-        routes, expiry: never the hash), in one transaction. Raises
+        routes, expiry, and ``by``: the person behind the account, e.g.
+        ``sudo``'s user, when given; never the hash), in one transaction. Raises
         :class:`TokenNameTaken` (nothing written) when a token not revoked
         has ``name``."""
         ...
 
     def revoke_api_token(
-        self, name: str, *, now: float, actor: Principal | None = None
+        self, name: str, *, now: float, actor: Principal | None = None, by: str | None = None
     ) -> ApiTokenRow | None:
         """Revoke the token named ``name`` that is not revoked yet, with its
         ``token_revoked`` event, in one transaction; the revoked row, or
