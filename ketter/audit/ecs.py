@@ -69,7 +69,8 @@ LAYOUT = 2
 #: appears under its final name, ``deletion`` when a source, a marker, a
 #: temporary or a rotated log file is removed, ``info`` for the other steps.
 #: A route's share coming and going is ``host``/``change``; the services'
-#: life cycle is ``process``/``start``/``end``.
+#: life cycle is ``process``/``start``/``end``; an API token created or
+#: revoked is ``iam``/``creation``/``deletion``.
 CATEGORIZATION: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     **{
         action: (("file",), ("info",))
@@ -109,7 +110,13 @@ CATEGORIZATION: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "workers_stopped": (("process",), ("end",)),
     "config_loaded": (("configuration",), ("access",)),
     "warning": (("process",), ("info",)),
+    # An API token is a credential: identity and access management.
+    "token_created": (("iam",), ("creation",)),
+    "token_revoked": (("iam",), ("deletion",)),
 }
+
+#: Events about an API token: its name is ``user.target.name``.
+TOKEN_EVENTS = frozenset({"token_created", "token_revoked"})
 
 #: ECS ``file.type`` of a job's kind.
 FILE_TYPES = {"file": "file", "folder": "dir"}
@@ -257,6 +264,10 @@ def to_line(
         by = d.get("by")
         if record["event"] == "requeue" and isinstance(by, str) and by:
             line["ketter.requeued_by"] = by
+        token = d.get("token")
+        if record["event"] in TOKEN_EVENTS and isinstance(token, str) and token:
+            # The credential the IAM event is about (``user.name`` is who acted).
+            line["user.target.name"] = token
         line["ketter.layout"] = layout
     # From the record alone, so the line can be checked without the job store.
     shown = next(

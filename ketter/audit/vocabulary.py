@@ -37,5 +37,7 @@ EVENTS: frozenset[str] = frozenset(
         "warning",
         "rotate",
         "audit_log_reopened",
+        "token_created",
+        "token_revoked",
     }
 )

@@ -220,4 +220,42 @@ Heartbeat.add_index(
     )
 )
 
-MODELS = (Job, Event, JobFile, RouteStatus, Heartbeat)
+
+class ApiToken(BaseModel):
+    """An API token (0011): its SHA-256 only, never the secret, what it may
+    do (scopes) and on which routes (globs), and its life (expiry,
+    revocation). Revoked rows stay: the history of who could do what."""
+
+    id = AutoField()
+    name = TextField()
+    secret_sha256 = TextField()
+    scopes = TextField()  # JSON array of scope names
+    routes = TextField()  # JSON array of route globs
+    created_at = DoubleField()
+    created_by = TextField()
+    expires_at = DoubleField(null=True)
+    revoked_at = DoubleField(null=True)
+    revoked_by = TextField(null=True)
+    #: Refreshed at most once a minute (no write per request).
+    last_used_at = DoubleField(null=True)
+
+    class Meta:
+        table_name = "api_tokens"
+
+
+ApiToken.add_index(
+    ModelIndex(ApiToken, (ApiToken.secret_sha256,), unique=True, name="api_tokens_secret_sha256")
+)
+# A name is unique among the tokens not revoked: `token revoke NAME` names
+# one token, and a revoked name may be given to its replacement.
+ApiToken.add_index(
+    ModelIndex(
+        ApiToken,
+        (ApiToken.name,),
+        unique=True,
+        name="api_tokens_live_name",
+        where=ApiToken.revoked_at.is_null(),
+    )
+)
+
+MODELS = (Job, Event, JobFile, RouteStatus, Heartbeat, ApiToken)

@@ -134,8 +134,27 @@ class EventRow:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+@dataclass(slots=True)
+class ApiTokenRow:
+    """One ``api_tokens`` row: a token's SHA-256 (never its secret), its
+    scopes and route globs, and its life."""
+
+    id: int
+    name: str
+    secret_sha256: str
+    scopes: tuple[str, ...]
+    routes: tuple[str, ...]
+    created_at: float
+    created_by: str
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    revoked_by: str | None = None
+    last_used_at: float | None = None
+
+
 JOB_COLUMNS = tuple(f.name for f in fields(JobRow))
 JOB_FILE_COLUMNS = tuple(f.name for f in fields(JobFileRow))
 ROUTE_STATUS_COLUMNS = tuple(f.name for f in fields(RouteStatusRow))
 HEARTBEAT_COLUMNS = tuple(f.name for f in fields(HeartbeatRow))
 EVENT_COLUMNS = tuple(f.name for f in fields(EventRow))
+API_TOKEN_COLUMNS = tuple(f.name for f in fields(ApiTokenRow))
