@@ -35,7 +35,7 @@ MAX_BODY = 1 << 20
 
 
 def _app(node: Node, *, openapi_url: str | None) -> FastAPI:
-    from ketter.access.policy import FailedAuthLimiter
+    from ketter.access.limiter import FailedAuthLimiter
 
     app = FastAPI(
         title="Ketter",

@@ -21,7 +21,8 @@ from typing import Any
 
 from fastapi import Depends, Request
 
-from ketter.access.policy import FailedAuthLimiter, Grant, Unauthenticated, authenticate
+from ketter.access.limiter import FailedAuthLimiter
+from ketter.access.policy import Grant, Unauthenticated, authenticate, bearer_token
 from ketter.api.problems import Problem
 from ketter.api.session import Session, session
 from ketter.audit.chain import Principal
@@ -43,7 +44,7 @@ class Caller:
 
     @property
     def principal(self) -> Principal:
-        return Principal("token", self.grant.name)
+        return self.grant.principal
 
     def visible(self, route: str) -> bool:
         """Whether lists show ``route``'s jobs and state to this caller."""
@@ -82,15 +83,21 @@ def authorize(request: Request, scope: str, route: str | None = None) -> Caller:
         raise Problem(
             429,
             "too many failed authentications from this address; try again later",
-            headers={"Retry-After": str(max(1, int(wait + 0.999)))},
+            headers={"Retry-After": str(wait)},
         )
-    presented = _bearer(request.headers.get("authorization"))
+    presented = bearer_token(request.headers.get("authorization"))
     with session(node) as s:
         try:
             grant = authenticate(s.store, presented, now=now)
         except Unauthenticated as exc:
-            limiter.record_failure(client, now)
-            _append(s, "api_auth_failed", None, now, _details(request, scope, reason=exc.reason))
+            limiter.failed(client, now)
+            _append(
+                s,
+                "api_auth_failed",
+                None,
+                now,
+                _details(request, scope, reason=exc.reason, token=exc.token),
+            )
             raise Problem(
                 401,
                 "a valid API token is required (Authorization: Bearer <token>); "
@@ -99,9 +106,9 @@ def authorize(request: Request, scope: str, route: str | None = None) -> Caller:
             ) from None
         if not grant.permits(scope, route):
             why = (
-                f"token {grant.name!r} does not grant {scope}"
+                f"token {grant.token!r} does not grant {scope}"
                 if not grant.permits(scope)
-                else f"token {grant.name!r} does not cover route {route!r}"
+                else f"token {grant.token!r} does not cover route {route!r}"
             )
             _append(s, "api_denied", grant, now, _details(request, scope, reason=why, route=route))
             raise Problem(403, why)
@@ -154,13 +161,6 @@ def _append(
         s.store.append_event(
             event, now=now, route=details.get("route"), details=details, actor=actor
         )
-
-
-def _bearer(header: str | None) -> str | None:
-    if not header:
-        return None
-    kind, _, value = header.partition(" ")
-    return value.strip() or None if kind.lower() == "bearer" else None
 
 
 def check_every_operation_guarded(routes: list[Any], open_paths: frozenset[str]) -> None:
