@@ -37,5 +37,9 @@ EVENTS: frozenset[str] = frozenset(
         "warning",
         "rotate",
         "audit_log_reopened",
+        "cancel_requested",
+        "cancel",
+        "route_held",
+        "route_released",
     }
 )
