@@ -139,6 +139,7 @@ class Finishing(AttemptBase):
             "skipped": result.skipped,
             "bytes": result.bytes_copied,
             "resumed_from": result.resumed_from,
+            "files": len(result.files) or 1,
             "seconds": round(result.seconds, 3),
             "packaged": result.packaged,
             **{k: v for k, v in result.hashes.items()},

@@ -1,8 +1,9 @@
 """The jobs area's composite operations, written once: :meth:`advance` (a
-sequence of compare-and-sets, each with its audit event, in one
-transaction) and why one was refused, the columns a write may name; over the
-backend's :meth:`_compare_and_set`, :meth:`_update_held`, :meth:`find_job`
-and :meth:`_route_and_attempt`."""
+sequence of compare-and-sets, each with its audit event and what it adds to
+the route's counters, in one transaction) and why one was refused, the
+columns a write may name; over the backend's :meth:`_compare_and_set`,
+:meth:`_update_held`, :meth:`find_job`, :meth:`_route_and_attempt` and
+:meth:`_count`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from ketter.errors import InvalidTransition, LostClaim
 from ketter.store.composite.core import CompositeCore
+from ketter.store.composite.counting import Tally, tally
 from ketter.store.ports.jobs import JobChange
 from ketter.store.rows import JOB_COLUMNS, JobRow, NoSuchJob
 
@@ -46,6 +48,12 @@ class CompositeJobs(CompositeCore):
     def _update_held(self, job_id: int, claim: str, values: dict[str, Any]) -> bool:
         """Set ``values`` (``jobs`` columns) on the job if ``claim`` holds it
         (whatever its state); ``False`` when it does not."""
+
+    @abc.abstractmethod
+    def _count(self, route: str, adds: dict[str, float], highs: dict[str, float]) -> None:
+        """Add ``adds`` to the route's ``counters`` rows and raise its
+        ``highs`` marks to at least their values (rows created at 0), in the
+        caller's transaction."""
 
     @abc.abstractmethod
     def _route_and_attempt(self, job_id: int) -> tuple[str, int]:
@@ -86,6 +94,7 @@ class CompositeJobs(CompositeCore):
         attempt: int | None = None,
     ) -> str:
         current = state
+        counted = Tally()
         with self.transaction(durable=durable):
             if route is None or attempt is None:
                 route, attempt = self._route_and_attempt(job_id)
@@ -113,7 +122,10 @@ class CompositeJobs(CompositeCore):
                     attempt=attempt,
                     details=change.details,
                 )
+                tally(change, current, now=now, into=counted)
                 current = new
+            if counted:  # in this transaction: counted once, when it commits
+                self._count(route, counted.adds, counted.highs)
         return current
 
     def refusal(

@@ -11,6 +11,7 @@ from ketter.store.memory.intake import IntakeMemory
 from ketter.store.memory.jobs import JobsMemory
 from ketter.store.memory.leases import LeasesMemory
 from ketter.store.memory.manifests import ManifestsMemory
+from ketter.store.memory.metrics import MetricsMemory
 from ketter.store.memory.routes import RoutesMemory
 
 
@@ -22,5 +23,6 @@ class MemoryJobStore(
     HeartbeatsMemory,
     EventsMemory,
     ManifestsMemory,
+    MetricsMemory,
 ):
     """The job store in memory (see :class:`ketter.store.port.JobStore`)."""

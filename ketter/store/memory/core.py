@@ -34,6 +34,8 @@ class Tables:
     route_status: dict[str, RouteStatusRow] = field(default_factory=dict)
     heartbeats: dict[tuple[str, str], HeartbeatRow] = field(default_factory=dict)
     events: list[EventRow] = field(default_factory=list)
+    #: ``counters``: (route, name) → value.
+    counters: dict[tuple[str, str], float] = field(default_factory=dict)
     #: Last id handed out per table (ids are never reused, as AUTOINCREMENT).
     ids: dict[str, int] = field(default_factory=dict)
 
