@@ -139,7 +139,6 @@ class Finishing(AttemptBase):
             "skipped": result.skipped,
             "bytes": result.bytes_copied,
             "resumed_from": result.resumed_from,
-            "files": len(result.files) or 1,
             "seconds": round(result.seconds, 3),
             "packaged": result.packaged,
             **{k: v for k, v in result.hashes.items()},
@@ -251,6 +250,9 @@ class Finishing(AttemptBase):
                     "sha256": job.sha256,
                     "xxh128": job.xxh128,
                     "files": job.file_count,
+                    # The verified attempt's copy and read-back time: with
+                    # size and files, what the route's counters add up.
+                    "seconds": job.transfer_seconds,
                 },
                 fields={
                     "completed_at": self.now(),

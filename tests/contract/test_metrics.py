@@ -18,7 +18,8 @@ def _totals(store: JobStore) -> dict[tuple[str, str], float]:
 def _deliver(store: JobStore, job_id: int, *, now: float, move: bool = False) -> None:
     """detected → validated → transferring → verifying (a verified copy) →
     completed, as the runner writes them."""
-    verified = {"verified": True, "bytes": 70, "resumed_from": 30, "seconds": 1.5, "files": 2}
+    verified = {"verified": True, "bytes": 70, "resumed_from": 30, "seconds": 1.5}
+    done = {"size": 100, "files": 2, "seconds": 1.5}
     changes = [
         JobChange("validated", "prepare"),
         JobChange("transferring", "copy"),
@@ -27,7 +28,7 @@ def _deliver(store: JobStore, job_id: int, *, now: float, move: bool = False) ->
     ]
     if move:
         changes.append(JobChange(None, "delete_source", {"deleted": 1}))
-    changes.append(JobChange("completed", "complete", {}, {"completed_at": now}))
+    changes.append(JobChange("completed", "complete", done, {"completed_at": now}))
     store.advance(job_id, "detected", changes, claim=None, now=now)
 
 
@@ -38,7 +39,7 @@ def test_a_delivery_counts_its_result_bytes_files_seconds_and_last_success(
     _deliver(job_store, put_job(job_store, route="a"), now=90.0)
     assert _totals(job_store) == {
         ("a", "transfers.completed"): 2,
-        ("a", "bytes_verified"): 200,  # the resumed prefix was verified too
+        ("a", "bytes_verified"): 200,
         ("a", "files_transferred"): 4,
         ("a", "transfer_seconds"): 3.0,
         ("a", "source_deletes"): 1,
@@ -88,7 +89,7 @@ def test_a_refused_transition_counts_nothing(job_store: JobStore) -> None:
         job_store.advance(
             job_id,
             "detected",
-            [JobChange("validated", "prepare"), JobChange("verifying", "verify", {"verified": 1})],
+            [JobChange("validated", "prepare"), JobChange("completed", "complete", {"size": 1})],
             claim="stolen",
             now=1.0,
         )

@@ -10,11 +10,15 @@ The counters a change adds to (``counters.name``):
   (:data:`ketter.jobs.states.TERMINAL`: ``completed``, ``failed``,
   ``superseded``, and any terminal state added later). A failed job that is
   re-queued and then delivered counts once as failed and once as completed.
-* ``bytes_verified``, ``transfer_seconds``, ``files_transferred`` — a
-  verified copy (the ``verify`` event with ``verified: true``): the bytes
-  read back and compared at the destination (a resumed copy's kept prefix
-  included), the engine's copy-plus-verify time (the figure of migration
-  0005, without the waits), the files it held (1 for a file).
+* ``bytes_verified``, ``files_transferred``, ``transfer_seconds`` — a job
+  ``completed``, from its event's details: its ``size`` (every byte of it
+  was read back and compared at the destination, a resumed copy's kept
+  prefix included), its ``files`` (1 for a file) and the ``seconds`` of the
+  engine's copy and verification of the verified attempt (migration 0005's
+  figure, without waits on backoffs or pauses). Counted at the completion,
+  not at the ``verify`` step: a worker killed between its verification and
+  the placement leaves a job whose next attempt may verify again, and the
+  delivery must still count once.
 * ``retries`` — +1 when a job enters ``retry_wait`` from another state (a
   transient error, a route pause, a source still being written).
 * ``verify_failures`` — +1 for a change whose details carry
@@ -73,15 +77,11 @@ def tally(change: JobChange, from_state: str, *, now: float, into: Tally) -> Non
             into.add(TRANSFERS + to, 1)
             if to == State.COMPLETED.value:
                 into.highs[LAST_SUCCESS_AT] = now
+                into.add(BYTES_VERIFIED, int(details.get("size") or 0))
+                into.add(FILES_TRANSFERRED, int(details.get("files") or 1))
+                into.add(TRANSFER_SECONDS, float(details.get("seconds") or 0.0))
         elif to == State.RETRY_WAIT.value:
             into.add(RETRIES, 1)
-    if change.event == "verify" and details.get("verified"):
-        into.add(
-            BYTES_VERIFIED,
-            int(details.get("bytes") or 0) + int(details.get("resumed_from") or 0),
-        )
-        into.add(TRANSFER_SECONDS, float(details.get("seconds") or 0.0))
-        into.add(FILES_TRANSFERRED, int(details.get("files") or 1))
     if details.get("verify_mismatch"):
         into.add(VERIFY_FAILURES, 1)
     if change.event == "delete_source":
