@@ -19,6 +19,7 @@ from ketter.cli import (
     deploy,
     health,
     inspect,
+    metrics,
     ops,
     run,
     transfer,
@@ -30,7 +31,19 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-COMMAND_MODULES = (admin, inspect, ops, control, run, transfer, watch, audit, deploy, health)
+COMMAND_MODULES = (
+    admin,
+    inspect,
+    ops,
+    control,
+    run,
+    transfer,
+    watch,
+    audit,
+    deploy,
+    health,
+    metrics,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
