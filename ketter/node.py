@@ -54,6 +54,7 @@ ROLES: dict[str, Role] = {
         Role("enqueue", True, "ketter enqueue"),
         Role("requeue", True, "ketter requeue"),
         Role("ship", True, "ketter audit ship"),
+        Role("api", True, "ketter api"),
         # Writes the schema, never an event: needs no key.
         Role("db-upgrade", False, "ketter db upgrade"),
     )

@@ -1,0 +1,1 @@
+"""The HTTP control plane: the FastAPI application and ``ketter api``'s server."""
