@@ -123,7 +123,7 @@ def api_sandbox(config: Config) -> Sandbox:
     read_write = _unique([config.state_dir])
     roots = [p for r in config.routes for p in (r.source, r.destination)]
     ro = [p for p in _outermost(roots) if not any(_inside(p, w) for w in read_write)]
-    return Sandbox(read_write, ro)
+    return Sandbox(read_write, tuple(ro))
 
 
 def warnings(config: Config) -> list[str]:
