@@ -39,5 +39,16 @@ EVENTS: frozenset[str] = frozenset(
         "warning",
         "rotate",
         "audit_log_reopened",
+        "token_created",
+        "token_revoked",
+        # The HTTP API: a mutating call served, a call refused, an
+        # authentication that failed (ketter/api/guard.py).
+        "api_call",
+        "api_denied",
+        "api_auth_failed",
+        "cancel_requested",
+        "cancel",
+        "route_held",
+        "route_released",
     }
 )

@@ -12,14 +12,26 @@ import sys
 from collections.abc import Sequence
 
 from ketter import __version__
-from ketter.cli import admin, api, audit, deploy, health, inspect, ops, run, transfer, watch
+from ketter.cli import (
+    admin,
+    api,
+    audit,
+    control,
+    deploy,
+    health,
+    inspect,
+    ops,
+    run,
+    transfer,
+    watch,
+)
 from ketter.errors import ConfigError, KetterError, StoreMissing
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-COMMAND_MODULES = (admin, inspect, ops, run, transfer, watch, api, audit, deploy, health)
+COMMAND_MODULES = (admin, inspect, ops, control, run, transfer, watch, api, audit, deploy, health)
 
 
 def build_parser() -> argparse.ArgumentParser:

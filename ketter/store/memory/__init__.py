@@ -12,6 +12,7 @@ from ketter.store.memory.jobs import JobsMemory
 from ketter.store.memory.leases import LeasesMemory
 from ketter.store.memory.manifests import ManifestsMemory
 from ketter.store.memory.routes import RoutesMemory
+from ketter.store.memory.tokens import TokensMemory
 
 
 class MemoryJobStore(
@@ -22,5 +23,6 @@ class MemoryJobStore(
     HeartbeatsMemory,
     EventsMemory,
     ManifestsMemory,
+    TokensMemory,
 ):
     """The job store in memory (see :class:`ketter.store.port.JobStore`)."""
