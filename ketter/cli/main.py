@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from ketter import __version__
 from ketter.cli import (
     admin,
+    api,
     audit,
     control,
     deploy,
@@ -39,6 +40,7 @@ COMMAND_MODULES = (
     run,
     transfer,
     watch,
+    api,
     audit,
     deploy,
     health,
