@@ -54,6 +54,8 @@ ROLES: dict[str, Role] = {
         Role("enqueue", True, "ketter enqueue"),
         Role("requeue", True, "ketter requeue"),
         Role("ship", True, "ketter audit ship"),
+        # Creates and revokes API tokens, each with its event.
+        Role("token", True, "ketter token"),
         # Writes the schema, never an event: needs no key.
         Role("db-upgrade", False, "ketter db upgrade"),
     )
