@@ -38,7 +38,9 @@ from ketter.audit.chain import canonical_json
 ECS_VERSION = "8.11.0"
 
 #: Events whose outcome is a failure whatever their details say.
-FAILURE_EVENTS = frozenset({"fail", "stalled", "watch_lost", "route_paused"})
+FAILURE_EVENTS = frozenset(
+    {"fail", "stalled", "watch_lost", "route_paused", "api_denied", "api_auth_failed"}
+)
 #: Events that describe the service, not an operation that can succeed.
 INFO_EVENTS = frozenset(
     {
@@ -113,6 +115,11 @@ CATEGORIZATION: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # An API token is a credential: identity and access management.
     "token_created": (("iam",), ("creation",)),
     "token_revoked": (("iam",), ("deletion",)),
+    # The HTTP API's calls: web access; a failed authentication is an
+    # authentication attempt, a refusal an access whose outcome is failure.
+    "api_call": (("web",), ("access",)),
+    "api_denied": (("web",), ("access",)),
+    "api_auth_failed": (("authentication",), ("start",)),
 }
 
 #: Events about an API token: its name is ``user.target.name``.
@@ -160,6 +167,9 @@ def outcome(record: dict[str, Any]) -> str:
         return "failure"
     if event in INFO_EVENTS:
         return "unknown"
+    if event == "api_call":
+        status = details.get("status")
+        return "failure" if isinstance(status, int) and status >= 400 else "success"
     return "success"
 
 
@@ -293,6 +303,10 @@ _STRINGS = (
     ("error", "error.message"),
     ("reason", "event.reason"),
     ("reason_was", "ketter.paused_reason"),
+    # The HTTP API's calls (api_*): who called from where, what.
+    ("client_ip", "source.ip"),
+    ("http_method", "http.request.method"),
+    ("url_path", "url.path"),
 )
 #: Layout 1 (before #15).
 _STRINGS_1 = (

@@ -39,5 +39,10 @@ EVENTS: frozenset[str] = frozenset(
         "audit_log_reopened",
         "token_created",
         "token_revoked",
+        # The HTTP API: a mutating call served, a call refused, an
+        # authentication that failed (ketter/api/guard.py).
+        "api_call",
+        "api_denied",
+        "api_auth_failed",
     }
 )

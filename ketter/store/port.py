@@ -62,10 +62,18 @@ HISTORY_FIELDS = (
 
 @dataclass(frozen=True)
 class JobFilter:
-    """Which jobs to list; ``None`` means any."""
+    """Which jobs to list; ``None`` means any.
+
+    ``routes``: only these routes (an API token's visible routes; empty:
+    none). ``since``/``until``: created at or after / before (epoch
+    seconds). ``name``: a substring of the source path, case-sensitive."""
 
     state: str | None = None
     route: str | None = None
+    routes: tuple[str, ...] | None = None
+    since: float | None = None
+    until: float | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,11 @@ class JobEvent:
     user: str | None
     details: Any
     time: str | None
+    #: The chain's hash of this event and of the one before it.
+    hash: str | None = None
+    prev_hash: str | None = None
+    job_id: int | None = None
+    route: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -228,6 +241,27 @@ class JobReadStore(Protocol):
 
     def job_detail(self, job_id: int) -> JobDetail | None:
         """The job, its events and its manifest; ``None`` if there is no such job."""
+        ...
+
+    def running_jobs(self, now: float) -> tuple[RunningJob, ...]:
+        """The jobs workers hold at ``now`` (live lease), with their progress."""
+        ...
+
+    def job_progress(self, job_id: int, now: float) -> RunningJob | None:
+        """The job's live progress when a worker holds it at ``now``."""
+        ...
+
+    def events_after(self, after: int, limit: int) -> tuple[JobEvent, ...]:
+        """Audit events with a sequence above ``after``, in chain order, at
+        most ``limit``, each with its job id, route and chain hashes."""
+        ...
+
+    def route_state_counts(self) -> dict[str, dict[str, int]]:
+        """Jobs per state of each route that has any."""
+        ...
+
+    def last_successes(self) -> dict[str, float]:
+        """When each route last completed a job (epoch seconds)."""
         ...
 
     def status(self, now: float) -> StatusView:
