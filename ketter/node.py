@@ -53,6 +53,9 @@ ROLES: dict[str, Role] = {
         Role("transfer", True, "ketter transfer"),
         Role("enqueue", True, "ketter enqueue"),
         Role("requeue", True, "ketter requeue"),
+        Role("cancel", True, "ketter cancel"),
+        Role("pause", True, "ketter pause"),
+        Role("resume", True, "ketter resume"),
         Role("ship", True, "ketter audit ship"),
         # Creates and revokes API tokens, each with its event.
         Role("token", True, "ketter token"),

@@ -23,7 +23,7 @@ from ketter.api import problems
 from ketter.api.bodylimit import BodyLimit
 from ketter.api.endpoints import metrics, routes, stream, transfers
 from ketter.api.endpoints import node as node_endpoints
-from ketter.api.guard import check_every_operation_guarded
+from ketter.api.guard import Operation, check_every_operation_guarded, operations
 
 if TYPE_CHECKING:
     from ketter.node import Node
@@ -54,14 +54,28 @@ def _app(node: Node, *, openapi_url: str | None) -> FastAPI:
     return app
 
 
+#: Every router of the API with the prefix it is served under.
+ROUTERS = (
+    (PREFIX, transfers.router),
+    (PREFIX, stream.router),
+    (PREFIX, routes.router),
+    (PREFIX, node_endpoints.router),
+    # Where Prometheus looks by default; with a token of scope metrics:read.
+    ("", metrics.router),
+)
+
+
+def api_operations() -> list[Operation]:
+    """Every operation :func:`build_app` serves besides its schema."""
+    return operations(ROUTERS)
+
+
 def build_app(node: Node) -> FastAPI:
     """The HTTP API of ``node`` (built with role ``api``)."""
+    check_every_operation_guarded(api_operations())
     app = _app(node, openapi_url=OPENAPI)
-    for router in (transfers.router, stream.router, routes.router, node_endpoints.router):
-        app.include_router(router, prefix=PREFIX)
-    # Where Prometheus looks by default; with a token of scope metrics:read.
-    app.include_router(metrics.router)
-    check_every_operation_guarded(app.routes, open_paths=frozenset({OPENAPI}))
+    for prefix, router in ROUTERS:
+        app.include_router(router, prefix=prefix)
     return app
 
 

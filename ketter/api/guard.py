@@ -15,11 +15,12 @@ mutating call that was allowed (:func:`record_call`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, Request
+from fastapi.routing import APIRoute
 
 from ketter.access.limiter import FailedAuthLimiter
 from ketter.access.policy import Grant, Unauthenticated, authenticate, bearer_token
@@ -154,29 +155,50 @@ def record_call(
 def _append(
     s: Session, event: str, grant: Grant | None, now: float, details: dict[str, Any]
 ) -> None:
-    actor = (
-        Principal("token", grant.name) if grant else Principal("anonymous", details["client_ip"])
-    )
+    actor = grant.principal if grant else Principal("anonymous", details["client_ip"])
     with s.store.transaction():
         s.store.append_event(
             event, now=now, route=details.get("route"), details=details, actor=actor
         )
 
 
-def check_every_operation_guarded(routes: list[Any], open_paths: frozenset[str]) -> None:
-    """Refuse to build an app one of whose operations has no :func:`require`
-    (deny by default); ``open_paths`` are served without a token on purpose
-    (the schema)."""
-    from fastapi.routing import APIRoute
+@dataclass(frozen=True)
+class Operation:
+    """One operation of the app: its method, full path and scope."""
 
-    for route in routes:
-        if not isinstance(route, APIRoute) or route.path in open_paths:
-            continue
-        if not any(hasattr(d.call, SCOPE_MARK) for d in _calls(route)):
-            raise RuntimeError(f"API operation {route.path} is not guarded by require()")
+    method: str
+    path: str
+    scope: str | None
 
 
-def _calls(route: Any) -> list[Any]:
+def operations(routers: Iterable[tuple[str, APIRouter]]) -> list[Operation]:
+    """Every operation of ``routers`` (each with the prefix it is included
+    under), with the scope its :func:`require` names (``None``: unguarded)."""
+    found = []
+    for prefix, router in routers:
+        for route in router.routes:
+            if not isinstance(route, APIRoute):
+                continue
+            marks = {
+                getattr(d.call, SCOPE_MARK) for d in _calls(route) if hasattr(d.call, SCOPE_MARK)
+            }
+            scope = marks.pop() if len(marks) == 1 else None
+            for method in sorted(route.methods or ()):
+                found.append(Operation(method, prefix + route.path, scope))
+    return found
+
+
+def check_every_operation_guarded(ops: Iterable[Operation]) -> None:
+    """Refuse to build an app one of whose operations is not guarded by
+    exactly one :func:`require` (deny by default)."""
+    for op in ops:
+        if op.scope is None:
+            raise RuntimeError(
+                f"API operation {op.method} {op.path} is not guarded by one require(scope)"
+            )
+
+
+def _calls(route: APIRoute) -> list[Any]:
     found: list[Any] = []
     stack = list(route.dependant.dependencies)
     while stack:
@@ -184,6 +206,3 @@ def _calls(route: Any) -> list[Any]:
         found.append(dep)
         stack.extend(dep.dependencies)
     return found
-
-
-Guard = Callable[[Request], Caller]

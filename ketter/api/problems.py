@@ -95,5 +95,7 @@ def install(app: FastAPI) -> None:
         # learns nothing about the server's insides.
         import logging
 
-        logging.getLogger("ketter.api").exception("unhandled error on %s", request.url.path)
+        logging.getLogger("ketter.api").error(
+            "unhandled error on %s", request.url.path, exc_info=exc
+        )
         return problem_response(500, "internal error; see the node's log", request.url.path)

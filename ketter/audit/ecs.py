@@ -88,6 +88,8 @@ CATEGORIZATION: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "retry",
             "fail",
             "supersede",
+            "cancel_requested",
+            "cancel",
             "requeue",
             "skip",
             "resume",
@@ -104,6 +106,10 @@ CATEGORIZATION: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "audit_log_reopened": (("file",), ("creation",)),
     "route_paused": (("host",), ("change",)),
     "route_resumed": (("host",), ("change",)),
+    # An operator's hold of a route (ketter pause/resume): a configuration
+    # change made on purpose, not a share coming and going.
+    "route_held": (("configuration",), ("change",)),
+    "route_released": (("configuration",), ("change",)),
     "watch_lost": (("host",), ("change",)),
     "watch_restored": (("host",), ("change",)),
     "watcher_started": (("process",), ("start",)),

@@ -44,5 +44,9 @@ EVENTS: frozenset[str] = frozenset(
         "api_call",
         "api_denied",
         "api_auth_failed",
+        "cancel_requested",
+        "cancel",
+        "route_held",
+        "route_released",
     }
 )

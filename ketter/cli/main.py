@@ -15,6 +15,7 @@ from ketter import __version__
 from ketter.cli import (
     admin,
     audit,
+    control,
     deploy,
     health,
     inspect,
@@ -30,7 +31,19 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-COMMAND_MODULES = (admin, inspect, ops, run, transfer, watch, audit, deploy, health, token)
+COMMAND_MODULES = (
+    admin,
+    inspect,
+    ops,
+    control,
+    run,
+    transfer,
+    watch,
+    audit,
+    deploy,
+    health,
+    token,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

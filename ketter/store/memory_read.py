@@ -18,6 +18,7 @@ from ketter.jobs.states import TERMINAL
 from ketter.store.port import (
     HealthFacts,
     HeartbeatFact,
+    HeldRoute,
     JobDetail,
     JobEvent,
     JobFilter,
@@ -187,6 +188,7 @@ class MemoryReadStore:
             running=self._running(now),
             paused=self.paused_routes(),
             heartbeats=beats,
+            held=self.held_routes(),
         )
 
     def _running(self, now: float) -> tuple[RunningJob, ...]:
@@ -221,6 +223,18 @@ class MemoryReadStore:
             PausedRoute(route=r["route"], reason=r.get("reason"), since=r.get("since"))
             for r in self.routes
             if r.get("paused") == 1
+        )
+
+    def held_routes(self) -> tuple[HeldRoute, ...]:
+        return tuple(
+            HeldRoute(
+                route=r["route"],
+                reason=r.get("held_reason"),
+                by=r.get("held_by"),
+                since=r.get("held_since"),
+            )
+            for r in sorted(self.routes, key=lambda r: r["route"])
+            if r.get("held") == 1
         )
 
     def heartbeats(self, node: str | None = None) -> tuple[HeartbeatFact, ...]:

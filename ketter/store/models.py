@@ -28,7 +28,7 @@ database = DatabaseProxy()
 
 #: States after which a job never changes again (its ``source_key`` may then be
 #: used by a new job: the partial unique index only covers active jobs).
-TERMINAL_STATES = ("completed", "failed", "superseded")
+TERMINAL_STATES = ("completed", "failed", "superseded", "cancelled")
 
 
 class BaseModel(Model):
@@ -88,6 +88,11 @@ class Job(BaseModel):
     #: ``mb_per_s``, free of waits on pauses, retries and re-queues.
     transfer_seconds = DoubleField(null=True)
     transfer_bytes = BigIntegerField(null=True)
+    #: An operator asked to cancel the job (0009): when and who. The worker
+    #: holding it rolls it back and ends it ``cancelled``; a step forward is
+    #: refused from then on (:data:`ketter.jobs.states.FORWARD`).
+    cancel_requested_at = DoubleField(null=True)
+    cancel_requested_by = TextField(null=True)
 
     class Meta:
         table_name = "jobs"
@@ -192,6 +197,14 @@ class RouteStatus(BaseModel):
     #: The sweep does not resume the route before this time (the backoff of a
     #: destination that refuses writes while showing free space: a quota).
     resume_at = DoubleField(null=True)
+    #: An operator hold (0009, ``ketter pause``): the route takes no new
+    #: claims until ``ketter resume``; with its reason, who and since. Kept
+    #: apart from ``paused`` so that nothing automatic (the sweep's resume of
+    #: an outage pause) lifts it.
+    held = IntegerField(default=0)
+    held_reason = TextField(null=True)
+    held_by = TextField(null=True)
+    held_since = DoubleField(null=True)
 
     class Meta:
         table_name = "route_status"

@@ -198,6 +198,16 @@ class PausedRoute:
 
 
 @dataclass(frozen=True)
+class HeldRoute:
+    """A route an operator holds (``ketter pause``): why, who, since when."""
+
+    route: str
+    reason: str | None
+    by: str | None
+    since: float | None
+
+
+@dataclass(frozen=True)
 class HeartbeatFact:
     """A component's last heartbeat; ``details`` is the parsed JSON."""
 
@@ -220,6 +230,8 @@ class StatusView:
     running: tuple[RunningJob, ...]
     paused: tuple[PausedRoute, ...]
     heartbeats: tuple[HeartbeatFact, ...]
+    #: Routes held by an operator (apart from the outage pauses).
+    held: tuple[HeldRoute, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -270,6 +282,11 @@ class JobReadStore(Protocol):
 
     def paused_routes(self) -> tuple[PausedRoute, ...]:
         """Routes paused in ``route_status`` (share down, destination full)."""
+        ...
+
+    def held_routes(self) -> tuple[HeldRoute, ...]:
+        """Routes an operator holds (``route_status.held``): on purpose,
+        lifted only by ``ketter resume``."""
         ...
 
     def heartbeats(self, node: str | None = None) -> tuple[HeartbeatFact, ...]:

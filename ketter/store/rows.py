@@ -64,6 +64,8 @@ class JobRow:
     source_ctime_ns: int | None = None
     transfer_seconds: float | None = None
     transfer_bytes: int | None = None
+    cancel_requested_at: float | None = None
+    cancel_requested_by: str | None = None
 
 
 @dataclass(slots=True)
@@ -97,6 +99,12 @@ class RouteStatusRow:
     room_pauses: int = 0
     room_paused_at: float | None = None
     resume_at: float | None = None
+    #: An operator hold (0009): no new claims until released; nothing
+    #: automatic lifts it (an outage pause and its resume leave it be).
+    held: int = 0
+    held_reason: str | None = None
+    held_by: str | None = None
+    held_since: float | None = None
 
 
 @dataclass(slots=True)

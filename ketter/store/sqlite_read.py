@@ -31,6 +31,7 @@ from ketter.jobs.states import TERMINAL, State
 from ketter.store.port import (
     HealthFacts,
     HeartbeatFact,
+    HeldRoute,
     JobDetail,
     JobEvent,
     JobFilter,
@@ -249,6 +250,7 @@ class SqliteReadStore:
             running=running,
             paused=paused,
             heartbeats=beats,
+            held=self.held_routes(),
         )
 
     def _running(self, now: float, job_id: int | None = None) -> tuple[RunningJob, ...]:
@@ -286,6 +288,13 @@ class SqliteReadStore:
     def paused_routes(self) -> tuple[PausedRoute, ...]:
         rows = self._rows("SELECT route, reason, since FROM route_status WHERE paused = 1")
         return tuple(PausedRoute(**r) for r in rows)
+
+    def held_routes(self) -> tuple[HeldRoute, ...]:
+        rows = self._rows(
+            "SELECT route, held_reason AS reason, held_by AS by, held_since AS since "
+            "FROM route_status WHERE held = 1 ORDER BY route"
+        )
+        return tuple(HeldRoute(**r) for r in rows)
 
     def heartbeats(self, node: str | None = None) -> tuple[HeartbeatFact, ...]:
         rows = self._rows(

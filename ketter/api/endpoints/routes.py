@@ -36,7 +36,7 @@ def list_routes(
     with session(node) as s:
         counts = s.read.route_state_counts()
         last = s.read.last_successes()
-        statuses = {r.route: s.store.route_status(r.route) for r in routes}
+        statuses = {r.name: s.store.route_status(r.name) for r in routes}
     space = probe_filesystems([r.destination for r in routes], PROBE_SECONDS)
     items = []
     for route, probe in zip(routes, space, strict=True):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from ketter.access.tokens import create_token, revoke_token
@@ -48,6 +49,7 @@ class ApiNode:
     root: Path
     node: Node
     client: TestClient
+    app: FastAPI
     _made: int = field(default=0)
 
     @property
@@ -101,4 +103,5 @@ def make_node(root: Path, config_text: str = CONFIG) -> ApiNode:
     os.makedirs(os.path.dirname(config.db_path), exist_ok=True)
     upgrade_schema(config.db_path)
     node = Node.from_config(config, "api")
-    return ApiNode(root, node, TestClient(build_app(node), client=("10.0.0.7", 50000)))
+    app = build_app(node)
+    return ApiNode(root, node, TestClient(app, client=("10.0.0.7", 50000)), app)

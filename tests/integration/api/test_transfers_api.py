@@ -4,6 +4,7 @@ audit trail of every call."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Iterator
@@ -197,7 +198,7 @@ def test_events_in_chain_order_for_a_siem(api: ApiNode) -> None:
         f"/api/v1/events?after={page['last_seq']}", headers=api.headers(token)
     ).json()
     everything = page["items"] + rest["items"]
-    for before, after in zip(everything, everything[1:], strict=False):
+    for before, after in itertools.pairwise(everything):
         assert after["prev_hash"] == before["hash"]
 
 
