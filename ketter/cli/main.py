@@ -23,6 +23,7 @@ from ketter.cli import (
     metrics,
     ops,
     run,
+    token,
     transfer,
     watch,
 )
@@ -45,6 +46,7 @@ COMMAND_MODULES = (
     deploy,
     health,
     metrics,
+    token,
 )
 
 
