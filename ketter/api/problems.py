@@ -53,8 +53,9 @@ def problem_response(
     )
 
 
-#: Answered by every operation: a request the schema refuses, a server fault.
-COMMON = (422, 500)
+#: Answered by every operation: a request that cannot be read or that the
+#: schema refuses, a server fault.
+COMMON = (400, 422, 500)
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
