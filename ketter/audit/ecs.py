@@ -48,6 +48,8 @@ INFO_EVENTS = frozenset(
         "workers_stopped",
         "watcher_started",
         "watcher_stopped",
+        "api_started",
+        "api_stopped",
         "config_loaded",
         "rotate",
         "warning",
@@ -116,6 +118,8 @@ CATEGORIZATION: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "workers_started": (("process",), ("start",)),
     "watcher_stopped": (("process",), ("end",)),
     "workers_stopped": (("process",), ("end",)),
+    "api_started": (("process",), ("start",)),
+    "api_stopped": (("process",), ("end",)),
     "config_loaded": (("configuration",), ("access",)),
     "warning": (("process",), ("info",)),
     # An API token is a credential: identity and access management.

@@ -34,6 +34,8 @@ EVENTS: frozenset[str] = frozenset(
         "config_loaded",
         "workers_started",
         "workers_stopped",
+        "api_started",
+        "api_stopped",
         "warning",
         "rotate",
         "audit_log_reopened",

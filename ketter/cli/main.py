@@ -14,11 +14,13 @@ from collections.abc import Sequence
 from ketter import __version__
 from ketter.cli import (
     admin,
+    api,
     audit,
     control,
     deploy,
     health,
     inspect,
+    metrics,
     ops,
     run,
     token,
@@ -39,9 +41,11 @@ COMMAND_MODULES = (
     run,
     transfer,
     watch,
+    api,
     audit,
     deploy,
     health,
+    metrics,
     token,
 )
 

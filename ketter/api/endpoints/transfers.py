@@ -203,6 +203,54 @@ def requeue_transfer(
     return Outcome(job_id=job_id, outcome="requeued", state=state, message=message)
 
 
+@router.post(
+    "/{job_id}/cancel",
+    response_model=Outcome,
+    responses={202: {"model": Outcome, "description": "a worker holds it: it rolls back"}}
+    | responses(401, 403, 404, 409, 429),
+)
+def cancel_transfer(
+    request: Request,
+    response: Response,
+    job_id: JobId,
+    caller: Annotated[Caller, require("transfers:cancel")],
+) -> Outcome:
+    """Cancel a transfer before its placement: a waiting job ends
+    ``cancelled`` now (200); a running one is rolled back by its worker
+    within about a second and ends ``cancelled`` (202). Once the delivery is
+    placed it only moves forward: refused with 409, and the answer says why."""
+    from ketter.jobs.cancel import Outcome as Cancel
+    from ketter.jobs.cancel import cancel_job
+
+    node = request.app.state.node
+    now = time.time()
+    with session(node) as s:
+        job = s.store.find_job(job_id)
+        if job is None:
+            raise Problem(404, f"no transfer with id {job_id}")
+        authorize_route(request, caller, job.route)
+        result = cancel_job(s.store, job_id, now=now, actor=caller.principal)
+        status = {Cancel.REQUESTED: 202, Cancel.CANCELLED: 200, Cancel.MISSING: 404}.get(
+            result.outcome, 409
+        )
+        record_call(
+            s,
+            caller,
+            status=status,
+            now=now,
+            route=job.route,
+            action="cancel",
+            job_id=job_id,
+            result=str(result.outcome),
+        )
+    if status >= 400:
+        raise Problem(status, result.message)
+    response.status_code = status
+    return Outcome(
+        job_id=job_id, outcome=str(result.outcome), state=result.state, message=result.message
+    )
+
+
 def _epoch(moment: dt.datetime | None) -> float | None:
     if moment is None:
         return None

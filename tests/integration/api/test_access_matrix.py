@@ -99,7 +99,9 @@ def test_scope_and_route_matrix(api: ApiNode) -> None:
         before = len(api.store.events_after(0, limit=1_000_000))
         answer = _call(api, op, job_id, token)
         if answer.status_code not in allowed:
-            failures.append(f"{op.method} {op.path} as {who}: {answer.status_code} {answer.text[:200]}")
+            failures.append(
+                f"{op.method} {op.path} as {who}: {answer.status_code} {answer.text[:200]}"
+            )
             return
         if answer.status_code in (401, 403):
             assert answer.headers["content-type"] == "application/problem+json"
