@@ -102,4 +102,4 @@ def test_cancelled_is_terminal_reached_through_rolling_back_and_requeued() -> No
     assert [s for s in State if State.CANCELLED in TRANSITIONS[s]] == [State.ROLLING_BACK]
     assert TRANSITIONS[State.CANCELLED] == frozenset({State.DETECTED})
     assert State.CANCELLED in TERMINAL and DEFAULT_EVENT[State.CANCELLED] == "cancel"
-    assert FORWARD == {State.VALIDATED, State.PACKAGED, State.TRANSFERRING, State.VERIFYING}
+    assert {State.VALIDATED, State.PACKAGED, State.TRANSFERRING, State.VERIFYING} == FORWARD

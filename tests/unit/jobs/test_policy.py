@@ -14,9 +14,9 @@ import pytest
 from ketter.audit.mhl import MHLMismatch
 from ketter.config.schema import Config, RetryConfig
 from ketter.errors import (
-    JobCancelled,
     ChecksumMismatch,
     DestinationFull,
+    JobCancelled,
     KetterError,
     LostClaim,
     PermanentError,
