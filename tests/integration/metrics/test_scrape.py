@@ -22,8 +22,16 @@ from tests.integration.metrics.promql import (
 
 ROUTES = ("copy", "move", "renames", "units")
 STATES = (
-    "detected", "validated", "packaged", "transferring", "verifying", "completed",
-    "retry_wait", "rolling_back", "failed", "superseded",
+    "detected",
+    "validated",
+    "packaged",
+    "transferring",
+    "verifying",
+    "completed",
+    "retry_wait",
+    "rolling_back",
+    "failed",
+    "superseded",
 )
 
 
@@ -62,8 +70,11 @@ def counters(body: bytes) -> dict[tuple[str, frozenset], float]:
 
 
 def test_a_scrape_after_real_transfers(node: Node) -> None:
-    first = {"copy/a.mov": os.urandom(300_000), "copy/b.mov": os.urandom(70_000),
-             "move/c.wav": os.urandom(123_457)}
+    first = {
+        "copy/a.mov": os.urandom(300_000),
+        "copy/b.mov": os.urandom(70_000),
+        "move/c.wav": os.urandom(123_457),
+    }
     deliver(node, first)
     body = scrape(node)
     check_metrics(body)

@@ -57,8 +57,9 @@ def test_a_scrape_of_a_million_jobs_takes_under_100_ms(tmp_path: Path) -> None:
     path = tmp_path / "ketter.db"
     _store(path)
     store = open_readonly_job_store(path, AuditChain(node="n", may_append=False))
-    config = Config(routes=tuple(RouteConfig(name=r, source="/s", destination="/d")
-                                 for r in ROUTES))
+    config = Config(
+        routes=tuple(RouteConfig(name=r, source="/s", destination="/d") for r in ROUTES)
+    )
     try:
         render_metrics(store, config, now=2e9)  # warm the page cache
         times = []
@@ -70,7 +71,8 @@ def test_a_scrape_of_a_million_jobs_takes_under_100_ms(tmp_path: Path) -> None:
         store.close()
     assert b'ketter_jobs{route="route3",state="completed"}' in body
     counted = sum(
-        float(line.rsplit(b" ", 1)[1]) for line in body.splitlines()
+        float(line.rsplit(b" ", 1)[1])
+        for line in body.splitlines()
         if line.startswith(b"ketter_jobs{")
     )
     assert counted == JOBS

@@ -53,14 +53,23 @@ def test_gauges_read_the_store_at_scrape_time() -> None:
     put_job(store, route="gone", state="transferring")  # no longer configured: still shown
     with store.transaction():
         store.tables.route_status["dailies"] = RouteStatusRow(
-            route="dailies", updated_at=1.0, paused=1, reason="full: 3 GB by 12:00", since=1.0,
+            route="dailies",
+            updated_at=1.0,
+            paused=1,
+            reason="full: 3 GB by 12:00",
+            since=1.0,
             room_needed=3_000_000_000,
         )
     store.beat("n", {"workers": "{}", "watcher": "{}"}, pid=1, now=NOW - 3)
     store.beat("other", {"workers": "{}"}, pid=2, now=NOW - 30)  # older: the newest counts
     job = put_job(store, route="dailies", state="verifying")
-    store.advance(job, "verifying", [JobChange("completed", "complete", {"size": 9})],
-                  claim=None, now=NOW - 60)
+    store.advance(
+        job,
+        "verifying",
+        [JobChange("completed", "complete", {"size": 9})],
+        claim=None,
+        now=NOW - 60,
+    )
 
     def get(name: str, **labels: str) -> float | None:
         return _value(store, config, name, **labels)
