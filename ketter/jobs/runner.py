@@ -449,7 +449,7 @@ class JobRunner:
                 target,
                 claimed,
                 rollback_to=None,
-                completed_at=now if target is S.FAILED else None,
+                completed_at=now if target in (S.FAILED, S.CANCELLED) else None,
                 next_attempt_at=now,
                 details={"error": message},
             )  # to failed: its fail event alerts job_failed (Alert.JOB_FAILED)

@@ -29,7 +29,7 @@ database = DatabaseProxy()
 
 #: States after which a job never changes again (its ``source_key`` may then be
 #: used by a new job: the partial unique index only covers active jobs).
-TERMINAL_STATES = ("completed", "failed", "superseded")
+TERMINAL_STATES = ("completed", "failed", "superseded", "cancelled")
 
 
 class BaseModel(Model):
@@ -89,6 +89,11 @@ class Job(BaseModel):
     #: ``mb_per_s``, free of waits on pauses, retries and re-queues.
     transfer_seconds = DoubleField(null=True)
     transfer_bytes = BigIntegerField(null=True)
+    #: An operator asked to cancel the job (0009): when and who. The worker
+    #: holding it rolls it back and ends it ``cancelled``; a step forward is
+    #: refused from then on (:data:`ketter.jobs.states.FORWARD`).
+    cancel_requested_at = DoubleField(null=True)
+    cancel_requested_by = TextField(null=True)
 
     class Meta:
         table_name = "jobs"
@@ -197,6 +202,14 @@ class RouteStatus(BaseModel):
     #: The sweep does not resume the route before this time (the backoff of a
     #: destination that refuses writes while showing free space: a quota).
     resume_at = DoubleField(null=True)
+    #: An operator hold (0009, ``ketter pause``): the route takes no new
+    #: claims until ``ketter resume``; with its reason, who and since. Kept
+    #: apart from ``paused`` so that nothing automatic (the sweep's resume of
+    #: an outage pause) lifts it.
+    held = IntegerField(default=0)
+    held_reason = TextField(null=True)
+    held_by = TextField(null=True)
+    held_since = DoubleField(null=True)
 
     class Meta:
         table_name = "route_status"
@@ -222,6 +235,44 @@ Heartbeat.add_index(
         (Heartbeat.component, Heartbeat.node),
         unique=True,
         name="heartbeats_component_node",
+    )
+)
+
+
+class ApiToken(BaseModel):
+    """An API token (0011): its SHA-256 only, never the secret, what it may
+    do (scopes) and on which routes (globs), and its life (expiry,
+    revocation). Revoked rows stay: the history of who could do what."""
+
+    id = AutoField()
+    name = TextField()
+    secret_sha256 = TextField()
+    scopes = TextField()  # JSON array of scope names
+    routes = TextField()  # JSON array of route globs
+    created_at = DoubleField()
+    created_by = TextField()
+    expires_at = DoubleField(null=True)
+    revoked_at = DoubleField(null=True)
+    revoked_by = TextField(null=True)
+    #: Refreshed at most once a minute (no write per request).
+    last_used_at = DoubleField(null=True)
+
+    class Meta:
+        table_name = "api_tokens"
+
+
+ApiToken.add_index(
+    ModelIndex(ApiToken, (ApiToken.secret_sha256,), unique=True, name="api_tokens_secret_sha256")
+)
+# A name is unique among the tokens not revoked: `token revoke NAME` names
+# one token, and a revoked name may be given to its replacement.
+ApiToken.add_index(
+    ModelIndex(
+        ApiToken,
+        (ApiToken.name,),
+        unique=True,
+        name="api_tokens_live_name",
+        where=ApiToken.revoked_at.is_null(),
     )
 )
 
@@ -254,4 +305,4 @@ class JobCount(BaseModel):
         primary_key = CompositeKey("route", "state")
 
 
-MODELS = (Job, Event, JobFile, RouteStatus, Heartbeat, Counter, JobCount)
+MODELS = (Job, Event, JobFile, RouteStatus, Heartbeat, ApiToken, Counter, JobCount)

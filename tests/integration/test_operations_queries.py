@@ -120,8 +120,9 @@ def store(tmp_path: Path) -> Path:
             retrying = clone("busy", "retry_wait", 2, "checksum mismatch")
             clone("busy", "superseded", 2, "the source changed")
             con.execute(
-                "INSERT INTO route_status (route, paused, reason, since, updated_at, room_pauses) "
-                "VALUES ('share', 1, 'share gone', 0, 0, 0)"
+                "INSERT INTO route_status "
+                "(route, paused, reason, since, updated_at, room_pauses, held) "
+                "VALUES ('share', 1, 'share gone', 0, 0, 0, 0)"
             )
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:

@@ -13,6 +13,7 @@ from ketter.store.memory.leases import LeasesMemory
 from ketter.store.memory.manifests import ManifestsMemory
 from ketter.store.memory.metrics import MetricsMemory
 from ketter.store.memory.routes import RoutesMemory
+from ketter.store.memory.tokens import TokensMemory
 
 
 class MemoryJobStore(
@@ -23,6 +24,7 @@ class MemoryJobStore(
     HeartbeatsMemory,
     EventsMemory,
     ManifestsMemory,
+    TokensMemory,
     MetricsMemory,
 ):
     """The job store in memory (see :class:`ketter.store.port.JobStore`)."""
