@@ -170,7 +170,7 @@ def test_a_job_being_placed_or_placed_refuses_the_cancel_and_completes(
     src.write_bytes(data)
     job_id = _enqueue(node, "move", src)
     _wait(
-        lambda: open(f"/proc/{workers.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "T",
+        lambda: Path(f"/proc/{workers.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T",
         f"the workers to stop at {point}",
     )
     assert _job(node, job_id)["state"] == "verifying"

@@ -32,6 +32,7 @@ STATES = (
     "rolling_back",
     "failed",
     "superseded",
+    "cancelled",
 )
 
 
@@ -81,6 +82,7 @@ def test_a_scrape_after_real_transfers(node: Node) -> None:
     assert value(body, "ketter_transfers_total", route="copy", result="completed") == 2
     assert value(body, "ketter_transfers_total", route="move", result="completed") == 1
     assert value(body, "ketter_transfers_total", route="copy", result="failed") == 0
+    assert value(body, "ketter_transfers_total", route="copy", result="cancelled") == 0
     assert value(body, "ketter_bytes_verified_total", route="copy") == 370_000
     assert value(body, "ketter_bytes_verified_total", route="move") == 123_457
     assert value(body, "ketter_files_transferred_total", route="copy") == 2

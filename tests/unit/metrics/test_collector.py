@@ -60,6 +60,8 @@ def test_gauges_read_the_store_at_scrape_time() -> None:
             since=1.0,
             room_needed=3_000_000_000,
         )
+    store.hold_route("dailies", reason="grading session", now=NOW)
+    store.hold_route("vfx", reason="grading session", now=NOW)
     store.beat("n", {"workers": "{}", "watcher": "{}"}, pid=1, now=NOW - 3)
     store.beat("other", {"workers": "{}"}, pid=2, now=NOW - 30)  # older: the newest counts
     job = put_job(store, route="dailies", state="verifying")
@@ -78,6 +80,8 @@ def test_gauges_read_the_store_at_scrape_time() -> None:
     assert get("ketter_jobs", route="dailies", state="retry_wait") == 1
     assert get("ketter_jobs", route="gone", state="transferring") == 1
     assert get("ketter_route_paused", route="dailies", reason="destination_full") == 1
+    assert get("ketter_route_paused", route="dailies", reason="operator") == 1
+    assert get("ketter_route_paused", route="vfx", reason="operator") == 1
     assert get("ketter_route_paused", route="dailies", reason="") is None
     assert get("ketter_heartbeat_age_seconds", process="workers") == 3
     assert get("ketter_heartbeat_age_seconds", process="watcher") == 3
