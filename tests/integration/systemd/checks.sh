@@ -219,7 +219,7 @@ EOF
     case "$code" in 200|401|503) pass "GET /api/v1/health answers $code inside the booted system" ;;
       *) fail "GET /api/v1/health" "$code" ;; esac
   fi
-  [ "$(prop $API ReadWritePaths)" = /var/lib/ketter ] \
+  [ "$(prop $API ReadWritePaths)" = -/var/lib/ketter ] \
     && pass "$API may write the state directory only" || fail "$API ReadWritePaths" "$(prop $API ReadWritePaths)"
   check "$API recorded api_started in the journal" \
     bash -c "journalctl -u $API -o cat | grep -q 'api serving on 127.0.0.1:8443'"
