@@ -37,7 +37,8 @@ class Unauthenticated(KetterError):
     """The request carries no valid API token."""
 
     def __init__(self, reason: str, token: str | None = None) -> None:
-        assert reason in REASONS, reason
+        if reason not in REASONS:
+            raise ValueError(f"unknown reason {reason!r}; one of {', '.join(REASONS)}")
         #: ``missing``, ``malformed``, ``unknown``, ``expired`` or ``revoked``.
         self.reason = reason
         #: The token's name when it is known (expired, revoked), for the audit.

@@ -20,8 +20,10 @@ from ketter.cli import (
     deploy,
     health,
     inspect,
+    metrics,
     ops,
     run,
+    token,
     transfer,
     watch,
 )
@@ -31,7 +33,21 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-COMMAND_MODULES = (admin, inspect, ops, control, run, transfer, watch, api, audit, deploy, health)
+COMMAND_MODULES = (
+    admin,
+    inspect,
+    ops,
+    control,
+    run,
+    transfer,
+    watch,
+    api,
+    audit,
+    deploy,
+    health,
+    metrics,
+    token,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

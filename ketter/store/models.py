@@ -14,6 +14,7 @@ from peewee import (
     AutoField,
     BigIntegerField,
     BlobField,
+    CompositeKey,
     DatabaseProxy,
     DoubleField,
     IntegerField,
@@ -99,7 +100,11 @@ class Job(BaseModel):
 
 
 Job.add_index(ModelIndex(Job, (Job.state, Job.next_attempt_at), name="jobs_state_due"))
-Job.add_index(ModelIndex(Job, (Job.route, Job.state), name="jobs_route_state"))
+# The scrape's count per route and state and its oldest waiting job per
+# route (0010: was ``jobs_route_state``).
+Job.add_index(
+    ModelIndex(Job, (Job.route, Job.state, Job.created_at), name="jobs_route_state_created")
+)
 Job.add_index(ModelIndex(Job, (Job.source_key,), name="jobs_source_key"))
 # At most one active job per source identity: the watcher's idempotent insert
 # relies on it, so a file detected twice is delivered once.
@@ -271,4 +276,33 @@ ApiToken.add_index(
     )
 )
 
-MODELS = (Job, Event, JobFile, RouteStatus, Heartbeat, ApiToken)
+
+class Counter(BaseModel):
+    """A per-route running total for ``/metrics`` (0010), incremented in the
+    transaction of the transition it counts; never decreased, never pruned.
+    ``name``: :mod:`ketter.store.composite.counting`."""
+
+    route = TextField()
+    name = TextField()
+    value = DoubleField(default=0)
+
+    class Meta:
+        table_name = "counters"
+        primary_key = CompositeKey("route", "name")
+
+
+class JobCount(BaseModel):
+    """How many jobs each route has in each state (0010): kept by triggers on
+    ``jobs`` in the statement that writes a job, so a scrape reads a few rows
+    instead of counting a million."""
+
+    route = TextField()
+    state = TextField()
+    jobs = IntegerField()
+
+    class Meta:
+        table_name = "job_counts"
+        primary_key = CompositeKey("route", "state")
+
+
+MODELS = (Job, Event, JobFile, RouteStatus, Heartbeat, ApiToken, Counter, JobCount)

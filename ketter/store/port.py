@@ -9,7 +9,8 @@ implementation runs the contract suite in
 
 The write side is :class:`JobStore`: one protocol per area in
 :mod:`ketter.store.ports` (transactions and event appends, jobs and their
-transitions, leases, intake, routes, heartbeats, events, manifests, API tokens),
+transitions, leases, intake, routes, heartbeats, events, manifests, API tokens,
+the metrics scrape's reads),
 implemented by :mod:`ketter.store.sqlite` and the in-memory fake
 :mod:`ketter.store.memory` (their composite operations, a transition or a
 claim with its audit event, written once in :mod:`ketter.store.composite`
@@ -308,6 +309,7 @@ from ketter.store.ports.intake import IntakePort  # noqa: E402
 from ketter.store.ports.jobs import JobsPort  # noqa: E402
 from ketter.store.ports.leases import LeasesPort  # noqa: E402
 from ketter.store.ports.manifests import ManifestsPort  # noqa: E402
+from ketter.store.ports.metrics import MetricsPort  # noqa: E402
 from ketter.store.ports.routes import RoutesPort  # noqa: E402
 from ketter.store.ports.tokens import TokensPort  # noqa: E402
 
@@ -322,6 +324,7 @@ class JobStore(
     EventsPort,
     ManifestsPort,
     TokensPort,
+    MetricsPort,
     Protocol,
 ):
     """The job store a process that writes holds (one per process, built by

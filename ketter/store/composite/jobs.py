@@ -1,8 +1,9 @@
 """The jobs area's composite operations, written once: :meth:`advance` (a
-sequence of compare-and-sets, each with its audit event, in one
-transaction) and why one was refused, the columns a write may name; over the
-backend's :meth:`_compare_and_set`, :meth:`_update_held`, :meth:`find_job`
-and :meth:`_route_and_attempt`."""
+sequence of compare-and-sets, each with its audit event and what it adds to
+the route's counters, in one transaction) and why one was refused, the
+columns a write may name; over the backend's :meth:`_compare_and_set`,
+:meth:`_update_held`, :meth:`find_job`, :meth:`_route_and_attempt` and
+:meth:`_count`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from ketter.audit.chain import Principal
 from ketter.errors import InvalidTransition, JobCancelled, LostClaim
 from ketter.store.composite.core import CompositeCore
+from ketter.store.composite.counting import Tally, tally
 from ketter.store.ports.jobs import JobChange
 from ketter.store.ports.leases import ACTIVE_STATES
 from ketter.store.rows import JOB_COLUMNS, JobRow, NoSuchJob
@@ -57,6 +59,12 @@ class CompositeJobs(CompositeCore):
         (whatever its state); ``False`` when it does not."""
 
     @abc.abstractmethod
+    def _count(self, route: str, adds: dict[str, float], highs: dict[str, float]) -> None:
+        """Add ``adds`` to the route's ``counters`` rows and raise its
+        ``highs`` marks to at least their values (rows created at 0), in the
+        caller's transaction."""
+
+    @abc.abstractmethod
     def _route_and_attempt(self, job_id: int) -> tuple[str, int]:
         """The job's route and attempt; :class:`InvalidTransition` when
         there is no such job."""
@@ -97,6 +105,7 @@ class CompositeJobs(CompositeCore):
         actor: Principal | None = None,
     ) -> str:
         current = state
+        counted = Tally()
         with self.transaction(durable=durable):
             if route is None or attempt is None:
                 route, attempt = self._route_and_attempt(job_id)
@@ -126,7 +135,10 @@ class CompositeJobs(CompositeCore):
                     details=change.details,
                     actor=actor,
                 )
+                tally(change, current, now=now, into=counted)
                 current = new
+            if counted:  # in this transaction: counted once, when it commits
+                self._count(route, counted.adds, counted.highs)
         return current
 
     def refusal(

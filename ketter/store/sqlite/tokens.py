@@ -8,8 +8,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from peewee import OperationalError
+
 from ketter.store.composite.tokens import CompositeTokens
 from ketter.store.models import ApiToken
+from ketter.store.port import StoreUnreadable
 from ketter.store.ports.tokens import LAST_USED_EVERY
 from ketter.store.rows import ApiTokenRow
 from ketter.store.sqlite.core import SqliteCore
@@ -25,7 +28,16 @@ class TokensSql(SqliteCore, CompositeTokens):
 
     def api_tokens(self) -> list[ApiTokenRow]:
         query = ApiToken.select().order_by(ApiToken.id).dicts()
-        return [_row(row) for row in query.execute(self.db)]
+        try:
+            return [_row(row) for row in query.execute(self.db)]
+        except OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            # A read-only store (``ketter token list``) is not migrated.
+            raise StoreUnreadable(
+                f"the job store {self.path} has no API tokens table yet: "
+                "run `ketter db upgrade` (Ketter was upgraded)"
+            ) from exc
 
     def touch_api_token(self, token_id: int, *, now: float) -> bool:
         query = ApiToken.update(last_used_at=now).where(
