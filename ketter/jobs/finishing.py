@@ -141,6 +141,7 @@ class Finishing(AttemptBase):
             "resumed_from": result.resumed_from,
             "seconds": round(result.seconds, 3),
             "packaged": result.packaged,
+            **({"copy_path": result.copy_path} if result.copy_path else {}),
             **{k: v for k, v in result.hashes.items()},
         }
         recorded = {
