@@ -117,8 +117,15 @@ def get_transfer(
     "",
     response_model=SubmitResult,
     status_code=201,
-    responses={200: {"model": SubmitResult, "description": "already queued or delivered"}}
-    | responses(401, 403, 404, 409, 413, 429),
+    responses=responses(
+        401,
+        403,
+        404,
+        409,
+        413,
+        429,
+        also={200: {"model": SubmitResult, "description": "already queued or delivered"}},
+    ),
 )
 def submit_transfer(
     request: Request,
@@ -213,8 +220,14 @@ def requeue_transfer(
 @router.post(
     "/{job_id}/cancel",
     response_model=Outcome,
-    responses={202: {"model": Outcome, "description": "a worker holds it: it rolls back"}}
-    | responses(401, 403, 404, 409, 429),
+    responses=responses(
+        401,
+        403,
+        404,
+        409,
+        429,
+        also={202: {"model": Outcome, "description": "a worker holds it: it rolls back"}},
+    ),
 )
 def cancel_transfer(
     request: Request,
