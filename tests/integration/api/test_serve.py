@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import urllib.request
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,8 +220,11 @@ def test_metrics_listen_is_a_second_server_in_the_same_process(tmp_path: Path) -
     upgrade(config)
     with ApiProcess(config) as api:
         api.wait_serving()
-        status, _ = _get(metrics, "/metrics")
-        assert status == 200
+        # No token asked there (the exposition itself: tests/integration/metrics).
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=60) as got:
+            assert got.status == 200 and b"ketter_build_info" in got.read()
+        status, _ = _get(port, "/metrics")
+        assert status == 401  # on the API's own address: a token with metrics:read
         status, _ = _get(metrics, "/api/v1/health")
         assert status == 404  # only /metrics there
         api.proc.send_signal(signal.SIGINT)  # Ctrl-C in a terminal: graceful too

@@ -66,6 +66,12 @@ def _enqueue(node: Node, route: str, path: Path) -> int:
     return int(node.query("SELECT MAX(id) FROM jobs")[0][0])
 
 
+def _stopped(pid: int) -> bool:
+    """The process is stopped (SIGSTOP by ``KETTER_FAULT_STOP``)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
 def _logs(node: Node) -> str:
     return "".join(p.read_text(errors="replace") for p in node.root.glob("workers-*.log"))
 
@@ -169,10 +175,7 @@ def test_a_job_being_placed_or_placed_refuses_the_cancel_and_completes(
     data = os.urandom(3 * MiB)
     src.write_bytes(data)
     job_id = _enqueue(node, "move", src)
-    _wait(
-        lambda: Path(f"/proc/{workers.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T",
-        f"the workers to stop at {point}",
-    )
+    _wait(lambda: _stopped(workers.pid), f"the workers to stop at {point}")
     assert _job(node, job_id)["state"] == "verifying"
 
     cancel = node.ketter("cancel", str(job_id))
