@@ -80,7 +80,11 @@ def test_superseded_and_any_terminal_state_count_as_a_result(job_store: JobStore
     job_store.advance(
         job_id, "rolling_back", [JobChange("superseded", "supersede")], claim=None, now=1.0
     )
-    assert _totals(job_store) == {("a", "transfers.superseded"): 1}
+    cancelled = put_job(job_store, route="a", state="rolling_back")
+    job_store.advance(
+        cancelled, "rolling_back", [JobChange("cancelled", "cancel")], claim=None, now=2.0
+    )
+    assert _totals(job_store) == {("a", "transfers.superseded"): 1, ("a", "transfers.cancelled"): 1}
 
 
 def test_a_refused_transition_counts_nothing(job_store: JobStore) -> None:
