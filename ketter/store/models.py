@@ -11,6 +11,7 @@ bytes, each with a ``*_display`` TEXT column for people (see
 from __future__ import annotations
 
 from peewee import (
+    SQL,
     AutoField,
     BigIntegerField,
     BlobField,
@@ -106,6 +107,8 @@ Job.add_index(
     ModelIndex(Job, (Job.route, Job.state, Job.created_at), name="jobs_route_state_created")
 )
 Job.add_index(ModelIndex(Job, (Job.source_key,), name="jobs_source_key"))
+# The read model's --since/--until (0012); created_at never changes.
+Job.add_index(ModelIndex(Job, (Job.created_at,), name="jobs_created"))
 # At most one active job per source identity: the watcher's idempotent insert
 # relies on it, so a file detected twice is delivered once.
 Job.add_index(
@@ -159,6 +162,15 @@ class Event(BaseModel):
 
     class Meta:
         table_name = "events"
+
+
+# docs/operations.md's "moved sources deleted today" (0012): one entry per
+# moved job, none for the other events.
+Event.add_index(
+    ModelIndex(
+        Event, (Event.ts,), name="events_delete_source", where=Event.event == "delete_source"
+    )
+)
 
 
 class JobFile(BaseModel):
@@ -299,6 +311,8 @@ class JobCount(BaseModel):
     route = TextField()
     state = TextField()
     jobs = IntegerField()
+    #: The sum of their ``size`` (0012): ``ketter status``'s bytes per state.
+    bytes = IntegerField(default=0, constraints=[SQL("DEFAULT 0")])
 
     class Meta:
         table_name = "job_counts"

@@ -25,6 +25,8 @@ _INSERT_EVENT = "INSERT INTO events ({}) VALUES ({})".format(
     ", ".join(f'"{name}"' for name in EVENT_COLUMNS), ", ".join("?" for _ in EVENT_COLUMNS)
 )
 
+_CHAIN_HEAD = "SELECT id, hash FROM events WHERE id = (SELECT MAX(id) FROM events)"
+
 
 class SqliteCore(CompositeCore):
     """The SQLite job store's connection, transactions and the audit chain's
@@ -80,9 +82,9 @@ class SqliteCore(CompositeCore):
     # more than the insert itself.
 
     def _chain_head(self) -> tuple[int, str] | None:
-        last = self.db.execute_sql(
-            "SELECT id, hash FROM events ORDER BY id DESC LIMIT 1"
-        ).fetchone()
+        # MAX(id) is one step down the primary key; ORDER BY id DESC LIMIT 1
+        # plans as a scan of the events (fast only because SQLite stops early).
+        last = self.db.execute_sql(_CHAIN_HEAD).fetchone()
         return (last[0], last[1]) if last else None
 
     def _insert_event(self, row: dict[str, Any]) -> None:

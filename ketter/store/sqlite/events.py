@@ -28,7 +28,7 @@ class EventsSql(SqliteCore):
 
     def last_event(self) -> EventRow | None:
         row = self.db.execute_sql(
-            f"SELECT {_EVENTS} FROM events ORDER BY id DESC LIMIT 1"
+            f"SELECT {_EVENTS} FROM events WHERE id = (SELECT MAX(id) FROM events)"
         ).fetchone()
         return EventRow(*row) if row else None
 

@@ -1,0 +1,71 @@
+"""History that costs nothing (issue #19, P6): what a store of a million jobs
+needs so that no query reads every job or event
+(``tests/integration/test_query_plans.py``).
+
+* ``jobs_created`` on ``jobs (created_at)``: ``ketter jobs --since/--until``
+  and ``GET /transfers?since=`` (the read model's time filters). A job's
+  ``created_at`` never changes: the index costs one entry per job inserted
+  (at the right edge of the tree), nothing per transition.
+* ``events_delete_source``, partial, on ``events (ts)`` for the
+  ``delete_source`` events only: docs/operations.md's "moved sources deleted
+  today". One entry per moved job, none for the other events.
+* ``job_counts.bytes``: the sum of the jobs' ``size`` per route and state,
+  kept by the triggers of 0010 (rewritten here to keep it, and to follow a
+  job whose ``size`` changes): ``ketter status`` reads its counts and bytes
+  per state from these few rows instead of grouping a million jobs (0.87 s on
+  1,000,000 jobs).
+"""
+
+TRIGGERS = ("job_counts_insert", "job_counts_update", "job_counts_delete")
+
+STATEMENTS = [
+    'CREATE INDEX "jobs_created" ON "jobs" ("created_at")',
+    """CREATE INDEX "events_delete_source" ON "events" ("ts") WHERE ("event" = 'delete_source')""",
+    'ALTER TABLE "job_counts" ADD COLUMN "bytes" INTEGER NOT NULL DEFAULT 0',
+    *(f'DROP TRIGGER IF EXISTS "{name}"' for name in TRIGGERS),
+    """CREATE TRIGGER "job_counts_insert" AFTER INSERT ON "jobs" BEGIN
+    INSERT INTO job_counts (route, state, jobs, bytes) VALUES (NEW.route, NEW.state, 1, NEW.size)
+        ON CONFLICT (route, state) DO UPDATE SET jobs = jobs + 1, bytes = bytes + excluded.bytes;
+END""",
+    """CREATE TRIGGER "job_counts_update" AFTER UPDATE OF state, route, size ON "jobs"
+WHEN OLD.state IS NOT NEW.state OR OLD.route IS NOT NEW.route OR OLD.size IS NOT NEW.size BEGIN
+    UPDATE job_counts SET jobs = jobs - 1, bytes = bytes - OLD.size
+        WHERE route = OLD.route AND state = OLD.state;
+    INSERT INTO job_counts (route, state, jobs, bytes) VALUES (NEW.route, NEW.state, 1, NEW.size)
+        ON CONFLICT (route, state) DO UPDATE SET jobs = jobs + 1, bytes = bytes + excluded.bytes;
+END""",
+    """CREATE TRIGGER "job_counts_delete" AFTER DELETE ON "jobs" BEGIN
+    UPDATE job_counts SET jobs = jobs - 1, bytes = bytes - OLD.size
+        WHERE route = OLD.route AND state = OLD.state;
+END""",
+    # The bytes of the jobs already in the store: one pass over the
+    # (route, state) index and the rows' sizes.
+    """UPDATE job_counts SET bytes = COALESCE((SELECT SUM(size) FROM jobs
+    WHERE jobs.route = job_counts.route AND jobs.state = job_counts.state), 0)""",
+]
+
+
+def up(migrator, db):
+    for sql in STATEMENTS:
+        db.execute_sql(sql)
+
+
+def down(migrator, db):
+    for name in TRIGGERS:
+        db.execute_sql(f'DROP TRIGGER IF EXISTS "{name}"')
+    db.execute_sql("""CREATE TRIGGER "job_counts_insert" AFTER INSERT ON "jobs" BEGIN
+    INSERT INTO job_counts (route, state, jobs) VALUES (NEW.route, NEW.state, 1)
+        ON CONFLICT (route, state) DO UPDATE SET jobs = jobs + 1;
+END""")
+    db.execute_sql("""CREATE TRIGGER "job_counts_update" AFTER UPDATE OF state, route ON "jobs"
+WHEN OLD.state IS NOT NEW.state OR OLD.route IS NOT NEW.route BEGIN
+    UPDATE job_counts SET jobs = jobs - 1 WHERE route = OLD.route AND state = OLD.state;
+    INSERT INTO job_counts (route, state, jobs) VALUES (NEW.route, NEW.state, 1)
+        ON CONFLICT (route, state) DO UPDATE SET jobs = jobs + 1;
+END""")
+    db.execute_sql("""CREATE TRIGGER "job_counts_delete" AFTER DELETE ON "jobs" BEGIN
+    UPDATE job_counts SET jobs = jobs - 1 WHERE route = OLD.route AND state = OLD.state;
+END""")
+    db.execute_sql('ALTER TABLE "job_counts" DROP COLUMN "bytes"')
+    db.execute_sql('DROP INDEX IF EXISTS "events_delete_source"')
+    db.execute_sql('DROP INDEX IF EXISTS "jobs_created"')
