@@ -38,10 +38,16 @@ from ketter.store.writers import WriterTurns
 #: Seconds a writer waits for the SQLite write lock before giving up.
 BUSY_TIMEOUT = 60.0
 
+#: The WAL file is cut back to this size when a checkpoint has copied all of
+#: it into the database (SQLite reuses it from the start, but never shrinks it
+#: otherwise: one burst, a clone or a long reader, and it stays big).
+WAL_SIZE_LIMIT = 64 << 20
+
 PRAGMAS = {
     "journal_mode": "wal",
     "synchronous": 1,  # NORMAL; see module docstring and durable()
     "foreign_keys": 1,
+    "journal_size_limit": WAL_SIZE_LIMIT,
 }
 
 

@@ -100,7 +100,11 @@ class Job(BaseModel):
         table_name = "jobs"
 
 
-Job.add_index(ModelIndex(Job, (Job.state, Job.next_attempt_at), name="jobs_state_due"))
+# The jobs of a state, newest first (0012: was ``jobs_state_due``, on
+# ``(state, next_attempt_at)``): `ketter jobs --state failed` stops after
+# its page; the claims' due jobs are the few active ones, filtered by
+# next_attempt_at from their rows.
+Job.add_index(ModelIndex(Job, (Job.state, Job.id), name="jobs_state_id"))
 # The scrape's count per route and state and its oldest waiting job per
 # route (0010: was ``jobs_route_state``).
 Job.add_index(

@@ -2,6 +2,14 @@
 needs so that no query reads every job or event
 (``tests/integration/test_query_plans.py``).
 
+* ``jobs_state_id`` on ``jobs (state, id)`` replaces ``jobs_state_due`` on
+  ``(state, next_attempt_at)``: ``ketter jobs --state failed --limit 50``
+  walks the failed jobs newest first and stops after 50 (with the old
+  index SQLite sorted them all, or walked every job from the newest when
+  ``ANALYZE`` told it most jobs share one state). The claims' search of due
+  jobs still finds the active states through it (a few rows: the queue) and
+  reads ``next_attempt_at`` from them. One index for one: no more writes
+  per transition.
 * ``jobs_created`` on ``jobs (created_at)``: ``ketter jobs --since/--until``
   and ``GET /transfers?since=`` (the read model's time filters). A job's
   ``created_at`` never changes: the index costs one entry per job inserted
@@ -19,6 +27,8 @@ needs so that no query reads every job or event
 TRIGGERS = ("job_counts_insert", "job_counts_update", "job_counts_delete")
 
 STATEMENTS = [
+    'CREATE INDEX "jobs_state_id" ON "jobs" ("state", "id")',
+    'DROP INDEX IF EXISTS "jobs_state_due"',
     'CREATE INDEX "jobs_created" ON "jobs" ("created_at")',
     """CREATE INDEX "events_delete_source" ON "events" ("ts") WHERE ("event" = 'delete_source')""",
     'ALTER TABLE "job_counts" ADD COLUMN "bytes" INTEGER NOT NULL DEFAULT 0',
@@ -69,3 +79,7 @@ END""")
     db.execute_sql('ALTER TABLE "job_counts" DROP COLUMN "bytes"')
     db.execute_sql('DROP INDEX IF EXISTS "events_delete_source"')
     db.execute_sql('DROP INDEX IF EXISTS "jobs_created"')
+    db.execute_sql(
+        'CREATE INDEX IF NOT EXISTS "jobs_state_due" ON "jobs" ("state", "next_attempt_at")'
+    )
+    db.execute_sql('DROP INDEX IF EXISTS "jobs_state_id"')
