@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 import urllib.request
 import warnings
 from collections.abc import Iterator
@@ -229,3 +230,29 @@ def test_metrics_listen_is_a_second_server_in_the_same_process(tmp_path: Path) -
         assert status == 404  # only /metrics there
         api.proc.send_signal(signal.SIGINT)  # Ctrl-C in a terminal: graceful too
         assert api.proc.wait(60) == 0, api.stderr()
+
+
+def test_sigterm_with_an_open_event_stream_still_stops_cleanly(tmp_path: Path) -> None:
+    # An SSE client never closes its request: the stop cuts it after the
+    # grace period (the client resumes with Last-Event-ID) and exits 0.
+    port = free_port()
+    config = write_config(tmp_path, {"listen": f"127.0.0.1:{port}"})
+    upgrade(config)
+    token = subprocess.run(
+        [*KETTER, "--config", str(config), "token", "create", "sse", "--scopes",
+         "transfers:read", "--routes", "*"],
+        env=cli_env(), capture_output=True, text=True, timeout=120, check=True).stdout.strip()
+    with ApiProcess(config) as api:
+        api.wait_serving()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("GET", "/api/v1/stream", headers={"Authorization": f"Bearer {token}"})
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.readline() == b"retry: 2000\n"
+        started = time.monotonic()
+        code = api.stop(timeout=60)
+        took = time.monotonic() - started
+        conn.close()
+    assert code == 0, api.stderr()
+    assert took < 30, took  # the grace period (10 s) and the record, not TimeoutStopSec
+    assert events(tmp_path / "state" / "ketter.db", "api_stopped")
