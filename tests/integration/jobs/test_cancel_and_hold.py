@@ -131,6 +131,43 @@ def test_a_copy_cancelled_mid_copy_is_rolled_back_then_delivered_when_requeued(
     assert node.ketter("audit", "verify").returncode == 0
 
 
+def test_a_job_left_in_flight_is_cancelled_by_the_next_claim(node: Node) -> None:
+    """Stopped gracefully mid-copy, the job keeps its state and partial for
+    a resume; a cancel then is a request (no worker holds it, and the API
+    process never touches media files), carried out by the next claim: the
+    partial removed, ``cancelled``."""
+    workers = node.start_workers(env=SLOW)
+    node.wait_ready(workers)
+    src = node.root / "src" / "copy" / "long.mov"
+    data = os.urandom(32 * MiB)
+    src.write_bytes(data)
+    job_id = _enqueue(node, "copy", src)
+    node.wait_for(
+        lambda: _job(node, job_id)["bytes_done"] >= 2 * MiB,
+        what="a partial worth resuming",
+        proc=workers,
+    )
+    assert node.stop(workers) == 0
+    assert "release" in node.events(job_id)
+    assert _job(node, job_id)["state"] == "transferring"
+    assert temporaries(node.root / "dst"), "the partial is kept for a resume"
+
+    cancel = node.ketter("cancel", str(job_id))
+    assert cancel.returncode == 0 and "cancel requested" in cancel.stdout, cancel.stdout
+    assert _job(node, job_id)["state"] == "transferring"
+
+    workers = node.start_workers()
+    node.wait_ready(workers)
+    node.wait_for(lambda: _job(node, job_id)["state"] == "cancelled", what="the cancel",
+                  proc=workers)
+    assert temporaries(node.root / "dst") == []
+    assert not (node.root / "dst" / "copy" / "long.mov").exists()
+    assert src.read_bytes() == data
+    assert node.events(job_id)[-4:] == ["cancel_requested", "resume", "rollback", "cancel"]
+    assert node.stop(workers) == 0
+    assert node.ketter("audit", "verify").returncode == 0
+
+
 def test_a_waiting_job_is_cancelled_at_once_and_others_are_refused(node: Node) -> None:
     src = node.root / "src" / "copy" / "take.wav"
     src.write_bytes(os.urandom(100_000))
