@@ -59,8 +59,9 @@ format: install ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix ketter tests benchmarks
 	$(VENV)/bin/ruff format ketter benchmarks
 
-bench: install ## benchmarks against cp/rsync/rclone (see docs/performance.md)
+bench: install ## benchmarks against cp/rsync/rclone, local and share→share (docs/performance.md)
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/shares.py
 
 bench-watcher: install ## watcher and end-to-end benchmark (docs/performance-watcher.md)
 	$(PY) benchmarks/watcher.py

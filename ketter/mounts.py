@@ -236,6 +236,14 @@ def listings_cached(dev: int) -> bool:
     return fs_type_of_dev(dev) in INODES_NOT_KEPT
 
 
+def network_fuse(dev: int) -> bool:
+    """The filesystem of ``st_dev`` is a FUSE client of a network protocol
+    (:data:`INODES_NOT_KEPT`): each write is a round trip to its daemon, so
+    the page cache saves nothing on the way there; large copies onto it take
+    the direct path (:func:`ketter.engine.copyfile.copy_path`)."""
+    return fs_type_of_dev(dev) in INODES_NOT_KEPT
+
+
 def kept_inode(dev: int, ino: int) -> int:
     """``ino`` where the filesystem keeps it, else 0: "not part of the
     identity" wherever an identity compares inode numbers."""

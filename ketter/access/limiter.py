@@ -69,10 +69,10 @@ class FailedAuthLimiter:
             times = self._failures.get(key)
             if times is None or len(times) < self.max_failures:
                 return None
-            wait = times[0] + self.window - now
-            if wait <= 0:
+            # The same test as the one that forgets a failure (in failed()).
+            if times[0] <= now - self.window:
                 return None
-            return max(1, math.ceil(wait))
+            return max(1, math.ceil(times[0] + self.window - now))
 
     def failed(self, client: str, now: float) -> int | None:
         """Count a failed authentication of ``client`` at ``now``; what

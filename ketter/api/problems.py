@@ -53,13 +53,17 @@ def problem_response(
     )
 
 
-#: Answered by every operation: a request the schema refuses, a server fault.
-COMMON = (422, 500)
+#: Answered by every operation: a request that cannot be read or that the
+#: schema refuses, a server fault.
+COMMON = (400, 422, 500)
 
 
-def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI ``responses`` entries of an operation's error statuses."""
-    return {
+def responses(
+    *statuses: int, also: dict[int | str, dict[str, Any]] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` entries of an operation's error statuses
+    (and ``also``: its other answers)."""
+    return dict(also or {}) | {
         status: {
             "model": ProblemDetail,
             "description": HTTPStatus(status).phrase,
@@ -87,7 +91,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else None
-        return problem_response(exc.status_code, detail, request.url.path, exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return problem_response(exc.status_code, detail, request.url.path, headers)
 
     @app.exception_handler(Exception)
     def _fault(request: Request, exc: Exception) -> JSONResponse:

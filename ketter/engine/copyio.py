@@ -28,6 +28,9 @@ class FileCopy:
     #: this inode may be read back, recorded and placed (a name in a shared
     #: folder can be swapped).
     ident: Ident | None = None
+    #: How the bytes were copied: ``inline`` (small files), ``direct``
+    #: (O_DIRECT) or ``buffered`` (:func:`.copyfile.copy_path`).
+    path: str = ""
 
 
 def open_source(path: bytes, e: FileEntry) -> int:

@@ -78,7 +78,7 @@ def copy_small(
             os.close(ofd)
     finally:
         os.close(sfd)
-    return FileCopy(total, mh.hexdigests(), verified=False, ident=ident)
+    return FileCopy(total, mh.hexdigests(), verified=False, ident=ident, path="inline")
 
 
 def copy_inline(
@@ -126,7 +126,7 @@ def copy_inline(
         hashes = mh.hexdigests()
         compare(out, spec.verify, hashes[spec.verify], check.hexdigest())
         progress(e.size, "verify", checkpoint=True)
-        return FileCopy(e.size, hashes, verified=True, ident=ident_of(ofd))
+        return FileCopy(e.size, hashes, verified=True, ident=ident_of(ofd), path="inline")
     finally:
         if ofd >= 0:
             os.close(ofd)

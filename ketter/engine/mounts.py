@@ -13,12 +13,12 @@ from __future__ import annotations
 import os
 
 from ketter.errors import RouteUnavailable
-from ketter.mounts import is_mount_point, mount_problem, unescape_mountinfo
+from ketter.mounts import is_mount_point, mount_problem, network_fuse, unescape_mountinfo
 
 from .paths import show
 from .spec import TransferSpec
 
-__all__ = ["check_mounts", "is_mount_point", "unescape_mountinfo"]
+__all__ = ["check_mounts", "is_mount_point", "network_fuse", "unescape_mountinfo"]
 
 
 def check_mounts(spec: TransferSpec, expected: dict[str, int] | None = None) -> dict[str, int]:

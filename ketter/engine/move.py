@@ -2,11 +2,14 @@
 
 A source file is deleted only if its size, mtime_ns, inode and ctime_ns
 still match what was copied; a file changed since is kept (and reported) so
-the watcher picks it up as new work. Nothing is deleted while a process
-holds a source open for writing (:mod:`.open_writers`, issue #14 finding
-15): the job waits and tries again instead of unlinking a file someone is
-still writing into. The delivery itself must still be where the
-placement says, or nothing is deleted.
+the watcher picks it up as new work. A file whose ctime alone moved (a
+``chmod`` or ``chgrp`` before a re-queue) is hashed and deleted when its
+bytes are still the verified ones (:func:`_only_metadata_changed`).
+Nothing is deleted while a process holds a source open for writing
+(:mod:`.open_writers`, issue #14 finding 15): the job waits and tries
+again instead of unlinking a file someone is still writing into. The
+delivery itself must still be where the placement says, or nothing is
+deleted.
 
 ``same_fs_move: rename`` (:func:`hash_source`, :func:`place_by_rename`):
 the source is hashed once and renamed into place itself, no copy; the
@@ -21,6 +24,7 @@ import contextlib
 import os
 import stat
 import time
+from collections.abc import Mapping
 
 from ketter.choices import Kind, Mode
 from ketter.errors import PermanentError, SourceInUse, SourceSuperseded
@@ -57,12 +61,45 @@ def _same_content(path: bytes, st: os.stat_result, e: FileEntry, delivered: byte
     return mine is not None and mine == sha256_of_file(delivered)
 
 
+def _only_metadata_changed(
+    path: bytes, st: os.stat_result, e: FileEntry, verified_sha256: str | None
+) -> bool:
+    """Only the ctime of ``path`` moved since the copy (size, mtime and,
+    where kept, the inode are the copied version's) and its bytes still
+    hash to ``verified_sha256``, the checksum recorded when the delivery was
+    verified: a ``chmod``/``chgrp`` by an operator before a re-queue, which
+    used to keep the source and report the move ``completed`` (#15 §1).
+    The file must not change while it is hashed (stat before and after)."""
+    if (
+        verified_sha256 is None
+        or not e.ctime_ns
+        or (st.st_size, st.st_mtime_ns) != (e.size, e.mtime_ns)
+        or (e.ino and st.st_ino != e.ino)
+    ):
+        return False
+    from .openfile import sha256_of_file
+
+    if sha256_of_file(path) != verified_sha256:
+        return False
+    try:
+        after = os.lstat(path)
+    except OSError:
+        return False
+    return (after.st_size, after.st_mtime_ns, after.st_ctime_ns, after.st_ino) == (
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        st.st_ino,
+    )
+
+
 def _delete_file(
     path: bytes,
     e: FileEntry,
     res: DeleteResult,
     ctx: TransferContext,
     delivered: bytes | None = None,
+    verified_sha256: str | None = None,
 ) -> None:
     # Everything that decides this unlink is looked at right before it, in
     # this order: the stop hook first (it reads the job store, which takes a
@@ -78,11 +115,13 @@ def _delete_file(
     except FileNotFoundError:
         res.already_gone.append(path)
         return
-    if (
-        not stat.S_ISREG(st.st_mode)
-        or not same_identity(st, e)
-        or not _same_content(path, st, e, delivered)
-    ):
+    if stat.S_ISREG(st.st_mode) and same_identity(st, e):
+        keep = not _same_content(path, st, e, delivered)
+    else:
+        keep = not stat.S_ISREG(st.st_mode) or not _only_metadata_changed(
+            path, st, e, verified_sha256
+        )
+    if keep:
         res.kept.append(path)
         ctx.warn("source_kept_changed", path=readable(path))
         return
@@ -104,9 +143,18 @@ def _delete_file(
 
 
 def delete_source(
-    spec: TransferSpec, plan: SourcePlan, placement: Placement, ctx: TransferContext
+    spec: TransferSpec,
+    plan: SourcePlan,
+    placement: Placement,
+    ctx: TransferContext,
+    verified: Mapping[bytes, str] | None = None,
 ) -> DeleteResult:
-    """Delete what was moved (idempotent); call only after recording ``placement``."""
+    """Delete what was moved (idempotent); call only after recording ``placement``.
+
+    ``verified``: the SHA-256 recorded at verification per manifest relpath
+    (a single file: its name); a source whose ctime alone changed since is
+    deleted only when its bytes still hash to it."""
+    sums = verified or {}
     if spec.mode != Mode.MOVE:
         raise PermanentError("delete_source is only for mode 'move'")
     check_mounts(spec, ctx.expected_devs)
@@ -128,13 +176,21 @@ def delete_source(
         _refuse_open_sources(plan)
     res = DeleteResult()
     if plan.kind == Kind.FILE:
-        _delete_file(plan.path, plan_entry(plan), res, ctx, placement.final_path)
+        entry = plan_entry(plan)
+        _delete_file(plan.path, entry, res, ctx, placement.final_path, sums.get(entry.relpath))
         prune_empty_parents(plan.path, spec.source_root, ctx.warn)  # per-file routes
     else:
         for i, e in enumerate(plan.files):
             if i:
                 ctx.fault("between-source-deletes")
-            _delete_file(plan.entry_path(e), e, res, ctx, join(placement.final_path, e.relpath))
+            _delete_file(
+                plan.entry_path(e),
+                e,
+                res,
+                ctx,
+                join(placement.final_path, e.relpath),
+                sums.get(e.relpath),
+            )
         root = _walk_root(spec, plan.path)
         for d in sorted(plan.dirs, key=lambda d: -d.relpath.count(b"/")):
             _rmdir_if_empty(plan.entry_path(d), root)

@@ -135,12 +135,13 @@ def reopen(fd: int, path: bytes, flags: int = os.O_RDONLY) -> int:
     return new
 
 
-def sha256_of_file(path: bytes) -> str | None:
+def sha256_of_file(path: bytes, *, dir_fd: int | None = None) -> str | None:
     """SHA-256 of the regular file at ``path`` (opened as a source: never
-    blocking on a special file); None when it cannot be read (gone, or no
+    blocking on a special file, never through a link; relative to
+    ``dir_fd`` when given); None when it cannot be read (gone, or no
     longer a regular file)."""
     try:
-        fd = open_regular(path, "hash the source")
+        fd = open_regular(path, "hash the source", dir_fd=dir_fd)
     except (OSError, KetterError):
         return None
     try:

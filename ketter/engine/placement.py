@@ -199,6 +199,11 @@ def _warn_check_then_rename(dfd: int | None, final: bytes) -> None:
     )
 
 
+#: How long an unlink of a name lock is tried again while the share refuses
+#: it as busy (:func:`_unlink_lock`).
+LOCK_UNLINK_SECONDS = 10.0
+
+
 @contextlib.contextmanager
 def _name_lock(dfd: int | None, dname: bytes, final: bytes) -> Iterator[None]:
     """Hold ``.ketter-probe-lock-<name hash>`` (``O_EXCL``) next to the final
@@ -217,14 +222,53 @@ def _name_lock(dfd: int | None, dname: bytes, final: bytes) -> Iterator[None]:
             with contextlib.suppress(FileNotFoundError):
                 age = time.time() - os.lstat(lock, dir_fd=dfd).st_mtime
                 if age > LOCK_STALE_SECONDS or time.monotonic() > deadline:
-                    os.unlink(lock, dir_fd=dfd)  # a dead process's lock
+                    failed = _unlink_lock(lock, dfd)  # a dead process's lock
+                    if failed is not None:
+                        raise classify_oserror(
+                            failed, final, "take over a stale name lock"
+                        ) from failed
                     continue
-            time.sleep(0.02)
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+        time.sleep(0.02)
     try:
         yield
     finally:
-        with contextlib.suppress(OSError):
+        failed = _unlink_lock(lock, dfd)
+        if failed is not None:
+            log.warning(
+                "could not remove the name lock %s beside %s (%s); it is taken over "
+                "after %d s and removed by the orphan sweep",
+                show(lock),
+                show(final),
+                failed.strerror,
+                LOCK_STALE_SECONDS,
+            )
+
+
+def _unlink_lock(lock: bytes, dfd: int | None) -> OSError | None:
+    """Remove a name lock, trying again while the share says it is busy.
+
+    On smbnetfs an unlink fails with ``EBUSY`` (an SMB sharing violation)
+    when another client holds the file open at that instant, as every
+    ``stat`` of a waiting process briefly does: about one unlink in a
+    thousand with three processes contending, and it succeeds a few
+    milliseconds later. The failure used to be ignored and left the lock
+    behind until it was stale (#15 §1). Returns the error when it is still
+    there after :data:`LOCK_UNLINK_SECONDS` (or failed otherwise), else
+    None (removed, or already gone)."""
+    deadline = time.monotonic() + LOCK_UNLINK_SECONDS
+    while True:
+        try:
             os.unlink(lock, dir_fd=dfd)
+            return None
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() >= deadline:
+                return exc
+            time.sleep(0.01)
 
 
 def _check_temp(sname: bytes, sfd: int | None, tmp: bytes, want: tuple[int, int]) -> None:

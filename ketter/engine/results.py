@@ -41,6 +41,9 @@ class CopyResult:
     resumed_from: int = 0
     seconds: float = 0.0
     skipped: bool = False
+    #: How a single file's bytes were copied: inline, direct or buffered
+    #: (:func:`ketter.engine.copyfile.copy_path`); "" for folders and skips.
+    copy_path: str = ""
     #: ``skipped`` by ``skip_identical``: (inode, device) of the destination
     #: compared; placement refuses a name that no longer holds it.
     existing: tuple[int, int] | None = None

@@ -83,6 +83,7 @@ def copy_and_verify(
             resumed_from=fc.resumed_from,
             seconds=time.monotonic() - t0,
             temp_id=fc.ident,
+            copy_path=fc.path,
         )
     if spec.folders != Folders.AS_UNIT:
         raise ValueError("a per_file folder is one job per file (ketter.jobs.submit.submit_path)")

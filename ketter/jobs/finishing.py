@@ -141,6 +141,7 @@ class Finishing(AttemptBase):
             "resumed_from": result.resumed_from,
             "seconds": round(result.seconds, 3),
             "packaged": result.packaged,
+            **({"copy_path": result.copy_path} if result.copy_path else {}),
             **{k: v for k, v in result.hashes.items()},
         }
         recorded = {
@@ -225,7 +226,9 @@ class Finishing(AttemptBase):
         if self.spec.mode == Mode.MOVE:
             plan = self.plan or self._plan_from_row(job)
             ensure_claim(self.store, self.job.id, self.claim)
-            result = delete_source(self.spec, plan, placement, self.ctx)
+            result = delete_source(
+                self.spec, plan, placement, self.ctx, self._verified_sha256(job, plan)
+            )
             # Recorded with ``completed``: a crash before this commit runs the
             # deletion again, which finds the sources gone ("already_gone").
             steps.append(
@@ -264,6 +267,14 @@ class Finishing(AttemptBase):
             )
         )
         return steps
+
+    def _verified_sha256(self, job: JobRow, plan: SourcePlan) -> dict[bytes, str]:
+        """The SHA-256 recorded at verification per source file (a folder's
+        from its manifest, a file's under its name): what a source whose
+        ctime alone changed since is compared with before it is deleted."""
+        if plan.kind == Kind.FILE:
+            return {plan.name: job.sha256} if job.sha256 else {}
+        return {f.relpath: f.sha256 for f in self.store.manifest(job.id) if f.sha256}
 
     def _plan_from_row(self, job: JobRow) -> SourcePlan:
         files = tuple(

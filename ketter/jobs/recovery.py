@@ -4,17 +4,21 @@ go on."""
 
 from __future__ import annotations
 
-import contextlib
 import os
+import re
+import stat
 from typing import TYPE_CHECKING, Any
 
-from ketter.engine.beneath import open_dir
+from ketter.choices import Kind
+from ketter.engine.beneath import open_below, open_dir
 from ketter.engine.cleanup import rollback
-from ketter.engine.paths import join, split, temp_name
+from ketter.engine.openfile import sha256_of_file
+from ketter.engine.paths import join, rename_candidate, split, temp_name
 from ketter.engine.resume import find_partials
 from ketter.errors import PermanentError
 from ketter.jobs.attempt_base import AttemptBase
 from ketter.jobs.states import State
+from ketter.mounts import inodes_kept
 from ketter.paths import readable
 from ketter.store.rows import JobRow
 
@@ -23,6 +27,15 @@ if TYPE_CHECKING:
 
 S = State
 IN_FLIGHT = (S.VALIDATED.value, S.PACKAGED.value, S.TRANSFERRING.value, S.VERIFYING.value)
+_NUMBER = re.compile(rb" \(([1-9][0-9]{0,3})\)")
+
+
+def _renamed(name: bytes, folder: bool, entry: bytes) -> bool:
+    """``entry`` is a name ``conflict: rename`` could have given ``name``
+    (:func:`~ketter.engine.paths.rename_candidate`: ``name (n).ext``)."""
+    return any(
+        rename_candidate(name, int(m.group(1)), folder) == entry for m in _NUMBER.finditer(entry)
+    )
 
 
 class Recovery(AttemptBase):
@@ -30,7 +43,15 @@ class Recovery(AttemptBase):
 
     def _own_copy_in_place(self) -> bytes | None:
         """Killed between the rename and its record: the final name that holds
-        our inode (under ``conflict: rename`` it may be ``name (1).ext``)."""
+        our delivery (under ``conflict: rename`` it may be ``name (1).ext``).
+
+        Recognised by its inode where the destination's filesystem keeps
+        inode numbers. sshfs and smbnetfs hand out new ones after a remount
+        or a reconnect (:func:`ketter.mounts.inodes_kept`): there the
+        delivery is recognised by its size and the checksum recorded when it
+        was verified, each file of a folder by its manifest's (#15 §1);
+        before, such a job copied again and failed on its own delivery
+        (``conflict: fail``) or delivered it twice (``rename``)."""
         inode = self.job.placed_inode
         if inode is None:
             return None
@@ -44,24 +65,67 @@ class Recovery(AttemptBase):
             return None
         try:
             dev = os.fstat(dfd).st_dev
+            by_inode = inodes_kept(dev)
             name = split(self.final)[1]
-            with contextlib.suppress(OSError):
-                st = os.lstat(name, dir_fd=dfd)
-                if (st.st_ino, st.st_dev) == (inode, dev):
-                    return self.final
+
+            def ours(ename: bytes) -> bool:
+                try:
+                    st = os.lstat(ename, dir_fd=dfd)
+                except OSError:
+                    return False
+                if by_inode:
+                    return (st.st_ino, st.st_dev) == (inode, dev)
+                return self._verified_content(dfd, ename, st)
+
+            if ours(name):
+                return self.final
+            folder = self.job.kind == Kind.FOLDER
             for entry in os.listdir(dfd):
                 ename = os.fsencode(entry)
-                if ename.startswith(b".ketter-"):
+                if ename == name or ename.startswith(b".ketter-"):
                     continue
-                with contextlib.suppress(OSError):
-                    st = os.lstat(ename, dir_fd=dfd)
-                    if (st.st_ino, st.st_dev) == (inode, dev):
-                        return join(self.dest_dir, ename)
+                # Without inodes only the names the rename policy gives are
+                # hashed: a folder of same-sized frames is not read whole.
+                if (by_inode or _renamed(name, folder, ename)) and ours(ename):
+                    return join(self.dest_dir, ename)
         except OSError:
             return None
         finally:
             os.close(dfd)
         return None
+
+    def _verified_content(self, dfd: int, name: bytes, st: os.stat_result) -> bool:
+        """``name`` in the folder ``dfd`` holds what this job verified: a
+        file of the job's size whose SHA-256 is the recorded one, or a folder
+        holding every file of the job's manifest with its size and SHA-256
+        (reached without following a link)."""
+        if self.job.kind != Kind.FOLDER:
+            return (
+                stat.S_ISREG(st.st_mode)
+                and st.st_size == self.job.size
+                and self.job.sha256 is not None
+                and sha256_of_file(name, dir_fd=dfd) == self.job.sha256
+            )
+        files = self.store.manifest(self.job.id)
+        if not stat.S_ISDIR(st.st_mode) or not files or any(f.sha256 is None for f in files):
+            return False
+        top = open_below(dfd, name, join(self.dest_dir, name))
+        try:
+            for f in files:
+                parent, _, base = f.relpath.rpartition(b"/")
+                pfd = open_below(top, parent, join(self.dest_dir, name))
+                try:
+                    if os.lstat(base, dir_fd=pfd).st_size != f.size:
+                        return False
+                    if sha256_of_file(base, dir_fd=pfd) != f.sha256:
+                        return False
+                finally:
+                    os.close(pfd)
+        except (OSError, PermanentError):
+            return False
+        finally:
+            os.close(top)
+        return True
 
     def kept_bytes(self) -> int:
         """What a stop leaves for the next claim: the job's size once placed,

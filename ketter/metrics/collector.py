@@ -79,12 +79,20 @@ ROUTE_COUNTERS = (
 RESULTS = tuple(state.value for state in State if state in TERMINAL)
 
 
-def pause_kind(status: RouteStatusRow) -> str:
-    """The ``reason`` label of a paused route: a kind, never the free-text
-    reason (it holds sizes and times: a new series at each pause)."""
-    if status.room_needed is not None:
-        return "destination_full"
-    return "unavailable"
+#: The ``reason`` of a route an operator holds (``ketter pause``, the API).
+OPERATOR = "operator"
+
+
+def pause_kinds(status: RouteStatusRow) -> list[str]:
+    """The ``reason`` labels of a paused or held route: kinds, never the
+    free-text reason (it holds sizes and times: a new series at each
+    pause). A route both held and paused for an outage has both."""
+    kinds = []
+    if status.paused:
+        kinds.append("destination_full" if status.room_needed is not None else "unavailable")
+    if status.held:
+        kinds.append(OPERATOR)
+    return kinds
 
 
 class StoreCollector(Collector):
@@ -162,17 +170,17 @@ class StoreCollector(Collector):
     def _paused(self, facts: ScrapeFacts, routes: list[str]) -> Metric:
         family = GaugeMetricFamily(
             "ketter_route_paused",
-            "1 while the route is paused, with the kind of pause as reason; "
-            '0 (reason "") while it runs.',
+            "1 while the route is paused, one series per kind of pause "
+            '(unavailable, destination_full, operator); 0 (reason "") while it runs.',
             labels=["route", "reason"],
         )
         paused = {status.route: status for status in facts.paused}
         for route in sorted(set(routes) | set(paused)):
-            status = paused.get(route)
-            if status is None:
+            kinds = pause_kinds(paused[route]) if route in paused else []
+            if not kinds:
                 family.add_metric([route, ""], 0)
-            else:
-                family.add_metric([route, pause_kind(status)], 1)
+            for kind in kinds:
+                family.add_metric([route, kind], 1)
         return family
 
     def _last_success(self, facts: ScrapeFacts, routes: list[str]) -> Metric:

@@ -142,21 +142,6 @@ class MemoryReadStore:
     def events_after(self, after: int, limit: int) -> tuple[JobEvent, ...]:
         return tuple(_event(e) for e in self.events if e["id"] > after)[:limit]
 
-    def route_state_counts(self) -> dict[str, dict[str, int]]:
-        counts: dict[str, dict[str, int]] = {}
-        for j in self.jobs:
-            by_state = counts.setdefault(j["route"], {})
-            by_state[j["state"]] = by_state.get(j["state"], 0) + 1
-        return counts
-
-    def last_successes(self) -> dict[str, float]:
-        found: dict[str, float] = {}
-        for j in self.jobs:
-            at = j.get("completed_at")
-            if j["state"] == "completed" and at is not None:
-                found[j["route"]] = max(at, found.get(j["route"], at))
-        return found
-
     def status(self, now: float) -> StatusView:
         states = sorted({j["state"] for j in self.jobs})
         by_state = tuple(

@@ -269,14 +269,6 @@ class JobReadStore(Protocol):
         most ``limit``, each with its job id, route and chain hashes."""
         ...
 
-    def route_state_counts(self) -> dict[str, dict[str, int]]:
-        """Jobs per state of each route that has any."""
-        ...
-
-    def last_successes(self) -> dict[str, float]:
-        """When each route last completed a job (epoch seconds)."""
-        ...
-
     def status(self, now: float) -> StatusView:
         """Counts, running jobs (lease live at ``now``), paused routes, heartbeats."""
         ...

@@ -209,24 +209,6 @@ class SqliteReadStore:
         )
         return tuple(_event(e) for e in rows)
 
-    def route_state_counts(self) -> dict[str, dict[str, int]]:
-        counts: dict[str, dict[str, int]] = {}
-        for row in self._rows("SELECT route, state, COUNT(*) AS n FROM jobs GROUP BY route, state"):
-            counts.setdefault(row["route"], {})[row["state"]] = row["n"]
-        return counts
-
-    def last_successes(self) -> dict[str, float]:
-        routes = [r["route"] for r in self._rows("SELECT DISTINCT route FROM jobs")]
-        found: dict[str, float] = {}
-        for route in routes:
-            (row,) = self._rows(
-                "SELECT MAX(completed_at) AS at FROM jobs WHERE route = ? AND state = ?",
-                (route, State.COMPLETED.value),
-            )
-            if row["at"] is not None:
-                found[route] = row["at"]
-        return found
-
     # -- status --------------------------------------------------------------
 
     def status(self, now: float) -> StatusView:

@@ -25,6 +25,12 @@ file is hashed once and compared with the job's recorded SHA-256; the same
 bytes settle the key (remembered per (key, ctime) so rescans do not hash
 again), other bytes are the new version. Only files whose ctime moved while
 size and mtime did not are ever hashed here.
+
+A folder of a move route whose job is still active is not a new version,
+whatever its listing says now (:func:`held_by_a_move`): after a crash in the
+middle of the source deletion the half-deleted folder is a new listing, and
+the job created for it failed on the conflict with the delivery (#15 §1).
+Once that job has ended, a folder still there is detected by a later scan.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from collections.abc import Iterable, Mapping, MutableSet, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from ketter.choices import Kind
+from ketter.choices import Kind, Mode
 from ketter.config.schema import RouteConfig
 from ketter.engine.openfile import sha256_of_file
 from ketter.jobs.create import NewJob, create_job, file_source_key, folder_source_key
@@ -146,7 +152,8 @@ def enqueue_ready(
         paths={key: os.path.join(root, item.relpath) for item, key in keyed},
         confirmed=confirmed,
     )
-    todo = [(item, key) for item, key in keyed if key not in settled]
+    held = held_by_a_move(store, route, root, ready)
+    todo = [(item, key) for item, key in keyed if key not in settled and item.relpath not in held]
     created: list[int] = []
     for i in range(0, len(todo), JOB_BATCH):
         batch: list[tuple[int, Ready]] = []
@@ -176,6 +183,26 @@ def enqueue_ready(
                     )
         created.extend(job_id for job_id, _ in batch)
     return created
+
+
+def held_by_a_move(
+    store: JobStore, route: RouteConfig, root: bytes, ready: Sequence[Ready]
+) -> set[bytes]:
+    """The relpaths of the ready folders that a move job of ``route`` still
+    active holds (it may be deleting them after its placement, or waiting to
+    retry that): no new job for them while it runs (module docstring)."""
+    if route.mode != Mode.MOVE:
+        return set()
+    folders = {
+        os.path.join(root, item.relpath): item.relpath for item in ready if item.kind == Kind.FOLDER
+    }
+    if not folders:
+        return set()
+    return {
+        folders[bytes(job.source_path)]
+        for job in store.active_jobs_by_source_path(route.name, folders)
+        if job.mode == Mode.MOVE and job.kind == Kind.FOLDER
+    }
 
 
 def _new_job(route: RouteConfig, root: bytes, item: Ready, key: str) -> NewJob:

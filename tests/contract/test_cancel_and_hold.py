@@ -191,3 +191,68 @@ def test_an_outage_pause_and_its_resume_leave_a_hold_as_it_is(job_store: JobStor
         "share gone",
         0,
     )
+
+
+# -- cancel_job's outcomes (ketter.jobs.cancel), on every backend ---------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "outcome", "state"),
+    [
+        # Waiting, nothing being written: ended now.
+        ({"state": "detected"}, "cancelled", "cancelled"),
+        (
+            {"state": "retry_wait", "claim": "old", "next_attempt_at": 500.0},
+            "cancelled",
+            "cancelled",
+        ),
+        # A crashed claim's lease ran out: waiting too.
+        ({"state": "detected", "claim": "c", "lease_expires_at": 50.0}, "cancelled", "cancelled"),
+        # A worker holds it (a live lease): its worker carries the cancel out.
+        (
+            {"state": "transferring", "claim": "c", "lease_owner": "w", "lease_expires_at": 200.0},
+            "requested",
+            "transferring",
+        ),
+        (
+            {"state": "retry_wait", "claim": "c", "lease_expires_at": 200.0},
+            "requested",
+            "retry_wait",
+        ),
+        # Left in flight by a stopped worker: the next claim carries it out.
+        ({"state": "transferring", "claim": "c"}, "requested", "transferring"),
+        # Its rename into place is under way, or it is placed: refused.
+        ({"state": "verifying", "claim": "c", "lease_expires_at": 200.0}, "placed", "verifying"),
+        ({"state": "retry_wait", "placed_at": 9.0}, "placed", "retry_wait"),
+        ({"state": "completed"}, "finished", "completed"),
+        ({"state": "superseded"}, "finished", "superseded"),
+    ],
+)
+def test_cancel_job_outcomes(job_store: JobStore, fields: dict, outcome: str, state: str) -> None:
+    from ketter.jobs.cancel import cancel_job
+
+    job_id = put_job(job_store, **fields)
+    result = cancel_job(job_store, job_id, now=100.0, actor=ALICE)
+    assert (result.outcome, result.job_id, result.state) == (outcome, job_id, state), result
+    job = job_store.get_job(job_id)
+    assert job.state == state
+    requested = outcome in ("requested", "cancelled")
+    assert (job.cancel_requested_by is not None) is requested
+    events = [e for e, *_ in events_of(job_store, job_id)]
+    if outcome == "cancelled":
+        assert events == ["cancel_requested", "rollback", "cancel"]
+        assert (job.completed_at, job.lease_expires_at, job.rollback_to) == (100.0, None, None)
+        assert users_of(job_store, "cancel") == ["token:alice"]
+    elif outcome == "requested":
+        assert events == ["cancel_requested"]
+        again = cancel_job(job_store, job_id, now=101.0, actor=ALICE)
+        assert again.outcome == "requested" and "already requested" in again.message
+    else:
+        assert events == []
+
+
+def test_cancel_job_of_no_job(job_store: JobStore) -> None:
+    from ketter.jobs.cancel import cancel_job
+
+    result = cancel_job(job_store, 4242, now=1.0, actor=ALICE)
+    assert (result.outcome, result.state, result.accepted) == ("missing", None, False)

@@ -103,6 +103,23 @@ def test_adds_in_a_failed_transaction_are_all_undone(job_store: JobStore) -> Non
     assert job_store.add_job(columns("a")) is not None  # the key is free
 
 
+def test_active_jobs_by_source_path(job_store: JobStore) -> None:
+    """Non-terminal jobs of the route at those paths, whatever their key."""
+    held = job_store.add_job(columns("v1", source_path=b"/src/reel", kind="folder"))
+    waiting = job_store.add_job(columns("v2", source_path=b"/src/\xff", state="retry_wait"))
+    job_store.add_job(columns("v3", source_path=b"/src/reel", state="completed"))
+    job_store.add_job(columns("v4", source_path=b"/src/reel", route="other"))
+    job_store.add_job(columns("v5", source_path=b"/src/reel/sub"))
+    found = job_store.active_jobs_by_source_path("r", [b"/src/reel", b"/src/\xff", b"/src/x"])
+    assert [(j.id, j.source_path, j.state) for j in found] == [
+        (held, b"/src/reel", "detected"),
+        (waiting, b"/src/\xff", "retry_wait"),
+    ]
+    assert job_store.active_jobs_by_source_path("r", []) == []
+    many = [f"/src/{i}".encode() for i in range(1200)] + [b"/src/reel"]
+    assert [j.id for j in job_store.active_jobs_by_source_path("r", many)] == [held]
+
+
 def test_jobs_by_source_keys(job_store: JobStore) -> None:
     job_store.add_job(columns("done", state="completed", source_ctime_ns=5, sha256="aa"))
     job_store.add_job(columns("done", state="completed", source_ctime_ns=5, sha256="aa"))

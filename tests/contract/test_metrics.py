@@ -80,7 +80,11 @@ def test_superseded_and_any_terminal_state_count_as_a_result(job_store: JobStore
     job_store.advance(
         job_id, "rolling_back", [JobChange("superseded", "supersede")], claim=None, now=1.0
     )
-    assert _totals(job_store) == {("a", "transfers.superseded"): 1}
+    cancelled = put_job(job_store, route="a", state="rolling_back")
+    job_store.advance(
+        cancelled, "rolling_back", [JobChange("cancelled", "cancel")], claim=None, now=2.0
+    )
+    assert _totals(job_store) == {("a", "transfers.superseded"): 1, ("a", "transfers.cancelled"): 1}
 
 
 def test_a_refused_transition_counts_nothing(job_store: JobStore) -> None:
@@ -148,6 +152,8 @@ def test_scrape_facts_gathers_every_read(job_store: JobStore) -> None:
     put_job(job_store, route="c", state="completed", created_at=1.0)
     _deliver(job_store, put_job(job_store, route="c", created_at=2.0), now=9.0)
     pause(job_store, "b")
+    job_store.hold_route("b", reason="maintenance", now=8.0)  # held and paused: one row
+    job_store.hold_route("d", reason="maintenance", now=8.0)
     job_store.beat("n1", {"workers": "{}"}, pid=7, now=8.0)
     facts = job_store.scrape_facts()
     assert facts.oldest_waiting == {"a": 30.0}
@@ -158,5 +164,5 @@ def test_scrape_facts_gathers_every_read(job_store: JobStore) -> None:
         ("c", "completed", 2),
     ]
     assert ("c", "last_success_at", 9.0) in [(c.route, c.name, c.value) for c in facts.counters]
-    assert [p.route for p in facts.paused] == ["b"]
+    assert [(p.route, p.paused, p.held) for p in facts.paused] == [("b", 1, 1), ("d", 0, 1)]
     assert [(h.component, h.ts) for h in facts.heartbeats] == [("workers", 8.0)]

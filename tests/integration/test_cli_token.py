@@ -198,3 +198,6 @@ def test_list_on_a_store_not_upgraded_says_what_to_do(tmp_path: Path) -> None:
         db.execute("DELETE FROM schema_migration WHERE name = '0011_api_tokens'")
     listed = run("token", "list", config=config)
     assert listed.returncode == 1 and "ketter db upgrade" in listed.stderr
+    upgrade = run("db", "upgrade", config=config)
+    assert upgrade.returncode == 0 and "0011_api_tokens" in upgrade.stdout
+    assert run("token", "list", config=config).stdout.strip() == "(none)"

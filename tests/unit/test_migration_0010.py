@@ -55,7 +55,9 @@ def test_backfill_then_triggers_keep_the_counts(tmp_path: Path) -> None:
     db = connect(tmp_path / "ketter.db")
     upgrade(db)
     _migration("0010_counters").down(SqliteMigrator(db), db)  # a store from before 0010
-    _insert(db, 1, "a", "completed", size=500, file_count=3, completed_at=70.0, transfer_seconds=2.5)
+    _insert(
+        db, 1, "a", "completed", size=500, file_count=3, completed_at=70.0, transfer_seconds=2.5
+    )
     _insert(db, 2, "a", "completed", size=100, completed_at=90.0, transfer_seconds=0.5)
     _insert(db, 3, "a", "failed")
     _insert(db, 4, "b", "detected")
@@ -68,7 +70,11 @@ def test_backfill_then_triggers_keep_the_counts(tmp_path: Path) -> None:
         ("a", "transfers.completed", 2.0),
         ("a", "transfers.failed", 1.0),
     ]
-    assert _counts(db) == _truth(db) == [("a", "completed", 2), ("a", "failed", 1), ("b", "detected", 1)]
+    assert (
+        _counts(db)
+        == _truth(db)
+        == [("a", "completed", 2), ("a", "failed", 1), ("b", "detected", 1)]
+    )
     # Every write to jobs, by anyone: insert, move, change of route, delete.
     _insert(db, 5, "b", "detected")
     db.execute_sql("UPDATE jobs SET state = 'validated' WHERE id = 4")
@@ -77,7 +83,8 @@ def test_backfill_then_triggers_keep_the_counts(tmp_path: Path) -> None:
     db.execute_sql("DELETE FROM jobs WHERE id = 1")
     assert _counts(db) == _truth(db)
     plan = db.execute_sql(
-        "EXPLAIN QUERY PLAN SELECT MIN(created_at) FROM jobs WHERE route = 'a' AND state = 'detected'"
+        "EXPLAIN QUERY PLAN SELECT MIN(created_at) FROM jobs "
+        "WHERE route = 'a' AND state = 'detected'"
     ).fetchall()
     assert "jobs_route_state_created" in str(plan)
     _migration("0010_counters").down(SqliteMigrator(db), db)

@@ -28,8 +28,12 @@ def scrape(request: Request) -> Response:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}}
-    | responses(401, 403, 429),
+    responses=responses(
+        401,
+        403,
+        429,
+        also={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+    ),
 )
 def metrics(request: Request, caller: Annotated[Caller, require("metrics:read")]) -> Response:
     """The Prometheus metrics (scope ``metrics:read``)."""

@@ -18,11 +18,15 @@ router = APIRouter(tags=["node"])
 
 @router.get(
     "/health",
-    responses={
-        200: {"description": "healthy: what `ketter health --json` says"},
-        503: {"description": "unhealthy: the same report"},
-    }
-    | responses(401, 403, 429),
+    responses=responses(
+        401,
+        403,
+        429,
+        also={
+            200: {"description": "healthy: what `ketter health --json` says"},
+            503: {"description": "unhealthy: the same report"},
+        },
+    ),
 )
 def health(request: Request, caller: Annotated[Caller, require("metrics:read")]) -> JSONResponse:
     """What ``ketter health --json`` says; 503 when the node is unhealthy."""

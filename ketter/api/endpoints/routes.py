@@ -13,6 +13,7 @@ from ketter.api.problems import Problem, responses
 from ketter.api.schemas import PauseRequest, Route, RouteChange, RouteList
 from ketter.api.session import session
 from ketter.jobs.states import State
+from ketter.store.composite.counting import LAST_SUCCESS_AT
 from ketter.store.sqlite_read import iso
 
 router = APIRouter(prefix="/routes", tags=["routes"])
@@ -35,8 +36,10 @@ def list_routes(
     node = request.app.state.node
     routes = [r for r in node.config.routes if caller.visible(r.name)]
     with session(node) as s:
-        counts = s.read.route_state_counts()
-        last = s.read.last_successes()
+        counts: dict[str, dict[str, int]] = {}
+        for count in s.store.job_counts():  # kept by the store: no count of a million rows
+            counts.setdefault(count.route, {})[count.state] = count.jobs
+        last = {c.route: c.value for c in s.store.counter_totals() if c.name == LAST_SUCCESS_AT}
         statuses = {r.name: s.store.route_status(r.name) for r in routes}
     space = probe_filesystems([r.destination for r in routes], PROBE_SECONDS)
     items = []

@@ -36,8 +36,12 @@ ROUTE_EVENTS = frozenset({"route_paused", "route_resumed", "route_held", "route_
 @router.get(
     "/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "the event stream"}}
-    | responses(401, 403, 429),
+    responses=responses(
+        401,
+        403,
+        429,
+        also={200: {"content": {"text/event-stream": {}}, "description": "the event stream"}},
+    ),
 )
 def stream(
     request: Request,

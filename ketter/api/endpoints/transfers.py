@@ -29,6 +29,13 @@ from ketter.store.port import JobFilter
 
 router = APIRouter(prefix="/transfers", tags=["transfers"])
 
+#: An ISO 8601 date or date and time (UTC unless an offset is given).
+ISO_MOMENT = (
+    r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+    r"([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)?)?$"
+)
+MOMENT = "created at or after / before: 2026-12-04 or 2026-12-04T08:00:00Z"
+
 JobId = Annotated[int, Path(ge=1, le=2**62, description="the job's id")]
 
 
@@ -43,8 +50,8 @@ def list_transfers(
     caller: Annotated[Caller, require("transfers:read")],
     state: State | None = None,
     route: Annotated[str | None, Query(max_length=255)] = None,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
+    since: Annotated[str | None, Query(pattern=ISO_MOMENT, description=MOMENT)] = None,
+    until: Annotated[str | None, Query(pattern=ISO_MOMENT, description=MOMENT)] = None,
     name: Annotated[
         str | None, Query(max_length=1024, description="part of the source path")
     ] = None,
@@ -110,8 +117,15 @@ def get_transfer(
     "",
     response_model=SubmitResult,
     status_code=201,
-    responses={200: {"model": SubmitResult, "description": "already queued or delivered"}}
-    | responses(401, 403, 404, 409, 413, 429),
+    responses=responses(
+        401,
+        403,
+        404,
+        409,
+        413,
+        429,
+        also={200: {"model": SubmitResult, "description": "already queued or delivered"}},
+    ),
 )
 def submit_transfer(
     request: Request,
@@ -206,8 +220,14 @@ def requeue_transfer(
 @router.post(
     "/{job_id}/cancel",
     response_model=Outcome,
-    responses={202: {"model": Outcome, "description": "a worker holds it: it rolls back"}}
-    | responses(401, 403, 404, 409, 429),
+    responses=responses(
+        401,
+        403,
+        404,
+        409,
+        429,
+        also={202: {"model": Outcome, "description": "a worker holds it: it rolls back"}},
+    ),
 )
 def cancel_transfer(
     request: Request,
@@ -251,9 +271,13 @@ def cancel_transfer(
     )
 
 
-def _epoch(moment: dt.datetime | None) -> float | None:
-    if moment is None:
+def _epoch(text: str | None) -> float | None:
+    if text is None:
         return None
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise Problem(422, f"{text!r} is not a date or date and time (ISO 8601)") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return moment.timestamp()

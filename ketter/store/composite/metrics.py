@@ -1,6 +1,7 @@
 """The metrics area's composite read, written once: :meth:`scrape_facts`
 over the backend's :meth:`counter_totals`, :meth:`job_counts`,
-:meth:`oldest_created`, ``paused_route_statuses`` and ``list_heartbeats``."""
+:meth:`oldest_created`, ``paused_route_statuses``, ``held_route_statuses``
+and ``list_heartbeats``."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ class CompositeMetrics(abc.ABC):
     def paused_route_statuses(self) -> list[RouteStatusRow]: ...
 
     @abc.abstractmethod
+    def held_route_statuses(self) -> list[RouteStatusRow]: ...
+
+    @abc.abstractmethod
     def list_heartbeats(self, node: str | None = None) -> list[HeartbeatRow]: ...
 
     def scrape_facts(self) -> ScrapeFacts:
@@ -45,6 +49,15 @@ class CompositeMetrics(abc.ABC):
             counters=tuple(self.counter_totals()),
             jobs=jobs,
             oldest_waiting=oldest,
-            paused=tuple(self.paused_route_statuses()),
+            paused=_paused_or_held(self.paused_route_statuses(), self.held_route_statuses()),
             heartbeats=tuple(self.list_heartbeats()),
         )
+
+
+def _paused_or_held(
+    paused: list[RouteStatusRow], held: list[RouteStatusRow]
+) -> tuple[RouteStatusRow, ...]:
+    """The status rows of the routes paused or held, once each, by route."""
+    rows = {row.route: row for row in held}
+    rows.update({row.route: row for row in paused})
+    return tuple(rows[route] for route in sorted(rows))

@@ -43,6 +43,16 @@ class IntakeMemory(MemoryCore):
         found = [r for r in self.tables.jobs.values() if r.source_key == source_key]
         return dataclasses.replace(max(found, key=lambda r: r.id)) if found else None
 
+    def active_jobs_by_source_path(self, route: str, paths: Iterable[bytes]) -> list[JobRow]:
+        wanted = {bytes(p) for p in paths}
+        return [
+            dataclasses.replace(row)
+            for row in sorted(self.tables.jobs.values(), key=lambda r: r.id)
+            if row.route == route
+            and row.state not in TERMINAL_STATES
+            and bytes(row.source_path) in wanted
+        ]
+
     def jobs_by_source_keys(self, keys: Iterable[str]) -> list[KeyedJob]:
         wanted = set(keys)
         seen: dict[KeyedJob, None] = {}

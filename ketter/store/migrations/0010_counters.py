@@ -46,7 +46,7 @@ END""",
 SELECT route, state, COUNT(*) FROM jobs GROUP BY route, state""",
     """INSERT INTO counters (route, name, value)
 SELECT route, 'transfers.' || state, COUNT(*) FROM jobs
-WHERE state IN ('completed', 'failed', 'superseded') GROUP BY route, state""",
+WHERE state IN ('completed', 'failed', 'superseded', 'cancelled') GROUP BY route, state""",
 ]
 
 #: The completed jobs' totals (``size`` is what was verified at the

@@ -73,6 +73,14 @@ class IntakePort(Protocol):
         """The newest job with this ``source_key``, in any state."""
         ...
 
+    def active_jobs_by_source_path(self, route: str, paths: Iterable[bytes]) -> list[JobRow]:
+        """The non-terminal jobs of ``route`` whose ``source_path`` is among
+        ``paths`` (any number of paths), by id: whatever version of the
+        source they carry. The watcher asks it before it creates a job for a
+        folder that changed under a move still working on it (its source
+        half deleted after the placement)."""
+        ...
+
     def jobs_by_source_keys(self, keys: Iterable[str]) -> list[KeyedJob]:
         """Every distinct (key, finished, ctime, state, sha256) of the jobs
         whose ``source_key`` is among ``keys`` (any number of keys)."""

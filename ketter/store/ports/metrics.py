@@ -50,6 +50,8 @@ class ScrapeFacts:
     jobs: tuple[JobCount, ...]
     #: route → ``created_at`` of its oldest waiting job (routes with one only).
     oldest_waiting: dict[str, float]
+    #: The routes paused (an outage, a full destination) or held by an
+    #: operator, or both (one row each, by route).
     paused: tuple[RouteStatusRow, ...]
     heartbeats: tuple[HeartbeatRow, ...]
 
@@ -72,7 +74,7 @@ class MetricsPort(Protocol):
         ...
 
     def scrape_facts(self) -> ScrapeFacts:
-        """The counters, job counts, oldest waiting jobs, paused routes and
-        heartbeats, read one after the other (no transaction: a scrape must
+        """The counters, job counts, oldest waiting jobs, paused or held
+        routes and heartbeats, read one after the other (no transaction: a scrape must
         never wait for the writers)."""
         ...

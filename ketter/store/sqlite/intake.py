@@ -8,6 +8,7 @@ from typing import Any
 
 from peewee import IntegrityError
 
+from ketter.jobs.states import State
 from ketter.store.models import TERMINAL_STATES
 from ketter.store.ports.intake import KeyedJob, check_job_columns
 from ketter.store.rows import JOB_COLUMNS, JobRow
@@ -18,6 +19,10 @@ from ketter.store.sqlite.core import SqliteCore
 KEY_BATCH = 500
 
 _NOT_TERMINAL = f"state NOT IN ({', '.join('?' for _ in TERMINAL_STATES)})"
+#: The states a job can still leave, named one by one: ``route = ? AND state
+#: IN (...)`` is a few lookups in the index jobs_route_state, where ``NOT IN``
+#: would read every finished job of the route.
+_ACTIVE_STATES = tuple(s.value for s in State if s.value not in TERMINAL_STATES)
 
 
 class IntakeSql(SqliteCore):
@@ -50,6 +55,20 @@ class IntakeSql(SqliteCore):
             "SELECT * FROM jobs WHERE source_key = ? ORDER BY id DESC LIMIT 1", (source_key,)
         )
         return JobRow(**found[0]) if found else None
+
+    def active_jobs_by_source_path(self, route: str, paths: Iterable[bytes]) -> list[JobRow]:
+        paths = [bytes(p) for p in paths]
+        found: list[JobRow] = []
+        states = ", ".join("?" for _ in _ACTIVE_STATES)
+        for i in range(0, len(paths), KEY_BATCH):
+            chunk = paths[i : i + KEY_BATCH]
+            rows = self._rows(
+                f"SELECT * FROM jobs WHERE route = ? AND state IN ({states}) "
+                f"AND source_path IN ({', '.join('?' for _ in chunk)})",
+                (route, *_ACTIVE_STATES, *chunk),
+            )
+            found.extend(JobRow(**row) for row in rows)
+        return sorted(found, key=lambda row: row.id)
 
     def jobs_by_source_keys(self, keys: Iterable[str]) -> list[KeyedJob]:
         keys = list(keys)

@@ -23,7 +23,9 @@ RULE_TESTS = OBSERVABILITY / "ketter.rules.test.yml"
 
 def promtool() -> str:
     """promtool's path; a failure (not a skip) when it is missing."""
-    path = shutil.which("promtool") or ("/usr/bin/promtool" if Path("/usr/bin/promtool").exists() else None)
+    path = shutil.which("promtool") or (
+        "/usr/bin/promtool" if Path("/usr/bin/promtool").exists() else None
+    )
     assert path, "promtool is missing: install Debian's `prometheus` package (.ci/run does)"
     return path
 
@@ -47,7 +49,7 @@ def check_metrics(body: bytes) -> None:
 def samples(body: bytes) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
     """Sample name → labels → value of a text-format scrape."""
     found: dict[str, dict[frozenset[tuple[str, str]], float]] = {}
-    pattern = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+    pattern = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
     for line in body.decode().splitlines():
         if not line or line.startswith("#"):
             continue
@@ -69,8 +71,19 @@ def value(body: bytes, name: str, **labels: str) -> float:
 
 #: Words of PromQL that are not metric names.
 _KEYWORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
-    "unless", "offset", "inf", "nan",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "inf",
+    "nan",
 }
 
 
@@ -85,7 +98,7 @@ def metric_names(expr: str) -> set[str]:
     names = set()
     for match in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", text):
         word = match.group(0)
-        following = text[match.end():].lstrip()
+        following = text[match.end() :].lstrip()
         if following.startswith("(") or word.lower() in _KEYWORDS:
             continue  # a function or an aggregation
         if re.fullmatch(r"\d+[smhdwy]", word):

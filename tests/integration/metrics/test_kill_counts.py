@@ -36,10 +36,10 @@ def node(tmp_path: Path):
     n.cleanup()
 
 
-@pytest.mark.parametrize(("point", "route", "data"), CASES,
-                         ids=[f"{c[0]}-{c[1]}-{len(c[2])}" for c in CASES])
-def test_kill_9_mid_transfer_counts_once(node: Node, point: str, route: str,
-                                         data: bytes) -> None:
+@pytest.mark.parametrize(
+    ("point", "route", "data"), CASES, ids=[f"{c[0]}-{c[1]}-{len(c[2])}" for c in CASES]
+)
+def test_kill_9_mid_transfer_counts_once(node: Node, point: str, route: str, data: bytes) -> None:
     src = node.root / "src" / route / "clip.mov"
     src.write_bytes(data)
     node.ketter("enqueue", str(src), "--route", route, check=True)

@@ -53,8 +53,16 @@ def test_the_dashboard_uses_one_fixed_datasource_and_no_inputs() -> None:
     uids.update(v["datasource"]["uid"] for v in board["templating"]["list"])
     assert uids == {DATASOURCE_UID}
     titles = " ".join(p["title"].lower() for p in board["panels"])
-    for topic in ("throughput", "queue depth", "failed", "retries", "verify failures",
-                  "paused", "oldest waiting", "heartbeat"):
+    for topic in (
+        "throughput",
+        "queue depth",
+        "failed",
+        "retries",
+        "verify failures",
+        "paused",
+        "oldest waiting",
+        "heartbeat",
+    ):
         assert topic in titles, topic
 
 

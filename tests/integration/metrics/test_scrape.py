@@ -22,8 +22,17 @@ from tests.integration.metrics.promql import (
 
 ROUTES = ("copy", "move", "renames", "units")
 STATES = (
-    "detected", "validated", "packaged", "transferring", "verifying", "completed",
-    "retry_wait", "rolling_back", "failed", "superseded",
+    "detected",
+    "validated",
+    "packaged",
+    "transferring",
+    "verifying",
+    "completed",
+    "retry_wait",
+    "rolling_back",
+    "failed",
+    "superseded",
+    "cancelled",
 )
 
 
@@ -62,14 +71,18 @@ def counters(body: bytes) -> dict[tuple[str, frozenset], float]:
 
 
 def test_a_scrape_after_real_transfers(node: Node) -> None:
-    first = {"copy/a.mov": os.urandom(300_000), "copy/b.mov": os.urandom(70_000),
-             "move/c.wav": os.urandom(123_457)}
+    first = {
+        "copy/a.mov": os.urandom(300_000),
+        "copy/b.mov": os.urandom(70_000),
+        "move/c.wav": os.urandom(123_457),
+    }
     deliver(node, first)
     body = scrape(node)
     check_metrics(body)
     assert value(body, "ketter_transfers_total", route="copy", result="completed") == 2
     assert value(body, "ketter_transfers_total", route="move", result="completed") == 1
     assert value(body, "ketter_transfers_total", route="copy", result="failed") == 0
+    assert value(body, "ketter_transfers_total", route="copy", result="cancelled") == 0
     assert value(body, "ketter_bytes_verified_total", route="copy") == 370_000
     assert value(body, "ketter_bytes_verified_total", route="move") == 123_457
     assert value(body, "ketter_files_transferred_total", route="copy") == 2

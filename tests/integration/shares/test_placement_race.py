@@ -97,13 +97,11 @@ def test_two_deliveries_to_one_name_never_both_succeed(shares: Shares, tmp_path:
         assert sorted(ok) == [False, True], (n, outs)
         winner = bodies[ok.index(True)]
         assert (share.export / f"round{n}" / "take.mov").read_bytes() == winner, n
-        # The name lock is removed by its holder; on smbnetfs under load one
-        # was seen left behind once (its unlink failed and is not retried).
-        # It is harmless — taken over after LOCK_STALE_SECONDS, removed by
-        # the orphan sweep — so it is tolerated here, and only that.
+        # The name lock is gone too: its holder's unlink, refused as busy
+        # now and then on smbnetfs (another process's stat holds the file
+        # open for an instant), is tried again.
         names = [p.name for p in (share.export / f"round{n}").iterdir()]
-        assert [m for m in names if not m.startswith(".ketter-probe-lock-")] == ["take.mov"]
-        assert len(names) <= 2, names
+        assert names == ["take.mov"], names
         loser = outs[ok.index(False)][0]
         assert "already exists" in loser, loser
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ketter.access.limiter import FailedAuthLimiter, client_key
 
@@ -86,3 +89,34 @@ def test_threads_count_every_failure() -> None:
 def test_the_bounds_must_be_positive(bad: tuple[int, float, int]) -> None:
     with pytest.raises(ValueError):
         FailedAuthLimiter(*bad)
+
+
+@settings(deadline=None, max_examples=300)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.floats(0, 30), st.booleans()),
+        max_size=60,
+    ),
+    max_failures=st.integers(1, 5),
+)
+def test_the_limiter_agrees_with_counting_every_failure(
+    steps: list[tuple[str, float, bool]], max_failures: int
+) -> None:
+    """A model that keeps every failure: a client waits while ``max_failures``
+    of them are less than a window old, until the oldest of those leaves it."""
+    window = 60.0
+    limiter = FailedAuthLimiter(max_failures=max_failures, window=window)
+    failures: dict[str, list[float]] = {}
+    now = 0.0
+    for client, gap, fails in steps:
+        now += gap
+        if fails:
+            limiter.failed(client, now)
+            failures.setdefault(client, []).append(now)
+        recent = sorted((t for t in failures.get(client, []) if t > now - window), reverse=True)
+        expected = (
+            max(1, math.ceil(recent[max_failures - 1] + window - now))
+            if len(recent) >= max_failures
+            else None
+        )
+        assert limiter.retry_after(client, now) == expected
