@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 WHEELHOUSE ?= dist/wheelhouse
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format bench bench-watcher clean \
+.PHONY: help install run test test-fast lint format bench bench-watcher bench-api clean \
         status history requeue-failed requeue audit-verify health wheelhouse
 
 help: ## list the targets
@@ -65,6 +65,9 @@ bench: install ## benchmarks against cp/rsync/rclone, local and share→share (d
 
 bench-watcher: install ## watcher and end-to-end benchmark (docs/performance-watcher.md)
 	$(PY) benchmarks/watcher.py
+
+bench-api: install ## the HTTP API on 1,000,000 jobs, with wrk (docs/performance.md)
+	$(PY) benchmarks/api.py $(BENCH_ARGS)
 
 status: ## job counts per state and route, paused routes, heartbeats
 	$(KETTER) --config $(CONFIG) status

@@ -31,6 +31,8 @@ CONFIG_DIR=/etc/ketter
 CONFIG="$CONFIG_DIR/ketter.yaml"
 EXAMPLE="$REPO/configs/ketter.example.yaml"
 UNITS=(ketter-workers.service ketter-watcher.service ketter.target)
+# Rendered only when the config sets api.listen (docs/operations.md, The API).
+API_UNIT=ketter-api.service
 WHEELHOUSE=""
 UNINSTALL=0
 SKIPPED=()
@@ -65,7 +67,11 @@ systemctl_or_skip() {  # systemctl ARGS... unless staging or not booted with sys
 # ------------------------------------------------------------------ uninstall
 if [ "$UNINSTALL" -eq 1 ]; then
   systemctl_or_skip disable --now "${UNITS[@]}" || true
-  for unit in "${UNITS[@]}"; do
+  # On its own: one unit file missing would make systemctl skip them all.
+  if [ -e "$DESTDIR$UNIT_DIR/$API_UNIT" ]; then
+    systemctl_or_skip disable --now "$API_UNIT" || true
+  fi
+  for unit in "${UNITS[@]}" "$API_UNIT"; do
     rm -f "$DESTDIR$UNIT_DIR/$unit"
   done
   systemctl_or_skip daemon-reload
@@ -145,9 +151,16 @@ install -d -m 0750 "$DESTDIR$STATE_DIR"
 # ----------------------------------------------------------------- docs and units
 install -d -m 0755 "$DESTDIR$PREFIX/share/doc/ketter"
 install -m 0644 "$REPO/docs/operations.md" "$DESTDIR$PREFIX/share/doc/ketter/operations.md"
-"$RENDER_PY" -I -m ketter --config "$DESTDIR$CONFIG" deploy units \
+RENDERED="$("$RENDER_PY" -I -m ketter --config "$DESTDIR$CONFIG" deploy units \
   --config-path "$CONFIG" --python "$PREFIX/bin/python" --user "$KETTER_USER" \
-  --out "$DESTDIR$UNIT_DIR" | grep '^wrote' || die "rendering the units failed"
+  --out "$DESTDIR$UNIT_DIR" | grep '^wrote')" || die "rendering the units failed"
+say "$RENDERED"
+if ! grep -q "$API_UNIT" <<< "$RENDERED" && [ -e "$DESTDIR$UNIT_DIR/$API_UNIT" ]; then
+  # api.listen was removed from the config: the API unit goes too.
+  systemctl_or_skip disable --now "$API_UNIT" || true
+  rm -f "$DESTDIR$UNIT_DIR/$API_UNIT"
+  say "removed $UNIT_DIR/$API_UNIT (the config has no api.listen any more)"
+fi
 systemctl_or_skip daemon-reload
 
 for item in "${SKIPPED[@]}"; do say "skipped: $item"; done

@@ -151,6 +151,11 @@ class LostClaim(InvalidTransition):
     sweep handed it to another worker); stop without touching anything."""
 
 
+class JobCancelled(InvalidTransition):
+    """An operator cancelled the job before its placement: the worker stops,
+    rolls it back like a failure and ends it ``cancelled``."""
+
+
 class StoreLost(LostClaim):
     """The job store file was deleted or replaced while this process had it
     open: every claim recorded in it is lost, and nothing irreversible (a

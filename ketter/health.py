@@ -151,6 +151,11 @@ def _check_routes(
         _routes_paused(report, config, store_problem)
         return
     paused = {p.route: (p.reason, p.since) for p in store.paused_routes()}
+    # An operator's hold (`ketter pause`) is on purpose: shown, never unhealthy.
+    held = {
+        h.route: f"; held by {h.by or 'an operator'} since {_utc(h.since)}: {h.reason}"
+        for h in store.held_routes()
+    }
     for route in config.routes:
         name = f"route {route.name}"
         if route.name in paused:
@@ -158,7 +163,7 @@ def _check_routes(
             when = (
                 f" since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(since))}" if since else ""
             )
-            report.add(name, False, f"paused{when}: {reason}")
+            report.add(name, False, f"paused{when}: {reason}{held.get(route.name, '')}")
             continue
         beat = beats.get(f"route:{route.name}")
         if beat is None:
@@ -171,7 +176,11 @@ def _check_routes(
         elif beat[2].get("lost"):
             report.add(name, False, f"source not watchable: {beat[2].get('reason') or 'lost'}")
         else:
-            report.add(name, True, "available")
+            report.add(name, True, "available" + held.get(route.name, ""))
+
+
+def _utc(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else "?"
 
 
 def _check_audit(

@@ -53,7 +53,14 @@ ROLES: dict[str, Role] = {
         Role("transfer", True, "ketter transfer"),
         Role("enqueue", True, "ketter enqueue"),
         Role("requeue", True, "ketter requeue"),
+        Role("cancel", True, "ketter cancel"),
+        Role("pause", True, "ketter pause"),
+        Role("resume", True, "ketter resume"),
         Role("ship", True, "ketter audit ship"),
+        # Creates and revokes API tokens, each with its event.
+        Role("token", True, "ketter token"),
+        # The HTTP API: records every call it serves (and every refusal).
+        Role("api", True, "ketter api"),
         # Writes the schema, never an event: needs no key.
         Role("db-upgrade", False, "ketter db upgrade"),
     )

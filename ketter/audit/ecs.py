@@ -38,7 +38,9 @@ from ketter.audit.chain import canonical_json
 ECS_VERSION = "8.11.0"
 
 #: Events whose outcome is a failure whatever their details say.
-FAILURE_EVENTS = frozenset({"fail", "stalled", "watch_lost", "route_paused"})
+FAILURE_EVENTS = frozenset(
+    {"fail", "stalled", "watch_lost", "route_paused", "api_denied", "api_auth_failed"}
+)
 #: Events that describe the service, not an operation that can succeed.
 INFO_EVENTS = frozenset(
     {
@@ -46,6 +48,8 @@ INFO_EVENTS = frozenset(
         "workers_stopped",
         "watcher_started",
         "watcher_stopped",
+        "api_started",
+        "api_stopped",
         "config_loaded",
         "rotate",
         "warning",
@@ -69,7 +73,8 @@ LAYOUT = 2
 #: appears under its final name, ``deletion`` when a source, a marker, a
 #: temporary or a rotated log file is removed, ``info`` for the other steps.
 #: A route's share coming and going is ``host``/``change``; the services'
-#: life cycle is ``process``/``start``/``end``.
+#: life cycle is ``process``/``start``/``end``; an API token created or
+#: revoked is ``iam``/``creation``/``deletion``.
 CATEGORIZATION: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     **{
         action: (("file",), ("info",))
@@ -85,6 +90,8 @@ CATEGORIZATION: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "retry",
             "fail",
             "supersede",
+            "cancel_requested",
+            "cancel",
             "requeue",
             "skip",
             "resume",
@@ -101,15 +108,32 @@ CATEGORIZATION: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "audit_log_reopened": (("file",), ("creation",)),
     "route_paused": (("host",), ("change",)),
     "route_resumed": (("host",), ("change",)),
+    # An operator's hold of a route (ketter pause/resume): a configuration
+    # change made on purpose, not a share coming and going.
+    "route_held": (("configuration",), ("change",)),
+    "route_released": (("configuration",), ("change",)),
     "watch_lost": (("host",), ("change",)),
     "watch_restored": (("host",), ("change",)),
     "watcher_started": (("process",), ("start",)),
     "workers_started": (("process",), ("start",)),
     "watcher_stopped": (("process",), ("end",)),
     "workers_stopped": (("process",), ("end",)),
+    "api_started": (("process",), ("start",)),
+    "api_stopped": (("process",), ("end",)),
     "config_loaded": (("configuration",), ("access",)),
     "warning": (("process",), ("info",)),
+    # An API token is a credential: identity and access management.
+    "token_created": (("iam",), ("creation",)),
+    "token_revoked": (("iam",), ("deletion",)),
+    # The HTTP API's calls: web access; a failed authentication is an
+    # authentication attempt, a refusal an access whose outcome is failure.
+    "api_call": (("web",), ("access",)),
+    "api_denied": (("web",), ("access",)),
+    "api_auth_failed": (("authentication",), ("start",)),
 }
+
+#: Events about an API token: its name is ``user.target.name``.
+TOKEN_EVENTS = frozenset({"token_created", "token_revoked"})
 
 #: ECS ``file.type`` of a job's kind.
 FILE_TYPES = {"file": "file", "folder": "dir"}
@@ -153,6 +177,9 @@ def outcome(record: dict[str, Any]) -> str:
         return "failure"
     if event in INFO_EVENTS:
         return "unknown"
+    if event == "api_call":
+        status = details.get("status")
+        return "failure" if isinstance(status, int) and status >= 400 else "success"
     return "success"
 
 
@@ -257,6 +284,10 @@ def to_line(
         by = d.get("by")
         if record["event"] == "requeue" and isinstance(by, str) and by:
             line["ketter.requeued_by"] = by
+        token = d.get("token")
+        if record["event"] in TOKEN_EVENTS and isinstance(token, str) and token:
+            # The credential the IAM event is about (``user.name`` is who acted).
+            line["user.target.name"] = token
         line["ketter.layout"] = layout
     # From the record alone, so the line can be checked without the job store.
     shown = next(
@@ -282,6 +313,10 @@ _STRINGS = (
     ("error", "error.message"),
     ("reason", "event.reason"),
     ("reason_was", "ketter.paused_reason"),
+    # The HTTP API's calls (api_*): who called from where, what.
+    ("client_ip", "source.ip"),
+    ("http_method", "http.request.method"),
+    ("url_path", "url.path"),
 )
 #: Layout 1 (before #15).
 _STRINGS_1 = (

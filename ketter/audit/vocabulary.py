@@ -34,8 +34,21 @@ EVENTS: frozenset[str] = frozenset(
         "config_loaded",
         "workers_started",
         "workers_stopped",
+        "api_started",
+        "api_stopped",
         "warning",
         "rotate",
         "audit_log_reopened",
+        "token_created",
+        "token_revoked",
+        # The HTTP API: a mutating call served, a call refused, an
+        # authentication that failed (ketter/api/guard.py).
+        "api_call",
+        "api_denied",
+        "api_auth_failed",
+        "cancel_requested",
+        "cancel",
+        "route_held",
+        "route_released",
     }
 )

@@ -30,6 +30,7 @@ def check_config(config: Config) -> tuple[list[str], list[str]]:
     on this machine, the audit key, readiness settings. Errors and warnings;
     ``ketter run`` refuses to start on any error too."""
     from ketter.config import check_roots
+    from ketter.config.api import api_file_problems
     from ketter.config.credentials import check_hmac_key
     from ketter.watcher.mounts import stable_seconds_warnings
     from ketter.watcher.readiness import ready_marker_warnings
@@ -42,7 +43,7 @@ def check_config(config: Config) -> tuple[list[str], list[str]]:
         config_path=config.path,
         line=config.line_of("audit.hmac_key_file"),
     )
-    return errors + key_errors, warnings + key_warnings
+    return errors + key_errors + api_file_problems(config), warnings + key_warnings
 
 
 def print_json(value: Any) -> None:

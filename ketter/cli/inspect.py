@@ -48,7 +48,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     job.set_defaults(func=show_job)
 
     status = commands.add_parser(
-        "status", help="job counts per state and route, paused routes, heartbeats"
+        "status", help="job counts per state and route, paused and held routes, heartbeats"
     )
     add_config_arg(status)
     status.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -114,6 +114,7 @@ def show_status(args: argparse.Namespace) -> int:
     by_route = [asdict(row) for row in view.routes]
     running = [asdict(job) for job in view.running]
     paused = [{**asdict(row), "since": iso(row.since)} for row in view.paused]
+    held = [{**asdict(row), "since": iso(row.since)} for row in view.held]
     beats = [
         {
             "component": beat.component,
@@ -131,6 +132,7 @@ def show_status(args: argparse.Namespace) -> int:
                 "routes": by_route,
                 "running": running,
                 "paused": paused,
+                "held": held,
                 "heartbeats": beats,
             }
         )
@@ -145,6 +147,8 @@ def show_status(args: argparse.Namespace) -> int:
     print(table(running, ["job_id", "route", "state", "progress", "source"]))
     print("\npaused routes:")
     print(table(paused, ["route", "reason", "since"]))
+    print("\nheld routes (`ketter pause`: until `ketter resume`):")
+    print(table(held, ["route", "reason", "by", "since"]))
     print("\nheartbeats:")
     for beat in beats:
         beat["details"] = heartbeat_text(beat["details"])

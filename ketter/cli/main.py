@@ -12,14 +12,42 @@ import sys
 from collections.abc import Sequence
 
 from ketter import __version__
-from ketter.cli import admin, audit, deploy, health, inspect, ops, run, transfer, watch
+from ketter.cli import (
+    admin,
+    api,
+    audit,
+    control,
+    deploy,
+    health,
+    inspect,
+    metrics,
+    ops,
+    run,
+    token,
+    transfer,
+    watch,
+)
 from ketter.errors import ConfigError, KetterError, StoreMissing
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-COMMAND_MODULES = (admin, inspect, ops, run, transfer, watch, audit, deploy, health)
+COMMAND_MODULES = (
+    admin,
+    inspect,
+    ops,
+    control,
+    run,
+    transfer,
+    watch,
+    api,
+    audit,
+    deploy,
+    health,
+    metrics,
+    token,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

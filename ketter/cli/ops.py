@@ -31,7 +31,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     workers.set_defaults(func=run_workers)
 
-    requeue = commands.add_parser("requeue", help="re-queue failed jobs (or jobs by id)")
+    requeue = commands.add_parser(
+        "requeue", help="re-queue failed jobs (or failed and cancelled jobs by id)"
+    )
     add_config_arg(requeue)
     requeue.add_argument(
         "job_ids", nargs="*", type=int, metavar="ID", help="job ids to re-queue (see ketter jobs)"

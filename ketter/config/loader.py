@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from ketter.choices import Mode
-from ketter.config import credentials, units
+from ketter.config import api, credentials, units
 from ketter.config import text as config_text
 from ketter.config.schema import Config, RouteConfig
 from ketter.errors import ConfigError
@@ -80,6 +80,7 @@ def parse_config(text: str, *, path: str = "<config>", base_dir: str | None = No
     )
     config = _resolve_state_paths(config)
     problems = _check_routes(config, walker.route_lines, walker.key_lines, path)
+    problems += api.check_api(config, walker.key_lines, path)
     if problems:
         raise ConfigError(problems)
     return config
@@ -230,6 +231,10 @@ class _Walker:
             return units.parse_size(raw)
         if kind == "free_space":
             return units.parse_free_space(raw)
+        if kind == "address":
+            return api.parse_address(raw)
+        if kind == "cors":
+            return api.parse_cors(raw)
         if kind == "enum":
             choices = f.metadata["choices"]
             if raw not in choices:

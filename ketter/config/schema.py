@@ -96,6 +96,25 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    """``ketter api``: the HTTP control plane (docs/configuration.md, api)."""
+
+    #: ``HOST:PORT`` (IPv6 in brackets); required by ``ketter api`` only.
+    listen: str | None = spec("address", None)
+    tls_cert: str | None = spec("path", None)
+    tls_key: str | None = spec("path", None)
+    #: Client certificates required and verified against this CA (mTLS).
+    client_ca: str | None = spec("path", None)
+    #: Serve a non-loopback address without TLS on purpose.
+    allow_plaintext: bool = spec("bool", False)
+    #: The largest request body the API reads (larger: 413).
+    max_body: int = spec("size", 2**20)
+    cors: str = spec("cors", "none")
+    #: A second ``HOST:PORT`` serving only ``/metrics``, without a token.
+    metrics_listen: str | None = spec("address", None)
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     name: str = spec("name", "", required=True)
     source: str = spec("path", "", required=True)
@@ -148,6 +167,7 @@ class Config:
     audit: AuditConfig = spec("section", factory=AuditConfig)
     alerts: AlertsConfig = spec("section", factory=AlertsConfig)
     health: HealthConfig = spec("section", factory=HealthConfig)
+    api: ApiConfig = spec("section", factory=ApiConfig)
     routes: tuple[RouteConfig, ...] = spec("routes", ())
     #: The file this config was read from ("" for a config built in code).
     path: str = field(default="", metadata={"kind": "internal"})

@@ -1,10 +1,11 @@
 """The systemd units of a Ketter node, rendered from its config.
 
 ``ketter deploy units`` writes ``ketter-workers.service``,
-``ketter-watcher.service`` and ``ketter.target``. They are rendered, not
-hand-edited, because the sandbox has to name the route folders: the workers
-may write only the destinations, the move sources and the state directory,
-the watcher only the state directory; everything else is read-only
+``ketter-watcher.service``, ``ketter-api.service`` (when ``api.listen`` is
+set) and ``ketter.target``. They are rendered, not hand-edited, because the
+sandbox has to name the route folders: the workers may write only the
+destinations, the move sources and the state directory, the watcher and the
+API only the state directory; everything else is read-only
 (``ProtectSystem=strict``). Change a route, render again, restart.
 
 Why each directive is there is written above it in the unit itself (every
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 
 from ketter.config import Config
+from ketter.config.api import split_address
 from ketter.config.credentials import credential_name, valid_name
 from ketter.config.text import control_char
 from ketter.errors import ConfigError
@@ -57,6 +59,8 @@ HOME_DIRS = ("/home", "/root", "/run/user")
 TMP_DIRS = ("/tmp", "/var/tmp")
 
 UNIT_NAMES = ("ketter-workers.service", "ketter-watcher.service", "ketter.target")
+#: Rendered (and part of ketter.target) only when ``api.listen`` is set.
+API_UNIT = "ketter-api.service"
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,16 @@ def watcher_sandbox(config: Config) -> Sandbox:
     read_write = _unique([config.state_dir])
     ro = [r.source for r in config.routes if not any(_inside(r.source, w) for w in read_write)]
     return Sandbox(read_write, _unique(ro))
+
+
+def api_sandbox(config: Config) -> Sandbox:
+    """API: writes the state directory only (the job store); reads the
+    route folders (a submitted path is resolved under its source, the free
+    space of a destination is shown) and never writes a share."""
+    read_write = _unique([config.state_dir])
+    roots = [p for r in config.routes for p in (r.source, r.destination)]
+    ro = [p for p in _outermost(roots) if not any(_inside(p, w) for w in read_write)]
+    return Sandbox(read_write, tuple(ro))
 
 
 def warnings(config: Config) -> list[str]:
@@ -190,7 +204,8 @@ def _service(
     config: Config, *, kind: str, python: str, config_path: str, user: str, group: str
 ) -> str:
     workers = kind == "workers"
-    sandbox = workers_sandbox(config) if workers else watcher_sandbox(config)
+    sandboxes = {"workers": workers_sandbox, "watcher": watcher_sandbox, "api": api_sandbox}
+    sandbox = sandboxes[kind](config)
     statedir = state_directory(config)
     fields = {
         "config_path": config_path,
@@ -209,11 +224,28 @@ def _service(
     }
     if workers:
         fields["start_timeout"] = str(START_TIMEOUT_SEC)
-    fragments: dict[str, str | None] = {
+    network = "network-alerts.conf" if config.alerts.urls else "network-none.conf"
+    fragments: dict[str, str | None] = {"metrics_bind": None}
+    if kind == "api":
+        network = "network-api.conf"
+        api = config.api
+        assert api.listen is not None
+        fields["listen"] = ", ".join(a for a in (api.listen, api.metrics_listen) if a is not None)
+        fields["listen_port"] = str(split_address(api.listen)[1])
+        if api.metrics_listen is not None:
+            fields["metrics_port"] = str(split_address(api.metrics_listen)[1])
+            fragments["metrics_bind"] = "socket-bind-metrics.conf"
+    fragments |= {
         "state_directory": "state-directory.conf" if statedir is not None else None,
         "credential": None,
-        "read_only_paths": "read-only-paths.conf" if sandbox.read_only else None,
-        "network": "network-alerts.conf" if config.alerts.urls else "network-none.conf",
+        "read_only_paths": (
+            None
+            if not sandbox.read_only
+            else "read-only-shares.conf"
+            if kind == "api"
+            else "read-only-paths.conf"
+        ),
+        "network": network,
     }
     credential = credential_name(config.audit.hmac_key_file)
     if credential is not None:
@@ -233,8 +265,8 @@ def _service(
     return _fill(f"ketter-{kind}.service", fields, fragments)
 
 
-def _target(config_path: str) -> str:
-    return _fill("ketter.target", {"config_path": config_path}, {})
+def _target(config_path: str, services: Iterable[str]) -> str:
+    return _fill("ketter.target", {"config_path": config_path, "services": " ".join(services)}, {})
 
 
 def render_units(
@@ -245,7 +277,8 @@ def render_units(
     user: str = DEFAULT_USER,
     group: str | None = None,
 ) -> dict[str, str]:
-    """The three unit files, name → text, for ``config``.
+    """The unit files, name → text, for ``config``: the workers, the
+    watcher, the API when ``api.listen`` is set, and ketter.target.
 
     ``config_path`` is the path written into the units (default: the file
     the config was read from, made absolute); ``python`` the interpreter of
@@ -255,11 +288,14 @@ def render_units(
     group = group or user
     _refuse_control_characters(config, python=python, config_path=path, user=user, group=group)
     common = {"python": python, "config_path": path, "user": user, "group": group}
-    return {
+    units = {
         "ketter-workers.service": _service(config, kind="workers", **common),
         "ketter-watcher.service": _service(config, kind="watcher", **common),
-        "ketter.target": _target(path),
     }
+    if config.api.listen is not None:
+        units[API_UNIT] = _service(config, kind="api", **common)
+    units["ketter.target"] = _target(path, units)
+    return units
 
 
 def _refuse_control_characters(config: Config, **settings: str) -> None:
@@ -270,6 +306,8 @@ def _refuse_control_characters(config: Config, **settings: str) -> None:
     values["state_dir"] = config.state_dir
     values["audit.log_file"] = config.audit.log_file
     values["audit.hmac_key_file"] = config.audit.hmac_key_file or ""
+    values["api.listen"] = config.api.listen or ""
+    values["api.metrics_listen"] = config.api.metrics_listen or ""
     for route in config.routes:
         values[f"route {route.name!r} name"] = route.name
         for side in ("source", "destination", "source_mount", "destination_mount"):

@@ -253,6 +253,9 @@ class Finishing(AttemptBase):
                     "sha256": job.sha256,
                     "xxh128": job.xxh128,
                     "files": job.file_count,
+                    # The verified attempt's copy and read-back time: with
+                    # size and files, what the route's counters add up.
+                    "seconds": job.transfer_seconds,
                 },
                 fields={
                     "completed_at": self.now(),

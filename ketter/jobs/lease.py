@@ -10,6 +10,11 @@ A renewal that finds the claim gone (the sweep handed the job to another
 worker after this process was paused) flags the job as lost; the copy loop
 sees the flag at its next progress call and stops with
 :class:`~ketter.errors.LostClaim`, touching nothing but its own temporaries.
+
+The copy loop's progress calls also look for an operator's cancel
+(:mod:`ketter.jobs.cancel`), at most every :data:`CANCEL_CHECK` seconds (one
+read of the job's row): a cancelled copy stops with
+:class:`~ketter.errors.JobCancelled` within about a second.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from ketter.config import Config
 from ketter.engine.context import TransferContext
-from ketter.errors import LostClaim, ShutdownRequested
+from ketter.errors import JobCancelled, LostClaim, ShutdownRequested
 from ketter.jobs.claim import renew
 from ketter.runtime.faults import delay, fault
 from ketter.runtime.signals import Shutdown
@@ -33,6 +38,9 @@ if TYPE_CHECKING:
     from ketter.store.port import JobStore
 
 log = logging.getLogger("ketter.lease")
+
+#: Seconds between two looks for a cancel from a copy loop's progress calls.
+CANCEL_CHECK = 0.5
 
 
 @dataclass
@@ -69,6 +77,7 @@ class JobContext(TransferContext):
         self.shutdown = shutdown
         self._on_warning = on_warning
         self._on_progress = on_progress
+        self._cancel_checked = time.monotonic()
 
     def progress(self, bytes_done: int, phase: str) -> None:
         active = self.active
@@ -87,6 +96,21 @@ class JobContext(TransferContext):
             self.store.ensure_intact(f"job {active.job_id}")
         if self.shutdown.requested:
             raise ShutdownRequested()
+        self._look_for_cancel()
+
+    def _look_for_cancel(self) -> None:
+        """Raise :class:`JobCancelled` when an operator cancelled the job.
+        Only ever true before the placement: a cancel is refused once the job
+        is in ``verifying``, and a job asked to cancel cannot step into it."""
+        mono = time.monotonic()
+        if mono - self._cancel_checked < CANCEL_CHECK:
+            return
+        self._cancel_checked = mono
+        if self.store.cancel_requested(self.active.job_id):
+            raise JobCancelled(
+                f"job {self.active.job_id} was cancelled by an operator while "
+                f"{self.active.phase} ({self.active.bytes_done} bytes done)"
+            )
 
     def before_irreversible(self, what: str) -> None:
         # A deleted or replaced job store would never learn of the step.

@@ -24,6 +24,9 @@ out in one place by :meth:`ketter.jobs.runner.JobRunner.apply`:
   - :class:`SourceInUse` — a writer holds the source: the job waits (after
     the placement, ``retry.max_delay``), never using up an attempt.
   - :class:`VerificationFailed` alerts ``verify_mismatch`` besides.
+  - :class:`JobCancelled` (an operator's cancel, noticed before the
+    placement) rolls back and ends ``cancelled``: no retry, no alert, no
+    attempt used.
 
 What the route looks like from outside (a mount check, a statvfs, the
 store's count of pauses for room) is looked at by the runner only for a route
@@ -42,6 +45,7 @@ from ketter.config.schema import RetryConfig
 from ketter.engine.oserrors import classify_oserror
 from ketter.errors import (
     DestinationFull,
+    JobCancelled,
     KetterError,
     LostClaim,
     PermanentError,
@@ -120,7 +124,7 @@ class Action(StrEnum):
     #: Placed: ``failed`` with the delivery in place and kept.
     FAIL_KEPT = "fail_kept"
     #: Not placed: ``rolling_back``, then ``then`` (``retry_wait`` after the
-    #: rollback's backoff, ``failed`` or ``superseded``).
+    #: rollback's backoff, ``failed``, ``superseded`` or ``cancelled``).
     ROLL_BACK = "roll_back"
 
 
@@ -233,6 +237,17 @@ def decide(
     backoff's jitter."""
     route = route or RouteLook()
     message = error.message
+    if isinstance(error, JobCancelled):
+        if job.placed:
+            # Cannot happen (a cancel is refused once placed, and a placed
+            # job never steps forward into FORWARD again); should it, the
+            # delivery stands: the remaining work goes on at once.
+            return Decision(Action.RETRY_AT, message, retry_at=now, delay=0.0, uses_attempt=False)
+        # An operator's cancel: undone like a failure, then ``cancelled``,
+        # quietly (it is what was asked for).
+        return Decision(
+            Action.ROLL_BACK, message, then=State.CANCELLED, uses_attempt=False, permanent=True
+        )
     if isinstance(error, DestinationFull):
         # "Does not fit" pauses the route until the job's size is free
         # (R-J7); it never uses attempts (it used to fail the job for good

@@ -165,6 +165,11 @@ class Recovery(AttemptBase):
         removed = rollback(self.dest_dir, self.ctx.job_prefix, root=self.spec.destination_root)
         job = self.store.get_job(self.job.id)
         target = State(job.rollback_to or S.FAILED.value)
+        if job.cancel_requested_at is not None and not keep_lease and target is not S.SUPERSEDED:
+            # Cancelled meanwhile (or a rollback a crash interrupted): the undo
+            # ends it as asked. With ``keep_lease`` the attempt goes on and
+            # its next step forward is refused (JobCancelled) instead.
+            target = S.CANCELLED
         details = {"removed": [readable(p) for p in removed]}
         if target is S.RETRY_WAIT:
             if delay is None:
@@ -192,6 +197,17 @@ class Recovery(AttemptBase):
                 lease_expires_at=None,
                 completed_at=self.now(),
                 details={**details, "reason": job.error},
+            )
+        elif target is S.CANCELLED:
+            # Quiet too: an operator asked for it; no retry, no alert.
+            self.to(
+                S.CANCELLED,
+                event="cancel",
+                rollback_to=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                completed_at=self.now(),
+                details={**details, "by": job.cancel_requested_by},
             )
         else:
             self._fail(job, {**details, "error": job.error}, job.error or "failed")

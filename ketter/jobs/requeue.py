@@ -1,7 +1,8 @@
 """Re-queueing by an operator: ``ketter requeue`` and ``make requeue-failed``.
 
-A failed job goes back to ``detected`` with its attempts reset; a job waiting
-in ``retry_wait`` is made due now. Each re-queue writes a ``requeue`` event
+A failed or cancelled job goes back to ``detected`` with its attempts reset
+(a cancelled one with its cancel request cleared); a job waiting in
+``retry_wait`` is made due now. Each re-queue writes a ``requeue`` event
 naming who did it, so the audit trail shows human intervention.
 """
 
@@ -36,7 +37,8 @@ def requeue_job(store: JobStore, job_id: int, *, now: float, who: str | None = N
     job = store.find_job(job_id)
     if job is None:
         return f"job {job_id}: no such job"
-    if job.state == State.FAILED.value:
+    if job.state in (State.FAILED.value, State.CANCELLED.value):
+        was = State(job.state)
         newer = active_job(store, job.source_key)
         if newer is not None:
             return (
@@ -46,7 +48,7 @@ def requeue_job(store: JobStore, job_id: int, *, now: float, who: str | None = N
         transition(
             store,
             job_id,
-            State.FAILED,
+            was,
             State.DETECTED,
             claim=job.claim,
             now=now,
@@ -54,9 +56,11 @@ def requeue_job(store: JobStore, job_id: int, *, now: float, who: str | None = N
             attempt=0,
             next_attempt_at=now,
             completed_at=None,
-            details={"by": who, "last_error": job.error},
+            cancel_requested_at=None,
+            cancel_requested_by=None,
+            details={"by": who, "last_error": job.error, "was": was.value},
         )
-        return f"job {job_id}: re-queued (was failed: {job.error})"
+        return f"job {job_id}: re-queued (was {was.value}: {job.error})"
     if job.state == State.RETRY_WAIT.value:
         if not store.make_due_now(job_id, now=now, by=who):
             # Claimed or finished since it was read: say what it is now.

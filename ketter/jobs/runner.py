@@ -374,6 +374,9 @@ class JobRunner:
                 details={"error": message, "route_paused": True},
             )
             return
+        # Counted as a verify failure (ketter.store.composite.counting) in
+        # the transaction of the transition that follows.
+        mismatch = {"verify_mismatch": True} if Alert.VERIFY_MISMATCH in d.alerts else {}
         if Alert.VERIFY_MISMATCH in d.alerts:
             self.notifier.notify(
                 "verify_mismatch",
@@ -392,7 +395,7 @@ class JobRunner:
                 completed_at=now,
                 lease_owner=None,
                 lease_expires_at=None,
-                details={"error": message, "delivery_kept": True},
+                details={"error": message, "delivery_kept": True, **mismatch},
             )  # its fail event alerts job_failed (AlertSubscriber.on_fail)
             return
         if d.action is Action.RETRY_AT:
@@ -406,7 +409,7 @@ class JobRunner:
                 next_attempt_at=d.retry_at,
                 lease_owner=None,
                 lease_expires_at=None,
-                details={"error": message, "delay_s": round(delay, 3)},
+                details={"error": message, "delay_s": round(delay, 3), **mismatch},
             )
             self.ring_later(job_id, delay)
             return
@@ -421,7 +424,7 @@ class JobRunner:
                 claimed,
                 error=message,
                 rollback_to=target.value,
-                details={"error": message, "permanent": d.permanent},
+                details={"error": message, "permanent": d.permanent, **mismatch},
             )
         if attempt is not None:
             attempt.state = S.ROLLING_BACK
@@ -446,7 +449,7 @@ class JobRunner:
                 target,
                 claimed,
                 rollback_to=None,
-                completed_at=now if target is S.FAILED else None,
+                completed_at=now if target in (S.FAILED, S.CANCELLED) else None,
                 next_attempt_at=now,
                 details={"error": message},
             )  # to failed: its fail event alerts job_failed (Alert.JOB_FAILED)

@@ -4,7 +4,9 @@ A job is created ``detected`` and normally walks
 ``detected → validated → (packaged) → transferring → verifying → completed``.
 Failures take it to ``retry_wait`` (transient: tried again after a backoff) or
 through ``rolling_back`` to ``failed`` (permanent, or attempts exhausted), or
-to ``superseded`` when the version it was created for no longer exists.
+to ``superseded`` when the version it was created for no longer exists, or
+to ``cancelled`` when an operator cancelled it before its placement
+(:mod:`ketter.jobs.cancel`).
 Once a job's delivery is placed (``placed_at`` set) it only moves forward: the
 transition function refuses ``rolling_back`` for it, whatever this table says.
 """
@@ -45,6 +47,11 @@ class State(StrEnum):
     #: placed; the newer version is a job of its own. Terminal, quiet: no
     #: ``job_failed`` alert for a version nobody will ever want.
     SUPERSEDED = "superseded"
+    #: Cancelled by an operator (``ketter cancel``, the API) before its
+    #: placement, and rolled back like a failure: temporaries removed, the
+    #: source intact, a set-aside old version restored. Terminal, quiet (no
+    #: ``job_failed`` alert); re-queued like a failed job.
+    CANCELLED = "cancelled"
 
 
 S = State
@@ -66,15 +73,25 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     S.RETRY_WAIT: frozenset({S.DETECTED, S.VERIFYING, S.ROLLING_BACK, S.FAILED}),
     # rolling_back → retry_wait: a transient failure's undo is done; → failed:
     # a permanent one's; → superseded: the undo of a job whose source version
-    # is gone (every unplaced state reaches it through rolling_back).
-    S.ROLLING_BACK: frozenset({S.RETRY_WAIT, S.FAILED, S.SUPERSEDED}),
+    # is gone; → cancelled: the undo of a job an operator cancelled (every
+    # unplaced state reaches both through rolling_back; a waiting job's
+    # rolling_back and cancelled are committed together, ketter.jobs.cancel).
+    S.ROLLING_BACK: frozenset({S.RETRY_WAIT, S.FAILED, S.SUPERSEDED, S.CANCELLED}),
     S.COMPLETED: frozenset(),
     # failed → detected: re-queued by an operator (`ketter requeue`).
     S.FAILED: frozenset({S.DETECTED}),
     S.SUPERSEDED: frozenset(),
+    # cancelled → detected: re-queued by an operator, like a failed job.
+    S.CANCELLED: frozenset({S.DETECTED}),
 }
 
-TERMINAL: frozenset[State] = frozenset({S.COMPLETED, S.FAILED, S.SUPERSEDED})
+TERMINAL: frozenset[State] = frozenset({S.COMPLETED, S.FAILED, S.SUPERSEDED, S.CANCELLED})
+#: The states a job's steps move forward through before its placement. A
+#: transition into one of them is refused once a cancel was requested
+#: (``jobs.cancel_requested_at``), in the same compare-and-set: the worker
+#: notices a cancel at its next step, and ``verifying`` (the commit right
+#: before the rename into place) is the last point a cancel can win.
+FORWARD: frozenset[State] = frozenset({S.VALIDATED, S.PACKAGED, S.TRANSFERRING, S.VERIFYING})
 ACTIVE: frozenset[State] = frozenset(State) - TERMINAL
 
 #: The audit event written with each transition when the caller names none.
@@ -89,6 +106,7 @@ DEFAULT_EVENT: dict[State, str] = {
     S.ROLLING_BACK: "rollback",
     S.FAILED: "fail",
     S.SUPERSEDED: "supersede",
+    S.CANCELLED: "cancel",
 }
 
 

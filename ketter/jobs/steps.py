@@ -73,6 +73,15 @@ class Attempt(Finishing, Recovery):
             # backoff it records like any other retry.
             self.finish_rollback()
             return
+        if job.cancel_requested_at is not None and job.placed_at is None:
+            # Cancelled while it waited or while another worker held it: the
+            # claim that finds it carries the cancel out (runner.stopped).
+            from ketter.errors import JobCancelled  # here: the errors import line is shared
+
+            raise JobCancelled(
+                f"job {job.id} was cancelled by {job.cancel_requested_by or 'an operator'} "
+                f"before its placement (it was {state})"
+            )
         # The mount guard holds within one attempt; a share remounted between
         # attempts may have a new device number, which is not an outage.
         self.ctx.expected_devs = check_mounts(self.spec, None)

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ketter.errors import InvalidTransition
-from ketter.jobs.states import DEFAULT_EVENT, State, is_allowed
+from ketter.jobs.states import DEFAULT_EVENT, FORWARD, State, is_allowed
 from ketter.store.ports.jobs import JobChange
 
 if TYPE_CHECKING:
+    from ketter.audit.chain import Principal
     from ketter.store.port import JobStore
 
 
@@ -74,6 +75,7 @@ def advance(
     fsync: bool = False,
     route: str | None = None,
     attempt: int | None = None,
+    actor: Principal | None = None,
 ) -> State:
     """Apply ``steps`` in order, in one transaction (one commit, one fsync at
     most): each is the same compare-and-set as :func:`transition` or
@@ -106,6 +108,8 @@ def advance(
                 step.fields,
                 # A placed delivery is never rolled back: it only moves forward.
                 only_unplaced=current is State.ROLLING_BACK,
+                # A cancelled job never moves forward (ketter.jobs.cancel).
+                only_uncancelled=step.to in FORWARD,
             )
         )
     return State(
@@ -118,6 +122,7 @@ def advance(
             durable=fsync,
             route=route,
             attempt=attempt,
+            actor=actor,
         )
     )
 

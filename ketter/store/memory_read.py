@@ -18,6 +18,7 @@ from ketter.jobs.states import TERMINAL
 from ketter.store.port import (
     HealthFacts,
     HeartbeatFact,
+    HeldRoute,
     JobDetail,
     JobEvent,
     JobFilter,
@@ -106,6 +107,10 @@ class MemoryReadStore:
             for j in reversed(self.jobs)
             if (not filters.state or j["state"] == filters.state)
             and (not filters.route or j["route"] == filters.route)
+            and (filters.routes is None or j["route"] in filters.routes)
+            and (filters.since is None or j["created_at"] >= filters.since)
+            and (filters.until is None or j["created_at"] < filters.until)
+            and (not filters.name or filters.name in j["source_display"])
             and (cursor is None or j["id"] < cursor)
         ]
         # SQLite's LIMIT with a negative count means no limit.
@@ -119,28 +124,23 @@ class MemoryReadStore:
             return None
         return JobDetail(
             job=history_row(job),
-            events=tuple(
-                JobEvent(
-                    seq=e["id"],
-                    time=iso(e["ts"]),
-                    event=e["event"],
-                    from_state=e.get("from_state"),
-                    to_state=e.get("to_state"),
-                    attempt=e.get("attempt"),
-                    node=e["node"],
-                    pid=e["pid"],
-                    user=e["user"],
-                    details=json.loads(e["details"]),
-                )
-                for e in self.events
-                if e.get("job_id") == job_id
-            ),
+            events=tuple(_event(e) for e in self.events if e.get("job_id") == job_id),
             files=tuple(
                 ManifestEntry(path=f["relpath_display"], size=f["size"], sha256=f.get("sha256"))
                 for f in self.files
                 if f["job_id"] == job_id
             ),
         )
+
+    def running_jobs(self, now: float) -> tuple[RunningJob, ...]:
+        return self._running(now)
+
+    def job_progress(self, job_id: int, now: float) -> RunningJob | None:
+        found = [r for r in self._running(now) if r.job_id == job_id]
+        return found[0] if found else None
+
+    def events_after(self, after: int, limit: int) -> tuple[JobEvent, ...]:
+        return tuple(_event(e) for e in self.events if e["id"] > after)[:limit]
 
     def status(self, now: float) -> StatusView:
         states = sorted({j["state"] for j in self.jobs})
@@ -173,6 +173,7 @@ class MemoryReadStore:
             running=self._running(now),
             paused=self.paused_routes(),
             heartbeats=beats,
+            held=self.held_routes(),
         )
 
     def _running(self, now: float) -> tuple[RunningJob, ...]:
@@ -209,6 +210,18 @@ class MemoryReadStore:
             if r.get("paused") == 1
         )
 
+    def held_routes(self) -> tuple[HeldRoute, ...]:
+        return tuple(
+            HeldRoute(
+                route=r["route"],
+                reason=r.get("held_reason"),
+                by=r.get("held_by"),
+                since=r.get("held_since"),
+            )
+            for r in sorted(self.routes, key=lambda r: r["route"])
+            if r.get("held") == 1
+        )
+
     def heartbeats(self, node: str | None = None) -> tuple[HeartbeatFact, ...]:
         return tuple(
             HeartbeatFact(
@@ -226,3 +239,22 @@ class MemoryReadStore:
         return HealthFacts(
             heartbeats={b["component"]: health_beat(b) for b in self.beats if b["node"] == node}
         )
+
+
+def _event(e: Row) -> JobEvent:
+    return JobEvent(
+        seq=e["id"],
+        time=iso(e["ts"]),
+        event=e["event"],
+        from_state=e.get("from_state"),
+        to_state=e.get("to_state"),
+        attempt=e.get("attempt"),
+        node=e["node"],
+        pid=e["pid"],
+        user=e["user"],
+        details=json.loads(e["details"]),
+        hash=e.get("hash"),
+        prev_hash=e.get("prev_hash"),
+        job_id=e.get("job_id"),
+        route=e.get("route"),
+    )

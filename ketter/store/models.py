@@ -14,6 +14,7 @@ from peewee import (
     AutoField,
     BigIntegerField,
     BlobField,
+    CompositeKey,
     DatabaseProxy,
     DoubleField,
     IntegerField,
@@ -28,7 +29,7 @@ database = DatabaseProxy()
 
 #: States after which a job never changes again (its ``source_key`` may then be
 #: used by a new job: the partial unique index only covers active jobs).
-TERMINAL_STATES = ("completed", "failed", "superseded")
+TERMINAL_STATES = ("completed", "failed", "superseded", "cancelled")
 
 
 class BaseModel(Model):
@@ -88,13 +89,22 @@ class Job(BaseModel):
     #: ``mb_per_s``, free of waits on pauses, retries and re-queues.
     transfer_seconds = DoubleField(null=True)
     transfer_bytes = BigIntegerField(null=True)
+    #: An operator asked to cancel the job (0009): when and who. The worker
+    #: holding it rolls it back and ends it ``cancelled``; a step forward is
+    #: refused from then on (:data:`ketter.jobs.states.FORWARD`).
+    cancel_requested_at = DoubleField(null=True)
+    cancel_requested_by = TextField(null=True)
 
     class Meta:
         table_name = "jobs"
 
 
 Job.add_index(ModelIndex(Job, (Job.state, Job.next_attempt_at), name="jobs_state_due"))
-Job.add_index(ModelIndex(Job, (Job.route, Job.state), name="jobs_route_state"))
+# The scrape's count per route and state and its oldest waiting job per
+# route (0010: was ``jobs_route_state``).
+Job.add_index(
+    ModelIndex(Job, (Job.route, Job.state, Job.created_at), name="jobs_route_state_created")
+)
 Job.add_index(ModelIndex(Job, (Job.source_key,), name="jobs_source_key"))
 # At most one active job per source identity: the watcher's idempotent insert
 # relies on it, so a file detected twice is delivered once.
@@ -192,6 +202,14 @@ class RouteStatus(BaseModel):
     #: The sweep does not resume the route before this time (the backoff of a
     #: destination that refuses writes while showing free space: a quota).
     resume_at = DoubleField(null=True)
+    #: An operator hold (0009, ``ketter pause``): the route takes no new
+    #: claims until ``ketter resume``; with its reason, who and since. Kept
+    #: apart from ``paused`` so that nothing automatic (the sweep's resume of
+    #: an outage pause) lifts it.
+    held = IntegerField(default=0)
+    held_reason = TextField(null=True)
+    held_by = TextField(null=True)
+    held_since = DoubleField(null=True)
 
     class Meta:
         table_name = "route_status"
@@ -220,4 +238,71 @@ Heartbeat.add_index(
     )
 )
 
-MODELS = (Job, Event, JobFile, RouteStatus, Heartbeat)
+
+class ApiToken(BaseModel):
+    """An API token (0011): its SHA-256 only, never the secret, what it may
+    do (scopes) and on which routes (globs), and its life (expiry,
+    revocation). Revoked rows stay: the history of who could do what."""
+
+    id = AutoField()
+    name = TextField()
+    secret_sha256 = TextField()
+    scopes = TextField()  # JSON array of scope names
+    routes = TextField()  # JSON array of route globs
+    created_at = DoubleField()
+    created_by = TextField()
+    expires_at = DoubleField(null=True)
+    revoked_at = DoubleField(null=True)
+    revoked_by = TextField(null=True)
+    #: Refreshed at most once a minute (no write per request).
+    last_used_at = DoubleField(null=True)
+
+    class Meta:
+        table_name = "api_tokens"
+
+
+ApiToken.add_index(
+    ModelIndex(ApiToken, (ApiToken.secret_sha256,), unique=True, name="api_tokens_secret_sha256")
+)
+# A name is unique among the tokens not revoked: `token revoke NAME` names
+# one token, and a revoked name may be given to its replacement.
+ApiToken.add_index(
+    ModelIndex(
+        ApiToken,
+        (ApiToken.name,),
+        unique=True,
+        name="api_tokens_live_name",
+        where=ApiToken.revoked_at.is_null(),
+    )
+)
+
+
+class Counter(BaseModel):
+    """A per-route running total for ``/metrics`` (0010), incremented in the
+    transaction of the transition it counts; never decreased, never pruned.
+    ``name``: :mod:`ketter.store.composite.counting`."""
+
+    route = TextField()
+    name = TextField()
+    value = DoubleField(default=0)
+
+    class Meta:
+        table_name = "counters"
+        primary_key = CompositeKey("route", "name")
+
+
+class JobCount(BaseModel):
+    """How many jobs each route has in each state (0010): kept by triggers on
+    ``jobs`` in the statement that writes a job, so a scrape reads a few rows
+    instead of counting a million."""
+
+    route = TextField()
+    state = TextField()
+    jobs = IntegerField()
+
+    class Meta:
+        table_name = "job_counts"
+        primary_key = CompositeKey("route", "state")
+
+
+MODELS = (Job, Event, JobFile, RouteStatus, Heartbeat, ApiToken, Counter, JobCount)

@@ -9,7 +9,8 @@ implementation runs the contract suite in
 
 The write side is :class:`JobStore`: one protocol per area in
 :mod:`ketter.store.ports` (transactions and event appends, jobs and their
-transitions, leases, intake, routes, heartbeats, events, manifests),
+transitions, leases, intake, routes, heartbeats, events, manifests, API tokens,
+the metrics scrape's reads),
 implemented by :mod:`ketter.store.sqlite` and the in-memory fake
 :mod:`ketter.store.memory` (their composite operations, a transition or a
 claim with its audit event, written once in :mod:`ketter.store.composite`
@@ -62,10 +63,18 @@ HISTORY_FIELDS = (
 
 @dataclass(frozen=True)
 class JobFilter:
-    """Which jobs to list; ``None`` means any."""
+    """Which jobs to list; ``None`` means any.
+
+    ``routes``: only these routes (an API token's visible routes; empty:
+    none). ``since``/``until``: created at or after / before (epoch
+    seconds). ``name``: a substring of the source path, case-sensitive."""
 
     state: str | None = None
     route: str | None = None
+    routes: tuple[str, ...] | None = None
+    since: float | None = None
+    until: float | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,11 @@ class JobEvent:
     user: str | None
     details: Any
     time: str | None
+    #: The chain's hash of this event and of the one before it.
+    hash: str | None = None
+    prev_hash: str | None = None
+    job_id: int | None = None
+    route: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -185,6 +199,16 @@ class PausedRoute:
 
 
 @dataclass(frozen=True)
+class HeldRoute:
+    """A route an operator holds (``ketter pause``): why, who, since when."""
+
+    route: str
+    reason: str | None
+    by: str | None
+    since: float | None
+
+
+@dataclass(frozen=True)
 class HeartbeatFact:
     """A component's last heartbeat; ``details`` is the parsed JSON."""
 
@@ -207,6 +231,8 @@ class StatusView:
     running: tuple[RunningJob, ...]
     paused: tuple[PausedRoute, ...]
     heartbeats: tuple[HeartbeatFact, ...]
+    #: Routes held by an operator (apart from the outage pauses).
+    held: tuple[HeldRoute, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -230,12 +256,30 @@ class JobReadStore(Protocol):
         """The job, its events and its manifest; ``None`` if there is no such job."""
         ...
 
+    def running_jobs(self, now: float) -> tuple[RunningJob, ...]:
+        """The jobs workers hold at ``now`` (live lease), with their progress."""
+        ...
+
+    def job_progress(self, job_id: int, now: float) -> RunningJob | None:
+        """The job's live progress when a worker holds it at ``now``."""
+        ...
+
+    def events_after(self, after: int, limit: int) -> tuple[JobEvent, ...]:
+        """Audit events with a sequence above ``after``, in chain order, at
+        most ``limit``, each with its job id, route and chain hashes."""
+        ...
+
     def status(self, now: float) -> StatusView:
         """Counts, running jobs (lease live at ``now``), paused routes, heartbeats."""
         ...
 
     def paused_routes(self) -> tuple[PausedRoute, ...]:
         """Routes paused in ``route_status`` (share down, destination full)."""
+        ...
+
+    def held_routes(self) -> tuple[HeldRoute, ...]:
+        """Routes an operator holds (``route_status.held``): on purpose,
+        lifted only by ``ketter resume``."""
         ...
 
     def heartbeats(self, node: str | None = None) -> tuple[HeartbeatFact, ...]:
@@ -257,7 +301,9 @@ from ketter.store.ports.intake import IntakePort  # noqa: E402
 from ketter.store.ports.jobs import JobsPort  # noqa: E402
 from ketter.store.ports.leases import LeasesPort  # noqa: E402
 from ketter.store.ports.manifests import ManifestsPort  # noqa: E402
+from ketter.store.ports.metrics import MetricsPort  # noqa: E402
 from ketter.store.ports.routes import RoutesPort  # noqa: E402
+from ketter.store.ports.tokens import TokensPort  # noqa: E402
 
 
 class JobStore(
@@ -269,6 +315,8 @@ class JobStore(
     HeartbeatsPort,
     EventsPort,
     ManifestsPort,
+    TokensPort,
+    MetricsPort,
     Protocol,
 ):
     """The job store a process that writes holds (one per process, built by

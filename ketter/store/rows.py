@@ -64,6 +64,8 @@ class JobRow:
     source_ctime_ns: int | None = None
     transfer_seconds: float | None = None
     transfer_bytes: int | None = None
+    cancel_requested_at: float | None = None
+    cancel_requested_by: str | None = None
 
 
 @dataclass(slots=True)
@@ -97,6 +99,12 @@ class RouteStatusRow:
     room_pauses: int = 0
     room_paused_at: float | None = None
     resume_at: float | None = None
+    #: An operator hold (0009): no new claims until released; nothing
+    #: automatic lifts it (an outage pause and its resume leave it be).
+    held: int = 0
+    held_reason: str | None = None
+    held_by: str | None = None
+    held_since: float | None = None
 
 
 @dataclass(slots=True)
@@ -134,8 +142,27 @@ class EventRow:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+@dataclass(slots=True)
+class ApiTokenRow:
+    """One ``api_tokens`` row: a token's SHA-256 (never its secret), its
+    scopes and route globs, and its life."""
+
+    id: int
+    name: str
+    secret_sha256: str
+    scopes: tuple[str, ...]
+    routes: tuple[str, ...]
+    created_at: float
+    created_by: str
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    revoked_by: str | None = None
+    last_used_at: float | None = None
+
+
 JOB_COLUMNS = tuple(f.name for f in fields(JobRow))
 JOB_FILE_COLUMNS = tuple(f.name for f in fields(JobFileRow))
 ROUTE_STATUS_COLUMNS = tuple(f.name for f in fields(RouteStatusRow))
 HEARTBEAT_COLUMNS = tuple(f.name for f in fields(HeartbeatRow))
 EVENT_COLUMNS = tuple(f.name for f in fields(EventRow))
+API_TOKEN_COLUMNS = tuple(f.name for f in fields(ApiTokenRow))

@@ -31,6 +31,7 @@ from ketter.jobs.states import TERMINAL, State
 from ketter.store.port import (
     HealthFacts,
     HeartbeatFact,
+    HeldRoute,
     JobDetail,
     JobEvent,
     JobFilter,
@@ -145,13 +146,28 @@ class SqliteReadStore:
         if filters.route:
             where.append("route = ?")
             params.append(filters.route)
+        if filters.routes is not None:
+            where.append(f"route IN ({','.join('?' * len(filters.routes))})")
+            params.extend(filters.routes)
+        if filters.since is not None:
+            where.append("created_at >= ?")
+            params.append(filters.since)
+        if filters.until is not None:
+            where.append("created_at < ?")
+            params.append(filters.until)
+        if filters.name:
+            where.append("instr(source_display, ?) > 0")
+            params.append(filters.name)
         if cursor is not None:
-            where.append("job_id < ?")
+            where.append("id < ?")
             params.append(cursor)
-        sql = "SELECT * FROM job_history"
+        # The filters on the table (its columns and indexes), the view's
+        # formatting on the page alone.
+        sql = "SELECT id FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY job_id DESC LIMIT ?"
+        sql += " ORDER BY id DESC LIMIT ?"
+        sql = f"SELECT * FROM job_history WHERE job_id IN ({sql}) ORDER BY job_id DESC"
         jobs = tuple(JobRecord(**row) for row in self._rows(sql, (*params, limit)))
         full = limit > 0 and len(jobs) == limit
         return JobPage(jobs, jobs[-1].job_id if full else None)
@@ -162,7 +178,8 @@ class SqliteReadStore:
             return None
         events = self._rows(
             "SELECT id AS seq, ts, event, from_state, to_state, attempt, node, "
-            "pid, user, details FROM events WHERE job_id = ? ORDER BY id",
+            "pid, user, details, hash, prev_hash, job_id, route FROM events "
+            "WHERE job_id = ? ORDER BY id",
             (job_id,),
         )
         files = self._rows(
@@ -172,23 +189,25 @@ class SqliteReadStore:
         )
         return JobDetail(
             job=JobRecord(**rows[0]),
-            events=tuple(
-                JobEvent(
-                    seq=e["seq"],
-                    time=iso(e["ts"]),
-                    event=e["event"],
-                    from_state=e["from_state"],
-                    to_state=e["to_state"],
-                    attempt=e["attempt"],
-                    node=e["node"],
-                    pid=e["pid"],
-                    user=e["user"],
-                    details=json.loads(e["details"]),
-                )
-                for e in events
-            ),
+            events=tuple(_event(e) for e in events),
             files=tuple(ManifestEntry(**f) for f in files),
         )
+
+    def running_jobs(self, now: float) -> tuple[RunningJob, ...]:
+        return self._running(now)
+
+    def job_progress(self, job_id: int, now: float) -> RunningJob | None:
+        found = self._running(now, job_id)
+        return found[0] if found else None
+
+    def events_after(self, after: int, limit: int) -> tuple[JobEvent, ...]:
+        rows = self._rows(
+            "SELECT id AS seq, ts, event, from_state, to_state, attempt, node, "
+            "pid, user, details, hash, prev_hash, job_id, route FROM events "
+            "WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit),
+        )
+        return tuple(_event(e) for e in rows)
 
     # -- status --------------------------------------------------------------
 
@@ -213,18 +232,20 @@ class SqliteReadStore:
             running=running,
             paused=paused,
             heartbeats=beats,
+            held=self.held_routes(),
         )
 
-    def _running(self, now: float) -> tuple[RunningJob, ...]:
+    def _running(self, now: float, job_id: int | None = None) -> tuple[RunningJob, ...]:
         marks = ",".join("?" * len(IN_FLIGHT))
+        one = "" if job_id is None else "AND j.id = ? "
         rows = self._rows(
             "SELECT j.id AS job_id, j.route, j.state, j.bytes_done, j.size, j.progress_at, "
             "j.source_display AS source, "
             "(SELECT MAX(e.ts) FROM events AS e WHERE e.job_id = j.id "
             " AND e.event IN ('claim', 'resume', 'recover')) AS claimed_at "
             f"FROM jobs AS j WHERE j.state IN ({marks}) AND j.lease_owner IS NOT NULL "
-            "AND j.lease_expires_at > ? ORDER BY j.id",
-            (*IN_FLIGHT, now),
+            f"AND j.lease_expires_at > ? {one}ORDER BY j.id",
+            (*IN_FLIGHT, now, *(() if job_id is None else (job_id,))),
         )
         running = []
         for row in rows:
@@ -250,6 +271,13 @@ class SqliteReadStore:
         rows = self._rows("SELECT route, reason, since FROM route_status WHERE paused = 1")
         return tuple(PausedRoute(**r) for r in rows)
 
+    def held_routes(self) -> tuple[HeldRoute, ...]:
+        rows = self._rows(
+            "SELECT route, held_reason AS reason, held_by AS by, held_since AS since "
+            "FROM route_status WHERE held = 1 ORDER BY route"
+        )
+        return tuple(HeldRoute(**r) for r in rows)
+
     def heartbeats(self, node: str | None = None) -> tuple[HeartbeatFact, ...]:
         rows = self._rows(
             "SELECT component, node, pid, ts, details FROM heartbeats ORDER BY component"
@@ -273,6 +301,25 @@ class SqliteReadStore:
             "SELECT component, node, pid, ts, details FROM heartbeats WHERE node = ?", (node,)
         )
         return HealthFacts(heartbeats={r["component"]: health_beat(r) for r in rows})
+
+
+def _event(e: dict[str, Any]) -> JobEvent:
+    return JobEvent(
+        seq=e["seq"],
+        time=iso(e["ts"]),
+        event=e["event"],
+        from_state=e["from_state"],
+        to_state=e["to_state"],
+        attempt=e["attempt"],
+        node=e["node"],
+        pid=e["pid"],
+        user=e["user"],
+        details=json.loads(e["details"]),
+        hash=e["hash"],
+        prev_hash=e["prev_hash"],
+        job_id=e["job_id"],
+        route=e["route"],
+    )
 
 
 def health_beat(row: dict[str, Any]) -> HeartbeatFact:

@@ -54,8 +54,9 @@ def pause(store: JobStore, route: str) -> None:
         return
     with store.transaction():
         store.db.execute_sql(  # type: ignore[attr-defined]
-            "INSERT INTO route_status (route, paused, reason, since, updated_at, room_pauses) "
-            "VALUES (?, 1, 'test', 1.0, 1.0, 0)",
+            "INSERT INTO route_status "
+            "(route, paused, reason, since, updated_at, room_pauses, held) "
+            "VALUES (?, 1, 'test', 1.0, 1.0, 0, 0)",
             (route,),
         )
 

@@ -16,6 +16,7 @@ from ketter.store.composite import (
     CompositeJobs,
     CompositeLeases,
     CompositeManifests,
+    CompositeMetrics,
     CompositeRoutes,
 )
 from ketter.store.memory import MemoryJobStore
@@ -28,6 +29,7 @@ COMPOSITES = (
     CompositeRoutes,
     CompositeManifests,
     CompositeHeartbeats,
+    CompositeMetrics,
 )
 STORES = (SqliteJobStore, MemoryJobStore)
 
@@ -62,6 +64,7 @@ def test_the_composites_hold_the_operations_named_in_the_port() -> None:
         "record_file_hashes",
         "commit_together",
         "beat",
+        "scrape_facts",
     } <= {name for composite in COMPOSITES for name in _operations(composite)}
 
 

@@ -209,6 +209,8 @@ def test_without_read_access_to_the_key_writing_commands_write_nothing(node_dir:
         "watcher": ["watcher"],
         "run": ["run"],
         "audit ship": ["audit", "ship"],
+        "token create": ["token", "create", "t", "--scopes", "audit:read"],
+        "token revoke": ["token", "revoke", "t"],
     }
     for name, args in commands.items():
         done = as_nobody(config, *args)

@@ -7,7 +7,7 @@ the ``job_history`` view, real deliveries with their measured
 ``transfer_seconds``). What only time makes — a job that waited minutes on a
 paused route before the attempt that delivered it, a copy resumed after most
 of it was written, a job waiting on a paused route, a retry, a superseded
-job — is staged on that store with SQL, since a test cannot wait for it.
+job, a cancelled one — is staged on that store with SQL, since a test cannot wait for it.
 """
 
 from __future__ import annotations
@@ -119,9 +119,11 @@ def store(tmp_path: Path) -> Path:
             clone("share", "retry_wait", 1, "share gone: /mnt/share is not mounted")
             retrying = clone("busy", "retry_wait", 2, "checksum mismatch")
             clone("busy", "superseded", 2, "the source changed")
+            clone("busy", "cancelled", 2, "cancelled by alice")  # #17: terminal, not a retry
             con.execute(
-                "INSERT INTO route_status (route, paused, reason, since, updated_at, room_pauses) "
-                "VALUES ('share', 1, 'share gone', 0, 0, 0)"
+                "INSERT INTO route_status "
+                "(route, paused, reason, since, updated_at, room_pauses, held) "
+                "VALUES ('share', 1, 'share gone', 0, 0, 0, 0)"
             )
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:

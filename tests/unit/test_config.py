@@ -155,6 +155,27 @@ BROKEN = [
      "     exclude: ['*.mov']}\n", 2, "are in both include and exclude"),
     ("routes:\n  - {name: a, source: /a, destination: /b, include: []}\n", 2,
      "include is empty"),
+    # api: (#17)
+    ("api:\n  listen: 10.1.2.3:8443\n", 2,
+     "api.listen: 10.1.2.3:8443 is not a loopback address and no tls_cert/tls_key"),
+    ("api:\n  listen: '[::1]:8443'\n  metrics_listen: '[2001:db8::5]:9100'\n", 3,
+     "api.metrics_listen: [2001:db8::5]:9100 is not a loopback address"),
+    ("api:\n  listen: ::1:8443\n", 2, "api.listen: an IPv6 address goes in brackets"),
+    ("api:\n  listen: localhost:8443\n", 2, "'localhost' is not an IP address"),
+    ("api:\n  listen: 127.0.0.1\n", 2, "(no port)"),
+    ("api:\n  listen: 127.0.0.1:0\n", 2, "the port must be a number from 1 to 65535"),
+    ("api:\n  listen: '[127.0.0.1]:80'\n", 2, "only an IPv6 address goes in brackets"),
+    ("api:\n  listen: 127.0.0.1:8443\n  tls_key: /etc/ketter/api.key\n", 3,
+     "api.tls_key: tls_key is set but tls_cert is not"),
+    ("api:\n  listen: 127.0.0.1:8443\n  client_ca: /etc/ketter/ca.pem\n", 3,
+     "api.client_ca: client_ca (client certificates, mTLS) needs tls_cert"),
+    ("api:\n  cors: '*'\n", 2, "api.cors: invalid value '*': cross-origin access is not"),
+    ("api:\n  max_body: 0\n", 2, "api.max_body: must be at least 1 byte"),
+    ("api:\n  max_body: huge\n", 2, "api.max_body: expected a size"),
+    ("api:\n  allow_plaintext: yes please\n", 2, "api.allow_plaintext: expected true or false"),
+    ("api:\n  listen: 127.0.0.1:8443\n  metrics_listen: 127.0.0.1:8443\n", 3,
+     "/metrics without a token needs an address of its own"),
+    ("api:\n  listn: 127.0.0.1:8443\n", 2, "api.listn: unknown key; did you mean 'listen'?"),
 ]
 
 
@@ -409,3 +430,62 @@ def test_root_only_key_checked_as_another_user_is_a_warning(tmp_path: Path,
     os.waitpid(pid, 0)
     assert errors == []
     assert len(warnings) == 1 and "user 'nobody' may not read the key file" in warnings[0]
+
+
+# --- issue #17: the api: section ----------------------------------------------
+
+
+def test_no_api_section_is_fine_and_has_no_listen_address(write_config) -> None:
+    config = load_config(write_config(GOOD))
+    assert config.api.listen is None and config.api.metrics_listen is None
+    assert config.api.max_body == 2**20 and config.api.cors == "none"
+    assert not config.api.allow_plaintext
+
+
+def test_api_section_is_parsed_and_normalised(write_config, tmp_path: Path) -> None:
+    config = load_config(write_config("""
+        api:
+          listen: '[::1]:8443'
+          tls_cert: tls/api.pem
+          tls_key: /etc/ketter/api.key
+          client_ca: tls/clients-ca.pem
+          max_body: 2MiB
+          cors: none
+          metrics_listen: 0.0.0.0:9464
+        """))
+    api = config.api
+    assert api.listen == "[::1]:8443" and api.metrics_listen == "0.0.0.0:9464"
+    # A relative file resolves against the config's folder, like every path.
+    assert api.tls_cert == str(tmp_path / "tls" / "api.pem")
+    assert api.tls_key == "/etc/ketter/api.key"
+    assert api.client_ca == str(tmp_path / "tls" / "clients-ca.pem")
+    assert api.max_body == 2 * 2**20
+    assert config.line_of("api.metrics_listen") == 8
+    assert redacted(config)["api"]["listen"] == "[::1]:8443"
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:8080", "10.0.0.5:8080", "'[::]:8080'"])
+def test_plaintext_on_the_network_only_when_asked(write_config, listen: str) -> None:
+    config = load_config(write_config(f"api:\n  listen: {listen}\n  allow_plaintext: true\n"))
+    assert config.api.allow_plaintext
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:8080", "127.8.9.10:8080", "'[::1]:8080'"])
+def test_loopback_needs_no_tls(write_config, listen: str) -> None:
+    assert load_config(write_config(f"api:\n  listen: {listen}\n")).api.tls_cert is None
+
+
+def test_config_check_reports_missing_certificate_files(write_config, tmp_path: Path) -> None:
+    from ketter.config.api import api_file_problems
+
+    (tmp_path / "api.pem").write_text("cert")
+    config = load_config(write_config("""
+        api:
+          listen: 127.0.0.1:8443
+          tls_cert: api.pem
+          tls_key: api.key
+        """))
+    problems = api_file_problems(config)
+    assert problems == [
+        f"{config.path}:4: api.tls_key: {tmp_path / 'api.key'} does not exist or is not a file"
+    ]

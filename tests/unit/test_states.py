@@ -92,3 +92,14 @@ def test_superseded_is_terminal_and_reached_only_through_rolling_back() -> None:
     assert [s for s in State if State.SUPERSEDED in TRANSITIONS[s]] == [State.ROLLING_BACK]
     assert State.SUPERSEDED in TERMINAL
     assert {s.value for s in TERMINAL} == set(TERMINAL_STATES)
+
+
+def test_cancelled_is_terminal_reached_through_rolling_back_and_requeued() -> None:
+    """#17: a cancel rolls back like a failure, ends quietly, and an operator
+    may re-queue it like a failed job; a step forward refuses a cancel."""
+    from ketter.jobs.states import DEFAULT_EVENT, FORWARD, TERMINAL
+
+    assert [s for s in State if State.CANCELLED in TRANSITIONS[s]] == [State.ROLLING_BACK]
+    assert TRANSITIONS[State.CANCELLED] == frozenset({State.DETECTED})
+    assert State.CANCELLED in TERMINAL and DEFAULT_EVENT[State.CANCELLED] == "cancel"
+    assert {State.VALIDATED, State.PACKAGED, State.TRANSFERRING, State.VERIFYING} == FORWARD

@@ -23,6 +23,7 @@ from ketter.store.composite.heartbeats import CompositeHeartbeats
 from ketter.store.composite.jobs import CompositeJobs
 from ketter.store.composite.leases import CompositeLeases
 from ketter.store.composite.manifests import CompositeManifests
+from ketter.store.composite.metrics import CompositeMetrics
 from ketter.store.composite.routes import CompositeRoutes
 
 __all__ = [
@@ -31,5 +32,6 @@ __all__ = [
     "CompositeJobs",
     "CompositeLeases",
     "CompositeManifests",
+    "CompositeMetrics",
     "CompositeRoutes",
 ]

@@ -1,8 +1,9 @@
 """The jobs area's composite operations, written once: :meth:`advance` (a
-sequence of compare-and-sets, each with its audit event, in one
-transaction) and why one was refused, the columns a write may name; over the
-backend's :meth:`_compare_and_set`, :meth:`_update_held`, :meth:`find_job`
-and :meth:`_route_and_attempt`."""
+sequence of compare-and-sets, each with its audit event and what it adds to
+the route's counters, in one transaction) and why one was refused, the
+columns a write may name; over the backend's :meth:`_compare_and_set`,
+:meth:`_update_held`, :meth:`find_job`, :meth:`_route_and_attempt` and
+:meth:`_count`."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import abc
 from collections.abc import Sequence
 from typing import Any
 
-from ketter.errors import InvalidTransition, LostClaim
+from ketter.audit.chain import Principal
+from ketter.errors import InvalidTransition, JobCancelled, LostClaim
 from ketter.store.composite.core import CompositeCore
+from ketter.store.composite.counting import Tally, tally
 from ketter.store.ports.jobs import JobChange
+from ketter.store.ports.leases import ACTIVE_STATES
 from ketter.store.rows import JOB_COLUMNS, JobRow, NoSuchJob
 
 #: Columns a change may set (guards the backends' raw statements against typos).
@@ -35,10 +39,17 @@ class CompositeJobs(CompositeCore):
 
     @abc.abstractmethod
     def _compare_and_set(
-        self, job_id: int, state: str, claim: str | None, values: dict[str, Any], unplaced: bool
+        self,
+        job_id: int,
+        state: str,
+        claim: str | None,
+        values: dict[str, Any],
+        unplaced: bool,
+        uncancelled: bool = False,
     ) -> bool:
         """Set ``values`` (checked ``jobs`` columns) on the job if it is in
-        ``state``, held by ``claim`` and, with ``unplaced``, not placed;
+        ``state``, held by ``claim``, with ``unplaced`` not placed and with
+        ``uncancelled`` not asked to cancel (``cancel_requested_at`` NULL);
         ``False`` when no row matched. The hot path of every transition (five
         or six per transfer): raw on every backend."""
 
@@ -46,6 +57,12 @@ class CompositeJobs(CompositeCore):
     def _update_held(self, job_id: int, claim: str, values: dict[str, Any]) -> bool:
         """Set ``values`` (``jobs`` columns) on the job if ``claim`` holds it
         (whatever its state); ``False`` when it does not."""
+
+    @abc.abstractmethod
+    def _count(self, route: str, adds: dict[str, float], highs: dict[str, float]) -> None:
+        """Add ``adds`` to the route's ``counters`` rows and raise its
+        ``highs`` marks to at least their values (rows created at 0), in the
+        caller's transaction."""
 
     @abc.abstractmethod
     def _route_and_attempt(self, job_id: int) -> tuple[str, int]:
@@ -60,9 +77,10 @@ class CompositeJobs(CompositeCore):
         claim: str | None,
         values: dict[str, Any],
         only_unplaced: bool = False,
+        only_uncancelled: bool = False,
     ) -> bool:
         check_columns(values)
-        return self._compare_and_set(job_id, state, claim, values, only_unplaced)
+        return self._compare_and_set(job_id, state, claim, values, only_unplaced, only_uncancelled)
 
     def set_attempt(self, job_id: int, claim: str, attempt: int) -> bool:
         return self._update_held(job_id, claim, {"attempt": attempt})
@@ -84,8 +102,10 @@ class CompositeJobs(CompositeCore):
         durable: bool = False,
         route: str | None = None,
         attempt: int | None = None,
+        actor: Principal | None = None,
     ) -> str:
         current = state
+        counted = Tally()
         with self.transaction(durable=durable):
             if route is None or attempt is None:
                 route, attempt = self._route_and_attempt(job_id)
@@ -100,6 +120,7 @@ class CompositeJobs(CompositeCore):
                     claim=claim,
                     values=values,
                     only_unplaced=change.only_unplaced,
+                    only_uncancelled=change.only_uncancelled,
                 ):
                     raise self.refusal(job_id, current, new, claim)
                 attempt = int(values.get("attempt", attempt))
@@ -112,8 +133,12 @@ class CompositeJobs(CompositeCore):
                     to_state=new,
                     attempt=attempt,
                     details=change.details,
+                    actor=actor,
                 )
+                tally(change, current, now=now, into=counted)
                 current = new
+            if counted:  # in this transaction: counted once, when it commits
+                self._count(route, counted.adds, counted.highs)
         return current
 
     def refusal(
@@ -133,7 +158,44 @@ class CompositeJobs(CompositeCore):
             return InvalidTransition(
                 f"job {job_id} is {job.state}, not {from_state}; refused {from_state} → {to_state}"
             )
+        if job.placed_at is None and job.cancel_requested_at is not None:
+            return JobCancelled(
+                f"job {job_id} was cancelled by {job.cancel_requested_by or 'an operator'} "
+                f"before its placement; refused {from_state} → {to_state}"
+            )
         return InvalidTransition(
             f"job {job_id} is placed (placed_at set) and only moves "
             f"forward; refused {from_state} → {to_state}"
         )
+
+    def request_cancel(self, job_id: int, *, now: float, actor: Principal | None = None) -> bool:
+        with self.transaction():
+            job = self.find_job(job_id)
+            if (
+                job is None
+                or job.state not in ACTIVE_STATES
+                or job.placed_at is not None
+                or job.cancel_requested_at is not None
+            ):
+                return False
+            by = (actor or self.chain.actor).as_user()
+            if not self.compare_and_set(
+                job_id,
+                state=job.state,
+                claim=job.claim,
+                values={"cancel_requested_at": now, "cancel_requested_by": by},
+                only_unplaced=True,
+            ):
+                return False  # pragma: no cover - read inside the same transaction
+            self.append_event(
+                "cancel_requested",
+                now=now,
+                job_id=job_id,
+                route=job.route,
+                from_state=job.state,
+                to_state=job.state,
+                attempt=job.attempt,
+                details={"by": by, "lease_owner": job.lease_owner},
+                actor=actor,
+            )
+        return True

@@ -9,6 +9,7 @@ import abc
 import dataclasses
 from typing import Any
 
+from ketter.audit.chain import Principal
 from ketter.store.composite.core import CompositeCore
 from ketter.store.rows import RouteStatusRow
 
@@ -60,9 +61,11 @@ class CompositeRoutes(CompositeCore):
                     room_pauses if room_pauses is not None else self.room_pauses_before(route) + 1
                 )
                 paused_at = now
+            # An operator's hold on the row is kept: a pause neither sets
+            # nor lifts it.
             self._put_route_status(
-                RouteStatusRow(
-                    route=route,
+                dataclasses.replace(
+                    status or RouteStatusRow(route=route, updated_at=now),
                     paused=1,
                     reason=reason,
                     since=now,
@@ -88,7 +91,8 @@ class CompositeRoutes(CompositeCore):
             if status is None or not status.paused:
                 return False
             outage = now - (status.since or now)
-            # The room episode's count and stamp are kept.
+            # The room episode's count and stamp are kept, and so is an
+            # operator's hold: only release_route lifts it.
             self._put_route_status(
                 dataclasses.replace(
                     status,
@@ -105,5 +109,57 @@ class CompositeRoutes(CompositeCore):
                 now=now,
                 route=route,
                 details={"paused_for_s": round(outage, 3), "reason_was": status.reason},
+            )
+        return True
+
+    def hold_route(
+        self, route: str, *, reason: str, now: float, actor: Principal | None = None
+    ) -> bool:
+        with self.transaction():
+            status = self.route_status(route)
+            if status is not None and status.held:
+                return False
+            by = (actor or self.chain.actor).as_user()
+            self._put_route_status(
+                dataclasses.replace(
+                    status or RouteStatusRow(route=route, updated_at=now),
+                    held=1,
+                    held_reason=reason,
+                    held_by=by,
+                    held_since=now,
+                    updated_at=now,
+                )
+            )
+            self.append_event(
+                "route_held", now=now, route=route, details={"reason": reason}, actor=actor
+            )
+        return True
+
+    def release_route(self, route: str, *, now: float, actor: Principal | None = None) -> bool:
+        with self.transaction():
+            status = self.route_status(route)
+            if status is None or not status.held:
+                return False
+            held_for = now - (status.held_since or now)
+            self._put_route_status(
+                dataclasses.replace(
+                    status,
+                    held=0,
+                    held_reason=None,
+                    held_by=None,
+                    held_since=None,
+                    updated_at=now,
+                )
+            )
+            self.append_event(
+                "route_released",
+                now=now,
+                route=route,
+                details={
+                    "held_for_s": round(held_for, 3),
+                    "reason_was": status.held_reason,
+                    "held_by": status.held_by,
+                },
+                actor=actor,
             )
         return True

@@ -11,7 +11,9 @@ from ketter.store.memory.intake import IntakeMemory
 from ketter.store.memory.jobs import JobsMemory
 from ketter.store.memory.leases import LeasesMemory
 from ketter.store.memory.manifests import ManifestsMemory
+from ketter.store.memory.metrics import MetricsMemory
 from ketter.store.memory.routes import RoutesMemory
+from ketter.store.memory.tokens import TokensMemory
 
 
 class MemoryJobStore(
@@ -22,5 +24,7 @@ class MemoryJobStore(
     HeartbeatsMemory,
     EventsMemory,
     ManifestsMemory,
+    TokensMemory,
+    MetricsMemory,
 ):
     """The job store in memory (see :class:`ketter.store.port.JobStore`)."""

@@ -22,7 +22,14 @@ from typing import Any
 from ketter.audit.chain import AuditChain
 from ketter.events import Event, EventBus, publish_committed
 from ketter.store.composite.core import CompositeCore
-from ketter.store.rows import EventRow, HeartbeatRow, JobFileRow, JobRow, RouteStatusRow
+from ketter.store.rows import (
+    ApiTokenRow,
+    EventRow,
+    HeartbeatRow,
+    JobFileRow,
+    JobRow,
+    RouteStatusRow,
+)
 
 
 @dataclass
@@ -34,6 +41,9 @@ class Tables:
     route_status: dict[str, RouteStatusRow] = field(default_factory=dict)
     heartbeats: dict[tuple[str, str], HeartbeatRow] = field(default_factory=dict)
     events: list[EventRow] = field(default_factory=list)
+    api_tokens: dict[int, ApiTokenRow] = field(default_factory=dict)
+    #: ``counters``: (route, name) → value.
+    counters: dict[tuple[str, str], float] = field(default_factory=dict)
     #: Last id handed out per table (ids are never reused, as AUTOINCREMENT).
     ids: dict[str, int] = field(default_factory=dict)
 

@@ -37,7 +37,13 @@ class JobsMemory(MemoryCore, CompositeJobs):
             )
 
     def _compare_and_set(
-        self, job_id: int, state: str, claim: str | None, values: dict[str, Any], unplaced: bool
+        self,
+        job_id: int,
+        state: str,
+        claim: str | None,
+        values: dict[str, Any],
+        unplaced: bool,
+        uncancelled: bool = False,
     ) -> bool:
         with self._write():
             job = self.tables.jobs.get(job_id)
@@ -46,6 +52,7 @@ class JobsMemory(MemoryCore, CompositeJobs):
                 or job.state != state
                 or job.claim != claim
                 or (unplaced and job.placed_at is not None)
+                or (uncancelled and job.cancel_requested_at is not None)
             ):
                 return False
             for name, value in values.items():
@@ -67,6 +74,11 @@ class JobsMemory(MemoryCore, CompositeJobs):
             for name, value in values.items():
                 setattr(job, name, value)
             return True
+
+    def cancel_requested(self, job_id: int) -> bool:
+        with self._lock:
+            job = self.tables.jobs.get(job_id)
+            return job is not None and job.cancel_requested_at is not None
 
     def set_error(self, job_id: int, error: str) -> None:
         with self._write():

@@ -33,7 +33,9 @@ class LeasesMemory(MemoryCore, CompositeLeases):
 
     def paused_route_names(self) -> set[str]:
         with self._lock:
-            return {s.route for s in self.tables.route_status.values() if s.paused == 1}
+            return {
+                s.route for s in self.tables.route_status.values() if s.paused == 1 or s.held == 1
+            }
 
     def _running(self, route: str, now: float) -> int:
         with self._lock:

@@ -21,6 +21,9 @@ class RoutesMemory(MemoryCore, CompositeRoutes):
     def paused_route_statuses(self) -> list[RouteStatusRow]:
         return [dataclasses.replace(r) for r in self.tables.route_status.values() if r.paused == 1]
 
+    def held_route_statuses(self) -> list[RouteStatusRow]:
+        return [dataclasses.replace(r) for r in self.tables.route_status.values() if r.held == 1]
+
     def _completed_since(self, route: str, since: float) -> bool:
         with self._lock:
             return any(

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ketter.audit.chain import Principal
 from ketter.errors import InvalidTransition
 from ketter.store.rows import JobRow
 
@@ -17,13 +18,16 @@ class JobChange:
     """One compare-and-set of :meth:`JobsPort.advance`: ``to`` the new state
     (``None``: a note, the state stays), the ``event`` it records, the other
     columns it sets. ``only_unplaced``: refused once the job is placed
-    (``placed_at`` set): a placed delivery only moves forward."""
+    (``placed_at`` set): a placed delivery only moves forward.
+    ``only_uncancelled``: refused once a cancel was requested
+    (``cancel_requested_at`` set): a step forward of a cancelled job."""
 
     to: str | None
     event: str
     details: dict[str, Any] | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     only_unplaced: bool = False
+    only_uncancelled: bool = False
 
 
 class JobsPort(Protocol):
@@ -56,11 +60,13 @@ class JobsPort(Protocol):
         claim: str | None,
         values: dict[str, Any],
         only_unplaced: bool = False,
+        only_uncancelled: bool = False,
     ) -> bool:
         """Set ``values`` (``jobs`` columns; another name raises ``ValueError``)
         on the job only if it is in ``state`` and held by ``claim`` (``None``:
-        unclaimed) and, with ``only_unplaced``, not placed; ``False`` (nothing
-        written) when no row matched."""
+        unclaimed), with ``only_unplaced`` not placed and with
+        ``only_uncancelled`` not asked to cancel; ``False`` (nothing written)
+        when no row matched."""
         ...
 
     def advance(
@@ -74,12 +80,14 @@ class JobsPort(Protocol):
         durable: bool = False,
         route: str | None = None,
         attempt: int | None = None,
+        actor: Principal | None = None,
     ) -> str:
         """Apply ``changes`` in order from ``state``, each a compare-and-set
         with ``updated_at = now`` and its audit event, all in one transaction
         (``durable``: on the disk when it returns): all or none. A change that
         matches no row raises :meth:`refusal`'s error and nothing is written.
-        ``route``/``attempt`` (the claim's) spare a read. Returns the last state."""
+        ``route``/``attempt`` (the claim's) spare a read; ``actor``: who the
+        events are written for (default: the chain's). Returns the last state."""
         ...
 
     def refusal(
@@ -87,7 +95,8 @@ class JobsPort(Protocol):
     ) -> InvalidTransition:
         """Why a compare-and-set from ``from_state`` to ``to_state`` under
         ``claim`` matched no row: no such job, :class:`ketter.errors.LostClaim`
-        (another claim holds it), another state, or placed."""
+        (another claim holds it), another state, placed, or
+        :class:`ketter.errors.JobCancelled` (a cancel was requested)."""
         ...
 
     def set_attempt(self, job_id: int, claim: str, attempt: int) -> bool:
@@ -97,4 +106,16 @@ class JobsPort(Protocol):
 
     def set_error(self, job_id: int, error: str) -> None:
         """Record ``error`` on the job (whatever its state and claim)."""
+        ...
+
+    def request_cancel(self, job_id: int, *, now: float, actor: Principal | None = None) -> bool:
+        """Record an operator's cancel of the active, unplaced job (its
+        ``cancel_requested_at``/``_by``) with its ``cancel_requested`` event,
+        in one transaction; ``False`` (nothing written) when the job is
+        missing, finished, placed, or asked already."""
+        ...
+
+    def cancel_requested(self, job_id: int) -> bool:
+        """Whether a cancel of the job was requested (the worker's check
+        while bytes move)."""
         ...

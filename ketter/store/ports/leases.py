@@ -108,7 +108,8 @@ class LeasesPort(Protocol):
         ...
 
     def paused_route_names(self) -> set[str]:
-        """The routes paused now (``route_status.paused``)."""
+        """The routes that take no new claims now: paused (``route_status.paused``:
+        a share down, no room) or held by an operator (``route_status.held``)."""
         ...
 
     def due_job_ids(self, routes: Mapping[str, int], *, now: float, limit: int) -> list[int]:

@@ -1,10 +1,17 @@
 """The job store's routes operations: a route paused (share down, destination
-full) and resumed, each change written with its audit event."""
+full) and resumed, and held and released by an operator, each change written
+with its audit event.
+
+A route takes no new claims while it is paused *or* held
+(:meth:`ketter.store.ports.leases.LeasesPort.paused_route_names`). The two
+are kept apart: the sweep resumes a pause once the share is back, but only
+:meth:`RoutesPort.release_route` lifts a hold."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
+from ketter.audit.chain import Principal
 from ketter.store.rows import RouteStatusRow
 
 
@@ -16,7 +23,12 @@ class RoutesPort(Protocol):
         ...
 
     def paused_route_statuses(self) -> list[RouteStatusRow]:
-        """The status rows of the routes paused now."""
+        """The status rows of the routes paused now (outage or room; not
+        the holds)."""
+        ...
+
+    def held_route_statuses(self) -> list[RouteStatusRow]:
+        """The status rows of the routes an operator holds now."""
         ...
 
     def room_pauses_before(self, route: str) -> int:
@@ -46,4 +58,19 @@ class RoutesPort(Protocol):
         """Resume ``route`` with its ``route_resumed`` event, in one
         transaction; ``False`` (nothing written) when it is not paused. The
         room episode's count and stamp are kept."""
+        ...
+
+    def hold_route(
+        self, route: str, *, reason: str, now: float, actor: Principal | None = None
+    ) -> bool:
+        """Hold ``route`` (no new claims until released) with ``reason``,
+        who (``actor``, default the chain's) and since, and its
+        ``route_held`` event, in one transaction; ``False`` (nothing
+        written) when it is held already. A pause is left as it is."""
+        ...
+
+    def release_route(self, route: str, *, now: float, actor: Principal | None = None) -> bool:
+        """Lift the hold of ``route`` with its ``route_released`` event, in
+        one transaction; ``False`` (nothing written) when it is not held. A
+        pause is left as it is."""
         ...

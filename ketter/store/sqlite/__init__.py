@@ -14,11 +14,21 @@ from ketter.store.sqlite.intake import IntakeSql
 from ketter.store.sqlite.jobs import JobsSql
 from ketter.store.sqlite.leases import LeasesSql
 from ketter.store.sqlite.manifests import ManifestsSql
+from ketter.store.sqlite.metrics import MetricsSql
 from ketter.store.sqlite.routes import RoutesSql
+from ketter.store.sqlite.tokens import TokensSql
 
 
 class SqliteJobStore(
-    JobsSql, LeasesSql, IntakeSql, RoutesSql, HeartbeatsSql, EventsSql, ManifestsSql
+    JobsSql,
+    LeasesSql,
+    IntakeSql,
+    RoutesSql,
+    HeartbeatsSql,
+    EventsSql,
+    ManifestsSql,
+    TokensSql,
+    MetricsSql,
 ):
     """The job store on one SQLite file (see :class:`ketter.store.port.JobStore`)."""
 

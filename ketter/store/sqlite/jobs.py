@@ -58,11 +58,19 @@ class JobsSql(SqliteCore, CompositeJobs):
         return [row[0] for row in self.db.execute_sql(sql, tuple(params)).fetchall()]
 
     def _compare_and_set(
-        self, job_id: int, state: str, claim: str | None, values: dict[str, Any], unplaced: bool
+        self,
+        job_id: int,
+        state: str,
+        claim: str | None,
+        values: dict[str, Any],
+        unplaced: bool,
+        uncancelled: bool = False,
     ) -> bool:
         assignments = ", ".join(f'"{name}" = ?' for name in values)
-        sql = f"UPDATE jobs SET {assignments} WHERE id = ? AND state = ? AND claim IS ?" + (
-            " AND placed_at IS NULL" if unplaced else ""
+        sql = (
+            f"UPDATE jobs SET {assignments} WHERE id = ? AND state = ? AND claim IS ?"
+            + (" AND placed_at IS NULL" if unplaced else "")
+            + (" AND cancel_requested_at IS NULL" if uncancelled else "")
         )
         cursor = self.db.execute_sql(sql, (*values.values(), job_id, state, claim))
         return int(cursor.rowcount) == 1
@@ -82,6 +90,12 @@ class JobsSql(SqliteCore, CompositeJobs):
             (*values.values(), job_id, claim),
         )
         return int(cursor.rowcount) == 1
+
+    def cancel_requested(self, job_id: int) -> bool:
+        row = self.db.execute_sql(
+            "SELECT cancel_requested_at FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+        return row is not None and row[0] is not None
 
     def set_error(self, job_id: int, error: str) -> None:
         self.db.execute_sql("UPDATE jobs SET error = ? WHERE id = ?", (error, job_id))

@@ -32,7 +32,7 @@ class LeasesSql(SqliteCore, CompositeLeases):
     """The leases queries on SQLite."""
 
     def paused_route_names(self) -> set[str]:
-        rows = self.db.execute_sql("SELECT route FROM route_status WHERE paused = 1")
+        rows = self.db.execute_sql("SELECT route FROM route_status WHERE paused = 1 OR held = 1")
         return {row[0] for row in rows}
 
     def _running(self, route: str, now: float) -> int:

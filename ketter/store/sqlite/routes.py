@@ -23,6 +23,10 @@ class RoutesSql(SqliteCore, CompositeRoutes):
         query = RouteStatus.select().where(RouteStatus.paused == 1).dicts()
         return [RouteStatusRow(**row) for row in query.execute(self.db)]
 
+    def held_route_statuses(self) -> list[RouteStatusRow]:
+        query = RouteStatus.select().where(RouteStatus.held == 1).dicts()
+        return [RouteStatusRow(**row) for row in query.execute(self.db)]
+
     def _completed_since(self, route: str, since: float) -> bool:
         return bool(
             Job.select()

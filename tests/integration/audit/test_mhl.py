@@ -63,6 +63,7 @@ routes:
         return store.get_job(result.job_id)
 
     run.alerts = alerts  # type: ignore[attr-defined]
+    run.store = store  # type: ignore[attr-defined]
     yield run
     store.close()
 
@@ -150,6 +151,11 @@ def test_media_that_disagrees_with_its_history_is_not_delivered(tmp_path: Path,
     assert "do not match their ascmhl/ history: A001C001.mov" in job.error
     assert not (tmp_path / "out" / "A002").exists()
     assert [k for k, _, _ in deliver.alerts.sent] == ["verify_mismatch", "job_failed"]
+    # The route's counters (/metrics): one verify failure, one failed transfer.
+    totals = {(c.route, c.name): c.value for c in deliver.store.counter_totals()}
+    assert totals[("cam", "verify_failures")] == 1
+    assert totals[("cam", "transfers.failed")] == 1
+    assert totals[("cam", "transfers.completed")] == 1  # A001, delivered first
 
 
 def test_route_option_off_writes_no_mhl(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ KEY=/etc/ketter/audit-hmac.key
 OUT=/root/ketter-test-logs
 BIG_MB=${BIG_MB:-1024}
 UNITS="ketter-workers ketter-watcher"
+API=ketter-api   # the third unit (#17): the config below sets api.listen
 mkdir -p "$OUT"
 NPASS=0; NFAIL=0; NWARN=0
 
@@ -35,8 +36,22 @@ as_ketter() { runuser -u ketter -- "$@"; }
 kj() { as_ketter "$K" --config "$CFG" "$@"; }
 # reset-failed also flushes the start rate limit (StartLimitBurst=5 per 10
 # minutes counts manual starts too: this script restarts the units often).
-start_units() { systemctl reset-failed $UNITS 2>/dev/null; systemctl start ketter.target; }
-restart_units() { systemctl reset-failed $UNITS 2>/dev/null; systemctl restart ketter.target; }
+start_units() { systemctl reset-failed $UNITS $API 2>/dev/null; systemctl start ketter.target; }
+restart_units() { systemctl reset-failed $UNITS $API 2>/dev/null; systemctl restart ketter.target; }
+api_health() {  # api_health [TOKEN]: the HTTP status of GET /api/v1/health (curl is not installed)
+  python3 - "${1:-}" <<'PY'
+import sys, urllib.request, urllib.error
+request = urllib.request.Request("http://127.0.0.1:8443/api/v1/health")
+if sys.argv[1]:
+    request.add_header("Authorization", "Bearer " + sys.argv[1])
+try:
+    print(urllib.request.urlopen(request, timeout=10).status)
+except urllib.error.HTTPError as exc:
+    print(exc.code)
+except OSError as exc:
+    print(f"no answer: {exc}")
+PY
+}
 both_running() {
   for u in $UNITS; do [ "$(prop $u SubState)" = running ] || return 1; done
 }
@@ -128,6 +143,8 @@ audit:
   hmac_key_file: /etc/ketter/audit-hmac.key
 health:
   heartbeat_stale: 30s
+api:
+  listen: 127.0.0.1:8443
 routes:
   - name: ingest-to-dub
     source: /mnt/ingest/outbox
@@ -159,13 +176,15 @@ EOF
   "$K" --config "$CFG" deploy units --out /root/units-rendered > /dev/null
   if diff -q /root/units-rendered/ketter-workers.service /etc/systemd/system/ketter-workers.service >/dev/null \
      && diff -q /root/units-rendered/ketter-watcher.service /etc/systemd/system/ketter-watcher.service >/dev/null \
+     && diff -q /root/units-rendered/ketter-api.service /etc/systemd/system/ketter-api.service >/dev/null \
      && diff -q /root/units-rendered/ketter.target /etc/systemd/system/ketter.target >/dev/null; then
     pass "ketter deploy units renders what install.sh installed"
   else fail "ketter deploy units differs from install.sh's units"; fi
   cp /etc/systemd/system/ketter-workers.service /etc/systemd/system/ketter-watcher.service \
-     /etc/systemd/system/ketter.target "$OUT/"
+     /etc/systemd/system/ketter-api.service /etc/systemd/system/ketter.target "$OUT/"
   if systemd-analyze verify /etc/systemd/system/ketter-workers.service \
-       /etc/systemd/system/ketter-watcher.service /etc/systemd/system/ketter.target > "$OUT/verify.txt" 2>&1
+       /etc/systemd/system/ketter-watcher.service /etc/systemd/system/ketter-api.service \
+       /etc/systemd/system/ketter.target > "$OUT/verify.txt" 2>&1
   then pass "systemd-analyze verify"; else fail "systemd-analyze verify" "$(head -3 "$OUT/verify.txt")"; fi
   check "units load the HMAC key with LoadCredential=" \
     grep -q '^LoadCredential=audit-hmac-key:/etc/ketter/audit-hmac.key' /etc/systemd/system/ketter-workers.service
@@ -181,6 +200,30 @@ EOF
       pass "$u active (running) after READY=1" "$st"
     else fail "$u not running after start" "$st"; fi
   done
+  section "the API unit (#17)"
+  local ast; ast="$(prop $API ActiveState)/$(prop $API SubState) Type=$(prop $API Type) status=\"$(prop $API StatusText)\""
+  if [ "$(prop $API Type)" = notify ] && [ "$(prop $API SubState)" = running ] && [ -n "$(prop $API StatusText)" ]; then
+    pass "$API active (running) after READY=1 (started by ketter.target)" "$ast"
+  else fail "$API not running after start" "$ast $(journal -u $API | tail -3)"; fi
+  local token=""
+  # As root: making a token appends an event, signed with the root-only key.
+  if token="$("$K" --config "$CFG" token create boot-test --scopes metrics:read 2>"$OUT/token.txt")"; then
+    info "token boot-test made with ketter token create"
+  else info "no token ($(tail -1 "$OUT/token.txt")): health is asked without one"; token=""; fi
+  local code; code="$(api_health "$token")"
+  if [ -n "$token" ]; then
+    case "$code" in 200|503) pass "GET /api/v1/health with a token answers $code inside the booted system" ;;
+      *) fail "GET /api/v1/health with a token" "$code" ;; esac
+    [ "$(api_health)" = 401 ] && pass "GET /api/v1/health without a token: 401" \
+      || fail "GET /api/v1/health without a token" "$(api_health)"
+  else
+    case "$code" in 200|401|503) pass "GET /api/v1/health answers $code inside the booted system" ;;
+      *) fail "GET /api/v1/health" "$code" ;; esac
+  fi
+  [ "$(prop $API ReadWritePaths)" = -/var/lib/ketter ] \
+    && pass "$API may write the state directory only" || fail "$API ReadWritePaths" "$(prop $API ReadWritePaths)"
+  check "$API recorded api_started in the journal" \
+    bash -c "journalctl -u $API -o cat | grep -q 'api serving on 127.0.0.1:8443'"
   check "no ExecStartPre=: the workers migrated the job store before READY=1" \
     bash -c "[ -z \"\$(prop ketter-workers ExecStartPre)\" ] && $K --config $CFG db upgrade | grep -q 'up to date'"
   # Every process of the services should run the interpreter isolated (-I),
@@ -453,12 +496,12 @@ EOF
   section "invalid config: exit 2, RestartPreventExitStatus=2"
   echo "workerz: 3" >> "$CFG"
   T=$(now)
-  systemctl reset-failed $UNITS 2>/dev/null
+  systemctl reset-failed $UNITS $API 2>/dev/null
   systemctl restart ketter.target; local rc=$?
   [ $rc -ne 0 ] && pass "systemctl restart ketter.target exits $rc when both services fail (Requires=)" \
     || fail "systemctl restart ketter.target exits 0 while both services fail"
   sleep 8                                     # > RestartSec=5: a restart would show
-  for u in $UNITS; do
+  for u in $UNITS $API; do
     info "$u: $(systemctl show -p ActiveState,Result,NRestarts,ExecMainStatus $u | paste -sd' ')"
     [ "$(prop $u ActiveState)/$(prop $u ExecMainStatus)" = failed/2 ] && pass "$u failed with status 2, not restarting" \
       || fail "$u after a broken config" "$(systemctl show -p ActiveState,SubState,ExecMainStatus $u | paste -sd' ')"
@@ -508,7 +551,7 @@ EOF
 
   # ------------------------------------------------------------------ ketter.target
   section "ketter.target (docs/operations.md, The target)"
-  systemctl reset-failed $UNITS 2>/dev/null
+  systemctl reset-failed $UNITS $API 2>/dev/null
   local i rcs=""
   for i in 1 2 3 4 5 6; do systemctl restart ketter.target; rcs+="$? "; done
   if [ "$rcs" = "0 0 0 0 0 0 " ] && both_running && [ -z "$(systemctl list-units --failed --no-legend 'ketter*')" ]; then
@@ -531,7 +574,7 @@ EOF
   section "systemd-analyze security (the units as rendered, no test drop-ins)"
   rm -rf /etc/systemd/system/ketter-workers.service.d /etc/systemd/system/ketter-watcher.service.d
   systemctl daemon-reload; restart_units
-  for u in $UNITS; do
+  for u in $UNITS $API; do
     systemd-analyze security --no-pager $u.service > "$OUT/security-$u.txt" 2>&1
     local score; score="$(grep -o 'exposure level for [^:]*: [0-9.]*' "$OUT/security-$u.txt" | awk '{print $NF}')"
     echo "SCORE $u ${score:-?} $(tail -1 "$OUT/security-$u.txt" | awk '{print $(NF-1)}')"
@@ -554,7 +597,7 @@ phase_after_reboot() {
   section "after a poweroff and a new boot"
   local s; s="$(systemctl is-system-running)"
   [ "$s" = running ] && pass "system running, no failed units" || fail "system $s" "$(systemctl --failed --no-legend)"
-  for u in $UNITS; do
+  for u in $UNITS $API; do
     [ "$(prop $u SubState)" = running ] && pass "$u started at boot (WantedBy=multi-user.target)" \
       || fail "$u not running after boot" "$(prop $u ActiveState)"
   done
@@ -579,6 +622,9 @@ phase_after_reboot() {
   else fail "no delivery after the reboot"; fi
   wait_for 30 health_ok && pass "ketter health: healthy" || fail "ketter health after reboot" \
     "$(runuser -u ketter-ops -- "$K" --config "$CFG" health 2>&1 | grep -v '^ok')"
+  local code; code="$(api_health)"
+  case "$code" in 200|401|503) pass "$API answers after the reboot ($code)" ;;
+    *) fail "$API after the reboot" "$code" ;; esac
 
   section "deploy/install.sh --uninstall"
   kj jobs --limit 1000 --json > "$OUT/jobs.json" 2>/dev/null
@@ -587,6 +633,8 @@ phase_after_reboot() {
   check "install.sh --uninstall" grep -q 'Removed the units' "$OUT/uninstall.txt"
   check "services stopped and units gone" \
     bash -c '! systemctl is-active -q ketter-workers && [ ! -e /etc/systemd/system/ketter-workers.service ] && [ ! -e /opt/ketter ]'
+  check "the API stopped and its unit gone" \
+    bash -c '! systemctl is-active -q ketter-api && [ ! -e /etc/systemd/system/ketter-api.service ]'
   check "records kept: /etc/ketter, /var/lib/ketter, user ketter" \
     bash -c '[ -f /etc/ketter/ketter.yaml ] && [ -f /var/lib/ketter/ketter.db ] && id ketter'
 }

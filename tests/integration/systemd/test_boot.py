@@ -143,6 +143,6 @@ def test_units_under_systemd_as_pid_1(tmp_path: Path) -> None:
     (logs / "summary.txt").write_text(summary + "\n" + "\n".join(failed) + "\n")
     print(summary)
     assert not failed, summary + "\n" + "\n".join(failed)
-    assert len(scores) == 2 and all(re.fullmatch(r"SCORE \S+ \d+\.\d+ \S+", s) for s in scores), (
+    assert len(scores) == 3 and all(re.fullmatch(r"SCORE \S+ \d+\.\d+ \S+", s) for s in scores), (
         scores
     )

@@ -64,3 +64,19 @@ def test_line_is_one_json_object_with_the_exact_record() -> None:
 
 def test_iso_ms_rounds_to_milliseconds() -> None:
     assert iso_ms(0.9996) == "1970-01-01T00:00:01.000Z"
+
+
+def test_token_events_are_iam_about_the_token() -> None:
+    details = {"token": "mam", "scopes": ["audit:read"], "routes": [], "expires_at": None}
+    rec = record(event="token_created", details=details, job_id=None, route=None,
+                 from_state=None, to_state=None, attempt=None)
+    line = to_line(canonical_json(rec), GENESIS, "x", None)
+    assert (line["event.category"], line["event.type"]) == (["iam"], ["creation"])
+    assert line["user.target.name"] == "mam" and line["event.outcome"] == "success"
+    rec = record(event="token_revoked", details=details, job_id=None, route=None,
+                 from_state=None, to_state=None, attempt=None)
+    line = to_line(canonical_json(rec), GENESIS, "x", None)
+    assert (line["event.category"], line["event.type"]) == (["iam"], ["deletion"])
+    # another event's "token" detail is not a target
+    rec = record(event="warning", details={"token": "x"}, job_id=None)
+    assert "user.target.name" not in to_line(canonical_json(rec), GENESIS, "x", None)

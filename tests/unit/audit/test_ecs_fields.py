@@ -36,6 +36,7 @@ DETAILS: dict[str, Any] = {
     "reason_was": "share gone",
     "by": "alice",
     "found": "/mnt/ingest/A001",
+    "token": "mam",
 }
 JOBS = [
     JobIdentity(b"/mnt/ingest/a.mov", "/mnt/ingest/a.mov", "alice", "file", "copy"),

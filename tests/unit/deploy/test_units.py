@@ -240,3 +240,65 @@ def test_renderer_refuses_control_characters(config, field: str) -> None:
         options[field] = evil
     with pytest.raises(ConfigError, match="contains a newline"):
         render_units(config, **options)
+
+
+# --- #17: ketter-api.service ---------------------------------------------------
+
+API_CONFIG = """
+    state_dir: /var/lib/ketter
+    audit: {hmac_key_file: /etc/ketter/audit-hmac.key}
+    api:
+      listen: 10.0.0.5:8443
+      tls_cert: /etc/ketter/tls/api.pem
+      tls_key: /etc/ketter/tls/api.key
+    routes:
+      - {name: ingest, source: /mnt/ingest/out, destination: /mnt/dub/in}
+      - {name: dub, source: /mnt/dub/out, destination: /mnt/qc/in, mode: move}
+      - {name: stage, source: /mnt/dub/in/stems, destination: /mnt/qc/stems}
+    """
+
+
+def test_no_api_unit_without_api_listen(config) -> None:
+    units = render_units(config)
+    assert "ketter-api.service" not in units
+    assert _values(units["ketter.target"], "Requires") == [
+        "ketter-workers.service ketter-watcher.service"]
+
+
+def test_api_unit_reads_every_share_and_writes_the_state_directory_only(write_config) -> None:
+    units = render_units(load_config(write_config(API_CONFIG)), python="/opt/ketter/bin/python",
+                         config_path="/etc/ketter/ketter.yaml")
+    unit = units["ketter-api.service"]
+    assert _values(unit, "ReadWritePaths") == ["-/var/lib/ketter"]
+    # Sources and destinations, each tree once (stems is inside dub/in).
+    assert _values(unit, "ReadOnlyPaths") == [
+        "-/mnt/ingest/out -/mnt/dub/in -/mnt/dub/out -/mnt/qc/in -/mnt/qc/stems"]
+    assert _values(unit, "ProtectSystem") == ["strict"]
+    assert exec_start(unit) == ["/opt/ketter/bin/python", "-I", "-m", "ketter",
+                                "--config", "/etc/ketter/ketter.yaml", "api"]
+    for key, value in (("Type", "notify"), ("NotifyAccess", "main"),
+                       ("RestartPreventExitStatus", "2"), ("Restart", "on-failure"),
+                       ("SyslogIdentifier", "ketter-api"), ("User", "ketter"),
+                       ("CapabilityBoundingSet", ""), ("PartOf", "ketter.target"),
+                       ("After", "ketter-workers.service")):
+        assert value in _values(unit, key), (key, _values(unit, key))
+    assert _values(unit, "WatchdogSec")
+    # It listens: IP, but only its own port may be bound.
+    assert _values(unit, "RestrictAddressFamilies") == ["AF_UNIX AF_INET AF_INET6"]
+    assert not _values(unit, "PrivateNetwork") and not _values(unit, "IPAddressDeny")
+    assert _values(unit, "SocketBindDeny") == ["any"]
+    assert _values(unit, "SocketBindAllow") == ["tcp:8443"]
+    # It appends audit events: the key, like the other services.
+    assert _values(unit, "LoadCredential") == ["audit-hmac-key:/etc/ketter/audit-hmac.key"]
+    target = units["ketter.target"]
+    assert _values(target, "Requires") == [
+        "ketter-workers.service ketter-watcher.service ketter-api.service"]
+    assert _values(target, "After") == _values(target, "Requires")
+
+
+def test_api_unit_binds_the_metrics_port_too(write_config) -> None:
+    text = API_CONFIG.replace("listen: 10.0.0.5:8443",
+                              "listen: 10.0.0.5:8443\n      metrics_listen: '[::]:9464'")
+    unit = render_units(load_config(write_config(text)))["ketter-api.service"]
+    assert _values(unit, "SocketBindAllow") == ["tcp:8443", "tcp:9464"]
+    assert "on 10.0.0.5:8443, [::]:9464" in _values(unit, "Description")[0]

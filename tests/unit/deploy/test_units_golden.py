@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ketter.config import load_config
-from ketter.deploy.units import UNIT_NAMES, render_units
+from ketter.deploy.units import API_UNIT, UNIT_NAMES, render_units
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -46,6 +46,19 @@ CASES: dict[str, tuple[str, dict[str, str]]] = {
         routes:
           - {name: a, source: "/mnt/a/100% out", destination: "/mnt/b/in $HOME"}
         """, {"config_path": "/etc/ketter/my 100% $config.yaml"}),
+    # #17: the third unit, only when api.listen is set; ketter.target requires it.
+    "api": ("""
+        state_dir: /var/lib/ketter
+        audit: {hmac_key_file: /etc/ketter/audit-hmac.key}
+        api:
+          listen: 0.0.0.0:8443
+          tls_cert: /etc/ketter/tls/api.pem
+          tls_key: /etc/ketter/tls/api.key
+          metrics_listen: '[::]:9464'
+        routes:
+          - {name: a, source: /mnt/a/out, destination: /mnt/b/in}
+          - {name: b, source: /mnt/b/out, destination: /mnt/c/in, mode: move}
+        """, {}),
 }
 
 
@@ -62,7 +75,10 @@ def render(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[s
 def test_units_match_the_old_renderer(case: str, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     units = render(case, tmp_path, monkeypatch)
-    assert tuple(units) == UNIT_NAMES
+    if case == "api":
+        assert tuple(units) == (*UNIT_NAMES[:2], API_UNIT, UNIT_NAMES[2])
+    else:
+        assert tuple(units) == UNIT_NAMES
     for name, text in units.items():
         golden = (GOLDEN / case / name).read_bytes().decode("utf-8")
         assert text == golden, f"{case}/{name} differs from the old renderer's output"

@@ -16,6 +16,7 @@ from ketter.config.schema import Config, RetryConfig
 from ketter.errors import (
     ChecksumMismatch,
     DestinationFull,
+    JobCancelled,
     KetterError,
     LostClaim,
     PermanentError,
@@ -185,6 +186,31 @@ DECIDE_ROWS = [
         None,
         Decision(Action.FAIL_KEPT, "boom", alerts=(Alert.VERIFY_MISMATCH, Alert.JOB_FAILED)),
         id="checksum-mismatch-after-placement-exhausted",
+    ),
+    # -- cancelled by an operator (#17)
+    pytest.param(
+        # Before the placement: undo, then cancelled, quietly, no attempt used.
+        JobCancelled("boom"),
+        RUNNING,
+        None,
+        roll_back(S.CANCELLED, permanent=True, uses_attempt=False),
+        id="cancelled-before-placement",
+    ),
+    pytest.param(
+        # On the last attempt too: cancelled, not failed.
+        JobCancelled("boom"),
+        LAST,
+        None,
+        roll_back(S.CANCELLED, permanent=True, uses_attempt=False),
+        id="cancelled-before-placement-exhausted",
+    ),
+    pytest.param(
+        # Never reached (a cancel is refused once placed); the delivery stands.
+        JobCancelled("boom"),
+        PLACED,
+        None,
+        Decision(Action.RETRY_AT, "boom", retry_at=NOW, delay=0.0, uses_attempt=False),
+        id="cancelled-after-placement-goes-on",
     ),
     # -- superseded: the detected version is gone
     pytest.param(

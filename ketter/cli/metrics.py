@@ -1,0 +1,50 @@
+"""``ketter metrics``: print one Prometheus scrape of the job store to stdout.
+
+For operators and for node_exporter's textfile collector (``ketter metrics >
+/var/lib/node_exporter/ketter.prom.tmp && mv ...``). Read-only, like
+``ketter health``: an account in the ``ketter`` group can run it, no audit
+key needed. The metrics are listed in docs/observability.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from ketter.cli.common import add_config_arg, config_from
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    metrics = commands.add_parser(
+        "metrics",
+        help="print one Prometheus scrape of the job store (text format) to stdout",
+    )
+    add_config_arg(metrics)
+    metrics.set_defaults(func=run_metrics)
+
+
+def run_metrics(args: argparse.Namespace) -> int:
+    from ketter.audit.chain import AuditChain
+    from ketter.metrics.exposition import render_metrics
+    from ketter.store.sqlite import open_readonly_job_store
+
+    config = config_from(args)
+    # Reads only: a chain that may not append (no key needed).
+    store = open_readonly_job_store(config.db_path, AuditChain(node=config.node, may_append=False))
+    try:
+        behind = store.missing_columns()
+        if behind:
+            print(
+                f"ketter: the job store {config.db_path} is older than this Ketter "
+                f"(missing {', '.join(behind[:3])}{' …' if len(behind) > 3 else ''}); "
+                "run `ketter db upgrade` first",
+                file=sys.stderr,
+            )
+            return 2
+        body, _ = render_metrics(store, config, now=time.time())
+    finally:
+        store.close()
+    sys.stdout.buffer.write(body)
+    sys.stdout.flush()
+    return 0
