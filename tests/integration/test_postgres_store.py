@@ -192,3 +192,19 @@ def test_the_node_opens_the_store_its_config_names(pg_dsn: str, tmp_path: Path) 
     finally:
         node.close()
     assert not (tmp_path / "ketter.db").exists()
+
+
+def test_the_migrations_go_down_and_up_again(pg_dsn: str) -> None:
+    import importlib.resources
+
+    from playhouse.migrations import Runner
+
+    db = connect(pg_dsn)
+    with importlib.resources.as_file(
+        importlib.resources.files("ketter.store.migrations")
+    ) as directory:
+        runner = Runner(db, directory=str(directory))
+        applied = [m.name for m in runner.status() if m.applied]
+        assert runner.down(target=applied[0]) == applied[::-1]
+        assert upgrade(db) == applied
+    db.close()
