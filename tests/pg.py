@@ -99,12 +99,13 @@ def running_cluster(root: Path) -> Iterator[Cluster]:
     socket_dir.mkdir(mode=0o700)
     for path in (root, datadir, socket_dir):
         os.chown(path, uid, gid)
-    # The account must reach its folder: open the way down to it (the
-    # pytest temporary root is private to root).
-    for parent in root.parents:
-        if parent == Path("/") or parent.stat().st_mode & 0o001:
-            continue
-        os.chmod(parent, parent.stat().st_mode | 0o001)
+    if prefix:
+        # The account must reach its folder: open the way down to it (search
+        # only; the pytest temporary root is private to root).
+        for parent in root.parents:
+            if parent == Path("/") or parent.stat().st_mode & 0o001:
+                continue
+            os.chmod(parent, parent.stat().st_mode | 0o001)
     env = {**os.environ, "LC_ALL": "C.UTF-8", "TZ": "UTC"}
     subprocess.run(
         [

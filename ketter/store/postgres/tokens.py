@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from peewee import OperationalError
+from peewee import ProgrammingError
 
 from ketter.store.composite.tokens import CompositeTokens
 from ketter.store.models import ApiToken
@@ -30,10 +30,10 @@ class TokensPg(PgCore, CompositeTokens):
         query = ApiToken.select().order_by(ApiToken.id).dicts()
         try:
             return [_row(row) for row in query.execute(self.db)]
-        except OperationalError as exc:
-            if "no such table" not in str(exc):
+        except ProgrammingError as exc:
+            if "does not exist" not in str(exc):
                 raise
-            # A read-only store (``ketter token list``) is not migrated.
+            # A store opened without migrating (``migrate=False``) may be older.
             raise StoreUnreadable(
                 f"the job store {self.path} has no API tokens table yet: "
                 "run `ketter db upgrade` (Ketter was upgraded)"
