@@ -150,6 +150,29 @@ def test_racing_claims_take_each_job_once(two_nodes: tuple[PgJobStore, PgJobStor
     assert verify_db(first).ok
 
 
+def test_racing_claims_keep_max_parallel(two_nodes: tuple[PgJobStore, PgJobStore]) -> None:
+    first = two_nodes[0]
+    for _ in range(20):
+        put_job(first)
+    taken: list[int] = []
+    lock = threading.Lock()
+
+    def claimer(store: PgJobStore, owner: str) -> Any:
+        def run() -> None:
+            for _ in range(10):
+                got = store.claim_next({"r": 3}, hint=None, owner=owner, now=10.0, ttl=30.0)
+                if got is not None:
+                    with lock:
+                        taken.append(got.row.id)
+            store.release_thread()
+
+        return run
+
+    nodes = enumerate(two_nodes * 2)
+    _in_threads([claimer(store, f"{store.chain.node}/{i}") for i, store in nodes])
+    assert len(taken) == len(set(taken)) == 3
+
+
 # -- the queue --------------------------------------------------------------------
 
 

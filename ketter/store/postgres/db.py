@@ -38,6 +38,7 @@ from ketter.store.models import database
 #: Advisory-lock keys of the job store (one 64-bit namespace per database).
 CHAIN_LOCK = 0x6B657474_00000001  # "kett" · the audit chain's appends
 MIGRATION_LOCK = 0x6B657474_00000002  # "kett" · ``ketter db upgrade``
+CLAIM_LOCK = 0x6B657474_00000003  # "kett" · the claims' ``max_parallel`` counts
 
 #: The package of the numbered migrations (shared with SQLite).
 MIGRATIONS = "ketter.store.migrations"

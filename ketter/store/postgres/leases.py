@@ -16,6 +16,7 @@ from ketter.jobs.states import State
 from ketter.store.composite.leases import CompositeLeases
 from ketter.store.ports.leases import ACTIVE_STATES
 from ketter.store.postgres.core import PgCore
+from ketter.store.postgres.db import CLAIM_LOCK
 from ketter.store.postgres.jobs import select_jobs
 from ketter.store.rows import JobRow
 
@@ -36,6 +37,11 @@ class LeasesPg(PgCore, CompositeLeases):
         return {row[0] for row in rows}
 
     def _running(self, route: str, now: float) -> int:
+        # The count and the claim it allows are one step, as under SQLite's
+        # write lock: claims that check a max_parallel queue here until the
+        # claim commits (one lock for all routes: no lock-order deadlock).
+        if self.in_transaction():
+            self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (CLAIM_LOCK,))
         return int(
             self.db.execute_sql(
                 f"SELECT count(*) FROM jobs WHERE route = %s AND {_ACTIVE_SQL} "
@@ -57,9 +63,12 @@ class LeasesPg(PgCore, CompositeLeases):
         self, routes: Sequence[str], now: float, limit: int
     ) -> list[tuple[int, int, str]]:
         marks = ", ".join("%s" for _ in routes)
+        # Locked until the claim commits: under READ COMMITTED the job read
+        # next (find_job) would otherwise be the row as another claimant
+        # just left it. Rows another claimant holds are passed over.
         rows = self.db.execute_sql(
             f"SELECT priority, id, route FROM jobs WHERE {_CLAIMABLE} AND route IN ({marks}) "
-            "ORDER BY priority DESC, id LIMIT %s",
+            "ORDER BY priority DESC, id LIMIT %s FOR UPDATE SKIP LOCKED",
             (now, now, *routes, limit),
         ).fetchall()
         return [(priority, job_id, route) for priority, job_id, route in rows]
