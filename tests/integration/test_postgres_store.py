@@ -173,6 +173,27 @@ def test_racing_claims_keep_max_parallel(two_nodes: tuple[PgJobStore, PgJobStore
     assert len(taken) == len(set(taken)) == 3
 
 
+def test_two_nodes_pausing_a_route_pause_it_once(
+    two_nodes: tuple[PgJobStore, PgJobStore],
+) -> None:
+    outcomes: list[bool] = []
+    start = threading.Barrier(4)
+
+    def pauser(store: PgJobStore) -> Any:
+        def run() -> None:
+            start.wait(30)
+            outcomes.append(store.pause_route("r", "share down", now=5.0))
+            store.release_thread()
+
+        return run
+
+    _in_threads([pauser(store) for store in two_nodes * 2])
+    first = two_nodes[0]
+    events = [e.event for e in first.events_after(0, limit=100)]
+    assert sorted(outcomes) == [False, False, False, True]
+    assert events == ["route_paused"]
+
+
 # -- the queue --------------------------------------------------------------------
 
 

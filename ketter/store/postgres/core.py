@@ -74,10 +74,17 @@ class PgCore(CompositeCore):
 
     # -- the audit chain's primitives (append_event: CompositeCore) ----------
 
+    def _write_turn(self) -> None:
+        """Take the store's write turn (:data:`CHAIN_LOCK`) until this
+        transaction ends; nothing outside a transaction (it would end with
+        the statement). Re-entrant."""
+        if self.db.in_transaction():
+            self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
+
     def _chain_head(self) -> tuple[int, str] | None:
         # Held until the transaction ends: the next append (this node's or
         # another's) reads the head this one writes.
-        self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
+        self._write_turn()
         last = self.db.execute_sql(
             "SELECT id, hash FROM events ORDER BY id DESC LIMIT 1"
         ).fetchone()

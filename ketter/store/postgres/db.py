@@ -17,8 +17,10 @@ Durability and isolation:
   the newest row version after waiting for a concurrent writer, so exactly
   one of two racing writers matches; the claims' candidate reads take row
   locks with ``FOR UPDATE SKIP LOCKED``; the audit chain's appends are
-  serialised by a transaction-scoped advisory lock
-  (:data:`CHAIN_LOCK`).
+  serialised by a transaction-scoped advisory lock (:data:`CHAIN_LOCK`),
+  also taken before a read whose write must not interleave with another
+  node's (a route's status, a route's running count for ``max_parallel``):
+  SQLite's write lock gives those for free.
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ from playhouse.migrations import Runner
 from ketter.store.models import database
 
 #: Advisory-lock keys of the job store (one 64-bit namespace per database).
-CHAIN_LOCK = 0x6B657474_00000001  # "kett" · the audit chain's appends
+#: The audit chain's appends, and the read-then-write steps that must not
+#: interleave with another node's (a route's pause, a max_parallel count):
+#: one lock, so no two of them can wait for each other in opposite order.
+CHAIN_LOCK = 0x6B657474_00000001  # "kett"
 MIGRATION_LOCK = 0x6B657474_00000002  # "kett" · ``ketter db upgrade``
-CLAIM_LOCK = 0x6B657474_00000003  # "kett" · the claims' ``max_parallel`` counts
 
 #: The package of the numbered migrations (shared with SQLite).
 MIGRATIONS = "ketter.store.migrations"

@@ -16,7 +16,6 @@ from ketter.jobs.states import State
 from ketter.store.composite.leases import CompositeLeases
 from ketter.store.ports.leases import ACTIVE_STATES
 from ketter.store.postgres.core import PgCore
-from ketter.store.postgres.db import CLAIM_LOCK
 from ketter.store.postgres.jobs import select_jobs
 from ketter.store.rows import JobRow
 
@@ -39,9 +38,8 @@ class LeasesPg(PgCore, CompositeLeases):
     def _running(self, route: str, now: float) -> int:
         # The count and the claim it allows are one step, as under SQLite's
         # write lock: claims that check a max_parallel queue here until the
-        # claim commits (one lock for all routes: no lock-order deadlock).
-        if self.in_transaction():
-            self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (CLAIM_LOCK,))
+        # claim (and its event) commits.
+        self._write_turn()
         return int(
             self.db.execute_sql(
                 f"SELECT count(*) FROM jobs WHERE route = %s AND {_ACTIVE_SQL} "

@@ -16,6 +16,9 @@ class RoutesPg(PgCore, CompositeRoutes):
     """The routes rows on PostgreSQL."""
 
     def route_status(self, route: str) -> RouteStatusRow | None:
+        # In a transaction it is a pause's or a resume's read-then-write:
+        # two nodes must not both see the route running and both pause it.
+        self._write_turn()
         row = RouteStatus.select().where(RouteStatus.route == route).dicts().first(self.db)
         return RouteStatusRow(**row) if row is not None else None
 
