@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from ketter.engine.placement import LOCK_STALE_SECONDS
 from tests.conftest import cli_env
@@ -47,8 +46,11 @@ def test_contending_processes_never_leave_the_lock_behind(shares: Shares) -> Non
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", CHILD, str(folder), str(SECONDS)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+        )
         for _ in range(3)
     ]
     outs = [p.communicate(timeout=SECONDS + 3 * LOCK_STALE_SECONDS) for p in procs]
