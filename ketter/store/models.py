@@ -316,7 +316,7 @@ class JobCount(BaseModel):
     state = TextField()
     jobs = IntegerField()
     #: The sum of their ``size`` (0012): ``ketter status``'s bytes per state.
-    bytes = IntegerField(default=0, constraints=[SQL("DEFAULT 0")])
+    bytes = BigIntegerField(default=0, constraints=[SQL("DEFAULT 0")])
 
     class Meta:
         table_name = "job_counts"

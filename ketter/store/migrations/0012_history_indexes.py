@@ -24,6 +24,8 @@ needs so that no query reads every job or event
   1,000,000 jobs).
 """
 
+from peewee import PostgresqlDatabase
+
 TRIGGERS = ("job_counts_insert", "job_counts_update", "job_counts_delete")
 
 STATEMENTS = [
@@ -55,12 +57,72 @@ END""",
 ]
 
 
+#: On PostgreSQL (issue #18) the triggers call 0010's PL/pgSQL function,
+#: replaced here to keep the bytes; ``bytes`` is a BIGINT there (INTEGER is
+#: 32 bits), and the update trigger follows ``size`` too.
+PG_COUNT_FUNCTION = """CREATE OR REPLACE FUNCTION job_counts_keep() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        UPDATE job_counts SET jobs = jobs - 1, bytes = bytes - OLD.size
+            WHERE route = OLD.route AND state = OLD.state;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO job_counts (route, state, jobs, bytes)
+            VALUES (NEW.route, NEW.state, 1, NEW.size)
+            ON CONFLICT (route, state) DO UPDATE
+            SET jobs = job_counts.jobs + 1, bytes = job_counts.bytes + excluded.bytes;
+    END IF;
+    RETURN NULL;
+END
+$$"""
+
+PG_STATEMENTS = [
+    *STATEMENTS[:4],
+    'ALTER TABLE "job_counts" ADD COLUMN "bytes" BIGINT NOT NULL DEFAULT 0',
+    PG_COUNT_FUNCTION,
+    'DROP TRIGGER IF EXISTS "job_counts_update" ON "jobs"',
+    'CREATE TRIGGER "job_counts_update" AFTER UPDATE OF state, route, size ON "jobs" '
+    "FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state "
+    "OR OLD.route IS DISTINCT FROM NEW.route OR OLD.size IS DISTINCT FROM NEW.size) "
+    "EXECUTE FUNCTION job_counts_keep()",
+    STATEMENTS[-1],
+]
+
+#: 0010's function and update trigger, for ``down`` on PostgreSQL.
+PG_DOWN = [
+    """CREATE OR REPLACE FUNCTION job_counts_keep() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        UPDATE job_counts SET jobs = jobs - 1 WHERE route = OLD.route AND state = OLD.state;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO job_counts (route, state, jobs) VALUES (NEW.route, NEW.state, 1)
+            ON CONFLICT (route, state) DO UPDATE SET jobs = job_counts.jobs + 1;
+    END IF;
+    RETURN NULL;
+END
+$$""",
+    'DROP TRIGGER IF EXISTS "job_counts_update" ON "jobs"',
+    'CREATE TRIGGER "job_counts_update" AFTER UPDATE OF state, route ON "jobs" FOR EACH ROW '
+    "WHEN (OLD.state IS DISTINCT FROM NEW.state OR OLD.route IS DISTINCT FROM NEW.route) "
+    "EXECUTE FUNCTION job_counts_keep()",
+]
+
+
 def up(migrator, db):
-    for sql in STATEMENTS:
+    postgresql = isinstance(db, PostgresqlDatabase)
+    for sql in PG_STATEMENTS if postgresql else STATEMENTS:
         db.execute_sql(sql)
 
 
 def down(migrator, db):
+    if isinstance(db, PostgresqlDatabase):
+        for sql in PG_DOWN:
+            db.execute_sql(sql)
+        _drop_common(db)
+        return
     for name in TRIGGERS:
         db.execute_sql(f'DROP TRIGGER IF EXISTS "{name}"')
     db.execute_sql("""CREATE TRIGGER "job_counts_insert" AFTER INSERT ON "jobs" BEGIN
@@ -76,6 +138,10 @@ END""")
     db.execute_sql("""CREATE TRIGGER "job_counts_delete" AFTER DELETE ON "jobs" BEGIN
     UPDATE job_counts SET jobs = jobs - 1 WHERE route = OLD.route AND state = OLD.state;
 END""")
+    _drop_common(db)
+
+
+def _drop_common(db):
     db.execute_sql('ALTER TABLE "job_counts" DROP COLUMN "bytes"')
     db.execute_sql('DROP INDEX IF EXISTS "events_delete_source"')
     db.execute_sql('DROP INDEX IF EXISTS "jobs_created"')
