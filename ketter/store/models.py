@@ -111,6 +111,9 @@ Job.add_index(
     ModelIndex(Job, (Job.route, Job.state, Job.created_at), name="jobs_route_state_created")
 )
 Job.add_index(ModelIndex(Job, (Job.source_key,), name="jobs_source_key"))
+# A route's jobs newest first (0012): `ketter jobs --route`, an API token's
+# routes. A job's route does not change: one entry per job.
+Job.add_index(ModelIndex(Job, (Job.route, Job.id), name="jobs_route_id"))
 # The read model's --since/--until (0012); created_at never changes.
 Job.add_index(ModelIndex(Job, (Job.created_at,), name="jobs_created"))
 # At most one active job per source identity: the watcher's idempotent insert

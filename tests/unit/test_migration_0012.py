@@ -52,7 +52,9 @@ def test_backfill_then_triggers_keep_the_bytes(tmp_path: Path) -> None:
     _insert(db, 3, "b", "detected", 7)
     M0012.up(SqliteMigrator(db), db)
     assert _kept(db) == _truth(db) == [("a", "completed", 2, 600), ("b", "detected", 1, 7)]
-    assert {"jobs_state_id", "jobs_created", "events_delete_source"} <= _indexes(db)
+    assert {"jobs_state_id", "jobs_route_id", "jobs_created", "events_delete_source"} <= _indexes(
+        db
+    )
     assert "jobs_state_due" not in _indexes(db)
     _insert(db, 4, "b", "detected", 0)
     db.execute_sql("UPDATE jobs SET size = 40 WHERE id = 4")  # sized once inspected

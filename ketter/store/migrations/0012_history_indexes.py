@@ -10,6 +10,11 @@ needs so that no query reads every job or event
   jobs still finds the active states through it (a few rows: the queue) and
   reads ``next_attempt_at`` from them. One index for one: no more writes
   per transition.
+* ``jobs_route_id`` on ``jobs (route, id)``: ``ketter jobs --route X`` and
+  an API token's routes (``GET /transfers``) walk the route's jobs newest
+  first and stop after the page (0.34 s to sort a route of 250,000 jobs
+  before). A job's route does not change after it is inserted: one entry
+  per job, nothing per transition.
 * ``jobs_created`` on ``jobs (created_at)``: ``ketter jobs --since/--until``
   and ``GET /transfers?since=`` (the read model's time filters). A job's
   ``created_at`` never changes: the index costs one entry per job inserted
@@ -31,6 +36,7 @@ TRIGGERS = ("job_counts_insert", "job_counts_update", "job_counts_delete")
 STATEMENTS = [
     'CREATE INDEX "jobs_state_id" ON "jobs" ("state", "id")',
     'DROP INDEX IF EXISTS "jobs_state_due"',
+    'CREATE INDEX "jobs_route_id" ON "jobs" ("route", "id")',
     'CREATE INDEX "jobs_created" ON "jobs" ("created_at")',
     """CREATE INDEX "events_delete_source" ON "events" ("ts") WHERE ("event" = 'delete_source')""",
     'ALTER TABLE "job_counts" ADD COLUMN "bytes" INTEGER NOT NULL DEFAULT 0',
@@ -78,7 +84,7 @@ END
 $$"""
 
 PG_STATEMENTS = [
-    *STATEMENTS[:4],
+    *STATEMENTS[:5],
     'ALTER TABLE "job_counts" ADD COLUMN "bytes" BIGINT NOT NULL DEFAULT 0',
     PG_COUNT_FUNCTION,
     'DROP TRIGGER IF EXISTS "job_counts_update" ON "jobs"',
@@ -145,6 +151,7 @@ def _drop_common(db):
     db.execute_sql('ALTER TABLE "job_counts" DROP COLUMN "bytes"')
     db.execute_sql('DROP INDEX IF EXISTS "events_delete_source"')
     db.execute_sql('DROP INDEX IF EXISTS "jobs_created"')
+    db.execute_sql('DROP INDEX IF EXISTS "jobs_route_id"')
     db.execute_sql(
         'CREATE INDEX IF NOT EXISTS "jobs_state_due" ON "jobs" ("state", "next_attempt_at")'
     )
