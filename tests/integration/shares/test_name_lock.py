@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from ketter.engine.placement import LOCK_STALE_SECONDS
 from tests.conftest import cli_env
@@ -44,11 +43,11 @@ def test_contending_processes_never_leave_the_lock_behind(shares: Shares) -> Non
     share = shares.share("smb", "B")
     folder = share.root / "contended"
     folder.mkdir()
+    argv = [sys.executable, "-c", CHILD, str(folder), str(SECONDS)]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(folder), str(SECONDS)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
-        )  # fmt: skip
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env()
+        )
         for _ in range(3)
     ]
     outs = [p.communicate(timeout=SECONDS + 3 * LOCK_STALE_SECONDS) for p in procs]
