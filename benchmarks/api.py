@@ -123,6 +123,9 @@ def build_store(work: Path, config: Path, jobs: int) -> Path:
         say(f"store: reusing {db} ({jobs:,} jobs)")
         return db
     shutil.rmtree(work / "state", ignore_errors=True)
+    for name in ROUTES:  # an earlier, interrupted build's deliveries would conflict
+        shutil.rmtree(work / "shares" / name / "in", ignore_errors=True)
+        (work / "shares" / name / "in").mkdir(parents=True)
     ketter(config, "db", "upgrade")
     t0 = time.monotonic()
     _real_jobs(work, config)
@@ -153,11 +156,14 @@ def _real_jobs(work: Path, config: Path) -> None:
     with _workers(config):
         for route, path in sources:
             ketter(config, "enqueue", "--route", route, str(path))
+        db = work / "state" / "ketter.db"
         _wait(
-            lambda: _count(work / "state" / "ketter.db", "state = 'completed'") >= len(sources),
+            lambda: _count(db, "state IN ('completed', 'failed')") >= len(sources),
             600,
             "the real deliveries",
         )
+        if _count(db, "state = 'completed'") < len(sources):
+            raise SystemExit(f"a real delivery failed: see {config.parent / 'workers.log'}")
 
 
 def _count(db: Path, where: str) -> int:

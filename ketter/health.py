@@ -391,7 +391,9 @@ def check_health(config: Config, *, now: float | None = None) -> HealthReport:
     try:
         beats = _heartbeats(store, config.node)
         report.add("job store", True, f"{config.db_path} opens ({store.how})")
-        for service in SERVICES:
+        # The API is a service of this node when its unit is rendered
+        # (api.listen set): then its heartbeat is checked like the others'.
+        for service in SERVICES + (("api",) if config.api.listen else ()):
             _check_service(
                 report, service, beats.get(service), stale=config.health.heartbeat_stale, now=now
             )

@@ -114,6 +114,22 @@ def chain_for(config: Config, role: Role, *, actor: Principal | None = None) -> 
     )
 
 
+def _open_store(config: Config, chain: AuditChain, evidence: Iterable[str]) -> JobStore:
+    """The job store of ``config.store``: the one place a backend is chosen
+    (the loader still refuses ``postgresql`` for a whole node: see
+    :data:`ketter.config.store.NOT_YET`)."""
+    if config.store.backend == "postgresql":
+        from ketter.config.store import read_password
+        from ketter.store.postgres import open_pg_job_store
+
+        assert config.store.dsn is not None  # the loader requires it
+        password = read_password(config.store.password_file)
+        return open_pg_job_store(config.store.dsn, chain, password=password)
+    from ketter.store.sqlite import open_job_store
+
+    return open_job_store(config.db_path, chain, evidence=evidence)
+
+
 def _hostname() -> str:
     import socket
 
@@ -151,9 +167,7 @@ class Node:
         chain = chain_for(config, ROLES[role], actor=actor)
         store = None
         if open_store:
-            from ketter.store.sqlite import open_job_store
-
-            store = open_job_store(config.db_path, chain, evidence=evidence)
+            store = _open_store(config, chain, evidence)
         node = cls(config=config, role=ROLES[role], chain=chain, store=store, _notifier=notifier)
         if role in ALERTING and store is not None:
             from ketter.events import AlertSubscriber

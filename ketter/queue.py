@@ -1,4 +1,5 @@
-"""The queue: a Huey app on SQLite that carries job ids, nothing else.
+"""The queue: a Huey app on SQLite (or PostgreSQL with the job store there,
+:mod:`ketter.store.queue_postgres`) that carries job ids, nothing else.
 
 Huey is only a doorbell. Its SQLite storage deletes a message the moment a
 worker takes it (there is no ack: huey #253, #418), so a worker killed right
@@ -25,9 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from huey import SqliteHuey
+from huey import Huey
 
 from ketter.config import Config
+from ketter.config.store import read_password
 from ketter.store.queue_sqlite import DoorbellHuey, QueueStorage
 
 TASK_NAME = "ketter.run_job"
@@ -38,7 +40,7 @@ TASK_NAME = "ketter.run_job"
 class Queue:
     """The doorbell: ``ring(job_id)`` enqueues a message for a job."""
 
-    huey: SqliteHuey
+    huey: Huey
     task: Any
 
     def ring(self, job_id: int, *, delay: float | None = None) -> None:
@@ -71,13 +73,34 @@ def _not_here(job_id: int) -> None:
 
 
 def build_queue(config: Config, handler: Callable[[int], object] | None = None) -> Queue:
-    """The Huey app on ``state_dir/queue.db``, results off.
+    """The Huey app on ``state_dir/queue.db`` (``store.backend: sqlite``) or
+    in the job store's PostgreSQL database (``postgresql``), results off.
 
     ``handler`` runs a job id in the workers process; the watcher and the CLI
     build the queue without one (they only enqueue).
     """
+    huey = _huey(config)
+    target = handler or _not_here
+
+    # Huey registers a task under "<function's module>.<name>": the wrapper
+    # lives here so that the watcher's and the workers' registries agree.
+    def run_job(job_id: int) -> None:
+        target(job_id)
+
+    task = huey.task(name=TASK_NAME, retries=0)(run_job)
+    return Queue(huey=huey, task=task)
+
+
+def _huey(config: Config) -> Huey:
+    if config.store.backend == "postgresql":
+        from ketter.store.queue_postgres import pg_queue
+
+        assert config.store.dsn is not None  # the loader requires it
+        return pg_queue(
+            "ketter", config.store.dsn, password=read_password(config.store.password_file)
+        )
     os.makedirs(config.state_dir, exist_ok=True)
-    huey = DoorbellHuey(
+    return DoorbellHuey(
         name="ketter",
         storage_class=QueueStorage,
         filename=config.queue_path,
@@ -89,12 +112,3 @@ def build_queue(config: Config, handler: Callable[[int], object] | None = None) 
         journal_mode="wal",
         timeout=60,
     )
-    target = handler or _not_here
-
-    # Huey registers a task under "<function's module>.<name>": the wrapper
-    # lives here so that the watcher's and the workers' registries agree.
-    def run_job(job_id: int) -> None:
-        target(job_id)
-
-    task = huey.task(name=TASK_NAME, retries=0)(run_job)
-    return Queue(huey=huey, task=task)

@@ -2,24 +2,56 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from peewee import SqliteDatabase
 
 from ketter.audit.chain import AuditChain
 from ketter.store import open_store
+from ketter.store.postgres.db import connect as pg_connect
+from ketter.store.postgres.db import upgrade as pg_upgrade
 from ketter.store.sqlite import SqliteJobStore
+from tests.pg import Cluster, running_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The command line as the units run it (ketter/__main__.py); ``-m ketter.cli.main``
 #: printed a RuntimeWarning in every subprocess (the module is imported by
 #: ``ketter.cli`` before it runs as ``__main__``).
 KETTER = [sys.executable, "-m", "ketter"]
+
+
+#: The migrated PostgreSQL database each test's database is copied from.
+PG_TEMPLATE = "ketter_template"
+_pg_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One throw-away PostgreSQL cluster for the test session (:mod:`tests.pg`),
+    with a migrated template database; stopped when the session ends."""
+    with running_cluster(tmp_path_factory.mktemp("pg") / "cluster") as cluster:
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {PG_TEMPLATE}")
+        db = pg_connect(cluster.dsn(PG_TEMPLATE))
+        pg_upgrade(db)
+        db.close()
+        yield cluster
+
+
+@pytest.fixture
+def pg_dsn(pg_cluster: Cluster) -> str:
+    """A fresh, migrated PostgreSQL database (a copy of the template): its DSN."""
+    name = f"ketter_{next(_pg_databases)}"
+    with psycopg.connect(pg_cluster.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {PG_TEMPLATE}")
+    return pg_cluster.dsn(name)
 
 
 @pytest.fixture

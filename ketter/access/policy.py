@@ -17,16 +17,17 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ketter.access.routes import matches
 from ketter.access.scopes import SCOPES, Scope
 from ketter.access.tokens import SECRET_RE, scopes_of, secret_sha256
 from ketter.audit.chain import Principal
 from ketter.errors import KetterError
+from ketter.store.ports.tokens import LAST_USED_EVERY
 
 if TYPE_CHECKING:
-    from ketter.store.port import JobStore
+    from ketter.store.rows import ApiTokenRow
 
 #: The reasons of :class:`Unauthenticated` (for the audit event; the HTTP
 #: answer is the same 401 for all of them, so a caller learns nothing).
@@ -95,7 +96,17 @@ def bearer_token(authorization: str | None) -> str | None:
     return rest.strip()
 
 
-def authenticate(store: JobStore, presented: str | None, *, now: float) -> Grant:
+class TokenLookup(Protocol):
+    """What :func:`authenticate` needs of a store (the job store has it; the
+    API reads through its per-request read connection and writes the
+    last-use stamp through the job store, :mod:`ketter.api.guard`)."""
+
+    def api_token_by_hash(self, secret_sha256: str) -> ApiTokenRow | None: ...
+
+    def touch_api_token(self, token_id: int, *, now: float) -> bool: ...
+
+
+def authenticate(store: TokenLookup, presented: str | None, *, now: float) -> Grant:
     """The grant of the token ``presented`` (the secret itself, without
     ``Bearer``), or :class:`Unauthenticated` with the reason.
 
@@ -115,7 +126,9 @@ def authenticate(store: JobStore, presented: str | None, *, now: float) -> Grant
         raise Unauthenticated("revoked", row.name)
     if row.expires_at is not None and now >= row.expires_at:
         raise Unauthenticated("expired", row.name)
-    store.touch_api_token(row.id, now=now)
+    if row.last_used_at is None or row.last_used_at <= now - LAST_USED_EVERY:
+        # A write: only when the stamp is due, not on every request.
+        store.touch_api_token(row.id, now=now)
     return Grant(
         token=row.name, scopes=scopes_of(row), routes=tuple(row.routes), expires_at=row.expires_at
     )

@@ -27,6 +27,7 @@ from ketter.access.policy import Grant, Unauthenticated, authenticate, bearer_to
 from ketter.api.problems import Problem
 from ketter.api.session import Session, session
 from ketter.audit.chain import Principal
+from ketter.store.rows import ApiTokenRow
 
 #: The attribute :func:`require` marks its dependencies with.
 SCOPE_MARK = "__ketter_scope__"
@@ -89,7 +90,7 @@ def authorize(request: Request, scope: str, route: str | None = None) -> Caller:
     presented = bearer_token(request.headers.get("authorization"))
     with session(node) as s:
         try:
-            grant = authenticate(s.store, presented, now=now)
+            grant = authenticate(_Tokens(s), presented, now=now)
         except Unauthenticated as exc:
             limiter.failed(client, now)
             _append(
@@ -114,6 +115,20 @@ def authorize(request: Request, scope: str, route: str | None = None) -> Caller:
             _append(s, "api_denied", grant, now, _details(request, scope, reason=why, route=route))
             raise Problem(403, why)
     return Caller(grant, scope, client, request.method, request.url.path)
+
+
+class _Tokens:
+    """Token lookups on the request's read connection; the last-use stamp
+    (at most once a minute) through the job store."""
+
+    def __init__(self, s: Session) -> None:
+        self.s = s
+
+    def api_token_by_hash(self, secret_sha256: str) -> ApiTokenRow | None:
+        return self.s.read.api_token_by_hash(secret_sha256)
+
+    def touch_api_token(self, token_id: int, *, now: float) -> bool:
+        return self.s.store.touch_api_token(token_id, now=now)
 
 
 def authorize_route(request: Request, caller: Caller, route: str) -> None:

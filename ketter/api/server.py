@@ -137,9 +137,19 @@ def bind(config: Config, key: str, address: str) -> socket.socket:
     config key and line otherwise."""
     host, port = split_address(address)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets that
+    # say so (proto 0 from socket.create_server did not), and without it
+    # every response waited for the client's delayed ACK: ~40 ms each.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        return socket.create_server((host, port), family=family, backlog=2048, reuse_port=False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:  # [::] means IPv6 only, as written
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        return sock
     except OSError as exc:
+        sock.close()
         line = config.line_of(f"api.{key}")
         where = f"{config.path}:{line}: api.{key}" if line else f"api.{key}"
         raise ListenError(

@@ -19,6 +19,7 @@ import yaml
 
 from ketter.choices import Mode
 from ketter.config import api, credentials, units
+from ketter.config import store as config_store
 from ketter.config import text as config_text
 from ketter.config.schema import Config, RouteConfig
 from ketter.errors import ConfigError
@@ -81,6 +82,7 @@ def parse_config(text: str, *, path: str = "<config>", base_dir: str | None = No
     config = _resolve_state_paths(config)
     problems = _check_routes(config, walker.route_lines, walker.key_lines, path)
     problems += api.check_api(config, walker.key_lines, path)
+    problems += config_store.check_store(config, walker.key_lines, path)
     if problems:
         raise ConfigError(problems)
     return config
@@ -235,6 +237,8 @@ class _Walker:
             return api.parse_address(raw)
         if kind == "cors":
             return api.parse_cors(raw)
+        if kind == "dsn":
+            return config_store.parse_dsn(raw)
         if kind == "enum":
             choices = f.metadata["choices"]
             if raw not in choices:

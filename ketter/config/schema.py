@@ -115,6 +115,18 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class StoreConfig:
+    """Where the job store lives (:mod:`ketter.config.store`, issue #18)."""
+
+    #: ``sqlite``: ``state_dir/ketter.db`` (the default); ``postgresql``: ``dsn``.
+    backend: str = spec("enum", "sqlite", choices=("sqlite", "postgresql"))
+    #: The PostgreSQL database (URL or key=value words), never with a password.
+    dsn: str | None = spec("dsn", None)
+    #: The file holding the database password (first line).
+    password_file: str | None = spec("key_path", None)
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     name: str = spec("name", "", required=True)
     source: str = spec("path", "", required=True)
@@ -168,6 +180,7 @@ class Config:
     alerts: AlertsConfig = spec("section", factory=AlertsConfig)
     health: HealthConfig = spec("section", factory=HealthConfig)
     api: ApiConfig = spec("section", factory=ApiConfig)
+    store: StoreConfig = spec("section", factory=StoreConfig)
     routes: tuple[RouteConfig, ...] = spec("routes", ())
     #: The file this config was read from ("" for a config built in code).
     path: str = field(default="", metadata={"kind": "internal"})

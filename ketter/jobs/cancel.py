@@ -43,6 +43,7 @@ from ketter.jobs.transitions import Step, advance
 if TYPE_CHECKING:
     from ketter.audit.chain import Principal
     from ketter.store.port import JobStore
+    from ketter.store.rows import JobRow
 
 S = State
 
@@ -88,73 +89,100 @@ class CancelResult:
 
 def cancel_job(store: JobStore, job_id: int, *, now: float, actor: Principal) -> CancelResult:
     """Cancel job ``job_id`` for ``actor`` (module docstring)."""
-    with store.transaction():
-        job = store.find_job(job_id)
-        if job is None:
-            return CancelResult(Outcome.MISSING, job_id, None, f"job {job_id}: no such job")
-        state = State(job.state)
-        if state in TERMINAL:
-            return CancelResult(
-                Outcome.FINISHED,
-                job_id,
-                job.state,
-                f"job {job_id}: not cancelled, it has already finished ({job.state})",
-            )
-        if job.placed_at is not None or state is S.VERIFYING:
-            where = job.dest_display or "its destination"
-            return CancelResult(
-                Outcome.PLACED,
-                job_id,
-                job.state,
-                f"job {job_id}: not cancelled, its delivery is verified and "
-                + ("in place" if job.placed_at is not None else "being placed")
-                + f" at {where}; a placed job only moves forward (it is {job.state})",
-            )
-        if job.cancel_requested_at is not None:
-            return CancelResult(
-                Outcome.REQUESTED,
-                job_id,
-                job.state,
-                f"job {job_id}: cancel already requested by {job.cancel_requested_by}; "
-                "it stops at its next step",
-            )
-        store.request_cancel(job_id, now=now, actor=actor)
-        leased = job.lease_expires_at is not None and job.lease_expires_at > now
-        if state in WAITING and not leased:
-            by = actor.as_user()
-            details = {"reason": "cancelled", "by": by}
-            advance(
-                store,
-                job_id,
-                state,
-                [
-                    Step(S.ROLLING_BACK, details=details, fields={"rollback_to": "cancelled"}),
-                    Step(
-                        S.CANCELLED,
-                        details={**details, "removed": []},
-                        fields={
-                            "rollback_to": None,
-                            "lease_owner": None,
-                            "lease_expires_at": None,
-                            "completed_at": now,
-                            "error": f"cancelled by {by}",
-                        },
-                    ),
-                ],
-                claim=job.claim,
-                now=now,
-                actor=actor,
-            )
-            return CancelResult(
-                Outcome.CANCELLED,
-                job_id,
-                S.CANCELLED.value,
-                f"job {job_id}: cancelled (was {job.state}, nothing was being written)",
-            )
-    return CancelResult(
-        Outcome.REQUESTED,
+    # The request is a compare-and-set on the state and claim read just
+    # before, in the same transaction: on SQLite (IMMEDIATE) nothing can come
+    # between; a backend with weaker isolation may see the job move first,
+    # and then the answer is made again from the job as it is now.
+    for _ in range(3):
+        with store.transaction():
+            job = store.find_job(job_id)
+            refused = _refusal(job_id, job)
+            if refused is not None:
+                return refused
+            assert job is not None
+            if not store.request_cancel(job_id, now=now, actor=actor):
+                continue
+            leased = job.lease_expires_at is not None and job.lease_expires_at > now
+            state = State(job.state)
+            if state in WAITING and not leased:
+                _end_now(store, job_id, state, job.claim, now=now, actor=actor)
+                return CancelResult(
+                    Outcome.CANCELLED,
+                    job_id,
+                    S.CANCELLED.value,
+                    f"job {job_id}: cancelled (was {job.state}, nothing was being written)",
+                )
+        return CancelResult(
+            Outcome.REQUESTED,
+            job_id,
+            job.state,
+            f"job {job_id}: cancel requested; the worker rolls it back and ends it cancelled "
+            f"at its next step (it is {job.state})",
+        )
+    raise RuntimeError(f"job {job_id}: it kept changing under the cancel; try again")
+
+
+def _refusal(job_id: int, job: JobRow | None) -> CancelResult | None:
+    """The answer for a job a cancel cannot (or need not) be recorded on:
+    missing, finished, placed or being placed, asked already."""
+    if job is None:
+        return CancelResult(Outcome.MISSING, job_id, None, f"job {job_id}: no such job")
+    state = State(job.state)
+    if state in TERMINAL:
+        return CancelResult(
+            Outcome.FINISHED,
+            job_id,
+            job.state,
+            f"job {job_id}: not cancelled, it has already finished ({job.state})",
+        )
+    if job.placed_at is not None or state is S.VERIFYING:
+        where = job.dest_display or "its destination"
+        return CancelResult(
+            Outcome.PLACED,
+            job_id,
+            job.state,
+            f"job {job_id}: not cancelled, its delivery is verified and "
+            + ("in place" if job.placed_at is not None else "being placed")
+            + f" at {where}; a placed job only moves forward (it is {job.state})",
+        )
+    if job.cancel_requested_at is not None:
+        return CancelResult(
+            Outcome.REQUESTED,
+            job_id,
+            job.state,
+            f"job {job_id}: cancel already requested by {job.cancel_requested_by}; "
+            "it stops at its next step",
+        )
+    return None
+
+
+def _end_now(
+    store: JobStore, job_id: int, state: State, claim: str | None, *, now: float, actor: Principal
+) -> None:
+    """A waiting job's ``rolling_back`` and ``cancelled`` in one commit:
+    nothing of it is being written (a temporary an outage left is the
+    orphan sweep's, the job no longer being active)."""
+    by = actor.as_user()
+    details = {"reason": "cancelled", "by": by}
+    advance(
+        store,
         job_id,
-        job.state,
-        f"job {job_id}: cancel requested; the worker rolls it back and ends it cancelled "
-        f"at its next step (it is {job.state})",
+        state,
+        [
+            Step(S.ROLLING_BACK, details=details, fields={"rollback_to": S.CANCELLED.value}),
+            Step(
+                S.CANCELLED,
+                details={**details, "removed": []},
+                fields={
+                    "rollback_to": None,
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                    "completed_at": now,
+                    "error": f"cancelled by {by}",
+                },
+            ),
+        ],
+        claim=claim,
+        now=now,
+        actor=actor,
     )

@@ -23,7 +23,7 @@ database object or writes SQL (``tests/unit/test_sql_boundary.py``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ketter.errors import KetterError
@@ -106,7 +106,9 @@ class JobRecord:
     node: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow (the fields are plain values; dataclasses.asdict deep-copies
+        # and cost more than the query on a page of 50).
+        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,9 @@ class JobEvent:
     route: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow (the fields are plain values; dataclasses.asdict deep-copies
+        # and cost more than the query on a page of 50).
+        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,9 @@ class ManifestEntry:
     sha256: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow (the fields are plain values; dataclasses.asdict deep-copies
+        # and cost more than the query on a page of 50).
+        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)

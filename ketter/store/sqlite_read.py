@@ -45,6 +45,7 @@ from ketter.store.port import (
     StatusView,
     StoreUnreadable,
 )
+from ketter.store.rows import ApiTokenRow
 
 #: States in which a job with a live lease is being worked on.
 IN_FLIGHT = tuple(s.value for s in State if s not in TERMINAL and s is not State.RETRY_WAIT)
@@ -208,6 +209,21 @@ class SqliteReadStore:
             (after, limit),
         )
         return tuple(_event(e) for e in rows)
+
+    def api_token_by_hash(self, secret_sha256: str) -> ApiTokenRow | None:
+        """The API token whose secret has this SHA-256 (the API's per-request
+        authentication reads it here, on the read connection)."""
+        rows = self._rows("SELECT * FROM api_tokens WHERE secret_sha256 = ?", (secret_sha256,))
+        if not rows:
+            return None
+        row = rows[0]
+        return ApiTokenRow(
+            **{
+                **row,
+                "scopes": tuple(json.loads(row["scopes"])),
+                "routes": tuple(json.loads(row["routes"])),
+            }
+        )
 
     # -- status --------------------------------------------------------------
 

@@ -37,11 +37,12 @@ def put_job(store: JobStore, **fields: Any) -> int:
         return job_id
     full = JobRow(id=0, **values)
     names = [n for n in JOB_COLUMNS if n != "id"]
-    sql = "INSERT INTO jobs ({}) VALUES ({})".format(
-        ", ".join(f'"{n}"' for n in names), ", ".join("?" for _ in names)
+    db = store.db  # type: ignore[attr-defined]
+    sql = "INSERT INTO jobs ({}) VALUES ({}) RETURNING id".format(
+        ", ".join(f'"{n}"' for n in names), ", ".join(db.param for _ in names)
     )
     with store.transaction():
-        return int(store.db.execute_sql(sql, [getattr(full, n) for n in names]).lastrowid)  # type: ignore[attr-defined]
+        return int(db.execute_sql(sql, [getattr(full, n) for n in names]).fetchone()[0])
 
 
 def pause(store: JobStore, route: str) -> None:
@@ -56,7 +57,7 @@ def pause(store: JobStore, route: str) -> None:
         store.db.execute_sql(  # type: ignore[attr-defined]
             "INSERT INTO route_status "
             "(route, paused, reason, since, updated_at, room_pauses, held) "
-            "VALUES (?, 1, 'test', 1.0, 1.0, 0, 0)",
+            f"VALUES ({store.db.param}, 1, 'test', 1.0, 1.0, 0, 0)",  # type: ignore[attr-defined]
             (route,),
         )
 

@@ -20,6 +20,7 @@ from ketter.store.composite import (
     CompositeRoutes,
 )
 from ketter.store.memory import MemoryJobStore
+from ketter.store.postgres import PgJobStore
 from ketter.store.sqlite import SqliteJobStore
 
 COMPOSITES = (
@@ -31,7 +32,7 @@ COMPOSITES = (
     CompositeHeartbeats,
     CompositeMetrics,
 )
-STORES = (SqliteJobStore, MemoryJobStore)
+STORES = (SqliteJobStore, MemoryJobStore, PgJobStore)
 
 
 def _operations(composite: type) -> list[str]:
@@ -91,6 +92,6 @@ def test_every_backend_implements_every_primitive(store: type) -> None:
     }
     for name in primitives:
         owner = next(k for k in store.__mro__ if name in vars(k))
-        assert owner.__module__.startswith(("ketter.store.sqlite.", "ketter.store.memory.")), (
-            f"{store.__name__}.{name} comes from {owner.__module__}"
-        )
+        assert owner.__module__.startswith(
+            ("ketter.store.sqlite.", "ketter.store.memory.", "ketter.store.postgres.")
+        ), f"{store.__name__}.{name} comes from {owner.__module__}"

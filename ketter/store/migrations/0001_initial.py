@@ -1,4 +1,11 @@
-"""Initial schema: jobs, events, job_files, route_status, heartbeats, job_history."""
+"""Initial schema: jobs, events, job_files, route_status, heartbeats, job_history.
+
+The same schema on PostgreSQL (issue #18) in its own types: ``SERIAL`` for
+the ids, ``BIGINT`` where the models say so (SQLite's ``INTEGER`` holds 64
+bits), ``DOUBLE PRECISION`` for ``REAL``, ``BYTEA`` for ``BLOB``, and the
+view's times through ``to_char``."""
+
+from peewee import PostgresqlDatabase
 
 STATEMENTS = [
     'CREATE TABLE "events" ("id" INTEGER NOT NULL PRIMARY KEY, "job_id" INTEGER, '
@@ -65,7 +72,99 @@ FROM jobs AS j""",
 ]
 
 
+#: job_history's times on PostgreSQL: ISO 8601 in UTC with milliseconds, as
+#: SQLite's ``strftime('%Y-%m-%dT%H:%M:%fZ', x, 'unixepoch')`` writes them.
+PG_TIME = "to_char(to_timestamp({}) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
+PG_STATEMENTS = [
+    'CREATE TABLE "events" ("id" SERIAL NOT NULL PRIMARY KEY, "job_id" INTEGER, '
+    '"ts" DOUBLE PRECISION NOT NULL, "event" TEXT NOT NULL, "route" TEXT, '
+    '"from_state" TEXT, "to_state" TEXT, "attempt" INTEGER, "node" TEXT NOT NULL, '
+    '"pid" INTEGER NOT NULL, "user" TEXT NOT NULL, "details" TEXT NOT NULL, '
+    '"prev_hash" TEXT NOT NULL, "hash" TEXT NOT NULL)',
+    'CREATE INDEX "events_job_id" ON "events" ("job_id")',
+    'CREATE TABLE "heartbeats" ("id" SERIAL NOT NULL PRIMARY KEY, '
+    '"component" TEXT NOT NULL, "node" TEXT NOT NULL, "pid" INTEGER NOT NULL, '
+    '"ts" DOUBLE PRECISION NOT NULL, "details" TEXT NOT NULL)',
+    'CREATE UNIQUE INDEX "heartbeats_component_node" ON "heartbeats" ("component", "node")',
+    'CREATE TABLE "jobs" ("id" SERIAL NOT NULL PRIMARY KEY, "route" TEXT NOT NULL, '
+    '"mode" TEXT NOT NULL, "kind" TEXT NOT NULL, "source_path" BYTEA NOT NULL, '
+    '"source_display" TEXT NOT NULL, "dest_path" BYTEA, "dest_display" TEXT, '
+    '"source_key" TEXT NOT NULL, "source_size" BIGINT, "source_mtime_ns" BIGINT, '
+    '"source_inode" BIGINT, "source_dev" BIGINT, "source_owner" TEXT, '
+    '"dest_dev" BIGINT, "size" BIGINT NOT NULL, "file_count" INTEGER NOT NULL, '
+    '"state" TEXT NOT NULL, "attempt" INTEGER NOT NULL, "next_attempt_at" DOUBLE PRECISION, '
+    '"priority" INTEGER NOT NULL, "lease_owner" TEXT, "lease_expires_at" DOUBLE PRECISION, '
+    '"claim" TEXT, "bytes_done" BIGINT NOT NULL, "progress_at" DOUBLE PRECISION, '
+    '"placed_at" DOUBLE PRECISION, "placed_inode" BIGINT, "sha256" TEXT, "xxh128" TEXT, '
+    '"xxh64" TEXT, "md5" TEXT, "error" TEXT, "node" TEXT NOT NULL, '
+    '"created_at" DOUBLE PRECISION NOT NULL, "updated_at" DOUBLE PRECISION NOT NULL, '
+    '"started_at" DOUBLE PRECISION, "completed_at" DOUBLE PRECISION)',
+    *STATEMENTS[5:9],
+    'CREATE TABLE "job_files" ("id" SERIAL NOT NULL PRIMARY KEY, '
+    '"job_id" INTEGER NOT NULL, "relpath" BYTEA NOT NULL, "relpath_display" TEXT NOT NULL, '
+    '"size" BIGINT NOT NULL, "mtime_ns" BIGINT NOT NULL, "mode" INTEGER NOT NULL, '
+    '"inode" BIGINT, "sha256" TEXT, "xxh128" TEXT, "xxh64" TEXT)',
+    STATEMENTS[10],
+    'CREATE TABLE "route_status" ("route" TEXT NOT NULL PRIMARY KEY, '
+    '"paused" INTEGER NOT NULL, "reason" TEXT, "since" DOUBLE PRECISION, '
+    '"updated_at" DOUBLE PRECISION NOT NULL)',
+]
+
+
+def pg_view(seconds):
+    """job_history on PostgreSQL, with ``seconds`` (the lines that compute
+    ``seconds`` and ``mb_per_s``, which migration 0005 changes)."""
+    times = {
+        name: PG_TIME.format(f"j.{column}")
+        for name, column in (
+            ("created", "created_at"),
+            ("started", "started_at"),
+            ("placed", "placed_at"),
+            ("completed", "completed_at"),
+            ("updated", "updated_at"),
+            ("next_attempt", "next_attempt_at"),
+        )
+    }
+    return f"""CREATE VIEW job_history AS
+SELECT
+    j.id AS job_id,
+    j.route AS route,
+    j.mode AS mode,
+    j.kind AS kind,
+    j.state AS state,
+    j.attempt AS attempt,
+    j.source_display AS source,
+    j.dest_display AS destination,
+    j.size AS bytes,
+    j.file_count AS files,
+    j.sha256 AS sha256,
+    j.xxh128 AS xxh128,
+    {times["created"]} AS created,
+    {times["started"]} AS started,
+    {times["placed"]} AS placed,
+    {times["completed"]} AS completed,
+    {times["updated"]} AS updated,
+{seconds}
+    {times["next_attempt"]} AS next_attempt,
+    j.error AS error,
+    j.node AS node
+FROM jobs AS j"""
+
+
+#: ROUND of a double needs numeric on PostgreSQL; read back as a double.
+PG_SECONDS = """    ROUND((j.completed_at - j.started_at)::numeric, 3)::double precision AS seconds,
+    CASE WHEN j.completed_at > j.started_at
+         THEN ROUND((j.size / (j.completed_at - j.started_at) / 1e6)::numeric, 1)
+              ::double precision END AS mb_per_s,"""
+
+
 def up(migrator, db):
+    if isinstance(db, PostgresqlDatabase):
+        for statement in PG_STATEMENTS:
+            db.execute_sql(statement)
+        db.execute_sql(pg_view(PG_SECONDS))
+        return
     for statement in STATEMENTS:
         db.execute_sql(statement)
 

@@ -20,7 +20,12 @@ per transition and cover every write to ``jobs``, whoever makes it.
 
 ``jobs_route_state`` becomes ``jobs_route_state_created`` (the same columns
 and ``created_at``): the oldest waiting job of a route is one index seek.
-One index instead of two: every transition updates them."""
+One index instead of two: every transition updates them.
+
+On PostgreSQL (issue #18) the triggers call one PL/pgSQL function; the rest
+is the same SQL."""
+
+from peewee import PostgresqlDatabase
 
 STATEMENTS = [
     'CREATE TABLE "counters" ("route" TEXT NOT NULL, "name" TEXT NOT NULL, '
@@ -49,6 +54,41 @@ SELECT route, 'transfers.' || state, COUNT(*) FROM jobs
 WHERE state IN ('completed', 'failed', 'superseded', 'cancelled') GROUP BY route, state""",
 ]
 
+PG_COUNT_FUNCTION = """CREATE FUNCTION job_counts_keep() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        UPDATE job_counts SET jobs = jobs - 1 WHERE route = OLD.route AND state = OLD.state;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO job_counts (route, state, jobs) VALUES (NEW.route, NEW.state, 1)
+            ON CONFLICT (route, state) DO UPDATE SET jobs = job_counts.jobs + 1;
+    END IF;
+    RETURN NULL;
+END
+$$"""
+
+PG_TRIGGERS = [
+    PG_COUNT_FUNCTION,
+    'CREATE TRIGGER "job_counts_insert" AFTER INSERT ON "jobs" '
+    "FOR EACH ROW EXECUTE FUNCTION job_counts_keep()",
+    'CREATE TRIGGER "job_counts_update" AFTER UPDATE OF state, route ON "jobs" FOR EACH ROW '
+    "WHEN (OLD.state IS DISTINCT FROM NEW.state OR OLD.route IS DISTINCT FROM NEW.route) "
+    "EXECUTE FUNCTION job_counts_keep()",
+    'CREATE TRIGGER "job_counts_delete" AFTER DELETE ON "jobs" '
+    "FOR EACH ROW EXECUTE FUNCTION job_counts_keep()",
+]
+
+
+def _statements(db):
+    """The statements of this backend: SQLite's triggers are replaced."""
+    if not isinstance(db, PostgresqlDatabase):
+        return STATEMENTS
+    # REAL is single precision on PostgreSQL: the totals are doubles.
+    counters = STATEMENTS[0].replace('"value" REAL', '"value" DOUBLE PRECISION')
+    return [counters, *STATEMENTS[1:4], *PG_TRIGGERS, *STATEMENTS[7:]]
+
+
 #: The completed jobs' totals (``size`` is what was verified at the
 #: destination, ``transfer_seconds`` the verified attempt's active time).
 BACKFILL_COMPLETED = """SELECT route, SUM(size), SUM(file_count),
@@ -57,7 +97,7 @@ FROM jobs WHERE state = 'completed' GROUP BY route"""
 
 
 def up(migrator, db):
-    for sql in STATEMENTS:
+    for sql in _statements(db):
         db.execute_sql(sql)
     for route, size, files, seconds, last in db.execute_sql(BACKFILL_COMPLETED).fetchall():
         for name, value in (
@@ -67,15 +107,20 @@ def up(migrator, db):
             ("last_success_at", last),
         ):
             if value is not None:
+                marks = ", ".join(db.param for _ in range(3))
                 db.execute_sql(
-                    "INSERT INTO counters (route, name, value) VALUES (?, ?, ?)",
+                    f"INSERT INTO counters (route, name, value) VALUES ({marks})",
                     (route, name, value),
                 )
 
 
 def down(migrator, db):
+    postgresql = isinstance(db, PostgresqlDatabase)
     for trigger in ("job_counts_insert", "job_counts_update", "job_counts_delete"):
-        db.execute_sql(f'DROP TRIGGER IF EXISTS "{trigger}"')
+        on = ' ON "jobs"' if postgresql else ""
+        db.execute_sql(f'DROP TRIGGER IF EXISTS "{trigger}"{on}')
+    if postgresql:
+        db.execute_sql("DROP FUNCTION IF EXISTS job_counts_keep()")
     db.execute_sql('CREATE INDEX IF NOT EXISTS "jobs_route_state" ON "jobs" ("route", "state")')
     db.execute_sql('DROP INDEX IF EXISTS "jobs_route_state_created"')
     db.execute_sql('DROP TABLE IF EXISTS "job_counts"')

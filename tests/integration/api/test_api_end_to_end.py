@@ -251,5 +251,12 @@ def test_an_operator_pause_holds_new_work_until_resumed(stack: Stack) -> None:
     stack.wait_state(job_id, "completed")
     status = stack.node.ketter("status")
     assert status.returncode == 0
+    # The API is one of the node's services: health checks its heartbeat.
+    health = json.loads(stack.node.ketter("health", "--json").stdout)
+    (api,) = [c for c in health["checks"] if c["name"] == "api"]
+    assert api["ok"] is True, api
+    over_http = stack.client.get("/api/v1/health")
+    assert over_http.status_code in (200, 503)
+    assert [c for c in over_http.json()["checks"] if c["name"] == "api"][0]["ok"] is True
     audit = stack.node.ketter("audit", "verify")
     assert audit.returncode == 0, audit.stdout + audit.stderr

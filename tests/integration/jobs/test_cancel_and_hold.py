@@ -7,6 +7,8 @@ workers` (and `ketter watcher`) processes moving real files (#17).
 * a waiting job is cancelled at once; a finished or missing one is refused;
 * a job whose delivery is being placed or is placed refuses the cancel and
   completes;
+* a job left in flight, or a member of a batch of small files, is rolled
+  back by the worker that claims it;
 * a held route gets no claims (its files wait ``detected``), across a
   restart of the workers and an outage pause the sweep lifts; released,
   its files are delivered.
@@ -127,6 +129,43 @@ def test_a_copy_cancelled_mid_copy_is_rolled_back_then_delivered_when_requeued(
     )
     assert (dst / "reel.mov").read_bytes() == data
     assert _job(node, job_id)["by"] is None  # the re-queue cleared the request
+    assert node.stop(workers) == 0
+    assert node.ketter("audit", "verify").returncode == 0
+
+
+def test_a_job_left_in_flight_is_cancelled_by_the_next_claim(node: Node) -> None:
+    """Stopped gracefully mid-copy, the job keeps its state and partial for
+    a resume; a cancel then is a request (no worker holds it, and the API
+    process never touches media files), carried out by the next claim: the
+    partial removed, ``cancelled``."""
+    workers = node.start_workers(env=SLOW)
+    node.wait_ready(workers)
+    src = node.root / "src" / "copy" / "long.mov"
+    data = os.urandom(32 * MiB)
+    src.write_bytes(data)
+    job_id = _enqueue(node, "copy", src)
+    node.wait_for(
+        lambda: _job(node, job_id)["bytes_done"] >= 2 * MiB,
+        what="a partial worth resuming",
+        proc=workers,
+    )
+    assert node.stop(workers) == 0
+    assert "release" in node.events(job_id)
+    assert _job(node, job_id)["state"] == "transferring"
+    assert temporaries(node.root / "dst"), "the partial is kept for a resume"
+
+    cancel = node.ketter("cancel", str(job_id))
+    assert cancel.returncode == 0 and "cancel requested" in cancel.stdout, cancel.stdout
+    assert _job(node, job_id)["state"] == "transferring"
+
+    workers = node.start_workers()
+    node.wait_ready(workers)
+    node.wait_for(lambda: _job(node, job_id)["state"] == "cancelled", what="the cancel",
+                  proc=workers)
+    assert temporaries(node.root / "dst") == []
+    assert not (node.root / "dst" / "copy" / "long.mov").exists()
+    assert src.read_bytes() == data
+    assert node.events(job_id)[-4:] == ["cancel_requested", "resume", "rollback", "cancel"]
     assert node.stop(workers) == 0
     assert node.ketter("audit", "verify").returncode == 0
 
@@ -299,4 +338,39 @@ def test_a_held_route_waits_across_restarts_and_outages_until_released(node: Nod
     assert events.count("route_held") == 1 and events.count("route_released") == 1
     assert node.stop(workers) == 0
     assert node.stop(watcher) == 0
+    assert node.ketter("audit", "verify").returncode == 0
+
+
+def test_a_batch_member_cancelled_leaves_the_batch_and_the_others_complete(node: Node) -> None:
+    """Small files travel in batches (ketter.jobs.batch), their steps
+    committed together: the cancelled one's step forward is refused in the
+    shared commit, it is rolled back and ends cancelled; the rest deliver."""
+    content = {}
+    for i in range(4):
+        path = node.root / "src" / "copy" / f"take_{i}.wav"
+        content[path.name] = os.urandom(20_000 + i)
+        path.write_bytes(content[path.name])
+        _enqueue(node, "copy", path)
+    workers = node.start_workers(env={"KETTER_FAULT_STOP": "after-claim"}, extra=("-w", "1"))
+    _wait(lambda: _stopped(workers.pid), "the workers to stop after their first claim")
+    (claimed,) = [r[0] for r in node.query("SELECT id FROM jobs WHERE lease_owner IS NOT NULL")]
+    cancel = node.ketter("cancel", str(claimed))
+    assert cancel.returncode == 0 and "cancel requested" in cancel.stdout, cancel.stdout
+    os.kill(workers.pid, signal.SIGCONT)
+    node.wait_for(
+        lambda: sorted(node.states().values()) == ["cancelled"] + ["completed"] * 3,
+        what="the batch to finish",
+        proc=workers,
+    )
+    assert node.query("SELECT COUNT(*) FROM events WHERE event = 'claim'")[0][0] == 4
+    name = node.query("SELECT source_display FROM jobs WHERE id = ?", (claimed,))[0][0]
+    delivered = {p.name for p in (node.root / "dst" / "copy").iterdir()}
+    assert delivered == set(content) - {Path(name).name}
+    assert temporaries(node.root / "dst") == []
+    assert node.events(claimed)[-3:] == ["cancel_requested", "rollback", "cancel"]
+    assert "prepare" not in node.events(claimed)  # its step forward was refused
+    # Side by side: the others were verified before the first was placed.
+    trail = [e for e in node.events() if e in ("verify", "place")]
+    assert trail == ["verify"] * 3 + ["place"] * 3, trail
+    assert node.stop(workers) == 0
     assert node.ketter("audit", "verify").returncode == 0

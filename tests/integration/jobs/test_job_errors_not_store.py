@@ -100,6 +100,12 @@ def test_destination_filled_during_the_copy_pauses_the_route(tmp_path: Path) -> 
             node.wait_for(node.paused, "the route to pause for the full destination")
             reason = node.route_status()[1]
             assert "ENOSPC" in reason and "resumes by itself" in reason, reason
+            # The pause is committed first, then the job's undo ends it in
+            # retry_wait (two transactions): wait for that, then watch it stay.
+            node.wait_for(
+                lambda: (node.job("reel.mov") or ())[1:2] == ("retry_wait",),
+                "the job to wait for the route",
+            )
             # Waits without using attempts (it used to be a crash: gave up
             # after 3 attempts with "the worker died").
             deadline = time.monotonic() + 6

@@ -43,10 +43,13 @@ def test_contending_processes_never_leave_the_lock_behind(shares: Shares) -> Non
     share = shares.share("smb", "B")
     folder = share.root / "contended"
     folder.mkdir()
-    argv = [sys.executable, "-c", CHILD, str(folder), str(SECONDS)]
     procs = [
         subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env()
+            [sys.executable, "-c", CHILD, str(folder), str(SECONDS)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
         )
         for _ in range(3)
     ]

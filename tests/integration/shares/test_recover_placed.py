@@ -46,9 +46,7 @@ def test_a_file_placed_before_a_kill_and_a_remount_is_recovered_not_copied_again
     shares: Shares, protocol: str, conflict: str, tmp_path: Path
 ) -> None:
     a, b = shares.share(protocol, "A"), shares.share(protocol, "B")
-    node = Node(
-        tmp_path / "node", [route_yaml("r", a, b, mode="move", conflict=conflict)]
-    )
+    node = Node(tmp_path / "node", [route_yaml("r", a, b, mode="move", conflict=conflict)])
     (b.export / "in-r").mkdir()
     if conflict == "rename":  # an older delivery under the name: ours is "take (1).mov"
         (b.export / "in-r" / "take.mov").write_bytes(b"an older delivery")
@@ -80,9 +78,7 @@ def test_a_folder_placed_before_a_kill_and_a_remount_is_recovered_by_its_manifes
     shares: Shares, tmp_path: Path
 ) -> None:
     a, b = shares.share("smb", "A"), shares.share("smb", "B")
-    node = Node(
-        tmp_path / "node", [route_yaml("r", a, b, mode="move", folders="as_unit")]
-    )
+    node = Node(tmp_path / "node", [route_yaml("r", a, b, mode="move", folders="as_unit")])
     (b.export / "in-r").mkdir()
     files = write_files(a.export / "out-r" / "REEL_01", 6, size=100_000)
     node.start(KETTER_FAULT="after-place")

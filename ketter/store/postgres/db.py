@@ -1,0 +1,192 @@
+"""Opening the job store on PostgreSQL and applying its migrations (issue #18).
+
+peewee's ``PostgresqlDatabase`` speaks psycopg 3 (peewee 4 picks it when
+psycopg2 is absent; ``prefer_psycopg3`` makes sure), so the models, the
+numbered migrations of :mod:`ketter.store.migrations` (each with its
+PostgreSQL branch where SQLite's SQL differs) and the raw SQL of the
+primitives run on one connection per thread, as on SQLite.
+
+Durability and isolation:
+
+* ``synchronous_commit=on`` for every connection: a ``COMMIT`` returns once
+  the WAL is flushed on the server, so every commit is as durable as
+  SQLite's :func:`ketter.store.db.durable` (``durable=True`` needs no extra
+  step here).
+* ``READ COMMITTED`` (the default): every transition is a compare-and-set
+  ``UPDATE … WHERE id AND state AND claim``, which PostgreSQL re-checks on
+  the newest row version after waiting for a concurrent writer, so exactly
+  one of two racing writers matches; the claims' candidate reads take row
+  locks with ``FOR UPDATE SKIP LOCKED``; the audit chain's appends are
+  serialised by a transaction-scoped advisory lock (:data:`CHAIN_LOCK`),
+  also taken before a read whose write must not interleave with another
+  node's (a route's status, a route's running count for ``max_parallel``):
+  SQLite's write lock gives those for free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import threading
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from peewee import PostgresqlDatabase
+from playhouse.migrations import Runner
+
+from ketter.store.models import database
+
+#: Advisory-lock keys of the job store (one 64-bit namespace per database).
+#: The audit chain's appends, and the read-then-write steps that must not
+#: interleave with another node's (a route's pause, a max_parallel count):
+#: one lock, so no two of them can wait for each other in opposite order.
+CHAIN_LOCK = 0x6B657474_00000001  # "kett"
+MIGRATION_LOCK = 0x6B657474_00000002  # "kett" · ``ketter db upgrade``
+
+#: The package of the numbered migrations (shared with SQLite).
+MIGRATIONS = "ketter.store.migrations"
+
+
+class WriteGate:
+    """The process's open transactions, and a hold that waits for them to
+    end and keeps new ones from starting (:meth:`hold`): a process frozen
+    inside a transaction would keep its row locks and the chain's lock from
+    every node (the crash tests freeze a worker between two writes)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._open = 0
+        self._held = False
+        self._mine = threading.local()
+
+    def enter(self) -> None:
+        with self._cond:
+            while self._held:
+                self._cond.wait()
+            self._open += 1
+        self._mine.open = True
+
+    def leave(self) -> None:
+        if not getattr(self._mine, "open", False):
+            return
+        self._mine.open = False
+        with self._cond:
+            self._open -= 1
+            self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def hold(self, timeout: float = 10.0) -> Iterator[None]:
+        """No transaction of another thread open inside the block (waits up
+        to ``timeout`` for the open ones to end)."""
+        mine = 1 if getattr(self._mine, "open", False) else 0
+        with self._cond:
+            while self._held:
+                self._cond.wait()
+            self._held = True
+            self._cond.wait_for(lambda: self._open <= mine, timeout)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held = False
+                self._cond.notify_all()
+
+
+class PgStoreDatabase(PostgresqlDatabase):
+    """``PostgresqlDatabase`` that publishes a transaction's audit events
+    once it commits (as :class:`ketter.store.db.StoreDatabase` does), its
+    transactions counted by a :class:`WriteGate`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending = threading.local()
+        self.gate = WriteGate()
+
+    def begin(self, *args: Any, **kwargs: Any) -> None:
+        self.gate.enter()
+        try:
+            super().begin(*args, **kwargs)
+        except BaseException:
+            self.gate.leave()
+            raise
+
+    def defer_event(self, bus: Any, event: Any) -> None:
+        """Publish ``event`` on ``bus`` when this thread's transaction commits
+        (:mod:`ketter.events`); dropped if it rolls back."""
+        pending = getattr(self._pending, "events", None)
+        if pending is None:
+            pending = self._pending.events = []
+        pending.append((bus, event))
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        except BaseException:
+            self._pending.events = None
+            raise
+        finally:
+            self.gate.leave()
+        pending, self._pending.events = getattr(self._pending, "events", None), None
+        if pending:
+            from ketter.events import publish_committed
+
+            publish_committed(pending)
+
+    def rollback(self) -> None:
+        self._pending.events = None  # an event rolled back is never published
+        try:
+            super().rollback()
+        finally:
+            self.gate.leave()
+
+
+def connect(dsn: str, *, password: str | None = None) -> PgStoreDatabase:
+    """A peewee database for the job store at ``dsn`` (a ``postgresql://``
+    URL or a libpq key=value string; not yet migrated). ``password`` (read
+    from the config's ``password_file``) is passed apart, never in the DSN."""
+    params: dict[str, Any] = {"options": "-c synchronous_commit=on"}
+    if password is not None:
+        params["password"] = password
+    return PgStoreDatabase(dsn, prefer_psycopg3=True, autoconnect=True, **params)
+
+
+def open_store(dsn: str, *, password: str | None = None, migrate: bool = True) -> PgStoreDatabase:
+    """Open the job store at ``dsn``, apply pending migrations, bind the models."""
+    db = connect(dsn, password=password)
+    if migrate:
+        upgrade(db)
+    database.initialize(db)
+    return db
+
+
+def upgrade(db: PostgresqlDatabase) -> list[str]:
+    """Apply every pending migration, under a session advisory lock so two
+    nodes starting together do not both apply one; returns the names applied."""
+    db.execute_sql("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+    try:
+        with importlib.resources.as_file(importlib.resources.files(MIGRATIONS)) as directory:
+            return list(Runner(db, directory=str(directory)).up())
+    finally:
+        db.execute_sql("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+
+
+def pending_migrations(db: PostgresqlDatabase) -> list[str]:
+    """Names of the migrations not applied yet."""
+    with importlib.resources.as_file(importlib.resources.files(MIGRATIONS)) as directory:
+        runner = Runner(db, directory=str(directory))
+        return [m.name for m in runner.status() if m.path is not None and not m.applied]
+
+
+def shown_dsn(dsn: str) -> str:
+    """``dsn`` without a password, for messages and ``store.path``."""
+    if "://" not in dsn:
+        return " ".join(p for p in dsn.split() if not p.startswith("password="))
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.hostname or ""
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))

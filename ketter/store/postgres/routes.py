@@ -1,0 +1,45 @@
+"""PostgreSQL job store: routes (see :class:`ketter.store.ports.routes.RoutesPort`);
+the pauses and resumes with their events are
+:mod:`ketter.store.composite.routes`, over the rows here."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ketter.store.composite.routes import CompositeRoutes
+from ketter.store.models import Job, RouteStatus
+from ketter.store.postgres.core import PgCore
+from ketter.store.rows import RouteStatusRow
+
+
+class RoutesPg(PgCore, CompositeRoutes):
+    """The routes rows on PostgreSQL."""
+
+    def route_status(self, route: str) -> RouteStatusRow | None:
+        # In a transaction it is a pause's or a resume's read-then-write:
+        # two nodes must not both see the route running and both pause it.
+        self._write_turn()
+        row = RouteStatus.select().where(RouteStatus.route == route).dicts().first(self.db)
+        return RouteStatusRow(**row) if row is not None else None
+
+    def paused_route_statuses(self) -> list[RouteStatusRow]:
+        query = RouteStatus.select().where(RouteStatus.paused == 1).dicts()
+        return [RouteStatusRow(**row) for row in query.execute(self.db)]
+
+    def held_route_statuses(self) -> list[RouteStatusRow]:
+        query = RouteStatus.select().where(RouteStatus.held == 1).dicts()
+        return [RouteStatusRow(**row) for row in query.execute(self.db)]
+
+    def _completed_since(self, route: str, since: float) -> bool:
+        return bool(
+            Job.select()
+            .where((Job.route == route) & (Job.state == "completed") & (Job.completed_at >= since))
+            .exists(self.db)
+        )
+
+    def _put_route_status(self, row: RouteStatusRow) -> None:
+        values = dataclasses.asdict(row)
+        RouteStatus.insert(**values).on_conflict(
+            conflict_target=[RouteStatus.route],
+            update={getattr(RouteStatus, name): value for name, value in values.items()},
+        ).execute(self.db)

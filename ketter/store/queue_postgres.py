@@ -1,0 +1,41 @@
+"""The queue's storage on PostgreSQL (issue #18): huey's own
+``PostgresStorage`` (psycopg 3; ``FOR UPDATE SKIP LOCKED`` dequeues and
+``LISTEN``/``NOTIFY`` wake-ups) in the job store's database, its tables
+prefixed ``huey_``. Delete-on-read as on SQLite: the job row stays the
+truth and the sweep re-rings a job whose lease ran out. The doorbell itself
+is :mod:`ketter.queue`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from huey import PostgresHuey
+from huey.storage import PostgresStorage
+
+
+class PgQueueStorage(PostgresStorage):
+    """``PostgresStorage`` with the batch of :meth:`one_transaction` that
+    :class:`ketter.queue.Queue` uses: each enqueue commits on its own here
+    (a commit is one round trip to the server, not an fsync of a file that
+    every writer waits on), so the batch is a plain block."""
+
+    @contextlib.contextmanager
+    def one_transaction(self) -> Iterator[None]:
+        yield
+
+
+def pg_queue(name: str, dsn: str, *, password: str | None = None, **kwargs: Any) -> PostgresHuey:
+    """The Huey app on the PostgreSQL database ``dsn`` (results off)."""
+    params: dict[str, Any] = {"password": password} if password is not None else {}
+    return PostgresHuey(
+        name=name,
+        storage_class=PgQueueStorage,
+        dsn=dsn,
+        results=False,
+        store_none=False,
+        utc=True,
+        **params,
+        **kwargs,
+    )

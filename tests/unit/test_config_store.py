@@ -1,0 +1,61 @@
+"""The ``store:`` section (issue #18): the backend, its DSN without a
+password, and the refusal of ``postgresql`` for a whole node until the read
+model, ``db upgrade`` and ``audit verify`` run on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ketter.config.loader import parse_config
+from ketter.config.store import NOT_YET, read_password
+from ketter.errors import ConfigError
+
+
+def _problems(text: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_config("state_dir: /tmp/k\n" + text, path="k.yaml")
+    return str(caught.value)
+
+
+def test_the_default_is_sqlite_under_state_dir() -> None:
+    config = parse_config("state_dir: /tmp/k\n", path="k.yaml")
+    assert (config.store.backend, config.store.dsn, config.store.password_file) == (
+        "sqlite",
+        None,
+        None,
+    )
+    assert config.db_path == "/tmp/k/ketter.db"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A password in the URL or in the key=value words: never in the YAML.
+        ("  backend: postgresql\n  dsn: postgresql://k:secret@db/k\n", "k.yaml:4: store.dsn: "),
+        ("  backend: postgresql\n  dsn: host=db password=secret\n", "store.password_file"),
+        ("  backend: postgresql\n  dsn: mysql://db/k\n", "got scheme 'mysql'"),
+        ("  backend: postgresql\n", "k.yaml:3: store.backend: backend: postgresql needs store.dsn"),
+        ("  dsn: postgresql://k@db/k\n", "k.yaml:3: store.dsn: only for backend: postgresql"),
+        ("  backend: mariadb\n", "choose one of sqlite, postgresql"),
+    ],
+)
+def test_store_problems_name_their_line(text: str, expected: str) -> None:
+    problems = _problems("store:\n" + text)
+    assert expected in problems
+    assert "secret" not in problems
+
+
+def test_postgresql_is_refused_for_a_whole_node_saying_what_is_missing() -> None:
+    problems = _problems("store:\n  backend: postgresql\n  dsn: postgresql://ketter@db/ketter\n")
+    assert problems == f"k.yaml:3: store.backend: {NOT_YET}"
+    assert "read model" in NOT_YET and "audit verify" in NOT_YET
+
+
+def test_the_password_is_the_first_line_of_its_file(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("s3cret\nignored\n")
+    assert read_password(str(tmp_path / "pw")) == "s3cret"
+    assert read_password(None) is None
+    with pytest.raises(OSError, match=r"store\.password_file"):
+        read_password(str(tmp_path / "missing"))
