@@ -455,7 +455,7 @@ def checkout_code(ref: str) -> dict[str, Any]:
     code = os.path.join(WORK, "code")
     os.makedirs(code)
     subprocess.run(
-        sh(f"git -C {q(REPO)} archive {sha} ketter migrations workers | tar xf - -C {q(code)}"),
+        sh(f"git -C {q(REPO)} archive {sha} ketter | tar xf - -C {q(code)}"),
         check=True,
     )
     CODE_ENV["PYTHONPATH"] = code

@@ -54,6 +54,7 @@ from ascmhl.ignore import MHLIgnoreSpec
 from ascmhl.utils import datetime_isostring
 
 from ketter import __version__
+from ketter.audit.mhl_fresh import Listed, writable, write_fresh
 from ketter.engine.beneath import open_parent, step
 from ketter.engine.folders import through
 from ketter.engine.openfile import swapped
@@ -224,6 +225,10 @@ def _write_generation(
     """The generation written below ``temp_dir`` (``/proc/self/fd/N``)."""
     root = os.fsdecode(temp_dir)
     source_history = os.path.join(source_dir, FOLDER.encode())
+    if _without_history(root, source_history, result):
+        fresh = _write_fresh(root, source_dir, result, now, node)
+        if fresh is not None:
+            return fresh
     if not os.path.isdir(os.path.join(root, FOLDER)) and os.path.isdir(source_history):
         shutil.copytree(os.fsdecode(source_history), os.path.join(root, FOLDER))
     try:
@@ -301,14 +306,7 @@ def _write_generation(
             f"{len(failed)} file(s) of {readable(source_dir)!r} do not match "
             f"their ascmhl/ history: {shown}"
         )
-    if left_out:
-        log.warning(
-            "left out of the MHL generation (names not valid UTF-8), named by its ignore "
-            "patterns %s: %s",
-            ", ".join(patterns),
-            ", ".join(left_out[:20]),
-            extra={"ketter.mhl_skipped": len(left_out)},
-        )
+    _log_left_out(left_out, patterns)
     creator = MHLCreatorInfo()
     creator.host_name = node
     creator.tool = MHLTool("ketter", __version__)
@@ -330,6 +328,79 @@ def _write_generation(
         tuple(left_out),
         tuple(patterns),
     )
+
+
+def _without_history(root: str, source_history: bytes, result: CopyResult) -> bool:
+    """No ``ascmhl/`` history anywhere in the folder (nor at the source's root)."""
+    if os.path.lexists(os.path.join(root, FOLDER)) or os.path.lexists(source_history):
+        return False
+    name = FOLDER.encode()
+    return not any(name in e.relpath.split(b"/") for e in (*result.plan.files, *result.plan.dirs))
+
+
+def _write_fresh(
+    root: str, source_dir: bytes, result: CopyResult, now: float, node: str
+) -> MHLWritten | None:
+    """Generation 1 of a folder without a history, written by
+    :func:`~ketter.audit.mhl_fresh.write_fresh` (the same bytes as the
+    library, without its model); None: a name the XML cannot carry, left to
+    the library (which refuses it)."""
+    final_root = os.fsdecode(result.final_path)
+    members = list(result.files)
+    left_out, patterns = _undecodable(members)
+    pattern_list = MHLIgnoreSpec(None, patterns).get_pattern_list()
+    ignored = pathspec.PathSpec.from_lines("gitignore", pattern_list)
+    mtimes = {entry.relpath: entry.mtime_ns for entry in result.plan.files}
+    listed: list[Listed] = []
+    computed: set[str] = set()
+    for fh in members:
+        try:
+            rel = fh.relpath.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # named by an ignore pattern
+        if _excluded(ignored, final_root, rel):
+            continue
+        hashes = {f: fh.hashes[f] for f in FORMATS if f in fh.hashes}
+        missing = [f for f in FORMATS if f not in hashes]
+        if missing:
+            hashes.update(_hash_copy(root, rel, fh, missing))
+            computed.update(missing)
+        listed.append(Listed(rel, fh.size, mtimes.get(fh.relpath, 0), hashes))
+    folder_name = split(result.final_path)[1].decode("utf-8", "backslashreplace")
+    if not writable([folder_name, node, *(f.rel for f in listed)]):
+        return None
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d_%H%M%SZ")
+    folder = os.path.join(root, FOLDER)
+    path = write_fresh(
+        folder,
+        f"0001_{folder_name}_{stamp}.mhl",
+        listed,
+        FORMATS,
+        pattern_list,
+        when=datetime.fromtimestamp(now),  # the library writes local time with its offset
+        node=node,
+        tool=("ketter", __version__),
+    )
+    _log_left_out(left_out, patterns)
+    _fsync_folder(folder)
+    return MHLWritten(
+        os.fsencode(path),
+        FORMATS,
+        tuple(f for f in FORMATS if f in computed),
+        tuple(left_out),
+        tuple(patterns),
+    )
+
+
+def _log_left_out(left_out: list[str], patterns: list[str]) -> None:
+    if left_out:
+        log.warning(
+            "left out of the MHL generation (names not valid UTF-8), named by its ignore "
+            "patterns %s: %s",
+            ", ".join(patterns),
+            ", ".join(left_out[:20]),
+            extra={"ketter.mhl_skipped": len(left_out)},
+        )
 
 
 def _write_failed(source_dir: bytes, exc: Exception) -> MHLWriteFailed:
@@ -443,17 +514,21 @@ def _fsync_histories(history: Any) -> None:
     """The library closes its files without fsync; the placement rename must not
     publish a folder whose manifest is still only in the page cache."""
     for h in MHLHistory.walk_child_histories(history):
-        folder = h.asc_mhl_path
-        for name in os.listdir(folder):
-            # Never following a link nor blocking on a FIFO (#14 findings 1, 4).
-            fd = os.open(os.path.join(folder, name), _FSYNC_FLAGS)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        for path in (folder, os.path.dirname(folder)):
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        _fsync_folder(h.asc_mhl_path)
+
+
+def _fsync_folder(folder: str) -> None:
+    """Every file of one ``ascmhl/`` folder, the folder and its parent."""
+    for name in os.listdir(folder):
+        # Never following a link nor blocking on a FIFO (#14 findings 1, 4).
+        fd = os.open(os.path.join(folder, name), _FSYNC_FLAGS)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for path in (folder, os.path.dirname(folder)):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

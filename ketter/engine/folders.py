@@ -2,10 +2,11 @@
 hidden temporary folder, flushed once, verified from disk, renamed whole.
 
 Small files are not fsynced one by one (about 1,500 fsyncs/s caps a stream
-here); the whole filesystem is flushed once with ``syncfs`` and every file
-is then evicted and read back from the disk, so "verified" still means
-"on the disk". Members of 1 MiB and more are read back while the copy goes
-on (:mod:`.members`).
+here); the filesystem is flushed with ``syncfs`` (every 1,024 small members
+while the copy goes on, and once at the end) and every file is then evicted
+and read back from the disk, so "verified" still means "on the disk". The
+read-backs run while the copy goes on (:mod:`.members`); what is left is
+read back by :func:`verify_tree` after the final flush.
 """
 
 from __future__ import annotations

@@ -257,6 +257,6 @@ def test_an_operator_pause_holds_new_work_until_resumed(stack: Stack) -> None:
     assert api["ok"] is True, api
     over_http = stack.client.get("/api/v1/health")
     assert over_http.status_code in (200, 503)
-    assert [c for c in over_http.json()["checks"] if c["name"] == "api"][0]["ok"] is True
+    assert next(c for c in over_http.json()["checks"] if c["name"] == "api")["ok"] is True
     audit = stack.node.ketter("audit", "verify")
     assert audit.returncode == 0, audit.stdout + audit.stderr

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from ketter.engine import TransferContext, TransferSpec, copy_and_verify, inspect_source
+from ketter.engine import TransferContext, TransferSpec, copy_and_verify, inspect_source, members
 
 from .helpers import write
 
@@ -73,4 +73,35 @@ def test_an_as_unit_folder_is_read_back_from_disk(bt: bytes) -> None:
     before = _read_bytes()
     copy_and_verify(spec, plan, bt + b"/dst/reel", TransferContext())
     delta = _read_bytes() - before
+    assert delta >= sum(sizes), f"only {delta} of {sum(sizes)} bytes were read from the disk"
+
+
+def test_small_members_read_back_while_the_copy_goes_on_come_from_disk(
+    bt: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small members flushed early (a background syncfs every FLUSH_FILES)
+    and read back while the next ones are copied still come from the disk."""
+    _skip_without_disk_io(bt)
+    monkeypatch.setattr(members, "FLUSH_FILES", 8)
+    flushes: list[int] = []
+    early = members.MemberCopy._flush_early
+
+    def counted(self: members.MemberCopy) -> None:
+        flushes.append(self._unflushed_files)
+        early(self)
+
+    monkeypatch.setattr(members.MemberCopy, "_flush_early", counted)
+    sizes = [4096 + i for i in range(100)]
+    for i, size in enumerate(sizes):
+        write(bt + b"/src/seq/f%03d" % i, os.urandom(size))
+    for i in range(len(sizes)):
+        with open(bt + b"/src/seq/f%03d" % i, "rb") as f:
+            os.fsync(f.fileno())
+            f.read()  # the source is now in the page cache
+    spec = TransferSpec(folders="as_unit", package_min_files=0)
+    plan = inspect_source(spec, bt + b"/src/seq")
+    before = _read_bytes()
+    copy_and_verify(spec, plan, bt + b"/dst/seq", TransferContext())
+    delta = _read_bytes() - before
+    assert len(flushes) >= 2, flushes  # read back before the final flush
     assert delta >= sum(sizes), f"only {delta} of {sum(sizes)} bytes were read from the disk"
