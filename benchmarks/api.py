@@ -476,6 +476,48 @@ def measure(
     return found
 
 
+def peer(base: str, token: str, work: Path, args: argparse.Namespace) -> dict[str, float]:
+    """The peer's list figures at ``--connections``, serving the page Ketter
+    answers (fetched once from the running API)."""
+    request = urllib.request.Request(
+        f"{base}/api/v1/transfers?limit=50", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        (work / "peer-page.json").write_bytes(response.read())
+    port = args.port + 1
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("api_peer.py")),
+            str(port),
+            str(work / "peer-page.json"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/api/v1/transfers?limit=50"
+        _wait(lambda: _answers(url), 60, "the peer to serve")
+        wrk(url, token, connections=4, duration=3)  # warm-up
+        found = wrk(url, token, connections=args.connections, duration=args.duration)
+        say(
+            f"    list   {args.connections} connections  p50 {found['p50 ms']:7.2f} ms  "
+            f"p99 {found['p99 ms']:7.2f} ms  {found['requests/s']:8.0f} req/s"
+        )
+        return found
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
 def ratios(found: dict[str, Any]) -> list[str]:
     figures = {
         "list p99 ms (32 connections)": found["list, 32 connections"]["p99 ms"],
@@ -524,8 +566,14 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"jobs": total, "events": events}
     with api_process(config, args.port):
         wrk(f"{base}/api/v1/transfers?limit=50", token, connections=4, duration=3)  # warm-up
+        say("peer (the same stack with nothing of Ketter's: benchmarks/api_peer.py):")
+        results["peer"] = peer(base, token, work, args)
         say("idle (no transfer running):")
         results["idle"] = measure(base, token, work, (low, high), args)
+        for what in ("p99 ms", "requests/s"):
+            mine = results["idle"]["list, 32 connections"][what]
+            theirs = results["peer"][what]
+            say(f"    list {what} at 32 connections, Ketter / peer: {mine / theirs:.2f}")
         say(f"busy (ketter workers copying {BUSY_FILE_MB} MiB files, two at a time):")
         with busy_workers(config, work) as stats:
             results["busy"] = measure(base, token, work, (low, high), args)
