@@ -62,6 +62,13 @@ class Event(BaseModel):
     prev_hash: str | None
 
 
+def event_fields(event: dict[str, Any]) -> dict[str, Any]:
+    """An event's fields as :class:`Event` has them (``details`` always an
+    object: a non-object value of an old row under ``value``)."""
+    details = event["details"]
+    return {**event, "details": details if isinstance(details, dict) else {"value": details}}
+
+
 class EventPage(BaseModel):
     """Events in chain order; ask again with ``after=last_seq``."""
 

@@ -3,14 +3,14 @@ trail, for monitoring and SIEM pulls."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from ketter.api.guard import Caller, require
 from ketter.api.problems import responses
-from ketter.api.schemas import Event, EventPage
+from ketter.api.schemas import Event, EventPage, event_fields
 from ketter.api.session import session
 
 router = APIRouter(tags=["node"])
@@ -49,11 +49,6 @@ def events(
         found = s.read.events_after(after, limit)
     items = [e for e in found if e.route is None or caller.visible(e.route)]
     return EventPage(
-        items=[_event(e.as_dict()) for e in items],
+        items=[Event(**event_fields(e.as_dict())) for e in items],
         last_seq=found[-1].seq if found else after,
     )
-
-
-def _event(e: dict[str, Any]) -> Event:
-    details = e["details"] if isinstance(e["details"], dict) else {"value": e["details"]}
-    return Event(**{**e, "details": details})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -19,6 +19,7 @@ from ketter.api.schemas import (
     Submitted,
     TransferDetail,
     TransferPage,
+    event_fields,
 )
 from ketter.api.session import session
 from ketter.jobs.states import State
@@ -105,7 +106,7 @@ def get_transfer(
     return JSONResponse(
         {
             "transfer": detail.job.as_dict(),
-            "events": [_event(e.as_dict()) for e in detail.events],
+            "events": [event_fields(e.as_dict()) for e in detail.events],
             "files": [f.as_dict() for f in detail.files],
             "mhl": mhl,
             "progress": live,
@@ -281,8 +282,3 @@ def _epoch(text: str | None) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return moment.timestamp()
-
-
-def _event(e: dict[str, Any]) -> dict[str, Any]:
-    details = e["details"] if isinstance(e["details"], dict) else {"value": e["details"]}
-    return {**e, "details": details}
