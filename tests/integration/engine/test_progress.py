@@ -65,7 +65,11 @@ def _reports_often(ctx: RecordingContext, phase: str, size: int = SIZE) -> None:
     done = _calls(ctx, phase)
     assert len(done) >= MIN_CALLS, (phase, ctx.calls)
     assert done == sorted(done), done
-    assert any(0 < d < size // 2 for d in done)  # while reading, not only at the end
+    # While reading, not only at the end. A comparison reports the mean of
+    # its two sides, and the destination (one hash, often cached) can be read
+    # in full before the source's first buffer: its first report is then at
+    # about half the size, so "early" means below three quarters.
+    assert any(0 < d < size * 3 // 4 for d in done), done
 
 
 def _stop_at(phase: str, exc: type[BaseException] = LostClaim) -> Callable[[int, str], None]:
