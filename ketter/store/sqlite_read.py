@@ -51,7 +51,9 @@ from ketter.store.rows import ApiTokenRow
 IN_FLIGHT = tuple(s.value for s in State if s not in TERMINAL and s is not State.RETRY_WAIT)
 
 
-def connect_readonly(path: str) -> tuple[sqlite3.Connection, str]:
+def connect_readonly(
+    path: str, *, check_same_thread: bool = True
+) -> tuple[sqlite3.Connection, str]:
     """A read-only connection to the SQLite file at ``path`` and how it was opened.
 
     Raises ``sqlite3.Error`` or ``FileNotFoundError`` when it cannot be read.
@@ -59,7 +61,9 @@ def connect_readonly(path: str) -> tuple[sqlite3.Connection, str]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist (run `ketter db upgrade`)")
     uri = "file:" + urllib.parse.quote(os.path.abspath(path))
-    conn = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=5.0)
+    conn = sqlite3.connect(
+        uri + "?mode=ro", uri=True, timeout=5.0, check_same_thread=check_same_thread
+    )
     try:
         conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         return conn, "read-only"
@@ -69,7 +73,9 @@ def connect_readonly(path: str) -> tuple[sqlite3.Connection, str]:
             raise  # a writer is (or was, until a crash) active: no safe fallback
     # No -wal file: no writer, and a reader without write access to the folder
     # cannot create the -shm file. Nothing changes under us: read it as is.
-    conn = sqlite3.connect(uri + "?immutable=1", uri=True, timeout=5.0)
+    conn = sqlite3.connect(
+        uri + "?immutable=1", uri=True, timeout=5.0, check_same_thread=check_same_thread
+    )
     conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
     return conn, "immutable (no writer running)"
 
@@ -114,6 +120,18 @@ class SqliteReadStore:
 
         db = open_readonly(path)
         return cls(db.execute_sql, db.close, "read-only")
+
+    @classmethod
+    def open_shared(cls, path: str) -> SqliteReadStore:
+        """For the API's read connections (:mod:`ketter.api.session`): a
+        plain read-only ``sqlite3`` connection that may be used from one
+        thread after another (never by two at once: the API lends it to one
+        step of a request at a time)."""
+        try:
+            conn, how = connect_readonly(path, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreUnreadable(str(exc)) from exc
+        return cls(conn.execute, conn.close, how)
 
     @classmethod
     def open_raw(cls, path: str) -> SqliteReadStore:
@@ -173,7 +191,7 @@ class SqliteReadStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
         sql = f"SELECT * FROM job_history WHERE job_id IN ({sql}) ORDER BY job_id DESC"
-        jobs = tuple(JobRecord(**row) for row in self._rows(sql, (*params, limit)))
+        jobs = tuple(JobRecord.from_row(row) for row in self._rows(sql, (*params, limit)))
         full = limit > 0 and len(jobs) == limit
         return JobPage(jobs, jobs[-1].job_id if full else None)
 
@@ -193,7 +211,7 @@ class SqliteReadStore:
             (job_id,),
         )
         return JobDetail(
-            job=JobRecord(**rows[0]),
+            job=JobRecord.from_row(rows[0]),
             events=tuple(_event(e) for e in events),
             files=tuple(ManifestEntry(**f) for f in files),
         )
