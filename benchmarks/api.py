@@ -499,6 +499,7 @@ def peer(base: str, token: str, work: Path, args: argparse.Namespace) -> dict[st
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its extra processes are stopped with it (killpg)
     )
     try:
         url = f"http://127.0.0.1:{port}/api/v1/transfers?limit=50"
@@ -511,7 +512,7 @@ def peer(base: str, token: str, work: Path, args: argparse.Namespace) -> dict[st
         )
         return found
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
 
 
