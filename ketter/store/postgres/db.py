@@ -44,6 +44,11 @@ from ketter.store.models import database
 CHAIN_LOCK = 0x6B657474_00000001  # "kett"
 MIGRATION_LOCK = 0x6B657474_00000002  # "kett" · ``ketter db upgrade``
 
+#: The database's clock as Unix seconds, the clock of every lease on
+#: PostgreSQL (several nodes, no node's clock trusted): ``now()``, the start
+#: of the transaction, so every comparison in one claim sees one instant.
+DB_NOW = "EXTRACT(EPOCH FROM now())::double precision"
+
 #: The package of the numbered migrations (shared with SQLite).
 MIGRATIONS = "ketter.store.migrations"
 
