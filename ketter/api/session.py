@@ -37,7 +37,7 @@ def session(node: Node) -> Iterator[Session]:
     """This thread's connections for one step of a request, closed after."""
     store = node.store
     assert store is not None
-    read = SqliteReadStore.open(node.config.db_path)
+    read = node.open_read()
     try:
         yield Session(node, store, read)
     finally:

@@ -40,7 +40,18 @@ class Taken:
 
 
 class LeasesPort(Protocol):
-    """The leases operations of the job store."""
+    """The leases operations of the job store.
+
+    Leases are set and compared on one clock, :meth:`lease_clock`: the
+    caller's ``now`` on SQLite (one node), the database's on PostgreSQL
+    (several nodes, whose clocks differ). Every ``now`` below that a lease
+    is measured with goes through it; the other times (``updated_at``, the
+    events' ``ts``, ``next_attempt_at``) are the caller's."""
+
+    def lease_clock(self, now: float) -> float:
+        """The time leases are set and compared with when the caller's clock
+        says ``now``."""
+        ...
 
     def claim_next(
         self,
@@ -81,12 +92,14 @@ class LeasesPort(Protocol):
         job_id: int,
         claim: str,
         *,
-        expires_at: float,
+        now: float,
+        ttl: float,
         bytes_done: int | None = None,
         progress_at: float | None = None,
     ) -> bool:
-        """Extend the lease to ``expires_at`` (and record the progress given);
-        ``False`` when ``claim`` no longer holds the job."""
+        """Extend the lease to ``ttl`` seconds past :meth:`lease_clock`
+        (``now``), and record the progress given; ``False`` when ``claim``
+        no longer holds the job."""
         ...
 
     def claim_holder(self, job_id: int) -> str | None:

@@ -107,6 +107,40 @@ class PgStoreDatabase(PostgresqlDatabase):
         super().__init__(*args, **kwargs)
         self._pending = threading.local()
         self.gate = WriteGate()
+        #: The process's watch over the store (:class:`.guard.PgStoreGuard`),
+        #: set by :func:`open_store` for a process that writes.
+        self.guard: Any = None
+        #: Every transaction read-only (:func:`connect`'s ``read_only``).
+        self.read_only = False
+
+    def connection(self) -> Any:
+        """This thread's connection; one the server dropped (a restart, an
+        outage, an administrator's ``pg_terminate_backend``) is forgotten
+        first, outside a transaction, so that this call connects again
+        instead of failing for the rest of the process's life. Inside a
+        transaction the broken one stays: the statement fails, the
+        transaction rolls back (nothing of it was committed) and the next
+        one reconnects."""
+        state = self._state  # type: ignore[attr-defined]  # peewee's, untyped
+        conn = None if self.is_closed() else state.conn
+        if conn is not None and conn.closed and not state.transactions:
+            state.reset()
+        return super().connection()
+
+    def probe(self, *, timeout: int) -> None:
+        """Open a new connection and run a write transaction on it (a server
+        that is down, starting, or a read-only standby raises psycopg's
+        error). Each thread's own broken connection is forgotten by its
+        next :meth:`connection`."""
+        import psycopg
+
+        params = {**self.connect_params, "connect_timeout": timeout}
+        if "://" in self.database:
+            params["conninfo"] = self.database
+        else:
+            params["dbname"] = self.database
+        with psycopg.connect(**params) as conn, conn.transaction(force_rollback=True):
+            conn.execute("SELECT pg_current_xact_id()")
 
     def begin(self, *args: Any, **kwargs: Any) -> None:
         self.gate.enter()
@@ -146,19 +180,28 @@ class PgStoreDatabase(PostgresqlDatabase):
             self.gate.leave()
 
 
-def connect(dsn: str, *, password: str | None = None) -> PgStoreDatabase:
+def connect(dsn: str, *, password: str | None = None, read_only: bool = False) -> PgStoreDatabase:
     """A peewee database for the job store at ``dsn`` (a ``postgresql://``
     URL or a libpq key=value string; not yet migrated). ``password`` (read
-    from the config's ``password_file``) is passed apart, never in the DSN."""
-    params: dict[str, Any] = {"options": "-c synchronous_commit=on"}
+    from the config's ``password_file``) is passed apart, never in the DSN.
+    ``read_only``: every transaction read-only (a reader's, which must
+    never write)."""
+    options = "-c synchronous_commit=on"
+    if read_only:
+        options += " -c default_transaction_read_only=on"
+    params: dict[str, Any] = {"options": options}
     if password is not None:
         params["password"] = password
-    return PgStoreDatabase(dsn, prefer_psycopg3=True, autoconnect=True, **params)
+    db = PgStoreDatabase(dsn, prefer_psycopg3=True, autoconnect=True, **params)
+    db.read_only = read_only
+    return db
 
 
-def open_store(dsn: str, *, password: str | None = None, migrate: bool = True) -> PgStoreDatabase:
+def open_store(
+    dsn: str, *, password: str | None = None, migrate: bool = True, read_only: bool = False
+) -> PgStoreDatabase:
     """Open the job store at ``dsn``, apply pending migrations, bind the models."""
-    db = connect(dsn, password=password)
+    db = connect(dsn, password=password, read_only=read_only)
     if migrate:
         upgrade(db)
     database.initialize(db)

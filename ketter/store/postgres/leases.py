@@ -123,6 +123,7 @@ class LeasesPg(PgCore, CompositeLeases):
         return int(cursor.rowcount) == 1
 
     def expired_lease_count(self, now: float) -> int:
+        now = self.lease_clock(now)
         return int(
             self.db.execute_sql(
                 f"SELECT count(*) FROM jobs WHERE {_ACTIVE_SQL} AND lease_owner IS NOT NULL "

@@ -31,6 +31,10 @@ _CLAIMABLE = (
 class LeasesSql(SqliteCore, CompositeLeases):
     """The leases queries on SQLite."""
 
+    def lease_clock(self, now: float) -> float:
+        """The caller's clock: one node, one clock."""
+        return now
+
     def paused_route_names(self) -> set[str]:
         rows = self.db.execute_sql("SELECT route FROM route_status WHERE paused = 1 OR held = 1")
         return {row[0] for row in rows}
