@@ -113,19 +113,27 @@ class PgStoreDatabase(PostgresqlDatabase):
         #: Every transaction read-only (:func:`connect`'s ``read_only``).
         self.read_only = False
 
-    def connection(self) -> Any:
-        """This thread's connection; one the server dropped (a restart, an
-        outage, an administrator's ``pg_terminate_backend``) is forgotten
-        first, outside a transaction, so that this call connects again
+    def _forget_broken(self) -> None:
+        """Forget this thread's connection if the server dropped it (a
+        restart, an outage, an administrator's ``pg_terminate_backend``),
+        outside a transaction, so that the next statement connects again
         instead of failing for the rest of the process's life. Inside a
         transaction the broken one stays: the statement fails, the
         transaction rolls back (nothing of it was committed) and the next
         one reconnects."""
         state = self._state  # type: ignore[attr-defined]  # peewee's, untyped
-        conn = None if self.is_closed() else state.conn
-        if conn is not None and conn.closed and not state.transactions:
+        conn = None if state.closed else state.conn
+        broken = conn is not None and (conn.closed or getattr(conn, "broken", False))
+        if broken and not state.transactions:
             state.reset()
+
+    def connection(self) -> Any:
+        self._forget_broken()
         return super().connection()
+
+    def cursor(self, named_cursor: Any = None) -> Any:
+        self._forget_broken()
+        return super().cursor(named_cursor)
 
     def probe(self, *, timeout: int) -> None:
         """Open a new connection and run a write transaction on it (a server
