@@ -27,10 +27,18 @@ class Dialect:
     null_safe_eq: str
     #: The function ``instr(haystack, needle)`` is spelt with.
     instr: str
+    #: Appended to a claim's candidate query: lock the rows read until the
+    #: claim commits and pass over those another claimant holds (SQLite's
+    #: write lock already keeps every other writer out).
+    lock_rows: str = ""
+    #: The scalar maximum of two values.
+    greatest: str = "MAX"
+    #: A condition always true (``WHERE`` without a filter).
+    true: str = "1"
 
     def sql(self, text: str) -> str:
         """``text`` (SQLite's spelling) in this dialect (cached)."""
-        return _translate(self, text)
+        return text if self.mark == "?" else _translate(self, text)
 
     def marks(self, count: int) -> str:
         """``count`` placeholders separated by commas (an ``IN (…)`` list)."""
@@ -49,5 +57,11 @@ def _translate(dialect: Dialect, text: str) -> str:
 
 SQLITE = Dialect(name="sqlite", mark="?", null_safe_eq="IS", instr="instr")
 POSTGRESQL = Dialect(
-    name="postgresql", mark="%s", null_safe_eq="IS NOT DISTINCT FROM", instr="strpos"
+    name="postgresql",
+    mark="%s",
+    null_safe_eq="IS NOT DISTINCT FROM",
+    instr="strpos",
+    lock_rows=" FOR UPDATE SKIP LOCKED",
+    greatest="GREATEST",
+    true="TRUE",
 )

@@ -1,6 +1,6 @@
 """What every PostgreSQL job-store operation stands on: the database, its
-transactions, and the audit chain's primitives (the append itself is
-:class:`ketter.store.composite.core.CompositeCore`'s).
+transactions and the leases' clock; the statements and the audit chain's
+primitives are :class:`ketter.store.sql.core.SqlCore`'s.
 
 Every commit is durable (``synchronous_commit=on``, :mod:`.db`), so
 ``transaction(durable=True)`` is a plain transaction and :meth:`sync` has
@@ -14,24 +14,19 @@ holding a row lock another one that holds it wants (a deadlock, see
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator
 
 from ketter.audit.chain import AuditChain
-from ketter.events import Event, EventBus
-from ketter.store.composite.core import CompositeCore
+from ketter.store.dialect import POSTGRESQL
 from ketter.store.guard import StoreGuard
 from ketter.store.postgres.db import CHAIN_LOCK, DB_NOW, PgStoreDatabase, shown_dsn
-from ketter.store.rows import EVENT_COLUMNS
-
-_INSERT_EVENT = "INSERT INTO events ({}) VALUES ({})".format(
-    ", ".join(f'"{name}"' for name in EVENT_COLUMNS), ", ".join("%s" for _ in EVENT_COLUMNS)
-)
+from ketter.store.sql.core import SqlCore
 
 
-class PgCore(CompositeCore):
-    """The PostgreSQL job store's connection, transactions and the audit
-    chain's primitives."""
+class PgCore(SqlCore):
+    """The PostgreSQL job store's connection, transactions and clock."""
+
+    dialect = POSTGRESQL
 
     def __init__(self, db: PgStoreDatabase, chain: AuditChain, *, db_clock: bool = True) -> None:
         self.db = db
@@ -51,18 +46,8 @@ class PgCore(CompositeCore):
             raise RuntimeError("durable() must open its own transaction, not nest in one")
         return _atomic(self)
 
-    def in_transaction(self) -> bool:
-        return bool(self.db.in_transaction())
-
     def sync(self) -> None:
         """Nothing to do: each commit was flushed by the server."""
-
-    def release_thread(self) -> None:
-        """Close this thread's connection (a thread that ends)."""
-        self.db.close()
-
-    def close(self) -> None:
-        self.db.close()
 
     # -- the store ----------------------------------------------------------
 
@@ -90,7 +75,7 @@ class PgCore(CompositeCore):
     def path(self) -> str:
         return shown_dsn(str(self.db.database))
 
-    # -- the audit chain's primitives (append_event: CompositeCore) ----------
+    # -- the write turn -------------------------------------------------------
 
     def _write_turn(self) -> None:
         """Take the store's write turn (:data:`CHAIN_LOCK`) until this
@@ -98,28 +83,6 @@ class PgCore(CompositeCore):
         the statement), nor on a store opened to read only. Re-entrant."""
         if self.db.in_transaction() and not self.db.read_only:
             self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
-
-    def _chain_head(self) -> tuple[int, str] | None:
-        # Held until the transaction ends: the next append (this node's or
-        # another's) reads the head this one writes.
-        self._write_turn()
-        last = self.db.execute_sql(
-            "SELECT id, hash FROM events ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-        return (last[0], last[1]) if last else None
-
-    def _insert_event(self, row: dict[str, Any]) -> None:
-        self.db.execute_sql(_INSERT_EVENT, tuple(row[name] for name in EVENT_COLUMNS))
-
-    def _publish_after_commit(self, bus: EventBus, event: Event) -> None:
-        self.db.defer_event(bus, event)
-
-    # -- helpers for the area mixins ----------------------------------------
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        cursor = self.db.execute_sql(sql, tuple(params))
-        names = [c[0] for c in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 @contextlib.contextmanager
