@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from tests.conftest import KETTER, cli_env
 
@@ -132,6 +133,7 @@ def _leftovers(folder: Path) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_a_whole_node_runs_on_postgresql(tmp_path: Path, pg_dsn: str) -> None:
     node = PgNode(tmp_path, pg_dsn)
     upgrade = node.ketter("db", "upgrade")
@@ -235,6 +237,30 @@ def test_a_whole_node_runs_on_postgresql(tmp_path: Path, pg_dsn: str) -> None:
         assert verify_db.returncode == 0, verify_db.stdout + verify_db.stderr
         metrics = node.ketter("metrics")
         assert metrics.returncode == 0 and "ketter_" in metrics.stdout, metrics.stderr
+        # 6. The commands that write, on the database: an operator's hold,
+        # the re-queue, an API token.
+        held = node.ketter("pause", "moves", "--reason", "maintenance")
+        assert held.returncode == 0, held.stdout + held.stderr
+        assert node.query("SELECT held FROM route_status WHERE route = 'moves'") == [(1,)]
+        waiting = {"while-held.bin": os.urandom(50_003)}
+        _drop(tmp_path / "in-move", waiting)
+        node.wait_for(lambda: "while-held.bin" in node.states(), "the held route's detection")
+        # Held: recorded, never claimed (a hold refuses every claim).
+        assert node.states()["while-held.bin"] != "completed"
+        assert "maintenance" in node.ketter("status").stdout
+        resumed = node.ketter("resume", "moves")
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        node.wait_for(
+            lambda: node.states().get("while-held.bin") == "completed", "the job after the resume"
+        )
+        assert (tmp_path / "out-move" / "while-held.bin").read_bytes() == waiting["while-held.bin"]
+        requeue = node.ketter("requeue", "--failed")
+        assert requeue.returncode == 0, requeue.stdout + requeue.stderr
+        made = node.ketter("token", "create", "ops", "--scopes", "transfers:read", "--routes", "*")
+        assert made.returncode == 0 and made.stdout.startswith("ketter_"), made.stderr
+        listed_tokens = node.ketter("token", "list", "--json")
+        assert listed_tokens.returncode == 0, listed_tokens.stderr
+        assert [t["name"] for t in json.loads(listed_tokens.stdout)] == ["ops"]
     finally:
         node.stop()
     # Stopped: the shipper has drained; the log and the database agree.
