@@ -187,10 +187,11 @@ class Node:
         """Where the job store is and how to reach it (:mod:`ketter.store.backend`)."""
         return store_backend(self.config)
 
-    def open_read(self, *, for_health: bool = False) -> SqlReadStore:
+    def open_read(self, *, for_health: bool = False, shared: bool = False) -> SqlReadStore:
         """A read model of the job store, on whichever backend it is; the
-        caller closes it (the API opens one per step of a request)."""
-        return self.backend.open_read(for_health=for_health)
+        caller closes it. ``shared``: used by one thread after another (the
+        API's read connections, :mod:`ketter.api.session`)."""
+        return self.backend.open_read(for_health=for_health, shared=shared)
 
     def open_readonly_store(self) -> JobStore:
         """The job store for reading only, with this node's chain (which

@@ -24,6 +24,7 @@ from ketter.api.bodylimit import BodyLimit
 from ketter.api.endpoints import metrics, routes, stream, transfers
 from ketter.api.endpoints import node as node_endpoints
 from ketter.api.guard import Operation, check_every_operation_guarded, operations
+from ketter.api.session import read_connections
 
 if TYPE_CHECKING:
     from ketter.node import Node
@@ -34,8 +35,8 @@ OPENAPI = f"{PREFIX}/openapi.json"
 MAX_BODY = 1 << 20
 
 
-def _app(node: Node, *, openapi_url: str | None) -> FastAPI:
-    from ketter.access.limiter import FailedAuthLimiter
+def _app(node: Node, *, openapi_url: str | None, processes: int = 1) -> FastAPI:
+    from ketter.access.limiter import MAX_FAILURES, FailedAuthLimiter
 
     app = FastAPI(
         title="Ketter",
@@ -47,7 +48,10 @@ def _app(node: Node, *, openapi_url: str | None) -> FastAPI:
         swagger_ui_oauth2_redirect_url=None,
     )
     app.state.node = node
-    app.state.limiter = FailedAuthLimiter()
+    app.state.reads = read_connections(node)
+    # Counted per process: each of ``processes`` allows its share, so an
+    # address gets no more failures from all of them than from one.
+    app.state.limiter = FailedAuthLimiter(max_failures=max(1, MAX_FAILURES // processes))
     problems.install(app)
     api = getattr(node.config, "api", None)
     app.add_middleware(BodyLimit, limit=getattr(api, "max_body", None) or MAX_BODY)
@@ -70,10 +74,11 @@ def api_operations() -> list[Operation]:
     return operations(ROUTERS)
 
 
-def build_app(node: Node) -> FastAPI:
-    """The HTTP API of ``node`` (built with role ``api``)."""
+def build_app(node: Node, *, processes: int = 1) -> FastAPI:
+    """The HTTP API of ``node`` (built with role ``api``), served by
+    ``processes`` processes."""
     check_every_operation_guarded(api_operations())
-    app = _app(node, openapi_url=OPENAPI)
+    app = _app(node, openapi_url=OPENAPI, processes=processes)
     for prefix, router in ROUTERS:
         app.include_router(router, prefix=prefix)
     return app

@@ -15,10 +15,11 @@ mutating call that was allowed (:func:`record_call`).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.routing import APIRoute
 
@@ -67,14 +68,33 @@ def _details(request: Request, scope: str, **more: Any) -> dict[str, Any]:
     }
 
 
-def authorize(request: Request, scope: str, route: str | None = None) -> Caller:
-    """The caller of ``request`` if its token grants ``scope`` (on ``route``
-    when given); else :class:`Problem` 401 (no valid token), 403 (not
-    allowed) or 429 (too many failed authentications from this address),
-    each recorded in the audit chain. The rules are the grant's
-    (:meth:`ketter.access.policy.Grant.permits`): nothing is allowed that
-    the token does not name."""
-    node = request.app.state.node
+@dataclass
+class Decision:
+    """What :func:`decide` found: the caller or the refusal, and the writes
+    it asks for (the token's last-use stamp, the audit event of a refusal),
+    carried out by :func:`carry_out` before the answer leaves."""
+
+    caller: Caller | None = None
+    problem: Problem | None = None
+    writes: list[Callable[[Session], object]] = field(default_factory=list)
+
+    def outcome(self) -> Caller:
+        """The caller, or the refusal raised."""
+        if self.problem is not None:
+            raise self.problem
+        assert self.caller is not None
+        return self.caller
+
+
+def decide(request: Request, scope: str, route: str | None = None) -> Decision:
+    """Whether the token of ``request`` grants ``scope`` (on ``route`` when
+    given); only reads (the token, by its hash, on a read connection).
+
+    The refusals: :class:`Problem` 401 (no valid token), 403 (not allowed)
+    or 429 (too many failed authentications from this address), each but
+    the 429 with its audit event among the writes. The rules are the
+    grant's (:meth:`ketter.access.policy.Grant.permits`): nothing is
+    allowed that the token does not name."""
     limiter: FailedAuthLimiter = request.app.state.limiter
     client = _client(request)
     now = time.time()
@@ -82,53 +102,78 @@ def authorize(request: Request, scope: str, route: str | None = None) -> Caller:
     if wait is not None:
         # Not recorded: the failures that led here were, one by one, and an
         # attacker must not be able to grow the chain at line rate.
-        raise Problem(
-            429,
-            "too many failed authentications from this address; try again later",
-            headers={"Retry-After": str(wait)},
+        return Decision(
+            problem=Problem(
+                429,
+                "too many failed authentications from this address; try again later",
+                headers={"Retry-After": str(wait)},
+            )
         )
     presented = bearer_token(request.headers.get("authorization"))
-    with session(node) as s:
-        try:
-            grant = authenticate(_Tokens(s), presented, now=now)
-        except Unauthenticated as exc:
-            limiter.failed(client, now)
-            _append(
-                s,
-                "api_auth_failed",
-                None,
-                now,
-                _details(request, scope, reason=exc.reason, token=exc.token),
-            )
-            raise Problem(
-                401,
-                "a valid API token is required (Authorization: Bearer <token>); "
-                "the token given is missing, unknown, expired or revoked",
-                headers={"WWW-Authenticate": 'Bearer realm="ketter"'},
-            ) from None
-        if not grant.permits(scope, route):
-            why = (
-                f"token {grant.token!r} does not grant {scope}"
-                if not grant.permits(scope)
-                else f"token {grant.token!r} does not cover route {route!r}"
-            )
-            _append(s, "api_denied", grant, now, _details(request, scope, reason=why, route=route))
-            raise Problem(403, why)
-    return Caller(grant, scope, client, request.method, request.url.path)
+    decision = Decision()
+    tokens = _Tokens(decision)
+    try:
+        with request.app.state.reads.lend() as read:
+            tokens.read = read
+            grant = authenticate(tokens, presented, now=now)
+    except Unauthenticated as exc:
+        limiter.failed(client, now)
+        details = _details(request, scope, reason=exc.reason, token=exc.token)
+        decision.writes.append(lambda s: _append(s, "api_auth_failed", None, now, details))
+        decision.problem = Problem(
+            401,
+            "a valid API token is required (Authorization: Bearer <token>); "
+            "the token given is missing, unknown, expired or revoked",
+            headers={"WWW-Authenticate": 'Bearer realm="ketter"'},
+        )
+        return decision
+    if not grant.permits(scope, route):
+        why = (
+            f"token {grant.token!r} does not grant {scope}"
+            if not grant.permits(scope)
+            else f"token {grant.token!r} does not cover route {route!r}"
+        )
+        details = _details(request, scope, reason=why, route=route)
+        decision.writes.append(lambda s: _append(s, "api_denied", grant, now, details))
+        decision.problem = Problem(403, why)
+        return decision
+    decision.caller = Caller(grant, scope, client, request.method, request.url.path)
+    return decision
+
+
+def carry_out(request: Request, decision: Decision) -> Caller:
+    """The writes ``decision`` asks for, then its outcome (in a handler
+    thread: the writes go through the job store)."""
+    if decision.writes:
+        with session(request) as s:
+            for write in decision.writes:
+                write(s)
+    return decision.outcome()
+
+
+def authorize(request: Request, scope: str, route: str | None = None) -> Caller:
+    """The caller of ``request`` if its token grants ``scope`` (on ``route``
+    when given), else the refusal (:func:`decide`) raised once its audit
+    event is written. For a handler thread; the guard of every operation is
+    :func:`require`'s, which decides on the event loop."""
+    return carry_out(request, decide(request, scope, route))
 
 
 class _Tokens:
-    """Token lookups on the request's read connection; the last-use stamp
-    (at most once a minute) through the job store."""
+    """Token lookups on a read connection; the last-use stamp (due at most
+    once a minute) left to the decision's writes."""
 
-    def __init__(self, s: Session) -> None:
-        self.s = s
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        self.read: Any = None
 
     def api_token_by_hash(self, secret_sha256: str) -> ApiTokenRow | None:
-        return self.s.read.api_token_by_hash(secret_sha256)
+        row: ApiTokenRow | None = self.read.api_token_by_hash(secret_sha256)
+        return row
 
     def touch_api_token(self, token_id: int, *, now: float) -> bool:
-        return self.s.store.touch_api_token(token_id, now=now)
+        self.decision.writes.append(lambda s: s.store.touch_api_token(token_id, now=now))
+        return True
 
 
 def authorize_route(request: Request, caller: Caller, route: str) -> None:
@@ -141,8 +186,16 @@ def authorize_route(request: Request, caller: Caller, route: str) -> None:
 def require(scope: str) -> Any:
     """The dependency that guards an operation with ``scope``."""
 
-    def guard(request: Request) -> Caller:
-        return authorize(request, scope)
+    async def guard(request: Request) -> Caller:
+        # Decided on the event loop: a token found by its hash on a warm
+        # read connection takes microseconds, and a thread hop per request
+        # cost more than the rest of the guard. Only a decision with writes
+        # (a refusal's audit event, the last-use stamp once a minute) goes
+        # to a handler thread, as every write of the API does.
+        decision = decide(request, scope)
+        if decision.writes:
+            return await anyio.to_thread.run_sync(carry_out, request, decision)
+        return decision.outcome()
 
     setattr(guard, SCOPE_MARK, scope)
     return Depends(guard)

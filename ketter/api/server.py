@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -56,6 +57,7 @@ from ketter import __version__
 from ketter.config.api import split_address
 from ketter.errors import ConfigError, KetterError
 from ketter.runtime import sdnotify
+from ketter.runtime.children import Children
 
 if TYPE_CHECKING:
     from ketter.config import Config
@@ -136,30 +138,56 @@ def _file_error(
     return ConfigError(f"{where}: cannot use {files}: {reason}{hint}")
 
 
-def bind(config: Config, key: str, address: str) -> socket.socket:
-    """A listening TCP socket on ``address``; :class:`ListenError` naming the
-    config key and line otherwise."""
+def bind(config: Config, key: str, address: str, *, share: int = 1) -> list[socket.socket]:
+    """``share`` listening TCP sockets on ``address`` (one per process that
+    serves it); :class:`ListenError` naming the config key and line otherwise.
+
+    Several sockets share the port with ``SO_REUSEPORT``: the kernel spreads
+    the connections over them, one accept queue per process (a single shared
+    socket lets the least busy process win most connections). A plain
+    socket is bound first and closed, so that a port another process
+    already listens on, with ``SO_REUSEPORT`` or not, is refused as it was
+    with one process instead of silently shared."""
     host, port = split_address(address)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets that
-    # say so (proto 0 from socket.create_server did not), and without it
-    # every response waited for the client's delayed ACK: ~40 ms each.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sockets: list[socket.socket] = []
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:  # [::] means IPv6 only, as written
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-        return sock
+        if share > 1:
+            _listening(family, host, port, reuse_port=False, listen=False).close()
+        for _ in range(share):
+            sockets.append(_listening(family, host, port, reuse_port=share > 1))
+        return sockets
     except OSError as exc:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         line = config.line_of(f"api.{key}")
         where = f"{config.path}:{line}: api.{key}" if line else f"api.{key}"
         raise ListenError(
             f"{where}: cannot listen on {address}: {exc.strerror or exc} (another "
             "process on that port, or an address this host does not have)"
         ) from None
+
+
+def _listening(
+    family: int, host: str, port: int, *, reuse_port: bool, listen: bool = True
+) -> socket.socket:
+    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets that
+    # say so (proto 0 from socket.create_server did not), and without it
+    # every response waited for the client's delayed ACK: ~40 ms each.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:  # [::] means IPv6 only, as written
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        if listen:
+            sock.listen(2048)
+        return sock
+    except OSError:
+        sock.close()
+        raise
 
 
 class AccessLog:
@@ -244,41 +272,126 @@ def listeners(node: Node) -> list[Listener]:
     from ketter.api.app import build_app, build_metrics_app
 
     api = node.config.api
-    found = [Listener("listen", require_listen(node.config), build_app(node))]
+    found = [
+        Listener("listen", require_listen(node.config), build_app(node, processes=api.processes))
+    ]
     if api.metrics_listen is not None:
         found.append(Listener("metrics_listen", api.metrics_listen, build_metrics_app(node)))
     return found
 
 
-def serve(node: Node, shutdown: Shutdown, context: ssl.SSLContext | None) -> None:
-    """Serve the API until ``shutdown`` is set, with ``context``
-    (:func:`tls_context`) on both addresses; records the start and stop."""
-    config = node.config
+@dataclass
+class Bound:
+    """The sockets of one ``ketter api``, bound before anything else starts:
+    the main process's, by config key, and one more on ``listen`` for each
+    extra process (``api.processes``)."""
+
+    sockets: dict[str, socket.socket]
+    extra: list[socket.socket]
+
+    def close(self) -> None:
+        for sock in [*self.sockets.values(), *self.extra]:
+            sock.close()
+
+
+def bind_all(config: Config) -> Bound:
+    """Every socket ``config`` asks for; :class:`ListenError` if one cannot be
+    bound (none is left open then)."""
+    listen = bind(config, "listen", require_listen(config), share=config.api.processes)
+    bound = Bound({"listen": listen[0]}, listen[1:])
+    if config.api.metrics_listen is not None:
+        try:
+            [bound.sockets["metrics_listen"]] = bind(
+                config, "metrics_listen", config.api.metrics_listen
+            )
+        except ListenError:
+            bound.close()
+            raise
+    return bound
+
+
+def start_extra_processes(config: Config, bound: Bound) -> Children | None:
+    """The extra processes serving ``listen`` (:mod:`ketter.runtime.children`),
+    each handed its socket; call before this process starts any thread."""
+    if not bound.extra:
+        return None
+    fds: list[tuple[int, ...]] = [(sock.fileno(),) for sock in bound.extra]
+    children = Children(
+        config,
+        [["api", "--listen-fd", str(fd[0])] for fd in fds],
+        what="api",
+        pass_fds=fds,
+    )
+    children.start()
+    for sock in bound.extra:  # each child holds its own now
+        sock.close()
+    bound.extra = []
+    return children
+
+
+def serve(
+    node: Node,
+    shutdown: Shutdown,
+    context: ssl.SSLContext | None,
+    bound: Bound,
+    children: Children | None = None,
+) -> None:
+    """Serve the API on ``bound`` until ``shutdown`` is set, with ``context``
+    (:func:`tls_context`) on both addresses, beside the ``children`` serving
+    ``listen`` too; records the start and stop."""
     served = listeners(node)
-    sockets: list[socket.socket] = []
+    sockets = [bound.sockets[listener.key] for listener in served]
     try:
-        for listener in served:
-            sockets.append(bind(config, listener.key, listener.address))
+        if children is not None:
+            children.watch(shutdown)  # a child that exits stops this process
         servers = [_uvicorn_server(listener, context) for listener in served]
         # One thread writes the store: peewee's connection is per thread.
         with concurrent.futures.ThreadPoolExecutor(1, "ketter-api-store") as writer:
             record = _Record(node, served, context, writer)
             asyncio.run(_run(servers, sockets, shutdown, record))
     finally:
-        for sock in sockets:
-            sock.close()
+        if children is not None:
+            shutdown.request()  # also when this process failed: the children stop too
+            children.stop(GRACEFUL_SECONDS + 20)
+        bound.close()
+        for listener in served:
+            listener.app.state.reads.close()
+    if children is not None and children.failed:
+        raise ListenError("an API process exited on its own (see the log); the API stopped")
+
+
+def serve_extra(node: Node, shutdown: Shutdown, context: ssl.SSLContext | None, fd: int) -> None:
+    """One extra process of a ``ketter api`` (``--listen-fd``): serve
+    ``listen`` on the socket inherited as ``fd`` until ``shutdown`` is set.
+    The main process records the start, the heartbeats and the stop."""
+    from ketter.api.app import build_app
+
+    app = build_app(node, processes=node.config.api.processes)
+    listener = Listener("listen", require_listen(node.config), app)
+    sock = socket.socket(fileno=fd)
+    try:
+        server = _uvicorn_server(listener, context)
+        asyncio.run(_run([server], [sock], shutdown, _Quiet()))
+    finally:
+        sock.close()
+        app.state.reads.close()
 
 
 async def _run(
     servers: list[uvicorn.Server],
     sockets: list[socket.socket],
     shutdown: Shutdown,
-    record: _Record,
+    record: _Record | _Quiet,
 ) -> None:
     # Few handler threads: a request is Python work under one GIL, and 40
     # threads (anyio's default) thrash it (make bench-api: fewer requests/s
     # at 32 connections than at 1). Waiting requests queue in the loop.
     anyio.to_thread.current_default_thread_limiter().total_tokens = HANDLER_THREADS
+    # What start-up built (modules, the app, its schemas) lives as long as
+    # the process: kept out of the collector's full passes, which otherwise
+    # walk it all and stop every request for tens of milliseconds (the p99).
+    gc.collect()
+    gc.freeze()
     tasks = [
         asyncio.create_task(server.serve(sockets=[sock]))
         for server, sock in zip(servers, sockets, strict=True)
@@ -313,6 +426,19 @@ async def _run(
     failed = any(isinstance(r, BaseException) for r in results)
     if failed or (not started and not shutdown.requested):
         raise ListenError("the API did not start or one of its servers failed (see the log)")
+
+
+class _Quiet:
+    """An extra API process records nothing (the main process does)."""
+
+    async def started(self) -> None:
+        log.info("api process serving", extra={"ketter.pid": os.getpid()})
+
+    async def beat_if_due(self) -> None:
+        pass
+
+    async def stopped(self) -> None:
+        pass
 
 
 class _Record:

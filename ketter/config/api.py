@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from ketter.config.schema import Config
 
 #: The only ``cors`` value: no cross-origin access at all.
+#: The most API processes a config may ask for.
+MAX_PROCESSES = 64
 CORS_NONE = "none"
 _CORS_HINT = (
     "cross-origin access is not supported: the API answers no browser request "
@@ -107,6 +109,11 @@ def check_api(config: Config, key_lines: dict[str, int], path: str) -> list[str]
         )
     if api.max_body < 1:
         problems.append(f"{where('max_body')}: must be at least 1 byte, got {api.max_body}")
+    if api.processes > MAX_PROCESSES:
+        problems.append(
+            f"{where('processes')}: {api.processes} processes is more than {MAX_PROCESSES}; "
+            "one per core is what helps (each serves requests under its own interpreter lock)"
+        )
     for key in ("listen", "metrics_listen"):
         address = getattr(api, key)
         if address is None or tls or api.allow_plaintext or is_loopback(address):

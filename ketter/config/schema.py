@@ -9,6 +9,7 @@ and check the YAML value (see :mod:`ketter.config.loader`). Paths are kept as
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +96,11 @@ class HealthConfig:
     heartbeat_stale: float = spec("duration", 60.0)
 
 
+def default_api_processes() -> int:
+    """``api.processes`` when the config does not say: one per core, at most 4."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 @dataclass(frozen=True)
 class ApiConfig:
     """``ketter api``: the HTTP control plane (docs/configuration.md, api)."""
@@ -112,6 +118,9 @@ class ApiConfig:
     cors: str = spec("cors", "none")
     #: A second ``HOST:PORT`` serving only ``/metrics``, without a token.
     metrics_listen: str | None = spec("address", None)
+    #: Processes serving ``listen`` (a request is Python CPU under one
+    #: interpreter lock): by default one per core, at most four.
+    processes: int = spec("positive_int", factory=default_api_processes)
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,10 @@ class StoreBackend(Protocol):
         when there is none or it cannot be read."""
         ...
 
-    def open_read(self, *, for_health: bool = False) -> SqlReadStore:
-        """The read model (``status``, ``jobs``, the API's reads; ``health``'s
-        variant never waits on a writer)."""
+    def open_read(self, *, for_health: bool = False, shared: bool = False) -> SqlReadStore:
+        """The read model (``status``, ``jobs``; ``health``'s variant never
+        waits on a writer; ``shared``: usable by one thread after another,
+        the API's read connections lent to one step of a request at a time)."""
         ...
 
     def upgrade(self, *, new_store: bool, evidence: Iterable[str] = ()) -> list[str]:

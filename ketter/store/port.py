@@ -22,6 +22,7 @@ database object or writes SQL (``tests/unit/test_sql_boundary.py``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -109,6 +110,21 @@ class JobRecord:
         # Shallow (the fields are plain values; dataclasses.asdict deep-copies
         # and cost more than the query on a page of 50).
         return dict(self.__dict__)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> JobRecord:
+        """The record of a ``job_history`` row. A frozen dataclass's
+        ``__init__`` sets each of the 22 fields through
+        ``object.__setattr__`` (10 µs a record, half a page's query time);
+        a row with exactly the fields is taken as it is."""
+        if row.keys() != _JOB_RECORD_FIELDS:
+            return cls(**row)  # says which field is missing or unknown
+        record = object.__new__(cls)
+        record.__dict__.update(row)
+        return record
+
+
+_JOB_RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(JobRecord))
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,7 @@ class SqlReadStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
         sql = f"SELECT * FROM job_history WHERE job_id IN ({sql}) ORDER BY job_id DESC"
-        jobs = tuple(JobRecord(**row) for row in self._rows(sql, (*params, limit)))
+        jobs = tuple(JobRecord.from_row(row) for row in self._rows(sql, (*params, limit)))
         full = limit > 0 and len(jobs) == limit
         return JobPage(jobs, jobs[-1].job_id if full else None)
 
@@ -141,7 +141,7 @@ class SqlReadStore:
             (job_id,),
         )
         return JobDetail(
-            job=JobRecord(**rows[0]),
+            job=JobRecord.from_row(rows[0]),
             events=tuple(_event(e) for e in events),
             files=tuple(ManifestEntry(**f) for f in files),
         )

@@ -30,7 +30,9 @@ from ketter.store.sql_read import (  # noqa: F401  (re-exported: their old home)
 )
 
 
-def connect_readonly(path: str) -> tuple[sqlite3.Connection, str]:
+def connect_readonly(
+    path: str, *, check_same_thread: bool = True
+) -> tuple[sqlite3.Connection, str]:
     """A read-only connection to the SQLite file at ``path`` and how it was opened.
 
     Raises ``sqlite3.Error`` or ``FileNotFoundError`` when it cannot be read.
@@ -38,7 +40,9 @@ def connect_readonly(path: str) -> tuple[sqlite3.Connection, str]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist (run `ketter db upgrade`)")
     uri = "file:" + urllib.parse.quote(os.path.abspath(path))
-    conn = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=5.0)
+    conn = sqlite3.connect(
+        uri + "?mode=ro", uri=True, timeout=5.0, check_same_thread=check_same_thread
+    )
     try:
         conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         return conn, "read-only"
@@ -48,7 +52,9 @@ def connect_readonly(path: str) -> tuple[sqlite3.Connection, str]:
             raise  # a writer is (or was, until a crash) active: no safe fallback
     # No -wal file: no writer, and a reader without write access to the folder
     # cannot create the -shm file. Nothing changes under us: read it as is.
-    conn = sqlite3.connect(uri + "?immutable=1", uri=True, timeout=5.0)
+    conn = sqlite3.connect(
+        uri + "?immutable=1", uri=True, timeout=5.0, check_same_thread=check_same_thread
+    )
     conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
     return conn, "immutable (no writer running)"
 
@@ -76,12 +82,24 @@ SqliteReadStore = SqlReadStore
 
 
 def open_read(path: str) -> SqlReadStore:
-    """The read model for the inspect commands and the API
+    """The read model for the inspect commands
     (:func:`ketter.store.db.open_readonly`)."""
     from ketter.store.db import open_readonly
 
     db = open_readonly(path)
     return SqlReadStore(db.execute_sql, db.close, "read-only")
+
+
+def open_read_shared(path: str) -> SqlReadStore:
+    """For the API's read connections (:mod:`ketter.api.session`): a plain
+    read-only ``sqlite3`` connection that may be used from one thread after
+    another (never by two at once: the API lends it to one step of a
+    request at a time)."""
+    try:
+        conn, how = connect_readonly(path, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StoreUnreadable(str(exc)) from exc
+    return SqlReadStore(conn.execute, conn.close, how, errors=(sqlite3.Error,))
 
 
 def open_read_raw(path: str) -> SqlReadStore:

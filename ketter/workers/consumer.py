@@ -30,9 +30,9 @@ from ketter.jobs.sweep import sweep
 from ketter.node import Node
 from ketter.queue import Queue, build_queue
 from ketter.runtime import sdnotify
+from ketter.runtime.children import Children
 from ketter.runtime.signals import Shutdown
 from ketter.store.guard import StoreGuard
-from ketter.workers.processes import Children
 
 if TYPE_CHECKING:
     from ketter.store.port import JobStore
@@ -88,7 +88,7 @@ class WorkersProcess:
         #: The process's composition root (``ketter run`` passes its own).
         self.node = node
         #: Called after a SIGHUP was handled (the main process passes it on
-        #: to its children, :mod:`ketter.workers.processes`).
+        #: to its children, :mod:`ketter.runtime.children`).
         self.on_reload = on_reload
         self.workers = workers or config.workers
         self.shutdown = shutdown or Shutdown()
@@ -343,11 +343,12 @@ class WorkersProcess:
 
 def run_workers(config: Config, workers: int | None = None, processes: int | None = None) -> int:
     """Entry point of ``ketter workers``: this process, and as many more as
-    ``worker_processes`` asks for (:mod:`ketter.workers.processes`)."""
+    ``worker_processes`` asks for (:mod:`ketter.runtime.children`)."""
     # First thing: a SIGTERM during start-up must be graceful too.
     shutdown = Shutdown().install()
     count = processes or config.worker_processes
-    children = Children(config, count - 1, threads=workers) if count > 1 else None
+    args = ["workers", "--processes", "1", *(["--workers", str(workers)] if workers else [])]
+    children = Children(config, [args] * (count - 1)) if count > 1 else None
     if children is not None:
         children.start()  # before this process starts any thread
     notifier = build_notifier(config)

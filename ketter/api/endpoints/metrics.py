@@ -20,7 +20,7 @@ def scrape(request: Request) -> Response:
     from ketter.metrics.exposition import render_metrics
 
     node = request.app.state.node
-    with session(node) as s:
+    with session(request) as s:
         body, content_type = render_metrics(s.store, node.config, now=time.time())
     return Response(body, media_type=content_type)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
 
+from ketter.api.answers import Answer
 from ketter.api.guard import Caller, require
 from ketter.api.problems import responses
 from ketter.api.schemas import Event, EventPage, event_fields
@@ -28,12 +28,12 @@ router = APIRouter(tags=["node"])
         },
     ),
 )
-def health(request: Request, caller: Annotated[Caller, require("metrics:read")]) -> JSONResponse:
+def health(request: Request, caller: Annotated[Caller, require("metrics:read")]) -> Answer:
     """What ``ketter health --json`` says; 503 when the node is unhealthy."""
     from ketter.health import check_health
 
     report = check_health(request.app.state.node.config)
-    return JSONResponse(report.as_dict(), status_code=200 if report.healthy else 503)
+    return Answer(report.as_dict(), status_code=200 if report.healthy else 503)
 
 
 @router.get("/events", response_model=EventPage, responses=responses(401, 403, 429))
@@ -45,7 +45,7 @@ def events(
 ) -> EventPage:
     """Audit events in chain order after ``after``. Events of routes the token
     does not cover are left out; ``last_seq`` is where to continue."""
-    with session(request.app.state.node) as s:
+    with session(request) as s:
         found = s.read.events_after(after, limit)
     items = [e for e in found if e.route is None or caller.visible(e.route)]
     return EventPage(

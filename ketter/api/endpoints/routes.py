@@ -35,7 +35,7 @@ def list_routes(
 
     node = request.app.state.node
     routes = [r for r in node.config.routes if caller.visible(r.name)]
-    with session(node) as s:
+    with session(request) as s:
         counts: dict[str, dict[str, int]] = {}
         for count in s.store.job_counts():  # kept by the store: no count of a million rows
             counts.setdefault(count.route, {})[count.state] = count.jobs
@@ -96,7 +96,7 @@ def pause_route(
     if not reason:
         raise Problem(422, "reason: give a reason (who asked, why, until when)")
     now = time.time()
-    with session(request.app.state.node) as s:
+    with session(request) as s:
         changed = hold_route(s.store, name, reason=reason, now=now, actor=caller.principal)
         record_call(
             s,
@@ -125,7 +125,7 @@ def resume_route(
 
     _known(request, caller, name)
     now = time.time()
-    with session(request.app.state.node) as s:
+    with session(request) as s:
         changed = release_route(s.store, name, now=now, actor=caller.principal)
         record_call(s, caller, status=200, now=now, route=name, action="resume", changed=changed)
     return RouteChange(

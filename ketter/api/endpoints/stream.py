@@ -50,14 +50,13 @@ def stream(
 ) -> StreamingResponse:
     """Job state changes (``event: state``), route pauses (``event: route``)
     and progress (``event: progress``) of the routes the token covers."""
-    node = request.app.state.node
-    start = _start(node, last_event_id)
+    start = _start(request, last_event_id)
 
     async def lines() -> AsyncIterator[str]:
         last, quiet = start, time.monotonic()
         yield "retry: 2000\n\n"
         while not await request.is_disconnected():
-            events, running = await anyio.to_thread.run_sync(_poll, node, last)
+            events, running = await anyio.to_thread.run_sync(_poll, request, last)
             for e in events:
                 last = e["seq"]
                 route = e.get("route")
@@ -84,18 +83,18 @@ def stream(
     )
 
 
-def _start(node: Any, last_event_id: str | None) -> int:
+def _start(request: Request, last_event_id: str | None) -> int:
     """Where the stream starts: after ``Last-Event-ID``, else at the chain's
     head (only what happens from now on)."""
     if last_event_id is not None and last_event_id.strip().isdigit():
         return int(last_event_id.strip())
-    with session(node) as s:
+    with session(request) as s:
         last = s.store.last_event()
     return last.id if last is not None else 0
 
 
-def _poll(node: Any, after: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    with session(node) as s:
+def _poll(request: Request, after: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    with session(request) as s:
         events = s.read.events_after(after, 500)
         running = s.read.running_jobs(time.time())
     return (

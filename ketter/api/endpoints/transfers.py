@@ -8,8 +8,8 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
 
+from ketter.api.answers import Answer
 from ketter.api.guard import Caller, authorize_route, record_call, require
 from ketter.api.problems import Problem, responses
 from ketter.api.schemas import (
@@ -55,7 +55,7 @@ def list_transfers(
     ] = None,
     cursor: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> JSONResponse:
+) -> Answer:
     """Transfers newest first, filtered; a page at a time (stable under new
     submissions: the cursor is the last job id seen)."""
     if name is not None and "\0" in name:
@@ -68,23 +68,21 @@ def list_transfers(
         until=_epoch(until),
         name=name or None,
     )
-    with session(request.app.state.node) as s:
+    with session(request) as s:
         page = s.read.list_jobs(filters, limit, cursor)
     # Plain JSON: the schema is TransferPage's (the tests hold the answers
     # to it), without a model per row on the hot path.
-    return JSONResponse(
-        {"items": [job.as_dict() for job in page.jobs], "next_cursor": page.next_cursor}
-    )
+    return Answer({"items": [job.as_dict() for job in page.jobs], "next_cursor": page.next_cursor})
 
 
 @router.get("/{job_id}", response_model=TransferDetail, responses=responses(401, 403, 404, 429))
 def get_transfer(
     request: Request, job_id: JobId, caller: Annotated[Caller, require("transfers:read")]
-) -> JSONResponse:
+) -> Answer:
     """The transfer, its audit events (with their chain hashes), its
     per-file manifest, the MHL written for it and, while a worker holds it,
     its live progress."""
-    with session(request.app.state.node) as s:
+    with session(request) as s:
         detail = s.read.job_detail(job_id)
         if detail is None:
             raise Problem(404, f"no transfer with id {job_id}")
@@ -103,7 +101,7 @@ def get_transfer(
             "size": progress.size,
             "rate": progress.rate,
         }
-    return JSONResponse(
+    return Answer(
         {
             "transfer": detail.job.as_dict(),
             "events": [event_fields(e.as_dict()) for e in detail.events],
@@ -149,7 +147,7 @@ def submit_transfer(
         known = ", ".join(r.name for r in node.config.routes if caller.visible(r.name))
         raise Problem(404, f"no route named {body.route!r} (routes: {known or 'none'})") from None
     now = time.time()
-    with session(node) as s:
+    with session(request) as s:
         try:
             path = resolve_submitted(route.source, body.path)
             results = submit_path(s.store, node.config, route, path, now=now)
@@ -193,7 +191,7 @@ def requeue_transfer(
 
     node = request.app.state.node
     now = time.time()
-    with session(node) as s:
+    with session(request) as s:
         job = s.store.find_job(job_id)
         if job is None:
             raise Problem(404, f"no transfer with id {job_id}")
@@ -243,9 +241,8 @@ def cancel_transfer(
     from ketter.jobs.cancel import Outcome as Cancel
     from ketter.jobs.cancel import cancel_job
 
-    node = request.app.state.node
     now = time.time()
-    with session(node) as s:
+    with session(request) as s:
         job = s.store.find_job(job_id)
         if job is None:
             raise Problem(404, f"no transfer with id {job_id}")

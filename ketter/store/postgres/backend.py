@@ -91,7 +91,9 @@ class PgBackend:
             self.dsn, chain, password=self._password(), migrate=False, read_only=True
         )
 
-    def open_read(self, *, for_health: bool = False) -> SqlReadStore:
+    def open_read(self, *, for_health: bool = False, shared: bool = False) -> SqlReadStore:
+        # One psycopg connection serves one thread after another (psycopg
+        # serialises its use): every variant is the same.
         from ketter.store.postgres.read import open_read
 
         return open_read(self.dsn, password=self._password())

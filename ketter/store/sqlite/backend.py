@@ -38,10 +38,12 @@ class SqliteBackend:
 
         return open_readonly_job_store(self.path, chain)
 
-    def open_read(self, *, for_health: bool = False) -> SqlReadStore:
-        from ketter.store.sqlite_read import open_read, open_read_raw
+    def open_read(self, *, for_health: bool = False, shared: bool = False) -> SqlReadStore:
+        from ketter.store.sqlite_read import open_read, open_read_raw, open_read_shared
 
-        return open_read_raw(self.path) if for_health else open_read(self.path)
+        if for_health:
+            return open_read_raw(self.path)
+        return open_read_shared(self.path) if shared else open_read(self.path)
 
     def upgrade(self, *, new_store: bool, evidence: Iterable[str] = ()) -> list[str]:
         from ketter.store.guard import ensure_may_create, write_marker

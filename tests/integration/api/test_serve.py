@@ -258,7 +258,8 @@ def test_sigterm_with_an_open_event_stream_still_stops_cleanly(tmp_path: Path) -
     assert events(tmp_path / "state" / "ketter.db", "api_stopped")
 
 
-def test_accepted_connections_send_without_waiting_for_acks(tmp_path: Path) -> None:
+@pytest.mark.parametrize("share", [1, 2])
+def test_accepted_connections_send_without_waiting_for_acks(tmp_path: Path, share: int) -> None:
     # The sockets ketter api binds itself must let asyncio set TCP_NODELAY on
     # every accepted connection: with proto 0 it did not, and each response
     # (headers, then body) waited for the client's delayed ACK, ~40 ms: the
@@ -270,7 +271,10 @@ def test_accepted_connections_send_without_waiting_for_acks(tmp_path: Path) -> N
 
     config = load_config(write_config(tmp_path, {"listen": f"127.0.0.1:{free_port()}"}))
     assert config.api.listen is not None
-    sock = bind(config, "listen", config.api.listen)
+    sock, *others = bind(config, "listen", config.api.listen, share=share)
+    assert len(others) == share - 1  # SO_REUSEPORT sockets of the other processes
+    for other in others:  # closed: the probe's connection can only reach ``sock``
+        other.close()
     seen: list[int] = []
 
     async def main() -> None:

@@ -35,7 +35,7 @@ from ketter.runtime.signals import Shutdown
 
 shutdown = Shutdown().install()
 
-def side():  # ketter.workers.processes.Children._watch, Watcher.run's waits
+def side():  # ketter.runtime.children.Children._watch, Watcher.run's waits
     while not shutdown.wait(0.0003):
         pass
 

@@ -26,7 +26,7 @@ from ketter.store.port import (
 )
 from ketter.store.postgres.db import open_store as open_pg_store
 from ketter.store.postgres.read import open_read as open_pg_read
-from ketter.store.sqlite_read import open_read, open_read_raw
+from ketter.store.sqlite_read import open_read, open_read_raw, open_read_shared
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 MiB = 2**20
@@ -262,6 +262,16 @@ class TestSqlitePeewee(ReadContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[JobReadStore]:
         store = open_read(_sqlite_store(tmp_path))
+        yield store
+        store.close()
+
+
+class TestSqliteShared(ReadContract):
+    """Through the connection the API lends to one thread after another."""
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[JobReadStore]:
+        store = open_read_shared(_sqlite_store(tmp_path))
         yield store
         store.close()
 

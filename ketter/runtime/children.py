@@ -1,23 +1,25 @@
-"""More than one workers process under one ``ketter workers``
-(``worker_processes`` in the config, ``--processes`` on the command line).
+"""More than one process of one service: the extra ``ketter workers``
+(``worker_processes``) and ``ketter api`` (``api.processes``) processes.
 
-Why: the threads of one process share one interpreter lock, and with many
-small files the workers are bound by Python CPU per file. A second process
-on the second core delivered 15–20 % more files per second end to end
-(docs/performance-watcher.md). Several workers processes on one node are
-safe as they are: claims, leases and fencing tokens are per thread, and the
-audit log has one writer at a time (its lock).
+Why: the threads of one process share one interpreter lock. With many small
+files the workers are bound by Python CPU per file (a second process on the
+second core delivered 15–20 % more files per second end to end,
+docs/performance-watcher.md); the API by Python CPU per request
+(docs/performance.md, the HTTP API). Several processes of one service on
+one node are safe as they are: claims, leases and fencing tokens are per
+thread, the audit log has one writer at a time (its lock), and each API
+request opens what it uses.
 
-The main process starts the others as children (``ketter workers
---processes 1``) before it starts any thread, each in its own session (a
-Ctrl-C on the terminal reaches only the main process) and with
-``PR_SET_PDEATHSIG``: if the main process dies, even by SIGKILL, so do they,
-as its threads would. When the main process is asked to stop, it sends
-each child one SIGTERM (a second would make it exit at once, without its
-checkpoint) and waits for them. A child that exits on its own stops the
-main process, which then exits 1 and is restarted by systemd; the unit
-uses ``KillMode=mixed`` so that systemd's SIGTERM reaches the main process
-only.
+The main process starts the others as children (the same command with the
+arguments that make it one extra process) before it starts any thread, each
+in its own session (a Ctrl-C on the terminal reaches only the main process)
+and with ``PR_SET_PDEATHSIG``: if the main process dies, even by SIGKILL, so
+do they, as its threads would. When the main process is asked to stop, it
+sends each child one SIGTERM (a second would make a workers process exit at
+once, without its checkpoint) and waits for them. A child that exits on its
+own stops the main process, which then exits 1 and is restarted by systemd;
+the units use ``KillMode=mixed`` so that systemd's SIGTERM reaches the main
+process only.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import time
 from ketter.config import Config
 from ketter.runtime.signals import Shutdown
 
-log = logging.getLogger("ketter.workers")
+log = logging.getLogger("ketter.runtime")
 
 _PR_SET_PDEATHSIG = 1
 
@@ -50,14 +52,27 @@ def _die_with(parent: int) -> None:
 
 
 class Children:
-    """The extra workers processes of one ``ketter workers``."""
+    """The extra processes of one service: one per item of ``args``, each
+    ``ketter --config PATH`` + its arguments, inheriting its ``pass_fds``
+    (``what`` names them in the log)."""
 
-    def __init__(self, config: Config, count: int, *, threads: int | None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        args: list[list[str]],
+        *,
+        what: str = "workers",
+        pass_fds: list[tuple[int, ...]] | None = None,
+    ) -> None:
         if not config.path:
-            raise ValueError("worker_processes > 1 needs a config file (the children read it)")
+            raise ValueError(
+                f"more than one {what} process needs a config file (the children read it)"
+            )
         self.config = config
-        self.count = count
-        self.threads = threads
+        self.args = args
+        self.what = what
+        #: For each child, the descriptors it inherits (its listening sockets).
+        self.pass_fds = pass_fds or [() for _ in args]
         self.procs: list[subprocess.Popen[bytes]] = []
         #: A child exited without being asked to.
         self.failed = False
@@ -70,23 +85,21 @@ class Children:
         # (a module of an already imported package, run again as __main__).
         isolated = ["-I"] if sys.flags.isolated else []
         argv = [sys.executable, *isolated, "-m", "ketter", "--config", self.config.path]
-        argv += ["workers", "--processes", "1"]
-        if self.threads:
-            argv += ["--workers", str(self.threads)]
         env = dict(os.environ)
         env.pop("NOTIFY_SOCKET", None)  # only the main process talks to systemd
         parent = os.getpid()
-        for _ in range(self.count):
+        for args, fds in zip(self.args, self.pass_fds, strict=True):
             self.procs.append(
                 subprocess.Popen(
-                    argv,
+                    [*argv, *args],
                     env=env,
                     start_new_session=True,
+                    pass_fds=fds,
                     preexec_fn=functools.partial(_die_with, parent),
                 )
             )
         log.info(
-            "workers processes started",
+            f"{self.what} processes started",
             extra={"ketter.pids": [os.getpid(), *(p.pid for p in self.procs)]},
         )
 
@@ -106,7 +119,7 @@ class Children:
             if gone:
                 self.failed = True
                 log.error(
-                    "a workers process exited on its own; stopping the others",
+                    f"one of the {self.what} processes exited on its own; stopping the others",
                     extra={"ketter.pids": [p.pid for p in gone]},
                 )
                 shutdown.request()
@@ -129,7 +142,10 @@ class Children:
                 try:
                     p.wait(max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    log.error("a workers process did not stop in time", extra={"ketter.pid": p.pid})
+                    log.error(
+                        f"one of the {self.what} processes did not stop in time",
+                        extra={"ketter.pid": p.pid},
+                    )
                     p.kill()
                     p.wait()
             if p.returncode not in (0, None):
