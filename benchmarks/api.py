@@ -54,6 +54,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ketter.config.schema import default_api_processes
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 KETTER = [PYTHON, "-m", "ketter"]
@@ -86,14 +88,14 @@ def ketter(config: Path, *args: str, check: bool = True) -> subprocess.Completed
 # -- the store --------------------------------------------------------------
 
 
-def write_config(work: Path, port: int) -> Path:
+def write_config(work: Path, port: int, processes: int) -> Path:
     state = work / "state"
     lines = [
         f"state_dir: {state}",
         "node: bench-api",
         "workers: 2",
         "lease: {ttl: 30s, heartbeat: 5s, sweep_interval: 10s}",
-        f"api: {{listen: '127.0.0.1:{port}'}}",
+        f"api: {{listen: '127.0.0.1:{port}', processes: {processes}}}",
         "routes:",
     ]
     for name in (*ROUTES, BUSY_ROUTE):
@@ -454,7 +456,9 @@ def measure(
     list_url = f"{base}/api/v1/transfers?limit=50"
     script = detail_script(work, ids)
     found: dict[str, Any] = {}
-    for label, conns in (("32 connections", args.connections), ("1 connection", 1)):
+    levels = {f"{args.connections} connections": args.connections, "8 connections": 8}
+    levels["1 connection"] = 1
+    for label, conns in levels.items():
         found[f"list, {label}"] = wrk(list_url, token, connections=conns, duration=args.duration)
         found[f"detail, {label}"] = wrk(
             f"{base}/api/v1/transfers/1",
@@ -491,9 +495,11 @@ def peer(base: str, token: str, work: Path, args: argparse.Namespace) -> dict[st
             str(Path(__file__).with_name("api_peer.py")),
             str(port),
             str(work / "peer-page.json"),
+            str(args.processes),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its extra processes are stopped with it (killpg)
     )
     try:
         url = f"http://127.0.0.1:{port}/api/v1/transfers?limit=50"
@@ -501,12 +507,12 @@ def peer(base: str, token: str, work: Path, args: argparse.Namespace) -> dict[st
         wrk(url, token, connections=4, duration=3)  # warm-up
         found = wrk(url, token, connections=args.connections, duration=args.duration)
         say(
-            f"    list   {args.connections} connections  p50 {found['p50 ms']:7.2f} ms  "
+            f"    list   {args.connections} connections   p50 {found['p50 ms']:7.2f} ms  "
             f"p99 {found['p99 ms']:7.2f} ms  {found['requests/s']:8.0f} req/s"
         )
         return found
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
 
 
@@ -549,18 +555,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
     parser.add_argument("--scrapes", type=int, default=9)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=default_api_processes(),
+        help="api.processes (default: the config's default, one per core, at most 4)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install wrk (docs/performance.md)")
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    config = write_config(work, args.port)
+    config = write_config(work, args.port, args.processes)
     db = build_store(work, config, args.jobs)
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     low, high, total = con.execute("SELECT MIN(id), MAX(id), COUNT(*) FROM jobs").fetchone()
     events = con.execute("SELECT MAX(id) FROM events").fetchone()[0]
     con.close()
     say(f"store: {total:,} jobs, ~{events:,} events, {db.stat().st_size / 2**30:.1f} GiB")
+    say(f"api.processes: {args.processes} (the peer runs as many)")
     token = make_token(config)
     base = f"http://127.0.0.1:{args.port}"
     results: dict[str, Any] = {"jobs": total, "events": events}

@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only.split(","))
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    config = api.write_config(work, 18610)
+    config = api.write_config(work, 18610, 1)
     db = work / "state" / "ketter.db"
     if not (args.reuse and db.exists()):
         db = api.build_store(work, config, args.jobs)
