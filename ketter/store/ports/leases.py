@@ -44,9 +44,14 @@ class LeasesPort(Protocol):
 
     Leases are set and compared on one clock, :meth:`lease_clock`: the
     caller's ``now`` on SQLite (one node), the database's on PostgreSQL
-    (several nodes, whose clocks differ). Every ``now`` below that a lease
-    is measured with goes through it; the other times (``updated_at``, the
-    events' ``ts``, ``next_attempt_at``) are the caller's."""
+    (several nodes, whose clocks differ). A claim (``claim_next``,
+    ``claim_batch``) runs wholly on it: its lease, its due check, the
+    row's ``started_at``/``progress_at``/``updated_at`` and its event's
+    ``ts``; so do a renewal's expiry, the sweep's due list and its expired
+    count. The other times (a step's ``updated_at``, the other events'
+    ``ts``, a retry's ``next_attempt_at``) are the caller's: a node's clock
+    off by a few seconds shifts a retry or a displayed rate, never who
+    holds a job."""
 
     def lease_clock(self, now: float) -> float:
         """The time leases are set and compared with when the caller's clock
