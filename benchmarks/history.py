@@ -80,10 +80,10 @@ def in_process(db: Path, job_id: int) -> dict[str, float]:
     from ketter.audit.chain import AuditChain
     from ketter.store.port import JobFilter
     from ketter.store.sqlite import open_job_store
-    from ketter.store.sqlite_read import SqliteReadStore
+    from ketter.store.sqlite_read import open_read
 
     found: dict[str, float] = {}
-    reads = SqliteReadStore.open(str(db))
+    reads = open_read(str(db))
     calls = {
         "status": lambda: reads.status(time.time()),
         "jobs --limit 50": lambda: reads.list_jobs(JobFilter(), 50),

@@ -34,7 +34,7 @@ from typing import Any
 
 from ketter.config import Config
 from ketter.store.port import JobReadStore, StoreUnreadable
-from ketter.store.sqlite_read import SqliteReadStore, connect_readonly, probe_readonly
+from ketter.store.sqlite_read import connect_readonly
 
 __all__ = ["Check", "HealthReport", "check_health", "connect_readonly"]
 
@@ -228,7 +228,7 @@ def _routes_paused(report: HealthReport, config: Config, problem: str) -> None:
         report.add(f"route {route.name}", False, f"paused: {problem}")
 
 
-def _check_store_guard(report: HealthReport, config: Config) -> str | None:
+def _check_store_guard(report: HealthReport, config: Config, sqlite: bool) -> str | None:
     """What the running services know about their job store and cannot write
     into it (:mod:`ketter.store.guard`): deleted or replaced under them, or
     not writable (disk full, read-only, immutable). Returns the problem."""
@@ -238,7 +238,7 @@ def _check_store_guard(report: HealthReport, config: Config) -> str | None:
     for status in read_status(config.db_path):
         who = f"{status.get('component') or 'service'} pid {status.get('pid')}"
         reason = status.get("lost") or status.get("unwritable")
-        if reason is None and status.get("ino") is not None:
+        if reason is None and sqlite and status.get("ino") is not None:
             try:
                 st = os.stat(config.db_path)
                 moved = (st.st_dev, st.st_ino) != (status.get("dev"), status.get("ino"))
@@ -371,26 +371,33 @@ def _check_space(report: HealthReport, config: Config, timeout: float = PROBE_SE
 
 def check_health(config: Config, *, now: float | None = None) -> HealthReport:
     """Run every check against ``config``'s node; never writes anything."""
+    from ketter.node import store_backend
+
     now = time.time() if now is None else now
     report = HealthReport(node=config.node, checked_at=now)
+    backend = store_backend(config)
+    where = backend.where
     try:
-        how = probe_readonly(config.queue_path)
-        report.add("queue database", True, f"{config.queue_path} opens ({how})")
+        queue, how = backend.probe_queue()
+        report.add("queue database", True, f"{queue} opens ({how})")
     except (StoreUnreadable, OSError) as exc:
-        report.add("queue database", False, f"{config.queue_path}: {exc}")
-    store_problem = _check_store_guard(report, config)
+        report.add("queue database", False, f"{where}: {exc}")
+    store_problem = _check_store_guard(report, config, sqlite=backend.name == "sqlite")
     try:
-        store = SqliteReadStore.open_raw(config.db_path)
+        store = backend.open_read(for_health=True)
     except (StoreUnreadable, OSError) as exc:
-        report.add(
-            "job store", False, f"{config.db_path}: {exc} (is this account in the ketter group?)"
+        hint = (
+            "is this account in the ketter group?"
+            if backend.name == "sqlite"
+            else "is the server up, and store.dsn / store.password_file right?"
         )
+        report.add("job store", False, f"{where}: {exc} ({hint})")
         if store_problem is not None:
             _routes_paused(report, config, store_problem)
         return report
     try:
         beats = _heartbeats(store, config.node)
-        report.add("job store", True, f"{config.db_path} opens ({store.how})")
+        report.add("job store", True, f"{where} opens ({store.how})")
         # The API is a service of this node when its unit is rendered
         # (api.listen set): then its heartbeat is checked like the others'.
         for service in SERVICES + (("api",) if config.api.listen else ()):
@@ -400,7 +407,7 @@ def check_health(config: Config, *, now: float | None = None) -> HealthReport:
         _check_routes(report, store, config, beats, store_problem=store_problem)
         _check_audit(report, beats, stale=config.health.heartbeat_stale, now=now)
     except StoreUnreadable as exc:
-        report.add("job store", False, f"{config.db_path}: {exc}")
+        report.add("job store", False, f"{where}: {exc}")
     finally:
         store.close()
     _check_space(report, config)

@@ -29,7 +29,9 @@ from ketter.errors import ConfigError
 if TYPE_CHECKING:
     from ketter.jobs.runner import Notifier
     from ketter.queue import Queue
+    from ketter.store.backend import StoreBackend
     from ketter.store.port import JobStore
+    from ketter.store.sql_read import SqlReadStore
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,9 @@ ROLES: dict[str, Role] = {
         Role("api", True, "ketter api"),
         # Writes the schema, never an event: needs no key.
         Role("db-upgrade", False, "ketter db upgrade"),
+        # Only reads (status, jobs, health, metrics, db status, audit verify,
+        # token list): never an event, no key.
+        Role("read", False, "ketter status"),
     )
 }
 
@@ -114,20 +119,18 @@ def chain_for(config: Config, role: Role, *, actor: Principal | None = None) -> 
     )
 
 
-def _open_store(config: Config, chain: AuditChain, evidence: Iterable[str]) -> JobStore:
-    """The job store of ``config.store``: the one place a backend is chosen
-    (the loader still refuses ``postgresql`` for a whole node: see
-    :data:`ketter.config.store.NOT_YET`)."""
+def store_backend(config: Config) -> StoreBackend:
+    """The backend of ``config.store``: the one place it is chosen
+    (:mod:`ketter.store.backend`; the queue follows it in
+    :func:`ketter.queue.build_queue`)."""
     if config.store.backend == "postgresql":
-        from ketter.config.store import read_password
-        from ketter.store.postgres import open_pg_job_store
+        from ketter.store.postgres.backend import PgBackend
 
         assert config.store.dsn is not None  # the loader requires it
-        password = read_password(config.store.password_file)
-        return open_pg_job_store(config.store.dsn, chain, password=password)
-    from ketter.store.sqlite import open_job_store
+        return PgBackend(config.store.dsn, config.store.password_file, config.db_path)
+    from ketter.store.sqlite.backend import SqliteBackend
 
-    return open_job_store(config.db_path, chain, evidence=evidence)
+    return SqliteBackend(config.db_path, config.queue_path)
 
 
 def _hostname() -> str:
@@ -167,7 +170,7 @@ class Node:
         chain = chain_for(config, ROLES[role], actor=actor)
         store = None
         if open_store:
-            store = _open_store(config, chain, evidence)
+            store = store_backend(config).open_store(chain, evidence=evidence)
         node = cls(config=config, role=ROLES[role], chain=chain, store=store, _notifier=notifier)
         if role in ALERTING and store is not None:
             from ketter.events import AlertSubscriber
@@ -178,6 +181,22 @@ class Node:
                 lambda: node.notifier, store=store, stall_timeout=config.lease.stall_timeout
             ).subscribe(chain.bus)
         return node
+
+    @property
+    def backend(self) -> StoreBackend:
+        """Where the job store is and how to reach it (:mod:`ketter.store.backend`)."""
+        return store_backend(self.config)
+
+    def open_read(self, *, for_health: bool = False, shared: bool = False) -> SqlReadStore:
+        """A read model of the job store, on whichever backend it is; the
+        caller closes it. ``shared``: used by one thread after another (the
+        API's read connections, :mod:`ketter.api.session`)."""
+        return self.backend.open_read(for_health=for_health, shared=shared)
+
+    def open_readonly_store(self) -> JobStore:
+        """The job store for reading only, with this node's chain (which
+        must not append: a reader's role)."""
+        return self.backend.open_readonly_store(self.chain)
 
     @property
     def notifier(self) -> Notifier:

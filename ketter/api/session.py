@@ -105,8 +105,7 @@ class ReadConnections:
 
 def read_connections(node: Node) -> ReadConnections:
     """The read connections of ``node``'s job store."""
-    path = node.config.db_path
-    return ReadConnections(lambda: SqliteReadStore.open_shared(path))
+    return ReadConnections(lambda: node.open_read(shared=True))
 
 
 @contextlib.contextmanager

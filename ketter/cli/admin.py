@@ -36,6 +36,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         "(its store was lost): history, jobs and the audit chain start over",
     )
     up.set_defaults(func=db_upgrade)
+    status = db_cmds.add_parser(
+        "status", help="where the job store is and the migrations not applied yet (exit 1 if any)"
+    )
+    add_config_arg(status)
+    status.set_defaults(func=db_status)
 
 
 def config_check(args: argparse.Namespace) -> int:
@@ -95,26 +100,41 @@ def _placement_lines(config: Config) -> list[str]:
 
 
 def db_upgrade(args: argparse.Namespace) -> int:
-    from ketter.store.guard import ensure_may_create, write_marker
-    from ketter.store.sqlite.schema import upgrade_schema
+    from ketter.node import Node
 
     config = config_from(args)
-    existed = os.path.exists(config.db_path)
+    backend = Node.from_config(config, "db-upgrade", open_store=False).backend
+    where = backend.where
+    existed = backend.exists()
+    # Checked before anything is written (the old log still in place).
+    set_aside = _start_a_new_chain(config) if args.new_store and not existed else None
     # Never silently a new, empty store where the node has run before.
-    ensure_may_create(config.db_path, evidence=[config.audit.log_file], new_store=args.new_store)
-    set_aside = None
-    if args.new_store and not existed:
-        set_aside = _start_a_new_chain(config)
-    applied = upgrade_schema(config.db_path)
-    write_marker(config.db_path)
+    applied = backend.upgrade(new_store=args.new_store, evidence=[config.audit.log_file])
     if not existed and args.new_store:
-        print(f"{config.db_path}: new, empty job store created on purpose (--new-store)")
+        print(f"{where}: new, empty job store created on purpose (--new-store)")
         if set_aside:
             print(f"the old chain's high-water mark is kept as {set_aside}")
     if applied:
-        print(f"{config.db_path}: applied {', '.join(applied)}")
+        print(f"{where}: applied {', '.join(applied)}")
     else:
-        print(f"{config.db_path}: schema is up to date")
+        print(f"{where}: schema is up to date")
+    return 0
+
+
+def db_status(args: argparse.Namespace) -> int:
+    from ketter.node import Node
+
+    config = config_from(args)
+    backend = Node.from_config(config, "read", open_store=False).backend
+    print(f"{backend.name} job store {backend.where}")
+    if not backend.exists():
+        print("no job store there yet: `ketter db upgrade` creates it")
+        return 1
+    pending = backend.pending()
+    if pending:
+        print(f"pending migrations: {', '.join(pending)}; run `ketter db upgrade`")
+        return 1
+    print("schema is up to date")
     return 0
 
 

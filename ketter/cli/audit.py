@@ -12,7 +12,6 @@ alone. See docs/audit.md.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -86,18 +85,17 @@ def run_verify(args: argparse.Namespace) -> int:
     report = Report()
     store = None
     if not args.no_db:
-        if os.path.exists(config.db_path):
-            from ketter.audit.chain import AuditChain
-            from ketter.store.sqlite import open_readonly_job_store
+        from ketter.node import Node
 
-            # Reads only: a chain that may not append (no key needed).
-            store = open_readonly_job_store(
-                config.db_path, AuditChain(node=config.node, may_append=False)
-            )
+        # Reads only: a chain that may not append (no key needed).
+        node = Node.from_config(config, "read", open_store=False)
+        where = node.backend.where
+        if node.backend.exists():
+            store = node.open_readonly_store()
             behind = store.missing_columns()
             if behind:
                 print(
-                    f"ketter: the job store {config.db_path} is older than this Ketter "
+                    f"ketter: the job store {where} is older than this Ketter "
                     f"(missing {', '.join(behind[:3])}{' …' if len(behind) > 3 else ''}); "
                     "run `ketter db upgrade` first",
                     file=sys.stderr,
@@ -107,7 +105,7 @@ def run_verify(args: argparse.Namespace) -> int:
             # The source of truth is gone: the log alone cannot say whether
             # its newest lines were cut, so this is never OK.
             report.problem(
-                f"the job store {config.db_path} does not exist: deleted or moved? "
+                f"the job store {where} does not exist: deleted or moved? "
                 "(its events are the chain's source of truth; `--no-db FILES` checks "
                 "a log copy alone)"
             )

@@ -16,8 +16,9 @@ from typing import Any
 
 from ketter.cli.common import add_config_arg, config_from, print_json, table
 from ketter.jobs.states import State
+from ketter.node import Node
 from ketter.store.port import JobFilter
-from ketter.store.sqlite_read import SqliteReadStore, iso
+from ketter.store.sql_read import SqlReadStore, iso
 
 HISTORY_COLUMNS = [
     "job_id",
@@ -55,9 +56,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     status.set_defaults(func=show_status)
 
 
+def _read(config: Any) -> SqlReadStore:
+    """The read model of ``config``'s job store, whichever backend holds it."""
+    return Node.from_config(config, "read", open_store=False).open_read()
+
+
 def list_jobs(args: argparse.Namespace) -> int:
     config = config_from(args)
-    store = SqliteReadStore.open(config.db_path)
+    store = _read(config)
     page = store.list_jobs(JobFilter(state=args.state, route=args.route), args.limit)
     rows = [job.as_dict() for job in page.jobs]
     if args.route and args.route not in {r.name for r in config.routes}:
@@ -78,7 +84,7 @@ def list_jobs(args: argparse.Namespace) -> int:
 
 
 def show_job(args: argparse.Namespace) -> int:
-    store = SqliteReadStore.open(config_from(args).db_path)
+    store = _read(config_from(args))
     detail = store.job_detail(args.job_id)
     if detail is None:
         print(f"no job {args.job_id}")
@@ -107,7 +113,7 @@ def show_job(args: argparse.Namespace) -> int:
 
 def show_status(args: argparse.Namespace) -> int:
     config = config_from(args)
-    store = SqliteReadStore.open(config.db_path)
+    store = _read(config)
     now = time.time()
     view = store.status(now)
     by_state = [asdict(row) for row in view.states]

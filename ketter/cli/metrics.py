@@ -25,18 +25,18 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_metrics(args: argparse.Namespace) -> int:
-    from ketter.audit.chain import AuditChain
     from ketter.metrics.exposition import render_metrics
-    from ketter.store.sqlite import open_readonly_job_store
+    from ketter.node import Node
 
     config = config_from(args)
     # Reads only: a chain that may not append (no key needed).
-    store = open_readonly_job_store(config.db_path, AuditChain(node=config.node, may_append=False))
+    node = Node.from_config(config, "read", open_store=False)
+    store = node.open_readonly_store()
     try:
         behind = store.missing_columns()
         if behind:
             print(
-                f"ketter: the job store {config.db_path} is older than this Ketter "
+                f"ketter: the job store {node.backend.where} is older than this Ketter "
                 f"(missing {', '.join(behind[:3])}{' …' if len(behind) > 3 else ''}); "
                 "run `ketter db upgrade` first",
                 file=sys.stderr,

@@ -14,7 +14,8 @@ import threading
 
 from ketter.choices import Folders, Mode
 from ketter.cli.common import add_config_arg, check_config, config_from
-from ketter.store.sqlite_read import history_command
+from ketter.node import store_backend
+from ketter.store.backend import StoreBackend
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -34,6 +35,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.set_defaults(func=run_both)
 
 
+def _store_where(backend: StoreBackend) -> str:
+    return _rel(backend.where) if backend.name == "sqlite" else backend.where
+
+
 def _rel(path: str) -> str:
     rel = os.path.relpath(path)
     return rel if not rel.startswith("..") else path
@@ -44,9 +49,10 @@ def explain(config: object) -> str:
     from ketter.config import Config
 
     assert isinstance(config, Config)
+    backend = store_backend(config)
     lines = [
         f"Ketter is running: {len(config.routes)} route(s), job store "
-        f"{_rel(config.db_path)}, audit log {_rel(config.audit.log_file)}.",
+        f"{_store_where(backend)}, audit log {_rel(config.audit.log_file)}.",
         "",
     ]
     for r in config.routes:
@@ -64,7 +70,7 @@ def explain(config: object) -> str:
     lines += [
         "",
         f"Watch it: ketter --config {_rel(config.path)} jobs",
-        f"      or: {history_command(_rel(config.db_path))}",
+        f"      or: {backend.history_command(_store_where(backend))}",
         "Stop with Ctrl-C (running copies checkpoint and resume next time).",
         "",
     ]

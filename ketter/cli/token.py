@@ -125,14 +125,11 @@ def create_token(args: argparse.Namespace) -> int:
 
 def list_tokens(args: argparse.Namespace) -> int:
     from ketter.access import tokens
-    from ketter.audit.chain import AuditChain
-    from ketter.store.sqlite import open_readonly_job_store
-    from ketter.store.sqlite_read import iso
+    from ketter.node import Node
+    from ketter.store.sql_read import iso
 
     config = config_from(args)
-    store = open_readonly_job_store(
-        config.db_path, AuditChain(node=config.node or "-", may_append=False)
-    )
+    store = Node.from_config(config, "read", open_store=False).open_readonly_store()
     try:
         found = tokens.list_tokens(store)
     finally:

@@ -7,12 +7,11 @@ and reads its password from ``password_file``: a password is never written
 in the YAML, which is read by every account that runs a command.
 
 The rules no single key can check are here (:func:`check_store`), reported
-like every config problem as ``FILE:LINE: KEY: reason``. PostgreSQL is a
-backend of the job-store port today (its contract suite passes), not yet of
-the whole node: the read model (``status``, ``jobs``, ``health``, the API's
-reads), ``db upgrade``, ``audit verify`` and the queue's consumers still
-open SQLite under ``state_dir``, so ``backend: postgresql`` is refused with
-what is missing instead of half-working (:data:`NOT_YET`).
+like every config problem as ``FILE:LINE: KEY: reason``. One node runs
+whole on PostgreSQL (the job store, the queue, the read model, ``db
+upgrade``/``status``, ``audit verify``, ``health``, the API's reads;
+``tests/integration/test_postgres_node.py``); several nodes on one database
+are not supported yet (docs/scale-out.md, issue #18 items 3–8).
 """
 
 from __future__ import annotations
@@ -24,13 +23,6 @@ if TYPE_CHECKING:
     from ketter.config.schema import Config
 
 BACKENDS = ("sqlite", "postgresql")
-#: Why ``backend: postgresql`` does not start a node yet (issue #18).
-NOT_YET = (
-    "postgresql is not yet supported for a whole node: the job store runs on it, but "
-    "the read model (status, jobs, health, the API), `ketter db upgrade`, `audit verify` "
-    "and the queue's consumers still use SQLite under state_dir (issue #18); "
-    "use backend: sqlite for now"
-)
 
 
 def parse_dsn(raw: object) -> str:
@@ -84,7 +76,6 @@ def check_store(config: Config, key_lines: dict[str, int], path: str) -> list[st
             f"{where('backend')}: backend: postgresql needs store.dsn, the database to use "
             "(e.g. postgresql://ketter@db.example:5432/ketter)"
         )
-    problems.append(f"{where('backend')}: {NOT_YET}")
     return problems
 
 

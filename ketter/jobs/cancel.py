@@ -102,7 +102,9 @@ def cancel_job(store: JobStore, job_id: int, *, now: float, actor: Principal) ->
             assert job is not None
             if not store.request_cancel(job_id, now=now, actor=actor):
                 continue
-            leased = job.lease_expires_at is not None and job.lease_expires_at > now
+            # Leases run on the store's clock (the database's on PostgreSQL).
+            lease_now = store.lease_clock(now)
+            leased = job.lease_expires_at is not None and job.lease_expires_at > lease_now
             state = State(job.state)
             if state in WAITING and not leased:
                 _end_now(store, job_id, state, job.claim, now=now, actor=actor)

@@ -167,7 +167,7 @@ def renew(
 ) -> bool:
     """Extend the lease; ``False`` when the claim is no longer ours."""
     return store.renew_lease(
-        job_id, claim, expires_at=now + ttl, bytes_done=bytes_done, progress_at=progress_at
+        job_id, claim, now=now, ttl=ttl, bytes_done=bytes_done, progress_at=progress_at
     )
 
 

@@ -221,7 +221,7 @@ def run_oneshot(
         not_started=len(items) - len(outcomes),
         seconds=seconds,
         unshipped=unshipped,
-        store=config.db_path,
+        store=store.path,
     )
 
 

@@ -290,6 +290,11 @@ def pending_migrations(db: SqliteDatabase) -> list[str]:
         return [m.name for m in runner.status() if m.path is not None and not m.applied]
 
 
+def all_migrations() -> list[str]:
+    """Names of every migration Ketter ships (what a new store gets)."""
+    return pending_migrations(SqliteDatabase(":memory:"))
+
+
 @contextlib.contextmanager
 def durable(db: SqliteDatabase) -> Iterator[None]:
     """A transaction that is on the disk when the ``with`` block is left.

@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
 import urllib.parse
@@ -108,12 +109,24 @@ def is_unwritable_error(
         if isinstance(seen, OSError):
             if seen.errno in _UNWRITABLE_ERRNOS and _on_state_disk(seen, state_dir, store_only):
                 return True
+        elif _pg_unavailable(seen):
+            return True
         elif isinstance(seen, DatabaseError | sqlite3.DatabaseError):
             text = str(seen).lower()
             if any(word in text for word in _UNWRITABLE):
                 return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _pg_unavailable(exc: BaseException) -> bool:
+    """A PostgreSQL job store's outage (:mod:`ketter.store.postgres.errors`);
+    psycopg is only asked when this process loaded it (a PostgreSQL store)."""
+    if "psycopg" not in sys.modules:
+        return False
+    from ketter.store.postgres.errors import is_unavailable
+
+    return is_unavailable(exc)
 
 
 def _on_state_disk(exc: OSError, state_dir: str | None, store_only: bool) -> bool:
@@ -300,7 +313,7 @@ class StoreGuard:
     def write_failed(self, exc: BaseException) -> bool:
         """Record a failed write; True when the store was fine until now (the
         caller alerts once per outage). Schedules the next probe."""
-        reason = diagnose(self.path, exc)
+        reason = self.diagnose(exc)
         with self._lock:
             first = self.unwritable is None
             self.unwritable = reason
@@ -314,6 +327,10 @@ class StoreGuard:
             log.error("%s; routes paused, retrying with a backoff", reason, exc_info=exc)
         self.publish()
         return first
+
+    def diagnose(self, exc: BaseException | None) -> str:
+        """Why the store cannot be written, for the pause and the alert."""
+        return diagnose(self.path, exc)
 
     def write_ok(self) -> bool:
         """Record a working write; True when it ends an outage."""

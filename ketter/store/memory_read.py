@@ -31,7 +31,7 @@ from ketter.store.port import (
     StateCount,
     StatusView,
 )
-from ketter.store.sqlite_read import IN_FLIGHT, _drop_finished, health_beat, iso, running_ids
+from ketter.store.sql_read import IN_FLIGHT, _drop_finished, health_beat, iso, running_ids
 
 Row = Mapping[str, Any]
 

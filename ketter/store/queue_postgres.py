@@ -14,6 +14,10 @@ from typing import Any
 from huey import PostgresHuey
 from huey.storage import PostgresStorage
 
+#: Advisory-lock key of the queue's table creation (the job store's are in
+#: :mod:`ketter.store.postgres.db`).
+QUEUE_SCHEMA_LOCK = 0x6B657474_00000003  # "kett"
+
 
 class PgQueueStorage(PostgresStorage):
     """``PostgresStorage`` with the batch of :meth:`one_transaction` that
@@ -24,6 +28,17 @@ class PgQueueStorage(PostgresStorage):
     @contextlib.contextmanager
     def one_transaction(self) -> Iterator[None]:
         yield
+
+    def initialize_schema(self) -> None:
+        """Huey's ``CREATE TABLE IF NOT EXISTS``, one process at a time: run
+        at once by the watcher and the workers starting together, PostgreSQL
+        let both create the table and failed the second on its catalog's
+        unique index (``pg_type_typname_nsp_index``; seen in the node's
+        end-to-end test). A transaction-scoped advisory lock orders them."""
+        with self.db(commit=True, close=True) as curs:
+            curs.execute("SELECT pg_advisory_xact_lock(%s)", (QUEUE_SCHEMA_LOCK,))
+            for sql in self.ddl:
+                curs.execute(sql)
 
 
 def pg_queue(name: str, dsn: str, *, password: str | None = None, **kwargs: Any) -> PostgresHuey:

@@ -27,7 +27,9 @@ def make_store(
     if backend == "sqlite":
         return open_job_store(tmp_path / "state" / "ketter.db", chain)
     if backend == "postgres":
-        return open_pg_job_store(request.getfixturevalue("pg_dsn"), chain)
+        # Time pinned by the tests, as for every backend; the database's
+        # clock of a real node: tests/integration/test_postgres_store.py.
+        return open_pg_job_store(request.getfixturevalue("pg_dsn"), chain, db_clock=False)
     return MemoryJobStore(chain)
 
 

@@ -131,10 +131,10 @@ def test_claim_batch_takes_fresh_small_files_of_the_route(job_store: JobStore) -
 
 def test_renew_needs_the_claim(job_store: JobStore) -> None:
     job_id = put_job(job_store, claim="c", lease_owner="me", lease_expires_at=1.0)
-    assert not job_store.renew_lease(job_id, "other", expires_at=9.0)
-    assert job_store.renew_lease(job_id, "c", expires_at=9.0)
+    assert not job_store.renew_lease(job_id, "other", now=8.0, ttl=1.0)
+    assert job_store.renew_lease(job_id, "c", now=8.0, ttl=1.0)
     assert job_store.get_job(job_id).lease_expires_at == 9.0
-    assert job_store.renew_lease(job_id, "c", expires_at=10.0, bytes_done=4, progress_at=8.0)
+    assert job_store.renew_lease(job_id, "c", now=8.0, ttl=2.0, bytes_done=4, progress_at=8.0)
     job = job_store.get_job(job_id)
     assert (job.lease_expires_at, job.bytes_done, job.progress_at) == (10.0, 4, 8.0)
     assert job_store.claim_holder(job_id) == "c"

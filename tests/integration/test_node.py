@@ -22,8 +22,9 @@ def test_principal_user_column() -> None:
     assert Principal("token", "t-42").as_user() == "token:t-42"
 
 
-def test_only_the_schema_role_appends_no_event() -> None:
-    assert {name for name, role in ROLES.items() if not role.appends_events} == {"db-upgrade"}
+def test_only_the_schema_role_and_the_readers_append_no_event() -> None:
+    readers = {name for name, role in ROLES.items() if not role.appends_events}
+    assert readers == {"db-upgrade", "read"}
 
 
 def test_a_keyed_node_refuses_a_role_without_the_key_before_opening_the_store(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -250,3 +251,131 @@ def test_the_migrations_go_down_and_up_again(pg_dsn: str) -> None:
         assert runner.down(target=applied[0]) == applied[::-1]
         assert upgrade(db) == applied
     db.close()
+
+
+# -- leases on the database's clock -------------------------------------------------
+
+
+def _db_now(dsn: str) -> float:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT EXTRACT(EPOCH FROM now())::double precision").fetchone()
+    assert row is not None
+    return float(row[0])
+
+
+def test_leases_are_set_and_compared_on_the_database_clock(pg_dsn: str) -> None:
+    # Two nodes whose clocks are wrong in opposite directions: one in 1970,
+    # one a day ahead. Neither clock decides a lease.
+    behind = open_pg_job_store(pg_dsn, AuditChain(node="behind"))
+    ahead = open_pg_job_store(pg_dsn, AuditChain(node="ahead"), migrate=False)
+    day = 86_400.0
+    try:
+        job_id = put_job(behind)
+        before = _db_now(pg_dsn)
+        got = behind.claim_next({"r": 0}, hint=job_id, owner="behind/1", now=0.0, ttl=600.0)
+        after = _db_now(pg_dsn)
+        assert got is not None
+        expires = behind.get_job(job_id).lease_expires_at
+        assert before + 600.0 <= expires <= after + 600.0
+        assert got.row.lease_expires_at == expires  # the row as the claim left it
+        # A day ahead, the lease is still live: no claim, nothing expired.
+        now = time.time() + day
+        assert ahead.claim_next({"r": 0}, hint=job_id, owner="ahead/1", now=now, ttl=600.0) is None
+        assert ahead.expired_lease_count(now) == 0
+        assert ahead.due_job_ids({"r": 0}, now=now, limit=10) == []
+        assert ahead.lease_clock(now) < now - day / 2
+        # The renewal of the node in 1970 is as long as the ttl, from now.
+        assert behind.renew_lease(job_id, got.claim, now=0.0, ttl=900.0)
+        assert behind.get_job(job_id).lease_expires_at >= before + 900.0
+        # Let run out (on the database's clock), the node in 1970 sees it
+        # expired and takes it over.
+        assert behind.renew_lease(job_id, got.claim, now=0.0, ttl=-1.0)
+        assert behind.expired_lease_count(0.0) == 1
+        again = behind.claim_next({"r": 0}, hint=job_id, owner="behind/2", now=0.0, ttl=60.0)
+        assert again is not None and again.recovered and again.previous_owner == "behind/1"
+        # A caller-clock store (the contract suite's) would have seen it
+        # otherwise: the difference is the clock, nothing else.
+        pinned = open_pg_job_store(pg_dsn, AuditChain(node="pinned"), migrate=False, db_clock=False)
+        try:
+            assert pinned.expired_lease_count(time.time() + day) == 1
+        finally:
+            pinned.close()
+    finally:
+        behind.close()
+        ahead.close()
+
+
+def test_the_read_model_shows_running_jobs_by_the_database_clock(pg_dsn: str) -> None:
+    from ketter.store.postgres.read import open_read
+
+    store = open_pg_job_store(pg_dsn, AuditChain(node="n1"))
+    try:
+        job_id = put_job(store, state="transferring")
+        assert store.claim_next({"r": 0}, hint=job_id, owner="n1/1", now=0.0, ttl=600.0)
+    finally:
+        store.close()
+    read = open_read(pg_dsn)
+    try:
+        for now in (0.0, time.time(), time.time() + 86_400.0):
+            assert [job.job_id for job in read.status(now).running] == [job_id], now
+    finally:
+        read.close()
+
+
+# -- outages: the same "store unavailable" as SQLite's unwritable store ------------
+
+
+def test_a_dropped_connection_is_an_outage_and_the_store_reconnects(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    from ketter.store.guard import is_unwritable_error
+
+    store = open_pg_job_store(
+        pg_dsn, AuditChain(node="n1"), status_path=str(tmp_path / "ketter.db")
+    )
+    guard = store.guard
+    assert guard is not None
+    try:
+        job_id = put_job(store)
+
+        def drop() -> None:
+            pid = store.db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+            with psycopg.connect(pg_dsn, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+        # Outside a transaction, then inside one.
+        for in_transaction in (False, True):
+            drop()
+            with pytest.raises(Exception) as caught:
+                if in_transaction:
+                    with store.transaction():
+                        store.find_job(job_id)
+                else:
+                    store.find_job(job_id)
+            exc = caught.value
+            assert guard.is_unwritable(exc), repr(exc)
+            assert is_unwritable_error(exc), repr(exc)  # the workers' triage: Stop.STORE
+            assert guard.write_failed(exc)  # the first failure of this outage
+            assert guard.problem is not None and "unavailable" in guard.problem
+            assert guard.probe()
+            assert guard.write_ok() is True
+            # This thread's broken connection is dropped: the next call connects.
+            assert store.get_job(job_id).id == job_id
+            with store.transaction():
+                assert store.find_job(job_id) is not None
+    finally:
+        store.close()
+
+
+def test_deadlocks_and_serialization_failures_count_as_outages() -> None:
+    from ketter.store.postgres.errors import is_unavailable
+
+    assert is_unavailable(psycopg.errors.DeadlockDetected("deadlock detected"))
+    assert is_unavailable(psycopg.errors.SerializationFailure("could not serialize"))
+    assert is_unavailable(psycopg.errors.AdminShutdown("terminating connection"))
+    assert is_unavailable(psycopg.errors.DiskFull("no space"))
+    assert is_unavailable(psycopg.OperationalError("server closed the connection"))
+    # The job's own or Ketter's bugs are not the store's outage.
+    assert not is_unavailable(psycopg.errors.UniqueViolation("duplicate key"))
+    assert not is_unavailable(psycopg.errors.UndefinedColumn("no such column"))
+    assert not is_unavailable(ValueError("x"))

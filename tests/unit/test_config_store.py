@@ -1,6 +1,5 @@
 """The ``store:`` section (issue #18): the backend, its DSN without a
-password, and the refusal of ``postgresql`` for a whole node until the read
-model, ``db upgrade`` and ``audit verify`` run on it."""
+password, its password in a file."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ketter.config.loader import parse_config
-from ketter.config.store import NOT_YET, read_password
+from ketter.config.store import read_password
 from ketter.errors import ConfigError
 
 
@@ -47,10 +46,17 @@ def test_store_problems_name_their_line(text: str, expected: str) -> None:
     assert "secret" not in problems
 
 
-def test_postgresql_is_refused_for_a_whole_node_saying_what_is_missing() -> None:
-    problems = _problems("store:\n  backend: postgresql\n  dsn: postgresql://ketter@db/ketter\n")
-    assert problems == f"k.yaml:3: store.backend: {NOT_YET}"
-    assert "read model" in NOT_YET and "audit verify" in NOT_YET
+def test_postgresql_names_the_database_and_its_password_file(tmp_path: Path) -> None:
+    config = parse_config(
+        "state_dir: /tmp/k\nstore:\n  backend: postgresql\n"
+        "  dsn: postgresql://ketter@db/ketter\n  password_file: /etc/ketter/db-password\n",
+        path="k.yaml",
+    )
+    assert (config.store.backend, config.store.dsn, config.store.password_file) == (
+        "postgresql",
+        "postgresql://ketter@db/ketter",
+        "/etc/ketter/db-password",
+    )
 
 
 def test_the_password_is_the_first_line_of_its_file(tmp_path: Path) -> None:

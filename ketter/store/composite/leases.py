@@ -30,6 +30,9 @@ class CompositeLeases(CompositeJobs):
     def paused_route_names(self) -> set[str]: ...
 
     @abc.abstractmethod
+    def lease_clock(self, now: float) -> float: ...
+
+    @abc.abstractmethod
     def _running(self, route: str, now: float) -> int:
         """Active jobs of ``route`` under a live lease at ``now`` (``max_parallel``)."""
 
@@ -90,6 +93,7 @@ class CompositeLeases(CompositeJobs):
         # max_parallel check and the compare-and-set cannot interleave with
         # another worker's.
         with self.transaction():
+            now = self.lease_clock(now)
             paused = self.paused_route_names()
 
             def eligible(route: str) -> bool:
@@ -133,6 +137,7 @@ class CompositeLeases(CompositeJobs):
     ) -> list[Taken]:
         taken: list[Taken] = []
         with self.transaction():
+            now = self.lease_clock(now)
             if route in self.paused_route_names():
                 return []
             if max_parallel:
@@ -172,11 +177,15 @@ class CompositeLeases(CompositeJobs):
         job_id: int,
         claim: str,
         *,
-        expires_at: float,
+        now: float,
+        ttl: float,
         bytes_done: int | None = None,
         progress_at: float | None = None,
     ) -> bool:
-        values: dict[str, Any] = {"lease_expires_at": expires_at}
+        # The clock read and the fenced update are two statements: a
+        # process stalled in between sets a lease that ends earlier than it
+        # would have (the safe side), never one past its time.
+        values: dict[str, Any] = {"lease_expires_at": self.lease_clock(now) + ttl}
         if bytes_done is not None:
             values["bytes_done"] = bytes_done
         if progress_at is not None:
@@ -209,6 +218,7 @@ class CompositeLeases(CompositeJobs):
         return True
 
     def due_job_ids(self, routes: Mapping[str, int], *, now: float, limit: int) -> list[int]:
+        now = self.lease_clock(now)
         paused = self.paused_route_names()
         running = {name: cap for name, cap in routes.items() if name not in paused}
         # The routes without a limit in one query; each limited one gives at

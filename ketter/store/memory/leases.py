@@ -31,6 +31,10 @@ def _best_first(jobs: Iterable[JobRow]) -> list[JobRow]:
 class LeasesMemory(MemoryCore, CompositeLeases):
     """The leases queries in memory."""
 
+    def lease_clock(self, now: float) -> float:
+        """The caller's clock: one node, one clock."""
+        return now
+
     def paused_route_names(self) -> set[str]:
         with self._lock:
             return {

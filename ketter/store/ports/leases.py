@@ -40,7 +40,23 @@ class Taken:
 
 
 class LeasesPort(Protocol):
-    """The leases operations of the job store."""
+    """The leases operations of the job store.
+
+    Leases are set and compared on one clock, :meth:`lease_clock`: the
+    caller's ``now`` on SQLite (one node), the database's on PostgreSQL
+    (several nodes, whose clocks differ). A claim (``claim_next``,
+    ``claim_batch``) runs wholly on it: its lease, its due check, the
+    row's ``started_at``/``progress_at``/``updated_at`` and its event's
+    ``ts``; so do a renewal's expiry, the sweep's due list and its expired
+    count. The other times (a step's ``updated_at``, the other events'
+    ``ts``, a retry's ``next_attempt_at``) are the caller's: a node's clock
+    off by a few seconds shifts a retry or a displayed rate, never who
+    holds a job."""
+
+    def lease_clock(self, now: float) -> float:
+        """The time leases are set and compared with when the caller's clock
+        says ``now``."""
+        ...
 
     def claim_next(
         self,
@@ -81,12 +97,14 @@ class LeasesPort(Protocol):
         job_id: int,
         claim: str,
         *,
-        expires_at: float,
+        now: float,
+        ttl: float,
         bytes_done: int | None = None,
         progress_at: float | None = None,
     ) -> bool:
-        """Extend the lease to ``expires_at`` (and record the progress given);
-        ``False`` when ``claim`` no longer holds the job."""
+        """Extend the lease to ``ttl`` seconds past :meth:`lease_clock`
+        (``now``), and record the progress given; ``False`` when ``claim``
+        no longer holds the job."""
         ...
 
     def claim_holder(self, job_id: int) -> str | None:

@@ -1,69 +1,72 @@
 """What every PostgreSQL job-store operation stands on: the database, its
-transactions, and the audit chain's primitives (the append itself is
-:class:`ketter.store.composite.core.CompositeCore`'s).
+transactions and the leases' clock; the statements and the audit chain's
+primitives are :class:`ketter.store.sql.core.SqlCore`'s.
 
 Every commit is durable (``synchronous_commit=on``, :mod:`.db`), so
 ``transaction(durable=True)`` is a plain transaction and :meth:`sync` has
-nothing to do. The chain's appends are serialised by a transaction-scoped
-advisory lock taken before the head is read (:meth:`_chain_head`): two
-nodes appending at once queue on it, and the chain stays one line.
+nothing to do. Every transaction takes the store's write turn first, a
+transaction-scoped advisory lock (:data:`CHAIN_LOCK`): the chain's appends
+read the head this one writes, and no transaction waits for the lock while
+holding a row lock another one that holds it wants (a deadlock, see
+:func:`_atomic`). It is SQLite's ``BEGIN IMMEDIATE``, across nodes.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator
 
 from ketter.audit.chain import AuditChain
-from ketter.events import Event, EventBus
-from ketter.store.composite.core import CompositeCore
+from ketter.store.dialect import POSTGRESQL
 from ketter.store.guard import StoreGuard
-from ketter.store.postgres.db import CHAIN_LOCK, PgStoreDatabase, shown_dsn
-from ketter.store.rows import EVENT_COLUMNS
-
-_INSERT_EVENT = "INSERT INTO events ({}) VALUES ({})".format(
-    ", ".join(f'"{name}"' for name in EVENT_COLUMNS), ", ".join("%s" for _ in EVENT_COLUMNS)
-)
+from ketter.store.postgres.db import CHAIN_LOCK, DB_NOW, PgStoreDatabase, shown_dsn
+from ketter.store.sql.core import SqlCore
 
 
-class PgCore(CompositeCore):
-    """The PostgreSQL job store's connection, transactions and the audit
-    chain's primitives."""
+class PgCore(SqlCore):
+    """The PostgreSQL job store's connection, transactions and clock."""
 
-    def __init__(self, db: PgStoreDatabase, chain: AuditChain) -> None:
+    dialect = POSTGRESQL
+
+    def __init__(self, db: PgStoreDatabase, chain: AuditChain, *, db_clock: bool = True) -> None:
         self.db = db
         self.chain = chain
+        #: Leases on the database's clock (:meth:`lease_clock`); ``False``
+        #: only for the contract suite, which pins time for every backend.
+        self.db_clock = db_clock
 
     # -- transactions -------------------------------------------------------
 
     def transaction(self, *, durable: bool = False) -> contextlib.AbstractContextManager[None]:
-        """One transaction; nested in an open one it is a savepoint.
-        ``durable=True``: every commit is (``synchronous_commit=on``); it
-        must not nest, as on SQLite."""
+        """One transaction, which takes the store's write turn
+        (:meth:`_write_turn`) first; nested in an open one it is a
+        savepoint. ``durable=True``: every commit is
+        (``synchronous_commit=on``); it must not nest, as on SQLite."""
         if durable and self.db.in_transaction():
             raise RuntimeError("durable() must open its own transaction, not nest in one")
-        return _atomic(self.db)
-
-    def in_transaction(self) -> bool:
-        return bool(self.db.in_transaction())
+        return _atomic(self)
 
     def sync(self) -> None:
         """Nothing to do: each commit was flushed by the server."""
-
-    def release_thread(self) -> None:
-        """Close this thread's connection (a thread that ends)."""
-        self.db.close()
-
-    def close(self) -> None:
-        self.db.close()
 
     # -- the store ----------------------------------------------------------
 
     @property
     def guard(self) -> StoreGuard | None:
-        """No store file to watch: the server keeps its own."""
-        return None
+        """The process's watch over the server's availability
+        (:class:`ketter.store.postgres.guard.PgStoreGuard`; None for a store
+        opened only to read)."""
+        guard = self.db.guard
+        return guard if isinstance(guard, StoreGuard) else None
+
+    def lease_clock(self, now: float) -> float:
+        """The database's clock (``now()``: the transaction's start, one
+        instant for every comparison of a claim), never this node's: the
+        leases of several nodes are set and compared on one clock."""
+        if not self.db_clock:
+            return now
+        row = self.db.execute_sql(f"SELECT {DB_NOW}").fetchone()
+        return float(row[0])
 
     def ensure_intact(self, what: str) -> None:
         """Nothing to check: a lost database fails the next statement."""
@@ -72,39 +75,27 @@ class PgCore(CompositeCore):
     def path(self) -> str:
         return shown_dsn(str(self.db.database))
 
-    # -- the audit chain's primitives (append_event: CompositeCore) ----------
+    # -- the write turn -------------------------------------------------------
 
     def _write_turn(self) -> None:
         """Take the store's write turn (:data:`CHAIN_LOCK`) until this
         transaction ends; nothing outside a transaction (it would end with
-        the statement). Re-entrant."""
-        if self.db.in_transaction():
+        the statement), nor on a store opened to read only. Re-entrant."""
+        if self.db.in_transaction() and not self.db.read_only:
             self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
-
-    def _chain_head(self) -> tuple[int, str] | None:
-        # Held until the transaction ends: the next append (this node's or
-        # another's) reads the head this one writes.
-        self._write_turn()
-        last = self.db.execute_sql(
-            "SELECT id, hash FROM events ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-        return (last[0], last[1]) if last else None
-
-    def _insert_event(self, row: dict[str, Any]) -> None:
-        self.db.execute_sql(_INSERT_EVENT, tuple(row[name] for name in EVENT_COLUMNS))
-
-    def _publish_after_commit(self, bus: EventBus, event: Event) -> None:
-        self.db.defer_event(bus, event)
-
-    # -- helpers for the area mixins ----------------------------------------
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        cursor = self.db.execute_sql(sql, tuple(params))
-        names = [c[0] for c in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 @contextlib.contextmanager
-def _atomic(db: PgStoreDatabase) -> Iterator[None]:
-    with db.atomic():
+def _atomic(core: PgCore) -> Iterator[None]:
+    outermost = not core.db.in_transaction()
+    with core.db.atomic():
+        if outermost:
+            # First, before any row lock: a transaction that locked a job
+            # row (a compare-and-set) and then waited for the chain's lock
+            # (its event) deadlocked with one that held the chain's lock and
+            # wanted that row (seen in the node's end-to-end test). Taken
+            # first, the one lock orders every write transaction as
+            # SQLite's BEGIN IMMEDIATE does; a single statement outside a
+            # transaction (a renewal, a heartbeat) never waits for it.
+            core._write_turn()
         yield

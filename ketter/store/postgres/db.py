@@ -44,6 +44,11 @@ from ketter.store.models import database
 CHAIN_LOCK = 0x6B657474_00000001  # "kett"
 MIGRATION_LOCK = 0x6B657474_00000002  # "kett" · ``ketter db upgrade``
 
+#: The database's clock as Unix seconds, the clock of every lease on
+#: PostgreSQL (several nodes, no node's clock trusted): ``now()``, the start
+#: of the transaction, so every comparison in one claim sees one instant.
+DB_NOW = "EXTRACT(EPOCH FROM now())::double precision"
+
 #: The package of the numbered migrations (shared with SQLite).
 MIGRATIONS = "ketter.store.migrations"
 
@@ -102,6 +107,48 @@ class PgStoreDatabase(PostgresqlDatabase):
         super().__init__(*args, **kwargs)
         self._pending = threading.local()
         self.gate = WriteGate()
+        #: The process's watch over the store (:class:`.guard.PgStoreGuard`),
+        #: set by :func:`open_store` for a process that writes.
+        self.guard: Any = None
+        #: Every transaction read-only (:func:`connect`'s ``read_only``).
+        self.read_only = False
+
+    def _forget_broken(self) -> None:
+        """Forget this thread's connection if the server dropped it (a
+        restart, an outage, an administrator's ``pg_terminate_backend``),
+        outside a transaction, so that the next statement connects again
+        instead of failing for the rest of the process's life. Inside a
+        transaction the broken one stays: the statement fails, the
+        transaction rolls back (nothing of it was committed) and the next
+        one reconnects."""
+        state = self._state  # type: ignore[attr-defined]  # peewee's, untyped
+        conn = None if state.closed else state.conn
+        broken = conn is not None and (conn.closed or getattr(conn, "broken", False))
+        if broken and not state.transactions:
+            state.reset()
+
+    def connection(self) -> Any:
+        self._forget_broken()
+        return super().connection()
+
+    def cursor(self, named_cursor: Any = None) -> Any:
+        self._forget_broken()
+        return super().cursor(named_cursor)
+
+    def probe(self, *, timeout: int) -> None:
+        """Open a new connection and run a write transaction on it (a server
+        that is down, starting, or a read-only standby raises psycopg's
+        error). Each thread's own broken connection is forgotten by its
+        next :meth:`connection`."""
+        import psycopg
+
+        params = {**self.connect_params, "connect_timeout": timeout}
+        if "://" in self.database:
+            params["conninfo"] = self.database
+        else:
+            params["dbname"] = self.database
+        with psycopg.connect(**params) as conn, conn.transaction(force_rollback=True):
+            conn.execute("SELECT pg_current_xact_id()")
 
     def begin(self, *args: Any, **kwargs: Any) -> None:
         self.gate.enter()
@@ -141,19 +188,28 @@ class PgStoreDatabase(PostgresqlDatabase):
             self.gate.leave()
 
 
-def connect(dsn: str, *, password: str | None = None) -> PgStoreDatabase:
+def connect(dsn: str, *, password: str | None = None, read_only: bool = False) -> PgStoreDatabase:
     """A peewee database for the job store at ``dsn`` (a ``postgresql://``
     URL or a libpq key=value string; not yet migrated). ``password`` (read
-    from the config's ``password_file``) is passed apart, never in the DSN."""
-    params: dict[str, Any] = {"options": "-c synchronous_commit=on"}
+    from the config's ``password_file``) is passed apart, never in the DSN.
+    ``read_only``: every transaction read-only (a reader's, which must
+    never write)."""
+    options = "-c synchronous_commit=on"
+    if read_only:
+        options += " -c default_transaction_read_only=on"
+    params: dict[str, Any] = {"options": options}
     if password is not None:
         params["password"] = password
-    return PgStoreDatabase(dsn, prefer_psycopg3=True, autoconnect=True, **params)
+    db = PgStoreDatabase(dsn, prefer_psycopg3=True, autoconnect=True, **params)
+    db.read_only = read_only
+    return db
 
 
-def open_store(dsn: str, *, password: str | None = None, migrate: bool = True) -> PgStoreDatabase:
+def open_store(
+    dsn: str, *, password: str | None = None, migrate: bool = True, read_only: bool = False
+) -> PgStoreDatabase:
     """Open the job store at ``dsn``, apply pending migrations, bind the models."""
-    db = connect(dsn, password=password)
+    db = connect(dsn, password=password, read_only=read_only)
     if migrate:
         upgrade(db)
     database.initialize(db)

@@ -1,5 +1,7 @@
-"""The job store on SQLite: one class composed of one mixin per area, over
-the connection and transactions of :mod:`ketter.store.sqlite.core`."""
+"""The job store on SQLite: the shared SQL of :mod:`ketter.store.sql` (one
+mixin per area) over the connection, transactions and dialect of
+:mod:`ketter.store.sqlite.core`, with what SQLite does its own way (a new
+job, two reads of the events and the writes' hold)."""
 
 from __future__ import annotations
 
@@ -8,27 +10,27 @@ from collections.abc import Iterable
 
 from ketter.audit.chain import AuditChain
 from ketter.store.db import StoreDatabase, open_readonly, open_store
+from ketter.store.sql.heartbeats import HeartbeatsShared
+from ketter.store.sql.jobs import JobsShared
+from ketter.store.sql.leases import LeasesShared
+from ketter.store.sql.manifests import ManifestsShared
+from ketter.store.sql.metrics import MetricsShared
+from ketter.store.sql.routes import RoutesShared
+from ketter.store.sql.tokens import TokensShared
 from ketter.store.sqlite.events import EventsSql
-from ketter.store.sqlite.heartbeats import HeartbeatsSql
 from ketter.store.sqlite.intake import IntakeSql
-from ketter.store.sqlite.jobs import JobsSql
-from ketter.store.sqlite.leases import LeasesSql
-from ketter.store.sqlite.manifests import ManifestsSql
-from ketter.store.sqlite.metrics import MetricsSql
-from ketter.store.sqlite.routes import RoutesSql
-from ketter.store.sqlite.tokens import TokensSql
 
 
 class SqliteJobStore(
-    JobsSql,
-    LeasesSql,
     IntakeSql,
-    RoutesSql,
-    HeartbeatsSql,
     EventsSql,
-    ManifestsSql,
-    TokensSql,
-    MetricsSql,
+    LeasesShared,
+    JobsShared,
+    RoutesShared,
+    HeartbeatsShared,
+    ManifestsShared,
+    TokensShared,
+    MetricsShared,
 ):
     """The job store on one SQLite file (see :class:`ketter.store.port.JobStore`)."""
 

@@ -1,31 +1,21 @@
-"""SQLite job store: intake (see :class:`ketter.store.ports.intake.IntakePort`)."""
+"""SQLite job store: a new job (the rest of intake is
+:mod:`ketter.store.sql.intake`)."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from peewee import IntegrityError
 
-from ketter.jobs.states import State
-from ketter.store.models import TERMINAL_STATES
-from ketter.store.ports.intake import KeyedJob, check_job_columns
-from ketter.store.rows import JOB_COLUMNS, JobRow
+from ketter.store.ports.intake import check_job_columns
+from ketter.store.rows import JOB_COLUMNS
+from ketter.store.sql.intake import IntakeShared
 from ketter.store.sqlite.core import SqliteCore
 
-#: Keys per ``IN (...)`` query (SQLite's default variable limit is 32766;
-#: smaller batches keep each query short).
-KEY_BATCH = 500
 
-_NOT_TERMINAL = f"state NOT IN ({', '.join('?' for _ in TERMINAL_STATES)})"
-#: The states a job can still leave, named one by one: ``route = ? AND state
-#: IN (...)`` is a few lookups in the index jobs_route_state, where ``NOT IN``
-#: would read every finished job of the route.
-_ACTIVE_STATES = tuple(s.value for s in State if s.value not in TERMINAL_STATES)
-
-
-class IntakeSql(SqliteCore):
+class IntakeSql(SqliteCore, IntakeShared):
     """The intake operations on SQLite."""
 
     def add_job(self, columns: Mapping[str, Any]) -> int | None:
@@ -34,7 +24,7 @@ class IntakeSql(SqliteCore):
             # Raw SQL: the watcher creates thousands of jobs in a burst and
             # peewee's builder cost more than the insert. A failed INSERT
             # aborts only itself in SQLite, not the transaction.
-            cursor = self.db.execute_sql(_insert_sql(tuple(columns)), tuple(columns.values()))
+            cursor = self._exec(_insert_sql(tuple(columns)), tuple(columns.values()))
         except IntegrityError:
             # No look first: the partial unique index jobs_active_source_key
             # refuses a second active job with this key.
@@ -42,62 +32,6 @@ class IntakeSql(SqliteCore):
                 raise  # another constraint: not "already active"
             return None
         return int(cursor.lastrowid)
-
-    def active_job(self, source_key: str) -> JobRow | None:
-        found = self._rows(
-            f"SELECT * FROM jobs WHERE source_key = ? AND {_NOT_TERMINAL} LIMIT 1",
-            (source_key, *TERMINAL_STATES),
-        )
-        return JobRow(**found[0]) if found else None
-
-    def last_job(self, source_key: str) -> JobRow | None:
-        found = self._rows(
-            "SELECT * FROM jobs WHERE source_key = ? ORDER BY id DESC LIMIT 1", (source_key,)
-        )
-        return JobRow(**found[0]) if found else None
-
-    def active_jobs_by_source_path(self, route: str, paths: Iterable[bytes]) -> list[JobRow]:
-        paths = [bytes(p) for p in paths]
-        found: list[JobRow] = []
-        states = ", ".join("?" for _ in _ACTIVE_STATES)
-        for i in range(0, len(paths), KEY_BATCH):
-            chunk = paths[i : i + KEY_BATCH]
-            rows = self._rows(
-                f"SELECT * FROM jobs WHERE route = ? AND state IN ({states}) "
-                f"AND source_path IN ({', '.join('?' for _ in chunk)})",
-                (route, *_ACTIVE_STATES, *chunk),
-            )
-            found.extend(JobRow(**row) for row in rows)
-        return sorted(found, key=lambda row: row.id)
-
-    def jobs_by_source_keys(self, keys: Iterable[str]) -> list[KeyedJob]:
-        keys = list(keys)
-        found: list[KeyedJob] = []
-        for i in range(0, len(keys), KEY_BATCH):
-            chunk = keys[i : i + KEY_BATCH]
-            marks = ", ".join("?" for _ in chunk)
-            rows = self.db.execute_sql(
-                "SELECT DISTINCT source_key, state IN "
-                f"({', '.join('?' for _ in TERMINAL_STATES)}), source_ctime_ns, state, sha256 "
-                f"FROM jobs WHERE source_key IN ({marks})",
-                (*TERMINAL_STATES, *chunk),
-            )
-            found.extend(
-                KeyedJob(key, bool(finished), ctime, state, sha256)
-                for key, finished, ctime, state, sha256 in rows
-            )
-        return found
-
-    def delivered(self, claims: Mapping[int, str]) -> list[JobRow]:
-        if not claims:
-            return []
-        marks = ",".join("?" * len(claims))
-        rows = self._rows(f"SELECT * FROM jobs WHERE id IN ({marks}) ORDER BY id", tuple(claims))
-        return [
-            JobRow(**row)
-            for row in rows
-            if row["state"] == "completed" and row["claim"] == claims[row["id"]]
-        ]
 
 
 @functools.lru_cache(maxsize=4)

@@ -24,7 +24,9 @@ from ketter.store.port import (
     RouteStateCount,
     StateCount,
 )
-from ketter.store.sqlite_read import SqliteReadStore
+from ketter.store.postgres.db import open_store as open_pg_store
+from ketter.store.postgres.read import open_read as open_pg_read
+from ketter.store.sqlite_read import open_read, open_read_raw, open_read_shared
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 MiB = 2**20
@@ -229,15 +231,18 @@ class ReadContract:
         assert store.health_facts("n3").heartbeats == {}
 
 
-def _sqlite_store(tmp_path: Path) -> str:
-    path = tmp_path / "state" / "ketter.db"
-    db = open_store(path)
+def _fill(db: Any) -> None:
     with db.atomic():
         for model, rows in ((Job, "jobs"), (Event, "events"), (JobFile, "files"),
                             (RouteStatus, "routes"), (Heartbeat, "heartbeats")):
             for row in FIXTURE[rows]:
                 model.insert(**row).execute()
     db.close()
+
+
+def _sqlite_store(tmp_path: Path) -> str:
+    path = tmp_path / "state" / "ketter.db"
+    _fill(open_store(path))
     return str(path)
 
 
@@ -246,7 +251,7 @@ class TestSqliteRaw(ReadContract):
 
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[JobReadStore]:
-        store = SqliteReadStore.open_raw(_sqlite_store(tmp_path))
+        store = open_read_raw(_sqlite_store(tmp_path))
         yield store
         store.close()
 
@@ -256,7 +261,17 @@ class TestSqlitePeewee(ReadContract):
 
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[JobReadStore]:
-        store = SqliteReadStore.open(_sqlite_store(tmp_path))
+        store = open_read(_sqlite_store(tmp_path))
+        yield store
+        store.close()
+
+
+class TestSqliteShared(ReadContract):
+    """Through the connection the API lends to one thread after another."""
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[JobReadStore]:
+        store = open_read_shared(_sqlite_store(tmp_path))
         yield store
         store.close()
 
@@ -265,3 +280,15 @@ class TestMemory(ReadContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[JobReadStore]:
         yield MemoryReadStore(**FIXTURE)
+
+
+class TestPostgres(ReadContract):
+    """On PostgreSQL (issue #18), leases compared with the test's ``now``
+    (``db_clock=False``; the database's clock: test_postgres_store.py)."""
+
+    @pytest.fixture
+    def store(self, pg_dsn: str) -> Iterator[JobReadStore]:
+        _fill(open_pg_store(pg_dsn))
+        store = open_pg_read(pg_dsn, db_clock=False)
+        yield store
+        store.close()

@@ -1,4 +1,4 @@
-"""SQLite job store: API tokens (see :class:`ketter.store.ports.tokens.TokensPort`);
+"""The SQL job store: API tokens (see :class:`ketter.store.ports.tokens.TokensPort`);
 creation and revocation with their events are
 :mod:`ketter.store.composite.tokens`, over the rows here. Scopes and route
 globs are JSON arrays in TEXT columns (PostgreSQL: the same, or ``text[]``)."""
@@ -8,18 +8,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from peewee import OperationalError
+from peewee import OperationalError, ProgrammingError
 
 from ketter.store.composite.tokens import CompositeTokens
 from ketter.store.models import ApiToken
 from ketter.store.port import StoreUnreadable
 from ketter.store.ports.tokens import LAST_USED_EVERY
 from ketter.store.rows import ApiTokenRow
-from ketter.store.sqlite.core import SqliteCore
+from ketter.store.sql.core import SqlCore
 
 
-class TokensSql(SqliteCore, CompositeTokens):
-    """The API-token rows on SQLite."""
+class TokensShared(SqlCore, CompositeTokens):
+    """The API-token rows on SQL."""
 
     def api_token_by_hash(self, secret_sha256: str) -> ApiTokenRow | None:
         query = ApiToken.select().where(ApiToken.secret_sha256 == secret_sha256)
@@ -30,8 +30,9 @@ class TokensSql(SqliteCore, CompositeTokens):
         query = ApiToken.select().order_by(ApiToken.id).dicts()
         try:
             return [_row(row) for row in query.execute(self.db)]
-        except OperationalError as exc:
-            if "no such table" not in str(exc):
+        except (OperationalError, ProgrammingError) as exc:
+            # SQLite's words, then PostgreSQL's (undefined_table).
+            if "no such table" not in str(exc) and "does not exist" not in str(exc):
                 raise
             # A read-only store (``ketter token list``) is not migrated.
             raise StoreUnreadable(

@@ -1,9 +1,9 @@
-"""SQLite job store: jobs (see :class:`ketter.store.ports.jobs.JobsPort`); the
-transitions with their events are :mod:`ketter.store.composite.jobs`.
+"""The SQL job store: jobs (see :class:`ketter.store.ports.jobs.JobsPort`);
+the transitions with their events are :mod:`ketter.store.composite.jobs`.
 
 Raw SQL, not peewee's query builder: transitions are the hot path (five or
 six per transfer) and building a peewee query costs about a millisecond of
-CPU, more than the SQLite statement itself.
+CPU, more than the statement itself.
 """
 
 from __future__ import annotations
@@ -12,27 +12,25 @@ from typing import Any
 
 from ketter.errors import InvalidTransition
 from ketter.store.composite.jobs import CompositeJobs
-from ketter.store.db import StoreDatabase
 from ketter.store.rows import JOB_COLUMNS, JobRow
-from ketter.store.sqlite.core import SqliteCore
+from ketter.store.sql.core import SqlCore
 
 _SELECT_JOBS = "SELECT {} FROM jobs WHERE ".format(", ".join(f'"{c}"' for c in JOB_COLUMNS))
 
 
-def select_jobs(db: StoreDatabase, where: str, *params: object) -> list[JobRow]:
-    """Jobs matching raw SQL ``where`` (may end with ORDER BY / LIMIT), rows
-    built straight from the cursor: the hot paths (claims, the steps of a
-    transfer) read jobs several times per transfer, and peewee's query
-    builder and models cost five times the read itself."""
-    cursor = db.execute_sql(_SELECT_JOBS + where, params)
-    return [JobRow(*row) for row in cursor.fetchall()]
+class JobsShared(SqlCore, CompositeJobs):
+    """The jobs operations (``advance``: :class:`CompositeJobs`)."""
 
-
-class JobsSql(SqliteCore, CompositeJobs):
-    """The jobs operations on SQLite (``advance``: :class:`CompositeJobs`)."""
+    def _select_jobs(self, where: str, *params: object) -> list[JobRow]:
+        """Jobs matching raw SQL ``where`` (may end with ORDER BY / LIMIT),
+        rows built straight from the cursor: the hot paths (claims, the
+        steps of a transfer) read jobs several times per transfer, and
+        peewee's query builder and models cost five times the read itself."""
+        cursor = self._exec(_SELECT_JOBS + where, params)
+        return [JobRow(*row) for row in cursor.fetchall()]
 
     def find_job(self, job_id: int) -> JobRow | None:
-        for job in select_jobs(self.db, "id = ?", job_id):
+        for job in self._select_jobs("id = ?", job_id):
             return job
         return None
 
@@ -43,7 +41,7 @@ class JobsSql(SqliteCore, CompositeJobs):
         route: str | None = None,
         updated_since: float | None = None,
     ) -> list[int]:
-        where: list[str] = ["1"]
+        where: list[str] = [self.dialect.true]
         params: list[object] = []
         if state is not None:
             where.append("state = ?")
@@ -55,7 +53,7 @@ class JobsSql(SqliteCore, CompositeJobs):
             where.append("updated_at >= ?")
             params.append(updated_since)
         sql = f"SELECT id FROM jobs WHERE {' AND '.join(where)} ORDER BY id"
-        return [row[0] for row in self.db.execute_sql(sql, tuple(params)).fetchall()]
+        return [row[0] for row in self._exec(sql, tuple(params)).fetchall()]
 
     def _compare_and_set(
         self,
@@ -72,30 +70,26 @@ class JobsSql(SqliteCore, CompositeJobs):
             + (" AND placed_at IS NULL" if unplaced else "")
             + (" AND cancel_requested_at IS NULL" if uncancelled else "")
         )
-        cursor = self.db.execute_sql(sql, (*values.values(), job_id, state, claim))
+        cursor = self._exec(sql, (*values.values(), job_id, state, claim))
         return int(cursor.rowcount) == 1
 
     def _route_and_attempt(self, job_id: int) -> tuple[str, int]:
-        row = self.db.execute_sql(
-            "SELECT route, attempt FROM jobs WHERE id = ?", (job_id,)
-        ).fetchone()
+        row = self._exec("SELECT route, attempt FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise InvalidTransition(f"job {job_id} does not exist")
         return row[0], row[1]
 
     def _update_held(self, job_id: int, claim: str, values: dict[str, Any]) -> bool:
         assignments = ", ".join(f'"{name}" = ?' for name in values)
-        cursor = self.db.execute_sql(
+        cursor = self._exec(
             f"UPDATE jobs SET {assignments} WHERE id = ? AND claim = ?",
             (*values.values(), job_id, claim),
         )
         return int(cursor.rowcount) == 1
 
     def cancel_requested(self, job_id: int) -> bool:
-        row = self.db.execute_sql(
-            "SELECT cancel_requested_at FROM jobs WHERE id = ?", (job_id,)
-        ).fetchone()
+        row = self._exec("SELECT cancel_requested_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return row is not None and row[0] is not None
 
     def set_error(self, job_id: int, error: str) -> None:
-        self.db.execute_sql("UPDATE jobs SET error = ? WHERE id = ?", (error, job_id))
+        self._exec("UPDATE jobs SET error = ? WHERE id = ?", (error, job_id))

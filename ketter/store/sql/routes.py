@@ -1,4 +1,4 @@
-"""SQLite job store: routes (see :class:`ketter.store.ports.routes.RoutesPort`);
+"""The SQL job store: routes (see :class:`ketter.store.ports.routes.RoutesPort`);
 the pauses and resumes with their events are
 :mod:`ketter.store.composite.routes`, over the rows here."""
 
@@ -9,11 +9,11 @@ import dataclasses
 from ketter.store.composite.routes import CompositeRoutes
 from ketter.store.models import Job, RouteStatus
 from ketter.store.rows import RouteStatusRow
-from ketter.store.sqlite.core import SqliteCore
+from ketter.store.sql.core import SqlCore
 
 
-class RoutesSql(SqliteCore, CompositeRoutes):
-    """The routes rows on SQLite."""
+class RoutesShared(SqlCore, CompositeRoutes):
+    """The routes rows on SQL."""
 
     def route_status(self, route: str) -> RouteStatusRow | None:
         row = RouteStatus.select().where(RouteStatus.route == route).dicts().first(self.db)
@@ -35,4 +35,10 @@ class RoutesSql(SqliteCore, CompositeRoutes):
         )
 
     def _put_route_status(self, row: RouteStatusRow) -> None:
-        RouteStatus.insert(**dataclasses.asdict(row)).on_conflict_replace().execute(self.db)
+        # An upsert of the whole row (both backends; SQLite's REPLACE has no
+        # PostgreSQL spelling).
+        values = dataclasses.asdict(row)
+        RouteStatus.insert(**values).on_conflict(
+            conflict_target=[RouteStatus.route],
+            update={getattr(RouteStatus, name): value for name, value in values.items()},
+        ).execute(self.db)

@@ -1,15 +1,15 @@
-"""PostgreSQL job store: heartbeats (see :class:`ketter.store.ports.heartbeats.HeartbeatsPort`)."""
+"""The SQL job store: heartbeats (see :class:`ketter.store.ports.heartbeats.HeartbeatsPort`)."""
 
 from __future__ import annotations
 
 from ketter.store.composite.heartbeats import CompositeHeartbeats
 from ketter.store.models import Heartbeat
-from ketter.store.postgres.core import PgCore
 from ketter.store.rows import HeartbeatRow
+from ketter.store.sql.core import SqlCore
 
 
-class HeartbeatsPg(PgCore, CompositeHeartbeats):
-    """The heartbeats rows on PostgreSQL."""
+class HeartbeatsShared(SqlCore, CompositeHeartbeats):
+    """The heartbeats rows on SQL."""
 
     def _put_heartbeat(self, component: str, node: str, *, pid: int, now: float, text: str) -> None:
         (
