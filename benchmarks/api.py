@@ -67,6 +67,9 @@ TARGETS = {
     "list p99 ms (32 connections)": (50.0, "max"),
     "list requests/s (32 connections)": (500.0, "min"),
     "detail p99 ms (32 connections)": (20.0, "max"),
+    # The issue names 32 connections for the list only; the detail's p99 at
+    # a lighter load too (docs/performance.md, the HTTP API).
+    "detail p99 ms (8 connections)": (20.0, "max"),
     "metrics scrape ms (median)": (100.0, "max"),
 }
 YEAR = 365 * 86400.0
@@ -480,14 +483,22 @@ def measure(
     return found
 
 
-def peer(base: str, token: str, work: Path, args: argparse.Namespace) -> dict[str, float]:
-    """The peer's list figures at ``--connections``, serving the page Ketter
-    answers (fetched once from the running API)."""
+def peer(
+    base: str, token: str, work: Path, ids: tuple[int, int], args: argparse.Namespace
+) -> dict[str, dict[str, float]]:
+    """The peer's list and detail figures at ``--connections``, serving the
+    page and a detail Ketter answers (fetched once from the running API),
+    the detail asked for random ids as Ketter's is."""
     request = urllib.request.Request(
         f"{base}/api/v1/transfers?limit=50", headers={"Authorization": f"Bearer {token}"}
     )
     with urllib.request.urlopen(request, timeout=60) as response:
         (work / "peer-page.json").write_bytes(response.read())
+    request = urllib.request.Request(
+        f"{base}/api/v1/transfers/{ids[1]}", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        (work / "peer-detail.json").write_bytes(response.read())
     port = args.port + 1
     proc = subprocess.Popen(
         [
@@ -505,11 +516,21 @@ def peer(base: str, token: str, work: Path, args: argparse.Namespace) -> dict[st
         url = f"http://127.0.0.1:{port}/api/v1/transfers?limit=50"
         _wait(lambda: _answers(url), 60, "the peer to serve")
         wrk(url, token, connections=4, duration=3)  # warm-up
-        found = wrk(url, token, connections=args.connections, duration=args.duration)
-        say(
-            f"    list   {args.connections} connections   p50 {found['p50 ms']:7.2f} ms  "
-            f"p99 {found['p99 ms']:7.2f} ms  {found['requests/s']:8.0f} req/s"
-        )
+        found = {
+            "list": wrk(url, token, connections=args.connections, duration=args.duration),
+            "detail": wrk(
+                f"http://127.0.0.1:{port}/api/v1/transfers/1",
+                token,
+                connections=args.connections,
+                duration=args.duration,
+                script=detail_script(work, ids),
+            ),
+        }
+        for what, f in found.items():
+            say(
+                f"    {what:6} {args.connections} connections  p50 {f['p50 ms']:7.2f} ms  "
+                f"p99 {f['p99 ms']:7.2f} ms  {f['requests/s']:8.0f} req/s"
+            )
         return found
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -529,6 +550,7 @@ def ratios(found: dict[str, Any]) -> list[str]:
         "list p99 ms (32 connections)": found["list, 32 connections"]["p99 ms"],
         "list requests/s (32 connections)": found["list, 32 connections"]["requests/s"],
         "detail p99 ms (32 connections)": found["detail, 32 connections"]["p99 ms"],
+        "detail p99 ms (8 connections)": found["detail, 8 connections"]["p99 ms"],
         "metrics scrape ms (median)": found["metrics scrape ms (median)"],
     }
     lines = []
@@ -580,13 +602,15 @@ def main(argv: list[str] | None = None) -> int:
     with api_process(config, args.port):
         wrk(f"{base}/api/v1/transfers?limit=50", token, connections=4, duration=3)  # warm-up
         say("peer (the same stack with nothing of Ketter's: benchmarks/api_peer.py):")
-        results["peer"] = peer(base, token, work, args)
+        results["peer"] = peer(base, token, work, (low, high), args)
         say("idle (no transfer running):")
         results["idle"] = measure(base, token, work, (low, high), args)
-        for what in ("p99 ms", "requests/s"):
-            mine = results["idle"]["list, 32 connections"][what]
-            theirs = results["peer"][what]
-            say(f"    list {what} at 32 connections, Ketter / peer: {mine / theirs:.2f}")
+        conns = f"{args.connections} connections"
+        for endpoint in ("list", "detail"):
+            for what in ("p99 ms", "requests/s"):
+                mine = results["idle"][f"{endpoint}, {conns}"][what]
+                theirs = results["peer"][endpoint][what]
+                say(f"    {endpoint} {what} at {conns}, Ketter / peer: {mine / theirs:.2f}")
         say(f"busy (ketter workers copying {BUSY_FILE_MB} MiB files, two at a time):")
         with busy_workers(config, work) as stats:
             results["busy"] = measure(base, token, work, (low, high), args)
