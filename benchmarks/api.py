@@ -454,13 +454,16 @@ def scrape_ms(base: str, token: str, scrapes: int) -> float | None:
 
 
 def measure(
-    base: str, token: str, work: Path, ids: tuple[int, int], args: argparse.Namespace
+    base: str,
+    token: str,
+    work: Path,
+    ids: tuple[int, int],
+    args: argparse.Namespace,
+    levels: dict[str, int],
 ) -> dict[str, Any]:
     list_url = f"{base}/api/v1/transfers?limit=50"
     script = detail_script(work, ids)
     found: dict[str, Any] = {}
-    levels = {f"{args.connections} connections": args.connections, "8 connections": 8}
-    levels["1 connection"] = 1
     for label, conns in levels.items():
         found[f"list, {label}"] = wrk(list_url, token, connections=conns, duration=args.duration)
         found[f"detail, {label}"] = wrk(
@@ -483,22 +486,21 @@ def measure(
     return found
 
 
-def peer(
+@contextlib.contextmanager
+def peer_server(
     base: str, token: str, work: Path, ids: tuple[int, int], args: argparse.Namespace
-) -> dict[str, dict[str, float]]:
-    """The peer's list and detail figures at ``--connections``, serving the
-    page and a detail Ketter answers (fetched once from the running API),
-    the detail asked for random ids as Ketter's is."""
-    request = urllib.request.Request(
-        f"{base}/api/v1/transfers?limit=50", headers={"Authorization": f"Bearer {token}"}
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        (work / "peer-page.json").write_bytes(response.read())
-    request = urllib.request.Request(
-        f"{base}/api/v1/transfers/{ids[1]}", headers={"Authorization": f"Bearer {token}"}
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        (work / "peer-detail.json").write_bytes(response.read())
+) -> Iterator[str]:
+    """The peer (``benchmarks/api_peer.py``) serving the page and a detail
+    Ketter answers (fetched once from the running API); yields its base URL."""
+    for path, name in (
+        ("/api/v1/transfers?limit=50", "peer-page.json"),
+        (f"/api/v1/transfers/{ids[1]}", "peer-detail.json"),
+    ):
+        request = urllib.request.Request(
+            f"{base}{path}", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            (work / name).write_bytes(response.read())
     port = args.port + 1
     proc = subprocess.Popen(
         [
@@ -513,28 +515,59 @@ def peer(
         start_new_session=True,  # its extra processes are stopped with it (killpg)
     )
     try:
-        url = f"http://127.0.0.1:{port}/api/v1/transfers?limit=50"
-        _wait(lambda: _answers(url), 60, "the peer to serve")
-        wrk(url, token, connections=4, duration=3)  # warm-up
-        found = {
-            "list": wrk(url, token, connections=args.connections, duration=args.duration),
-            "detail": wrk(
-                f"http://127.0.0.1:{port}/api/v1/transfers/1",
-                token,
-                connections=args.connections,
-                duration=args.duration,
-                script=detail_script(work, ids),
-            ),
-        }
-        for what, f in found.items():
-            say(
-                f"    {what:6} {args.connections} connections  p50 {f['p50 ms']:7.2f} ms  "
-                f"p99 {f['p99 ms']:7.2f} ms  {f['requests/s']:8.0f} req/s"
-            )
-        return found
+        url = f"http://127.0.0.1:{port}"
+        _wait(lambda: _answers(f"{url}/api/v1/transfers?limit=50"), 60, "the peer to serve")
+        wrk(f"{url}/api/v1/transfers?limit=50", token, connections=4, duration=3)  # warm-up
+        yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
+
+
+def interleaved(
+    base: str,
+    peer_base: str,
+    token: str,
+    work: Path,
+    ids: tuple[int, int],
+    args: argparse.Namespace,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Ketter and the peer at ``--connections``, list then detail, in
+    ``--rounds`` alternating runs (BENCHMARKING.md: the machine drifts, a
+    run of one is luck); each figure is the median of the rounds."""
+    script = detail_script(work, ids)
+    label = f"{args.connections} connections"
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for _ in range(args.rounds):
+        for endpoint in ("list", "detail"):
+            for who, url in (("peer", peer_base), ("ketter", base)):
+                path = "/api/v1/transfers?limit=50" if endpoint == "list" else "/api/v1/transfers/1"
+                runs.setdefault((who, endpoint), []).append(
+                    wrk(
+                        url + path,
+                        token,
+                        connections=args.connections,
+                        duration=args.duration,
+                        script=script if endpoint == "detail" else None,
+                    )
+                )
+    found: dict[str, dict[str, Any]] = {"peer": {}, "ketter": {}}
+    for (who, endpoint), figures in runs.items():
+        median: dict[str, Any] = {k: statistics.median(f[k] for f in figures) for k in figures[0]}
+        median["rounds"] = figures
+        found[who][endpoint if who == "peer" else f"{endpoint}, {label}"] = median
+        spread = {
+            k: (min(f[k] for f in figures), max(f[k] for f in figures))
+            for k in ("p99 ms", "requests/s")
+        }
+        say(
+            f"    {who:6} {endpoint:6} {label}  p50 {median['p50 ms']:7.2f} ms  "
+            f"p99 {median['p99 ms']:7.2f} ms "
+            f"[{spread['p99 ms'][0]:.1f}–{spread['p99 ms'][1]:.1f}]  "
+            f"{median['requests/s']:6.0f} req/s [{spread['requests/s'][0]:.0f}–"
+            f"{spread['requests/s'][1]:.0f}]  (median of {len(figures)})"
+        )
+    return found["ketter"], found["peer"]
 
 
 def _answers(url: str) -> bool:
@@ -578,6 +611,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
     parser.add_argument("--scrapes", type=int, default=9)
     parser.add_argument(
+        "--rounds", type=int, default=5, help="alternating Ketter/peer runs at --connections"
+    )
+    parser.add_argument(
         "--processes",
         type=int,
         default=default_api_processes(),
@@ -601,11 +637,18 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"jobs": total, "events": events}
     with api_process(config, args.port):
         wrk(f"{base}/api/v1/transfers?limit=50", token, connections=4, duration=3)  # warm-up
-        say("peer (the same stack with nothing of Ketter's: benchmarks/api_peer.py):")
-        results["peer"] = peer(base, token, work, (low, high), args)
-        say("idle (no transfer running):")
-        results["idle"] = measure(base, token, work, (low, high), args)
         conns = f"{args.connections} connections"
+        say(
+            f"idle (no transfer running), Ketter and the peer (the same stack with nothing "
+            f"of Ketter's: benchmarks/api_peer.py) alternating, {args.rounds} rounds:"
+        )
+        with peer_server(base, token, work, (low, high), args) as peer_base:
+            results["idle"], results["peer"] = interleaved(
+                base, peer_base, token, work, (low, high), args
+            )
+        results["idle"].update(
+            measure(base, token, work, (low, high), args, {"8 connections": 8, "1 connection": 1})
+        )
         for endpoint in ("list", "detail"):
             for what in ("p99 ms", "requests/s"):
                 mine = results["idle"][f"{endpoint}, {conns}"][what]
@@ -613,7 +656,8 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"    {endpoint} {what} at {conns}, Ketter / peer: {mine / theirs:.2f}")
         say(f"busy (ketter workers copying {BUSY_FILE_MB} MiB files, two at a time):")
         with busy_workers(config, work) as stats:
-            results["busy"] = measure(base, token, work, (low, high), args)
+            levels = {conns: args.connections, "8 connections": 8, "1 connection": 1}
+            results["busy"] = measure(base, token, work, (low, high), args, levels)
         results["busy"]["files delivered meanwhile"] = stats["delivered"]
         say(f"    ({stats['delivered']} files of {BUSY_FILE_MB} MiB delivered meanwhile)")
     for phase in ("idle", "busy"):
