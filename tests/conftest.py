@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,16 +35,24 @@ _pg_databases = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
-def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def pg_cluster() -> Iterator[Cluster]:
     """One throw-away PostgreSQL cluster for the test session (:mod:`tests.pg`),
     with a migrated template database; stopped when the session ends."""
-    with running_cluster(tmp_path_factory.mktemp("pg") / "cluster") as cluster:
-        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {PG_TEMPLATE}")
-        db = pg_connect(cluster.dsn(PG_TEMPLATE))
-        pg_upgrade(db)
-        db.close()
-        yield cluster
+    # Not under pytest's basetemp: every pytest session that starts (another
+    # run on the machine, a nested one) resets /tmp/pytest-of-USER to 0700,
+    # which took the server account's way to its data directory away in the
+    # middle of a run (PANIC: could not open pg_control: Permission denied).
+    home = Path(tempfile.mkdtemp(prefix="ketter-pg-"))
+    try:
+        with running_cluster(home / "cluster") as cluster:
+            with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+                conn.execute(f"CREATE DATABASE {PG_TEMPLATE}")
+            db = pg_connect(cluster.dsn(PG_TEMPLATE))
+            pg_upgrade(db)
+            db.close()
+            yield cluster
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
