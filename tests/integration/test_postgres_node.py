@@ -12,125 +12,18 @@ database. Conditions are polled with generous deadlines, never slept on.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
-import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
 
-from tests.conftest import KETTER, cli_env
-
-CONFIG = """\
-state_dir: {root}/state
-node: pg-node
-workers: 2
-shutdown_timeout: 10s
-lease: {{ttl: 4s, heartbeat: 0.5s, sweep_interval: 0.3s, stall_timeout: 60s}}
-retry: {{max_attempts: 5, base_delay: 0.2s, max_delay: 1s}}
-health: {{min_free: 0}}
-store: {{backend: postgresql, dsn: '{dsn}'}}
-routes:
-  - {{name: copies, source: {root}/in-copy, destination: {root}/out-copy, mode: copy,
-     stable_seconds: 0.3, poll_interval: 0.2s}}
-  - {{name: moves, source: {root}/in-move, destination: {root}/out-move, mode: move,
-     stable_seconds: 0.3, poll_interval: 0.2s}}
-"""
-
-MiB = 2**20
-DEADLINE = 120.0
-
-
-class PgNode:
-    """One node under ``root`` whose job store is the database ``dsn``."""
-
-    def __init__(self, root: Path, dsn: str) -> None:
-        self.root, self.dsn = root, dsn
-        self.config = root / "ketter.yaml"
-        self.config.write_text(CONFIG.format(root=root, dsn=dsn))
-        for name in ("in-copy", "out-copy", "in-move", "out-move"):
-            (root / name).mkdir()
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def ketter(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*KETTER, "--config", str(self.config), *args],
-            capture_output=True, text=True, env=cli_env(), timeout=120,
-        )
-
-    def start(self, command: str, **env: str) -> subprocess.Popen[bytes]:
-        with open(self.root / f"{command}.log", "ab") as log:
-            proc = subprocess.Popen(
-                [*KETTER, "--config", str(self.config), command],
-                stdout=log, stderr=log, env=cli_env(**env),
-            )
-        self.procs[command] = proc
-        return proc
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            return conn.execute(sql, params).fetchall()
-
-    def states(self) -> dict[str, str]:
-        """The newest job's state per source name."""
-        rows = self.query("SELECT source_display, state FROM jobs ORDER BY id")
-        return {os.path.basename(name): state for name, state in rows}
-
-    def logs(self) -> str:
-        return "".join(p.read_text(errors="replace") for p in self.root.glob("*.log"))
-
-    def wait_for(self, predicate: Callable[[], object], what: str, *,
-                 alive: tuple[str, ...] = ("watcher", "workers")) -> None:
-        deadline = time.monotonic() + DEADLINE
-        while not predicate():
-            for name in alive:
-                proc = self.procs[name]
-                assert proc.poll() is None, f"{name} exited waiting for {what}:\n{self.logs()}"
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"timed out waiting for {what}; jobs: "
-                    f"{self.query('SELECT id, route, state, attempt, error FROM jobs')}\n"
-                    f"{self.logs()[-6000:]}"
-                )
-            time.sleep(0.1)
-
-
-def _drop(folder: Path, files: dict[str, bytes]) -> None:
-    for name, data in files.items():
-        (folder / name).write_bytes(data)
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _leftovers(folder: Path) -> list[str]:
-    """Hidden names in ``folder``: temporaries, partial files. A placement
-    probe (two empty files made and removed) cut by the kill is not one:
-    the orphan sweep removes those an hour old, on every backend
-    (``ketter.engine.cleanup.find_orphans``)."""
-    return [
-        p.name
-        for p in folder.iterdir()
-        if p.name.startswith(".") and not p.name.startswith(".ketter-probe-")
-    ]
+from tests.integration.pgnode import DEADLINE, MiB, PgNode
+from tests.integration.pgnode import digest as _digest
+from tests.integration.pgnode import drop as _drop
+from tests.integration.pgnode import leftovers as _leftovers
 
 
 @pytest.mark.slow
