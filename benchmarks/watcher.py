@@ -1,6 +1,7 @@
 """``make bench-watcher``: the watcher and the whole node, end to end.
 
-Two benchmarks (``--only e2e,scale``), results in ``docs/performance-watcher.md``:
+Three benchmarks (``--only e2e,scale,pg``), results in
+``docs/performance-watcher.md``:
 
 * **e2e** — one copy route (local ext4, ``stable_seconds: 1``,
   ``poll_interval: 0.5s``, ``verify: sha256``). Ketter is started
@@ -24,6 +25,9 @@ Two benchmarks (``--only e2e,scale``), results in ``docs/performance-watcher.md`
   (``/proc/PID/stat`` utime+stime) and the peak RSS (``VmHWM``); then the
   watcher is restarted over the same, now settled, tree (the catch-up scan
   after a restart). For ``watch: auto`` (inotify on ext4) and ``polling``.
+
+* **pg** — the e2e run on PostgreSQL: one node on SQLite, the same node
+  on PostgreSQL, two nodes on one PostgreSQL (benchmarks/watcher_pg.py).
 
 Everything lives under ``var/bench-watcher/work`` and is removed at the end
 (also on failure or Ctrl-C); ``var/bench-watcher/results.json`` and the
@@ -261,14 +265,27 @@ def wait_for(
         time.sleep(interval)
 
 
-def write_config(path: str, state: str, src: str, dst: str, *, watch: str, workers: int) -> None:
+def write_config(
+    path: str,
+    state: str,
+    src: str,
+    dst: str,
+    *,
+    watch: str,
+    workers: int,
+    node: str = "bench",
+    dsn: str | None = None,
+) -> None:
+    """A node's config; ``dsn``: its job store and queue on that PostgreSQL
+    database (benchmarks/watcher_pg.py), else SQLite under ``state``."""
+    store = f"store: {{backend: postgresql, dsn: '{dsn}'}}\n" if dsn else ""
     with open(path, "w") as f:
         f.write(f"""# written by benchmarks/watcher.py
 state_dir: {state}
-node: bench
+node: {node}
 workers: {workers}
 shutdown_timeout: 30s
-routes:
+{store}routes:
   - name: bench
     source: {src}
     destination: {dst}
@@ -929,8 +946,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--only",
-        default="e2e,profile,scale",
-        help="e2e, profile, scale (comma list; profile needs .venv/bin/py-spy)",
+        default="e2e,profile,scale,pg",
+        help="e2e, profile, scale, pg (comma list; profile needs .venv/bin/py-spy; "
+        "pg: the PostgreSQL variants, benchmarks/watcher_pg.py)",
     )
     ap.add_argument("--runs", type=int, help="rounds of the e2e variants (default 3)")
     ap.add_argument("--files", type=int, help="files per e2e run (default 2000)")
@@ -998,6 +1016,13 @@ def main(argv: list[str] | None = None) -> int:
         if "profile" in only:
             results["profile"] = profile(files, 64 * KiB)
             empty_trash()
+        if "pg" in only:
+            # watcher_pg imports this module by name: the same one, not a second copy.
+            sys.modules.setdefault("watcher", sys.modules[__name__])
+            import watcher_pg
+
+            results["pg"] = watcher_pg.bench(args.runs or (1 if args.quick else 5), files)
+            empty_trash()
         if "scale" in only:
             results["scale"] = scale(
                 scale_files, KiB, 100, args.scale_runs, idle, not args.warm, ["auto", "polling"]
@@ -1010,6 +1035,12 @@ def main(argv: list[str] | None = None) -> int:
     say("")
     for line in tables(results):
         say(line)
+    if "pg" in results:
+        import watcher_pg
+
+        for line in watcher_pg.lines(results["pg"]):
+            say(line)
+        say("")
     for c in results["targets"]:
         mark = "met" if c["met"] else "MISSED"
         if c.get("wanted"):

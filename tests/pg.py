@@ -82,9 +82,12 @@ def _as_account(uid: int, gid: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_cluster(root: Path) -> Iterator[Cluster]:
+def running_cluster(root: Path, *, durable: bool = False) -> Iterator[Cluster]:
     """Start a cluster under ``root`` (created; must be new), yield it, stop
-    it by its pid whatever happens."""
+    it by its pid whatever happens. The tests' cluster skips ``fsync`` (its
+    data is thrown away); ``durable`` keeps the server's defaults (a
+    benchmark compares it with SQLite's fsynced commits:
+    benchmarks/watcher_pg.py)."""
     binary = server_bin()
     if os.geteuid() == 0:
         account = pwd.getpwnam(ACCOUNT)
@@ -127,9 +130,10 @@ def running_cluster(root: Path) -> Iterator[Cluster]:
     port = free_port()
     options = (
         f"-c listen_addresses=127.0.0.1 -c port={port} "
-        f"-c unix_socket_directories={socket_dir} -c fsync=off "
-        "-c full_page_writes=off -c max_connections=200"
+        f"-c unix_socket_directories={socket_dir} -c max_connections=200"
     )
+    if not durable:
+        options += " -c fsync=off -c full_page_writes=off"
     log = root / "server.log"
     started = subprocess.run(
         [

@@ -27,6 +27,7 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,21 +41,31 @@ from tests.integration.pgnode import (
     leftovers,
 )
 
-KILLS = 30
-WAVES = 8
+#: At least KILLS kills, MIN_EFFECTIVE of them of workers holding a live
+#: lease; at most MAX_KILLS.
+KILLS, MIN_EFFECTIVE, MAX_KILLS = 30, 10, 60
+#: Waves of arrivals: at least WAVES, more while the backlog runs dry
+#: (so that the kills land on busy workers), at most MAX_WAVES.
+WAVES, MAX_WAVES, BACKLOG = 8, 24, 10
+#: A workers kill waits up to this long for the node to hold a live lease.
+BUSY_WAIT = 8.0
 #: Process kinds the schedule kills.
 KINDS = ("workers", "watcher")
 #: Widens the window in which a kill lands mid-copy (ketter/runtime/faults.py):
-#: seconds slept at each progress checkpoint of a copy.
-SLOW_COPY = {"KETTER_FAULT_DELAY": "copy-progress=0.05"}
+#: seconds slept at each progress call of a copy (every 4 MiB, and once for
+#: a small file).
+SLOW_COPY = {"KETTER_FAULT_DELAY": "copy-progress=0.4"}
 
 
-def _two_nodes(tmp_path: Path, dsn: str, **options: object) -> tuple[PgNode, PgNode]:
+def _two_nodes(tmp_path: Path, dsn: str, **options: Any) -> tuple[PgNode, PgNode]:
+    """Nodes ``node-a`` and ``node-b``: their own folder and ``state_dir``,
+    the same database and route folders (``tmp_path/shares``)."""
     shares = tmp_path / "shares"
-    return tuple(  # type: ignore[return-value]
-        PgNode(tmp_path / name, dsn, node=f"node-{name}", shares=shares, **options)  # type: ignore[arg-type]
+    a, b = (
+        PgNode(tmp_path / name, dsn, node=f"node-{name}", shares=shares, **options)
         for name in ("a", "b")
     )
+    return a, b
 
 
 def _wave(rng: random.Random, wave: int) -> dict[str, dict[str, bytes]]:
@@ -123,22 +134,30 @@ def test_two_nodes_survive_a_kill_campaign(tmp_path: Path, pg_dsn: str) -> None:
         for node in nodes.values():
             node.start("watcher")
             node.start("workers", **SLOW_COPY)
-        while sum(kills.values()) < KILLS or wave < WAVES:
-            if wave < WAVES and sum(kills.values()) % 4 == 0:
+        while (
+            sum(kills.values()) < KILLS or wave < WAVES or effective < MIN_EFFECTIVE
+        ) and sum(kills.values()) < MAX_KILLS:
+            done = a.query("SELECT count(*) FROM jobs WHERE state = 'completed'")[0][0]
+            backlog = len(expected["copy"]) + len(expected["move"]) - done
+            if wave < WAVES or (wave < MAX_WAVES and backlog < BACKLOG):
                 for folder, files in _wave(rng, wave).items():
                     drop(shares / folder, files)
                     route = "copy" if folder == "in-copy" else "move"
                     expected[route].update({n: digest(d) for n, d in files.items()})
                 wave += 1
-            time.sleep(rng.uniform(0.5, 2.5))
+            time.sleep(rng.uniform(0.3, 1.5))
             name, kind = rng.choice(sorted(nodes)), rng.choice(KINDS)
             node = nodes[name]
             if kind == "workers":
-                live = node.query(
+                # Aim the kill at a node that is working: wait (bounded) until
+                # it holds a live lease.
+                busy = time.monotonic() + BUSY_WAIT
+                while not (live := node.query(
                     "SELECT count(*) FROM jobs WHERE lease_owner LIKE %s AND "
                     "lease_expires_at > extract(epoch FROM now())",
                     (f"{node.name}/%",),
-                )[0][0]
+                )[0][0]) and time.monotonic() < busy:
+                    time.sleep(0.05)
                 effective += 1 if live else 0
             node.kill(kind)
             kills[kind] += 1
@@ -232,7 +251,7 @@ def test_two_nodes_survive_a_kill_campaign(tmp_path: Path, pg_dsn: str) -> None:
         f"total_s={seconds:.1f} jobs_retried_or_recovered={retried} "
         f"jobs_claimed_by_both_nodes={both} claims={dict(claims)} placements={dict(placed)}"
     )
-    assert effective >= 5, f"only {effective} kills of workers holding a lease"
+    assert effective >= MIN_EFFECTIVE, f"only {effective} kills of workers holding a lease"
     assert both >= 1, "no job was taken over by the other node"
     # Nothing but the kills' consequences was logged as an error.
     for node in nodes.values():
