@@ -1021,7 +1021,9 @@ def main(argv: list[str] | None = None) -> int:
             sys.modules.setdefault("watcher", sys.modules[__name__])
             import watcher_pg
 
-            results["pg"] = watcher_pg.bench(args.runs or (1 if args.quick else 5), files)
+            results["pg"] = watcher_pg.bench(
+                args.runs or (1 if args.quick else 5), files, quick=args.quick
+            )
             empty_trash()
         if "scale" in only:
             results["scale"] = scale(

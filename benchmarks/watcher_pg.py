@@ -160,7 +160,9 @@ def run(name: str, rnd: int, files: int, size: int, server: Any, seq: int) -> di
         good = [r for r in rows if r[0] == "completed"]
         seconds = max(r[1] for r in good) - t0
         delivered = sum(1 for n in os.listdir(dst) if n.endswith(".bin"))
+        placed = s.all("SELECT node, count(*) FROM events WHERE event = 'place' GROUP BY node")
         rec.update(
+            placed_by={str(node): int(n) for node, n in placed},
             seconds=round(seconds, 3),
             files_per_s=round(len(good) / seconds, 1),
             cpu_seconds={k: round(v, 2) for k, v in cpu.items()},
@@ -183,13 +185,13 @@ def run(name: str, rnd: int, files: int, size: int, server: Any, seq: int) -> di
     return rec
 
 
-def bench(runs: int, files: int, size: int = 64 * 2**10) -> dict[str, Any]:
+def bench(runs: int, files: int, size: int = 64 * 2**10, quick: bool = False) -> dict[str, Any]:
     """Every variant ``runs`` times, interleaved; summaries and the goals."""
     w.say(
         f"\n== pg: {files:,} files of {size // 1024} KiB per run, {WORKERS} worker threads "
         f"per node, sqlite/1 · pg/1 · pg/2 interleaved, {runs} round(s) =="
     )
-    out: dict[str, Any] = {"files": files, "size": size, "variants": {}}
+    out: dict[str, Any] = {"files": files, "size": size, "quick": quick, "variants": {}}
     for name in VARIANTS:
         out["variants"][name] = {"runs": []}
     names = list(VARIANTS)
@@ -204,7 +206,8 @@ def bench(runs: int, files: int, size: int = 64 * 2**10) -> dict[str, Any]:
                 if rec["ok"]:
                     w.say(
                         f"  round {rnd}/{runs}  {name:<9} {rec['seconds']:7.2f} s "
-                        f"{rec['files_per_s']:7.1f} files/s  cpu s {rec['cpu_seconds']}"
+                        f"{rec['files_per_s']:7.1f} files/s  cpu s {rec['cpu_seconds']}  "
+                        f"placed by {rec['placed_by']}"
                     )
                 else:
                     w.say(f"  round {rnd}/{runs}  {name:<9} FAILED: {rec['error']}")
@@ -256,7 +259,8 @@ def lines(out: dict[str, Any]) -> list[str]:
             f"{w._mmm(s, 'files_per_s', '.0f')} | {cpu.get('watcher', '—')} | "
             f"{cpu.get('workers', '—')} | {cpu.get('postgres', '—')} |"
         )
-    text += ["", "PostgreSQL goals (paired ratios per round, median):"]
+    smoke = " (smoke: --quick sizes, not a figure)" if out.get("quick") else ""
+    text += ["", f"PostgreSQL goals (paired ratios per round, median){smoke}:"]
     for c in out["goals"]:
         value = "no ok pair" if c["ratio"] is None else f"{c['ratio']:.2f}× {c['ratios']}"
         text.append(f"  {'✔' if c['met'] else '✘'} {c['what']:34} {value}")
