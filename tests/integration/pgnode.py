@@ -3,7 +3,7 @@
 throw-away cluster (``pg_dsn``, tests/pg.py).
 
 One node (tests/integration/test_postgres_node.py) or several on one
-machine (tests/integration/test_postgres_nodes.py): each node has its own
+machine (tests/integration/test_postgres_campaign.py): each node has its own
 folder (its ``ketter.yaml``, its ``state_dir``, its processes' logs), its
 own ``node:`` name, and every node of a test shares the same DSN and the
 same route folders under ``shares``.
