@@ -190,6 +190,8 @@ def heartbeat_text(details: Any) -> str:
         return "stopped cleanly" if clean else "stopped"
     parts = []
     for key, value in details.items():
+        if key == "origin":  # the writer's host and boot (the nodes table shows the host)
+            continue
         if key == "running" and isinstance(value, list):
             jobs = [
                 f"job {r.get('job_id')} {r.get('phase', '')} {size_text(r.get('bytes') or 0)}"

@@ -71,6 +71,13 @@ def check_store(config: Config, key_lines: dict[str, int], path: str) -> list[st
                     "state_dir/ketter.db); remove it or set store.backend"
                 )
         return problems
+    if "node" not in key_lines:
+        # Several nodes share the database: a name taken by default (the
+        # host name) could be another node's (a cloned VM, a container).
+        problems.append(
+            f"{where('backend')}: backend: postgresql needs node: set in the config, a name "
+            "unique among the nodes on this database (e.g. node: ingest-1)"
+        )
     if store.dsn is None:
         problems.append(
             f"{where('backend')}: backend: postgresql needs store.dsn, the database to use "
