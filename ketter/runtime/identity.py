@@ -121,3 +121,47 @@ def ensure_name_free(store: JobStore, config: Config, role: str) -> None:
     )
     if problem is not None:
         raise NodeNameInUse(problem)
+
+
+#: The heartbeat rows of a node's processes (``route:*`` rows are routes',
+#: the ``audit`` row the shipper's mark).
+PROCESSES = ("workers", "watcher", "api")
+
+
+def nodes_view(beats: Any, *, now: float, live_for: float) -> dict[str, Any]:
+    """Every node of the store with its processes' heartbeats, and the node
+    whose watcher watches each route (``status``, ``health``).
+
+    ``beats``: heartbeat facts (``component``, ``node``, ``pid``, ``ts``,
+    ``details`` as a dict); ``now`` on the heartbeats' clock; a row is live
+    when younger than ``live_for`` (``lease.ttl``) and not a clean stop."""
+    nodes: dict[str, dict[str, Any]] = {}
+    watchers: dict[str, tuple[float, str]] = {}
+    for beat in beats:
+        details = beat.details if isinstance(beat.details, dict) else {}
+        age = round(now - beat.ts, 1)
+        live = age < live_for and not details.get("stopped")
+        if beat.component.startswith("route:"):
+            route = beat.component.split(":", 1)[1]
+            leads = live and details.get("leader", True) and not details.get("lost")
+            if leads and (route not in watchers or age < watchers[route][0]):
+                watchers[route] = (age, beat.node)
+            continue
+        if beat.component not in PROCESSES:
+            continue
+        entry = nodes.setdefault(beat.node, {"node": beat.node, "host": None, "processes": []})
+        where = details.get("origin")
+        if isinstance(where, dict) and where.get("host"):
+            entry["host"] = where["host"]
+        entry["processes"].append(
+            {
+                "component": beat.component,
+                "pid": beat.pid,
+                "age_s": age,
+                "state": "stopped" if details.get("stopped") else ("live" if live else "stale"),
+            }
+        )
+    return {
+        "nodes": [nodes[name] for name in sorted(nodes)],
+        "route_watchers": {route: node for route, (_, node) in sorted(watchers.items())},
+    }
