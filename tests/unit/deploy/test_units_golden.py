@@ -74,6 +74,17 @@ CASES: dict[str, tuple[str, dict[str, str]]] = {
         """,
         {},
     ),
+    # #18: a job store on a local PostgreSQL: every service waits for it.
+    "postgres_local": (
+        """
+        state_dir: /var/lib/ketter
+        node: ingest-1
+        store: {backend: postgresql, dsn: 'postgresql://ketter@localhost/ketter'}
+        routes:
+          - {name: a, source: /mnt/a/out, destination: /mnt/b/in}
+        """,
+        {},
+    ),
 }
 
 
