@@ -414,7 +414,8 @@ def check_health(config: Config, *, now: float | None = None) -> HealthReport:
         # Heartbeats are stamped on the store's clock (the database's on
         # PostgreSQL): their ages are taken on it.
         now = store.clock(now)
-        report.nodes = nodes_view(store.heartbeats(), now=now, live_for=config.lease.ttl)
+        if backend.name == "postgresql":  # several nodes; on SQLite the one, as before
+            report.nodes = nodes_view(store.heartbeats(), now=now, live_for=config.lease.ttl)
         # The API is a service of this node when its unit is rendered
         # (api.listen set): then its heartbeat is checked like the others'.
         for service in SERVICES + (("api",) if config.api.listen else ()):

@@ -166,6 +166,12 @@ def show_status(args: argparse.Namespace) -> int:
     print(table(paused, ["route", "reason", "since"]))
     print("\nheld routes (`ketter pause`: until `ketter resume`):")
     print(table(held, ["route", "reason", "by", "since"]))
+    print("\nheartbeats:")
+    for beat in beats:
+        beat["details"] = heartbeat_text(beat["details"])
+    print(table(beats, ["component", "node", "pid", "age_s", "details"]))
+    if config.store.backend != "postgresql":
+        return 0  # one node: the heartbeats say it all
     print("\nnodes:")
     for entry in nodes["nodes"]:
         processes = ", ".join(
@@ -175,10 +181,6 @@ def show_status(args: argparse.Namespace) -> int:
         print(f"  {entry['node']} on {entry['host'] or '?'}: {processes}")
     print("\nroute watchers:")
     print(table(watchers, ["route", "watched_by"]))
-    print("\nheartbeats:")
-    for beat in beats:
-        beat["details"] = heartbeat_text(beat["details"])
-    print(table(beats, ["component", "node", "pid", "age_s", "details"]))
     return 0
 
 
