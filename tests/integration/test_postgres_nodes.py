@@ -359,3 +359,162 @@ def test_the_watcher_fails_over_to_another_node_within_the_lease(
     finally:
         a.stop()
         b.stop()
+
+
+# -- a database outage mid-flow ------------------------------------------------
+
+
+def _pg_ctl(cluster: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    """``pg_ctl`` on ``cluster`` as the server's account (tests/pg.py)."""
+    import pwd
+
+    from tests.pg import ACCOUNT, _as_account, server_bin
+
+    if os.geteuid() == 0:
+        account = pwd.getpwnam(ACCOUNT)
+        prefix = _as_account(account.pw_uid, account.pw_gid)
+    else:
+        prefix = []
+    return subprocess.run(
+        [*prefix, str(server_bin() / "pg_ctl"), "-D", str(cluster.datadir), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LC_ALL": "C.UTF-8", "TZ": "UTC"},
+        cwd=cluster.datadir.parent,
+        timeout=DEADLINE,
+        check=False,
+    )
+
+
+def _start_server(cluster: Any) -> None:
+    options = (  # the options tests/pg.py started it with
+        f"-c listen_addresses=127.0.0.1 -c port={cluster.port} "
+        f"-c unix_socket_directories={cluster.socket_dir} -c fsync=off "
+        "-c full_page_writes=off -c max_connections=200"
+    )
+    log = cluster.datadir.parent / "server.log"
+    started = _pg_ctl(cluster, "-o", options, "-l", str(log), "-w", "-t", "120", "start")
+    assert started.returncode == 0, started.stdout + started.stderr
+
+
+OUTAGE = 30.0
+
+
+@pytest.mark.slow
+def test_a_database_outage_mid_flow_pauses_and_loses_nothing(tmp_path: Path) -> None:
+    import shutil
+    import tempfile
+
+    from tests.pg import running_cluster
+
+    home = Path(tempfile.mkdtemp(prefix="ketter-pg-outage-"))
+    try:
+        with running_cluster(home / "cluster") as cluster:
+            try:
+                _outage_flow(tmp_path, cluster)
+            finally:
+                if (cluster.datadir / "postmaster.pid").exists():  # the restarted server
+                    _pg_ctl(cluster, "-m", "fast", "-w", "stop")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _outage_flow(tmp_path: Path, cluster: Any) -> None:
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE ketter")
+    shares = Shares(tmp_path, cluster.dsn("ketter"))
+    text = CONFIG.replace("workers: 2\n", "workers: 2\nresume_min_bytes: 4MiB\n")
+    node = NodeProcs(shares, "node-a", config_text=text)
+    upgraded = node.ketter("db", "upgrade")
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    copies = {f"c{i}.bin": os.urandom(12 * 2**20 + i) for i in range(4)}
+    moves = {f"m{i}.bin": os.urandom(12 * 2**20 + 7 * i) for i in range(4)}
+    names = set(copies) | set(moves)
+    try:
+        watcher = node.start("watcher")
+        # Each 1 MiB checkpoint of a copy waits 0.3 s: copies are under way
+        # when the server stops, and still some after it is back.
+        workers = node.start("workers", KETTER_FAULT_DELAY="copy-progress=0.3")
+        procs = [watcher, workers]
+        for name, data in copies.items():
+            (tmp_path / "in-copy" / name).write_bytes(data)
+        for name, data in moves.items():
+            (tmp_path / "in-move" / name).write_bytes(data)
+        wait_for(
+            lambda: "transferring" in shares.states().values(),
+            "a copy under way",
+            root=tmp_path,
+            alive=procs,
+        )
+        # Stop the server mid-flow (fast: every session ended).
+        stopped = _pg_ctl(cluster, "-m", "fast", "-w", "stop")
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        down = time.monotonic()
+        # The routes pause, and health says so (the services' status files).
+        wait_for(
+            lambda: "paused" in node.ketter("health").stdout,
+            "health to show the outage",
+            root=tmp_path,
+            alive=procs,
+            deadline=OUTAGE - 5,
+        )
+        health = node.ketter("health")
+        assert health.returncode != 0, health.stdout
+        paused = [ln for ln in health.stdout.splitlines() if "paused" in ln]
+        print(f"\nhealth during the outage:\n{health.stdout}")
+        assert any("route copies" in ln for ln in paused), health.stdout
+        assert any("route moves" in ln for ln in paused), health.stdout
+        # Both services stay up through the whole outage.
+        wait_for(
+            lambda: time.monotonic() - down >= OUTAGE,
+            f"{OUTAGE:g}s of outage",
+            root=tmp_path,
+            alive=procs,
+            deadline=OUTAGE + 10,
+        )
+        _start_server(cluster)
+        back = time.monotonic()
+        wait_for(
+            lambda: shares.all_completed(names),
+            "every job to complete after the outage",
+            root=tmp_path,
+            alive=procs,
+        )
+        finished = time.monotonic() - back
+        print(f"every job completed {finished:.1f}s after the server came back")
+        # The same processes all along.
+        assert watcher.poll() is None and workers.poll() is None
+        assert node.beat_pid("watcher") == watcher.pid
+        assert node.beat_pid("workers") == workers.pid
+        # Every file delivered once, byte-identical; move sources released.
+        for name, data in copies.items():
+            assert (tmp_path / "out-copy" / name).read_bytes() == data, name
+            assert (tmp_path / "in-copy" / name).read_bytes() == data, name
+        for name, data in moves.items():
+            assert _sha(tmp_path / "out-move" / name) == hashlib.sha256(data).hexdigest(), name
+            assert not (tmp_path / "in-move" / name).exists(), name
+        for folder, files in (("out-copy", copies), ("out-move", moves)):
+            assert sorted(p.name for p in (tmp_path / folder).iterdir()) == sorted(files)
+        per_source = shares.query("SELECT source_display, count(*) FROM jobs GROUP BY 1")
+        assert all(count == 1 for _, count in per_source), per_source
+        # Nothing failed on the way.
+        failed = shares.query("SELECT job_id, event FROM events WHERE to_state = 'failed'")
+        assert failed == [], failed
+        # A move's source is deleted only after its copy is verified and placed.
+        for job_id, route in shares.query("SELECT id, route FROM jobs"):
+            events = [
+                e
+                for (e,) in shares.query(
+                    "SELECT event FROM events WHERE job_id = %s ORDER BY id", (job_id,)
+                )
+            ]
+            if route == "moves":
+                assert "delete_source" in events, events
+                last_place = max(i for i, e in enumerate(events) if e in ("place", "placed"))
+                assert events.index("delete_source") > last_place, events
+            else:
+                assert "delete_source" not in events, events
+    finally:
+        node.stop()
+    verify = node.ketter("audit", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr

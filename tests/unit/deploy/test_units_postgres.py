@@ -55,7 +55,8 @@ def test_units_wait_for_a_local_postgresql_only(dsn: str, local: bool, tmp_path:
 def test_sqlite_units_do_not_mention_postgresql(tmp_path: Path) -> None:
     path = tmp_path / "ketter.yaml"
     path.write_text(
-        f"state_dir: {tmp_path}/s\nroutes:\n  - {{name: a, source: {tmp_path}/a, destination: {tmp_path}/b}}\n"
+        f"state_dir: {tmp_path}/s\nroutes:\n"
+        f"  - {{name: a, source: {tmp_path}/a, destination: {tmp_path}/b}}\n"
     )
     units = render_units(load_config(path), config_path="/etc/ketter/ketter.yaml")
     assert not any("postgresql" in text for text in units.values())
