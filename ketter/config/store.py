@@ -10,8 +10,9 @@ The rules no single key can check are here (:func:`check_store`), reported
 like every config problem as ``FILE:LINE: KEY: reason``. One node runs
 whole on PostgreSQL (the job store, the queue, the read model, ``db
 upgrade``/``status``, ``audit verify``, ``health``, the API's reads;
-``tests/integration/test_postgres_node.py``); several nodes on one database
-are not supported yet (docs/scale-out.md, issue #18 items 3–8).
+``tests/integration/test_postgres_node.py``); several nodes share one
+database, each with its own ``node:`` (required with ``postgresql``,
+docs/scale-out.md).
 """
 
 from __future__ import annotations
