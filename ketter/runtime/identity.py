@@ -11,8 +11,9 @@ clean stop) and was written
 
 * from another host or another boot (another machine, or this one before a
   reboot that came back within ``lease.ttl``): another node uses the name;
-* from this host and boot, by the same service, whose pid is still running:
-  the service already runs here.
+* from this host and boot, by the same service, whose pid is still running
+  (and is not this process's parent: the API's extra processes): the
+  service already runs here.
 
 The same node restarting after a kill -9 is accepted at once: same host and
 boot, and the old pid is gone (a zombie counts as gone). A row from another
@@ -75,10 +76,19 @@ def _pid_running(pid: int) -> bool:
 
 
 def conflict(
-    rows: list[Any], *, role: str, now: float, ttl: float, mine: dict[str, str], pid: int
+    rows: list[Any],
+    *,
+    role: str,
+    now: float,
+    ttl: float,
+    mine: dict[str, str],
+    pid: int,
+    parent: int = 0,
 ) -> str | None:
     """Why the heartbeat ``rows`` of this node's name forbid ``role`` to
-    start (None: it may). A pure decision but for the pid check."""
+    start (None: it may). A pure decision but for the pid check. ``parent``:
+    the pid that started this process (the API's extra processes are the
+    running API's own, not a second one)."""
     own = ROLE_COMPONENTS.get(role, frozenset())
     for row in rows:
         try:
@@ -100,7 +110,7 @@ def conflict(
                 f"({ttl:g}s). Give this node its own name (node: in the config), or stop "
                 f"the other one; a dead node's name is free {ttl:g}s after its last heartbeat"
             )
-        if row.component in own and row.pid != pid and _pid_running(row.pid):
+        if row.component in own and row.pid not in (pid, parent) and _pid_running(row.pid):
             return (
                 f"node {row.node!r} already runs its {row.component} on this host "
                 f"(pid {row.pid}, heartbeat {age:.0f}s old): stop it first"
@@ -117,7 +127,13 @@ def ensure_name_free(store: JobStore, config: Config, role: str) -> None:
     rows = store.list_heartbeats(config.node)
     now = store.lease_clock(time.time())
     problem = conflict(
-        rows, role=role, now=now, ttl=config.lease.ttl, mine=origin(), pid=os.getpid()
+        rows,
+        role=role,
+        now=now,
+        ttl=config.lease.ttl,
+        mine=origin(),
+        pid=os.getpid(),
+        parent=os.getppid(),
     )
     if problem is not None:
         raise NodeNameInUse(problem)

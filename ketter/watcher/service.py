@@ -287,6 +287,8 @@ class Watcher:
             route.stop()
         if self.locks is not None:
             self.locks.close()  # the routes are free for another node's watcher
+            for route in self.routes:
+                route.leading = False  # the last heartbeat says so (status)
         if guard is not None and self._publishes:
             self._publishes = False
             guard.stop_publishing()

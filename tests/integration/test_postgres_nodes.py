@@ -482,6 +482,10 @@ def _outage_flow(tmp_path: Path, cluster: Any) -> None:
         )
         finished = time.monotonic() - back
         print(f"every job completed {finished:.1f}s after the server came back")
+        # The watcher lost its route locks with the server and took them back.
+        assert node.status()["route_watchers"] == {route: "node-a" for route in ROUTES}
+        watcher_log = (tmp_path / "node-a-watcher.log").read_text(errors="replace")
+        assert "route locks lost with their connection" in watcher_log
         # The same processes all along.
         assert watcher.poll() is None and workers.poll() is None
         assert node.beat_pid("watcher") == watcher.pid

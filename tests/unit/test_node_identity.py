@@ -110,3 +110,16 @@ def test_the_nodes_view_lists_processes_and_route_watchers() -> None:
         ("watcher", "stale"),
     ]
     assert by_node["b"]["processes"][0]["state"] == "stopped"
+
+
+def test_a_process_started_by_the_running_service_is_its_own() -> None:
+    # The API's extra processes (api.processes) start while the main one runs.
+    rows = [row("api", age=1, pid=os.getppid(), origin=HERE)]
+    assert (
+        conflict(
+            rows, role="api", now=NOW, ttl=TTL, mine=HERE, pid=os.getpid(), parent=os.getppid()
+        )
+        is None
+    )
+    refused = conflict(rows, role="api", now=NOW, ttl=TTL, mine=HERE, pid=os.getpid())
+    assert refused is not None and "already runs its api" in refused
