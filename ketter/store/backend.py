@@ -63,7 +63,9 @@ class StoreBackend(Protocol):
         when there is no store."""
         ...
 
-    def route_locks(self, routes: Iterable[str], *, node: str) -> RouteLocks | None:
+    def route_locks(
+        self, routes: Iterable[str], *, node: str, ttl: float = 30.0
+    ) -> RouteLocks | None:
         """The watcher's locks, one watcher per route across nodes (None:
         one node per store, every route is this watcher's)."""
         ...

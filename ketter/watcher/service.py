@@ -104,7 +104,7 @@ class Watcher:
             from ketter.node import store_backend
 
             names = [r.route.name for r in self.routes]
-            locks = store_backend(config).route_locks(names, node=config.node)
+            locks = store_backend(config).route_locks(names, node=config.node, ttl=config.lease.ttl)
         #: One watcher per route across nodes (PostgreSQL; None on SQLite):
         #: a route is watched only while this watcher holds its lock.
         self.locks = locks

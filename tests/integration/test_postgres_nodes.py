@@ -262,7 +262,6 @@ def test_a_node_name_is_refused_while_another_live_node_uses_it(
 # -- one watcher per route, failover -------------------------------------------------
 
 
-@pytest.mark.slow
 def test_the_watcher_fails_over_to_another_node_within_the_lease(
     tmp_path: Path, pg_dsn: str
 ) -> None:

@@ -123,12 +123,14 @@ class PgBackend:
         finally:
             db.close()
 
-    def route_locks(self, routes: Iterable[str], *, node: str) -> RouteLocks | None:
+    def route_locks(
+        self, routes: Iterable[str], *, node: str, ttl: float = 30.0
+    ) -> RouteLocks | None:
         """The watcher's route locks, one watcher per route across nodes
         (:mod:`ketter.store.postgres.route_locks`)."""
         from ketter.store.postgres.route_locks import RouteLocks
 
-        return RouteLocks(self.dsn, self._password(), routes, node=node)
+        return RouteLocks(self.dsn, self._password(), routes, node=node, ttl=ttl)
 
     def probe_queue(self) -> tuple[str, str]:
         import psycopg

@@ -43,9 +43,18 @@ class RouteLocks:
     """The route locks one watcher holds, on its own connection."""
 
     def __init__(
-        self, dsn: str, password: str | None, routes: Iterable[str], *, node: str = ""
+        self,
+        dsn: str,
+        password: str | None,
+        routes: Iterable[str],
+        *,
+        node: str = "",
+        ttl: float = 30.0,
     ) -> None:
         self.dsn = dsn
+        #: The server drops this session (and frees its locks) within about
+        #: two thirds of ``ttl`` once the holder's machine stops answering.
+        self.ttl = ttl
         self.node = node
         self.password = password
         self.routes = list(routes)
@@ -103,6 +112,15 @@ class RouteLocks:
             # Who holds a lock, for psql: pg_locks joined with pg_stat_activity.
             "application_name": f"ketter watcher {self.node}"[:63],
         }
+        # The server's own keepalives on this session: a holder whose whole
+        # machine died (no FIN, no RST) loses its locks within ~2/3 lease.ttl
+        # instead of the kernel's two hours (TCP only; on a unix socket the
+        # server and the holder die together).
+        idle, interval = max(1, int(self.ttl / 3)), max(1, int(self.ttl / 6))
+        params["options"] = (
+            f"-c tcp_keepalives_idle={idle} -c tcp_keepalives_interval={interval} "
+            f"-c tcp_keepalives_count=2 -c tcp_user_timeout={int(self.ttl * 1000 * 2 / 3)}"
+        )
         if self.password is not None:
             params["password"] = self.password
         self._conn = psycopg.connect(self.dsn, **params)

@@ -65,7 +65,7 @@ class SqliteBackend:
         finally:
             db.close()
 
-    def route_locks(self, routes: Iterable[str], *, node: str) -> None:
+    def route_locks(self, routes: Iterable[str], *, node: str, ttl: float = 30.0) -> None:
         """None: one node per SQLite store, its watcher watches every route."""
         return None
 
