@@ -61,19 +61,14 @@ class PgNode:
     def ketter(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*KETTER, "--config", str(self.config), *args],
-            capture_output=True,
-            text=True,
-            env=cli_env(),
-            timeout=120,
+            capture_output=True, text=True, env=cli_env(), timeout=120,
         )
 
     def start(self, command: str, **env: str) -> subprocess.Popen[bytes]:
         with open(self.root / f"{command}.log", "ab") as log:
             proc = subprocess.Popen(
                 [*KETTER, "--config", str(self.config), command],
-                stdout=log,
-                stderr=log,
-                env=cli_env(**env),
+                stdout=log, stderr=log, env=cli_env(**env),
             )
         self.procs[command] = proc
         return proc
@@ -101,13 +96,8 @@ class PgNode:
     def logs(self) -> str:
         return "".join(p.read_text(errors="replace") for p in self.root.glob("*.log"))
 
-    def wait_for(
-        self,
-        predicate: Callable[[], object],
-        what: str,
-        *,
-        alive: tuple[str, ...] = ("watcher", "workers"),
-    ) -> None:
+    def wait_for(self, predicate: Callable[[], object], what: str, *,
+                 alive: tuple[str, ...] = ("watcher", "workers")) -> None:
         deadline = time.monotonic() + DEADLINE
         while not predicate():
             for name in alive:
@@ -183,9 +173,8 @@ def test_a_whole_node_runs_on_postgresql(tmp_path: Path, pg_dsn: str) -> None:
         node.start("workers")
         names = set(first) | set(moved)
         node.wait_for(
-            lambda: (
-                set(node.states()) >= names and all(node.states()[n] == "completed" for n in names)
-            ),
+            lambda: set(node.states()) >= names
+            and all(node.states()[n] == "completed" for n in names),
             "every job to complete",
         )
         for name, data in first.items():
@@ -221,9 +210,8 @@ def test_a_whole_node_runs_on_postgresql(tmp_path: Path, pg_dsn: str) -> None:
         first |= later
         moved |= later_moved
         node.wait_for(
-            lambda: (
-                set(node.states()) >= names and all(node.states()[n] == "completed" for n in names)
-            ),
+            lambda: set(node.states()) >= names
+            and all(node.states()[n] == "completed" for n in names),
             "the files dropped after the cut to complete",
         )
         assert (tmp_path / "out-copy" / "after-cut-c.bin").read_bytes() == later["after-cut-c.bin"]
