@@ -214,6 +214,9 @@ class MemoryReadStore:
             if r.get("held") == 1
         )
 
+    def clock(self, now: float) -> float:
+        return now
+
     def heartbeats(self, node: str | None = None) -> tuple[HeartbeatFact, ...]:
         return tuple(
             HeartbeatFact(

@@ -93,6 +93,11 @@ class SqlReadStore:
     def close(self) -> None:
         self._close()
 
+    def clock(self, now: float) -> float:
+        """The time heartbeats and leases are stamped on (the database's
+        clock on PostgreSQL, ``now`` on SQLite)."""
+        return self._lease_clock(now)
+
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         try:
             cursor = self._execute(self.dialect.sql(sql), tuple(params))
