@@ -481,8 +481,15 @@ def _outage_flow(tmp_path: Path, cluster: Any) -> None:
         )
         finished = time.monotonic() - back
         print(f"every job completed {finished:.1f}s after the server came back")
-        # The watcher lost its route locks with the server and took them back.
-        assert node.status()["route_watchers"] == {route: "node-a" for route in ROUTES}
+        # The watcher lost its route locks with the server and took them back
+        # (status shows it from the route heartbeats, written every
+        # lease.heartbeat: possibly after the last job completed).
+        wait_for(
+            lambda: node.status()["route_watchers"] == {route: "node-a" for route in ROUTES},
+            "status to show node-a watching every route again",
+            root=tmp_path,
+            alive=procs,
+        )
         watcher_log = (tmp_path / "node-a-watcher.log").read_text(errors="replace")
         assert "route locks lost with their connection" in watcher_log
         # The same processes all along.
