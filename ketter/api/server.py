@@ -73,7 +73,9 @@ TICK = 0.2
 #: Threads that run the sync handlers (see _run).
 HANDLER_THREADS = 4
 
-#: Seconds between two heartbeat rows.
+#: Seconds between two heartbeat rows at most (``lease.heartbeat`` when
+#: shorter: on a shared store a node's name stays taken while it beats,
+#: :mod:`ketter.runtime.identity`).
 HEARTBEAT_INTERVAL = 10.0
 #: Seconds the open requests get to finish on a graceful stop (an SSE
 #: stream is cut after this).
@@ -498,7 +500,7 @@ class _Record:
         now = time.monotonic()
         if now < self._next_beat:
             return
-        self._next_beat = now + HEARTBEAT_INTERVAL
+        self._next_beat = now + min(HEARTBEAT_INTERVAL, self.node.config.lease.heartbeat)
         details = {"version": __version__, "started_at": self.started_at, **self.addresses}
         await self._write("heartbeat", lambda: self._beat(details))
 
