@@ -43,6 +43,9 @@ routes:
 #: The route folders under ``shares``.
 FOLDERS = ("in-copy", "out-copy", "in-move", "out-move")
 MiB = 2**20
+#: The name a route root's share marker starts with (several nodes check
+#: that they see the same share): in a route root on purpose, not a leftover.
+SHARE_MARKER = ".ketter-share-"
 DEADLINE = 120.0
 
 
@@ -169,9 +172,15 @@ def leftovers(folder: Path) -> list[str]:
     """Hidden names in ``folder``: temporaries, partial files. A placement
     probe (two empty files made and removed) cut by the kill is not one:
     the orphan sweep removes those an hour old, on every backend
-    (``ketter.engine.cleanup.find_orphans``)."""
+    (``ketter.engine.cleanup.find_orphans``). Nor is a route root's share
+    marker (``.ketter-share-<route>.id``), which is there on purpose."""
     return [
         p.name
         for p in folder.iterdir()
-        if p.name.startswith(".") and not p.name.startswith(".ketter-probe-")
+        if p.name.startswith(".") and not p.name.startswith((".ketter-probe-", SHARE_MARKER))
     ]
+
+
+def files(folder: Path) -> list[Path]:
+    """The files in ``folder`` but a route root's share marker."""
+    return [p for p in folder.iterdir() if not p.name.startswith(SHARE_MARKER)]

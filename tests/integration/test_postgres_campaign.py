@@ -38,6 +38,7 @@ from tests.integration.pgnode import (
     digest,
     drop,
     file_digest,
+    files,
     leftovers,
 )
 
@@ -190,14 +191,12 @@ def test_two_nodes_survive_a_kill_campaign(tmp_path: Path, pg_dsn: str) -> None:
     for folder, route in (("out-copy", "copy"), ("out-move", "move")):
         assert leftovers(shares / folder) == [], folder
         delivered = {
-            p.name: file_digest(p)
-            for p in (shares / folder).iterdir()
-            if not p.name.startswith(".")
+            p.name: file_digest(p) for p in files(shares / folder) if not p.name.startswith(".")
         }
         assert delivered == expected[route], folder
-    source_copies = {p.name: file_digest(p) for p in (shares / "in-copy").iterdir()}
+    source_copies = {p.name: file_digest(p) for p in files(shares / "in-copy")}
     assert source_copies == expected["copy"]  # a copy keeps its source
-    assert [p.name for p in (shares / "in-move").iterdir()] == []  # a move releases it
+    assert files(shares / "in-move") == []  # a move releases it
     assert released == set(expected["move"])
     # One job per source, completed, with the delivered file's SHA-256 recorded.
     jobs = a.query("SELECT id, route, source_display, source_key, state, sha256 FROM jobs")
@@ -241,7 +240,7 @@ def test_two_nodes_survive_a_kill_campaign(tmp_path: Path, pg_dsn: str) -> None:
     )
     placed = Counter(who for items in events.values() for event, who in items if event == "place")
     size = sum(
-        p.stat().st_size for folder in ("out-copy", "out-move") for p in (shares / folder).iterdir()
+        p.stat().st_size for folder in ("out-copy", "out-move") for p in files(shares / folder)
     )
     print(
         f"\ntwo-node campaign: seed={seed} kills={sum(kills.values())} "
@@ -329,7 +328,7 @@ def test_a_stalled_node_neither_places_nor_deletes(tmp_path: Path, pg_dsn: str, 
     assert placed.read_bytes() == big
     for folder in (f"out-{mode}", f"in-{mode}"):
         assert leftovers(a.shares / folder) == [], folder
-    assert sorted(p.name for p in placed.parent.iterdir()) == ["after.bin", "reel.mxf"]
+    assert sorted(p.name for p in files(placed.parent)) == ["after.bin", "reel.mxf"]
     # A's events after B's claim: none (it places, deletes and records nothing).
     events = a.query("SELECT event, node FROM events WHERE job_id = %s ORDER BY id", (job_id,))
     b_claim = events.index(("recover", "node-b"))
