@@ -74,13 +74,13 @@ def _wave(rng: random.Random, wave: int) -> dict[str, dict[str, bytes]]:
     file of several MiB (so that kills land mid-copy)."""
     out: dict[str, dict[str, bytes]] = {}
     for folder in ("in-copy", "in-move"):
-        files = {
+        arrivals = {
             f"w{wave:02d}-{i}.bin": rng.randbytes(rng.randint(1, 300_000))
             for i in range(rng.randint(3, 6))
         }
         if rng.random() < 0.6:
-            files[f"w{wave:02d}-big.mov"] = rng.randbytes(rng.randint(3, 6) * MiB + 17)
-        out[folder] = files
+            arrivals[f"w{wave:02d}-big.mov"] = rng.randbytes(rng.randint(3, 6) * MiB + 17)
+        out[folder] = arrivals
     return out
 
 
@@ -141,10 +141,10 @@ def test_two_nodes_survive_a_kill_campaign(tmp_path: Path, pg_dsn: str) -> None:
             done = a.query("SELECT count(*) FROM jobs WHERE state = 'completed'")[0][0]
             backlog = len(expected["copy"]) + len(expected["move"]) - done
             if wave < WAVES or (wave < MAX_WAVES and backlog < BACKLOG):
-                for folder, files in _wave(rng, wave).items():
-                    drop(shares / folder, files)
+                for folder, arrivals in _wave(rng, wave).items():
+                    drop(shares / folder, arrivals)
                     route = "copy" if folder == "in-copy" else "move"
-                    expected[route].update({n: digest(d) for n, d in files.items()})
+                    expected[route].update({n: digest(d) for n, d in arrivals.items()})
                 wave += 1
             time.sleep(rng.uniform(0.3, 1.5))
             name, kind = rng.choice(sorted(nodes)), rng.choice(KINDS)
