@@ -49,7 +49,58 @@ SHARE_MARKER = ".ketter-share-"
 DEADLINE = 120.0
 
 
-class PgNode:
+class NodeProcesses:
+    """A node's ``ketter`` processes on its config: run, started (each with
+    its log), killed and stopped by pid."""
+
+    config: Path
+
+    def __init__(self) -> None:
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def log_path(self, command: str) -> Path:
+        raise NotImplementedError
+
+    def ketter(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*KETTER, "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=120,
+        )
+
+    def start(self, command: str, **env: str) -> subprocess.Popen[bytes]:
+        with open(self.log_path(command), "ab") as log:
+            proc = subprocess.Popen(
+                [*KETTER, "--config", str(self.config), command],
+                stdout=log,
+                stderr=log,
+                env=cli_env(**env),
+            )
+        self.procs[command] = proc
+        return proc
+
+    def kill(self, command: str) -> None:
+        """kill -9 the node's ``command`` process and reap it (no zombie)."""
+        proc = self.procs[command]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)  # a stopped process cannot stop itself
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+class PgNode(NodeProcesses):
     """One node under ``root`` whose job store is the database ``dsn``; its
     routes' folders are under ``shares`` (``root`` when not given)."""
 
@@ -64,6 +115,7 @@ class PgNode:
         workers: int = 2,
         max_attempts: int = 5,
     ) -> None:
+        super().__init__()
         self.root, self.dsn, self.name = root, dsn, node
         self.shares = shares if shares is not None else root
         root.mkdir(parents=True, exist_ok=True)
@@ -81,45 +133,9 @@ class PgNode:
         )
         for name in FOLDERS:
             (self.shares / name).mkdir(parents=True, exist_ok=True)
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def ketter(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*KETTER, "--config", str(self.config), *args],
-            capture_output=True,
-            text=True,
-            env=cli_env(),
-            timeout=120,
-        )
-
-    def start(self, command: str, **env: str) -> subprocess.Popen[bytes]:
-        with open(self.root / f"{command}.log", "ab") as log:
-            proc = subprocess.Popen(
-                [*KETTER, "--config", str(self.config), command],
-                stdout=log,
-                stderr=log,
-                env=cli_env(**env),
-            )
-        self.procs[command] = proc
-        return proc
-
-    def kill(self, command: str) -> None:
-        """kill -9 the node's ``command`` process and reap it."""
-        proc = self.procs[command]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)  # a stopped process cannot stop itself
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+    def log_path(self, command: str) -> Path:
+        return self.root / f"{command}.log"
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.dsn, autocommit=True) as conn:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import KETTER, cli_env
+from tests.integration.pgnode import NodeProcesses
 
 TTL, STABLE, POLL = 4.0, 0.3, 0.2
 
@@ -64,10 +63,11 @@ class Shares:
         return set(states) >= names and all(states[n] == "completed" for n in names)
 
 
-class NodeProcs:
+class NodeProcs(NodeProcesses):
     """One node (its own name and state_dir) on the shared shares."""
 
     def __init__(self, shares: Shares, node: str, *, config_text: str = CONFIG) -> None:
+        super().__init__()
         self.shares, self.node = shares, node
         root = shares.root
         self.state = root / f"state-{node}"
@@ -83,43 +83,9 @@ class NodeProcs:
                 poll=POLL,
             )
         )
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def ketter(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*KETTER, "--config", str(self.config), *args],
-            capture_output=True,
-            text=True,
-            env=cli_env(),
-            timeout=120,
-        )
-
-    def start(self, command: str, **env: str) -> subprocess.Popen[bytes]:
-        with open(self.shares.root / f"{self.node}-{command}.log", "ab") as log:
-            proc = subprocess.Popen(
-                [*KETTER, "--config", str(self.config), command],
-                stdout=log,
-                stderr=log,
-                env=cli_env(**env),
-            )
-        self.procs[command] = proc
-        return proc
-
-    def kill9(self, command: str) -> None:
-        proc = self.procs[command]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)  # reaped: no zombie left behind
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+    def log_path(self, command: str) -> Path:
+        return self.shares.root / f"{self.node}-{command}.log"
 
     def status(self) -> dict[str, Any]:
         done = self.ketter("status", "--json")
@@ -202,7 +168,7 @@ def test_a_node_name_is_refused_while_another_live_node_uses_it(
         )
         # 2. Killed with SIGKILL (no clean stop recorded, its heartbeat still
         # fresh): the same node restarting is accepted at once.
-        a.kill9("workers")
+        a.kill("workers")
         (age,) = shares.query(
             "SELECT EXTRACT(EPOCH FROM now())::float8 - ts FROM heartbeats "
             "WHERE node = 'node-a' AND component = 'workers'"
@@ -314,7 +280,7 @@ def test_the_watcher_fails_over_to_another_node_within_the_lease(
         # Kill -9 the leader's watcher (the routes' holder), then drop files.
         leader = sorted(holders)[0]
         a_or_b = {"node-a": a, "node-b": b}
-        a_or_b[leader].kill9("watcher")
+        a_or_b[leader].kill("watcher")
         killed = time.monotonic()
         survivor = "node-b" if leader == "node-a" else "node-a"
         later = {f"after-{i}.bin": os.urandom(80_000 + i) for i in range(3)}
