@@ -281,8 +281,7 @@ def verify_files(
             )
         elif prev != reader.hash_of(seq - 1):
             report.problem(
-                f"{where}: record seq {seq} does not link to the job store's record "
-                f"seq {seq - 1}"
+                f"{where}: record seq {seq} does not link to the job store's record seq {seq - 1}"
             )
         elif pruned:
             report.notes.append(

@@ -101,7 +101,7 @@ def copy_store(
 ) -> CopyReport:
     """Copy the SQLite store at ``sqlite_path`` into the empty database
     ``dsn``; returns what was copied or raises :class:`CopyRefused`."""
-    from ketter.store.postgres.db import connect, pending_migrations, shown_dsn, upgrade
+    from ketter.store.postgres.db import connect, shown_dsn
 
     where = shown_dsn(dsn)
     now = time.time() if now is None else now
@@ -123,14 +123,11 @@ def copy_store(
                 "--force to copy a store that may change under the copy"
             )
         src_migrations = [
-            r[0]
-            for r in src.execute(f'SELECT name FROM "{MIGRATIONS_TABLE}" ORDER BY name')
+            r[0] for r in src.execute(f'SELECT name FROM "{MIGRATIONS_TABLE}" ORDER BY name')
         ]
         db = connect(dsn, password=password)
         try:
-            return _copy(
-                src, db, tables, src_migrations, where, sqlite_path, say, pending_migrations, upgrade
-            )
+            return _copy(src, db, tables, src_migrations, where, sqlite_path, say)
         finally:
             db.close()
     finally:
@@ -145,10 +142,10 @@ def _copy(
     where: str,
     sqlite_path: str,
     say: Callable[[str], None],
-    pending_migrations: Callable[[Any], list[str]],
-    upgrade: Callable[[Any], list[str]],
 ) -> CopyReport:
     import psycopg
+
+    from ketter.store.postgres.db import pending_migrations, upgrade
 
     report = CopyReport(where)
     try:
