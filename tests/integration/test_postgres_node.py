@@ -125,11 +125,13 @@ def _leftovers(folder: Path) -> list[str]:
     """Hidden names in ``folder``: temporaries, partial files. A placement
     probe (two empty files made and removed) cut by the kill is not one:
     the orphan sweep removes those an hour old, on every backend
-    (``ketter.engine.cleanup.find_orphans``)."""
+    (``ketter.engine.cleanup.find_orphans``). Nor is the route root's share
+    marker (``ketter.jobs.shares``), which is there on purpose."""
     return [
         p.name
         for p in folder.iterdir()
-        if p.name.startswith(".") and not p.name.startswith(".ketter-probe-")
+        if p.name.startswith(".")
+        and not p.name.startswith((".ketter-probe-", ".ketter-share-"))
     ]
 
 
