@@ -62,6 +62,12 @@ def test_two_nodes_one_chain_each_log_its_own(pg_dsn: str, tmp_path: Path) -> No
         verified = _ketter(config, "audit", "verify")
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert "OK" in verified.stdout
+        # A copy of the log alone (the SIEM's): its gaps cannot be told
+        # from other nodes' records without the job store, and say so.
+        log = config.parent / "state" / "logs" / "audit.jsonl"
+        alone = _ketter(config, "audit", "verify", "--no-db", str(log))
+        assert alone.returncode == 0, alone.stdout + alone.stderr
+        assert "gap(s) between its records not checked" in alone.stdout
     # A line of n1's log deleted: n1 fails naming the record, n2 still passes.
     log = nodes["n1"].parent / "state" / "logs" / "audit.jsonl"
     lines = log.read_text().splitlines(keepends=True)
