@@ -85,11 +85,14 @@ class CompositeRoutes(CompositeCore):
             self.append_event("route_paused", now=now, route=route, details=details)
         return True
 
+    @abc.abstractmethod
     def share_marker(self, route: str, side: str) -> str | None: ...
 
+    @abc.abstractmethod
     def _put_share_marker(
         self, route: str, side: str, path: str, marker: str, node: str, now: float
-    ) -> None: ...
+    ) -> None:
+        """Insert the marker row of ``route``'s ``side`` root."""
 
     def record_share_marker(
         self, route: str, side: str, *, path: str, marker: str, node: str, now: float
