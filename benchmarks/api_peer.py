@@ -1,7 +1,7 @@
 """The peer of ``make bench-api``: the same stack with nothing of Ketter's.
 
 FastAPI on uvicorn (the same server options as ``ketter api``: httptools,
-asyncio's loop, no access log), one sync handler that answers a fixed page
+uvloop's event loop, no access log), one sync handler that answers a fixed page
 of 50 transfers (the JSON ``GET /api/v1/transfers?limit=50`` answered in the
 same run) and one that answers a fixed transfer's detail (``GET
 /api/v1/transfers/{id}``, whatever the id), with no token check, no store
@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 import uvicorn
+import uvloop
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
@@ -53,7 +54,8 @@ def serve(port: int, page: dict, detail: dict) -> None:  # type: ignore[type-arg
     config = uvicorn.Config(
         build(page, detail), log_level=logging.WARNING, access_log=False, server_header=False
     )
-    asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(uvicorn.Server(config).serve(sockets=[sock]))
 
 
 def main() -> None:

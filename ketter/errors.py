@@ -178,3 +178,11 @@ class ShutdownRequested(BaseException):
     on the way up swallows it: the job must be checkpointed and released,
     not marked failed.
     """
+
+
+class NodeNameInUse(ConfigError):
+    """Another live process set uses this node's name on the shared job store
+    (``node:`` must be unique among the nodes of one database)."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip().splitlines()[0])

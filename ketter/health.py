@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ketter.config import Config
+from ketter.runtime.identity import nodes_view
 from ketter.store.port import JobReadStore, StoreUnreadable
 from ketter.store.sqlite_read import connect_readonly
 
@@ -58,6 +59,9 @@ class HealthReport:
     node: str
     checked_at: float
     checks: list[Check] = field(default_factory=list)
+    #: Every node of the store with its processes' heartbeats, and which
+    #: node watches each route (:func:`ketter.runtime.identity.nodes_view`).
+    nodes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:
@@ -73,11 +77,20 @@ class HealthReport:
             "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.checked_at)),
             "problems": sum(1 for c in self.checks if not c.ok),
             "checks": [asdict(c) for c in self.checks],
+            "nodes": self.nodes.get("nodes", []),
+            "route_watchers": self.nodes.get("route_watchers", {}),
         }
 
     def text(self) -> str:
         lines = [f"{'ok  ' if c.ok else 'FAIL'}  {c.name}: {c.detail}" for c in self.checks]
         problems = sum(1 for c in self.checks if not c.ok)
+        for entry in self.nodes.get("nodes", []):
+            processes = ", ".join(
+                f"{p['component']} {p['age_s']}s ago ({p['state']})" for p in entry["processes"]
+            )
+            lines.append(f"node  {entry['node']} on {entry['host'] or '?'}: {processes}")
+        for route, node in self.nodes.get("route_watchers", {}).items():
+            lines.append(f"route {route}: watched by node {node}")
         lines.append("healthy" if not problems else f"UNHEALTHY: {problems} problem(s)")
         return "\n".join(lines)
 
@@ -398,6 +411,11 @@ def check_health(config: Config, *, now: float | None = None) -> HealthReport:
     try:
         beats = _heartbeats(store, config.node)
         report.add("job store", True, f"{where} opens ({store.how})")
+        # Heartbeats are stamped on the store's clock (the database's on
+        # PostgreSQL): their ages are taken on it.
+        now = store.clock(now)
+        if backend.name == "postgresql":  # several nodes; on SQLite the one, as before
+            report.nodes = nodes_view(store.heartbeats(), now=now, live_for=config.lease.ttl)
         # The API is a service of this node when its unit is rendered
         # (api.listen set): then its heartbeat is checked like the others'.
         for service in SERVICES + (("api",) if config.api.listen else ()):

@@ -171,6 +171,13 @@ class Node:
         store = None
         if open_store:
             store = store_backend(config).open_store(chain, evidence=evidence)
+            from ketter.runtime.identity import ensure_name_free
+
+            try:
+                ensure_name_free(store, config, role)  # one live node per name (PostgreSQL)
+            except BaseException:
+                store.close()
+                raise
         node = cls(config=config, role=ROLES[role], chain=chain, store=store, _notifier=notifier)
         if role in ALERTING and store is not None:
             from ketter.events import AlertSubscriber

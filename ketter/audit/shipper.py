@@ -43,6 +43,8 @@ log = logging.getLogger("ketter.audit")
 #: The ``audit`` heartbeat is written at least this often while idle (so
 #: ``ketter health`` can tell a shipper thread that died from an idle one).
 BEAT_EVERY = 10.0
+#: While shipping keeps failing, its error is logged this often (seconds).
+FAILING_SAID_EVERY = 60.0
 #: Job identities kept between passes (cleared beyond it): a few batches' worth.
 IDENTITY_CACHE = 5_000
 
@@ -337,6 +339,8 @@ class AuditShipper:
             self._thread = None
 
     def _run(self) -> None:
+        failing_since: float | None = None
+        said_at = 0.0
         try:
             while True:
                 stopping = self._stop.is_set()
@@ -345,11 +349,20 @@ class AuditShipper:
                     due = time.monotonic() - self._beat_at >= self._beat_every
                     if self._fd is not None and due:
                         self._beat()
+                    if failing_since is not None:
+                        log.info("audit shipping resumed")
+                        failing_since = None
                 except Exception:
                     # Nothing is lost (the events stay in the job store); the
                     # next pass starts again from the log's last whole line.
                     # drain() put the error in the heartbeat: health fails.
-                    log.exception("audit shipping failed; retrying")
+                    # Logged when it starts and then once a minute, not at
+                    # every pass of an outage.
+                    now = time.monotonic()
+                    if failing_since is None or now - said_at >= FAILING_SAID_EVERY:
+                        log.exception("audit shipping failed; retrying")
+                        failing_since = failing_since or now
+                        said_at = now
                     self.close()
                 if stopping:
                     return

@@ -17,6 +17,7 @@ from typing import Any
 from ketter.cli.common import add_config_arg, config_from, print_json, table
 from ketter.jobs.states import State
 from ketter.node import Node
+from ketter.runtime.identity import nodes_view
 from ketter.store.port import JobFilter
 from ketter.store.sql_read import SqlReadStore, iso
 
@@ -121,13 +122,21 @@ def show_status(args: argparse.Namespace) -> int:
     running = [asdict(job) for job in view.running]
     paused = [{**asdict(row), "since": iso(row.since)} for row in view.paused]
     held = [{**asdict(row), "since": iso(row.since)} for row in view.held]
+    # Every node sharing the store, and who watches each route (issue #18):
+    # heartbeat ages on the heartbeats' clock (the database's on PostgreSQL).
+    beat_now = store.clock(now)
+    nodes = nodes_view(view.heartbeats, now=beat_now, live_for=config.lease.ttl)
+    watchers = [
+        {"route": r.name, "watched_by": nodes["route_watchers"].get(r.name, "-")}
+        for r in config.routes
+    ]
     beats = [
         {
             "component": beat.component,
             "node": beat.node,
             "pid": beat.pid,
             "details": beat.details,
-            "age_s": round(now - beat.ts, 1),
+            "age_s": round(beat_now - beat.ts, 1),
         }
         for beat in view.heartbeats
     ]
@@ -140,6 +149,8 @@ def show_status(args: argparse.Namespace) -> int:
                 "paused": paused,
                 "held": held,
                 "heartbeats": beats,
+                "nodes": nodes["nodes"],
+                "route_watchers": nodes["route_watchers"],
             }
         )
         return 0
@@ -159,6 +170,17 @@ def show_status(args: argparse.Namespace) -> int:
     for beat in beats:
         beat["details"] = heartbeat_text(beat["details"])
     print(table(beats, ["component", "node", "pid", "age_s", "details"]))
+    if config.store.backend != "postgresql":
+        return 0  # one node: the heartbeats say it all
+    print("\nnodes:")
+    for entry in nodes["nodes"]:
+        processes = ", ".join(
+            f"{p['component']} pid {p['pid']} {p['age_s']}s ago ({p['state']})"
+            for p in entry["processes"]
+        )
+        print(f"  {entry['node']} on {entry['host'] or '?'}: {processes}")
+    print("\nroute watchers:")
+    print(table(watchers, ["route", "watched_by"]))
     return 0
 
 
@@ -190,6 +212,8 @@ def heartbeat_text(details: Any) -> str:
         return "stopped cleanly" if clean else "stopped"
     parts = []
     for key, value in details.items():
+        if key == "origin":  # the writer's host and boot (the nodes table shows the host)
+            continue
         if key == "running" and isinstance(value, list):
             jobs = [
                 f"job {r.get('job_id')} {r.get('phase', '')} {size_text(r.get('bytes') or 0)}"

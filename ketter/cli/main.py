@@ -27,7 +27,7 @@ from ketter.cli import (
     transfer,
     watch,
 )
-from ketter.errors import ConfigError, KetterError, StoreMissing
+from ketter.errors import ConfigError, KetterError, NodeNameInUse, StoreMissing
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except StoreMissing as exc:  # not the config's fault; still exit 2 (no restart loop)
+    except (StoreMissing, NodeNameInUse) as exc:  # not the config's fault; still exit 2
         print(f"ketter: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as exc:

@@ -10,8 +10,9 @@ The rules no single key can check are here (:func:`check_store`), reported
 like every config problem as ``FILE:LINE: KEY: reason``. One node runs
 whole on PostgreSQL (the job store, the queue, the read model, ``db
 upgrade``/``status``, ``audit verify``, ``health``, the API's reads;
-``tests/integration/test_postgres_node.py``); several nodes on one database
-are not supported yet (docs/scale-out.md, issue #18 items 3–8).
+``tests/integration/test_postgres_node.py``); several nodes share one
+database, each with its own ``node:`` (required with ``postgresql``,
+docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -71,6 +72,13 @@ def check_store(config: Config, key_lines: dict[str, int], path: str) -> list[st
                     "state_dir/ketter.db); remove it or set store.backend"
                 )
         return problems
+    if "node" not in key_lines:
+        # Several nodes share the database: a name taken by default (the
+        # host name) could be another node's (a cloned VM, a container).
+        problems.append(
+            f"{where('backend')}: backend: postgresql needs node: set in the config, a name "
+            "unique among the nodes on this database (e.g. node: ingest-1)"
+        )
     if store.dsn is None:
         problems.append(
             f"{where('backend')}: backend: postgresql needs store.dsn, the database to use "

@@ -30,6 +30,7 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.resources import files
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from ketter.config import Config
 from ketter.config.api import split_address
@@ -200,6 +201,32 @@ def _fill(name: str, fields: dict[str, str], fragments: dict[str, str | None]) -
     return "".join(out)
 
 
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def local_postgres(config: Config) -> bool:
+    """Whether the job store is a PostgreSQL on this machine: ``store.dsn``'s
+    host is localhost, 127.0.0.1, ::1, a unix socket path, or none (libpq's
+    default socket)."""
+    dsn = config.store.dsn
+    if config.store.backend != "postgresql" or dsn is None:
+        return False
+    hosts: list[str] = []
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        hosts = [unquote(parts.hostname or "")]
+        hosts += [h for v in parse_qs(parts.query).get("host", []) for h in v.split(",")]
+    else:
+        for word in dsn.split():
+            key, _, value = word.partition("=")
+            if key.strip() in ("host", "hostaddr"):
+                hosts += value.strip("'").split(",")
+    hosts = [h for h in hosts if h]
+    if not hosts:
+        return True  # libpq's default: the local unix socket
+    return all(h in LOCAL_HOSTS or h.startswith("/") for h in hosts)
+
+
 def _service(
     config: Config, *, kind: str, python: str, config_path: str, user: str, group: str
 ) -> str:
@@ -246,6 +273,7 @@ def _service(
             else "read-only-paths.conf"
         ),
         "network": network,
+        "postgres": "postgres-local.conf" if local_postgres(config) else None,
     }
     credential = credential_name(config.audit.hmac_key_file)
     if credential is not None:

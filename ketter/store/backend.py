@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from ketter.audit.chain import AuditChain
     from ketter.store.port import JobStore
+    from ketter.store.postgres.route_locks import RouteLocks
     from ketter.store.sql_read import SqlReadStore
 
 
@@ -60,6 +61,13 @@ class StoreBackend(Protocol):
     def pending(self) -> list[str]:
         """The migrations not applied yet (``ketter db status``); every one
         when there is no store."""
+        ...
+
+    def route_locks(
+        self, routes: Iterable[str], *, node: str, ttl: float = 30.0
+    ) -> RouteLocks | None:
+        """The watcher's locks, one watcher per route across nodes (None:
+        one node per store, every route is this watcher's)."""
         ...
 
     def probe_queue(self) -> tuple[str, str]:

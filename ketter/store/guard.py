@@ -59,8 +59,11 @@ MARKER = "ketter.node"
 STATUS_DIR = "run"
 #: Size of a status file; always rewritten whole, in place.
 STATUS_SIZE = 4096
-#: Backoff of the write probes while the store is not writable.
-PROBE_FIRST, PROBE_MAX = 1.0, 60.0
+#: Backoff of the write probes while the store is not writable: a probe
+#: is one small transaction, so the cap is short, and a node resumes within
+#: about ten seconds of the store's return (a database restarted, a disk
+#: freed), not a minute later.
+PROBE_FIRST, PROBE_MAX = 1.0, 10.0
 #: Free space the state dir needs before a node paused for a full disk
 #: resumes: a write that lands in the WAL's reused pages is no proof of room,
 #: and resuming on it made the node flap (and the queue's WAL fill the disk

@@ -10,7 +10,6 @@ The ``job_history`` view is computed here the way SQLite computes it.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -32,19 +31,12 @@ from ketter.store.port import (
     StatusView,
 )
 from ketter.store.sql_read import IN_FLIGHT, _drop_finished, health_beat, iso, running_ids
+from ketter.store.view_time import view_time
 
 Row = Mapping[str, Any]
 
 #: Events after which a job's running claim began (the rate is measured since).
 _CLAIM_EVENTS = ("claim", "resume", "recover")
-
-
-def _view_time(ts: float | None) -> str | None:
-    """``strftime('%Y-%m-%dT%H:%M:%fZ', ts, 'unixepoch')``: milliseconds rounded."""
-    if ts is None:
-        return None
-    ms = int(ts * 1000 + 0.5)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
 def history_row(job: Row) -> JobRecord:
@@ -63,18 +55,18 @@ def history_row(job: Row) -> JobRecord:
         files=job.get("file_count", 1),
         sha256=job.get("sha256"),
         xxh128=job.get("xxh128"),
-        created=_view_time(job["created_at"]),
-        started=_view_time(job.get("started_at")),
-        placed=_view_time(job.get("placed_at")),
-        completed=_view_time(job.get("completed_at")),
-        updated=_view_time(job["updated_at"]),
+        created=view_time(job["created_at"]),
+        started=view_time(job.get("started_at")),
+        placed=view_time(job.get("placed_at")),
+        completed=view_time(job.get("completed_at")),
+        updated=view_time(job["updated_at"]),
         seconds=None if seconds is None else round(seconds, 3),
         mb_per_s=(
             round(moved / seconds / 1e6, 1)
             if seconds and seconds > 0 and moved and moved > 0
             else None
         ),
-        next_attempt=_view_time(job.get("next_attempt_at")),
+        next_attempt=view_time(job.get("next_attempt_at")),
         error=job.get("error"),
         node=job["node"],
     )
@@ -221,6 +213,9 @@ class MemoryReadStore:
             for r in sorted(self.routes, key=lambda r: r["route"])
             if r.get("held") == 1
         )
+
+    def clock(self, now: float) -> float:
+        return now
 
     def heartbeats(self, node: str | None = None) -> tuple[HeartbeatFact, ...]:
         return tuple(

@@ -304,6 +304,11 @@ class JobReadStore(Protocol):
         lifted only by ``ketter resume``."""
         ...
 
+    def clock(self, now: float) -> float:
+        """The time heartbeats and leases are stamped on (the database's
+        clock on PostgreSQL, ``now`` on one node)."""
+        ...
+
     def heartbeats(self, node: str | None = None) -> tuple[HeartbeatFact, ...]:
         """Heartbeats by component name, of ``node`` only when given, details
         parsed as they are (a damaged row raises ``ValueError``)."""

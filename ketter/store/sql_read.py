@@ -19,6 +19,7 @@ from typing import Any
 from ketter.jobs.states import TERMINAL, State
 from ketter.store.dialect import SQLITE, Dialect
 from ketter.store.port import (
+    HISTORY_FIELDS,
     HealthFacts,
     HeartbeatFact,
     HeldRoute,
@@ -36,6 +37,7 @@ from ketter.store.port import (
     StoreUnreadable,
 )
 from ketter.store.rows import ApiTokenRow
+from ketter.store.view_time import view_times
 
 #: States in which a job with a live lease is being worked on.
 IN_FLIGHT = tuple(s.value for s in State if s not in TERMINAL and s is not State.RETRY_WAIT)
@@ -46,6 +48,21 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+#: Those columns, the times last and raw (``jobs.<name>_at``).
+_JOB_SELECT = (
+    "SELECT v.job_id, v.route, v.mode, v.kind, v.state, v.attempt, v.source, "
+    "v.destination, v.bytes, v.files, v.sha256, v.xxh128, v.seconds, v.mb_per_s, "
+    "v.error, v.node, j.created_at, j.started_at, j.placed_at, j.completed_at, "
+    "j.updated_at, j.next_attempt_at FROM job_history AS v JOIN jobs AS j ON j.id = v.job_id"
+)
+
+
+def _shown(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A :data:`_JOB_SELECT` row in the view's order, times formatted."""
+    times = view_times(row[16:])
+    return row[:12] + times[:5] + row[12:14] + times[5:] + row[14:16]
 
 
 class SqlReadStore:
@@ -76,6 +93,11 @@ class SqlReadStore:
     def close(self) -> None:
         self._close()
 
+    def clock(self, now: float) -> float:
+        """The time heartbeats and leases are stamped on (the database's
+        clock on PostgreSQL, ``now`` on SQLite)."""
+        return self._lease_clock(now)
+
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         try:
             cursor = self._execute(self.dialect.sql(sql), tuple(params))
@@ -85,6 +107,21 @@ class SqlReadStore:
             raise StoreUnreadable(str(exc)) from exc
 
     # -- jobs, job ---------------------------------------------------------
+
+    def _jobs(self, where: str, params: tuple[Any, ...]) -> tuple[JobRecord, ...]:
+        """``job_history`` rows, the view's columns in its order, but its six
+        times taken raw from ``jobs`` and formatted by
+        :func:`~ketter.store.view_time.view_times` (the view's ``strftime``
+        was half a page's query time; the flattened view computes only the
+        columns selected)."""
+        try:
+            cursor = self._execute(self.dialect.sql(f"{_JOB_SELECT} WHERE {where}"), params)
+            rows = cursor.fetchall()
+        except self._errors as exc:
+            raise StoreUnreadable(str(exc)) from exc
+        return tuple(
+            JobRecord.from_row(dict(zip(HISTORY_FIELDS, _shown(row), strict=True))) for row in rows
+        )
 
     def list_jobs(self, filters: JobFilter, limit: int, cursor: int | None = None) -> JobPage:
         where: list[str] = []
@@ -120,14 +157,13 @@ class SqlReadStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
-        sql = f"SELECT * FROM job_history WHERE job_id IN ({sql}) ORDER BY job_id DESC"
-        jobs = tuple(JobRecord.from_row(row) for row in self._rows(sql, (*params, limit)))
+        jobs = self._jobs(f"v.job_id IN ({sql}) ORDER BY v.job_id DESC", (*params, limit))
         full = limit > 0 and len(jobs) == limit
         return JobPage(jobs, jobs[-1].job_id if full else None)
 
     def job_detail(self, job_id: int) -> JobDetail | None:
-        rows = self._rows("SELECT * FROM job_history WHERE job_id = ?", (job_id,))
-        if not rows:
+        jobs = self._jobs("v.job_id = ?", (job_id,))
+        if not jobs:
             return None
         events = self._rows(
             "SELECT id AS seq, ts, event, from_state, to_state, attempt, node, "
@@ -141,7 +177,7 @@ class SqlReadStore:
             (job_id,),
         )
         return JobDetail(
-            job=JobRecord.from_row(rows[0]),
+            job=jobs[0],
             events=tuple(_event(e) for e in events),
             files=tuple(ManifestEntry(**f) for f in files),
         )

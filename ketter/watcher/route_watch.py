@@ -119,12 +119,45 @@ class RouteWatch:
         #: (key, ctime) of delivered files whose ctime moved with the same
         #: bytes (chmod, chown): settled, not hashed again (enqueue.py)
         self.same_bytes: set[tuple[str, int]] = set()
+        #: This watcher holds the route (its lock on PostgreSQL; always on
+        #: SQLite): only the leader watches a route (:meth:`lead`, :meth:`follow`).
+        self.leading = True
 
     # -- lifecycle -------------------------------------------------------
 
     def stop(self) -> None:
         stop_observer(self.observer)
         self.observer = None
+
+    def follow(self) -> None:
+        """Another node's watcher holds the route (or this one lost its
+        lock): stop watching it and forget its candidates."""
+        if not self.leading:
+            return
+        self.leading = False
+        self.stop()
+        self._forget()
+        self.scanner = None
+        log.info(
+            "route held by another watcher: not watched here", **job_fields(route=self.route.name)
+        )
+
+    def lead(self) -> None:
+        """This watcher took the route's lock: watch it, starting with a
+        full scan (the catch-up of what arrived under the previous holder)."""
+        if self.leading:
+            return
+        self.leading = True
+        if self.watching:
+            self._start_watching(self.clock())
+
+    def _forget(self) -> None:
+        self.tracker = StabilityTracker(
+            stable_seconds=self.route.stable_seconds,
+            poll_interval=self.route.poll_interval,
+            capacity=self.tracker.capacity,
+        )
+        self.hints.drain()
 
     def request_rescan(self) -> None:
         """Thread-safe: the next tick walks the whole tree (overflow)."""
@@ -134,7 +167,7 @@ class RouteWatch:
         """One step: check the root, scan what is due, observe candidates,
         enqueue the ready ones. Returns the ids of the jobs created."""
         now = self.clock()
-        if not self._available(now):
+        if not self.leading or not self._available(now):
             return []
         try:
             self._scan(now)
@@ -172,6 +205,8 @@ class RouteWatch:
 
     def next_wakeup(self) -> float:
         """Clock time at which :meth:`tick` has something to do."""
+        if not self.leading:
+            return self.clock() + self.route.poll_interval  # the watcher asks for the lock
         if not self.watching:
             return self.availability.retry_at
         times = [self.next_full_scan, self.next_check]
@@ -221,12 +256,7 @@ class RouteWatch:
         """The root is lost: stop the watch and forget its candidates (they
         are found again by the full scan after it comes back)."""
         self.stop()
-        self.tracker = StabilityTracker(
-            stable_seconds=self.route.stable_seconds,
-            poll_interval=self.route.poll_interval,
-            capacity=self.tracker.capacity,
-        )
-        self.hints.drain()
+        self._forget()
         self.scanner = None
         self.availability.lose(reason, now)
 
@@ -468,6 +498,7 @@ class RouteWatch:
         """Heartbeat details of this route."""
         return {
             "lost": not self.watching,
+            "leader": self.leading,
             "reason": self.availability.lost_reason,
             "lost_since": self.availability.lost_since,
             "mode": self.mode,

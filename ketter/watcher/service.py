@@ -4,6 +4,12 @@ Threads: the loop runs in the caller's thread (``ketter watcher``'s main
 thread, or a thread of ``ketter run``); watchdog's inotify threads only add
 hints to thread-safe sets. Only the loop touches the job store and the
 queue, so there is no locking beyond SQLite's.
+
+On PostgreSQL a route is watched only by the watcher that holds its lock
+(:mod:`ketter.store.postgres.route_locks`): the loop asks for the locks it
+does not hold every ``lock_interval`` (the shortest ``poll_interval``, at
+most half of ``lease.ttl``), so another node's watcher takes a route over
+within that of its holder's death, with a full scan.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from ketter.watcher.route_watch import MAX_BACKOFF, RouteWatch
 
 if TYPE_CHECKING:
     from ketter.store.port import JobStore
+    from ketter.store.postgres.route_locks import RouteLocks
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +71,7 @@ class Watcher:
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         max_backoff: float = MAX_BACKOFF,
         notifier: Any = None,
+        locks: RouteLocks | str | None = "from-config",
     ) -> None:
         self.config = config
         self.store = store
@@ -73,7 +81,9 @@ class Watcher:
             queue = build_queue(config)
         self.queue = queue
         self.clock = clock
-        self.heartbeat_interval = heartbeat_interval
+        # At least every lease.heartbeat: a live node's rows stay younger
+        # than lease.ttl (its name is checked against them, ketter.runtime.identity).
+        self.heartbeat_interval = min(heartbeat_interval, config.lease.heartbeat)
         self._wake = threading.Event()
         self.routes = [
             RouteWatch(
@@ -90,6 +100,18 @@ class Watcher:
             )
             for route in config.routes
         ]
+        if isinstance(locks, str):
+            from ketter.node import store_backend
+
+            names = [r.route.name for r in self.routes]
+            locks = store_backend(config).route_locks(names, node=config.node, ttl=config.lease.ttl)
+        #: One watcher per route across nodes (PostgreSQL; None on SQLite):
+        #: a route is watched only while this watcher holds its lock.
+        self.locks = locks
+        self.lock_interval = max(
+            0.5, min([config.lease.ttl / 2] + [r.poll_interval for r in config.routes])
+        )
+        self._next_lock_check = 0.0
         self._overflow = OverflowHook(self._on_overflow)
         self._started = False
         self._publishes = False
@@ -155,6 +177,8 @@ class Watcher:
             if self.clock() >= self._next_beat and guard.probe_due():
                 self.heartbeat()
             return created
+        if self._take_locks():
+            return created  # the locks' connection is lost: paused, as the store is
         for route in self.routes:
             try:
                 created.extend(route.tick())
@@ -168,6 +192,28 @@ class Watcher:
         if self.clock() >= self._next_beat:
             self.heartbeat()
         return created
+
+    def _take_locks(self) -> bool:
+        """Ask for the route locks not held yet (every ``lock_interval``):
+        lead the routes held, follow the others. True when the locks'
+        connection is lost (the store unavailable: every route paused)."""
+        if self.locks is None:
+            return False
+        if self.clock() >= self._next_lock_check:
+            self._next_lock_check = self.clock() + self.lock_interval
+            held = self.locks.refresh()
+            for route in self.routes:
+                if route.route.name in held:
+                    route.lead()
+                else:
+                    route.follow()
+        error = self.locks.error
+        if error is None:
+            return False
+        guard = self.store.guard
+        if guard is not None and guard.is_unwritable(error):
+            guard.write_failed(error)  # the status file says the store is unavailable
+        return True
 
     def scan_once(self) -> list[int]:
         """Force a full scan of every route now, then tick."""
@@ -185,6 +231,10 @@ class Watcher:
             "routes_lost": sum(1 for r in self.routes if not r.watching),
             "pending": sum(len(r.tracker) for r in self.routes),
         }
+        if self.locks is not None:
+            rows["watcher"]["routes_led"] = sorted(r.route.name for r in self.routes if r.leading)
+            if self.locks.problem is not None:
+                rows["watcher"]["locks"] = self.locks.problem
         guard = self.store.guard
         if guard is not None and not guard.probe():
             return  # an immutable or read-only store: paused (tick)
@@ -235,6 +285,10 @@ class Watcher:
             log.info("watcher stopped", extra=fields)
         for route in self.routes:
             route.stop()
+        if self.locks is not None:
+            self.locks.close()  # the routes are free for another node's watcher
+            for route in self.routes:
+                route.leading = False  # the last heartbeat says so (status)
         if guard is not None and self._publishes:
             self._publishes = False
             guard.stop_publishing()
@@ -269,4 +323,6 @@ class Watcher:
     def _wait(self) -> float:
         now = self.clock()
         wake = min([r.next_wakeup() for r in self.routes] + [self._next_beat])
+        if self.locks is not None:
+            wake = min(wake, self._next_lock_check)
         return min(MAX_WAIT, max(MIN_WAIT, wake - now))

@@ -48,7 +48,7 @@ def test_store_problems_name_their_line(text: str, expected: str) -> None:
 
 def test_postgresql_names_the_database_and_its_password_file(tmp_path: Path) -> None:
     config = parse_config(
-        "state_dir: /tmp/k\nstore:\n  backend: postgresql\n"
+        "state_dir: /tmp/k\nnode: k1\nstore:\n  backend: postgresql\n"
         "  dsn: postgresql://ketter@db/ketter\n  password_file: /etc/ketter/db-password\n",
         path="k.yaml",
     )
@@ -65,3 +65,18 @@ def test_the_password_is_the_first_line_of_its_file(tmp_path: Path) -> None:
     assert read_password(None) is None
     with pytest.raises(OSError, match=r"store\.password_file"):
         read_password(str(tmp_path / "missing"))
+
+
+def test_postgresql_needs_the_node_named_in_the_config() -> None:
+    # Several nodes share the database: the host name is no default there.
+    problems = _problems("store:\n  backend: postgresql\n  dsn: postgresql://k@db/k\n")
+    assert "k.yaml:3: store.backend: backend: postgresql needs node: set in the config" in (
+        problems
+    )
+    named = parse_config(
+        "state_dir: /tmp/k\nnode: k1\nstore: {backend: postgresql, dsn: 'postgresql://k@db/k'}\n",
+        path="k.yaml",
+    )
+    assert named.node == "k1"
+    # On SQLite the default stays the host name.
+    assert parse_config("state_dir: /tmp/k\n", path="k.yaml").node

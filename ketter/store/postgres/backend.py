@@ -8,11 +8,15 @@ services' status files for ``ketter health``."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from ketter.audit.chain import AuditChain
 from ketter.errors import StoreMissing
 from ketter.store.port import JobStore, StoreUnreadable
 from ketter.store.sql_read import SqlReadStore
+
+if TYPE_CHECKING:
+    from ketter.store.postgres.route_locks import RouteLocks
 
 
 class PgBackend:
@@ -118,6 +122,15 @@ class PgBackend:
             return pending_migrations(db)
         finally:
             db.close()
+
+    def route_locks(
+        self, routes: Iterable[str], *, node: str, ttl: float = 30.0
+    ) -> RouteLocks | None:
+        """The watcher's route locks, one watcher per route across nodes
+        (:mod:`ketter.store.postgres.route_locks`)."""
+        from ketter.store.postgres.route_locks import RouteLocks
+
+        return RouteLocks(self.dsn, self._password(), routes, node=node, ttl=ttl)
 
     def probe_queue(self) -> tuple[str, str]:
         import psycopg

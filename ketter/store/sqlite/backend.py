@@ -65,6 +65,10 @@ class SqliteBackend:
         finally:
             db.close()
 
+    def route_locks(self, routes: Iterable[str], *, node: str, ttl: float = 30.0) -> None:
+        """None: one node per SQLite store, its watcher watches every route."""
+        return None
+
     def probe_queue(self) -> tuple[str, str]:
         from ketter.store.sqlite_read import probe_readonly
 

@@ -19,35 +19,48 @@ GOLDEN = Path(__file__).parent / "golden"
 
 #: case -> (config text, render_units options)
 CASES: dict[str, tuple[str, dict[str, str]]] = {
-    "routes": ("""
+    "routes": (
+        """
         state_dir: /var/lib/ketter
         shutdown_timeout: 42s
         routes:
           - {name: ingest, source: /mnt/ingest/out, destination: /mnt/dub/in}
           - {name: dub, source: /mnt/dub/out, destination: /mnt/qc/in, mode: move}
           - {name: stage, source: /mnt/dub/in/stems, destination: /mnt/qc/stems}
-        """, {}),
-    "alerts_keyfile": ("""
+        """,
+        {},
+    ),
+    "alerts_keyfile": (
+        """
         state_dir: /var/lib/ketter
         audit: {hmac_key_file: /etc/ketter/audit-hmac.key}
         alerts: {urls: ["json://10.1.2.3:8080/ketter"]}
         routes:
           - {name: a, source: /mnt/a/out, destination: /mnt/b/in}
-        """, {"python": "/usr/bin/python3", "user": "xfer", "group": "ops"}),
-    "credential_home": ("""
+        """,
+        {"python": "/usr/bin/python3", "user": "xfer", "group": "ops"},
+    ),
+    "credential_home": (
+        """
         state_dir: /var/lib/ketter/node-1
         shutdown_timeout: 2.5s
         audit: {hmac_key_file: '${CREDENTIALS_DIRECTORY}/Audit_key-2.v1'}
         routes:
           - {name: a, source: /home/edit/out, destination: /mnt/b, mode: move}
-        """, {}),
-    "odd_paths": ("""
+        """,
+        {},
+    ),
+    "odd_paths": (
+        """
         state_dir: /srv/ketter state
         routes:
           - {name: a, source: "/mnt/a/100% out", destination: "/mnt/b/in $HOME"}
-        """, {"config_path": "/etc/ketter/my 100% $config.yaml"}),
+        """,
+        {"config_path": "/etc/ketter/my 100% $config.yaml"},
+    ),
     # #17: the third unit, only when api.listen is set; ketter.target requires it.
-    "api": ("""
+    "api": (
+        """
         state_dir: /var/lib/ketter
         audit: {hmac_key_file: /etc/ketter/audit-hmac.key}
         api:
@@ -58,7 +71,20 @@ CASES: dict[str, tuple[str, dict[str, str]]] = {
         routes:
           - {name: a, source: /mnt/a/out, destination: /mnt/b/in}
           - {name: b, source: /mnt/b/out, destination: /mnt/c/in, mode: move}
-        """, {}),
+        """,
+        {},
+    ),
+    # #18: a job store on a local PostgreSQL: every service waits for it.
+    "postgres_local": (
+        """
+        state_dir: /var/lib/ketter
+        node: ingest-1
+        store: {backend: postgresql, dsn: 'postgresql://ketter@localhost/ketter'}
+        routes:
+          - {name: a, source: /mnt/a/out, destination: /mnt/b/in}
+        """,
+        {},
+    ),
 }
 
 
@@ -72,8 +98,9 @@ def render(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[s
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_units_match_the_old_renderer(case: str, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_units_match_the_old_renderer(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     units = render(case, tmp_path, monkeypatch)
     if case == "api":
         assert tuple(units) == (*UNIT_NAMES[:2], API_UNIT, UNIT_NAMES[2])
