@@ -62,13 +62,42 @@ def read_marker(path: str) -> str | None:
 
 
 def write_marker(path: str, marker: str) -> str:
-    """Create the marker file with ``marker`` unless one is there already
-    (``O_EXCL``: two nodes writing at once keep the first); returns the id
-    the file holds."""
+    """Create the marker file holding ``marker`` unless one is there already;
+    returns the id the file holds ("" for a file that holds nothing yet).
+
+    Written whole and flushed under a temporary name, then hard-linked to
+    its name: a link never replaces a file (two nodes writing at once keep
+    the first) and no one reads a half-written marker. Where the share has
+    no hard links (some SMB servers), the file is created with ``O_EXCL``
+    and written in place; a reader that comes between sees "" and waits
+    (:meth:`ShareCheck._check` never records an empty id)."""
+    tmp = f"{path}.{marker}.tmp"
+    _create(tmp, marker)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        os.link(tmp, path)
     except FileExistsError:
         return read_marker(path) or ""
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        try:
+            _create(path, marker)
+        except FileExistsError:
+            return read_marker(path) or ""
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return marker
+
+
+#: A filesystem without hard links says so with one of these.
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
+
+
+def _create(path: str, marker: str) -> None:
+    """``path`` created (``O_EXCL``) holding ``marker``, flushed; never left
+    half-written under its name."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         data = (marker + "\n").encode()
         if os.write(fd, data) != len(data):
@@ -76,12 +105,10 @@ def write_marker(path: str, marker: str) -> str:
         os.fsync(fd)
     except OSError:
         os.close(fd)
-        # Never a half-written marker left under its name.
         with contextlib.suppress(OSError):
             os.unlink(path)
         raise
     os.close(fd)
-    return marker
 
 
 class ShareCheck:
@@ -134,7 +161,16 @@ class ShareCheck:
             expected = self.store.share_marker(route, side)
             if expected is None:
                 # The first node to run the route: its share is the one.
-                on_disk = read_marker(path) or write_marker(path, uuid.uuid4().hex)
+                on_disk = read_marker(path)
+                if on_disk is None:
+                    on_disk = write_marker(path, uuid.uuid4().hex)
+                if not on_disk:
+                    # Being written by another thread or node (a share without
+                    # hard links), or left empty by a crash: never recorded.
+                    return (
+                        f"route {route}: {side} root {root}: the share marker {path} is "
+                        "empty (being written, or left so by a crash: remove it if it stays)"
+                    )
                 expected = self.store.record_share_marker(
                     route, side, path=root, marker=on_disk, node=self.node, now=self.wall()
                 )

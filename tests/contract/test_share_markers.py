@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ketter.config import RouteConfig
 from ketter.engine.cleanup import find_orphans
-from ketter.jobs.shares import ShareCheck, marker_name, read_marker
+from ketter.jobs.shares import ShareCheck, marker_name, read_marker, write_marker
 from ketter.store.port import JobStore
 
 
@@ -58,3 +58,30 @@ def test_a_node_on_another_share_is_refused(job_store: JobStore, tmp_path: Path)
     dst = os.fsencode(tmp_path / "share" / "dst")
     assert find_orphans(dst, lambda job: False) == []
     assert os.path.exists(tmp_path / "share" / "dst" / name)
+
+
+def test_a_marker_being_written_is_never_recorded_empty(
+    job_store: JobStore, tmp_path: Path
+) -> None:
+    """Another writer's marker created but not written yet (a share without
+    hard links) or left empty by a crash: the route waits, nothing is
+    recorded; once the file holds its id, that id is the share's."""
+    route = _route(tmp_path / "share")
+    marker = tmp_path / "share" / "src" / marker_name("dub")
+    marker.write_bytes(b"")
+    problem = ShareCheck(job_store, "n1").problem(route)
+    assert problem is not None and "is empty" in problem and str(marker) in problem
+    assert job_store.share_marker("dub", "source") is None
+    marker.write_text("feed\n")  # the other writer finishes
+    assert ShareCheck(job_store, "n1").problem(route) is None
+    assert job_store.share_marker("dub", "source") == "feed"
+
+
+def test_two_writers_keep_one_marker_and_no_temporary(tmp_path: Path) -> None:
+    """The marker appears whole under its name or not at all: a second
+    writer gets the first one's id; no temporary is left beside it."""
+    path = str(tmp_path / marker_name("dub"))
+    assert write_marker(path, "aaa") == "aaa"
+    assert write_marker(path, "bbb") == "aaa"
+    assert read_marker(path) == "aaa"
+    assert sorted(os.listdir(tmp_path)) == [marker_name("dub")]
