@@ -113,6 +113,12 @@ class AuditShipper:
         self._thread: threading.Thread | None = None
         self._warned_locked = False
         self.node = config.node
+        #: On a shared store (PostgreSQL, several nodes) the chain holds every
+        #: node's events; this node's log holds only its own (docs/audit.md,
+        #: "Several nodes"). None: every event (SQLite, one node).
+        self.own_node: str | None = config.node if config.store.backend == "postgresql" else None
+        #: The last sequence written to the open file (its rotated name).
+        self._written_seq = 0
         self._hwm_path = highwater.highwater_path(config.state_dir)
         self._hwm_seq = -1  # the file's mark, read at the first shipment
         self._beat_at = 0.0
@@ -153,6 +159,10 @@ class AuditShipper:
                     self._last_seq + 1,
                     self._last_hash[:12],
                 )
+            if self.own_node is not None and row["node"] != self.own_node:
+                # Another node's event: its own shipper writes it to its log.
+                self._last_seq, self._last_hash = row["id"], row["hash"]
+                continue
             record = hashed_fields(row)
             text = _canonical(record)
             job = self._identities.get(row["job_id"]) if row["job_id"] is not None else None
@@ -168,6 +178,7 @@ class AuditShipper:
             if self._day is None:
                 self._day = day
             self._last_seq, self._last_hash = row["id"], row["hash"]
+            self._written_seq = row["id"]
         self._write(pending)
         self._raise_mark()
         return len(rows)
@@ -390,6 +401,7 @@ class AuditShipper:
             rotated = self.files.rotated()
             last = last_line(rotated[-1]) if rotated else None
         self._last_seq, self._last_hash = (last.seq, last.digest) if last else (0, GENESIS)
+        self._written_seq = self._last_seq
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         self._size = os.fstat(self._fd).st_size
         stamp = first_timestamp(path)
@@ -419,7 +431,9 @@ class AuditShipper:
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = None
-        target = self.files.rotated_name(self.clock(), self._last_seq)
+        # The file's last line (not the last event seen: on a shared store
+        # the events after it may all be other nodes').
+        target = self.files.rotated_name(self.clock(), self._written_seq)
         os.rename(self.files.path, target)
         self._fd = os.open(
             self.files.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640

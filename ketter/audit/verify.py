@@ -49,7 +49,9 @@ class Report:
         return not self.problems
 
     def problem(self, text: str) -> None:
-        if len(self.problems) < MAX_PROBLEMS:
+        # The database chain and a node's log are checked in one report on a
+        # shared store: a problem both checks find is named once.
+        if len(self.problems) < MAX_PROBLEMS and text not in self.problems:
             self.problems.append(text)
 
 
@@ -130,6 +132,36 @@ class _Db:
         row = self.store.last_event()
         return (row.id, row.hash, row.ts) if row else None
 
+    def others_only(self, first: int, end: int, node: str) -> int | None:
+        """The first sequence in ``first..end-1`` written by ``node`` (an
+        event its log lacks), or None when every one there is another
+        node's. A sequence missing from the database is left to the
+        database check (:func:`verify_db`)."""
+        after = first - 1
+        while after < end - 1:
+            rows = self.store.events_after(after, limit=min(5000, end - 1 - after))
+            if not rows:
+                return None
+            for row in rows:
+                if row.id >= end:
+                    return None
+                if row.node == node:
+                    return int(row.id)
+            after = rows[-1].id
+        return None
+
+    def first_own_after(self, seq: int, node: str) -> tuple[int, float] | None:
+        """This node's first event after ``seq`` (sequence, time), if any."""
+        after = seq
+        while True:
+            rows = self.store.events_after(after, limit=5000)
+            if not rows:
+                return None
+            for row in rows:
+                if row.node == node:
+                    return int(row.id), float(row.ts)
+            after = rows[-1].id
+
 
 def verify_files(
     files: list[str],
@@ -140,10 +172,17 @@ def verify_files(
     now: float | None = None,
     marks: list[Mark] | None = None,
     report: Report | None = None,
+    node: str | None = None,
 ) -> Report:
     """Check the chain across ``files`` (oldest first) and, when ``store`` is given,
     against the job store: every record, its head, the jobs' states; and that
-    it reaches every high-water mark in ``marks`` (:func:`node_marks`)."""
+    it reaches every high-water mark in ``marks`` (:func:`node_marks`).
+
+    ``node`` (a shared store, several nodes): the files are that node's log,
+    which holds only its own events. A gap between two of its lines is then
+    right when every event in it is another node's, and each line must link
+    to the database's record before it; the database chain itself is
+    checked by :func:`verify_db`."""
     report = Report() if report is None else report
     marks = marks or []
     now = time.time() if now is None else now
@@ -160,6 +199,7 @@ def verify_files(
     last_in_file: dict[str, int] = {}
     wanted = {m.seq for m in marks}
     log_hashes: dict[int, str] = {}
+    gaps = 0
     for line in read_lines(files):
         if line.fields is None:
             report.problem(f"{line.where}: {line.error}")
@@ -174,6 +214,23 @@ def verify_files(
             log_hashes[seq] = digest
         if prev_seq is None:
             first = (seq, prev, line.where)
+        elif node is not None and reader is not None and seq > prev_seq + 1:
+            own = reader.others_only(prev_seq + 1, seq, node)
+            if own is not None:
+                report.problem(
+                    f"{line.where}: record seq {own} of node {node} is in the job "
+                    f"store but missing from this node's log before record seq {seq} "
+                    "(deleted lines)"
+                )
+            elif prev != reader.hash_of(seq - 1):
+                report.problem(
+                    f"{line.where}: record seq {seq} does not link to the job store's "
+                    f"record seq {seq - 1}"
+                )
+        elif node is not None and reader is None and seq > prev_seq + 1:
+            # A node's log on a shared store without the job store: its gaps
+            # may be other nodes' records; nothing here tells.
+            gaps += 1
         elif seq == prev_seq + 1:
             if prev != prev_hash:
                 report.problem(
@@ -208,7 +265,7 @@ def verify_files(
             assert reader is not None
             # Nothing shipped yet (a one-shot transfer whose log could not be
             # written) is a note while young, a deleted log once older.
-            _check_head(report, reader, 0, lag, now)
+            _check_head(report, reader, 0, lag, now, node)
         else:
             check_empty_chain(store, report, marks)
         if store is not None:
@@ -216,7 +273,35 @@ def verify_files(
         check_marks(report, marks, end, hash_at)
         return report
     seq, prev, where = first
-    if seq == 1:
+    if node is not None and reader is None and (seq > 1 or gaps):
+        report.notes.append(
+            f"node {node}'s log on a shared store, checked without the job store: "
+            f"{gaps + (seq > 1)} gap(s) between its records not checked (other "
+            "nodes' records, or deleted lines: verify with the job store)"
+        )
+    if node is not None and reader is None and seq > 1:
+        pass
+    elif node is not None and reader is not None and seq > 1:
+        # This node's log: the records before its first line must be other
+        # nodes', or this node's pruned by rotation (up to an anchor).
+        pruned = max((last for last, _ in anchors if last < seq), default=0)
+        own = reader.others_only(pruned + 1, seq, node)
+        if own is not None:
+            report.problem(
+                f"{where}: record seq {own} of node {node} is in the job store but "
+                f"missing from this node's log (its oldest line is seq {seq} and no "
+                "rotate record anchors it)"
+            )
+        elif prev != reader.hash_of(seq - 1):
+            report.problem(
+                f"{where}: record seq {seq} does not link to the job store's record seq {seq - 1}"
+            )
+        elif pruned:
+            report.notes.append(
+                f"node {node}'s records up to seq {pruned} were pruned by rotation "
+                "(anchored by a rotate record)"
+            )
+    elif seq == 1:
         if prev != GENESIS:
             report.problem(f"{where}: record seq 1 does not start from the genesis hash")
     elif (seq - 1, prev) in anchors:
@@ -232,7 +317,7 @@ def verify_files(
             "removed by hand?)"
         )
     if reader is not None and prev_seq is not None:
-        _check_head(report, reader, prev_seq, lag, now)
+        _check_head(report, reader, prev_seq, lag, now, node)
         check_job_states(reader.store, report)
     check_marks(report, marks, end, hash_at)
     return report
@@ -347,7 +432,9 @@ def _check_line(
     return seq, prev, digest, record
 
 
-def _check_head(report: Report, store: _Db, last_seq: int, lag: float, now: float) -> None:
+def _check_head(
+    report: Report, store: _Db, last_seq: int, lag: float, now: float, node: str | None = None
+) -> None:
     head = store.head()
     if head is None or head[0] < last_seq:
         top = head[0] if head else 0
@@ -358,6 +445,25 @@ def _check_head(report: Report, store: _Db, last_seq: int, lag: float, now: floa
         )
         return
     if head[0] == last_seq:
+        return
+    if node is not None:
+        # Only this node's newer events belong in its log.
+        own = store.first_own_after(last_seq, node)
+        if own is None:
+            return
+        seq, oldest_ts = own
+        if now - oldest_ts > lag:
+            report.problem(
+                f"record seq {seq} of node {node} (and any after it) is in the job store "
+                "but not in this node's log: the newest lines were deleted, or the "
+                f"shipper has not run for {now - oldest_ts:.0f} s (is `ketter workers` "
+                "running?)"
+            )
+        else:
+            report.notes.append(
+                f"records of node {node} from seq {seq} are not shipped yet (recorded "
+                f"within the last {lag:g} s)"
+            )
         return
     oldest = store.store.first_event_ts_after(last_seq)
     missing = _span(last_seq + 1, head[0])

@@ -41,6 +41,31 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_config_arg(status)
     status.set_defaults(func=db_status)
+    copy = db_cmds.add_parser(
+        "copy",
+        help="copy this node's SQLite job store into an empty PostgreSQL database "
+        "(moving the node to store.backend: postgresql)",
+        description="Copies every table of the SQLite job store (jobs, events and "
+        "their chain, manifests, route status, heartbeats, counters, API tokens, "
+        "migrations) into an EMPTY PostgreSQL database, migrated to the same schema, "
+        "in one transaction; refuses a database that is not empty and a node whose "
+        "workers or watcher run. The queue's pending messages are not copied: the "
+        "sweep re-rings every waiting job. Then set store.backend: postgresql and "
+        "store.dsn in the config and run `ketter audit verify`. See docs/operations.md.",
+    )
+    add_config_arg(copy)
+    copy.add_argument(
+        "--to", required=True, metavar="DSN", help="the empty database: postgresql://user@host/db"
+    )
+    copy.add_argument(
+        "--password-file", metavar="PATH", help="a file whose first line is the password"
+    )
+    copy.add_argument(
+        "--force",
+        action="store_true",
+        help="copy although the node's workers or watcher heartbeat is fresh",
+    )
+    copy.set_defaults(func=db_copy)
 
 
 def config_check(args: argparse.Namespace) -> int:
@@ -165,3 +190,50 @@ def _start_a_new_chain(config: Config) -> str | None:
             "`ketter db upgrade --new-store` again"
         )
     return set_aside(config.state_dir, time.time())
+
+
+def db_copy(args: argparse.Namespace) -> int:
+    from ketter.config.store import parse_dsn, read_password
+    from ketter.node import Node
+    from ketter.store.copy import CopyRefused, copy_store
+
+    config = config_from(args)
+    if config.store.backend != "sqlite":
+        print(
+            f"ketter: db copy: {config.path}: the job store is already on "
+            f"{config.store.backend}; db copy moves a SQLite store (store.backend: sqlite)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        parse_dsn(args.to)
+        password = read_password(args.password_file)
+    except (ValueError, OSError) as exc:
+        print(f"ketter: db copy: --to/--password-file: {exc}", file=sys.stderr)
+        return 2
+    backend = Node.from_config(config, "read", open_store=False).backend
+    if not backend.exists():
+        print(f"ketter: db copy: no SQLite job store at {backend.where}", file=sys.stderr)
+        return 2
+    try:
+        report = copy_store(
+            backend.where,
+            args.to,
+            password=password,
+            force=args.force,
+            stale=config.health.heartbeat_stale,
+            say=print,
+        )
+    except CopyRefused as exc:
+        print(f"ketter: db copy: {exc}", file=sys.stderr)
+        return 2
+    total = sum(report.tables.values())
+    print(
+        f"copied {total} row(s) of {len(report.tables)} table(s) into {report.where}; "
+        f"{report.events} events, chain digest {report.chain_digest}"
+    )
+    print(
+        "next: set store.backend: postgresql and store.dsn (and store.password_file) in "
+        f"{config.path}, then run `ketter audit verify` and start the services"
+    )
+    return 0

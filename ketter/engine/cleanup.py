@@ -20,7 +20,7 @@ from ketter.errors import DestinationLinkError, PathOutsideRoute
 
 from .beneath import open_dir
 from .context import env_fault
-from .paths import TEMP_PREFIX, join, show, split
+from .paths import SHARE_MARKER_PREFIX, TEMP_PREFIX, join, show, split
 from .renameat import renameat2_noreplace
 
 PROBE_PREFIX = b".ketter-probe-"
@@ -246,7 +246,7 @@ def _list_fresh(dfd: int) -> list[str]:
 
 def temp_job_id(name: bytes) -> str | None:
     """Job id of a ``.ketter-<job>-<claim>-<name>.<kind>`` temporary."""
-    if not name.startswith(TEMP_PREFIX) or name.startswith(PROBE_PREFIX):
+    if not name.startswith(TEMP_PREFIX) or name.startswith((PROBE_PREFIX, SHARE_MARKER_PREFIX)):
         return None
     job = name[len(TEMP_PREFIX) :].split(b"-", 1)[0]
     return job.decode("ascii", "replace") or None

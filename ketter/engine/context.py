@@ -37,6 +37,17 @@ FAULT_POINTS = frozenset(
 )
 
 
+#: The node's share of a temporary name: at most this many characters.
+NODE_IN_NAME = 32
+
+
+def node_token(node: str) -> str:
+    """The node's name as it appears in temporary names: characters other
+    than ``[A-Za-z0-9_.]`` (a ``-``, the names' separator; a ``/``; spaces)
+    become ``_``, cut to :data:`NODE_IN_NAME`."""
+    return re.sub(r"[^A-Za-z0-9_.]", "_", node)[:NODE_IN_NAME] or "_"
+
+
 def env_fault(point: str) -> None:
     """SIGKILL this process when ``$KETTER_FAULT`` names ``point``."""
     if os.environ.get("KETTER_FAULT") == point:
@@ -46,10 +57,14 @@ def env_fault(point: str) -> None:
 class TransferContext:
     """Identity of the attempt plus hooks the engine calls; defaults are no-ops.
 
-    ``tag`` is ``"<job_id>-<claim>"``; every temporary carries it
-    (``.ketter-<tag>-<name>.part``) so a later claim of the same job can find
-    and resume or remove it (via :attr:`job_prefix`), and the orphan sweep can
-    tell whose it is.
+    ``tag`` is ``"<job_id>-<claim>@<node>"`` (``"<job_id>-<claim>"`` without
+    a node, and in temporaries left by Ketter before issue #18); every
+    temporary carries it (``.ketter-<tag>-<name>.part``) so a later claim of
+    the same job can find and resume or remove it (via :attr:`job_prefix`),
+    the orphan sweep can tell whose it is, and an operator looking at a
+    shared folder can tell which node wrote it. The node is part of the
+    claim's field (no ``-`` in it): the parsers, which split on ``-``, read
+    both shapes.
     """
 
     #: Checkpoint progress calls closer together than this (seconds) are
@@ -63,6 +78,7 @@ class TransferContext:
         claim: str | None = None,
         *,
         expected_devs: dict[str, int] | None = None,
+        node: str | None = None,
     ) -> None:
         job_id = job_id if job_id is not None else "t" + uuid.uuid4().hex[:12]
         claim = claim if claim is not None else uuid.uuid4().hex[:8]
@@ -71,6 +87,7 @@ class TransferContext:
                 raise ValueError(f"{label} {token!r} must match [A-Za-z0-9_.]{{1,64}}")
         self.job_id = job_id
         self.claim = claim
+        self.node = node_token(node) if node else None
         #: st_dev of each route root recorded at job start (mount guard);
         #: filled at the job's validation (the workers' ``Attempt``).
         self.expected_devs = expected_devs
@@ -78,7 +95,8 @@ class TransferContext:
 
     @property
     def tag(self) -> str:
-        return f"{self.job_id}-{self.claim}"
+        tag = f"{self.job_id}-{self.claim}"
+        return f"{tag}@{self.node}" if self.node else tag
 
     @property
     def job_prefix(self) -> str:

@@ -15,6 +15,9 @@ from ketter.paths import readable
 
 NAME_MAX = 255
 TEMP_PREFIX = b".ketter-"
+#: The shared-storage marker of a route root (:mod:`ketter.jobs.shares`):
+#: never a temporary, never swept.
+SHARE_MARKER_PREFIX = b".ketter-share-"
 #: Suffixes of the temporaries this engine creates (see :func:`temp_name`).
 TEMP_KINDS = ("part", "dir", "zip", "old")
 

@@ -151,6 +151,8 @@ class Batch:
         a = m.attempt
         assert a is not None
         a.ctx.expected_devs = check_mounts(a.spec, None)
+        if self.runner.shares is not None:
+            self.runner.shares.guard(a.route)
         m.steps, _ = a.transfer_steps(resume=False, validated=a.validate())
 
     def _copy(self, m: _Member) -> None:

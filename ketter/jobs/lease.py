@@ -71,7 +71,9 @@ class JobContext(TransferContext):
         *,
         store: JobStore,
     ) -> None:
-        super().__init__(str(active.job_id), active.claim)
+        # The node in every temporary name: on shared storage an operator
+        # (and a test) can tell which node wrote a leftover.
+        super().__init__(str(active.job_id), active.claim, node=store.chain.node)
         self.store = store
         self.active = active
         self.shutdown = shutdown

@@ -48,6 +48,7 @@ from ketter.jobs.routes import (
     room_wait_reason,
     unavailable_reason,
 )
+from ketter.jobs.shares import ShareCheck
 from ketter.jobs.spec import spec_for
 from ketter.jobs.states import DEFAULT_EVENT, State
 from ketter.jobs.steps import Attempt
@@ -115,6 +116,11 @@ class JobRunner:
         self.clock = clock
         self.rng = rng
         self.on_progress = on_progress
+        #: Several nodes (PostgreSQL): every route root must be the share the
+        #: other nodes use (:mod:`ketter.jobs.shares`); None on SQLite.
+        self.shares: ShareCheck | None = (
+            ShareCheck(store, config.node) if config.store.backend == "postgresql" else None
+        )
 
     # -- entry points --------------------------------------------------------
 
@@ -319,7 +325,12 @@ class JobRunner:
             clear = attempt is not None and unavailable_reason(attempt.route, room=room) is None
             return RouteLook(clear=clear, room_pauses_before=room_pauses_before(self.store, route))
         if looks_at_route(exc) and attempt is not None:
-            return RouteLook(clear=unavailable_reason(attempt.route) is None)
+            clear = unavailable_reason(attempt.route) is None
+            if clear and self.shares is not None:
+                # Another share (or none) at a root is the route's problem,
+                # not the job's: the route pauses, the job keeps its attempts.
+                clear = self.shares.problem(attempt.route) is None
+            return RouteLook(clear=clear)
         return None
 
     def apply(

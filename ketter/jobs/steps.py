@@ -85,6 +85,8 @@ class Attempt(Finishing, Recovery):
         # The mount guard holds within one attempt; a share remounted between
         # attempts may have a new device number, which is not an outage.
         self.ctx.expected_devs = check_mounts(self.spec, None)
+        if self.runner.shares is not None:
+            self.runner.shares.guard(self.route)
         if job.placed_at is not None:
             if state in (S.RETRY_WAIT, S.DETECTED):
                 self.to(S.VERIFYING, event="retry", details={"after": "placement"})

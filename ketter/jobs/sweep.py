@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from ketter.config import Config
 from ketter.engine.cleanup import find_orphans
 from ketter.jobs.routes import resume_route, unavailable_reason
+from ketter.jobs.shares import ShareCheck
 
 if TYPE_CHECKING:
     from ketter.store.port import JobStore
@@ -53,6 +54,7 @@ def sweep(
     pending: Callable[[], int],
     ring: Callable[[int], None],
     cleanup_orphans: bool = False,
+    shares: ShareCheck | None = None,
 ) -> SweepReport:
     """One sweep (pure of time: ``now`` is passed in, so tests need no sleeps)."""
     report = SweepReport()
@@ -70,6 +72,8 @@ def sweep(
             # for (a quota, another writer), so room alone proves nothing.
             continue
         room = room_needed(store, route.name, status.room_needed)
+        if shares is not None and shares.problem(route) is not None:
+            continue  # still another share (or none) at a root: stays paused
         if unavailable_reason(route, room=room) is None and resume_route(
             store, route.name, now=now
         ):

@@ -326,4 +326,20 @@ class JobCount(BaseModel):
         primary_key = CompositeKey("route", "state")
 
 
-MODELS = (Job, Event, JobFile, RouteStatus, Heartbeat, ApiToken, Counter, JobCount)
+class ShareMarker(BaseModel):
+    """The id of a route root's marker file (0013): the share every node
+    must find there (:mod:`ketter.jobs.shares`)."""
+
+    route = TextField()
+    side = TextField()  # source | destination
+    path = TextField()  # the root, as the first node saw it
+    marker = TextField()
+    node = TextField()  # the node that wrote the marker
+    created_at = DoubleField()
+
+    class Meta:
+        table_name = "share_markers"
+        primary_key = CompositeKey("route", "side")
+
+
+MODELS = (Job, Event, JobFile, RouteStatus, Heartbeat, ApiToken, Counter, JobCount, ShareMarker)

@@ -285,6 +285,7 @@ class WorkersProcess:
                         pending=queue.pending,
                         ring=queue.ring,
                         cleanup_orphans=orphans,
+                        shares=runner.shares,
                     )
                 except Exception as exc:
                     if guard.is_unwritable(exc):  # a share's EACCES is no store problem

@@ -85,6 +85,28 @@ class CompositeRoutes(CompositeCore):
             self.append_event("route_paused", now=now, route=route, details=details)
         return True
 
+    @abc.abstractmethod
+    def share_marker(self, route: str, side: str) -> str | None: ...
+
+    @abc.abstractmethod
+    def _put_share_marker(
+        self, route: str, side: str, path: str, marker: str, node: str, now: float
+    ) -> None:
+        """Insert the marker row of ``route``'s ``side`` root."""
+
+    def record_share_marker(
+        self, route: str, side: str, *, path: str, marker: str, node: str, now: float
+    ) -> str:
+        # In one write transaction: on PostgreSQL every one takes the
+        # store's write turn first, so two nodes starting together cannot
+        # both record theirs; the second gets the first one's id.
+        with self.transaction():
+            found = self.share_marker(route, side)
+            if found is not None:
+                return found
+            self._put_share_marker(route, side, path, marker, node, now)
+        return marker
+
     def resume_route(self, route: str, *, now: float) -> bool:
         with self.transaction():
             status = self.route_status(route)

@@ -42,6 +42,8 @@ class Tables:
     heartbeats: dict[tuple[str, str], HeartbeatRow] = field(default_factory=dict)
     events: list[EventRow] = field(default_factory=list)
     api_tokens: dict[int, ApiTokenRow] = field(default_factory=dict)
+    #: ``share_markers``: (route, side) → marker id.
+    share_markers: dict[tuple[str, str], str] = field(default_factory=dict)
     #: ``counters``: (route, name) → value.
     counters: dict[tuple[str, str], float] = field(default_factory=dict)
     #: Last id handed out per table (ids are never reused, as AUTOINCREMENT).

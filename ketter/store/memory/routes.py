@@ -37,3 +37,13 @@ class RoutesMemory(MemoryCore, CompositeRoutes):
     def _put_route_status(self, row: RouteStatusRow) -> None:
         with self._write():
             self.tables.route_status[row.route] = dataclasses.replace(row)
+
+    def share_marker(self, route: str, side: str) -> str | None:
+        with self._lock:
+            return self.tables.share_markers.get((route, side))
+
+    def _put_share_marker(
+        self, route: str, side: str, path: str, marker: str, node: str, now: float
+    ) -> None:
+        with self._write():
+            self.tables.share_markers[(route, side)] = marker

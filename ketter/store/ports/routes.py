@@ -54,6 +54,20 @@ class RoutesPort(Protocol):
         pause keeps the episode's count."""
         ...
 
+    def share_marker(self, route: str, side: str) -> str | None:
+        """The marker id recorded for ``route``'s ``side`` root (``source``
+        or ``destination``), or ``None`` before any node wrote one
+        (:mod:`ketter.jobs.shares`)."""
+        ...
+
+    def record_share_marker(
+        self, route: str, side: str, *, path: str, marker: str, node: str, now: float
+    ) -> str:
+        """Record ``marker`` as the id of ``route``'s ``side`` root unless one
+        is recorded already, in one transaction; returns the id recorded
+        (another node's, when it was first)."""
+        ...
+
     def resume_route(self, route: str, *, now: float) -> bool:
         """Resume ``route`` with its ``route_resumed`` event, in one
         transaction; ``False`` (nothing written) when it is not paused. The

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from ketter.store.composite.routes import CompositeRoutes
-from ketter.store.models import Job, RouteStatus
+from ketter.store.models import Job, RouteStatus, ShareMarker
 from ketter.store.rows import RouteStatusRow
 from ketter.store.sql.core import SqlCore
 
@@ -41,4 +41,20 @@ class RoutesShared(SqlCore, CompositeRoutes):
         RouteStatus.insert(**values).on_conflict(
             conflict_target=[RouteStatus.route],
             update={getattr(RouteStatus, name): value for name, value in values.items()},
+        ).execute(self.db)
+
+    def share_marker(self, route: str, side: str) -> str | None:
+        row = (
+            ShareMarker.select(ShareMarker.marker)
+            .where((ShareMarker.route == route) & (ShareMarker.side == side))
+            .tuples()
+            .first(self.db)
+        )
+        return str(row[0]) if row is not None else None
+
+    def _put_share_marker(
+        self, route: str, side: str, path: str, marker: str, node: str, now: float
+    ) -> None:
+        ShareMarker.insert(
+            route=route, side=side, path=path, marker=marker, node=node, created_at=now
         ).execute(self.db)

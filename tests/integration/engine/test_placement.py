@@ -154,7 +154,8 @@ def test_overwrite_replaces_after_the_new_one_is_in_place(
     assert job.state == "completed", job.error
     assert placed(job.id)["replaced"]
     assert len(seen) == 1 and len(seen[0]) == 2 and seen[0][1] == b"x", seen
-    assert re.fullmatch(rb"\.ketter-%d-\w+-x\.old" % job.id, seen[0][0]), seen
+    # The set-aside old version carries the job, the claim and the node (#18).
+    assert re.fullmatch(rb"\.ketter-%d-\w+@[\w.]+-x\.old" % job.id, seen[0][0]), seen
     assert os.listdir(bt + b"/dst") == [b"x"]
     path = bt + b"/dst/x" + (b"" if kind == "file" else b"/n")
     assert read(path) == b"new"

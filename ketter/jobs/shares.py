@@ -1,0 +1,191 @@
+"""Shared-storage checks (issue #18 item 6): every node must see the same
+share at each route root.
+
+Several nodes on one PostgreSQL database deliver into the same folders only
+if each of them mounted the same share there. A node that mounted another
+share, or nothing (an empty local folder), would deliver where no one looks
+and, on a move route, delete the source after "delivering". So the first
+node to run a job of a route writes a marker file in the route's source and
+destination roots, ``.ketter-share-<route>.id`` holding a random id, and
+records the id in the job store (``share_markers``); every node, before
+every job (a good answer is kept :data:`RECHECK` seconds), checks that the
+file is there with the recorded id. When it is not, the job raises
+:class:`ketter.errors.RouteUnavailable`: the route pauses with the reason
+(the path, the id expected, the id found) and the other routes keep
+working; the sweep resumes it once the marker is right (the share mounted).
+
+Only on PostgreSQL: one node on SQLite has nothing to agree with. The marker
+is never a transfer (the watcher ignores ``.ketter-*``) nor a leftover (the
+orphan sweep skips ``.ketter-share-*``: :func:`ketter.engine.cleanup.temp_job_id`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ketter.engine.paths import SHARE_MARKER_PREFIX
+from ketter.errors import RouteUnavailable
+
+if TYPE_CHECKING:
+    from ketter.config import RouteConfig
+    from ketter.store.port import JobStore
+
+#: Seconds a good check of a route root is trusted before it is read again.
+RECHECK = 30.0
+#: The most of a marker file read (an id is 32 hex digits and a newline).
+MARKER_MAX = 256
+
+
+def marker_name(route: str) -> str:
+    """The marker's file name in each root of ``route``."""
+    token = re.sub(r"[^A-Za-z0-9_.-]", "_", route)[:200]
+    return f"{SHARE_MARKER_PREFIX.decode()}{token}.id"
+
+
+def read_marker(path: str) -> str | None:
+    """The id in the marker file ``path``; None when there is no such file.
+    Raises OSError when it cannot be read (the share is not reachable)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MARKER_MAX)
+    except FileNotFoundError:
+        return None
+    return data.decode("ascii", "replace").strip()
+
+
+def write_marker(path: str, marker: str) -> str:
+    """Create the marker file holding ``marker`` unless one is there already;
+    returns the id the file holds ("" for a file that holds nothing yet).
+
+    Written whole and flushed under a temporary name, then hard-linked to
+    its name: a link never replaces a file (two nodes writing at once keep
+    the first) and no one reads a half-written marker. Where the share has
+    no hard links (some SMB servers), the file is created with ``O_EXCL``
+    and written in place; a reader that comes between sees "" and waits
+    (:meth:`ShareCheck._check` never records an empty id)."""
+    tmp = f"{path}.{marker}.tmp"
+    _create(tmp, marker)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return read_marker(path) or ""
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        try:
+            _create(path, marker)
+        except FileExistsError:
+            return read_marker(path) or ""
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return marker
+
+
+#: A filesystem without hard links says so with one of these.
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
+
+
+def _create(path: str, marker: str) -> None:
+    """``path`` created (``O_EXCL``) holding ``marker``, flushed; never left
+    half-written under its name."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        data = (marker + "\n").encode()
+        if os.write(fd, data) != len(data):
+            raise OSError(errno.ENOSPC, "short write", path)
+        os.fsync(fd)
+    except OSError:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    os.close(fd)
+
+
+class ShareCheck:
+    """The marker check of one process (the workers' runner), with the good
+    answers kept :data:`RECHECK` seconds per route root."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        node: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.node = node
+        self.clock = clock
+        self.wall = wall
+        self._good: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def problem(self, route: RouteConfig) -> str | None:
+        """Why this node must not work on ``route`` (a marker missing or
+        another one), or None."""
+        for side, root in (("source", route.source), ("destination", route.destination)):
+            key = (route.name, side)
+            with self._lock:
+                checked = self._good.get(key)
+            if checked is not None and self.clock() - checked < RECHECK:
+                continue
+            found = self._check(route.name, side, root)
+            with self._lock:
+                if found is None:
+                    self._good[key] = self.clock()
+                else:
+                    self._good.pop(key, None)
+            if found is not None:
+                return found
+        return None
+
+    def guard(self, route: RouteConfig) -> None:
+        """Raise :class:`RouteUnavailable` when :meth:`problem` says why."""
+        found = self.problem(route)
+        if found is not None:
+            raise RouteUnavailable(f"{found}; nothing was written or deleted")
+
+    def _check(self, route: str, side: str, root: str) -> str | None:
+        path = os.path.join(root, marker_name(route))
+        try:
+            expected = self.store.share_marker(route, side)
+            if expected is None:
+                # The first node to run the route: its share is the one.
+                on_disk = read_marker(path)
+                if on_disk is None:
+                    on_disk = write_marker(path, uuid.uuid4().hex)
+                if not on_disk:
+                    # Being written by another thread or node (a share without
+                    # hard links), or left empty by a crash: never recorded.
+                    return (
+                        f"route {route}: {side} root {root}: the share marker {path} is "
+                        "empty (being written, or left so by a crash: remove it if it stays)"
+                    )
+                expected = self.store.record_share_marker(
+                    route, side, path=root, marker=on_disk, node=self.node, now=self.wall()
+                )
+            found = read_marker(path)
+        except OSError as exc:
+            return (
+                f"route {route}: {side} root {root}: the share marker {path} cannot be "
+                f"read or written ({exc.strerror}); check the share"
+            )
+        if found == expected:
+            return None
+        shown = "none (no such file)" if found is None else repr(found)
+        return (
+            f"route {route}: {side} root {root} is not the share the other nodes use: its "
+            f"marker {path} holds {shown}, expected {expected!r}: this node mounted "
+            "another share there, or nothing; mount the same share as every other node "
+            "(the route resumes by itself once the marker is right)"
+        )

@@ -1,0 +1,288 @@
+"""``ketter db copy``: move a node's SQLite job store into PostgreSQL (issue
+#18 item 7).
+
+Every table of the SQLite store (jobs, events with their chain, manifests,
+route status, heartbeats, counters, API tokens, …; whatever the store has)
+is copied, row for row and with the same ids, into an EMPTY PostgreSQL
+database, first migrated to the same schema: all of it in ONE transaction,
+so a failure leaves the database as empty as it was. The id sequences are
+set past the copied rows, the row counts of every table and every event
+hash are compared before the commit, and the migrations applied must be the
+same on both sides (a store that is behind is refused: ``ketter db upgrade``
+first).
+
+Not copied: the Huey queue's pending messages. They are transport, never
+the truth: every job they would ring is a row in ``jobs``, and the sweep of
+the workers started on the copy re-rings the waiting ones.
+
+Refused: a database that holds any table (copying twice, or onto a store in
+use), and a node whose workers or watcher are running (a fresh heartbeat:
+the store would change under the copy) unless ``force``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Components whose fresh heartbeat means the store is in use.
+LIVE_COMPONENTS = ("workers", "watcher")
+#: Rows sent to PostgreSQL per ``executemany``.
+BATCH = 1000
+#: Filled by triggers on ``jobs`` on both backends: emptied after the jobs
+#: are copied, then copied as they are.
+TRIGGER_FILLED = ("job_counts",)
+#: The migrations' own table: filled by migrating the target, compared.
+MIGRATIONS_TABLE = "schema_migration"
+
+
+class CopyRefused(RuntimeError):
+    """``ketter db copy`` will not copy: the message says why and what to do."""
+
+
+@dataclass
+class CopyReport:
+    """What was copied: rows per table, the chain's length and digest."""
+
+    where: str
+    tables: dict[str, int] = field(default_factory=dict)
+    migrations: list[str] = field(default_factory=list)
+    events: int = 0
+    chain_digest: str = ""
+
+
+def _sqlite_tables(src: sqlite3.Connection) -> list[str]:
+    rows = src.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+        "ORDER BY name"
+    ).fetchall()
+    return [r[0] for r in rows if r[0] != MIGRATIONS_TABLE]
+
+
+def _columns(src: sqlite3.Connection, table: str) -> list[str]:
+    return [r[1] for r in src.execute(f'PRAGMA table_info("{table}")').fetchall()]
+
+
+def live_components(src: sqlite3.Connection, *, now: float, stale: float) -> list[str]:
+    """The workers/watcher heartbeats younger than ``stale`` seconds."""
+    marks = ", ".join("?" for _ in LIVE_COMPONENTS)
+    rows = src.execute(
+        f"SELECT component, node, pid, ts FROM heartbeats WHERE component IN ({marks})",
+        LIVE_COMPONENTS,
+    ).fetchall()
+    return [
+        f"{component} of node {node} (pid {pid}, {now - ts:.0f} s ago)"
+        for component, node, pid, ts in rows
+        if now - ts < stale
+    ]
+
+
+def chain_digest(hashes: list[str]) -> str:
+    """One digest of the chain's hashes in order (compared across the copy)."""
+    h = hashlib.sha256()
+    for digest in hashes:
+        h.update(digest.encode() + b"\n")
+    return h.hexdigest()
+
+
+def copy_store(
+    sqlite_path: str,
+    dsn: str,
+    *,
+    password: str | None = None,
+    force: bool = False,
+    stale: float = 60.0,
+    now: float | None = None,
+    say: Callable[[str], None] = lambda text: None,
+) -> CopyReport:
+    """Copy the SQLite store at ``sqlite_path`` into the empty database
+    ``dsn``; returns what was copied or raises :class:`CopyRefused`."""
+    from ketter.store.postgres.db import connect, shown_dsn
+
+    where = shown_dsn(dsn)
+    now = time.time() if now is None else now
+    try:
+        src = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise CopyRefused(f"cannot open the SQLite job store {sqlite_path}: {exc}") from exc
+    try:
+        # One read transaction: the copy is one moment of the store.
+        src.execute("BEGIN")
+        tables = _sqlite_tables(src)
+        if "jobs" not in tables or "events" not in tables:
+            raise CopyRefused(f"{sqlite_path} is not a Ketter job store (no jobs/events table)")
+        live = live_components(src, now=now, stale=stale)
+        if live and not force:
+            raise CopyRefused(
+                f"the node's services are running ({'; '.join(live)}): stop "
+                "`ketter workers` and `ketter watcher` first (systemctl stop), or pass "
+                "--force to copy a store that may change under the copy"
+            )
+        src_migrations = [
+            r[0] for r in src.execute(f'SELECT name FROM "{MIGRATIONS_TABLE}" ORDER BY name')
+        ]
+        db = connect(dsn, password=password)
+        try:
+            return _copy(src, db, tables, src_migrations, where, sqlite_path, say)
+        finally:
+            db.close()
+    finally:
+        src.close()
+
+
+def _copy(
+    src: sqlite3.Connection,
+    db: Any,
+    tables: list[str],
+    src_migrations: list[str],
+    where: str,
+    sqlite_path: str,
+    say: Callable[[str], None],
+) -> CopyReport:
+    import psycopg
+
+    from ketter.store.postgres.db import pending_migrations, upgrade
+
+    report = CopyReport(where)
+    try:
+        existing = [
+            r[0]
+            for r in db.execute_sql(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                "ORDER BY tablename"
+            ).fetchall()
+        ]
+    except psycopg.Error as exc:
+        raise CopyRefused(f"cannot reach the database {where}: {exc}") from exc
+    if existing:
+        shown = ", ".join(existing[:5]) + (" …" if len(existing) > 5 else "")
+        raise CopyRefused(
+            f"the database {where} is not empty ({len(existing)} table(s): {shown}): "
+            "`ketter db copy` writes only into an empty database (create a new one, "
+            "e.g. `createdb -O ketter ketter`); a store copied already is not copied again"
+        )
+    wanted = pending_migrations(db)
+    behind = sorted(set(wanted) - set(src_migrations))
+    if behind:
+        raise CopyRefused(
+            f"the SQLite store {sqlite_path} is older than this Ketter (not applied: "
+            f"{', '.join(behind)}); run `ketter db upgrade` on this node first"
+        )
+    ahead = sorted(set(src_migrations) - set(wanted))
+    if ahead:
+        raise CopyRefused(
+            f"the SQLite store {sqlite_path} has migrations this Ketter does not know "
+            f"({', '.join(ahead)}): copy with the Ketter version that wrote it"
+        )
+    with db.atomic():
+        report.migrations = upgrade(db)
+        say(f"{where}: schema created ({len(report.migrations)} migrations)")
+        target_columns = _target_columns(db)
+        ordered = [t for t in tables if t not in TRIGGER_FILLED] + [
+            t for t in tables if t in TRIGGER_FILLED
+        ]
+        for table in ordered:
+            report.tables[table] = _copy_table(src, db, table, target_columns, where)
+            say(f"{table}: {report.tables[table]} row(s)")
+        _fix_sequences(db, list(report.tables))
+        _compare(src, db, report, where)
+    return report
+
+
+def _target_columns(db: Any) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for table, column in db.execute_sql(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema()"
+    ).fetchall():
+        found.setdefault(table, set()).add(column)
+    return found
+
+
+def _copy_table(
+    src: sqlite3.Connection,
+    db: Any,
+    table: str,
+    target_columns: dict[str, set[str]],
+    where: str,
+) -> int:
+    columns = _columns(src, table)
+    have = target_columns.get(table)
+    if have is None:
+        raise CopyRefused(f"table {table} of the SQLite store has no counterpart in {where}")
+    missing = [c for c in columns if c not in have]
+    if missing:
+        raise CopyRefused(
+            f"table {table}: column(s) {', '.join(missing)} of the SQLite store are not in "
+            f"{where} (a schema this Ketter does not know)"
+        )
+    if table in TRIGGER_FILLED:
+        # The triggers on jobs counted the copied jobs already; the source's
+        # rows are the ones to keep (compared below).
+        db.execute_sql(f'DELETE FROM "{table}"')
+    names = ", ".join(f'"{c}"' for c in columns)
+    marks = ", ".join("%s" for _ in columns)
+    insert = f'INSERT INTO "{table}" ({names}) VALUES ({marks})'
+    cursor = src.execute(f'SELECT {names} FROM "{table}" ORDER BY rowid')
+    count = 0
+    pg = db.cursor()
+    while True:
+        rows = cursor.fetchmany(BATCH)
+        if not rows:
+            break
+        pg.executemany(insert, rows)
+        count += len(rows)
+    return count
+
+
+def _fix_sequences(db: Any, tables: list[str]) -> None:
+    """Set every serial/identity sequence past the copied ids: the next job,
+    event or token gets the next id, not 1 (a duplicate key)."""
+    rows = db.execute_sql(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND (column_default LIKE 'nextval(%%' "
+        "OR is_identity = 'YES')"
+    ).fetchall()
+    for table, column in rows:
+        if table not in tables:
+            continue
+        db.execute_sql(
+            f"SELECT setval(pg_get_serial_sequence(%s, %s), "
+            f'GREATEST(COALESCE(MAX("{column}"), 0), 1), COALESCE(MAX("{column}"), 0) > 0) '
+            f'FROM "{table}"',
+            (f'"{table}"', column),
+        )
+
+
+def _compare(src: sqlite3.Connection, db: Any, report: CopyReport, where: str) -> None:
+    """Row counts of every table and the chain's hashes, before the commit."""
+    for table, copied in report.tables.items():
+        there = db.execute_sql(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
+        here = src.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
+        if not here == there == copied:
+            raise CopyRefused(
+                f"table {table}: {here} row(s) in the SQLite store, {there} in {where} "
+                "after the copy; nothing was committed"
+            )
+    ours = [r[0] for r in src.execute("SELECT hash FROM events ORDER BY id")]
+    theirs = [r[0] for r in db.execute_sql("SELECT hash FROM events ORDER BY id").fetchall()]
+    if ours != theirs:
+        raise CopyRefused(
+            f"the events' hashes in {where} differ from the SQLite store's after the "
+            "copy; nothing was committed"
+        )
+    report.events = len(ours)
+    report.chain_digest = chain_digest(ours)
+    applied = sorted(
+        r[0] for r in db.execute_sql(f'SELECT name FROM "{MIGRATIONS_TABLE}"').fetchall()
+    )
+    mine = sorted(r[0] for r in src.execute(f'SELECT name FROM "{MIGRATIONS_TABLE}"'))
+    if applied != mine:
+        raise CopyRefused(
+            f"the migrations applied in {where} differ from the SQLite store's; nothing "
+            "was committed"
+        )

@@ -1,0 +1,87 @@
+"""Shared-storage markers (issue #18 item 6) on every job store: the first
+node's id is recorded and kept; a node that finds another share, or none,
+at a route root is told which path, which id it expected and which it found;
+the marker is never swept as a leftover."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ketter.config import RouteConfig
+from ketter.engine.cleanup import find_orphans
+from ketter.jobs.shares import ShareCheck, marker_name, read_marker, write_marker
+from ketter.store.port import JobStore
+
+
+def test_the_first_record_is_kept(job_store: JobStore) -> None:
+    assert job_store.share_marker("r", "source") is None
+    first = job_store.record_share_marker(
+        "r", "source", path="/mnt/a", marker="aaa", node="n1", now=1.0
+    )
+    second = job_store.record_share_marker(
+        "r", "source", path="/mnt/a", marker="bbb", node="n2", now=2.0
+    )
+    assert (first, second) == ("aaa", "aaa")
+    assert job_store.share_marker("r", "source") == "aaa"
+    assert job_store.share_marker("r", "destination") is None
+
+
+def _route(root: Path) -> RouteConfig:
+    for side in ("src", "dst"):
+        (root / side).mkdir(parents=True, exist_ok=True)
+    return RouteConfig(name="dub", source=str(root / "src"), destination=str(root / "dst"))
+
+
+def test_a_node_on_another_share_is_refused(job_store: JobStore, tmp_path: Path) -> None:
+    right = _route(tmp_path / "share")
+    assert ShareCheck(job_store, "n1").problem(right) is None  # the first node writes them
+    name = marker_name("dub")
+    ids = {side: read_marker(str(tmp_path / "share" / side / name)) for side in ("src", "dst")}
+    assert all(ids.values()) and ids["src"] != ids["dst"]
+    # Another node, the same share: fine. Nothing new is written.
+    assert ShareCheck(job_store, "n2").problem(right) is None
+    assert read_marker(str(tmp_path / "share" / "src" / name)) == ids["src"]
+    # Another node, nothing mounted (an empty folder): refused, and no
+    # marker is written there.
+    wrong = _route(tmp_path / "empty")
+    problem = ShareCheck(job_store, "n2").problem(wrong)
+    assert problem is not None
+    assert str(tmp_path / "empty" / "src" / name) in problem
+    assert ids["src"] in problem and "none (no such file)" in problem
+    assert not os.path.exists(tmp_path / "empty" / "src" / name)
+    # Another share with a marker of its own: the found id is named.
+    (tmp_path / "empty" / "src" / name).write_text("0123\n")
+    problem = ShareCheck(job_store, "n2").problem(wrong)
+    assert problem is not None and "'0123'" in problem and ids["src"] in problem
+    # Never a leftover for the orphan sweep.
+    dst = os.fsencode(tmp_path / "share" / "dst")
+    assert find_orphans(dst, lambda job: False) == []
+    assert os.path.exists(tmp_path / "share" / "dst" / name)
+
+
+def test_a_marker_being_written_is_never_recorded_empty(
+    job_store: JobStore, tmp_path: Path
+) -> None:
+    """Another writer's marker created but not written yet (a share without
+    hard links) or left empty by a crash: the route waits, nothing is
+    recorded; once the file holds its id, that id is the share's."""
+    route = _route(tmp_path / "share")
+    marker = tmp_path / "share" / "src" / marker_name("dub")
+    marker.write_bytes(b"")
+    problem = ShareCheck(job_store, "n1").problem(route)
+    assert problem is not None and "is empty" in problem and str(marker) in problem
+    assert job_store.share_marker("dub", "source") is None
+    marker.write_text("feed\n")  # the other writer finishes
+    assert ShareCheck(job_store, "n1").problem(route) is None
+    assert job_store.share_marker("dub", "source") == "feed"
+
+
+def test_two_writers_keep_one_marker_and_no_temporary(tmp_path: Path) -> None:
+    """The marker appears whole under its name or not at all: a second
+    writer gets the first one's id; no temporary is left beside it."""
+    path = str(tmp_path / marker_name("dub"))
+    assert write_marker(path, "aaa") == "aaa"
+    assert write_marker(path, "bbb") == "aaa"
+    assert read_marker(path) == "aaa"
+    assert sorted(os.listdir(tmp_path)) == [marker_name("dub")]

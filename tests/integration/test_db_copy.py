@@ -1,0 +1,156 @@
+"""``ketter db copy`` (issue #18 item 7): a SQLite node with real history
+(transfers by ``ketter run``, a token, a held route) copied into an empty
+PostgreSQL database; the copy is the same store (every table's rows, every
+event hash), the node runs on it (``audit verify``, ``status``, ``jobs``,
+``token list``, a new transfer gets the next id), and a second copy, a copy
+while the services run, are refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from tests.conftest import KETTER, cli_env
+
+CONFIG = """\
+state_dir: {root}/state
+node: n1
+lease: {{ttl: 5s, heartbeat: 1s, sweep_interval: 1s}}
+routes:
+  - {{name: copy, source: {root}/in/copy, destination: {root}/out/copy,
+     stable_seconds: 0.5, poll_interval: 0.2s}}
+  - {{name: move, source: {root}/in/move, destination: {root}/out/move, mode: move,
+     stable_seconds: 0.5, poll_interval: 0.2s}}
+"""
+
+
+def _ketter(config: Path, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*KETTER, "--config", str(config), *args],
+        capture_output=True, text=True, env=cli_env(), timeout=180, **kw,
+    )
+
+
+def _wait(predicate: Any, what: str, proc: subprocess.Popen[str], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, f"ketter run exited early ({proc.returncode})"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _empty_database(pg_cluster: Any, name: str) -> str:
+    with psycopg.connect(pg_cluster.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return str(pg_cluster.dsn(name))
+
+
+def _sqlite_rows(path: Path) -> tuple[dict[str, int], list[tuple[int, str]]]:
+    con = sqlite3.connect(path)
+    try:
+        tables = [r[0] for r in con.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )]
+        counts = {t: con.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
+        hashes = con.execute("SELECT id, hash FROM events ORDER BY id").fetchall()
+    finally:
+        con.close()
+    return counts, hashes
+
+
+def test_copy_a_sqlite_node_into_postgresql(pg_cluster: Any, tmp_path: Path) -> None:
+    config = tmp_path / "ketter.yaml"
+    config.write_text(CONFIG.format(root=tmp_path))
+    dsn = _empty_database(pg_cluster, "ketter_copy_target")
+    proc = subprocess.Popen(
+        [*KETTER, "--config", str(config), "run", "--create-folders"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cli_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("Ketter is running")
+        for i in range(3):
+            (tmp_path / "in" / "copy" / f"clip{i}.mov").write_bytes(os.urandom(100_000 + i))
+        (tmp_path / "in" / "move" / "mix.wav").write_bytes(b"mix" * 5000)
+        _wait(lambda: all((tmp_path / "out" / "copy" / f"clip{i}.mov").exists()
+                          for i in range(3))
+              and (tmp_path / "out" / "move" / "mix.wav").exists()
+              and not (tmp_path / "in" / "move" / "mix.wav").exists(), "the deliveries", proc)
+        # The services run: the store would change under the copy.
+        running = _ketter(config, "db", "copy", "--to", dsn)
+        assert running.returncode == 2, running
+        assert "services are running" in running.stderr and "--force" in running.stderr
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    token = _ketter(config, "token", "create", "--scopes", "metrics:read", "ci-reader")
+    assert token.returncode == 0, token.stderr
+    held = _ketter(config, "pause", "--reason", "moving the node", "copy")
+    assert held.returncode == 0, held.stderr
+    counts, hashes = _sqlite_rows(tmp_path / "state" / "ketter.db")
+    assert counts["jobs"] == 4 and len(hashes) > 20 and counts["api_tokens"] == 1
+
+    # Stopped a moment ago: the heartbeats are still fresh (a crash looks
+    # the same), so the operator says so.
+    copied = _ketter(config, "db", "copy", "--to", dsn, "--force")
+    assert copied.returncode == 0, copied.stderr
+    assert f"{len(hashes)} events" in copied.stdout
+
+    with psycopg.connect(dsn) as conn:
+        for table, rows in counts.items():
+            there = conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()
+            assert there == (rows,), table
+        assert conn.execute("SELECT id, hash FROM events ORDER BY id").fetchall() == hashes
+        # Byte paths survive as bytes.
+        paths = conn.execute("SELECT source_path FROM jobs ORDER BY id").fetchall()
+    assert bytes(paths[0][0]).startswith(os.fsencode(tmp_path))
+
+    moved = tmp_path / "moved.yaml"
+    moved.write_text(
+        CONFIG.format(root=tmp_path)
+        + f"store: {{backend: postgresql, dsn: '{dsn}'}}\n"
+    )
+    verified = _ketter(moved, "audit", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    status = _ketter(moved, "status")
+    assert status.returncode == 0, status.stderr
+    assert "moving the node" in status.stdout
+    jobs = _ketter(moved, "jobs", "--json")
+    assert jobs.returncode == 0, jobs.stderr
+    assert len(json.loads(jobs.stdout)) == 4
+    tokens = _ketter(moved, "token", "list")
+    assert tokens.returncode == 0 and "ci-reader" in tokens.stdout, tokens
+    # The sequences go on after the copied ids.
+    (tmp_path / "late.wav").write_bytes(b"late" * 100)
+    late = _ketter(moved, "transfer", "--json", str(tmp_path / "late.wav"), str(tmp_path / "out"))
+    assert late.returncode == 0, late.stderr
+    with psycopg.connect(dsn) as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM jobs ORDER BY id").fetchall()]
+        top = conn.execute("SELECT MAX(id) FROM events").fetchone()
+    assert ids == [*range(1, 5), 5]
+    assert top is not None and top[0] > len(hashes)
+    assert _ketter(moved, "audit", "verify").returncode == 0
+
+    again = _ketter(config, "db", "copy", "--to", dsn, "--force")
+    assert again.returncode == 2, again
+    assert "is not empty" in again.stderr
+
+
+def test_copy_refuses_a_bad_dsn_and_a_missing_store(tmp_path: Path) -> None:
+    config = tmp_path / "ketter.yaml"
+    config.write_text(f"state_dir: {tmp_path}/state\nnode: n1\n")
+    bad = _ketter(config, "db", "copy", "--to", "mysql://x@y/z")
+    assert bad.returncode == 2 and "--to" in bad.stderr, bad
+    missing = _ketter(config, "db", "copy", "--to", "postgresql://k@127.0.0.1:1/k")
+    assert missing.returncode == 2 and "no SQLite job store" in missing.stderr, missing
