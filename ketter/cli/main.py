@@ -32,6 +32,12 @@ from ketter.errors import ConfigError, KetterError, NodeNameInUse, StoreMissing
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+#: Try again later (sysexits' EX_TEMPFAIL): the node's name is in use by a
+#: live node. Not the config's fault and not for ever (that node's heartbeat
+#: goes stale, or a machine that rebooted within lease.ttl stops showing as
+#: its old boot): the units' Restart=on-failure tries again, where exit 2
+#: would stop them (RestartPreventExitStatus=2).
+EXIT_TEMPFAIL = 75
 
 COMMAND_MODULES = (
     admin,
@@ -73,9 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (StoreMissing, NodeNameInUse) as exc:  # not the config's fault; still exit 2
+    except StoreMissing as exc:  # not the config's fault; still exit 2
         print(f"ketter: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except NodeNameInUse as exc:
+        print(f"ketter: {exc}", file=sys.stderr)
+        return EXIT_TEMPFAIL
     except ConfigError as exc:
         print(f"ketter: invalid config:\n{exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -5,8 +5,9 @@ Several nodes on one PostgreSQL database deliver into the same folders only
 if each of them mounted the same share there. A node that mounted another
 share, or nothing (an empty local folder), would deliver where no one looks
 and, on a move route, delete the source after "delivering". So the first
-node to run a job of a route writes a marker file in the route's source and
-destination roots, ``.ketter-share-<route>.id`` holding a random id, and
+node to run a job of a route writes a marker file in the route's destination
+root and a move route's source root (:func:`marked_roots`: a copy route's
+source is never written), ``.ketter-share-<route>.id`` holding a random id, and
 records the id in the job store (``share_markers``); every node, before
 every job (a good answer is kept :data:`RECHECK` seconds), checks that the
 file is there with the recorded id. When it is not, the job raises
@@ -111,6 +112,18 @@ def _create(path: str, marker: str) -> None:
     os.close(fd)
 
 
+def marked_roots(route: RouteConfig) -> list[tuple[str, str]]:
+    """The roots of ``route`` that carry a marker: the ones this node writes,
+    the destination and a move route's source. A copy route's source is
+    never written (it may be read-only: a share mounted so, or the workers'
+    unit, which gives it no ``ReadWritePaths=``): it has no marker, and a
+    wrong share there delivers nothing to a wrong place."""
+    roots = [("destination", route.destination)]
+    if route.mode == "move":
+        roots.append(("source", route.source))
+    return roots
+
+
 class ShareCheck:
     """The marker check of one process (the workers' runner), with the good
     answers kept :data:`RECHECK` seconds per route root."""
@@ -133,7 +146,7 @@ class ShareCheck:
     def problem(self, route: RouteConfig) -> str | None:
         """Why this node must not work on ``route`` (a marker missing or
         another one), or None."""
-        for side, root in (("source", route.source), ("destination", route.destination)):
+        for side, root in marked_roots(route):
             key = (route.name, side)
             with self._lock:
                 checked = self._good.get(key)

@@ -72,11 +72,13 @@ def sweep(
             # for (a quota, another writer), so room alone proves nothing.
             continue
         room = room_needed(store, route.name, status.room_needed)
+        if unavailable_reason(route, room=room) is not None:
+            continue
+        # Only once the mounts are there: a marker written into an empty
+        # mount point would be hidden by the share mounted over it later.
         if shares is not None and shares.problem(route) is not None:
             continue  # still another share (or none) at a root: stays paused
-        if unavailable_reason(route, room=room) is None and resume_route(
-            store, route.name, now=now
-        ):
+        if resume_route(store, route.name, now=now):
             report.resumed_routes.append(route.name)
     report.expired_leases = store.expired_lease_count(now)
     report.pending = pending()

@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import peewee
+
 #: Components whose fresh heartbeat means the store is in use.
 LIVE_COMPONENTS = ("workers", "watcher")
 #: Rows sent to PostgreSQL per ``executemany``.
@@ -145,7 +147,7 @@ def _copy(
 ) -> CopyReport:
     import psycopg
 
-    from ketter.store.postgres.db import pending_migrations, upgrade
+    from ketter.store.postgres.db import pending_migrations
 
     report = CopyReport(where)
     try:
@@ -178,6 +180,25 @@ def _copy(
             f"the SQLite store {sqlite_path} has migrations this Ketter does not know "
             f"({', '.join(ahead)}): copy with the Ketter version that wrote it"
         )
+    try:
+        _copy_in_one_transaction(src, db, tables, report, where, say)
+    except (psycopg.Error, peewee.DatabaseError) as exc:
+        raise CopyRefused(
+            f"copying into {where} failed, nothing was committed: {str(exc).strip()}"
+        ) from exc
+    return report
+
+
+def _copy_in_one_transaction(
+    src: sqlite3.Connection,
+    db: Any,
+    tables: list[str],
+    report: CopyReport,
+    where: str,
+    say: Callable[[str], None],
+) -> None:
+    from ketter.store.postgres.db import upgrade
+
     with db.atomic():
         report.migrations = upgrade(db)
         say(f"{where}: schema created ({len(report.migrations)} migrations)")
@@ -190,7 +211,6 @@ def _copy(
             say(f"{table}: {report.tables[table]} row(s)")
         _fix_sequences(db, list(report.tables))
         _compare(src, db, report, where)
-    return report
 
 
 def _target_columns(db: Any) -> dict[str, set[str]]:

@@ -201,7 +201,16 @@ class Watcher:
             return False
         if self.clock() >= self._next_lock_check:
             self._next_lock_check = self.clock() + self.lock_interval
-            held = self.locks.refresh()
+            # A route whose root this node has lost (a mount gone) is given
+            # back, and not asked for while it stays so: another node that
+            # sees the share watches it (a holder without the share kept
+            # the route unwatched for as long as its mount was away).
+            wanted = {
+                r.route.name
+                for r in self.routes
+                if (r.watching if r.leading else r.root_problem() is None)
+            }
+            held = self.locks.refresh(wanted)
             for route in self.routes:
                 if route.route.name in held:
                     route.lead()

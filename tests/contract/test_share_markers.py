@@ -27,10 +27,12 @@ def test_the_first_record_is_kept(job_store: JobStore) -> None:
     assert job_store.share_marker("r", "destination") is None
 
 
-def _route(root: Path) -> RouteConfig:
+def _route(root: Path, mode: str = "move") -> RouteConfig:
     for side in ("src", "dst"):
         (root / side).mkdir(parents=True, exist_ok=True)
-    return RouteConfig(name="dub", source=str(root / "src"), destination=str(root / "dst"))
+    return RouteConfig(
+        name="dub", source=str(root / "src"), destination=str(root / "dst"), mode=mode
+    )
 
 
 def test_a_node_on_another_share_is_refused(job_store: JobStore, tmp_path: Path) -> None:
@@ -47,13 +49,17 @@ def test_a_node_on_another_share_is_refused(job_store: JobStore, tmp_path: Path)
     wrong = _route(tmp_path / "empty")
     problem = ShareCheck(job_store, "n2").problem(wrong)
     assert problem is not None
-    assert str(tmp_path / "empty" / "src" / name) in problem
-    assert ids["src"] in problem and "none (no such file)" in problem
+    assert str(tmp_path / "empty" / "dst" / name) in problem
+    assert ids["dst"] in problem and "none (no such file)" in problem
+    assert not os.path.exists(tmp_path / "empty" / "dst" / name)
     assert not os.path.exists(tmp_path / "empty" / "src" / name)
-    # Another share with a marker of its own: the found id is named.
+    # The destination right, the (move route's) source another share with a
+    # marker of its own: the found id is named.
+    (tmp_path / "empty" / "dst" / name).write_text(ids["dst"] + "\n")
     (tmp_path / "empty" / "src" / name).write_text("0123\n")
     problem = ShareCheck(job_store, "n2").problem(wrong)
-    assert problem is not None and "'0123'" in problem and ids["src"] in problem
+    assert problem is not None and str(tmp_path / "empty" / "src" / name) in problem
+    assert "'0123'" in problem and ids["src"] in problem
     # Never a leftover for the orphan sweep.
     dst = os.fsencode(tmp_path / "share" / "dst")
     assert find_orphans(dst, lambda job: False) == []
@@ -85,3 +91,14 @@ def test_two_writers_keep_one_marker_and_no_temporary(tmp_path: Path) -> None:
     assert write_marker(path, "bbb") == "aaa"
     assert read_marker(path) == "aaa"
     assert sorted(os.listdir(tmp_path)) == [marker_name("dub")]
+
+
+def test_a_copy_routes_source_is_never_written(job_store: JobStore, tmp_path: Path) -> None:
+    """A copy route's source may be read-only (a share mounted so, or the
+    workers' unit): only its destination carries a marker."""
+    route = _route(tmp_path / "share", mode="copy")
+    assert ShareCheck(job_store, "n1").problem(route) is None
+    assert os.listdir(tmp_path / "share" / "src") == []
+    assert read_marker(str(tmp_path / "share" / "dst" / marker_name("dub")))
+    assert job_store.share_marker("dub", "source") is None
+    assert job_store.share_marker("dub", "destination") is not None

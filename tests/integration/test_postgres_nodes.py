@@ -154,9 +154,9 @@ def test_a_node_name_is_refused_while_another_live_node_uses_it(
         workers = a.start("workers")
         wait_for(lambda: a.beat_pid("workers") == workers.pid, "A's workers", root=tmp_path)
         # 1. A second `ketter workers` of node A on this host while the
-        # first runs: refused, exit 2, saying which pid runs it.
+        # first runs: refused, exit 75 (EX_TEMPFAIL), saying which pid runs it.
         again = a.ketter("workers")
-        assert again.returncode == 2, again.stdout + again.stderr
+        assert again.returncode == 75, again.stdout + again.stderr
         assert f"already runs its workers on this host (pid {workers.pid}" in again.stderr
         # ... while A's watcher (another process of the same node) starts.
         watcher = a.start("watcher")
@@ -192,7 +192,8 @@ def test_a_node_name_is_refused_while_another_live_node_uses_it(
         )
         for command in ("watcher", "workers"):
             refused = b.ketter(command)
-            assert refused.returncode == 2, refused.stdout + refused.stderr
+            # EX_TEMPFAIL: the units restart it (exit 2 would stop them).
+            assert refused.returncode == 75, refused.stdout + refused.stderr
             assert "node name 'node-b' is in use" in refused.stderr, refused.stderr
             assert "pid 4242 on host other-host" in refused.stderr, refused.stderr
         # ... until that heartbeat is older than lease.ttl on the database's clock.
@@ -325,6 +326,69 @@ def test_the_watcher_fails_over_to_another_node_within_the_lease(
         a.stop()
         b.stop()
 
+
+#: One route, its source under a per-node "mount" (``view``): two nodes that
+#: see the same route through different mounts, so one can lose its own.
+ONE_ROUTE = """\
+state_dir: {state}
+node: {node}
+lease: {{ttl: {ttl}s, heartbeat: 0.5s, sweep_interval: 0.3s}}
+store: {{backend: postgresql, dsn: '{dsn}'}}
+routes:
+  - {{name: copies, source: {root}/view-{node}/in-copy, destination: {root}/out-copy,
+     mode: copy, stable_seconds: {stable}, poll_interval: {poll}s}}
+"""
+
+
+def test_a_watcher_that_loses_its_share_gives_the_route_to_another_node(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """The route's lock holder whose source root disappears (its mount gone)
+    gives the lock back: the other node, which still sees the share, takes
+    the route and detects what arrives there. Before, the holder kept the
+    lock and nothing was watched for as long as its mount was away."""
+    shares = Shares(tmp_path, pg_dsn)
+    for node in ("node-a", "node-b"):
+        (tmp_path / f"view-{node}" / "in-copy").mkdir(parents=True)
+    a = NodeProcs(shares, "node-a", config_text=ONE_ROUTE)
+    b = NodeProcs(shares, "node-b", config_text=ONE_ROUTE)
+    try:
+        procs = [a.start("watcher")]
+        wait_for(
+            lambda: a.status()["route_watchers"] == {"copies": "node-a"},
+            "node-a to watch the route",
+            root=tmp_path,
+            alive=procs,
+        )
+        procs.append(b.start("watcher"))
+        wait_for(
+            lambda: b.beat_pid("watcher") == procs[1].pid,
+            "node-b's watcher to run",
+            root=tmp_path,
+            alive=procs,
+        )
+        assert a.status()["route_watchers"] == {"copies": "node-a"}  # b follows
+        # node-a's mount goes away: its route root is missing.
+        (tmp_path / "view-node-a").rename(tmp_path / "unmounted-a")
+        wait_for(
+            lambda: a.status()["route_watchers"] == {"copies": "node-b"},
+            "node-b to take the route over",
+            root=tmp_path,
+            alive=procs,
+            deadline=TTL * 4 + 30,
+        )
+        (tmp_path / "view-node-b" / "in-copy" / "late.bin").write_bytes(os.urandom(10_000))
+        wait_for(
+            lambda: "late.bin" in shares.states(),
+            "node-b to enqueue the file",
+            root=tmp_path,
+            alive=procs,
+        )
+        log = (tmp_path / "node-a-watcher.log").read_text(errors="replace")
+        assert "route lock given back" in log, log
+    finally:
+        a.stop()
+        b.stop()
 
 # -- a database outage mid-flow ------------------------------------------------
 

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import peewee
 from peewee import PostgresqlDatabase
 from playhouse.migrations import Runner
 
@@ -216,6 +217,13 @@ def open_store(
     return db
 
 
+def psycopg_errors() -> type[BaseException]:
+    """psycopg's base error (imported where PostgreSQL is used only)."""
+    import psycopg
+
+    return psycopg.Error
+
+
 def upgrade(db: PostgresqlDatabase) -> list[str]:
     """Apply every pending migration, under a session advisory lock so two
     nodes starting together do not both apply one; returns the names applied."""
@@ -224,7 +232,11 @@ def upgrade(db: PostgresqlDatabase) -> list[str]:
         with importlib.resources.as_file(importlib.resources.files(MIGRATIONS)) as directory:
             return list(Runner(db, directory=str(directory)).up())
     finally:
-        db.execute_sql("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+        # In a transaction a failed migration aborted, the unlock fails too
+        # (and would hide the migration's error): the lock then ends with
+        # the session.
+        with contextlib.suppress(peewee.DatabaseError, psycopg_errors()):
+            db.execute_sql("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
 
 
 def pending_migrations(db: PostgresqlDatabase) -> list[str]:

@@ -65,18 +65,28 @@ class RouteLocks:
         self.error: BaseException | None = None
         self._conn: Any = None
 
-    def refresh(self) -> set[str]:
-        """Check the connection, try to take every route lock not held yet;
-        the routes held now (none while the connection is down)."""
+    def refresh(self, wanted: Iterable[str] | None = None) -> set[str]:
+        """Check the connection, give back the locks of routes not
+        ``wanted`` any more (their root is lost here: another node that sees
+        it may watch them), try to take the locks of the ``wanted`` routes
+        (default: every route) not held yet; the routes held now (none
+        while the connection is down)."""
         import psycopg
 
+        want = set(self.routes if wanted is None else wanted)
         try:
             if self._conn is None or self._conn.closed or self._conn.broken:
                 self._connect()
             else:
                 self._conn.execute("SELECT 1")  # a cut connection fails here
+            for name in sorted(self.held - want):
+                self._conn.execute(
+                    "SELECT pg_advisory_unlock(%s, %s)", (ROUTE_LOCKS, route_key(name))
+                )
+                self.held.discard(name)
+                log.info("route lock given back: route %s is not watchable here", name)
             for name in self.routes:
-                if name in self.held:
+                if name in self.held or name not in want:
                     continue
                 row = self._conn.execute(
                     "SELECT pg_try_advisory_lock(%s, %s)", (ROUTE_LOCKS, route_key(name))

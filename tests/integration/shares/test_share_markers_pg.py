@@ -25,7 +25,7 @@ store: {{backend: postgresql, dsn: '{dsn}'}}
 lease: {{ttl: 5s, heartbeat: 1s, sweep_interval: 0.5s}}
 retry: {{base_delay: 0.2s, max_delay: 1s}}
 routes:
-  - {{name: dub, source: {share}/src, destination: {share}/dst,
+  - {{name: dub, mode: move, source: {share}/src, destination: {share}/dst,
      stable_seconds: 0.3, poll_interval: 0.2s}}
 {extra}"""
 
