@@ -45,6 +45,10 @@ from ketter.store.models import database
 CHAIN_LOCK = 0x6B657474_00000001  # "kett"
 MIGRATION_LOCK = 0x6B657474_00000002  # "kett" · ``ketter db upgrade``
 
+#: Every write transaction's start: the store's write turn taken first,
+#: before any row lock (:mod:`ketter.store.postgres.core`).
+_BEGIN_WRITE = f"BEGIN; SELECT pg_advisory_xact_lock({CHAIN_LOCK})"
+
 #: The database's clock as Unix seconds, the clock of every lease on
 #: PostgreSQL (several nodes, no node's clock trusted): ``now()``, the start
 #: of the transaction, so every comparison in one claim sees one instant.
@@ -154,7 +158,13 @@ class PgStoreDatabase(PostgresqlDatabase):
     def begin(self, *args: Any, **kwargs: Any) -> None:
         self.gate.enter()
         try:
-            super().begin(*args, **kwargs)
+            if self.read_only or args or kwargs:
+                super().begin(*args, **kwargs)
+            else:
+                # The write turn with the BEGIN, in one round trip (no
+                # parameters: psycopg sends both statements in one message).
+                with peewee.__exception_wrapper__:  # type: ignore[attr-defined]
+                    self.cursor().execute(_BEGIN_WRITE)
         except BaseException:
             self.gate.leave()
             raise
