@@ -14,6 +14,8 @@ from typing import Any
 from huey import PostgresHuey
 from huey.storage import PostgresStorage
 
+from ketter.store.postgres.db import ORDINARY_COMMIT
+
 #: Advisory-lock key of the queue's table creation (the job store's are in
 #: :mod:`ketter.store.postgres.db`).
 QUEUE_SCHEMA_LOCK = 0x6B657474_00000003  # "kett"
@@ -43,7 +45,11 @@ class PgQueueStorage(PostgresStorage):
 
 def pg_queue(name: str, dsn: str, *, password: str | None = None, **kwargs: Any) -> PostgresHuey:
     """The Huey app on the PostgreSQL database ``dsn`` (results off)."""
-    params: dict[str, Any] = {"password": password} if password is not None else {}
+    # An enqueue need not wait for the WAL flush: the job row is the truth,
+    # and the sweep rings a job again whose task was lost with a server crash.
+    params: dict[str, Any] = {"options": f"-c synchronous_commit={ORDINARY_COMMIT}"}
+    if password is not None:
+        params["password"] = password
     return PostgresHuey(
         name=name,
         storage_class=PgQueueStorage,

@@ -2,9 +2,10 @@
 transactions and the leases' clock; the statements and the audit chain's
 primitives are :class:`ketter.store.sql.core.SqlCore`'s.
 
-Every commit is durable (``synchronous_commit=on``, :mod:`.db`), so
-``transaction(durable=True)`` is a plain transaction and :meth:`sync` has
-nothing to do. Every transaction takes the store's write turn first, a
+A durable transaction (``transaction(durable=True)``) commits with
+``synchronous_commit=on``; the others do not wait for the WAL flush, and
+:meth:`sync` waits for it (:mod:`.db`), as SQLite's WAL commits and its
+flushes. Every transaction takes the store's write turn first, a
 transaction-scoped advisory lock (:data:`~ketter.store.postgres.db.CHAIN_LOCK`): the chain's appends
 read the head this one writes, and no transaction waits for the lock while
 holding a row lock another one that holds it wants (a deadlock, see
@@ -40,14 +41,17 @@ class PgCore(SqlCore):
     def _transaction(self, *, durable: bool) -> contextlib.AbstractContextManager[None]:
         """One transaction, which takes the store's write turn
         (:data:`~ketter.store.postgres.db.CHAIN_LOCK`, with its ``BEGIN``)
-        first; nested in an open one it is a savepoint. ``durable=True``: every commit is
-        (``synchronous_commit=on``); it must not nest, as on SQLite."""
+        first; nested in an open one it is a savepoint. ``durable=True``:
+        its commit returns once the WAL is flushed (``synchronous_commit=on``);
+        it must not nest, as on SQLite."""
         if durable and self.db.in_transaction():
             raise RuntimeError("durable() must open its own transaction, not nest in one")
-        return _atomic(self)
+        return _atomic(self, durable)
 
     def sync(self) -> None:
-        """Nothing to do: each commit was flushed by the server."""
+        """Make every commit of this thread so far durable (the server's WAL
+        flushed up to now, shared with the other connections' flushes)."""
+        self.db.flush()
 
     # -- the store ----------------------------------------------------------
 
@@ -77,7 +81,7 @@ class PgCore(SqlCore):
 
 
 @contextlib.contextmanager
-def _atomic(core: PgCore) -> Iterator[None]:
+def _atomic(core: PgCore, durable: bool = False) -> Iterator[None]:
     # The outermost one's BEGIN takes the write turn first, before any row
     # lock (PgStoreDatabase.begin): a transaction that locked a job row (a
     # compare-and-set) and then waited for the chain's lock (its event)
@@ -86,5 +90,7 @@ def _atomic(core: PgCore) -> Iterator[None]:
     # every write transaction as SQLite's BEGIN IMMEDIATE does; a single
     # statement outside a transaction (a renewal, a heartbeat) never waits
     # for it.
+    if durable:
+        core.db.begin_durable()
     with core.db.atomic():
         yield

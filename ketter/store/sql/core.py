@@ -76,9 +76,11 @@ class SqlCore(CompositeCore):
                 turn.reset()
 
     def _turn(self) -> Turn:
-        local = self.__dict__.get("_turns")
+        # Kept with the database (its connections are per thread): two store
+        # objects on one database share a transaction, and its turn.
+        local = self.db.__dict__.get("ketter_turns")
         if local is None:
-            local = self.__dict__.setdefault("_turns", threading.local())
+            local = self.db.__dict__.setdefault("ketter_turns", threading.local())
         turn: Turn | None = getattr(local, "turn", None)
         if turn is None:
             turn = local.turn = Turn()
