@@ -31,6 +31,18 @@ class PgQueueStorage(PostgresStorage):
     def one_transaction(self) -> Iterator[None]:
         yield
 
+    def enqueue(self, data: bytes, priority: int | None = None) -> None:
+        """Huey's enqueue (the task's row and its ``NOTIFY``) in **one**
+        statement, committed on its own: one round trip instead of four
+        (``BEGIN``, ``INSERT``, ``pg_notify``, ``COMMIT``). The notification
+        goes out when the row is committed, as huey's."""
+        with self.db() as curs:
+            curs.execute(
+                f"WITH task AS (INSERT INTO {self.table_task} (queue, data, priority) "
+                "VALUES (%s, %s, %s) RETURNING id) SELECT pg_notify(%s, '') FROM task",
+                (self.name, data, priority or 0, self.channel),
+            )
+
     def initialize_schema(self) -> None:
         """Huey's ``CREATE TABLE IF NOT EXISTS``, one process at a time: run
         at once by the watcher and the workers starting together, PostgreSQL

@@ -260,6 +260,25 @@ def test_the_queue_rings_on_postgres_huey(pg_dsn: str, tmp_path: Path) -> None:
         queue.close()
 
 
+def test_a_ring_wakes_a_listening_worker(pg_dsn: str, tmp_path: Path) -> None:
+    """The enqueue's one statement (the row and its ``NOTIFY``) wakes a
+    consumer blocked on ``LISTEN``, as huey's own enqueue does."""
+    config = parse_config(f"state_dir: {tmp_path}\n")
+    config = dataclasses.replace(config, store=StoreConfig(backend="postgresql", dsn=pg_dsn))
+    queue = build_queue(config)
+    channel = queue.huey.storage.channel
+    listener = psycopg.connect(pg_dsn, autocommit=True)
+    try:
+        listener.execute(f'LISTEN "{channel}"')
+        queue.ring(11)
+        woken = list(listener.notifies(timeout=30, stop_after=1))
+        assert [n.channel for n in woken] == [channel]
+        assert queue.huey.dequeue().args[0] == 11
+    finally:
+        listener.close()
+        queue.close()
+
+
 # -- the composition root ----------------------------------------------------------
 
 
