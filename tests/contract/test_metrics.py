@@ -147,6 +147,23 @@ def test_a_shared_commit_counts_what_holds_once_and_a_refused_job_nothing(
     assert {e.job_id for e in job_store.events_after(0, limit=100)} == {a, b, c}
 
 
+def test_a_shared_commit_of_deliveries_holds_whole(job_store: JobStore) -> None:
+    """Every job of a shared commit holds (on PostgreSQL: their transitions
+    sent in one pipeline): each job completed once, counted once, its five
+    events in one unbroken chain."""
+    jobs = [put_job(job_store, route="a") for _ in range(4)]
+    outcomes = job_store.commit_together(
+        [lambda j=j: _deliver(job_store, j, now=float(j)) for j in jobs]
+    )
+    assert outcomes == [None] * 4
+    assert [job_store.get_job(j).state for j in jobs] == ["completed"] * 4
+    assert _totals(job_store)[("a", "transfers.completed")] == 4
+    events = job_store.events_after(0, limit=100)
+    assert [e.id for e in events] == list(range(1, 21))
+    assert [e.job_id for e in events] == [j for j in jobs for _ in range(5)]
+    assert [e.prev_hash for e in events[1:]] == [e.hash for e in events[:-1]]
+
+
 def test_a_savepoint_rolled_back_takes_its_counts_and_its_events_back(
     job_store: JobStore,
 ) -> None:

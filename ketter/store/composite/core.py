@@ -135,6 +135,12 @@ class CompositeCore(abc.ABC):
     flattens = False
 
     @abc.abstractmethod
+    def _settle(self) -> bool:
+        """At the end of a :meth:`_flat` block: send what the backend held
+        back in it; ``False`` when one of them was refused (the caller rolls
+        the transaction back)."""
+
+    @abc.abstractmethod
     def _flat(self) -> contextlib.AbstractContextManager[object]:
         """Inside an open transaction: nested transactions are no savepoints
         until the block ends (all or nothing with the outer one), where the

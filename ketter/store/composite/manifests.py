@@ -67,6 +67,12 @@ class CompositeManifests(CompositeCore):
                             item()
                         except Exception as refusal:
                             raise _Alone from refusal
+                    try:
+                        settled = self._settle()
+                    except Exception as failed:
+                        raise _Alone from failed
+                    if not settled:
+                        raise _Alone
             except _Alone:
                 pass
             else:

@@ -1,7 +1,9 @@
 """PostgreSQL job store: what its jobs area does its own way (the rest is
 :mod:`ketter.store.sql.jobs`): a transition's compare-and-set and its audit
 event in **one** statement, one round trip instead of two, on the hot path
-(five or six per transfer, each under the store's write turn)."""
+(five or six per transfer, each under the store's write turn); and a
+batch's shared commit tried whole sends every job's transitions in one
+pipeline, one round trip for all of them."""
 
 from __future__ import annotations
 
@@ -49,7 +51,35 @@ class JobsPg(PgCore, JobsShared):
             claim,
             *(event[name] for name in EVENT_COLUMNS),
         )
+        turn = self._turn()
+        if turn.flat:
+            # A shared commit tried whole: sent with the others at its end
+            # (_settle), one round trip; a refusal there rolls it all back
+            # and each job runs alone.
+            turn.deferred.append((self.dialect.sql(sql), params))
+            return True
         return int(self._exec(sql, params).rowcount) == 1
+
+    def _settle(self) -> bool:
+        """The held-back transitions in one pipeline (psycopg sends them
+        together and reads the answers after): ``False`` when one of them
+        changed no row."""
+        turn = self._turn()
+        work, turn.deferred = turn.deferred, []
+        if not work:
+            return True
+        conn = self.db.connection()
+        cursors = []
+        try:
+            with conn.pipeline():
+                for sql, params in work:
+                    cursor = conn.cursor()
+                    cursors.append(cursor)
+                    cursor.execute(sql, params)
+            return all(cursor.rowcount == 1 for cursor in cursors)
+        finally:
+            for cursor in cursors:
+                cursor.close()
 
     def _event_column_types(self) -> dict[str, str]:
         """The ``events`` columns' types, read once per process."""

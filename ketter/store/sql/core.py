@@ -64,6 +64,10 @@ class SqlCore(CompositeCore):
             with self._transaction(durable=durable):
                 try:
                     yield
+                    if turn.depth == 1 and turn.deferred:
+                        # Never a commit without them: the callers were told
+                        # their changes held.
+                        raise RuntimeError("statements held back and never sent (no _settle)")
                     if turn.depth == 1 and turn.counts:
                         self._count_many(turn.counts)
                 except BaseException:
@@ -98,6 +102,10 @@ class SqlCore(CompositeCore):
             yield None
         finally:
             turn.flat = False
+
+    def _settle(self) -> bool:
+        """Nothing held back (PostgreSQL's jobs area holds its transitions)."""
+        return not self._turn().deferred
 
     def _count_later(self, route: str, counted: Tally) -> None:
         turn = self._turn()

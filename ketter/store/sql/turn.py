@@ -9,7 +9,9 @@ change costs fewer statements (each one a round trip on PostgreSQL):
   per change;
 * whether nested blocks are savepoints: not when the caller runs a shared
   commit **flat** (all or nothing, tried first; see
-  :meth:`ketter.store.composite.manifests.CompositeManifests.commit_together`).
+  :meth:`ketter.store.composite.manifests.CompositeManifests.commit_together`),
+  and then the statements a backend may send together at the end
+  (:attr:`Turn.deferred`: PostgreSQL's compare-and-sets, in one round trip).
 
 A savepoint that rolls back takes the turn back to what it was when the
 savepoint began (:meth:`Turn.mark`, :meth:`Turn.back_to`); the outermost
@@ -29,7 +31,7 @@ _Mark = tuple[object, dict[str, Tally]]
 class Turn:
     """One thread's transaction on one store (see module docstring)."""
 
-    __slots__ = ("counts", "depth", "flat", "head")
+    __slots__ = ("counts", "deferred", "depth", "flat", "head")
 
     def __init__(self) -> None:
         #: Nesting of :meth:`ketter.store.sql.core.SqlCore.transaction`.
@@ -40,6 +42,9 @@ class Turn:
         self.head: object = UNKNOWN
         #: route → what this transaction's changes add to its counters.
         self.counts: dict[str, Tally] = {}
+        #: Statements of a flat block held back, each of which must change
+        #: exactly one row (the backend's ``_settle``).
+        self.deferred: list[tuple[str, tuple[object, ...]]] = []
 
     def count(self, route: str, tally: Tally) -> None:
         """Add ``tally`` to what this transaction will write for ``route``
@@ -62,3 +67,4 @@ class Turn:
         self.flat = False
         self.head = UNKNOWN
         self.counts = {}
+        self.deferred = []
