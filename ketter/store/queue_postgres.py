@@ -55,6 +55,24 @@ class PgQueueStorage(PostgresStorage):
                 curs.execute(sql)
 
 
+class PgDoorbell(PostgresHuey):
+    """``PostgresHuey`` without task revocation, which Ketter never uses (a
+    job is cancelled in the job store, ``ketter cancel``): huey looks for a
+    revocation before each task and deletes it after, two round trips per
+    doorbell that can find nothing."""
+
+    def is_revoked(self, task: Any, timestamp: Any = None, peek: bool = True) -> bool:
+        return False
+
+    def revoke(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError("a doorbell is not revoked: cancel the job (`ketter cancel`)")
+
+    def delete(self, key: str) -> bool:
+        if key.startswith("r:"):  # a task's revocation (Task.revoke_id): there is none
+            return False
+        return bool(super().delete(key))
+
+
 def pg_queue(name: str, dsn: str, *, password: str | None = None, **kwargs: Any) -> PostgresHuey:
     """The Huey app on the PostgreSQL database ``dsn`` (results off)."""
     # An enqueue need not wait for the WAL flush: the job row is the truth,
@@ -62,7 +80,7 @@ def pg_queue(name: str, dsn: str, *, password: str | None = None, **kwargs: Any)
     params: dict[str, Any] = {"options": f"-c synchronous_commit={ORDINARY_COMMIT}"}
     if password is not None:
         params["password"] = password
-    return PostgresHuey(
+    return PgDoorbell(
         name=name,
         storage_class=PgQueueStorage,
         dsn=dsn,

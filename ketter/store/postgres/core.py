@@ -69,6 +69,9 @@ class PgCore(SqlCore):
         leases of several nodes are set and compared on one clock."""
         if not self.db_clock:
             return now
+        clock = self.db.transaction_clock()  # read with the BEGIN: no round trip
+        if clock is not None:
+            return clock
         row = self.db.execute_sql(f"SELECT {DB_NOW}").fetchone()
         return float(row[0])
 

@@ -54,9 +54,10 @@ MIGRATION_LOCK = 0x6B657474_00000002  # "kett" · ``ketter db upgrade``
 #: Every write transaction's start: the store's write turn taken first,
 #: before any row lock (:mod:`ketter.store.postgres.core`); a durable one
 #: waits for its WAL flush at its commit.
-_BEGIN_WRITE = f"BEGIN; SELECT pg_advisory_xact_lock({CHAIN_LOCK})"
+#: The transaction's clock (``now()``, its start) comes back with it.
+_BEGIN_WRITE = f"BEGIN; SELECT pg_advisory_xact_lock({CHAIN_LOCK}), {{now}}"
 _BEGIN_DURABLE = (
-    f"BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_advisory_xact_lock({CHAIN_LOCK})"
+    f"BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_advisory_xact_lock({CHAIN_LOCK}), {{now}}"
 )
 #: A transaction that writes one WAL record (a logical message nobody
 #: decodes; an empty transaction commits without waiting), committed with
@@ -180,6 +181,7 @@ class PgStoreDatabase(PostgresqlDatabase):
 
     def begin(self, *args: Any, **kwargs: Any) -> None:
         self.gate.enter()
+        self._next.clock = None
         try:
             durable, self._next.durable = getattr(self._next, "durable", False), False
             if self.read_only or args or kwargs:
@@ -188,10 +190,22 @@ class PgStoreDatabase(PostgresqlDatabase):
                 # The write turn with the BEGIN, in one round trip (no
                 # parameters: psycopg sends the statements in one message).
                 with peewee.__exception_wrapper__:  # type: ignore[attr-defined]
-                    self.cursor().execute(_BEGIN_DURABLE if durable else _BEGIN_WRITE)
+                    cursor = self.cursor()
+                    cursor.execute((_BEGIN_DURABLE if durable else _BEGIN_WRITE).format(now=DB_NOW))
+                    while cursor.description is None and cursor.nextset():
+                        pass  # to the last statement's result: the SELECT
+                    self._next.clock = float(cursor.fetchone()[1])
         except BaseException:
             self.gate.leave()
             raise
+
+    def transaction_clock(self) -> float | None:
+        """``now()`` of this thread's open write transaction (read with its
+        ``BEGIN``), or ``None``."""
+        if not self.in_transaction():
+            return None
+        clock: float | None = getattr(self._next, "clock", None)
+        return clock
 
     def begin_durable(self) -> None:
         """This thread's next transaction is durable: its ``COMMIT`` returns
