@@ -228,6 +228,17 @@ class PgStoreDatabase(PostgresqlDatabase):
             pending = self._pending.events = []
         pending.append((bus, event))
 
+    def deferred_count(self) -> int:
+        """How many events this thread's transaction will publish so far."""
+        return len(getattr(self._pending, "events", None) or ())
+
+    def drop_deferred(self, keep: int) -> None:
+        """Forget the events deferred after the first ``keep`` (a savepoint
+        that rolled back: never published)."""
+        events = getattr(self._pending, "events", None)
+        if events:
+            del events[keep:]
+
     def commit(self) -> None:
         try:
             super().commit()

@@ -59,6 +59,8 @@ class SqlCore(CompositeCore):
             yield  # no savepoint: all or nothing with the outer block
             return
         mark = turn.mark() if turn.depth else None
+        # A savepoint rolled back takes its events back too (never published).
+        published = self.db.deferred_count() if turn.depth else 0
         turn.depth += 1
         try:
             with self._transaction(durable=durable):
@@ -73,6 +75,7 @@ class SqlCore(CompositeCore):
                 except BaseException:
                     if mark is not None:
                         turn.back_to(mark)
+                        self.db.drop_deferred(published)
                     raise
         finally:
             turn.depth -= 1
