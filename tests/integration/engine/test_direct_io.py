@@ -29,7 +29,7 @@ from ketter.engine import (
 )
 from ketter.engine.paths import temp_name
 from ketter.engine.results import CopyResult
-from ketter.errors import ShutdownRequested, SourceChanged
+from ketter.errors import ChecksumMismatch, ShutdownRequested, SourceChanged
 
 from .helpers import RecordingContext, ketter_names, read, write
 
@@ -272,3 +272,52 @@ def test_a_filesystem_that_caches_direct_writes_is_still_read_back_from_disk(
     assert paths["direct"] == 1
     assert read(result.temp_path) == data
     assert delta >= size - 4096, f"only {delta} of {size} bytes were read back from the disk"
+
+
+@pytest.mark.parametrize("where", ["before_fsync", "tail_after_fsync"])
+def test_a_byte_flipped_on_disk_after_the_write_is_caught(
+    bt: bytes, paths: dict[str, int], monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The read-back overlapped with the copy and the final fsync (#19 P1)
+    hashes what the disk holds: a byte changed in the temporary after it was
+    written fails the copy with a mismatch, in a window read back while the
+    copy goes on as in the unaligned tail read back after the fsync, and the
+    temporary is removed."""
+    size = 13 * MiB + 1234  # windows of 4 MiB (SPEC), then an unaligned tail
+    data = os.urandom(size)
+    seen: list[tuple[str, int, int]] = []
+    orig_seal = copyfile.seal_temp
+    orig_submit = copyfile._submit_written
+
+    def flip(fd: int, off: int) -> None:
+        # Through a second, buffered descriptor: the engine's write-back and
+        # eviction before the read-back put it on the disk.
+        wfd = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY)
+        try:
+            os.pwrite(wfd, bytes([data[off] ^ 0xFF]), off)
+            os.fsync(wfd)
+        finally:
+            os.close(wfd)
+
+    def submit(fd, out, verifier, a, b):  # type: ignore[no-untyped-def]
+        seen.append(("submit", a, b))
+        if where == "before_fsync" and len(seen) == 1:
+            flip(fd, a + 4321)
+        return orig_submit(fd, out, verifier, a, b)
+
+    def seal(src, sfd, e, ofd, out):  # type: ignore[no-untyped-def]
+        seen.append(("seal", 0, 0))
+        if where == "tail_after_fsync":
+            flip(ofd, size - 7)
+        return orig_seal(src, sfd, e, ofd, out)
+
+    monkeypatch.setattr(copyfile, "_submit_written", submit)
+    monkeypatch.setattr(copyfile, "seal_temp", seal)
+    with pytest.raises(ChecksumMismatch, match="reads back from disk"):
+        _copy(bt, data)
+    assert paths["direct"] == 1 and paths["direct_verify"] == 1
+    # The first window went to the read-back while the copy went on, before
+    # the temporary was sealed and fsynced.
+    assert seen[0][0] == "submit" and seen[0][2] <= size - size % direct.ALIGN
+    assert ("seal", 0, 0) in seen[1:]
+    assert ketter_names(bt + b"/dst") == []
