@@ -62,6 +62,7 @@ format: install ## apply ruff's fixes and formatting
 bench: install ## benchmarks against cp/rsync/rclone, local and share→share (docs/performance.md)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/shares.py
+	$(PY) benchmarks/goals.py
 
 bench-watcher: install ## watcher and end-to-end benchmark (docs/performance-watcher.md)
 	$(PY) benchmarks/watcher.py

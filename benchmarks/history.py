@@ -17,12 +17,23 @@ Results in docs/performance-watcher.md ("A history of a million jobs").
    same drop into a fresh route on an empty store and on the million-job
    store, alternating, ``--rounds`` each; goal: files/s on the big store ≥
    0.9 × the empty store's (median of the rounds).
-4. **Steady load** (``--steady`` seconds, 3 minutes by default, on the big
-   store): files dropped at ``--rate`` per second while ``ketter run``
-   delivers them; the WAL file's size and the RSS of Ketter's processes
-   sampled every 5 s. Goals: the WAL stays under 64 MiB (its
-   ``journal_size_limit``: see ketter/store/db.py), and the RSS of the last
-   third of the run is within 10 % of the first third's.
+4. **Steady load** (``--steady`` seconds, 10 minutes by default as the
+   issue asks; ``--steady 120 --hold 30`` for a quick try) on the big store,
+   the node as the systemd units run it: ``ketter watcher`` and ``ketter
+   workers`` (two processes), a move route fed ``--rate`` files of 64 KiB a
+   second. Meanwhile an operator reads the store: ``ketter status`` and
+   ``ketter jobs --limit 50`` in turn every ``--every`` seconds, and, from a
+   fifth of the run, a forgotten ``sqlite3 -readonly`` shell inside a read
+   transaction for ``--hold`` seconds (60), which pins the WAL: SQLite
+   cannot checkpoint past its snapshot. Sampled every ``--sample`` seconds:
+   the WAL file's size, the part of it in use (frames since the last
+   restart, from the ``-shm`` header), the queue's WAL, and the RSS of each
+   process by name. Goals: the WAL file ≤ 64 MiB (its ``journal_size_limit``,
+   ketter/store/db.py) outside the reader's window; back under it within
+   60 s of the reader letting go and under it from then on; the RSS of each
+   process in the last third of the run within 10 % of the first third's;
+   and the node keeping up (at most 30 s of files behind at the end: a
+   backlog would make the figures those of a different load).
 
 The other agents' load shares the two cores: ``load1`` is printed with each
 section. ``--only cli,e2e,steady`` picks sections.
@@ -32,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -52,6 +64,10 @@ GOAL_SECONDS = 0.5
 GOAL_RATIO = 0.9
 WAL_LIMIT = 64 << 20
 RSS_GROWTH = 0.10
+#: Seconds the WAL may take to come back under WAL_LIMIT after a long reader.
+WAL_BACK = 60.0
+#: Seconds of files the node may be behind the feeder at the end of the run.
+KEEP_UP = 30.0
 NODE = "bench-api"  # the node that built the store
 
 
@@ -175,23 +191,28 @@ def mark_shipped(config: Path) -> None:
     say(done.stdout.strip())
 
 
-def route_config(path: Path, state: Path, src: Path, dst: Path) -> None:
+def route_config(path: Path, state: Path, src: Path, dst: Path, mode: str = "copy") -> None:
     path.write_text(
         f"state_dir: {state}\nnode: {NODE}\nworkers: 2\nshutdown_timeout: 30s\nroutes:\n"
-        f"  - {{name: e2e, source: '{src}', destination: '{dst}', mode: copy, "
+        f"  - {{name: e2e, source: '{src}', destination: '{dst}', mode: {mode}, "
         "watch: auto, stable_seconds: 1, poll_interval: 0.5s, verify: sha256}\n"
     )
 
 
-def start_run(config: Path, log: Path) -> subprocess.Popen[bytes]:
+def start(config: Path, log: Path, *command: str) -> subprocess.Popen[bytes]:
+    """``ketter COMMAND`` in a session of its own, its output in ``log``."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [*KETTER, "--config", str(config), "run", "-w", "2"],
+            [*KETTER, "--config", str(config), *command],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,
             start_new_session=True,
         )
+
+
+def start_run(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    return start(config, log, "run", "-w", "2")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -203,11 +224,15 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def wait(what: str, check: Any, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+def wait(what: str, check: Any, timeout: float, procs: Any) -> None:
+    """Until ``check()``; fails when one of ``procs`` (a process or several)
+    exits first or after ``timeout`` seconds."""
+    procs = [procs] if isinstance(procs, subprocess.Popen) else list(procs)
     deadline = time.monotonic() + timeout
     while not check():
-        if proc.poll() is not None:
-            raise SystemExit(f"{what}: ketter run exited {proc.returncode}")
+        for proc in procs:
+            if proc.poll() is not None:
+                raise SystemExit(f"{what}: {' '.join(proc.args[-2:])} exited {proc.returncode}")
         if time.monotonic() > deadline:
             raise SystemExit(f"{what}: not within {timeout:.0f} s")
         time.sleep(0.2)
@@ -288,87 +313,333 @@ def e2e(work: Path, big_state: Path, files: int, rounds: int) -> dict[str, Any]:
 # -- 4. steady load -----------------------------------------------------------------
 
 
-def session_rss(sid: int) -> int:
-    """Bytes of RSS of every process of session ``sid``."""
-    total = 0
+def rss_of(pid: int) -> int:
+    """Bytes of RSS of process ``pid`` (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    """The children of ``pid``, theirs, and so on (``worker_processes``)."""
+    parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             stat = Path(f"/proc/{entry}/stat").read_text()
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[3]) != sid:  # the session id
-                continue
-            for line in Path(f"/proc/{entry}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue
-    return total
+        parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
-def steady(work: Path, state: Path, seconds: float, rate: float) -> dict[str, Any]:
+def file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def wal_in_use(db: Path) -> int:
+    """Bytes of the WAL in use: its header and the frames since the last
+    restart (``mxFrame`` of the wal-index header at the start of the
+    ``-shm`` file, native byte order). The file itself keeps its size when
+    SQLite starts it again from the beginning: only this says how far the
+    checkpoints keep up."""
+    try:
+        head = db.with_name(db.name + "-shm").read_bytes()[:24]
+    except FileNotFoundError:
+        return 0
+    if len(head) < 24 or not head[12]:  # isInit
+        return 0
+    page = int.from_bytes(head[14:16], sys.byteorder)
+    page = 65536 if page == 1 else page
+    frames = int.from_bytes(head[16:20], sys.byteorder)
+    return 32 + frames * (page + 24) if frames else 0
+
+
+class Operator:
+    """What an operator and the API do to the store while files flow.
+
+    Every ``every`` seconds one command, ``ketter status`` and ``ketter jobs
+    --limit 50`` in turn (their wall times kept); and once, from ``hold_at``
+    for ``hold`` seconds, a ``sqlite3 -readonly`` shell inside a read
+    transaction (``BEGIN`` and a ``SELECT``), as an operator's forgotten
+    shell holds it: SQLite cannot checkpoint the WAL past that snapshot, so
+    the WAL grows until the shell lets go (``END``)."""
+
+    def __init__(self, config: Path, db: Path, every: float, hold_at: float, hold: float):
+        self.config, self.db, self.every = config, db, every
+        self.hold_at, self.hold = hold_at, hold
+        self.walls: dict[str, list[float]] = {"status": [], "jobs --limit 50": []}
+        self.held: tuple[float, float] | None = None  # (since, until), run clock
+        self.shell: subprocess.Popen[str] | None = None
+        self.next_command = 0.0
+        self.turn = 0
+        self.pending: tuple[str, float, subprocess.Popen[bytes]] | None = None
+
+    def tick(self, t: float) -> None:
+        """Called by the feeder's loop with the run's clock ``t``."""
+        if self.pending is not None and self.pending[2].poll() is not None:
+            name, t0, proc = self.pending
+            if proc.returncode != 0:
+                raise SystemExit(f"ketter {name} failed ({proc.returncode}) under load")
+            self.walls[name].append(time.perf_counter() - t0)
+            self.pending = None
+        if self.pending is None and t >= self.next_command:
+            name = list(self.walls)[self.turn % len(self.walls)]
+            self.turn += 1
+            self.next_command = t + self.every
+            argv = [*KETTER, "--config", str(self.config), *name.split()]
+            self.pending = (
+                name,
+                time.perf_counter(),
+                subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+            )
+        if self.hold > 0 and self.shell is None and self.held is None and t >= self.hold_at:
+            self.shell = subprocess.Popen(
+                ["sqlite3", "-readonly", str(self.db)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert self.shell.stdin is not None and self.shell.stdout is not None
+            # The SELECT's answer means the snapshot is taken and held.
+            self.shell.stdin.write("BEGIN;\nSELECT COUNT(*) FROM jobs WHERE state = 'failed';\n")
+            self.shell.stdin.flush()
+            self.shell.stdout.readline()
+            self.held = (t, math.inf)
+        elif self.shell is not None and self.held is not None and t >= self.held[0] + self.hold:
+            self.release(t)
+
+    def release(self, t: float) -> None:
+        if self.shell is None or self.held is None:
+            return
+        assert self.shell.stdin is not None
+        self.shell.stdin.write("END;\n.quit\n")
+        self.shell.stdin.close()
+        self.shell.wait(30)
+        self.shell = None
+        self.held = (self.held[0], t)
+
+    def close(self, t: float) -> None:
+        self.release(t)
+        if self.pending is not None:
+            self.pending[2].wait(60)
+
+
+def steady(
+    work: Path,
+    state: Path,
+    seconds: float,
+    rate: float,
+    hold: float,
+    every: float,
+    sample: float,
+) -> dict[str, Any]:
+    """The node as systemd runs it (``ketter watcher`` and ``ketter workers``,
+    a move route) fed ``rate`` files/s for ``seconds``, with an operator
+    (:class:`Operator`) reading the store; the WAL's size and each process's
+    RSS sampled every ``sample`` seconds."""
     scratch = work / "steady" / str(time.monotonic_ns())
     src, dst = scratch / "src", scratch / "dst"
     src.mkdir(parents=True)
     dst.mkdir()
     config = scratch / "ketter.yaml"
-    route_config(config, state, src, dst)
+    route_config(config, state, src, dst, mode="move")
     db = state / "ketter.db"
+    wal, queue_wal = db.with_name("ketter.db-wal"), db.with_name("queue.db-wal")
     blob = os.urandom(64 << 10)
-    proc = start_run(config, scratch / "run.log")
-    samples: list[tuple[float, int, int]] = []
+    procs = {name: start(config, scratch / f"{name}.log", name) for name in ("watcher", "workers")}
+    #: t, WAL file bytes, WAL bytes in use, queue WAL file bytes, RSS per process
+    samples: list[dict[str, Any]] = []
+    # The forgotten shell from a fifth of the run (after the warm-up).
+    operator = Operator(config, db, every, hold_at=seconds / 5, hold=hold)
     sent = 0
-    say(f"steady load ({rate:g} files/s for {seconds:.0f} s on the big store; {load1()}):")
+    say(
+        f"steady load ({rate:g} files/s for {seconds:.0f} s on the big store, watcher + "
+        f"workers, a move route; `ketter status`/`jobs --limit 50` every {every:g} s; "
+        f"a read transaction held {hold:g} s from t={seconds / 5:.0f} s; {load1()}):"
+    )
+    con = ro(db)
+    first = int(con.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0])
+    load_at_start = os.getloadavg()[0]
     try:
-        con = ro(db)
         wait(
             "heartbeats",
             lambda: (
                 con.execute(
-                    "SELECT COUNT(*) FROM heartbeats WHERE component = 'workers' AND ts > ?",
+                    "SELECT COUNT(*) FROM heartbeats WHERE component IN ('watcher', 'workers') "
+                    "AND ts > ?",
                     (time.time() - 5,),
                 ).fetchone()[0]
-                >= 1
+                >= 2
             ),
             120,
-            proc,
+            procs.values(),
         )
-        con.close()
         t0 = time.monotonic()
         next_sample = t0
         while (now := time.monotonic()) - t0 < seconds:
-            while sent < (now - t0) * rate:
+            t = now - t0
+            while sent < t * rate:
                 (src / f"s{sent:07d}.bin").write_bytes(blob)
                 sent += 1
-            for done in list(dst.glob("s*.bin"))[:200]:  # keep the destination small
-                done.unlink()
+            # Keep the destination small: a delivery whose source is gone (the
+            # move completed; removing it earlier fails the job, rightly).
+            for done in list(dst.glob("s*.bin"))[:200]:
+                if not (src / done.name).exists():
+                    done.unlink()
+            operator.tick(t)
             if now >= next_sample:
-                wal = db.with_name("ketter.db-wal")
-                size = wal.stat().st_size if wal.exists() else 0
-                samples.append((now - t0, size, session_rss(proc.pid)))
-                next_sample += 5
-            time.sleep(0.05)
+                rss = {name: rss_of(p.pid) for name, p in procs.items()}
+                for name, p in procs.items():
+                    for i, child in enumerate(descendants(p.pid), 1):
+                        rss[f"{name} child {i}"] = rss_of(child)
+                samples.append(
+                    {
+                        "t": t,
+                        "wal": file_size(wal),
+                        "wal_used": wal_in_use(db),
+                        "queue_wal": file_size(queue_wal),
+                        "rss": rss,
+                    }
+                )
+                next_sample += sample
+                for name, p in procs.items():
+                    if p.poll() is not None:
+                        raise SystemExit(f"steady: ketter {name} exited {p.returncode}")
+            time.sleep(0.02)
+        operator.close(time.monotonic() - t0)
+        load_at_end = os.getloadavg()[0]
+        delivered = int(
+            con.execute(
+                "SELECT COUNT(*) FROM jobs WHERE id > ? AND state = 'completed'", (first,)
+            ).fetchone()[0]
+        )
+        drained = drain(con, first, sent, src, dst, procs)
     finally:
-        stop(proc)
-    samples = [s for s in samples if s[2] > 1 << 20]  # once the processes are up
-    third = max(1, len(samples) // 3)
-    first_rss = statistics.median(s[2] for s in samples[:third])
-    last_rss = statistics.median(s[2] for s in samples[-third:])
-    wal_max = max(s[1] for s in samples)
-    say(
-        f"    {sent} files; WAL max {wal_max / 2**20:.1f} MiB; RSS first third "
-        f"{first_rss / 2**20:.1f} MiB, last third {last_rss / 2**20:.1f} MiB"
+        operator.close(seconds)
+        for p in procs.values():
+            stop(p)
+        con.close()
+    out = steady_figures(samples, operator.held, seconds)
+    out.update(
+        seconds=seconds,
+        rate=rate,
+        sent=sent,
+        delivered=delivered,
+        drained=drained,
+        hold=hold,
+        held=operator.held,
+        load1=(load_at_start, load_at_end),
+        commands={
+            name: {"median": statistics.median(w), "max": max(w), "runs": len(w)}
+            for name, w in operator.walls.items()
+            if w
+        },
+        samples=samples,
     )
-    shutil.rmtree(scratch / "src", ignore_errors=True)
+    mib = 2**20
+    say(
+        f"    {sent} files sent, {delivered} delivered; WAL file max "
+        f"{out['wal_quiet'] / mib:.1f} MiB without the long reader (in use "
+        f"{out['wal_used_quiet'] / mib:.1f}), {out['wal_held'] / mib:.1f} MiB while it held; "
+        f"back under {WAL_LIMIT >> 20} MiB {out['recovered_after']} s after it let go, then at "
+        f"most {out['wal_after'] / mib:.1f} MiB (in use {out['wal_used_after'] / mib:.1f}); "
+        f"queue WAL max {out['queue_wal_max'] / mib:.1f} MiB; {load1()}"
+    )
+    say(
+        "    the backlog "
+        + (f"delivered in {drained:.0f} s more" if drained is not None else "NOT drained")
+        + " (untimed; so that no job of this run is left for the next one)"
+    )
+    for name, r in out["rss"].items():
+        say(
+            f"    RSS {name}: first third {r['first'] / 2**20:.1f} MiB, last third "
+            f"{r['last'] / 2**20:.1f} MiB ({r['last'] / r['first']:.3f}×)"
+        )
+    for name, c in out["commands"].items():
+        say(f"    ketter {name} under load: median {c['median']:.2f} s, max {c['max']:.2f} s")
+    shutil.rmtree(src, ignore_errors=True)
+    return out
+
+
+def drain(
+    con: sqlite3.Connection,
+    first: int,
+    sent: int,
+    src: Path,
+    dst: Path,
+    procs: dict[str, subprocess.Popen[bytes]],
+    limit: float = 600.0,
+) -> float | None:
+    """After the measured window: let the node finish every file sent (up to
+    ``limit`` seconds), so that no active job of this run is left in the
+    store for the next run's workers to pick up (the e2e section measured
+    a backlog of 5,000 of them once: 0.17× instead of ~1×). Seconds it
+    took, or None if the node did not finish."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        for done in list(dst.glob("s*.bin"))[:500]:
+            if not (src / done.name).exists():
+                done.unlink()
+        ended = con.execute(
+            "SELECT COUNT(*) FROM jobs WHERE id > ? AND state IN "
+            "('completed', 'failed', 'superseded', 'cancelled')",
+            (first,),
+        ).fetchone()[0]
+        if ended >= sent:
+            return time.monotonic() - t0
+        if any(p.poll() is not None for p in procs.values()):
+            return None
+        time.sleep(0.5)
+    return None
+
+
+def steady_figures(
+    samples: list[dict[str, Any]], held: tuple[float, float] | None, seconds: float
+) -> dict[str, Any]:
+    """The WAL before, during and after the long reader; RSS per process."""
+    since, until = held if held is not None else (seconds, seconds)
+    before = [s for s in samples if s["t"] < since]
+    during = [s for s in samples if since <= s["t"] <= until]
+    later = [s for s in samples if s["t"] > until]
+    back = next((s["t"] for s in later if s["wal"] <= WAL_LIMIT), None)
+    after = [s for s in later if back is not None and s["t"] >= back]
+    quiet = before + after
+    rss: dict[str, dict[str, float]] = {}
+    for name in samples[-1]["rss"] if samples else []:
+        series = [s["rss"][name] for s in samples if s["rss"].get(name, 0) > 1 << 20]
+        third = max(1, len(series) // 3)
+        rss[name] = {
+            "first": statistics.median(series[:third]),
+            "last": statistics.median(series[-third:]),
+            "max": max(series),
+        }
     return {
-        "seconds": seconds,
-        "rate": rate,
-        "sent": sent,
-        "samples": samples,
-        "wal_max": wal_max,
-        "rss_first": first_rss,
-        "rss_last": last_rss,
+        "wal_quiet": max((s["wal"] for s in quiet), default=0),
+        "wal_used_quiet": max((s["wal_used"] for s in quiet), default=0),
+        "wal_before": max((s["wal"] for s in before), default=0),
+        "wal_held": max((s["wal"] for s in during), default=0),
+        "wal_used_held": max((s["wal_used"] for s in during), default=0),
+        "wal_after": max((s["wal"] for s in after), default=0),
+        "wal_used_after": max((s["wal_used"] for s in after), default=0),
+        "wal_end": samples[-1]["wal"] if samples else 0,
+        "recovered_after": None if back is None else round(back - until, 1),
+        "queue_wal_max": max((s["queue_wal"] for s in samples), default=0),
+        "rss": rss,
     }
 
 
@@ -376,7 +647,7 @@ def steady(work: Path, state: Path, seconds: float, rate: float) -> dict[str, An
 
 
 def summary(results: dict[str, Any]) -> list[str]:
-    rows: list[tuple[str, str, float, bool]] = []
+    rows: list[tuple[str, str, float | None, bool | None]] = []
     cli = results.get("cli")
     if cli:
         for name, c in cli["commands"].items():
@@ -401,26 +672,60 @@ def summary(results: dict[str, Any]) -> list[str]:
         )
     s = results.get("steady")
     if s:
+        mib = 2**20
         rows.append(
             (
-                "WAL ≤ 64 MiB under steady load",
-                f"{s['wal_max'] / 2**20:.1f} MiB",
-                s["wal_max"] / WAL_LIMIT,
-                s["wal_max"] <= WAL_LIMIT,
+                f"WAL ≤ {WAL_LIMIT >> 20} MiB under steady load (no long reader)",
+                f"{s['wal_quiet'] / mib:.1f} MiB (in use ≤ {s['wal_used_quiet'] / mib:.1f})",
+                s["wal_quiet"] / WAL_LIMIT,
+                s["wal_quiet"] <= WAL_LIMIT,
             )
         )
-        growth = s["rss_last"] / s["rss_first"]
+        if s["held"] is not None:
+            back = s["recovered_after"]
+            rows.append(
+                (
+                    f"WAL back ≤ {WAL_LIMIT >> 20} MiB ≤ {WAL_BACK:g} s after a reader let go",
+                    "never" if back is None else f"{back:g} s, then ≤ {s['wal_after'] / mib:.1f}",
+                    math.inf if back is None else max(back / WAL_BACK, s["wal_after"] / WAL_LIMIT),
+                    back is not None and back <= WAL_BACK and s["wal_after"] <= WAL_LIMIT,
+                )
+            )
+            rows.append(
+                (
+                    f"  (WAL while a read transaction held it {s['hold']:g} s)",
+                    f"{s['wal_held'] / mib:.1f} MiB",
+                    None,
+                    None,
+                )
+            )
+        for name, r in s["rss"].items():
+            growth = r["last"] / r["first"]
+            rows.append(
+                (
+                    f"RSS of {name}: last third ≤ {1 + RSS_GROWTH:g} × first",
+                    f"{r['first'] / mib:.0f} → {r['last'] / mib:.0f} MiB",
+                    growth,
+                    growth <= 1 + RSS_GROWTH,
+                )
+            )
+        behind = s["sent"] - s["delivered"]
         rows.append(
             (
-                f"RSS flat (last third ≤ {1 + RSS_GROWTH:g} × first)",
-                f"{s['rss_last'] / 2**20:.0f} MiB",
-                growth,
-                growth <= 1 + RSS_GROWTH,
+                f"kept up with {s['rate']:g} files/s (≤ {KEEP_UP:g} s behind at the end)",
+                f"{s['delivered']} of {s['sent']}",
+                behind / s["rate"] / KEEP_UP,
+                behind <= s["rate"] * KEEP_UP,
             )
         )
-    lines = ["", "P6 goals (ratio: ≤ 1 meets a time goal, ≥ 0.9 the files/s one):"]
+    lines = [
+        "",
+        "P6 goals (ratio: ≤ 1 meets a time, size or growth goal, ≥ 0.9 the files/s one):",
+    ]
     for what, value, ratio, ok in rows:
-        lines.append(f"  {'✔' if ok else '✘'} {what:44} {value:>26}  ratio {ratio:5.2f}")
+        mark = " " if ok is None else "✔" if ok else "✘"
+        shown = "" if ratio is None else f"ratio {ratio:5.2f}"
+        lines.append(f"  {mark} {what:58} {value:>26}  {shown}")
     return lines
 
 
@@ -433,8 +738,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steady", type=float, default=180.0, help="seconds")
-    parser.add_argument("--rate", type=float, default=100.0, help="files/s under steady load")
+    parser.add_argument(
+        "--steady", type=float, default=600.0, help="seconds of steady load (120: a quick try)"
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=50.0,
+        help="files/s under steady load (50: what the node keeps up with on two shared cores)",
+    )
+    parser.add_argument(
+        "--hold",
+        type=float,
+        default=60.0,
+        help="seconds a read transaction is held during the steady load (0: none)",
+    )
+    parser.add_argument(
+        "--every", type=float, default=5.0, help="seconds between the operator's commands"
+    )
+    parser.add_argument("--sample", type=float, default=2.0, help="seconds between samples")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
     work = Path(args.workdir)
@@ -455,7 +777,9 @@ def main(argv: list[str] | None = None) -> int:
     if "e2e" in only:
         results["e2e"] = e2e(work, db.parent, args.files, args.rounds)
     if "steady" in only:
-        results["steady"] = steady(work, db.parent, args.steady, args.rate)
+        results["steady"] = steady(
+            work, db.parent, args.steady, args.rate, args.hold, args.every, args.sample
+        )
     for line in summary(results):
         say(line)
     (work / "results.json").write_text(json.dumps(results, indent=2))

@@ -71,8 +71,9 @@ KETTER = os.path.join(VENV_BIN, "ketter")
 KiB, MiB, GiB = 2**10, 2**20, 2**30
 STABLE, POLL = 1.0, 0.5
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-#: Targets of the Watcher issue (2 cores, SHA-256 verification).
-TARGET_FPS, WANT_FPS = 200.0, 500.0
+#: P3 of #19: files/s end to end on 2 cores, SHA-256 verification (the
+#: watcher issue asked for 200 and wanted 500; #19 makes 500 the goal).
+WANT_FPS = 500.0
 TARGET_RSS_MB, TARGET_IDLE_CPU = 150.0, 5.0
 
 
@@ -887,6 +888,11 @@ def tables(results: dict[str, Any]) -> list[str]:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every goal this run measured: what, the figure, the figure over the
+    goal (≥ 1 meets a "≥" goal, ≤ 1 a "≤" one) and met or not. P3 of #19 for
+    each e2e variant (files/s ≥ 500; detection p99 ≤ stable_seconds + 2 ×
+    poll_interval), the watcher issue's for the scale test, and the
+    PostgreSQL variants' (benchmarks/watcher_pg.py's own goals)."""
     checks: list[dict[str, Any]] = []
     e = results.get("e2e")
     if e:
@@ -894,21 +900,31 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         for name, d in e["variants"].items():
             s = d["summary"]
             if "files_per_s" not in s:
+                checks.append(
+                    {
+                        "what": f"P3 {name}: files/s ≥ {WANT_FPS:g}",
+                        "value": "every run failed",
+                        "ratio": None,
+                        "met": False,
+                    }
+                )
                 continue
             fps = s["files_per_s"]["median"]
             checks.append(
                 {
-                    "what": f"{name}: files/s ≥ {TARGET_FPS:g} (want {WANT_FPS:g})",
-                    "value": fps,
-                    "met": fps >= TARGET_FPS,
-                    "wanted": fps >= WANT_FPS,
+                    "what": f"P3 {name}: files/s ≥ {WANT_FPS:g} ({e['files']:,} × "
+                    f"{e['size'] // KiB} KiB)",
+                    "value": f"{fps:.0f}",
+                    "ratio": round(fps / WANT_FPS, 2),
+                    "met": fps >= WANT_FPS,
                 }
             )
             total = s["detect_p99"]["median"] + e["stable_seconds"]
             checks.append(
                 {
-                    "what": f"{name}: p99 detection latency (created − mtime) ≤ {bound:g} s",
-                    "value": round(total, 3),
+                    "what": f"P3 {name}: detection p99 (created − mtime) ≤ {bound:g} s",
+                    "value": f"{total:.2f} s",
+                    "ratio": round(total / bound, 2),
                     "met": total <= bound,
                 }
             )
@@ -922,7 +938,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             checks.append(
                 {
                     "what": f"scale {m}: peak RSS < {TARGET_RSS_MB:g} MB",
-                    "value": round(mb, 1),
+                    "value": f"{mb:.1f} MB",
+                    "ratio": round(mb / TARGET_RSS_MB, 2),
                     "met": mb < TARGET_RSS_MB,
                 }
             )
@@ -930,11 +947,39 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             checks.append(
                 {
                     "what": f"scale {m}: idle CPU < {TARGET_IDLE_CPU:g} % of a core",
-                    "value": cpu,
+                    "value": f"{cpu} %",
+                    "ratio": round(cpu / TARGET_IDLE_CPU, 2),
                     "met": cpu < TARGET_IDLE_CPU,
                 }
             )
+    if results.get("pg"):
+        import watcher_pg  # its goals: (variant, peer, least ratio), in order
+
+        for c, (_, _, goal) in zip(results["pg"]["goals"], watcher_pg.GOALS, strict=True):
+            checks.append(
+                {
+                    "what": f"PostgreSQL: {c['what']}",
+                    "value": "no ok pair" if c["ratio"] is None else f"{c['ratio']:.2f}×",
+                    "ratio": None if c["ratio"] is None else round(c["ratio"] / goal, 2),
+                    "met": c["met"],
+                }
+            )
     return checks
+
+
+def goal_table(checks: list[dict[str, Any]], quick: bool) -> list[str]:
+    """The one summary table printed last."""
+    smoke = " (smoke: --quick sizes, not a verdict)" if quick else ""
+    lines = [
+        f"Goals{smoke}",
+        "",
+        "| goal | measured | measured ÷ goal | |",
+        "|---|---:|---:|:---:|",
+    ]
+    for c in checks:
+        ratio = "—" if c["ratio"] is None else f"{c['ratio']:.2f}"
+        lines.append(f"| {c['what']} | {c['value']} | {ratio} | {'✔' if c['met'] else '✘'} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1043,16 +1088,13 @@ def main(argv: list[str] | None = None) -> int:
         for line in watcher_pg.lines(results["pg"]):
             say(line)
         say("")
-    for c in results["targets"]:
-        mark = "met" if c["met"] else "MISSED"
-        if c.get("wanted"):
-            mark += " (and the wanted figure)"
-        say(f"  {mark:<6}  {c['what']}: {c['value']}")
     path = os.path.join(BENCH, "results.json")
     with open(path, "w") as f:
         json.dump(results, f, indent=2)
         f.write("\n")
-    say(f"\nresults: {os.path.relpath(path, REPO)}")
+    say(f"results: {os.path.relpath(path, REPO)}\n")
+    for line in goal_table(results["targets"], args.quick):
+        say(line)
     return 0
 
 

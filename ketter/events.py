@@ -13,9 +13,10 @@ the collected events to :func:`publish_committed` after its ``COMMIT``
 succeeded — once the writer mutex is released, so a subscriber may read the
 store — and drops them at ``ROLLBACK``. The store's own commit hook was chosen over "callers publish
 after their ``with db.atomic()``": there are dozens of writers and none can
-forget. Known limit: an event written inside a savepoint that rolls back
-while its outer transaction commits is still published (Ketter writes no
-event inside a nested ``atomic()``).
+forget. An event written inside a savepoint that rolls back (a batch's
+refused job) is dropped with it, by the store's ``transaction()``; one
+written in a bare nested ``db.atomic()`` that rolls back would still be
+published (Ketter writes none there).
 
 A subscriber's exception is logged and never reaches the writer: the change
 is committed already, and one broken subscriber does not stop the others.

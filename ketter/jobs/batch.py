@@ -191,7 +191,8 @@ class Batch:
         work = []
         for m in todo:
             assert m.attempt is not None and m.steps is not None
-            work.append(functools.partial(m.attempt.advance, m.steps))
+            # From the state it had: the store may run an item twice.
+            work.append(functools.partial(_advance_from, m.attempt, m.attempt.state, m.steps))
         try:
             # One savepoint per job (the store's promise): a refused step is
             # undone alone and does not abort the shared transaction.
@@ -287,6 +288,13 @@ class Batch:
         """The job leaves the batch through the usual error policy."""
         attempt, m.attempt, m.done = m.attempt, None, True
         self.runner.stopped(m.job, m.claimed, attempt, exc)
+
+
+def _advance_from(attempt: Attempt, state: State, steps: list[Step]) -> None:
+    """``attempt``'s ``steps`` from ``state`` (a shared commit's item, which
+    the store may run again after rolling back a first try)."""
+    attempt.state = state
+    attempt.advance(steps)
 
 
 def _fsync_beneath(root: bytes | None, folder: bytes) -> None:

@@ -159,6 +159,17 @@ class StoreDatabase(SqliteDatabase):
             pending = self._holds.events = []
         pending.append((bus, event))
 
+    def deferred_count(self) -> int:
+        """How many events this thread's transaction will publish so far."""
+        return len(getattr(self._holds, "events", None) or ())
+
+    def drop_deferred(self, keep: int) -> None:
+        """Forget the events deferred after the first ``keep`` (a savepoint
+        that rolled back: never published)."""
+        events = getattr(self._holds, "events", None)
+        if events:
+            del events[keep:]
+
     def last_commit_ticket(self) -> int | None:
         """The flush ticket of this thread's last commit."""
         return getattr(self._holds, "ticket", None)

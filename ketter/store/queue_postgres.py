@@ -14,6 +14,8 @@ from typing import Any
 from huey import PostgresHuey
 from huey.storage import PostgresStorage
 
+from ketter.store.postgres.db import ORDINARY_COMMIT
+
 #: Advisory-lock key of the queue's table creation (the job store's are in
 #: :mod:`ketter.store.postgres.db`).
 QUEUE_SCHEMA_LOCK = 0x6B657474_00000003  # "kett"
@@ -29,6 +31,18 @@ class PgQueueStorage(PostgresStorage):
     def one_transaction(self) -> Iterator[None]:
         yield
 
+    def enqueue(self, data: bytes, priority: int | None = None) -> None:
+        """Huey's enqueue (the task's row and its ``NOTIFY``) in **one**
+        statement, committed on its own: one round trip instead of four
+        (``BEGIN``, ``INSERT``, ``pg_notify``, ``COMMIT``). The notification
+        goes out when the row is committed, as huey's."""
+        with self.db() as curs:
+            curs.execute(
+                f"WITH task AS (INSERT INTO {self.table_task} (queue, data, priority) "
+                "VALUES (%s, %s, %s) RETURNING id) SELECT pg_notify(%s, '') FROM task",
+                (self.name, data, priority or 0, self.channel),
+            )
+
     def initialize_schema(self) -> None:
         """Huey's ``CREATE TABLE IF NOT EXISTS``, one process at a time: run
         at once by the watcher and the workers starting together, PostgreSQL
@@ -41,10 +55,32 @@ class PgQueueStorage(PostgresStorage):
                 curs.execute(sql)
 
 
+class PgDoorbell(PostgresHuey):
+    """``PostgresHuey`` without task revocation, which Ketter never uses (a
+    job is cancelled in the job store, ``ketter cancel``): huey looks for a
+    revocation before each task and deletes it after, two round trips per
+    doorbell that can find nothing."""
+
+    def is_revoked(self, task: Any, timestamp: Any = None, peek: bool = True) -> bool:
+        return False
+
+    def revoke(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError("a doorbell is not revoked: cancel the job (`ketter cancel`)")
+
+    def delete(self, key: str) -> bool:
+        if key.startswith("r:"):  # a task's revocation (Task.revoke_id): there is none
+            return False
+        return bool(super().delete(key))
+
+
 def pg_queue(name: str, dsn: str, *, password: str | None = None, **kwargs: Any) -> PostgresHuey:
     """The Huey app on the PostgreSQL database ``dsn`` (results off)."""
-    params: dict[str, Any] = {"password": password} if password is not None else {}
-    return PostgresHuey(
+    # An enqueue need not wait for the WAL flush: the job row is the truth,
+    # and the sweep rings a job again whose task was lost with a server crash.
+    params: dict[str, Any] = {"options": f"-c synchronous_commit={ORDINARY_COMMIT}"}
+    if password is not None:
+        params["password"] = password
+    return PgDoorbell(
         name=name,
         storage_class=PgQueueStorage,
         dsn=dsn,

@@ -249,7 +249,11 @@ class SqlReadStore:
             "(SELECT MAX(e.ts) FROM events AS e WHERE e.job_id = j.id "
             " AND e.event IN ('claim', 'resume', 'recover')) AS claimed_at "
             f"FROM jobs AS j WHERE j.state IN ({marks}) AND j.lease_owner IS NOT NULL "
-            f"AND j.lease_expires_at > ? {one}ORDER BY j.id",
+            # By state first: with the statistics of a store whose history
+            # is nearly all one state, SQLite walked all of jobs in id order
+            # to spare a sort (0.6-1.3 s on a million jobs); this order is the
+            # index jobs_state_id's (18 ms). Sorted by id below.
+            f"AND j.lease_expires_at > ? {one}ORDER BY j.state, j.id",
             (*IN_FLIGHT, self._lease_clock(now), *(() if job_id is None else (job_id,))),
         )
         running = []
@@ -257,7 +261,7 @@ class SqlReadStore:
             start, at = row.pop("claimed_at"), row.pop("progress_at")
             rate = row["bytes_done"] / (at - start) if start and at and at > start else None
             running.append(RunningJob(**row, rate=rate))
-        return tuple(running)
+        return tuple(sorted(running, key=lambda r: r.job_id))
 
     def _terminal_ids(self, beats: Iterable[HeartbeatFact]) -> set[int]:
         """Ids among the heartbeats' running jobs that have finished since."""

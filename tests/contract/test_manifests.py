@@ -167,6 +167,26 @@ def test_commit_together_publishes_after_the_one_commit(job_store: JobStore) -> 
     assert seen == [1]  # "x" is not an event name: refused, never published
 
 
+def test_a_refused_job_of_a_shared_commit_publishes_nothing(job_store: JobStore) -> None:
+    """The refused job's event, appended before its refusal, was rolled back
+    with its savepoint: no subscriber hears of it (an alert would lie)."""
+    seen: list[int | None] = []
+    job_store.chain.bus.subscribe("*", lambda e: seen.append(e.job_id))
+
+    def refused() -> None:
+        job_store.append_event("detect", now=1.0, job_id=2)
+        raise ValueError("claim lost")
+
+    job_store.commit_together(
+        [
+            lambda: job_store.append_event("detect", now=1.0, job_id=1),
+            refused,
+            lambda: job_store.append_event("detect", now=1.0, job_id=3),
+        ]
+    )
+    assert seen == [1, 3]
+
+
 def test_commit_together_is_all_or_nothing_past_an_exception(job_store: JobStore) -> None:
     """A BaseException (a shutdown) is not one job's refusal: nothing holds."""
 

@@ -114,6 +114,77 @@ def test_a_refused_transition_counts_nothing(job_store: JobStore) -> None:
     assert _totals(job_store) == {}
 
 
+def test_a_shared_commit_counts_what_holds_once_and_a_refused_job_nothing(
+    job_store: JobStore,
+) -> None:
+    """The batch's shared commit (tried whole first, then job by job when
+    one is refused): the counters of the jobs that hold are counted once,
+    not twice; the refused job's, not at all; the chain has no gap."""
+    a, b, c = (put_job(job_store, route="a") for _ in range(3))
+    stolen = put_job(job_store, route="a", claim="someone-else")
+
+    def refused() -> None:
+        _deliver(job_store, stolen, now=50.0)  # claim None: refused
+
+    outcomes = job_store.commit_together(
+        [
+            lambda: _deliver(job_store, a, now=10.0),
+            lambda: _deliver(job_store, b, now=30.0),
+            refused,
+            lambda: _deliver(job_store, c, now=20.0),
+        ]
+    )
+    assert [type(o).__name__ for o in outcomes] == ["NoneType", "NoneType", "LostClaim", "NoneType"]
+    assert _totals(job_store) == {
+        ("a", "transfers.completed"): 3,
+        ("a", "bytes_verified"): 300,
+        ("a", "files_transferred"): 6,
+        ("a", "transfer_seconds"): 4.5,
+        ("a", "last_success_at"): 30.0,
+    }
+    seqs = [e.id for e in job_store.events_after(0, limit=100)]
+    assert seqs == list(range(1, 16))  # 3 jobs × 5 events, no gap
+    assert {e.job_id for e in job_store.events_after(0, limit=100)} == {a, b, c}
+
+
+def test_a_shared_commit_of_deliveries_holds_whole(job_store: JobStore) -> None:
+    """Every job of a shared commit holds (on PostgreSQL: their transitions
+    sent in one pipeline): each job completed once, counted once, its five
+    events in one unbroken chain."""
+    jobs = [put_job(job_store, route="a") for _ in range(4)]
+    outcomes = job_store.commit_together(
+        [lambda j=j: _deliver(job_store, j, now=float(j)) for j in jobs]
+    )
+    assert outcomes == [None] * 4
+    assert [job_store.get_job(j).state for j in jobs] == ["completed"] * 4
+    assert _totals(job_store)[("a", "transfers.completed")] == 4
+    events = job_store.events_after(0, limit=100)
+    assert [e.id for e in events] == list(range(1, 21))
+    assert [e.job_id for e in events] == [j for j in jobs for _ in range(5)]
+    assert [e.prev_hash for e in events[1:]] == [e.hash for e in events[:-1]]
+
+
+def test_a_savepoint_rolled_back_takes_its_counts_and_its_events_back(
+    job_store: JobStore,
+) -> None:
+    """Inside one transaction: what a rolled-back savepoint counted and
+    appended is gone; what came before and after it holds, in sequence."""
+    first, second, third = (put_job(job_store, route="a") for _ in range(3))
+    with job_store.transaction():
+        _deliver(job_store, first, now=10.0)
+        with pytest.raises(ZeroDivisionError), job_store.transaction():
+            _deliver(job_store, second, now=20.0)
+            1 / 0  # noqa: B018
+        _deliver(job_store, third, now=15.0)
+    totals = _totals(job_store)
+    assert totals[("a", "transfers.completed")] == 2
+    assert totals[("a", "last_success_at")] == 15.0
+    events = job_store.events_after(0, limit=100)
+    assert [e.id for e in events] == list(range(1, 11))
+    assert {e.job_id for e in events} == {first, third}
+    assert [e.prev_hash for e in events[1:]] == [e.hash for e in events[:-1]]
+
+
 def test_counters_never_fall_when_jobs_move_on(job_store: JobStore) -> None:
     job_id = put_job(job_store, route="a", state="verifying")
     job_store.advance(job_id, "verifying", [JobChange("failed", "fail")], claim=None, now=1.0)

@@ -127,6 +127,52 @@ def test_appends_from_two_nodes_keep_one_chain(two_nodes: tuple[PgJobStore, PgJo
     assert report.ok, report.problems
 
 
+def test_durable_commits_and_flushes_wait_for_the_wal_ordinary_ones_do_not(
+    pg_cluster: Any, pg_dsn: str
+) -> None:
+    """As on SQLite: an ordinary commit does not wait for the WAL flush, a
+    durable one does, and ``sync()`` flushes every commit before it. The
+    server's own flush is made slow (``wal_writer_delay`` 10 s) so that only
+    the store's flush can have flushed the ordinary commit."""
+    store = open_pg_job_store(pg_dsn, AuditChain(node="a"))
+    admin = psycopg.connect(pg_cluster.dsn(), autocommit=True)
+
+    def setting() -> str:
+        return str(
+            store.db.execute_sql("SELECT current_setting('synchronous_commit')").fetchone()[0]
+        )
+
+    def flushed_past(lsn: str) -> bool:
+        row = admin.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", (lsn,)).fetchone()
+        return bool(row[0])
+
+    try:
+        admin.execute("ALTER SYSTEM SET wal_writer_delay = '10s'")
+        admin.execute("SELECT pg_reload_conf()")
+        with store.transaction():
+            assert setting() == "off"
+            store.append_event("detect", now=1.0, job_id=1)
+        with store.transaction(durable=True):
+            assert setting() == "on"
+            store.append_event("detect", now=2.0, job_id=1)
+            # The commit record comes after this point of the WAL.
+            before_commit = admin.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
+        assert flushed_past(before_commit)
+        with store.transaction():
+            store.append_event("detect", now=3.0, job_id=1)
+        ordinary_end = admin.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
+        store.sync()
+        assert flushed_past(ordinary_end)
+        with pytest.raises(RuntimeError, match="between transactions"), store.transaction():
+            store.sync()
+        assert [e.id for e in store.events_after(0, limit=10)] == [1, 2, 3]
+    finally:
+        admin.execute("ALTER SYSTEM RESET wal_writer_delay")
+        admin.execute("SELECT pg_reload_conf()")
+        admin.close()
+        store.close()
+
+
 def test_racing_claims_take_each_job_once(two_nodes: tuple[PgJobStore, PgJobStore]) -> None:
     first = two_nodes[0]
     jobs = {put_job(first) for _ in range(40)}
@@ -211,6 +257,31 @@ def test_the_queue_rings_on_postgres_huey(pg_dsn: str, tmp_path: Path) -> None:
         assert queue.pending() == 0
         assert not (tmp_path / "queue.db").exists()
     finally:
+        queue.close()
+
+
+def test_a_ring_wakes_a_listening_worker(pg_dsn: str, tmp_path: Path) -> None:
+    """The enqueue's one statement (the row and its ``NOTIFY``) wakes a
+    consumer blocked on ``LISTEN``, as huey's own enqueue does."""
+    config = parse_config(f"state_dir: {tmp_path}\n")
+    config = dataclasses.replace(config, store=StoreConfig(backend="postgresql", dsn=pg_dsn))
+    queue = build_queue(config)
+    channel = queue.huey.storage.channel
+    listener = psycopg.connect(pg_dsn, autocommit=True)
+    try:
+        listener.execute(f'LISTEN "{channel}"')
+        queue.ring(11)
+        woken = list(listener.notifies(timeout=30, stop_after=1))
+        assert [n.channel for n in woken] == [channel]
+        task = queue.huey.dequeue()
+        assert task.args[0] == 11
+        # No revocation to look for (two round trips per doorbell spared):
+        # a job is cancelled in the job store.
+        assert not queue.huey.is_revoked(task)
+        with pytest.raises(NotImplementedError, match="ketter cancel"):
+            queue.huey.revoke(task)
+    finally:
+        listener.close()
         queue.close()
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from ketter.audit.chain import GENESIS, AuditChain, Principal, committed, seal
 from ketter.events import Event, EventBus
+from ketter.store.composite.counting import Tally
 
 
 class CompositeCore(abc.ABC):
@@ -59,9 +60,38 @@ class CompositeCore(abc.ABC):
         the chain's bus once the transaction commits."""
         if not self.in_transaction():
             raise RuntimeError("append_event() must run inside the state change's transaction")
+        row = self._next_event(
+            event,
+            now=now,
+            job_id=job_id,
+            route=route,
+            from_state=from_state,
+            to_state=to_state,
+            attempt=attempt,
+            details=details,
+            actor=actor,
+        )
+        self._insert_event(row)
+        self._appended(row, details)
+        return int(row["id"])
+
+    def _next_event(
+        self,
+        event: str,
+        *,
+        now: float,
+        job_id: int | None = None,
+        route: str | None = None,
+        from_state: str | None = None,
+        to_state: str | None = None,
+        attempt: int | None = None,
+        details: dict[str, Any] | None = None,
+        actor: Principal | None = None,
+    ) -> dict[str, Any]:
+        """The sealed row of the chain's next event (not inserted yet)."""
         head = self._chain_head()
         seq, prev_hash = (head[0] + 1, head[1]) if head is not None else (1, GENESIS)
-        row = seal(
+        return seal(
             self.chain,
             event,
             seq=seq,
@@ -75,6 +105,43 @@ class CompositeCore(abc.ABC):
             details=details,
             actor=actor,
         )
-        self._insert_event(row)
+
+    def _appended(self, row: dict[str, Any], details: dict[str, Any] | None) -> None:
+        """``row`` was inserted: it is the chain's head, published once the
+        transaction commits."""
+        self._new_head(int(row["id"]), str(row["hash"]))
         self._publish_after_commit(self.chain.bus, committed(row, details))
-        return seq
+
+    @abc.abstractmethod
+    def _new_head(self, seq: int, hash_: str) -> None:
+        """The event ``seq`` (``hash_``) was inserted in the caller's
+        transaction (a backend may keep the head until the transaction ends)."""
+
+    # -- what a transaction may do once, at its end ---------------------------
+
+    @abc.abstractmethod
+    def _count_later(self, route: str, counted: Tally) -> None:
+        """Add ``counted`` to the route's counters in the caller's
+        transaction; a backend may gather them until just before the commit
+        (:meth:`_count` adds them at once)."""
+
+    @abc.abstractmethod
+    def _count(self, route: str, adds: dict[str, float], highs: dict[str, float]) -> None:
+        """Add ``adds`` to the route's ``counters`` rows and raise its
+        ``highs`` marks to at least their values (rows created at 0), in the
+        caller's transaction."""
+
+    #: Whether :meth:`_flat` does anything (a backend whose savepoints cost).
+    flattens = False
+
+    @abc.abstractmethod
+    def _settle(self) -> bool:
+        """At the end of a :meth:`_flat` block: send what the backend held
+        back in it; ``False`` when one of them was refused (the caller rolls
+        the transaction back)."""
+
+    @abc.abstractmethod
+    def _flat(self) -> contextlib.AbstractContextManager[object]:
+        """Inside an open transaction: nested transactions are no savepoints
+        until the block ends (all or nothing with the outer one), where the
+        backend :attr:`flattens`; a backend that does not, does nothing."""

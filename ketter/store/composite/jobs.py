@@ -54,15 +54,23 @@ class CompositeJobs(CompositeCore):
         or six per transfer): raw on every backend."""
 
     @abc.abstractmethod
+    def _change_and_append(
+        self,
+        job_id: int,
+        state: str,
+        claim: str | None,
+        values: dict[str, Any],
+        unplaced: bool,
+        uncancelled: bool,
+        event: dict[str, Any],
+    ) -> bool:
+        """:meth:`_compare_and_set`, and the sealed ``event`` row inserted
+        if it matched (``False``: neither happened)."""
+
+    @abc.abstractmethod
     def _update_held(self, job_id: int, claim: str, values: dict[str, Any]) -> bool:
         """Set ``values`` (``jobs`` columns) on the job if ``claim`` holds it
         (whatever its state); ``False`` when it does not."""
-
-    @abc.abstractmethod
-    def _count(self, route: str, adds: dict[str, float], highs: dict[str, float]) -> None:
-        """Add ``adds`` to the route's ``counters`` rows and raise its
-        ``highs`` marks to at least their values (rows created at 0), in the
-        caller's transaction."""
 
     @abc.abstractmethod
     def _route_and_attempt(self, job_id: int) -> tuple[str, int]:
@@ -114,17 +122,9 @@ class CompositeJobs(CompositeCore):
                 values = {"updated_at": now, **change.fields}
                 if change.to is not None:
                     values["state"] = new
-                if not self.compare_and_set(
-                    job_id,
-                    state=current,
-                    claim=claim,
-                    values=values,
-                    only_unplaced=change.only_unplaced,
-                    only_uncancelled=change.only_uncancelled,
-                ):
-                    raise self.refusal(job_id, current, new, claim)
+                check_columns(values)
                 attempt = int(values.get("attempt", attempt))
-                self.append_event(
+                row = self._next_event(
                     change.event,
                     now=now,
                     job_id=job_id,
@@ -135,10 +135,21 @@ class CompositeJobs(CompositeCore):
                     details=change.details,
                     actor=actor,
                 )
+                if not self._change_and_append(
+                    job_id,
+                    current,
+                    claim,
+                    values,
+                    change.only_unplaced,
+                    change.only_uncancelled,
+                    row,
+                ):
+                    raise self.refusal(job_id, current, new, claim)
+                self._appended(row, change.details)
                 tally(change, current, now=now, into=counted)
                 current = new
             if counted:  # in this transaction: counted once, when it commits
-                self._count(route, counted.adds, counted.highs)
+                self._count_later(route, counted)
         return current
 
     def refusal(

@@ -3,7 +3,7 @@ job is taken, whether it is fresh, recovered from a crash or resumed after a
 graceful release, the attempt it uses up, its event), the sweep's due list
 under ``max_parallel``, a renewal, a release and the operator's re-queue;
 over the backend's candidate queries and the raw claim statement
-(:meth:`_claim_row`, one per transfer)."""
+(:meth:`_claim_row` with its event, one per transfer)."""
 
 from __future__ import annotations
 
@@ -58,12 +58,20 @@ class CompositeLeases(CompositeJobs):
 
     @abc.abstractmethod
     def _claim_row(
-        self, job: JobRow, token: str, owner: str, attempt: int, now: float, ttl: float
+        self,
+        job: JobRow,
+        token: str,
+        owner: str,
+        attempt: int,
+        now: float,
+        ttl: float,
+        event: dict[str, Any],
     ) -> bool:
         """Set the claim on the job if it is still as read (``job.claim``,
         ``job.state``): ``claim``, ``lease_owner``, ``lease_expires_at = now
         + ttl``, ``attempt``, ``progress_at = updated_at = now``,
-        ``started_at`` (if unset) ``= now``; ``False`` when no row matched."""
+        ``started_at`` (if unset) ``= now``; and insert the sealed ``event``
+        row; ``False`` when no row matched (and nothing was written)."""
 
     def _lease_event(
         self, event: str, job: JobRow, *, now: float, attempt: int, details: dict[str, Any]
@@ -162,11 +170,21 @@ class CompositeLeases(CompositeJobs):
         # A graceful release does not use up an attempt; a crash does (a job
         # that kills its worker every time must end up failed, not loop forever).
         attempt = job.attempt + (0 if released else 1)
-        if not self._claim_row(job, token, owner, attempt, now, ttl):
-            return None  # pragma: no cover - impossible inside the claim's transaction
         event = "recover" if recovered else ("resume" if released else "claim")
         details = {"owner": owner, "claim": token, "previous_owner": previous}
-        self._lease_event(event, job, now=now, attempt=attempt, details=details)
+        row = self._next_event(
+            event,
+            now=now,
+            job_id=job.id,
+            route=job.route,
+            from_state=job.state,
+            to_state=job.state,
+            attempt=attempt,
+            details=details,
+        )
+        if not self._claim_row(job, token, owner, attempt, now, ttl, row):
+            return None  # pragma: no cover - impossible inside the claim's transaction
+        self._appended(row, details)
         job.claim, job.lease_owner, job.attempt = token, owner, attempt
         job.lease_expires_at, job.started_at = now + ttl, job.started_at or now
         job.progress_at = job.updated_at = now

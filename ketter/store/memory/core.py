@@ -135,5 +135,16 @@ class MemoryCore(CompositeCore):
     def _publish_after_commit(self, bus: EventBus, event: Event) -> None:
         self._local.pending.append((bus, event))
 
+    def _new_head(self, seq: int, hash_: str) -> None:
+        """The head is the list's last: nothing to keep."""
+
+    def _settle(self) -> bool:
+        """Nothing is held back in memory."""
+        return True
+
+    def _flat(self) -> contextlib.AbstractContextManager[object]:
+        """Savepoints cost nothing here: nested blocks stay savepoints."""
+        return contextlib.nullcontext()
+
 
 __all__ = ["Event", "EventBus", "MemoryCore", "Tables"]

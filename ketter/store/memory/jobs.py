@@ -59,6 +59,22 @@ class JobsMemory(MemoryCore, CompositeJobs):
                 setattr(job, name, value)
             return True
 
+    def _change_and_append(
+        self,
+        job_id: int,
+        state: str,
+        claim: str | None,
+        values: dict[str, Any],
+        unplaced: bool,
+        uncancelled: bool,
+        event: dict[str, Any],
+    ) -> bool:
+        with self._write():
+            if not self._compare_and_set(job_id, state, claim, values, unplaced, uncancelled):
+                return False
+            self._insert_event(event)
+            return True
+
     def _route_and_attempt(self, job_id: int) -> tuple[str, int]:
         with self._lock:
             job = self.tables.jobs.get(job_id)

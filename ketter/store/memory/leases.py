@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from ketter.choices import Kind
 from ketter.jobs.states import State
@@ -86,7 +87,14 @@ class LeasesMemory(MemoryCore, CompositeLeases):
             return [dataclasses.replace(job) for job in fresh[:limit]]
 
     def _claim_row(
-        self, job: JobRow, token: str, owner: str, attempt: int, now: float, ttl: float
+        self,
+        job: JobRow,
+        token: str,
+        owner: str,
+        attempt: int,
+        now: float,
+        ttl: float,
+        event: dict[str, Any],
     ) -> bool:
         with self._write():
             row = self.tables.jobs.get(job.id)
@@ -95,6 +103,7 @@ class LeasesMemory(MemoryCore, CompositeLeases):
             row.claim, row.lease_owner, row.lease_expires_at = token, owner, now + ttl
             row.attempt, row.progress_at, row.updated_at = attempt, now, now
             row.started_at = job.started_at or now
+            self._insert_event(event)
             return True
 
     def _held(self, job_id: int, claim: str) -> JobRow | None:

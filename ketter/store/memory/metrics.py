@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from ketter.store.composite.counting import Tally
 from ketter.store.composite.metrics import CompositeMetrics
 from ketter.store.memory.core import MemoryCore
 from ketter.store.ports.metrics import CounterTotal, JobCount
@@ -21,6 +22,9 @@ class MetricsMemory(MemoryCore, CompositeMetrics):
                 counters[(route, name)] = counters.get((route, name), 0) + amount
             for name, value in highs.items():
                 counters[(route, name)] = max(counters.get((route, name), value), value)
+
+    def _count_later(self, route: str, counted: Tally) -> None:
+        self._count(route, counted.adds, counted.highs)
 
     def counter_totals(self) -> list[CounterTotal]:
         with self._lock:

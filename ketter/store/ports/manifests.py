@@ -56,5 +56,8 @@ class ManifestsPort(Protocol):
         rolled back alone (a failed statement in it does not abort the
         others) and its exception is its outcome; ``None`` for the others.
         Anything else raised, or a failed commit, propagates and nothing of
-        any of them holds."""
+        any of them holds. An item may run twice (a store may first try them
+        all without savepoints, and run each alone if one is refused): its
+        effects must go through the store (rolled back with the try) or be
+        set again by the item itself."""
         ...

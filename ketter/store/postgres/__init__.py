@@ -11,8 +11,8 @@ from ketter.audit.chain import AuditChain
 from ketter.store.postgres.db import open_store, shown_dsn
 from ketter.store.postgres.events import EventsPg
 from ketter.store.postgres.intake import IntakePg
+from ketter.store.postgres.jobs import JobsPg
 from ketter.store.sql.heartbeats import HeartbeatsShared
-from ketter.store.sql.jobs import JobsShared
 from ketter.store.sql.leases import LeasesShared
 from ketter.store.sql.manifests import ManifestsShared
 from ketter.store.sql.metrics import MetricsShared
@@ -24,7 +24,7 @@ class PgJobStore(
     IntakePg,
     EventsPg,
     LeasesShared,
-    JobsShared,
+    JobsPg,
     RoutesShared,
     HeartbeatsShared,
     ManifestsShared,

@@ -2,10 +2,11 @@
 transactions and the leases' clock; the statements and the audit chain's
 primitives are :class:`ketter.store.sql.core.SqlCore`'s.
 
-Every commit is durable (``synchronous_commit=on``, :mod:`.db`), so
-``transaction(durable=True)`` is a plain transaction and :meth:`sync` has
-nothing to do. Every transaction takes the store's write turn first, a
-transaction-scoped advisory lock (:data:`CHAIN_LOCK`): the chain's appends
+A durable transaction (``transaction(durable=True)``) commits with
+``synchronous_commit=on``; the others do not wait for the WAL flush, and
+:meth:`sync` waits for it (:mod:`.db`), as SQLite's WAL commits and its
+flushes. Every transaction takes the store's write turn first, a
+transaction-scoped advisory lock (:data:`~ketter.store.postgres.db.CHAIN_LOCK`): the chain's appends
 read the head this one writes, and no transaction waits for the lock while
 holding a row lock another one that holds it wants (a deadlock, see
 :func:`_atomic`). It is SQLite's ``BEGIN IMMEDIATE``, across nodes.
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 from ketter.audit.chain import AuditChain
 from ketter.store.dialect import POSTGRESQL
 from ketter.store.guard import StoreGuard
-from ketter.store.postgres.db import CHAIN_LOCK, DB_NOW, PgStoreDatabase, shown_dsn
+from ketter.store.postgres.db import DB_NOW, PgStoreDatabase, shown_dsn
 from ketter.store.sql.core import SqlCore
 
 
@@ -37,17 +38,20 @@ class PgCore(SqlCore):
 
     # -- transactions -------------------------------------------------------
 
-    def transaction(self, *, durable: bool = False) -> contextlib.AbstractContextManager[None]:
+    def _transaction(self, *, durable: bool) -> contextlib.AbstractContextManager[None]:
         """One transaction, which takes the store's write turn
-        (:meth:`_write_turn`) first; nested in an open one it is a
-        savepoint. ``durable=True``: every commit is
-        (``synchronous_commit=on``); it must not nest, as on SQLite."""
+        (:data:`~ketter.store.postgres.db.CHAIN_LOCK`, with its ``BEGIN``)
+        first; nested in an open one it is a savepoint. ``durable=True``:
+        its commit returns once the WAL is flushed (``synchronous_commit=on``);
+        it must not nest, as on SQLite."""
         if durable and self.db.in_transaction():
             raise RuntimeError("durable() must open its own transaction, not nest in one")
-        return _atomic(self)
+        return _atomic(self, durable)
 
     def sync(self) -> None:
-        """Nothing to do: each commit was flushed by the server."""
+        """Make every commit of this thread so far durable (the server's WAL
+        flushed up to now, shared with the other connections' flushes)."""
+        self.db.flush()
 
     # -- the store ----------------------------------------------------------
 
@@ -65,6 +69,9 @@ class PgCore(SqlCore):
         leases of several nodes are set and compared on one clock."""
         if not self.db_clock:
             return now
+        clock = self.db.transaction_clock()  # read with the BEGIN: no round trip
+        if clock is not None:
+            return clock
         row = self.db.execute_sql(f"SELECT {DB_NOW}").fetchone()
         return float(row[0])
 
@@ -75,27 +82,18 @@ class PgCore(SqlCore):
     def path(self) -> str:
         return shown_dsn(str(self.db.database))
 
-    # -- the write turn -------------------------------------------------------
-
-    def _write_turn(self) -> None:
-        """Take the store's write turn (:data:`CHAIN_LOCK`) until this
-        transaction ends; nothing outside a transaction (it would end with
-        the statement), nor on a store opened to read only. Re-entrant."""
-        if self.db.in_transaction() and not self.db.read_only:
-            self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
-
 
 @contextlib.contextmanager
-def _atomic(core: PgCore) -> Iterator[None]:
-    outermost = not core.db.in_transaction()
+def _atomic(core: PgCore, durable: bool = False) -> Iterator[None]:
+    # The outermost one's BEGIN takes the write turn first, before any row
+    # lock (PgStoreDatabase.begin): a transaction that locked a job row (a
+    # compare-and-set) and then waited for the chain's lock (its event)
+    # deadlocked with one that held the chain's lock and wanted that row
+    # (seen in the node's end-to-end test). Taken first, the one lock orders
+    # every write transaction as SQLite's BEGIN IMMEDIATE does; a single
+    # statement outside a transaction (a renewal, a heartbeat) never waits
+    # for it.
+    if durable:
+        core.db.begin_durable()
     with core.db.atomic():
-        if outermost:
-            # First, before any row lock: a transaction that locked a job
-            # row (a compare-and-set) and then waited for the chain's lock
-            # (its event) deadlocked with one that held the chain's lock and
-            # wanted that row (seen in the node's end-to-end test). Taken
-            # first, the one lock orders every write transaction as
-            # SQLite's BEGIN IMMEDIATE does; a single statement outside a
-            # transaction (a renewal, a heartbeat) never waits for it.
-            core._write_turn()
         yield

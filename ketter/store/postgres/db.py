@@ -8,10 +8,16 @@ primitives run on one connection per thread, as on SQLite.
 
 Durability and isolation:
 
-* ``synchronous_commit=on`` for every connection: a ``COMMIT`` returns once
-  the WAL is flushed on the server, so every commit is as durable as
-  SQLite's :func:`ketter.store.db.durable` (``durable=True`` needs no extra
-  step here).
+* Durable where SQLite's are, ordinary elsewhere, as on SQLite: the
+  connections commit with ``synchronous_commit=off`` (a ``COMMIT`` returns
+  once the server has it, before its WAL flush: a killed node loses
+  nothing, a crash of the server or its machine may lose the last ordinary
+  commits, as power loss does on SQLite, and redoing them is safe); a
+  durable transaction (:func:`ketter.store.db.durable`'s role) sets
+  ``synchronous_commit=on`` for itself, and :meth:`PgStoreDatabase.flush`
+  (the store's ``sync``) commits an empty transaction that waits for the
+  flush of everything committed before it. The WAL is one sequence: a
+  flush covers every earlier commit, of every connection and node.
 * ``READ COMMITTED`` (the default): every transition is a compare-and-set
   ``UPDATE … WHERE id AND state AND claim``, which PostgreSQL re-checks on
   the newest row version after waiting for a concurrent writer, so exactly
@@ -44,6 +50,27 @@ from ketter.store.models import database
 #: one lock, so no two of them can wait for each other in opposite order.
 CHAIN_LOCK = 0x6B657474_00000001  # "kett"
 MIGRATION_LOCK = 0x6B657474_00000002  # "kett" · ``ketter db upgrade``
+
+#: Every write transaction's start: the store's write turn taken first,
+#: before any row lock (:mod:`ketter.store.postgres.core`); a durable one
+#: waits for its WAL flush at its commit.
+#: The transaction's clock (``now()``, its start) comes back with it.
+_BEGIN_WRITE = f"BEGIN; SELECT pg_advisory_xact_lock({CHAIN_LOCK}), {{now}}"
+_BEGIN_DURABLE = (
+    f"BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_advisory_xact_lock({CHAIN_LOCK}), {{now}}"
+)
+#: A transaction that writes one WAL record (a logical message nobody
+#: decodes; an empty transaction commits without waiting), committed with
+#: ``synchronous_commit=on``: it returns once the WAL is flushed up to it.
+#: Any role may run it.
+_FLUSH = (
+    "BEGIN; SET LOCAL synchronous_commit = on; "
+    "SELECT pg_logical_emit_message(true, 'ketter', 'flush'); COMMIT"
+)
+
+#: How an ordinary commit (neither durable nor followed by a flush) waits:
+#: not for the WAL flush (see the module's docstring).
+ORDINARY_COMMIT = "off"
 
 #: The database's clock as Unix seconds, the clock of every lease on
 #: PostgreSQL (several nodes, no node's clock trusted): ``now()``, the start
@@ -107,6 +134,7 @@ class PgStoreDatabase(PostgresqlDatabase):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._pending = threading.local()
+        self._next = threading.local()
         self.gate = WriteGate()
         #: The process's watch over the store (:class:`.guard.PgStoreGuard`),
         #: set by :func:`open_store` for a process that writes.
@@ -153,11 +181,44 @@ class PgStoreDatabase(PostgresqlDatabase):
 
     def begin(self, *args: Any, **kwargs: Any) -> None:
         self.gate.enter()
+        self._next.clock = None
         try:
-            super().begin(*args, **kwargs)
+            durable, self._next.durable = getattr(self._next, "durable", False), False
+            if self.read_only or args or kwargs:
+                super().begin(*args, **kwargs)
+            else:
+                # The write turn with the BEGIN, in one round trip (no
+                # parameters: psycopg sends the statements in one message).
+                with peewee.__exception_wrapper__:  # type: ignore[attr-defined]
+                    cursor = self.cursor()
+                    cursor.execute((_BEGIN_DURABLE if durable else _BEGIN_WRITE).format(now=DB_NOW))
+                    while cursor.description is None and cursor.nextset():
+                        pass  # to the last statement's result: the SELECT
+                    self._next.clock = float(cursor.fetchone()[1])
         except BaseException:
             self.gate.leave()
             raise
+
+    def transaction_clock(self) -> float | None:
+        """``now()`` of this thread's open write transaction (read with its
+        ``BEGIN``), or ``None``."""
+        if not self.in_transaction():
+            return None
+        clock: float | None = getattr(self._next, "clock", None)
+        return clock
+
+    def begin_durable(self) -> None:
+        """This thread's next transaction is durable: its ``COMMIT`` returns
+        once the WAL is flushed up to it."""
+        self._next.durable = True
+
+    def flush(self) -> None:
+        """Every commit so far is on the server's disk when this returns (one
+        round trip; concurrent flushes share the server's WAL flush)."""
+        if self.in_transaction():
+            raise RuntimeError("flush() must run between transactions, not in one")
+        with peewee.__exception_wrapper__:  # type: ignore[attr-defined]
+            self.cursor().execute(_FLUSH)
 
     def defer_event(self, bus: Any, event: Any) -> None:
         """Publish ``event`` on ``bus`` when this thread's transaction commits
@@ -166,6 +227,17 @@ class PgStoreDatabase(PostgresqlDatabase):
         if pending is None:
             pending = self._pending.events = []
         pending.append((bus, event))
+
+    def deferred_count(self) -> int:
+        """How many events this thread's transaction will publish so far."""
+        return len(getattr(self._pending, "events", None) or ())
+
+    def drop_deferred(self, keep: int) -> None:
+        """Forget the events deferred after the first ``keep`` (a savepoint
+        that rolled back: never published)."""
+        events = getattr(self._pending, "events", None)
+        if events:
+            del events[keep:]
 
     def commit(self) -> None:
         try:
@@ -195,7 +267,7 @@ def connect(dsn: str, *, password: str | None = None, read_only: bool = False) -
     from the config's ``password_file``) is passed apart, never in the DSN.
     ``read_only``: every transaction read-only (a reader's, which must
     never write)."""
-    options = "-c synchronous_commit=on"
+    options = f"-c synchronous_commit={ORDINARY_COMMIT}"
     if read_only:
         options += " -c default_transaction_read_only=on"
     params: dict[str, Any] = {"options": options}

@@ -5,13 +5,17 @@ statement helpers every area mixin calls, and the audit chain's primitives
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ketter.events import Event, EventBus
 from ketter.store.composite.core import CompositeCore
+from ketter.store.composite.counting import Tally
 from ketter.store.dialect import Dialect
 from ketter.store.rows import EVENT_COLUMNS
+from ketter.store.sql.turn import UNKNOWN, Turn
 
 _INSERT_EVENT = "INSERT INTO events ({}) VALUES ({})".format(
     ", ".join(f'"{name}"' for name in EVENT_COLUMNS), ", ".join("?" for _ in EVENT_COLUMNS)
@@ -34,6 +38,90 @@ class SqlCore(CompositeCore):
     def path(self) -> str:
         """Where the store is, for messages."""
 
+    # -- transactions -------------------------------------------------------
+
+    @abc.abstractmethod
+    def _transaction(self, *, durable: bool) -> contextlib.AbstractContextManager[None]:
+        """The backend's transaction (nested: a savepoint)."""
+
+    def transaction(self, *, durable: bool = False) -> contextlib.AbstractContextManager[None]:
+        """The backend's transaction (:meth:`_transaction`), with what it
+        remembers while it holds the write turn (:mod:`.turn`): the chain's
+        head, the counters written once before the commit, flat nesting."""
+        return self._turn_transaction(durable)
+
+    @contextlib.contextmanager
+    def _turn_transaction(self, durable: bool) -> Iterator[None]:
+        turn = self._turn()
+        if turn.depth and turn.flat:
+            if durable:
+                raise RuntimeError("durable() must open its own transaction, not nest in one")
+            yield  # no savepoint: all or nothing with the outer block
+            return
+        mark = turn.mark() if turn.depth else None
+        # A savepoint rolled back takes its events back too (never published).
+        published = self.db.deferred_count() if turn.depth else 0
+        turn.depth += 1
+        try:
+            with self._transaction(durable=durable):
+                try:
+                    yield
+                    if turn.depth == 1 and turn.deferred:
+                        # Never a commit without them: the callers were told
+                        # their changes held.
+                        raise RuntimeError("statements held back and never sent (no _settle)")
+                    if turn.depth == 1 and turn.counts:
+                        self._count_many(turn.counts)
+                except BaseException:
+                    if mark is not None:
+                        turn.back_to(mark)
+                        self.db.drop_deferred(published)
+                    raise
+        finally:
+            turn.depth -= 1
+            if not turn.depth:
+                turn.reset()
+
+    def _turn(self) -> Turn:
+        # Kept with the database (its connections are per thread): two store
+        # objects on one database share a transaction, and its turn.
+        local = self.db.__dict__.get("ketter_turns")
+        if local is None:
+            local = self.db.__dict__.setdefault("ketter_turns", threading.local())
+        turn: Turn | None = getattr(local, "turn", None)
+        if turn is None:
+            turn = local.turn = Turn()
+        return turn
+
+    flattens = True
+
+    @contextlib.contextmanager
+    def _flat(self) -> Iterator[object]:
+        turn = self._turn()
+        if not turn.depth:
+            raise RuntimeError("_flat() needs an open transaction")
+        turn.flat = True
+        try:
+            yield None
+        finally:
+            turn.flat = False
+
+    def _settle(self) -> bool:
+        """Nothing held back (PostgreSQL's jobs area holds its transitions)."""
+        return not self._turn().deferred
+
+    def _count_later(self, route: str, counted: Tally) -> None:
+        turn = self._turn()
+        if turn.depth:
+            turn.count(route, counted)  # written by the outermost block's end
+        else:
+            self._count(route, counted.adds, counted.highs)
+
+    @abc.abstractmethod
+    def _count_many(self, counts: dict[str, Tally]) -> None:
+        """What a transaction's changes add to the counters, route by route,
+        in two statements at most (:mod:`ketter.store.sql.metrics`)."""
+
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run ``sql`` (SQLite's spelling) with ``params``; the cursor."""
         return self.db.execute_sql(self.dialect.sql(sql), tuple(params))
@@ -54,8 +142,21 @@ class SqlCore(CompositeCore):
     # appends (SQLite's write lock, PostgreSQL's write turn).
 
     def _chain_head(self) -> tuple[int, str] | None:
+        # Read once per transaction: the write turn keeps every other
+        # writer from appending until it ends (the turn's head after that).
+        turn = self._turn()
+        if turn.depth and turn.head is not UNKNOWN:
+            return turn.head  # type: ignore[return-value]
         last = self._exec(_CHAIN_HEAD).fetchone()
-        return (last[0], last[1]) if last else None
+        head = (last[0], last[1]) if last else None
+        if turn.depth:
+            turn.head = head
+        return head
+
+    def _new_head(self, seq: int, hash_: str) -> None:
+        turn = self._turn()
+        if turn.depth:
+            turn.head = (seq, hash_)
 
     def _insert_event(self, row: dict[str, Any]) -> None:
         self._exec(_INSERT_EVENT, tuple(row[name] for name in EVENT_COLUMNS))

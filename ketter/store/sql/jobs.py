@@ -73,6 +73,23 @@ class JobsShared(SqlCore, CompositeJobs):
         cursor = self._exec(sql, (*values.values(), job_id, state, claim))
         return int(cursor.rowcount) == 1
 
+    def _change_and_append(
+        self,
+        job_id: int,
+        state: str,
+        claim: str | None,
+        values: dict[str, Any],
+        unplaced: bool,
+        uncancelled: bool,
+        event: dict[str, Any],
+    ) -> bool:
+        # Two statements; one on PostgreSQL (ketter.store.postgres.jobs),
+        # where each is a round trip.
+        if not self._compare_and_set(job_id, state, claim, values, unplaced, uncancelled):
+            return False
+        self._insert_event(event)
+        return True
+
     def _route_and_attempt(self, job_id: int) -> tuple[str, int]:
         row = self._exec("SELECT route, attempt FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:

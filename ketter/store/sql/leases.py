@@ -11,6 +11,7 @@ peewee cost more than running them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from ketter.jobs.states import State
 from ketter.store.composite.leases import CompositeLeases
@@ -79,26 +80,27 @@ class LeasesShared(JobsShared, CompositeLeases):
         )
 
     def _claim_row(
-        self, job: JobRow, token: str, owner: str, attempt: int, now: float, ttl: float
+        self,
+        job: JobRow,
+        token: str,
+        owner: str,
+        attempt: int,
+        now: float,
+        ttl: float,
+        event: dict[str, Any],
     ) -> bool:
-        updated = self._exec(
-            "UPDATE jobs SET claim = ?, lease_owner = ?, lease_expires_at = ?, attempt = ?, "
-            "progress_at = ?, updated_at = ?, started_at = ? "
-            "WHERE id = ? AND claim IS ? AND state = ?",
-            (
-                token,
-                owner,
-                now + ttl,
-                attempt,
-                now,
-                now,
-                job.started_at or now,
-                job.id,
-                job.claim,
-                job.state,
-            ),
-        ).rowcount
-        return int(updated) == 1
+        values = {
+            "claim": token,
+            "lease_owner": owner,
+            "lease_expires_at": now + ttl,
+            "attempt": attempt,
+            "progress_at": now,
+            "updated_at": now,
+            "started_at": job.started_at or now,
+        }
+        # The compare-and-set of every transition (id, state, claim), and its
+        # event: one statement on PostgreSQL (ketter.store.postgres.jobs).
+        return self._change_and_append(job.id, job.state, job.claim, values, False, False, event)
 
     def claim_holder(self, job_id: int) -> str | None:
         row = self._exec("SELECT claim FROM jobs WHERE id = ?", (job_id,)).fetchone()

@@ -35,7 +35,7 @@ class SqliteCore(SqlCore):
 
     # -- transactions -------------------------------------------------------
 
-    def transaction(self, *, durable: bool = False) -> contextlib.AbstractContextManager[None]:
+    def _transaction(self, *, durable: bool) -> contextlib.AbstractContextManager[None]:
         """One transaction (``BEGIN IMMEDIATE``); nested in an open one it is
         a savepoint. ``durable=True``: on the disk when the block is left
         (:func:`ketter.store.db.durable`); it must not nest."""

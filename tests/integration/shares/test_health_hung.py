@@ -34,4 +34,10 @@ def test_health_answers_on_a_hung_share(shares: Shares, protocol: str, tmp_path:
         server.resume()
     assert took < PROBE_SECONDS + 20, took
     assert done.returncode != 0
-    assert f"FAIL  free space {b.root / 'in-r'}: timed out" in done.stdout, done.stdout
+    # Mostly the probe's deadline; the FUSE client sometimes gives up on the
+    # stopped server first (EIO): either way a FAIL, in time.
+    failed = f"FAIL  free space {b.root / 'in-r'}: "
+    assert (
+        f"{failed}timed out" in done.stdout
+        or f"{failed}cannot stat: Input/output error" in done.stdout
+    ), done.stdout

@@ -1,0 +1,70 @@
+"""What one SQL transaction remembers while it holds the store's write turn
+(SQLite's ``BEGIN IMMEDIATE`` lock, PostgreSQL's chain lock), so that each
+change costs fewer statements (each one a round trip on PostgreSQL):
+
+* the audit chain's **head** once read or written: no other writer can
+  append while the turn is held, so the next append needs no read;
+* the **counters** its changes add (``counters`` rows), summed per route
+  and written once, just before the commit, instead of one upsert per name
+  per change;
+* whether nested blocks are savepoints: not when the caller runs a shared
+  commit **flat** (all or nothing, tried first; see
+  :meth:`ketter.store.composite.manifests.CompositeManifests.commit_together`),
+  and then the statements a backend may send together at the end
+  (:attr:`Turn.deferred`: PostgreSQL's compare-and-sets, in one round trip).
+
+A savepoint that rolls back takes the turn back to what it was when the
+savepoint began (:meth:`Turn.mark`, :meth:`Turn.back_to`); the outermost
+transaction's end forgets everything (:meth:`Turn.reset`).
+"""
+
+from __future__ import annotations
+
+from ketter.store.composite.counting import Tally
+
+#: The head is not known yet in this transaction: read it.
+UNKNOWN = object()
+
+_Mark = tuple[object, dict[str, Tally]]
+
+
+class Turn:
+    """One thread's transaction on one store (see module docstring)."""
+
+    __slots__ = ("counts", "deferred", "depth", "flat", "head")
+
+    def __init__(self) -> None:
+        #: Nesting of :meth:`ketter.store.sql.core.SqlCore.transaction`.
+        self.depth = 0
+        self.flat = False
+        #: ``(seq, hash)`` of the chain's last event, ``None`` (empty chain)
+        #: or :data:`UNKNOWN`.
+        self.head: object = UNKNOWN
+        #: route → what this transaction's changes add to its counters.
+        self.counts: dict[str, Tally] = {}
+        #: Statements of a flat block held back, each of which must change
+        #: exactly one row (the backend's ``_settle``).
+        self.deferred: list[tuple[str, tuple[object, ...]]] = []
+
+    def count(self, route: str, tally: Tally) -> None:
+        """Add ``tally`` to what this transaction will write for ``route``
+        (totals summed, marks kept at their highest)."""
+        mine = self.counts.setdefault(route, Tally())
+        for name, amount in tally.adds.items():
+            mine.add(name, amount)
+        for name, value in tally.highs.items():
+            if name not in mine.highs or value > mine.highs[name]:
+                mine.highs[name] = value
+
+    def mark(self) -> _Mark:
+        """What a savepoint restores if it rolls back."""
+        return self.head, {r: Tally(dict(t.adds), dict(t.highs)) for r, t in self.counts.items()}
+
+    def back_to(self, mark: _Mark) -> None:
+        self.head, self.counts = mark
+
+    def reset(self) -> None:
+        self.flat = False
+        self.head = UNKNOWN
+        self.counts = {}
+        self.deferred = []
