@@ -35,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         print("no goal measured (no scenario with a goal ran)")
         return 0
     print("\n".join(report.target_lines(checks)))
-    met = sum(1 for c in checks if c["met"])
-    print(f"\n{met} of {len(checks)} met; results in {path}")
+    verdicts = [c for c in checks if c["met"] is not None]  # not the informative rows
+    met = sum(1 for c in verdicts if c["met"])
+    print(f"\n{met} of {len(verdicts)} met; results in {path}")
     return 0
 
 

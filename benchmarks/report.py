@@ -98,6 +98,29 @@ def _ratio(results: dict[str, Any], sc: str, ketter: str, peer: str) -> float | 
     return results.get(sc, {}).get("ratios", {}).get(ketter, {}).get(peer)
 
 
+#: The P1 peer of #19 (benchmarks/run.py ``NAIVE``).
+NAIVE = "cp && sync && evict && openssl"
+
+
+def paired(results: dict[str, Any], sc: str, ketter: str, peer: str) -> dict[str, Any] | None:
+    """Ketter ÷ peer round by round (both ran in the same round, both ok):
+    the median and range of those ratios, and how many pairs."""
+    tools = results.get(sc, {}).get("tools", {})
+    if ketter not in tools or peer not in tools:
+        return None
+    k = {r["round"]: r["seconds"] for r in tools[ketter]["runs"] if r["ok"]}
+    p = {r["round"]: r["seconds"] for r in tools[peer]["runs"] if r["ok"]}
+    rs = [k[n] / p[n] for n in sorted(k.keys() & p.keys())]
+    if not rs:
+        return None
+    return {
+        "pairs": len(rs),
+        "median": round(statistics.median(rs), 3),
+        "min": round(min(rs), 3),
+        "max": round(max(rs), 3),
+    }
+
+
 def targets(results: dict[str, Any], *, quick: bool = False) -> list[dict[str, Any]]:
     """The issue's targets, each with the measured ratio and met/not met.
 
@@ -147,13 +170,33 @@ def targets(results: dict[str, Any], *, quick: bool = False) -> list[dict[str, A
             False,
         ),
     ]
-    out = []
+    checks += [
+        (f"P1: 2 GiB sha256 ≤ 0.45× {NAIVE} (#19)", "a", "ketter sha256", NAIVE, 0.45, False),
+        (f"P1: 2 GiB xxh128 ≤ 0.35× {NAIVE} (#19)", "a", "ketter xxh128", NAIVE, 0.35, False),
+    ]
+    out: list[dict[str, Any]] = []
     for desc, sc, k, p, limit, strict in checks:
         v = _ratio(results, sc, k, p)
         if v is None:
             continue
         met = v < limit if strict else v <= limit
-        out.append({"target": desc, "ratio": v, "limit": limit, "met": met})
+        row: dict[str, Any] = {"target": desc, "ratio": v, "limit": limit, "met": met}
+        if p == NAIVE:
+            row["paired"] = paired(results, sc, k, p)
+        out.append(row)
+    # P1 asks for the ratio to the durable write alone as well (no verdict).
+    for k in ("ketter sha256", "ketter xxh128"):
+        v = _ratio(results, "a", k, "cp && sync")
+        if v is not None:
+            out.append(
+                {
+                    "target": f"P1: 2 GiB {k.split()[1]} ÷ cp && sync (informative, #19)",
+                    "ratio": v,
+                    "limit": None,
+                    "met": None,
+                    "paired": paired(results, "a", k, "cp && sync"),
+                }
+            )
     # rclone copy --checksum is beaten in every mode.
     for sc, data in results.items():
         rclone = [p for p in data.get("tools", {}) if p.startswith("rclone")]
@@ -200,7 +243,13 @@ def target_lines(checks: list[dict[str, Any]]) -> list[str]:
             if c["ratio"] is not None
             else f"{c['value_mb']:.0f} MB ({c['where']})"
         )
-        verdict = "✔ met" if c["met"] else "✘ NOT met"
+        if c.get("paired"):
+            pr = c["paired"]
+            got += (
+                f" (pairs: median {pr['median']:.2f}×,"
+                f" {pr['min']:.2f}–{pr['max']:.2f}, n={pr['pairs']})"
+            )
+        verdict = "—" if c["met"] is None else "✔ met" if c["met"] else "✘ NOT met"
         if c.get("smoke"):
             verdict += " (smoke: --quick sizes)"
         lines.append(f"| {c['target']} | {got} | {verdict} |")

@@ -101,9 +101,31 @@ def _rclone_dst(src: str, dst: str) -> str:
     return q(os.path.join(dst, os.path.basename(src))) if os.path.isdir(src) else q(dst)
 
 
+#: The P1 peer (#19): the naive durable verified pipeline, in sequence.
+NAIVE = "cp && sync && evict && openssl"
+
+
+def naive_pipeline(s: str, d: str) -> str:
+    """``cp``, ``sync`` (durable), the copy evicted from the page cache (GNU
+    dd's ``oflag=nocache`` with ``count=0`` issues ``POSIX_FADV_DONTNEED``
+    over the whole file, after an ``fdatasync``: `fincore` shows 0 pages
+    left), then ``openssl dgst -sha256`` of both: the source from the page
+    cache (``cp`` just read it), the copy from the disk. What Ketter does,
+    one step after the other."""
+    out = q(os.path.join(d, os.path.basename(s)))
+    return (
+        f"cp {q(s)} {q(d)}/ && sync"
+        f" && dd if=/dev/null of={out} oflag=nocache conv=notrunc,fdatasync count=0 status=none"
+        f" && openssl dgst -sha256 {q(s)} {out}"
+    )
+
+
 def file_tools() -> list[Tool]:
+    # The naive pipeline sits between the two Ketter runs: the order rotates
+    # but stays cyclic, so every round runs each Ketter next to it.
     return [
         ketter("ketter sha256", "--verify", "sha256"),
+        peer(NAIVE, naive_pipeline, ("openssl", "dd", "sync")),
         ketter("ketter xxh128", "--verify", "xxh128"),
         peer("cp", lambda s, d: f"cp {q(s)} {q(d)}/", role="secondary"),
         peer("cp && sync", lambda s, d: f"cp {q(s)} {q(d)}/ && sync"),
@@ -282,6 +304,8 @@ WARM_ARGV = {
     "tar": ["tar", "--version"],
     "rclone": ["rclone", "version"],
     "openssl": ["openssl", "version"],
+    "dd": ["dd", "--version"],
+    "sync": ["sync", "--version"],
 }
 
 

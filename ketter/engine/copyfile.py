@@ -206,6 +206,13 @@ def _direct_pipe(
     return pipe
 
 
+#: How far the read-back trails the direct writes: a written range is handed
+#: to the verifier once this much has been written past what it already has
+#: (not once a whole checkpoint window has also been hashed), so less of the
+#: file is left to read back after the final fsync (#19 P1).
+VERIFY_STEP = 2 * direct.CHUNK
+
+
 def _copy_direct(
     spec: TransferSpec,
     ctx: TransferContext,
@@ -218,14 +225,17 @@ def _copy_direct(
     progress: Progress,
 ) -> tuple[list[tuple[int, int]], int, bool]:
     """The copy loop over a started :class:`DirectPipe`: hashes its chunks in
-    order in this thread and hands each window to the verifier once all of it
-    is written (direct writes bypass the page cache: nothing to write back or
-    evict first). The window that ends the file is left to the caller, which
-    submits it after the final fsync (its unaligned tail went through the
-    page cache). Returns (windows not yet verified, end offset, faulted)."""
+    order in this thread and hands what the writers have finished, from the
+    start of the file on, to the verifier every :data:`VERIFY_STEP` bytes
+    (direct writes bypass the page cache: nothing to write back or evict
+    first), whether or not this thread has hashed it yet: the two digests
+    are compared only at the end. The file's unaligned tail went through the
+    page cache and is left to the caller, which submits it after the final
+    fsync. Returns (ranges not yet verified, end offset, faulted)."""
     window = pos = pipe.begin
     faulted = False
-    windows: list[tuple[int, int]] = []
+    verified = pipe.begin  # handed to the verifier up to here
+    tail = e.size - e.size % direct.ALIGN
     for i in range(pipe.count):
         mv = pipe.get(i)
         try:
@@ -236,20 +246,19 @@ def _copy_direct(
             pipe.done(i)
         pos += n
         if pos - window >= spec.checkpoint_bytes:
-            windows.append((window, pos))
             window = pos
             faulted = source_checkpoint(ctx, src, sfd, e, faulted)
             progress(pos, "copy", checkpoint=True)
         else:
             progress(pos, "copy")
-        while windows and windows[0][1] < e.size and windows[0][1] <= pipe.written_to():
-            _submit_written(pipe.ofd, pipe.out, verifier, *windows.pop(0))
+        written = min(pipe.written_to(), tail)
+        if written - verified >= VERIFY_STEP:
+            _submit_written(pipe.ofd, pipe.out, verifier, verified, written)
+            verified = written
     pipe.finish()
     if pos != e.size:  # cannot happen: the pipe checks every read's length
         raise SourceChanged(f"source {show(src)} shrank while it was being copied")
-    if window < pos:
-        windows.append((window, pos))
-    return windows, pos, faulted
+    return ([(verified, pos)] if verified < pos else []), pos, faulted
 
 
 def _submit_written(fd: int, out: bytes, verifier: ReadBackVerifier, a: int, b: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import os
 import shutil
 import stat
@@ -29,7 +30,7 @@ from ketter.engine import (
 )
 from ketter.engine.paths import temp_name
 from ketter.engine.results import CopyResult
-from ketter.errors import ShutdownRequested, SourceChanged
+from ketter.errors import ChecksumMismatch, ShutdownRequested, SourceChanged
 
 from .helpers import RecordingContext, ketter_names, read, write
 
@@ -272,3 +273,95 @@ def test_a_filesystem_that_caches_direct_writes_is_still_read_back_from_disk(
     assert paths["direct"] == 1
     assert read(result.temp_path) == data
     assert delta >= size - 4096, f"only {delta} of {size} bytes were read back from the disk"
+
+
+@pytest.mark.parametrize("where", ["before_fsync", "tail_after_fsync"])
+def test_a_byte_flipped_on_disk_after_the_write_is_caught(
+    bt: bytes, paths: dict[str, int], monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The read-back overlapped with the copy and the final fsync (#19 P1)
+    hashes what the disk holds: a byte changed in the temporary after it was
+    written fails the copy with a mismatch, in a window read back while the
+    copy goes on as in the unaligned tail read back after the fsync, and the
+    temporary is removed."""
+    size = 13 * MiB + 1234  # windows of 4 MiB (SPEC), then an unaligned tail
+    data = os.urandom(size)
+    seen: list[tuple[str, int, int]] = []
+    orig_seal = copyfile.seal_temp
+    orig_submit = copyfile._submit_written
+
+    def flip(fd: int, off: int) -> None:
+        # Through a second, buffered descriptor: the engine's write-back and
+        # eviction before the read-back put it on the disk.
+        wfd = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY)
+        try:
+            os.pwrite(wfd, bytes([data[off] ^ 0xFF]), off)
+            os.fsync(wfd)
+        finally:
+            os.close(wfd)
+
+    def submit(fd, out, verifier, a, b):  # type: ignore[no-untyped-def]
+        seen.append(("submit", a, b))
+        if where == "before_fsync" and len(seen) == 1:
+            flip(fd, a + 4321)
+        return orig_submit(fd, out, verifier, a, b)
+
+    def seal(src, sfd, e, ofd, out):  # type: ignore[no-untyped-def]
+        seen.append(("seal", 0, 0))
+        if where == "tail_after_fsync":
+            flip(ofd, size - 7)
+        return orig_seal(src, sfd, e, ofd, out)
+
+    monkeypatch.setattr(copyfile, "_submit_written", submit)
+    monkeypatch.setattr(copyfile, "seal_temp", seal)
+    with pytest.raises(ChecksumMismatch, match="reads back from disk"):
+        _copy(bt, data)
+    assert paths["direct"] == 1 and paths["direct_verify"] == 1
+    # The first window went to the read-back while the copy went on, before
+    # the temporary was sealed and fsynced.
+    assert seen[0][0] == "submit" and seen[0][2] <= size - size % direct.ALIGN
+    assert ("seal", 0, 0) in seen[1:]
+    assert ketter_names(bt + b"/dst") == []
+
+
+def test_the_read_back_follows_the_writes_not_the_checkpoints(
+    bt: bytes, paths: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written ranges go to the direct read-back every ``VERIFY_STEP``
+    bytes while the copy goes on, even inside one checkpoint window (64 MiB
+    by default): less is left to read back after the final fsync (#19 P1).
+    They cover the file's aligned part in order, before the seal; the
+    unaligned tail is read back after it."""
+    # Longer than the pipe's buffers can run ahead of the hashing (the
+    # writers are at most N_BUFFERS + 1 chunks ahead at the first check),
+    # so the first range cannot be the whole file, however the threads run.
+    size = (direct.N_BUFFERS + 4) * direct.CHUNK + 5
+    data = os.urandom(size)
+    events: list[tuple[str, int, int]] = []
+    orig_seal = copyfile.seal_temp
+    orig_submit = copyfile._submit_written
+
+    def submit(fd, out, verifier, a, b):  # type: ignore[no-untyped-def]
+        events.append(("submit", a, b))
+        return orig_submit(fd, out, verifier, a, b)
+
+    def seal(*a):  # type: ignore[no-untyped-def]
+        events.append(("seal", 0, 0))
+        return orig_seal(*a)
+
+    monkeypatch.setattr(copyfile, "_submit_written", submit)
+    monkeypatch.setattr(copyfile, "seal_temp", seal)
+    src = bt + b"/src/reel.mov"
+    write(src, data)
+    spec = TransferSpec()  # checkpoint windows of 64 MiB: one window here
+    assert spec.checkpoint_bytes > size
+    result = copy_and_verify(spec, inspect_source(spec, src), bt + b"/dst/r", TransferContext())
+    assert paths["direct"] == 1 and read(result.temp_path) == data
+    before = events[: events.index(("seal", 0, 0))]
+    ranges = [(a, b) for _, a, b in before]
+    assert len(ranges) >= 2, ranges
+    first_end = ranges[0][1]
+    assert ranges[0][0] == 0
+    assert copyfile.VERIFY_STEP <= first_end <= (direct.N_BUFFERS + 1) * direct.CHUNK
+    assert all(r[1] == s[0] for r, s in itertools.pairwise(ranges))
+    assert ranges[-1][1] == size - size % direct.ALIGN
