@@ -170,6 +170,8 @@ def revoke_token(
     """Revoke the live token named ``name`` (it answers 401 from now on),
     with its ``token_revoked`` event. Raises :class:`NoSuchToken`."""
     row = store.revoke_api_token(name, now=now, actor=actor, by=by)
+    if row is not None and not store.in_transaction():
+        store.sync()  # a revocation lost with a power cut would let the token in again
     if row is None:
         raise NoSuchToken(
             f"no token named {name!r} that is not revoked already (see ketter token list)"

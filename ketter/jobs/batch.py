@@ -236,7 +236,7 @@ class Batch:
             return
         try:
             self.store.sync()
-        except OSError as exc:
+        except Exception as exc:  # OSError on SQLite, the server's error on PostgreSQL
             log.error("job store flush failed after completing jobs %s: %s", done, exc)
 
     def _flush_dirs(self, dirs: set[bytes]) -> None:

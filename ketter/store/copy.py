@@ -199,6 +199,8 @@ def _copy_in_one_transaction(
 ) -> None:
     from ketter.store.postgres.db import upgrade
 
+    # Durable: the operator may remove the SQLite store once this says done.
+    db.begin_durable()
     with db.atomic():
         report.migrations = upgrade(db)
         say(f"{where}: schema created ({len(report.migrations)} migrations)")

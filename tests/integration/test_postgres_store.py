@@ -22,7 +22,7 @@ from ketter.config.schema import StoreConfig
 from ketter.queue import build_queue
 from ketter.store.models import MODELS, database
 from ketter.store.postgres import PgJobStore, open_pg_job_store
-from ketter.store.postgres.db import connect, pending_migrations, upgrade
+from ketter.store.postgres.db import CHAIN_LOCK, connect, pending_migrations, upgrade
 from tests.contract.seed import put_job
 
 # -- the schema ------------------------------------------------------------------
@@ -170,6 +170,32 @@ def test_durable_commits_and_flushes_wait_for_the_wal_ordinary_ones_do_not(
         admin.execute("ALTER SYSTEM RESET wal_writer_delay")
         admin.execute("SELECT pg_reload_conf()")
         admin.close()
+        store.close()
+
+
+def test_a_begin_that_fails_waiting_for_the_write_turn_leaves_the_connection_usable(
+    pg_dsn: str,
+) -> None:
+    """``BEGIN`` and the write turn go in one message: when the lock's wait
+    fails (a lock timeout here; a cancel, a statement timeout), the
+    transaction the server opened is rolled back, and the thread's next
+    transaction works (it failed for ever: "current transaction is
+    aborted")."""
+    store = open_pg_job_store(pg_dsn, AuditChain(node="a"))
+    holder = psycopg.connect(pg_dsn)  # a transaction open: holds the turn
+    try:
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
+        store.db.execute_sql("SET lock_timeout = '200ms'")
+        with pytest.raises(Exception, match="lock timeout"), store.transaction():
+            pass
+        holder.rollback()
+        store.db.execute_sql("SET lock_timeout = 0")
+        with store.transaction():
+            store.append_event("detect", now=1.0, job_id=1)
+        store.sync()
+        assert [e.id for e in store.events_after(0, limit=5)] == [1]
+    finally:
+        holder.close()
         store.close()
 
 

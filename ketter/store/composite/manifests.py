@@ -56,7 +56,9 @@ class CompositeManifests(CompositeCore):
             )
 
     def commit_together(self, work: Sequence[Callable[[], object]]) -> list[Exception | None]:
-        if len(work) > 1 and self.flattens:
+        # At the top level only: inside an open transaction the try would be a
+        # savepoint, and a rolled-back one keeps no memory of held-back work.
+        if len(work) > 1 and self.flattens and not self.in_transaction():
             # Tried whole first, without a savepoint per item (two statements
             # each, round trips on PostgreSQL): almost always every item holds.
             # One refused: nothing of this try holds, and each runs alone below.

@@ -196,8 +196,25 @@ class PgStoreDatabase(PostgresqlDatabase):
                         pass  # to the last statement's result: the SELECT
                     self._next.clock = float(cursor.fetchone()[1])
         except BaseException:
+            self._end_half_begun()
             self.gate.leave()
             raise
+
+    def _end_half_begun(self) -> None:
+        """After a failed one-message ``BEGIN …`` (a lock or statement
+        timeout, a cancel): the server may hold an open or aborted
+        transaction that peewee never saw begin; roll it back, or every
+        later statement of this thread's connection fails ("current
+        transaction is aborted")."""
+        import psycopg
+
+        state = self._state  # type: ignore[attr-defined]  # peewee's, untyped
+        conn = None if state.closed else state.conn
+        if conn is None or conn.closed or getattr(conn, "broken", False):
+            return
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
 
     def transaction_clock(self) -> float | None:
         """``now()`` of this thread's open write transaction (read with its
@@ -217,8 +234,12 @@ class PgStoreDatabase(PostgresqlDatabase):
         round trip; concurrent flushes share the server's WAL flush)."""
         if self.in_transaction():
             raise RuntimeError("flush() must run between transactions, not in one")
-        with peewee.__exception_wrapper__:  # type: ignore[attr-defined]
-            self.cursor().execute(_FLUSH)
+        try:
+            with peewee.__exception_wrapper__:  # type: ignore[attr-defined]
+                self.cursor().execute(_FLUSH)
+        except BaseException:
+            self._end_half_begun()
+            raise
 
     def defer_event(self, bus: Any, event: Any) -> None:
         """Publish ``event`` on ``bus`` when this thread's transaction commits
