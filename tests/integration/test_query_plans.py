@@ -143,7 +143,7 @@ def test_what_the_store_issues_uses_indexes(tmp_path: Path) -> None:
     statements = trace.read_text(encoding="utf-8").split("\0")
     shapes = {shape(s) for s in statements if s.strip()}
     # The run reached the hot paths (a trace that lost them would pass empty).
-    for needed in ("UPDATE jobs SET claim", "INSERT INTO events", "FROM job_counts"):
+    for needed in ('UPDATE jobs SET "claim"', "INSERT INTO events", "FROM job_counts"):
         assert any(needed in s for s in shapes), f"no {needed!r} in the trace"
     con = empty_store(tmp_path)
     try:
