@@ -25,7 +25,7 @@ import psycopg
 import watcher as w
 import watcher_pg as wp
 
-_LOGGED = re.compile(r"\d+ LOG:  (?:statement|execute [^:]*): (.*)")
+_LOGGED = re.compile(r"\d+ (?:[\d.]+ )?LOG:  (?:statement|execute [^:]*): (.*)")
 _VALUES = re.compile(r"\$\d+|'[^']*'|\b\d+\b")
 _SAVEPOINT = re.compile(r'(SAVEPOINT|RELEASE SAVEPOINT|ROLLBACK TO SAVEPOINT) "?\w+"?')
 
@@ -42,7 +42,7 @@ def main() -> int:
         with wp.cluster(os.path.join(w.WORK, "pg-cluster")) as server:
             with psycopg.connect(server.dsn(), autocommit=True) as conn:
                 conn.execute("ALTER SYSTEM SET log_statement = 'all'")
-                conn.execute("ALTER SYSTEM SET log_line_prefix = '%p '")
+                conn.execute("ALTER SYSTEM SET log_line_prefix = '%p %n '")
                 conn.execute("SELECT pg_reload_conf()")
             time.sleep(1)
             rec = wp.run("pg/1", 1, args.files, 64 << 10, server, 1)
@@ -58,7 +58,8 @@ def main() -> int:
                         text = _SAVEPOINT.sub(r"\1 s", found.group(1).strip())
                         kinds[_VALUES.sub("?", text)[:110]] += 1
     finally:
-        shutil.rmtree(w.WORK, ignore_errors=True)
+        if not os.environ.get("KETTER_BENCH_KEEP"):
+            shutil.rmtree(w.WORK, ignore_errors=True)
     total = sum(kinds.values())
     print(f"{args.files} files: {total} statements, {total / args.files:.1f} per file")
     for text, count in kinds.most_common(args.top):

@@ -45,7 +45,8 @@ from harness import touch_memory
 VARIANTS = {"sqlite/1": (1, "sqlite"), "pg/1": (1, "postgresql"), "pg/2": (2, "postgresql")}
 #: (variant, peer, goal): variant's files/s ≥ goal × peer's.
 GOALS = (("pg/1", "sqlite/1", 0.8), ("pg/2", "pg/1", 1.0))
-WORKERS = 2
+WORKERS = int(os.environ.get("KETTER_BENCH_PG_WORKERS", "2"))
+PROCESSES = int(os.environ.get("KETTER_BENCH_PG_PROCESSES", "1"))
 
 
 @contextlib.contextmanager
@@ -124,7 +125,8 @@ def run(name: str, rnd: int, files: int, size: int, server: Any, seq: int) -> di
         base = [w.KETTER, "--config", cfg]
         procs[f"watcher:{node}"] = w.start([*base, "watcher"], f"{root}/{node}-watcher.log")
         procs[f"workers:{node}"] = w.start(
-            [*base, "workers", "-w", str(WORKERS)], f"{root}/{node}-workers.log"
+            [*base, "workers", "-w", str(WORKERS), "--processes", str(PROCESSES)],
+            f"{root}/{node}-workers.log",
         )
     plist = list(procs.values())
     rec: dict[str, Any] = {"round": rnd, "ok": False, "error": ""}

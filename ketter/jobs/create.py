@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ketter.jobs.states import State
 from ketter.paths import readable
@@ -95,54 +96,81 @@ def create_job(
     # store refuses a second active job with this key (the partial unique
     # index), and the job that has it is returned.
     with contextlib.nullcontext() if store.in_transaction() else store.transaction():
-        row = {
-            "route": new.route,
-            "mode": new.mode,
-            "kind": new.kind,
-            "source_path": new.source_path,
-            "source_display": readable(new.source_path),
-            "dest_path": new.dest_path,
-            "dest_display": readable(new.dest_path) if new.dest_path else None,
-            "source_key": new.source_key,
-            "size": new.size,
-            "file_count": new.file_count,
-            "source_size": new.source_size,
-            "source_mtime_ns": new.source_mtime_ns,
-            "source_inode": new.source_inode,
-            "source_dev": new.source_dev,
-            "source_owner": new.source_owner,
-            "state": State.DETECTED.value,
-            "priority": new.priority,
-            "node": node,
-            "created_at": now,
-            "updated_at": now,
-            "next_attempt_at": now,
-            "claim": claim,
-            "attempt": 0,
-            "bytes_done": 0,
-        }
-        job_id = store.add_job(row)
+        job_id = store.add_job(_job_row(new, node=node, now=now, claim=claim))
         if job_id is None:
             existing = store.active_job(new.source_key)
             assert existing is not None
             return Created(existing.id, False, existing.state)
-        details = {
-            "source": readable(new.source_path),
-            "size": new.size,
-            "kind": new.kind,
-            "files": new.file_count,
-        }
-        details.update(event_details or {})
-        store.append_event(
-            "detect",
-            now=now,
-            job_id=job_id,
-            route=new.route,
-            to_state=State.DETECTED.value,
-            attempt=0,
-            details=details,
-        )
+        store.append_event(**_detect_event(new, job_id, now=now, details=event_details))
         return Created(job_id, True, State.DETECTED.value)
+
+
+def create_new_jobs(
+    store: JobStore, news: Sequence[NewJob], *, node: str, now: float
+) -> list[int | None]:
+    """:func:`create_job` for a burst (the watcher's), in the caller's
+    transaction: each new job's id, ``None`` for a source whose key an
+    active job holds already (nothing written for it). The rows go in together, and so
+    do their ``detect`` events (:meth:`~ketter.store.ports.intake.IntakePort.add_jobs`,
+    :meth:`~ketter.store.ports.core.CorePort.append_events`: a round trip
+    each on PostgreSQL, not two per job, under the write turn)."""
+    if not store.in_transaction():
+        raise RuntimeError("create_new_jobs() must run inside the caller's transaction")
+    ids = store.add_jobs([_job_row(new, node=node, now=now) for new in news])
+    created = [(new, job_id) for new, job_id in zip(news, ids, strict=True) if job_id is not None]
+    store.append_events([_detect_event(new, job_id, now=now) for new, job_id in created])
+    return ids
+
+
+def _job_row(new: NewJob, *, node: str, now: float, claim: str | None = None) -> dict[str, Any]:
+    return {
+        "route": new.route,
+        "mode": new.mode,
+        "kind": new.kind,
+        "source_path": new.source_path,
+        "source_display": readable(new.source_path),
+        "dest_path": new.dest_path,
+        "dest_display": readable(new.dest_path) if new.dest_path else None,
+        "source_key": new.source_key,
+        "size": new.size,
+        "file_count": new.file_count,
+        "source_size": new.source_size,
+        "source_mtime_ns": new.source_mtime_ns,
+        "source_inode": new.source_inode,
+        "source_dev": new.source_dev,
+        "source_owner": new.source_owner,
+        "state": State.DETECTED.value,
+        "priority": new.priority,
+        "node": node,
+        "created_at": now,
+        "updated_at": now,
+        "next_attempt_at": now,
+        "claim": claim,
+        "attempt": 0,
+        "bytes_done": 0,
+    }
+
+
+def _detect_event(
+    new: NewJob, job_id: int, *, now: float, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``detect`` event's arguments (:meth:`append_event`)."""
+    shown = {
+        "source": readable(new.source_path),
+        "size": new.size,
+        "kind": new.kind,
+        "files": new.file_count,
+    }
+    shown.update(details or {})
+    return {
+        "event": "detect",
+        "now": now,
+        "job_id": job_id,
+        "route": new.route,
+        "to_state": State.DETECTED.value,
+        "attempt": 0,
+        "details": shown,
+    }
 
 
 def active_job(store: JobStore, source_key: str) -> JobRow | None:

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Protocol
 from ketter.choices import Kind, Mode
 from ketter.config.schema import RouteConfig
 from ketter.engine.openfile import sha256_of_file
-from ketter.jobs.create import NewJob, create_job, file_source_key, folder_source_key
+from ketter.jobs.create import NewJob, create_new_jobs, file_source_key, folder_source_key
 from ketter.paths import owner_name, readable
 from ketter.runtime.logs import job_fields
 from ketter.watcher.identity import Version
@@ -156,13 +156,16 @@ def enqueue_ready(
     todo = [(item, key) for item, key in keyed if key not in settled and item.relpath not in held]
     created: list[int] = []
     for i in range(0, len(todo), JOB_BATCH):
-        batch: list[tuple[int, Ready]] = []
         stamp = time.time() if now is None else now
+        chunk = todo[i : i + JOB_BATCH]
+        news = [_new_job(route, root, item, key) for item, key in chunk]
         with store.transaction():
-            for item, key in todo[i : i + JOB_BATCH]:
-                result = create_job(store, _new_job(route, root, item, key), node=node, now=stamp)
-                if result.created:
-                    batch.append((result.job_id, item))
+            ids = create_new_jobs(store, news, node=node, now=stamp)
+        batch = [
+            (job_id, item)
+            for (item, _), job_id in zip(chunk, ids, strict=True)
+            if job_id is not None
+        ]
         # Ring only after the commit: a worker woken earlier would not find
         # the row. If the watcher dies between the two, the job sits in
         # `detected` without a message; the workers' recovery sweep rings

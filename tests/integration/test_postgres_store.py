@@ -311,6 +311,53 @@ def test_a_ring_wakes_a_listening_worker(pg_dsn: str, tmp_path: Path) -> None:
         queue.close()
 
 
+def test_a_burst_of_rings_is_one_statement_in_order_and_wakes_a_listener(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """The watcher's burst (``ring_many``) goes in as one statement: every
+    message, in order, and a ``NOTIFY``; a burst that fails halfway sends
+    none (the sweep rings for those jobs)."""
+    config = parse_config(f"state_dir: {tmp_path}\n")
+    config = dataclasses.replace(config, store=StoreConfig(backend="postgresql", dsn=pg_dsn))
+    queue = build_queue(config)
+    channel = queue.huey.storage.channel
+    listener = psycopg.connect(pg_dsn, autocommit=True)
+    watcher = psycopg.connect(pg_dsn, autocommit=True)
+    try:
+        listener.execute(f'LISTEN "{channel}"')
+        queue.ring_many(list(range(21, 71)))
+        # One transaction wrote every row (the server's id of the writer).
+        table = queue.huey.storage.table_task
+        writers = watcher.execute(f"SELECT count(DISTINCT xmin::text) FROM {table}").fetchone()
+        assert writers == (1,)
+        woken = list(listener.notifies(timeout=30, stop_after=1))
+        assert [n.channel for n in woken] == [channel]
+        assert queue.pending() == 50
+        assert [queue.huey.dequeue().args[0] for _ in range(50)] == list(range(21, 71))
+
+        serialize = queue.huey.serializer.serialize
+        calls = 0
+
+        def refuse_third(message: object) -> bytes:
+            nonlocal calls
+            calls += 1
+            if calls == 3:
+                raise OSError("refused")
+            return serialize(message)
+
+        queue.huey.serializer.serialize = refuse_third  # type: ignore[method-assign]
+        with pytest.raises(OSError):
+            queue.ring_many([1, 2, 3, 4])
+        queue.huey.serializer.serialize = serialize  # type: ignore[method-assign]
+        assert queue.pending() == 0
+        queue.ring(5)  # alone, outside a burst: at once
+        assert queue.pending() == 1
+    finally:
+        listener.close()
+        watcher.close()
+        queue.close()
+
+
 # -- the composition root ----------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ketter.audit.chain import GENESIS, AuditChain, Principal, committed, seal
@@ -75,6 +76,30 @@ class CompositeCore(abc.ABC):
         self._appended(row, details)
         return int(row["id"])
 
+    def append_events(self, events: Sequence[Mapping[str, Any]]) -> list[int]:
+        """:meth:`append_event` for each of ``events`` (its keyword arguments,
+        the name under ``"event"``), sealed in order and inserted together
+        (:meth:`_insert_events`)."""
+        if not self.in_transaction():
+            raise RuntimeError("append_events() must run inside the state change's transaction")
+        rows = []
+        head = self._chain_head()
+        for spec in events:
+            args = dict(spec)
+            row = self._seal_after(head, args.pop("event"), **args)
+            head = (int(row["id"]), str(row["hash"]))  # the next one's seal needs it
+            rows.append((row, spec.get("details")))
+        if rows:
+            self._insert_events([row for row, _ in rows])
+        for row, details in rows:
+            self._appended(row, details)
+        return [int(row["id"]) for row, _ in rows]
+
+    @abc.abstractmethod
+    def _insert_events(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert sealed ``events`` rows, in order (a backend may send them
+        in one statement)."""
+
     def _next_event(
         self,
         event: str,
@@ -89,7 +114,35 @@ class CompositeCore(abc.ABC):
         actor: Principal | None = None,
     ) -> dict[str, Any]:
         """The sealed row of the chain's next event (not inserted yet)."""
-        head = self._chain_head()
+        return self._seal_after(
+            self._chain_head(),
+            event,
+            now=now,
+            job_id=job_id,
+            route=route,
+            from_state=from_state,
+            to_state=to_state,
+            attempt=attempt,
+            details=details,
+            actor=actor,
+        )
+
+    def _seal_after(
+        self,
+        head: tuple[int, str] | None,
+        event: str,
+        *,
+        now: float,
+        job_id: int | None = None,
+        route: str | None = None,
+        from_state: str | None = None,
+        to_state: str | None = None,
+        attempt: int | None = None,
+        details: dict[str, Any] | None = None,
+        actor: Principal | None = None,
+    ) -> dict[str, Any]:
+        """The sealed row of the event that follows ``head`` (``None``: the
+        chain's first)."""
         seq, prev_hash = (head[0] + 1, head[1]) if head is not None else (1, GENESIS)
         return seal(
             self.chain,
@@ -139,6 +192,12 @@ class CompositeCore(abc.ABC):
         """At the end of a :meth:`_flat` block: send what the backend held
         back in it; ``False`` when one of them was refused (the caller rolls
         the transaction back)."""
+
+    @abc.abstractmethod
+    def _whole(self) -> contextlib.AbstractContextManager[object]:
+        """A shared commit tried whole: a transaction of its own, :meth:`_flat`.
+        A backend may run the block's work before it takes the write turn,
+        and take it (and send what it held back) at :meth:`_settle`."""
 
     @abc.abstractmethod
     def _flat(self) -> contextlib.AbstractContextManager[object]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from ketter.audit.chain import Principal
 from ketter.errors import InvalidTransition, JobCancelled, LostClaim
@@ -28,6 +28,30 @@ def check_columns(values: dict[str, Any]) -> None:
     unknown = set(values) - _COLUMNS
     if unknown:
         raise ValueError(f"not a jobs column: {', '.join(sorted(unknown))}")
+
+
+class Planned(NamedTuple):
+    """One change of :meth:`CompositeJobs.advance`, ready to write: from
+    ``state``, the ``values`` (``state`` among them when it moves), its
+    conditions and its sealed ``event`` row."""
+
+    state: str
+    values: dict[str, Any]
+    unplaced: bool
+    uncancelled: bool
+    event: dict[str, Any]
+
+
+def one_by_one(
+    store: CompositeJobs, job_id: int, claim: str | None, planned: Sequence[Planned]
+) -> int:
+    """:meth:`CompositeJobs._change_and_append_all` a change at a time."""
+    for done, step in enumerate(planned):
+        if not store._change_and_append(
+            job_id, step.state, claim, step.values, step.unplaced, step.uncancelled, step.event
+        ):
+            return done
+    return len(planned)
 
 
 class CompositeJobs(CompositeCore):
@@ -117,6 +141,8 @@ class CompositeJobs(CompositeCore):
         with self.transaction(durable=durable):
             if route is None or attempt is None:
                 route, attempt = self._route_and_attempt(job_id)
+            planned: list[Planned] = []
+            head = self._chain_head()
             for change in changes:
                 new = current if change.to is None else change.to
                 values = {"updated_at": now, **change.fields}
@@ -124,7 +150,8 @@ class CompositeJobs(CompositeCore):
                     values["state"] = new
                 check_columns(values)
                 attempt = int(values.get("attempt", attempt))
-                row = self._next_event(
+                row = self._seal_after(
+                    head,
                     change.event,
                     now=now,
                     job_id=job_id,
@@ -135,22 +162,33 @@ class CompositeJobs(CompositeCore):
                     details=change.details,
                     actor=actor,
                 )
-                if not self._change_and_append(
-                    job_id,
-                    current,
-                    claim,
-                    values,
-                    change.only_unplaced,
-                    change.only_uncancelled,
-                    row,
-                ):
-                    raise self.refusal(job_id, current, new, claim)
-                self._appended(row, change.details)
-                tally(change, current, now=now, into=counted)
+                head = (int(row["id"]), str(row["hash"]))  # the next one's seal follows it
+                planned.append(
+                    Planned(current, values, change.only_unplaced, change.only_uncancelled, row)
+                )
                 current = new
+            held = self._change_and_append_all(job_id, claim, planned)
+            if held < len(planned):
+                refused = planned[held]
+                raise self.refusal(
+                    job_id, refused.state, refused.values.get("state", refused.state), claim
+                )
+            for change, step in zip(changes, planned, strict=True):
+                self._appended(step.event, change.details)
+                tally(change, step.state, now=now, into=counted)
             if counted:  # in this transaction: counted once, when it commits
                 self._count_later(route, counted)
         return current
+
+    @abc.abstractmethod
+    def _change_and_append_all(
+        self, job_id: int, claim: str | None, planned: Sequence[Planned]
+    ) -> int:
+        """Each of ``planned`` in order (:meth:`_change_and_append`, each
+        from the state the one before left); how many held (the first
+        refused one and those after it wrote nothing). A backend may send
+        them as one statement, all or none (:func:`one_by_one` is the plain
+        way)."""
 
     def refusal(
         self, job_id: int, from_state: str, to_state: str, claim: str | None

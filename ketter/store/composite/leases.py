@@ -22,6 +22,10 @@ from ketter.store.rows import JobRow
 CANDIDATES = 64
 
 
+class _Refused(Exception):
+    """A claim of a batch's shared commit changed no row: none holds."""
+
+
 class CompositeLeases(CompositeJobs):
     """Claims, releases and the sweep's choices (see
     :class:`ketter.store.ports.leases.LeasesPort`)."""
@@ -144,18 +148,29 @@ class CompositeLeases(CompositeJobs):
         mode: str,
     ) -> list[Taken]:
         taken: list[Taken] = []
-        with self.transaction():
-            now = self.lease_clock(now)
-            if route in self.paused_route_names():
-                return []
-            if max_parallel:
-                limit = min(limit, max_parallel - self._running(route, now))
-            if limit <= 0:
-                return []
-            for job in self._fresh_file_jobs(route, now, mode=mode, max_size=max_size, limit=limit):
-                got = self._take(job, owner, now, ttl)
-                if got is not None:
-                    taken.append(got)
+        try:
+            with self.transaction():
+                now = self.lease_clock(now)
+                if route in self.paused_route_names():
+                    return []
+                if max_parallel:
+                    limit = min(limit, max_parallel - self._running(route, now))
+                if limit <= 0:
+                    return []
+                jobs = self._fresh_file_jobs(route, now, mode=mode, max_size=max_size, limit=limit)
+                # Flat: a backend may send every claim at the end, together
+                # (PostgreSQL: one round trip for the batch, not one each).
+                with self._flat():
+                    for job in jobs:
+                        got = self._take(job, owner, now, ttl)
+                        if got is not None:
+                            taken.append(got)
+                    if not self._settle():
+                        # Read in this transaction, under the write turn:
+                        # only a writer outside it could have changed a row.
+                        raise _Refused
+        except _Refused:
+            return []
         return taken
 
     def _take(self, job: JobRow, owner: str, now: float, ttl: float) -> Taken | None:

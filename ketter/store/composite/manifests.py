@@ -58,27 +58,12 @@ class CompositeManifests(CompositeCore):
     def commit_together(self, work: Sequence[Callable[[], object]]) -> list[Exception | None]:
         # At the top level only: inside an open transaction the try would be a
         # savepoint, and a rolled-back one keeps no memory of held-back work.
-        if len(work) > 1 and self.flattens and not self.in_transaction():
-            # Tried whole first, without a savepoint per item (two statements
-            # each, round trips on PostgreSQL): almost always every item holds.
-            # One refused: nothing of this try holds, and each runs alone below.
-            try:
-                with self.transaction(), self._flat():
-                    for item in work:
-                        try:
-                            item()
-                        except Exception as refusal:
-                            raise _Alone from refusal
-                    try:
-                        settled = self._settle()
-                    except Exception as failed:
-                        raise _Alone from failed
-                    if not settled:
-                        raise _Alone
-            except _Alone:
-                pass
-            else:
-                return [None] * len(work)
+        # Tried whole first, without a savepoint per item (two statements
+        # each, round trips on PostgreSQL): almost always every item holds.
+        # One refused: nothing of this try holds, and each runs alone below.
+        whole = len(work) > 1 and self.flattens and not self.in_transaction()
+        if whole and self._try_whole(work):
+            return [None] * len(work)
         outcomes: list[Exception | None] = []
         with self.transaction():
             for item in work:
@@ -93,6 +78,26 @@ class CompositeManifests(CompositeCore):
                 else:
                     outcomes.append(None)
         return outcomes
+
+    def _try_whole(self, work: Sequence[Callable[[], object]]) -> bool:
+        """Every item of ``work`` in one transaction, flat (no savepoint
+        each); ``False`` when one was refused (then nothing of it holds)."""
+        try:
+            with self._whole():
+                for item in work:
+                    try:
+                        item()
+                    except Exception as refusal:
+                        raise _Alone from refusal
+                try:
+                    settled = self._settle()
+                except Exception as failed:
+                    raise _Alone from failed
+                if not settled:
+                    raise _Alone
+        except _Alone:
+            return False
+        return True
 
 
 class _Alone(Exception):

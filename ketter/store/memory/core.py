@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,6 +132,10 @@ class MemoryCore(CompositeCore):
     def _insert_event(self, row: dict[str, Any]) -> None:
         self.tables.events.append(EventRow(**row))
 
+    def _insert_events(self, rows: Sequence[dict[str, Any]]) -> None:
+        for row in rows:
+            self._insert_event(row)
+
     def _publish_after_commit(self, bus: EventBus, event: Event) -> None:
         self._local.pending.append((bus, event))
 
@@ -141,6 +145,11 @@ class MemoryCore(CompositeCore):
     def _settle(self) -> bool:
         """Nothing is held back in memory."""
         return True
+
+    @contextlib.contextmanager
+    def _whole(self) -> Iterator[object]:
+        with self.transaction(), self._flat():
+            yield None
 
     def _flat(self) -> contextlib.AbstractContextManager[object]:
         """Savepoints cost nothing here: nested blocks stay savepoints."""

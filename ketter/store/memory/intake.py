@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ketter.store.memory.core import MemoryCore
@@ -32,6 +32,9 @@ class IntakeMemory(MemoryCore):
             row = JobRow(**values)
             self.tables.jobs[row.id] = row
             return row.id
+
+    def add_jobs(self, rows: Sequence[Mapping[str, Any]]) -> list[int | None]:
+        return [self.add_job(row) for row in rows]
 
     def active_job(self, source_key: str) -> JobRow | None:
         for row in self.tables.jobs.values():

@@ -4,10 +4,11 @@ the transitions with their events are :mod:`ketter.store.composite.jobs`."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from ketter.errors import InvalidTransition
-from ketter.store.composite.jobs import CompositeJobs
+from ketter.store.composite.jobs import CompositeJobs, Planned, one_by_one
 from ketter.store.memory.core import MemoryCore
 from ketter.store.rows import JobRow
 
@@ -74,6 +75,11 @@ class JobsMemory(MemoryCore, CompositeJobs):
                 return False
             self._insert_event(event)
             return True
+
+    def _change_and_append_all(
+        self, job_id: int, claim: str | None, planned: Sequence[Planned]
+    ) -> int:
+        return one_by_one(self, job_id, claim, planned)
 
     def _route_and_attempt(self, job_id: int) -> tuple[str, int]:
         with self._lock:

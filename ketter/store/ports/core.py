@@ -4,6 +4,7 @@ audit chain's appends."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from ketter.audit.chain import AuditChain, Principal
@@ -56,4 +57,11 @@ class CorePort(Protocol):
         actor: Principal | None = None,
     ) -> int:
         """Append one event inside the caller's transaction; its sequence."""
+        ...
+
+    def append_events(self, events: Sequence[Mapping[str, Any]]) -> list[int]:
+        """:meth:`append_event` for each of ``events`` (its arguments, the
+        event's name under ``"event"``), in order, inside the caller's
+        transaction; their sequences. A backend may insert them in one
+        statement."""
         ...

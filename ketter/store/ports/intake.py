@@ -4,7 +4,7 @@ about jobs by source key or by claim."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from ketter.store.rows import JobRow
@@ -63,6 +63,13 @@ class IntakePort(Protocol):
         written and the caller's transaction goes on). An unknown column, or
         a required one (:data:`REQUIRED_JOB_COLUMNS`) missing, raises
         ``ValueError``."""
+        ...
+
+    def add_jobs(self, rows: Sequence[Mapping[str, Any]]) -> list[int | None]:
+        """:meth:`add_job` for each of ``rows``, in order (a burst of the
+        watcher's): their new ids, ``None`` where an active job already
+        holds the ``source_key`` (or an earlier row of ``rows`` does). A
+        backend may insert them in one statement."""
         ...
 
     def active_job(self, source_key: str) -> JobRow | None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -55,9 +56,15 @@ MIGRATION_LOCK = 0x6B657474_00000002  # "kett" · ``ketter db upgrade``
 #: before any row lock (:mod:`ketter.store.postgres.core`); a durable one
 #: waits for its WAL flush at its commit.
 #: The transaction's clock (``now()``, its start) comes back with it.
-_BEGIN_WRITE = f"BEGIN; SELECT pg_advisory_xact_lock({CHAIN_LOCK}), {{now}}"
+#: The chain's head comes back too, read by a statement of its own once the
+#: turn is taken (READ COMMITTED: its snapshot is taken after the lock's
+#: wait, so it sees the last holder's appends), for the transaction's first
+#: append (:meth:`ketter.store.sql.core.SqlCore._chain_head`).
+_HEAD = "SELECT id, hash FROM events WHERE id = (SELECT MAX(id) FROM events)"
+_BEGIN_WRITE = f"BEGIN; SELECT pg_advisory_xact_lock({CHAIN_LOCK}), {{now}}{{head}}"
 _BEGIN_DURABLE = (
-    f"BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_advisory_xact_lock({CHAIN_LOCK}), {{now}}"
+    "BEGIN; SET LOCAL synchronous_commit = on; "
+    f"SELECT pg_advisory_xact_lock({CHAIN_LOCK}), {{now}}{{head}}"
 )
 #: A transaction that writes one WAL record (a logical message nobody
 #: decodes; an empty transaction commits without waiting), committed with
@@ -75,6 +82,9 @@ ORDINARY_COMMIT = "off"
 #: The database's clock as Unix seconds, the clock of every lease on
 #: PostgreSQL (several nodes, no node's clock trusted): ``now()``, the start
 #: of the transaction, so every comparison in one claim sees one instant.
+#: :meth:`PgStoreDatabase.transaction_head` when no head was read.
+UNREAD = object()
+
 DB_NOW = "EXTRACT(EPOCH FROM now())::double precision"
 
 #: The package of the numbered migrations (shared with SQLite).
@@ -124,6 +134,14 @@ class WriteGate:
             with self._cond:
                 self._held = False
                 self._cond.notify_all()
+
+
+class WriteBeforeTurn(RuntimeError):
+    """A statement that writes, sent while writes wait for the write turn."""
+
+
+#: A statement that only reads (what a lazy shared commit may send early).
+_READ = re.compile(r"\s*SELECT\b(?!.*\bFOR\s+(UPDATE|SHARE|NO\s+KEY|KEY)\b)", re.I | re.S)
 
 
 class PgStoreDatabase(PostgresqlDatabase):
@@ -182,6 +200,8 @@ class PgStoreDatabase(PostgresqlDatabase):
     def begin(self, *args: Any, **kwargs: Any) -> None:
         self.gate.enter()
         self._next.clock = None
+        self._next.head = UNREAD
+        head, self._next.want_head = getattr(self._next, "want_head", False), False
         try:
             durable, self._next.durable = getattr(self._next, "durable", False), False
             if self.read_only or args or kwargs:
@@ -191,10 +211,18 @@ class PgStoreDatabase(PostgresqlDatabase):
                 # parameters: psycopg sends the statements in one message).
                 with peewee.__exception_wrapper__:  # type: ignore[attr-defined]
                     cursor = self.cursor()
-                    cursor.execute((_BEGIN_DURABLE if durable else _BEGIN_WRITE).format(now=DB_NOW))
+                    cursor.execute(
+                        (_BEGIN_DURABLE if durable else _BEGIN_WRITE).format(
+                            now=DB_NOW, head=f"; {_HEAD}" if head else ""
+                        )
+                    )
                     while cursor.description is None and cursor.nextset():
-                        pass  # to the last statement's result: the SELECT
+                        pass  # to the write turn's SELECT
                     self._next.clock = float(cursor.fetchone()[1])
+                    if head:
+                        cursor.nextset()  # the head's
+                        last = cursor.fetchone()
+                        self._next.head = (int(last[0]), str(last[1])) if last else None
         except BaseException:
             self._end_half_begun()
             self.gate.leave()
@@ -223,6 +251,31 @@ class PgStoreDatabase(PostgresqlDatabase):
             return None
         clock: float | None = getattr(self._next, "clock", None)
         return clock
+
+    def transaction_head(self) -> object:
+        """``(seq, hash)`` of the chain's last event as this thread's open
+        write transaction found it once it held the write turn (``None``:
+        the chain is empty), or :data:`UNREAD`."""
+        if not self.in_transaction():
+            return UNREAD
+        return getattr(self._next, "head", UNREAD)
+
+    def refuse_writes(self, refuse: bool) -> None:
+        """While set, this thread's statements may only read (a lazy shared
+        commit's work before its transaction: :meth:`ketter.store.postgres.core.PgCore._whole`);
+        another one raises :class:`WriteBeforeTurn`."""
+        self._next.refuse_writes = refuse
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        if getattr(self._next, "refuse_writes", False) and not _READ.match(sql):
+            raise WriteBeforeTurn(f"a write before the write turn was taken: {sql[:60]}")
+        return super().execute_sql(sql, params)
+
+    def begin_with_head(self) -> None:
+        """This thread's next write transaction reads the chain's head with
+        its ``BEGIN`` (:meth:`transaction_head`): a store's, on a migrated
+        database."""
+        self._next.want_head = True
 
     def begin_durable(self) -> None:
         """This thread's next transaction is durable: its ``COMMIT`` returns

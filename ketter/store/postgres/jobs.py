@@ -7,8 +7,10 @@ pipeline, one round trip for all of them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from ketter.store.composite.jobs import Planned, one_by_one
 from ketter.store.postgres.core import PgCore
 from ketter.store.rows import EVENT_COLUMNS
 from ketter.store.sql.jobs import JobsShared
@@ -31,40 +33,86 @@ class JobsPg(PgCore, JobsShared):
         uncancelled: bool,
         event: dict[str, Any],
     ) -> bool:
-        # The event is inserted for each row the update changed: none when
+        return self._send_change(job_id, state, claim, values, unplaced, uncancelled, [event])
+
+    def _change_and_append_all(
+        self, job_id: int, claim: str | None, planned: Sequence[Planned]
+    ) -> int:
+        # One UPDATE for the job's changes of one advance (validated and
+        # transferring; placed and completed): a row version, its index
+        # entries and its trigger once instead of once per change. The
+        # checks of the first change hold for all of them, unless a later
+        # one checks a column an earlier one sets: then one by one.
+        if len(planned) == 1 or not _mergeable(planned):
+            return one_by_one(self, job_id, claim, planned)
+        values: dict[str, Any] = {}
+        for step in planned:
+            values.update(step.values)
+        events = [step.event for step in planned]
+        unplaced = any(step.unplaced for step in planned)
+        uncancelled = any(step.uncancelled for step in planned)
+        first = planned[0].state
+        held = self._send_change(job_id, first, claim, values, unplaced, uncancelled, events)
+        return len(planned) if held else 0
+
+    def _send_change(
+        self,
+        job_id: int,
+        state: str,
+        claim: str | None,
+        values: dict[str, Any],
+        unplaced: bool,
+        uncancelled: bool,
+        events: list[dict[str, Any]],
+    ) -> bool:
+        """The compare-and-set and its ``events`` in one statement (sent now,
+        or held back in a shared commit tried whole): whether it held."""
+        # The events are inserted for each row the update changed: none when
         # the compare-and-set is refused. A parameter in a SELECT list has no
         # type of its own: each one is cast to its column's.
         types = self._event_column_types()
         assignments = ", ".join(f'"{name}" = ?' for name in values)
         selected = ", ".join(f"?::{types[name]}" for name in EVENT_COLUMNS)
-        sql = (
+        rows = ", ".join([f"({selected})"] * len(events))
+        inserted = (
+            f"SELECT {selected} FROM changed"
+            if len(events) == 1
+            else f"SELECT v.* FROM changed, (VALUES {rows}) AS v"
+        )
+        sql = self.dialect.sql(
             f"WITH changed AS (UPDATE jobs SET {assignments} "
             "WHERE id = ? AND state = ? AND claim IS ?"
             + (" AND placed_at IS NULL" if unplaced else "")
             + (" AND cancel_requested_at IS NULL" if uncancelled else "")
-            + f" RETURNING id) INSERT INTO events ({_EVENT_NAMES}) SELECT {selected} FROM changed"
+            + f" RETURNING id) INSERT INTO events ({_EVENT_NAMES}) {inserted}"
         )
-        params = (
-            *values.values(),
-            job_id,
-            state,
-            claim,
-            *(event[name] for name in EVENT_COLUMNS),
-        )
+        known = (*values.values(), job_id, state, claim)
+
+        def params() -> tuple[object, ...]:
+            return (*known, *(event[name] for event in events for name in EVENT_COLUMNS))
+
         turn = self._turn()
+        if turn.lazy:
+            # Before the write turn: the events are re-sealed when it is
+            # taken (PgCore._take_turn), the parameters read then.
+            turn.unsealed.extend(events)
+            turn.deferred.append((sql, params, len(events)))
+            return True
         if turn.flat:
             # A shared commit tried whole: sent with the others at its end
             # (_settle), one round trip; a refusal there rolls it all back
             # and each job runs alone.
-            turn.deferred.append((self.dialect.sql(sql), params))
+            turn.deferred.append((sql, params(), len(events)))
             return True
-        return int(self._exec(sql, params).rowcount) == 1
+        return int(self.db.execute_sql(sql, params()).rowcount) == len(events)
 
     def _settle(self) -> bool:
         """The held-back transitions in one pipeline (psycopg sends them
         together and reads the answers after): ``False`` when one of them
-        changed no row."""
+        changed fewer rows than it should."""
         turn = self._turn()
+        if turn.lazy:
+            self._take_turn()
         work, turn.deferred = turn.deferred, []
         if not work:
             return True
@@ -72,11 +120,13 @@ class JobsPg(PgCore, JobsShared):
         cursors = []
         try:
             with conn.pipeline():
-                for sql, params in work:
+                for sql, params, _ in work:
                     cursor = conn.cursor()
                     cursors.append(cursor)
-                    cursor.execute(sql, params)
-            return all(cursor.rowcount == 1 for cursor in cursors)
+                    cursor.execute(sql, params() if callable(params) else params)
+            return all(
+                cursor.rowcount == rows for cursor, (_, _, rows) in zip(cursors, work, strict=True)
+            )
         finally:
             for cursor in cursors:
                 cursor.close()
@@ -91,3 +141,15 @@ class JobsPg(PgCore, JobsShared):
             ).fetchall()
             types = self._event_types = {name: kind for name, kind in rows}
         return types
+
+
+def _mergeable(planned: Sequence[Planned]) -> bool:
+    """Whether the checks of ``planned`` all hold on the row as it was
+    before the first: no change checks a column an earlier one sets."""
+    for i, step in enumerate(planned[1:], start=1):
+        earlier = {name for before in planned[:i] for name in before.values}
+        if (step.unplaced and "placed_at" in earlier) or (
+            step.uncancelled and "cancel_requested_at" in earlier
+        ):
+            return False
+    return True

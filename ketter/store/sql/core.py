@@ -17,9 +17,13 @@ from ketter.store.dialect import Dialect
 from ketter.store.rows import EVENT_COLUMNS
 from ketter.store.sql.turn import UNKNOWN, Turn
 
-_INSERT_EVENT = "INSERT INTO events ({}) VALUES ({})".format(
-    ", ".join(f'"{name}"' for name in EVENT_COLUMNS), ", ".join("?" for _ in EVENT_COLUMNS)
+_EVENT_MARKS = "({})".format(", ".join("?" for _ in EVENT_COLUMNS))
+_INSERT_EVENTS = "INSERT INTO events ({}) VALUES".format(
+    ", ".join(f'"{name}"' for name in EVENT_COLUMNS)
 )
+INSERT_EVENT = f"{_INSERT_EVENTS} {_EVENT_MARKS}"
+#: Rows per multi-row insert of :meth:`SqlCore._insert_events`.
+EVENTS_PER_INSERT = 200
 
 # MAX(id) is one step down the primary key; ORDER BY id DESC LIMIT 1 plans
 # as a scan of the events on SQLite (fast only because SQLite stops early).
@@ -96,6 +100,11 @@ class SqlCore(CompositeCore):
     flattens = True
 
     @contextlib.contextmanager
+    def _whole(self) -> Iterator[object]:
+        with self.transaction(), self._flat():
+            yield None
+
+    @contextlib.contextmanager
     def _flat(self) -> Iterator[object]:
         turn = self._turn()
         if not turn.depth:
@@ -145,6 +154,11 @@ class SqlCore(CompositeCore):
         # Read once per transaction: the write turn keeps every other
         # writer from appending until it ends (the turn's head after that).
         turn = self._turn()
+        if turn.lazy:
+            # Before the write turn: a provisional head, re-sealed at _settle.
+            return (0, "") if turn.head is UNKNOWN else turn.head  # type: ignore[return-value]
+        if turn.depth and turn.head is UNKNOWN:
+            turn.head = self._begun_head()
         if turn.depth and turn.head is not UNKNOWN:
             return turn.head  # type: ignore[return-value]
         last = self._exec(_CHAIN_HEAD).fetchone()
@@ -153,16 +167,39 @@ class SqlCore(CompositeCore):
             turn.head = head
         return head
 
+    def _begun_head(self) -> object:
+        """The head as the transaction's start read it, if the backend reads
+        it then (PostgreSQL, with its write turn); else :data:`UNKNOWN`."""
+        return UNKNOWN
+
     def _new_head(self, seq: int, hash_: str) -> None:
         turn = self._turn()
         if turn.depth:
             turn.head = (seq, hash_)
 
     def _insert_event(self, row: dict[str, Any]) -> None:
-        self._exec(_INSERT_EVENT, tuple(row[name] for name in EVENT_COLUMNS))
+        self._exec(INSERT_EVENT, tuple(row[name] for name in EVENT_COLUMNS))
+
+    def _insert_events(self, rows: Sequence[dict[str, Any]]) -> None:
+        # One statement per EVENTS_PER_INSERT rows (one round trip each on
+        # PostgreSQL), within both engines' parameter limits.
+        for i in range(0, len(rows), EVENTS_PER_INSERT):
+            chunk = rows[i : i + EVENTS_PER_INSERT]
+            if len(chunk) == 1:
+                self._insert_event(chunk[0])
+                continue
+            marks = ", ".join([_EVENT_MARKS] * len(chunk))
+            self._exec(
+                f"{_INSERT_EVENTS} {marks}",
+                tuple(row[name] for row in chunk for name in EVENT_COLUMNS),
+            )
 
     def _publish_after_commit(self, bus: EventBus, event: Event) -> None:
-        self.db.defer_event(bus, event)
+        turn = self._turn()
+        if turn.lazy:
+            turn.published.append((bus, event))  # its seq is provisional yet
+        else:
+            self.db.defer_event(bus, event)
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         cursor = self._exec(sql, params)

@@ -4,7 +4,8 @@ the backends'."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from ketter.jobs.states import State
 from ketter.store.models import TERMINAL_STATES
@@ -25,6 +26,10 @@ _ACTIVE_STATES = tuple(s.value for s in State if s.value not in TERMINAL_STATES)
 
 class IntakeShared(SqlCore):
     """The intake operations on SQL."""
+
+    def add_jobs(self, rows: Sequence[Mapping[str, Any]]) -> list[int | None]:
+        # One insert per row: the backend's add_job (PostgreSQL: one statement).
+        return [self.add_job(row) for row in rows]
 
     def active_job(self, source_key: str) -> JobRow | None:
         found = self._rows(

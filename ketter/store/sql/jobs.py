@@ -8,10 +8,11 @@ CPU, more than the statement itself.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ketter.errors import InvalidTransition
-from ketter.store.composite.jobs import CompositeJobs
+from ketter.store.composite.jobs import CompositeJobs, Planned, one_by_one
 from ketter.store.rows import JOB_COLUMNS, JobRow
 from ketter.store.sql.core import SqlCore
 
@@ -89,6 +90,11 @@ class JobsShared(SqlCore, CompositeJobs):
             return False
         self._insert_event(event)
         return True
+
+    def _change_and_append_all(
+        self, job_id: int, claim: str | None, planned: Sequence[Planned]
+    ) -> int:
+        return one_by_one(self, job_id, claim, planned)
 
     def _route_and_attempt(self, job_id: int) -> tuple[str, int]:
         row = self._exec("SELECT route, attempt FROM jobs WHERE id = ?", (job_id,)).fetchone()

@@ -20,7 +20,15 @@ transaction's end forgets everything (:meth:`Turn.reset`).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
 from ketter.store.composite.counting import Tally
+
+#: A held-back statement's parameters, or what computes them when it is sent
+#: (an event re-sealed once the write turn is taken).
+Params = tuple[object, ...] | Callable[[], tuple[object, ...]]
 
 #: The head is not known yet in this transaction: read it.
 UNKNOWN = object()
@@ -31,7 +39,17 @@ _Mark = tuple[object, dict[str, Tally]]
 class Turn:
     """One thread's transaction on one store (see module docstring)."""
 
-    __slots__ = ("counts", "deferred", "depth", "flat", "head")
+    __slots__ = (
+        "counts",
+        "deferred",
+        "depth",
+        "flat",
+        "head",
+        "lazy",
+        "published",
+        "stack",
+        "unsealed",
+    )
 
     def __init__(self) -> None:
         #: Nesting of :meth:`ketter.store.sql.core.SqlCore.transaction`.
@@ -42,9 +60,19 @@ class Turn:
         self.head: object = UNKNOWN
         #: route → what this transaction's changes add to its counters.
         self.counts: dict[str, Tally] = {}
-        #: Statements of a flat block held back, each of which must change
-        #: exactly one row (the backend's ``_settle``).
-        self.deferred: list[tuple[str, tuple[object, ...]]] = []
+        #: Statements of a flat block held back, each with the rows it must
+        #: change (the backend's ``_settle``).
+        self.deferred: list[tuple[str, Params, int]] = []
+        #: A shared commit tried whole before the write turn is taken
+        #: (PostgreSQL's :meth:`~ketter.store.postgres.jobs.JobsPg._whole`):
+        #: its events sealed on a provisional head (``(0, "")``), re-sealed
+        #: once the turn is taken (``unsealed``, in order), their
+        #: publications held (``published``); ``stack`` holds the
+        #: transaction opened then.
+        self.lazy = False
+        self.unsealed: list[dict[str, Any]] = []
+        self.published: list[tuple[Any, Any]] = []
+        self.stack: contextlib.ExitStack | None = None
 
     def count(self, route: str, tally: Tally) -> None:
         """Add ``tally`` to what this transaction will write for ``route``
@@ -64,7 +92,8 @@ class Turn:
         self.head, self.counts = mark
 
     def reset(self) -> None:
-        self.flat = False
+        self.flat = self.lazy = False
+        self.unsealed, self.published, self.stack = [], [], None
         self.head = UNKNOWN
         self.counts = {}
         self.deferred = []
