@@ -24,6 +24,8 @@ from peewee import (
     TextField,
 )
 
+from ketter.jobs.states import State
+
 #: Bound to the real database by :func:`ketter.store.db.open_store`; nothing is
 #: opened at import time.
 database = DatabaseProxy()
@@ -31,6 +33,10 @@ database = DatabaseProxy()
 #: States after which a job never changes again (its ``source_key`` may then be
 #: used by a new job: the partial unique index only covers active jobs).
 TERMINAL_STATES = ("completed", "failed", "superseded", "cancelled")
+#: The others, in the order of :class:`ketter.jobs.states.State` (the claims'
+#: queries name them in this order: SQLite uses the partial index
+#: ``jobs_claim_order`` only for a query that repeats its condition).
+ACTIVE_STATES = tuple(s.value for s in State if s.value not in TERMINAL_STATES)
 
 
 class BaseModel(Model):
@@ -116,6 +122,17 @@ Job.add_index(ModelIndex(Job, (Job.source_key,), name="jobs_source_key"))
 Job.add_index(ModelIndex(Job, (Job.route, Job.id), name="jobs_route_id"))
 # The read model's --since/--until (0012); created_at never changes.
 Job.add_index(ModelIndex(Job, (Job.created_at,), name="jobs_created"))
+# The claims' search (0014): the active jobs best first (highest priority,
+# then oldest), walked in order and left after the first claimable ones; a
+# partial index, so the history's finished jobs are not in it.
+Job.add_index(
+    ModelIndex(
+        Job,
+        (Job.priority.desc(), Job.id),
+        name="jobs_claim_order",
+        where=Job.state.in_(ACTIVE_STATES),
+    )
+)
 # At most one active job per source identity: the watcher's idempotent insert
 # relies on it, so a file detected twice is delivered once.
 Job.add_index(

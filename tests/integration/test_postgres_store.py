@@ -69,6 +69,66 @@ def test_migrations_give_the_models_schema(pg_cluster: Any, pg_dsn: str) -> None
     assert triggers == [("job_counts_delete",), ("job_counts_insert",), ("job_counts_update",)]
 
 
+def test_a_claims_search_walks_the_active_jobs_in_order(pg_dsn: str) -> None:
+    """With a queue of waiting jobs, a history of finished ones and some
+    running: both claim searches read ``jobs_claim_order`` in order and stop
+    (no sort of every waiting job under the write turn, as before 0014)."""
+    from ketter.store.sql.leases import _CLAIMABLE
+
+    store = open_pg_job_store(pg_dsn, AuditChain(node="n1"))
+    now = time.time()
+    rows = [
+        {
+            "route": "r",
+            "mode": "copy",
+            "kind": "file",
+            "source_path": b"/src/%d" % i,
+            "source_key": f"key-{i}",
+            "source_display": f"/src/{i}",
+            "file_count": 1,
+            "size": 65536,
+            "source_size": 65536,
+            "state": "detected",
+            "priority": 0,
+            "node": "n1",
+            "created_at": now,
+            "updated_at": now,
+            "next_attempt_at": now,
+            "attempt": 0,
+            "bytes_done": 0,
+        }
+        for i in range(3000)
+    ]
+    with store.transaction():
+        assert None not in store.add_jobs(rows)
+    store.db.execute_sql("UPDATE jobs SET state = 'completed' WHERE id <= 1000")
+    store.db.execute_sql(
+        "UPDATE jobs SET state = 'transferring', claim = 'c', lease_owner = 'o', "
+        "lease_expires_at = %s WHERE id > 1000 AND id <= 1100",
+        (now + 100,),
+    )
+    store.db.execute_sql("ANALYZE jobs")
+    searches = (
+        f"SELECT priority, id, route FROM jobs WHERE {_CLAIMABLE} AND route IN (%s) "
+        "ORDER BY priority DESC, id LIMIT 64 FOR UPDATE SKIP LOCKED",
+        f"SELECT * FROM jobs WHERE {_CLAIMABLE} AND route = %s AND state = 'detected' "
+        "AND lease_owner IS NULL AND kind = 'file' AND mode = 'copy' AND source_size <= 1048576 "
+        "ORDER BY priority DESC, id LIMIT 15 FOR UPDATE SKIP LOCKED",
+    )
+    try:
+        for search in searches:
+            plan = "\n".join(
+                row[0]
+                for row in store.db.execute_sql(
+                    "EXPLAIN " + search.replace("?", "%s"), (now, now, "r")
+                ).fetchall()
+            )
+            assert "Index Scan using jobs_claim_order" in plan, plan
+            assert "Sort" not in plan, plan
+    finally:
+        store.close()
+
+
 def test_job_history_reads_as_on_sqlite(pg_dsn: str) -> None:
     store = open_pg_job_store(pg_dsn, AuditChain(node="n1"))
     job_id = put_job(store, created_at=1_700_000_000.25, transfer_seconds=2.0, transfer_bytes=10**7)
