@@ -77,6 +77,21 @@ def test_a_step_forward_of_a_job_asked_to_cancel_is_refused(job_store: JobStore)
     )
 
 
+def test_a_refused_step_of_several_names_the_change_refused(job_store: JobStore) -> None:
+    """Several changes in one advance (PostgreSQL sends them as one
+    statement): the refusal names the change that was refused, not the
+    first one, and none of them is written."""
+    job_id = put_job(job_store, state="transferring", claim="c1")
+    job_store.request_cancel(job_id, now=50.0)
+    before = len(events_of(job_store, job_id))
+    note = JobChange(None, "warning", {"what": "a note first"})
+    forward = JobChange("verifying", "verify", only_uncancelled=True)
+    with pytest.raises(JobCancelled, match="refused transferring → verifying"):
+        job_store.advance(job_id, "transferring", [note, forward], claim="c1", now=60.0)
+    assert job_store.get_job(job_id).state == "transferring"
+    assert len(events_of(job_store, job_id)) == before  # the note is not written either
+
+
 def test_without_a_request_the_fenced_step_goes_through(job_store: JobStore) -> None:
     job_id = put_job(job_store, state="transferring", claim="c1")
     forward = JobChange("verifying", "verify", only_uncancelled=True)

@@ -131,6 +131,30 @@ def test_commit_together_keeps_all_that_succeed(job_store: JobStore) -> None:
     assert all(len(job_store.manifest(i)) == 1 for i in (1, 2, 3))
 
 
+def test_a_refused_job_of_a_shared_commit_leaves_no_raw_write_behind(job_store: JobStore) -> None:
+    """A job of a shared commit that records its files' hashes (a bulk
+    write) and then fails: its hashes are not kept, the others' are.
+    PostgreSQL prepares a shared commit before it takes the write turn; a
+    bulk write there once went out on its own, committed, outside the
+    transaction."""
+    for job_id in (1, 2):
+        job_store.replace_manifest(job_id, _files((b"a.wav",)))
+
+    def hashes(job_id: int, *, fail: bool) -> None:
+        job_store.append_event("detect", now=1.0, job_id=job_id)
+        job_store.record_file_hashes(job_id, [(b"a.wav", {"sha256": f"s-{job_id}"})])
+        if fail:
+            raise ValueError("refused after its write")
+
+    outcomes = job_store.commit_together(
+        [lambda: hashes(1, fail=False), lambda: hashes(2, fail=True)]
+    )
+    assert [type(o).__name__ for o in outcomes] == ["NoneType", "ValueError"]
+    assert job_store.manifest(1)[0].sha256 == "s-1"
+    assert job_store.manifest(2)[0].sha256 is None
+    assert _events(job_store) == [1]
+
+
 def test_commit_together_rolls_back_a_refused_one_alone(job_store: JobStore) -> None:
     """The batch's savepoints: a job whose step fails half-way (its event
     already appended) leaves no trace; the others commit, and the chain has

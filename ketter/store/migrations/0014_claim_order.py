@@ -8,6 +8,12 @@ reads it in order and stops after the first claimable rows; the history's
 finished jobs are not in it (an entry per job while it runs, dropped when it
 finishes). The queries repeat the condition word for word
 (:mod:`ketter.store.sql.leases`): SQLite uses a partial index only then.
+The list of states is the models' (a state added later changes the models,
+and the schema test then asks for a migration).
+
+Building it reads the whole ``jobs`` table once, with writes to it held
+(a few seconds for a million jobs): as every migration, it runs at the
+upgrade, nodes stopped (docs/operations.md).
 """
 
 INDEX = (

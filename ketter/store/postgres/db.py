@@ -179,6 +179,12 @@ class PgStoreDatabase(PostgresqlDatabase):
         return super().connection()
 
     def cursor(self, named_cursor: Any = None) -> Any:
+        if getattr(self._next, "refuse_writes", False) and not getattr(
+            self._next, "reading", False
+        ):
+            # A raw cursor (executemany, a pipeline) could write: refused
+            # like a write statement (execute_sql lets its reads through).
+            raise WriteBeforeTurn("a raw cursor before the write turn was taken")
         self._forget_broken()
         return super().cursor(named_cursor)
 
@@ -267,9 +273,15 @@ class PgStoreDatabase(PostgresqlDatabase):
         self._next.refuse_writes = refuse
 
     def execute_sql(self, sql: str, params: Any = None) -> Any:
-        if getattr(self._next, "refuse_writes", False) and not _READ.match(sql):
+        if not getattr(self._next, "refuse_writes", False):
+            return super().execute_sql(sql, params)
+        if not _READ.match(sql):
             raise WriteBeforeTurn(f"a write before the write turn was taken: {sql[:60]}")
-        return super().execute_sql(sql, params)
+        self._next.reading = True
+        try:
+            return super().execute_sql(sql, params)
+        finally:
+            self._next.reading = False
 
     def begin_with_head(self) -> None:
         """This thread's next write transaction reads the chain's head with

@@ -52,8 +52,12 @@ class JobsPg(PgCore, JobsShared):
         unplaced = any(step.unplaced for step in planned)
         uncancelled = any(step.uncancelled for step in planned)
         first = planned[0].state
-        held = self._send_change(job_id, first, claim, values, unplaced, uncancelled, events)
-        return len(planned) if held else 0
+        if self._send_change(job_id, first, claim, values, unplaced, uncancelled, events):
+            return len(planned)
+        # Refused, nothing written: a change at a time finds which one (the
+        # earlier ones written, then rolled back with the caller's refusal),
+        # and the refusal reads the row as SQLite's would.
+        return one_by_one(self, job_id, claim, planned)
 
     def _send_change(
         self,
@@ -145,9 +149,13 @@ class JobsPg(PgCore, JobsShared):
 
 def _mergeable(planned: Sequence[Planned]) -> bool:
     """Whether the checks of ``planned`` all hold on the row as it was
-    before the first: no change checks a column an earlier one sets."""
+    before the first: no change checks a column an earlier one sets (the
+    claim and the id every change checks; the placement and the cancel
+    request those that ask)."""
     for i, step in enumerate(planned[1:], start=1):
         earlier = {name for before in planned[:i] for name in before.values}
+        if {"claim", "id"} & earlier:
+            return False
         if (step.unplaced and "placed_at" in earlier) or (
             step.uncancelled and "cancel_requested_at" in earlier
         ):

@@ -109,11 +109,11 @@ class SqlCore(CompositeCore):
         turn = self._turn()
         if not turn.depth:
             raise RuntimeError("_flat() needs an open transaction")
-        turn.flat = True
+        was, turn.flat = turn.flat, True
         try:
             yield None
         finally:
-            turn.flat = False
+            turn.flat = was
 
     def _settle(self) -> bool:
         """Nothing held back (PostgreSQL's jobs area holds its transitions)."""
@@ -136,7 +136,10 @@ class SqlCore(CompositeCore):
         return self.db.execute_sql(self.dialect.sql(sql), tuple(params))
 
     def in_transaction(self) -> bool:
-        return bool(self.db.in_transaction())
+        # A shared commit prepared before its write turn (PostgreSQL's
+        # _whole) is a transaction to the code it runs: its writes are held
+        # back or refused, never sent on their own.
+        return bool(self.db.in_transaction()) or self._turn().lazy
 
     def release_thread(self) -> None:
         """Close this thread's connection (a thread that ends)."""
