@@ -35,6 +35,9 @@ class Dialect:
     greatest: str = "MAX"
     #: A condition always true (``WHERE`` without a filter).
     true: str = "1"
+    #: The leases' clock in a statement (the server's, in seconds since the
+    #: epoch), or ``None``: bound as a parameter (SQLite: this machine's).
+    clock: str | None = None
 
     def sql(self, text: str) -> str:
         """``text`` (SQLite's spelling) in this dialect (cached)."""
@@ -64,4 +67,5 @@ POSTGRESQL = Dialect(
     lock_rows=" FOR UPDATE SKIP LOCKED",
     greatest="GREATEST",
     true="TRUE",
+    clock="EXTRACT(EPOCH FROM now())::double precision",
 )

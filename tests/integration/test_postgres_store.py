@@ -259,6 +259,34 @@ def test_a_begin_that_fails_waiting_for_the_write_turn_leaves_the_connection_usa
         store.close()
 
 
+def test_a_doorbell_with_nothing_to_claim_does_not_wait_for_the_write_turn(
+    pg_dsn: str,
+) -> None:
+    """Most doorbells find their job taken by a batch already: they look
+    without the write turn first, so another node holding it for long does
+    not make them queue. A claimable job still waits for the turn."""
+    store = open_pg_job_store(pg_dsn, AuditChain(node="a"))
+    holder = psycopg.connect(pg_dsn)
+    taken = put_job(store, state="transferring", claim="c1", lease_owner="other")
+    store.db.execute_sql(
+        "UPDATE jobs SET lease_expires_at = EXTRACT(EPOCH FROM now()) + 600 WHERE id = %s",
+        (taken,),
+    )
+    put_job(store, route="other")  # a fresh job of another route
+    try:
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
+        store.db.execute_sql("SET lock_timeout = '2s'")
+        began = time.monotonic()
+        got = store.claim_next({"r": 0}, hint=taken, owner="a", now=time.time(), ttl=30.0)
+        assert got is None
+        assert time.monotonic() - began < 1.5  # it did not wait for the turn
+        with pytest.raises(Exception, match="lock timeout"):  # it waits for the turn
+            store.claim_next({"other": 0}, hint=None, owner="a", now=time.time(), ttl=30.0)
+    finally:
+        holder.close()
+        store.close()
+
+
 def test_racing_claims_take_each_job_once(two_nodes: tuple[PgJobStore, PgJobStore]) -> None:
     first = two_nodes[0]
     jobs = {put_job(first) for _ in range(40)}

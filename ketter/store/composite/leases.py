@@ -46,6 +46,12 @@ class CompositeLeases(CompositeJobs):
         expired, due."""
 
     @abc.abstractmethod
+    def _any_claimable(self, routes: Sequence[str], now: float) -> bool:
+        """Whether a job of ``routes`` may be claimable at ``now`` (on the
+        leases' clock), read without the write turn: ``False`` only when
+        none is (paused routes and ``max_parallel`` are not looked at)."""
+
+    @abc.abstractmethod
     def _due_jobs(
         self, routes: Sequence[str], now: float, limit: int
     ) -> list[tuple[int, int, str]]:
@@ -101,6 +107,13 @@ class CompositeLeases(CompositeJobs):
         now: float,
         ttl: float,
     ) -> Taken | None:
+        # Most doorbells find their job taken already (by a batch): a look
+        # without the write turn first, so that they do not queue for it
+        # (PostgreSQL: every node's writers wait for the one turn). A job
+        # that becomes claimable just after is rung again (its own ring
+        # follows its commit; the sweep rings due and expired ones).
+        if not self._any_claimable(list(routes), now):
+            return None
         # One transaction (IMMEDIATE on SQLite): the candidate query, the
         # max_parallel check and the compare-and-set cannot interleave with
         # another worker's.

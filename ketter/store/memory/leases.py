@@ -110,6 +110,9 @@ class LeasesMemory(MemoryCore, CompositeLeases):
         job = self.tables.jobs.get(job_id)
         return job if job is not None and job.claim is not None and job.claim == claim else None
 
+    def _any_claimable(self, routes: Sequence[str], now: float) -> bool:
+        return True  # the claim's own search costs as little in memory
+
     def claim_holder(self, job_id: int) -> str | None:
         with self._lock:
             job = self.tables.jobs.get(job_id)
