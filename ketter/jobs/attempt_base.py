@@ -7,6 +7,7 @@ event (:class:`AttemptBase`). The steps themselves are
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,9 @@ class AttemptBase:
         self.spec = spec
         self.ctx = ctx
         self.state = State(job.state)
+        #: The columns this attempt's steps wrote (as its store calls
+        #: returned), over the row it claimed: :meth:`written_row`.
+        self.written: dict[str, Any] = {}
         self.plan: SourcePlan | None = None
         self.source = bytes(job.source_path)
         self.final = self._final_path()
@@ -75,7 +79,7 @@ class AttemptBase:
 
     def advance(self, steps: list[Step], *, fsync: bool = False) -> None:
         """Several steps in one commit (see :func:`ketter.jobs.transitions.advance`)."""
-        self.state = advance(
+        state = advance(
             self.store,
             self.job.id,
             self.state,
@@ -86,6 +90,15 @@ class AttemptBase:
             route=self.job.route,
             attempt=self.claimed.attempt,
         )
+        for step in steps:
+            self.written.update(step.fields)
+        self.state = state
+
+    def written_row(self) -> JobRow:
+        """The job's row as this attempt's steps left it: the row it claimed
+        with the columns its steps wrote. No one else writes those while the
+        claim holds (a renewal writes only the lease and the progress)."""
+        return dataclasses.replace(self.job, **self.written, state=self.state.value)
 
     def note(
         self, event: str, *, details: dict | None = None, fsync: bool = False, **fields: Any

@@ -215,7 +215,13 @@ class Finishing(AttemptBase):
         move and returns the steps to commit (``placed`` when given, the
         ``delete_source`` note, ``completed``). A batch commits several
         jobs' steps together."""
-        job = self.store.get_job(self.job.id)
+        # A copy placed just now: its row as this attempt's steps wrote it (a
+        # read per file spared). A recorded placement (recovery) and a move
+        # (the checksum that allows the source's deletion) read the store.
+        if placement is not None and self.spec.mode != Mode.MOVE:
+            job = self.written_row()
+        else:
+            job = self.store.get_job(self.job.id)
         if placement is None:
             final = bytes(job.dest_path or self.final)
             st = os.lstat(final) if os.path.lexists(final) else None

@@ -4,6 +4,7 @@ workers` processes, real files, kill -9 in the middle of a batch."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -74,6 +75,37 @@ def test_kill_in_the_middle_of_a_batch_delivers_every_file_once(node: Node, rout
     assert tree(node.root / "src" / route) == (expected if route == "copy" else {})
     assert temporaries(node.root) == []
     assert "recover" in node.events()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_each_complete_event_carries_its_jobs_recorded_figures(node: Node, workers: str) -> None:
+    """The ``complete`` event's figures (size, checksums, files, seconds) are
+    the job row's as its steps wrote them: a copy placed just now takes them
+    from its attempt, not from a read of the store (batch and single path)."""
+    expected = _drop(node, "copy")
+    one = node.root / "src" / "copy" / "big.wav"  # past the batch's size: alone
+    one.write_bytes(os.urandom(3 << 20))
+    node.ketter("enqueue", str(one), "--route", "copy", check=True)
+    expected["big.wav"] = one.read_bytes()
+    workers_proc = node.start_workers(extra=("-w", workers))
+    node.wait_for(node.all_done, what="every job to finish", proc=workers_proc)
+    assert node.stop(workers_proc) == 0
+    assert tree(node.root / "dst" / "copy") == expected
+    rows = node.query(
+        "SELECT j.size, j.sha256, j.xxh128, j.file_count, j.transfer_seconds, e.details "
+        "FROM jobs j JOIN events e ON e.job_id = j.id AND e.event = 'complete'"
+    )
+    assert len(rows) == FILES + 1
+    for size, sha256, xxh128, files, seconds, details in rows:
+        shown = json.loads(details)
+        assert sha256 and len(sha256) == 64
+        assert (shown["size"], shown["sha256"], shown["xxh128"], shown["files"]) == (
+            size,
+            sha256,
+            xxh128,
+            files,
+        )
+        assert shown["seconds"] == pytest.approx(seconds)
 
 
 def test_a_failing_job_leaves_the_batch_and_the_others_complete(node: Node) -> None:
