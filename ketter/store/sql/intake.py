@@ -4,6 +4,7 @@ the backends'."""
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,10 @@ _ACTIVE_STATES = tuple(s.value for s in State if s.value not in TERMINAL_STATES)
 
 class IntakeShared(SqlCore):
     """The intake operations on SQL."""
+
+    @abc.abstractmethod
+    def add_job(self, columns: Mapping[str, Any]) -> int | None:
+        """The backend's insert with its arbiter (see the port)."""
 
     def add_jobs(self, rows: Sequence[Mapping[str, Any]]) -> list[int | None]:
         # One insert per row: the backend's add_job (PostgreSQL: one statement).
