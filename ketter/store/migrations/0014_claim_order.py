@@ -12,8 +12,8 @@ The list of states is the models' (a state added later changes the models,
 and the schema test then asks for a migration).
 
 Building it reads the whole ``jobs`` table once, with writes to it held
-(a few seconds for a million jobs): as every migration, it runs at the
-upgrade, nodes stopped (docs/operations.md).
+(a few seconds for a million jobs): on PostgreSQL a node still running
+during another node's upgrade waits for it (docs/operations.md, "Upgrade").
 """
 
 INDEX = (
