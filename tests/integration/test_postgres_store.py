@@ -24,6 +24,7 @@ from ketter.store.models import MODELS, database
 from ketter.store.postgres import PgJobStore, open_pg_job_store
 from ketter.store.postgres.db import CHAIN_LOCK, connect, pending_migrations, upgrade
 from tests.contract.seed import put_job
+from tests.integration.serializer_faults import refusing_message
 
 # -- the schema ------------------------------------------------------------------
 
@@ -423,20 +424,8 @@ def test_a_burst_of_rings_is_one_statement_in_order_and_wakes_a_listener(
         assert queue.pending() == 50
         assert [queue.huey.dequeue().args[0] for _ in range(50)] == list(range(21, 71))
 
-        serialize = queue.huey.serializer.serialize
-        calls = 0
-
-        def refuse_third(message: object) -> bytes:
-            nonlocal calls
-            calls += 1
-            if calls == 3:
-                raise OSError("refused")
-            return serialize(message)
-
-        queue.huey.serializer.serialize = refuse_third  # type: ignore[method-assign]
-        with pytest.raises(OSError):
+        with refusing_message(queue, 3), pytest.raises(OSError):
             queue.ring_many([1, 2, 3, 4])
-        queue.huey.serializer.serialize = serialize  # type: ignore[method-assign]
         assert queue.pending() == 0
         queue.ring(5)  # alone, outside a burst: at once
         assert queue.pending() == 1

@@ -11,6 +11,7 @@ import pytest
 
 from ketter.config import Config, parse_config
 from ketter.queue import build_queue
+from tests.integration.serializer_faults import refusing_message
 
 
 def _config(tmp_path: Path) -> Config:
@@ -72,20 +73,8 @@ def test_ring_many_that_fails_enqueues_nothing(tmp_path: Path) -> None:
     # sweep rings for them.
     queue = build_queue(_config(tmp_path))
     try:
-        serialize = queue.huey.serializer.serialize
-        calls = 0
-
-        def refuse_third(message: object) -> bytes:
-            nonlocal calls
-            calls += 1
-            if calls == 3:
-                raise OSError("refused")
-            return serialize(message)
-
-        queue.huey.serializer.serialize = refuse_third  # type: ignore[method-assign]
-        with pytest.raises(OSError):
+        with refusing_message(queue, 3), pytest.raises(OSError):
             queue.ring_many([1, 2, 3, 4])
-        queue.huey.serializer.serialize = serialize  # type: ignore[method-assign]
         assert queue.pending() == 0
         queue.ring_many([5])
         assert queue.pending() == 1

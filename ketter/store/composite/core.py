@@ -7,11 +7,14 @@ from __future__ import annotations
 import abc
 import contextlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from ketter.audit.chain import GENESIS, AuditChain, Principal, committed, seal
 from ketter.events import Event, EventBus
 from ketter.store.composite.counting import Tally
+
+#: :meth:`CompositeCore._next_event` follows the chain's head as it is.
+_THE_HEAD = object()
 
 
 class CompositeCore(abc.ABC):
@@ -86,7 +89,7 @@ class CompositeCore(abc.ABC):
         head = self._chain_head()
         for spec in events:
             args = dict(spec)
-            row = self._seal_after(head, args.pop("event"), **args)
+            row = self._next_event(args.pop("event"), after=head, **args)
             head = (int(row["id"]), str(row["hash"]))  # the next one's seal needs it
             rows.append((row, spec.get("details")))
         if rows:
@@ -112,37 +115,13 @@ class CompositeCore(abc.ABC):
         attempt: int | None = None,
         details: dict[str, Any] | None = None,
         actor: Principal | None = None,
+        after: object = _THE_HEAD,
     ) -> dict[str, Any]:
-        """The sealed row of the chain's next event (not inserted yet)."""
-        return self._seal_after(
-            self._chain_head(),
-            event,
-            now=now,
-            job_id=job_id,
-            route=route,
-            from_state=from_state,
-            to_state=to_state,
-            attempt=attempt,
-            details=details,
-            actor=actor,
-        )
-
-    def _seal_after(
-        self,
-        head: tuple[int, str] | None,
-        event: str,
-        *,
-        now: float,
-        job_id: int | None = None,
-        route: str | None = None,
-        from_state: str | None = None,
-        to_state: str | None = None,
-        attempt: int | None = None,
-        details: dict[str, Any] | None = None,
-        actor: Principal | None = None,
-    ) -> dict[str, Any]:
-        """The sealed row of the event that follows ``head`` (``None``: the
-        chain's first)."""
+        """The sealed row of the chain's next event (not inserted yet):
+        after the chain's head, or after ``after`` (``(seq, hash)`` of an
+        event sealed in this transaction and not inserted yet; ``None``:
+        the chain's first)."""
+        head = self._chain_head() if after is _THE_HEAD else cast("tuple[int, str] | None", after)
         seq, prev_hash = (head[0] + 1, head[1]) if head is not None else (1, GENESIS)
         return seal(
             self.chain,

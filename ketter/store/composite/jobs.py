@@ -150,9 +150,9 @@ class CompositeJobs(CompositeCore):
                     values["state"] = new
                 check_columns(values)
                 attempt = int(values.get("attempt", attempt))
-                row = self._seal_after(
-                    head,
+                row = self._next_event(
                     change.event,
+                    after=head,
                     now=now,
                     job_id=job_id,
                     route=route,
