@@ -62,6 +62,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         "ship", help="ship pending events to the audit log now (the workers do it continuously)"
     )
     add_config_arg(ship)
+    ship.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep shipping until SIGTERM, then ship what is left (how `ketter workers` "
+        "runs it, beside its workers)",
+    )
+    # Internal: the workers process that started this one (it dies with it).
+    ship.add_argument("--parent", type=int, default=None, help=argparse.SUPPRESS)
     ship.set_defaults(func=run_ship)
 
 
@@ -166,8 +174,15 @@ def _print(report: Report, as_json: bool) -> int:
 
 
 def run_ship(args: argparse.Namespace) -> int:
+    if args.parent is not None:
+        from ketter.runtime.children import die_with
+
+        die_with(args.parent)  # first: a kill -9 of the workers leaves no shipper
     config: Config = config_from(args)
     from ketter.node import Node
+
+    if args.follow:
+        return _follow(config)
 
     # The key first: the shipper records rotations and reopenings (exit 2
     # with the config line for an account that cannot read it).
@@ -180,4 +195,26 @@ def run_ship(args: argparse.Namespace) -> int:
         shipper.close()
         node.close()
     print(f"{shipped} records shipped to {log_path(config)}")
+    return 0
+
+
+def _follow(config: Config) -> int:
+    """Ship continuously until SIGTERM or SIGINT, then ship what is left
+    (:mod:`ketter.audit.ship_process`)."""
+    from ketter.node import Node
+    from ketter.runtime.logs import setup_logging
+    from ketter.runtime.signals import Shutdown
+
+    shutdown = Shutdown().install()
+    setup_logging()
+    node = Node.from_config(config, "ship")
+    assert node.store is not None
+    shipper = AuditShipper(config, store=node.store)
+    try:
+        with shutdown.spawn_threads_without_signals():
+            shipper.start()
+        shutdown.wait()
+    finally:
+        shipper.stop()  # its last pass ships everything committed before
+        node.close()
     return 0

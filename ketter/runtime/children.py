@@ -43,8 +43,9 @@ log = logging.getLogger("ketter.runtime")
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with(parent: int) -> None:
-    """In the child, before exec: SIGKILL when the parent dies."""
+def die_with(parent: int) -> None:
+    """In a child (before its exec, or first thing after it): SIGKILL when
+    ``parent`` (the thread that started it) dies, even by SIGKILL."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect
@@ -95,7 +96,7 @@ class Children:
                     env=env,
                     start_new_session=True,
                     pass_fds=fds,
-                    preexec_fn=functools.partial(_die_with, parent),
+                    preexec_fn=functools.partial(die_with, parent),
                 )
             )
         log.info(

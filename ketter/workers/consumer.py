@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ketter.alerts import build_notifier
+from ketter.audit.ship_process import ShipperProcess
 from ketter.audit.shipper import AuditShipper
 from ketter.config import Config, load_config
 from ketter.jobs.lease import LeaseKeeper
@@ -96,6 +97,8 @@ class WorkersProcess:
         self.queue: Queue | None = None
         #: The node's job store (set by :meth:`run`).
         self.store: JobStore
+        #: The audit shipper: a child process, or a thread without a config file.
+        self.shipper: AuditShipper | ShipperProcess | None = None
         #: Store problems already alerted (one alert per outage).
         self._alerted_unwritable = False
         self._alerted_lost = False
@@ -165,7 +168,7 @@ class WorkersProcess:
         # Huey's consumer would install its own handlers (only one of SIGINT
         # and SIGTERM graceful, acted on by a loop we do not run): keep ours.
         consumer._set_signal_handlers = lambda: None
-        shipper = AuditShipper(config, store=store)
+        shipper = self.shipper = _shipper(config, store)
         with self.shutdown.spawn_threads_without_signals():
             consumer.start()
             keeper.start()
@@ -315,6 +318,8 @@ class WorkersProcess:
                     ),
                 )
                 next_beat = mono + self.config.lease.heartbeat
+            if isinstance(self.shipper, ShipperProcess):
+                self.shipper.check()
             # systemd's WatchdogSec: only a loop that keeps turning feeds it,
             # so a sweep hung on a dead mount gets the unit restarted.
             sdnotify.watchdog()
@@ -340,6 +345,15 @@ class WorkersProcess:
         new = dataclasses.replace(new, path=self.config.path)
         self.config = runner.config = keeper.config = new
         log.info("config reloaded", extra={"ketter.routes": [r.name for r in new.routes]})
+
+
+def _shipper(config: Config, store: JobStore) -> AuditShipper | ShipperProcess:
+    """The audit shipper beside the workers: its own process (its Python
+    CPU off this interpreter's lock, :mod:`ketter.audit.ship_process`), or a
+    thread of this one for a config without a file (tests)."""
+    if config.path:
+        return ShipperProcess(config)
+    return AuditShipper(config, store=store)
 
 
 def run_workers(config: Config, workers: int | None = None, processes: int | None = None) -> int:

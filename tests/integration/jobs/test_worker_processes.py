@@ -22,6 +22,19 @@ def node(tmp_path: Path):
 
 
 def _children(pid: int) -> list[int]:
+    """The extra workers processes of ``pid`` (not its audit shipper)."""
+    return [child for child in children_of(pid) if b"workers" in _cmdline(child)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ")
+    except OSError:
+        return b""
+
+
+def children_of(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

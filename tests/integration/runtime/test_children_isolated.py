@@ -71,9 +71,15 @@ def test_children_run_isolated_without_a_warning(isolated_python: str, tmp_path:
             assert main.poll() is None, f"exited {main.returncode}: {log.read_text()}"
             assert time.monotonic() < deadline, f"both processes did not start: {log.read_text()}"
             time.sleep(0.1)
-        (child,) = _children(main.pid)
-        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[:-1]
-        assert argv[:5] == [isolated_python.encode(), b"-I", b"-m", b"ketter", b"--config"]
+        # The extra workers process and the audit shipper (ketter audit ship
+        # --follow), each started as the main process was.
+        children = _children(main.pid)
+        kinds = set()
+        for child in children:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[:-1]
+            assert argv[:5] == [isolated_python.encode(), b"-I", b"-m", b"ketter", b"--config"]
+            kinds.add(argv[6])
+        assert len(children) == 2 and kinds == {b"workers", b"audit"}, children
     finally:
         main.send_signal(signal.SIGTERM)
         code = main.wait(60)

@@ -1,0 +1,106 @@
+"""The audit shipper of ``ketter workers`` runs as a child process
+(:mod:`ketter.audit.ship_process`): it ships while the workers run, ships
+their last event before it stops, dies with them on a kill -9 and is
+started again if it exits on its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.jobs.harness import Node
+from tests.integration.jobs.test_worker_processes import _alive, _cmdline, children_of
+
+
+@pytest.fixture
+def node(tmp_path: Path):
+    n = Node(tmp_path)
+    yield n
+    n.cleanup()
+
+
+def _shipper_of(pid: int) -> int | None:
+    found = [c for c in children_of(pid) if b"audit ship --follow" in _cmdline(c)]
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
+def _wait(predicate, what: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = predicate()
+        if got:
+            return got
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def _logged(node: Node) -> list[dict]:
+    path = node.root / "state" / "logs" / "audit.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def _shipped(node: Node, action: str) -> int:
+    return sum(1 for record in _logged(node) if record["event.action"] == action)
+
+
+def _drop(node: Node, name: str) -> bytes:
+    data = os.urandom(20_000)
+    path = node.root / "src" / "copy" / name
+    path.write_bytes(data)
+    node.ketter("enqueue", str(path), "--route", "copy", check=True)
+    return data
+
+
+def test_the_shipper_is_a_child_that_ships_the_last_event_before_it_stops(node: Node) -> None:
+    main = node.start_workers()
+    node.wait_ready(main)
+    shipper = _wait(lambda: _shipper_of(main.pid), "the shipper process to start")
+    assert shipper != main.pid
+    _drop(node, "a.wav")
+    node.wait_for(node.all_done, what="the job", proc=main)
+    # Shipped while the workers run, by the child (the thread is gone).
+    _wait(lambda: _shipped(node, "complete") == 1, "the complete event in the log")
+    beat = node.query("SELECT pid FROM heartbeats WHERE component = 'audit'")
+    assert beat == [(shipper,)]
+    main.send_signal(signal.SIGTERM)
+    assert main.wait(60) == 0
+    assert not _alive(shipper)
+    # The workers' own last event came after the job's: shipped before the
+    # shipper stopped, with every event the store holds, in order.
+    assert _shipped(node, "workers_stopped") == 1
+    seqs = [int(r["event.sequence"]) for r in _logged(node)]
+    assert seqs == [r[0] for r in node.query("SELECT id FROM events ORDER BY id")]
+
+
+def test_the_shipper_dies_with_the_workers(node: Node) -> None:
+    main = node.start_workers()
+    node.wait_ready(main)
+    shipper = _wait(lambda: _shipper_of(main.pid), "the shipper process to start")
+    main.send_signal(signal.SIGKILL)
+    main.wait(30)
+    _wait(lambda: not _alive(shipper), "the shipper to die with the workers")
+
+
+def test_a_shipper_that_dies_is_started_again_and_catches_up(node: Node) -> None:
+    main = node.start_workers()
+    node.wait_ready(main)
+    first = _wait(lambda: _shipper_of(main.pid), "the shipper process to start")
+    os.kill(first, signal.SIGKILL)
+    _drop(node, "b.wav")
+    node.wait_for(node.all_done, what="the job", proc=main)
+    second = _wait(
+        lambda: (s := _shipper_of(main.pid)) is not None and s != first and s,
+        "a new shipper process",
+    )
+    _wait(lambda: _shipped(node, "complete") == 1, "the complete event shipped by the new one")
+    assert main.poll() is None  # the workers never stopped for it
+    assert node.stop(main) == 0
+    assert not _alive(second)
