@@ -201,7 +201,7 @@ def _check_audit(
 ) -> None:
     """The audit shipper's heartbeat (``audit`` row, :mod:`ketter.audit.shipper`):
     unhealthy while shipping fails (an immutable or unwritable log), or when the
-    workers run but their shipper thread stopped beating."""
+    workers run but their shipper (a child process) stopped beating."""
     beat = beats.get("audit")
     if beat is None:
         return  # nothing shipped on this node yet (the workers check covers a stopped node)
@@ -217,9 +217,11 @@ def _check_audit(
         )
         return
     workers = beats.get("workers")
+    # The shipper's own pid, or the workers' it ships for (a child process).
+    ships_for = details.get("workers_pid", pid)
     if (
         workers is not None
-        and workers[0] == pid
+        and workers[0] == ships_for
         and not workers[2].get("stopped")
         and now - workers[1] <= stale
         and now - ts > stale

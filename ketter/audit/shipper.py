@@ -128,6 +128,10 @@ class AuditShipper:
         #: The last shipping error and since when (None while shipping works).
         self.error: str | None = None
         self.failing_since: float | None = None
+        #: The workers process this shipper ships for (its own, or its
+        #: parent's when it is their child, :mod:`ketter.audit.ship_process`):
+        #: ``ketter health`` tells a shipper that stopped beating from it.
+        self.workers_pid = os.getpid()
         #: A deletion/replacement seen but not recorded in the chain yet.
         self._reopen: dict[str, Any] | None = None
         # A process without the HMAC key of a keyed chain (a CLI user who may
@@ -305,6 +309,7 @@ class AuditShipper:
                     "log": self.files.path,
                     "error": self.error,
                     "failing_since": self.failing_since,
+                    "workers_pid": self.workers_pid,
                 }
                 # The mark is never lowered (a failure before the log was
                 # read knows no sequence): keep the higher one already there.

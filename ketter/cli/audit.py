@@ -12,6 +12,7 @@ alone. See docs/audit.md.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -182,7 +183,7 @@ def run_ship(args: argparse.Namespace) -> int:
     from ketter.node import Node
 
     if args.follow:
-        return _follow(config)
+        return _follow(config, args.parent)
 
     # The key first: the shipper records rotations and reopenings (exit 2
     # with the config line for an account that cannot read it).
@@ -198,7 +199,7 @@ def run_ship(args: argparse.Namespace) -> int:
     return 0
 
 
-def _follow(config: Config) -> int:
+def _follow(config: Config, parent: int | None) -> int:
     """Ship continuously until SIGTERM or SIGINT, then ship what is left
     (:mod:`ketter.audit.ship_process`)."""
     from ketter.node import Node
@@ -210,10 +211,18 @@ def _follow(config: Config) -> int:
     node = Node.from_config(config, "ship")
     assert node.store is not None
     shipper = AuditShipper(config, store=node.store)
+    if parent is not None:
+        shipper.workers_pid = parent  # `ketter health` ties its beat to the workers
+    # Started with the stop signals blocked (ShipperProcess): the end of this
+    # block unblocks them, and a stop that came meanwhile is acted on now.
+    with Shutdown.spawn_threads_without_signals():
+        shipper.start()
     try:
-        with shutdown.spawn_threads_without_signals():
-            shipper.start()
         shutdown.wait()
+        # The last pass must not be cut short by a second signal: the
+        # workers bound it with their own timeout and SIGKILL.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     finally:
         shipper.stop()  # its last pass ships everything committed before
         node.close()

@@ -259,6 +259,8 @@ class WorkersProcess:
                 self._reload(runner, keeper)
                 if self.on_reload is not None:
                     self.on_reload()
+            if isinstance(self.shipper, ShipperProcess):
+                self.shipper.check()  # started again if it exited on its own
             # Every turn (a stat): a deleted or replaced store stops every
             # running copy at its next checkpoint (JobContext.progress).
             guard.check_identity()
@@ -318,8 +320,6 @@ class WorkersProcess:
                     ),
                 )
                 next_beat = mono + self.config.lease.heartbeat
-            if isinstance(self.shipper, ShipperProcess):
-                self.shipper.check()
             # systemd's WatchdogSec: only a loop that keeps turning feeds it,
             # so a sweep hung on a dead mount gets the unit restarted.
             sdnotify.watchdog()
@@ -352,7 +352,7 @@ def _shipper(config: Config, store: JobStore) -> AuditShipper | ShipperProcess:
     CPU off this interpreter's lock, :mod:`ketter.audit.ship_process`), or a
     thread of this one for a config without a file (tests)."""
     if config.path:
-        return ShipperProcess(config)
+        return ShipperProcess(config, store)
     return AuditShipper(config, store=store)
 
 

@@ -22,8 +22,9 @@ def node(tmp_path: Path):
 
 
 def _children(pid: int) -> list[int]:
-    """The extra workers processes of ``pid`` (not its audit shipper)."""
-    return [child for child in children_of(pid) if b"workers" in _cmdline(child)]
+    """The extra workers processes of ``pid`` (``workers --processes 1``),
+    not its audit shipper."""
+    return [c for c in children_of(pid) if b" workers --processes 1 " in _cmdline(c)]
 
 
 def _cmdline(pid: int) -> bytes:
