@@ -229,7 +229,7 @@ def _check_audit(
         report.add(
             "audit log",
             False,
-            f"the workers (pid {pid}) run but their audit shipper last reported "
+            f"the workers (pid {ships_for}) run but their audit shipper last reported "
             f"{now - ts:.0f}s ago: shipping stopped",
         )
         return

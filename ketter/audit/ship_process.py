@@ -64,6 +64,7 @@ class ShipperProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self._started_at = 0.0
         self._delay = RESTART_AFTER
+        self._short_exits = 0
         self._exited_at: float | None = None
 
     def start(self) -> None:
@@ -94,17 +95,23 @@ class ShipperProcess:
         now = time.monotonic()
         if self._exited_at is None:
             self._exited_at = now
-            lived = now - self._started_at
-            self._delay = (
-                min(self._delay * 2, RESTART_AFTER_MAX) if lived < SHORT_LIFE else RESTART_AFTER
-            )
+            # 5 s; doubled for each exit in a row that came soon after its start.
+            short = now - self._started_at < SHORT_LIFE
+            self._short_exits = self._short_exits + 1 if short else 1
+            self._delay = min(RESTART_AFTER * 2 ** (self._short_exits - 1), RESTART_AFTER_MAX)
             log.error(
                 "the audit shipper exited on its own; starting it again in %.0fs",
                 self._delay,
                 extra={"ketter.pid": proc.pid, "ketter.exit_code": proc.returncode},
             )
-        if now - self._exited_at >= self._delay:
+        if now - self._exited_at < self._delay:
+            return
+        try:
             self.start()
+        except OSError:
+            log.exception("the audit shipper could not be started; trying again")
+            self._exited_at = None  # counted as one more short exit
+            self._started_at = now
 
     def stop(self, timeout: float = 30.0) -> None:
         """Ship what is left, then stop: one SIGTERM, SIGKILL after
@@ -129,11 +136,13 @@ class ShipperProcess:
             self._ship_here()
 
     def _ship_here(self) -> None:
-        shipper = AuditShipper(self.config, store=self.store)
+        shipper = None
         try:
+            shipper = AuditShipper(self.config, store=self.store)
             shipper.drain()
         except Exception:
             # Nothing is lost: the events wait in the job store for the next start.
             log.exception("the audit log could not be brought up to date at stop")
         finally:
-            shipper.close()
+            if shipper is not None:
+                shipper.close()

@@ -213,11 +213,11 @@ def _follow(config: Config, parent: int | None) -> int:
     shipper = AuditShipper(config, store=node.store)
     if parent is not None:
         shipper.workers_pid = parent  # `ketter health` ties its beat to the workers
-    # Started with the stop signals blocked (ShipperProcess): the end of this
-    # block unblocks them, and a stop that came meanwhile is acted on now.
-    with Shutdown.spawn_threads_without_signals():
-        shipper.start()
     try:
+        # Started with the stop signals blocked (ShipperProcess): the end of
+        # this block unblocks them, and a stop that came meanwhile is acted on.
+        with Shutdown.spawn_threads_without_signals():
+            shipper.start()
         shutdown.wait()
         # The last pass must not be cut short by a second signal: the
         # workers bound it with their own timeout and SIGKILL.
