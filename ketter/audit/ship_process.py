@@ -31,12 +31,12 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from typing import TYPE_CHECKING
 
 from ketter.audit.shipper import AuditShipper
 from ketter.config import Config
+from ketter.runtime.children import ketter_command
 
 if TYPE_CHECKING:
     from ketter.store.port import JobStore
@@ -68,11 +68,7 @@ class ShipperProcess:
         self._exited_at: float | None = None
 
     def start(self) -> None:
-        # As this process was started (`-I` under the units), by module.
-        isolated = ["-I"] if sys.flags.isolated else []
-        argv = [sys.executable, *isolated, "-m", "ketter", "--config", str(self.config.path)]
-        env = dict(os.environ)
-        env.pop("NOTIFY_SOCKET", None)  # only the main process talks to systemd
+        argv, env = ketter_command(str(self.config.path))
         # The child inherits the mask: blocked until its handlers are in.
         before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:

@@ -43,6 +43,21 @@ log = logging.getLogger("ketter.runtime")
 _PR_SET_PDEATHSIG = 1
 
 
+def ketter_command(config_path: str) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of a Ketter child process reading
+    ``config_path`` (its subcommand's arguments follow).
+
+    As this process was started: `-I` under the units (docs/operations.md),
+    so a child never puts the working directory on sys.path; `-m ketter`
+    (ketter/__main__.py): `-m ketter.cli.main` warned at every start (a
+    module of an already imported package, run again as __main__). Only the
+    main process talks to systemd: no ``NOTIFY_SOCKET``."""
+    isolated = ["-I"] if sys.flags.isolated else []
+    env = dict(os.environ)
+    env.pop("NOTIFY_SOCKET", None)
+    return [sys.executable, *isolated, "-m", "ketter", "--config", config_path], env
+
+
 def die_with(parent: int) -> None:
     """In a child (before its exec, or first thing after it): SIGKILL when
     ``parent`` (the thread that started it) dies, even by SIGKILL."""
@@ -80,14 +95,7 @@ class Children:
 
     def start(self) -> None:
         """Start the children; call before this process starts any thread."""
-        # As this process was started: `-I` under the units (docs/operations.md),
-        # so a child never puts the working directory on sys.path; `-m ketter`
-        # (ketter/__main__.py): `-m ketter.cli.main` warned at every start
-        # (a module of an already imported package, run again as __main__).
-        isolated = ["-I"] if sys.flags.isolated else []
-        argv = [sys.executable, *isolated, "-m", "ketter", "--config", self.config.path]
-        env = dict(os.environ)
-        env.pop("NOTIFY_SOCKET", None)  # only the main process talks to systemd
+        argv, env = ketter_command(self.config.path)
         parent = os.getpid()
         for args, fds in zip(self.args, self.pass_fds, strict=True):
             self.procs.append(
