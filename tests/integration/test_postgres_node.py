@@ -170,5 +170,12 @@ def test_a_whole_node_runs_on_postgresql(tmp_path: Path, pg_dsn: str) -> None:
         if record.get("log.level") in ("error", "critical")
     ]
     assert errors, "the cut went unnoticed"
-    cut_words = ("terminating connection", "server closed the connection")
+    # watchdog's own line when an inotify emitter reads after its observer
+    # was stopped (watchdog #963: logged, no event lost) comes from the
+    # watcher's route watches torn down and set up again around the cut.
+    cut_words = (
+        "terminating connection",
+        "server closed the connection",
+        "queue_events() called when the thread is inactive",
+    )
     assert all(any(w in error for w in cut_words) for error in errors), errors
