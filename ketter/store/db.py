@@ -117,9 +117,13 @@ class StoreDatabase(SqliteDatabase):
 
     def _begin_in_turn(self, lock_type: str | None) -> None:
         """``BEGIN``, taking turns with the other processes' writers
-        (:mod:`ketter.store.writers`): step back while one waits; if the
-        lock is taken, wait for it announced as a waiter."""
+        (:mod:`ketter.store.writers`): step back while one waits, then take
+        the write lock file (waiting for it announced as a waiter) or,
+        where there is none, try the lock and wait for it announced."""
         self.turns.step_back()
+        if self.turns.take(BUSY_TIMEOUT):
+            super().begin(lock_type)  # free but for others than Ketter's writers
+            return
         conn = self.connection()
         conn.execute("PRAGMA busy_timeout = 0")
         try:
@@ -190,6 +194,7 @@ class StoreDatabase(SqliteDatabase):
     def _release(self) -> None:
         if getattr(self._holds, "lock", False):
             self._holds.lock = False
+            self.turns.give_back()
             self._writer.release()
 
 
