@@ -181,6 +181,27 @@ def _stat(pid: int | str) -> list[str]:
         return f.read().rsplit(")", 1)[1].split()
 
 
+def machine_jiffies() -> list[int]:
+    """The ``cpu`` line of ``/proc/stat``: user, nice, system, idle,
+    iowait, irq, softirq, steal (every core together)."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:9]]
+
+
+def machine_split(before: list[int], after: list[int]) -> dict[str, float]:
+    """How busy the whole machine was between two :func:`machine_jiffies`
+    (shares of all its cores' time): whether the cores, not Ketter, set the
+    pace."""
+    d = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(d) or 1
+    idle, iowait = d[3], d[4]
+    return {
+        "busy": round((total - idle - iowait) / total, 3),
+        "iowait": round(iowait / total, 3),
+        "idle": round(idle / total, 3),
+    }
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of every thread of ``pid`` and of its live children
     (``ketter workers --processes N``), from ``/proc/PID/stat``."""
@@ -324,7 +345,7 @@ class Variant:
     launch: str  # run | split
     watch: str  # auto | polling
     workers: int
-    processes: int = 1  # split only: ``ketter workers --processes``
+    processes: int = 1  # ``--processes`` of ``ketter run`` / ``ketter workers``
 
     @property
     def name(self) -> str:
@@ -347,7 +368,8 @@ VARIANTS = [
 def launch(v: Variant, cfg: str, root: str) -> dict[str, subprocess.Popen[bytes]]:
     base = [KETTER, "--config", cfg]
     if v.launch == "run":
-        return {"run": start([*base, "run", "-w", str(v.workers)], f"{root}/run.log")}
+        more = ["--processes", str(v.processes)] if v.processes > 1 else []
+        return {"run": start([*base, "run", "-w", str(v.workers), *more], f"{root}/run.log")}
     return {
         "watcher": start([*base, "watcher"], f"{root}/watcher.log"),
         "workers": start(
@@ -423,6 +445,7 @@ def e2e_run(
             time.sleep(1.0)
         touch_memory(GiB)
         cpu0 = {n: cpu_seconds(p.pid) for n, p in procs.items()}
+        machine0 = machine_jiffies()
         rec["load1_before"] = os.getloadavg()[0]
         t0 = time.time()
         for i, data in enumerate(blobs):
@@ -440,6 +463,7 @@ def e2e_run(
         wait_for("all jobs completed", done, 120 + files / 10, plist, interval=0.2)
         wall = time.time() - t0
         rec["cpu_seconds"] = {n: round(cpu_seconds(p.pid) - cpu0[n], 2) for n, p in procs.items()}
+        rec["machine"] = machine_split(machine0, machine_jiffies())
         rec["peak_rss_mib"] = {
             n: round(status_kb(p.pid, "VmHWM") / KiB, 1) for n, p in procs.items()
         }
@@ -527,7 +551,9 @@ def e2e(variants: list[Variant], runs: int, files: int, size: int) -> dict[str, 
                     f"  round {rnd}/{runs}  {v.name:<18} {rec['seconds']:7.2f} s "
                     f"{rec['files_per_s']:7.1f} files/s  detect p50/p99 "
                     f"{rec['detect_p50']:.2f}/{rec['detect_p99']:.2f} s  complete p99 "
-                    f"{rec['complete_p99']:.2f} s  cpu {rec['cpu_seconds']}"
+                    f"{rec['complete_p99']:.2f} s  cpu {rec['cpu_seconds']}  "
+                    f"machine busy {rec['machine']['busy']:.0%} "
+                    f"iowait {rec['machine']['iowait']:.0%}"
                 )
             else:
                 say(f"  round {rnd}/{runs}  {v.name:<18} FAILED: {rec['error']}")
@@ -1032,8 +1058,6 @@ def main(argv: list[str] | None = None) -> int:
             launch_, watch, w = name.split("/")
             threads, _, procs = w.lstrip("w").partition("x")
             v = by_name.get(name) or Variant(launch_, watch, int(threads), int(procs or 1))
-            if v.launch == "run" and v.processes > 1:
-                raise SystemExit(f"bench-watcher: {name}: `ketter run` has one workers process")
             variants.append(v)
     if not os.access(KETTER, os.X_OK):
         raise SystemExit(f"bench-watcher: {KETTER} missing; run `make install`")

@@ -11,11 +11,15 @@ import argparse
 import os
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from ketter.choices import Folders, Mode
 from ketter.cli.common import add_config_arg, check_config, config_from
 from ketter.node import store_backend
 from ketter.store.backend import StoreBackend
+
+if TYPE_CHECKING:
+    from ketter.runtime.children import Children
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -25,6 +29,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_config_arg(run)
     run.add_argument(
         "-w", "--workers", type=int, help="worker threads (default: `workers` in the config)"
+    )
+    run.add_argument(
+        "--processes",
+        type=int,
+        help="workers processes, each with that many threads: this one (which "
+        "also watches) and the others (default: `worker_processes` in the config)",
     )
     run.add_argument(
         "--create-folders",
@@ -77,6 +87,21 @@ def explain(config: object) -> str:
     return "\n".join(lines)
 
 
+def _extra_workers(config: object, args: argparse.Namespace) -> Children | None:
+    """The other workers processes ``ketter run`` starts beside itself
+    (``--processes``, else ``worker_processes``), as ``ketter workers`` does:
+    :mod:`ketter.runtime.children`."""
+    from ketter.config import Config
+    from ketter.runtime.children import Children
+
+    assert isinstance(config, Config)
+    count = args.processes or config.worker_processes
+    if count <= 1:
+        return None
+    workers = ["--workers", str(args.workers)] if args.workers else []
+    return Children(config, [["workers", "--processes", "1", *workers]] * (count - 1))
+
+
 def run_both(args: argparse.Namespace) -> int:
     from ketter.audit.shipper import AuditShipper
     from ketter.errors import StoreLost
@@ -90,6 +115,10 @@ def run_both(args: argparse.Namespace) -> int:
     shutdown = Shutdown().install()
     setup_logging()
     config = config_from(args)
+    for name in ("workers", "processes"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            print(f"ketter: --{name} must be at least 1", file=sys.stderr)
+            return 2
     if args.create_folders:  # asked for: a typo'd or unmounted root is never created silently
         for route in config.routes:
             if route.source_mount is None:
@@ -111,8 +140,14 @@ def run_both(args: argparse.Namespace) -> int:
         return 2
     # Never silently a new, empty store where the node has run before.
     node = Node.from_config(config, "run", evidence=[config.audit.log_file])
+    # The extra workers processes (`worker_processes`) once the store is
+    # there, before this process starts any thread.
+    children = _extra_workers(config, args)
     sys.stdout.write(explain(config) + "\n")
     sys.stdout.flush()
+    if children is not None:
+        children.start()
+        children.watch(shutdown)
     notifier = node.notifier
     assert node.store is not None
     watcher = Watcher(config, store=node.store, queue=node.queue, notifier=notifier)
@@ -121,11 +156,20 @@ def run_both(args: argparse.Namespace) -> int:
         thread.start()
     try:
         code = WorkersProcess(
-            config, workers=args.workers, shutdown=shutdown, notifier=notifier, node=node
+            config,
+            workers=args.workers,
+            shutdown=shutdown,
+            notifier=notifier,
+            node=node,
+            on_reload=children.reload if children is not None else None,
         ).run(install_signals=False)
     finally:
         shutdown.request()
         thread.join(config.shutdown_timeout)
+        if children is not None:
+            children.stop(config.shutdown_timeout + 30)
+            if children.failed:
+                code = 1
         # The watcher's last events came after the workers' shipper stopped.
         shipper = AuditShipper(config, store=node.store)
         try:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from .harness import Node
+from tests.conftest import cli_env
+
+from .harness import KETTER, Node
 
 
 @pytest.fixture
@@ -107,3 +110,50 @@ def test_a_child_that_dies_stops_the_main_process(node: Node) -> None:
     (child,) = _children(main.pid)
     os.kill(child, signal.SIGKILL)
     assert main.wait(60) == 1  # systemd restarts the unit (Restart=on-failure)
+
+
+def test_ketter_run_starts_the_other_workers_processes_too(node: Node) -> None:
+    """``ketter run`` (the watcher and the workers in one process) honours
+    ``--processes`` / ``worker_processes`` as ``ketter workers`` does."""
+    log = open(node.root / "run.log", "wb")  # noqa: SIM115
+    main = subprocess.Popen(
+        [*KETTER, "--config", str(node.config), "run", "--processes", "2", "-w", "1"],
+        stdout=log,
+        stderr=log,
+        env=cli_env(),
+    )
+    log.close()
+    node.procs.append(main)
+    _wait(lambda: len(_started(node)) == 2, "both workers processes to start")
+    (child,) = _children(main.pid)
+    assert _started(node) == {main.pid, child}
+    names = [f"take_{i}.wav" for i in range(6)]
+    for i, name in enumerate(names):
+        (node.root / "src" / "copy" / name).write_bytes(os.urandom(10_000 + i))
+    node.wait_for(
+        lambda: len(node.states()) == len(names) and node.all_done(),
+        what="the watcher to find every file and the workers to deliver it",
+        proc=main,
+    )
+    assert set(node.states().values()) == {"completed"}
+    for name in names:
+        assert (node.root / "dst" / "copy" / name).read_bytes() == (
+            node.root / "src" / "copy" / name
+        ).read_bytes()
+    main.send_signal(signal.SIGTERM)
+    assert main.wait(60) == 0
+    _wait(lambda: not _alive(child), "the child to stop")
+    stopped = node.query("SELECT details FROM events WHERE event = 'workers_stopped'")
+    assert len(stopped) == 2
+
+
+def test_ketter_run_refuses_no_processes(node: Node) -> None:
+    done = subprocess.run(
+        [*KETTER, "--config", str(node.config), "run", "--processes", "0"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--processes must be at least 1" in done.stderr
