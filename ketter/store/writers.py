@@ -41,6 +41,7 @@ import errno
 import fcntl
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -64,6 +65,7 @@ class WriterTurns:
         self.lock_path = db_path + "-write-lock"
         self._fd: int | None = None
         self._lock_fd: int | None = None
+        self._waiter: _Waiter | None = None
         self._held = False
         self._disabled = False
 
@@ -133,9 +135,10 @@ class WriterTurns:
         except OSError as exc:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise
+            waiter = self._waiter = self._waiter or _Waiter()
             with self.waiting():
-                if not _wait_for_flock(fd, timeout):
-                    self._lock_fd = None  # left to the waiting thread, which closes it
+                if not waiter.wait(fd, timeout):
+                    self._lock_fd = self._waiter = None  # left to its thread, which closes it
                     raise OperationalError(
                         f"database is locked: {self.lock_path} held for {timeout:.0f} s"
                     ) from None
@@ -157,29 +160,61 @@ class WriterTurns:
             self._fd = None
 
 
-def _wait_for_flock(fd: int, timeout: float) -> bool:
-    """Block on an exclusive ``flock`` of ``fd`` for at most ``timeout``
-    seconds. The kernel's wait cannot time out, so a thread of its own
-    waits and this one waits for it; given up, the thread lets the lock go
-    when it gets it and closes ``fd`` (the caller must not use it again)."""
-    got = threading.Event()
-    state = threading.Lock()
-    given_up = False
+class _Wait:
+    """One wait for the lock file, done by a :class:`_Waiter`."""
 
-    def wait() -> None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        with state:
-            if not given_up:
-                got.set()
-                return
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    __slots__ = ("error", "fd", "given_up", "got", "state")
 
-    threading.Thread(target=wait, name="ketter-write-lock", daemon=True).start()
-    if got.wait(timeout):
-        return True
-    with state:
-        if got.is_set():  # got it just now
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.got = threading.Event()
+        self.state = threading.Lock()
+        self.given_up = False
+        self.error: OSError | None = None
+
+    def run(self) -> bool:
+        """Block until the lock is taken; False if the waiting thread gave
+        up meanwhile (the lock let go and the file closed at once)."""
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            self.error = exc
+            self.got.set()
             return True
-        given_up = True
-    return False
+        with self.state:
+            if not self.given_up:
+                self.got.set()
+                return True
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        return False
+
+
+class _Waiter:
+    """A thread that blocks on the lock file for the writer waiting for it:
+    the kernel's wait cannot time out, the writer's wait for this thread
+    can. One per process's store, started at the first wait; a wait given
+    up leaves the thread to it, and the next wait gets a new one."""
+
+    def __init__(self) -> None:
+        self._todo: queue.SimpleQueue[_Wait] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="ketter-write-lock", daemon=True).start()
+
+    def _run(self) -> None:
+        while self._todo.get().run():
+            pass
+
+    def wait(self, fd: int, timeout: float) -> bool:
+        """Take the exclusive ``flock`` of ``fd`` within ``timeout`` seconds;
+        False if it did not (``fd`` then belongs to this waiter's thread,
+        which closes it, and this waiter must not be used again)."""
+        job = _Wait(fd)
+        self._todo.put(job)
+        if not job.got.wait(timeout):
+            with job.state:
+                job.given_up = not job.got.is_set()
+            if job.given_up:
+                return False
+        if job.error is not None:
+            raise job.error
+        return True
