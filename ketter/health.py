@@ -217,11 +217,13 @@ def _check_audit(
         )
         return
     workers = beats.get("workers")
-    # The shipper's own pid, or the workers' it ships for (a child process).
-    ships_for = details.get("workers_pid", pid)
+    # The workers service it ships for: its main process's pid, which every
+    # process of the service names (`worker_processes` > 1: they share the
+    # one `workers` row); older rows name the process (or the shipper itself).
+    ships_for = details.get("service", details.get("workers_pid", pid))
     if (
         workers is not None
-        and workers[0] == ships_for
+        and workers[2].get("service", workers[0]) == ships_for
         and not workers[2].get("stopped")
         and now - workers[1] <= stale
         and now - ts > stale

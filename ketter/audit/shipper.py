@@ -34,6 +34,7 @@ from ketter.audit.chain import canonical_json as _canonical
 from ketter.audit.ecs import JobIdentity, iso_ms, to_line
 from ketter.audit.logfile import AuditFiles, first_timestamp, format_line, fsync_dir, last_line
 from ketter.config import Config
+from ketter.runtime.children import service_pid
 
 if TYPE_CHECKING:
     from ketter.store.port import JobStore
@@ -310,6 +311,7 @@ class AuditShipper:
                     "error": self.error,
                     "failing_since": self.failing_since,
                     "workers_pid": self.workers_pid,
+                    "service": service_pid(),
                 }
                 # The mark is never lowered (a failure before the log was
                 # read knows no sequence): keep the higher one already there.

@@ -43,6 +43,22 @@ log = logging.getLogger("ketter.runtime")
 _PR_SET_PDEATHSIG = 1
 
 
+#: Set for every child: the pid of the service's main process (the one
+#: systemd started), which its heartbeats name (:func:`service_pid`).
+SERVICE_ENV = "KETTER_SERVICE_PID"
+
+
+def service_pid() -> int:
+    """The pid of this process's service: its main process's, for an extra
+    process (or a child of one, such as its audit shipper); its own for the
+    main process. ``ketter health`` ties the heartbeats of one service's
+    processes together by it: they share one row per component and node."""
+    try:
+        return int(os.environ.get(SERVICE_ENV) or os.getpid())
+    except ValueError:
+        return os.getpid()
+
+
 def ketter_command(config_path: str) -> tuple[list[str], dict[str, str]]:
     """The command line and environment of a Ketter child process reading
     ``config_path`` (its subcommand's arguments follow).
@@ -51,10 +67,12 @@ def ketter_command(config_path: str) -> tuple[list[str], dict[str, str]]:
     so a child never puts the working directory on sys.path; `-m ketter`
     (ketter/__main__.py): `-m ketter.cli.main` warned at every start (a
     module of an already imported package, run again as __main__). Only the
-    main process talks to systemd: no ``NOTIFY_SOCKET``."""
+    main process talks to systemd: no ``NOTIFY_SOCKET``; every child knows
+    its service's main process (:data:`SERVICE_ENV`)."""
     isolated = ["-I"] if sys.flags.isolated else []
     env = dict(os.environ)
     env.pop("NOTIFY_SOCKET", None)
+    env[SERVICE_ENV] = str(service_pid())
     return [sys.executable, *isolated, "-m", "ketter", "--config", config_path], env
 
 

@@ -31,7 +31,7 @@ from ketter.jobs.sweep import sweep
 from ketter.node import Node
 from ketter.queue import Queue, build_queue
 from ketter.runtime import sdnotify
-from ketter.runtime.children import Children
+from ketter.runtime.children import Children, service_pid
 from ketter.runtime.signals import Shutdown
 from ketter.store.guard import StoreGuard
 
@@ -47,7 +47,9 @@ ORPHAN_SWEEP_EVERY = 600.0
 def write_heartbeat(
     store: JobStore, component: str, node: str, details: dict, *, now: float
 ) -> None:
-    """Upsert this process's ``component`` heartbeat row."""
+    """Upsert this process's ``component`` heartbeat row, which names the
+    service's main process (the extra processes beat the same row)."""
+    details = {**details, "service": service_pid()}
     store.beat(node, {component: json.dumps(details, ensure_ascii=False)}, pid=os.getpid(), now=now)
 
 

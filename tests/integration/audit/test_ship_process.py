@@ -173,3 +173,46 @@ def test_a_shipper_that_dies_is_started_again_and_catches_up(node: Node) -> None
     assert main.poll() is None  # the workers never stopped for it
     assert node.stop(main) == 0
     assert not _alive(second)
+
+
+def test_health_sees_a_silent_shipper_of_two_workers_processes(node: Node) -> None:
+    """``worker_processes: 2``: both processes beat the one ``workers`` row,
+    each naming the service's main process, and so does the shipper that
+    holds the log (either process's child): a silent one is reported
+    whichever process beat last."""
+    with node.config.open("a") as f:
+        f.write("health: {heartbeat_stale: 3s}\n")
+    main = node.start_workers(extra=("--processes", "2", "-w", "1"))
+    node.wait_ready(main)
+    (child,) = _wait(
+        lambda: [c for c in children_of(main.pid) if b" workers --processes 1 " in _cmdline(c)],
+        "the second workers process",
+    )
+    seen: set[int] = set()
+
+    def both_beat_naming_main() -> bool:
+        for pid, details in node.query(
+            "SELECT pid, details FROM heartbeats WHERE component = 'workers'"
+        ):
+            assert json.loads(details)["service"] == main.pid, (pid, details)
+            seen.add(pid)
+        return seen == {main.pid, child}
+
+    _wait(both_beat_naming_main, "a beat of each workers process")
+    ((shipper, details),) = _wait(
+        lambda: node.query("SELECT pid, details FROM heartbeats WHERE component = 'audit'"),
+        "the shipper's heartbeat",
+    )
+    assert json.loads(details)["service"] == main.pid
+    assert shipper in {_shipper_of(main.pid), _shipper_of(child)}
+    os.kill(shipper, signal.SIGSTOP)  # hung while it holds the log: the other cannot take over
+    try:
+        _wait(lambda: not _audit_check(node)["ok"], "health to report the silent shipper")
+        # Whichever process beats the row from now on, it stays reported.
+        for _ in range(6):
+            check = _audit_check(node)
+            assert not check["ok"] and "shipping stopped" in check["detail"], check
+            time.sleep(0.3)
+    finally:
+        os.kill(shipper, signal.SIGCONT)
+    assert node.stop(main) == 0
