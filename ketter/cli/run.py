@@ -145,16 +145,19 @@ def run_both(args: argparse.Namespace) -> int:
     children = _extra_workers(config, args)
     sys.stdout.write(explain(config) + "\n")
     sys.stdout.flush()
+    assert node.store is not None
     if children is not None:
         children.start()
-        children.watch(shutdown)
-    notifier = node.notifier
-    assert node.store is not None
-    watcher = Watcher(config, store=node.store, queue=node.queue, notifier=notifier)
-    with shutdown.spawn_threads_without_signals():
-        thread = threading.Thread(target=watcher.run, args=(shutdown.event,), name="watcher")
-        thread.start()
-    try:
+    thread: threading.Thread | None = None
+    code = 1
+    try:  # from here on, whatever fails, the children are asked to stop and waited for
+        if children is not None:
+            children.watch(shutdown)
+        notifier = node.notifier
+        watcher = Watcher(config, store=node.store, queue=node.queue, notifier=notifier)
+        with shutdown.spawn_threads_without_signals():
+            thread = threading.Thread(target=watcher.run, args=(shutdown.event,), name="watcher")
+            thread.start()
         code = WorkersProcess(
             config,
             workers=args.workers,
@@ -165,7 +168,8 @@ def run_both(args: argparse.Namespace) -> int:
         ).run(install_signals=False)
     finally:
         shutdown.request()
-        thread.join(config.shutdown_timeout)
+        if thread is not None:
+            thread.join(config.shutdown_timeout)
         if children is not None:
             children.stop(config.shutdown_timeout + 30)
             if children.failed:

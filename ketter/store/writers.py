@@ -44,9 +44,12 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 
 from peewee import OperationalError
+
+from ketter.runtime.signals import Shutdown
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,27 @@ log = logging.getLogger(__name__)
 MAX_YIELD = 0.25
 #: Pause between two looks while stepping back.
 YIELD_STEP = 0.0005
+#: Tries to announce a waiting writer while another one looks.
+ANNOUNCE_TRIES = 20
+
+
+#: Every open :class:`WriterTurns`, for :func:`_forget_in_child`.
+_OPEN: weakref.WeakSet[WriterTurns] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    """In a forked child: the parent's files (their locks are the parent's)
+    and waiting thread (not copied) are not this process's."""
+    for turns in list(_OPEN):
+        for fd in (turns._fd, turns._lock_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)  # this copy only: the parent keeps its locks
+        turns._fd = turns._lock_fd = turns._waiter = None
+        turns._held = False
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 class WriterTurns:
@@ -68,6 +92,7 @@ class WriterTurns:
         self._waiter: _Waiter | None = None
         self._held = False
         self._disabled = False
+        _OPEN.add(self)
 
     def _file(self) -> int | None:
         if self._fd is None and not self._disabled:
@@ -103,16 +128,29 @@ class WriterTurns:
 
     @contextlib.contextmanager
     def waiting(self) -> Iterator[None]:
-        """Announce this process's writer as waiting for the lock."""
+        """Announce this process's writer as waiting for the lock. Never
+        waits itself: a process frozen while it looks (step_back's brief
+        exclusive lock) costs this writer its announcement, not its turn."""
         fd = self._file()
         if fd is None:
             yield
             return
-        fcntl.flock(fd, fcntl.LOCK_SH)
+        announced = False
+        for _ in range(ANNOUNCE_TRIES):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                announced = True
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                # Another writer looks (step_back's brief exclusive lock).
+                time.sleep(YIELD_STEP)
         try:
             yield
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            if announced:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def take(self, timeout: float) -> bool:
         """Take the write lock file, waiting (announced) while another
@@ -130,18 +168,21 @@ class WriterTurns:
         fd = self._lock_fd
         if fd is None:
             return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
-            waiter = self._waiter = self._waiter or _Waiter()
-            with self.waiting():
-                if not waiter.wait(fd, timeout):
-                    self._lock_fd = self._waiter = None  # left to its thread, which closes it
-                    raise OperationalError(
-                        f"database is locked: {self.lock_path} held for {timeout:.0f} s"
-                    ) from None
+        waiter = self._waiter
+        if waiter is None or not waiter.busy():
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._held = True
+                return True
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+        if waiter is None:
+            waiter = self._waiter = _Waiter(fd)
+        with self.waiting():
+            got = waiter.wait(timeout)
+        if not got:
+            raise OperationalError(f"database is locked: {self.lock_path} held for {timeout:.0f} s")
         self._held = True
         return True
 
@@ -152,69 +193,103 @@ class WriterTurns:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
+        if self._waiter is not None and self._waiter.busy():
+            return  # a wait given up is still in the kernel on the file: keep it
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+            self._waiter = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
 
 class _Wait:
-    """One wait for the lock file, done by a :class:`_Waiter`."""
+    """One wait for the lock file, done by a :class:`_Waiter`'s thread."""
 
-    __slots__ = ("error", "fd", "given_up", "got", "state")
+    __slots__ = ("done", "error", "given_up", "state")
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.got = threading.Event()
+    def __init__(self) -> None:
+        self.done = threading.Event()
         self.state = threading.Lock()
         self.given_up = False
         self.error: OSError | None = None
 
-    def run(self) -> bool:
-        """Block until the lock is taken; False if the waiting thread gave
-        up meanwhile (the lock let go and the file closed at once)."""
+    def run(self, fd: int) -> None:
+        """Block until the lock is taken; if the writer gave up meanwhile,
+        let it go at once."""
+        error: OSError | None = None
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as exc:
-            self.error = exc
-            self.got.set()
-            return True
+            error = exc
         with self.state:
-            if not self.given_up:
-                self.got.set()
-                return True
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
-        return False
+            self.error = error
+            if self.given_up and error is None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            self.done.set()
+
+    def settle(self) -> bool:
+        """After the writer's wait: True if it now holds the lock; False if
+        not, and then, if the thread is still waiting, it lets the lock go
+        as soon as it gets it."""
+        with self.state:
+            if not self.done.is_set():
+                self.given_up = True
+                return False
+            return not self.given_up and self.error is None
+
+    def reclaim(self) -> bool:
+        """A new writer takes over this wait given up (still in the kernel):
+        True if it did, False if the wait is over."""
+        with self.state:
+            if self.done.is_set():
+                return False
+            self.given_up = False
+            return True
 
 
 class _Waiter:
     """A thread that blocks on the lock file for the writer waiting for it:
     the kernel's wait cannot time out, the writer's wait for this thread
-    can. One per process's store, started at the first wait; a wait given
-    up leaves the thread to it, and the next wait gets a new one."""
+    can. One per store and process (one thread, one file), started at the
+    first wait, without the stop signals (they go to the main thread). A
+    wait given up stays in the kernel; the next writer takes it over rather
+    than start another, so a holder frozen for days costs nothing more."""
 
-    def __init__(self) -> None:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
         self._todo: queue.SimpleQueue[_Wait] = queue.SimpleQueue()
-        threading.Thread(target=self._run, name="ketter-write-lock", daemon=True).start()
+        self._pending: _Wait | None = None
+        with Shutdown.spawn_threads_without_signals():
+            threading.Thread(target=self._run, name="ketter-write-lock", daemon=True).start()
 
     def _run(self) -> None:
-        while self._todo.get().run():
-            pass
+        while True:
+            self._todo.get().run(self.fd)
 
-    def wait(self, fd: int, timeout: float) -> bool:
-        """Take the exclusive ``flock`` of ``fd`` within ``timeout`` seconds;
-        False if it did not (``fd`` then belongs to this waiter's thread,
-        which closes it, and this waiter must not be used again)."""
-        job = _Wait(fd)
-        self._todo.put(job)
-        if not job.got.wait(timeout):
-            with job.state:
-                job.given_up = not job.got.is_set()
-            if job.given_up:
-                return False
+    def busy(self) -> bool:
+        """A wait given up is still in the kernel on the file: the file
+        must not be locked, unlocked or closed by anyone else."""
+        return self._pending is not None and not self._pending.done.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        """Take the exclusive ``flock`` of the file within ``timeout``
+        seconds; False if not (the wait goes on, given up: see
+        :meth:`_Wait.settle`). An exception meanwhile (a signal handler's)
+        gives the wait up too, or lets the lock go if it came just then."""
+        job = self._pending
+        if job is None or not job.reclaim():
+            job = self._pending = _Wait()
+            self._todo.put(job)
+        try:
+            job.done.wait(timeout)
+        except BaseException:
+            if job.settle():
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            raise
+        if job.settle():
+            return True
         if job.error is not None:
             raise job.error
-        return True
+        return False

@@ -7,6 +7,7 @@ busy handler."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import sqlite3
@@ -133,24 +134,85 @@ def test_a_holder_killed_lets_the_lock_go(tmp_path: Path) -> None:
     db.close()
 
 
+def _waiting_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "ketter-write-lock")
+
+
 def test_the_wait_is_bounded_and_a_given_up_wait_leaves_nothing_held(tmp_path: Path) -> None:
     path = str(tmp_path / "ketter.db")
     open_store(path).close()
     holder, waiter = WriterTurns(path), WriterTurns(path)
     assert holder.take(1.0) is True
-    with pytest.raises(OperationalError, match=r"database is locked: .*ketter\.db-write-lock held"):
-        waiter.take(0.2)
+    before = _waiting_threads()
+    for _ in range(3):  # a holder frozen for long: one thread, one file, however many tries
+        with pytest.raises(
+            OperationalError, match=r"database is locked: .*ketter\.db-write-lock held"
+        ):
+            waiter.take(0.2)
+    assert _waiting_threads() == before + 1
     assert "READ" not in _flocks(path + "-writers")  # no longer announced
     holder.give_back()
-    # The given-up wait's thread gets the lock, lets it go and closes its file.
-    third = WriterTurns(path)
+    # The given-up wait gets the lock and lets it go at once.
     _wait_until("the lock file free", lambda: _flocks(path + "-write-lock") == set())
+    third = WriterTurns(path)
     assert third.take(5.0) is True
     third.give_back()
-    assert waiter.take(5.0) is True  # a fresh file of its own
+    assert waiter.take(5.0) is True
     waiter.give_back()
     for turns in (holder, waiter, third):
         turns.close()
+
+
+def test_an_exception_while_waiting_leaves_nothing_held(tmp_path: Path) -> None:
+    """A signal handler that raises while the writer waits (Ctrl-C in a
+    CLI command): the lock is not kept once it comes."""
+    path = str(tmp_path / "ketter.db")
+    open_store(path).close()
+    holder, waiter = WriterTurns(path), WriterTurns(path)
+    assert holder.take(1.0) is True
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(Interrupted):
+            waiter.take(30.0)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    holder.give_back()
+    _wait_until("the lock file free", lambda: _flocks(path + "-write-lock") == set())
+    time.sleep(0.2)
+    assert _flocks(path + "-write-lock") == set()  # and it stays free
+    assert holder.take(1.0) is True
+    holder.give_back()
+    holder.close()
+    waiter.close()
+
+
+def test_a_writer_frozen_while_it_looks_does_not_hold_a_waiting_one(tmp_path: Path) -> None:
+    """Another process frozen inside its look (step_back's brief exclusive
+    lock on <db>-writers): a writer waiting for the lock file goes
+    unannounced instead of waiting for that process."""
+    path = str(tmp_path / "ketter.db")
+    open_store(path).close()
+    holder, waiter = WriterTurns(path), WriterTurns(path)
+    assert holder.take(1.0) is True
+    looker = os.open(path + "-writers", os.O_RDWR)
+    fcntl.flock(looker, fcntl.LOCK_EX)  # frozen in the middle of its look
+    try:
+        threading.Timer(0.5, holder.give_back).start()
+        assert waiter.take(10.0) is True
+        waiter.give_back()
+    finally:
+        os.close(looker)
+    holder.close()
+    waiter.close()
 
 
 def test_a_foreign_holder_of_sqlites_lock_meets_the_busy_handler(tmp_path: Path) -> None:
