@@ -42,6 +42,9 @@ log = logging.getLogger("ketter.runtime")
 
 _PR_SET_PDEATHSIG = 1
 
+#: What a child gets blocked until its handlers are in.
+STOP_AND_RELOAD = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
 
 #: Set for every child: the pid of the service's main process (the one
 #: systemd started), which its heartbeats name (:func:`service_pid`).
@@ -115,16 +118,23 @@ class Children:
         """Start the children; call before this process starts any thread."""
         argv, env = ketter_command(self.config.path)
         parent = os.getpid()
-        for args, fds in zip(self.args, self.pass_fds, strict=True):
-            self.procs.append(
-                subprocess.Popen(
-                    [*argv, *args],
-                    env=env,
-                    start_new_session=True,
-                    pass_fds=fds,
-                    preexec_fn=functools.partial(die_with, parent),
+        # Each child inherits the stop and reload signals blocked until its
+        # handlers are in (Shutdown.install): a SIGHUP passed on by
+        # :meth:`reload` right after the start no longer kills it.
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_AND_RELOAD)
+        try:
+            for args, fds in zip(self.args, self.pass_fds, strict=True):
+                self.procs.append(
+                    subprocess.Popen(
+                        [*argv, *args],
+                        env=env,
+                        start_new_session=True,
+                        pass_fds=fds,
+                        preexec_fn=functools.partial(die_with, parent),
+                    )
                 )
-            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
         log.info(
             f"{self.what} processes started",
             extra={"ketter.pids": [os.getpid(), *(p.pid for p in self.procs)]},

@@ -147,7 +147,10 @@ class Shutdown:
         self.signals = 0
 
     def install(self) -> Shutdown:
-        """Install the handlers (main thread only)."""
+        """Install the handlers (main thread only). A process started with
+        the signals blocked (Ketter's children are, so that a SIGTERM or a
+        SIGHUP sent before this point is not lost to its default action,
+        which kills) gets them now, and one that came meanwhile is acted on."""
         signal.signal(signal.SIGTERM, self._handle)
         signal.signal(signal.SIGINT, self._handle)
         signal.signal(signal.SIGHUP, self._handle_hup)
@@ -155,6 +158,7 @@ class Shutdown:
         for event in (self.event, self.reload):
             assert isinstance(event, SignalSafeEvent)
             event._wake_r = wake_r
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
         return self
 
     # The two handlers below run in the main thread between bytecodes of

@@ -157,3 +157,22 @@ def test_ketter_run_refuses_no_processes(node: Node) -> None:
     )
     assert done.returncode == 2
     assert "--processes must be at least 1" in done.stderr
+
+
+def test_a_reload_right_after_the_start_does_not_kill_a_child(node: Node) -> None:
+    """A child gets the stop and reload signals blocked until its handlers
+    are in: a SIGHUP (``systemctl reload``, passed on by the main process)
+    during its start-up is acted on, not its default action (which kills)."""
+    main = node.start_workers(extra=("--processes", "2", "-w", "1"))
+    _wait(lambda: _children(main.pid), "the child to be started", timeout=60)
+    (child,) = _children(main.pid)
+    os.kill(child, signal.SIGHUP)  # long before it has imported Ketter
+    _wait(
+        lambda: main.poll() is not None or len(_started(node)) == 2,
+        "both workers processes to start",
+    )
+    assert main.poll() is None, "the main process stopped: its child died"
+    assert _alive(child)
+    assert _started(node) == {main.pid, child}
+    main.send_signal(signal.SIGTERM)
+    assert main.wait(60) == 0
