@@ -9,6 +9,7 @@ config's allowed values are read from here.
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 
 
@@ -64,7 +65,9 @@ class WatchMode(StrEnum):
     POLLING = "polling"
 
 
+@functools.cache
 def values(choice: type[StrEnum]) -> tuple[str, ...]:
     """The allowed values of ``choice``, in declaration order (the config's
-    ``choices``)."""
+    ``choices``). Cached: every job's transfer spec checks its choices, and
+    walking an enum's members costs more than the rest of that check."""
     return tuple(member.value for member in choice)
