@@ -1,4 +1,6 @@
-"""``ketter run``: the watcher and the workers in one foreground process.
+"""``ketter run``: the watcher and the workers in one foreground process
+(and the extra workers processes ``worker_processes`` asks for, as ``ketter
+workers`` starts them).
 
 For small set-ups and the demo (``make run``). Production runs them as two
 systemd units so that a stuck copy never delays detection and each can be
