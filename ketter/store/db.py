@@ -33,6 +33,7 @@ from playhouse.migrations import Runner
 from ketter.runtime.flush import FlushGroup
 from ketter.store.guard import StoreGuard, ensure_may_create, write_marker
 from ketter.store.models import MODELS, database
+from ketter.store.sql.turn import READ, WriteBeforeTurn
 from ketter.store.writers import WriterTurns
 
 #: Seconds a writer waits for the SQLite write lock before giving up.
@@ -154,6 +155,33 @@ class StoreDatabase(SqliteDatabase):
             from ketter.events import publish_committed
 
             publish_committed(pending)
+
+    def refuse_writes(self, refuse: bool) -> None:
+        """While set, this thread's statements may only read (a lazy shared
+        commit's work before its transaction:
+        :meth:`ketter.store.sql.core.SqlCore._whole`); another one raises
+        :class:`~ketter.store.sql.turn.WriteBeforeTurn`."""
+        self._holds.refuse_writes = refuse
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        if not getattr(self._holds, "refuse_writes", False):
+            return super().execute_sql(sql, params)
+        if not READ.match(sql):
+            raise WriteBeforeTurn(f"a write before the write turn was taken: {sql[:60]}")
+        self._holds.reading = True
+        try:
+            return super().execute_sql(sql, params)
+        finally:
+            self._holds.reading = False
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self._holds, "refuse_writes", False) and not getattr(
+            self._holds, "reading", False
+        ):
+            # A raw cursor (executemany) could write: refused like a write
+            # statement (execute_sql lets its reads through).
+            raise WriteBeforeTurn("a raw cursor before the write turn was taken")
+        return super().cursor(*args, **kwargs)
 
     def defer_event(self, bus: Any, event: Any) -> None:
         """Publish ``event`` on ``bus`` when this thread's transaction commits

@@ -15,16 +15,13 @@ holding a row lock another one that holds it wants (a deadlock, see
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterator
-from typing import Any
 
-from ketter.audit.chain import GENESIS, AuditChain, hashed_fields, record_hash
+from ketter.audit.chain import AuditChain
 from ketter.store.dialect import POSTGRESQL
 from ketter.store.guard import StoreGuard
 from ketter.store.postgres.db import DB_NOW, UNREAD, PgStoreDatabase, shown_dsn
-from ketter.store.rows import EVENT_COLUMNS
-from ketter.store.sql.core import INSERT_EVENT, SqlCore
+from ketter.store.sql.core import SqlCore
 from ketter.store.sql.turn import UNKNOWN
 
 
@@ -51,70 +48,6 @@ class PgCore(SqlCore):
         if durable and self.db.in_transaction():
             raise RuntimeError("durable() must open its own transaction, not nest in one")
         return _atomic(self, durable)
-
-    @contextlib.contextmanager
-    def _whole(self) -> Iterator[object]:
-        """A shared commit tried whole, its work run **before** the write
-        turn is taken: the items' Python (their steps, their events' JSON)
-        no longer holds every other writer of every node out. Their
-        statements are held back (flat), their events sealed on a
-        provisional head; :meth:`_settle` takes the turn, re-seals them on
-        the real head, sends them in one pipeline. A statement an item runs
-        that writes at once is refused (:meth:`PgStoreDatabase.refuse_writes`):
-        the try fails and the items run again, each in its savepoint. Reads
-        run outside the transaction, as if before it: every write is a
-        compare-and-set checked when it is sent."""
-        turn = self._turn()
-        if turn.depth or self.db.in_transaction():
-            raise RuntimeError("a shared commit tried whole opens its own transaction")
-        try:
-            with contextlib.ExitStack() as stack:
-                turn.depth, turn.flat, turn.lazy, turn.stack = 1, True, True, stack
-                self.db.refuse_writes(True)
-                yield None
-                if turn.lazy:
-                    self._take_turn()  # nothing was settled: an empty commit
-                if turn.deferred:
-                    raise RuntimeError("statements held back and never sent (no _settle)")
-                if turn.counts:
-                    self._count_many(turn.counts)
-        finally:
-            self.db.refuse_writes(False)
-            turn.depth = 0
-            turn.reset()
-
-    def _take_turn(self) -> None:
-        """The lazy shared commit's transaction, now: ``BEGIN`` with the
-        write turn and the head, the held events re-sealed after it (each
-        one's sequence and hash; their JSON is kept) and their publication
-        set for the commit."""
-        turn = self._turn()
-        assert turn.stack is not None and turn.lazy
-        self.db.refuse_writes(False)
-        turn.lazy = False
-        turn.head = UNKNOWN
-        turn.stack.enter_context(self._transaction(durable=False))
-        head = self._chain_head()
-        base, prev = head if head is not None else (0, GENESIS)
-        for row in turn.unsealed:
-            row["id"] = base + int(row["id"])
-            row["prev_hash"] = prev
-            row["hash"] = prev = record_hash(prev, hashed_fields(row), self.chain.key)
-        if turn.unsealed:
-            turn.head = (int(turn.unsealed[-1]["id"]), prev)
-        for bus, event in turn.published:
-            self.db.defer_event(bus, dataclasses.replace(event, seq=event.seq + base))
-        turn.unsealed, turn.published = [], []
-
-    def _insert_event(self, row: dict[str, Any]) -> None:
-        turn = self._turn()
-        if not turn.lazy:
-            super()._insert_event(row)
-            return
-        turn.unsealed.append(row)
-        turn.deferred.append(
-            (self.dialect.sql(INSERT_EVENT), lambda: tuple(row[n] for n in EVENT_COLUMNS), 1)
-        )
 
     def _begun_head(self) -> object:
         head = self.db.transaction_head()  # read with the BEGIN: no round trip

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
-import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -44,6 +43,7 @@ from peewee import PostgresqlDatabase
 from playhouse.migrations import Runner
 
 from ketter.store.models import database
+from ketter.store.sql.turn import READ, WriteBeforeTurn
 
 #: Advisory-lock keys of the job store (one 64-bit namespace per database).
 #: The audit chain's appends, and the read-then-write steps that must not
@@ -134,14 +134,6 @@ class WriteGate:
             with self._cond:
                 self._held = False
                 self._cond.notify_all()
-
-
-class WriteBeforeTurn(RuntimeError):
-    """A statement that writes, sent while writes wait for the write turn."""
-
-
-#: A statement that only reads (what a lazy shared commit may send early).
-_READ = re.compile(r"\s*SELECT\b(?!.*\bFOR\s+(UPDATE|SHARE|NO\s+KEY|KEY)\b)", re.I | re.S)
 
 
 class PgStoreDatabase(PostgresqlDatabase):
@@ -275,7 +267,7 @@ class PgStoreDatabase(PostgresqlDatabase):
     def execute_sql(self, sql: str, params: Any = None) -> Any:
         if not getattr(self._next, "refuse_writes", False):
             return super().execute_sql(sql, params)
-        if not _READ.match(sql):
+        if not READ.match(sql):
             raise WriteBeforeTurn(f"a write before the write turn was taken: {sql[:60]}")
         self._next.reading = True
         try:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ketter.audit.chain import GENESIS, hashed_fields, record_hash
 from ketter.events import Event, EventBus
 from ketter.store.composite.core import CompositeCore
 from ketter.store.composite.counting import Tally
@@ -101,8 +103,58 @@ class SqlCore(CompositeCore):
 
     @contextlib.contextmanager
     def _whole(self) -> Iterator[object]:
-        with self.transaction(), self._flat():
-            yield None
+        """A shared commit tried whole, its work run **before** the write
+        turn is taken: the items' Python (their steps, their events' JSON)
+        no longer holds every other writer out (of every process on SQLite,
+        of every node on PostgreSQL). Their statements are held back (flat),
+        their events sealed on a provisional head; :meth:`_settle` takes the
+        turn, re-seals them on the real head and sends them. A statement an
+        item runs that writes at once is refused (``refuse_writes``,
+        :class:`~ketter.store.sql.turn.WriteBeforeTurn`): the try fails and
+        the items run again, each in its savepoint. Reads run outside the
+        transaction, as if before it: every write is a compare-and-set
+        checked when it is sent."""
+        turn = self._turn()
+        if turn.depth or self.db.in_transaction():
+            raise RuntimeError("a shared commit tried whole opens its own transaction")
+        try:
+            with contextlib.ExitStack() as stack:
+                turn.depth, turn.flat, turn.lazy, turn.stack = 1, True, True, stack
+                self.db.refuse_writes(True)
+                yield None
+                if turn.lazy:
+                    self._take_turn()  # nothing was settled: an empty commit
+                if turn.deferred:
+                    raise RuntimeError("statements held back and never sent (no _settle)")
+                if turn.counts:
+                    self._count_many(turn.counts)
+        finally:
+            self.db.refuse_writes(False)
+            turn.depth = 0
+            turn.reset()
+
+    def _take_turn(self) -> None:
+        """The lazy shared commit's transaction, now: ``BEGIN`` with the
+        write turn and the head, the held events re-sealed after it (each
+        one's sequence and hash; their JSON is kept) and their publication
+        set for the commit."""
+        turn = self._turn()
+        assert turn.stack is not None and turn.lazy
+        self.db.refuse_writes(False)
+        turn.lazy = False
+        turn.head = UNKNOWN
+        turn.stack.enter_context(self._transaction(durable=False))
+        head = self._chain_head()
+        base, prev = head if head is not None else (0, GENESIS)
+        for row in turn.unsealed:
+            row["id"] = base + int(row["id"])
+            row["prev_hash"] = prev
+            row["hash"] = prev = record_hash(prev, hashed_fields(row), self.chain.key)
+        if turn.unsealed:
+            turn.head = (int(turn.unsealed[-1]["id"]), prev)
+        for bus, event in turn.published:
+            self.db.defer_event(bus, dataclasses.replace(event, seq=event.seq + base))
+        turn.unsealed, turn.published = [], []
 
     @contextlib.contextmanager
     def _flat(self) -> Iterator[object]:
@@ -116,8 +168,19 @@ class SqlCore(CompositeCore):
             turn.flat = was
 
     def _settle(self) -> bool:
-        """Nothing held back (PostgreSQL's jobs area holds its transitions)."""
-        return not self._turn().deferred
+        """Take the write turn of a lazy shared commit (:meth:`_whole`) and
+        send what its items held back, one statement after the other:
+        ``False`` when one changed fewer rows than it should (PostgreSQL
+        sends them in one pipeline: :mod:`ketter.store.postgres.jobs`)."""
+        turn = self._turn()
+        if turn.lazy:
+            self._take_turn()
+        work, turn.deferred = turn.deferred, []
+        for sql, params, rows in work:
+            cursor = self.db.execute_sql(sql, params() if callable(params) else params)
+            if int(cursor.rowcount) != rows:
+                return False
+        return True
 
     def _count_later(self, route: str, counted: Tally) -> None:
         turn = self._turn()
@@ -181,7 +244,15 @@ class SqlCore(CompositeCore):
             turn.head = (seq, hash_)
 
     def _insert_event(self, row: dict[str, Any]) -> None:
-        self._exec(INSERT_EVENT, tuple(row[name] for name in EVENT_COLUMNS))
+        turn = self._turn()
+        if not turn.lazy:
+            self._exec(INSERT_EVENT, tuple(row[name] for name in EVENT_COLUMNS))
+            return
+        # Before the write turn: sealed again and sent by _settle.
+        turn.unsealed.append(row)
+        turn.deferred.append(
+            (self.dialect.sql(INSERT_EVENT), lambda: tuple(row[n] for n in EVENT_COLUMNS), 1)
+        )
 
     def _insert_events(self, rows: Sequence[dict[str, Any]]) -> None:
         # One statement per EVENTS_PER_INSERT rows (one round trip each on

@@ -65,13 +65,8 @@ class JobsShared(SqlCore, CompositeJobs):
         unplaced: bool,
         uncancelled: bool = False,
     ) -> bool:
-        assignments = ", ".join(f'"{name}" = ?' for name in values)
-        sql = (
-            f"UPDATE jobs SET {assignments} WHERE id = ? AND state = ? AND claim IS ?"
-            + (" AND placed_at IS NULL" if unplaced else "")
-            + (" AND cancel_requested_at IS NULL" if uncancelled else "")
-        )
-        cursor = self._exec(sql, (*values.values(), job_id, state, claim))
+        sql = _cas_sql(values, unplaced, uncancelled)
+        cursor = self._exec(sql, _cas_params(job_id, state, claim, values))
         return int(cursor.rowcount) == 1
 
     def _change_and_append(
@@ -86,6 +81,17 @@ class JobsShared(SqlCore, CompositeJobs):
     ) -> bool:
         # Two statements; one on PostgreSQL (ketter.store.postgres.jobs),
         # where each is a round trip.
+        turn = self._turn()
+        if turn.lazy:
+            # A shared commit tried whole, before its write turn: both held
+            # back, the change checked when _settle sends it (a refusal
+            # there rolls the try back and each job runs alone).
+            sql = _cas_sql(values, unplaced, uncancelled)
+            turn.deferred.append(
+                (self.dialect.sql(sql), _cas_params(job_id, state, claim, values), 1)
+            )
+            self._insert_event(event)
+            return True
         if not self._compare_and_set(job_id, state, claim, values, unplaced, uncancelled):
             return False
         self._insert_event(event)
@@ -116,3 +122,19 @@ class JobsShared(SqlCore, CompositeJobs):
 
     def set_error(self, job_id: int, error: str) -> None:
         self._exec("UPDATE jobs SET error = ? WHERE id = ?", (error, job_id))
+
+
+def _cas_sql(values: dict[str, Any], unplaced: bool, uncancelled: bool) -> str:
+    """A transition's compare-and-set (SQLite's spelling)."""
+    assignments = ", ".join(f'"{name}" = ?' for name in values)
+    return (
+        f"UPDATE jobs SET {assignments} WHERE id = ? AND state = ? AND claim IS ?"
+        + (" AND placed_at IS NULL" if unplaced else "")
+        + (" AND cancel_requested_at IS NULL" if uncancelled else "")
+    )
+
+
+def _cas_params(
+    job_id: int, state: str, claim: str | None, values: dict[str, Any]
+) -> tuple[object, ...]:
+    return (*values.values(), job_id, state, claim)

@@ -21,6 +21,7 @@ transaction's end forgets everything (:meth:`Turn.reset`).
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,15 @@ Params = tuple[object, ...] | Callable[[], tuple[object, ...]]
 
 #: The head is not known yet in this transaction: read it.
 UNKNOWN = object()
+
+#: A statement that only reads (what a lazy shared commit may send early).
+READ = re.compile(r"\s*SELECT\b(?!.*\bFOR\s+(UPDATE|SHARE|NO\s+KEY|KEY)\b)", re.I | re.S)
+
+
+class WriteBeforeTurn(RuntimeError):
+    """A statement that writes, sent while writes wait for the write turn
+    (a lazy shared commit's work before its transaction)."""
+
 
 _Mark = tuple[object, dict[str, Tally]]
 
