@@ -141,12 +141,15 @@ def seal(
     attempt: int | None = None,
     details: dict[str, Any] | None = None,
     actor: Principal | None = None,
+    provisional: bool = False,
 ) -> dict[str, Any]:
     """The ``events`` row (every column of :data:`EVENT_COLUMNS`) for
     ``event`` as sequence ``seq`` after ``prev_hash``: what the job store
     inserts inside the transaction of the change it describes
     (``JobStore.append_event``). Refuses an unknown event, and any event
-    when ``chain`` may not append (:class:`MayNotAppend`)."""
+    when ``chain`` may not append (:class:`MayNotAppend`). ``provisional``:
+    ``seq`` and ``prev_hash`` are not the chain's yet, and the store seals
+    the row again once they are (its ``hash`` is left empty meanwhile)."""
     if event not in EVENTS:
         raise ValueError(f"unknown audit event {event!r}; add it to ketter.audit.vocabulary")
     if not chain.may_append:
@@ -169,7 +172,7 @@ def seal(
         "details": canonical_json(details or {}),
     }
     row["prev_hash"] = prev_hash
-    row["hash"] = record_hash(prev_hash, hashed_fields(row), chain.key)
+    row["hash"] = "" if provisional else record_hash(prev_hash, hashed_fields(row), chain.key)
     return row
 
 

@@ -136,7 +136,14 @@ class CompositeCore(abc.ABC):
             attempt=attempt,
             details=details,
             actor=actor,
+            provisional=self._sealed_later(),
         )
+
+    @abc.abstractmethod
+    def _sealed_later(self) -> bool:
+        """The events sealed now are sealed again once the chain's head is
+        known (a shared commit prepared before its write turn: the SQL
+        stores' :meth:`~ketter.store.sql.core.SqlCore._whole`)."""
 
     def _appended(self, row: dict[str, Any], details: dict[str, Any] | None) -> None:
         """``row`` was inserted: it is the chain's head, published once the

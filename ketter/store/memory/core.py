@@ -146,6 +146,11 @@ class MemoryCore(CompositeCore):
         """Nothing is held back in memory."""
         return True
 
+    def _sealed_later(self) -> bool:
+        """Sealed once, on the real head: a shared commit in memory holds
+        its lock from the start."""
+        return False
+
     @contextlib.contextmanager
     def _whole(self) -> Iterator[object]:
         with self.transaction(), self._flat():

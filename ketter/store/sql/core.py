@@ -133,6 +133,9 @@ class SqlCore(CompositeCore):
             turn.depth = 0
             turn.reset()
 
+    def _sealed_later(self) -> bool:
+        return self._turn().lazy
+
     def _take_turn(self) -> None:
         """The lazy shared commit's transaction, now: ``BEGIN`` with the
         write turn and the head, the held events re-sealed after it (each
