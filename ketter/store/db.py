@@ -156,17 +156,22 @@ class StoreDatabase(SqliteDatabase):
 
             publish_committed(pending)
 
-    def refuse_writes(self, refuse: bool) -> None:
+    def refuse_writes(self, refuse: bool) -> bool:
         """While set, this thread's statements may only read (a lazy shared
         commit's work before its transaction:
         :meth:`ketter.store.sql.core.SqlCore._whole`); another one raises
-        :class:`~ketter.store.sql.turn.WriteBeforeTurn`."""
-        self._holds.refuse_writes = refuse
+        :class:`~ketter.store.sql.turn.WriteBeforeTurn`. Returns whether one
+        was refused since it was set (even if its caller caught the error:
+        that commit must not go on as if the write were in it)."""
+        refused = bool(getattr(self._holds, "refused", False))
+        self._holds.refuse_writes, self._holds.refused = refuse, False
+        return refused
 
     def execute_sql(self, sql: str, params: Any = None) -> Any:
         if not getattr(self._holds, "refuse_writes", False):
             return super().execute_sql(sql, params)
         if not READ.match(sql):
+            self._holds.refused = True
             raise WriteBeforeTurn(f"a write before the write turn was taken: {sql[:60]}")
         self._holds.reading = True
         try:
@@ -180,6 +185,7 @@ class StoreDatabase(SqliteDatabase):
         ):
             # A raw cursor (executemany) could write: refused like a write
             # statement (execute_sql lets its reads through).
+            self._holds.refused = True
             raise WriteBeforeTurn("a raw cursor before the write turn was taken")
         return super().cursor(*args, **kwargs)
 

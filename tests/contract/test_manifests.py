@@ -3,6 +3,7 @@ commit (one transaction, one savepoint per job)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import pytest
@@ -253,3 +254,26 @@ def test_a_failed_insert_in_a_savepoint_does_not_abort_the_batch(job_store: JobS
     assert outcomes[0] is None and outcomes[2] is None
     assert re.search("not[ -]null", str(outcomes[1]), re.IGNORECASE)
     assert _events(job_store) == [1, 3]
+
+
+def test_a_write_refused_before_the_turn_is_never_lost_by_an_item_that_catches_it(
+    job_store: JobStore,
+) -> None:
+    """The SQL stores prepare a shared commit before their write turn and
+    refuse a write that would go out at once; an item that catches that
+    refusal must not leave the commit without its write: the commit runs
+    job by job instead, where the write is made."""
+    from tests.contract.test_intake import columns
+
+    ids = [job_store.add_job(columns(f"k{i}", source_path=f"/src/{i}".encode())) for i in (1, 2)]
+
+    def noted(job_id: int) -> None:
+        job_store.append_event("detect", now=1.0, job_id=job_id)
+        # The item's own business; its write must not vanish.
+        with contextlib.suppress(Exception):
+            job_store.set_error(job_id, "noted")
+
+    outcomes = job_store.commit_together([lambda j=j: noted(j) for j in ids])
+    assert outcomes == [None, None]
+    assert [job_store.get_job(j).error for j in ids] == ["noted", "noted"]
+    assert _events(job_store) == ids

@@ -176,6 +176,7 @@ class PgStoreDatabase(PostgresqlDatabase):
         ):
             # A raw cursor (executemany, a pipeline) could write: refused
             # like a write statement (execute_sql lets its reads through).
+            self._next.refused = True
             raise WriteBeforeTurn("a raw cursor before the write turn was taken")
         self._forget_broken()
         return super().cursor(named_cursor)
@@ -258,16 +259,20 @@ class PgStoreDatabase(PostgresqlDatabase):
             return UNREAD
         return getattr(self._next, "head", UNREAD)
 
-    def refuse_writes(self, refuse: bool) -> None:
+    def refuse_writes(self, refuse: bool) -> bool:
         """While set, this thread's statements may only read (a lazy shared
         commit's work before its transaction: :meth:`ketter.store.postgres.core.PgCore._whole`);
-        another one raises :class:`WriteBeforeTurn`."""
-        self._next.refuse_writes = refuse
+        another one raises :class:`WriteBeforeTurn`. Returns whether one
+        was refused since it was set (even if its caller caught the error)."""
+        refused = bool(getattr(self._next, "refused", False))
+        self._next.refuse_writes, self._next.refused = refuse, False
+        return refused
 
     def execute_sql(self, sql: str, params: Any = None) -> Any:
         if not getattr(self._next, "refuse_writes", False):
             return super().execute_sql(sql, params)
         if not READ.match(sql):
+            self._next.refused = True
             raise WriteBeforeTurn(f"a write before the write turn was taken: {sql[:60]}")
         self._next.reading = True
         try:

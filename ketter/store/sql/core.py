@@ -17,7 +17,7 @@ from ketter.store.composite.core import CompositeCore
 from ketter.store.composite.counting import Tally
 from ketter.store.dialect import Dialect
 from ketter.store.rows import EVENT_COLUMNS
-from ketter.store.sql.turn import UNKNOWN, Turn
+from ketter.store.sql.turn import UNKNOWN, Turn, WriteBeforeTurn
 
 _EVENT_MARKS = "({})".format(", ".join("?" for _ in EVENT_COLUMNS))
 _INSERT_EVENTS = "INSERT INTO events ({}) VALUES".format(
@@ -143,7 +143,10 @@ class SqlCore(CompositeCore):
         set for the commit."""
         turn = self._turn()
         assert turn.stack is not None and turn.lazy
-        self.db.refuse_writes(False)
+        if self.db.refuse_writes(False):
+            # An item wrote at once and caught the refusal: its write is not
+            # in this commit, so the commit must not happen as it is.
+            raise WriteBeforeTurn("a write of this shared commit was refused before its turn")
         turn.lazy = False
         turn.head = UNKNOWN
         turn.stack.enter_context(self._transaction(durable=False))
