@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Callable
 
 from watchdog.events import (
@@ -27,6 +28,17 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver
 
 log = logging.getLogger(__name__)
+
+#: watchdog 7.1 warns when its recursive walk and the event of a folder just
+#: created add the same folder's watch twice with the same callback (a race
+#: inside watchdog, seen in the test suite); the second add overwrites the
+#: callback with itself, nothing is lost. Silenced, or every such folder
+#: would print a Python warning to the journal.
+warnings.filterwarnings(
+    "ignore",
+    message=r"Callback with id .* already exists for watch",
+    category=RuntimeWarning,
+)
 
 #: The loggers on which watchdog 7.1 reports a kernel queue overflow; it
 #: does not tell the handlers (watchdog #654), so Ketter listens to the log.
