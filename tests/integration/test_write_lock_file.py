@@ -87,12 +87,18 @@ def _writer(
     return thread
 
 
-def test_a_writer_waits_for_another_process_announced_and_gets_in_after_it(tmp_path: Path) -> None:
+def _store(tmp_path: Path) -> tuple[str, StoreDatabase]:
+    """A job store with the ``seen`` table the writers insert into."""
     path = str(tmp_path / "ketter.db")
     db = open_store(path)
+    assert isinstance(db, StoreDatabase)
     db.execute_sql("CREATE TABLE IF NOT EXISTS seen (who TEXT)")
-    holder = _holder(path)
-    done, errors = threading.Event(), []
+    return path, db
+
+
+def test_a_writer_waits_for_another_process_announced_and_gets_in_after_it(tmp_path: Path) -> None:
+    path, db = _store(tmp_path)
+    holder, done, errors = _holder(path), threading.Event(), []
     thread = _writer(db, "writer", done, errors)
     try:
         # Waiting in the kernel for the lock file, announced to the others
@@ -117,11 +123,8 @@ def test_a_writer_waits_for_another_process_announced_and_gets_in_after_it(tmp_p
 
 
 def test_a_holder_killed_lets_the_lock_go(tmp_path: Path) -> None:
-    path = str(tmp_path / "ketter.db")
-    db = open_store(path)
-    db.execute_sql("CREATE TABLE IF NOT EXISTS seen (who TEXT)")
-    holder = _holder(path)
-    done, errors = threading.Event(), []
+    path, db = _store(tmp_path)
+    holder, done, errors = _holder(path), threading.Event(), []
     thread = _writer(db, "writer", done, errors)
     _wait_until("the waiting writer announced", lambda: "READ" in _flocks(path + "-writers"))
     assert not done.is_set()
@@ -219,9 +222,7 @@ def test_a_foreign_holder_of_sqlites_lock_meets_the_busy_handler(tmp_path: Path)
     """``sqlite3`` opened read-write by an operator holds SQLite's lock
     without the file: Ketter's writer takes the file, waits for SQLite's
     lock in the busy handler, and gets in once the shell commits."""
-    path = str(tmp_path / "ketter.db")
-    db = open_store(path)
-    db.execute_sql("CREATE TABLE IF NOT EXISTS seen (who TEXT)")
+    path, db = _store(tmp_path)
     shell = sqlite3.connect(path, isolation_level=None)
     shell.execute("BEGIN IMMEDIATE")
     shell.execute("INSERT INTO seen VALUES ('shell')")
