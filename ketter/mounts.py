@@ -244,6 +244,22 @@ def network_fuse(dev: int) -> bool:
     return fs_type_of_dev(dev) in INODES_NOT_KEPT
 
 
+#: Local filesystems: a path lookup answers a file's current attributes.
+#: Network clients (NFS, SMB, FUSE) may answer ``lstat`` from an attribute
+#: cache that only an ``open`` revalidates (close-to-open consistency);
+#: a filesystem not listed here is treated as one of those.
+LOCAL_FILESYSTEMS = frozenset(
+    {"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "jfs", "zfs", "bcachefs", "tmpfs"}
+)
+
+
+def attributes_current(dev: int) -> bool:
+    """``lstat`` of a path on ``st_dev`` tells the file's current identity
+    (size, mtime, ctime, inode) without an ``open`` to revalidate it: a
+    local filesystem (:data:`LOCAL_FILESYSTEMS`)."""
+    return fs_type_of_dev(dev) in LOCAL_FILESYSTEMS
+
+
 def kept_inode(dev: int, ino: int) -> int:
     """``ino`` where the filesystem keeps it, else 0: "not part of the
     identity" wherever an identity compares inode numbers."""

@@ -9,9 +9,10 @@ import stat
 from dataclasses import dataclass
 
 from ketter.errors import SourceChanged
+from ketter.mounts import attributes_current
 
 from .context import TransferContext
-from .openfile import Ident, open_regular
+from .openfile import Ident, open_regular, open_regular_stat
 from .oserrors import classify_oserror
 from .paths import show
 from .source import FileEntry, same_identity
@@ -35,8 +36,8 @@ class FileCopy:
 
 def open_source(path: bytes, e: FileEntry) -> int:
     """Open a source file and check it is still the one in the plan."""
-    fd = open_regular(path)
-    if not same_identity(os.fstat(fd), e):
+    fd, st = open_regular_stat(path)
+    if not same_identity(st, e):
         os.close(fd)
         raise SourceChanged(
             f"source {show(path)} changed since it was inspected "
@@ -46,20 +47,32 @@ def open_source(path: bytes, e: FileEntry) -> int:
 
 
 def check_source_final(path: bytes, fd: int, e: FileEntry) -> None:
-    """Source still identical after the copy: fstat of our fd, then a fresh
-    open()+fstat() so an NFS/SMB client revalidates instead of answering
-    from its attribute cache. The ctime is compared too: a rewrite in place
-    that restores size and mtime leaves a copy of two versions (finding 2)."""
-    if not same_identity(os.fstat(fd), e):
+    """Source still identical after the copy: ``fstat`` of our fd, then the
+    name checked too. The ctime is compared: a rewrite in place that
+    restores size and mtime leaves a copy of two versions (finding 2).
+
+    The name is checked with a fresh ``open()`` + ``fstat()`` so that an
+    NFS/SMB client revalidates instead of answering from its attribute
+    cache; on a local filesystem (:func:`~ketter.mounts.attributes_current`)
+    one ``lstat`` answers the same, for one syscall instead of five (a
+    10,000-file folder pays them per file)."""
+    st = os.fstat(fd)
+    if not same_identity(st, e):
         raise SourceChanged(
             f"source {show(path)} was modified while it was being "
             "copied; it is copied again once stable"
         )
-    fd2 = open_regular(path, "re-open the source")
-    try:
-        st = os.fstat(fd2)
-    finally:
-        os.close(fd2)
+    if attributes_current(st.st_dev):
+        try:
+            st = os.lstat(path)
+        except OSError as exc:
+            raise classify_oserror(exc, path, "re-check the source") from exc
+    else:
+        fd2 = open_regular(path, "re-open the source")
+        try:
+            st = os.fstat(fd2)
+        finally:
+            os.close(fd2)
     if not same_identity(st, e):
         raise SourceChanged(
             f"source {show(path)} was replaced or modified while it "

@@ -3,15 +3,16 @@
 Three sizes, three ways (all end verified from the disk before the folder
 is placed):
 
-* **small** (under 1 MiB): copied in batches by :data:`COPY_THREADS`
-  threads, not fsynced one by one. Every :data:`FLUSH_FILES` members, one
-  ``syncfs`` in a background thread writes them back, and a
-  :class:`FileTrail` of :data:`SMALL_TRAIL_THREADS` readers then reads
-  them back from the disk while the next ones are copied. Copying in one
-  thread, then one ``syncfs``, then reading back took 2.35 s + 1.53 s for
-  10,000 × 4 KiB: the read-back waits on the disk, the copy on the CPU, so
-  they overlap (docs/performance.md). A write-back started per file
-  (``sync_file_range``) cost more CPU than the copy itself;
+* **small** (under 1 MiB): copied in batches by one copy thread, not
+  fsynced one by one. Every :data:`FLUSH_FILES` members, one ``syncfs`` in
+  a background thread writes them back, and a :class:`FileTrail` of one
+  reader then reads them back from the disk while the next ones are
+  copied. Copying in one thread, then one ``syncfs``, then reading back
+  took 2.35 s + 1.53 s for 10,000 × 4 KiB: the read-back waits on the
+  disk, the copy on the CPU, so they overlap (docs/performance.md). A
+  write-back started per file (``sync_file_range``) cost more CPU than the
+  copy itself. More threads cost more than they bring (measured, see
+  :data:`COPY_THREADS`);
 * **mid-size** (1 MiB up to 64 MiB: image-sequence frames, audio stems):
   copied one after the other in this thread, each file's write-back started
   as soon as it is written, and read back by a :class:`FileTrail` of
@@ -59,10 +60,16 @@ MID_FILE = SMALL_FILE
 #: Members at least this big get their own fsync and trailing verification.
 BIG_FILE = 64 * SMALL_FILE
 TRAIL_THREADS = 2
-#: Threads copying small members, and reading them back: a 4 KiB member is
-#: a handful of syscalls that wait on the filesystem, not on the CPU.
-COPY_THREADS = 2
-SMALL_TRAIL_THREADS = 6
+#: Threads copying small members, and reading them back. One of each: two
+#: copy threads wait for each other on the folder's lock (every create takes
+#: it; ``perf`` showed 6 % of the run spinning on it) and, like more
+#: readers, pass the interpreter lock back and forth at every syscall (17 %
+#: of the run in ``futex``). 10,000 × 4 KiB, alternated cold runs: 1 + 1
+#: took 3.37 s against 3.84 s for 2 + 6 (quiet host) and 5.78 s against
+#: 6.10 s (two CPU hogs running), with a quarter less CPU
+#: (docs/performance.md, session 15).
+COPY_THREADS = 1
+SMALL_TRAIL_THREADS = 1
 #: Small members per copy (and read-back) task: one task per file cost more
 #: Python (futures, GIL hand-offs) than copying a 4 KiB file.
 COPY_BATCH_FILES = 32

@@ -61,9 +61,16 @@ def swapped(path: bytes, what: str = "temporary") -> TemporarySwapped:
     )
 
 
-def check_ident(fd: int, want: Ident | None, path: bytes, what: str = "temporary") -> None:
-    """``fd`` (opened by name) must be the inode Ketter wrote."""
-    if want is not None and not same_ident(os.fstat(fd), want):
+def check_ident(
+    fd: int,
+    want: Ident | None,
+    path: bytes,
+    what: str = "temporary",
+    st: os.stat_result | None = None,
+) -> None:
+    """``fd`` (opened by name) must be the inode Ketter wrote (``st``: its
+    ``fstat``, when the caller has it already)."""
+    if want is not None and not same_ident(st if st is not None else os.fstat(fd), want):
         raise swapped(path, what)
 
 
@@ -74,6 +81,17 @@ def open_regular(
     dir_fd: int | None = None,
     destination: bool = False,
 ) -> int:
+    """:func:`open_regular_stat` without the ``fstat`` it took."""
+    return open_regular_stat(path, what, dir_fd=dir_fd, destination=destination)[0]
+
+
+def open_regular_stat(
+    path: bytes,
+    what: str = "open the source",
+    *,
+    dir_fd: int | None = None,
+    destination: bool = False,
+) -> tuple[int, os.stat_result]:
     """Open ``path`` for reading without ever blocking on a special file.
 
     A FIFO swapped into a folder while it is copied would block a plain
@@ -83,7 +101,9 @@ def open_regular(
     anything that is not a regular file, and only then is ``O_NONBLOCK``
     cleared so the reads behave as usual. ``O_NOFOLLOW`` keeps links out.
     ``destination``: the file is on the destination side (the message says
-    so); ``dir_fd``: ``path`` is relative to that folder.
+    so); ``dir_fd``: ``path`` is relative to that folder. Returns the
+    descriptor and its ``fstat`` (the caller need not ask again: one
+    syscall less per file of a 10,000-file folder).
     """
     try:
         fd = os.open(
@@ -109,7 +129,7 @@ def open_regular(
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return fd, st
 
 
 def reopen(fd: int, path: bytes, flags: int = os.O_RDONLY) -> int:

@@ -21,7 +21,7 @@ from typing import Protocol
 from ketter.errors import ChecksumMismatch
 
 from .hashing import BUF_SIZE, _Hasher, evict, hash_fd_from_disk, new_hasher, write_back
-from .openfile import Ident, check_ident, open_regular, reopen
+from .openfile import Ident, check_ident, open_regular, open_regular_stat, reopen
 from .paths import show
 from .results import FileHashes
 
@@ -171,9 +171,9 @@ def read_back_file(
     blocked the worker, #14 finding 4), and only if it is the inode written
     (``ident``, else ``f.ident``): a member of a temporary folder swapped
     away is not read back from its impostor."""
-    fd = open_regular(path, "read the copy back", destination=True)
+    fd, st = open_regular_stat(path, "read the copy back", destination=True)
     try:
-        check_ident(fd, ident if ident is not None else f.ident, path, "copied file")
+        check_ident(fd, ident if ident is not None else f.ident, path, "copied file", st)
         if wait_write_back:
             write_back(fd, 0, 0, wait=True)
         if f.size < len(buf):
