@@ -50,6 +50,7 @@ from .inline import SMALL_FILE, copy_small
 from .oserrors import classify_oserror
 from .paths import join, safe_relpath, show
 from .progress import Progress
+from .readback_helper import ReadBackHelper, Trail
 from .results import FileHashes
 from .source import FileEntry, SourcePlan
 from .spec import TransferSpec
@@ -153,7 +154,9 @@ class MemberCopy:
         self.spec, self.ctx, self.plan, self.tmpdir = spec, ctx, plan, tmpdir
         self.progress = progress
         self.trail = FileTrail(tmpdir, spec.verify)
-        self.small_trail = FileTrail(tmpdir, spec.verify, SMALL_TRAIL_THREADS)
+        self.small_trail: Trail = ReadBackHelper(
+            tmpdir, spec.verify, lambda: FileTrail(tmpdir, spec.verify, SMALL_TRAIL_THREADS)
+        )
         self._stop = threading.Event()
         self._copiers: ThreadPoolExecutor | None = None
         #: Small-member batches being copied, oldest first.

@@ -160,6 +160,7 @@ def read_back_file(
     *,
     wait_write_back: bool = False,
     ident: Ident | None = None,
+    dir_fd: int | None = None,
 ) -> int:
     """Re-read one copied file from the disk and compare it with the
     source's checksum (``f``); returns its size. The file must be written
@@ -170,8 +171,9 @@ def read_back_file(
     Opened without blocking and only if regular (a FIFO put under the name
     blocked the worker, #14 finding 4), and only if it is the inode written
     (``ident``, else ``f.ident``): a member of a temporary folder swapped
-    away is not read back from its impostor."""
-    fd, st = open_regular_stat(path, "read the copy back", destination=True)
+    away is not read back from its impostor. ``dir_fd``: ``path`` is
+    relative to that folder."""
+    fd, st = open_regular_stat(path, "read the copy back", destination=True, dir_fd=dir_fd)
     try:
         check_ident(fd, ident if ident is not None else f.ident, path, "copied file", st)
         if wait_write_back:

@@ -1,0 +1,94 @@
+"""The read-back helper process of a folder's small members: it reads back
+from the disk each member Ketter wrote and compares it with the source's
+checksum (:func:`~ketter.engine.verify.read_back_file`, the same function
+the threads use). Started and fed by :class:`.readback_helper.ReadBackHelper`.
+
+Run as ``python -P -m ketter.engine.readback_child PARENT DIR_FD IN_FD
+OUT_FD``: ``PARENT`` is the pid that started it, ``DIR_FD`` the temporary
+folder (members are opened relative to it, below Ketter's own ``0700``
+folder whatever its name holds), ``IN_FD`` / ``OUT_FD`` the two pipes of
+:class:`multiprocessing.connection.Connection` messages:
+
+* in: ``(batch, algo, [FileHashes, ...])``;
+* out: ``(batch, bytes_read, None)``, or ``(batch, bytes_read, failure)``
+  for the first member that failed, ``failure`` being ``(index, "os",
+  errno, strerror)`` or ``(index, "error", KetterError)``.
+
+It never outlives the process that started it: it exits at the end of its
+input, and the kernel kills it when its parent dies
+(``PR_SET_PDEATHSIG``). Stop signals are the parent's business: it
+ignores SIGINT, SIGTERM and SIGHUP (a Ctrl-C or a ``systemctl stop`` is
+for the parent, which stops it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+
+from ketter.errors import KetterError
+
+from .hashing import thread_buffer
+from .results import FileHashes
+from .verify import read_back_file
+
+PR_SET_PDEATHSIG = 1
+
+#: The first member that failed: ``(index, "os", errno, strerror)`` or
+#: ``(index, "error", KetterError)``.
+Failure = tuple[int, str, object, object] | tuple[int, str, object]
+
+
+def _ignore(_: int) -> None:
+    return None
+
+
+def check_batch(
+    dir_fd: int, algo: str, files: Sequence[FileHashes], buf: bytearray
+) -> tuple[int, Failure | None]:
+    """Read ``files`` back, in order, until the first that fails."""
+    done = 0
+    for i, f in enumerate(files):
+        try:
+            done += read_back_file(
+                f.relpath, f, algo, buf, _ignore, wait_write_back=True, dir_fd=dir_fd
+            )
+        except OSError as exc:
+            return done, (i, "os", exc.errno, exc.strerror)
+        except KetterError as exc:
+            return done, (i, "error", exc)
+    return done, None
+
+
+def _die_with(parent: int) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        sys.exit(0)
+
+
+def main(argv: Sequence[str]) -> int:
+    parent, dir_fd, in_fd, out_fd = (int(a) for a in argv)
+    _die_with(parent)
+    inbox = Connection(in_fd, writable=False)
+    outbox = Connection(out_fd, readable=False)
+    buf = thread_buffer()
+    while True:
+        try:
+            batch, algo, files = inbox.recv()
+        except EOFError:
+            return 0
+        try:
+            outbox.send((batch, *check_batch(dir_fd, algo, files, buf)))
+        except BrokenPipeError:
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

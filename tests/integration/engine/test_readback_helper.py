@@ -1,0 +1,226 @@
+"""The read-back helper process of a folder's small members, on real files
+and a real process: it compares what the disk holds, refuses a special
+file or another inode under a member's name without blocking, reports a
+death of its own as a transient error, never outlives the process that
+started it, and falls back to threads where it cannot start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ketter.engine import TransferContext, TransferSpec, copy_and_verify, inspect_source, members
+from ketter.engine.hashing import MultiHash
+from ketter.engine.members import FileTrail
+from ketter.engine.readback_helper import ReadBackHelper
+from ketter.engine.results import FileHashes
+from ketter.errors import (
+    ChecksumMismatch,
+    DestinationSpecialFile,
+    KetterError,
+    TemporarySwapped,
+    TransientError,
+)
+
+from .helpers import read, write
+
+
+def _member(folder: bytes, name: bytes, data: bytes, *, on_disk: bytes | None = None) -> FileHashes:
+    """Write ``on_disk`` (default ``data``) as ``folder/name``; the checksums
+    and inode a copy of ``data`` would have recorded."""
+    write(folder + b"/" + name, data if on_disk is None else on_disk)
+    mh = MultiHash(("sha256", "xxh128"))
+    mh.update(data)
+    st = os.stat(folder + b"/" + name)
+    return FileHashes(name, len(data), mh.hexdigests(), ident=(st.st_dev, st.st_ino))
+
+
+def _helper(folder: bytes, algo: str = "sha256") -> tuple[ReadBackHelper, list[int]]:
+    """A helper whose fallback, if ever used, is counted."""
+    fallbacks: list[int] = []
+
+    def fallback() -> FileTrail:
+        fallbacks.append(1)
+        return FileTrail(folder, algo, 1)
+
+    return ReadBackHelper(folder, algo, fallback), fallbacks
+
+
+def _pid(helper: ReadBackHelper) -> int:
+    assert helper._proc is not None, "the helper process did not start"
+    return helper._proc.pid
+
+
+@pytest.mark.parametrize("algo", ["sha256", "xxh128"])
+def test_members_that_read_back_alike_pass_and_one_that_differs_fails_naming_it(
+    bt: bytes, algo: str
+) -> None:
+    folder = bt + b"/dst"
+    good = [_member(folder, b"f%03d" % i, os.urandom(4096 + i)) for i in range(40)]
+    data = os.urandom(5000)
+    bad = _member(folder, b"bad \xff", data, on_disk=data[:100] + b"X" + data[101:])
+    helper, fallbacks = _helper(folder, algo)
+    try:
+        helper.submit_batch(good[:20])
+        helper.submit_batch(good[20:])
+        helper.finish()
+        assert helper.read == sum(f.size for f in good)
+        helper.submit_batch([good[0], bad])
+        with pytest.raises(ChecksumMismatch, match=r"bad \\xff.*reads back from disk differently"):
+            helper.finish()
+        assert _pid(helper) != os.getpid()
+    finally:
+        helper.close()
+    assert not fallbacks
+    assert helper._proc is not None and helper._proc.returncode is not None  # reaped
+
+
+def test_a_fifo_under_a_members_name_is_refused_without_blocking(bt: bytes) -> None:
+    folder = bt + b"/dst"
+    f = _member(folder, b"a.wav", os.urandom(4096))
+    os.unlink(folder + b"/a.wav")
+    os.mkfifo(folder + b"/a.wav")
+    helper, _ = _helper(folder)
+    try:
+        helper.submit_batch([f])
+        with pytest.raises(DestinationSpecialFile, match=r"a\.wav"):
+            helper.finish()
+    finally:
+        helper.close()
+
+
+def test_another_inode_under_a_members_name_is_refused(bt: bytes) -> None:
+    folder = bt + b"/dst"
+    data = os.urandom(4096)
+    f = _member(folder, b"a.wav", data)
+    os.rename(folder + b"/a.wav", folder + b"/a.wav.moved-away")
+    write(folder + b"/a.wav", data)  # the same bytes, not the file Ketter wrote
+    helper, _ = _helper(folder)
+    try:
+        helper.submit_batch([f])
+        with pytest.raises(TemporarySwapped):
+            helper.finish()
+    finally:
+        helper.close()
+
+
+def test_a_vanished_member_is_an_error_that_names_it(bt: bytes) -> None:
+    folder = bt + b"/dst"
+    f = _member(folder, b"gone.wav", os.urandom(4096))
+    os.unlink(folder + b"/gone.wav")
+    helper, _ = _helper(folder)
+    try:
+        helper.submit_batch([f])
+        with pytest.raises(KetterError, match=r"gone\.wav"):
+            helper.finish()
+    finally:
+        helper.close()
+
+
+def test_a_helper_that_dies_is_a_transient_error(bt: bytes) -> None:
+    folder = bt + b"/dst"
+    files = [_member(folder, b"f%d" % i, os.urandom(4096)) for i in range(4)]
+    helper, _ = _helper(folder)
+    try:
+        helper.submit_batch(files[:2])
+        helper.finish()
+        os.kill(_pid(helper), signal.SIGKILL)
+        helper.submit_batch(files[2:])
+        with pytest.raises(TransientError, match="read-back helper process ended"):
+            helper.finish()
+    finally:
+        helper.close()
+
+
+CHILD = """
+import os, sys, time
+from ketter.engine.members import FileTrail
+from ketter.engine.readback_helper import ReadBackHelper
+from ketter.engine.results import FileHashes
+folder = sys.argv[1].encode()
+h = ReadBackHelper(folder, "sha256", lambda: FileTrail(folder, "sha256", 1))
+h.submit_batch([])
+print(h._proc.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_helper_dies_with_the_process_that_started_it(bt: bytes) -> None:
+    """A worker killed with SIGKILL leaves no reader behind."""
+    folder = bt + b"/dst"
+    os.makedirs(folder, exist_ok=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", CHILD, folder], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        helper = int(parent.stdout.readline())
+        with open(f"/proc/{helper}/cmdline", "rb") as f:
+            assert b"ketter.engine.readback_child" in f.read()
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 30
+    while os.path.exists(f"/proc/{helper}") and time.monotonic() < deadline:
+        with open(f"/proc/{helper}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break  # dead; its reaper (init here) has not collected it yet
+        time.sleep(0.05)
+    else:
+        assert not os.path.exists(f"/proc/{helper}"), "the helper outlived its parent"
+
+
+@pytest.mark.parametrize("why", ["disabled", "cannot start"])
+def test_without_the_helper_the_members_are_read_back_in_threads(
+    bt: bytes, monkeypatch: pytest.MonkeyPatch, why: str
+) -> None:
+    if why == "disabled":
+        monkeypatch.setenv("KETTER_READBACK_PROCESS", "0")
+    else:
+        monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+    folder = bt + b"/dst"
+    data = os.urandom(4096)
+    good = _member(folder, b"good", data)
+    bad = _member(folder, b"bad", data, on_disk=b"Y" + data[1:])
+    helper, fallbacks = _helper(folder)
+    try:
+        helper.submit_batch([good])
+        helper.finish()
+        helper.submit_batch([bad])
+        with pytest.raises(ChecksumMismatch, match="bad"):
+            helper.finish()
+    finally:
+        helper.close()
+    assert fallbacks == [1]
+    assert helper._proc is None
+
+
+def test_a_folder_copied_with_the_helper_arrives_whole(
+    bt: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end: early flushes every 8 members, so most are read back by
+    the helper while the copy goes on."""
+    monkeypatch.setattr(members, "FLUSH_FILES", 8)
+    started: list[int] = []
+    start = ReadBackHelper._start
+
+    def counted(self: ReadBackHelper) -> None:
+        start(self)
+        started.append(_pid(self))
+
+    monkeypatch.setattr(ReadBackHelper, "_start", counted)
+    sizes = [0, 1, 4095, 4096, 4097, 65536, 300_000] * 10
+    for i, size in enumerate(sizes):
+        write(bt + b"/src/seq/f%03d" % i, os.urandom(size))
+    spec = TransferSpec(folders="as_unit", package_min_files=0)
+    plan = inspect_source(spec, bt + b"/src/seq")
+    result = copy_and_verify(spec, plan, bt + b"/dst/seq", TransferContext())
+    assert len(started) == 1
+    assert [f.relpath for f in result.files] == [b"f%03d" % i for i in range(len(sizes))]
+    for i in range(len(sizes)):
+        assert read(result.temp_path + b"/f%03d" % i) == read(bt + b"/src/seq/f%03d" % i)
