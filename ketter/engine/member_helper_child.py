@@ -1,15 +1,24 @@
-"""The read-back helper process of a folder's small members: it reads back
-from the disk each member Ketter wrote and compares it with the source's
-checksum (:func:`~ketter.engine.verify.read_back_file`, the same function
-the threads use). Started and fed by :class:`.readback_helper.ReadBackHelper`.
+"""The helper process of a folder's small members (started and fed by
+:class:`.member_helper.MemberHelper`). Two jobs, both off the copying
+process's core and interpreter lock:
 
-Run as ``python -P -m ketter.engine.readback_child PARENT DIR_FD IN_FD
-OUT_FD``: ``PARENT`` is the pid that started it, ``DIR_FD`` the temporary
-folder (members are opened relative to it, below Ketter's own ``0700``
-folder whatever its name holds), ``IN_FD`` / ``OUT_FD`` the two pipes of
-:class:`multiprocessing.connection.Connection` messages:
+* **read the sources ahead**: ``posix_fadvise(WILLNEED)`` on the members
+  the copy will reach next, so that their bytes are in the page cache
+  when it gets there (a cold 4 KiB file is one wait on the disk, and the
+  copy thread waited for them one after the other). A hint only: a source
+  that cannot be opened is skipped here and the copy reports it;
+* **read the copies back** from the disk and compare each with the
+  source's checksum (:func:`~ketter.engine.verify.read_back_file`, the
+  same function the threads use).
 
-* in: ``(batch, algo, [FileHashes, ...])``;
+Run as ``python -P -m ketter.engine.member_helper_child PARENT DIR_FD
+IN_FD OUT_FD``: ``PARENT`` is the pid that started it, ``DIR_FD`` the
+temporary folder (members are opened relative to it, below Ketter's own
+``0700`` folder whatever its name holds), ``IN_FD`` / ``OUT_FD`` the two
+pipes of :class:`multiprocessing.connection.Connection` messages:
+
+* in: ``(batch, algo, [FileHashes, ...])`` to read back, or
+  ``(WARM, "", [source path, ...])`` to read ahead (no answer);
 * out: ``(batch, bytes_read, None)``, or ``(batch, bytes_read, failure)``
   for the first member that failed, ``failure`` being ``(index, "os",
   errno, strerror)`` or ``(index, "error", KetterError)``.
@@ -33,6 +42,7 @@ from multiprocessing.connection import Connection
 from ketter.errors import KetterError
 
 from .hashing import thread_buffer
+from .member_helper import WARM
 from .results import FileHashes
 from .verify import read_back_file
 
@@ -64,6 +74,22 @@ def check_batch(
     return done, None
 
 
+def warm(paths: Sequence[bytes]) -> None:
+    """Start reading ``paths`` into the page cache (never blocking on a
+    special file, never through a link)."""
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
 def _die_with(parent: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
@@ -84,6 +110,9 @@ def main(argv: Sequence[str]) -> int:
             batch, algo, files = inbox.recv()
         except EOFError:
             return 0
+        if batch == WARM:
+            warm(files)
+            continue
         try:
             outbox.send((batch, *check_batch(dir_fd, algo, files, buf)))
         except BrokenPipeError:

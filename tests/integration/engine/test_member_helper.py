@@ -1,8 +1,9 @@
-"""The read-back helper process of a folder's small members, on real files
-and a real process: it compares what the disk holds, refuses a special
-file or another inode under a member's name without blocking, reports a
-death of its own as a transient error, never outlives the process that
-started it, and falls back to threads where it cannot start."""
+"""The helper process of a folder's small members, on real files and a
+real process: it reads sources ahead into the page cache (never blocking
+on a special file), compares what the disk holds, refuses a special file
+or another inode under a member's name without blocking, reports a death
+of its own as a transient error, never outlives the process that started
+it, and falls back to threads where it cannot start."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import pytest
 
 from ketter.engine import TransferContext, TransferSpec, copy_and_verify, inspect_source, members
 from ketter.engine.hashing import MultiHash
+from ketter.engine.member_helper import MemberHelper
 from ketter.engine.members import FileTrail
-from ketter.engine.readback_helper import ReadBackHelper
 from ketter.engine.results import FileHashes
 from ketter.errors import (
     ChecksumMismatch,
@@ -40,7 +41,7 @@ def _member(folder: bytes, name: bytes, data: bytes, *, on_disk: bytes | None = 
     return FileHashes(name, len(data), mh.hexdigests(), ident=(st.st_dev, st.st_ino))
 
 
-def _helper(folder: bytes, algo: str = "sha256") -> tuple[ReadBackHelper, list[int]]:
+def _helper(folder: bytes, algo: str = "sha256") -> tuple[MemberHelper, list[int]]:
     """A helper whose fallback, if ever used, is counted."""
     fallbacks: list[int] = []
 
@@ -48,10 +49,10 @@ def _helper(folder: bytes, algo: str = "sha256") -> tuple[ReadBackHelper, list[i
         fallbacks.append(1)
         return FileTrail(folder, algo, 1)
 
-    return ReadBackHelper(folder, algo, fallback), fallbacks
+    return MemberHelper(folder, algo, fallback), fallbacks
 
 
-def _pid(helper: ReadBackHelper) -> int:
+def _pid(helper: MemberHelper) -> int:
     assert helper._proc is not None, "the helper process did not start"
     return helper._proc.pid
 
@@ -122,6 +123,45 @@ def test_a_vanished_member_is_an_error_that_names_it(bt: bytes) -> None:
         helper.close()
 
 
+def _cached(path: bytes) -> int:
+    """Bytes of ``path`` in the page cache (util-linux ``fincore``)."""
+    out = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--raw", "--output", "RES", path],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return int(out.split()[0])
+
+
+def test_sources_are_read_ahead_without_blocking_on_a_special_file(bt: bytes) -> None:
+    src = bt + b"/src"
+    paths = [src + b"/f%02d" % i for i in range(32)]
+    for p in paths:
+        write(p, os.urandom(64 * 1024))
+    os.mkfifo(src + b"/fifo")
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+    if any(_cached(p) for p in paths):
+        pytest.skip("this filesystem keeps the files cached whatever is asked")
+    folder = bt + b"/dst"
+    good = _member(folder, b"good", os.urandom(4096))
+    helper, _ = _helper(folder)
+    try:
+        helper.warm([src + b"/fifo", src + b"/missing", *paths])
+        helper.submit_batch([good])  # answered after the read-ahead: it did not block
+        helper.finish()
+        deadline = time.monotonic() + 30  # the reads it started may still be on their way
+        while not all(_cached(p) == 64 * 1024 for p in paths):
+            assert time.monotonic() < deadline, [_cached(p) for p in paths]
+            time.sleep(0.05)
+    finally:
+        helper.close()
+
+
 def test_a_helper_that_dies_is_a_transient_error(bt: bytes) -> None:
     folder = bt + b"/dst"
     files = [_member(folder, b"f%d" % i, os.urandom(4096)) for i in range(4)]
@@ -140,10 +180,10 @@ def test_a_helper_that_dies_is_a_transient_error(bt: bytes) -> None:
 CHILD = """
 import os, sys, time
 from ketter.engine.members import FileTrail
-from ketter.engine.readback_helper import ReadBackHelper
+from ketter.engine.member_helper import MemberHelper
 from ketter.engine.results import FileHashes
 folder = sys.argv[1].encode()
-h = ReadBackHelper(folder, "sha256", lambda: FileTrail(folder, "sha256", 1))
+h = MemberHelper(folder, "sha256", lambda: FileTrail(folder, "sha256", 1))
 h.submit_batch([])
 print(h._proc.pid, flush=True)
 time.sleep(600)
@@ -161,7 +201,7 @@ def test_the_helper_dies_with_the_process_that_started_it(bt: bytes) -> None:
         assert parent.stdout is not None
         helper = int(parent.stdout.readline())
         with open(f"/proc/{helper}/cmdline", "rb") as f:
-            assert b"ketter.engine.readback_child" in f.read()
+            assert b"ketter.engine.member_helper_child" in f.read()
     finally:
         parent.kill()
         parent.wait()
@@ -180,7 +220,7 @@ def test_without_the_helper_the_members_are_read_back_in_threads(
     bt: bytes, monkeypatch: pytest.MonkeyPatch, why: str
 ) -> None:
     if why == "disabled":
-        monkeypatch.setenv("KETTER_READBACK_PROCESS", "0")
+        monkeypatch.setenv("KETTER_MEMBER_HELPER", "0")
     else:
         monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
     folder = bt + b"/dst"
@@ -206,14 +246,16 @@ def test_a_folder_copied_with_the_helper_arrives_whole(
     """End to end: early flushes every 8 members, so most are read back by
     the helper while the copy goes on."""
     monkeypatch.setattr(members, "FLUSH_FILES", 8)
+    monkeypatch.setattr(members, "HELPER_FILES", 50)
+    monkeypatch.setattr(members, "WARM_FILES", 16)
     started: list[int] = []
-    start = ReadBackHelper._start
+    start = MemberHelper._start
 
-    def counted(self: ReadBackHelper) -> None:
+    def counted(self: MemberHelper) -> None:
         start(self)
         started.append(_pid(self))
 
-    monkeypatch.setattr(ReadBackHelper, "_start", counted)
+    monkeypatch.setattr(MemberHelper, "_start", counted)
     sizes = [0, 1, 4095, 4096, 4097, 65536, 300_000] * 10
     for i, size in enumerate(sizes):
         write(bt + b"/src/seq/f%03d" % i, os.urandom(size))
