@@ -153,7 +153,9 @@ class MemberHelper:
             self._proc = subprocess.Popen(
                 [
                     sys.executable,
-                    "-P",  # not the working folder's modules
+                    # As isolated as this process (the units run `python -I`);
+                    # never the working folder's modules.
+                    "-I" if sys.flags.isolated else "-P",
                     "-m",
                     f"{__package__}.member_helper_child",
                     str(os.getpid()),

@@ -12,7 +12,8 @@ process's core and interpreter lock:
   same function the threads use).
 
 Run as ``python -P -m ketter.engine.member_helper_child PARENT DIR_FD
-IN_FD OUT_FD``: ``PARENT`` is the pid that started it, ``DIR_FD`` the
+IN_FD OUT_FD`` (``-I`` instead of ``-P`` when the parent runs isolated, as the
+units do): ``PARENT`` is the pid that started it, ``DIR_FD`` the
 temporary folder (members are opened relative to it, below Ketter's own
 ``0700`` folder whatever its name holds), ``IN_FD`` / ``OUT_FD`` the two
 pipes of :class:`multiprocessing.connection.Connection` messages:

@@ -190,18 +190,23 @@ time.sleep(600)
 """
 
 
-def test_the_helper_dies_with_the_process_that_started_it(bt: bytes) -> None:
-    """A worker killed with SIGKILL leaves no reader behind."""
+@pytest.mark.parametrize("isolated", [False, True])
+def test_the_helper_dies_with_the_process_that_started_it(bt: bytes, isolated: bool) -> None:
+    """A worker killed with SIGKILL leaves no reader behind. Started as
+    isolated as its parent (the units run ``python -I``)."""
     folder = bt + b"/dst"
     os.makedirs(folder, exist_ok=True)
+    flags = ["-I"] if isolated else []
     parent = subprocess.Popen(
-        [sys.executable, "-c", CHILD, folder], stdout=subprocess.PIPE, text=True
+        [sys.executable, *flags, "-c", CHILD, folder], stdout=subprocess.PIPE, text=True
     )
     try:
         assert parent.stdout is not None
         helper = int(parent.stdout.readline())
         with open(f"/proc/{helper}/cmdline", "rb") as f:
-            assert b"ketter.engine.member_helper_child" in f.read()
+            argv = f.read().split(b"\0")
+        assert b"ketter.engine.member_helper_child" in argv
+        assert argv[1] == (b"-I" if isolated else b"-P")
     finally:
         parent.kill()
         parent.wait()
