@@ -28,6 +28,7 @@ Where the helper cannot be started (no fork allowed, out of processes) or
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import queue
@@ -46,9 +47,11 @@ from .results import FileHashes
 
 log = logging.getLogger(__name__)
 
-#: The batch number of a read-ahead message (the child imports it from
-#: here: nothing imports the child, which runs as ``python -m``).
+#: The batch number of a read-ahead message, and of the helper's first
+#: answer once it has started (the child imports them from here: nothing
+#: imports the child, which runs as ``python -m``).
 WARM = -1
+READY = -2
 
 
 class Trail(Protocol):
@@ -68,9 +71,38 @@ def enabled() -> bool:
     return os.environ.get("KETTER_MEMBER_HELPER", "1") != "0"
 
 
+def _interpreter_flags() -> list[str]:
+    """As isolated as this process (the units run ``python -I``), and never
+    the working folder's modules (``-P``)."""
+    if sys.flags.isolated:
+        return ["-I"]
+    flags = ["-P"]
+    if sys.flags.ignore_environment:
+        flags.append("-E")
+    if sys.flags.no_user_site:
+        flags.append("-s")
+    return flags
+
+
+def _above_stdio(fds: list[int]) -> None:
+    """Move any of ``fds`` numbered 0-2 above them, in place: the child's
+    stdin and stdout are put on 0 and 1, over a descriptor that a process
+    started with them closed would have got there."""
+    for i, fd in enumerate(fds):
+        if fd < 3:
+            fds[i] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+            os.close(fd)
+
+
 class MemberHelper:
     """A :class:`Trail` in a helper process, started at the first batch to
-    read ahead or back."""
+    read ahead or back. Start, feed and close it from one thread that lives
+    as long as it: ``PR_SET_PDEATHSIG`` kills the helper when the *thread*
+    that started it ends.
+
+    A helper that dies before it said it was ready (``READY``: it could not
+    import Ketter, the interpreter is not usable) hands what it was given
+    to the fallback; one that dies later is a transient error."""
 
     def __init__(self, target: bytes, algo: str, fallback: Callable[[], Trail]) -> None:
         self.target = target
@@ -78,6 +110,7 @@ class MemberHelper:
         self._fallback_factory = fallback
         self._fallback: Trail | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._ready = False
         self._out: Connection | None = None
         self._in: Connection | None = None
         self._outbox: queue.SimpleQueue[tuple[int, str, list[Any]] | None] = queue.SimpleQueue()
@@ -90,16 +123,16 @@ class MemberHelper:
     @property
     def read(self) -> int:
         """Bytes read back so far."""
-        return self._fallback.read if self._fallback is not None else self._read
+        return self._read + (self._fallback.read if self._fallback is not None else 0)
 
     def submit_batch(self, files: Sequence[FileHashes]) -> None:
         """Read ``files`` back, one after the other, in the helper."""
-        if self._fallback is None and self._proc is None:
-            self._start()
+        self._start_once()
+        if self._fallback is None:
+            self._collect(0)  # an early mismatch ends the copy early
         if self._fallback is not None:
             self._fallback.submit_batch(files)
             return
-        self._collect(0)  # an early mismatch ends the copy early
         self._pending[self._next] = files
         self._outbox.put((self._next, self.algo, list(files)))
         self._next += 1
@@ -107,55 +140,60 @@ class MemberHelper:
     def warm(self, paths: list[bytes]) -> None:
         """Have the helper start reading these sources into the page cache
         (nothing without a helper process)."""
-        if self._fallback is None and self._proc is None:
-            self._start()
+        self._start_once()
         if self._fallback is None:
             self._outbox.put((WARM, "", paths))
 
     def wait(self, timeout: float) -> bool:
         """True once every batch submitted has been read back."""
+        if self._fallback is None and self._pending:
+            self._collect(timeout)
         if self._fallback is not None:
             return self._fallback.wait(timeout)
-        self._collect(timeout)
         return not self._pending
 
     def finish(self) -> None:
         """Wait for every batch; raise the first failure."""
+        while self._fallback is None and self._pending:
+            self._collect(1.0)
         if self._fallback is not None:
             self._fallback.finish()
-            return
-        while self._pending:
-            self._collect(1.0)
 
     def close(self) -> None:
         """Stop the helper (always call, also on an error)."""
         if self._fallback is not None:
             self._fallback.close()
-        if self._proc is None:
-            return
-        self._outbox.put(None)
-        self._proc.kill()
-        self._proc.wait()
-        if self._sender is not None:
-            self._sender.join()
-        for conn in (self._out, self._in):
-            if conn is not None:
-                conn.close()
+        self._stop()
 
-    def _start(self) -> None:
-        if not enabled():
-            self._fallback = self._fallback_factory()
+    def _start_once(self) -> None:
+        if self._fallback is not None or self._proc is not None:
             return
-        dir_fd = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        to_child, from_child = os.pipe(), os.pipe()
-        theirs = (dir_fd, to_child[0], from_child[1])
+        if not enabled():
+            self._fall_back(None)
+            return
         try:
+            self._spawn()
+        except (OSError, RuntimeError) as exc:  # no fd, no process, no thread
+            self._stop()
+            self._fall_back(f"cannot start the member helper process ({exc})")
+
+    def _spawn(self) -> None:
+        theirs: list[int] = []
+        ours: list[int] = []
+        try:
+            theirs.append(os.open(self.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+            r, w = os.pipe()
+            theirs.append(r)
+            ours.append(w)
+            r, w = os.pipe()
+            ours.append(r)
+            theirs.append(w)
+            _above_stdio(theirs)
+            _above_stdio(ours)
             self._proc = subprocess.Popen(
                 [
                     sys.executable,
-                    # As isolated as this process (the units run `python -I`);
-                    # never the working folder's modules.
-                    "-I" if sys.flags.isolated else "-P",
+                    *_interpreter_flags(),
                     "-m",
                     f"{__package__}.member_helper_child",
                     str(os.getpid()),
@@ -164,32 +202,52 @@ class MemberHelper:
                 pass_fds=theirs,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
+                env={k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},
             )
-        except OSError as exc:
-            for fd in (to_child[1], from_child[0]):
+        except BaseException:
+            for fd in ours:
                 os.close(fd)
-            log.warning(
-                "cannot start the read-back helper process (%s); reading back in threads",
-                exc,
-            )
-            self._fallback = self._fallback_factory()
-            return
+            raise
         finally:
             for fd in theirs:
                 os.close(fd)
-        self._out = Connection(to_child[1], readable=False)
-        self._in = Connection(from_child[0], writable=False)
-        self._sender = threading.Thread(target=self._send, name="ketter-readback-send", daemon=True)
-        self._sender.start()
+        self._out = Connection(ours[0], readable=False)
+        self._in = Connection(ours[1], writable=False)
+        sender = threading.Thread(target=self._send, name="ketter-member-feed", daemon=True)
+        sender.start()
+        self._sender = sender
 
     def _send(self) -> None:
         """Feed the helper without ever making the copy wait on the pipe."""
-        assert self._out is not None
-        while (item := self._outbox.get()) is not None:
-            try:
+        assert self._out is not None and self._proc is not None
+        try:
+            while (item := self._outbox.get()) is not None:
                 self._out.send(item)
-            except OSError:
-                return  # the helper is gone: _collect says so
+        except OSError:
+            return  # the helper is gone: _collect says so
+        except BaseException:
+            log.exception("feeding the member helper process failed; stopping it")
+            self._proc.kill()  # _collect sees its end
+            raise
+
+    def _stop(self) -> None:
+        """Stop and reap the helper, its feed and its pipes (idempotent)."""
+        self._outbox.put(None)
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+            self._proc.wait()
+        if self._sender is not None:
+            self._sender.join()
+            self._sender = None
+        for conn in (self._out, self._in):
+            if conn is not None:
+                conn.close()
+        self._out = self._in = None
+
+    def _fall_back(self, why: str | None) -> None:
+        if why is not None:
+            log.warning("%s; reading back in one thread", why)
+        self._fallback = self._fallback_factory()
 
     def _collect(self, timeout: float) -> None:
         """Take the helper's answers (waiting up to ``timeout`` for the
@@ -200,7 +258,11 @@ class MemberHelper:
             try:
                 batch, n, failure = self._in.recv()
             except (EOFError, OSError):
-                raise self._ended() from None
+                self._ended()
+                return
+            if batch == READY:
+                self._ready = True
+                continue
             files = self._pending.pop(batch)
             self._read += n
             if failure is not None:
@@ -215,15 +277,25 @@ class MemberHelper:
         err: KetterError = failure[2]
         return err
 
-    def _ended(self) -> TransientError:
+    def _ended(self) -> None:
+        """The helper's answers ended: before it was ready, what it was
+        given goes to the fallback; after, the job is retried."""
         assert self._proc is not None
         try:
             code = self._proc.wait(timeout=5)
         except subprocess.TimeoutExpired:  # its pipe closed, itself still there
             self._proc.kill()
             code = self._proc.wait()
-        return TransientError(
-            f"the read-back helper process ended unexpectedly (exit status {code}) "
+        self._stop()
+        if not self._ready:
+            self._fall_back(f"the member helper process exited at its start (status {code})")
+            assert self._fallback is not None
+            for batch in sorted(self._pending):
+                self._fallback.submit_batch(self._pending[batch])
+            self._pending.clear()
+            return
+        raise TransientError(
+            f"the member helper process ended unexpectedly (exit status {code}) "
             "while the copy was read back from the disk; nothing was placed, "
             "the job is retried"
         )

@@ -20,7 +20,8 @@ pipes of :class:`multiprocessing.connection.Connection` messages:
 
 * in: ``(batch, algo, [FileHashes, ...])`` to read back, or
   ``(WARM, "", [source path, ...])`` to read ahead (no answer);
-* out: ``(batch, bytes_read, None)``, or ``(batch, bytes_read, failure)``
+* out: ``(READY, 0, None)`` first, once it runs; then for each batch
+  ``(batch, bytes_read, None)``, or ``(batch, bytes_read, failure)``
   for the first member that failed, ``failure`` being ``(index, "os",
   errno, strerror)`` or ``(index, "error", KetterError)``.
 
@@ -43,7 +44,7 @@ from multiprocessing.connection import Connection
 from ketter.errors import KetterError
 
 from .hashing import thread_buffer
-from .member_helper import WARM
+from .member_helper import READY, WARM
 from .results import FileHashes
 from .verify import read_back_file
 
@@ -106,6 +107,7 @@ def main(argv: Sequence[str]) -> int:
     inbox = Connection(in_fd, writable=False)
     outbox = Connection(out_fd, readable=False)
     buf = thread_buffer()
+    outbox.send((READY, 0, None))
     while True:
         try:
             batch, algo, files = inbox.recv()

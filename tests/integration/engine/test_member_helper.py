@@ -8,6 +8,7 @@ it, and falls back to threads where it cannot start."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from ketter.errors import (
     TemporarySwapped,
     TransientError,
 )
+from tests.conftest import ROOT
 
 from .helpers import read, write
 
@@ -171,7 +173,7 @@ def test_a_helper_that_dies_is_a_transient_error(bt: bytes) -> None:
         helper.finish()
         os.kill(_pid(helper), signal.SIGKILL)
         helper.submit_batch(files[2:])
-        with pytest.raises(TransientError, match="read-back helper process ended"):
+        with pytest.raises(TransientError, match="member helper process ended"):
             helper.finish()
     finally:
         helper.close()
@@ -220,14 +222,18 @@ def test_the_helper_dies_with_the_process_that_started_it(bt: bytes, isolated: b
         assert not os.path.exists(f"/proc/{helper}"), "the helper outlived its parent"
 
 
-@pytest.mark.parametrize("why", ["disabled", "cannot start"])
+@pytest.mark.parametrize("why", ["disabled", "cannot start", "exits at its start"])
 def test_without_the_helper_the_members_are_read_back_in_threads(
     bt: bytes, monkeypatch: pytest.MonkeyPatch, why: str
 ) -> None:
+    """What the helper was given before it said it was ready is read back
+    by the fallback, not lost and not a failure."""
     if why == "disabled":
         monkeypatch.setenv("KETTER_MEMBER_HELPER", "0")
-    else:
+    elif why == "cannot start":
         monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+    else:  # an interpreter that cannot run the helper
+        monkeypatch.setattr(sys, "executable", shutil.which("true"))
     folder = bt + b"/dst"
     data = os.urandom(4096)
     good = _member(folder, b"good", data)
@@ -242,7 +248,47 @@ def test_without_the_helper_the_members_are_read_back_in_threads(
     finally:
         helper.close()
     assert fallbacks == [1]
-    assert helper._proc is None
+    assert (helper._proc is None) == (why != "exits at its start")
+    assert helper.read == 4096
+
+
+CLOSED_STDIO = """
+import os, sys
+from ketter.engine.members import FileTrail
+from ketter.engine.member_helper import MemberHelper
+from tests.integration.engine.test_member_helper import _member
+os.close(0)
+os.close(1)  # a process started with its stdin and stdout closed
+folder = sys.argv[1].encode()
+good = _member(folder, b"good", b"G" * 4096)
+bad = _member(folder, b"bad", b"B" * 4096, on_disk=b"X" * 4096)
+used = []
+h = MemberHelper(folder, "sha256", lambda: used.append(1) or FileTrail(folder, "sha256", 1))
+try:
+    h.submit_batch([good])
+    h.finish()
+    h.submit_batch([bad])
+    try:
+        h.finish()
+        print("bad passed", file=sys.stderr)
+    except Exception as exc:
+        print(type(exc).__name__, "fallback" if used else "helper", file=sys.stderr)
+finally:
+    h.close()
+"""
+
+
+def test_a_process_started_with_stdin_and_stdout_closed_still_gets_its_helper(
+    bt: bytes,
+) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", CLOSED_STDIO, bt + b"/dst"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.stderr.strip().splitlines()[-1] == "ChecksumMismatch helper", out.stderr
 
 
 def test_a_folder_copied_with_the_helper_arrives_whole(
@@ -254,13 +300,13 @@ def test_a_folder_copied_with_the_helper_arrives_whole(
     monkeypatch.setattr(members, "HELPER_FILES", 50)
     monkeypatch.setattr(members, "WARM_FILES", 16)
     started: list[int] = []
-    start = MemberHelper._start
+    spawn = MemberHelper._spawn
 
     def counted(self: MemberHelper) -> None:
-        start(self)
+        spawn(self)
         started.append(_pid(self))
 
-    monkeypatch.setattr(MemberHelper, "_start", counted)
+    monkeypatch.setattr(MemberHelper, "_spawn", counted)
     sizes = [0, 1, 4095, 4096, 4097, 65536, 300_000] * 10
     for i, size in enumerate(sizes):
         write(bt + b"/src/seq/f%03d" % i, os.urandom(size))

@@ -458,6 +458,27 @@ EOF
     fail "SIGKILL mid-transfer not tried" "no quarter of the transfer seen within 120 s: $(job_of $big)"
   fi
   rm -rf /mnt/ingest/outbox/BIG_2 /mnt/dub/inbox/BIG_2
+
+  # ------------------------------------------------------------------ many small members
+  section "an as_unit folder of 1,100 small files (the member helper process, under the sandbox)"
+  T=$(now)
+  mkdir -m 2775 /mnt/dub/outbox/.SEQ01
+  python3 -c 'import os
+for i in range(1100):
+    with open("/mnt/dub/outbox/.SEQ01/f%05d.dpx" % i, "wb") as f:
+        f.write(os.urandom(4096 + i))'
+  chmod -R g+w /mnt/dub/outbox/.SEQ01
+  (cd /mnt/dub/outbox/.SEQ01 && sha256sum -- f*.dpx) > "$OUT/seq01.sums"
+  mv /mnt/dub/outbox/.SEQ01 /mnt/dub/outbox/SEQ01          # appears whole
+  if wait_for 120 job_done /mnt/dub/outbox/SEQ01 completed \
+     && (cd /mnt/qc/inbox/SEQ01 && sha256sum --quiet -c "$OUT/seq01.sums") >/dev/null 2>&1 \
+     && [ "$(ls /mnt/qc/inbox/SEQ01 | grep -c '\.dpx$')" -eq 1100 ]; then
+    pass "1,100 small members moved as one unit, byte-identical"
+  else fail "the folder of small members" "$(job_of /mnt/dub/outbox/SEQ01)"; fi
+  local helper; helper="$(journal -u ketter-workers --since "$T" | grep -E 'member helper|RuntimeWarning|Traceback' || true)"
+  [ -z "$helper" ] && pass "its member helper process ran (no fallback, no warning)" \
+    || fail "the member helper process" "$helper"
+  rm -rf /mnt/qc/inbox/SEQ01
   local sys; sys="$(journalctl --no-pager --since "$T_SYS" | grep -E 'status=31/SYS|SIGSYS|code=dumped|Bad system call' || true)"
   [ -z "$sys" ] && pass "no SIGSYS (status=31/SYS) during real work, stop, start and kill with the filter in kill mode" \
     || fail "SIGSYS in the journal" "$sys"
