@@ -17,9 +17,10 @@ The read-back makes the same checks as the threads (it runs the same
 the temporary folder Ketter created, without blocking and only if it is a
 regular file and the inode written; its write-back waited for, its pages
 evicted, re-read from the disk and compared. The first failure is raised
-here as the threads raise it; a helper that dies is a transient error
-(the job is retried). The read-ahead is a hint: it changes no byte and no
-check.
+here as the threads raise it; a helper that dies once it has started is a
+transient error (the job is retried); one that dies or hangs before it
+says it is ready hands its batches to the fallback. The read-ahead is a
+hint: it changes no byte and no check.
 
 Where the helper cannot be started (no fork allowed, out of processes) or
 ``KETTER_MEMBER_HELPER=0``, the read-back runs in the fallback given
@@ -35,6 +36,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
@@ -52,6 +54,13 @@ log = logging.getLogger(__name__)
 #: imports the child, which runs as ``python -m``).
 WARM = -1
 READY = -2
+#: The message protocol between this module and the child, passed on its
+#: command line: a child from another version (a package upgraded in place
+#: under a running worker) exits before ``READY``, and the fallback reads
+#: back instead.
+PROTOCOL = 1
+#: A helper not ready after this long is stopped and the fallback reads back.
+READY_SECONDS = 60.0
 
 
 class Trail(Protocol):
@@ -111,6 +120,7 @@ class MemberHelper:
         self._fallback: Trail | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._ready = False
+        self._started = 0.0
         self._out: Connection | None = None
         self._in: Connection | None = None
         self._outbox: queue.SimpleQueue[tuple[int, str, list[Any]] | None] = queue.SimpleQueue()
@@ -196,6 +206,7 @@ class MemberHelper:
                     *_interpreter_flags(),
                     "-m",
                     f"{__package__}.member_helper_child",
+                    str(PROTOCOL),
                     str(os.getpid()),
                     *(str(fd) for fd in theirs),
                 ],
@@ -213,6 +224,7 @@ class MemberHelper:
                 os.close(fd)
         self._out = Connection(ours[0], readable=False)
         self._in = Connection(ours[1], writable=False)
+        self._started = time.monotonic()
         sender = threading.Thread(target=self._send, name="ketter-member-feed", daemon=True)
         sender.start()
         self._sender = sender
@@ -253,7 +265,13 @@ class MemberHelper:
         """Take the helper's answers (waiting up to ``timeout`` for the
         first); raise the first failure."""
         assert self._in is not None
-        while self._pending and self._in.poll(timeout):
+        while self._pending:
+            if not self._in.poll(timeout):
+                if not self._ready and time.monotonic() - self._started > READY_SECONDS:
+                    assert self._proc is not None
+                    self._proc.kill()  # stuck at its start: the fallback reads back
+                    self._ended()
+                return
             timeout = 0
             try:
                 batch, n, failure = self._in.recv()

@@ -11,10 +11,12 @@ process's core and interpreter lock:
   source's checksum (:func:`~ketter.engine.verify.read_back_file`, the
   same function the threads use).
 
-Run as ``python -P -m ketter.engine.member_helper_child PARENT DIR_FD
-IN_FD OUT_FD`` (``-I`` instead of ``-P`` when the parent runs isolated, as the
-units do): ``PARENT`` is the pid that started it, ``DIR_FD`` the
-temporary folder (members are opened relative to it, below Ketter's own
+Run as ``python -P -m ketter.engine.member_helper_child PROTOCOL PARENT
+DIR_FD IN_FD OUT_FD`` (``-I`` instead of ``-P`` when the parent runs
+isolated, as the units do; ``-E``/``-s`` as the parent has them):
+``PROTOCOL`` the parent's message protocol (another one: it exits at
+once, before ``READY``), ``PARENT`` is the pid that started it,
+``DIR_FD`` the temporary folder (members are opened relative to it, below Ketter's own
 ``0700`` folder whatever its name holds), ``IN_FD`` / ``OUT_FD`` the two
 pipes of :class:`multiprocessing.connection.Connection` messages:
 
@@ -44,7 +46,7 @@ from multiprocessing.connection import Connection
 from ketter.errors import KetterError
 
 from .hashing import thread_buffer
-from .member_helper import READY, WARM
+from .member_helper import PROTOCOL, READY, WARM
 from .results import FileHashes
 from .verify import read_back_file
 
@@ -102,7 +104,9 @@ def _die_with(parent: int) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
-    parent, dir_fd, in_fd, out_fd = (int(a) for a in argv)
+    protocol, parent, dir_fd, in_fd, out_fd = (int(a) for a in argv)
+    if protocol != PROTOCOL:  # started by a worker of another version
+        return 3
     _die_with(parent)
     inbox = Connection(in_fd, writable=False)
     outbox = Connection(out_fd, readable=False)

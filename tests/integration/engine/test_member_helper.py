@@ -16,7 +16,14 @@ import time
 
 import pytest
 
-from ketter.engine import TransferContext, TransferSpec, copy_and_verify, inspect_source, members
+from ketter.engine import (
+    TransferContext,
+    TransferSpec,
+    copy_and_verify,
+    inspect_source,
+    member_helper,
+    members,
+)
 from ketter.engine.hashing import MultiHash
 from ketter.engine.member_helper import MemberHelper
 from ketter.engine.members import FileTrail
@@ -222,7 +229,10 @@ def test_the_helper_dies_with_the_process_that_started_it(bt: bytes, isolated: b
         assert not os.path.exists(f"/proc/{helper}"), "the helper outlived its parent"
 
 
-@pytest.mark.parametrize("why", ["disabled", "cannot start", "exits at its start"])
+STARTED = ["exits at its start", "another version", "stuck at its start"]
+
+
+@pytest.mark.parametrize("why", ["disabled", "cannot start", *STARTED])
 def test_without_the_helper_the_members_are_read_back_in_threads(
     bt: bytes, monkeypatch: pytest.MonkeyPatch, why: str
 ) -> None:
@@ -232,8 +242,15 @@ def test_without_the_helper_the_members_are_read_back_in_threads(
         monkeypatch.setenv("KETTER_MEMBER_HELPER", "0")
     elif why == "cannot start":
         monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
-    else:  # an interpreter that cannot run the helper
+    elif why == "exits at its start":  # an interpreter that cannot run the helper
         monkeypatch.setattr(sys, "executable", shutil.which("true"))
+    elif why == "another version":  # the package upgraded under a running worker
+        monkeypatch.setattr(member_helper, "PROTOCOL", member_helper.PROTOCOL + 1)
+    else:
+        hang = bt + b"/hang"
+        write(hang, b"#!/bin/sh\nexec sleep 600\n", mode=0o755)
+        monkeypatch.setattr(sys, "executable", os.fsdecode(hang))
+        monkeypatch.setattr(member_helper, "READY_SECONDS", 0.5)
     folder = bt + b"/dst"
     data = os.urandom(4096)
     good = _member(folder, b"good", data)
@@ -248,7 +265,7 @@ def test_without_the_helper_the_members_are_read_back_in_threads(
     finally:
         helper.close()
     assert fallbacks == [1]
-    assert (helper._proc is None) == (why != "exits at its start")
+    assert (helper._proc is None) == (why not in STARTED)
     assert helper.read == 4096
 
 
