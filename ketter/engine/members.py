@@ -9,12 +9,15 @@ is placed):
   disk while the next ones are copied: by the helper process
   (:mod:`.member_helper`, which also reads the sources ahead of the copy)
   from :data:`HELPER_FILES` small members on, else by a
-  :class:`FileTrail` of one thread. Copying in one thread, then one ``syncfs``, then reading back
-  took 2.35 s + 1.53 s for 10,000 × 4 KiB: the read-back waits on the
-  disk, the copy on the CPU, so they overlap (docs/performance.md). A
-  write-back started per file (``sync_file_range``) cost more CPU than the
-  copy itself. More threads cost more than they bring (measured, see
-  :data:`COPY_THREADS`);
+  :class:`FileTrail` of one thread. On a network or FUSE destination,
+  where every create and read is a round trip, two copy threads and a
+  :class:`FileTrail` of six readers instead (:data:`NETWORK_COPY_THREADS`).
+  Copying in one thread, then one ``syncfs``, then reading back took
+  2.35 s + 1.53 s for 10,000 × 4 KiB: the read-back waits on the disk, the
+  copy on the CPU, so they overlap (docs/performance.md). A write-back
+  started per file (``sync_file_range``) cost more CPU than the copy
+  itself. On a local disk more threads cost more than they bring
+  (measured, see :data:`COPY_THREADS`);
 * **mid-size** (1 MiB up to 64 MiB: image-sequence frames, audio stems):
   copied one after the other in this thread, each file's write-back started
   as soon as it is written, and read back by a :class:`FileTrail` of
@@ -43,6 +46,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from ketter.errors import PermanentError
+from ketter.mounts import attributes_current
 
 from .context import TransferContext
 from .copyfile import copy_durable
@@ -70,14 +74,22 @@ TRAIL_THREADS = 2
 #: of the run in ``futex``). 10,000 × 4 KiB, alternated cold runs: 1 + 1
 #: took 3.37 s against 3.84 s for 2 + 6 (quiet host) and 5.78 s against
 #: 6.10 s (two CPU hogs running), with a quarter less CPU
-#: (docs/performance.md, session 15).
+#: (docs/performance.md, session 15). On a local destination
+#: (:func:`~ketter.mounts.attributes_current`).
 COPY_THREADS = 1
 SMALL_TRAIL_THREADS = 1
+#: On a network or FUSE destination every create and every read is a round
+#: trip to the server, and more threads keep more of them in flight (no
+#: helper process there): sshfs, 1,200 × 4 KiB, 2 copy and 6 read-back
+#: threads took 2.08 s against 2.58 s for one copy thread and the helper.
+NETWORK_COPY_THREADS = 2
+NETWORK_TRAIL_THREADS = 6
 #: Small members per copy (and read-back) task: one task per file cost more
 #: Python (futures, GIL hand-offs) than copying a 4 KiB file.
 COPY_BATCH_FILES = 32
-#: Copy batches queued ahead of the one recorded (bounds what is in flight).
-COPY_AHEAD = 2 * COPY_THREADS
+#: Copy batches queued ahead of the one recorded, per copy thread (bounds
+#: what is in flight).
+COPY_AHEAD = 2
 #: Small members copied per early ``syncfs``, after which they are read back.
 FLUSH_FILES = 1024
 #: Folders with at least this many small members get the helper process
@@ -172,12 +184,18 @@ class MemberCopy:
         self.progress = progress
         self.trail = FileTrail(tmpdir, spec.verify)
 
+        local = attributes_current(os.stat(tmpdir).st_dev)
+        self._copy_threads = COPY_THREADS if local else NETWORK_COPY_THREADS
+        trail_threads = SMALL_TRAIL_THREADS if local else NETWORK_TRAIL_THREADS
+
         def threads() -> FileTrail:
-            return FileTrail(tmpdir, spec.verify, SMALL_TRAIL_THREADS)
+            return FileTrail(tmpdir, spec.verify, trail_threads)
 
         small = sum(1 for e in plan.files if e.size < MID_FILE)
         self.small_trail: Trail = (
-            MemberHelper(tmpdir, spec.verify, threads) if small >= HELPER_FILES else threads()
+            MemberHelper(tmpdir, spec.verify, threads)
+            if local and small >= HELPER_FILES
+            else threads()
         )
         self._stop = threading.Event()
         self._copiers: ThreadPoolExecutor | None = None
@@ -259,9 +277,9 @@ class MemberCopy:
         if not batch:
             return
         if self._copiers is None:
-            self._copiers = ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="ketter-copy")
+            self._copiers = ThreadPoolExecutor(self._copy_threads, thread_name_prefix="ketter-copy")
         self._pending.append((batch, self._copiers.submit(self._copy_many, batch)))
-        self._drain(COPY_AHEAD)
+        self._drain(COPY_AHEAD * self._copy_threads)
 
     def _copy_many(self, batch: list[FileEntry]) -> list[FileCopy]:
         out = []

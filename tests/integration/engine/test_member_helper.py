@@ -334,3 +334,31 @@ def test_a_folder_copied_with_the_helper_arrives_whole(
     assert [f.relpath for f in result.files] == [b"f%03d" % i for i in range(len(sizes))]
     for i in range(len(sizes)):
         assert read(result.temp_path + b"/f%03d" % i) == read(bt + b"/src/seq/f%03d" % i)
+
+
+def test_a_network_destination_reads_back_in_threads_without_the_helper(
+    bt: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where every create and read is a round trip (a share), more threads
+    keep more in flight: two copy threads and six readers, no helper."""
+    monkeypatch.setattr(members, "attributes_current", lambda dev: False)
+    monkeypatch.setattr(members, "HELPER_FILES", 10)
+    spawned: list[int] = []
+    monkeypatch.setattr(MemberHelper, "_spawn", lambda self: spawned.append(1))
+    made: list[int] = []
+    trail = members.FileTrail.__init__
+
+    def counted(self: FileTrail, target: bytes, algo: str, threads: int = 2) -> None:
+        made.append(threads)
+        trail(self, target, algo, threads)
+
+    monkeypatch.setattr(members.FileTrail, "__init__", counted)
+    for i in range(40):
+        write(bt + b"/src/seq/f%03d" % i, os.urandom(4096 + i))
+    spec = TransferSpec(folders="as_unit", package_min_files=0)
+    plan = inspect_source(spec, bt + b"/src/seq")
+    result = copy_and_verify(spec, plan, bt + b"/dst/seq", TransferContext())
+    assert not spawned
+    assert members.NETWORK_TRAIL_THREADS in made
+    for i in range(40):
+        assert read(result.temp_path + b"/f%03d" % i) == read(bt + b"/src/seq/f%03d" % i)
