@@ -14,16 +14,16 @@ from tests.conftest import KETTER, cli_env
 
 def run(*args: str, config: Path | None = None, **env: str) -> subprocess.CompletedProcess:
     argv = [*KETTER, *(["--config", str(config)] if config else []), *args]
-    return subprocess.run(argv, capture_output=True, text=True, env=cli_env(**env), timeout=120)
+    return subprocess.run(argv, capture_output=True, text=True, env=cli_env(**env),
+                          timeout=120)
 
 
 def make_config(tmp_path: Path, extra: str = "") -> Path:
     for name in ("in", "out"):
         (tmp_path / name).mkdir(exist_ok=True)
     path = tmp_path / "ketter.yaml"
-    path.write_text(
-        f"state_dir: state\nroutes:\n  - {{name: r1, source: in, destination: out}}\n{extra}"
-    )
+    path.write_text(f"state_dir: state\nroutes:\n  - {{name: r1, source: in, destination: out}}\n"
+                    f"{extra}")
     return path
 
 
@@ -48,10 +48,8 @@ def test_config_check_reports_missing_root(tmp_path: Path) -> None:
     result = run("config", "check", config=path)
     assert result.returncode == 2
     # with its line, like every other config error (issue #14 finding 19)
-    assert (
-        f"error: {path}:3: route 'r1': destination {tmp_path / 'out'} does not exist"
-        in result.stderr
-    )
+    assert (f"error: {path}:3: route 'r1': destination {tmp_path / 'out'} does not exist"
+            in result.stderr)
 
 
 def test_config_check_show_redacts_secrets(tmp_path: Path) -> None:
@@ -75,8 +73,7 @@ def test_db_upgrade_then_jobs_job_status(tmp_path: Path) -> None:
         "INSERT INTO jobs (route, mode, kind, source_path, source_display, source_key, size, "
         "file_count, state, attempt, priority, bytes_done, node, created_at, updated_at, error) "
         "VALUES ('r1','copy','file',?,?, 'k1', 42, 1, 'failed', 3, 0, 0, 'n', ?, ?, 'disk full')",
-        (b"/in/caf\xe9.mov", "/in/caf\\xe9.mov", now, now),
-    )
+        (b"/in/caf\xe9.mov", "/in/caf\\xe9.mov", now, now))
     con.commit()
     con.close()
 
@@ -108,8 +105,7 @@ def _job(path: Path, state: str) -> int:
         "INSERT INTO jobs (route, mode, kind, source_path, source_display, source_key, size, "
         "file_count, state, attempt, priority, bytes_done, node, created_at, updated_at, error) "
         "VALUES ('r1','copy','file',?,?, ?, 42, 1, ?, 1, 0, 0, 'n', ?, ?, NULL)",
-        (b"/in/a.mov", "/in/a.mov", f"k-{state}-{now}", state, now, now),
-    )
+        (b"/in/a.mov", "/in/a.mov", f"k-{state}-{now}", state, now, now))
     con.commit()
     con.close()
     assert cursor.lastrowid is not None
@@ -190,10 +186,8 @@ def test_config_check_checks_the_hmac_key(tmp_path: Path) -> None:
     path = make_config(tmp_path, "audit: {hmac_key_file: keys/audit.key}\n")
     absent = run("config", "check", config=path)
     assert absent.returncode == 2
-    assert (
-        f"{path}:4: audit.hmac_key_file: the key file {tmp_path / 'keys' / 'audit.key'} "
-        "does not exist"
-    ) in absent.stderr
+    assert (f"{path}:4: audit.hmac_key_file: the key file {tmp_path / 'keys' / 'audit.key'} "
+            "does not exist") in absent.stderr
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "audit.key").write_text("c2VjcmV0\n")
     assert run("config", "check", config=path).returncode == 0
@@ -205,10 +199,8 @@ def test_credentials_directory_key_as_docs_audit_sets_it_up(tmp_path: Path) -> N
     path = make_config(tmp_path, "audit:\n  hmac_key_file: ${CREDENTIALS_DIRECTORY}/audit-key\n")
     outside = run("config", "check", config=path)
     assert outside.returncode == 2
-    assert (
-        f"{path}:5: audit.hmac_key_file: ${{CREDENTIALS_DIRECTORY}}/audit-key cannot be "
+    assert f"{path}:5: audit.hmac_key_file: ${{CREDENTIALS_DIRECTORY}}/audit-key cannot be " \
         "resolved here" in outside.stderr
-    )
     creds = tmp_path / "creds"
     creds.mkdir()
     inside = run("config", "check", config=path, CREDENTIALS_DIRECTORY=str(creds))
@@ -228,9 +220,8 @@ def test_workers_missing_key_file_exit_2_with_the_line(tmp_path: Path) -> None:
     assert run("db", "upgrade", config=path).returncode == 0
     workers = run("workers", config=path)
     assert workers.returncode == 2, workers.stderr
-    assert (
-        f"{path}:4: audit.hmac_key_file: the key file /nonexistent/audit.key does not exist"
-    ) in workers.stderr
+    assert (f"{path}:4: audit.hmac_key_file: the key file /nonexistent/audit.key does not "
+            "exist") in workers.stderr
     assert "Errno" not in workers.stderr
 
 
@@ -247,16 +238,12 @@ def test_unsupported_tag_exits_2_not_a_traceback(tmp_path: Path) -> None:
 
 def test_config_check_names_the_line_of_an_unmounted_mount(tmp_path: Path) -> None:
     path = make_config(tmp_path)
-    path.write_text(
-        path.read_text().replace(
-            "destination: out}", f"destination: out, destination_mount: {tmp_path}}}"
-        )
-    )
+    path.write_text(path.read_text().replace(
+        "destination: out}", f"destination: out, destination_mount: {tmp_path}}}"))
     result = run("config", "check", config=path)
     assert result.returncode == 2
-    assert (
-        f"error: {path}:3: route 'r1': destination_mount {tmp_path} is not mounted" in result.stderr
-    )
+    assert f"error: {path}:3: route 'r1': destination_mount {tmp_path} is not mounted" \
+        in result.stderr
 
 
 def test_audit_verify_on_a_store_older_than_ketter_says_upgrade(tmp_path: Path) -> None:

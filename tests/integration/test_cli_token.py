@@ -42,17 +42,8 @@ def events(config: Path) -> list[tuple[str, str, dict]]:
 def test_create_prints_the_secret_alone_then_list_and_revoke(tmp_path: Path) -> None:
     config = upgraded(tmp_path)
     made = run(
-        "token",
-        "create",
-        "mam",
-        "--scopes",
-        "transfers:write,transfers:read",
-        "--routes",
-        "dub-*,r1",
-        "--expires",
-        "90d",
-        config=config,
-        SUDO_USER="alice",
+        "token", "create", "mam", "--scopes", "transfers:write,transfers:read",
+        "--routes", "dub-*,r1", "--expires", "90d", config=config, SUDO_USER="alice",
     )
     assert made.returncode == 0, made.stderr
     assert SECRET.fullmatch(made.stdout.rstrip("\n")), made.stdout  # one line, nothing else
@@ -62,17 +53,8 @@ def test_create_prints_the_secret_alone_then_list_and_revoke(tmp_path: Path) -> 
     listed = run("token", "list", config=config)
     assert listed.returncode == 0, listed.stderr
     header, line = listed.stdout.splitlines()
-    assert header.split() == [
-        "name",
-        "state",
-        "scopes",
-        "routes",
-        "created",
-        "by",
-        "expires",
-        "last_used",
-        "revoked",
-    ]
+    assert header.split() == ["name", "state", "scopes", "routes", "created", "by", "expires",
+                              "last_used", "revoked"]
     assert line.split()[:4] == ["mam", "live", "transfers:read,transfers:write", "dub-*,r1"]
 
     revoked = run("token", "revoke", "mam", config=config, SUDO_USER="bob")
@@ -97,30 +79,22 @@ def test_no_expiry_is_allowed_shown_as_never_and_noted(tmp_path: Path) -> None:
     listed = run("token", "list", config=config).stdout
     assert "never" in listed.splitlines()[1]
     # `--expires never` says so on purpose: no note
-    made = run(
-        "token", "create", "prom", "--scopes", "metrics:read", "--expires", "never", config=config
-    )
+    made = run("token", "create", "prom", "--scopes", "metrics:read", "--expires", "never",
+               config=config)
     assert made.returncode == 0 and "note:" not in made.stderr
 
 
 def test_neither_the_secret_nor_its_hash_is_anywhere_but_the_store(tmp_path: Path) -> None:
     config = upgraded(tmp_path)
     outputs: list[str] = []
-    made = run(
-        "token", "create", "mam", "--scopes", "transfers:read", "--routes", "*", config=config
-    )
+    made = run("token", "create", "mam", "--scopes", "transfers:read", "--routes", "*",
+               config=config)
     assert made.returncode == 0, made.stderr
     secret = made.stdout.strip()
     digest = hashlib.sha256(secret.encode()).hexdigest()
     outputs.append(made.stderr)
-    for args in (
-        ("token", "list"),
-        ("token", "list", "--json"),
-        ("token", "revoke", "mam"),
-        ("token", "list"),
-        ("audit", "ship"),
-        ("audit", "verify"),
-    ):
+    for args in (("token", "list"), ("token", "list", "--json"), ("token", "revoke", "mam"),
+                 ("token", "list"), ("audit", "ship"), ("audit", "verify")):
         done = run(*args, config=config)
         assert done.returncode == 0, (args, done.stdout, done.stderr)
         outputs += [done.stdout, done.stderr]
@@ -130,10 +104,8 @@ def test_neither_the_secret_nor_its_hash_is_anywhere_but_the_store(tmp_path: Pat
     state = config.parent / "state"
     log = state / "logs" / "audit.jsonl"
     lines = log.read_text(encoding="utf-8").splitlines()
-    assert [json.loads(line)["event.action"] for line in lines] == [
-        "token_created",
-        "token_revoked",
-    ]
+    assert [json.loads(line)["event.action"] for line in lines] == ["token_created",
+                                                                    "token_revoked"]
     assert json.loads(lines[0])["user.target.name"] == "mam"
     # every file of the state folder (the store, its WAL, the logs): never the secret
     for path in state.rglob("*"):
@@ -144,17 +116,15 @@ def test_neither_the_secret_nor_its_hash_is_anywhere_but_the_store(tmp_path: Pat
                 assert digest.encode() not in data, path
     # the chain: no event holds the hash; the store has it in api_tokens alone
     with sqlite3.connect(f"file:{db_path(config)}?mode=ro", uri=True) as db:
-        assert all(
-            digest not in " ".join(map(str, row)) for row in db.execute("SELECT * FROM events")
-        )
+        assert all(digest not in " ".join(map(str, row))
+                   for row in db.execute("SELECT * FROM events"))
         assert db.execute("SELECT secret_sha256 FROM api_tokens").fetchall() == [(digest,)]
 
 
 def test_what_the_cli_makes_the_policy_accepts_until_revoked(tmp_path: Path) -> None:
     config = upgraded(tmp_path)
-    secret = run(
-        "token", "create", "qc", "--scopes", "transfers:cancel", "--routes", "r?", config=config
-    ).stdout.strip()
+    secret = run("token", "create", "qc", "--scopes", "transfers:cancel", "--routes", "r?",
+                 config=config).stdout.strip()
     store = open_job_store(db_path(config), AuditChain(node="api"))
     try:
         grant = authenticate(store, secret, now=__import__("time").time())

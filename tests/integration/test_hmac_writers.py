@@ -61,13 +61,8 @@ def write_config(root: Path, *, keyed: bool) -> Path:
 
 
 def ketter(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*KETTER, "--config", str(config), *args],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return subprocess.run([*KETTER, "--config", str(config), *args], env=cli_env(),
+                          capture_output=True, text=True, timeout=120)
 
 
 def assert_verifies(config: Path, after: str) -> None:
@@ -89,13 +84,8 @@ def job_state(config: Path, job_id: int) -> str | None:
 
 def run_until(config: Path, args: list[str], done: Callable[[], bool], what: str) -> None:
     """Start a service, wait for ``done``, stop it gracefully (exit 0)."""
-    proc = subprocess.Popen(
-        [*KETTER, "--config", str(config), *args],
-        env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = subprocess.Popen([*KETTER, "--config", str(config), *args], env=cli_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
         while not done():
@@ -122,22 +112,14 @@ def write_everything(root: Path, config: Path) -> None:
     assert enqueued.returncode == 0, enqueued.stderr
     assert_verifies(config, "enqueue")
 
-    run_until(
-        config,
-        ["workers"],
-        lambda: job_state(config, 1) == "completed",
-        "the workers to deliver a.mov",
-    )
+    run_until(config, ["workers"], lambda: job_state(config, 1) == "completed",
+              "the workers to deliver a.mov")
     assert (root / "out" / "a.mov").read_bytes() == (root / "in" / "a.mov").read_bytes()
     assert_verifies(config, "workers")
 
     (root / "in" / "b.mov").write_bytes(os.urandom(8192))
-    run_until(
-        config,
-        ["run"],
-        lambda: (root / "out" / "b.mov").exists() and job_state(config, 2) == "completed",
-        "ketter run to deliver b.mov",
-    )
+    run_until(config, ["run"], lambda: (root / "out" / "b.mov").exists()
+              and job_state(config, 2) == "completed", "ketter run to deliver b.mov")
     assert_verifies(config, "run")
 
     (root / "c.mov").write_bytes(os.urandom(4096))
@@ -146,7 +128,7 @@ def write_everything(root: Path, config: Path) -> None:
     assert_verifies(config, "transfer")
 
     # The same name with other bytes, --conflict fail: a failed job to re-queue.
-    (root / "d").mkdir()
+    (root / "d" ).mkdir()
     (root / "d" / "c.mov").write_bytes(os.urandom(4096))
     refused = ketter(config, "transfer", str(root / "d" / "c.mov"), str(root / "one"))
     assert refused.returncode == 1, refused.stdout + refused.stderr
@@ -177,8 +159,7 @@ def test_every_writing_command_leaves_a_chain_that_verifies(node_dir: Path, keye
 def state_files(root: Path) -> dict[str, str]:
     return {
         str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted((root / "state").rglob("*"))
-        if path.is_file()
+        for path in sorted((root / "state").rglob("*")) if path.is_file()
     }
 
 
@@ -203,14 +184,8 @@ def as_nobody(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
         os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY})
         sys.exit(main({["--config", str(config), *args]!r}))
     """)
-    return subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=120,
-        cwd=config.parent,
-    )
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=cli_env(), timeout=120, cwd=config.parent)
 
 
 @pytest.mark.root

@@ -31,10 +31,8 @@ def test_a_keyed_node_refuses_a_role_without_the_key_before_opening_the_store(
     tmp_path: Path, write_config
 ) -> None:
     config = load_config(
-        write_config(
-            f"state_dir: {tmp_path / 'state'}\naudit: {{hmac_key_file: "
-            f"{tmp_path / 'missing.key'}}}\n"
-        )
+        write_config(f"state_dir: {tmp_path / 'state'}\naudit: {{hmac_key_file: "
+                     f"{tmp_path / 'missing.key'}}}\n")
     )
     with pytest.raises(ConfigError, match="ketter enqueue records audit events"):
         Node.from_config(config, "enqueue")
@@ -51,21 +49,19 @@ def test_a_keyed_node_refuses_a_role_without_the_key_before_opening_the_store(
 def test_the_actor_is_recorded_and_the_chain_verifies(tmp_path: Path, write_config) -> None:
     (tmp_path / "audit.key").write_bytes(b"a-key-for-the-test\n")
     config = load_config(
-        write_config(
-            f"state_dir: {tmp_path / 'state'}\nnode: n7\naudit: {{hmac_key_file: "
-            f"{tmp_path / 'audit.key'}}}\n"
-        )
+        write_config(f"state_dir: {tmp_path / 'state'}\nnode: n7\naudit: {{hmac_key_file: "
+                     f"{tmp_path / 'audit.key'}}}\n")
     )
     node = Node.from_config(config, "workers")
-    assert node.chain == AuditChain(node="n7", key=b"a-key-for-the-test", actor=node.chain.actor)
+    assert node.chain == AuditChain(node="n7", key=b"a-key-for-the-test",
+                                    actor=node.chain.actor)
     assert node.chain.actor.kind == "os-user"
     store = node.store
     assert store is not None
     with store.transaction():
         store.append_event("workers_started", now=1.0, details={})
-        store.append_event(
-            "workers_stopped", now=2.0, details={}, actor=Principal("token", "api-1")
-        )
+        store.append_event("workers_stopped", now=2.0, details={},
+                           actor=Principal("token", "api-1"))
     rows = [(e.node, e.user) for e in store.events_after(0, limit=10)]
     assert rows == [("n7", node.chain.actor.name), ("n7", "token:api-1")]
     report = Report()

@@ -146,9 +146,9 @@ def test_two_nodes_survive_a_kill_campaign(tmp_path: Path, pg_dsn: str) -> None:
         for node in nodes.values():
             node.start("watcher")
             node.start("workers", **SLOW_COPY)
-        while (sum(kills.values()) < KILLS or wave < WAVES or effective < MIN_EFFECTIVE) and sum(
-            kills.values()
-        ) < MAX_KILLS:
+        while (
+            sum(kills.values()) < KILLS or wave < WAVES or effective < MIN_EFFECTIVE
+        ) and sum(kills.values()) < MAX_KILLS:
             done = a.query("SELECT count(*) FROM jobs WHERE state = 'completed'")[0][0]
             backlog = len(expected["copy"]) + len(expected["move"]) - done
             if wave < WAVES or (wave < MAX_WAVES and backlog < BACKLOG):
@@ -164,16 +164,11 @@ def test_two_nodes_survive_a_kill_campaign(tmp_path: Path, pg_dsn: str) -> None:
                 # Aim the kill at a node that is working: wait (bounded) until
                 # it holds a live lease.
                 busy = time.monotonic() + BUSY_WAIT
-                while (
-                    not (
-                        live := node.query(
-                            "SELECT count(*) FROM jobs WHERE lease_owner LIKE %s AND "
-                            "lease_expires_at > extract(epoch FROM now())",
-                            (f"{node.name}/%",),
-                        )[0][0]
-                    )
-                    and time.monotonic() < busy
-                ):
+                while not (live := node.query(
+                    "SELECT count(*) FROM jobs WHERE lease_owner LIKE %s AND "
+                    "lease_expires_at > extract(epoch FROM now())",
+                    (f"{node.name}/%",),
+                )[0][0]) and time.monotonic() < busy:
                     time.sleep(0.05)
                 effective += 1 if live else 0
             node.kill(kind)

@@ -16,10 +16,7 @@ from tests.conftest import KETTER, cli_env
 def _ketter(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*KETTER, "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=120,
+        capture_output=True, text=True, env=cli_env(), timeout=120,
     )
 
 
@@ -49,7 +46,9 @@ def test_db_status_and_upgrade_create_the_store(pg_cluster: Any, tmp_path: Path)
     assert not list((tmp_path / "state").glob("*.db"))  # nothing of SQLite's
 
 
-def test_an_emptied_database_is_not_silently_a_new_store(pg_cluster: Any, tmp_path: Path) -> None:
+def test_an_emptied_database_is_not_silently_a_new_store(
+    pg_cluster: Any, tmp_path: Path
+) -> None:
     config = _config(tmp_path, _empty_database(pg_cluster, "ketter_cli_lost"))
     log = tmp_path / "state" / "logs" / "audit.jsonl"
     log.parent.mkdir(parents=True)

@@ -66,9 +66,8 @@ def test_a_whole_node_runs_on_postgresql(tmp_path: Path, pg_dsn: str) -> None:
         node.start("workers")
         names = set(first) | set(moved)
         node.wait_for(
-            lambda: (
-                set(node.states()) >= names and all(node.states()[n] == "completed" for n in names)
-            ),
+            lambda: set(node.states()) >= names
+            and all(node.states()[n] == "completed" for n in names),
             "every job to complete",
         )
         for name, data in first.items():
@@ -104,9 +103,8 @@ def test_a_whole_node_runs_on_postgresql(tmp_path: Path, pg_dsn: str) -> None:
         first |= later
         moved |= later_moved
         node.wait_for(
-            lambda: (
-                set(node.states()) >= names and all(node.states()[n] == "completed" for n in names)
-            ),
+            lambda: set(node.states()) >= names
+            and all(node.states()[n] == "completed" for n in names),
             "the files dropped after the cut to complete",
         )
         assert (tmp_path / "out-copy" / "after-cut-c.bin").read_bytes() == later["after-cut-c.bin"]

@@ -390,7 +390,6 @@ def test_a_watcher_that_loses_its_share_gives_the_route_to_another_node(
         a.stop()
         b.stop()
 
-
 # -- a database outage mid-flow ------------------------------------------------
 
 

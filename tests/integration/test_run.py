@@ -34,14 +34,10 @@ def _wait(predicate, what: str, proc: subprocess.Popen, timeout: float = 60.0) -
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_run_delivers_and_stops_cleanly(tmp_path: Path, stop: signal.Signals) -> None:
     (tmp_path / "ketter.yaml").write_text(CONFIG)
-    proc = subprocess.Popen(
-        [*KETTER, "--config", str(tmp_path / "ketter.yaml"), "run", "--create-folders"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=cli_env(),
-        cwd=tmp_path,
-    )
+    proc = subprocess.Popen([*KETTER, "--config", str(tmp_path / "ketter.yaml"), "run",
+                             "--create-folders"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=cli_env(), cwd=tmp_path)
     try:
         banner = proc.stdout.readline()  # type: ignore[union-attr]
         assert banner.startswith("Ketter is running: 2 route(s)")
@@ -49,19 +45,10 @@ def test_run_delivers_and_stops_cleanly(tmp_path: Path, stop: signal.Signals) ->
         reel.mkdir(parents=True, exist_ok=True)
         (reel / "picture.mxf").write_bytes(os.urandom(200_000))
         (tmp_path / "in" / "move" / "mix.wav").write_bytes(b"mix" * 1000)
-        _wait(
-            lambda: (
-                (tmp_path / "out" / "copy" / "REEL_01" / "picture.mxf").exists()
-                and (tmp_path / "out" / "move" / "mix.wav").exists()
-            ),
-            "both deliveries",
-            proc,
-        )
-        _wait(
-            lambda: not (tmp_path / "in" / "move" / "mix.wav").exists(),
-            "the move source to go",
-            proc,
-        )
+        _wait(lambda: (tmp_path / "out" / "copy" / "REEL_01" / "picture.mxf").exists()
+              and (tmp_path / "out" / "move" / "mix.wav").exists(), "both deliveries", proc)
+        _wait(lambda: not (tmp_path / "in" / "move" / "mix.wav").exists(),
+              "the move source to go", proc)
         proc.send_signal(stop)
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -69,7 +56,6 @@ def test_run_delivers_and_stops_cleanly(tmp_path: Path, stop: signal.Signals) ->
             proc.kill()
     assert proc.returncode == 0
     assert "Ketter stopped." in out
-    assert (tmp_path / "out" / "copy" / "REEL_01" / "picture.mxf").read_bytes() == (
-        reel / "picture.mxf"
-    ).read_bytes()
+    assert (tmp_path / "out" / "copy" / "REEL_01" / "picture.mxf").read_bytes() == \
+        (reel / "picture.mxf").read_bytes()
     assert (tmp_path / "out" / "move" / "mix.wav").read_bytes() == b"mix" * 1000

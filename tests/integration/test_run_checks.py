@@ -17,33 +17,22 @@ routes:
 
 
 def _run(config: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*KETTER, "--config", str(config), "run", *extra],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=120,
-        cwd=config.parent,
-    )
+    return subprocess.run([*KETTER, "--config", str(config), "run", *extra],
+                          capture_output=True, text=True, env=cli_env(), timeout=120,
+                          cwd=config.parent)
 
 
 def test_run_refuses_a_config_that_config_check_rejects(tmp_path: Path) -> None:
     config = tmp_path / "ketter.yaml"
     config.write_text(CONFIG)
     (tmp_path / "out" / "ingest").mkdir(parents=True)
-    check = subprocess.run(
-        [*KETTER, "--config", str(config), "config", "check"],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=120,
-    )
+    check = subprocess.run([*KETTER, "--config", str(config), "config", "check"],
+                           capture_output=True, text=True, env=cli_env(), timeout=120)
     assert check.returncode == 2
     result = _run(config)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert (
-        f"error: {config}:3: route 'ingest': source {tmp_path / 'in' / 'typo'} does not exist"
-    ) in result.stderr
+    assert (f"error: {config}:3: route 'ingest': source {tmp_path / 'in' / 'typo'} does not "
+            "exist") in result.stderr
     assert "not starting" in result.stderr and "Ketter is running" not in result.stdout
     assert not (tmp_path / "in").exists()  # nothing created on the local disk
     assert not (tmp_path / "state" / "ketter.db").exists()  # and nothing started
@@ -51,11 +40,9 @@ def test_run_refuses_a_config_that_config_check_rejects(tmp_path: Path) -> None:
 
 def test_run_never_creates_a_mount_point_it_was_told_about(tmp_path: Path) -> None:
     config = tmp_path / "ketter.yaml"
-    config.write_text(
-        "state_dir: state\nroutes:\n"
-        "  - {name: dub, source: in, destination: /nonexistent-share/dub/in,\n"
-        "     destination_mount: /nonexistent-share}\n"
-    )
+    config.write_text("state_dir: state\nroutes:\n"
+                      "  - {name: dub, source: in, destination: /nonexistent-share/dub/in,\n"
+                      "     destination_mount: /nonexistent-share}\n")
     result = _run(config, "--create-folders")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "destination /nonexistent-share/dub/in does not exist" in result.stderr

@@ -47,13 +47,8 @@ routes:
 """
 
 
-def wait_until(
-    predicate: Callable[[], object],
-    what: str,
-    procs: list[subprocess.Popen],
-    log: Callable[[], str],
-    timeout: float = 90.0,
-) -> None:
+def wait_until(predicate: Callable[[], object], what: str, procs: list[subprocess.Popen],
+               log: Callable[[], str], timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         for proc in procs:
@@ -90,11 +85,8 @@ def heartbeat_pid(db: Path, component: str) -> int | None:
 @contextlib.contextmanager
 def tmpfs(path: Path, size: str) -> Iterator[None]:
     path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-    )
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                       capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}); this test needs root")
     try:
@@ -123,76 +115,54 @@ def test_full_state_disk_pauses_ketter_run_and_it_resumes_by_itself(tmp_path: Pa
             (tmp_path / folder).mkdir(parents=True)
         env = cli_env()
         ketter = [*KETTER, "--config", str(tmp_path / "ketter.yaml")]
-        assert (
-            subprocess.run(
-                [*ketter, "db", "upgrade"], env=env, cwd=tmp_path, capture_output=True
-            ).returncode
-            == 0
-        )
+        assert subprocess.run([*ketter, "db", "upgrade"], env=env, cwd=tmp_path,
+                              capture_output=True).returncode == 0
         log_path = tmp_path / "run.log"
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen([*ketter, "run"], stdout=log, stderr=log, env=env, cwd=tmp_path)
+            proc = subprocess.Popen([*ketter, "run"], stdout=log, stderr=log, env=env,
+                                    cwd=tmp_path)
 
         def logs() -> str:
             files = {p.name: p.stat().st_size for p in state.iterdir() if p.is_file()}
             usage = os.statvfs(state)
-            return (
-                f"state dir: {files}, {usage.f_bavail * usage.f_frsize} bytes free\n"
-                + log_path.read_text(errors="replace")[-3000:]
-            )
+            return (f"state dir: {files}, {usage.f_bavail * usage.f_frsize} bytes free\n"
+                    + log_path.read_text(errors="replace")[-3000:])
 
         def health() -> subprocess.CompletedProcess:
-            return subprocess.run(
-                [*ketter, "health"],
-                env=env,
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
+            return subprocess.run([*ketter, "health"], env=env, cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=60)
 
         try:
             db = state / "ketter.db"
-            wait_until(lambda: heartbeat_pid(db, "workers") == proc.pid, "the start", [proc], logs)
+            wait_until(lambda: heartbeat_pid(db, "workers") == proc.pid, "the start", [proc],
+                       logs)
             filler = fill(state)
             files = {f"take{i:02d}.wav": os.urandom(3000) for i in range(30)}
             for name, data in files.items():
                 (tmp_path / "in" / "move" / name).write_bytes(data)
             # The new jobs cannot be recorded: every route pauses with the errno.
-            wait_until(
-                lambda: any(s.get("unwritable") for s in store_status(state)),
-                "the store to be reported not writable",
-                [proc],
-                logs,
-            )
+            wait_until(lambda: any(s.get("unwritable") for s in store_status(state)),
+                       "the store to be reported not writable", [proc], logs)
             report = health()
             assert report.returncode == 1, report.stdout
-            assert (
-                "state store not writable: [Errno 28] No space left on device" in report.stdout
-            ), report.stdout
+            assert "state store not writable: [Errno 28] No space left on device" in \
+                report.stdout, report.stdout
             assert "route move: paused: state store not writable" in report.stdout
             since = min(s["since"] for s in store_status(state) if s.get("unwritable"))
             # Up and paused for a while (it used to exit 1 at once), probing.
             wait_until(lambda: time.time() - since > 6, "a few probes", [proc], logs)
-            assert (
-                "alert: node test-node: every route paused: state store not writable"
+            assert "alert: node test-node: every route paused: state store not writable" \
                 in log_path.read_text()
-            )
             # Nothing lost: every take is still a source or was delivered whole.
             for name, data in files.items():
                 src, dst = tmp_path / "in" / "move" / name, tmp_path / "out" / "move" / name
                 assert (src.exists() and src.read_bytes() == data) or dst.read_bytes() == data
             filler.unlink()  # space returns: it resumes by itself
-            wait_until(
-                lambda: (
-                    all((tmp_path / "out" / "move" / n).exists() for n in files)
-                    and not any((tmp_path / "in" / "move").iterdir())
-                ),
-                "every take delivered after the space returned",
-                [proc],
-                logs,
-            )
-            wait_until(lambda: health().returncode == 0, "health to be fine again", [proc], logs)
+            wait_until(lambda: all((tmp_path / "out" / "move" / n).exists() for n in files)
+                       and not any((tmp_path / "in" / "move").iterdir()),
+                       "every take delivered after the space returned", [proc], logs)
+            wait_until(lambda: health().returncode == 0, "health to be fine again", [proc],
+                       logs)
             assert "state store writable again" in log_path.read_text()
             for name, data in files.items():
                 assert (tmp_path / "out" / "move" / name).read_bytes() == data
@@ -213,10 +183,8 @@ def test_immutable_store_pauses_the_workers_at_start_and_while_running(tmp_path:
     node = Node(tmp_path)
     db = node.db_path
     if not _chattr("+i", db):
-        pytest.skip(
-            f"chattr +i is not supported on the filesystem of {tmp_path} "
-            "(needs ext4/xfs/btrfs and root)"
-        )
+        pytest.skip(f"chattr +i is not supported on the filesystem of {tmp_path} "
+                    "(needs ext4/xfs/btrfs and root)")
     _chattr("-i", db)
 
     def logs() -> str:
@@ -227,41 +195,24 @@ def test_immutable_store_pauses_the_workers_at_start_and_while_running(tmp_path:
         node.wait_ready(workers)
         assert _chattr("+i", db)
         # SQLite would go on appending to the WAL; the workers say it at once.
-        wait_until(
-            lambda: any(s.get("unwritable") for s in store_status(db.parent)),
-            "the immutable store to be reported",
-            [workers],
-            logs,
-        )
+        wait_until(lambda: any(s.get("unwritable") for s in store_status(db.parent)),
+                   "the immutable store to be reported", [workers], logs)
         report = node.ketter("health")
         assert report.returncode == 1
-        assert "state store not writable: [Errno 1] Operation not permitted" in report.stdout, (
+        assert "state store not writable: [Errno 1] Operation not permitted" in report.stdout, \
             report.stdout
-        )
         assert node.stop(workers) == 0, logs()
         # A start on an immutable store: up and paused, not exit 1.
         workers = node.start_workers()
-        wait_until(
-            lambda: any(
-                s.get("unwritable") and s["pid"] == workers.pid for s in store_status(db.parent)
-            ),
-            "the restarted workers to report the immutable store",
-            [workers],
-            logs,
-        )
+        wait_until(lambda: any(s.get("unwritable") and s["pid"] == workers.pid
+                               for s in store_status(db.parent)),
+                   "the restarted workers to report the immutable store", [workers], logs)
         time.sleep(0)  # no fixed wait: the process is polled below while it probes
         since = next(s["since"] for s in store_status(db.parent) if s["pid"] == workers.pid)
         wait_until(lambda: time.time() - since > 4, "a few probes", [workers], logs)
         assert _chattr("-i", db)
-        wait_until(
-            lambda: (
-                node.query("SELECT pid FROM heartbeats WHERE component='workers'")
-                == [(workers.pid,)]
-            ),
-            "the workers to write again",
-            [workers],
-            logs,
-        )
+        wait_until(lambda: node.query("SELECT pid FROM heartbeats WHERE component='workers'")
+                   == [(workers.pid,)], "the workers to write again", [workers], logs)
         src = tmp_path / "src" / "copy" / "after.bin"
         src.write_bytes(b"x" * 5000)
         assert node.ketter("enqueue", "--route", "copy", str(src)).returncode == 0
@@ -290,26 +241,15 @@ def test_store_deleted_during_a_move_keeps_every_source_and_refuses_a_new_store(
         src = tmp_path / "src" / "move" / "reel.mov"
         src.write_bytes(data)
         assert node.ketter("enqueue", "--route", "move", str(src)).returncode == 0
-        node.wait_for(
-            lambda: "transferring" in node.states().values(),
-            what="the move to be copying",
-            proc=workers,
-        )
+        node.wait_for(lambda: "transferring" in node.states().values(),
+                      what="the move to be copying", proc=workers)
         for name in ("ketter.db", "ketter.db-wal", "ketter.db-shm"):
             (db.parent / name).unlink(missing_ok=True)
-        wait_until(
-            lambda: "stopped: job 1" in logs() and "was deleted" in logs(),
-            "the copy to stop",
-            [workers],
-            logs,
-        )
+        wait_until(lambda: "stopped: job 1" in logs() and "was deleted" in logs(),
+                   "the copy to stop", [workers], logs)
         assert any(s.get("lost") for s in store_status(db.parent))
-        wait_until(
-            lambda: "alert: node test-node: job store" in logs() and "was deleted" in logs(),
-            "the alert",
-            [workers],
-            logs,
-        )
+        wait_until(lambda: "alert: node test-node: job store" in logs()
+                   and "was deleted" in logs(), "the alert", [workers], logs)
         # Still up, paused; the source is where it was, nothing delivered.
         assert workers.poll() is None
         assert src.read_bytes() == data

@@ -14,13 +14,8 @@ from tests.conftest import KETTER, cli_env
 
 
 def transfer(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*KETTER, "transfer", "--state-dir", str(tmp_path / "state"), *args],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=120,
-    )
+    return subprocess.run([*KETTER, "transfer", "--state-dir", str(tmp_path / "state"),
+                           *args], capture_output=True, text=True, env=cli_env(), timeout=120)
 
 
 def test_file_copy_into_folder_records_a_job(tmp_path: Path) -> None:
@@ -49,9 +44,8 @@ def test_conflict_fails_with_reason_and_exit_1(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "already exists" in result.stderr
     assert (tmp_path / "out" / "a.wav").read_bytes() == b"old"
-    again = transfer(
-        tmp_path, str(tmp_path / "a.wav"), str(tmp_path / "out"), "--conflict", "rename"
-    )
+    again = transfer(tmp_path, str(tmp_path / "a.wav"), str(tmp_path / "out"),
+                     "--conflict", "rename")
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "out" / "a (1).wav").read_bytes() == b"new"
 
@@ -65,9 +59,8 @@ def test_folder_move_keeps_the_tree(tmp_path: Path, folders: str) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as fh:
             fh.write(data)
-    result = transfer(
-        tmp_path, str(src), str(tmp_path / "delivered"), "--mode", "move", "--folders", folders
-    )
+    result = transfer(tmp_path, str(src), str(tmp_path / "delivered"), "--mode", "move",
+                      "--folders", folders)
     assert result.returncode == 0, result.stderr
     for rel, data in names.items():
         with open(os.path.join(os.fsencode(tmp_path / "delivered"), rel), "rb") as fh:
@@ -82,18 +75,11 @@ def test_interrupted_transfer_fails_cleanly_and_can_be_run_again(tmp_path: Path)
     data = os.urandom(8 * 2**20) * 24  # long enough to still be copying after the stop
     (tmp_path / "reel.mxf").write_bytes(data)
     (tmp_path / "out").mkdir()
-    argv = [
-        *KETTER,
-        "transfer",
-        "--state-dir",
-        str(tmp_path / "state"),
-        str(tmp_path / "reel.mxf"),
-        str(tmp_path / "out"),
-    ]
+    argv = [*KETTER, "transfer", "--state-dir", str(tmp_path / "state"),
+            str(tmp_path / "reel.mxf"), str(tmp_path / "out")]
     env = cli_env(KETTER_FAULT_STOP="mid-copy")
-    proc = subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.monotonic() + 60
     while Path(f"/proc/{proc.pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"T":
         assert time.monotonic() < deadline and proc.poll() is None

@@ -20,28 +20,11 @@ def test_wheel_installs_and_upgrades_a_new_state_dir(tmp_path: Path) -> None:
     # Build from a clean copy: setuptools never prunes build/lib, so a module
     # moved or deleted since an earlier build in the checkout would ship again.
     src = tmp_path / "src"
-    shutil.copytree(
-        ROOT,
-        src,
-        ignore=shutil.ignore_patterns(
-            ".git", ".venv", "build", "dist", "var", "*.egg-info", "__pycache__"
-        ),
-    )
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "build",
-            "--wheel",
-            "--no-isolation",
-            "--outdir",
-            str(dist),
-            str(src),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "var", "*.egg-info", "__pycache__"))
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation",
+                    "--outdir", str(dist), str(src)], check=True, capture_output=True,
+                   timeout=300)
     (wheel,) = dist.glob("ketter-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "ketter/store/migrations/0001_initial.py" in names
@@ -61,39 +44,18 @@ def test_wheel_installs_and_upgrades_a_new_state_dir(tmp_path: Path) -> None:
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    subprocess.run(
-        [
-            str(venv / "bin" / "pip"),
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-c",
-            str(ROOT / "constraints.txt"),
-            str(wheel),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet",
+                    "--disable-pip-version-check", "-c", str(ROOT / "constraints.txt"),
+                    str(wheel)], check=True, capture_output=True, timeout=600)
     config = tmp_path / "ketter.yaml"
     config.write_text(f"state_dir: {tmp_path / 'state'}\n")
-    result = subprocess.run(
-        [str(venv / "bin" / "ketter"), "--config", str(config), "db", "upgrade"],
-        cwd="/",
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = subprocess.run([str(venv / "bin" / "ketter"), "--config", str(config), "db",
+                             "upgrade"], cwd="/", capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "applied 0001_initial" in result.stdout
     assert (tmp_path / "state" / "ketter.db").exists()
     # the templates load from the installed wheel, not from a checkout
-    units = subprocess.run(
-        [str(venv / "bin" / "ketter"), "--config", str(config), "deploy", "units"],
-        cwd="/",
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    units = subprocess.run([str(venv / "bin" / "ketter"), "--config", str(config), "deploy",
+                            "units"], cwd="/", capture_output=True, text=True, timeout=120)
     assert units.returncode == 0, units.stderr
     assert "ExecStart=" in units.stdout and "# ===== ketter.target =====" in units.stdout

@@ -45,10 +45,7 @@ def test_watcher_and_engine_both_see_a_rewrite_with_mtime_restored(tmp_path: Pat
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     after = os.stat(path)
     assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
-        before.st_size,
-        before.st_mtime_ns,
-        before.st_ino,
-    )
+        before.st_size, before.st_mtime_ns, before.st_ino)
     assert not file_version(after).same_as(file_version(before))
     entry = FileEntry(plan.name, plan.size, plan.mtime_ns, plan.mode, plan.ino, plan.ctime_ns)
     assert same_identity(before, entry) and not same_identity(after, entry)

@@ -129,8 +129,7 @@ def test_no_import_circle_among_ketter_modules() -> None:
     circles = _circles(graph)
     new = [c for c in circles if c not in ALLOWED]
     assert not new, "import circle(s):\n" + "\n".join(
-        " -> ".join(_one_cycle(graph, c)) for c in new
-    )
+        " -> ".join(_one_cycle(graph, c)) for c in new)
     stale = [sorted(c) for c in ALLOWED if c not in circles]
     assert not stale, f"no longer a circle, remove from ALLOWED: {stale}"
 

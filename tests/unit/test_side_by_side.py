@@ -65,7 +65,7 @@ def test_light_items_do_run_side_by_side() -> None:
 
 
 def test_an_item_over_the_budget_runs_alone() -> None:
-    """ "a" and "b" wait (2 s at most) for a third item to run beside them:
+    """"a" and "b" wait (2 s at most) for a third item to run beside them:
     within the budget only they may; "big" must wait until they are done."""
     meet = threading.Barrier(3, timeout=2)
     met: list[str] = []
@@ -86,7 +86,7 @@ def test_an_item_over_the_budget_runs_alone() -> None:
 
 
 def test_nothing_new_starts_after_a_failure_even_behind_a_slow_one() -> None:
-    """ "bad" fails while "slow" (started before it) still runs: "f2" must
+    """"bad" fails while "slow" (started before it) still runs: "f2" must
     not start, although results are reported in order."""
     bad_ended = threading.Event()
     started: list[str] = []

@@ -44,18 +44,13 @@ def offences(path: Path) -> list[str]:
         id(n.body[0].value)
         for n in ast.walk(tree)
         if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-        and n.body
-        and isinstance(n.body[0], ast.Expr)
-        and isinstance(n.body[0].value, ast.Constant)
+        and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)
     }
     for node in ast.walk(tree):
         line = getattr(node, "lineno", 0)
         if isinstance(node, ast.Import):
-            found += [
-                f"{line}: import {a.name}"
-                for a in node.names
-                if a.name.split(".")[0] in DRIVERS or a.name in INSIDES
-            ]
+            found += [f"{line}: import {a.name}" for a in node.names
+                      if a.name.split(".")[0] in DRIVERS or a.name in INSIDES]
         elif isinstance(node, ast.ImportFrom):
             module = node.module or ""
             if module.split(".")[0] in DRIVERS or module in INSIDES:
@@ -65,12 +60,8 @@ def offences(path: Path) -> list[str]:
             found.append(f"{line}: {node.id}")
         elif isinstance(node, ast.Attribute) and node.attr in NAMES:
             found.append(f"{line}: .{node.attr}")
-        elif (
-            isinstance(node, ast.Constant)
-            and isinstance(node.value, str)
-            and id(node) not in docs
-            and SQL.search(node.value)
-        ):
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and id(node) not in docs and SQL.search(node.value)):
             found.append(f"{line}: SQL {node.value[:40]!r}")
     return found
 
@@ -82,15 +73,8 @@ def test_no_store_access_outside_the_store(path: Path) -> None:
 
 def test_every_module_outside_the_store_is_checked() -> None:
     names = {str(p.relative_to(ROOT)) for p in CHECKED}
-    assert {
-        "jobs/claim.py",
-        "jobs/steps.py",
-        "audit/chain.py",
-        "watcher/enqueue.py",
-        "cli/inspect.py",
-        "health.py",
-        "node.py",
-    } <= names
+    assert {"jobs/claim.py", "jobs/steps.py", "audit/chain.py", "watcher/enqueue.py",
+            "cli/inspect.py", "health.py", "node.py"} <= names
     assert not any(n.startswith("store/") for n in names)
 
 

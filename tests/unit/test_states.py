@@ -19,12 +19,11 @@ PAIRS = list(itertools.product(State, State))
 
 def make_job(job_store, state: State, claim: str | None = "c1", placed: bool = False) -> int:
     key = f"key-{time.monotonic_ns()}"
-    created = create_job(
-        job_store, NewJob("r", "copy", "file", b"/src/f", key, 10), node="n", now=time.time()
-    )
-    Job.update(state=state.value, claim=claim, placed_at=time.time() if placed else None).where(
-        Job.id == created.job_id
-    ).execute()
+    created = create_job(job_store, NewJob("r", "copy", "file", b"/src/f", key, 10), node="n",
+                         now=time.time())
+    Job.update(state=state.value, claim=claim,
+               placed_at=time.time() if placed else None).where(
+        Job.id == created.job_id).execute()
     return created.job_id
 
 
@@ -41,7 +40,8 @@ def test_every_pair(job_store, src: State, dst: State) -> None:
         transition(job_store, job_id, src, dst, claim="c1", now=time.time())
         assert Job.get_by_id(job_id).state == dst.value
         event = Event.select().order_by(Event.id.desc()).get()
-        assert (event.job_id, event.from_state, event.to_state) == (job_id, src.value, dst.value)
+        assert (event.job_id, event.from_state, event.to_state) == (job_id, src.value,
+                                                                     dst.value)
     else:
         with pytest.raises(InvalidTransition, match="not an allowed transition"):
             transition(job_store, job_id, src, dst, claim="c1", now=time.time())
@@ -52,52 +52,32 @@ def test_every_pair(job_store, src: State, dst: State) -> None:
 def test_wrong_current_state_is_refused(job_store) -> None:
     job_id = make_job(job_store, State.TRANSFERRING)
     with pytest.raises(InvalidTransition, match="is transferring, not validated"):
-        transition(
-            job_store, job_id, State.VALIDATED, State.TRANSFERRING, claim="c1", now=time.time()
-        )
+        transition(job_store, job_id, State.VALIDATED, State.TRANSFERRING, claim="c1",
+                   now=time.time())
 
 
 def test_lost_claim_is_refused_and_changes_nothing(job_store) -> None:
     job_id = make_job(job_store, State.TRANSFERRING, claim="new-owner")
     with pytest.raises(LostClaim, match="claim c1 is no longer held"):
-        transition(
-            job_store, job_id, State.TRANSFERRING, State.VERIFYING, claim="c1", now=time.time()
-        )
+        transition(job_store, job_id, State.TRANSFERRING, State.VERIFYING, claim="c1",
+                   now=time.time())
     assert Job.get_by_id(job_id).state == "transferring"
 
 
 def test_placed_job_never_rolls_back(job_store) -> None:
     job_id = make_job(job_store, State.VERIFYING, placed=True)
     with pytest.raises(InvalidTransition, match="only moves forward"):
-        transition(
-            job_store, job_id, State.VERIFYING, State.ROLLING_BACK, claim="c1", now=time.time()
-        )
-    transition(
-        job_store,
-        job_id,
-        State.VERIFYING,
-        State.COMPLETED,
-        claim="c1",
-        now=time.time(),
-        fsync=True,
-        completed_at=time.time(),
-    )
+        transition(job_store, job_id, State.VERIFYING, State.ROLLING_BACK, claim="c1",
+                   now=time.time())
+    transition(job_store, job_id, State.VERIFYING, State.COMPLETED, claim="c1", now=time.time(),
+               fsync=True, completed_at=time.time())
     assert Job.get_by_id(job_id).state == "completed"
 
 
 def test_fields_are_set_with_the_transition(job_store) -> None:
     job_id = make_job(job_store, State.VERIFYING)
-    transition(
-        job_store,
-        job_id,
-        State.VERIFYING,
-        State.RETRY_WAIT,
-        claim="c1",
-        now=100.0,
-        error="disk full",
-        next_attempt_at=105.0,
-        details={"delay": 5},
-    )
+    transition(job_store, job_id, State.VERIFYING, State.RETRY_WAIT, claim="c1", now=100.0,
+               error="disk full", next_attempt_at=105.0, details={"delay": 5})
     job = Job.get_by_id(job_id)
     assert (job.error, job.next_attempt_at, job.updated_at) == ("disk full", 105.0, 100.0)
 

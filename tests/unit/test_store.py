@@ -29,12 +29,9 @@ ODD_NAMES = [
 def test_invalid_utf8_paths_round_trip(store, job_store) -> None:
     for index, path in enumerate(ODD_NAMES):
         key = file_source_key("r", path, 1, 2, index)
-        created = create_job(
-            job_store,
-            NewJob("r", "copy", "file", path, key, 1, dest_path=path),
-            node="n",
-            now=time.time(),
-        )
+        created = create_job(job_store,
+                             NewJob("r", "copy", "file", path, key, 1, dest_path=path),
+                             node="n", now=time.time())
         job = Job.get_by_id(created.job_id)
         assert bytes(job.source_path) == path
         assert bytes(job.dest_path) == path
@@ -45,18 +42,15 @@ def test_invalid_utf8_paths_round_trip(store, job_store) -> None:
 
 def test_create_is_idempotent_on_source_key(job_store) -> None:
     key = file_source_key("r", b"a.mov", 10, 20, 30)
-    first = create_job(
-        job_store, NewJob("r", "copy", "file", b"/in/a.mov", key, 10), node="n", now=1.0
-    )
-    again = create_job(
-        job_store, NewJob("r", "copy", "file", b"/in/a.mov", key, 10), node="n", now=2.0
-    )
+    first = create_job(job_store, NewJob("r", "copy", "file", b"/in/a.mov", key, 10),
+                       node="n", now=1.0)
+    again = create_job(job_store, NewJob("r", "copy", "file", b"/in/a.mov", key, 10),
+                       node="n", now=2.0)
     assert first.created and not again.created and first.job_id == again.job_id
     # Once terminal, the same identity may start a new job (requeue by change).
     Job.update(state="completed").where(Job.id == first.job_id).execute()
-    third = create_job(
-        job_store, NewJob("r", "copy", "file", b"/in/a.mov", key, 10), node="n", now=3.0
-    )
+    third = create_job(job_store, NewJob("r", "copy", "file", b"/in/a.mov", key, 10),
+                       node="n", now=3.0)
     assert third.created and third.job_id != first.job_id
 
 
@@ -71,23 +65,17 @@ def test_source_keys_distinguish_versions() -> None:
 def _schema(db: SqliteDatabase) -> dict[str, object]:
     """Tables, columns and indexes, normalised for comparison."""
     out: dict[str, object] = {}
-    tables = [
-        r[0]
-        for r in db.execute_sql(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
-            "AND name != 'schema_migration'"
-        )
-    ]
+    tables = [r[0] for r in db.execute_sql(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
+        "AND name != 'schema_migration'")]
     for table in sorted(tables):
         columns = db.execute_sql(f'PRAGMA table_info("{table}")').fetchall()
         indexes = {}
         for _, name, unique, _origin, partial in db.execute_sql(
-            f'PRAGMA index_list("{table}")'
-        ).fetchall():
+                f'PRAGMA index_list("{table}")').fetchall():
             cols = [c[2] for c in db.execute_sql(f'PRAGMA index_info("{name}")')]
-            sql = db.execute_sql("SELECT sql FROM sqlite_master WHERE name=?", (name,)).fetchone()[
-                0
-            ]
+            sql = db.execute_sql("SELECT sql FROM sqlite_master WHERE name=?",
+                                 (name,)).fetchone()[0]
             indexes[name] = (unique, partial, cols, sql)
         out[table] = (columns, indexes)
     return out
@@ -97,11 +85,8 @@ def test_migrations_equal_models(tmp_path: Path) -> None:
     migrated = connect(tmp_path / "migrated.db")
     # Later numbers (other changes) may follow; each is checked by the schema
     # comparison below.
-    assert upgrade(migrated)[:3] == [
-        "0001_initial",
-        "0002_rollback_outcome",
-        "0003_source_ctime_superseded",
-    ]
+    assert upgrade(migrated)[:3] == ["0001_initial", "0002_rollback_outcome",
+                                    "0003_source_ctime_superseded"]
     assert pending_migrations(migrated) == []
     modelled = connect(tmp_path / "modelled.db")
     database.initialize(modelled)
@@ -135,8 +120,7 @@ def test_concurrent_upgrades_are_safe(tmp_path: Path) -> None:
     folder = Path(__file__).resolve().parents[2] / "ketter" / "store" / "migrations"
     shipped = sorted(p.stem for p in folder.glob("[0-9][0-9][0-9][0-9]_*.py"))
     assert con.execute("SELECT name FROM schema_migration ORDER BY name").fetchall() == [
-        (name,) for name in shipped
-    ]
+        (name,) for name in shipped]
     con.close()
 
 

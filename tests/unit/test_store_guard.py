@@ -96,7 +96,8 @@ def test_store_only_operations_count_any_oserror() -> None:
     # The last audit drain of `ketter run` touches the state disk only; an
     # os.write() error carries no file name.
     assert is_unwritable_error(OSError(28, "No space left on device"), store_only=True)
-    assert not is_unwritable_error(_from(OSError(28, "x"), DestinationFull("x")), store_only=True)
+    assert not is_unwritable_error(_from(OSError(28, "x"), DestinationFull("x")),
+                                   store_only=True)
 
 
 def test_first_store_is_created_without_any_flag(tmp_path: Path) -> None:

@@ -27,9 +27,8 @@ def write_config(tmp_path: Path, api: dict[str, Any], **top: Any) -> Path:
         (tmp_path / folder).mkdir(exist_ok=True)
     config = {
         "state_dir": str(tmp_path / "state"),
-        "routes": [
-            {"name": "r", "source": str(tmp_path / "src"), "destination": str(tmp_path / "dst")}
-        ],
+        "routes": [{"name": "r", "source": str(tmp_path / "src"),
+                    "destination": str(tmp_path / "dst")}],
         "api": api,
         **top,
     }
@@ -39,13 +38,8 @@ def write_config(tmp_path: Path, api: dict[str, Any], **top: Any) -> Path:
 
 
 def upgrade(config: Path) -> None:
-    done = subprocess.run(
-        [*KETTER, "--config", str(config), "db", "upgrade"],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = subprocess.run([*KETTER, "--config", str(config), "db", "upgrade"], env=cli_env(),
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -56,19 +50,14 @@ class ApiProcess:
         self.config = config
         self.log = config.parent / "api.log"
         self._log = self.log.open("wb")
-        self.proc = subprocess.Popen(
-            [*KETTER, "--config", str(config), "api"],
-            env=cli_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,
-        )
+        self.proc = subprocess.Popen([*KETTER, "--config", str(config), "api"], env=cli_env(),
+                                     stdout=subprocess.DEVNULL, stderr=self._log)
 
     def wait_serving(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while "api serving on" not in self.stderr():
-            assert self.proc.poll() is None, (
-                f"ketter api exited {self.proc.returncode}:\n" + self.stderr()
-            )
+            assert self.proc.poll() is None, f"ketter api exited {self.proc.returncode}:\n" \
+                + self.stderr()
             assert time.monotonic() < deadline, "ketter api did not serve:\n" + self.stderr()
             time.sleep(0.05)
 

@@ -83,8 +83,7 @@ def test_scope_and_route_matrix(api: ApiNode) -> None:
     (api.source("dub-fr") / "first.wav").write_bytes(b"f" * 100)
     writer = api.token(["transfers:write"], "*", name="seed")
     seeded = api.client.post(
-        "/api/v1/transfers",
-        json={"route": "dub-fr", "path": "first.wav"},
+        "/api/v1/transfers", json={"route": "dub-fr", "path": "first.wav"},
         headers=api.headers(writer),
     )
     job_id = seeded.json()["jobs"][0]["job_id"]
@@ -128,12 +127,8 @@ def test_scope_and_route_matrix(api: ApiNode) -> None:
             expect(op, "a token for other routes", outside, {200, 503})
         if (op.method, op.path) not in ENDLESS:
             # Allowed: whatever the operation answers, never a refusal.
-            expect(
-                op,
-                "the right token",
-                api.token([op.scope], "dub-*"),
-                {200, 201, 202, 404, 409, 503},
-            )
+            expect(op, "the right token", api.token([op.scope], "dub-*"),
+                   {200, 201, 202, 404, 409, 503})
     assert not failures, "\n".join(failures)
 
 
@@ -142,9 +137,8 @@ def test_lists_hide_what_a_token_does_not_cover(api: ApiNode) -> None:
     (api.source("qc") / "qc.wav").write_bytes(b"q")
     writer = api.token(["transfers:write"], "*", name="w")
     for route, name in (("dub-fr", "fr.wav"), ("qc", "qc.wav")):
-        api.client.post(
-            "/api/v1/transfers", json={"route": route, "path": name}, headers=api.headers(writer)
-        )
+        api.client.post("/api/v1/transfers", json={"route": route, "path": name},
+                        headers=api.headers(writer))
     reader = api.token(ALL_SCOPES, "qc", name="r")
     h = api.headers(reader)
     transfers = api.client.get("/api/v1/transfers", headers=h).json()["items"]

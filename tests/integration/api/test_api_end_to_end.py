@@ -126,11 +126,8 @@ class Listener:
                 if not line:
                     if "data" in current:
                         self.events.append(
-                            (
-                                current.get("id"),
-                                current.get("event", "message"),
-                                json.loads(current["data"]),
-                            )
+                            (current.get("id"), current.get("event", "message"),
+                             json.loads(current["data"]))
                         )
                     current = {}
                 elif not line.startswith(":"):
@@ -156,26 +153,15 @@ def test_submit_is_followed_on_the_stream_to_completed_and_resumes_by_id(stack: 
         data = os.urandom(24 * MiB)
         (stack.node.root / "src" / "copy" / "reel.mov").write_bytes(data)
         job_id = stack.submit("copy", "reel.mov")
-        listener.wait(
-            lambda i, kind, d: (
-                kind == "progress" and d["job_id"] == job_id and (d["bytes_done"] or 0) > 0
-            ),
-            "progress",
-        )
-        listener.wait(
-            lambda i, kind, d: (
-                kind == "state" and d["job_id"] == job_id and d["to_state"] == "completed"
-            ),
-            "completed",
-        )
+        listener.wait(lambda i, kind, d: kind == "progress" and d["job_id"] == job_id
+                      and (d["bytes_done"] or 0) > 0, "progress")
+        listener.wait(lambda i, kind, d: kind == "state" and d["job_id"] == job_id
+                      and d["to_state"] == "completed", "completed")
     finally:
         listener.close()
     assert (stack.node.root / "dst" / "copy" / "reel.mov").read_bytes() == data
-    states = [
-        (i, d["to_state"])
-        for i, kind, d in listener.events
-        if kind == "state" and d["job_id"] == job_id
-    ]
+    states = [(i, d["to_state"]) for i, kind, d in listener.events
+              if kind == "state" and d["job_id"] == job_id]
     assert [s for _, s in states][-1] == "completed"
     assert "transferring" in [s for _, s in states]
     ids = [int(i) for i, _ in states if i is not None]
@@ -183,20 +169,12 @@ def test_submit_is_followed_on_the_stream_to_completed_and_resumes_by_id(stack: 
     # A client that lost the stream after the first change gets the rest.
     again = Listener(stack, last_event_id=str(ids[0]))
     try:
-        again.wait(
-            lambda i, kind, d: (
-                kind == "state" and d["job_id"] == job_id and d["to_state"] == "completed"
-            ),
-            "the replayed completion",
-            timeout=30,
-        )
+        again.wait(lambda i, kind, d: kind == "state" and d["job_id"] == job_id
+                   and d["to_state"] == "completed", "the replayed completion", timeout=30)
     finally:
         again.close()
-    replayed = [
-        int(i)
-        for i, kind, d in again.events
-        if kind == "state" and i is not None and d["job_id"] == job_id
-    ]
+    replayed = [int(i) for i, kind, d in again.events if kind == "state" and i is not None
+                and d["job_id"] == job_id]
     assert replayed == ids[1:]
     detail = stack.client.get(f"/api/v1/transfers/{job_id}").json()
     assert detail["transfer"]["sha256"] and detail["transfer"]["state"] == "completed"

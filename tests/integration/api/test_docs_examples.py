@@ -36,41 +36,27 @@ def served(tmp_path: Path) -> Iterator[dict[str, str]]:
     certs = make_certificates(tmp_path / "tls")
     port = free_port()
     config = tmp_path / "ketter.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "state_dir": "state",
-                "routes": [{"name": "dub-fr", "source": "in/dub-fr", "destination": "out/dub-fr"}],
-                "api": {
-                    "listen": f"127.0.0.1:{port}",
-                    "tls_cert": str(certs.server.cert),
-                    "tls_key": str(certs.server.key),
-                },
-            }
-        )
-    )
+    config.write_text(json.dumps({
+        "state_dir": "state",
+        "routes": [{"name": "dub-fr", "source": "in/dub-fr", "destination": "out/dub-fr"}],
+        "api": {"listen": f"127.0.0.1:{port}", "tls_cert": str(certs.server.cert),
+                "tls_key": str(certs.server.key)},
+    }))
 
     def ketter(*args: str) -> str:
-        done = subprocess.run(
-            [*KETTER, "--config", str(config), *args],
-            env=cli_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = subprocess.run([*KETTER, "--config", str(config), *args], env=cli_env(),
+                              capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
     ketter("db", "upgrade")
-    token = ketter(
-        "token", "create", "docs", "--scopes", ",".join(ALL_SCOPES), "--routes", "*"
-    ).strip()
+    token = ketter("token", "create", "docs", "--scopes", ",".join(ALL_SCOPES),
+                   "--routes", "*").strip()
     api = ApiProcess(config)
     try:
         api.wait_serving()
-        yield cli_env(
-            KETTER_API=f"https://127.0.0.1:{port}", TOKEN=token, CURL_CA_BUNDLE=str(certs.ca)
-        )
+        yield cli_env(KETTER_API=f"https://127.0.0.1:{port}", TOKEN=token,
+                      CURL_CA_BUNDLE=str(certs.ca))
     finally:
         api.stop()
 
@@ -78,22 +64,14 @@ def served(tmp_path: Path) -> Iterator[dict[str, str]]:
 def test_every_example_runs_and_answers_what_it_says(served: dict[str, str]) -> None:
     for script, expect in examples():
         if expect == "stream":
-            done = subprocess.run(
-                ["bash", "-euo", "pipefail", "-c", script],
-                env=served,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
+            done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=served,
+                                  capture_output=True, text=True, timeout=60)
             assert done.returncode == 28, (script, done.returncode, done.stderr)  # --max-time
             assert done.stdout.startswith("retry: "), done.stdout
             continue
         done = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", script.rstrip() + " -w '\\n%{http_code}'"],
-            env=served,
-            capture_output=True,
-            text=True,
-            timeout=60,
+            env=served, capture_output=True, text=True, timeout=60,
         )
         assert done.returncode == 0, (script, done.stderr)
         body, _, status = done.stdout.rpartition("\n")

@@ -51,24 +51,9 @@ def _wait(predicate, timeout: float, what: str) -> None:
 
 def _token(config: Path) -> str:
     return subprocess.run(
-        [
-            *KETTER,
-            "--config",
-            str(config),
-            "token",
-            "create",
-            "probe",
-            "--scopes",
-            "metrics:read",
-            "--routes",
-            "*",
-        ],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout.strip()
+        [*KETTER, "--config", str(config), "token", "create", "probe", "--scopes",
+         "metrics:read", "--routes", "*"],
+        env=cli_env(), capture_output=True, text=True, timeout=120, check=True).stdout.strip()
 
 
 def _serving_pids(api: ApiProcess, port: int, requests: int = 60) -> set[int]:
@@ -78,7 +63,6 @@ def _serving_pids(api: ApiProcess, port: int, requests: int = 60) -> set[int]:
     for _ in range(requests):
         status, _ = _get(port, "/api/v1/health", headers=auth)
         assert status in ANSWERED - {401}
-
     # Each access line is written after its answer: wait for all of them.
     def lines() -> list[dict]:
         return [ln for ln in _lines(api) if ln.get("url.path") == "/api/v1/health"]
@@ -135,13 +119,8 @@ def test_a_port_in_use_is_refused_with_several_processes(tmp_path: Path) -> None
         port = taken.getsockname()[1]
         config = write_config(tmp_path, {"listen": f"127.0.0.1:{port}", "processes": 2})
         upgrade(config)
-        done = subprocess.run(
-            [*KETTER, "--config", str(config), "api"],
-            env=cli_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = subprocess.run([*KETTER, "--config", str(config), "api"], env=cli_env(),
+                              capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
     assert f"api.listen: cannot listen on 127.0.0.1:{port}" in done.stderr, done.stderr
     assert "api processes started" not in done.stderr

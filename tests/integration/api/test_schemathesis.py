@@ -83,7 +83,6 @@ def _fuzz(operation, check) -> None:  # type: ignore[no-untyped-def]
 def test_with_a_valid_token(running: tuple[str, str]) -> None:
     base, token = running
     failures = []
-
     def check(case) -> None:  # type: ignore[no-untyped-def]
         health = case.operation.path == "/api/v1/health"
         response = case.call_and_validate(

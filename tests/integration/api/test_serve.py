@@ -40,9 +40,8 @@ def certs(tmp_path: Path) -> Certificates:
     return make_certificates(tmp_path / "tls")
 
 
-def _client(
-    certs: Certificates, *, cert: Pair | None = None, version: ssl.TLSVersion | None = None
-) -> ssl.SSLContext:
+def _client(certs: Certificates, *, cert: Pair | None = None,
+            version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_verify_locations(certs.ca)
     if version is not None:
@@ -59,15 +58,12 @@ def _client(
     return context
 
 
-def _get(
-    port: int,
-    path: str,
-    context: ssl.SSLContext | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, str | None]:
+def _get(port: int, path: str, context: ssl.SSLContext | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, str | None]:
     """(status, TLS version) of GET ``path``."""
     if context is None:
-        conn: http.client.HTTPConnection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn: http.client.HTTPConnection = http.client.HTTPConnection(
+            "127.0.0.1", port, timeout=30)
     else:
         conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=30)
     try:
@@ -83,15 +79,11 @@ def _get(
 @pytest.fixture
 def tls_api(tmp_path: Path, certs: Certificates) -> Iterator[tuple[ApiProcess, int]]:
     port = free_port()
-    config = write_config(
-        tmp_path,
-        {
-            "listen": f"127.0.0.1:{port}",
-            "tls_cert": str(certs.server.cert),
-            "tls_key": str(certs.server.key),
-            "client_ca": str(certs.ca),
-        },
-    )
+    config = write_config(tmp_path, {
+        "listen": f"127.0.0.1:{port}",
+        "tls_cert": str(certs.server.cert), "tls_key": str(certs.server.key),
+        "client_ca": str(certs.ca),
+    })
     upgrade(config)
     with ApiProcess(config) as api:
         api.wait_serving()
@@ -102,9 +94,8 @@ def test_tls_1_2_and_1_3_answer_and_tls_1_1_is_refused(tls_api, certs: Certifica
     api, port = tls_api
     status, version = _get(port, "/api/v1/health", _client(certs, cert=certs.client))
     assert status in ANSWERED and version == "TLSv1.3"
-    status, version = _get(
-        port, "/api/v1/health", _client(certs, cert=certs.client, version=ssl.TLSVersion.TLSv1_2)
-    )
+    status, version = _get(port, "/api/v1/health", _client(
+        certs, cert=certs.client, version=ssl.TLSVersion.TLSv1_2))
     assert status in ANSWERED and version == "TLSv1.2"
     old = _client(certs, cert=certs.client, version=ssl.TLSVersion.TLSv1_1)
     with pytest.raises((ssl.SSLError, ConnectionError)):
@@ -135,10 +126,8 @@ def _tls11_control(certs: Certificates, client: ssl.SSLContext) -> str | None:
 
         thread = threading.Thread(target=accept, daemon=True)
         thread.start()
-        with (
-            socket.create_connection(("127.0.0.1", port), timeout=30) as raw,
-            client.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
-        ):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as raw, \
+                client.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
             version = tls.version()
         thread.join(30)
         return version
@@ -164,11 +153,8 @@ def test_sigterm_stops_cleanly_and_records_the_stop(tmp_path: Path) -> None:
     with ApiProcess(config) as api:
         api.wait_serving()
         secret = "kt_never_in_a_log_0123456789abcdef"
-        status, _ = _get(
-            port,
-            f"/api/v1/health?access_token={secret}q",
-            headers={"Authorization": f"Bearer {secret}"},
-        )
+        status, _ = _get(port, f"/api/v1/health?access_token={secret}q",
+                         headers={"Authorization": f"Bearer {secret}"})
         assert status in ANSWERED | {403}
         assert api.stop() == 0, api.stderr()
         stderr = api.stderr()
@@ -185,51 +171,34 @@ def test_sigterm_stops_cleanly_and_records_the_stop(tmp_path: Path) -> None:
     # Neither the header's value nor a token put in the query string.
     assert secret not in stderr, stderr
     assert "Bearer" not in stderr and "access_token" not in stderr, stderr
-    done = subprocess.run(
-        [*KETTER, "--config", str(config), "audit", "verify", "--db"],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = subprocess.run([*KETTER, "--config", str(config), "audit", "verify", "--db"],
+                          env=cli_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def _start_fails(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*KETTER, "--config", str(config), "api"],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return subprocess.run([*KETTER, "--config", str(config), "api"], env=cli_env(),
+                          capture_output=True, text=True, timeout=120)
 
 
 def test_plaintext_on_a_network_address_is_refused_at_start(tmp_path: Path) -> None:
     config = write_config(tmp_path, {"listen": "0.0.0.0:18080"})
     done = _start_fails(config)
     assert done.returncode == 2, done.stderr
-    assert (
-        f"{config}:" in done.stderr and "api.listen: 0.0.0.0:18080 is not a loopback" in done.stderr
-    ), done.stderr
+    assert f"{config}:" in done.stderr and "api.listen: 0.0.0.0:18080 is not a loopback" \
+        in done.stderr, done.stderr
     assert not (tmp_path / "state" / "ketter.db").exists()  # nothing opened
 
 
 def test_no_listen_address_and_broken_certificates_are_config_errors(
-    tmp_path: Path, certs: Certificates
-) -> None:
+        tmp_path: Path, certs: Certificates) -> None:
     config = write_config(tmp_path, {})
     done = _start_fails(config)
     assert done.returncode == 2 and "api.listen is not set" in done.stderr, done.stderr
     # A key that is not the certificate's: exit 2 with the line, no restart loop.
-    config = write_config(
-        tmp_path,
-        {
-            "listen": f"127.0.0.1:{free_port()}",
-            "tls_cert": str(certs.server.cert),
-            "tls_key": str(certs.client.key),
-        },
-    )
+    config = write_config(tmp_path, {
+        "listen": f"127.0.0.1:{free_port()}",
+        "tls_cert": str(certs.server.cert), "tls_key": str(certs.client.key)})
     done = _start_fails(config)
     assert done.returncode == 2, done.stderr
     assert f"{config}:" in done.stderr and "api.tls_cert: cannot use" in done.stderr, done.stderr
@@ -247,9 +216,8 @@ def test_an_address_in_use_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_metrics_listen_is_a_second_server_in_the_same_process(tmp_path: Path) -> None:
     port, metrics = free_port(), free_port()
-    config = write_config(
-        tmp_path, {"listen": f"127.0.0.1:{port}", "metrics_listen": f"127.0.0.1:{metrics}"}
-    )
+    config = write_config(tmp_path, {"listen": f"127.0.0.1:{port}",
+                                     "metrics_listen": f"127.0.0.1:{metrics}"})
     upgrade(config)
     with ApiProcess(config) as api:
         api.wait_serving()
@@ -271,24 +239,9 @@ def test_sigterm_with_an_open_event_stream_still_stops_cleanly(tmp_path: Path) -
     config = write_config(tmp_path, {"listen": f"127.0.0.1:{port}"})
     upgrade(config)
     token = subprocess.run(
-        [
-            *KETTER,
-            "--config",
-            str(config),
-            "token",
-            "create",
-            "sse",
-            "--scopes",
-            "transfers:read",
-            "--routes",
-            "*",
-        ],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout.strip()
+        [*KETTER, "--config", str(config), "token", "create", "sse", "--scopes",
+         "transfers:read", "--routes", "*"],
+        env=cli_env(), capture_output=True, text=True, timeout=120, check=True).stdout.strip()
     with ApiProcess(config) as api:
         api.wait_serving()
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)

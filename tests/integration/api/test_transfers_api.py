@@ -171,19 +171,10 @@ def test_filters(api: ApiNode) -> None:
 def test_requeue_a_failed_job_and_refuse_one_that_is_not(api: ApiNode) -> None:
     (job_id,) = _jobs(api, 1)
     now = time.time()
-    transition(
-        api.store, job_id, State.DETECTED, State.ROLLING_BACK, claim=None, now=now, event="rollback"
-    )
-    transition(
-        api.store,
-        job_id,
-        State.ROLLING_BACK,
-        State.FAILED,
-        claim=None,
-        now=now,
-        event="fail",
-        error="disk on fire",
-    )
+    transition(api.store, job_id, State.DETECTED, State.ROLLING_BACK, claim=None, now=now,
+               event="rollback")
+    transition(api.store, job_id, State.ROLLING_BACK, State.FAILED, claim=None, now=now,
+               event="fail", error="disk on fire")
     token = api.token(["transfers:requeue"], "dub-*")
     answer = api.client.post(f"/api/v1/transfers/{job_id}/requeue", headers=api.headers(token))
     assert answer.status_code == 200, answer.text

@@ -46,14 +46,14 @@ class Env:
     def transfer(self, name: str, data: bytes = b"x" * 1000, route: str = "r") -> int:
         path = self.root / f"{route}_in" / name
         path.write_bytes(data)
-        (result,) = submit_path(
-            self.store, self.config, self.config.route(route), os.fsencode(path), now=self.clock.now
-        )
+        (result,) = submit_path(self.store, self.config, self.config.route(route),
+                                os.fsencode(path), now=self.clock.now)
         self.runner.handle(result.job_id)
         return result.job_id
 
     def shipper(self, **kw: object) -> AuditShipper:
-        return AuditShipper(self.config, store=self.store, clock=self.clock, **kw)  # type: ignore[arg-type]
+        return AuditShipper(self.config, store=self.store, clock=self.clock,
+                            **kw)  # type: ignore[arg-type]
 
     def ship(self) -> int:
         shipper = self.shipper()
@@ -79,13 +79,8 @@ routes:
     config = load_config(str(path))
     store = open_job_store(config.db_path, AuditChain(node=config.node, key=key))
     clock = Clock(time.time())
-    runner = JobRunner(
-        config,
-        store=store,
-        shutdown=Shutdown(),
-        keeper=LeaseKeeper(config, Shutdown(), store=store),
-        clock=clock,
-    )
+    runner = JobRunner(config, store=store, shutdown=Shutdown(),
+                       keeper=LeaseKeeper(config, Shutdown(), store=store), clock=clock)
     return Env(tmp_path, config, clock, runner, store)
 
 

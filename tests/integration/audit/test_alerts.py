@@ -58,15 +58,8 @@ class Clock:
 
 
 def notifier(urls: tuple[str, ...], clock: Clock, **kw: object) -> AppriseNotifier:
-    n = AppriseNotifier(
-        urls,
-        node="node-7",
-        min_interval=300,
-        failures_count=2,
-        failures_window=900,
-        clock=clock,
-        **kw,
-    )  # type: ignore[arg-type]
+    n = AppriseNotifier(urls, node="node-7", min_interval=300, failures_count=2,
+                        failures_window=900, clock=clock, **kw)  # type: ignore[arg-type]
     n.start()
     return n
 
@@ -101,20 +94,17 @@ def test_throttled_then_summarised_then_route_failures(receiver: Receiver) -> No
     finally:
         n.stop()
     titles = [p["title"] for p in receiver.posts]
-    assert titles == [
-        "[Ketter node-7] job stalled on route dub",
-        "[Ketter node-7] job stalled on route dub (held back)",
-        "[Ketter node-7] job failed on route qc",
-        "[Ketter node-7] repeated failures on a route on route qc",
-    ]
+    assert titles == ["[Ketter node-7] job stalled on route dub",
+                      "[Ketter node-7] job stalled on route dub (held back)",
+                      "[Ketter node-7] job failed on route qc",
+                      "[Ketter node-7] repeated failures on a route on route qc"]
     assert "2 more 'stalled' alert(s) were held back" in receiver.posts[1]["message"]
     assert "- job 3 stalled" in receiver.posts[1]["message"]
     assert "3 failures on route qc within 900 s" in receiver.posts[3]["message"]
 
 
 def test_delivery_failure_is_logged_without_secrets_and_never_blocks(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+        caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     url = "json://ops:hunter2pass@127.0.0.1:9/T0KEN-abcdef?x=querysecret"  # port 9: refused
     clock = Clock()
@@ -135,15 +125,8 @@ def test_delivery_failure_is_logged_without_secrets_and_never_blocks(
 
 def test_full_queue_drops_instead_of_blocking(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
-    n = AppriseNotifier(
-        ("json://127.0.0.1:9/",),
-        node="n",
-        min_interval=0,
-        failures_count=99,
-        failures_window=1,
-        clock=clock,
-        queue_size=2,
-    )  # sender not started
+    n = AppriseNotifier(("json://127.0.0.1:9/",), node="n", min_interval=0, failures_count=99,
+                        failures_window=1, clock=clock, queue_size=2)  # sender not started
     for i in range(4):
         n.notify("stalled", f"r{i}", "x")
     assert "alert queue full" in caplog.text

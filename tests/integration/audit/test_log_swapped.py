@@ -67,7 +67,8 @@ def test_log_deleted_or_replaced_is_reopened_and_recorded(running: Env, how: str
     assert ("audit_log_reopened", None) in found
     # The whole chain is written again into the new file, and it verifies.
     assert found[0] == ("detect", first)
-    report = verify_files(AuditFiles(str(env.log)).all_files(), store=env.store, now=env.clock.now)
+    report = verify_files(AuditFiles(str(env.log)).all_files(), store=env.store,
+                          now=env.clock.now)
     assert report.ok, report.problems
     reopened = next(
         json.loads(line)

@@ -27,11 +27,8 @@ DIR_NS = "urn:ASC:MHL:DIRECTORY:v2.0"
 # its sdist (tests/data/ascmhl/README.md).
 XSD = str(Path(__file__).resolve().parents[2] / "data" / "ascmhl" / "ASCMHL.xsd")
 
-FILES = {
-    "A001C001.mov": b"a" * 4000,
-    "sound/A001.wav": b"b" * 300,
-    "reports/notes é.txt": b"c" * 10,
-}
+FILES = {"A001C001.mov": b"a" * 4000, "sound/A001.wav": b"b" * 300,
+         "reports/notes é.txt": b"c" * 10}
 
 
 class Alerts:
@@ -47,28 +44,21 @@ def deliver(tmp_path: Path):
     (tmp_path / "in").mkdir()
     (tmp_path / "out").mkdir()
     cfg = tmp_path / "ketter.yaml"
-    cfg.write_text(
-        f"""
+    cfg.write_text(f"""
 state_dir: {tmp_path}/state
 node: mhl-node
 routes:
   - {{name: cam, source: in, destination: out, folders: as_unit, package_min_files: 0}}
-""",
-        encoding="utf-8",
-    )
+""", encoding="utf-8")
     config = load_config(str(cfg))
     store = open_job_store(config.db_path, AuditChain(node="mhl-node"))
     alerts = Alerts()
-    runner = JobRunner(
-        config,
-        store=store,
-        shutdown=Shutdown(),
-        keeper=LeaseKeeper(config, Shutdown(), store=store),
-        notifier=alerts,
-    )
+    runner = JobRunner(config, store=store, shutdown=Shutdown(),
+                       keeper=LeaseKeeper(config, Shutdown(), store=store), notifier=alerts)
 
     def run(folder: Path) -> JobRow:
-        (result,) = submit_path(store, config, config.route("cam"), os.fsencode(folder), now=1e9)
+        (result,) = submit_path(store, config, config.route("cam"), os.fsencode(folder),
+                                now=1e9)
         runner.handle(result.job_id)
         return store.get_job(result.job_id)
 
@@ -101,10 +91,8 @@ def test_generation_1_in_a_delivered_folder(tmp_path: Path, deliver) -> None:
     hash_list = history.hash_lists[0]
     assert hash_list.process_info.process == "transfer"  # the parser keeps a str
     assert hash_list.creator_info.host_name == "mhl-node"
-    entries = {
-        m.path: {e.hash_format: (e.hash_string, e.action) for e in m.hash_entries}
-        for m in hash_list.media_hashes
-    }
+    entries = {m.path: {e.hash_format: (e.hash_string, e.action) for e in m.hash_entries}
+               for m in hash_list.media_hashes}
     assert set(entries) == set(FILES)
     for rel, data in FILES.items():
         assert entries[rel]["xxh64"] == (xxhash.xxh64(data).hexdigest(), "original")
@@ -152,7 +140,8 @@ def test_existing_history_is_continued(tmp_path: Path, deliver) -> None:
     assert all("ascmhl" not in m.path for m in history.hash_lists[1].media_hashes)
 
 
-def test_media_that_disagrees_with_its_history_is_not_delivered(tmp_path: Path, deliver) -> None:
+def test_media_that_disagrees_with_its_history_is_not_delivered(tmp_path: Path,
+                                                                deliver) -> None:
     deliver(make_roll(tmp_path))
     source = tmp_path / "in" / "A002"
     shutil.copytree(tmp_path / "out" / "A001", source)
@@ -173,26 +162,18 @@ def test_route_option_off_writes_no_mhl(tmp_path: Path) -> None:
     cfg = tmp_path / "k.yaml"
     (tmp_path / "in").mkdir()
     (tmp_path / "out").mkdir()
-    cfg.write_text(
-        f"""
+    cfg.write_text(f"""
 state_dir: {tmp_path}/state
 routes:
   - {{name: cam, source: in, destination: out, folders: as_unit, mhl: false}}
-""",
-        encoding="utf-8",
-    )
+""", encoding="utf-8")
     config = load_config(str(cfg))
     store = open_job_store(config.db_path, AuditChain(node=config.node))
     try:
-        runner = JobRunner(
-            config,
-            store=store,
-            shutdown=Shutdown(),
-            keeper=LeaseKeeper(config, Shutdown(), store=store),
-        )
-        (result,) = submit_path(
-            store, config, config.route("cam"), os.fsencode(make_roll(tmp_path)), now=1e9
-        )
+        runner = JobRunner(config, store=store, shutdown=Shutdown(),
+                           keeper=LeaseKeeper(config, Shutdown(), store=store))
+        (result,) = submit_path(store, config, config.route("cam"),
+                                os.fsencode(make_roll(tmp_path)), now=1e9)
         runner.handle(result.job_id)
         assert store.get_job(result.job_id).state == "completed"
         assert not (tmp_path / "out" / "A001" / "ascmhl").exists()

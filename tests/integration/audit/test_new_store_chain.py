@@ -15,9 +15,8 @@ from tests.conftest import KETTER, cli_env
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*KETTER, *args], env=cli_env(), capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([*KETTER, *args], env=cli_env(), capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_new_store_after_the_store_was_lost_verifies(tmp_path: Path) -> None:
@@ -29,9 +28,8 @@ def test_new_store_after_the_store_was_lost_verifies(tmp_path: Path) -> None:
 
     def transfer(name: str) -> None:
         (tmp_path / "src" / name).write_bytes(os.urandom(4096))
-        done = run(
-            "--config", str(config), "transfer", str(tmp_path / "src" / name), str(tmp_path / "out")
-        )
+        done = run("--config", str(config), "transfer", str(tmp_path / "src" / name),
+                   str(tmp_path / "out"))
         assert done.returncode == 0, done.stderr
 
     for i in range(3):

@@ -28,10 +28,7 @@ def _config(root: Path, node: str, dsn: str) -> Path:
 def _ketter(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*KETTER, *args],
-        capture_output=True,
-        text=True,
-        env=cli_env(KETTER_CONFIG=str(config)),
-        timeout=180,
+        capture_output=True, text=True, env=cli_env(KETTER_CONFIG=str(config)), timeout=180,
     )
 
 

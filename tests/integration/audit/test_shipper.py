@@ -81,10 +81,8 @@ def test_daily_rotation_keeps_one_utc_day_per_file(tmp_path: Path) -> None:
     env.ship()
     files = AuditFiles(str(env.log)).all_files()
     assert len(files) == 2
-    days = [
-        {json.loads(line)["@timestamp"][:10] for line in Path(f).read_text().splitlines()}
-        for f in files
-    ]
+    days = [{json.loads(line)["@timestamp"][:10] for line in Path(f).read_text().splitlines()}
+            for f in files]
     assert all(len(d) == 1 for d in days) and days[0] != days[1]
     assert verify_files(files, store=env.store, now=env.clock.now).ok
 
@@ -96,13 +94,13 @@ def test_non_utf8_name_carries_its_exact_bytes(env: Env) -> None:
         fh.write(b"z" * 100)
     from ketter.jobs.submit import submit_path
 
-    (result,) = submit_path(env.store, env.config, env.config.route("r"), path, now=env.clock.now)
+    (result,) = submit_path(env.store, env.config, env.config.route("r"), path,
+                            now=env.clock.now)
     env.runner.handle(result.job_id)
     env.ship()
     lines = [json.loads(line) for line in env.log.read_text().splitlines()]
     b64 = {line.get("ketter.path_b64") for line in lines if line.get("ketter.job_id")}
     assert b64 == {base64.b64encode(path).decode()}
-    assert any(
-        line["file.path"].endswith("caf\\xe9 take.mov") for line in lines if "file.path" in line
-    )
+    assert any(line["file.path"].endswith("caf\\xe9 take.mov") for line in lines
+               if "file.path" in line)
     assert verify_files([str(env.log)], store=env.store).ok

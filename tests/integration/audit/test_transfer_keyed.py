@@ -38,9 +38,8 @@ def test_transfer_on_a_keyed_node_verifies(tmp_path: Path) -> None:
     config.write_text(
         f"state_dir: {tmp_path / 'state'}\nnode: n1\naudit: {{hmac_key_file: {key}}}\n"
     )
-    done = run(
-        "transfer", "--config", str(config), str(tmp_path / "src" / "a.mov"), str(tmp_path / "out")
-    )
+    done = run("transfer", "--config", str(config), str(tmp_path / "src" / "a.mov"),
+               str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     verified = run("audit", "verify", "--config", str(config))
     assert verified.returncode == 0, verified.stdout + verified.stderr
@@ -77,13 +76,8 @@ def test_transfer_without_read_access_to_the_key_writes_nothing(shared_dir: Path
     config.chmod(0o644)
     # Import as root (the interpreter lives in a private folder), then drop
     # to nobody: an operator's account that may not read the root-only key.
-    argv = [
-        "--config",
-        str(config),
-        "transfer",
-        str(shared_dir / "src" / "a.mov"),
-        str(shared_dir / "out"),
-    ]
+    argv = ["--config", str(config), "transfer", str(shared_dir / "src" / "a.mov"),
+            str(shared_dir / "out")]
     script = textwrap.dedent(f"""
         import os, sys, pwd, encodings.idna
         import ketter.cli.transfer, ketter.audit.chain, ketter.engine.copyfile
@@ -95,9 +89,8 @@ def test_transfer_without_read_access_to_the_key_writes_nothing(shared_dir: Path
         os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY})
         sys.exit(main({argv!r}))
     """)
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=cli_env(), timeout=120
-    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=cli_env(), timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "audit.hmac_key_file" in done.stderr and "cannot be read" in done.stderr
     assert "ketter enqueue" in done.stderr

@@ -63,9 +63,8 @@ def test_edited_record_is_caught(shipped: Env) -> None:
     fields = json.loads(content[4])
     record = json.loads(fields["ketter.record"])
     record["user"] = "someone-else"
-    content[4] = edit(
-        content[4], **{"ketter.record": chain.canonical_json(record), "user.name": "someone-else"}
-    )
+    content[4] = edit(content[4], **{"ketter.record": chain.canonical_json(record),
+                                     "user.name": "someone-else"})
     shipped.log.write_text("".join(content), encoding="utf-8")
     report = check(shipped)
     assert f"record seq {record['seq']} was altered" in report.problems[0]
@@ -166,8 +165,7 @@ def test_pruned_files_leave_an_anchor(tmp_path: Path) -> None:
     assert len(AuditFiles(str(env.log)).rotated()) == 1
     actions = [json.loads(line)["event.action"] for line in lines(env.log)]
     assert "rotate" in actions or any(
-        "rotate" in Path(p).read_text() for p in AuditFiles(str(env.log)).rotated()
-    )
+        "rotate" in Path(p).read_text() for p in AuditFiles(str(env.log)).rotated())
 
 
 def test_db_chain_alone(shipped: Env, capsys: pytest.CaptureFixture[str]) -> None:
@@ -217,9 +215,8 @@ def _in_layout_1(env: Env) -> list[str]:
         job_id = record.get("job_id")
         if job_id is not None and job_id not in jobs:
             jobs[job_id] = JobIdentity.from_row(env.store.event_jobs([job_id])[job_id])
-        old = to_line(
-            f["ketter.record"], f["ketter.prev"], f["ketter.hash"], jobs.get(job_id), layout=1
-        )
+        old = to_line(f["ketter.record"], f["ketter.prev"], f["ketter.hash"],
+                      jobs.get(job_id), layout=1)
         out.append(format_line(old) + "\n")
     return out
 

@@ -41,14 +41,8 @@ def test_each_service_exits_2_on_a_broken_config_from_its_main_process(tmp_path:
         unit = units[name]
         assert not _values(unit, "ExecStartPre"), f"{name}: an ExecStartPre= would exit 2 instead"
         assert _values(unit, "RestartPreventExitStatus") == ["2"]
-        done = subprocess.run(
-            exec_start(unit),
-            env=env,
-            cwd=tmp_path / "state",
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = subprocess.run(exec_start(unit), env=env, cwd=tmp_path / "state",
+                              capture_output=True, text=True, timeout=60)
         assert done.returncode == 2, f"{name}: exit {done.returncode}: {done.stderr}"
         assert "workerz" in done.stderr, done.stderr
     assert not (tmp_path / "state" / "ketter.db").exists()  # stopped before the store

@@ -40,9 +40,8 @@ def _health_as_monitor(config_path: str) -> tuple[int, dict]:
         os.setgroups([{GROUP}]); os.setgid({NOBODY}); os.setuid({NOBODY})
         sys.exit(main(["--config", {config_path!r}, "health", "--json"]))
     """)
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=cli_env(), timeout=60
-    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=cli_env(), timeout=60)
     assert result.returncode in (0, 1) and result.stdout, result.stdout + result.stderr
     return result.returncode, json.loads(result.stdout)
 
@@ -59,19 +58,14 @@ def test_health_as_a_group_member_while_running_and_after_stop() -> None:
         config_path = base / "ketter.yaml"
         config_path.write_text(
             f"state_dir: {state}\nnode: n1\nhealth: {{min_free: 1}}\n"
-            f"routes:\n  - {{name: r, source: {base / 'in'}, destination: {base / 'out'}}}\n"
-        )
+            f"routes:\n  - {{name: r, source: {base / 'in'}, destination: {base / 'out'}}}\n")
         config_path.chmod(0o644)
         config = load_config(config_path)
         db = open_store(config.db_path)
         Path(config.queue_path).touch()
         now = time.time()
-        beat(
-            SqliteJobStore(db, AuditChain(node="n1")),
-            "n1",
-            {"watcher": {}, "workers": {}, "route:r": {"lost": False}},
-            now=now,
-        )
+        beat(SqliteJobStore(db, AuditChain(node="n1")), "n1",
+             {"watcher": {}, "workers": {}, "route:r": {"lost": False}}, now=now)
         # What StateDirectoryMode=0750 and UMask=0027 produce for ketter:ketter.
         os.chown(state, 0, GROUP)
         state.chmod(0o750)

@@ -16,21 +16,18 @@ UNITS = ("ketter-workers.service", "ketter-watcher.service", "ketter.target")
 
 
 def _install(destdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(
-        os.environ, DESTDIR=str(destdir), KETTER_PYTHON=os.path.join(sys.prefix, "bin", "python")
-    )
+    env = dict(os.environ, DESTDIR=str(destdir),
+               KETTER_PYTHON=os.path.join(sys.prefix, "bin", "python"))
     env.pop("KETTER_CONFIG", None)
-    result = subprocess.run(
-        ["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True,
+                            text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
 
 
 def test_install_with_destdir(tmp_path: Path) -> None:
@@ -48,12 +45,8 @@ def test_install_with_destdir(tmp_path: Path) -> None:
         assert rendered == (ROOT / "deploy" / unit).read_text()
     out = first.stdout
     assert "wrote /etc/ketter/ketter.yaml from the example" in out
-    for skipped in (
-        "creating the system user",
-        "the venv /opt/ketter",
-        "systemctl daemon-reload",
-        "ownership",
-    ):
+    for skipped in ("creating the system user", "the venv /opt/ketter",
+                    "systemctl daemon-reload", "ownership"):
         assert f"skipped: {skipped}" in out, out
     assert "systemctl enable --now ketter.target" in out
     assert not (root / "opt" / "ketter" / "bin").exists()

@@ -78,20 +78,9 @@ def test_erofs_under_the_sandbox_says_re_render_the_units(tmp_path: Path) -> Non
     (tmp_path / "wdst").mkdir()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run(
-        [
-            unshare,
-            "--mount",
-            "--propagation",
-            "private",
-            sys.executable,
-            "-c",
-            PROGRAM,
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
+        [unshare, "--mount", "--propagation", "private", sys.executable, "-c", PROGRAM,
+         str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=60,
     )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
@@ -179,21 +168,9 @@ def test_a_late_route_folder_pauses_the_route_fails_health_then_delivers(
     env["PYTHONPATH"] = str(ROOT)
     ketter = [sys.executable, "-m", "ketter"]
     subprocess.run(
-        [
-            unshare,
-            "--mount",
-            "--propagation",
-            "private",
-            "bash",
-            "-c",
-            LATE_FOLDER,
-            "late",
-            str(tmp_path),
-            *ketter,
-        ],
-        env=env,
-        timeout=120,
-        check=True,
+        [unshare, "--mount", "--propagation", "private", "bash", "-c", LATE_FOLDER, "late",
+         str(tmp_path), *ketter],
+        env=env, timeout=120, check=True,
     )
     health = (tmp_path / "health.txt").read_text()
     assert (tmp_path / "health.rc").read_text().strip() == "1", health
@@ -208,12 +185,8 @@ def test_a_late_route_folder_pauses_the_route_fails_health_then_delivers(
 
     # The units re-rendered and the service restarted: a writable view.
     with (tmp_path / "workers.log").open("wb") as out:
-        workers = subprocess.Popen(
-            [*ketter, "--config", str(tmp_path / "ketter.yaml"), "workers", "-w", "1"],
-            stdout=out,
-            stderr=out,
-            env=env,
-        )
+        workers = subprocess.Popen([*ketter, "--config", str(tmp_path / "ketter.yaml"),
+                                    "workers", "-w", "1"], stdout=out, stderr=out, env=env)
     try:
         deadline = time.monotonic() + 60
         while not (tmp_path / "dst" / "take.wav").exists():
@@ -264,23 +237,9 @@ def test_a_read_only_route_stays_paused_without_new_alerts_and_resumes_once_writ
     env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
     env["PYTHONPATH"] = str(ROOT)
     subprocess.run(
-        [
-            unshare,
-            "--mount",
-            "--propagation",
-            "private",
-            "bash",
-            "-c",
-            STAYS_PAUSED,
-            "paused",
-            str(tmp_path),
-            sys.executable,
-            "-m",
-            "ketter",
-        ],
-        env=env,
-        timeout=180,
-        check=True,
+        [unshare, "--mount", "--propagation", "private", "bash", "-c", STAYS_PAUSED, "paused",
+         str(tmp_path), sys.executable, "-m", "ketter"],
+        env=env, timeout=180, check=True,
     )
     log = (tmp_path / "workers.log").read_text()
     assert "not writable under the unit's sandbox" in (tmp_path / "health.txt").read_text()
@@ -288,13 +247,9 @@ def test_a_read_only_route_stays_paused_without_new_alerts_and_resumes_once_writ
     assert (tmp_path / "dst" / "take.wav").read_bytes() == data, log
     con = sqlite3.connect(f"file:{tmp_path}/state/ketter.db?mode=ro", uri=True)
     try:
-        events = [
-            e
-            for (e,) in con.execute(
-                "SELECT event FROM events WHERE event IN ('route_paused', 'route_resumed') "
-                "ORDER BY id"
-            )
-        ]
+        events = [e for (e,) in con.execute(
+            "SELECT event FROM events WHERE event IN ('route_paused', 'route_resumed') "
+            "ORDER BY id")]
     finally:
         con.close()
     # One pause (one alert) for the whole read-only spell, one resume.

@@ -31,11 +31,8 @@ NO_PROGRESS_TIMEOUT = 30.0
 
 
 def _env(notify: Path | None = None) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("KETTER_CONFIG", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
-    }
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("KETTER_CONFIG", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
     if notify is not None:
         env["NOTIFY_SOCKET"] = str(notify)
         env["WATCHDOG_USEC"] = "1000000"  # WatchdogSec=1: a WATCHDOG=1 every 0.25 s
@@ -66,9 +63,8 @@ class Notifications:
         self.sock.close()
 
 
-def _wait(
-    predicate: Callable[[], bool], *, progress: Callable[[], object] = lambda: None, message: str
-) -> None:
+def _wait(predicate: Callable[[], bool], *, progress: Callable[[], object] = lambda: None,
+          message: str) -> None:
     """Poll until ``predicate``; fail only after NO_PROGRESS_TIMEOUT seconds in
     which ``progress()`` did not change (a slow CI box is not a failure)."""
     last, deadline = progress(), time.monotonic() + NO_PROGRESS_TIMEOUT
@@ -77,10 +73,8 @@ def _wait(
         if now != last:
             last, deadline = now, time.monotonic() + NO_PROGRESS_TIMEOUT
         if time.monotonic() > deadline:
-            raise AssertionError(
-                f"no progress for {NO_PROGRESS_TIMEOUT}s waiting for "
-                f"{message} (last progress: {last})"
-            )
+            raise AssertionError(f"no progress for {NO_PROGRESS_TIMEOUT}s waiting for "
+                                 f"{message} (last progress: {last})")
         time.sleep(0.1)
 
 
@@ -107,9 +101,8 @@ def _service(argv: list[str], notify: Notifications, log: Path) -> Iterator[subp
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
+    return {str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _names(root: Path) -> list[str]:
@@ -126,16 +119,16 @@ def test_watcher_and_workers_as_systemd_runs_them(tmp_path: Path) -> None:
     config_path = tmp_path / "ketter.yaml"
     fast = "stable_seconds: 0.5, poll_interval: 0.2s"
     config_path.write_text(f"""\
-state_dir: {tmp_path / "state"}
+state_dir: {tmp_path / 'state'}
 node: it-node
 workers: 2
 shutdown_timeout: 10s
 lease: {{ttl: 10s, heartbeat: 0.5s, sweep_interval: 1s}}
 health: {{heartbeat_stale: 30s, min_free: 1}}
 routes:
-  - {{name: ingest-to-dub, source: {dirs["ingest"]}, destination: {dirs["dub"]},
+  - {{name: ingest-to-dub, source: {dirs['ingest']}, destination: {dirs['dub']},
      mode: copy, folders: as_unit, mhl: false, {fast}}}
-  - {{name: dub-to-qc, source: {dirs["dub_out"]}, destination: {dirs["qc"]},
+  - {{name: dub-to-qc, source: {dirs['dub_out']}, destination: {dirs['qc']},
      mode: move, {fast}}}
 """)
     config = load_config(config_path)
@@ -146,42 +139,29 @@ routes:
         # The workers (they migrate the store first); the watcher only once
         # they are READY (After=ketter-workers.service with Type=notify).
         assert "\nExecStartPre=" not in workers_unit
-        notes = {
-            name: Notifications(tmp_path / f"{name}.notify") for name in ("workers", "watcher")
-        }
+        notes = {name: Notifications(tmp_path / f"{name}.notify")
+                 for name in ("workers", "watcher")}
         for note in notes.values():
             stack.callback(note.close)
-        workers = stack.enter_context(
-            _service(exec_start(workers_unit), notes["workers"], tmp_path / "workers.log")
-        )
-        _wait(
-            lambda: notes["workers"].seen("READY=1") or workers.poll() is not None,
-            message="READY=1 from the workers",
-        )
+        workers = stack.enter_context(_service(exec_start(workers_unit), notes["workers"],
+                                               tmp_path / "workers.log"))
+        _wait(lambda: notes["workers"].seen("READY=1") or workers.poll() is not None,
+              message="READY=1 from the workers")
         assert workers.poll() is None, (tmp_path / "workers.log").read_text()[-3000:]
-        watcher = stack.enter_context(
-            _service(exec_start(watcher_unit), notes["watcher"], tmp_path / "watcher.log")
-        )
-        _wait(
-            lambda: notes["watcher"].seen("READY=1") or watcher.poll() is not None,
-            message="READY=1 from the watcher",
-        )
+        watcher = stack.enter_context(_service(exec_start(watcher_unit), notes["watcher"],
+                                               tmp_path / "watcher.log"))
+        _wait(lambda: notes["watcher"].seen("READY=1") or watcher.poll() is not None,
+              message="READY=1 from the watcher")
         assert watcher.poll() is None, (tmp_path / "watcher.log").read_text()[-3000:]
 
         # a delivery package (folder) and a loose file on the copy route...
-        copies = {
-            "REEL_01/picture.mxf": os.urandom(3 * 2**20),
-            "REEL_01/audio/en.wav": os.urandom(300_000),
-            "REEL_01/audio/fr.wav": os.urandom(200_000),
-            "poster.tif": os.urandom(50_000),
-        }
+        copies = {"REEL_01/picture.mxf": os.urandom(3 * 2**20),
+                  "REEL_01/audio/en.wav": os.urandom(300_000),
+                  "REEL_01/audio/fr.wav": os.urandom(200_000),
+                  "poster.tif": os.urandom(50_000)}
         # ...and files in nested folders on the move route
-        moves = {
-            "mix_fr.wav": os.urandom(1_000_000),
-            "ep01/stems/dx.wav": os.urandom(400_000),
-            "ep01/stems/mx.wav": os.urandom(10),
-            "ep02/m&e.wav": b"",
-        }
+        moves = {"mix_fr.wav": os.urandom(1_000_000), "ep01/stems/dx.wav": os.urandom(400_000),
+                 "ep01/stems/mx.wav": os.urandom(10), "ep02/m&e.wav": b""}
         for root, files in ((dirs["ingest"], copies), (dirs["dub_out"], moves)):
             for rel, data in files.items():
                 (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -191,15 +171,9 @@ routes:
         db = config.db_path
 
         def progress() -> object:
-            return (
-                _query(
-                    db,
-                    "SELECT state, COUNT(*), SUM(bytes_done) FROM jobs "
-                    "GROUP BY state ORDER BY state",
-                ),
-                _names(dirs["dub"]),
-                _names(dirs["qc"]),
-            )
+            return (_query(db, "SELECT state, COUNT(*), SUM(bytes_done) FROM jobs "
+                               "GROUP BY state ORDER BY state"),
+                    _names(dirs["dub"]), _names(dirs["qc"]))
 
         def done() -> bool:
             for proc, name in ((workers, "workers"), (watcher, "watcher")):
@@ -209,13 +183,9 @@ routes:
 
         _wait(done, progress=progress, message=f"{expected_jobs} completed jobs")
 
-        health = subprocess.run(
-            [PYTHON, "-I", "-m", "ketter", "--config", str(config_path), "health", "--json"],
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        health = subprocess.run([PYTHON, "-I", "-m", "ketter", "--config", str(config_path),
+                                 "health", "--json"], env=_env(), capture_output=True,
+                                text=True, timeout=60)
         assert health.returncode == 0, health.stdout + health.stderr
         assert notes["workers"].seen("WATCHDOG=1") and notes["watcher"].seen("WATCHDOG=1")
 
@@ -232,14 +202,11 @@ routes:
     assert _tree(dirs["ingest"]) == copies  # copy sources stay
     assert _tree(dirs["dub_out"]) == {}  # move sources gone...
     assert dirs["dub_out"].is_dir()  # ...but never the route root
-    assert _query(config.db_path, "SELECT COUNT(*) FROM jobs WHERE state != 'completed'") == [(0,)]
+    assert _query(config.db_path, "SELECT COUNT(*) FROM jobs WHERE state != 'completed'") \
+        == [(0,)]
 
-    verify = subprocess.run(
-        [PYTHON, "-I", "-m", "ketter", "--config", str(config_path), "audit", "verify"],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    verify = subprocess.run([PYTHON, "-I", "-m", "ketter", "--config", str(config_path),
+                             "audit", "verify"], env=_env(), capture_output=True, text=True,
+                            timeout=60)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "OK" in verify.stdout

@@ -30,22 +30,17 @@ API = "ketter-api.service"
 
 
 def _version() -> int:
-    out = subprocess.run(
-        [ANALYZE or "systemd-analyze", "--version"], capture_output=True, text=True
-    ).stdout
+    out = subprocess.run([ANALYZE or "systemd-analyze", "--version"], capture_output=True,
+                         text=True).stdout
     match = re.search(r"systemd (\d+)", out)
     return int(match.group(1)) if match else 0
 
 
 pytestmark = [
-    pytest.mark.skipif(
-        ANALYZE is None,
-        reason="systemd-analyze not installed (apt-get install systemd); the unit checks need it",
-    ),
-    pytest.mark.skipif(
-        ANALYZE is not None and _version() < 250,
-        reason="systemd-analyze older than 250 has no security --offline",
-    ),
+    pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze not installed "
+                       "(apt-get install systemd); the unit checks need it"),
+    pytest.mark.skipif(ANALYZE is not None and _version() < 250,
+                       reason="systemd-analyze older than 250 has no security --offline"),
 ]
 
 
@@ -61,8 +56,7 @@ def _configs(tmp_path: Path) -> dict[str, Path]:
         "      tls_key: /etc/ketter/tls/api.key, metrics_listen: '[::]:9464'}\n"
         "routes:\n"
         "  - {name: a, source: /mnt/ingest/outbox, destination: /mnt/dub/inbox}\n"
-        "  - {name: b, source: /mnt/dub/outbox, destination: /mnt/qc/inbox, mode: move}\n"
-    )
+        "  - {name: b, source: /mnt/dub/outbox, destination: /mnt/qc/inbox, mode: move}\n")
     return {"example": ROOT / "configs" / "ketter.example.yaml", "alerts": alerts}
 
 
@@ -78,15 +72,10 @@ def units_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
 def test_systemd_analyze_verify_is_clean(units_dir: Path) -> None:
     result = subprocess.run(
         [ANALYZE, "verify", "--man=no", *sorted(f"./{p.name}" for p in units_dir.iterdir())],
-        cwd=units_dir,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+        cwd=units_dir, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "" and result.stderr.strip() == "", (
-        result.stdout + result.stderr
-    )
+        result.stdout + result.stderr)
 
 
 @pytest.mark.parametrize("unit", [*SERVICES, API])
@@ -96,11 +85,7 @@ def test_security_exposure_at_most_2(units_dir: Path, unit: str) -> None:
         return
     result = subprocess.run(
         [ANALYZE, "security", "--offline=true", "--no-pager", f"./{unit}"],
-        cwd=units_dir,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+        cwd=units_dir, capture_output=True, text=True, timeout=60)
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert match, result.stdout + result.stderr
     exposure = float(match.group(1))

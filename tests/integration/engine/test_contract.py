@@ -153,7 +153,9 @@ def test_move_deletes_ready_marker_after_source_and_never_the_root(
     assert os.path.isdir(root)
 
 
-def test_same_fs_move_rename_moves_the_inode(bt: bytes, workers: Callable[..., Workers]) -> None:
+def test_same_fs_move_rename_moves_the_inode(
+    bt: bytes, workers: Callable[..., Workers]
+) -> None:
     """``same_fs_move: rename`` through the workers: the source's inode is the
     delivery, hashed once and recorded, nothing copied."""
     src = bt + b"/src/f"

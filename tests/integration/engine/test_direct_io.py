@@ -235,10 +235,8 @@ def journalled(bt: bytes) -> Iterator[bytes]:
     image, mnt = bt + b"/ext4.img", bt + b"/mnt"
     with open(image, "wb") as f:
         f.truncate(64 * MiB)
-    tools = [
-        shutil.which(t, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
-        for t in ("mkfs.ext4", "mount")
-    ]
+    tools = [shutil.which(t, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+             for t in ("mkfs.ext4", "mount")]
     if None in tools:
         pytest.skip("mkfs.ext4 or mount is not installed")
     mkfs = subprocess.run([tools[0], "-q", "-F", image], capture_output=True, text=True)

@@ -420,9 +420,7 @@ def test_move_by_rename_reports_hash(
 
 
 def test_move_by_rename_stops(
-    bt: bytes,
-    data: bytes,
-    engine_threads: Callable[[], list[str]],
+    bt: bytes, data: bytes, engine_threads: Callable[[], list[str]],
     workers: Callable[..., Workers],
 ) -> None:
     write(bt + b"/src/big.mov", data)

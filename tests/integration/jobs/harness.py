@@ -49,36 +49,21 @@ class Node:
         self.procs: list[subprocess.Popen] = []
         assert self.ketter("db", "upgrade").returncode == 0
 
-    def ketter(
-        self, *args: str, fault: str | None = None, check: bool = False
-    ) -> subprocess.CompletedProcess:
+    def ketter(self, *args: str, fault: str | None = None,
+               check: bool = False) -> subprocess.CompletedProcess:
         env = cli_env(**({"KETTER_FAULT": fault} if fault else {}))
-        result = subprocess.run(
-            [*KETTER, "--config", str(self.config), *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
+        result = subprocess.run([*KETTER, "--config", str(self.config), *args],
+                                capture_output=True, text=True, env=env, timeout=120)
         if check:
             assert result.returncode == 0, result.stderr
         return result
 
-    def start_workers(
-        self,
-        *,
-        fault: str | None = None,
-        extra: tuple[str, ...] = (),
-        env: dict[str, str] | None = None,
-    ) -> subprocess.Popen:
+    def start_workers(self, *, fault: str | None = None, extra: tuple[str, ...] = (),
+                      env: dict[str, str] | None = None) -> subprocess.Popen:
         environ = cli_env(**({"KETTER_FAULT": fault} if fault else {}), **(env or {}))
         log = open(self.root / f"workers-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [*KETTER, "--config", str(self.config), "workers", *extra],
-            stdout=log,
-            stderr=log,
-            env=environ,
-        )
+        proc = subprocess.Popen([*KETTER, "--config", str(self.config), "workers", *extra],
+                                stdout=log, stderr=log, env=environ)
         log.close()
         self.procs.append(proc)
         return proc
@@ -123,19 +108,11 @@ class Node:
     def events(self, job_id: int | None = None) -> list[str]:
         if job_id is None:
             return [r[0] for r in self.query("SELECT event FROM events ORDER BY id")]
-        return [
-            r[0]
-            for r in self.query("SELECT event FROM events WHERE job_id=? ORDER BY id", (job_id,))
-        ]
+        return [r[0] for r in self.query("SELECT event FROM events WHERE job_id=? ORDER BY id",
+                                         (job_id,))]
 
-    def wait_for(
-        self,
-        predicate: Callable[[], bool],
-        *,
-        what: str,
-        idle_timeout: float = 60.0,
-        proc: subprocess.Popen | None = None,
-    ) -> None:
+    def wait_for(self, predicate: Callable[[], bool], *, what: str,
+                 idle_timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
         """Wait until ``predicate()``; fail after ``idle_timeout`` seconds
         without any new event in the job store (progress, not a deadline)."""
         last_seen = (-1, time.monotonic())
@@ -144,14 +121,11 @@ class Node:
             if count != last_seen[0]:
                 last_seen = (count, time.monotonic())
             elif time.monotonic() - last_seen[1] > idle_timeout:
-                raise AssertionError(
-                    f"no progress for {idle_timeout}s waiting for {what}; jobs: {self.states()}"
-                )
+                raise AssertionError(f"no progress for {idle_timeout}s waiting for {what}; "
+                                     f"jobs: {self.states()}")
             if proc is not None and proc.poll() is not None and not predicate():
-                raise AssertionError(
-                    f"process exited with {proc.returncode} while waiting "
-                    f"for {what}; jobs: {self.states()}"
-                )
+                raise AssertionError(f"process exited with {proc.returncode} while waiting "
+                                     f"for {what}; jobs: {self.states()}")
             time.sleep(0.1)
 
     def all_done(self) -> bool:

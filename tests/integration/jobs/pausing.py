@@ -73,19 +73,14 @@ class Node:
     def ketter(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [*KETTER, "--config", str(self.config), *args],
-            capture_output=True,
-            text=True,
-            env=cli_env(),
-            timeout=120,
+            capture_output=True, text=True, env=cli_env(), timeout=120,
         )
 
     def start(self, command: str, **env: str) -> subprocess.Popen:
         log = open(self.root / f"{command}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
             [*KETTER, "--config", str(self.config), command],
-            stdout=log,
-            stderr=log,
-            env=cli_env(**env),
+            stdout=log, stderr=log, env=cli_env(**env),
         )
         log.close()
         self.procs.append(proc)
@@ -121,8 +116,7 @@ class Node:
         """``(id, state, attempt, error)`` of the job of source file ``name``."""
         rows = self.query(
             "SELECT id, state, attempt, error FROM jobs WHERE source_display LIKE ? "
-            "ORDER BY id DESC",
-            (f"%/{name}",),
+            "ORDER BY id DESC", (f"%/{name}",),
         )
         return rows[0] if rows else None
 
@@ -136,12 +130,14 @@ class Node:
         return bool(status and status[0])
 
     def events(self, name: str) -> list[tuple]:
-        return self.query("SELECT job_id, details FROM events WHERE event = ? ORDER BY id", (name,))
+        return self.query("SELECT job_id, details FROM events WHERE event = ? ORDER BY id",
+                          (name,))
 
     def logs(self) -> str:
         return "".join(p.read_text(errors="replace") for p in self.root.glob("*.log"))
 
-    def wait_for(self, predicate: Callable[[], object], what: str, timeout: float = 90.0) -> None:
+    def wait_for(self, predicate: Callable[[], object], what: str,
+                 timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
             for proc in self.procs:

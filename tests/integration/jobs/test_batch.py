@@ -29,13 +29,8 @@ def _drop(node: Node, route: str, files: int = FILES) -> dict[str, bytes]:
         data = os.urandom(20_000 + i)
         (node.root / "src" / route / f"take_{i}.wav").write_bytes(data)
         content[f"take_{i}.wav"] = data
-        node.ketter(
-            "enqueue",
-            str(node.root / "src" / route / f"take_{i}.wav"),
-            "--route",
-            route,
-            check=True,
-        )
+        node.ketter("enqueue", str(node.root / "src" / route / f"take_{i}.wav"),
+                    "--route", route, check=True)
     return content
 
 

@@ -63,23 +63,16 @@ def test_random_kill_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     kills = effective = 0
     started = time.monotonic()
     batch = 0
-
     def figures() -> str:
-        return (
-            f"campaign: seed={seed} kills={kills} effective_kills={effective} "
-            f"batches={batch} seconds={time.monotonic() - started:.1f}"
-        )
+        return (f"campaign: seed={seed} kills={kills} effective_kills={effective} "
+                f"batches={batch} seconds={time.monotonic() - started:.1f}")
 
     try:
         while True:
-            backlog = node.query(
-                "SELECT COUNT(*) FROM jobs WHERE state NOT IN ('completed','failed')"
-            )[0][0]
-            while (
-                batch < MAX_BATCHES
-                and backlog < BACKLOG
-                and (batch < BATCHES or effective < MIN_EFFECTIVE_KILLS)
-            ):
+            backlog = node.query("SELECT COUNT(*) FROM jobs WHERE state NOT IN "
+                                 "('completed','failed')")[0][0]
+            while batch < MAX_BATCHES and backlog < BACKLOG and (
+                    batch < BATCHES or effective < MIN_EFFECTIVE_KILLS):
                 # Keep a backlog so that most kills land on a worker mid-job.
                 for route, path in _drop(rng, tmp_path, batch):
                     base = tmp_path / "src" / route
@@ -89,31 +82,23 @@ def test_random_kill_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                         if not path.is_file() and not rel.startswith(path.name + "/"):
                             continue
                         expected[route][rel] = data
-                    submit_path(
-                        store, config, config.route(route), os.fsencode(path), now=time.time()
-                    )
+                    submit_path(store, config, config.route(route), os.fsencode(path),
+                                now=time.time())
                     backlog += 1
                 batch += 1
             worker = node.start_workers(env=slow)
             node.wait_ready(worker)  # the kill window starts once it is running
             time.sleep(rng.uniform(0.5, 3.0))
             now = time.time()
-            live = node.query(
-                "SELECT COUNT(*) FROM jobs WHERE lease_expires_at > ? AND "
-                "state NOT IN ('completed','failed')",
-                (now,),
-            )[0][0]
+            live = node.query("SELECT COUNT(*) FROM jobs WHERE lease_expires_at > ? AND "
+                              "state NOT IN ('completed','failed')", (now,))[0][0]
             worker.send_signal(signal.SIGKILL)
             worker.wait(30)
             kills += 1
             effective += 1 if live else 0
             events = node.events()
-            if (
-                batch >= BATCHES
-                and effective >= MIN_EFFECTIVE_KILLS
-                and "resume" in events
-                and "rollback" in events
-            ) or kills >= MAX_KILLS:
+            if (batch >= BATCHES and effective >= MIN_EFFECTIVE_KILLS and "resume" in events
+                    and "rollback" in events) or kills >= MAX_KILLS:
                 break
         final = node.start_workers()
         node.wait_ready(final)
@@ -126,36 +111,29 @@ def test_random_kill_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[str]
             print("\n" + figures())
 
     events = node.events()
-    resumed = node.query(
-        "SELECT COUNT(DISTINCT job_id) FROM events WHERE event='verify' "
-        "AND details NOT LIKE '%\"resumed_from\":0,%'"
-    )[0][0]
-    rolled_back = node.query("SELECT COUNT(DISTINCT job_id) FROM events WHERE event='rollback'")[0][
-        0
-    ]
+    resumed = node.query("SELECT COUNT(DISTINCT job_id) FROM events WHERE event='verify' "
+                         "AND details NOT LIKE '%\"resumed_from\":0,%'")[0][0]
+    rolled_back = node.query("SELECT COUNT(DISTINCT job_id) FROM events "
+                             "WHERE event='rollback'")[0][0]
     states = node.states()
     files = sum(len(v) for v in expected.values())
     with capsys.disabled():
-        print(
-            f"\ncampaign: seed={seed} kills={kills} effective_kills={effective} "
-            f"jobs={len(states)} files={files} resumed={resumed} "
-            f"rolled_back={rolled_back} seconds={time.monotonic() - started:.1f}"
-        )
+        print(f"\ncampaign: seed={seed} kills={kills} effective_kills={effective} "
+              f"jobs={len(states)} files={files} resumed={resumed} "
+              f"rolled_back={rolled_back} seconds={time.monotonic() - started:.1f}")
     assert effective >= MIN_EFFECTIVE_KILLS, f"only {effective} effective kills"
     assert "resume" in events and "rollback" in events
     assert set(states.values()) == {"completed"}, states
     assert tree(tmp_path / "dst" / "copy") == expected["copy"]
     assert tree(tmp_path / "dst" / "move") == expected["move"]
-    delivered_units = {
-        rel: data for rel, data in tree(tmp_path / "dst" / "units").items() if "/ascmhl/" not in rel
-    }  # the MHL manifest Ketter adds
+    delivered_units = {rel: data for rel, data in tree(tmp_path / "dst" / "units").items()
+                       if "/ascmhl/" not in rel}  # the MHL manifest Ketter adds
     assert delivered_units == expected["units"]
     assert tree(tmp_path / "src" / "copy") == expected["copy"]  # copy sources intact
     assert tree(tmp_path / "src" / "move") == {}
     assert tree(tmp_path / "src" / "units") == {}
     assert temporaries(tmp_path) == []
     # exactly one delivery per job: one placement (or recovered placement) each
-    places = node.query(
-        "SELECT job_id, COUNT(*) FROM events WHERE event IN ('place','skip') GROUP BY job_id"
-    )
+    places = node.query("SELECT job_id, COUNT(*) FROM events WHERE event IN ('place','skip') "
+                        "GROUP BY job_id")
     assert all(count == 1 for _, count in places)

@@ -160,9 +160,8 @@ def test_a_job_left_in_flight_is_cancelled_by_the_next_claim(node: Node) -> None
 
     workers = node.start_workers()
     node.wait_ready(workers)
-    node.wait_for(
-        lambda: _job(node, job_id)["state"] == "cancelled", what="the cancel", proc=workers
-    )
+    node.wait_for(lambda: _job(node, job_id)["state"] == "cancelled", what="the cancel",
+                  proc=workers)
     assert temporaries(node.root / "dst") == []
     assert not (node.root / "dst" / "copy" / "long.mov").exists()
     assert src.read_bytes() == data

@@ -52,12 +52,10 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("point", "route", "payload", "trail"), CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in CASES]
-)
-def test_kill_at_point_then_recover(
-    node: Node, point: str, route: str, payload: str, trail: str
-) -> None:
+@pytest.mark.parametrize(("point", "route", "payload", "trail"), CASES,
+                         ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in CASES])
+def test_kill_at_point_then_recover(node: Node, point: str, route: str, payload: str,
+                                    trail: str) -> None:
     src_root = node.root / "src" / route
     if payload == "folder":
         expected = {f"pkg/{k}": v for k, v in _folder(src_root / "pkg", 25).items()}
@@ -88,21 +86,15 @@ def test_kill_at_point_then_recover(
     assert events[-1] == "complete"
     assert events.count("place") + events.count("recover") >= 1
     if trail == "resume":
-        resumed = node.query(
-            "SELECT details FROM events WHERE job_id=? AND event='verify'", (job_id,)
-        )
+        resumed = node.query("SELECT details FROM events WHERE job_id=? AND event='verify'",
+                             (job_id,))
         assert '"resumed_from": 0' not in resumed[-1][0]
 
 
 def test_enqueue_killed_after_commit_is_swept(node: Node) -> None:
     (node.root / "src" / "copy" / "a.mov").write_bytes(SMALL)
-    killed = node.ketter(
-        "enqueue",
-        str(node.root / "src/copy/a.mov"),
-        "--route",
-        "copy",
-        fault="after-commit-before-enqueue",
-    )
+    killed = node.ketter("enqueue", str(node.root / "src/copy/a.mov"), "--route", "copy",
+                         fault="after-commit-before-enqueue")
     assert killed.returncode == -signal.SIGKILL
     assert node.states() == {1: "detected"}  # the row is committed, no message
     workers = node.start_workers()
@@ -133,17 +125,14 @@ def test_kill_after_rename_under_rename_policy_delivers_once(node: Node) -> None
     there instead of copying again to ``clip (2).mov``."""
     (node.root / "dst" / "renames" / "clip.mov").write_bytes(b"an older delivery")
     (node.root / "src" / "renames" / "clip.mov").write_bytes(SMALL)
-    node.ketter(
-        "enqueue", str(node.root / "src/renames/clip.mov"), "--route", "renames", check=True
-    )
+    node.ketter("enqueue", str(node.root / "src/renames/clip.mov"), "--route", "renames",
+                check=True)
     assert node.start_workers(fault="after-place").wait(60) == -signal.SIGKILL
     workers = node.start_workers()
     node.wait_for(node.all_done, what="the job to finish", proc=workers)
     assert node.stop(workers) == 0
     assert node.states() == {1: "completed"}
-    assert tree(node.root / "dst" / "renames") == {
-        "clip.mov": b"an older delivery",
-        "clip (1).mov": SMALL,
-    }
+    assert tree(node.root / "dst" / "renames") == {"clip.mov": b"an older delivery",
+                                                   "clip (1).mov": SMALL}
     assert tree(node.root / "src" / "renames") == {}
     assert "recover" in node.events(1)

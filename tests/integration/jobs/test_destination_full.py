@@ -60,13 +60,12 @@ def test_job_that_does_not_fit_waits_and_completes_when_space_returns(tmp_path: 
 
             (dst / "someone-else.bin").unlink()
             node.wait_for(lambda: not node.paused(), "the route to resume by itself")
-            node.wait_for(
-                lambda: (node.job("reel.mov") or ())[1:2] == ("completed",),
-                "the job to complete once space returned",
-            )
+            node.wait_for(lambda: (node.job("reel.mov") or ())[1:2] == ("completed",),
+                          "the job to complete once space returned")
             assert (dst / "reel.mov").read_bytes() == data
             assert len(node.events("route_paused")) == 1
             assert len(node.events("route_resumed")) == 1
             assert node.ketter("health").stdout.count("paused") == 0
         finally:
             node.stop()
+

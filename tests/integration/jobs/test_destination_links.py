@@ -76,9 +76,8 @@ def _enqueue(n: Node, route: str, path: Path) -> int:
 
 
 def _finished(n: Node, job: int) -> str:
-    n.wait_for(
-        lambda: n.states()[job] in ("completed", "failed"), what=f"job {job}", proc=n.procs[-1]
-    )
+    n.wait_for(lambda: n.states()[job] in ("completed", "failed"), what=f"job {job}",
+               proc=n.procs[-1])
     return n.states()[job]
 
 
@@ -87,22 +86,16 @@ def _error(n: Node, job: int) -> str:
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in root.rglob("*")
-        if p.is_file() and not p.is_symlink()
-    }
+    return {str(p.relative_to(root)): p.read_bytes()
+            for p in root.rglob("*") if p.is_file() and not p.is_symlink()}
 
 
 def _alerts(n: Node) -> list[dict]:
     """The alerts the workers raised (each is logged as it is handed to
     the notifier; delivery through apprise is tested in tests/integration/audit)."""
     out = []
-    lines = [
-        line
-        for log in sorted(n.root.glob("workers-*.log"))
-        for line in log.read_text().splitlines()
-    ]
+    lines = [line for log in sorted(n.root.glob("workers-*.log"))
+             for line in log.read_text().splitlines()]
     for line in lines:
         if line.startswith("{"):
             record = json.loads(line)
@@ -177,22 +170,9 @@ def test_one_shot_transfer_never_writes_through_a_link(tmp_path: Path, folders: 
     outside.mkdir()
     os.symlink(outside, dst / "show" / "sub")
     result = subprocess.run(
-        [
-            *KETTER,
-            "transfer",
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--conflict",
-            "overwrite",
-            "--folders",
-            folders,
-            str(src),
-            str(dst),
-        ],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=300,
+        [*KETTER, "transfer", "--state-dir", str(tmp_path / "state"), "--conflict", "overwrite",
+         "--folders", folders, str(src), str(dst)],
+        capture_output=True, text=True, env=cli_env(), timeout=300,
     )
     assert list(outside.iterdir()) == []
     if folders == "per_file":

@@ -97,7 +97,8 @@ class Bench:
 
     def submit(self, route: str, path: Path) -> int:
         (result,) = submit_path(
-            self.store, self.config, self.config.route(route), os.fsencode(path), now=time.time()
+            self.store,
+            self.config, self.config.route(route), os.fsencode(path), now=time.time()
         )
         return result.job_id
 
@@ -273,7 +274,9 @@ def test_move_never_deletes_a_source_still_open_for_writing(bench: Bench, holder
     assert bench.alerts.sent == []
 
 
-def test_same_fs_rename_never_moves_a_file_still_open_for_writing(tmp_path: Path, holder) -> None:
+def test_same_fs_rename_never_moves_a_file_still_open_for_writing(
+    tmp_path: Path, holder
+) -> None:
     """Finding 15 with ``same_fs_move: rename`` (the workers' path): the
     source itself becomes the delivery, so one still being written is never
     renamed into place; the job waits without using attempts, then moves it."""

@@ -45,14 +45,9 @@ def test_stale_worker_neither_places_nor_deletes(node: Node, route: str) -> None
     node.wait_for(node.all_done, what="the second worker to deliver", proc=fresh)
     stale.send_signal(signal.SIGCONT)
     # The stale worker wakes up, finds its claim gone and stops its copy.
-    node.wait_for(
-        lambda: (
-            "lost" in (node.root / "workers-0.log").read_text()
-            or "taken over" in (node.root / "workers-0.log").read_text()
-        ),
-        what="the stale worker to notice",
-        idle_timeout=30,
-    )
+    node.wait_for(lambda: "lost" in (node.root / "workers-0.log").read_text()
+                  or "taken over" in (node.root / "workers-0.log").read_text(),
+                  what="the stale worker to notice", idle_timeout=30)
     assert node.stop(stale) == 0
     assert node.stop(fresh) == 0
     (job_id,) = node.states()

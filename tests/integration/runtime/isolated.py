@@ -25,9 +25,7 @@ def make_isolated_python(folder: Path) -> str:
     python = venv / "bin" / "python"
     purelib = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
+        capture_output=True, text=True, check=True,
     ).stdout.strip()
     Path(purelib, "ketter-checkout.pth").write_text(
         f"{ROOT}\n{sysconfig.get_paths()['purelib']}\n", encoding="utf-8"

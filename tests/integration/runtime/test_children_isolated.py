@@ -61,23 +61,9 @@ def test_children_run_isolated_without_a_warning(isolated_python: str, tmp_path:
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "PYTHONPATH")}
     with log.open("wb") as out:
         main = subprocess.Popen(
-            [
-                isolated_python,
-                "-I",
-                "-m",
-                "ketter",
-                "--config",
-                str(config),
-                "workers",
-                "--processes",
-                "2",
-                "-w",
-                "1",
-            ],
-            stdout=out,
-            stderr=out,
-            env=env,
-            cwd=tmp_path / "state",
+            [isolated_python, "-I", "-m", "ketter", "--config", str(config),
+             "workers", "--processes", "2", "-w", "1"],
+            stdout=out, stderr=out, env=env, cwd=tmp_path / "state",
         )
     try:
         deadline = time.monotonic() + 60

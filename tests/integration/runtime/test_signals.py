@@ -110,6 +110,7 @@ def test_sigterm_at_random_instants_always_stops_cleanly() -> None:
     assert took < 60, f"{ROUNDS} stops took {took:.0f} s"
 
 
+
 WORKERS_CONFIG = """\
 state_dir: {root}/state
 node: sig
@@ -145,9 +146,7 @@ def test_the_workers_service_reloads_and_stops_at_random_instants(tmp_path: Path
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "ketter", "--config", str(config), "workers", "-w", "1"],
-                stdout=out,
-                stderr=out,
-                env=env,
+                stdout=out, stderr=out, env=env,
             )
         _wait_for(log, '"workers started"', proc)
         if i == 0:  # `systemctl reload`: the loop re-reads the config

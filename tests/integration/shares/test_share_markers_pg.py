@@ -46,10 +46,7 @@ def _write(root: Path, node: str, share: Path, dsn: str, other: bool = False) ->
 def _run(config: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [*KETTER, "--config", str(config), "run", "--create-folders"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=cli_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cli_env(),
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().startswith("Ketter is running")
@@ -77,10 +74,7 @@ def _wait(predicate: Any, what: str, proc: subprocess.Popen[str], timeout: float
 def _status(config: Path) -> str:
     done = subprocess.run(
         [*KETTER, "--config", str(config), "status"],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=120,
+        capture_output=True, text=True, env=cli_env(), timeout=120,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout

@@ -47,9 +47,8 @@ def make_config(tmp_path: Path, routes: dict[str, dict[str, Any]]) -> Config:
             source.mkdir(parents=True, exist_ok=True)
         dest.mkdir(parents=True, exist_ok=True)
         parts.append(route_yaml(name, source, dest, **opts))
-    text = (
-        f"state_dir: '{tmp_path / 'state'}'\nnode: test-node\nroutes:\n" + "\n".join(parts) + "\n"
-    )
+    text = (f"state_dir: '{tmp_path / 'state'}'\nnode: test-node\nroutes:\n"
+            + "\n".join(parts) + "\n")
     path = tmp_path / "ketter.yaml"
     path.write_text(text, encoding="utf-8")
     return parse_config(text, path=str(path))
@@ -91,12 +90,8 @@ class Env:
         self.store.close()
 
 
-def wait_for(
-    predicate: Callable[[], T],
-    timeout: float = 15.0,
-    interval: float = 0.05,
-    message: str = "condition",
-) -> T:
+def wait_for(predicate: Callable[[], T], timeout: float = 15.0, interval: float = 0.05,
+             message: str = "condition") -> T:
     """Poll ``predicate`` until it returns a truthy value, or fail at the deadline."""
     deadline = time.monotonic() + timeout
     while True:

@@ -105,8 +105,7 @@ def test_inotify_overflow_schedules_a_rescan(make_env) -> None:
             watcher.tick()
         assert b"missed.mov" not in watcher.routes[0].tracker
         logging.getLogger("watchdog.observers.inotify_c").warning(
-            "Inotify queue overflowed; filesystem events were lost"
-        )
+            "Inotify queue overflowed; filesystem events were lost")
         watcher.tick()
         assert b"missed.mov" in watcher.routes[0].tracker
         wait_for(lambda: watcher.tick() or env.jobs(), message="job after the rescan")
@@ -158,10 +157,8 @@ def test_same_device_bind_mount_destination_pauses_and_resumes(tmp_path: Path) -
             (src / "b.mov").write_bytes(b"b" * 4096)
             node.wait_for(node.paused, "the route to pause for the unmounted share")
             assert "not mounted" in node.route_status()[1]
-            node.wait_for(
-                lambda: (node.job("b.mov") or ())[1:3] == ("retry_wait", 0),
-                "b.mov to wait without using an attempt",
-            )
+            node.wait_for(lambda: (node.job("b.mov") or ())[1:3] == ("retry_wait", 0),
+                          "b.mov to wait without using an attempt")
             check = node.ketter("config", "check")
             # The root is gone with the share: config check says so, and to mount it.
             assert check.returncode != 0 and "mount the share" in check.stderr, check.stderr

@@ -30,35 +30,19 @@ def test_ketter_watcher_process(tmp_path: Path) -> None:
     config = make_config(tmp_path, {"ingest": {}, "dub": {"watch": "polling"}})
     src = Path(config.route("ingest").source)
     write(src / "before.mov")
-    proc = subprocess.Popen(
-        [*KETTER, "--config", config.path, "watcher"],
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = subprocess.Popen([*KETTER, "--config", config.path, "watcher"], env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         db = config.db_path
-        wait_for(
-            lambda: (
-                Path(db).exists()
-                and _count(db, "SELECT COUNT(*) FROM events WHERE event = 'watcher_started'")
-            ),
-            message="watcher_started",
-        )
+        wait_for(lambda: Path(db).exists() and _count(
+            db, "SELECT COUNT(*) FROM events WHERE event = 'watcher_started'"),
+            message="watcher_started")
         write(src / "sub" / "live.mov")
         write(Path(config.route("dub").source) / "take1.wav")
         wait_for(lambda: _count(db, "SELECT COUNT(*) FROM jobs") == 3, message="three jobs")
-        wait_for(
-            lambda: (
-                _count(
-                    db,
-                    "SELECT COUNT(*) FROM heartbeats WHERE component IN "
-                    "('watcher', 'route:ingest', 'route:dub')",
-                )
-                == 3
-            ),
-            message="heartbeats",
-        )
+        wait_for(lambda: _count(db, "SELECT COUNT(*) FROM heartbeats WHERE component IN "
+                                    "('watcher', 'route:ingest', 'route:dub')") == 3,
+                 message="heartbeats")
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=20)
@@ -67,9 +51,8 @@ def test_ketter_watcher_process(tmp_path: Path) -> None:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, stderr.decode(errors="replace")
-    assert (
-        _count(config.db_path, "SELECT COUNT(*) FROM events WHERE event = 'watcher_stopped'") == 1
-    )
+    assert _count(config.db_path, "SELECT COUNT(*) FROM events WHERE event = "
+                                  "'watcher_stopped'") == 1
     queue = build_queue(config)
     try:
         assert queue.pending() == 3

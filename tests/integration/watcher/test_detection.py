@@ -27,9 +27,8 @@ def test_new_files_become_one_job_each(make_env, watch: str) -> None:
         wait_for(lambda: len(env.jobs()) >= 3, message="three jobs")
         time.sleep(0.8)  # past stable_seconds: an excluded name would be a job by now
     paths = env.job_paths()
-    assert paths == sorted(
-        os.fsencode(p) for p in (src / "a.mov", src / "before.mov", src / "deep" / "er" / "b.wav")
-    )
+    assert paths == sorted(os.fsencode(p) for p in (
+        src / "a.mov", src / "before.mov", src / "deep" / "er" / "b.wav"))
     job = env.jobs()[0]
     assert job.state == "detected" and job.kind == "file" and job.mode == "copy"
     assert job.source_owner and job.source_inode and job.source_dev is not None

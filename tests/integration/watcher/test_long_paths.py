@@ -67,10 +67,8 @@ def test_paths_longer_than_path_max_are_reported_not_silent(
     caplog.set_level(logging.INFO, logger="ketter.watcher")
     with running(env.watcher(notifier=notes)):
         wait_for(lambda: len(env.jobs()) >= 1 + len(reachable), message="the reachable files")
-        wait_for(
-            lambda: any(k == "path_skipped" for k, _, _ in notes.sent),
-            message="the skipped-path alert",
-        )
+        wait_for(lambda: any(k == "path_skipped" for k, _, _ in notes.sent),
+                 message="the skipped-path alert")
     paths = env.job_paths()
     assert os.fsencode(src / "short.mov") in paths
     assert all(len(p) < PATH_MAX for p in paths)

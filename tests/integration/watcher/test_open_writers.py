@@ -79,27 +79,20 @@ class Node:
         self.procs: list[subprocess.Popen] = []
         subprocess.run(
             [*KETTER, "--config", str(self.config), "db", "upgrade"],
-            env=cli_env(),
-            check=True,
-            capture_output=True,
-            timeout=120,
+            env=cli_env(), check=True, capture_output=True, timeout=120,
         )
 
     def start(self, command: str) -> subprocess.Popen:
         log = open(self.root / f"{command}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [*KETTER, "--config", str(self.config), command], stdout=log, stderr=log, env=cli_env()
-        )
+        proc = subprocess.Popen([*KETTER, "--config", str(self.config), command],
+                                stdout=log, stderr=log, env=cli_env())
         log.close()
         self.procs.append(proc)
         return proc
 
     def writer(self, path: Path, size: int, frames: int = 0) -> subprocess.Popen:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(path), str(size), str(frames)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(size), str(frames)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.procs.append(proc)
         assert proc.stdout is not None and proc.stdout.readline() == b"paused\n"
         return proc
@@ -178,10 +171,8 @@ def test_paused_writers_are_not_delivered_until_they_close(node: Node) -> None:
         proc.stdin.close()
         assert proc.wait(60) == 0
     node.wait(
-        lambda: (
-            {k: v for k, v in node.jobs().items() if k != "control.txt"}
-            == {"mix.wav": "completed", "export.mov": "completed", "render": "completed"}
-        ),
+        lambda: {k: v for k, v in node.jobs().items() if k != "control.txt"}
+        == {"mix.wav": "completed", "export.mov": "completed", "render": "completed"},
         "the complete versions",
     )
     got = delivered(dst)

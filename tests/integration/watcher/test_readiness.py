@@ -27,13 +27,8 @@ def test_marker_first_file_later_waits_for_a_fresh_marker(make_env, watch: str) 
         write(src / "x.mov", b"content")
         route = watcher.routes[0]
         # the file becomes stable, yet the stale marker keeps it waiting
-        wait_for(
-            lambda: (
-                route.tracker._pending.get(b"x.mov") is not None
-                and route.tracker._pending[b"x.mov"].seen >= 3
-            ),
-            message="stable file",
-        )
+        wait_for(lambda: route.tracker._pending.get(b"x.mov") is not None
+                 and route.tracker._pending[b"x.mov"].seen >= 3, message="stable file")
         assert env.jobs() == []
         _touch(marker)
         wait_for(env.jobs, message="job once the marker is fresh")
@@ -51,13 +46,8 @@ def test_stale_marker_from_an_older_version(make_env) -> None:
         # a new version arrives; the old marker (copy routes keep markers) is stale
         f.write_bytes(b"version two")
         route = watcher.routes[0]
-        wait_for(
-            lambda: (
-                route.tracker._pending.get(b"x.mov") is not None
-                and route.tracker._pending[b"x.mov"].seen >= 3
-            ),
-            message="stable v2",
-        )
+        wait_for(lambda: route.tracker._pending.get(b"x.mov") is not None
+                 and route.tracker._pending[b"x.mov"].seen >= 3, message="stable v2")
         assert len(env.jobs()) == 1
         _touch(src / "x.mov.done")
         wait_for(lambda: len(env.jobs()) == 2, message="v2 job after a fresh marker")
@@ -106,13 +96,8 @@ def test_folder_marker_beside_the_folder(make_env) -> None:
     write(src / "PKG" / "a.wav")
     with running(env.watcher()) as watcher:
         route = watcher.routes[0]
-        wait_for(
-            lambda: (
-                route.tracker._pending.get(b"PKG") is not None
-                and route.tracker._pending[b"PKG"].seen >= 3
-            ),
-            message="stable folder",
-        )
+        wait_for(lambda: route.tracker._pending.get(b"PKG") is not None
+                 and route.tracker._pending[b"PKG"].seen >= 3, message="stable folder")
         assert env.jobs() == []
         write(src / "PKG.ready", b"")
         wait_for(env.jobs, message="folder job after its marker")

@@ -37,11 +37,8 @@ def test_sigterm_records_the_watchers_stop_in_the_chain_and_the_log(tmp_path: Pa
         stderr=subprocess.PIPE,
     )
     try:
-        wait_for(
-            lambda: _events(config.db_path, "watcher_started"),
-            timeout=60,
-            message="watcher_started",
-        )
+        wait_for(lambda: _events(config.db_path, "watcher_started"), timeout=60,
+                 message="watcher_started")
         write(Path(config.route("ingest").source) / "take1.mov")
         wait_for(lambda: _events(config.db_path, "detect"), timeout=60, message="a detection")
         proc.send_signal(signal.SIGTERM)
@@ -61,11 +58,6 @@ def test_sigterm_records_the_watchers_stop_in_the_chain_and_the_log(tmp_path: Pa
     assert line["process.pid"] == proc.pid and line["log.level"] == "info", line
     assert line["ketter.jobs_created"] == 1, line
     # The chain, the watcher's events in it, verifies.
-    done = subprocess.run(
-        [*KETTER, "--config", config.path, "audit", "verify", "--db"],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = subprocess.run([*KETTER, "--config", config.path, "audit", "verify", "--db"],
+                          env=cli_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr

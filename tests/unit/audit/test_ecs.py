@@ -10,29 +10,12 @@ from ketter.audit.logfile import format_line
 
 
 def record(**over: object) -> dict:
-    base = {
-        "seq": 7,
-        "job_id": 3,
-        "ts": 1_700_000_000.1234,
-        "event": "verify",
-        "route": "ingest",
-        "from_state": "transferring",
-        "to_state": "verifying",
-        "attempt": 1,
-        "node": "ketter-01",
-        "pid": 42,
-        "user": "ketter",
-        "details": {
-            "source": "/mnt/ingest/a.mov",
-            "destination": "/mnt/dub/a.mov",
-            "size": 10,
-            "bytes": 10,
-            "seconds": 1.5,
-            "sha256": "ab" * 32,
-            "xxh128": "cd" * 16,
-            "xxh64": "ef" * 8,
-        },
-    }
+    base = {"seq": 7, "job_id": 3, "ts": 1_700_000_000.1234, "event": "verify",
+            "route": "ingest", "from_state": "transferring", "to_state": "verifying",
+            "attempt": 1, "node": "ketter-01", "pid": 42, "user": "ketter",
+            "details": {"source": "/mnt/ingest/a.mov", "destination": "/mnt/dub/a.mov",
+                        "size": 10, "bytes": 10, "seconds": 1.5, "sha256": "ab" * 32,
+                        "xxh128": "cd" * 16, "xxh64": "ef" * 8}}
     base.update(over)
     return base
 
@@ -44,44 +27,15 @@ def test_keys_are_pinned() -> None:
     rec = record()
     text = canonical_json(rec)
     line = to_line(text, GENESIS, record_hash(GENESIS, rec), JOB)
-    assert sorted(line) == sorted(
-        [
-            "@timestamp",
-            "ecs.version",
-            "event.kind",
-            "event.dataset",
-            "event.action",
-            "event.outcome",
-            "event.duration",
-            "event.sequence",
-            "file.path",
-            "file.size",
-            "event.category",
-            "event.type",
-            "file.type",
-            "file.hash.sha256",
-            "file.owner",
-            "ketter.destination.path",
-            "host.name",
-            "process.pid",
-            "user.name",
-            "message",
-            "ketter.job_id",
-            "ketter.route",
-            "ketter.attempt",
-            "ketter.state",
-            "ketter.from_state",
-            "ketter.xxh128",
-            "ketter.xxh64",
-            "ketter.bytes",
-            "ketter.kind",
-            "ketter.mode",
-            "ketter.layout",
-            "ketter.prev",
-            "ketter.hash",
-            "ketter.record",
-        ]
-    )
+    assert sorted(line) == sorted([
+        "@timestamp", "ecs.version", "event.kind", "event.dataset", "event.action",
+        "event.outcome", "event.duration", "event.sequence", "file.path", "file.size",
+        "event.category", "event.type", "file.type",
+        "file.hash.sha256", "file.owner", "ketter.destination.path", "host.name", "process.pid",
+        "user.name", "message", "ketter.job_id", "ketter.route", "ketter.attempt",
+        "ketter.state", "ketter.from_state", "ketter.xxh128", "ketter.xxh64", "ketter.bytes",
+        "ketter.kind", "ketter.mode", "ketter.layout", "ketter.prev", "ketter.hash",
+        "ketter.record"])
     assert line["event.category"] == ["file"] and line["event.type"] == ["info"]
     assert line["file.type"] == "file" and line["ketter.layout"] == 2
     assert line["@timestamp"] == "2023-11-14T22:13:20.123Z"
@@ -114,27 +68,13 @@ def test_iso_ms_rounds_to_milliseconds() -> None:
 
 def test_token_events_are_iam_about_the_token() -> None:
     details = {"token": "mam", "scopes": ["audit:read"], "routes": [], "expires_at": None}
-    rec = record(
-        event="token_created",
-        details=details,
-        job_id=None,
-        route=None,
-        from_state=None,
-        to_state=None,
-        attempt=None,
-    )
+    rec = record(event="token_created", details=details, job_id=None, route=None,
+                 from_state=None, to_state=None, attempt=None)
     line = to_line(canonical_json(rec), GENESIS, "x", None)
     assert (line["event.category"], line["event.type"]) == (["iam"], ["creation"])
     assert line["user.target.name"] == "mam" and line["event.outcome"] == "success"
-    rec = record(
-        event="token_revoked",
-        details=details,
-        job_id=None,
-        route=None,
-        from_state=None,
-        to_state=None,
-        attempt=None,
-    )
+    rec = record(event="token_revoked", details=details, job_id=None, route=None,
+                 from_state=None, to_state=None, attempt=None)
     line = to_line(canonical_json(rec), GENESIS, "x", None)
     assert (line["event.category"], line["event.type"]) == (["iam"], ["deletion"])
     # another event's "token" detail is not a target

@@ -26,12 +26,12 @@ def node(tmp_path: Path, write_config):
     for name in ("in", "out", "mv", "qc"):
         (tmp_path / name).mkdir()
     path = write_config(f"""
-        state_dir: {tmp_path / "state"}
+        state_dir: {tmp_path / 'state'}
         node: n1
         health: {{heartbeat_stale: 30s, min_free: 1}}
         routes:
-          - {{name: copy, source: {tmp_path / "in"}, destination: {tmp_path / "out"}}}
-          - {{name: move, source: {tmp_path / "mv"}, destination: {tmp_path / "qc"},
+          - {{name: copy, source: {tmp_path / 'in'}, destination: {tmp_path / 'out'}}}
+          - {{name: move, source: {tmp_path / 'mv'}, destination: {tmp_path / 'qc'},
              mode: move}}
         """)
     config = load_config(path)
@@ -46,20 +46,10 @@ def _store(config) -> SqliteJobStore:
     return SqliteJobStore(database.obj, AuditChain(node=config.node))
 
 
-def _beat_all(
-    config,
-    *,
-    now: float,
-    pid: int | None = None,
-    workers: dict | None = None,
-    lost: str | None = None,
-) -> None:
-    rows = {
-        "watcher": {"routes": 2},
-        "workers": workers or {"workers": 4},
-        "route:copy": {"lost": False},
-        "route:move": {"lost": False},
-    }
+def _beat_all(config, *, now: float, pid: int | None = None, workers: dict | None = None,
+              lost: str | None = None) -> None:
+    rows = {"watcher": {"routes": 2}, "workers": workers or {"workers": 4},
+            "route:copy": {"lost": False}, "route:move": {"lost": False}}
     if lost:
         rows[f"route:{lost}"] = {"lost": True, "reason": "source_mount not mounted"}
     beat(_store(config), config.node, rows, now=now)
@@ -119,9 +109,8 @@ def test_destination_short_of_space(node, write_config, tmp_path: Path) -> None:
     config = load_config(write_config(text, name="full.yaml"))
     _beat_all(config, now=time.time())
     failed = _failed(check_health(config))
-    assert any(
-        name.startswith("free space") and "NOT above" in detail for name, detail in failed.items()
-    )
+    assert any(name.startswith("free space") and "NOT above" in detail
+               for name, detail in failed.items())
 
 
 def test_missing_store(tmp_path: Path, write_config) -> None:
@@ -141,21 +130,15 @@ def test_connect_readonly_never_writes(node) -> None:
 
 def test_cli_exit_codes_and_json(node) -> None:
     env = cli_env()
-    unhealthy = subprocess.run(
-        [*KETTER, "--config", node.path, "health", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    unhealthy = subprocess.run([*KETTER, "--config", node.path, "health", "--json"],
+                               env=env, capture_output=True, text=True)
     assert unhealthy.returncode == 1
     assert json.loads(unhealthy.stdout)["healthy"] is False
     _beat_all(node, now=time.time())
-    healthy = subprocess.run(
-        [*KETTER, "--config", node.path, "health"], env=env, capture_output=True, text=True
-    )
+    healthy = subprocess.run([*KETTER, "--config", node.path, "health"], env=env,
+                             capture_output=True, text=True)
     assert healthy.returncode == 0, healthy.stdout
     assert healthy.stdout.rstrip().endswith("healthy")
-    bad = subprocess.run(
-        [*KETTER, "--config", os.devnull, "health"], env=env, capture_output=True, text=True
-    )
+    bad = subprocess.run([*KETTER, "--config", os.devnull, "health"], env=env,
+                         capture_output=True, text=True)
     assert bad.returncode == 2  # invalid config

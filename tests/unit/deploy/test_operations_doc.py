@@ -25,12 +25,8 @@ def _job_store(tmp_path: Path) -> str:
     for args, code in ((["a.mov"], 0), (["a.mov"], 1), (["c.wav", "--mode", "move"], 0)):
         name = args[0]
         path = str((mv if name == "c.wav" else src) / name)
-        result = subprocess.run(
-            [*KETTER, "transfer", "--state-dir", state, path, str(dst), *args[1:]],
-            env=cli_env(),
-            capture_output=True,
-            text=True,
-        )
+        result = subprocess.run([*KETTER, "transfer", "--state-dir", state, path, str(dst),
+                                 *args[1:]], env=cli_env(), capture_output=True, text=True)
         assert result.returncode == code, result.stdout + result.stderr
     return f"{state}/ketter.db"
 

@@ -29,9 +29,8 @@ def test_no_socket_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sdnotify.notify("WATCHDOG=1") is False
 
 
-def test_ready_and_stopping_reach_the_socket(
-    listener: socket.socket, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_ready_and_stopping_reach_the_socket(listener: socket.socket,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", listener.getsockname())
     assert sdnotify.ready("2 workers") is True
     assert listener.recv(4096) == b"READY=1\nSTATUS=2 workers"
@@ -49,14 +48,14 @@ def test_abstract_namespace_address(monkeypatch: pytest.MonkeyPatch) -> None:
         assert sock.recv(4096) == b"READY=1"
 
 
-def test_unreachable_socket_is_not_fatal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_socket_is_not_fatal(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody-listens"))
     assert sdnotify.ready() is False
 
 
 def test_watchdog_is_rate_limited_to_a_quarter_of_the_interval(
-    listener: socket.socket, monkeypatch: pytest.MonkeyPatch
-) -> None:
+        listener: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", listener.getsockname())
     monkeypatch.setenv("WATCHDOG_USEC", str(3600 * 10**6))
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
@@ -68,8 +67,7 @@ def test_watchdog_is_rate_limited_to_a_quarter_of_the_interval(
 
 
 def test_watchdog_meant_for_another_process_is_ignored(
-    listener: socket.socket, monkeypatch: pytest.MonkeyPatch
-) -> None:
+        listener: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", listener.getsockname())
     monkeypatch.setenv("WATCHDOG_USEC", "1000000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))

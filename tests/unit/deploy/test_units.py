@@ -40,8 +40,7 @@ def test_committed_examples_are_rendered_from_the_example_config() -> None:
         committed = (ROOT / "deploy" / name).read_text(encoding="utf-8")
         assert committed == text, (
             f"deploy/{name} is stale: run `ketter --config configs/ketter.example.yaml "
-            "deploy units --config-path /etc/ketter/ketter.yaml --out deploy`"
-        )
+            "deploy units --config-path /etc/ketter/ketter.yaml --out deploy`")
 
 
 def test_every_directive_is_preceded_by_its_reason(config) -> None:
@@ -56,18 +55,12 @@ def test_workers_write_destinations_and_move_sources_only(config) -> None:
     sandbox = workers_sandbox(config)
     # the stage route's copy source lies inside the ingest destination: it
     # stays writable there (ingest delivers into it), so it is not made RO
-    assert sandbox.read_write == (
-        "/var/lib/ketter",
-        "/mnt/dub/in",
-        "/mnt/qc/in",
-        "/mnt/dub/out",
-        "/mnt/qc/stems",
-    )
+    assert sandbox.read_write == ("/var/lib/ketter", "/mnt/dub/in", "/mnt/qc/in",
+                                  "/mnt/dub/out", "/mnt/qc/stems")
     assert sandbox.read_only == ("/mnt/ingest/out",)
     unit = render_units(config)["ketter-workers.service"]
     assert _values(unit, "ReadWritePaths") == [
-        "-/var/lib/ketter -/mnt/dub/in -/mnt/qc/in -/mnt/dub/out -/mnt/qc/stems"
-    ]
+        "-/var/lib/ketter -/mnt/dub/in -/mnt/qc/in -/mnt/dub/out -/mnt/qc/stems"]
     assert _values(unit, "ReadOnlyPaths") == ["-/mnt/ingest/out"]
     assert _values(unit, "ProtectSystem") == ["strict"]
     assert _values(unit, "StateDirectory") == ["ketter"]
@@ -76,15 +69,15 @@ def test_workers_write_destinations_and_move_sources_only(config) -> None:
 def test_watcher_writes_the_state_directory_only(config) -> None:
     unit = render_units(config)["ketter-watcher.service"]
     assert _values(unit, "ReadWritePaths") == ["-/var/lib/ketter"]
-    assert _values(unit, "ReadOnlyPaths") == ["-/mnt/ingest/out -/mnt/dub/out -/mnt/dub/in/stems"]
+    assert _values(unit, "ReadOnlyPaths") == [
+        "-/mnt/ingest/out -/mnt/dub/out -/mnt/dub/in/stems"]
     assert "After=ketter-workers.service" in unit.splitlines()
     assert not _values(unit, "ExecStartPre")
 
 
 def test_service_settings(config) -> None:
-    units = render_units(
-        config, python="/opt/ketter/bin/python", config_path="/etc/ketter/ketter.yaml"
-    )
+    units = render_units(config, python="/opt/ketter/bin/python",
+                         config_path="/etc/ketter/ketter.yaml")
     workers = units["ketter-workers.service"]
     for unit in (workers, units["ketter-watcher.service"]):
         assert _values(unit, "TimeoutStopSec") == ["57"]  # 42 s + 15 s
@@ -105,15 +98,8 @@ def test_service_settings(config) -> None:
     # restarted the workers until the start limit. The main process migrates.
     assert not _values(workers, "ExecStartPre")
     assert _values(workers, "TimeoutStartSec") == ["300"]
-    assert exec_start(workers) == [
-        "/opt/ketter/bin/python",
-        "-I",
-        "-m",
-        "ketter",
-        "--config",
-        "/etc/ketter/ketter.yaml",
-        "workers",
-    ]
+    assert exec_start(workers) == ["/opt/ketter/bin/python", "-I", "-m", "ketter",
+                                   "--config", "/etc/ketter/ketter.yaml", "workers"]
     target = units["ketter.target"]
     assert "WantedBy=multi-user.target" in target
 
@@ -161,18 +147,16 @@ def test_alerts_open_ip_and_the_hmac_key_is_a_credential(write_config) -> None:
     assert _values(unit, "RestrictAddressFamilies") == ["AF_UNIX AF_INET AF_INET6"]
     assert not _values(unit, "PrivateNetwork")
     assert _values(unit, "LoadCredential") == ["audit-hmac-key:/etc/ketter/audit-hmac.key"]
-    assert _values(unit, "BindReadOnlyPaths") == ["%d/audit-hmac-key:/etc/ketter/audit-hmac.key"]
+    assert _values(unit, "BindReadOnlyPaths") == [
+        "%d/audit-hmac-key:/etc/ketter/audit-hmac.key"]
 
 
 def test_odd_paths_survive_systemd_quoting(write_config, tmp_path: Path) -> None:
-    path = write_config(
-        """
+    path = write_config("""
         state_dir: /srv/ketter state
         routes:
           - {name: a, source: "/mnt/a/100% out", destination: "/mnt/b/in $HOME"}
-        """,
-        name="my config.yaml",
-    )
+        """, name="my config.yaml")
     config = load_config(path)
     unit = render_units(config)["ketter-workers.service"]
     assert exec_start(unit)[-2:] == [str(path), "workers"]
@@ -183,95 +167,65 @@ def test_odd_paths_survive_systemd_quoting(write_config, tmp_path: Path) -> None
 
 
 def test_cli_prints_or_writes(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [*KETTER, "--config", str(EXAMPLE), "deploy", "units"],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = subprocess.run([*KETTER, "--config", str(EXAMPLE), "deploy", "units"],
+                         env=cli_env(), capture_output=True, text=True, check=True).stdout
     assert "# ===== ketter-workers.service =====" in out
     assert "# ===== ketter.target =====" in out
-    subprocess.run(
-        [
-            *KETTER,
-            "--config",
-            str(EXAMPLE),
-            "deploy",
-            "units",
-            "--out",
-            str(tmp_path / "units"),
-            "--python",
-            "/usr/bin/python3",
-        ],
-        env=cli_env(),
-        capture_output=True,
-        check=True,
-    )
+    subprocess.run([*KETTER, "--config", str(EXAMPLE), "deploy", "units", "--out",
+                    str(tmp_path / "units"), "--python", "/usr/bin/python3"],
+                   env=cli_env(), capture_output=True, check=True)
     names = sorted(p.name for p in (tmp_path / "units").iterdir())
     assert names == ["ketter-watcher.service", "ketter-workers.service", "ketter.target"]
-    assert (
-        "ExecStart=/usr/bin/python3 -I -m ketter"
-        in (tmp_path / "units" / "ketter-workers.service").read_text()
-    )
+    assert "ExecStart=/usr/bin/python3 -I -m ketter" in (
+        tmp_path / "units" / "ketter-workers.service").read_text()
 
 
-def test_credentials_directory_key_renders_a_credential_from_the_store(
-    write_config, monkeypatch
-) -> None:
+def test_credentials_directory_key_renders_a_credential_from_the_store(write_config,
+                                                                       monkeypatch) -> None:
     # Issue #14 finding 18: docs/audit.md's `${CREDENTIALS_DIRECTORY}/audit-key`
     # was joined to the config folder and rendered as a bogus LoadCredential=.
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    config = load_config(
-        write_config("""
+    config = load_config(write_config("""
         state_dir: /var/lib/ketter
         audit: {hmac_key_file: '${CREDENTIALS_DIRECTORY}/audit-key'}
         routes:
           - {name: a, source: /mnt/a, destination: /mnt/b}
-        """)
-    )
+        """))
     for unit in list(render_units(config).values())[:2]:
         assert _values(unit, "LoadCredential") == ["audit-key"]
         assert not _values(unit, "BindReadOnlyPaths")
 
 
-@pytest.mark.parametrize(
-    "name", ["audit key", "k%n", "k$X", "k;x", "k'x", 'k"x', "k\\x", "k\tx", "..", "k/x"]
-)
-def test_credential_name_with_unit_syntax_is_refused_with_its_line(
-    write_config, config, monkeypatch, name
-) -> None:
+@pytest.mark.parametrize("name", ["audit key", "k%n", "k$X", "k;x", "k'x", 'k"x', "k\\x",
+                                  "k\tx", "..", "k/x"])
+def test_credential_name_with_unit_syntax_is_refused_with_its_line(write_config, config,
+                                                                  monkeypatch, name) -> None:
     # Review of #14 finding 18: `LoadCredential={name}` was written unescaped;
     # only "/", "." and ".." were refused, so a space or a % split or expanded
     # the directive. Only [A-Za-z0-9_.-]+ is a credential name.
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     text = "state_dir: /var/lib/ketter\naudit:\n  hmac_key_file: %s\n" % (
-        "'${CREDENTIALS_DIRECTORY}/" + name.replace("'", "''") + "'"
-    )
+        "'${CREDENTIALS_DIRECTORY}/" + name.replace("'", "''") + "'")
     where = r"ketter.yaml:3: audit.hmac_key_file: (.*letters, dig|contains a tab)"
     with pytest.raises(ConfigError, match=where):
         load_config(write_config(text))
     # A config built in code: the renderer refuses it too, never renders it raw.
-    evil = dataclasses.replace(
-        config,
-        audit=dataclasses.replace(config.audit, hmac_key_file="${CREDENTIALS_DIRECTORY}/" + name),
-    )
+    evil = dataclasses.replace(config, audit=dataclasses.replace(
+        config.audit, hmac_key_file="${CREDENTIALS_DIRECTORY}/" + name))
     with pytest.raises(ConfigError, match=r"credential name|contains a tab"):
         render_units(evil)
 
 
 def test_plain_credential_names_still_render(write_config, monkeypatch) -> None:
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    config = load_config(
-        write_config("audit: {hmac_key_file: '${CREDENTIALS_DIRECTORY}/Audit_key-2.v1'}\n")
-    )
+    config = load_config(write_config(
+        "audit: {hmac_key_file: '${CREDENTIALS_DIRECTORY}/Audit_key-2.v1'}\n"))
     for unit in list(render_units(config).values())[:2]:
         assert _values(unit, "LoadCredential") == ["Audit_key-2.v1"]
 
 
-@pytest.mark.parametrize(
-    "field", ["state_dir", "source", "destination", "name", "config_path", "python", "user"]
-)
+@pytest.mark.parametrize("field", ["state_dir", "source", "destination", "name", "config_path",
+                                   "python", "user"])
 def test_renderer_refuses_control_characters(config, field: str) -> None:
     # Issue #14 finding 6: a newline wrote `ExecStartPre=` into both units. The
     # loader refuses it; the renderer refuses it too for a config built in code.
@@ -308,43 +262,25 @@ def test_no_api_unit_without_api_listen(config) -> None:
     units = render_units(config)
     assert "ketter-api.service" not in units
     assert _values(units["ketter.target"], "Requires") == [
-        "ketter-workers.service ketter-watcher.service"
-    ]
+        "ketter-workers.service ketter-watcher.service"]
 
 
 def test_api_unit_reads_every_share_and_writes_the_state_directory_only(write_config) -> None:
-    units = render_units(
-        load_config(write_config(API_CONFIG)),
-        python="/opt/ketter/bin/python",
-        config_path="/etc/ketter/ketter.yaml",
-    )
+    units = render_units(load_config(write_config(API_CONFIG)), python="/opt/ketter/bin/python",
+                         config_path="/etc/ketter/ketter.yaml")
     unit = units["ketter-api.service"]
     assert _values(unit, "ReadWritePaths") == ["-/var/lib/ketter"]
     # Sources and destinations, each tree once (stems is inside dub/in).
     assert _values(unit, "ReadOnlyPaths") == [
-        "-/mnt/ingest/out -/mnt/dub/in -/mnt/dub/out -/mnt/qc/in -/mnt/qc/stems"
-    ]
+        "-/mnt/ingest/out -/mnt/dub/in -/mnt/dub/out -/mnt/qc/in -/mnt/qc/stems"]
     assert _values(unit, "ProtectSystem") == ["strict"]
-    assert exec_start(unit) == [
-        "/opt/ketter/bin/python",
-        "-I",
-        "-m",
-        "ketter",
-        "--config",
-        "/etc/ketter/ketter.yaml",
-        "api",
-    ]
-    for key, value in (
-        ("Type", "notify"),
-        ("NotifyAccess", "main"),
-        ("RestartPreventExitStatus", "2"),
-        ("Restart", "on-failure"),
-        ("SyslogIdentifier", "ketter-api"),
-        ("User", "ketter"),
-        ("CapabilityBoundingSet", ""),
-        ("PartOf", "ketter.target"),
-        ("After", "ketter-workers.service"),
-    ):
+    assert exec_start(unit) == ["/opt/ketter/bin/python", "-I", "-m", "ketter",
+                                "--config", "/etc/ketter/ketter.yaml", "api"]
+    for key, value in (("Type", "notify"), ("NotifyAccess", "main"),
+                       ("RestartPreventExitStatus", "2"), ("Restart", "on-failure"),
+                       ("SyslogIdentifier", "ketter-api"), ("User", "ketter"),
+                       ("CapabilityBoundingSet", ""), ("PartOf", "ketter.target"),
+                       ("After", "ketter-workers.service")):
         assert value in _values(unit, key), (key, _values(unit, key))
     assert _values(unit, "WatchdogSec")
     # It listens: IP, but only its own port may be bound.
@@ -356,15 +292,13 @@ def test_api_unit_reads_every_share_and_writes_the_state_directory_only(write_co
     assert _values(unit, "LoadCredential") == ["audit-hmac-key:/etc/ketter/audit-hmac.key"]
     target = units["ketter.target"]
     assert _values(target, "Requires") == [
-        "ketter-workers.service ketter-watcher.service ketter-api.service"
-    ]
+        "ketter-workers.service ketter-watcher.service ketter-api.service"]
     assert _values(target, "After") == _values(target, "Requires")
 
 
 def test_api_unit_binds_the_metrics_port_too(write_config) -> None:
-    text = API_CONFIG.replace(
-        "listen: 10.0.0.5:8443", "listen: 10.0.0.5:8443\n      metrics_listen: '[::]:9464'"
-    )
+    text = API_CONFIG.replace("listen: 10.0.0.5:8443",
+                              "listen: 10.0.0.5:8443\n      metrics_listen: '[::]:9464'")
     unit = render_units(load_config(write_config(text)))["ketter-api.service"]
     assert _values(unit, "SocketBindAllow") == ["tcp:8443", "tcp:9464"]
     assert "on 10.0.0.5:8443, [::]:9464" in _values(unit, "Description")[0]

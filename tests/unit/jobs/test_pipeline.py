@@ -59,37 +59,22 @@ routes:
     keeper = LeaseKeeper(config, shutdown, store=store)
     rung: list[tuple[int, float]] = []
     alerts = Alerts()
-    runner = JobRunner(
-        config,
-        store=store,
-        shutdown=shutdown,
-        keeper=keeper,
-        clock=clock,
-        ring=lambda job_id, delay: rung.append((job_id, delay)),
-        notifier=alerts,
-    )
+    runner = JobRunner(config, store=store, shutdown=shutdown, keeper=keeper, clock=clock,
+                       ring=lambda job_id, delay: rung.append((job_id, delay)), notifier=alerts)
 
     class Env:
         pass
 
     e = Env()
     e.root, e.config, e.clock, e.runner, e.keeper, e.rung, e.alerts = (
-        tmp_path,
-        config,
-        clock,
-        runner,
-        keeper,
-        rung,
-        alerts,
-    )
+        tmp_path, config, clock, runner, keeper, rung, alerts)
     e.store = store
 
     def add(route: str, name: str, data: bytes = b"x" * 1000) -> int:
         path = tmp_path / f"{route}_in" / name
         path.write_bytes(data)
-        (result,) = submit_path(
-            store, config, config.route(route), os.fsencode(path), now=clock.now
-        )
+        (result,) = submit_path(store, config, config.route(route), os.fsencode(path),
+                                now=clock.now)
         return result.job_id
 
     e.add = add

@@ -79,130 +79,47 @@ def _event(seq: int, job_id: int | None, event: str, ts: float, **extra: Any) ->
 #: 3 transferring on an expired lease, 4 detected (waiting), 5 failed, 6 a completed folder.
 FIXTURE: dict[str, list[dict[str, Any]]] = {
     "jobs": [
-        _job(
-            1,
-            "a",
-            "completed",
-            started_at=NOW - 90.5,
-            completed_at=NOW - 80.125,
-            sha256="ab" * 32,
-            transfer_seconds=2.0,
-            transfer_bytes=4_000_000,
-        ),
-        _job(
-            2,
-            "a",
-            "transferring",
-            size=768 * MiB,
-            lease_owner="h:1:w",
-            claim="c2",
-            lease_expires_at=NOW + 60,
-            bytes_done=384 * MiB,
-            progress_at=NOW - 6,
-        ),
-        _job(
-            3,
-            "b",
-            "transferring",
-            lease_owner="h:1:w",
-            claim="c3",
-            lease_expires_at=NOW - 1,
-            bytes_done=10,
-            progress_at=NOW - 30,
-        ),
+        _job(1, "a", "completed", started_at=NOW - 90.5, completed_at=NOW - 80.125,
+             sha256="ab" * 32, transfer_seconds=2.0, transfer_bytes=4_000_000),
+        _job(2, "a", "transferring", size=768 * MiB, lease_owner="h:1:w", claim="c2",
+             lease_expires_at=NOW + 60, bytes_done=384 * MiB, progress_at=NOW - 6),
+        _job(3, "b", "transferring", lease_owner="h:1:w", claim="c3", lease_expires_at=NOW - 1,
+             bytes_done=10, progress_at=NOW - 30),
         _job(4, "b", "detected", next_attempt_at=NOW + 30.5),
         _job(5, "a", "failed", error="checksum mismatch"),
         _job(6, "b", "completed", kind="folder", file_count=2, size=300),
     ],
     "events": [
         _event(1, 1, "create", NOW - 99, to_state="detected"),
-        _event(
-            2,
-            1,
-            "claim",
-            NOW - 90.5,
-            from_state="detected",
-            to_state="claimed",
-            details=json.dumps({"owner": "h:1:w"}),
-        ),
+        _event(2, 1, "claim", NOW - 90.5, from_state="detected", to_state="claimed",
+               details=json.dumps({"owner": "h:1:w"})),
         _event(3, 1, "complete", NOW - 80.125, from_state="verifying", to_state="completed"),
         _event(4, 2, "claim", NOW - 10, from_state="detected", to_state="claimed"),
         _event(5, None, "route_pause", NOW - 5, details=json.dumps({"reason": "down"})),
         _event(6, 2, "resume", NOW - 8, details=json.dumps({"bytes": 0})),
     ],
     "files": [
-        {
-            "id": 1,
-            "job_id": 6,
-            "relpath": b"b.wav",
-            "relpath_display": "b.wav",
-            "size": 200,
-            "mtime_ns": 1,
-            "mode": 0o644,
-            "sha256": "cd" * 32,
-        },
-        {
-            "id": 2,
-            "job_id": 6,
-            "relpath": b"a.wav",
-            "relpath_display": "a.wav",
-            "size": 100,
-            "mtime_ns": 1,
-            "mode": 0o644,
-            "sha256": None,
-        },
+        {"id": 1, "job_id": 6, "relpath": b"b.wav", "relpath_display": "b.wav", "size": 200,
+         "mtime_ns": 1, "mode": 0o644, "sha256": "cd" * 32},
+        {"id": 2, "job_id": 6, "relpath": b"a.wav", "relpath_display": "a.wav", "size": 100,
+         "mtime_ns": 1, "mode": 0o644, "sha256": None},
     ],
     "routes": [
         {"route": "a", "paused": 0, "reason": None, "since": None, "updated_at": NOW},
-        {
-            "route": "b",
-            "paused": 1,
-            "reason": "destination_mount not mounted",
-            "since": NOW - 5,
-            "updated_at": NOW - 5,
-        },
+        {"route": "b", "paused": 1, "reason": "destination_mount not mounted",
+         "since": NOW - 5, "updated_at": NOW - 5},
     ],
     "heartbeats": [
-        {
-            "id": 1,
-            "component": "workers",
-            "node": "n1",
-            "pid": 101,
-            "ts": NOW - 3,
-            "details": json.dumps(
-                {
-                    "workers": 4,
-                    "running": [
-                        {"job_id": 1, "phase": "copy", "bytes": 10},
-                        {"job_id": 2, "phase": "copy", "bytes": 256 * MiB},
-                    ],
-                }
-            ),
-        },
-        {
-            "id": 2,
-            "component": "watcher",
-            "node": "n1",
-            "pid": 102,
-            "ts": NOW - 2.5,
-            "details": json.dumps({"routes": 2}),
-        },
-        {
-            "id": 3,
-            "component": "route:a",
-            "node": "n1",
-            "pid": 102,
-            "ts": NOW - 2.5,
-            "details": json.dumps([1, 2]),
-        },
-        {
-            "id": 4,
-            "component": "audit",
-            "node": "n2",
-            "pid": 7,
-            "ts": NOW - 1,
-            "details": json.dumps({"shipped_seq": 3}),
-        },
+        {"id": 1, "component": "workers", "node": "n1", "pid": 101, "ts": NOW - 3,
+         "details": json.dumps({"workers": 4, "running": [
+             {"job_id": 1, "phase": "copy", "bytes": 10},
+             {"job_id": 2, "phase": "copy", "bytes": 256 * MiB}]})},
+        {"id": 2, "component": "watcher", "node": "n1", "pid": 102, "ts": NOW - 2.5,
+         "details": json.dumps({"routes": 2})},
+        {"id": 3, "component": "route:a", "node": "n1", "pid": 102, "ts": NOW - 2.5,
+         "details": json.dumps([1, 2])},
+        {"id": 4, "component": "audit", "node": "n2", "pid": 7, "ts": NOW - 1,
+         "details": json.dumps({"shipped_seq": 3})},
     ],
 }
 
@@ -240,28 +157,13 @@ class ReadContract:
     def test_history_row_as_the_view_shows_it(self, store: JobReadStore) -> None:
         (done,) = [j for j in store.list_jobs(JobFilter(), 50).jobs if j.job_id == 1]
         assert done.as_dict() == {
-            "job_id": 1,
-            "route": "a",
-            "mode": "copy",
-            "kind": "file",
-            "state": "completed",
-            "attempt": 1,
-            "source": "/in/1.mov",
-            "destination": "/out/1.mov",
-            "bytes": 1000,
-            "files": 1,
-            "sha256": "ab" * 32,
-            "xxh128": None,
-            "created": "2025-12-31T23:58:21.000Z",
-            "started": "2025-12-31T23:58:29.500Z",
-            "placed": None,
-            "completed": "2025-12-31T23:58:39.875Z",
-            "updated": "2025-12-31T23:59:11.250Z",
-            "seconds": 2.0,
-            "mb_per_s": 2.0,
-            "next_attempt": None,
-            "error": None,
-            "node": "n1",
+            "job_id": 1, "route": "a", "mode": "copy", "kind": "file", "state": "completed",
+            "attempt": 1, "source": "/in/1.mov", "destination": "/out/1.mov", "bytes": 1000,
+            "files": 1, "sha256": "ab" * 32, "xxh128": None,
+            "created": "2025-12-31T23:58:21.000Z", "started": "2025-12-31T23:58:29.500Z",
+            "placed": None, "completed": "2025-12-31T23:58:39.875Z",
+            "updated": "2025-12-31T23:59:11.250Z", "seconds": 2.0, "mb_per_s": 2.0,
+            "next_attempt": None, "error": None, "node": "n1",
         }
         (queued,) = store.list_jobs(JobFilter(state="detected"), 1).jobs
         assert queued.next_attempt == "2026-01-01T00:00:30.500Z" and queued.mb_per_s is None
@@ -278,9 +180,7 @@ class ReadContract:
         folder = store.job_detail(6)
         assert folder is not None
         assert [(f.path, f.size, f.sha256) for f in folder.files] == [
-            ("b.wav", 200, "cd" * 32),
-            ("a.wav", 100, None),
-        ]
+            ("b.wav", 200, "cd" * 32), ("a.wav", 100, None)]
         assert store.job_detail(99) is None
 
     def test_status_counts(self, store: JobReadStore) -> None:
@@ -333,13 +233,8 @@ class ReadContract:
 
 def _fill(db: Any) -> None:
     with db.atomic():
-        for model, rows in (
-            (Job, "jobs"),
-            (Event, "events"),
-            (JobFile, "files"),
-            (RouteStatus, "routes"),
-            (Heartbeat, "heartbeats"),
-        ):
+        for model, rows in ((Job, "jobs"), (Event, "events"), (JobFile, "files"),
+                            (RouteStatus, "routes"), (Heartbeat, "heartbeats")):
             for row in FIXTURE[rows]:
                 model.insert(**row).execute()
     db.close()

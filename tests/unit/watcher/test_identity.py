@@ -36,7 +36,8 @@ def test_listing_changes_with_any_file(tmp_path: Path) -> None:
 
 
 def test_empty_folder(tmp_path: Path) -> None:
-    assert folder_listing_sha256(os.fsencode(tmp_path)) == (hashlib.sha256().hexdigest(), 0, 0)
+    assert folder_listing_sha256(os.fsencode(tmp_path)) == (
+        hashlib.sha256().hexdigest(), 0, 0)
 
 
 def test_revalidating_stat_matches_lstat(tmp_path: Path) -> None:

@@ -102,12 +102,8 @@ def test_one_mount_check_for_a_same_device_bind_mount(tmp_path: Path) -> None:
     )
     route = config.route("r")
     root = os.fsencode(share / "in")
-    spec = TransferSpec(
-        source_root=root,
-        destination_root=os.fsencode(share / "out"),
-        source_mount=os.fsencode(share),
-        destination_mount=os.fsencode(share),
-    )
+    spec = TransferSpec(source_root=root, destination_root=os.fsencode(share / "out"),
+                        source_mount=os.fsencode(share), destination_mount=os.fsencode(share))
 
     def answers() -> list[bool]:
         try:

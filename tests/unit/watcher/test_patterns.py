@@ -9,26 +9,10 @@ from ketter.config.schema import DEFAULT_EXCLUDE, KETTER_TEMP_PATTERNS
 from ketter.watcher.patterns import RoutePatterns
 
 PATHS = [
-    "a.mov",
-    ".DS_Store",
-    "dir/.DS_Store",
-    "Thumbs.db",
-    "x/Thumbs.db",
-    "~$doc.docx",
-    "x.mov.part",
-    "x.tmp",
-    "deep/er/file.wav",
-    ".hidden/file.wav",
-    "a/.b/c.wav",
-    ".ketter-tmp-1",
-    "d/.ketter-part",
-    "PKG",
-    "PKG/audio/1.wav",
-    "é/ü.mov",
-    "name with spaces.mov",
-    "a/b/c/d/e/f.exr",
-    "x.MOV",
-    "x.mov.done",
+    "a.mov", ".DS_Store", "dir/.DS_Store", "Thumbs.db", "x/Thumbs.db", "~$doc.docx",
+    "x.mov.part", "x.tmp", "deep/er/file.wav", ".hidden/file.wav", "a/.b/c.wav",
+    ".ketter-tmp-1", "d/.ketter-part", "PKG", "PKG/audio/1.wav", "é/ü.mov",
+    "name with spaces.mov", "a/b/c/d/e/f.exr", "x.MOV", "x.mov.done",
 ]
 PATTERN_SETS = [
     (["**/*"], list(DEFAULT_EXCLUDE)),
@@ -44,15 +28,13 @@ PATTERN_SETS = [
 def test_agrees_with_watchdog(include: list[str], exclude: list[str], path: str) -> None:
     """Events and scans use RoutePatterns; it must say what watchdog says."""
     patterns = RoutePatterns(include, exclude)
-    expected = match_any_paths(
-        [path], included_patterns=include, excluded_patterns=[*exclude, *KETTER_TEMP_PATTERNS]
-    )
+    expected = match_any_paths([path], included_patterns=include,
+                               excluded_patterns=[*exclude, *KETTER_TEMP_PATTERNS])
     assert patterns.matches(path.encode()) is expected
 
 
 segment = st.text(alphabet="ab.*~$-_ é", min_size=1, max_size=6).filter(
-    lambda s: s not in (".", "..")
-)
+    lambda s: s not in (".", ".."))
 
 
 @settings(deadline=None, max_examples=200)
@@ -60,11 +42,8 @@ segment = st.text(alphabet="ab.*~$-_ é", min_size=1, max_size=6).filter(
 def test_agrees_with_watchdog_on_random_paths(parts: list[str]) -> None:
     path = "/".join(parts)
     patterns = RoutePatterns(["**/*"], DEFAULT_EXCLUDE)
-    expected = match_any_paths(
-        [path],
-        included_patterns=["**/*"],
-        excluded_patterns=[*DEFAULT_EXCLUDE, *KETTER_TEMP_PATTERNS],
-    )
+    expected = match_any_paths([path], included_patterns=["**/*"],
+                               excluded_patterns=[*DEFAULT_EXCLUDE, *KETTER_TEMP_PATTERNS])
     assert patterns.matches(path.encode()) is expected
 
 

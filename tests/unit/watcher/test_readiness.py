@@ -12,11 +12,9 @@ def v(size: int = 1, mtime: int = 1, inode: int = 1) -> Version:
 
 
 def tracker(**kw: float) -> StabilityTracker:
-    return StabilityTracker(
-        stable_seconds=kw.get("stable", 10.0),
-        poll_interval=kw.get("poll", 2.0),
-        capacity=int(kw.get("capacity", 100)),
-    )
+    return StabilityTracker(stable_seconds=kw.get("stable", 10.0),
+                            poll_interval=kw.get("poll", 2.0),
+                            capacity=int(kw.get("capacity", 100)))
 
 
 def test_two_observations_across_the_quiet_period() -> None:
@@ -36,11 +34,8 @@ def test_one_observation_is_never_enough() -> None:
 def test_any_change_restarts_the_quiet_period() -> None:
     t = tracker()
     t.add(b"f", "file", 0.0, v(size=1))
-    for changed, at in (
-        (v(size=2), 9.0),
-        (v(size=2, mtime=2), 18.0),
-        (v(size=2, mtime=2, inode=7), 27.0),
-    ):
+    for changed, at in ((v(size=2), 9.0), (v(size=2, mtime=2), 18.0), (v(size=2, mtime=2,
+                                                                          inode=7), 27.0)):
         assert not t.observe(b"f", changed, at)
     assert not t.observe(b"f", v(size=2, mtime=2, inode=7), 36.0)
     assert t.observe(b"f", v(size=2, mtime=2, inode=7), 37.0)

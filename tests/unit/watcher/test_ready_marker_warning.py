@@ -16,9 +16,7 @@ def test_network_move_and_as_unit_routes_without_marker_are_warned(tmp_path: Pat
     share = os.path.realpath(tmp_path / "share")
     mountinfo = (
         b"22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
-        + b"30 22 0:40 / "
-        + os.fsencode(share)
-        + b" rw - nfs4 fs:/in rw,vers=4.2\n"
+        + b"30 22 0:40 / " + os.fsencode(share) + b" rw - nfs4 fs:/in rw,vers=4.2\n"
     )
     config = parse_config(
         f"""
