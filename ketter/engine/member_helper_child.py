@@ -36,7 +36,6 @@ for the parent, which stops it).
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import sys
@@ -44,13 +43,12 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 
 from ketter.errors import KetterError
+from ketter.runtime.lifeline import die_with
 
 from .hashing import thread_buffer
 from .member_helper import PROTOCOL, READY, WARM
 from .results import FileHashes
 from .verify import read_back_file
-
-PR_SET_PDEATHSIG = 1
 
 #: The first member that failed: ``(index, "os", errno, strerror)`` or
 #: ``(index, "error", KetterError)``.
@@ -94,20 +92,13 @@ def warm(paths: Sequence[bytes]) -> None:
             os.close(fd)
 
 
-def _die_with(parent: int) -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # it died before the line above
-        sys.exit(0)
-
-
 def main(argv: Sequence[str]) -> int:
     protocol, parent, dir_fd, in_fd, out_fd = (int(a) for a in argv)
     if protocol != PROTOCOL:  # started by a worker of another version
         return 3
-    _die_with(parent)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)  # the parent stops it
+    die_with(parent)
     inbox = Connection(in_fd, writable=False)
     outbox = Connection(out_fd, readable=False)
     buf = thread_buffer()

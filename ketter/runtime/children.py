@@ -24,8 +24,6 @@ process only.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import logging
 import os
@@ -36,11 +34,11 @@ import threading
 import time
 
 from ketter.config import Config
+from ketter.runtime.lifeline import die_with
 from ketter.runtime.signals import Shutdown
 
 log = logging.getLogger("ketter.runtime")
 
-_PR_SET_PDEATHSIG = 1
 
 #: What a child gets blocked until its handlers are in.
 STOP_AND_RELOAD = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
@@ -77,15 +75,6 @@ def ketter_command(config_path: str) -> tuple[list[str], dict[str, str]]:
     env.pop("NOTIFY_SOCKET", None)
     env[SERVICE_ENV] = str(service_pid())
     return [sys.executable, *isolated, "-m", "ketter", "--config", config_path], env
-
-
-def die_with(parent: int) -> None:
-    """In a child (before its exec, or first thing after it): SIGKILL when
-    ``parent`` (the thread that started it) dies, even by SIGKILL."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 class Children:
