@@ -43,6 +43,7 @@ from peewee import PostgresqlDatabase
 from playhouse.migrations import Runner
 
 from ketter.store.models import database
+from ketter.store.postgres.adapter import Psycopg3
 from ketter.store.sql.turn import READ, WriteBeforeTurn
 
 #: Advisory-lock keys of the job store (one 64-bit namespace per database).
@@ -139,7 +140,12 @@ class WriteGate:
 class PgStoreDatabase(PostgresqlDatabase):
     """``PostgresqlDatabase`` that publishes a transaction's audit events
     once it commits (as :class:`ketter.store.db.StoreDatabase` does), its
-    transactions counted by a :class:`WriteGate`."""
+    transactions counted by a :class:`WriteGate`. Its adapter imports
+    psycopg itself (:mod:`ketter.store.driver`): peewee picks the psycopg 2
+    one when its own import found no psycopg 3."""
+
+    psycopg2_adapter = Psycopg3
+    psycopg3_adapter = Psycopg3
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
