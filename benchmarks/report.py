@@ -100,6 +100,16 @@ def _ratio(results: dict[str, Any], sc: str, ketter: str, peer: str) -> float | 
 
 #: The P1 peer of #19 (benchmarks/run.py ``NAIVE``).
 NAIVE = "cp && sync && evict && openssl"
+#: P1's I/O alone, no hash (benchmarks/run.py ``IO_ALONE``).
+IO_ALONE = "cp && sync && evict && cat"
+
+
+def _medians(results: dict[str, Any], sc: str, a: str, b: str) -> float | None:
+    """Median of ``a`` ÷ median of ``b``, any two tools of a scenario."""
+    tools = results.get(sc, {}).get("tools", {})
+    if a not in tools or b not in tools or not tools[b].get("median"):
+        return None
+    return round(float(tools[a]["median"]) / float(tools[b]["median"]), 3)
 
 
 def paired(results: dict[str, Any], sc: str, ketter: str, peer: str) -> dict[str, Any] | None:
@@ -195,6 +205,20 @@ def targets(results: dict[str, Any], *, quick: bool = False) -> list[dict[str, A
                     "limit": None,
                     "met": None,
                     "paired": paired(results, "a", k, "cp && sync"),
+                }
+            )
+    # What bounds P1: the pipeline's I/O alone (no hash) against the
+    # pipeline, and Ketter against that I/O (no verdict).
+    for k, p in ((IO_ALONE, NAIVE), ("ketter sha256", IO_ALONE), ("ketter xxh128", IO_ALONE)):
+        v = _medians(results, "a", k, p)
+        if v is not None:
+            out.append(
+                {
+                    "target": f"P1: {k} ÷ {p} (informative, #19)",
+                    "ratio": v,
+                    "limit": None,
+                    "met": None,
+                    "paired": paired(results, "a", k, p),
                 }
             )
     # rclone copy --checksum is beaten in every mode.

@@ -120,6 +120,25 @@ def naive_pipeline(s: str, d: str) -> str:
     )
 
 
+#: The I/O of P1's work alone, one step after the other and with no hash
+#: (#19): what the disk must do for a durable copy read back from it.
+IO_ALONE = "cp && sync && evict && cat"
+
+
+def io_alone(s: str, d: str) -> str:
+    """:func:`naive_pipeline` with ``cat`` of the copy instead of
+    ``openssl``: the source read, the copy written and flushed, the copy
+    evicted and read back from the disk (6 GiB for 2 GiB), no hashing.
+    What bounds P1 when the disk gives no more for reads and writes at once
+    than one after the other (docs/performance.md, session 16)."""
+    out = q(os.path.join(d, os.path.basename(s)))
+    return (
+        f"cp {q(s)} {q(d)}/ && sync"
+        f" && dd if=/dev/null of={out} oflag=nocache conv=notrunc,fdatasync count=0 status=none"
+        f" && cat {out} > /dev/null"
+    )
+
+
 def file_tools() -> list[Tool]:
     # The naive pipeline sits between the two Ketter runs: the order rotates
     # but stays cyclic, so every round runs each Ketter next to it.
@@ -127,6 +146,7 @@ def file_tools() -> list[Tool]:
         ketter("ketter sha256", "--verify", "sha256"),
         peer(NAIVE, naive_pipeline, ("openssl", "dd", "sync")),
         ketter("ketter xxh128", "--verify", "xxh128"),
+        peer(IO_ALONE, io_alone, ("dd", "sync")),
         peer("cp", lambda s, d: f"cp {q(s)} {q(d)}/", role="secondary"),
         peer("cp && sync", lambda s, d: f"cp {q(s)} {q(d)}/ && sync"),
         peer(
