@@ -57,6 +57,8 @@ from typing import Any
 
 import api
 
+from ketter.store.wal_watch import wal_state
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 KETTER = [PYTHON, "-I", "-m", "ketter"]  # -I: the interpreter's ketter, not one in the cwd
@@ -353,20 +355,11 @@ def file_size(path: Path) -> int:
 
 def wal_in_use(db: Path) -> int:
     """Bytes of the WAL in use: its header and the frames since the last
-    restart (``mxFrame`` of the wal-index header at the start of the
-    ``-shm`` file, native byte order). The file itself keeps its size when
-    SQLite starts it again from the beginning: only this says how far the
-    checkpoints keep up."""
-    try:
-        head = db.with_name(db.name + "-shm").read_bytes()[:24]
-    except FileNotFoundError:
-        return 0
-    if len(head) < 24 or not head[12]:  # isInit
-        return 0
-    page = int.from_bytes(head[14:16], sys.byteorder)
-    page = 65536 if page == 1 else page
-    frames = int.from_bytes(head[16:20], sys.byteorder)
-    return 32 + frames * (page + 24) if frames else 0
+    restart (:func:`ketter.store.wal_watch.wal_state`, what ``ketter
+    health`` checks). The file itself keeps its size when SQLite starts it
+    again from the beginning: only this says how far the checkpoints keep
+    up."""
+    return wal_state(str(db)).in_use_bytes or 0
 
 
 class Operator:

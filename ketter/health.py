@@ -11,7 +11,12 @@ Healthy means all of:
   heartbeat);
 * every destination has more free space than ``health.min_free`` (asked
   by a child process with a deadline: a hung share makes that check fail
-  "timed out", never ``health`` itself hang).
+  "timed out", never ``health`` itself hang);
+* on SQLite, no more of the job store's write-ahead log in use than
+  ``health.max_wal``: a read transaction left open keeps SQLite from
+  starting the log again, and it grows until the state disk is full
+  (:mod:`ketter.store.wal_watch`); the report names the processes that hold
+  the store open.
 
 Everything is read, nothing written: a monitoring account that may read the
 state directory (group ``ketter``) and the config can run it while the
@@ -432,5 +437,35 @@ def check_health(config: Config, *, now: float | None = None) -> HealthReport:
         report.add("job store", False, f"{where}: {exc}")
     finally:
         store.close()
+    if backend.name == "sqlite":
+        _check_wal(report, config)
     _check_space(report, config)
     return report
+
+
+def _check_wal(report: HealthReport, config: Config) -> None:
+    """The job store's write-ahead log in use against ``health.max_wal``."""
+    from ketter.store.wal_watch import holders, wal_state
+
+    wal = wal_state(config.db_path)
+    if wal.in_use_bytes is None:
+        report.add(
+            "store log",
+            True,
+            f"{wal.file_bytes / 2**20:.1f} MiB file; the part in use is not readable "
+            f"by this account ({config.db_path}-shm), not checked",
+        )
+        return
+    size = f"{wal.in_use_bytes / 2**20:.1f} MiB in use ({wal.file_bytes / 2**20:.1f} MiB file)"
+    if wal.in_use_bytes <= config.health.max_wal:
+        report.add("store log", True, size)
+        return
+    held = "; ".join(f"pid {pid}: {cmd[:120]}" for pid, cmd in holders(config.db_path))
+    report.add(
+        "store log",
+        False,
+        f"{size}, more than health.max_wal {config.health.max_wal / 2**20:.0f} MiB: "
+        "a read transaction left open keeps SQLite from starting its log again, "
+        "and it grows until the state disk is full. End it (a sqlite3 shell inside "
+        f"BEGIN, a stuck report). Processes with {config.db_path} open: {held or 'none seen'}",
+    )

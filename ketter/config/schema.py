@@ -94,6 +94,9 @@ class AlertsConfig:
 class HealthConfig:
     min_free: FreeSpace = spec("free_space", FreeSpace(percent=5.0))
     heartbeat_stale: float = spec("duration", 60.0)
+    #: Unhealthy when more of the SQLite job store's write-ahead log is in
+    #: use (a read transaction left open pins it; 4 × journal_size_limit).
+    max_wal: int = spec("size", 256 * 2**20)
 
 
 def default_api_processes() -> int:

@@ -29,6 +29,7 @@ from ketter.store.composite import counting
 from ketter.store.port import JobStore
 from ketter.store.ports.metrics import ScrapeFacts
 from ketter.store.rows import RouteStatusRow
+from ketter.store.wal_watch import wal_state
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,8 @@ class StoreCollector(Collector):
         yield self._paused(facts, routes)
         yield self._last_success(facts, routes)
         yield self._heartbeats(facts, now)
+        if self.config.store.backend == "sqlite":
+            yield self._store_log()
         build = GaugeMetricFamily("ketter_build_info", "Ketter's version.", labels=["version"])
         build.add_metric([__version__], 1)
         yield build
@@ -207,6 +210,17 @@ class StoreCollector(Collector):
             newest[beat.component] = max(newest.get(beat.component, beat.ts), beat.ts)
         for process, ts in sorted(newest.items()):
             family.add_metric([process], max(now - ts, 0.0))
+        return family
+
+    def _store_log(self) -> Metric:
+        family = GaugeMetricFamily(
+            "ketter_store_wal_in_use_bytes",
+            "Bytes of the SQLite job store's write-ahead log in use (since it last "
+            "started again): a read transaction left open makes it grow.",
+        )
+        in_use = wal_state(self.config.db_path).in_use_bytes
+        if in_use is not None:  # not readable by this account: no sample
+            family.add_metric([], in_use)
         return family
 
 

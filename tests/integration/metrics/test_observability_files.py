@@ -23,7 +23,7 @@ DATASOURCE_UID = "ketter-prometheus"
 
 
 def test_promtool_checks_the_rules() -> None:
-    assert "SUCCESS: 5 rules found" in run_promtool("check", "rules", str(RULES))
+    assert "SUCCESS: 6 rules found" in run_promtool("check", "rules", str(RULES))
 
 
 def test_promtool_unit_tests_of_the_rules_pass() -> None:
@@ -31,13 +31,14 @@ def test_promtool_unit_tests_of_the_rules_pass() -> None:
     assert "SUCCESS" in out
 
 
-def test_the_rules_cover_the_five_alerts() -> None:
+def test_the_rules_cover_the_six_alerts() -> None:
     names = [name for name, _ in rule_expressions()]
     assert names == [
         "rule KetterVerifyFailure",
         "rule KetterRoutePaused",
         "rule KetterTransferFailed",
         "rule KetterNoHeartbeat",
+        "rule KetterStoreLogPinned",
         "rule KetterOldestWaitingJob",
     ]
 

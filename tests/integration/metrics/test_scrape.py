@@ -94,6 +94,7 @@ def test_a_scrape_after_real_transfers(node: Node) -> None:
     assert value(body, "ketter_route_paused", route="copy") == 0
     assert value(body, "ketter_last_success_timestamp_seconds", route="move") > 1.7e9
     assert value(body, "ketter_heartbeat_age_seconds", process="workers") >= 0
+    assert value(body, "ketter_store_wal_in_use_bytes") >= 0  # SQLite: the WAL's part in use
     found = samples(body)
     # Every configured route × every state, at 0 until used; no path or id labels.
     assert {dict(k)["route"] for k in found["ketter_jobs"]} == set(ROUTES)
