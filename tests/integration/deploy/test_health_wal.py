@@ -100,3 +100,33 @@ def test_health_names_the_reader_that_pins_the_log(tmp_path: Path) -> None:
     finally:
         db.close()
     assert os.path.exists(path)
+
+
+def test_looking_at_the_log_keeps_this_process_readers_snapshot(tmp_path: Path) -> None:
+    """SQLite's locks on the ``-shm`` file are the process's: closing any
+    descriptor of it would drop them, and another process could then
+    truncate the log under a read transaction of this one (the API serves
+    ``/metrics`` beside its read connections)."""
+    import sqlite3
+
+    path = str(tmp_path / "ketter.db")
+    db = open_store(path)
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        _write(db, 20)
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM heartbeats").fetchone()[0] == 20
+        _write(db, 20)  # frames after the reader's snapshot
+        for _ in range(3):
+            assert (wal_state(path).in_use_bytes or 0) > 0
+        other = subprocess.run(
+            ["sqlite3", path, "PRAGMA wal_checkpoint(TRUNCATE);"],
+            capture_output=True, text=True, timeout=30,
+        )
+        busy = other.stdout.strip().split("|")[0]
+        assert busy == "1", f"the reader's snapshot was not honoured: {other.stdout!r}"
+        assert reader.execute("SELECT count(*) FROM heartbeats").fetchone()[0] == 20
+        reader.execute("COMMIT")
+    finally:
+        reader.close()
+        db.close()
