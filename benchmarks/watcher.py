@@ -992,9 +992,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
     if results.get("pg"):
-        import watcher_pg  # its goals: (variant, peer, least ratio), in order
-
-        for c, (_, _, goal) in zip(results["pg"]["goals"], watcher_pg.GOALS, strict=True):
+        for c in results["pg"]["goals"]:
+            goal = c["goal"]
             checks.append(
                 {
                     "what": f"PostgreSQL: {c['what']}",

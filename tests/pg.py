@@ -82,12 +82,15 @@ def _as_account(uid: int, gid: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_cluster(root: Path, *, durable: bool = False) -> Iterator[Cluster]:
+def running_cluster(
+    root: Path, *, durable: bool = False, settings: dict[str, str] | None = None
+) -> Iterator[Cluster]:
     """Start a cluster under ``root`` (created; must be new), yield it, stop
     it by its pid whatever happens. The tests' cluster skips ``fsync`` (its
     data is thrown away); ``durable`` keeps the server's defaults (a
     benchmark compares it with SQLite's fsynced commits:
-    benchmarks/watcher_pg.py)."""
+    benchmarks/watcher_pg.py). ``settings``: more server settings (``-c
+    name=value``)."""
     binary = server_bin()
     if os.geteuid() == 0:
         account = pwd.getpwnam(ACCOUNT)
@@ -134,6 +137,8 @@ def running_cluster(root: Path, *, durable: bool = False) -> Iterator[Cluster]:
     )
     if not durable:
         options += " -c fsync=off -c full_page_writes=off"
+    for name, value in (settings or {}).items():
+        options += f" -c {name}={value}"
     log = root / "server.log"
     started = subprocess.run(
         [
