@@ -282,9 +282,17 @@ def open_readonly(path: str | os.PathLike[str]) -> SqliteDatabase:
         # cannot open a WAL database read-only then, unless told that nothing
         # writes it. A writer that starts meanwhile is not seen by this read.
         uri += "&immutable=1"
-    db = SqliteDatabase(uri, uri=True, timeout=BUSY_TIMEOUT)
+    db = ReadOnlyDatabase(uri, uri=True, timeout=BUSY_TIMEOUT)
     database.initialize(db)
     return db
+
+
+class ReadOnlyDatabase(SqliteDatabase):
+    """The job store opened by :func:`open_readonly`: SQLite refuses its
+    writes, and a store's shared commit on it says so
+    (:class:`ketter.store.sql.core.ReadOnlyStore`)."""
+
+    read_only = True
 
 
 def schema_behind(db: SqliteDatabase) -> list[str]:

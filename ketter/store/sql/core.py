@@ -32,6 +32,11 @@ EVENTS_PER_INSERT = 200
 _CHAIN_HEAD = "SELECT id, hash FROM events WHERE id = (SELECT MAX(id) FROM events)"
 
 
+class ReadOnlyStore(RuntimeError):
+    """A write through a job store opened for reading only (``ketter audit
+    verify``'s, an inspect command's, a read-only PostgreSQL role's)."""
+
+
 class SqlCore(CompositeCore):
     """Statements in SQLite's spelling run on the backend's database."""
 
@@ -114,6 +119,8 @@ class SqlCore(CompositeCore):
         the items run again, each in its savepoint. Reads run outside the
         transaction, as if before it: every write is a compare-and-set
         checked when it is sent."""
+        if getattr(self.db, "read_only", False):
+            raise ReadOnlyStore(f"the job store at {self.path} is open for reading only")
         turn = self._turn()
         if turn.depth or self.db.in_transaction():
             raise RuntimeError("a shared commit tried whole opens its own transaction")
