@@ -23,6 +23,7 @@ the store would change under the copy) unless ``force``.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -31,8 +32,10 @@ from typing import Any
 
 import peewee
 
-#: Components whose fresh heartbeat means the store is in use.
-LIVE_COMPONENTS = ("workers", "watcher")
+#: Components whose fresh heartbeat means the store is in use: the API
+#: writes to it too (a submitted transfer, a re-queue, a cancel), and it is
+#: not part of ``ketter.target``.
+LIVE_COMPONENTS = ("workers", "watcher", "api")
 #: Rows sent to PostgreSQL per ``executemany``.
 BATCH = 1000
 #: Filled by triggers on ``jobs`` on both backends: emptied after the jobs
@@ -70,17 +73,29 @@ def _columns(src: sqlite3.Connection, table: str) -> list[str]:
 
 
 def live_components(src: sqlite3.Connection, *, now: float, stale: float) -> list[str]:
-    """The workers/watcher heartbeats younger than ``stale`` seconds."""
+    """The workers', watcher's and API's heartbeats younger than ``stale``
+    seconds, but for the last one of a clean stop (``"stopped": true`` in
+    its details: the process wrote it on its way out). A process killed
+    leaves a fresh ordinary one: it looks running until ``stale`` passes."""
     marks = ", ".join("?" for _ in LIVE_COMPONENTS)
     rows = src.execute(
-        f"SELECT component, node, pid, ts FROM heartbeats WHERE component IN ({marks})",
+        f"SELECT component, node, pid, ts, details FROM heartbeats "
+        f"WHERE component IN ({marks})",
         LIVE_COMPONENTS,
     ).fetchall()
     return [
         f"{component} of node {node} (pid {pid}, {now - ts:.0f} s ago)"
-        for component, node, pid, ts in rows
-        if now - ts < stale
+        for component, node, pid, ts, details in rows
+        if now - ts < stale and not _stopped(details)
     ]
+
+
+def _stopped(details: str | None) -> bool:
+    try:
+        parsed = json.loads(details or "{}")
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and bool(parsed.get("stopped"))
 
 
 def chain_digest(hashes: list[str]) -> str:
@@ -158,8 +173,10 @@ def _copy(
                 "ORDER BY tablename"
             ).fetchall()
         ]
-    except psycopg.Error as exc:
-        raise CopyRefused(f"cannot reach the database {where}: {exc}") from exc
+    except (psycopg.Error, peewee.DatabaseError) as exc:
+        # peewee wraps the driver's errors (a refused connection, a wrong
+        # password) in its own.
+        raise CopyRefused(f"cannot reach the database {where}: {str(exc).strip()}") from exc
     if existing:
         shown = ", ".join(existing[:5]) + (" …" if len(existing) > 5 else "")
         raise CopyRefused(
@@ -167,7 +184,10 @@ def _copy(
             "`ketter db copy` writes only into an empty database (create a new one, "
             "e.g. `createdb -O ketter ketter`); a store copied already is not copied again"
         )
-    wanted = pending_migrations(db)
+    try:
+        wanted = pending_migrations(db)
+    except (psycopg.Error, peewee.DatabaseError) as exc:
+        raise CopyRefused(f"cannot read the database {where}: {str(exc).strip()}") from exc
     behind = sorted(set(wanted) - set(src_migrations))
     if behind:
         raise CopyRefused(

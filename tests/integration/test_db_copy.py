@@ -101,9 +101,9 @@ def test_copy_a_sqlite_node_into_postgresql(pg_cluster: Any, tmp_path: Path) -> 
     counts, hashes = _sqlite_rows(tmp_path / "state" / "ketter.db")
     assert counts["jobs"] == 4 and len(hashes) > 20 and counts["api_tokens"] == 1
 
-    # Stopped a moment ago: the heartbeats are still fresh (a crash looks
-    # the same), so the operator says so.
-    copied = _ketter(config, "db", "copy", "--to", dsn, "--force")
+    # Stopped cleanly a moment ago: the heartbeats are fresh but say so, and
+    # the copy needs no --force (a killed node's would; see below).
+    copied = _ketter(config, "db", "copy", "--to", dsn)
     assert copied.returncode == 0, copied.stderr
     assert f"{len(hashes)} events" in copied.stdout
 
@@ -154,3 +154,9 @@ def test_copy_refuses_a_bad_dsn_and_a_missing_store(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "--to" in bad.stderr, bad
     missing = _ketter(config, "db", "copy", "--to", "postgresql://k@127.0.0.1:1/k")
     assert missing.returncode == 2 and "no SQLite job store" in missing.stderr, missing
+    # A store, and a server that is not there: said in a line, no traceback.
+    assert _ketter(config, "db", "upgrade").returncode == 0
+    unreachable = _ketter(config, "db", "copy", "--to", "postgresql://k@127.0.0.1:1/k")
+    assert unreachable.returncode == 2, unreachable
+    assert "cannot reach the database" in unreachable.stderr, unreachable
+    assert "Traceback" not in unreachable.stderr, unreachable.stderr
