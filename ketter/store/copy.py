@@ -79,8 +79,7 @@ def live_components(src: sqlite3.Connection, *, now: float, stale: float) -> lis
     leaves a fresh ordinary one: it looks running until ``stale`` passes."""
     marks = ", ".join("?" for _ in LIVE_COMPONENTS)
     rows = src.execute(
-        f"SELECT component, node, pid, ts, details FROM heartbeats "
-        f"WHERE component IN ({marks})",
+        f"SELECT component, node, pid, ts, details FROM heartbeats WHERE component IN ({marks})",
         LIVE_COMPONENTS,
     ).fetchall()
     return [

@@ -35,7 +35,11 @@ routes:
 def _ketter(config: Path, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*KETTER, "--config", str(config), *args],
-        capture_output=True, text=True, env=cli_env(), timeout=180, **kw,
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=180,
+        **kw,
     )
 
 
@@ -56,9 +60,12 @@ def _empty_database(pg_cluster: Any, name: str) -> str:
 def _sqlite_rows(path: Path) -> tuple[dict[str, int], list[tuple[int, str]]]:
     con = sqlite3.connect(path)
     try:
-        tables = [r[0] for r in con.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-        )]
+        tables = [
+            r[0]
+            for r in con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
         counts = {t: con.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
         hashes = con.execute("SELECT id, hash FROM events ORDER BY id").fetchall()
     finally:
@@ -72,7 +79,10 @@ def test_copy_a_sqlite_node_into_postgresql(pg_cluster: Any, tmp_path: Path) -> 
     dsn = _empty_database(pg_cluster, "ketter_copy_target")
     proc = subprocess.Popen(
         [*KETTER, "--config", str(config), "run", "--create-folders"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=cli_env(),
     )
     try:
         assert proc.stdout is not None
@@ -80,10 +90,15 @@ def test_copy_a_sqlite_node_into_postgresql(pg_cluster: Any, tmp_path: Path) -> 
         for i in range(3):
             (tmp_path / "in" / "copy" / f"clip{i}.mov").write_bytes(os.urandom(100_000 + i))
         (tmp_path / "in" / "move" / "mix.wav").write_bytes(b"mix" * 5000)
-        _wait(lambda: all((tmp_path / "out" / "copy" / f"clip{i}.mov").exists()
-                          for i in range(3))
-              and (tmp_path / "out" / "move" / "mix.wav").exists()
-              and not (tmp_path / "in" / "move" / "mix.wav").exists(), "the deliveries", proc)
+        _wait(
+            lambda: (
+                all((tmp_path / "out" / "copy" / f"clip{i}.mov").exists() for i in range(3))
+                and (tmp_path / "out" / "move" / "mix.wav").exists()
+                and not (tmp_path / "in" / "move" / "mix.wav").exists()
+            ),
+            "the deliveries",
+            proc,
+        )
         # The services run: the store would change under the copy.
         running = _ketter(config, "db", "copy", "--to", dsn)
         assert running.returncode == 2, running
@@ -118,8 +133,7 @@ def test_copy_a_sqlite_node_into_postgresql(pg_cluster: Any, tmp_path: Path) -> 
 
     moved = tmp_path / "moved.yaml"
     moved.write_text(
-        CONFIG.format(root=tmp_path)
-        + f"store: {{backend: postgresql, dsn: '{dsn}'}}\n"
+        CONFIG.format(root=tmp_path) + f"store: {{backend: postgresql, dsn: '{dsn}'}}\n"
     )
     verified = _ketter(moved, "audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
