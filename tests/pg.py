@@ -68,9 +68,10 @@ class Cluster:
     socket_dir: Path
     user: str
     pid: int
+    host: str = "127.0.0.1"
 
     def dsn(self, dbname: str = "postgres") -> str:
-        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{dbname}"
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
 
 
 def _as_account(uid: int, gid: int) -> list[str]:
@@ -83,14 +84,20 @@ def _as_account(uid: int, gid: int) -> list[str]:
 
 @contextlib.contextmanager
 def running_cluster(
-    root: Path, *, durable: bool = False, settings: dict[str, str] | None = None
+    root: Path,
+    *,
+    durable: bool = False,
+    settings: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
+    netns: str | None = None,
 ) -> Iterator[Cluster]:
     """Start a cluster under ``root`` (created; must be new), yield it, stop
     it by its pid whatever happens. The tests' cluster skips ``fsync`` (its
     data is thrown away); ``durable`` keeps the server's defaults (a
     benchmark compares it with SQLite's fsynced commits:
     benchmarks/watcher_pg.py). ``settings``: more server settings (``-c
-    name=value``)."""
+    name=value``). ``netns``: the server runs in that network namespace,
+    listening on ``host`` there (a test that cuts the network to it)."""
     binary = server_bin()
     if os.geteuid() == 0:
         account = pwd.getpwnam(ACCOUNT)
@@ -130,9 +137,13 @@ def running_cluster(
         env=env,
         cwd=root,
     )
+    if host != "127.0.0.1":
+        # initdb trusts the loopback only: the peers on the namespace's link too.
+        with open(datadir / "pg_hba.conf", "a", encoding="utf-8") as hba:
+            hba.write("host all all samenet trust\n")
     port = free_port()
     options = (
-        f"-c listen_addresses=127.0.0.1 -c port={port} "
+        f"-c listen_addresses={host} -c port={port} "
         f"-c unix_socket_directories={socket_dir} -c max_connections=200"
     )
     if not durable:
@@ -142,6 +153,7 @@ def running_cluster(
     log = root / "server.log"
     started = subprocess.run(
         [
+            *(["ip", "netns", "exec", netns] if netns else []),
             *prefix,
             str(binary / "pg_ctl"),
             "-D",
@@ -163,20 +175,20 @@ def running_cluster(
     pid_file = datadir / "postmaster.pid"
     pid = int(pid_file.read_text().split()[0]) if pid_file.exists() else 0
     try:
-        if not pid or not _ready(port):
+        if not pid or not _ready(host, port):
             text = log.read_text(errors="replace") if log.exists() else "(no log)"
             text += f"\npg_ctl: {started.stdout!r} {started.stderr!r}"
             raise RuntimeError(f"the test PostgreSQL cluster did not start:\n{text}")
-        yield Cluster(datadir, port, socket_dir, user, pid)
+        yield Cluster(datadir, port, socket_dir, user, pid, host)
     finally:
         if pid:
             _stop(pid)
 
 
-def _ready(port: int) -> bool:
+def _ready(host: str, port: int) -> bool:
     deadline = time.monotonic() + DEADLINE
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+        with contextlib.suppress(OSError), socket.create_connection((host, port), 1):
             return True
         time.sleep(0.05)
     return False

@@ -80,6 +80,29 @@ _FLUSH = (
 #: not for the WAL flush (see the module's docstring).
 ORDINARY_COMMIT = "off"
 
+#: libpq's parameters on every connection Ketter opens to the database
+#: (the job store's, the queue's): a server whose host vanished (power
+#: lost, network cut: no FIN, no RST) is noticed, not waited for. Without
+#: them a statement sent to it waited for TCP's retransmissions (~15 min)
+#: and one waiting for its answer for the kernel's keepalive (2 h): every
+#: worker thread and the watcher hung, the routes never paused. A statement
+#: whose data the server's host has not acknowledged for
+#: ``tcp_user_timeout`` ms fails; an idle connection, or one waiting for a
+#: long statement's answer, fails once TCP's probes (from ``keepalives_idle``
+#: s on, every ``keepalives_interval`` s) have gone unanswered for as long
+#: (Linux ends it at ``tcp_user_timeout`` when it is set; a live server's
+#: kernel answers the probes however long the statement runs). Both are
+#: about 30 s. Either way the store's guard pauses the routes, as for a
+#: database that is down.
+LIVENESS: dict[str, int] = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 4,
+    "tcp_user_timeout": 30_000,
+}
+
 #: The database's clock as Unix seconds, the clock of every lease on
 #: PostgreSQL (several nodes, no node's clock trusted): ``now()``, the start
 #: of the transaction, so every comparison in one claim sees one instant.
@@ -359,7 +382,7 @@ def connect(dsn: str, *, password: str | None = None, read_only: bool = False) -
     options = f"-c synchronous_commit={ORDINARY_COMMIT}"
     if read_only:
         options += " -c default_transaction_read_only=on"
-    params: dict[str, Any] = {"options": options}
+    params: dict[str, Any] = {"options": options, **LIVENESS}
     if password is not None:
         params["password"] = password
     db = PgStoreDatabase(dsn, prefer_psycopg3=True, autoconnect=True, **params)

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 #: The first key of every route lock ("ketr").
 ROUTE_LOCKS = 0x6B657472
-#: Seconds to wait for a connection; keepalives notice a dead server.
+#: Seconds to wait for a connection; keepalives and ``tcp_user_timeout``
+#: notice a server whose host vanished.
 CONNECT_TIMEOUT = 5
 
 
@@ -119,6 +120,10 @@ class RouteLocks:
             "keepalives_idle": 5,
             "keepalives_interval": 2,
             "keepalives_count": 3,
+            # A statement sent to a server whose host vanished fails instead
+            # of waiting for TCP's retransmissions (~15 min): keepalives are
+            # not sent while data waits for its acknowledgement.
+            "tcp_user_timeout": max(1000, int(self.ttl * 1000 / 3)),
             # Who holds a lock, for psql: pg_locks joined with pg_stat_activity.
             "application_name": f"ketter watcher {self.node}"[:63],
         }

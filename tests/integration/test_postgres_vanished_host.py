@@ -1,0 +1,140 @@
+"""The database's host vanishes (power lost, a cable pulled: no FIN, no
+RST), not just its server process: every connection Ketter holds to it
+notices, within the bounds of :data:`ketter.store.postgres.db.LIVENESS`,
+instead of waiting for TCP — ~15 minutes for a statement sent, 2 hours
+for one waiting for its answer, during which every worker thread and the
+watcher hung and no route paused.
+
+The server runs in a network namespace of its own, reached over a veth
+link; "vanishing" is taking the link down on the server's side, so that
+the test's packets are dropped without an answer, as for a dead host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ketter.audit.chain import AuditChain
+from ketter.store.postgres import open_pg_job_store
+from ketter.store.postgres.db import LIVENESS
+from ketter.store.postgres.route_locks import RouteLocks
+from ketter.store.queue_postgres import pg_queue
+from tests.contract.seed import put_job
+from tests.pg import Cluster, running_cluster
+
+pytestmark = pytest.mark.slow
+
+#: A statement sent: it fails once unacknowledged for tcp_user_timeout.
+SENT = LIVENESS["tcp_user_timeout"] / 1000
+#: A statement waiting for its answer: once the keepalive probes went
+#: unanswered (Linux ends the connection at tcp_user_timeout, when set,
+#: rather than after keepalives_count probes).
+WAITING = max(
+    SENT,
+    LIVENESS["keepalives_idle"] + LIVENESS["keepalives_count"] * LIVENESS["keepalives_interval"],
+)
+#: Slack for the kernel's retransmission and probe timers.
+SLACK = 15.0
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@contextlib.contextmanager
+def server_behind_a_link() -> Iterator[tuple[Cluster, Callable[[], None]]]:
+    """A cluster in its own network namespace, and what cuts its link."""
+    tag = f"{os.getpid() % 10_000}"
+    ns, near, far = f"ketter-pg-{tag}", f"kpn{tag}", f"kpf{tag}"
+    net = f"10.213.{os.getpid() % 250}"
+    home = Path(tempfile.mkdtemp(prefix="ketter-pg-link-"))
+    _ip("netns", "add", ns)
+    try:
+        _ip("link", "add", near, "type", "veth", "peer", "name", far)
+        _ip("link", "set", far, "netns", ns)
+        _ip("addr", "add", f"{net}.1/30", "dev", near)
+        _ip("link", "set", near, "up")
+        _ip("netns", "exec", ns, "ip", "addr", "add", f"{net}.2/30", "dev", far)
+        _ip("netns", "exec", ns, "ip", "link", "set", far, "up")
+        _ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        with running_cluster(home / "cluster", host=f"{net}.2", netns=ns) as cluster:
+            yield cluster, lambda: _ip("netns", "exec", ns, "ip", "link", "set", far, "down")
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            _ip("link", "del", near)
+        _ip("netns", "del", ns)
+
+
+class Outcome:
+    """What a blocking call did, in a thread: its error and when."""
+
+    def __init__(self, call: Callable[[], object]) -> None:
+        self.error: BaseException | None = None
+        self.seconds: float | None = None
+        self._call = call
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Outcome:
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self._call()
+        except BaseException as exc:  # what the test asserts
+            self.error = exc
+        self.seconds = time.monotonic() - self._started
+
+    def wait(self, timeout: float) -> None:
+        self._thread.join(max(0.0, timeout))
+
+
+def test_every_connection_notices_a_vanished_database_host() -> None:
+    with server_behind_a_link() as (cluster, cut):
+        dsn = cluster.dsn()
+        store = open_pg_job_store(dsn, AuditChain(node="n1"))
+        job = put_job(store)
+        waiting = open_pg_job_store(dsn, AuditChain(node="n1"), migrate=False)
+        queue = pg_queue("ketter", dsn)
+        locks = RouteLocks(dsn, None, ["ingest"], node="n1", ttl=6.0)
+        assert locks.refresh() == {"ingest"}
+        queue.storage.enqueue(b"before", 0)  # the queue's connection is open
+        # A statement the server has and works on when the host vanishes.
+        long = Outcome(lambda: waiting.db.execute_sql("SELECT pg_sleep(600)")).start()
+        time.sleep(1.0)
+        cut()
+        cut_at = time.monotonic()
+        sent = Outcome(lambda: store.get_job(job)).start()
+        rung = Outcome(lambda: queue.storage.enqueue(b"after", 0)).start()
+        held: dict[str, object] = {}
+        lock = Outcome(lambda: held.update(routes=locks.refresh())).start()
+
+        lock.wait(6.0 / 3 + SLACK - (time.monotonic() - cut_at))
+        sent.wait(SENT + SLACK - (time.monotonic() - cut_at))
+        rung.wait(SENT + SLACK - (time.monotonic() - cut_at))
+        long.wait(WAITING + 1.0 + SLACK - (time.monotonic() - cut_at))
+
+        # The route locks' connection (tcp_user_timeout ttl/3): lost, nothing held.
+        assert lock.seconds is not None, "the route locks' refresh still hangs"
+        assert held["routes"] == set() and locks.problem, locks.problem
+        # The job store's statement sent to the vanished host, and the queue's.
+        for name, outcome in (("store", sent), ("queue", rung)):
+            assert outcome.seconds is not None, f"the {name}'s statement still hangs"
+            assert outcome.error is not None, f"the {name}'s statement succeeded?"
+        # The statement waiting for its answer (keepalives).
+        assert long.seconds is not None, "the statement waiting for an answer still hangs"
+        assert long.error is not None
+        for handle in (store, waiting):
+            with contextlib.suppress(Exception):
+                handle.close()
+        locks.close()
