@@ -108,6 +108,13 @@ class Watcher:
         #: One watcher per route across nodes (PostgreSQL; None on SQLite):
         #: a route is watched only while this watcher holds its lock.
         self.locks = locks
+        if locks is not None:
+            # Nothing is held yet: the first refresh asks for every route
+            # whose root is there (a route "leading" but not watched yet was
+            # not asked for, so the watcher started a lock_interval late,
+            # saying each route was held by another watcher).
+            for route in self.routes:
+                route.leading = False
         self.lock_interval = max(
             0.5, min([config.lease.ttl / 2] + [r.poll_interval for r in config.routes])
         )
@@ -199,7 +206,8 @@ class Watcher:
         connection is lost (the store unavailable: every route paused)."""
         if self.locks is None:
             return False
-        if self.clock() >= self._next_lock_check:
+        refreshed = self.clock() >= self._next_lock_check
+        if refreshed:
             self._next_lock_check = self.clock() + self.lock_interval
             # A route whose root this node has lost (a mount gone) is given
             # back, and not asked for while it stays so: another node that
@@ -212,16 +220,28 @@ class Watcher:
             }
             held = self.locks.refresh(wanted)
             for route in self.routes:
-                if route.route.name in held:
-                    route.lead()
-                else:
-                    route.follow()
+                try:
+                    if route.route.name in held:
+                        route.lead()
+                    else:
+                        route.follow()
+                except Exception:
+                    # As a route's tick: its root failing as it starts (gone
+                    # since it was checked) must not stop the watcher; the
+                    # route's next tick starts it or reports it lost.
+                    log.exception(
+                        "route lead/follow failed", **job_fields(route=route.route.name)
+                    )
         error = self.locks.error
         if error is None:
             return False
         guard = self.store.guard
-        if guard is not None and guard.is_unwritable(error):
-            guard.write_failed(error)  # the status file says the store is unavailable
+        if refreshed and guard is not None and guard.is_unwritable(error):
+            # This refresh failed: the status file says the store is
+            # unavailable. An earlier refresh's error is not said again: the
+            # store may have come back since (the heartbeat's probe), and
+            # the locks are asked for again at the next tick.
+            guard.write_failed(error)
         return True
 
     def scan_once(self) -> list[int]:
@@ -258,6 +278,7 @@ class Watcher:
         if guard is not None and guard.write_ok():
             for route in self.routes:  # catch up on what arrived while paused
                 route.request_rescan()
+            self._next_lock_check = 0.0  # the route locks asked for again at once
 
     def close(self) -> None:
         """Record ``watcher_stopped`` (the chain and the log) and stop the
