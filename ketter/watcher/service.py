@@ -229,9 +229,7 @@ class Watcher:
                     # As a route's tick: its root failing as it starts (gone
                     # since it was checked) must not stop the watcher; the
                     # route's next tick starts it or reports it lost.
-                    log.exception(
-                        "route lead/follow failed", **job_fields(route=route.route.name)
-                    )
+                    log.exception("route lead/follow failed", **job_fields(route=route.route.name))
         error = self.locks.error
         if error is None:
             return False
