@@ -26,6 +26,7 @@ import contextlib
 import errno
 import os
 import re
+import stat
 import threading
 import time
 import uuid
@@ -53,12 +54,20 @@ def marker_name(route: str) -> str:
 
 def read_marker(path: str) -> str | None:
     """The id in the marker file ``path``; None when there is no such file.
-    Raises OSError when it cannot be read (the share is not reachable)."""
+    Raises OSError when it cannot be read (the share is not reachable), and
+    when it is not a regular file: a symlink is not followed (one planted
+    there could lend a wrong share the right id) and a FIFO does not hang
+    the worker that reads it."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MARKER_MAX)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        data = os.read(fd, MARKER_MAX)
+    finally:
+        os.close(fd)
     return data.decode("ascii", "replace").strip()
 
 

@@ -102,3 +102,23 @@ def test_a_copy_routes_source_is_never_written(job_store: JobStore, tmp_path: Pa
     assert read_marker(str(tmp_path / "share" / "dst" / marker_name("dub")))
     assert job_store.share_marker("dub", "source") is None
     assert job_store.share_marker("dub", "destination") is not None
+
+
+def test_a_marker_that_is_no_regular_file_is_refused(job_store: JobStore, tmp_path: Path) -> None:
+    """A symlink at the marker's name is not followed (it could lend a wrong
+    share the right id), a FIFO does not hang the check: the route waits,
+    saying the marker cannot be read."""
+    right = _route(tmp_path / "share")
+    assert ShareCheck(job_store, "n1").problem(right) is None
+    name = marker_name("dub")
+    good = tmp_path / "share" / "dst" / name
+    wrong = _route(tmp_path / "other")
+    (tmp_path / "other" / "src" / name).symlink_to(tmp_path / "share" / "src" / name)
+    os.symlink(good, tmp_path / "other" / "dst" / name)
+    problem = ShareCheck(job_store, "n2").problem(wrong)
+    assert problem is not None and "cannot be read" in problem, problem
+    for side in ("src", "dst"):
+        os.unlink(tmp_path / "other" / side / name)
+        os.mkfifo(tmp_path / "other" / side / name)
+    problem = ShareCheck(job_store, "n2").problem(wrong)  # returns: no reader blocks
+    assert problem is not None and "cannot be read" in problem, problem
