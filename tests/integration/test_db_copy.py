@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
+from ketter.store.copy import BATCH, CopyRefused, _same_chains, chain_digest
+from ketter.store.postgres.db import connect
 from tests.conftest import KETTER, cli_env
 
 CONFIG = """\
@@ -174,3 +177,33 @@ def test_copy_refuses_a_bad_dsn_and_a_missing_store(tmp_path: Path) -> None:
     assert unreachable.returncode == 2, unreachable
     assert "cannot reach the database" in unreachable.stderr, unreachable
     assert "Traceback" not in unreachable.stderr, unreachable.stderr
+
+
+def test_the_chains_are_compared_event_by_event(pg_cluster: Any) -> None:
+    """The check before the commit walks both chains side by side (a batch
+    at a time, not all in memory): the same hashes give the digest of the
+    whole chain; one that differs, or one missing on either side, refuses."""
+    hashes = [f"{i:064x}" for i in range(BATCH * 2 + 5)]
+    db = connect(_empty_database(pg_cluster, "ketter_copy_chains"))
+    db.execute_sql("CREATE TABLE events (id integer PRIMARY KEY, hash text NOT NULL)")
+    db.execute_sql(
+        "INSERT INTO events SELECT i, lpad(to_hex(i - 1), 64, '0') FROM generate_series(1, %s) i",
+        (len(hashes),),
+    )
+
+    def walk(ours: list[str]) -> str:
+        src = sqlite3.connect(":memory:")
+        src.execute("CREATE TABLE events (id integer PRIMARY KEY, hash text)")
+        src.executemany("INSERT INTO events VALUES (?, ?)", list(enumerate(ours, start=1)))
+        with db.atomic():
+            return chain_digest(_same_chains(src, db, "the target", [0]))
+
+    assert walk(hashes) == chain_digest(hashes)
+    changed = [*hashes[:-3], "f" * 64, *hashes[-2:]]
+    with pytest.raises(CopyRefused, match=f"after the {len(hashes) - 3}th"):
+        walk(changed)
+    with pytest.raises(CopyRefused):
+        walk(hashes[:-1])  # one event fewer here
+    with pytest.raises(CopyRefused):
+        walk([*hashes, "e" * 64])  # one more here
+    db.close()
