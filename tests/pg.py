@@ -90,6 +90,7 @@ def running_cluster(
     settings: dict[str, str] | None = None,
     host: str = "127.0.0.1",
     netns: str | None = None,
+    listen: str | None = None,
 ) -> Iterator[Cluster]:
     """Start a cluster under ``root`` (created; must be new), yield it, stop
     it by its pid whatever happens. The tests' cluster skips ``fsync`` (its
@@ -97,7 +98,8 @@ def running_cluster(
     benchmark compares it with SQLite's fsynced commits:
     benchmarks/watcher_pg.py). ``settings``: more server settings (``-c
     name=value``). ``netns``: the server runs in that network namespace,
-    listening on ``host`` there (a test that cuts the network to it)."""
+    listening on ``host`` there (a test that cuts the network to it), or on
+    ``listen`` (``*``: every address of the namespace)."""
     binary = server_bin()
     if os.geteuid() == 0:
         account = pwd.getpwnam(ACCOUNT)
@@ -143,7 +145,7 @@ def running_cluster(
             hba.write("host all all samenet trust\n")
     port = free_port()
     options = (
-        f"-c listen_addresses={host} -c port={port} "
+        f"-c listen_addresses={listen or host} -c port={port} "
         f"-c unix_socket_directories={socket_dir} -c max_connections=200"
     )
     if not durable:

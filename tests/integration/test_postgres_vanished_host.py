@@ -6,20 +6,17 @@ for one waiting for its answer, during which every worker thread and the
 watcher hung and no route paused.
 
 The server runs in a network namespace of its own, reached over a veth
-link; "vanishing" is taking the link down on the server's side, so that
-the test's packets are dropped without an answer, as for a dead host.
+link (:mod:`tests.netns`); "vanishing" is taking the link down on the
+server's side, so that the test's packets are dropped without an answer,
+as for a dead host.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -29,7 +26,7 @@ from ketter.store.postgres.db import LIVENESS
 from ketter.store.postgres.route_locks import RouteLocks
 from ketter.store.queue_postgres import pg_queue
 from tests.contract.seed import put_job
-from tests.pg import Cluster, running_cluster
+from tests.netns import server_behind_links
 
 pytestmark = pytest.mark.slow
 
@@ -44,34 +41,6 @@ WAITING = max(
 )
 #: Slack for the kernel's retransmission and probe timers.
 SLACK = 15.0
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
-@contextlib.contextmanager
-def server_behind_a_link() -> Iterator[tuple[Cluster, Callable[[], None]]]:
-    """A cluster in its own network namespace, and what cuts its link."""
-    tag = f"{os.getpid() % 10_000}"
-    ns, near, far = f"ketter-pg-{tag}", f"kpn{tag}", f"kpf{tag}"
-    net = f"10.213.{os.getpid() % 250}"
-    home = Path(tempfile.mkdtemp(prefix="ketter-pg-link-"))
-    _ip("netns", "add", ns)
-    try:
-        _ip("link", "add", near, "type", "veth", "peer", "name", far)
-        _ip("link", "set", far, "netns", ns)
-        _ip("addr", "add", f"{net}.1/30", "dev", near)
-        _ip("link", "set", near, "up")
-        _ip("netns", "exec", ns, "ip", "addr", "add", f"{net}.2/30", "dev", far)
-        _ip("netns", "exec", ns, "ip", "link", "set", far, "up")
-        _ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
-        with running_cluster(home / "cluster", host=f"{net}.2", netns=ns) as cluster:
-            yield cluster, lambda: _ip("netns", "exec", ns, "ip", "link", "set", far, "down")
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            _ip("link", "del", near)
-        _ip("netns", "del", ns)
 
 
 class Outcome:
@@ -100,8 +69,9 @@ class Outcome:
 
 
 def test_every_connection_notices_a_vanished_database_host() -> None:
-    with server_behind_a_link() as (cluster, cut):
-        dsn = cluster.dsn()
+    with server_behind_links() as (cluster, (link,)):
+        dsn = link.dsn(cluster)
+        cut = link.cut
         store = open_pg_job_store(dsn, AuditChain(node="n1"))
         job = put_job(store)
         waiting = open_pg_job_store(dsn, AuditChain(node="n1"), migrate=False)
@@ -138,3 +108,34 @@ def test_every_connection_notices_a_vanished_database_host() -> None:
             with contextlib.suppress(Exception):
                 handle.close()
         locks.close()
+
+
+def test_a_route_lock_moves_within_half_the_lease_when_its_holders_host_vanishes() -> None:
+    """A watcher's whole machine stops answering (its link cut; another node
+    reaches the server over a second link): the server's keepalives on the
+    holder's session end it and free the route's lock within about half of
+    ``lease.ttl``, so that with the other watcher's ``lock_interval`` (at
+    most ``lease.ttl``/2) the route is watched again within the lease. The
+    cut-off holder learns it has lost the lock at its next refresh."""
+    ttl = 6.0
+    with server_behind_links(2) as (cluster, (theirs, ours)):
+        holder = RouteLocks(theirs.dsn(cluster), None, ["ingest"], node="a", ttl=ttl)
+        other = RouteLocks(ours.dsn(cluster), None, ["ingest"], node="b", ttl=ttl)
+        try:
+            assert holder.refresh() == {"ingest"}
+            assert other.refresh() == set()
+            theirs.cut()
+            cut_at = time.monotonic()
+            while time.monotonic() - cut_at < ttl + SLACK and other.refresh() != {"ingest"}:
+                time.sleep(0.2)
+            took = time.monotonic() - cut_at
+            assert other.held == {"ingest"}, f"not taken over {took:.1f} s after the cut"
+            # The server's keepalive timers (1 s granularity here) and this
+            # loop's 0.2 s: half the lease, and a second.
+            assert took <= ttl / 2 + 1.0, f"taken over {took:.1f} s after the cut"
+            lost = Outcome(holder.refresh).start()
+            lost.wait(ttl / 3 + SLACK)
+            assert lost.seconds is not None and holder.held == set() and holder.problem
+        finally:
+            holder.close()
+            other.close()

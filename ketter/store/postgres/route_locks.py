@@ -54,7 +54,7 @@ class RouteLocks:
     ) -> None:
         self.dsn = dsn
         #: The server drops this session (and frees its locks) within about
-        #: two thirds of ``ttl`` once the holder's machine stops answering.
+        #: half of ``ttl`` once the holder's machine stops answering.
         self.ttl = ttl
         self.node = node
         self.password = password
@@ -128,13 +128,15 @@ class RouteLocks:
             "application_name": f"ketter watcher {self.node}"[:63],
         }
         # The server's own keepalives on this session: a holder whose whole
-        # machine died (no FIN, no RST) loses its locks within ~2/3 lease.ttl
-        # instead of the kernel's two hours (TCP only; on a unix socket the
-        # server and the holder die together).
-        idle, interval = max(1, int(self.ttl / 3)), max(1, int(self.ttl / 6))
+        # machine died (no FIN, no RST) loses its locks within about half of
+        # lease.ttl instead of the kernel's two hours, so that with the other
+        # watchers' lock_interval (at most lease.ttl/2) the route is watched
+        # again within the lease (TCP only; on a unix socket the server and
+        # the holder die together).
+        idle, interval = max(1, int(self.ttl / 4)), max(1, int(self.ttl / 8))
         params["options"] = (
             f"-c tcp_keepalives_idle={idle} -c tcp_keepalives_interval={interval} "
-            f"-c tcp_keepalives_count=2 -c tcp_user_timeout={int(self.ttl * 1000 * 2 / 3)}"
+            f"-c tcp_keepalives_count=2 -c tcp_user_timeout={int(self.ttl * 1000 / 2)}"
         )
         if self.password is not None:
             params["password"] = self.password
