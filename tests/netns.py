@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -42,20 +43,41 @@ class Link:
         ip("netns", "exec", self.ns, "ip", "link", "set", self.far, "down")
 
 
+#: How many namespaces (and subnets, 10.213.<2k>.0/30 and up) there are to
+#: claim: two test runs at once, or one killed before it cleaned up, take
+#: other ones.
+SLOTS = 120
+
+
+def _claim() -> tuple[int, str]:
+    """A namespace of our own: ``ip netns add`` fails for a name in use, so
+    creating it is the claim."""
+    start = os.getpid() % SLOTS
+    for k in range(SLOTS):
+        slot = (start + k) % SLOTS
+        ns = f"ketter-pg-{slot}"
+        try:
+            ip("netns", "add", ns)
+        except subprocess.CalledProcessError:
+            continue
+        return slot, ns
+    raise RuntimeError(f"no free network namespace among ketter-pg-0…{SLOTS - 1}")
+
+
 @contextlib.contextmanager
 def server_behind_links(links: int = 1) -> Iterator[tuple[Cluster, list[Link]]]:
     """A cluster in its own namespace, listening on every link's address."""
-    tag = os.getpid() % 10_000
-    ns = f"ketter-pg-{tag}"
+    slot, ns = _claim()
     made: list[str] = []
     home = Path(tempfile.mkdtemp(prefix="ketter-pg-net-"))
-    ip("netns", "add", ns)
     try:
         ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
         found: list[Link] = []
         for i in range(links):
-            near, far = f"kpn{tag}x{i}", f"kpf{tag}x{i}"
-            net = f"10.213.{(tag % 120) * 2 + i}"
+            near, far = f"kpn{slot}x{i}", f"kpf{slot}x{i}"
+            net = f"10.213.{slot * 2 + i}"
+            with contextlib.suppress(subprocess.CalledProcessError):
+                ip("link", "del", near)  # left by a run that was killed
             ip("link", "add", near, "type", "veth", "peer", "name", far)
             made.append(near)
             ip("link", "set", far, "netns", ns)
@@ -73,3 +95,4 @@ def server_behind_links(links: int = 1) -> Iterator[tuple[Cluster, list[Link]]]:
             with contextlib.suppress(subprocess.CalledProcessError):
                 ip("link", "del", near)
         ip("netns", "del", ns)
+        shutil.rmtree(home, ignore_errors=True)

@@ -136,8 +136,9 @@ def copy_store(
         if live and not force:
             raise CopyRefused(
                 f"the node's services are running ({'; '.join(live)}): stop "
-                "`ketter workers` and `ketter watcher` first (systemctl stop), or pass "
-                "--force to copy a store that may change under the copy"
+                "`ketter workers`, `ketter watcher` and `ketter api` first (systemctl "
+                "stop ketter.target ketter-api), or pass --force to copy a store that "
+                "may change under the copy"
             )
         src_migrations = [
             r[0] for r in src.execute(f'SELECT name FROM "{MIGRATIONS_TABLE}" ORDER BY name')

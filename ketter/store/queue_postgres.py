@@ -15,7 +15,7 @@ from typing import Any
 from huey import PostgresHuey
 from huey.storage import PostgresStorage
 
-from ketter.store.postgres.db import LIVENESS, ORDINARY_COMMIT
+from ketter.store.postgres.db import ORDINARY_COMMIT, liveness
 
 #: Advisory-lock key of the queue's table creation (the job store's are in
 #: :mod:`ketter.store.postgres.db`).
@@ -114,7 +114,10 @@ def pg_queue(name: str, dsn: str, *, password: str | None = None, **kwargs: Any)
     """The Huey app on the PostgreSQL database ``dsn`` (results off)."""
     # An enqueue need not wait for the WAL flush: the job row is the truth,
     # and the sweep rings a job again whose task was lost with a server crash.
-    params: dict[str, Any] = {"options": f"-c synchronous_commit={ORDINARY_COMMIT}", **LIVENESS}
+    params: dict[str, Any] = {
+        "options": f"-c synchronous_commit={ORDINARY_COMMIT}",
+        **liveness(dsn),
+    }
     if password is not None:
         params["password"] = password
     return PgDoorbell(

@@ -600,3 +600,26 @@ def test_deadlocks_and_serialization_failures_count_as_outages() -> None:
     assert not is_unavailable(psycopg.errors.UniqueViolation("duplicate key"))
     assert not is_unavailable(psycopg.errors.UndefinedColumn("no such column"))
     assert not is_unavailable(ValueError("x"))
+
+
+def test_every_connection_notices_a_vanished_host_unless_the_dsn_says_otherwise(
+    pg_dsn: str,
+) -> None:
+    """libpq's keepalives and tcp_user_timeout on the job store's connection
+    (tests/integration/test_postgres_vanished_host.py shows what they do);
+    a value the operator put in the DSN wins."""
+    from ketter.store.postgres.db import LIVENESS
+
+    def options(dsn: str) -> dict[str, str]:
+        db = connect(dsn)
+        try:
+            info = db.connection().pgconn.info
+            return {o.keyword.decode(): (o.val or b"").decode() for o in info}
+        finally:
+            db.close()
+
+    plain = options(pg_dsn)
+    assert {k: plain[k] for k in LIVENESS} == {k: str(v) for k, v in LIVENESS.items()}
+    own = options(f"{pg_dsn}?connect_timeout=60&tcp_user_timeout=5000")
+    assert (own["connect_timeout"], own["tcp_user_timeout"]) == ("60", "5000")
+    assert own["keepalives_idle"] == str(LIVENESS["keepalives_idle"])

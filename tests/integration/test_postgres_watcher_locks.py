@@ -77,7 +77,7 @@ def test_a_store_back_from_an_outage_stays_back(pg_dsn: str, tmp_path: Path) -> 
         with psycopg.connect(pg_dsn, autocommit=True) as admin:
             ended = admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name LIKE 'ketter watcher%'"
+                "WHERE application_name LIKE 'ketter watcher%' AND datname = current_database()"
             ).fetchall()
         assert ended == [(True,)]
         clock.now += watcher.lock_interval

@@ -29,6 +29,8 @@ def _refuses_a_shared_commit(reader: JobStore, writer: JobStore, where: str) -> 
     with pytest.raises(ReadOnlyStore, match="open for reading only") as refused:
         reader.commit_together([item, item])
     assert where in str(refused.value)
+    with pytest.raises(ReadOnlyStore):  # one item: the path without a try whole
+        reader.commit_together([item])
     assert ran == []  # refused before any item ran
     assert writer.events_after(0, limit=10) == []
     assert reader.get_job(job).state == "detected"  # its reads still work

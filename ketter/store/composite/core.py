@@ -174,6 +174,11 @@ class CompositeCore(abc.ABC):
     flattens = False
 
     @abc.abstractmethod
+    def _ensure_writable(self) -> None:
+        """Raise when the store was opened for reading only (a backend that
+        can be: :class:`ketter.store.sql.core.ReadOnlyStore`)."""
+
+    @abc.abstractmethod
     def _settle(self) -> bool:
         """At the end of a :meth:`_flat` block: send what the backend held
         back in it; ``False`` when one of them was refused (the caller rolls

@@ -56,6 +56,7 @@ class CompositeManifests(CompositeCore):
             )
 
     def commit_together(self, work: Sequence[Callable[[], object]]) -> list[Exception | None]:
+        self._ensure_writable()  # before any item runs, on every path
         # At the top level only: inside an open transaction the try would be a
         # savepoint, and a rolled-back one keeps no memory of held-back work.
         # Tried whole first, without a savepoint per item (two statements

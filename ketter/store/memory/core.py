@@ -146,6 +146,9 @@ class MemoryCore(CompositeCore):
         """Nothing is held back in memory."""
         return True
 
+    def _ensure_writable(self) -> None:
+        """The memory store is never opened for reading only."""
+
     def _sealed_later(self) -> bool:
         """Sealed once, on the real head: a shared commit in memory holds
         its lock from the start."""

@@ -45,8 +45,10 @@ class PgBackend:
     def exists(self) -> bool:
         import psycopg
 
+        from ketter.store.postgres.db import liveness
+
         try:
-            with psycopg.connect(self.dsn, password=self._password(), connect_timeout=10) as conn:
+            with psycopg.connect(self.dsn, password=self._password(), **liveness(self.dsn)) as conn:
                 row = conn.execute("SELECT to_regclass('public.schema_migration')").fetchone()
         except psycopg.Error as exc:
             raise StoreUnreadable(f"{self.where}: {exc}") from exc
@@ -135,8 +137,10 @@ class PgBackend:
     def probe_queue(self) -> tuple[str, str]:
         import psycopg
 
+        from ketter.store.postgres.db import liveness
+
         try:
-            with psycopg.connect(self.dsn, password=self._password(), connect_timeout=10) as conn:
+            with psycopg.connect(self.dsn, password=self._password(), **liveness(self.dsn)) as conn:
                 conn.execute("SELECT count(*) FROM huey_task").fetchone()
         except psycopg.errors.UndefinedTable:
             return self.where, "PostgresHuey, no message yet (its tables come with the workers)"

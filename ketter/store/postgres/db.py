@@ -103,6 +103,20 @@ LIVENESS: dict[str, int] = {
     "tcp_user_timeout": 30_000,
 }
 
+
+def liveness(dsn: str) -> dict[str, Any]:
+    """:data:`LIVENESS` but for what ``dsn`` sets itself (an operator's
+    longer ``connect_timeout`` for a slow link wins: psycopg lets keyword
+    arguments override the DSN's)."""
+    import psycopg
+
+    try:
+        given = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error:
+        given = {}  # a malformed DSN fails where it is used, with its own message
+    return {name: value for name, value in LIVENESS.items() if name not in given}
+
+
 #: The database's clock as Unix seconds, the clock of every lease on
 #: PostgreSQL (several nodes, no node's clock trusted): ``now()``, the start
 #: of the transaction, so every comparison in one claim sees one instant.
@@ -382,7 +396,7 @@ def connect(dsn: str, *, password: str | None = None, read_only: bool = False) -
     options = f"-c synchronous_commit={ORDINARY_COMMIT}"
     if read_only:
         options += " -c default_transaction_read_only=on"
-    params: dict[str, Any] = {"options": options, **LIVENESS}
+    params: dict[str, Any] = {"options": options, **liveness(dsn)}
     if password is not None:
         params["password"] = password
     db = PgStoreDatabase(dsn, prefer_psycopg3=True, autoconnect=True, **params)

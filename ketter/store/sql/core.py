@@ -119,8 +119,7 @@ class SqlCore(CompositeCore):
         the items run again, each in its savepoint. Reads run outside the
         transaction, as if before it: every write is a compare-and-set
         checked when it is sent."""
-        if getattr(self.db, "read_only", False):
-            raise ReadOnlyStore(f"the job store at {self.path} is open for reading only")
+        self._ensure_writable()
         turn = self._turn()
         if turn.depth or self.db.in_transaction():
             raise RuntimeError("a shared commit tried whole opens its own transaction")
@@ -139,6 +138,10 @@ class SqlCore(CompositeCore):
             self.db.refuse_writes(False)
             turn.depth = 0
             turn.reset()
+
+    def _ensure_writable(self) -> None:
+        if getattr(self.db, "read_only", False):
+            raise ReadOnlyStore(f"the job store at {self.path} is open for reading only")
 
     def _sealed_later(self) -> bool:
         return self._turn().lazy
