@@ -264,8 +264,8 @@ def _copy_table(
             f"{where} (a schema this Ketter does not know)"
         )
     if table in TRIGGER_FILLED:
-        # The triggers on jobs counted the copied jobs already; the source's
-        # rows are the ones to keep (compared below).
+        # Whatever a trigger counted is replaced by the source's rows, the
+        # ones to keep (compared below).
         db.execute_sql(f'DELETE FROM "{table}"')
     names = ", ".join(f'"{c}"' for c in columns)
     marks = ", ".join("%s" for _ in columns)
@@ -273,12 +273,22 @@ def _copy_table(
     cursor = src.execute(f'SELECT {names} FROM "{table}" ORDER BY rowid')
     count = 0
     pg = db.cursor()
+    # The counters' triggers on jobs are off while the rows go in (in this
+    # transaction only: the table is new, no one else sees it yet). Each one
+    # updated the same few job_counts rows once per job, and PostgreSQL walks
+    # a row's versions made in one transaction at every update: the copy grew
+    # with the square of the jobs (80,000 jobs 17.3 s, 20,000 1.8 s).
+    triggers_off = table == "jobs"
+    if triggers_off:
+        db.execute_sql('ALTER TABLE "jobs" DISABLE TRIGGER USER')
     while True:
         rows = cursor.fetchmany(BATCH)
         if not rows:
             break
         pg.executemany(insert, rows)
         count += len(rows)
+    if triggers_off:
+        db.execute_sql('ALTER TABLE "jobs" ENABLE TRIGGER USER')
     return count
 
 

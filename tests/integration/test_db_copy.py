@@ -76,6 +76,21 @@ def _sqlite_rows(path: Path) -> tuple[dict[str, int], list[tuple[int, str]]]:
     return counts, hashes
 
 
+def _job_counts_sqlite(path: Path) -> list[tuple[str, str, int, int]]:
+    con = sqlite3.connect(path)
+    try:
+        return _job_counts(con)
+    finally:
+        con.close()
+
+
+def _job_counts(conn: Any) -> list[tuple[str, str, int, int]]:
+    rows = conn.execute(
+        "SELECT route, state, jobs, bytes FROM job_counts WHERE jobs > 0 ORDER BY route, state"
+    ).fetchall()
+    return [(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+
 def test_copy_a_sqlite_node_into_postgresql(pg_cluster: Any, tmp_path: Path) -> None:
     config = tmp_path / "ketter.yaml"
     config.write_text(CONFIG.format(root=tmp_path))
@@ -118,6 +133,8 @@ def test_copy_a_sqlite_node_into_postgresql(pg_cluster: Any, tmp_path: Path) -> 
     assert held.returncode == 0, held.stderr
     counts, hashes = _sqlite_rows(tmp_path / "state" / "ketter.db")
     assert counts["jobs"] == 4 and len(hashes) > 20 and counts["api_tokens"] == 1
+    job_counts = _job_counts_sqlite(tmp_path / "state" / "ketter.db")
+    assert sum(jobs for _, _, jobs, _ in job_counts) == 4
 
     # Stopped cleanly a moment ago: the heartbeats are fresh but say so, and
     # the copy needs no --force (a killed node's would; see below).
@@ -130,6 +147,9 @@ def test_copy_a_sqlite_node_into_postgresql(pg_cluster: Any, tmp_path: Path) -> 
             there = conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()
             assert there == (rows,), table
         assert conn.execute("SELECT id, hash FROM events ORDER BY id").fetchall() == hashes
+        # The counts per route and state are the source's (the triggers
+        # that keep them are off while the jobs go in, on again after).
+        assert _job_counts(conn) == job_counts
         # Byte paths survive as bytes.
         paths = conn.execute("SELECT source_path FROM jobs ORDER BY id").fetchall()
     assert bytes(paths[0][0]).startswith(os.fsencode(tmp_path))
@@ -155,7 +175,9 @@ def test_copy_a_sqlite_node_into_postgresql(pg_cluster: Any, tmp_path: Path) -> 
     with psycopg.connect(dsn) as conn:
         ids = [r[0] for r in conn.execute("SELECT id FROM jobs ORDER BY id").fetchall()]
         top = conn.execute("SELECT MAX(id) FROM events").fetchone()
+        counted = sum(jobs for _, _, jobs, _ in _job_counts(conn))
     assert ids == [*range(1, 5), 5]
+    assert counted == 5  # the new job counted: the triggers work again
     assert top is not None and top[0] > len(hashes)
     assert _ketter(moved, "audit", "verify").returncode == 0
 
