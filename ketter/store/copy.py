@@ -39,9 +39,6 @@ import peewee
 LIVE_COMPONENTS = ("workers", "watcher", "api")
 #: Rows sent to PostgreSQL per ``executemany``.
 BATCH = 1000
-#: Filled by triggers on ``jobs`` on both backends: emptied after the jobs
-#: are copied, then copied as they are.
-TRIGGER_FILLED = ("job_counts",)
 #: The migrations' own table: filled by migrating the target, compared.
 MIGRATIONS_TABLE = "schema_migration"
 
@@ -226,10 +223,7 @@ def _copy_in_one_transaction(
         report.migrations = upgrade(db)
         say(f"{where}: schema created ({len(report.migrations)} migrations)")
         target_columns = _target_columns(db)
-        ordered = [t for t in tables if t not in TRIGGER_FILLED] + [
-            t for t in tables if t in TRIGGER_FILLED
-        ]
-        for table in ordered:
+        for table in tables:
             report.tables[table] = _copy_table(src, db, table, target_columns, where)
             say(f"{table}: {report.tables[table]} row(s)")
         _fix_sequences(db, list(report.tables))
@@ -263,32 +257,27 @@ def _copy_table(
             f"table {table}: column(s) {', '.join(missing)} of the SQLite store are not in "
             f"{where} (a schema this Ketter does not know)"
         )
-    if table in TRIGGER_FILLED:
-        # Whatever a trigger counted is replaced by the source's rows, the
-        # ones to keep (compared below).
-        db.execute_sql(f'DELETE FROM "{table}"')
     names = ", ".join(f'"{c}"' for c in columns)
     marks = ", ".join("%s" for _ in columns)
     insert = f'INSERT INTO "{table}" ({names}) VALUES ({marks})'
     cursor = src.execute(f'SELECT {names} FROM "{table}" ORDER BY rowid')
     count = 0
     pg = db.cursor()
-    # The counters' triggers on jobs are off while the rows go in (in this
-    # transaction only: the table is new, no one else sees it yet). Each one
-    # updated the same few job_counts rows once per job, and PostgreSQL walks
-    # a row's versions made in one transaction at every update: the copy grew
-    # with the square of the jobs (80,000 jobs 17.3 s, 20,000 1.8 s).
-    triggers_off = table == "jobs"
-    if triggers_off:
-        db.execute_sql('ALTER TABLE "jobs" DISABLE TRIGGER USER')
+    # No trigger fires while the rows go in (in this transaction only: the
+    # tables are new, no one else sees them yet): every table is copied as it
+    # is, the ones triggers fill (job_counts) from the source too. The
+    # counters' triggers on jobs updated the same few job_counts rows once
+    # per job, and PostgreSQL walks a row's versions made in one transaction
+    # at every update: the copy grew with the square of the jobs (80,000
+    # jobs 17.3 s, 20,000 1.8 s).
+    db.execute_sql(f'ALTER TABLE "{table}" DISABLE TRIGGER USER')
     while True:
         rows = cursor.fetchmany(BATCH)
         if not rows:
             break
         pg.executemany(insert, rows)
         count += len(rows)
-    if triggers_off:
-        db.execute_sql('ALTER TABLE "jobs" ENABLE TRIGGER USER')
+    db.execute_sql(f'ALTER TABLE "{table}" ENABLE TRIGGER USER')
     return count
 
 
@@ -311,7 +300,7 @@ def _fix_sequences(db: Any, tables: list[str]) -> None:
         )
 
 
-def _same_chains(src: sqlite3.Connection, db: Any, where: str, counted: list[int]) -> Iterator[str]:
+def _same_chains(src: sqlite3.Connection, db: Any, where: str) -> Iterator[str]:
     """Each event's hash in order, the same on both sides, or
     :class:`CopyRefused` at the first that differs (or is missing)."""
     ours = src.execute("SELECT hash FROM events ORDER BY id")
@@ -319,14 +308,13 @@ def _same_chains(src: sqlite3.Connection, db: Any, where: str, counted: list[int
     theirs.itersize = BATCH
     try:
         theirs.execute("SELECT hash FROM events ORDER BY id")
-        for here, there in itertools.zip_longest(ours, theirs):
+        for same, (here, there) in enumerate(itertools.zip_longest(ours, theirs)):
             if here is None or there is None or here[0] != there[0]:
                 raise CopyRefused(
                     f"the events' hashes in {where} differ from the SQLite store's after "
-                    f"the copy (from the event after the {counted[0]}th on); nothing was "
+                    f"the copy (from the event after the {same}th on); nothing was "
                     "committed"
                 )
-            counted[0] += 1
             yield str(here[0])
     finally:
         theirs.close()
@@ -345,9 +333,8 @@ def _compare(src: sqlite3.Connection, db: Any, report: CopyReport, where: str) -
     # Both chains walked side by side, a batch at a time (a million jobs'
     # events do not all sit in memory twice): PostgreSQL's through a
     # server-side cursor in the copy's own transaction.
-    counted = [0]
-    report.chain_digest = chain_digest(_same_chains(src, db, where, counted))
-    report.events = counted[0]
+    report.chain_digest = chain_digest(_same_chains(src, db, where))
+    report.events = report.tables["events"]  # as many as compared above
     applied = sorted(
         r[0] for r in db.execute_sql(f'SELECT name FROM "{MIGRATIONS_TABLE}"').fetchall()
     )

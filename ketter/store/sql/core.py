@@ -119,7 +119,6 @@ class SqlCore(CompositeCore):
         the items run again, each in its savepoint. Reads run outside the
         transaction, as if before it: every write is a compare-and-set
         checked when it is sent."""
-        self._ensure_writable()
         turn = self._turn()
         if turn.depth or self.db.in_transaction():
             raise RuntimeError("a shared commit tried whole opens its own transaction")
