@@ -73,7 +73,9 @@ def test_members_that_read_back_alike_pass_and_one_that_differs_fails_naming_it(
     folder = bt + b"/dst"
     good = [_member(folder, b"f%03d" % i, os.urandom(4096 + i)) for i in range(40)]
     data = os.urandom(5000)
-    bad = _member(folder, b"bad \xff", data, on_disk=data[:100] + b"X" + data[101:])
+    bad = _member(
+        folder, b"bad \xff", data, on_disk=data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
+    )
     helper, fallbacks = _helper(folder, algo)
     try:
         helper.submit_batch(good[:20])
@@ -254,7 +256,7 @@ def test_without_the_helper_the_members_are_read_back_in_threads(
     folder = bt + b"/dst"
     data = os.urandom(4096)
     good = _member(folder, b"good", data)
-    bad = _member(folder, b"bad", data, on_disk=b"Y" + data[1:])
+    bad = _member(folder, b"bad", data, on_disk=bytes([data[0] ^ 0xFF]) + data[1:])
     helper, fallbacks = _helper(folder)
     try:
         helper.submit_batch([good])
