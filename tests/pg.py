@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.ports import free_port
+
 #: Where Debian's ``postgresql`` package puts the server binaries.
 BIN_GLOB = "/usr/lib/postgresql/*/bin"
 #: The unprivileged account the server runs as when the tests run as root.
@@ -51,12 +53,6 @@ def server_bin() -> Path:
             raise PostgresMissing(PostgresMissing.__doc__)
         return Path(on_path).parent
     return found[-1]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)

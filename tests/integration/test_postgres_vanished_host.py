@@ -151,9 +151,11 @@ def test_a_route_lock_moves_within_half_the_lease_when_its_holders_host_vanishes
                 time.sleep(0.2)
             took = time.monotonic() - cut_at
             assert other.held == {"ingest"}, f"not taken over {took:.1f} s after the cut"
-            # The server's keepalive timers (1 s granularity) and this loop's
-            # 0.2 s: half the lease, and a second and a half.
-            assert took <= ttl / 2 + 1.5, f"taken over {took:.1f} s after the cut"
+            # The server's keepalive timers (1 s granularity), this loop's
+            # 0.2 s and a loaded machine's delays: half the lease, and two
+            # and a half seconds (6.2 s measured on an idle machine; with the
+            # keepalives before 99a8782, 8 s).
+            assert took <= ttl / 2 + 2.5, f"taken over {took:.1f} s after the cut"
             lost = Outcome(holder.refresh).start().go()
             lost.wait(ttl / 3 + SLACK)
             assert lost.seconds is not None and holder.held == set() and holder.problem

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -13,12 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import KETTER, cli_env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.ports import free_port as free_port  # the API tests take it from here
 
 
 def write_config(tmp_path: Path, api: dict[str, Any], **top: Any) -> Path:
@@ -27,8 +21,9 @@ def write_config(tmp_path: Path, api: dict[str, Any], **top: Any) -> Path:
         (tmp_path / folder).mkdir(exist_ok=True)
     config = {
         "state_dir": str(tmp_path / "state"),
-        "routes": [{"name": "r", "source": str(tmp_path / "src"),
-                    "destination": str(tmp_path / "dst")}],
+        "routes": [
+            {"name": "r", "source": str(tmp_path / "src"), "destination": str(tmp_path / "dst")}
+        ],
         "api": api,
         **top,
     }
@@ -38,8 +33,13 @@ def write_config(tmp_path: Path, api: dict[str, Any], **top: Any) -> Path:
 
 
 def upgrade(config: Path) -> None:
-    done = subprocess.run([*KETTER, "--config", str(config), "db", "upgrade"], env=cli_env(),
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*KETTER, "--config", str(config), "db", "upgrade"],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -50,14 +50,19 @@ class ApiProcess:
         self.config = config
         self.log = config.parent / "api.log"
         self._log = self.log.open("wb")
-        self.proc = subprocess.Popen([*KETTER, "--config", str(config), "api"], env=cli_env(),
-                                     stdout=subprocess.DEVNULL, stderr=self._log)
+        self.proc = subprocess.Popen(
+            [*KETTER, "--config", str(config), "api"],
+            env=cli_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
 
     def wait_serving(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while "api serving on" not in self.stderr():
-            assert self.proc.poll() is None, f"ketter api exited {self.proc.returncode}:\n" \
-                + self.stderr()
+            assert self.proc.poll() is None, (
+                f"ketter api exited {self.proc.returncode}:\n" + self.stderr()
+            )
             assert time.monotonic() < deadline, "ketter api did not serve:\n" + self.stderr()
             time.sleep(0.05)
 

@@ -36,6 +36,8 @@ from typing import TypeVar
 
 import pytest
 
+from tests.ports import free_port
+
 T = TypeVar("T")
 
 #: tool → the Debian package that ships it (.ci/run installs them).
@@ -79,12 +81,6 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def listening(port: int) -> bool:

@@ -88,7 +88,9 @@ def test_rescan_does_not_duplicate(make_env) -> None:
 
 
 def test_slow_writer_is_not_enqueued_before_it_finishes(make_env) -> None:
-    env = make_env(ingest={"stable_seconds": "1s", "poll_interval": "0.2s"})
+    # The writer pauses 0.5 s: 2.5 s of stability leaves it 2 s of delay on
+    # a loaded machine before its pause could look like the end.
+    env = make_env(ingest={"stable_seconds": "2.5s", "poll_interval": "0.2s"})
     src = env.source("ingest")
     target = src / "growing.mxf"
     finished = threading.Event()

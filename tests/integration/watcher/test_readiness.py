@@ -56,7 +56,9 @@ def test_stale_marker_from_an_older_version(make_env) -> None:
 
 @pytest.mark.parametrize("watch", ["native", "polling"])
 def test_folder_as_unit_with_a_slow_writer_inside(make_env, watch: str) -> None:
-    env = make_env(ingest={"folders": "as_unit", "stable_seconds": "1s", "watch": watch})
+    # The writer pauses 0.4 s: 2.5 s of stability leaves it 2 s of delay on
+    # a loaded machine before its pause could look like the end.
+    env = make_env(ingest={"folders": "as_unit", "stable_seconds": "2.5s", "watch": watch})
     src = env.source("ingest")
     pkg = src / "PKG_001"
     done = threading.Event()
