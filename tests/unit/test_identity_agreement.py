@@ -4,12 +4,12 @@ as_unit folder the watcher detects would be refused as "changed"."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 from ketter.engine.source import FileEntry, inspect_source
 from ketter.engine.spec import TransferSpec
 from ketter.watcher.identity import folder_listing
+from tests.ctime import wait_past_ctime
 
 
 def test_engine_and_watcher_folder_listing_agree(tmp_path: Path) -> None:
@@ -37,9 +37,7 @@ def test_watcher_and_engine_both_see_a_rewrite_with_mtime_restored(tmp_path: Pat
     before = os.stat(path)
     plan = inspect_source(TransferSpec(), os.fsencode(path))
     assert plan.ctime_ns == before.st_ctime_ns
-    # ctime has the kernel's timestamp granularity: wait until it has moved on.
-    while time.time_ns() <= before.st_ctime_ns + 10_000_000:
-        time.sleep(0.01)
+    wait_past_ctime(before)
     with open(path, "r+b") as f:
         f.write(b"b" * 4096)
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))

@@ -15,6 +15,7 @@ from ketter.engine.copyio import check_source_final, open_source
 from ketter.engine.source import FileEntry, scan_tree
 from ketter.errors import SourceChanged
 from ketter.mounts import attributes_current
+from tests.ctime import wait_past_ctime
 
 
 def entry_of(folder: bytes, name: bytes) -> FileEntry:
@@ -51,6 +52,7 @@ def test_a_source_changed_while_copied_is_refused(
             os.utime(path + b".new", ns=(e.mtime_ns, e.mtime_ns))
             os.rename(path + b".new", path)
         elif change == "modified":  # through another descriptor: our fstat sees it
+            wait_past_ctime(os.stat(path))
             with open(path, "r+b") as f:
                 f.write(b"X")
             os.utime(path, ns=(e.mtime_ns, e.mtime_ns))  # the ctime still moves
