@@ -35,7 +35,7 @@ database = DatabaseProxy()
 TERMINAL_STATES = ("completed", "failed", "superseded", "cancelled")
 #: The others, in the order of :class:`ketter.jobs.states.State` (the claims'
 #: queries name them in this order: SQLite uses the partial index
-#: ``jobs_claim_route`` only for a query that repeats its condition).
+#: ``jobs_claim_order`` only for a query that repeats its condition).
 ACTIVE_STATES = tuple(s.value for s in State if s.value not in TERMINAL_STATES)
 
 
@@ -122,15 +122,14 @@ Job.add_index(ModelIndex(Job, (Job.source_key,), name="jobs_source_key"))
 Job.add_index(ModelIndex(Job, (Job.route, Job.id), name="jobs_route_id"))
 # The read model's --since/--until (0012); created_at never changes.
 Job.add_index(ModelIndex(Job, (Job.created_at,), name="jobs_created"))
-# The claims' search (0015, was 0014's ``jobs_claim_order`` without the
-# route): a route's active jobs best first (highest priority, then oldest),
-# walked in order and left after the first claimable ones; a partial index,
-# so the history's finished jobs are not in it.
+# The claims' search (0014): the active jobs best first (highest priority,
+# then oldest), walked in order and left after the first claimable ones; a
+# partial index, so the history's finished jobs are not in it.
 Job.add_index(
     ModelIndex(
         Job,
-        (Job.route, Job.priority.desc(), Job.id),
-        name="jobs_claim_route",
+        (Job.priority.desc(), Job.id),
+        name="jobs_claim_order",
         where=Job.state.in_(ACTIVE_STATES),
     )
 )
