@@ -37,7 +37,7 @@ def test_watcher_and_engine_both_see_a_rewrite_with_mtime_restored(tmp_path: Pat
     before = os.stat(path)
     plan = inspect_source(TransferSpec(), os.fsencode(path))
     assert plan.ctime_ns == before.st_ctime_ns
-    wait_past_ctime(before)
+    wait_past_ctime(path)
     with open(path, "r+b") as f:
         f.write(b"b" * 4096)
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))

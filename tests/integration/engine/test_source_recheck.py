@@ -52,7 +52,7 @@ def test_a_source_changed_while_copied_is_refused(
             os.utime(path + b".new", ns=(e.mtime_ns, e.mtime_ns))
             os.rename(path + b".new", path)
         elif change == "modified":  # through another descriptor: our fstat sees it
-            wait_past_ctime(os.stat(path))
+            wait_past_ctime(os.fsdecode(path))
             with open(path, "r+b") as f:
                 f.write(b"X")
             os.utime(path, ns=(e.mtime_ns, e.mtime_ns))  # the ctime still moves

@@ -386,12 +386,13 @@ def test_enqueue_sends_a_version_rewritten_in_place_not_a_metadata_change(env) -
     path = env.root / "b_in" / "take.wav"
     route = env.config.route("b")
 
+    wait_past_ctime(path)
     os.chmod(path, 0o600)  # ctime moves, bytes do not
     (again,) = submit_path(env.store, env.config, route, os.fsencode(path), now=env.clock.now)
     assert not again.created and "was delivered" in again.message
 
     st = path.stat()
-    wait_past_ctime(st)
+    wait_past_ctime(path)
     with open(path, "r+b") as fh:
         fh.write(b"b" * 4096)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
