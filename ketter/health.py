@@ -439,6 +439,13 @@ def check_health(config: Config, *, now: float | None = None) -> HealthReport:
         store.close()
     if backend.name == "sqlite":
         _check_wal(report, config)
+    try:
+        upkeep = backend.upkeep()
+    except StoreUnreadable as exc:
+        report.add("store upkeep", False, str(exc))
+    else:
+        if upkeep is not None:
+            report.add("store upkeep", *upkeep)
     _check_space(report, config)
     return report
 

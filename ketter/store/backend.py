@@ -78,3 +78,10 @@ class StoreBackend(Protocol):
     def history_command(self, shown: str | None = None) -> str:
         """The shell command an operator runs to read the history by hand."""
         ...
+
+    def upkeep(self) -> tuple[bool, str] | None:
+        """``(ok, detail)`` of the store's upkeep by its server (``ketter
+        health``'s "store upkeep": PostgreSQL's vacuuming); None where there
+        is none to check (SQLite's log has a check of its own). Raises
+        :class:`ketter.store.port.StoreUnreadable` when it cannot be read."""
+        ...

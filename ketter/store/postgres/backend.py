@@ -148,5 +148,17 @@ class PgBackend:
             raise StoreUnreadable(str(exc)) from exc
         return self.where, "PostgresHuey in the job store's database"
 
+    def upkeep(self) -> tuple[bool, str]:
+        import psycopg
+
+        from ketter.store.postgres.db import liveness
+        from ketter.store.postgres.upkeep import vacuum_check
+
+        try:
+            with psycopg.connect(self.dsn, password=self._password(), **liveness(self.dsn)) as conn:
+                return vacuum_check(conn)
+        except psycopg.Error as exc:
+            raise StoreUnreadable(f"{self.where}: {exc}") from exc
+
     def history_command(self, shown: str | None = None) -> str:
         return f"psql '{self.where}' -c 'select * from job_history'"

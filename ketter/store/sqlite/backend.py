@@ -74,6 +74,9 @@ class SqliteBackend:
 
         return self.queue_path, probe_readonly(self.queue_path)
 
+    def upkeep(self) -> None:
+        return None  # the log's growth is health's "store log"
+
     def history_command(self, shown: str | None = None) -> str:
         from ketter.store.sqlite_read import history_command
 
