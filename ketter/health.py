@@ -35,11 +35,14 @@ import selectors
 import signal
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ketter.config import Config
 from ketter.runtime.identity import nodes_view
 from ketter.store.port import JobReadStore, StoreUnreadable
+
+if TYPE_CHECKING:
+    from ketter.store.backend import StoreBackend
 from ketter.store.sqlite_read import connect_readonly
 
 __all__ = ["Check", "HealthReport", "check_health", "connect_readonly"]
@@ -439,15 +442,22 @@ def check_health(config: Config, *, now: float | None = None) -> HealthReport:
         store.close()
     if backend.name == "sqlite":
         _check_wal(report, config)
+    if not any(c.name == "job store" and not c.ok for c in report.checks):
+        _check_upkeep(report, backend)
+    _check_space(report, config)
+    return report
+
+
+def _check_upkeep(report: HealthReport, backend: StoreBackend) -> None:
+    """The store's upkeep by its server (PostgreSQL's vacuuming, see
+    :mod:`ketter.store.postgres.upkeep`); nothing on SQLite."""
     try:
         upkeep = backend.upkeep()
     except StoreUnreadable as exc:
         report.add("store upkeep", False, str(exc))
-    else:
-        if upkeep is not None:
-            report.add("store upkeep", *upkeep)
-    _check_space(report, config)
-    return report
+        return
+    if upkeep is not None:
+        report.add("store upkeep", *upkeep)
 
 
 def _check_wal(report: HealthReport, config: Config) -> None:

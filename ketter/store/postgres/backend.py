@@ -155,10 +155,15 @@ class PgBackend:
         from ketter.store.postgres.upkeep import vacuum_check
 
         try:
-            with psycopg.connect(self.dsn, password=self._password(), **liveness(self.dsn)) as conn:
+            with psycopg.connect(
+                self.dsn,
+                password=self._password(),
+                options="-c default_transaction_read_only=on",  # as the read model's
+                **liveness(self.dsn),
+            ) as conn:
                 return vacuum_check(conn)
         except psycopg.Error as exc:
-            raise StoreUnreadable(f"{self.where}: {exc}") from exc
+            raise StoreUnreadable(f"{self.where}: cannot read the tables' upkeep: {exc}") from exc
 
     def history_command(self, shown: str | None = None) -> str:
         return f"psql '{self.where}' -c 'select * from job_history'"
