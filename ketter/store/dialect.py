@@ -31,6 +31,14 @@ class Dialect:
     #: claim commits and pass over those another claimant holds (SQLite's
     #: write lock already keeps every other writer out).
     lock_rows: str = ""
+    #: Appended to the search that only asks whether any job of some routes
+    #: is claimable (``LIMIT 1``): walk the claim order's partial index.
+    #: PostgreSQL's planner otherwise chose a scan of the whole table, the
+    #: finished history first, whenever several routes had a backlog: 11 ms
+    #: a doorbell with 60,000 finished jobs and 8,700 waiting on three
+    #: routes, against 0.03 ms in order. SQLite reads its route index and
+    #: would sort.
+    any_in_order: str = ""
     #: The scalar maximum of two values.
     greatest: str = "MAX"
     #: A condition always true (``WHERE`` without a filter).
@@ -65,6 +73,7 @@ POSTGRESQL = Dialect(
     null_safe_eq="IS NOT DISTINCT FROM",
     instr="strpos",
     lock_rows=" FOR UPDATE SKIP LOCKED",
+    any_in_order=" ORDER BY priority DESC, id",
     greatest="GREATEST",
     true="TRUE",
     clock="EXTRACT(EPOCH FROM now())::double precision",

@@ -130,6 +130,46 @@ def test_a_claims_search_walks_the_active_jobs_in_order(pg_dsn: str) -> None:
         store.close()
 
 
+def test_asking_whether_any_job_is_claimable_walks_the_claim_order(pg_dsn: str) -> None:
+    """A doorbell's first question (is any job of these routes claimable?)
+    over several routes with a backlog behind a long history: the planner,
+    left to itself, scanned the whole table from its finished history for
+    the ``LIMIT 1`` (11 ms with 60,000 finished jobs); asked in claim order
+    it walks ``jobs_claim_order`` and stops at the first waiting job."""
+    store = open_pg_job_store(pg_dsn, AuditChain(node="n1"))
+    now = time.time()
+    insert = (
+        "INSERT INTO jobs (route, mode, kind, source_path, source_display, source_key, "
+        "state, node, created_at, updated_at, size, file_count, attempt, priority, "
+        "bytes_done, source_size) SELECT (ARRAY['a', 'b', 'c'])[1 + g %% 3], 'copy', 'file', "
+        "convert_to('/s/' || g, 'UTF8'), 'x', 'k' || g, %s, 'n', %s, %s, 0, 1, 0, 0, 0, 1 "
+        "FROM generate_series(%s::int, %s::int) AS g"
+    )
+    sent: list[tuple[str, tuple[Any, ...]]] = []
+    real = store._exec
+
+    def recording(sql: str, params: Any = ()) -> Any:
+        sent.append((store.dialect.sql(sql), tuple(params)))
+        return real(sql, params)
+
+    try:
+        store.db.execute_sql(insert, ("completed", now, now, 1, 60_000))
+        store.db.execute_sql(insert, ("detected", now, now, 60_001, 68_700))
+        store.db.execute_sql("VACUUM ANALYZE jobs")
+        store._exec = recording  # type: ignore[method-assign]
+        assert store._any_claimable(["a", "b", "c"], now) is True
+        ((sql, params),) = sent
+        plan = "\n".join(
+            row[0]
+            for row in store.db.execute_sql("EXPLAIN ANALYZE " + sql, params).fetchall()
+        )
+        assert "Index Scan using jobs_claim_order" in plan, plan
+        assert "Seq Scan" not in plan, plan
+    finally:
+        store._exec = real  # type: ignore[method-assign]
+        store.close()
+
+
 def test_job_history_reads_as_on_sqlite(pg_dsn: str) -> None:
     store = open_pg_job_store(pg_dsn, AuditChain(node="n1"))
     job_id = put_job(store, created_at=1_700_000_000.25, transfer_seconds=2.0, transfer_bytes=10**7)

@@ -61,7 +61,8 @@ class LeasesShared(JobsShared, CompositeLeases):
         where = _CLAIMABLE if clock is None else _CLAIMABLE.replace("?", clock)
         marks = ", ".join("?" for _ in routes)
         found = self._exec(
-            f"SELECT 1 FROM jobs WHERE {where} AND route IN ({marks}) LIMIT 1",
+            f"SELECT 1 FROM jobs WHERE {where} AND route IN ({marks})"
+            f"{self.dialect.any_in_order} LIMIT 1",
             ((now, now) if clock is None else ()) + tuple(routes),
         ).fetchone()
         return found is not None
