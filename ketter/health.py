@@ -40,10 +40,10 @@ from typing import TYPE_CHECKING, Any
 from ketter.config import Config
 from ketter.runtime.identity import nodes_view
 from ketter.store.port import JobReadStore, StoreUnreadable
+from ketter.store.sqlite_read import connect_readonly
 
 if TYPE_CHECKING:
     from ketter.store.backend import StoreBackend
-from ketter.store.sqlite_read import connect_readonly
 
 __all__ = ["Check", "HealthReport", "check_health", "connect_readonly"]
 
@@ -420,6 +420,7 @@ def check_health(config: Config, *, now: float | None = None) -> HealthReport:
         if store_problem is not None:
             _routes_paused(report, config, store_problem)
         return report
+    readable = True
     try:
         beats = _heartbeats(store, config.node)
         report.add("job store", True, f"{where} opens ({store.how})")
@@ -438,11 +439,12 @@ def check_health(config: Config, *, now: float | None = None) -> HealthReport:
         _check_audit(report, beats, stale=config.health.heartbeat_stale, now=now)
     except StoreUnreadable as exc:
         report.add("job store", False, f"{where}: {exc}")
+        readable = False
     finally:
         store.close()
     if backend.name == "sqlite":
         _check_wal(report, config)
-    if not any(c.name == "job store" and not c.ok for c in report.checks):
+    if readable:  # a server lost meanwhile: its failure is said once
         _check_upkeep(report, backend)
     _check_space(report, config)
     return report

@@ -8,7 +8,7 @@ services' status files for ``ketter health``."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ketter.audit.chain import AuditChain
 from ketter.errors import StoreMissing
@@ -42,13 +42,20 @@ class PgBackend:
 
         return read_password(self.password_file)
 
-    def exists(self) -> bool:
+    def _probe(self, **params: Any) -> Any:
+        """A short connection for a probe (``exists``, the queue, the
+        upkeep), with the liveness settings every connection has."""
         import psycopg
 
         from ketter.store.postgres.db import liveness
 
+        return psycopg.connect(self.dsn, password=self._password(), **liveness(self.dsn), **params)
+
+    def exists(self) -> bool:
+        import psycopg
+
         try:
-            with psycopg.connect(self.dsn, password=self._password(), **liveness(self.dsn)) as conn:
+            with self._probe() as conn:
                 row = conn.execute("SELECT to_regclass('public.schema_migration')").fetchone()
         except psycopg.Error as exc:
             raise StoreUnreadable(f"{self.where}: {exc}") from exc
@@ -137,10 +144,8 @@ class PgBackend:
     def probe_queue(self) -> tuple[str, str]:
         import psycopg
 
-        from ketter.store.postgres.db import liveness
-
         try:
-            with psycopg.connect(self.dsn, password=self._password(), **liveness(self.dsn)) as conn:
+            with self._probe() as conn:
                 conn.execute("SELECT count(*) FROM huey_task").fetchone()
         except psycopg.errors.UndefinedTable:
             return self.where, "PostgresHuey, no message yet (its tables come with the workers)"
@@ -151,16 +156,11 @@ class PgBackend:
     def upkeep(self) -> tuple[bool, str]:
         import psycopg
 
-        from ketter.store.postgres.db import liveness
         from ketter.store.postgres.upkeep import vacuum_check
 
         try:
-            with psycopg.connect(
-                self.dsn,
-                password=self._password(),
-                options="-c default_transaction_read_only=on",  # as the read model's
-                **liveness(self.dsn),
-            ) as conn:
+            # Read-only, as the read model's connections.
+            with self._probe(options="-c default_transaction_read_only=on") as conn:
                 return vacuum_check(conn)
         except psycopg.Error as exc:
             raise StoreUnreadable(f"{self.where}: cannot read the tables' upkeep: {exc}") from exc

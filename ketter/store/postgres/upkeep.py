@@ -54,9 +54,9 @@ _STALE = (
 )
 
 _COST = (
-    "every transition leaves a row version the claims' search reads until a vacuum "
+    "Every transition leaves a row version the claims' search reads until a vacuum "
     "removes it (14.5 ms a search after 100,000 jobs instead of 0.1 ms), and the "
-    "planner needs the analyses' statistics"
+    "planner needs the analyses' statistics."
 )
 
 
@@ -67,7 +67,7 @@ def vacuum_check(conn: Any) -> tuple[bool, str]:
     if not counts_on:
         return False, (
             "track_counts is off on the server: autovacuum cannot run and vacuums by "
-            f"hand are not recorded; {_COST}. Turn track_counts (and autovacuum) on"
+            f"hand are not recorded. {_COST} Turn track_counts (and autovacuum) on"
         )
     tables = conn.execute(_TABLES, (TABLES,)).fetchall()
     if not tables:
@@ -84,6 +84,6 @@ def vacuum_check(conn: Any) -> tuple[bool, str]:
         return True, f"autovacuum off {where}; vacuumed and analysed by hand within {BY_HAND}"
     return False, (
         f"autovacuum off {where}; no vacuum and analysis recorded within {BY_HAND} "
-        f"for: {', '.join(stale)}. {_COST[0].upper()}{_COST[1:]}. Turn autovacuum on, "
+        f"for: {', '.join(stale)}. {_COST} Turn autovacuum on, "
         "or run `vacuumdb --analyze` on the database daily"
     )
