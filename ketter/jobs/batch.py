@@ -14,7 +14,9 @@ through the steps side by side:
 2. each job: copy to its temporary, fsync it, evict and re-read it from
    the disk; then **one** transaction for every job's ``verifying``, and
    **one** job-store flush;
-3. each job: the rename (no-replace); then **one** fsync per folder;
+3. each job: the rename (no-replace), its claim checked before it by **one**
+   read for the batch (:mod:`ketter.jobs.fence`); then **one** fsync per
+   folder;
 4. each job: ``place`` + ``completed`` (a move: ``place`` in one
    transaction and one flush, then each source deletion, then
    ``delete_source`` + ``completed``), in **one** transaction; then **one**
@@ -52,7 +54,8 @@ from ketter.engine.paths import split
 from ketter.engine.placement import place
 from ketter.engine.results import CopyResult, Placement
 from ketter.errors import PathOutsideRoute, ShutdownRequested
-from ketter.jobs.claim import Claimed, ensure_claim
+from ketter.jobs.claim import Claimed
+from ketter.jobs.fence import ClaimFence
 from ketter.jobs.lease import ActiveJob
 from ketter.jobs.states import State
 from ketter.jobs.steps import Attempt
@@ -130,7 +133,8 @@ class Batch:
             self._commit()
             self._flush_store()
             dirs: set[bytes] = set()
-            self._each(lambda m: self._place(m, dirs))
+            fence = self._fence()
+            self._each(lambda m: self._place(m, dirs, fence))
             self._flush_dirs(dirs)
             if any(
                 m.attempt is not None and m.attempt.spec.mode == Mode.MOVE for m in self.members
@@ -161,10 +165,15 @@ class Batch:
         m.result = a.copy_to_temp(resume=False)
         m.steps = [a.verifying(m.result)]
 
-    def _place(self, m: _Member, dirs: set[bytes]) -> None:
+    def _fence(self) -> ClaimFence:
+        """The live jobs' claims, read once before their placements."""
+        claims = {m.job.id: m.attempt.claim for m in self._live() if m.attempt is not None}
+        return ClaimFence(self.store, claims)
+
+    def _place(self, m: _Member, dirs: set[bytes], fence: ClaimFence) -> None:
         a = m.attempt
         assert a is not None and m.result is not None
-        ensure_claim(self.store, a.job.id, a.claim)
+        fence.ensure(a.job.id)
         m.placement = place(a.spec, m.result, a.ctx, sync_later=dirs)
 
     def _record_move_placement(self, m: _Member) -> None:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ketter.store.port import JobStore
 
 #: Points outside the engine (the engine's are in ketter.engine.context).
-POINTS = frozenset({"after-commit-before-enqueue", "after-dequeue", "after-claim"})
+POINTS = frozenset({"after-commit-before-enqueue", "after-dequeue", "after-claim", "batch-fenced"})
 
 #: Points of a job's steps (:mod:`ketter.jobs.steps`, reached through the
 #: job's context): ``same_fs_move: rename`` between its steps — during the

@@ -141,6 +141,22 @@ def test_renew_needs_the_claim(job_store: JobStore) -> None:
     assert job_store.claim_holder(job_id + 9) is None
 
 
+def test_leases_held_reads_what_each_claim_has_left(job_store: JobStore) -> None:
+    """One read for a batch's placements (ketter.jobs.fence): the seconds
+    left on the lease of each job its claim still holds; a job taken over,
+    released or gone is left out."""
+    mine = put_job(job_store, claim="c1", lease_owner="me", lease_expires_at=130.0)
+    ran_out = put_job(job_store, claim="c2", lease_owner="me", lease_expires_at=90.0)
+    no_lease = put_job(job_store, claim="c3", lease_owner=None, lease_expires_at=None)
+    taken = put_job(job_store, claim="theirs", lease_owner="you", lease_expires_at=140.0)
+    released = put_job(job_store, claim=None, lease_owner=None, lease_expires_at=None)
+    asked = {mine: "c1", ran_out: "c2", no_lease: "c3", taken: "c4", released: "c5"}
+    asked[released + 99] = "c6"  # no such job
+    held = job_store.leases_held(asked, now=100.0)
+    assert held == {mine: 30.0, ran_out: -10.0, no_lease: 0.0}
+    assert job_store.leases_held({}, now=100.0) == {}
+
+
 def test_let_go_drops_the_lease_and_uses_an_attempt(job_store: JobStore) -> None:
     job_id = put_job(job_store, claim="c", lease_owner="me", lease_expires_at=1.0, attempt=2)
     assert not job_store.let_go(job_id, "other", next_attempt_at=5.0)

@@ -524,6 +524,14 @@ def _db_now(dsn: str) -> float:
     return float(row[0])
 
 
+def _lease_expiry(dsn: str, job_id: int) -> float:
+    """The job's lease expiry as the database has it."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT lease_expires_at FROM jobs WHERE id = %s", (job_id,)).fetchone()
+    assert row is not None
+    return float(row[0])
+
+
 def test_leases_are_set_and_compared_on_the_database_clock(pg_dsn: str) -> None:
     # Two nodes whose clocks are wrong in opposite directions: one in 1970,
     # one a day ahead. Neither clock decides a lease.
@@ -548,6 +556,11 @@ def test_leases_are_set_and_compared_on_the_database_clock(pg_dsn: str) -> None:
         # The renewal of the node in 1970 is as long as the ttl, from now.
         assert behind.renew_lease(job_id, got.claim, now=0.0, ttl=900.0)
         assert behind.get_job(job_id).lease_expires_at >= before + 900.0
+        # What a batch's one claim check reads (ketter.jobs.fence): the
+        # lease's time left on the database's clock, whatever the node's.
+        expires, read_from = _lease_expiry(pg_dsn, job_id), _db_now(pg_dsn)
+        (left,) = ahead.leases_held({job_id: got.claim}, now=now).values()
+        assert expires - _db_now(pg_dsn) <= left <= expires - read_from
         # Let run out (on the database's clock), the node in 1970 sees it
         # expired and takes it over.
         assert behind.renew_lease(job_id, got.claim, now=0.0, ttl=-1.0)

@@ -5,7 +5,7 @@ the claims, releases and the sweep's choices are
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ketter.choices import Kind
@@ -117,6 +117,16 @@ class LeasesMemory(MemoryCore, CompositeLeases):
         with self._lock:
             job = self.tables.jobs.get(job_id)
             return None if job is None else job.claim
+
+    def leases_held(self, claims: Mapping[int, str], *, now: float) -> dict[int, float]:
+        with self._lock:
+            held = {}
+            for job_id, claim in claims.items():
+                job = self.tables.jobs.get(job_id)
+                if job is not None and job.claim is not None and job.claim == claim:
+                    expires = job.lease_expires_at
+                    held[job_id] = 0.0 if expires is None else expires - now
+            return held
 
     def let_go(self, job_id: int, claim: str, *, next_attempt_at: float) -> bool:
         with self._write():

@@ -111,6 +111,15 @@ class LeasesPort(Protocol):
         """The claim token that holds the job now (``None``: none, or no job)."""
         ...
 
+    def leases_held(self, claims: Mapping[int, str], *, now: float) -> dict[int, float]:
+        """For each job of ``claims`` (its id → the caller's claim token) that
+        this claim still holds: the seconds its lease has left on
+        :meth:`lease_clock` (``now``), ``0.0`` or less when it has run out
+        (or there is none) and nobody took it yet. A job another claim
+        holds, or that does not exist, is left out. One read for a whole
+        batch's placements (:mod:`ketter.jobs.fence`)."""
+        ...
+
     def release_lease(
         self, job_id: int, claim: str, *, now: float, reason: str, bytes_done: int | None = None
     ) -> bool:

@@ -10,7 +10,7 @@ peewee cost more than running them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ketter.jobs.states import State
@@ -120,6 +120,24 @@ class LeasesShared(JobsShared, CompositeLeases):
     def claim_holder(self, job_id: int) -> str | None:
         row = self._exec("SELECT claim FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return row[0] if row else None
+
+    def leases_held(self, claims: Mapping[int, str], *, now: float) -> dict[int, float]:
+        if not claims:
+            return {}
+        # The leases' clock in the statement where it is the server's
+        # (PostgreSQL): its ``now()``, no round trip of its own to read it.
+        clock = self.dialect.clock if getattr(self, "db_clock", False) else None
+        left = "lease_expires_at - ?" if clock is None else f"lease_expires_at - {clock}"
+        marks = ", ".join("?" for _ in claims)
+        rows = self._exec(
+            f"SELECT id, claim, {left} FROM jobs WHERE id IN ({marks})",
+            ((now,) if clock is None else ()) + tuple(claims),
+        ).fetchall()
+        return {
+            int(job_id): 0.0 if seconds is None else float(seconds)
+            for job_id, claim, seconds in rows
+            if claim is not None and claim == claims[int(job_id)]
+        }
 
     def let_go(self, job_id: int, claim: str, *, next_attempt_at: float) -> bool:
         cursor = self._exec(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,43 @@ def test_a_failing_job_leaves_the_batch_and_the_others_complete(node: Node) -> N
     assert temporaries(node.root) == []
     (error,) = node.query("SELECT error FROM jobs WHERE id = ?", (failed[0],))[0]
     assert "already exists" in error
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        return fh.read().rsplit(b")", 1)[1].split()[0] == b"T"
+
+
+def test_a_batch_frozen_after_its_claim_check_past_its_lease_places_nothing(node: Node) -> None:
+    """The batch reads its claims once before its placements and trusts
+    that read for half the lease it found left (ketter.jobs.fence). Frozen
+    right after it (SIGSTOP) past the lease (2 s), while a second worker
+    takes every job over and delivers it, the batch wakes up to find its
+    trust run out: each placement checks its claim again, finds it taken
+    over and renames nothing. (A batch that trusted its read for good would
+    place a second copy of each file: the route's conflict policy is
+    ``rename``.)"""
+    expected = _drop(node, "copy")
+    stale = node.start_workers(env={"KETTER_FAULT_STOP": "batch-fenced"}, extra=("-w", "1"))
+    deadline = time.monotonic() + 60
+    while not _stopped(stale.pid):
+        assert stale.poll() is None, "the stale worker exited"
+        assert time.monotonic() < deadline, "the batch never reached its claim check"
+        time.sleep(0.05)
+    assert set(node.states().values()) == {"verifying"}  # verified, none placed
+    fresh = node.start_workers(extra=("-w", "1"))
+    node.wait_for(node.all_done, what="the second worker to deliver", proc=fresh)
+    stale.send_signal(signal.SIGCONT)
+    log = node.root / "workers-0.log"
+    node.wait_for(
+        lambda: log.read_text().count("taken over") >= FILES,
+        what="the stale batch to find every claim taken over",
+        idle_timeout=30,
+    )
+    assert node.stop(stale) == 0
+    assert node.stop(fresh) == 0
+    assert set(node.states().values()) == {"completed"}
+    assert tree(node.root / "dst" / "copy") == expected  # once each, no second copy
+    for job_id in node.states():
+        assert node.events(job_id).count("place") == 1
+    assert temporaries(node.root) == []
