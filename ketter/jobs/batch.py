@@ -168,12 +168,13 @@ class Batch:
     def _fence(self) -> ClaimFence:
         """The live jobs' claims, read once before their placements."""
         claims = {m.job.id: m.attempt.claim for m in self._live() if m.attempt is not None}
-        return ClaimFence(self.store, claims)
+        runner = self.runner
+        return ClaimFence(self.store, claims, ttl=lambda: runner.config.lease.ttl, now=runner.clock)
 
     def _place(self, m: _Member, dirs: set[bytes], fence: ClaimFence) -> None:
         a = m.attempt
         assert a is not None and m.result is not None
-        fence.ensure(a.job.id)
+        fence.ensure(a.job.id, lost=m.active.lost)
         m.placement = place(a.spec, m.result, a.ctx, sync_later=dirs)
 
     def _record_move_placement(self, m: _Member) -> None:

@@ -10,18 +10,25 @@ file on PostgreSQL, on the batch's critical path.
 Instead, one read before the first placement returns, for every job of the
 batch still held by its claim, the seconds its lease has left on the
 leases' clock (:meth:`ketter.store.ports.leases.LeasesPort.leases_held`).
-Nobody can take a job before its lease runs out: a claim needs the lease
-expired (or released by its holder). So that read vouches for the claims
-for the time the shortest lease had left, and the fence trusts it for
-**half** of that, measured from before the read was sent, on this machine's
-``CLOCK_BOOTTIME`` (which also counts a suspend and a ``SIGSTOP``: a worker
-frozen past its lease finds its trust run out when it wakes up). Past
-that, or when a lease had little left (a stalled keeper), each placement
-checks its claim again as before (:func:`ketter.jobs.claim.ensure_claim`).
+Nobody else can claim a job before its lease runs out (a claim needs the
+lease expired; only the holder releases it), and a renewal after the read
+sets the lease to at least ``lease.ttl`` past the read. So the read vouches
+for the claims, and the fence trusts it for **half** the shortest time left
+and half the current ``lease.ttl`` (a reload may have shortened it), at
+most :data:`MAX_TRUST`, timed from before the read was sent on two clocks:
+this machine's ``CLOCK_BOOTTIME`` (it counts a suspend and a ``SIGSTOP``: a
+worker frozen past its lease finds its trust run out when it wakes up) and
+its wall clock (a step forward ends the trust; on SQLite it is the leases'
+clock). Past that, when a lease had little left (a stalled keeper), or once
+the keeper found a claim lost, each placement checks its claim again
+(:func:`ketter.jobs.claim.ensure_claim`).
 
-This is no weaker than a check per file: either way a claim that holds at
-the check may be lost before the rename that follows it if the process
-stalls in between; the fence adds a bound on how long a check is trusted.
+What this assumes, and what it exposes: a process frozen in a way its own
+clocks do not see (a paused virtual machine), or the database server's
+clock stepped forward, while the batch places its files, can place a file
+whose job another worker has taken. A check per file had the same exposure
+between each check and its rename; the fence's is the whole placement loop,
+at most :data:`MAX_TRUST` seconds (docs/guarantees.md).
 """
 
 from __future__ import annotations
@@ -36,6 +43,10 @@ from ketter.runtime.faults import fault
 if TYPE_CHECKING:
     from ketter.store.port import JobStore
 
+#: The longest a read vouches for the claims (s): a batch's placement loop
+#: on a local disk takes milliseconds; a slower one checks each file past it.
+MAX_TRUST = 2.0
+
 
 def _boottime() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
@@ -43,41 +54,54 @@ def _boottime() -> float:
 
 class ClaimFence:
     """The claims of ``claims`` (job id → claim token), read once, at the
-    first :meth:`ensure`."""
+    first :meth:`ensure`. ``ttl``: the config's ``lease.ttl`` now; ``now``:
+    the caller's wall clock (the leases' clock on SQLite)."""
 
     def __init__(
         self,
         store: JobStore,
         claims: Mapping[int, str],
         *,
-        clock: Callable[[], float] = _boottime,
+        ttl: Callable[[], float],
         now: Callable[[], float] = time.time,
+        clock: Callable[[], float] = _boottime,
+        max_trust: float = MAX_TRUST,
     ) -> None:
         self.store = store
         self.claims = dict(claims)
-        self.clock = clock
+        self.ttl = ttl
         self.now = now
+        self.clock = clock
+        self.max_trust = max_trust
         #: Jobs the read found held by their claim (None: not read yet).
         self._held: set[int] | None = None
-        #: ``clock()`` until which the read is trusted.
-        self._until = float("-inf")
+        #: Seconds the read is trusted for, from ``_sent`` (both clocks).
+        self._trust = 0.0
+        self._sent = (0.0, 0.0)
 
-    def ensure(self, job_id: int) -> None:
+    def ensure(self, job_id: int, *, lost: bool = False) -> None:
         """Raise :class:`ketter.errors.LostClaim` (or ``StoreLost``) unless
-        the job's claim holds it: checked right before its placement."""
+        the job's claim holds it: checked right before its placement.
+        ``lost``: the lease keeper found the claim gone (read again)."""
         self.store.ensure_intact(f"job {job_id}")
         if self._held is None:
             self._read()
-        if job_id in (self._held or ()) and self.clock() < self._until:
+        if not lost and job_id in (self._held or ()) and self._trusted():
             return
         # Not held at the read (its message says by whom), or the read's
         # trust ran out: the claim read again, as for a single job.
         ensure_claim(self.store, job_id, self.claims[job_id])
 
+    def _trusted(self) -> bool:
+        trust = min(self._trust, self.ttl() / 2)
+        boot, wall = self._sent
+        return self.clock() - boot < trust and 0.0 <= self.now() - wall < trust
+
     def _read(self) -> None:
-        sent = self.clock()
-        left = self.store.leases_held(self.claims, now=self.now())
+        self._sent = (self.clock(), self.now())
+        left = self.store.leases_held(self.claims, now=self._sent[1])
         fault("batch-fenced", store=self.store)  # crash tests: frozen right after the read
         self._held = set(left)
         if left:
-            self._until = sent + min(left.values()) / 2
+            self._trust = min(min(left.values()), self.ttl()) / 2
+            self._trust = min(self._trust, self.max_trust)

@@ -9,8 +9,9 @@ Two failures of the state disk used to go unnoticed or kill the node (issue
   file nobody will ever read again. :class:`StoreGuard` remembers the
   store's ``(st_dev, st_ino)`` when it is opened; :meth:`StoreGuard.ensure_intact`
   compares it with what is at the path right before every irreversible step
-  (each placement, each source deletion: :func:`ketter.jobs.claim.ensure_claim`
-  and the job context's ``before_irreversible``) and the service loops check
+  (each placement, each source deletion: :func:`ketter.jobs.claim.ensure_claim`,
+  a batch's :meth:`ketter.jobs.fence.ClaimFence.ensure` and the job
+  context's ``before_irreversible``) and the service loops check
   it periodically. Once lost, it stays lost: nothing irreversible runs again
   in this process.
 * **The store not writable** (state disk full, read-only, ``chattr +i``):

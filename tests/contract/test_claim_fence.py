@@ -1,80 +1,123 @@
 """A batch's claim check (ketter.jobs.fence) on every job store: one read
-before the placements, trusted for half the shortest lease it found, then a
-check per placement again. Time is pinned: the leases' clock by ``now``,
-the fence's own by a counter the test moves."""
+before the placements, trusted for half the shortest lease it found left
+(and half the current ``lease.ttl``, at most ``max_trust``), then a check
+per placement again. Time is pinned: the leases' clock and the wall clock
+by ``now``, the fence's boot clock by a value the test moves."""
 
 from __future__ import annotations
 
 import pytest
 
 from ketter.errors import LostClaim
-from ketter.jobs.fence import ClaimFence
+from ketter.jobs.fence import MAX_TRUST, ClaimFence
 from ketter.store.port import JobStore
 from tests.contract.seed import put_job
 
-TTL = 30.0
-
 
 class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
+    def __init__(self, t: float) -> None:
+        self.t = t
 
     def __call__(self) -> float:
         return self.t
 
 
-def _claimed(store: JobStore, n: int) -> dict[int, str]:
-    ids = [put_job(store) for _ in range(n)]
+def _claimed(store: JobStore, *ttls: float) -> dict[int, str]:
+    """Jobs claimed at 100 with leases of ``ttls``."""
     claims = {}
-    for job_id in ids:
-        got = store.claim_next({"r": 0}, hint=job_id, owner="a/1/w", now=100.0, ttl=TTL)
+    for ttl in ttls:
+        job_id = put_job(store)
+        got = store.claim_next({"r": 0}, hint=job_id, owner="a/1/w", now=100.0, ttl=ttl)
         assert got is not None and got.row.id == job_id
         claims[job_id] = got.claim
-    return claims  # leases run out at 130
+    return claims
 
 
 def _take_over(store: JobStore, job_id: int) -> str:
-    """Another worker claims the job once its lease ran out (at 130)."""
-    got = store.claim_next({"r": 0}, hint=job_id, owner="b/1/w", now=131.0, ttl=TTL)
+    """Another worker claims the job (its lease run out by then)."""
+    got = store.claim_next({"r": 0}, hint=job_id, owner="b/1/w", now=1e6, ttl=30.0)
     assert got is not None and got.recovered
     return got.claim
 
 
-def test_one_read_vouches_for_half_the_lease_left_then_each_placement_checks(
-    job_store: JobStore,
-) -> None:
-    claims = _claimed(job_store, 3)
-    first, second, third = claims
-    clock = Clock()
-    fence = ClaimFence(job_store, claims, clock=clock, now=lambda: 110.0)  # 20 s left
-    fence.ensure(first)
+def _fence(store: JobStore, claims: dict[int, str], **kw: object) -> tuple[ClaimFence, Clock]:
+    boot = Clock(1000.0)
+    args: dict = {"ttl": lambda: 100.0, "now": Clock(110.0), "clock": boot, "max_trust": 100.0}
+    return ClaimFence(store, claims, **{**args, **kw}), boot
+
+
+def test_one_read_vouches_for_half_the_shortest_lease_left(job_store: JobStore) -> None:
+    claims = _claimed(job_store, 30.0, 50.0)  # 20 s and 40 s left at 110
+    short, long = claims
+    fence, boot = _fence(job_store, claims)
+    fence.ensure(long)
     # Within 10 s of the read, no further read: a change now (which a real
     # claim cannot make before the lease runs out) is not seen.
-    new = _take_over(job_store, second)
-    clock.t += 9.9
-    fence.ensure(second)
-    # Past half of what was left, each placement reads its claim again.
-    clock.t += 0.2
+    new = _take_over(job_store, long)
+    boot.t += 9.9
+    fence.ensure(long)
+    # Past half of the shortest time left, each placement reads its claim.
+    boot.t += 0.2
     with pytest.raises(LostClaim, match=f"taken over by {new}"):
-        fence.ensure(second)
-    fence.ensure(third)  # still its own
+        fence.ensure(long)
+    fence.ensure(short)  # still its own
+
+
+@pytest.mark.parametrize(
+    "what", ["the wall clock stepped forward", "lease.ttl reloaded shorter", "max_trust"]
+)
+def test_the_trust_ends_sooner(job_store: JobStore, what: str) -> None:
+    """A step of the wall clock (the leases' clock on SQLite) ends it; a
+    ``lease.ttl`` reloaded shorter shortens it (a renewal after the read may
+    have shortened the lease to it); and it never lasts past ``max_trust``
+    (by default :data:`MAX_TRUST`)."""
+    claims = _claimed(job_store, 30.0)
+    (job_id,) = claims
+    wall, ttl = Clock(110.0), Clock(100.0)
+    kw: dict = {"now": wall, "ttl": ttl}
+    if what == "max_trust":
+        del kw["ttl"]
+        kw["max_trust"] = MAX_TRUST
+    fence, boot = _fence(job_store, claims, **kw)
+    fence.ensure(job_id)
+    new = _take_over(job_store, job_id)
+    boot.t += 1.9
+    if what == "the wall clock stepped forward":
+        wall.t += 20.0
+    elif what == "lease.ttl reloaded shorter":
+        ttl.t = 3.6
+    else:
+        boot.t += 0.2  # 2.1 s: past MAX_TRUST
+    with pytest.raises(LostClaim, match=f"taken over by {new}"):
+        fence.ensure(job_id)
 
 
 def test_a_lease_with_no_time_left_is_checked_at_each_placement(job_store: JobStore) -> None:
-    claims = _claimed(job_store, 2)
+    claims = _claimed(job_store, 30.0, 30.0)
     first, second = claims
-    fence = ClaimFence(job_store, claims, clock=Clock(), now=lambda: 131.0)  # ran out
+    fence, _ = _fence(job_store, claims, now=Clock(131.0))  # ran out at 130
     fence.ensure(first)
-    new = _take_over(job_store, second)  # right after the read, the clock unmoved
+    new = _take_over(job_store, second)  # right after the read, no clock moved
     with pytest.raises(LostClaim, match=f"taken over by {new}"):
         fence.ensure(second)
 
 
+def test_a_claim_the_keeper_found_lost_is_read_again(job_store: JobStore) -> None:
+    claims = _claimed(job_store, 30.0, 30.0)
+    first, second = claims
+    fence, _ = _fence(job_store, claims)
+    fence.ensure(first)
+    new = _take_over(job_store, second)
+    fence.ensure(second, lost=False)  # trusted: the read said it held
+    with pytest.raises(LostClaim, match=f"taken over by {new}"):
+        fence.ensure(second, lost=True)
+
+
 def test_a_claim_taken_over_before_the_read_stops_that_job_only(job_store: JobStore) -> None:
-    claims = _claimed(job_store, 2)
+    claims = _claimed(job_store, 30.0, 30.0)
     first, second = claims
     new = _take_over(job_store, first)
-    fence = ClaimFence(job_store, claims, clock=Clock(), now=lambda: 110.0)
+    fence, _ = _fence(job_store, claims)
     with pytest.raises(LostClaim, match=f"claim {claims[first]} was taken over by {new}"):
         fence.ensure(first)
     fence.ensure(second)

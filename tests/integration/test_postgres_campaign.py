@@ -375,3 +375,52 @@ def test_a_stalled_node_neither_places_nor_deletes(tmp_path: Path, pg_dsn: str, 
         for args in (("audit", "verify", "--db"), ("audit", "verify")):
             verified = node.ketter(*args)
             assert verified.returncode == 0, (node.name, args, verified.stdout + verified.stderr)
+
+
+@pytest.mark.slow
+def test_a_stalled_batch_places_nothing_the_other_node_took(tmp_path: Path, pg_dsn: str) -> None:
+    """Small files in a batch (ketter.jobs.fence): node A's workers read
+    their batch's claims on the database's clock and freeze right after
+    (SIGSTOP) past the lease; node B takes every job over and delivers it.
+    A, woken up, places nothing: its read's trust ran out, or its keeper
+    found the leases lost, and each placement finds its claim taken over."""
+    a, b = _two_nodes(tmp_path, pg_dsn, ttl="2s")
+    drops = {f"take-{i}.wav": os.urandom(20_000 + i) for i in range(8)}
+    try:
+        a.start("watcher")
+        b.start("watcher")
+        stalled = a.start("workers", KETTER_FAULT_STOP="batch-fenced")
+        for name, data in drops.items():
+            (a.shares / "in-copy" / name).write_bytes(data)
+        deadline = time.monotonic() + DEADLINE
+        while _proc_state(stalled.pid) != "T":
+            assert stalled.poll() is None, a.logs()
+            assert time.monotonic() < deadline, f"A's batch never read its claims:\n{a.logs()}"
+            time.sleep(0.05)
+        # A file that came alone went the single-job way and may be A's.
+        frozen = {j for (j,) in a.query("SELECT id FROM jobs WHERE state = 'verifying'")}
+        assert len(frozen) >= 2, a.query("SELECT id, state FROM jobs")
+        b.start("workers")
+        b.wait_for(
+            lambda: a.query("SELECT count(*) FROM jobs WHERE state = 'completed'") == [(8,)],
+            "node B to deliver every file",
+        )
+        stalled.send_signal(signal.SIGCONT)
+        a.wait_for(
+            lambda: "taken over" in (a.root / "workers.log").read_text(),
+            "node A's batch to find its claims taken over",
+        )
+    finally:
+        a.stop()
+        b.stop()
+    out = a.shares / "out-copy"
+    assert {p.name: p.read_bytes() for p in files(out)} == drops  # once each
+    assert leftovers(out) == [] and leftovers(a.shares / "in-copy") == []
+    for job_id, events in _events(a).items():
+        names = [e for e, _ in events]
+        assert names.count("place") == 1, (job_id, events)
+        if job_id in frozen:
+            assert {w for e, w in events if e == "place"} == {"node-b"}, (job_id, events)
+    for node in (a, b):
+        verified = node.ketter("audit", "verify", "--db")
+        assert verified.returncode == 0, (node.name, verified.stdout + verified.stderr)

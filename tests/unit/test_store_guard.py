@@ -18,6 +18,7 @@ from ketter.engine import Placement, TransferSpec, delete_source, inspect_source
 from ketter.engine.context import TransferContext
 from ketter.errors import DestinationFull, PermanentError, StoreLost, StoreMissing
 from ketter.jobs.claim import ensure_claim
+from ketter.jobs.fence import ClaimFence
 from ketter.store import open_store
 from ketter.store.guard import (
     MARKER,
@@ -28,6 +29,7 @@ from ketter.store.guard import (
     read_status,
 )
 from ketter.store.sqlite import SqliteJobStore
+from tests.contract.seed import put_job
 
 
 def _chained(first: BaseException, then: BaseException) -> BaseException:
@@ -147,6 +149,32 @@ def test_irreversible_steps_stop_once_the_store_is_gone(tmp_path: Path, how: str
         with pytest.raises(StoreLost):  # sticky: lost for this process
             guard.ensure_intact("delete the source")
         assert guard.problem is not None
+    finally:
+        db.close()
+
+
+def test_a_batch_trusting_its_claim_read_still_stops_once_the_store_is_replaced(
+    tmp_path: Path,
+) -> None:
+    """A batch's placements trust one read of their claims for a while
+    (ketter.jobs.fence); the store's identity is still checked before each."""
+    path = tmp_path / "state" / "ketter.db"
+    db = open_store(path)
+    try:
+        store = SqliteJobStore(db, AuditChain(node="n1"))
+        claims = {}
+        for _ in range(2):
+            job_id = put_job(store)
+            got = store.claim_next({"r": 0}, hint=job_id, owner="a/1/w", now=100.0, ttl=30.0)
+            assert got is not None
+            claims[job_id] = got.claim
+        first, second = claims
+        fence = ClaimFence(store, claims, ttl=lambda: 30.0, now=lambda: 110.0)
+        fence.ensure(first)  # the read: trusted for the next 2 s
+        shutil.copy(path, tmp_path / "other.db")
+        os.replace(tmp_path / "other.db", path)
+        with pytest.raises(StoreLost, match="replaced"):
+            fence.ensure(second)
     finally:
         db.close()
 

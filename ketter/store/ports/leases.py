@@ -117,7 +117,9 @@ class LeasesPort(Protocol):
         :meth:`lease_clock` (``now``), ``0.0`` or less when it has run out
         (or there is none) and nobody took it yet. A job another claim
         holds, or that does not exist, is left out. One read for a whole
-        batch's placements (:mod:`ketter.jobs.fence`)."""
+        batch's placements (:mod:`ketter.jobs.fence`), outside a
+        transaction (on PostgreSQL its clock is the statement's ``now()``:
+        inside one it would be the transaction's start)."""
         ...
 
     def release_lease(
