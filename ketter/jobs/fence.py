@@ -11,8 +11,8 @@ Instead, one read before the first placement returns, for every job of the
 batch still held by its claim, the seconds its lease has left on the
 leases' clock (:meth:`ketter.store.ports.leases.LeasesPort.leases_held`).
 Nobody else can claim a job before its lease runs out (a claim needs the
-lease expired; only the holder releases it), and a renewal after the read
-sets the lease to at least ``lease.ttl`` past the read. So the read vouches
+lease expired; only the holder releases it), and a renewal whose clock is
+read after the read sets the lease to at least ``lease.ttl`` past it. So the read vouches
 for the claims, and the fence trusts it for **half** the shortest time left
 and half the current ``lease.ttl`` (a reload may have shortened it), at
 most :data:`MAX_TRUST`, timed from before the read was sent on two clocks:

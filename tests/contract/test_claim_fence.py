@@ -6,6 +6,8 @@ by ``now``, the fence's boot clock by a value the test moves."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ketter.errors import LostClaim
@@ -64,10 +66,17 @@ def test_one_read_vouches_for_half_the_shortest_lease_left(job_store: JobStore) 
 
 
 @pytest.mark.parametrize(
-    "what", ["the wall clock stepped forward", "lease.ttl reloaded shorter", "max_trust"]
+    "what",
+    [
+        "the wall clock stepped forward",
+        "the wall clock stepped back",
+        "lease.ttl reloaded shorter",
+        "max_trust",
+    ],
 )
 def test_the_trust_ends_sooner(job_store: JobStore, what: str) -> None:
-    """A step of the wall clock (the leases' clock on SQLite) ends it; a
+    """A step of the wall clock (the leases' clock on SQLite), either way,
+    ends it; a
     ``lease.ttl`` reloaded shorter shortens it (a renewal after the read may
     have shortened the lease to it); and it never lasts past ``max_trust``
     (by default :data:`MAX_TRUST`)."""
@@ -84,6 +93,8 @@ def test_the_trust_ends_sooner(job_store: JobStore, what: str) -> None:
     boot.t += 1.9
     if what == "the wall clock stepped forward":
         wall.t += 20.0
+    elif what == "the wall clock stepped back":
+        wall.t -= 0.5
     elif what == "lease.ttl reloaded shorter":
         ttl.t = 3.6
     else:
@@ -121,3 +132,38 @@ def test_a_claim_taken_over_before_the_read_stops_that_job_only(job_store: JobSt
     with pytest.raises(LostClaim, match=f"claim {claims[first]} was taken over by {new}"):
         fence.ensure(first)
     fence.ensure(second)
+
+
+class _SlowRead:
+    """The job store whose ``leases_held`` takes 5 s of the fence's boot
+    clock (the rest is the store itself)."""
+
+    def __init__(self, store: JobStore, boot: Clock) -> None:
+        self._store, self._boot = store, boot
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    def leases_held(self, claims: dict[int, str], *, now: float) -> dict[int, float]:
+        held = self._store.leases_held(claims, now=now)
+        self._boot.t += 5.0
+        return held
+
+
+def test_the_trust_is_timed_from_before_the_read(job_store: JobStore) -> None:
+    """The leases' time left was read on the server some time after the
+    read was sent: the trust counts from the sending."""
+    claims = _claimed(job_store, 30.0)  # 20 s left at 110: trusted for 10 s
+    (job_id,) = claims
+    boot = Clock(1000.0)
+    slow: Any = _SlowRead(job_store, boot)
+    fence = ClaimFence(
+        slow, claims, ttl=lambda: 100.0, now=Clock(110.0), clock=boot, max_trust=100.0
+    )
+    fence.ensure(job_id)  # the read: sent at 1000, answered at 1005
+    new = _take_over(job_store, job_id)
+    boot.t = 1009.9
+    fence.ensure(job_id)
+    boot.t = 1010.1  # 10 s after the sending (5 s after the answer)
+    with pytest.raises(LostClaim, match=f"taken over by {new}"):
+        fence.ensure(job_id)

@@ -35,7 +35,7 @@ health: {{min_free: 0}}
 store: {{backend: postgresql, dsn: '{dsn}'}}
 routes:
   - {{name: copies, source: {shares}/in-copy, destination: {shares}/out-copy, mode: copy,
-     stable_seconds: 0.3, poll_interval: 0.2s}}
+     conflict: {conflict}, stable_seconds: 0.3, poll_interval: 0.2s}}
   - {{name: moves, source: {shares}/in-move, destination: {shares}/out-move, mode: move,
      stable_seconds: 0.3, poll_interval: 0.2s}}
 """
@@ -114,6 +114,7 @@ class PgNode(NodeProcesses):
         ttl: str = "4s",
         workers: int = 2,
         max_attempts: int = 5,
+        conflict: str = "fail",
     ) -> None:
         super().__init__()
         self.root, self.dsn, self.name = root, dsn, node
@@ -129,6 +130,7 @@ class PgNode(NodeProcesses):
                 ttl=ttl,
                 workers=workers,
                 max_attempts=max_attempts,
+                conflict=conflict,
             )
         )
         for name in FOLDERS:

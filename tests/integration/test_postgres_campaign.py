@@ -383,8 +383,11 @@ def test_a_stalled_batch_places_nothing_the_other_node_took(tmp_path: Path, pg_d
     their batch's claims on the database's clock and freeze right after
     (SIGSTOP) past the lease; node B takes every job over and delivers it.
     A, woken up, places nothing: its read's trust ran out, or its keeper
-    found the leases lost, and each placement finds its claim taken over."""
-    a, b = _two_nodes(tmp_path, pg_dsn, ttl="2s")
+    found the leases lost, and each placement finds its claim taken over.
+    (A late placement would show: the route's conflict policy is
+    ``rename``, and a second copy would get a name of its own.)"""
+    # One worker thread: no other job of A's frozen between a rename and its record.
+    a, b = _two_nodes(tmp_path, pg_dsn, ttl="2s", conflict="rename", workers=1)
     drops = {f"take-{i}.wav": os.urandom(20_000 + i) for i in range(8)}
     try:
         a.start("watcher")
@@ -407,8 +410,8 @@ def test_a_stalled_batch_places_nothing_the_other_node_took(tmp_path: Path, pg_d
         )
         stalled.send_signal(signal.SIGCONT)
         a.wait_for(
-            lambda: "taken over" in (a.root / "workers.log").read_text(),
-            "node A's batch to find its claims taken over",
+            lambda: (a.root / "workers.log").read_text().count("taken over") >= len(frozen),
+            "node A's batch to find each claim taken over",
         )
     finally:
         a.stop()
