@@ -166,13 +166,13 @@ def test_two_nodes_survive_a_kill_campaign(tmp_path: Path, pg_dsn: str) -> None:
             sum(kills.values()) < KILLS
             or wave < WAVES
             or effective < MIN_EFFECTIVE
-            or not (taken := _taken_over(a))
+            or not _taken_over(a)
         ) and sum(kills.values()) < MAX_KILLS:
             done = a.query("SELECT count(*) FROM jobs WHERE state = 'completed'")[0][0]
             backlog = len(expected["copy"]) + len(expected["move"]) - done
             # Past MAX_WAVES, more only while no job was taken over yet: the
             # kills go on until one is, and need work to land on.
-            more = wave < MAX_WAVES or not taken
+            more = wave < MAX_WAVES or not _taken_over(a)
             if wave < WAVES or (more and backlog < BACKLOG):
                 for folder, arrivals in _wave(rng, wave).items():
                     drop(shares / folder, arrivals)
