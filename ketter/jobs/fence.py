@@ -102,6 +102,5 @@ class ClaimFence:
         left = self.store.leases_held(self.claims, now=self._sent[1])
         fault("batch-fenced", store=self.store)  # crash tests: frozen right after the read
         self._held = set(left)
-        if left:
-            self._trust = min(min(left.values()), self.ttl()) / 2
-            self._trust = min(self._trust, self.max_trust)
+        if left:  # the current ttl's half is applied at each placement
+            self._trust = min(min(left.values()) / 2, self.max_trust)
