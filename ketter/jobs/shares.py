@@ -133,9 +133,67 @@ def marked_roots(route: RouteConfig) -> list[tuple[str, str]]:
     return roots
 
 
+class SourceShare:
+    """Whether a move route's source root on this node is the share the
+    nodes recorded (its marker), for the watcher (:meth:`problem`): a node
+    whose share is not mounted would lead the route and watch an empty
+    folder while a node that sees the share follows. Read only: the watcher
+    never writes a marker, and a route no node has run yet is not judged.
+    A copy route's source has no marker (:func:`marked_roots`): its
+    ``source_mount`` is what tells an unmounted share there
+    (docs/scale-out.md). The recorded id is read from the store until there
+    is one, then kept (the first record is kept for good)."""
+
+    def __init__(self, store: JobStore, route: RouteConfig) -> None:
+        self.store = store
+        self.route = route
+        self._expected: str | None = None
+
+    def problem(self) -> str | None:
+        """Why the source root is not the nodes' share (None: it is, or no
+        marker says otherwise, or the store cannot be asked now: its outage
+        pauses the watcher on its own)."""
+        route = self.route
+        if route.mode != "move":
+            return None
+        if self._expected is None:
+            try:
+                self._expected = self.store.share_marker(route.name, "source")
+            except Exception:  # the store's outage: the watcher pauses for it
+                return None
+            if self._expected is None:
+                return None
+        path = os.path.join(route.source, marker_name(route.name))
+        try:
+            found = read_marker(path)
+        except OSError as exc:
+            return f"the source's share marker {path} cannot be read ({exc.strerror})"
+        if found == self._expected:
+            return None
+        shown = "none (no such file)" if found is None else repr(found)
+        return (
+            f"source {route.source} is not the share the other nodes use (its marker "
+            f"{path} holds {shown}, expected {self._expected!r}): mount the same share "
+            "as every other node"
+        )
+
+
+def _root_identity(root: str) -> tuple[int, int] | None:
+    """The root folder's device and inode (None when it cannot be read): an
+    unmount, or another share mounted there, changes them."""
+    try:
+        found = os.stat(root)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 class ShareCheck:
     """The marker check of one process (the workers' runner), with the good
-    answers kept :data:`RECHECK` seconds per route root."""
+    answers kept :data:`RECHECK` seconds per route root, and only while the
+    root is the folder it was (its device and inode, read at every check: a
+    share unmounted under a good answer leaves its empty mount point, another
+    device, and is checked again at once)."""
 
     def __init__(
         self,
@@ -149,7 +207,7 @@ class ShareCheck:
         self.node = node
         self.clock = clock
         self.wall = wall
-        self._good: dict[tuple[str, str], float] = {}
+        self._good: dict[tuple[str, str], tuple[float, tuple[int, int] | None]] = {}
         self._lock = threading.Lock()
 
     def problem(self, route: RouteConfig) -> str | None:
@@ -159,12 +217,19 @@ class ShareCheck:
             key = (route.name, side)
             with self._lock:
                 checked = self._good.get(key)
-            if checked is not None and self.clock() - checked < RECHECK:
+            # Read before the check: a change after it shows at the next call.
+            identity = _root_identity(root)
+            if (
+                checked is not None
+                and identity is not None
+                and checked[1] == identity
+                and self.clock() - checked[0] < RECHECK
+            ):
                 continue
             found = self._check(route.name, side, root)
             with self._lock:
                 if found is None:
-                    self._good[key] = self.clock()
+                    self._good[key] = (self.clock(), identity)
                 else:
                     self._good.pop(key, None)
             if found is not None:

@@ -122,6 +122,10 @@ class RouteWatch:
         #: This watcher holds the route (its lock on PostgreSQL; always on
         #: SQLite): only the leader watches a route (:meth:`lead`, :meth:`follow`).
         self.leading = True
+        #: Several nodes (PostgreSQL): why the root is not the share the
+        #: nodes use (:class:`ketter.jobs.shares.SourceShare`), part of
+        #: :meth:`root_problem`; None on one node.
+        self.share_problem: Callable[[], str | None] | None = None
 
     # -- lifecycle -------------------------------------------------------
 
@@ -149,7 +153,15 @@ class RouteWatch:
             return
         self.leading = True
         if self.watching:
-            self._start_watching(self.clock())
+            try:
+                self._start_watching(self.clock())
+            except BaseException:
+                # Not watching after all (the root gone between its check
+                # and the start, a transient error): the next tick starts it
+                # the usual way, instead of ticking a route with no scanner.
+                self.availability.watching = False
+                self.stop()
+                raise
 
     def _forget(self) -> None:
         self.tracker = StabilityTracker(
@@ -222,7 +234,32 @@ class RouteWatch:
     # -- availability ----------------------------------------------------
 
     def root_problem(self) -> str | None:
-        return mounts.check_root(self.route, self.root)
+        problem = mounts.check_root(self.route, self.root)
+        if problem is None and self.share_problem is not None:
+            problem = self.share_problem()
+        return problem
+
+    def follower_check(self, now: float) -> bool:
+        """A route another node may lead: whether this node could watch its
+        root (then it asks for the route's lock). A root it cannot watch is
+        reported lost as a leader's is (the route's heartbeat row, ``ketter
+        health``, the ``watch_lost`` event and alert), so that a node whose
+        share is missing says so even while another node watches the route,
+        or while none can; it is restored, without a wait, once the root is
+        back (a route it follows and could watch is not lost)."""
+        problem = self.root_problem()
+        if problem is not None:
+            if problem != self.availability.lost_reason:
+                self.availability.lose(problem, now)
+            else:
+                self.availability.maybe_alert()
+            return False
+        if not self.availability.watching:
+            # Watchable here (a "watch_restored" event only after a loss):
+            # a follower's row said "lost" from its start, and `ketter
+            # health` failed every route another node watched.
+            self.availability.restore(None)
+        return True
 
     def _available(self, now: float) -> bool:
         if not self.watching:

@@ -26,6 +26,7 @@ from watchdog.observers.api import BaseObserver
 from ketter import __version__
 from ketter.choices import WatchMode
 from ketter.config.schema import Config
+from ketter.jobs.shares import SourceShare
 from ketter.runtime import sdnotify
 from ketter.runtime.logs import job_fields
 from ketter.watcher.availability import audit
@@ -115,6 +116,9 @@ class Watcher:
             # saying each route was held by another watcher).
             for route in self.routes:
                 route.leading = False
+                # Several nodes: a root is watchable here only if it is the
+                # share the nodes use, as far as its marker says.
+                route.share_problem = SourceShare(store, route.route).problem
         self.lock_interval = max(
             0.5, min([config.lease.ttl / 2] + [r.poll_interval for r in config.routes])
         )
@@ -213,11 +217,7 @@ class Watcher:
             # back, and not asked for while it stays so: another node that
             # sees the share watches it (a holder without the share kept
             # the route unwatched for as long as its mount was away).
-            wanted = {
-                r.route.name
-                for r in self.routes
-                if (r.watching if r.leading else r.root_problem() is None)
-            }
+            wanted = {r.route.name for r in self.routes if self._wants(r)}
             held = self.locks.refresh(wanted)
             for route in self.routes:
                 try:
@@ -241,6 +241,25 @@ class Watcher:
             # the locks are asked for again at the next tick.
             guard.write_failed(error)
         return True
+
+    def _wants(self, route: RouteWatch) -> bool:
+        """Whether to hold ``route``'s lock: a leader while it watches, a
+        follower while it could (:meth:`RouteWatch.follower_check`, which
+        records a lost watch in the chain: a store that fails then, with
+        the share, is the route's trouble, not the watcher's end)."""
+        if route.leading:
+            return route.watching
+        try:
+            return route.follower_check(self.clock())
+        except Exception as exc:
+            guard = self.store.guard
+            if guard is not None and guard.is_unwritable(exc):
+                guard.write_failed(exc)
+            else:
+                log.exception(
+                    "route availability check failed", **job_fields(route=route.route.name)
+                )
+            return False
 
     def scan_once(self) -> list[int]:
         """Force a full scan of every route now, then tick."""

@@ -122,3 +122,26 @@ def test_a_marker_that_is_no_regular_file_is_refused(job_store: JobStore, tmp_pa
         os.mkfifo(tmp_path / "other" / side / name)
     problem = ShareCheck(job_store, "n2").problem(wrong)  # returns: no reader blocks
     assert problem is not None and "cannot be read" in problem, problem
+
+
+def test_a_share_gone_under_a_good_answer_is_checked_again_at_once(
+    job_store: JobStore, tmp_path: Path
+) -> None:
+    """A good answer is kept RECHECK seconds only while the root is the same
+    folder: a share unmounted under it (its empty mount point is another
+    device and inode, here another folder put at the same path) is refused
+    at the next job, not once the answer has aged."""
+    route = _route(tmp_path / "share")
+    now = [0.0]
+    check = ShareCheck(job_store, "n1", clock=lambda: now[0])
+    assert check.problem(route) is None
+    now[0] = 1.0  # well inside RECHECK
+    assert check.problem(route) is None
+    os.rename(tmp_path / "share" / "dst", tmp_path / "share" / "dst.mounted")
+    (tmp_path / "share" / "dst").mkdir()  # what an unmount leaves: an empty folder
+    problem = check.problem(route)
+    assert problem is not None and "none (no such file)" in problem, problem
+    # The share back (the same folder): good again.
+    (tmp_path / "share" / "dst").rmdir()
+    os.rename(tmp_path / "share" / "dst.mounted", tmp_path / "share" / "dst")
+    assert check.problem(route) is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -18,6 +19,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from ketter.config import load_config
+from ketter.errors import NodeNameInUse
+from ketter.node import Node
+from ketter.runtime import identity
+from ketter.runtime.identity import origin
 from tests.integration.pgnode import NodeProcesses
 
 TTL, STABLE, POLL = 4.0, 0.3, 0.2
@@ -226,6 +232,41 @@ def test_a_node_name_is_refused_while_another_live_node_uses_it(
         a.stop()
 
 
+def test_a_starting_process_holds_its_name_before_its_first_beat(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name check and the process's first heartbeat rows are one write
+    transaction: a second machine starting the same name before the first
+    process's first real beat (a watcher's first scan of a large share can
+    take minutes) is refused; this machine after a reboot is not."""
+    shares = Shares(tmp_path, pg_dsn)
+    config = load_config(NodeProcs(shares, "node-c").config)
+    here = origin()
+    node = Node.from_config(config, "watcher")
+    try:
+        assert node.store is not None
+        ((text,),) = shares.query(
+            "SELECT details FROM heartbeats WHERE node = 'node-c' AND component = 'watcher'"
+        )
+        details = json.loads(text)
+        assert details["starting"] is True and details["origin"] == here, details
+        # Another machine (its own host name and machine id), at once: refused.
+        monkeypatch.setitem(identity._ORIGIN, "host", "other-host.example")
+        monkeypatch.setitem(identity._ORIGIN, "machine", "another-machine")
+        with pytest.raises(NodeNameInUse, match="node name 'node-c' is in use") as refused:
+            Node.from_config(config, "workers")
+        assert f"watcher heartbeat (pid {os.getpid()} on host {here['host']})" in str(refused.value)
+        # This machine after a reboot within lease.ttl: accepted at once.
+        monkeypatch.setitem(identity._ORIGIN, "host", here["host"])
+        monkeypatch.setitem(identity._ORIGIN, "machine", here["machine"])
+        monkeypatch.setitem(identity._ORIGIN, "boot", "the-next-boot")
+        rebooted = Node.from_config(config, "workers")
+        assert rebooted.store is not None
+        rebooted.store.close()
+    finally:
+        node.store.close()
+
+
 # -- one watcher per route, failover -------------------------------------------------
 
 
@@ -368,6 +409,14 @@ def test_a_watcher_that_loses_its_share_gives_the_route_to_another_node(
             alive=procs,
         )
         assert a.status()["route_watchers"] == {"copies": "node-a"}  # b follows
+        # A follower that could watch the route is healthy for it (its row
+        # said "lost" from its start, and `health` failed the route).
+        wait_for(
+            lambda: "route copies: available" in b.ketter("health").stdout,
+            "node-b's health to find the route available",
+            root=tmp_path,
+            alive=procs,
+        )
         # node-a's mount goes away: its route root is missing.
         (tmp_path / "view-node-a").rename(tmp_path / "unmounted-a")
         wait_for(
@@ -389,6 +438,85 @@ def test_a_watcher_that_loses_its_share_gives_the_route_to_another_node(
     finally:
         a.stop()
         b.stop()
+
+
+ONE_MOVE = """\
+state_dir: {state}
+node: {node}
+workers: 1
+lease: {{ttl: {ttl}s, heartbeat: 0.5s, sweep_interval: 0.3s}}
+store: {{backend: postgresql, dsn: '{dsn}'}}
+routes:
+  - {{name: moves, source: {root}/view-{node}/in-move, destination: {root}/out-move,
+     mode: move, stable_seconds: {stable}, poll_interval: {poll}s}}
+"""
+
+
+def test_a_watcher_without_the_share_does_not_lead_a_move_route(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """A node whose move route's source is not the share the nodes recorded
+    (an empty local folder where the share should be mounted, no
+    source_mount set) does not take the route when the node that sees the
+    share stops watching: it would watch an empty folder and the route would
+    go silent. It leads once the share is there."""
+    shares = Shares(tmp_path, pg_dsn)
+    for node in ("node-a", "node-b"):
+        (tmp_path / f"view-{node}" / "in-move").mkdir(parents=True)
+    (tmp_path / "out-move").mkdir(exist_ok=True)
+    a = NodeProcs(shares, "node-a", config_text=ONE_MOVE)
+    b = NodeProcs(shares, "node-b", config_text=ONE_MOVE)
+    try:
+        procs = [a.start("watcher"), a.start("workers")]
+        (tmp_path / "view-node-a" / "in-move" / "first.bin").write_bytes(os.urandom(5_000))
+        wait_for(
+            lambda: shares.all_completed({"first.bin"}),
+            "node-a to move the first file (its workers record the share's marker)",
+            root=tmp_path,
+            alive=procs,
+        )
+        procs.append(b.start("watcher"))
+        wait_for(
+            lambda: b.beat_pid("watcher") == procs[2].pid,
+            "node-b's watcher to run",
+            root=tmp_path,
+            alive=procs[1:],
+        )
+        procs[0].send_signal(signal.SIGTERM)  # a clean stop: the route's lock is free
+        assert procs[0].wait(60) == 0
+        log = tmp_path / "node-b-watcher.log"
+        wait_for(
+            lambda: "is not the share the other nodes use" in log.read_text(errors="replace"),
+            "node-b to find it is not on the share",
+            root=tmp_path,
+            alive=procs[1:],
+        )
+        assert a.status()["route_watchers"] == {}, "node-b took a route it cannot watch"
+        # The share mounted at node-b's root (its marker there): node-b leads
+        # and moves what arrives.
+        marker = next((tmp_path / "view-node-a" / "in-move").glob(".ketter-share-*"))
+        (tmp_path / "view-node-b" / "in-move" / marker.name).write_bytes(marker.read_bytes())
+        wait_for(
+            lambda: a.status()["route_watchers"] == {"moves": "node-b"},
+            "node-b to lead once the share is there",
+            root=tmp_path,
+            alive=procs[1:],
+        )
+        # (node-a's workers see the share at another path in this test: not
+        # theirs to run; node-b's watcher detecting it is what is shown.)
+        procs[1].send_signal(signal.SIGTERM)
+        assert procs[1].wait(60) == 0
+        (tmp_path / "view-node-b" / "in-move" / "second.bin").write_bytes(os.urandom(5_000))
+        wait_for(
+            lambda: shares.states().get("second.bin") == "detected",
+            "node-b to detect the second file",
+            root=tmp_path,
+            alive=procs[2:],
+        )
+    finally:
+        a.stop()
+        b.stop()
+
 
 # -- a database outage mid-flow ------------------------------------------------
 

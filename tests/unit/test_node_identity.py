@@ -14,7 +14,7 @@ import pytest
 
 from ketter.runtime.identity import conflict, nodes_view
 
-HERE = {"host": "n1.example", "boot": "boot-1"}
+HERE = {"host": "n1.example", "machine": "m-1", "boot": "boot-1"}
 TTL = 30.0
 NOW = 1000.0
 
@@ -49,8 +49,20 @@ def dead_pid() -> int:
         ("other-host-stale", None),
         # another host, stopped cleanly: free
         ("other-host-stopped", None),
-        # this host before a reboot (another boot id), live: refused
-        ("other-boot-live", "before its last reboot"),
+        # this machine before a reboot (another boot id), live: free (that
+        # boot's processes are gone; a reboot within lease.ttl must not lock
+        # the node out)
+        ("other-boot-live", None),
+        # the same host name on another machine (another machine id): refused
+        ("same-host-other-machine", "another machine"),
+        # another host name with this machine id (a clone of one image):
+        # another machine, refused
+        ("other-host-same-machine-id", "in use"),
+        # a row without a machine id (written before them) from this host
+        # name and another boot: maybe another machine named alike, refused
+        ("old-row-same-host-other-boot", "before its last reboot"),
+        # a row without a machine id from another host name: refused
+        ("old-row-other-host", "in use"),
         # this host and boot, the same service, its pid still runs: refused
         ("same-service-running", "already runs its workers"),
         # this host and boot, the same service, its pid is gone (kill -9): free
@@ -59,12 +71,17 @@ def dead_pid() -> int:
         ("other-service-running", None),
         # a row without origin (written before origins): not judged
         ("no-origin", None),
-        # a route's row from another host: judged like any row
-        ("route-row-other-host", "in use"),
+        # a route's row from another host whose watcher stopped cleanly
+        # (its routes' rows stay young): not judged, the process rows are
+        ("route-row-other-host", None),
+        # the shipper's row of another host: not judged either
+        ("audit-row-other-host", None),
+        # a row another process of this service wrote (its extra processes)
+        ("same-service-other-process", None),
     ],
 )
 def test_who_may_start(case: str, refused: str | None, dead_pid: int) -> None:
-    other = {"host": "n2.example", "boot": "boot-9"}
+    other = {"host": "n2.example", "machine": "m-2", "boot": "boot-9"}
     rows = {
         "other-host-live": [row("workers", age=5, origin=other)],
         "other-host-stale": [row("workers", age=TTL + 0.1, origin=other)],
@@ -74,9 +91,26 @@ def test_who_may_start(case: str, refused: str | None, dead_pid: int) -> None:
         "same-service-dead": [row("workers", age=1, pid=dead_pid, origin=HERE)],
         "other-service-running": [row("watcher", age=1, pid=os.getppid(), origin=HERE)],
         "no-origin": [row("workers", age=1)],
-        "route-row-other-host": [row("route:a", age=1, origin=other)],
+        "same-host-other-machine": [row("workers", age=1, origin={**other, "host": HERE["host"]})],
+        "other-host-same-machine-id": [
+            row("workers", age=1, origin={**other, "machine": HERE["machine"]})
+        ],
+        "old-row-same-host-other-boot": [
+            row("workers", age=1, origin={"host": HERE["host"], "boot": "boot-0"})
+        ],
+        "old-row-other-host": [row("workers", age=1, origin={"host": "n2.example", "boot": "b"})],
+        "route-row-other-host": [
+            row("watcher", age=1, origin=other, stopped=True),
+            row("route:a", age=1, origin=other),
+        ],
+        "audit-row-other-host": [row("audit", age=1, origin=other)],
+        "same-service-other-process": [
+            row("workers", age=1, pid=os.getppid(), origin=HERE, service=4321)
+        ],
     }[case]
-    problem = conflict(rows, role="workers", now=NOW, ttl=TTL, mine=HERE, pid=os.getpid())
+    problem = conflict(
+        rows, role="workers", now=NOW, ttl=TTL, mine=HERE, pid=os.getpid(), service=4321
+    )
     if refused is None:
         assert problem is None, problem
     else:

@@ -1,9 +1,12 @@
 """Shared-storage checks with real processes on PostgreSQL (issue #18 item
 6): the first node's ``ketter run`` writes the route's markers; a second
 node whose route roots are not that share (nothing mounted there) never
-delivers into them: the route pauses with the path and both ids, its other
-route keeps working, and once the right share is there the route resumes by
-itself and delivers. Temporaries and markers are never delivered."""
+delivers into them. Its watcher does not watch the move route's source
+(the watch is lost, with the path and both ids); with the source's share
+there but not the destination's, its workers pause the route (the path and
+both ids); its other route keeps working throughout, and once the right
+share is there the route resumes by itself and delivers. Temporaries and
+markers are never delivered."""
 
 from __future__ import annotations
 
@@ -80,6 +83,22 @@ def _status(config: Path) -> str:
     return done.stdout
 
 
+def _health(config: Path) -> str:
+    done = subprocess.run(
+        [*KETTER, "--config", str(config), "health"],
+        capture_output=True, text=True, env=cli_env(), timeout=120,
+    )
+    return done.stdout + done.stderr
+
+
+def _states(dsn: str) -> dict[str, str]:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute("SELECT source_display, state FROM jobs").fetchall()
+    return {os.path.basename(name): state for name, state in rows}
+
+
 def test_a_node_without_the_share_never_delivers_there(pg_dsn: str, tmp_path: Path) -> None:
     share, empty = tmp_path / "share", tmp_path / "n2-mnt"
     n1 = _write(tmp_path / "n1", "n1", share, pg_dsn)
@@ -101,18 +120,27 @@ def test_a_node_without_the_share_never_delivers_there(pg_dsn: str, tmp_path: Pa
     (empty / "src" / "b.wav").write_bytes(b"b" * 5000)
     proc = _run(n2)
     try:
-        _wait(lambda: "marker" in _status(n2), "the route to pause", proc)
+        # The source is not the share: not watched here, and said so.
+        _wait(lambda: "marker" in _status(n2), "the route's watch to be lost", proc)
         status = _status(n2)
-        assert str(empty / "src" / name) in status or str(empty / "dst" / name) in status
-        assert str(ids["src"]) in status or str(ids["dst"]) in status, status
+        assert str(empty / "src" / name) in status and str(ids["src"]) in status, status
+        health = _health(n2)
+        assert "route dub" in health and "source not watchable" in health, health
         # Its other route keeps working.
         (tmp_path / "n2" / "o-src" / "c.wav").write_bytes(b"c" * 5000)
         _wait(lambda: (tmp_path / "n2" / "o-dst" / "c.wav").exists(), "the other route", proc)
+        assert "b.wav" not in _states(pg_dsn)  # never enqueued from a wrong source
         assert os.listdir(empty / "dst") == []  # nothing delivered, no marker written
         assert not (empty / "src" / name).exists()
+        # The source's share there, not the destination's: the watcher
+        # enqueues, the workers pause the route before writing anything.
+        shutil.copy(share / "src" / name, empty / "src" / name)
+        _wait(lambda: str(empty / "dst" / name) in _status(n2), "the route to pause", proc)
+        status = _status(n2)
+        assert str(empty / "dst" / name) in status and str(ids["dst"]) in status, status
+        assert os.listdir(empty / "dst") == []
         # The right share mounted (its markers appear): resumed, delivered.
-        for side in ("src", "dst"):
-            shutil.copy(share / side / name, empty / side / name)
+        shutil.copy(share / "dst" / name, empty / "dst" / name)
         _wait(lambda: (empty / "dst" / "b.wav").exists(), "the delivery after the fix", proc)
     finally:
         _stop(proc)
