@@ -29,6 +29,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import peewee
@@ -56,6 +57,9 @@ class CopyReport:
     migrations: list[str] = field(default_factory=list)
     events: int = 0
     chain_digest: str = ""
+    #: The copy's last step began: its COMMIT (an error now leaves the
+    #: outcome unknown, not "nothing committed").
+    committing: bool = False
 
 
 def _sqlite_tables(src: sqlite3.Connection) -> list[str]:
@@ -115,38 +119,92 @@ def copy_store(
 ) -> CopyReport:
     """Copy the SQLite store at ``sqlite_path`` into the empty database
     ``dsn``; returns what was copied or raises :class:`CopyRefused`."""
-    from ketter.store.postgres.db import connect, shown_dsn
+    from ketter.store.postgres.db import shown_dsn
 
     where = shown_dsn(dsn)
     now = time.time() if now is None else now
+    # A file URI built by pathlib: a '#', '?' or '%' in the path is escaped
+    # (pasted as is, SQLite cut the path there, dropped mode=ro and opened
+    # another file read-write).
+    uri = Path(sqlite_path).absolute().as_uri() + "?mode=ro"
     try:
-        src = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
+        src = sqlite3.connect(uri, uri=True)
     except sqlite3.Error as exc:
         raise CopyRefused(f"cannot open the SQLite job store {sqlite_path}: {exc}") from exc
     try:
-        # One read transaction: the copy is one moment of the store.
-        src.execute("BEGIN")
-        tables = _sqlite_tables(src)
-        if "jobs" not in tables or "events" not in tables:
-            raise CopyRefused(f"{sqlite_path} is not a Ketter job store (no jobs/events table)")
-        live = live_components(src, now=now, stale=stale)
-        if live and not force:
-            raise CopyRefused(
-                f"the node's services are running ({'; '.join(live)}): stop "
-                "`ketter workers`, `ketter watcher` and `ketter api` first (systemctl "
-                "stop ketter.target ketter-api), or pass --force to copy a store that "
-                "may change under the copy"
-            )
-        src_migrations = [
-            r[0] for r in src.execute(f'SELECT name FROM "{MIGRATIONS_TABLE}" ORDER BY name')
-        ]
-        db = connect(dsn, password=password)
-        try:
-            return _copy(src, db, tables, src_migrations, where, sqlite_path, say)
-        finally:
-            db.close()
+        return _copy_from(src, uri, dsn, sqlite_path, where, password, force, stale, now, say)
+    except sqlite3.Error as exc:
+        # Not a database, locked, unreadable: said in one line. Every read
+        # of the store comes before the copy's COMMIT: the PostgreSQL side
+        # rolled back (the error left its block).
+        raise CopyRefused(f"cannot read the SQLite job store {sqlite_path}: {exc}") from exc
     finally:
         src.close()
+
+
+def _copy_from(
+    src: sqlite3.Connection,
+    uri: str,
+    dsn: str,
+    sqlite_path: str,
+    where: str,
+    password: str | None,
+    force: bool,
+    stale: float,
+    now: float,
+    say: Callable[[str], None],
+) -> CopyReport:
+    from ketter.store.postgres.db import connect
+
+    # One read transaction: the copy is one moment of the store.
+    src.execute("BEGIN")
+    tables = _sqlite_tables(src)
+    if "jobs" not in tables or "events" not in tables:
+        raise CopyRefused(f"{sqlite_path} is not a Ketter job store (no jobs/events table)")
+    live = live_components(src, now=now, stale=stale)
+    if live and not force:
+        raise CopyRefused(
+            f"the node's services are running ({'; '.join(live)}): stop "
+            "`ketter workers`, `ketter watcher` and `ketter api` first (systemctl "
+            "stop ketter.target ketter-api), or pass --force to copy a store that "
+            "may change under the copy"
+        )
+    src_migrations = [
+        r[0] for r in src.execute(f'SELECT name FROM "{MIGRATIONS_TABLE}" ORDER BY name')
+    ]
+    # The store's newest event and its jobs' count as copied, read again
+    # just before the commit on a connection of its own, outside the copy's
+    # snapshot: a one-off command (`ketter transfer`, `token create`) writes
+    # without a heartbeat.
+    copied_at = _moment(src)
+
+    def moved() -> str | None:
+        fresh = sqlite3.connect(uri, uri=True)
+        try:
+            now_at = _moment(fresh)
+        finally:
+            fresh.close()
+        if now_at == copied_at:
+            return None
+        return (
+            f"the SQLite store {sqlite_path} changed during the copy (events "
+            f"{copied_at[0]} → {now_at[0]}, jobs {copied_at[1]} → {now_at[1]}): writes "
+            "after the copy began would be missing from it. Stop every Ketter command "
+            "on this node and copy again"
+        )
+
+    db = connect(dsn, password=password)
+    try:
+        return _copy(src, db, tables, src_migrations, where, sqlite_path, say, moved, force)
+    finally:
+        db.close()
+
+
+def _moment(src: sqlite3.Connection) -> tuple[int, int]:
+    """The newest event's id and the number of jobs: whether a store moved."""
+    events = src.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+    jobs = src.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+    return int(events), int(jobs)
 
 
 def _copy(
@@ -157,6 +215,8 @@ def _copy(
     where: str,
     sqlite_path: str,
     say: Callable[[str], None],
+    moved: Callable[[], str | None],
+    force: bool,
 ) -> CopyReport:
     import psycopg
 
@@ -199,8 +259,14 @@ def _copy(
             f"({', '.join(ahead)}): copy with the Ketter version that wrote it"
         )
     try:
-        _copy_in_one_transaction(src, db, tables, report, where, say)
+        _copy_in_one_transaction(src, db, tables, wanted, report, where, say, moved, force)
     except (psycopg.Error, peewee.DatabaseError) as exc:
+        if report.committing:
+            raise CopyRefused(
+                f"the copy's COMMIT into {where} failed ({str(exc).strip()}): whether it "
+                "was committed is not known. Run `ketter db copy` again: it copies into "
+                "an empty database, and refuses one that holds the copy (not empty)"
+            ) from exc
         raise CopyRefused(
             f"copying into {where} failed, nothing was committed: {str(exc).strip()}"
         ) from exc
@@ -211,9 +277,12 @@ def _copy_in_one_transaction(
     src: sqlite3.Connection,
     db: Any,
     tables: list[str],
+    wanted: list[str],
     report: CopyReport,
     where: str,
     say: Callable[[str], None],
+    moved: Callable[[], str | None],
+    force: bool,
 ) -> None:
     from ketter.store.postgres.db import upgrade
 
@@ -221,6 +290,14 @@ def _copy_in_one_transaction(
     db.begin_durable()
     with db.atomic():
         report.migrations = upgrade(db)
+        if sorted(report.migrations) != sorted(wanted):
+            # Another process migrated the database since it was found empty:
+            # it is someone's store now, not this copy's.
+            raise CopyRefused(
+                f"the database {where} was migrated by another process during the copy "
+                f"(this copy applied {len(report.migrations)} of {len(wanted)} "
+                "migrations): nothing was committed; copy into a new empty database"
+            )
         say(f"{where}: schema created ({len(report.migrations)} migrations)")
         target_columns = _target_columns(db)
         for table in tables:
@@ -228,6 +305,12 @@ def _copy_in_one_transaction(
             say(f"{table}: {report.tables[table]} row(s)")
         _fix_sequences(db, list(report.tables))
         _compare(src, db, report, where)
+        changed = moved()
+        if changed is not None:
+            if not force:
+                raise CopyRefused(f"{changed}; nothing was committed")
+            say(f"warning: {changed} (--force: copied as it was when the copy began)")
+        report.committing = True
 
 
 def _target_columns(db: Any) -> dict[str, set[str]]:
@@ -247,6 +330,8 @@ def _copy_table(
     target_columns: dict[str, set[str]],
     where: str,
 ) -> int:
+    import psycopg
+
     columns = _columns(src, table)
     have = target_columns.get(table)
     if have is None:
@@ -271,12 +356,20 @@ def _copy_table(
     # at every update: the copy grew with the square of the jobs (80,000
     # jobs 17.3 s, 20,000 1.8 s).
     db.execute_sql(f'ALTER TABLE "{table}" DISABLE TRIGGER USER')
-    while True:
-        rows = cursor.fetchmany(BATCH)
-        if not rows:
-            break
-        pg.executemany(insert, rows)
-        count += len(rows)
+    try:
+        while True:
+            rows = cursor.fetchmany(BATCH)
+            if not rows:
+                break
+            pg.executemany(insert, rows)
+            count += len(rows)
+    except (psycopg.Error, peewee.DatabaseError) as exc:
+        # Which table, and about which rows: PostgreSQL's message names
+        # neither (a value out of its column's range, say).
+        raise CopyRefused(
+            f"copying table {table} into {where} failed after {count} row(s), at one of "
+            f"rows {count + 1}–{count + BATCH}: {str(exc).strip()}; nothing was committed"
+        ) from exc
     db.execute_sql(f'ALTER TABLE "{table}" ENABLE TRIGGER USER')
     return count
 

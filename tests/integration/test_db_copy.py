@@ -19,8 +19,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from ketter.store.copy import BATCH, CopyRefused, _same_chains, chain_digest
+from ketter.audit.chain import AuditChain
+from ketter.store.copy import BATCH, CopyRefused, _same_chains, chain_digest, copy_store
 from ketter.store.postgres.db import connect
+from ketter.store.sqlite import open_job_store
 from tests.conftest import KETTER, cli_env
 
 CONFIG = """\
@@ -229,3 +231,124 @@ def test_the_chains_are_compared_event_by_event(pg_cluster: Any) -> None:
     with pytest.raises(CopyRefused):
         walk([*hashes, "e" * 64])  # one more here
     db.close()
+
+
+def _small_store(path: Path, events: int = 3) -> None:
+    """A real SQLite job store (migrated by the store itself) with a few events."""
+    store = open_job_store(path, AuditChain(node="n1"))
+    try:
+        for i in range(events):
+            with store.transaction():
+                store.append_event("detect", now=1000.0 + i, job_id=None, route="r")
+    finally:
+        store.close()
+
+
+def test_a_store_path_with_url_characters_is_copied_read_only(
+    pg_cluster: Any, tmp_path: Path
+) -> None:
+    """'#', '?' and '%' in the store's path: the file URI escapes them (pasted
+    as is, SQLite cut the path at '#', dropped mode=ro and opened another file
+    read-write)."""
+    folder = tmp_path / "st#a?b%20c" / "state"
+    folder.mkdir(parents=True)
+    _small_store(folder / "ketter.db")
+    before = set(tmp_path.rglob("*"))
+    report = copy_store(str(folder / "ketter.db"), _empty_database(pg_cluster, "ketter_url"))
+    assert report.events == 3 and report.tables["events"] == 3
+    # No stray file (the path cut at '#' was tmp_path/"st"): only SQLite's own
+    # files of the store itself, next to it.
+    new = set(tmp_path.rglob("*")) - before
+    assert all(p.parent == folder and p.name.startswith("ketter.db-") for p in new), new
+
+
+def test_a_file_that_is_not_a_store_is_refused_in_one_line(pg_cluster: Any, tmp_path: Path) -> None:
+    garbage = tmp_path / "ketter.db"
+    garbage.write_bytes(b"not a database, " * 512)
+    dsn = _empty_database(pg_cluster, "ketter_garbage")
+    with pytest.raises(CopyRefused, match=r"cannot read the SQLite job store .*not a database"):
+        copy_store(str(garbage), dsn)
+    with psycopg.connect(dsn) as conn:
+        assert (
+            conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0]
+            == 0
+        )
+
+
+def test_a_row_postgresql_refuses_names_its_table(pg_cluster: Any, tmp_path: Path) -> None:
+    path = tmp_path / "ketter.db"
+    _small_store(path)
+    store = open_job_store(path, AuditChain(node="n1"))
+    try:
+        job_id = store.add_job(
+            {
+                "route": "r",
+                "mode": "copy",
+                "kind": "file",
+                "source_path": b"/in/a",
+                "source_display": "/in/a",
+                "dest_path": b"/out/a",
+                "dest_display": "/out/a",
+                "source_key": "k1",
+                "size": 1,
+                "file_count": 1,
+                "state": "detected",
+                "attempt": 0,
+                "priority": 0,
+                "bytes_done": 0,
+                "node": "n1",
+                "created_at": 1.0,
+                "updated_at": 1.0,
+            }
+        )
+    finally:
+        store.close()
+    with sqlite3.connect(path) as raw:  # a priority past PostgreSQL's integer
+        raw.execute("UPDATE jobs SET priority = ? WHERE id = ?", (2**40, job_id))
+    dsn = _empty_database(pg_cluster, "ketter_range")
+    with pytest.raises(CopyRefused, match=r"copying table jobs into .* failed after 0 row"):
+        copy_store(str(path), dsn)
+    with psycopg.connect(dsn) as conn:  # nothing committed
+        assert (
+            conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0]
+            == 0
+        )
+
+
+def test_a_store_written_during_the_copy_is_refused_after_it(
+    pg_cluster: Any, tmp_path: Path
+) -> None:
+    """A one-off command (no heartbeat) writes while the copy runs: refused
+    before the commit (nothing in the database); with --force the copy is of
+    the moment it began, with a warning."""
+    path = tmp_path / "ketter.db"
+    _small_store(path)
+    writer = open_job_store(path, AuditChain(node="n1"))
+
+    def say(line: str) -> None:
+        if line.startswith("events:"):  # the events are copied: one more now
+            with writer.transaction():
+                writer.append_event("detect", now=2000.0, job_id=None, route="r")
+
+    try:
+        refused = _empty_database(pg_cluster, "ketter_moved")
+        with pytest.raises(
+            CopyRefused, match=r"changed during the copy \(events 3 → 4.*nothing was committed"
+        ):
+            copy_store(str(path), refused, say=say)
+        with psycopg.connect(refused) as conn:
+            tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+            assert conn.execute(tables).fetchone()[0] == 0
+        said: list[str] = []
+
+        def forced(line: str) -> None:
+            said.append(line)
+            say(line)
+
+        report = copy_store(
+            str(path), _empty_database(pg_cluster, "ketter_forced"), say=forced, force=True
+        )
+        assert report.events == 4  # the moment the copy began (4: the refused run's)
+        assert any(line.startswith("warning: the SQLite store") for line in said), said
+    finally:
+        writer.close()
