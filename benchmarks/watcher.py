@@ -991,7 +991,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "met": cpu < TARGET_IDLE_CPU,
                 }
             )
-    if results.get("pg"):
+    if results.get("pg") and results["pg"]["size"] == watcher_pg_goal_size():
         for c in results["pg"]["goals"]:
             goal = c["goal"]
             checks.append(
@@ -1003,6 +1003,13 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
     return checks
+
+
+def watcher_pg_goal_size() -> int:
+    """The file size the PostgreSQL goals are set on (benchmarks/watcher_pg.py)."""
+    import watcher_pg
+
+    return int(watcher_pg.GOAL_SIZE)
 
 
 def goal_table(checks: list[dict[str, Any]], quick: bool) -> list[str]:
@@ -1039,6 +1046,13 @@ def main(argv: list[str] | None = None) -> int:
         "--variants",
         help="comma list of e2e variants, e.g. run/auto/w2 "
         f"(default: {', '.join(v.name for v in VARIANTS)})",
+    )
+    ap.add_argument(
+        "--pg-kib",
+        type=int,
+        default=64,
+        help="file size of the PostgreSQL variants in KiB (default 64, the size "
+        "their goals are set on; another size prints its ratios, no verdict)",
     )
     ap.add_argument("--scale-files", type=int, help="files of the scale test (default 100000)")
     ap.add_argument("--scale-runs", type=int, default=1, help="rounds of the scale test")
@@ -1103,7 +1117,10 @@ def main(argv: list[str] | None = None) -> int:
             import watcher_pg
 
             results["pg"] = watcher_pg.bench(
-                args.runs or (1 if args.quick else 5), files, quick=args.quick
+                args.runs or (1 if args.quick else 5),
+                files,
+                args.pg_kib * KiB,
+                quick=args.quick,
             )
             empty_trash()
         if "scale" in only:
