@@ -181,6 +181,18 @@ def test_due_jobs_best_first_within_free_slots(job_store: JobStore) -> None:
     assert job_store.due_job_ids(routes, now=100.0, limit=2) == [b, c]
 
 
+def test_a_full_route_does_not_hide_another_routes_due_job(job_store: JobStore) -> None:
+    """A doorbell whose job was taken claims the best due job of a route with
+    a free slot: "busy" (max_parallel 1) is full with more than 64 older jobs
+    waiting, and the one due job of "other" is still found."""
+    put_job(job_store, route="busy", lease_owner="x", lease_expires_at=500.0, claim="c")
+    waiting = [put_job(job_store, route="busy") for _ in range(70)]
+    due = put_job(job_store, route="other")
+    routes = {"busy": 1, "other": 0}
+    taken = job_store.claim_next(routes, hint=waiting[0], owner="w/1", now=100.0, ttl=30.0)
+    assert taken is not None and taken.row.id == due
+
+
 def test_expired_leases_are_counted(job_store: JobStore) -> None:
     put_job(job_store, lease_owner="x", lease_expires_at=50.0, claim="c")
     put_job(job_store, lease_owner="x", lease_expires_at=500.0, claim="c")

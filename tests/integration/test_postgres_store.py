@@ -676,3 +676,78 @@ def test_every_connection_notices_a_vanished_host_unless_the_dsn_says_otherwise(
     own = options(f"{pg_dsn}?connect_timeout=60&tcp_user_timeout=5000")
     assert (own["connect_timeout"], own["tcp_user_timeout"]) == ("60", "5000")
     assert own["keepalives_idle"] == str(LIVENESS["keepalives_idle"])
+
+
+def _job_columns(key: str, now: float) -> dict[str, Any]:
+    """A new job's row as the watcher writes it (ketter.jobs.create): due at
+    its creation, on the writer's clock."""
+    return {
+        "route": "r",
+        "mode": "copy",
+        "kind": "file",
+        "source_path": b"/src/" + key.encode(),
+        "source_display": "/src/" + key,
+        "source_key": key,
+        "size": 10,
+        "file_count": 1,
+        "state": "detected",
+        "attempt": 0,
+        "priority": 0,
+        "bytes_done": 0,
+        "node": "ahead",
+        "created_at": now,
+        "updated_at": now,
+        "next_attempt_at": now,
+    }
+
+
+def test_due_times_written_by_a_node_ahead_are_due_on_the_database_clock(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node whose clock runs 3 s ahead of the server's writes a new job's,
+    a released job's and a let-go job's due time as "now" on its clock:
+    each is claimable at once, on the database's clock. Before, each was in
+    the database's future: the job's doorbell found it not due and the job
+    waited for the sweep (or as long as the clock was off)."""
+    ahead = open_pg_job_store(pg_dsn, AuditChain(node="ahead"))
+    other = open_pg_job_store(pg_dsn, AuditChain(node="other"), migrate=False)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3.0)
+    try:
+        now = time.time()
+        with ahead.transaction():
+            created = ahead.add_job(_job_columns("new", now))
+            (batch,) = ahead.add_jobs([_job_columns("burst", now)])
+        assert created is not None and batch is not None
+        for job_id in (created, batch):
+            assert ahead.get_job(job_id).next_attempt_at <= _db_now(pg_dsn)
+        taken = other.claim_next({"r": 0}, hint=created, owner="other/1", now=real(), ttl=60.0)
+        assert taken is not None and taken.row.id == created
+        # Released (a graceful stop) by the node ahead: due at once again.
+        got = ahead.claim_next({"r": 0}, hint=batch, owner="ahead/1", now=now, ttl=60.0)
+        assert got is not None and got.row.id == batch
+        assert ahead.release_lease(batch, got.claim, now=time.time(), reason="stop")
+        again = other.claim_next({"r": 0}, hint=batch, owner="other/2", now=real(), ttl=60.0)
+        assert again is not None and again.row.id == batch
+        # Let go (a rollback that failed) with no delay: due at once too.
+        assert ahead.let_go(batch, again.claim, next_attempt_at=time.time())
+        assert ahead.get_job(batch).next_attempt_at <= _db_now(pg_dsn)
+    finally:
+        ahead.close()
+        other.close()
+
+
+def test_the_sweeps_due_list_neither_takes_nor_skips_row_locks(pg_dsn: str) -> None:
+    """The sweep's list of due jobs reads without row locks: a claim's row
+    locked meanwhile is still listed (rung if its claim fails), and the
+    list locks nothing a concurrent claim would then skip (its doorbell
+    unused)."""
+    store = open_pg_job_store(pg_dsn, AuditChain(node="n1"))
+    try:
+        job_id = put_job(store)
+        with psycopg.connect(pg_dsn) as conn:  # a claimant holding the row
+            conn.execute("SELECT id FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
+            assert store.due_job_ids({"r": 0}, now=time.time(), limit=10) == [job_id]
+            conn.rollback()
+    finally:
+        store.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -30,6 +31,27 @@ class CompositeCore(abc.ABC):
 
     @abc.abstractmethod
     def in_transaction(self) -> bool: ...
+
+    @abc.abstractmethod
+    def lease_clock(self, now: float) -> float:
+        """The leases' clock (:class:`ketter.store.ports.leases.LeasesPort`)."""
+
+    def _due_on_lease_clock(self, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` (``jobs`` columns) with ``next_attempt_at``, written on
+        the caller's clock, moved onto the leases' clock, which every claim
+        compares it with: the same clock on one node, the database's on
+        PostgreSQL. A node whose clock ran ahead wrote a new job's, a
+        released job's or a retry's due time in the database's future: its
+        doorbell found the job not due, and the job waited for the sweep
+        (or for as long as the clock was off). Shifted by the two clocks'
+        difference now (PostgreSQL: read with the transaction's ``BEGIN``,
+        no round trip inside a transaction)."""
+        due = values.get("next_attempt_at")
+        if due is None:
+            return values
+        wall = time.time()
+        shift = self.lease_clock(wall) - wall
+        return values if shift == 0 else {**values, "next_attempt_at": float(due) + shift}
 
     @abc.abstractmethod
     def _chain_head(self) -> tuple[int, str] | None:

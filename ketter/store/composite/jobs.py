@@ -112,6 +112,7 @@ class CompositeJobs(CompositeCore):
         only_uncancelled: bool = False,
     ) -> bool:
         check_columns(values)
+        values = self._due_on_lease_clock(values)
         return self._compare_and_set(job_id, state, claim, values, only_unplaced, only_uncancelled)
 
     def set_attempt(self, job_id: int, claim: str, attempt: int) -> bool:
@@ -149,6 +150,7 @@ class CompositeJobs(CompositeCore):
                 if change.to is not None:
                     values["state"] = new
                 check_columns(values)
+                values = self._due_on_lease_clock(values)
                 attempt = int(values.get("attempt", attempt))
                 row = self._next_event(
                     change.event,

@@ -53,10 +53,12 @@ class CompositeLeases(CompositeJobs):
 
     @abc.abstractmethod
     def _due_jobs(
-        self, routes: Sequence[str], now: float, limit: int
+        self, routes: Sequence[str], now: float, limit: int, *, lock: bool = True
     ) -> list[tuple[int, int, str]]:
         """``(priority, id, route)`` of the jobs of ``routes`` claimable at
-        ``now``, best first (highest priority, then oldest), at most ``limit``."""
+        ``now``, best first (highest priority, then oldest), at most
+        ``limit``. ``lock``: their rows locked for the caller's claim (a row
+        another claimant holds is skipped); the sweep's list locks none."""
 
     @abc.abstractmethod
     def _fresh_file_jobs(
@@ -132,20 +134,20 @@ class CompositeLeases(CompositeJobs):
                 job = self._claimable_job(hint, now)
                 if job is not None and eligible(job.route):
                     return self._take(job, owner, now, ttl)
-            running_routes = [name for name in routes if name not in paused]
+            # Only routes with a free slot: a full route's 64 best candidates
+            # hid another route's due job, and the doorbell that could have
+            # taken it went unused (the sweep, counting it as pending, rang
+            # nothing for that job).
+            running_routes = [name for name in routes if eligible(name)]
             if not running_routes:
                 return None
             # Ids and routes only: the hint of most messages was taken by a
             # batch already, and building 64 rows to take one cost more than
             # the claim itself.
-            verdicts: dict[str, bool] = {}
-            for _priority, job_id, route in self._due_jobs(running_routes, now, CANDIDATES):
-                if route not in verdicts:
-                    verdicts[route] = eligible(route)
-                if verdicts[route]:
-                    found = self.find_job(job_id)
-                    assert found is not None  # read inside the same transaction
-                    return self._take(found, owner, now, ttl)
+            for _priority, job_id, _route in self._due_jobs(running_routes, now, CANDIDATES):
+                found = self.find_job(job_id)
+                assert found is not None  # read inside the same transaction
+                return self._take(found, owner, now, ttl)
         return None
 
     def claim_batch(
@@ -270,13 +272,15 @@ class CompositeLeases(CompositeJobs):
         # The routes without a limit in one query; each limited one gives at
         # most its free slots.
         unlimited = [name for name, cap in running.items() if not cap]
-        picked = self._due_jobs(unlimited, now, limit) if unlimited else []
+        # Without row locks: a claim running meanwhile would skip the rows
+        # this list locked and let its doorbell go unused.
+        picked = self._due_jobs(unlimited, now, limit, lock=False) if unlimited else []
         for name, cap in running.items():
             if not cap:
                 continue
             free = max(cap - self._running(name, now), 0)
             if free:
-                picked += self._due_jobs([name], now, free)
+                picked += self._due_jobs([name], now, free, lock=False)
         picked.sort(key=lambda due: (-due[0], due[1]))
         return [job_id for _, job_id, _ in picked[:limit]]
 

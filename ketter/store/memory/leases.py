@@ -59,7 +59,7 @@ class LeasesMemory(MemoryCore, CompositeLeases):
             return dataclasses.replace(job) if job is not None and _free(job, now) else None
 
     def _due_jobs(
-        self, routes: Sequence[str], now: float, limit: int
+        self, routes: Sequence[str], now: float, limit: int, *, lock: bool = True
     ) -> list[tuple[int, int, str]]:
         wanted = set(routes)
         with self._lock:

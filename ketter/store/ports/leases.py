@@ -48,10 +48,12 @@ class LeasesPort(Protocol):
     ``claim_batch``) runs wholly on it: its lease, its due check, the
     row's ``started_at``/``progress_at``/``updated_at`` and its event's
     ``ts``; so do a renewal's expiry, the sweep's due list and its expired
-    count. The other times (a step's ``updated_at``, the other events'
-    ``ts``, a retry's ``next_attempt_at``) are the caller's: a node's clock
-    off by a few seconds shifts a retry or a displayed rate, never who
-    holds a job."""
+    count. A job's ``next_attempt_at``, given on the caller's clock, is
+    moved onto this one as it is written (a new job's, a release's, a
+    retry's: compared with it by every claim). The other times (a step's
+    ``updated_at``, the other events' ``ts``) are the caller's: a node's
+    clock off by a few seconds shifts a displayed time or rate, never who
+    holds a job or when it is due."""
 
     def lease_clock(self, now: float) -> float:
         """The time leases are set and compared with when the caller's clock

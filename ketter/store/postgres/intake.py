@@ -22,6 +22,7 @@ class IntakePg(PgCore, IntakeShared):
 
     def add_job(self, columns: Mapping[str, Any]) -> int | None:
         check_job_columns(columns, JOB_COLUMNS)
+        columns = self._due_on_lease_clock(dict(columns))
         # Raw SQL: the watcher creates thousands of jobs in a burst. A failed
         # statement would abort the whole transaction on PostgreSQL, so the
         # partial unique index jobs_active_source_key is the conflict's
@@ -35,6 +36,7 @@ class IntakePg(PgCore, IntakeShared):
         columns (one round trip, under the write turn); the arbiter as in
         :meth:`add_job`. A row whose key an earlier one of the same insert
         took is not inserted either."""
+        rows = [self._due_on_lease_clock(dict(row)) for row in rows]
         ids: list[int | None] = []
         i = 0
         while i < len(rows):

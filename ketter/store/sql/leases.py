@@ -68,12 +68,13 @@ class LeasesShared(JobsShared, CompositeLeases):
         return found is not None
 
     def _due_jobs(
-        self, routes: Sequence[str], now: float, limit: int
+        self, routes: Sequence[str], now: float, limit: int, *, lock: bool = True
     ) -> list[tuple[int, int, str]]:
         marks = ", ".join("?" for _ in routes)
+        locked = self.dialect.lock_rows if lock else ""
         rows = self._exec(
             f"SELECT priority, id, route FROM jobs WHERE {_CLAIMABLE} AND route IN ({marks}) "
-            f"ORDER BY priority DESC, id LIMIT ?{self.dialect.lock_rows}",
+            f"ORDER BY priority DESC, id LIMIT ?{locked}",
             (now, now, *routes, limit),
         ).fetchall()
         return [(priority, job_id, route) for priority, job_id, route in rows]
@@ -143,7 +144,11 @@ class LeasesShared(JobsShared, CompositeLeases):
         cursor = self._exec(
             "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL, "
             "next_attempt_at = ?, attempt = attempt + 1 WHERE id = ? AND claim = ?",
-            (next_attempt_at, job_id, claim),
+            (
+                self._due_on_lease_clock({"next_attempt_at": next_attempt_at})["next_attempt_at"],
+                job_id,
+                claim,
+            ),
         )
         return int(cursor.rowcount) == 1
 
