@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -33,8 +32,9 @@ class CompositeCore(abc.ABC):
     def in_transaction(self) -> bool: ...
 
     @abc.abstractmethod
-    def lease_clock(self, now: float) -> float:
-        """The leases' clock (:class:`ketter.store.ports.leases.LeasesPort`)."""
+    def lease_clock_offset(self) -> float:
+        """The leases' clock less the caller's (``time.time()``): 0.0 on one
+        node, the database's clock less this node's on PostgreSQL."""
 
     def _due_on_lease_clock(self, values: dict[str, Any]) -> dict[str, Any]:
         """``values`` (``jobs`` columns) with ``next_attempt_at``, written on
@@ -44,13 +44,12 @@ class CompositeCore(abc.ABC):
         released job's or a retry's due time in the database's future: its
         doorbell found the job not due, and the job waited for the sweep
         (or for as long as the clock was off). Shifted by the two clocks'
-        difference now (PostgreSQL: read with the transaction's ``BEGIN``,
-        no round trip inside a transaction)."""
+        difference (PostgreSQL: both read as the transaction's ``BEGIN`` was
+        sent, no round trip inside a transaction)."""
         due = values.get("next_attempt_at")
         if due is None:
             return values
-        wall = time.time()
-        shift = self.lease_clock(wall) - wall
+        shift = self.lease_clock_offset()
         return values if shift == 0 else {**values, "next_attempt_at": float(due) + shift}
 
     @abc.abstractmethod

@@ -134,20 +134,27 @@ class CompositeLeases(CompositeJobs):
                 job = self._claimable_job(hint, now)
                 if job is not None and eligible(job.route):
                     return self._take(job, owner, now, ttl)
-            # Only routes with a free slot: a full route's 64 best candidates
-            # hid another route's due job, and the doorbell that could have
-            # taken it went unused (the sweep, counting it as pending, rang
-            # nothing for that job).
-            running_routes = [name for name in routes if eligible(name)]
-            if not running_routes:
-                return None
+            running_routes = [name for name in routes if name not in paused]
             # Ids and routes only: the hint of most messages was taken by a
             # batch already, and building 64 rows to take one cost more than
-            # the claim itself.
-            for _priority, job_id, _route in self._due_jobs(running_routes, now, CANDIDATES):
-                found = self.find_job(job_id)
-                assert found is not None  # read inside the same transaction
-                return self._take(found, owner, now, ttl)
+            # the claim itself. Each route's max_parallel is counted only
+            # when one of its jobs comes up; when every candidate was of a
+            # full route, the search goes on without those routes (their 64
+            # best hid another route's due job, and the doorbell that could
+            # have taken it went unused while the sweep counted it pending).
+            verdicts: dict[str, bool] = {}
+            while running_routes:
+                candidates = self._due_jobs(running_routes, now, CANDIDATES)
+                for _priority, job_id, route in candidates:
+                    if route not in verdicts:
+                        verdicts[route] = eligible(route)
+                    if verdicts[route]:
+                        found = self.find_job(job_id)
+                        assert found is not None  # read inside the same transaction
+                        return self._take(found, owner, now, ttl)
+                if len(candidates) < CANDIDATES:
+                    return None  # every due job seen: none on a route with room
+                running_routes = [name for name in running_routes if verdicts.get(name, True)]
         return None
 
     def claim_batch(

@@ -32,6 +32,9 @@ def _best_first(jobs: Iterable[JobRow]) -> list[JobRow]:
 class LeasesMemory(MemoryCore, CompositeLeases):
     """The leases queries in memory."""
 
+    def lease_clock_offset(self) -> float:
+        return 0.0
+
     def lease_clock(self, now: float) -> float:
         """The caller's clock: one node, one clock."""
         return now

@@ -15,6 +15,7 @@ holding a row lock another one that holds it wants (a deadlock, see
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 
 from ketter.audit.chain import AuditChain
@@ -79,6 +80,18 @@ class PgCore(SqlCore):
             return clock
         row = self.db.execute_sql(f"SELECT {DB_NOW}").fetchone()
         return float(row[0])
+
+    def lease_clock_offset(self) -> float:
+        """The database's clock less this node's: read with the open write
+        transaction's ``BEGIN``, else asked (one round trip)."""
+        if not self.db_clock:
+            return 0.0
+        offset = self.db.transaction_clock_offset()
+        if offset is not None:
+            return offset
+        wall = time.time()
+        row = self.db.execute_sql(f"SELECT {DB_NOW}").fetchone()
+        return float(row[0]) - wall
 
     def ensure_intact(self, what: str) -> None:
         """Nothing to check: a lost database fails the next statement."""

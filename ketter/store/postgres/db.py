@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -253,6 +254,9 @@ class PgStoreDatabase(PostgresqlDatabase):
                 # parameters: psycopg sends the statements in one message).
                 with peewee.__exception_wrapper__:  # type: ignore[attr-defined]
                     cursor = self.cursor()
+                    # This node's clock as the BEGIN leaves: now() is the
+                    # transaction's start, before any wait for the turn.
+                    self._next.wall = time.time()
                     cursor.execute(
                         (_BEGIN_DURABLE if durable else _BEGIN_WRITE).format(
                             now=DB_NOW, head=f"; {_HEAD}" if head else ""
@@ -293,6 +297,14 @@ class PgStoreDatabase(PostgresqlDatabase):
             return None
         clock: float | None = getattr(self._next, "clock", None)
         return clock
+
+    def transaction_clock_offset(self) -> float | None:
+        """The database's clock less this node's, as this thread's open write
+        transaction began (its ``now()`` and this node's clock as the
+        ``BEGIN`` was sent), or ``None``."""
+        clock = self.transaction_clock()
+        wall: float | None = getattr(self._next, "wall", None)
+        return None if clock is None or wall is None else clock - wall
 
     def transaction_head(self) -> object:
         """``(seq, hash)`` of the chain's last event as this thread's open

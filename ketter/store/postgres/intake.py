@@ -36,7 +36,6 @@ class IntakePg(PgCore, IntakeShared):
         columns (one round trip, under the write turn); the arbiter as in
         :meth:`add_job`. A row whose key an earlier one of the same insert
         took is not inserted either."""
-        rows = [self._due_on_lease_clock(dict(row)) for row in rows]
         ids: list[int | None] = []
         i = 0
         while i < len(rows):
@@ -52,7 +51,8 @@ class IntakePg(PgCore, IntakeShared):
         self, columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]
     ) -> list[int | None]:
         if len(rows) == 1:
-            return [self.add_job(rows[0])]
+            return [self.add_job(rows[0])]  # its due time moved there
+        rows = [self._due_on_lease_clock(dict(row)) for row in rows]
         for row in rows:
             check_job_columns(row, JOB_COLUMNS)
         marks = "({})".format(", ".join("%s" for _ in columns))

@@ -29,6 +29,10 @@ class SqliteCore(SqlCore):
         self.db = db
         self.chain = chain
 
+    def lease_clock_offset(self) -> float:
+        """One node: the leases are on its clock."""
+        return 0.0
+
     def lease_clock(self, now: float) -> float:
         """The caller's clock: one node, one clock."""
         return now
