@@ -12,15 +12,15 @@ through the steps side by side:
 1. each job: validate; then **one** transaction for every job's
    ``validated`` + ``transferring``;
 2. each job: copy to its temporary, fsync it, evict and re-read it from
-   the disk; then **one** transaction for every job's ``verifying``, and
-   **one** job-store flush;
+   the disk; then **one** durable transaction for every job's
+   ``verifying`` (one job-store flush, with the commit);
 3. each job: the rename (no-replace), its claim checked before it by **one**
    read for the batch (:mod:`ketter.jobs.fence`); then **one** fsync per
    folder;
-4. each job: ``place`` + ``completed`` (a move: ``place`` in one
-   transaction and one flush, then each source deletion, then
-   ``delete_source`` + ``completed``), in **one** transaction; then **one**
-   job-store flush before the batch is reported done.
+4. each job: ``place`` + ``completed`` (a move: ``place`` in one durable
+   transaction, then each source deletion, then ``delete_source`` +
+   ``completed``), in **one** durable transaction: on the disk before the
+   batch is reported done.
 
 A shared transaction runs each job's steps in a savepoint: its
 compare-and-set on the job's claim and state and its audit events are
@@ -130,8 +130,7 @@ class Batch:
             self._each(self._open)
             self._commit()
             self._each(self._copy)
-            self._commit()
-            self._flush_store()
+            self._commit(durable=True)
             dirs: set[bytes] = set()
             fence = self._fence()
             self._each(lambda m: self._place(m, dirs, fence))
@@ -140,11 +139,9 @@ class Batch:
                 m.attempt is not None and m.attempt.spec.mode == Mode.MOVE for m in self.members
             ):
                 self._each(self._record_move_placement)
-                self._commit()
-                self._flush_store()
+                self._commit(durable=True)
             self._each(self._finish)
-            self._commit(completes=True)
-            self._flush_completed()
+            self._commit(completes=True, durable=True)
         finally:
             for m in self.members:
                 self.runner.keeper.remove(m.active)
@@ -189,13 +186,16 @@ class Batch:
         placed = None if a.spec.mode == Mode.MOVE else a.placed(m.placement)
         m.steps = a.finishing_steps(m.placement, placed=placed)
 
-    def _commit(self, *, completes: bool = False) -> None:
+    def _commit(self, *, completes: bool = False, durable: bool = False) -> None:
         """The steps each job prepared, in **one** transaction for the batch
-        (one BEGIN, one WAL append, instead of one per job). Each job's
+        (one BEGIN, one WAL append, instead of one per job); ``durable``:
+        on the disk when it returns (one flush for the batch, with the
+        commit: no round trip of its own on PostgreSQL). Each job's
         steps run in their own savepoint: a job whose compare-and-set is
         refused (its claim was lost) leaves the batch, the others commit.
-        If the commit itself fails, no job's steps hold and every job
-        leaves the batch through the error policy, from the state it had."""
+        If the commit itself fails (its flush among it, as on the single-job
+        path), every job leaves the batch through the error policy, from the
+        state it had."""
         todo = [m for m in self._live() if m.steps]
         before = [(m.attempt, m.attempt.state) for m in todo if m.attempt is not None]
         work = []
@@ -206,7 +206,7 @@ class Batch:
         try:
             # One savepoint per job (the store's promise): a refused step is
             # undone alone and does not abort the shared transaction.
-            outcomes = self.store.commit_together(work)
+            outcomes = self.store.commit_together(work, durable=durable)
         except BaseException as exc:
             for attempt, state in before:
                 attempt.state = state
@@ -223,31 +223,7 @@ class Batch:
             for m in todo:
                 m.done = True  # completed (a refused one is done already: stopped)
 
-    # -- shared flushes -----------------------------------------------------
-
-    def _flush_store(self) -> None:
-        """One flush of the job store for every commit made so far. If it
-        fails, no job of the batch may go on to a step that relies on it."""
-        if not self._live():
-            return
-        try:
-            self.store.sync()
-        except BaseException as exc:
-            for m in self._live():
-                self._stop(m, exc)
-
-    def _flush_completed(self) -> None:
-        """The last flush: the ``completed`` commits are on the disk before
-        the batch is reported done. A failure here cannot undo a completed
-        job; it is logged, and a power cut before the next flush leaves
-        those jobs to be recovered from their recorded placement."""
-        done = [m.job.id for m in self.members if m.done and m.attempt is not None]
-        if not done:
-            return
-        try:
-            self.store.sync()
-        except Exception as exc:  # OSError on SQLite, the server's error on PostgreSQL
-            log.error("job store flush failed after completing jobs %s: %s", done, exc)
+    # -- the folders' flush ---------------------------------------------------
 
     def _flush_dirs(self, dirs: set[bytes]) -> None:
         for parent in sorted(dirs):
@@ -273,6 +249,11 @@ class Batch:
                 self._stop(m, error)
 
     # -- bookkeeping --------------------------------------------------------
+
+    def completed(self) -> list[JobRow]:
+        """The rows of the jobs this batch completed, as its steps wrote them
+        (their last commit held: no read back from the store to log them)."""
+        return [m.attempt.written_row() for m in self.members if m.done and m.attempt is not None]
 
     def _live(self) -> list[_Member]:
         return [m for m in self.members if m.attempt is not None and not m.done]

@@ -19,9 +19,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ketter.config import Config, RouteConfig
+from ketter.config import Config
 from ketter.errors import LostClaim
-from ketter.store.ports.leases import Taken
+from ketter.store.ports.leases import MatesOf, Taken
 from ketter.store.rows import JobRow
 
 if TYPE_CHECKING:
@@ -49,6 +49,8 @@ class Claimed:
     previous_owner: str | None = None
     #: The job row as claimed (saves the runner a second read).
     row: JobRow | None = field(default=None, compare=False, repr=False)
+    #: More jobs claimed with this one, for a batch (``claim_job``'s ``mates``).
+    mates: tuple[Claimed, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def of(cls, taken: Taken) -> Claimed:
@@ -63,6 +65,7 @@ class Claimed:
             job.attempt,
             taken.previous_owner,
             job,
+            tuple(cls.of(mate) for mate in taken.mates),
         )
 
     def previous_owner_gone(self, node: str) -> bool:
@@ -113,46 +116,27 @@ def ensure_claim(store: JobStore, job_id: int, claim: str) -> None:
 
 
 def claim_job(
-    store: JobStore, config: Config, *, hint: int | None, owner: str, now: float
+    store: JobStore,
+    config: Config,
+    *,
+    hint: int | None,
+    owner: str,
+    now: float,
+    mates: MatesOf | None = None,
 ) -> Claimed | None:
     """Claim the hinted job or the best due job; ``None`` when nothing is due.
 
     One IMMEDIATE transaction: the candidate query, the ``max_parallel``
     check and the compare-and-set cannot interleave with another worker's.
-    A route removed from the config, or paused, is left be.
+    A route removed from the config, or paused, is left be. ``mates``: what
+    more to claim with the job taken, in the same transaction (a batch's
+    mates, in :attr:`Claimed.mates`; see ``JobStore.claim_next``).
     """
     routes = {r.name: r.max_parallel or 0 for r in config.routes}
-    taken = store.claim_next(routes, hint=hint, owner=owner, now=now, ttl=config.lease.ttl)
-    return None if taken is None else Claimed.of(taken)
-
-
-def claim_more(
-    store: JobStore,
-    config: Config,
-    route: RouteConfig,
-    *,
-    owner: str,
-    now: float,
-    limit: int,
-    max_size: int,
-    mode: str,
-) -> list[Claimed]:
-    """Claim up to ``limit`` more fresh file jobs of ``route`` (state
-    ``detected``, never claimed, at most ``max_size`` bytes, created under
-    ``mode``) for a batch (:mod:`ketter.jobs.batch`): one transaction, a
-    token, a lease and a ``claim`` event each. Respects the route's
-    ``max_parallel`` and pauses."""
-    taken = store.claim_batch(
-        route.name,
-        max_parallel=route.max_parallel or 0,
-        owner=owner,
-        now=now,
-        ttl=config.lease.ttl,
-        limit=limit,
-        max_size=max_size,
-        mode=mode,
+    taken = store.claim_next(
+        routes, hint=hint, owner=owner, now=now, ttl=config.lease.ttl, mates=mates
     )
-    return [Claimed.of(t) for t in taken]
+    return None if taken is None else Claimed.of(taken)
 
 
 def renew(

@@ -19,6 +19,7 @@ from ketter.paths import readable
 
 if TYPE_CHECKING:
     from ketter.store.port import JobStore
+    from ketter.store.rows import JobRow
 
 log = logging.getLogger("ketter.jobs")
 
@@ -34,6 +35,12 @@ def log_completed(store: JobStore, claims: Iterable[Claimed]) -> None:
     except Exception:  # the log line must never fail a delivery that is done
         log.exception("could not read the completed jobs for the log")
         return
+    log_delivered(jobs)
+
+
+def log_delivered(jobs: Iterable[JobRow]) -> None:
+    """Log each of ``jobs``, completed rows (as read, or as the steps that
+    completed them wrote them: a batch's, :mod:`ketter.jobs.batch`)."""
     for job in jobs:
         log.info(
             "job completed",
@@ -52,4 +59,4 @@ def log_completed(store: JobStore, claims: Iterable[Claimed]) -> None:
         )
 
 
-__all__ = ["log_completed"]
+__all__ = ["log_completed", "log_delivered"]

@@ -27,8 +27,8 @@ from ketter.errors import KetterError, RouteRemoved
 from ketter.events import AlertSubscriber
 from ketter.jobs.backoff import compute_backoff
 from ketter.jobs.batch import BATCH_MAX, Batch, batchable
-from ketter.jobs.claim import Claimed, claim_job, claim_more, owner_name, release
-from ketter.jobs.delivered import log_completed
+from ketter.jobs.claim import Claimed, claim_job, owner_name, release
+from ketter.jobs.delivered import log_completed, log_delivered
 from ketter.jobs.lease import ActiveJob, JobContext, LeaseKeeper
 from ketter.jobs.policy import (
     Action,
@@ -56,6 +56,7 @@ from ketter.jobs.transitions import Step, advance, transition
 from ketter.paths import readable
 from ketter.runtime.faults import fault
 from ketter.runtime.signals import Shutdown
+from ketter.store.ports.leases import Mates, Taken
 from ketter.store.rows import JobRow
 
 if TYPE_CHECKING:
@@ -134,38 +135,43 @@ class JobRunner:
             return None  # every route paused: store lost or not writable (sweep re-rings)
         fault("after-dequeue", store=self.store)
         claimed = claim_job(
-            self.store, self.config, hint=hint, owner=owner_name(self.config.node), now=self.clock()
+            self.store,
+            self.config,
+            hint=hint,
+            owner=owner_name(self.config.node),
+            now=self.clock(),
+            mates=self._mates_of,
         )
         if claimed is None:
             return None
         fault("after-claim", store=self.store)
-        mates = self._batch_mates(claimed)
+        mates = list(claimed.mates)
+        # Then the service log's delivery lines.
         if mates:
-            Batch(self, [claimed, *mates], store=self.store).run()
+            batch = Batch(self, [claimed, *mates], store=self.store)
+            batch.run()
+            log_delivered(batch.completed())
         else:
             self.run(claimed)
-        log_completed(self.store, [claimed, *mates])  # the service log's delivery lines
+            log_completed(self.store, [claimed])
         return claimed.job_id
 
-    def _batch_mates(self, claimed: Claimed) -> list[Claimed]:
-        """More fresh small files of the same route, when ``claimed`` is one
-        (see :mod:`ketter.jobs.batch`)."""
-        job = claimed.row
+    def _mates_of(self, taken: Taken) -> Mates | None:
+        """More fresh small files of the same route, claimed with ``taken``
+        in its transaction when it is one (see :mod:`ketter.jobs.batch`).
+        Runs inside the claim's transaction: no store call."""
+        job = taken.row
         try:
-            route = self.route_of(job.route) if job is not None else None
+            route = self.route_of(job.route)
         except RouteRemoved:  # run() reports it
-            return []
-        if job is None or route is None or not batchable(job, claimed, route):
-            return []
-        return claim_more(
-            self.store,
-            self.config,
-            route,
-            owner=owner_name(self.config.node),
-            now=self.clock(),
+            return None
+        if not batchable(job, Claimed.of(taken), route):
+            return None
+        return Mates(
             limit=BATCH_MAX - 1,
             max_size=INLINE_MAX,
             mode=job.mode,
+            max_parallel=route.max_parallel or 0,
         )
 
     def run(self, claimed: Claimed) -> None:

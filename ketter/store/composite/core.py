@@ -206,8 +206,9 @@ class CompositeCore(abc.ABC):
         the transaction back)."""
 
     @abc.abstractmethod
-    def _whole(self) -> contextlib.AbstractContextManager[object]:
-        """A shared commit tried whole: a transaction of its own, :meth:`_flat`.
+    def _whole(self, *, durable: bool = False) -> contextlib.AbstractContextManager[object]:
+        """A shared commit tried whole: a transaction of its own (``durable``:
+        :meth:`transaction`'s), :meth:`_flat`.
         A backend may run the block's work before it takes the write turn,
         and take it (and send what it held back) at :meth:`_settle`."""
 

@@ -8,22 +8,31 @@ over the backend's candidate queries and the raw claim statement
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ketter.jobs.states import State
 from ketter.store.composite.jobs import CompositeJobs
-from ketter.store.ports.leases import FRESH_STATES, Taken, new_token
+from ketter.store.ports.leases import FRESH_STATES, Mates, MatesOf, Taken, new_token
 from ketter.store.rows import JobRow
 
 #: Due jobs :meth:`CompositeLeases.claim_next` looks at past the hint: the
 #: first of an eligible route is taken (building more rows cost more than
 #: the claim itself).
 CANDIDATES = 64
+#: :meth:`CompositeLeases._first_claimable`'s answer when some job may be
+#: claimable and the backend did not read which is the best (no job has id 0).
+SOME_JOB = 0
 
 
 class _Refused(Exception):
     """A claim of a batch's shared commit changed no row: none holds."""
+
+
+class _MatesRefused(Exception):
+    """A claim of the mates taken with a job changed no row: the whole
+    claim is undone and taken again without them."""
 
 
 class CompositeLeases(CompositeJobs):
@@ -46,10 +55,12 @@ class CompositeLeases(CompositeJobs):
         expired, due."""
 
     @abc.abstractmethod
-    def _any_claimable(self, routes: Sequence[str], now: float) -> bool:
-        """Whether a job of ``routes`` may be claimable at ``now`` (on the
-        leases' clock), read without the write turn: ``False`` only when
-        none is (paused routes and ``max_parallel`` are not looked at)."""
+    def _first_claimable(self, routes: Sequence[str], now: float) -> int | None:
+        """The id of the best job of ``routes`` claimable at ``now`` (on the
+        leases' clock; highest priority, then oldest), read without the
+        write turn; ``None`` only when none is (paused routes and
+        ``max_parallel`` are not looked at); :data:`SOME_JOB` where the
+        backend does not read which job is the best."""
 
     @abc.abstractmethod
     def _due_jobs(
@@ -108,13 +119,34 @@ class CompositeLeases(CompositeJobs):
         owner: str,
         now: float,
         ttl: float,
+        mates: MatesOf | None = None,
+    ) -> Taken | None:
+        if mates is not None:
+            try:
+                return self._claim_next(
+                    routes, hint=hint, owner=owner, now=now, ttl=ttl, mates=mates
+                )
+            except _MatesRefused:
+                pass  # pragma: no cover - impossible under the write turn: taken alone
+        return self._claim_next(routes, hint=hint, owner=owner, now=now, ttl=ttl, mates=None)
+
+    def _claim_next(
+        self,
+        routes: Mapping[str, int],
+        *,
+        hint: int | None,
+        owner: str,
+        now: float,
+        ttl: float,
+        mates: MatesOf | None,
     ) -> Taken | None:
         # Most doorbells find their job taken already (by a batch): a look
         # without the write turn first, so that they do not queue for it
         # (PostgreSQL: every node's writers wait for the one turn). A job
         # that becomes claimable just after is rung again (its own ring
         # follows its commit; the sweep rings due and expired ones).
-        if not self._any_claimable(list(routes), now):
+        first = self._first_claimable(list(routes), now)
+        if first is None:
             return None
         # One transaction (IMMEDIATE on SQLite): the candidate query, the
         # max_parallel check and the compare-and-set cannot interleave with
@@ -133,7 +165,16 @@ class CompositeLeases(CompositeJobs):
             if hint is not None:
                 job = self._claimable_job(hint, now)
                 if job is not None and eligible(job.route):
-                    return self._take(job, owner, now, ttl)
+                    return self._take_with(mates, job, owner, now, ttl)
+            # Then the best job the look before the turn found, by primary
+            # key too: most doorbells' own job was taken by a batch, and the
+            # search below reads more under the turn. A job that became the
+            # best since (a higher priority, a lease run out) is a doorbell's
+            # ring away; one this look found taken meanwhile leaves the search.
+            if first not in (SOME_JOB, hint):
+                job = self._claimable_job(first, now)
+                if job is not None and eligible(job.route):
+                    return self._take_with(mates, job, owner, now, ttl)
             running_routes = [name for name in routes if name not in paused]
             # Ids and routes only: the hint of most messages was taken by a
             # batch already, and building 64 rows to take one cost more than
@@ -151,7 +192,7 @@ class CompositeLeases(CompositeJobs):
                     if verdicts[route]:
                         found = self.find_job(job_id)
                         assert found is not None  # read inside the same transaction
-                        return self._take(found, owner, now, ttl)
+                        return self._take_with(mates, found, owner, now, ttl)
                 if len(candidates) < CANDIDATES:
                     return None  # every due job seen: none on a route with room
                 running_routes = [name for name in running_routes if verdicts.get(name, True)]
@@ -169,30 +210,56 @@ class CompositeLeases(CompositeJobs):
         max_size: int,
         mode: str,
     ) -> list[Taken]:
-        taken: list[Taken] = []
+        ask = Mates(limit=limit, max_size=max_size, mode=mode, max_parallel=max_parallel)
         try:
             with self.transaction():
                 now = self.lease_clock(now)
                 if route in self.paused_route_names():
                     return []
-                if max_parallel:
-                    limit = min(limit, max_parallel - self._running(route, now))
-                if limit <= 0:
-                    return []
-                jobs = self._fresh_file_jobs(route, now, mode=mode, max_size=max_size, limit=limit)
-                # Flat: a backend may send every claim at the end, together
-                # (PostgreSQL: one round trip for the batch, not one each).
-                with self._flat():
-                    for job in jobs:
-                        got = self._take(job, owner, now, ttl)
-                        if got is not None:
-                            taken.append(got)
-                    if not self._settle():
-                        # Read in this transaction, under the write turn:
-                        # only a writer outside it could have changed a row.
-                        raise _Refused
+                return self._take_fresh(route, ask, owner, now, ttl)
         except _Refused:
             return []
+
+    def _take_with(
+        self, mates: MatesOf | None, job: JobRow, owner: str, now: float, ttl: float
+    ) -> Taken | None:
+        """:meth:`_take` ``job``, and the mates ``mates`` asks for with it
+        (in the caller's transaction, on a route known not to be paused)."""
+        taken = self._take(job, owner, now, ttl)
+        ask = None if taken is None or mates is None else mates(taken)
+        if taken is None or ask is None:
+            return taken
+        try:
+            more = self._take_fresh(job.route, ask, owner, now, ttl)
+        except _Refused:
+            raise _MatesRefused from None  # pragma: no cover - see _take_fresh
+        return dataclasses.replace(taken, mates=tuple(more))
+
+    def _take_fresh(
+        self, route: str, ask: Mates, owner: str, now: float, ttl: float
+    ) -> list[Taken]:
+        """Up to ``ask.limit`` fresh file jobs of ``route`` (see
+        :class:`~ketter.store.ports.leases.Mates`), taken in the caller's
+        transaction; raises :class:`_Refused` when one of them was not (the
+        caller rolls the transaction back)."""
+        limit = ask.limit
+        if ask.max_parallel:
+            limit = min(limit, ask.max_parallel - self._running(route, now))
+        if limit <= 0:
+            return []
+        jobs = self._fresh_file_jobs(route, now, mode=ask.mode, max_size=ask.max_size, limit=limit)
+        taken: list[Taken] = []
+        # Flat: a backend may send every claim at the end, together
+        # (PostgreSQL: one round trip for the batch, not one each).
+        with self._flat():
+            for job in jobs:
+                got = self._take(job, owner, now, ttl)
+                if got is not None:
+                    taken.append(got)
+            if not self._settle():
+                # Read in this transaction, under the write turn: only a
+                # writer outside it could have changed a row.
+                raise _Refused
         return taken
 
     def _take(self, job: JobRow, owner: str, now: float, ttl: float) -> Taken | None:

@@ -55,7 +55,9 @@ class CompositeManifests(CompositeCore):
                 ]
             )
 
-    def commit_together(self, work: Sequence[Callable[[], object]]) -> list[Exception | None]:
+    def commit_together(
+        self, work: Sequence[Callable[[], object]], *, durable: bool = False
+    ) -> list[Exception | None]:
         self._ensure_writable()  # before any item runs, on every path
         # At the top level only: inside an open transaction the try would be a
         # savepoint, and a rolled-back one keeps no memory of held-back work.
@@ -63,10 +65,10 @@ class CompositeManifests(CompositeCore):
         # each, round trips on PostgreSQL): almost always every item holds.
         # One refused: nothing of this try holds, and each runs alone below.
         whole = len(work) > 1 and self.flattens and not self.in_transaction()
-        if whole and self._try_whole(work):
+        if whole and self._try_whole(work, durable=durable):
             return [None] * len(work)
         outcomes: list[Exception | None] = []
-        with self.transaction():
+        with self.transaction(durable=durable):
             for item in work:
                 try:
                     # A savepoint: a statement that fails in it (a refused
@@ -80,11 +82,11 @@ class CompositeManifests(CompositeCore):
                     outcomes.append(None)
         return outcomes
 
-    def _try_whole(self, work: Sequence[Callable[[], object]]) -> bool:
+    def _try_whole(self, work: Sequence[Callable[[], object]], *, durable: bool) -> bool:
         """Every item of ``work`` in one transaction, flat (no savepoint
         each); ``False`` when one was refused (then nothing of it holds)."""
         try:
-            with self._whole():
+            with self._whole(durable=durable):
                 for item in work:
                     try:
                         item()

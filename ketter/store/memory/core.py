@@ -155,8 +155,8 @@ class MemoryCore(CompositeCore):
         return False
 
     @contextlib.contextmanager
-    def _whole(self) -> Iterator[object]:
-        with self.transaction(), self._flat():
+    def _whole(self, *, durable: bool = False) -> Iterator[object]:
+        with self.transaction(durable=durable), self._flat():
             yield None
 
     def _flat(self) -> contextlib.AbstractContextManager[object]:

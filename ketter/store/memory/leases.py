@@ -10,7 +10,7 @@ from typing import Any
 
 from ketter.choices import Kind
 from ketter.jobs.states import State
-from ketter.store.composite.leases import CompositeLeases
+from ketter.store.composite.leases import SOME_JOB, CompositeLeases
 from ketter.store.memory.core import MemoryCore
 from ketter.store.ports.leases import ACTIVE_STATES
 from ketter.store.rows import JobRow
@@ -113,8 +113,8 @@ class LeasesMemory(MemoryCore, CompositeLeases):
         job = self.tables.jobs.get(job_id)
         return job if job is not None and job.claim is not None and job.claim == claim else None
 
-    def _any_claimable(self, routes: Sequence[str], now: float) -> bool:
-        return True  # the claim's own search costs as little in memory
+    def _first_claimable(self, routes: Sequence[str], now: float) -> int | None:
+        return SOME_JOB  # the claim's own search costs as little in memory
 
     def claim_holder(self, job_id: int) -> str | None:
         with self._lock:

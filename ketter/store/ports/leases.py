@@ -5,7 +5,7 @@ re-queue of a waiting job."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,6 +37,26 @@ class Taken:
     released: bool
     #: ``node/pid/thread`` of the previous lease holder, if any.
     previous_owner: str | None
+    #: More jobs the same claim took with this one (:class:`Mates`).
+    mates: tuple[Taken, ...] = ()
+
+
+@dataclass(frozen=True)
+class Mates:
+    """More jobs a claim takes with the one it took, in its transaction (a
+    batch, :mod:`ketter.jobs.batch`): up to ``limit`` fresh file jobs of
+    the taken job's route (``detected``, never leased, at most ``max_size``
+    bytes, created under ``mode``), within the route's ``max_parallel``
+    (0 = no limit); what :meth:`LeasesPort.claim_batch` takes."""
+
+    limit: int
+    max_size: int
+    mode: str
+    max_parallel: int
+
+
+#: What a claim asks for a job it took: :class:`Mates`, or ``None`` for none.
+MatesOf = Callable[[Taken], Mates | None]
 
 
 class LeasesPort(Protocol):
@@ -68,12 +88,16 @@ class LeasesPort(Protocol):
         owner: str,
         now: float,
         ttl: float,
+        mates: MatesOf | None = None,
     ) -> Taken | None:
         """Claim the job ``hint`` if claimable, else the best due job (highest
         priority, then oldest) of a route in ``routes`` (name -> max_parallel,
         0 = no limit) that is not paused and has a free slot; one transaction
         (``claim``/``recover``/``resume`` event written with it). ``None`` when
-        nothing is due."""
+        nothing is due. ``mates``: asked with the job taken (inside the
+        transaction: no store call in it); the :class:`Mates` it returns are
+        claimed in the same transaction, as :meth:`claim_batch` would, and
+        come back in :attr:`Taken.mates`."""
         ...
 
     def claim_batch(

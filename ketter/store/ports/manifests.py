@@ -50,9 +50,12 @@ class ManifestsPort(Protocol):
         nothing is recorded."""
         ...
 
-    def commit_together(self, work: Sequence[Callable[[], object]]) -> list[Exception | None]:
+    def commit_together(
+        self, work: Sequence[Callable[[], object]], *, durable: bool = False
+    ) -> list[Exception | None]:
         """Run each of ``work`` in its own savepoint of **one** transaction
-        (the batch's shared commit). One that raises an ``Exception`` is
+        (the batch's shared commit); ``durable``: a durable one
+        (:meth:`transaction`), on the disk when this returns. One that raises an ``Exception`` is
         rolled back alone (a failed statement in it does not abort the
         others) and its exception is its outcome; ``None`` for the others.
         Anything else raised, or a failed commit, propagates and nothing of

@@ -2,12 +2,13 @@
 transactions and the leases' clock; the statements and the audit chain's
 primitives are :class:`ketter.store.sql.core.SqlCore`'s.
 
-A durable transaction (``transaction(durable=True)``) commits with
-``synchronous_commit=on``; the others do not wait for the WAL flush, and
-:meth:`sync` waits for it (:mod:`.db`), as SQLite's WAL commits and its
-flushes. Every transaction takes the store's write turn first, a
-transaction-scoped advisory lock (:data:`~ketter.store.postgres.db.CHAIN_LOCK`): the chain's appends
-read the head this one writes, and no transaction waits for the lock while
+A durable transaction (``transaction(durable=True)``) returns once the
+WAL is flushed past its commit (flushed after it lets the write turn go);
+the others do not wait for the WAL flush, and :meth:`sync` waits for it
+(:mod:`.db`), as SQLite's WAL commits and its flushes. Every transaction
+takes the store's write turn first, a transaction-scoped advisory lock
+(:data:`~ketter.store.postgres.db.CHAIN_LOCK`): the chain's appends read
+the head this one writes, and no transaction waits for the lock while
 holding a row lock another one that holds it wants (a deadlock, see
 :func:`_atomic`). It is SQLite's ``BEGIN IMMEDIATE``, across nodes.
 """
@@ -44,8 +45,8 @@ class PgCore(SqlCore):
         """One transaction, which takes the store's write turn
         (:data:`~ketter.store.postgres.db.CHAIN_LOCK`, with its ``BEGIN``)
         first; nested in an open one it is a savepoint. ``durable=True``:
-        its commit returns once the WAL is flushed (``synchronous_commit=on``);
-        it must not nest, as on SQLite."""
+        its commit returns once the WAL is flushed past it; it must not nest,
+        as on SQLite."""
         if durable and self.db.in_transaction():
             raise RuntimeError("durable() must open its own transaction, not nest in one")
         return _atomic(self, durable)

@@ -12,12 +12,14 @@ Durability and isolation:
   connections commit with ``synchronous_commit=off`` (a ``COMMIT`` returns
   once the server has it, before its WAL flush: a killed node loses
   nothing, a crash of the server or its machine may lose the last ordinary
-  commits, as power loss does on SQLite, and redoing them is safe); a
-  durable transaction (:func:`ketter.store.db.durable`'s role) sets
-  ``synchronous_commit=on`` for itself, and :meth:`PgStoreDatabase.flush`
-  (the store's ``sync``) commits an empty transaction that waits for the
-  flush of everything committed before it. The WAL is one sequence: a
-  flush covers every earlier commit, of every connection and node.
+  commits, as power loss does on SQLite, and redoing them is safe);
+  :meth:`PgStoreDatabase.flush` (the store's ``sync``) commits a
+  transaction that waits for the flush of everything committed before it,
+  and a durable transaction (:func:`ketter.store.db.durable`'s role)
+  commits and then flushes so, in the same message to the server: as on
+  SQLite, the WAL is flushed after the write turn is let go, so that no
+  other writer waits for the disk. The WAL is one sequence: a flush covers
+  every earlier commit, of every connection and node.
 * ``READ COMMITTED`` (the default): every transition is a compare-and-set
   ``UPDATE … WHERE id AND state AND claim``, which PostgreSQL re-checks on
   the newest row version after waiting for a concurrent writer, so exactly
@@ -55,8 +57,7 @@ CHAIN_LOCK = 0x6B657474_00000001  # "kett"
 MIGRATION_LOCK = 0x6B657474_00000002  # "kett" · ``ketter db upgrade``
 
 #: Every write transaction's start: the store's write turn taken first,
-#: before any row lock (:mod:`ketter.store.postgres.core`); a durable one
-#: waits for its WAL flush at its commit.
+#: before any row lock (:mod:`ketter.store.postgres.core`).
 #: The transaction's clock (``now()``, its start) comes back with it.
 #: The chain's head comes back too, read by a statement of its own once the
 #: turn is taken (READ COMMITTED: its snapshot is taken after the lock's
@@ -64,10 +65,6 @@ MIGRATION_LOCK = 0x6B657474_00000002  # "kett" · ``ketter db upgrade``
 #: append (:meth:`ketter.store.sql.core.SqlCore._chain_head`).
 _HEAD = "SELECT id, hash FROM events WHERE id = (SELECT MAX(id) FROM events)"
 _BEGIN_WRITE = f"BEGIN; SELECT pg_advisory_xact_lock({CHAIN_LOCK}), {{now}}{{head}}"
-_BEGIN_DURABLE = (
-    "BEGIN; SET LOCAL synchronous_commit = on; "
-    f"SELECT pg_advisory_xact_lock({CHAIN_LOCK}), {{now}}{{head}}"
-)
 #: A transaction that writes one WAL record (a logical message nobody
 #: decodes; an empty transaction commits without waiting), committed with
 #: ``synchronous_commit=on``: it returns once the WAL is flushed up to it.
@@ -76,6 +73,9 @@ _FLUSH = (
     "BEGIN; SET LOCAL synchronous_commit = on; "
     "SELECT pg_logical_emit_message(true, 'ketter', 'flush'); COMMIT"
 )
+#: A durable transaction's end: its ``COMMIT`` (which lets the write turn
+#: go at once) and the flush, in one round trip.
+_COMMIT_THEN_FLUSH = f"COMMIT; {_FLUSH}"
 
 #: How an ordinary commit (neither durable nor followed by a flush) waits:
 #: not for the WAL flush (see the module's docstring).
@@ -245,6 +245,7 @@ class PgStoreDatabase(PostgresqlDatabase):
         self._next.clock = None
         self._next.head = UNREAD
         head, self._next.want_head = getattr(self._next, "want_head", False), False
+        self._next.flush_at_commit = False
         try:
             durable, self._next.durable = getattr(self._next, "durable", False), False
             if self.read_only or args or kwargs:
@@ -258,10 +259,9 @@ class PgStoreDatabase(PostgresqlDatabase):
                     # transaction's start, before any wait for the turn.
                     self._next.wall = time.time()
                     cursor.execute(
-                        (_BEGIN_DURABLE if durable else _BEGIN_WRITE).format(
-                            now=DB_NOW, head=f"; {_HEAD}" if head else ""
-                        )
+                        _BEGIN_WRITE.format(now=DB_NOW, head=f"; {_HEAD}" if head else "")
                     )
+                    self._next.flush_at_commit = durable
                     while cursor.description is None and cursor.nextset():
                         pass  # to the write turn's SELECT
                     self._next.clock = float(cursor.fetchone()[1])
@@ -342,8 +342,9 @@ class PgStoreDatabase(PostgresqlDatabase):
         self._next.want_head = True
 
     def begin_durable(self) -> None:
-        """This thread's next transaction is durable: its ``COMMIT`` returns
-        once the WAL is flushed up to it."""
+        """This thread's next transaction is durable: its commit returns
+        once the WAL is flushed up to it (flushed after the ``COMMIT``, in
+        the same round trip: :data:`_COMMIT_THEN_FLUSH`)."""
         self._next.durable = True
 
     def flush(self) -> None:
@@ -378,8 +379,20 @@ class PgStoreDatabase(PostgresqlDatabase):
             del events[keep:]
 
     def commit(self) -> None:
+        flush, self._next.flush_at_commit = getattr(self._next, "flush_at_commit", False), False
         try:
-            super().commit()
+            if flush:
+                try:
+                    with peewee.__exception_wrapper__:  # type: ignore[attr-defined]
+                        self.cursor().execute(_COMMIT_THEN_FLUSH)
+                except BaseException:
+                    # The COMMIT may have held and the flush failed after it:
+                    # the outcome is unknown to the caller, as with any
+                    # failed commit; the flush's transaction is not left open.
+                    self._end_half_begun()
+                    raise
+            else:
+                super().commit()
         except BaseException:
             self._pending.events = None
             raise

@@ -107,7 +107,7 @@ class SqlCore(CompositeCore):
     flattens = True
 
     @contextlib.contextmanager
-    def _whole(self) -> Iterator[object]:
+    def _whole(self, *, durable: bool = False) -> Iterator[object]:
         """A shared commit tried whole, its work run **before** the write
         turn is taken: the items' Python (their steps, their events' JSON)
         no longer holds every other writer out (of every process on SQLite,
@@ -125,6 +125,7 @@ class SqlCore(CompositeCore):
         try:
             with contextlib.ExitStack() as stack:
                 turn.depth, turn.flat, turn.lazy, turn.stack = 1, True, True, stack
+                turn.durable = durable
                 self.db.refuse_writes(True)
                 yield None
                 if turn.lazy:
@@ -158,7 +159,7 @@ class SqlCore(CompositeCore):
             raise WriteBeforeTurn("a write of this shared commit was refused before its turn")
         turn.lazy = False
         turn.head = UNKNOWN
-        turn.stack.enter_context(self._transaction(durable=False))
+        turn.stack.enter_context(self._transaction(durable=turn.durable))
         head = self._chain_head()
         base, prev = head if head is not None else (0, GENESIS)
         for row in turn.unsealed:

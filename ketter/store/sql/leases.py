@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ketter.jobs.states import State
-from ketter.store.composite.leases import CompositeLeases
+from ketter.store.composite.leases import SOME_JOB, CompositeLeases
 from ketter.store.ports.leases import ACTIVE_STATES
 from ketter.store.rows import JobRow
 from ketter.store.sql.jobs import JobsShared
@@ -52,20 +52,23 @@ class LeasesShared(JobsShared, CompositeLeases):
             return job
         return None
 
-    def _any_claimable(self, routes: Sequence[str], now: float) -> bool:
+    def _first_claimable(self, routes: Sequence[str], now: float) -> int | None:
         if not routes:
-            return False
+            return None
         # The server's clock where the leases are on it (PostgreSQL; not in
         # the contract suite, which pins time): no round trip to read it.
         clock = self.dialect.clock if getattr(self, "db_clock", False) else None
         where = _CLAIMABLE if clock is None else _CLAIMABLE.replace("?", clock)
         marks = ", ".join("?" for _ in routes)
+        order = self.dialect.any_in_order
         found = self._exec(
-            f"SELECT 1 FROM jobs WHERE {where} AND route IN ({marks})"
-            f"{self.dialect.any_in_order} LIMIT 1",
+            f"SELECT id FROM jobs WHERE {where} AND route IN ({marks}){order} LIMIT 1",
             ((now, now) if clock is None else ()) + tuple(routes),
         ).fetchone()
-        return found is not None
+        if found is None:
+            return None
+        # In claim order where the dialect reads so (PostgreSQL): the best.
+        return int(found[0]) if order else SOME_JOB
 
     def _due_jobs(
         self, routes: Sequence[str], now: float, limit: int, *, lock: bool = True

@@ -53,6 +53,7 @@ class Turn:
         "counts",
         "deferred",
         "depth",
+        "durable",
         "flat",
         "head",
         "lazy",
@@ -83,6 +84,8 @@ class Turn:
         self.unsealed: list[dict[str, Any]] = []
         self.published: list[tuple[Any, Any]] = []
         self.stack: contextlib.ExitStack | None = None
+        #: The lazy shared commit's transaction is a durable one.
+        self.durable = False
 
     def count(self, route: str, tally: Tally) -> None:
         """Add ``tally`` to what this transaction will write for ``route``
@@ -102,7 +105,7 @@ class Turn:
         self.head, self.counts = mark
 
     def reset(self) -> None:
-        self.flat = self.lazy = False
+        self.flat = self.lazy = self.durable = False
         self.unsealed, self.published, self.stack = [], [], None
         self.head = UNKNOWN
         self.counts = {}

@@ -130,3 +130,31 @@ def test_each_completed_job_is_one_log_line(node, caplog) -> None:
     assert record["ketter.bytes"] == 3 * MiB
     assert record["ketter.sha256"] == job.sha256
     assert 0 < record["ketter.seconds"] < 30
+
+
+def test_a_batch_logs_each_job_it_completed_as_the_store_has_it(node, caplog) -> None:
+    """A batch (ketter.jobs.batch) logs its deliveries from what its steps
+    wrote, without reading the rows back: each line must say what the store
+    says, and a job that left the batch is not logged."""
+    root, _clock, runner, submit = node
+    ids = [submit(f"take_{i}.wav", 20_000 + i) for i in range(3)]
+    (root / "out" / "take_2.wav").write_bytes(b"already there")  # conflict: fail
+    with caplog.at_level(logging.INFO, logger="ketter.jobs"):
+        assert runner().handle(ids[0]) == ids[0]
+    lines = [r.__dict__ for r in caplog.records if r.getMessage() == "job completed"]
+    assert sorted(line["ketter.job_id"] for line in lines) == ids[:2]
+    for line in lines:
+        job = Job.get_by_id(line["ketter.job_id"])
+        assert job.state == "completed"
+        assert line["ketter.route"] == job.route == "r"
+        assert line["file.path"] == str(root / "in" / Path(job.source_display).name)
+        assert line["ketter.destination"] == job.dest_display
+        assert (
+            line["ketter.bytes"]
+            == job.size
+            == (root / "out" / Path(job.dest_display).name).stat().st_size
+        )
+        assert line["ketter.sha256"] == job.sha256 is not None
+        assert line["ketter.seconds"] == job.transfer_seconds is not None
+        assert line["ketter.attempt"] == job.attempt == 1
+    assert Job.get_by_id(ids[2]).state != "completed"
