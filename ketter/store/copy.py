@@ -221,6 +221,7 @@ def _copy(
     import psycopg
 
     from ketter.store.postgres.db import pending_migrations
+    from ketter.store.postgres.errors import FlushFailed
 
     report = CopyReport(where)
     try:
@@ -260,6 +261,13 @@ def _copy(
         )
     try:
         _copy_in_one_transaction(src, db, tables, wanted, report, where, say, moved, force)
+    except FlushFailed as exc:
+        raise CopyRefused(
+            f"the copy into {where} was committed, but the server's WAL flush after it "
+            f"failed ({exc.__cause__ or exc}): a crash of the server before its next "
+            "flush may lose it. Check the server, then `ketter audit verify` on the new "
+            "store (or copy again into a new empty database)"
+        ) from exc
     except (psycopg.Error, peewee.DatabaseError) as exc:
         if report.committing:
             raise CopyRefused(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ketter.store.port import JobStore
+from ketter.store.ports.leases import Mates, Taken
 from tests.contract.seed import events_of, pause, put_job
 
 TTL = 30.0
@@ -127,6 +130,46 @@ def test_claim_batch_takes_fresh_small_files_of_the_route(job_store: JobStore) -
         )
         == []
     )
+
+
+def test_claim_next_takes_the_mates_it_is_asked_for_in_its_transaction(
+    job_store: JobStore,
+) -> None:
+    """A batch's first job and its mates in one claim: the callback sees the
+    job taken; the mates are what claim_batch would take, within the route's
+    max_parallel counting the first job; a callback that answers None takes
+    none, and one that raises takes nothing at all."""
+    first = put_job(job_store, route="b", source_size=5)
+    mates = [put_job(job_store, route="b", source_size=5) for _ in range(4)]
+    put_job(job_store, route="b", source_size=50)  # too big to be a mate
+    asked: list[Taken] = []
+
+    def ask(taken: Taken) -> Mates:
+        asked.append(taken)
+        return Mates(limit=15, max_size=10, mode="copy", max_parallel=3)
+
+    got = claim(job_store, {"b": 3}, hint=first, mates=ask)
+    assert got is not None and got.row.id == first
+    assert [t.row.id for t in asked] == [first]
+    # max_parallel 3: the first job holds one slot, two mates the others.
+    assert [m.row.id for m in got.mates] == mates[:2]
+    assert len({got.claim, *(m.claim for m in got.mates)}) == 3
+    for taken in (got, *got.mates):
+        job = job_store.get_job(taken.row.id)
+        assert (job.claim, job.lease_owner) == (taken.claim, "n1/1/w")
+        assert events_of(job_store, taken.row.id) == [("claim", "detected", "detected", 1)]
+    assert claim(job_store, {"b": 3}, mates=ask) is None  # the route is full
+    alone = claim(job_store, {"b": 0}, mates=lambda taken: None)
+    assert alone is not None and alone.row.id == mates[2] and alone.mates == ()
+
+    def broken(taken: Taken) -> Mates:
+        raise RuntimeError("a bug in the callback")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        claim(job_store, {"b": 0}, mates=broken)
+    job = job_store.get_job(mates[3])
+    assert (job.claim, job.lease_owner) == (None, None)  # rolled back with the claim
+    assert events_of(job_store, mates[3]) == []
 
 
 def test_renew_needs_the_claim(job_store: JobStore) -> None:

@@ -262,6 +262,25 @@ def test_a_store_path_with_url_characters_is_copied_read_only(
     assert all(p.parent == folder and p.name.startswith("ketter.db-") for p in new), new
 
 
+def test_a_copy_committed_whose_flush_failed_says_so(
+    pg_cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy's commit is durable: its WAL flush goes with its COMMIT. When
+    only the flush fails, the operator is told the copy is in and what to
+    check, in one line (not a traceback, not "not known")."""
+    from ketter.store.postgres import db as pg_db
+
+    folder = tmp_path / "state"
+    folder.mkdir()
+    _small_store(folder / "ketter.db")
+    dsn = _empty_database(pg_cluster, "ketter_flush")
+    monkeypatch.setattr(pg_db, "_COMMIT_THEN_FLUSH", "COMMIT; BEGIN; SELECT 1/0; COMMIT")
+    with pytest.raises(CopyRefused, match=r"was committed, but the server's WAL flush after it"):
+        copy_store(str(folder / "ketter.db"), dsn)
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 3
+
+
 def test_a_file_that_is_not_a_store_is_refused_in_one_line(pg_cluster: Any, tmp_path: Path) -> None:
     garbage = tmp_path / "ketter.db"
     garbage.write_bytes(b"not a database, " * 512)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import peewee
 import psycopg
 import pytest
 
@@ -20,9 +21,12 @@ from ketter.audit.verify import verify_db
 from ketter.config.loader import parse_config
 from ketter.config.schema import StoreConfig
 from ketter.queue import build_queue
+from ketter.store import guard
 from ketter.store.models import MODELS, database
 from ketter.store.postgres import PgJobStore, open_pg_job_store
+from ketter.store.postgres import db as pg_db
 from ketter.store.postgres.db import CHAIN_LOCK, connect, pending_migrations, upgrade
+from ketter.store.postgres.errors import FlushFailed
 from tests.contract.seed import put_job
 from tests.integration.serializer_faults import refusing_message
 
@@ -258,7 +262,8 @@ def test_durable_commits_and_flushes_wait_for_the_wal_ordinary_ones_do_not(
             # disk is waited for), then flushed in the same round trip.
             assert setting() == "off"
             store.append_event("detect", now=2.0, job_id=1)
-            # The commit record comes after this point of the WAL.
+            # The commit record comes after this point of the WAL, and the
+            # flush's after it (the WAL writer is 10 s away).
             before_commit = admin.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
         assert flushed_past(before_commit)
         with store.transaction():
@@ -273,6 +278,64 @@ def test_durable_commits_and_flushes_wait_for_the_wal_ordinary_ones_do_not(
         admin.execute("ALTER SYSTEM RESET wal_writer_delay")
         admin.execute("SELECT pg_reload_conf()")
         admin.close()
+        store.close()
+
+
+def test_a_durable_commit_whose_flush_fails_after_it_held_says_it_is_committed(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A durable transaction sends its WAL flush with its ``COMMIT``. When the
+    flush fails after the ``COMMIT`` held, the error must not say that
+    nothing was committed (the caller would act on a state the store no
+    longer has): it is :class:`FlushFailed`, a store outage (the routes
+    pause), and the connection stays usable."""
+    store = open_pg_job_store(pg_dsn, AuditChain(node="a"))
+    try:
+        monkeypatch.setattr(pg_db, "_COMMIT_THEN_FLUSH", "COMMIT; BEGIN; SELECT 1/0; COMMIT")
+        with pytest.raises(FlushFailed) as failed, store.transaction(durable=True):
+            store.append_event("detect", now=1.0, job_id=1)
+        assert guard.is_unwritable_error(failed.value)
+        assert [e.id for e in store.events_after(0, limit=10)] == [1]
+        monkeypatch.undo()
+        with store.transaction(durable=True):
+            store.append_event("detect", now=2.0, job_id=1)
+        assert [e.id for e in store.events_after(0, limit=10)] == [1, 2]
+        assert verify_db(store).ok
+    finally:
+        store.close()
+
+
+def test_a_shared_commit_whose_connection_broke_commits_nothing(pg_dsn: str) -> None:
+    """A batch's shared commit runs each job's steps in a savepoint and takes
+    an item's error for that job's refusal. When the error is the connection
+    breaking, the server has rolled the whole transaction back: its commit
+    must fail, not reconnect and "commit" on a new connection (the earlier
+    jobs' steps, a move's placement record among them, were reported held
+    and were not)."""
+    store = open_pg_job_store(pg_dsn, AuditChain(node="a"))
+    try:
+
+        def first() -> None:
+            store.append_event("place", now=1.0, job_id=1)
+
+        def second() -> None:
+            store.db.execute_sql("SELECT pg_terminate_backend(pg_backend_pid())")
+
+        with pytest.raises(psycopg.OperationalError) as lost:
+            store.commit_together([first, second], durable=True)
+        assert guard.is_unwritable_error(lost.value)
+        assert store.events_after(0, limit=10) == []
+        # A transaction a failed statement aborted (its error caught) is not
+        # committed either: PostgreSQL would take its COMMIT for a ROLLBACK.
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction), store.transaction():
+            store.append_event("detect", now=1.5, job_id=1)
+            with pytest.raises(peewee.DatabaseError):
+                store.db.execute_sql("SELECT 1/0")
+        assert store.events_after(0, limit=10) == []
+        with store.transaction():
+            store.append_event("detect", now=2.0, job_id=1)
+        assert [e.event for e in store.events_after(0, limit=10)] == ["detect"]
+    finally:
         store.close()
 
 

@@ -91,8 +91,10 @@ class LeasesPort(Protocol):
         mates: MatesOf | None = None,
     ) -> Taken | None:
         """Claim the job ``hint`` if claimable, else the best due job (highest
-        priority, then oldest) of a route in ``routes`` (name -> max_parallel,
-        0 = no limit) that is not paused and has a free slot; one transaction
+        priority, then oldest; a store may take the best one a look just
+        before the transaction found, if it is still claimable) of a route
+        in ``routes`` (name -> max_parallel, 0 = no limit) that is not paused
+        and has a free slot; one transaction
         (``claim``/``recover``/``resume`` event written with it). ``None`` when
         nothing is due. ``mates``: asked with the job taken (inside the
         transaction: no store call in it); the :class:`Mates` it returns are

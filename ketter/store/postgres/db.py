@@ -47,6 +47,7 @@ from playhouse.migrations import Runner
 
 from ketter.store.models import database
 from ketter.store.postgres.adapter import Psycopg3
+from ketter.store.postgres.errors import FlushFailed
 from ketter.store.sql.turn import READ, WriteBeforeTurn
 
 #: Advisory-lock keys of the job store (one 64-bit namespace per database).
@@ -381,28 +382,72 @@ class PgStoreDatabase(PostgresqlDatabase):
     def commit(self) -> None:
         flush, self._next.flush_at_commit = getattr(self._next, "flush_at_commit", False), False
         try:
+            # peewee has forgotten the transaction by now: a connection that
+            # broke inside it would be replaced by a new one, and a COMMIT
+            # there "succeeds" with nothing of the transaction in it (the
+            # server rolled it back when the connection broke).
+            self._ensure_unbroken()
             if flush:
-                try:
-                    with peewee.__exception_wrapper__:  # type: ignore[attr-defined]
-                        self.cursor().execute(_COMMIT_THEN_FLUSH)
-                except BaseException:
-                    # The COMMIT may have held and the flush failed after it:
-                    # the outcome is unknown to the caller, as with any
-                    # failed commit; the flush's transaction is not left open.
-                    self._end_half_begun()
-                    raise
+                self._commit_then_flush()
             else:
                 super().commit()
+        except FlushFailed:
+            self._publish_pending()  # committed: its events happened
+            raise
         except BaseException:
             self._pending.events = None
             raise
         finally:
             self.gate.leave()
+        self._publish_pending()
+
+    def _publish_pending(self) -> None:
         pending, self._pending.events = getattr(self._pending, "events", None), None
         if pending:
             from ketter.events import publish_committed
 
             publish_committed(pending)
+
+    def _ensure_unbroken(self) -> None:
+        """Refuse to commit a transaction the server has rolled back (a
+        connection that broke inside it) or aborted (a failed statement
+        whose error was caught): its ``COMMIT`` would report success with
+        nothing of it committed."""
+        import psycopg
+
+        state = self._state  # type: ignore[attr-defined]  # peewee's, untyped
+        conn = None if state.closed else state.conn
+        if conn is None or conn.closed or getattr(conn, "broken", False):
+            raise psycopg.OperationalError(
+                "the connection to the job store was lost inside a transaction: "
+                "nothing of it was committed"
+            )
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            raise psycopg.errors.InFailedSqlTransaction(
+                "the transaction was aborted by a failed statement: nothing of it was committed"
+            )
+
+    def _commit_then_flush(self) -> None:
+        """A durable transaction's end (:data:`_COMMIT_THEN_FLUSH`)."""
+        import psycopg
+
+        try:
+            with peewee.__exception_wrapper__:  # type: ignore[attr-defined]
+                self.cursor().execute(_COMMIT_THEN_FLUSH)
+        except BaseException as failed:
+            conn = self._state.conn  # type: ignore[attr-defined]
+            status = None if conn is None or conn.closed else conn.info.transaction_status
+            # Inside the flush's transaction: the COMMIT before it held.
+            held = status in (
+                psycopg.pq.TransactionStatus.INTRANS,
+                psycopg.pq.TransactionStatus.INERROR,
+            )
+            self._end_half_begun()  # the flush's transaction is not left open
+            if held and isinstance(failed, Exception):
+                raise FlushFailed(
+                    f"committed, but the job store's WAL flush failed: {failed}"
+                ) from failed
+            raise  # the COMMIT failed, or its outcome is unknown (connection lost)
 
     def rollback(self) -> None:
         self._pending.events = None  # an event rolled back is never published

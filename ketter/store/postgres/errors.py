@@ -21,6 +21,14 @@ module, and the rest of :mod:`ketter.store.postgres` imports the guard.
 
 from __future__ import annotations
 
+
+class FlushFailed(Exception):
+    """A durable transaction's ``COMMIT`` held and the WAL flush sent after it
+    failed: its changes are committed and may be lost with a crash of the
+    server. The store is unavailable as for any failed flush (the routes
+    pause); the error the flush met is its cause."""
+
+
 #: SQLSTATE codes (exact) that mean the store is unavailable now.
 UNAVAILABLE_CODES = frozenset({"57P01", "57P02", "57P03", "25006", "40001", "40P01"})
 #: SQLSTATE classes (first two characters) that do.
@@ -32,6 +40,8 @@ def is_unavailable(exc: BaseException) -> bool:
     an unavailable job store (see the module docstring)."""
     import psycopg
 
+    if isinstance(exc, FlushFailed):
+        return True
     if not isinstance(exc, psycopg.Error):
         return False
     code = getattr(exc, "sqlstate", None)
