@@ -121,25 +121,6 @@ class CompositeLeases(CompositeJobs):
         ttl: float,
         mates: MatesOf | None = None,
     ) -> Taken | None:
-        if mates is not None:
-            try:
-                return self._claim_next(
-                    routes, hint=hint, owner=owner, now=now, ttl=ttl, mates=mates
-                )
-            except _MatesRefused:
-                pass  # pragma: no cover - impossible under the write turn: taken alone
-        return self._claim_next(routes, hint=hint, owner=owner, now=now, ttl=ttl, mates=None)
-
-    def _claim_next(
-        self,
-        routes: Mapping[str, int],
-        *,
-        hint: int | None,
-        owner: str,
-        now: float,
-        ttl: float,
-        mates: MatesOf | None,
-    ) -> Taken | None:
         # Most doorbells find their job taken already (by a batch): a look
         # without the write turn first, so that they do not queue for it
         # (PostgreSQL: every node's writers wait for the one turn). A job
@@ -151,51 +132,56 @@ class CompositeLeases(CompositeJobs):
         # One transaction (IMMEDIATE on SQLite): the candidate query, the
         # max_parallel check and the compare-and-set cannot interleave with
         # another worker's.
-        with self.transaction():
-            now = self.lease_clock(now)
-            paused = self.paused_route_names()
+        try:
+            with self.transaction():
+                now = self.lease_clock(now)
+                paused = self.paused_route_names()
 
-            def eligible(route: str) -> bool:
-                if route not in routes or route in paused:
-                    return False  # route removed from the config, or paused: leave it be
-                limit = routes[route]
-                return not limit or self._running(route, now) < limit
+                def eligible(route: str) -> bool:
+                    if route not in routes or route in paused:
+                        return False  # route removed from the config, or paused: leave it be
+                    limit = routes[route]
+                    return not limit or self._running(route, now) < limit
 
-            # The hint first, by primary key: the common case costs one lookup.
-            if hint is not None:
-                job = self._claimable_job(hint, now)
-                if job is not None and eligible(job.route):
-                    return self._take_with(mates, job, owner, now, ttl)
-            # Then the best job the look before the turn found, by primary
-            # key too: most doorbells' own job was taken by a batch, and the
-            # search below reads more under the turn. A job that became the
-            # best since (a higher priority, a lease run out) is a doorbell's
-            # ring away; one this look found taken meanwhile leaves the search.
-            if first not in (SOME_JOB, hint):
-                job = self._claimable_job(first, now)
-                if job is not None and eligible(job.route):
-                    return self._take_with(mates, job, owner, now, ttl)
-            running_routes = [name for name in routes if name not in paused]
-            # Ids and routes only: the hint of most messages was taken by a
-            # batch already, and building 64 rows to take one cost more than
-            # the claim itself. Each route's max_parallel is counted only
-            # when one of its jobs comes up; when every candidate was of a
-            # full route, the search goes on without those routes (their 64
-            # best hid another route's due job, and the doorbell that could
-            # have taken it went unused while the sweep counted it pending).
-            verdicts: dict[str, bool] = {}
-            while running_routes:
-                candidates = self._due_jobs(running_routes, now, CANDIDATES)
-                for _priority, job_id, route in candidates:
-                    if route not in verdicts:
-                        verdicts[route] = eligible(route)
-                    if verdicts[route]:
-                        found = self.find_job(job_id)
-                        assert found is not None  # read inside the same transaction
-                        return self._take_with(mates, found, owner, now, ttl)
-                if len(candidates) < CANDIDATES:
-                    return None  # every due job seen: none on a route with room
-                running_routes = [name for name in running_routes if verdicts.get(name, True)]
+                # The hint first, by primary key: the common case costs one lookup.
+                if hint is not None:
+                    job = self._claimable_job(hint, now)
+                    if job is not None and eligible(job.route):
+                        return self._take_with(mates, job, owner, now, ttl)
+                # Then the best job the look before the turn found, by primary
+                # key too: most doorbells' own job was taken by a batch, and the
+                # search below reads more under the turn. A job that became the
+                # best since (a higher priority, a lease run out) is a doorbell's
+                # ring away; one this look found taken meanwhile leaves the search.
+                if first not in (SOME_JOB, hint):
+                    job = self._claimable_job(first, now)
+                    if job is not None and eligible(job.route):
+                        return self._take_with(mates, job, owner, now, ttl)
+                running_routes = [name for name in routes if name not in paused]
+                # Ids and routes only: the hint of most messages was taken by a
+                # batch already, and building 64 rows to take one cost more than
+                # the claim itself. Each route's max_parallel is counted only
+                # when one of its jobs comes up; when every candidate was of a
+                # full route, the search goes on without those routes (their 64
+                # best hid another route's due job, and the doorbell that could
+                # have taken it went unused while the sweep counted it pending).
+                verdicts: dict[str, bool] = {}
+                while running_routes:
+                    candidates = self._due_jobs(running_routes, now, CANDIDATES)
+                    for _priority, job_id, route in candidates:
+                        if route not in verdicts:
+                            verdicts[route] = eligible(route)
+                        if verdicts[route]:
+                            found = self.find_job(job_id)
+                            assert found is not None  # read inside the same transaction
+                            return self._take_with(mates, found, owner, now, ttl)
+                    if len(candidates) < CANDIDATES:
+                        return None  # every due job seen: none on a route with room
+                    running_routes = [name for name in running_routes if verdicts.get(name, True)]
+        except _MatesRefused:  # pragma: no cover - impossible under the write turn
+            # The mates' claims were refused and the whole claim undone: the
+            # job is taken again, alone.
+            return self.claim_next(routes, hint=hint, owner=owner, now=now, ttl=ttl)
         return None
 
     def claim_batch(
