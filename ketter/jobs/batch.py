@@ -5,9 +5,10 @@ A small file costs little to copy, and most of its time went to waiting on
 four flushes in a row (its temporary, the job store after ``verifying``,
 its folder after the rename, the job store after ``completed``) and on
 three job-store transactions. A worker that claims a fresh small file also
-claims up to ``BATCH_MAX - 1`` more fresh small files of the same route
-(one claim transaction, one claim token and lease each) and walks them
-through the steps side by side:
+claims more fresh small files of the same route in the same transaction
+(one claim token and lease each; up to 64 files of at most 1 MiB, or 16 of
+at most 4 MiB: :func:`mates_limits`) and walks them through the steps side
+by side:
 
 1. each job: validate; then **one** transaction for every job's
    ``validated`` + ``transferring``;
@@ -47,7 +48,7 @@ from typing import TYPE_CHECKING
 from ketter.choices import Kind, Mode, SameFsMove
 from ketter.engine.beneath import open_dir
 from ketter.engine.hashing import fsync_folder_fd
-from ketter.engine.inline import INLINE_MAX
+from ketter.engine.inline import INLINE_MAX, SMALL_FILE
 from ketter.engine.mounts import check_mounts
 from ketter.engine.oserrors import classify_oserror
 from ketter.engine.paths import split
@@ -70,8 +71,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ketter.jobs")
 
-#: Jobs walked side by side by one worker thread.
-BATCH_MAX = 16
+#: Jobs walked side by side by one worker thread at most (a batch's store
+#: transactions and round trips are shared by all of them), ...
+BATCH_MAX = 64
+#: ... and the bytes their files may add up to: a batch's jobs are reported
+#: done together, so a batch of the largest files batched (``INLINE_MAX``)
+#: takes 16 of them.
+BATCH_BYTES = 64 * SMALL_FILE
 #: Conflict policies whose placement needs no look at an existing file
 #: before the copy (``skip_identical`` compares first: single-job path).
 _POLICIES = ("fail", "rename", "overwrite")
@@ -91,6 +97,19 @@ def batchable(job: JobRow, claimed: Claimed, route: RouteConfig) -> bool:
         # nothing to batch, and it may fall back to a copy only the Attempt runs.
         and not (job.mode == Mode.MOVE and route.same_fs_move == SameFsMove.RENAME)
     )
+
+
+def mates_limits(size: int) -> tuple[int, int]:
+    """How many mates a batch led by a file of ``size`` bytes claims, and
+    the largest file a mate may be: within :data:`BATCH_MAX` files and
+    :data:`BATCH_BYTES` bytes whatever the mates' sizes (a file up to
+    ``SMALL_FILE`` leads up to 63 mates as small; a larger one up to 15 of
+    up to ``INLINE_MAX``, any of them the lead of a batch of its own
+    later)."""
+    for largest in (SMALL_FILE, INLINE_MAX):
+        if size <= largest:
+            return min(BATCH_MAX, BATCH_BYTES // largest) - 1, largest
+    raise ValueError(f"a file of {size} bytes is not batched (at most {INLINE_MAX})")
 
 
 @dataclass

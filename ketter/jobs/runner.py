@@ -22,11 +22,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ketter.choices import Mode
 from ketter.config import Config, RouteConfig
 from ketter.engine.cleanup import rollback
-from ketter.engine.inline import INLINE_MAX
 from ketter.errors import KetterError, RouteRemoved
 from ketter.events import AlertSubscriber
 from ketter.jobs.backoff import compute_backoff
-from ketter.jobs.batch import BATCH_MAX, Batch, batchable
+from ketter.jobs.batch import Batch, batchable, mates_limits
 from ketter.jobs.claim import Claimed, claim_job, owner_name, release
 from ketter.jobs.delivered import log_completed, log_delivered
 from ketter.jobs.lease import ActiveJob, JobContext, LeaseKeeper
@@ -167,9 +166,11 @@ class JobRunner:
             return None
         if not batchable(job, Claimed.of(taken), route):
             return None
+        assert job.source_size is not None  # batchable
+        limit, largest = mates_limits(job.source_size)
         return Mates(
-            limit=BATCH_MAX - 1,
-            max_size=INLINE_MAX,
+            limit=limit,
+            max_size=largest,
             mode=job.mode,
             max_parallel=route.max_parallel or 0,
         )

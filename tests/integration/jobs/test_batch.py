@@ -61,6 +61,30 @@ def test_one_thread_walks_small_files_side_by_side(node: Node, route: str) -> No
             assert events.count(step) == 1, (step, events)
 
 
+def test_a_batch_takes_64_small_files_or_16_larger_ones(node: Node) -> None:
+    """70 files of 20 KB and three of 2 MiB, submitted at once to one worker
+    thread: a batch of 64 small files, one of the 6 left (the larger files
+    are no small file's mates), then the three larger files in one batch
+    (up to 16 of them: mates_limits)."""
+    src = node.root / "src" / "copy"
+    expected = {}
+    for i in range(70):
+        expected[f"a_{i:02}.wav"] = os.urandom(20_000 + i)
+    for i in range(3):
+        expected[f"z_{i}.mov"] = os.urandom(2 * 1024 * 1024 + i)
+    for name, data in expected.items():
+        (src / name).write_bytes(data)
+    node.ketter("enqueue", str(src), "--route", "copy", check=True)
+    _run_to_the_end(node)
+    assert set(node.states().values()) == {"completed"}
+    assert tree(node.root / "dst" / "copy") == expected
+    assert temporaries(node.root) == []
+    # Side by side: a batch verifies every job before it places the first.
+    trail = [e for e in node.events() if e in ("verify", "place")]
+    batches = [64, 6, 3]
+    assert trail == [step for n in batches for step in ["verify"] * n + ["place"] * n], trail
+
+
 @pytest.mark.parametrize("route", ["copy", "move"])
 def test_kill_in_the_middle_of_a_batch_delivers_every_file_once(node: Node, route: str) -> None:
     """Killed right after the first rename of the batch: that job is placed
