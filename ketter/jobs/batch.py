@@ -7,8 +7,8 @@ its folder after the rename, the job store after ``completed``) and on
 three job-store transactions. A worker that claims a fresh small file also
 claims more fresh small files of the same route in the same transaction
 (one claim token and lease each; up to 64 files of at most 1 MiB, or 16 of
-at most 4 MiB: :func:`mates_limits`) and walks them through the steps side
-by side:
+at most 4 MiB, fewer while the process has idle threads to share a burst
+with: :func:`mates_limits`) and walks them through the steps side by side:
 
 1. each job: validate; then **one** transaction for every job's
    ``validated`` + ``transferring``;
@@ -78,6 +78,9 @@ BATCH_MAX = 64
 #: done together, so a batch of the largest files batched (``INLINE_MAX``)
 #: takes 16 of them.
 BATCH_BYTES = 64 * SMALL_FILE
+#: The fewest files a batch may take while other threads are idle: a burst
+#: is spread over them (one thread walks its batch's files one by one).
+BATCH_SHARE = 16
 #: Conflict policies whose placement needs no look at an existing file
 #: before the copy (``skip_identical`` compares first: single-job path).
 _POLICIES = ("fail", "rename", "overwrite")
@@ -99,16 +102,20 @@ def batchable(job: JobRow, claimed: Claimed, route: RouteConfig) -> bool:
     )
 
 
-def mates_limits(size: int) -> tuple[int, int]:
+def mates_limits(size: int, idle: int = 0) -> tuple[int, int]:
     """How many mates a batch led by a file of ``size`` bytes claims, and
     the largest file a mate may be: within :data:`BATCH_MAX` files and
     :data:`BATCH_BYTES` bytes whatever the mates' sizes (a file up to
     ``SMALL_FILE`` leads up to 63 mates as small; a larger one up to 15 of
     up to ``INLINE_MAX``, any of them the lead of a batch of its own
-    later)."""
+    later). While ``idle`` other worker threads of the process wait for
+    work, the batch leaves them their share of a burst: at most
+    ``BATCH_MAX // (idle + 1)`` files, never fewer than :data:`BATCH_SHARE`
+    (a flood keeps every thread busy, and its batches take 64)."""
+    files = max(BATCH_SHARE, BATCH_MAX // (idle + 1))
     for largest in (SMALL_FILE, INLINE_MAX):
         if size <= largest:
-            return min(BATCH_MAX, BATCH_BYTES // largest) - 1, largest
+            return min(files, BATCH_BYTES // largest) - 1, largest
     raise ValueError(f"a file of {size} bytes is not batched (at most {INLINE_MAX})")
 
 
@@ -295,9 +302,16 @@ class Batch:
                 self._stop(m, exc)
 
     def _stop(self, m: _Member, exc: BaseException) -> None:
-        """The job leaves the batch through the usual error policy."""
+        """The job leaves the batch through the usual error policy, and the
+        lease keeper lets it go at once: a renewal while the others go on
+        would give a job waiting for its retry (claim token kept, lease
+        cleared) a live lease again, and keep it from its retry until that
+        lease ran out."""
         attempt, m.attempt, m.done = m.attempt, None, True
-        self.runner.stopped(m.job, m.claimed, attempt, exc)
+        try:
+            self.runner.stopped(m.job, m.claimed, attempt, exc)
+        finally:
+            self.runner.keeper.remove(m.active)
 
 
 def _advance_from(attempt: Attempt, state: State, steps: list[Step]) -> None:

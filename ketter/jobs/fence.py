@@ -4,7 +4,7 @@ their leases say they hold.
 A placement (the rename to the final name) is irreversible, and a
 filesystem rename cannot be fenced by the job store: the worker checks that
 its claim still holds the job right before it. A batch (:mod:`.batch`)
-places up to 16 files in a row, and a check per file cost a round trip per
+places up to 64 files in a row, and a check per file cost a round trip per
 file on PostgreSQL, on the batch's critical path.
 
 Instead, one read before the first placement returns, for every job of the

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -88,8 +89,9 @@ class LogNotifier:
 
 
 class JobRunner:
-    """Runs claimed jobs for one workers process (thread-safe: no shared state
-    but the lease keeper's registry)."""
+    """Runs claimed jobs for one workers process of ``threads`` worker
+    threads (thread-safe: no shared state but the lease keeper's registry
+    and the count of threads running a job, which sizes the batches)."""
 
     def __init__(
         self,
@@ -103,8 +105,12 @@ class JobRunner:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         on_progress: Callable[[ActiveJob], None] | None = None,
+        threads: int = 1,
     ) -> None:
         self.config = config
+        self.threads = threads
+        self._busy = 0
+        self._busy_lock = threading.Lock()
         self.store = store
         self.shutdown = shutdown
         self.keeper = keeper
@@ -127,6 +133,15 @@ class JobRunner:
     def handle(self, hint: int | None) -> int | None:
         """The queue task: claim the hinted (or best due) job and run it.
         Returns the id of the job run, if any."""
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            return self._handle(hint)
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+
+    def _handle(self, hint: int | None) -> int | None:
         if self.shutdown.requested:
             return None  # the sweep re-rings after restart
         guard = self.store.guard
@@ -167,7 +182,7 @@ class JobRunner:
         if not batchable(job, Claimed.of(taken), route):
             return None
         assert job.source_size is not None  # batchable
-        limit, largest = mates_limits(job.source_size)
+        limit, largest = mates_limits(job.source_size, idle=max(self.threads - self._busy, 0))
         return Mates(
             limit=limit,
             max_size=largest,

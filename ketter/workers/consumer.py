@@ -136,6 +136,7 @@ class WorkersProcess:
             keeper=keeper,
             ring=lambda job_id, delay: queue.ring(job_id, delay=delay),
             notifier=self.notifier,
+            threads=self.workers,
         )
         queue = self.queue = build_queue(config, handler=runner.handle)
         consumer = queue.huey.create_consumer(
