@@ -152,8 +152,12 @@ class LeaseKeeper(threading.Thread):
             self._jobs[active.job_id] = active
 
     def remove(self, active: ActiveJob) -> None:
+        """Stop renewing ``active``; a newer claim of the same job by another
+        thread of the process (a batch's member let go, retried and claimed
+        again while the batch went on) keeps its own entry."""
         with self._lock:
-            self._jobs.pop(active.job_id, None)
+            if self._jobs.get(active.job_id) is active:
+                del self._jobs[active.job_id]
 
     def running(self) -> list[ActiveJob]:
         with self._lock:

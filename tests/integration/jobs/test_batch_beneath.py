@@ -16,45 +16,19 @@ from pathlib import Path
 
 import pytest
 
-from ketter.audit.chain import AuditChain
-from ketter.config import load_config
 from ketter.jobs import batch as batch_mod
-from ketter.jobs.lease import LeaseKeeper
-from ketter.jobs.runner import JobRunner
-from ketter.jobs.submit import submit_path
-from ketter.runtime.signals import Shutdown
-from ketter.store import open_store
 from ketter.store.models import Job
-from ketter.store.sqlite import SqliteJobStore
+from tests.integration.jobs.inprocess import in_process_route
 
 
 def test_batch_flush_does_not_follow_a_folder_swapped_for_a_link(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "in" / "sub").mkdir(parents=True)
-    (tmp_path / "out" / "sub").mkdir(parents=True)
     outside = tmp_path / "outside"
     outside.mkdir()
-    cfg = tmp_path / "ketter.yaml"
-    cfg.write_text(
-        f"""
-state_dir: {tmp_path}/state
-node: batch-node
-routes:
-  - {{name: r, source: in, destination: out}}
-""",
-        encoding="utf-8",
-    )
-    config = load_config(str(cfg))
-    db = open_store(config.db_path)
-    store = SqliteJobStore(db, AuditChain(node="batch-node"))
-    try:
-        ids = []
-        for name in ("a.wav", "b.wav"):
-            src = tmp_path / "in" / "sub" / name
-            src.write_bytes(os.urandom(10_000))
-            (result,) = submit_path(store, config, config.route("r"), os.fsencode(src), now=1e9)
-            ids.append(result.job_id)
+    with in_process_route(tmp_path) as route:
+        (tmp_path / "out" / "sub").mkdir()
+        ids = route.submit("sub/a.wav", "sub/b.wav")
         real_flush = batch_mod.Batch._flush_dirs
         flushed: list[set[bytes]] = []
 
@@ -65,18 +39,10 @@ routes:
             real_flush(self, dirs)
 
         monkeypatch.setattr(batch_mod.Batch, "_flush_dirs", swap_then_flush)
-        runner = JobRunner(
-            config,
-            store=store,
-            shutdown=Shutdown(),
-            keeper=LeaseKeeper(config, Shutdown(), store=store),
-        )
-        runner.handle(ids[0])
+        route.runner().handle(ids[0])
         assert flushed == [{os.fsencode(tmp_path / "out" / "sub")}], "no batch flush ran"
         states = {i: Job.get_by_id(i).state for i in ids}
         assert "completed" not in states.values(), states
         errors = [Job.get_by_id(i).error or "" for i in ids]
         assert all("symbolic link" in e for e in errors), errors
         assert os.listdir(outside) == []
-    finally:
-        db.close()

@@ -7,51 +7,23 @@ finds it lost; the second placement must then check its claim again."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
 
-from ketter.audit.chain import AuditChain
-from ketter.config import load_config
 from ketter.jobs import batch as batch_mod
-from ketter.jobs.lease import LeaseKeeper
-from ketter.jobs.runner import JobRunner
-from ketter.jobs.submit import submit_path
-from ketter.runtime.signals import Shutdown
-from ketter.store import open_store
 from ketter.store.models import Job
-from ketter.store.sqlite import SqliteJobStore
+from tests.integration.jobs.inprocess import in_process_route
 
 
 def test_a_claim_the_keeper_found_lost_is_checked_before_its_placement(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "in").mkdir()
-    (tmp_path / "out").mkdir()
-    cfg = tmp_path / "ketter.yaml"
-    cfg.write_text(
-        f"""
-state_dir: {tmp_path}/state
-node: fence-node
-routes:
-  - {{name: r, source: in, destination: out}}
-""",
-        encoding="utf-8",
-    )
-    config = load_config(str(cfg))
-    db = open_store(config.db_path)
-    store = SqliteJobStore(db, AuditChain(node="fence-node"))
-    try:
-        ids = []
-        for name in ("a.wav", "b.wav"):
-            src = tmp_path / "in" / name
-            src.write_bytes(os.urandom(10_000))
-            (result,) = submit_path(store, config, config.route("r"), os.fsencode(src), now=1e9)
-            ids.append(result.job_id)
-        first, second = ids
-        keeper = LeaseKeeper(config, Shutdown(), store=store)
+    with in_process_route(tmp_path) as route:
+        store = route.store
+        first, second = route.submit("a.wav", "b.wav")
+        keeper = route.keeper()
         real_place = batch_mod.Batch._place
         taken: list[str] = []
 
@@ -72,13 +44,10 @@ routes:
             keeper.renew_all(now=time.time(), mono=time.monotonic())
 
         monkeypatch.setattr(batch_mod.Batch, "_place", place_then_take_over)
-        runner = JobRunner(config, store=store, shutdown=Shutdown(), keeper=keeper)
-        runner.handle(first)
+        route.runner(keeper).handle(first)
         assert taken, "no batch placement ran"
         assert Job.get_by_id(first).state == "completed"
         assert (tmp_path / "out" / "a.wav").exists()
         # The second job is the other worker's: this one placed nothing.
         assert Job.get_by_id(second).claim == taken[0]
         assert not (tmp_path / "out" / "b.wav").exists()
-    finally:
-        db.close()

@@ -1,76 +1,27 @@
 """A worker's batch of small files (ketter.jobs.batch) in process, on a real
 SQLite store and real files: how many files a batch takes while other
-threads are idle, and a job that leaves a batch leaving the lease keeper."""
+threads are idle, and a job that leaves a batch leaving the lease keeper
+(and only its own entry there)."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from ketter.audit.chain import AuditChain
-from ketter.config import Config, load_config
 from ketter.errors import TransientError
 from ketter.jobs import batch as batch_mod
-from ketter.jobs.lease import LeaseKeeper
-from ketter.jobs.runner import JobRunner
-from ketter.jobs.submit import submit_path
-from ketter.runtime.signals import Shutdown
-from ketter.store import open_store
+from ketter.jobs.claim import Claimed
 from ketter.store.models import Job
-from ketter.store.sqlite import SqliteJobStore
-
-
-@dataclass
-class Route:
-    root: Path
-    config: Config
-    store: SqliteJobStore
-
-    def drop(self, count: int) -> list[int]:
-        """``count`` small files submitted on the route: their job ids."""
-        ids = []
-        for i in range(count):
-            src = self.root / "in" / f"take_{i:02}.wav"
-            src.write_bytes(os.urandom(10_000 + i))
-            route = self.config.route("r")
-            (result,) = submit_path(self.store, self.config, route, os.fsencode(src), now=1e9)
-            ids.append(result.job_id)
-        return ids
-
-    def runner(self, keeper: LeaseKeeper, threads: int = 1) -> JobRunner:
-        return JobRunner(
-            self.config, store=self.store, shutdown=Shutdown(), keeper=keeper, threads=threads
-        )
-
-    def keeper(self) -> LeaseKeeper:
-        return LeaseKeeper(self.config, Shutdown(), store=self.store)
+from tests.integration.jobs.inprocess import Route, in_process_route
 
 
 @pytest.fixture
 def route(tmp_path: Path) -> Iterator[Route]:
-    (tmp_path / "in").mkdir()
-    (tmp_path / "out").mkdir()
-    cfg = tmp_path / "ketter.yaml"
-    cfg.write_text(
-        f"""
-state_dir: {tmp_path}/state
-node: batch-node
-routes:
-  - {{name: r, source: in, destination: out}}
-""",
-        encoding="utf-8",
-    )
-    config = load_config(str(cfg))
-    db = open_store(config.db_path)
-    try:
-        yield Route(tmp_path, config, SqliteJobStore(db, AuditChain(node="batch-node")))
-    finally:
-        db.close()
+    with in_process_route(tmp_path) as r:
+        yield r
 
 
 @pytest.mark.parametrize(("threads", "batch"), [(1, 40), (2, 32), (4, 16)])
@@ -86,6 +37,19 @@ def test_a_batch_leaves_a_burst_to_the_idle_threads(route: Route, threads: int, 
     assert delivered == [f"take_{i:02}.wav" for i in range(batch)]
 
 
+def _fail_the_copy_of(job_id: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch's copy of ``job_id`` fails with a transient error (the job
+    leaves the batch to wait for its retry); the others' copies are real."""
+    real_copy = batch_mod.Batch._copy
+
+    def copy(self: batch_mod.Batch, m: batch_mod._Member) -> None:
+        if m.job.id == job_id:
+            raise TransientError("the share answered EIO (a test's failure)")
+        real_copy(self, m)
+
+    monkeypatch.setattr(batch_mod.Batch, "_copy", copy)
+
+
 def test_a_job_that_left_the_batch_gets_no_lease_back_from_the_keeper(
     route: Route, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -95,13 +59,8 @@ def test_a_job_that_left_the_batch_gets_no_lease_back_from_the_keeper(
     which would keep it from its retry until that lease ran out."""
     first, second = route.drop(2)
     keeper = route.keeper()
-    real_copy, real_place = batch_mod.Batch._copy, batch_mod.Batch._place
+    real_place = batch_mod.Batch._place
     renewed: list[int] = []
-
-    def copy_failing_the_first(self: batch_mod.Batch, m: batch_mod._Member) -> None:
-        if m.job.id == first:
-            raise TransientError("the share answered EIO (a test's failure)")
-        real_copy(self, m)
 
     def place_then_renew(
         self: batch_mod.Batch, m: batch_mod._Member, dirs: object, fence: object
@@ -111,7 +70,7 @@ def test_a_job_that_left_the_batch_gets_no_lease_back_from_the_keeper(
         keeper.renew_all(now=time.time(), mono=time.monotonic())
         renewed.extend(a.job_id for a in keeper.running())
 
-    monkeypatch.setattr(batch_mod.Batch, "_copy", copy_failing_the_first)
+    _fail_the_copy_of(first, monkeypatch)
     monkeypatch.setattr(batch_mod.Batch, "_place", place_then_renew)
     route.runner(keeper).handle(first)
     assert renewed == [second], "the keeper still held a job that left the batch"
@@ -126,3 +85,40 @@ def test_a_job_that_left_the_batch_gets_no_lease_back_from_the_keeper(
     assert Job.get_by_id(second).state == "completed"
     src, out = route.root / "in" / "take_01.wav", route.root / "out" / "take_01.wav"
     assert out.read_bytes() == src.read_bytes()
+
+
+def test_a_job_claimed_again_while_its_old_batch_goes_on_keeps_its_lease_renewed(
+    route: Route, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first job leaves the batch for its retry and another thread of
+    the process claims it again while the batch places the second: the
+    batch's end must not take the new claim out of the lease keeper (its
+    lease would no longer be renewed, its stall never seen)."""
+    first, second = route.drop(2)
+    keeper = route.keeper()
+    runner = route.runner(keeper, threads=4)
+    real_place = batch_mod.Batch._place
+    again: list[object] = []
+
+    def place_while_another_thread_claims_the_first(
+        self: batch_mod.Batch, m: batch_mod._Member, dirs: object, fence: object
+    ) -> None:
+        real_place(self, m, dirs, fence)  # type: ignore[arg-type]
+        waiting = Job.get_by_id(first)
+        taken = route.store.claim_next(
+            {"r": 0},
+            hint=first,
+            owner="batch-node/1/t2",
+            now=waiting.next_attempt_at + 0.1,
+            ttl=30.0,
+        )
+        assert taken is not None
+        active, _ = runner.start(taken.row, Claimed.of(taken))
+        again.append(active)
+
+    _fail_the_copy_of(first, monkeypatch)
+    monkeypatch.setattr(batch_mod.Batch, "_place", place_while_another_thread_claims_the_first)
+    runner.handle(first)
+    assert again, "the second job was not placed"
+    assert keeper.running() == again
+    assert Job.get_by_id(second).state == "completed"

@@ -31,9 +31,7 @@ def test_a_file_too_large_for_a_batch_is_refused_by_name() -> None:
         mates_limits(INLINE_MAX + 1)
 
 
-@pytest.mark.parametrize(
-    ("idle", "files"), [(0, 64), (1, 32), (2, 21), (3, 16), (7, 16), (63, 16)]
-)
+@pytest.mark.parametrize(("idle", "files"), [(0, 64), (1, 32), (2, 21), (3, 16), (7, 16), (63, 16)])
 def test_idle_threads_get_their_share_of_a_burst(idle: int, files: int) -> None:
     """A thread leaves a burst's files to the idle ones: 64 files a batch
     when every thread is busy, down to 16 (never fewer) with idle ones."""
