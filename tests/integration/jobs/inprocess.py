@@ -5,13 +5,16 @@ wrapped with monkeypatch, the real one run inside)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from ketter.audit.chain import AuditChain
 from ketter.config import Config, load_config
+from ketter.jobs import batch as batch_mod
 from ketter.jobs.lease import LeaseKeeper
 from ketter.jobs.runner import JobRunner
 from ketter.jobs.submit import submit_path
@@ -78,3 +81,14 @@ routes:
         yield Route(root, config, SqliteJobStore(db, AuditChain(node=NODE)))
     finally:
         db.close()
+
+
+def after_each_placement(monkeypatch: pytest.MonkeyPatch, hook: Callable[[], None]) -> None:
+    """``hook()`` right after each of a batch's real placements."""
+    real_place = batch_mod.Batch._place
+
+    def place(self: batch_mod.Batch, m: object, dirs: object, fence: object) -> None:
+        real_place(self, m, dirs, fence)  # type: ignore[arg-type]
+        hook()
+
+    monkeypatch.setattr(batch_mod.Batch, "_place", place)

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ketter.jobs import batch as batch_mod
 from ketter.store.models import Job
-from tests.integration.jobs.inprocess import in_process_route
+from tests.integration.jobs.inprocess import after_each_placement, in_process_route
 
 
 def test_a_claim_the_keeper_found_lost_is_checked_before_its_placement(
@@ -24,13 +23,9 @@ def test_a_claim_the_keeper_found_lost_is_checked_before_its_placement(
         store = route.store
         first, second = route.submit("a.wav", "b.wav")
         keeper = route.keeper()
-        real_place = batch_mod.Batch._place
         taken: list[str] = []
 
-        def place_then_take_over(
-            self: batch_mod.Batch, m: object, dirs: object, fence: object
-        ) -> None:
-            real_place(self, m, dirs, fence)  # type: ignore[arg-type]
+        def take_over_the_second() -> None:
             if taken:
                 return
             # Another worker's claim on the second job (its lease treated as
@@ -43,7 +38,7 @@ def test_a_claim_the_keeper_found_lost_is_checked_before_its_placement(
             taken.append(other.claim)
             keeper.renew_all(now=time.time(), mono=time.monotonic())
 
-        monkeypatch.setattr(batch_mod.Batch, "_place", place_then_take_over)
+        after_each_placement(monkeypatch, take_over_the_second)
         route.runner(keeper).handle(first)
         assert taken, "no batch placement ran"
         assert Job.get_by_id(first).state == "completed"

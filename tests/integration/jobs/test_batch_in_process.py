@@ -15,7 +15,7 @@ from ketter.errors import TransientError
 from ketter.jobs import batch as batch_mod
 from ketter.jobs.claim import Claimed
 from ketter.store.models import Job
-from tests.integration.jobs.inprocess import Route, in_process_route
+from tests.integration.jobs.inprocess import Route, after_each_placement, in_process_route
 
 
 @pytest.fixture
@@ -59,19 +59,15 @@ def test_a_job_that_left_the_batch_gets_no_lease_back_from_the_keeper(
     which would keep it from its retry until that lease ran out."""
     first, second = route.drop(2)
     keeper = route.keeper()
-    real_place = batch_mod.Batch._place
     renewed: list[int] = []
 
-    def place_then_renew(
-        self: batch_mod.Batch, m: batch_mod._Member, dirs: object, fence: object
-    ) -> None:
-        real_place(self, m, dirs, fence)  # type: ignore[arg-type]
+    def renew() -> None:
         # The keeper's tick while the batch goes on with the second job.
         keeper.renew_all(now=time.time(), mono=time.monotonic())
         renewed.extend(a.job_id for a in keeper.running())
 
     _fail_the_copy_of(first, monkeypatch)
-    monkeypatch.setattr(batch_mod.Batch, "_place", place_then_renew)
+    after_each_placement(monkeypatch, renew)
     route.runner(keeper).handle(first)
     assert renewed == [second], "the keeper still held a job that left the batch"
     waiting = Job.get_by_id(first)
@@ -97,13 +93,9 @@ def test_a_job_claimed_again_while_its_old_batch_goes_on_keeps_its_lease_renewed
     first, second = route.drop(2)
     keeper = route.keeper()
     runner = route.runner(keeper, threads=4)
-    real_place = batch_mod.Batch._place
     again: list[object] = []
 
-    def place_while_another_thread_claims_the_first(
-        self: batch_mod.Batch, m: batch_mod._Member, dirs: object, fence: object
-    ) -> None:
-        real_place(self, m, dirs, fence)  # type: ignore[arg-type]
+    def another_thread_claims_the_first() -> None:
         waiting = Job.get_by_id(first)
         taken = route.store.claim_next(
             {"r": 0},
@@ -117,7 +109,7 @@ def test_a_job_claimed_again_while_its_old_batch_goes_on_keeps_its_lease_renewed
         again.append(active)
 
     _fail_the_copy_of(first, monkeypatch)
-    monkeypatch.setattr(batch_mod.Batch, "_place", place_while_another_thread_claims_the_first)
+    after_each_placement(monkeypatch, another_thread_claims_the_first)
     runner.handle(first)
     assert again, "the second job was not placed"
     assert keeper.running() == again
